@@ -1,0 +1,624 @@
+//! Daemon configuration: the TOML file, `ADDOND_<SECTION>_<KEY>` environment overrides,
+//! dev-mode paths and validation. Every key has a default and is documented in
+//! `config.example.toml`; an unknown key or a bad value is refused at start with the key
+//! and the reason, because a silently ignored typo on a production box is worse than a
+//! daemon that does not start.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default location of the system configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/addond/config.toml";
+/// Directory dev mode keeps everything in, relative to the working directory.
+pub const DEV_DIR: &str = ".addond";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_string(), reason: reason.into() }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub api: ApiConfig,
+    pub ports: PortsConfig,
+    pub docker: DockerConfig,
+    pub sandbox: SandboxConfig,
+    pub limits: LimitsConfig,
+    pub health: HealthConfig,
+    pub restart: RestartConfig,
+    pub reconcile: ReconcileConfig,
+    pub templates: TemplatesConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Holds the SQLite database, the lock file and the volume directories.
+    pub data_dir: PathBuf,
+    /// The admin API socket; the only way to manage the daemon.
+    pub socket_path: PathBuf,
+    /// Members of this group may use the admin socket (besides root and the daemon's uid).
+    pub socket_group: String,
+    /// Default tracing filter when `RUST_LOG` is not set.
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Request bodies above this are answered 413 before they are parsed.
+    pub max_body_bytes: usize,
+    /// Upper bound for `?timeout=` on `?wait=` requests.
+    pub max_wait_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortsConfig {
+    /// First host port handed to addon instances (inclusive).
+    pub range_start: u16,
+    /// Last host port handed to addon instances (inclusive).
+    pub range_end: u16,
+    /// Host address container ports are published on; loopback unless the operator opts out.
+    pub publish_address: IpAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// Docker engine endpoint: `unix:///path` (only Unix sockets are supported).
+    pub host: String,
+    /// Request timeout for Docker API calls, in seconds.
+    pub timeout_seconds: u64,
+    /// Grace given to a container on stop before it is killed, in seconds.
+    pub stop_timeout_seconds: u64,
+    /// Bridge network addon containers join.
+    pub network: String,
+    pub subnet: String,
+    /// Internal network (no route out) for addons without internet permission.
+    pub isolated_network: String,
+    pub isolated_subnet: String,
+    /// Timeout for pulling a missing image, in seconds.
+    pub pull_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// uid:gid every container runs as; must not be root.
+    pub user: String,
+    /// Size of the writable tmpfs mounted at /tmp.
+    pub tmpfs_size: String,
+    /// Docker json-file log rotation, so a chatty addon cannot fill the disk.
+    pub log_max_size: String,
+    pub log_max_files: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Defaults applied when a service names no limit.
+    pub memory: String,
+    pub cpu: f64,
+    pub pids: i64,
+    /// Ceilings a service may ask for; empty / 0 means the host's memory and CPU count.
+    pub max_memory: String,
+    pub max_cpu: f64,
+    pub max_pids: i64,
+    pub max_replicas: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    pub interval_seconds: f64,
+    pub timeout_seconds: f64,
+    pub retries: u32,
+    pub start_period_seconds: f64,
+    /// While an instance has not yet passed its first check, it is probed this often, so a
+    /// fresh deploy becomes visible in milliseconds rather than a full interval later.
+    pub startup_probe_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestartConfig {
+    pub backoff_base_seconds: f64,
+    pub backoff_max_seconds: f64,
+    /// A restart streak is forgotten after an instance has been healthy this long.
+    pub reset_after_seconds: f64,
+    /// This many failed restarts within `failure_window_seconds` put a service in `Failed`.
+    pub max_failures: u32,
+    pub failure_window_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileConfig {
+    /// Full resync of every service against Docker, besides the event-driven ones.
+    pub interval_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplatesConfig {
+    /// Image used by `templates/{id}/create` when the request names none.
+    pub image: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            daemon: DaemonConfig::default(),
+            api: ApiConfig::default(),
+            ports: PortsConfig::default(),
+            docker: DockerConfig::default(),
+            sandbox: SandboxConfig::default(),
+            limits: LimitsConfig::default(),
+            health: HealthConfig::default(),
+            restart: RestartConfig::default(),
+            reconcile: ReconcileConfig::default(),
+            templates: TemplatesConfig::default(),
+        }
+    }
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            data_dir: PathBuf::from("/var/lib/addond"),
+            socket_path: PathBuf::from("/run/addond/addond.sock"),
+            socket_group: "addond".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { max_body_bytes: 1024 * 1024, max_wait_seconds: 600 }
+    }
+}
+
+impl Default for PortsConfig {
+    fn default() -> Self {
+        PortsConfig {
+            range_start: 8000,
+            range_end: 9000,
+            publish_address: IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            host: "unix:///var/run/docker.sock".into(),
+            timeout_seconds: 120,
+            stop_timeout_seconds: 10,
+            network: "addond".into(),
+            subnet: "172.20.0.0/16".into(),
+            isolated_network: "addond_isolated".into(),
+            isolated_subnet: "172.21.0.0/16".into(),
+            pull_timeout_seconds: 300,
+        }
+    }
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            user: "65534:65534".into(),
+            tmpfs_size: "64m".into(),
+            log_max_size: "10m".into(),
+            log_max_files: 3,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            memory: "512m".into(),
+            cpu: 0.5,
+            pids: 256,
+            max_memory: String::new(),
+            max_cpu: 0.0,
+            max_pids: 4096,
+            max_replicas: 64,
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval_seconds: 30.0,
+            timeout_seconds: 10.0,
+            retries: 3,
+            start_period_seconds: 0.0,
+            startup_probe_ms: 25,
+        }
+    }
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        RestartConfig {
+            backoff_base_seconds: 10.0,
+            backoff_max_seconds: 300.0,
+            reset_after_seconds: 600.0,
+            max_failures: 5,
+            failure_window_seconds: 1800.0,
+        }
+    }
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig { interval_seconds: 30.0 }
+    }
+}
+
+impl Default for TemplatesConfig {
+    fn default() -> Self {
+        TemplatesConfig { image: "addond-sample:latest".into() }
+    }
+}
+
+/// Parses a Docker-style size (`512m`, `1g`, `65536`, `64k`) into bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let s = s.strip_suffix('b').unwrap_or(&s);
+    let (num, mult) = match s.chars().last()? {
+        'k' => (&s[..s.len() - 1], 1u64 << 10),
+        'm' => (&s[..s.len() - 1], 1 << 20),
+        'g' => (&s[..s.len() - 1], 1 << 30),
+        't' => (&s[..s.len() - 1], 1 << 40),
+        c if c.is_ascii_digit() => (s, 1),
+        _ => return None,
+    };
+    if num.is_empty() || !num.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    let v: f64 = num.parse().ok()?;
+    let bytes = v * mult as f64;
+    (bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// Parses an IPv4 CIDR (`172.20.0.0/16`).
+pub fn parse_cidr(s: &str) -> Option<(std::net::Ipv4Addr, u8)> {
+    let (ip, len) = s.split_once('/')?;
+    let ip: std::net::Ipv4Addr = ip.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    (len <= 30).then_some((ip, len))
+}
+
+/// Total host memory in bytes, from /proc/meminfo.
+pub fn host_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(1 << 30)
+}
+
+pub fn host_cpus() -> f64 {
+    std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0)
+}
+
+impl Config {
+    /// Loads the config: file (if `path` exists or was named explicitly), then environment
+    /// overrides, then validation. In dev mode the default paths move under `./.addond/`.
+    pub fn load(path: Option<&Path>, dev: bool) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, dev, &env)
+    }
+
+    pub fn load_with_env(
+        path: Option<&Path>,
+        dev: bool,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let default_path = if dev {
+            PathBuf::from(DEV_DIR).join("config.toml")
+        } else {
+            PathBuf::from(DEFAULT_CONFIG_PATH)
+        };
+        let (file_path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (default_path, false),
+        };
+        let mut table = match std::fs::read_to_string(&file_path) {
+            Ok(text) => text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+                path: file_path.display().to_string(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => toml::Table::new(),
+            Err(source) => return Err(ConfigError::Read { path: file_path, source }),
+        };
+        if dev {
+            let base = std::env::current_dir()
+                .map_err(|e| invalid("daemon.data_dir", e.to_string()))?
+                .join(DEV_DIR);
+            let daemon = table
+                .entry("daemon")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(d) = daemon {
+                d.entry("data_dir")
+                    .or_insert_with(|| base.join("data").display().to_string().into());
+                d.entry("socket_path")
+                    .or_insert_with(|| base.join("addond.sock").display().to_string().into());
+            }
+        }
+        apply_env(&mut table, env)?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let inner = e.into_inner().to_string();
+                invalid(&key, inner.trim().to_string())
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuses values that would make the daemon misbehave later, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.ports;
+        if p.range_start == 0 || p.range_start > p.range_end {
+            return Err(invalid(
+                "ports.range_start",
+                format!("must be between 1 and ports.range_end ({})", p.range_end),
+            ));
+        }
+        if p.range_start < 1024 {
+            return Err(invalid("ports.range_start", "ports below 1024 are privileged; use 1024 or more"));
+        }
+        if !self.docker.host.starts_with("unix://") {
+            return Err(invalid("docker.host", "only unix:///path/to/docker.sock is supported"));
+        }
+        for (key, val) in [("docker.subnet", &self.docker.subnet), ("docker.isolated_subnet", &self.docker.isolated_subnet)] {
+            if parse_cidr(val).is_none() {
+                return Err(invalid(key, format!("`{val}` is not an IPv4 CIDR like 172.20.0.0/16")));
+            }
+        }
+        if self.docker.subnet == self.docker.isolated_subnet {
+            return Err(invalid("docker.isolated_subnet", "must differ from docker.subnet"));
+        }
+        for (key, val) in [("docker.network", &self.docker.network), ("docker.isolated_network", &self.docker.isolated_network)] {
+            if val.is_empty() || !val.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+                return Err(invalid(key, "use letters, digits, `_`, `-` or `.`"));
+            }
+        }
+        if self.docker.network == self.docker.isolated_network {
+            return Err(invalid("docker.isolated_network", "must differ from docker.network"));
+        }
+        if self.docker.timeout_seconds == 0 {
+            return Err(invalid("docker.timeout_seconds", "must be at least 1"));
+        }
+        let user_ok = self
+            .sandbox
+            .user
+            .split(':')
+            .map(|part| part.parse::<u32>())
+            .collect::<Result<Vec<_>, _>>()
+            .map(|ids| (1..=2).contains(&ids.len()) && ids[0] != 0)
+            .unwrap_or(false);
+        if !user_ok {
+            return Err(invalid("sandbox.user", "must be a numeric non-root uid[:gid], like 65534:65534"));
+        }
+        for (key, val) in [("sandbox.tmpfs_size", &self.sandbox.tmpfs_size), ("sandbox.log_max_size", &self.sandbox.log_max_size), ("limits.memory", &self.limits.memory)] {
+            if parse_size(val).is_none() {
+                return Err(invalid(key, format!("`{val}` is not a size like 64m or 1g")));
+            }
+        }
+        if !self.limits.max_memory.is_empty() && parse_size(&self.limits.max_memory).is_none() {
+            return Err(invalid("limits.max_memory", "not a size like 8g (or empty for the host's memory)"));
+        }
+        if parse_size(&self.limits.memory).unwrap_or(0) < 6 * 1024 * 1024 {
+            return Err(invalid("limits.memory", "Docker needs at least 6m"));
+        }
+        if !(self.limits.cpu > 0.0 && self.limits.cpu.is_finite()) {
+            return Err(invalid("limits.cpu", "must be a positive number of CPUs, like 0.5"));
+        }
+        if self.limits.max_cpu < 0.0 || !self.limits.max_cpu.is_finite() {
+            return Err(invalid("limits.max_cpu", "must be 0 (host CPUs) or a positive number"));
+        }
+        if self.limits.pids < 1 || self.limits.pids > self.limits.max_pids {
+            return Err(invalid("limits.pids", format!("must be between 1 and limits.max_pids ({})", self.limits.max_pids)));
+        }
+        if self.limits.max_replicas == 0 || self.limits.max_replicas > 1000 {
+            return Err(invalid("limits.max_replicas", "must be between 1 and 1000"));
+        }
+        let h = &self.health;
+        for (key, v) in [("health.interval_seconds", h.interval_seconds), ("health.timeout_seconds", h.timeout_seconds)] {
+            if !(v > 0.0 && v <= 3600.0) {
+                return Err(invalid(key, "must be more than 0 and at most 3600"));
+            }
+        }
+        if !(0.0..=3600.0).contains(&h.start_period_seconds) {
+            return Err(invalid("health.start_period_seconds", "must be between 0 and 3600"));
+        }
+        if h.retries == 0 || h.retries > 100 {
+            return Err(invalid("health.retries", "must be between 1 and 100"));
+        }
+        if h.startup_probe_ms == 0 || h.startup_probe_ms > 10_000 {
+            return Err(invalid("health.startup_probe_ms", "must be between 1 and 10000"));
+        }
+        let r = &self.restart;
+        if !(r.backoff_base_seconds > 0.0 && r.backoff_base_seconds <= r.backoff_max_seconds) {
+            return Err(invalid("restart.backoff_base_seconds", "must be more than 0 and at most restart.backoff_max_seconds"));
+        }
+        if r.max_failures == 0 {
+            return Err(invalid("restart.max_failures", "must be at least 1"));
+        }
+        for (key, v) in [("restart.reset_after_seconds", r.reset_after_seconds), ("restart.failure_window_seconds", r.failure_window_seconds), ("reconcile.interval_seconds", self.reconcile.interval_seconds)] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(invalid(key, "must be a positive number of seconds"));
+            }
+        }
+        if self.api.max_body_bytes < 1024 {
+            return Err(invalid("api.max_body_bytes", "must be at least 1024"));
+        }
+        if self.templates.image.trim().is_empty() {
+            return Err(invalid("templates.image", "must name an image"));
+        }
+        Ok(())
+    }
+
+    /// Ceiling for a service's memory limit in bytes.
+    pub fn max_memory_bytes(&self) -> u64 {
+        parse_size(&self.limits.max_memory).unwrap_or_else(host_memory_bytes)
+    }
+
+    pub fn max_cpu(&self) -> f64 {
+        if self.limits.max_cpu > 0.0 { self.limits.max_cpu } else { host_cpus() }
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+const SECTIONS: &[&str] = &[
+    "daemon", "api", "ports", "docker", "sandbox", "limits", "health", "restart", "reconcile", "templates",
+];
+
+/// Applies `ADDOND_<SECTION>_<KEY>=value` overrides. The value is read as a TOML literal
+/// when it parses as one (numbers, booleans), else as a string. Variables that do not start
+/// with a known section (like `ADDOND_SOCKET`, read by the clients) are left alone.
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("ADDOND_") else { continue };
+        let rest = rest.to_ascii_lowercase();
+        let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
+            continue;
+        };
+        let key = &rest[section.len() + 1..];
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        // A string-typed key (e.g. a path that happens to parse as a number) stays a string:
+        // decided by the default config's type for that key.
+        let defaults = toml::Value::try_from(Config::default()).map_err(|e| invalid(name, e.to_string()))?;
+        let default_val = defaults.get(section).and_then(|s| s.get(key));
+        let Some(default_val) = default_val else {
+            return Err(invalid(&format!("{section}.{key}"), format!("unknown key (from environment variable {name})")));
+        };
+        let val = match (default_val, parsed) {
+            (toml::Value::String(_), toml::Value::String(s)) => toml::Value::String(s),
+            (toml::Value::String(_), _) => toml::Value::String(value.clone()),
+            (toml::Value::Float(_), toml::Value::Integer(i)) => toml::Value::Float(i as f64),
+            (_, v) => v,
+        };
+        let sec = table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(t) = sec {
+            t.insert(key.to_string(), val);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        Config::load_with_env(Some(&path), false, &env)
+    }
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.ports.range_start, 8000);
+        assert_eq!(c.ports.range_end, 9000);
+        assert_eq!(c.health.interval_seconds, 30.0);
+        let text = c.to_toml();
+        let back = load_str(&text, &[]).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn example_config_is_the_default() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml")).unwrap();
+        let c = load_str(&text, &[]).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_str("[ports]\nrange_strat = 8100\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("range_strat"), "{err}");
+        let err = load_str("[bogus]\nx = 1\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = load_str("[ports]\nrange_start = 9500\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("ports.range_start"), "{err}");
+        let err = load_str("[ports]\nrange_start = \"x\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("ports.range_start"), "{err}");
+        let err = load_str("[sandbox]\nuser = \"0:0\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("sandbox.user"), "{err}");
+        let err = load_str("[docker]\nsubnet = \"10.0.0.0\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("docker.subnet"), "{err}");
+        let err = load_str("[limits]\nmemory = \"lots\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("limits.memory"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_apply_and_unknown_env_keys_fail() {
+        let c = load_str("", &[("ADDOND_PORTS_RANGE_START", "8100"), ("ADDOND_HEALTH_INTERVAL_SECONDS", "2"), ("ADDOND_DAEMON_SOCKET_GROUP", "123"), ("ADDOND_SOCKET", "/x")]).unwrap();
+        assert_eq!(c.ports.range_start, 8100);
+        assert_eq!(c.health.interval_seconds, 2.0);
+        assert_eq!(c.daemon.socket_group, "123");
+        let err = load_str("", &[("ADDOND_PORTS_NOPE", "1")]).unwrap_err().to_string();
+        assert!(err.contains("ports.nope") && err.contains("ADDOND_PORTS_NOPE"), "{err}");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let err = Config::load_with_env(Some(Path::new("/nonexistent/addond.toml")), false, &[]).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/addond.toml"));
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("512m"), Some(512 << 20));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("1.5g"), Some(3 << 29));
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("64MB"), Some(64 << 20));
+        assert_eq!(parse_size("-1m"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("m"), None);
+        assert_eq!(parse_size("99999999999999999t"), None);
+    }
+}
