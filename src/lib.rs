@@ -2,3 +2,11 @@
 //! the client the command-line tools share; the binaries in `src/bin/` only wire them.
 
 pub mod config;
+pub mod model;
+pub mod store;
+pub mod ports;
+pub mod runtime;
+pub mod lifecycle;
+pub mod client;
+pub mod api;
+pub mod daemon;

@@ -1,0 +1,859 @@
+//! The admin API on the Unix socket: every route is listed in [`router`], handlers are
+//! plain async fns, and [`ApiError`] is the one mapping from any failure to the JSON
+//! envelope of PRODUCT.md. [`serve`] owns the accept loop: it checks each peer's
+//! credentials (SO_PEERCRED) before reading a byte of its request, tags the request with
+//! the caller for the audit log, and drains connections on shutdown.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use futures_util::StreamExt;
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::lifecycle::{Lifecycle, LifecycleError};
+use crate::model::{template, CreateRequest, FieldError, Health, Phase, Service, TemplateCreateRequest, TEMPLATES};
+use crate::ports::PortError;
+use crate::runtime::RuntimeError;
+use crate::store::{now_ms, AuditEntry, StoreError};
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub lifecycle: Arc<Lifecycle>,
+    /// For `uptime_seconds` in `/health`.
+    pub started: Instant,
+}
+
+/// Who is calling, from the socket's peer credentials.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
+// ---- errors and envelopes -------------------------------------------------------------
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), field: None }
+    }
+    fn field(mut self, f: impl Into<String>) -> Self {
+        self.field = Some(f.into());
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut err = json!({"code": self.code, "message": self.message});
+        if let Some(f) = self.field {
+            err["field"] = Value::String(f);
+        }
+        (self.status, axum::Json(json!({"success": false, "error": err}))).into_response()
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message).field(e.field)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NameTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()).field("name"),
+            StoreError::PortTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            e => {
+                tracing::error!(error = %e, "database error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{e}; see the daemon log"))
+            }
+        }
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        use LifecycleError as L;
+        match e {
+            L::Store(e) => e.into(),
+            L::Runtime(RuntimeError::Unavailable(_)) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "docker_unavailable", e.to_string()),
+            L::Runtime(RuntimeError::ImageNotFound { .. }) => ApiError::new(StatusCode::NOT_FOUND, "image_not_found", e.to_string()).field("image"),
+            L::Runtime(RuntimeError::InvalidVolume(m)) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_volume", m).field("volumes"),
+            L::Runtime(RuntimeError::Api(m)) => ApiError::new(StatusCode::BAD_GATEWAY, "docker_error", m),
+            L::Ports(p @ PortError::Exhausted { .. }) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ports_exhausted", p.to_string()),
+            L::Ports(p) => ApiError::new(StatusCode::CONFLICT, "conflict", p.to_string()).field("host_port"),
+            L::NotFound(what) => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no service `{what}`; list them with `addonctl services list`")),
+            L::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            L::Failed { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "service_failed", e.to_string()),
+            L::WaitTimeout { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "wait_timeout", e.to_string()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok(status: StatusCode, data: Value, message: &str) -> ApiResult {
+    Ok((status, axum::Json(json!({"success": true, "data": data, "message": message}))).into_response())
+}
+
+/// A JSON body read with the configured size limit and parsed so that a wrong shape names
+/// the field at fault.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let limit = req.extensions().get::<BodyLimit>().map(|l| l.0).unwrap_or(1 << 20);
+        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body is larger than {limit} bytes (api.max_body_bytes)"))
+        })?;
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the request needs a JSON body"));
+        }
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize(de) {
+            Ok(v) => Ok(JsonBody(v)),
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let mut err = ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid request body: {inner}"));
+                if path != "." {
+                    err = err.field(path);
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct BodyLimit(usize);
+
+// ---- routes ---------------------------------------------------------------------------
+
+/// Every route of the admin API.
+pub fn router(state: AppState) -> Router {
+    const S: &str = "/api/plugin-microservice";
+    let limit = BodyLimit(state.lifecycle.config().api.max_body_bytes);
+    Router::new()
+        .route("/health", get(daemon_health))
+        .route("/metrics", get(metrics))
+        .route(&format!("{S}/services"), get(list_services).post(create_service))
+        .route(&format!("{S}/services/{{id}}"), get(show_service).delete(delete_service))
+        .route(&format!("{S}/services/{{id}}/start"), post(start_service))
+        .route(&format!("{S}/services/{{id}}/stop"), post(stop_service))
+        .route(&format!("{S}/services/{{id}}/restart"), post(restart_service))
+        .route(&format!("{S}/services/{{id}}/scale"), post(scale_service))
+        .route(&format!("{S}/services/{{id}}/logs"), get(service_logs))
+        .route(&format!("{S}/services/{{id}}/metrics"), get(service_metrics))
+        .route(&format!("{S}/discovery"), get(discovery))
+        .route(&format!("{S}/health"), get(services_health))
+        .route(&format!("{S}/templates"), get(list_templates))
+        .route(&format!("{S}/templates/{{id}}/create"), post(create_from_template))
+        .route(&format!("{S}/cleanup"), post(cleanup))
+        .route("/api/audit", get(audit_log))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), audit))
+        .layer(Extension(limit))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route {} {}", req.method(), req.uri().path()))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not allowed on {}", req.method(), req.uri().path()))
+}
+
+/// Records every change (any method but GET/HEAD) with the caller and the outcome.
+async fn audit(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    if method == Method::GET || method == Method::HEAD {
+        return next.run(req).await;
+    }
+    let caller = req.extensions().get::<Caller>().copied();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let entry = AuditEntry {
+        at: now_ms(),
+        uid: caller.map(|c| c.uid),
+        pid: caller.and_then(|c| c.pid),
+        method: method.to_string(),
+        path,
+        status: resp.status().as_u16(),
+        detail: None,
+    };
+    if let Err(e) = st.lifecycle.store().audit(entry).await {
+        tracing::warn!(error = %e, "cannot write audit record");
+    }
+    resp
+}
+
+// ---- views ----------------------------------------------------------------------------
+
+fn ms_to_rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+fn health_summary(s: &Service) -> Health {
+    let wanted: Vec<_> = s.instances.iter().filter(|i| i.wanted).collect();
+    if wanted.is_empty() || s.desired != crate::model::Desired::Started {
+        Health::Unknown
+    } else if wanted.iter().any(|i| i.health == Health::Unhealthy) {
+        Health::Unhealthy
+    } else if wanted.iter().all(|i| i.health == Health::Healthy) {
+        Health::Healthy
+    } else {
+        Health::Starting
+    }
+}
+
+fn status_of(s: &Service) -> &'static str {
+    let wanted = s.instances.iter().filter(|i| i.wanted).count();
+    let running = s.instances.iter().filter(|i| i.wanted && i.container_id.is_some() && i.health != Health::Unknown).count();
+    match s.phase {
+        Phase::Failed => "failed",
+        Phase::Stopped | Phase::Deleted => "stopped",
+        _ if wanted > 0 && running == wanted => "running",
+        _ if running > 0 => "partial",
+        Phase::Started => "running",
+        _ => "pending",
+    }
+}
+
+fn endpoint(st: &AppState, port: u16) -> String {
+    let addr = st.lifecycle.config().ports.publish_address;
+    let host = if addr.is_unspecified() { "127.0.0.1".to_string() } else { addr.to_string() };
+    format!("http://{host}:{port}")
+}
+
+pub fn service_view(st: &AppState, s: &Service) -> Value {
+    let spec = &s.spec;
+    let wanted: Vec<_> = s.instances.iter().filter(|i| i.wanted).collect();
+    let first_port = wanted.first().map(|i| i.host_port);
+    json!({
+        "id": s.id,
+        "name": spec.name,
+        "plugin_id": spec.plugin_id,
+        "service_type": spec.service_type,
+        "image": spec.image,
+        "port": spec.port,
+        "host": st.lifecycle.config().ports.publish_address.to_string(),
+        "environment": spec.environment,
+        "volumes": spec.volumes,
+        "networks": spec.networks,
+        "depends_on": spec.depends_on,
+        "health_check": spec.health_check,
+        "resource_limits": spec.resource_limits,
+        "restart_policy": spec.restart_policy,
+        "version": spec.version,
+        "replicas": s.replicas,
+        "desired": s.desired.as_str(),
+        "phase": s.phase.as_str(),
+        "status": status_of(s),
+        "health_status": health_summary(s).as_str(),
+        "host_port": first_port,
+        "endpoint": first_port.map(|p| endpoint(st, p)),
+        "last_error": s.last_error,
+        "exit_code": s.exit_code,
+        "created_at": ms_to_rfc3339(s.created_at),
+        "updated_at": ms_to_rfc3339(s.updated_at),
+        "instances": s.instances.iter().map(|i| json!({
+            "id": i.id,
+            "ordinal": i.ordinal,
+            "container_id": i.container_id,
+            "container_name": i.container_name(),
+            "host_port": i.host_port,
+            "health": i.health.as_str(),
+            "restarts": i.restarts,
+            "started_at": i.started_at.map(ms_to_rfc3339),
+            "last_error": i.last_error,
+            "exit_code": i.exit_code,
+            "state": if !i.wanted { "removing" } else if i.container_id.is_none() { "pending" } else if s.desired == crate::model::Desired::Started { "running" } else { "stopped" },
+        })).collect::<Vec<_>>(),
+    })
+}
+
+// ---- handlers -------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitQuery {
+    wait: Option<String>,
+    timeout: Option<f64>,
+}
+
+impl WaitQuery {
+    fn target(&self, max: u64) -> Result<Option<(Phase, Duration)>, ApiError> {
+        let Some(w) = &self.wait else { return Ok(None) };
+        let phase = match w.to_ascii_lowercase().as_str() {
+            "started" => Phase::Started,
+            "stopped" => Phase::Stopped,
+            "deleted" => Phase::Deleted,
+            _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("wait=`{w}`: use started, stopped or deleted")).field("wait")),
+        };
+        let t = self.timeout.unwrap_or(60.0);
+        if !(t > 0.0 && t <= max as f64) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("timeout={t}: must be more than 0 and at most {max} seconds")).field("timeout"));
+        }
+        Ok(Some((phase, Duration::from_secs_f64(t))))
+    }
+}
+
+/// Replies with the service, after waiting for a phase when the caller asked to.
+async fn reply_service(st: &AppState, svc: Service, q: &WaitQuery, status: StatusCode, message: &str) -> ApiResult {
+    let Some((phase, timeout)) = q.target(st.lifecycle.config().api.max_wait_seconds)? else {
+        return ok(status, service_view(st, &svc), message);
+    };
+    match st.lifecycle.wait(&svc.id, phase, timeout).await? {
+        Some(s) => ok(status, service_view(st, &s), message),
+        None => {
+            let mut v = service_view(st, &svc);
+            v["phase"] = json!("Deleted");
+            v["status"] = json!("stopped");
+            ok(status, v, message)
+        }
+    }
+}
+
+async fn daemon_health(State(st): State<AppState>) -> ApiResult {
+    let lc = &st.lifecycle;
+    let db = match lc.store().integrity_check().await {
+        Ok(s) if s == "ok" => "ok".to_string(),
+        Ok(s) => s,
+        Err(e) => e.to_string(),
+    };
+    let services = lc.store().list_services().await.map(|s| s.len()).unwrap_or(0);
+    ok(
+        StatusCode::OK,
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": st.started.elapsed().as_secs(),
+            "database": db,
+            "docker": if lc.runtime().is_available() { "reachable" } else { "unreachable" },
+            "services": services,
+            "pid": std::process::id(),
+        }),
+        "addond is running",
+    )
+}
+
+async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let lc = &st.lifecycle;
+    let services = lc.store().list_services().await?;
+    let mut out = String::new();
+    let mut by_phase: HashMap<&str, usize> = HashMap::new();
+    for s in &services {
+        *by_phase.entry(s.phase.as_str()).or_default() += 1;
+    }
+    out.push_str("# HELP addond_services Services by lifecycle phase.\n# TYPE addond_services gauge\n");
+    for p in ["Creating", "Created", "Starting", "Started", "Stopping", "Stopped", "Deleting", "Deleted", "Failed"] {
+        out.push_str(&format!("addond_services{{phase=\"{p}\"}} {}\n", by_phase.get(p).copied().unwrap_or(0)));
+    }
+    let instances: Vec<_> = services.iter().flat_map(|s| s.instances.iter().map(move |i| (s, i))).collect();
+    out.push_str("# HELP addond_instances Instances by health.\n# TYPE addond_instances gauge\n");
+    for h in [Health::Unknown, Health::Starting, Health::Healthy, Health::Unhealthy] {
+        out.push_str(&format!("addond_instances{{health=\"{}\"}} {}\n", h.as_str(), instances.iter().filter(|(_, i)| i.health == h).count()));
+    }
+    out.push_str("# HELP addond_instance_restarts_total Restarts of each instance by the daemon.\n# TYPE addond_instance_restarts_total counter\n");
+    for (s, i) in &instances {
+        out.push_str(&format!("addond_instance_restarts_total{{service=\"{}\",instance=\"{}\"}} {}\n", s.spec.name, i.ordinal, i.restarts));
+    }
+    let (start, end) = lc.port_range();
+    let total = (end - start) as usize + 1;
+    out.push_str(&format!(
+        "# HELP addond_ports_in_use Host ports booked by addond.\n# TYPE addond_ports_in_use gauge\naddond_ports_in_use {}\n# HELP addond_ports_free Host ports of the range not booked by addond.\n# TYPE addond_ports_free gauge\naddond_ports_free {}\n",
+        instances.len(),
+        total.saturating_sub(instances.len())
+    ));
+    out.push_str(&format!(
+        "# HELP addond_docker_up Whether the Docker engine is reachable.\n# TYPE addond_docker_up gauge\naddond_docker_up {}\n# HELP addond_uptime_seconds Seconds since the daemon started.\n# TYPE addond_uptime_seconds gauge\naddond_uptime_seconds {}\n",
+        u8::from(lc.runtime().is_available()),
+        st.started.elapsed().as_secs()
+    ));
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], out).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    plugin_id: Option<String>,
+    status: Option<String>,
+}
+
+async fn list_services(State(st): State<AppState>, q: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    let all = st.lifecycle.store().list_services().await?;
+    let list: Vec<Value> = all
+        .iter()
+        .filter(|s| q.plugin_id.as_deref().is_none_or(|p| s.spec.plugin_id.as_deref() == Some(p)))
+        .filter(|s| q.status.as_deref().is_none_or(|f| s.phase.as_str().eq_ignore_ascii_case(f) || status_of(s) == f.to_ascii_lowercase()))
+        .map(|s| service_view(&st, s))
+        .collect();
+    let n = list.len();
+    ok(StatusCode::OK, Value::Array(list), &format!("{n} service(s)"))
+}
+
+async fn create_service(State(st): State<AppState>, q: Result<Query<WaitQuery>, QueryRejection>, JsonBody(req): JsonBody<CreateRequest>) -> ApiResult {
+    let Query(q) = q?;
+    q.target(st.lifecycle.config().api.max_wait_seconds)?;
+    let (spec, replicas) = req.validate(st.lifecycle.config())?;
+    let svc = st.lifecycle.create(spec, replicas).await?;
+    reply_service(&st, svc, &q, StatusCode::CREATED, "service created").await
+}
+
+async fn show_service(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let svc = st.lifecycle.store().get_service(&id).await?.ok_or_else(|| ApiError::from(LifecycleError::NotFound(id)))?;
+    ok(StatusCode::OK, service_view(&st, &svc), "")
+}
+
+async fn delete_service(State(st): State<AppState>, Path(id): Path<String>, q: Result<Query<WaitQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    q.target(st.lifecycle.config().api.max_wait_seconds)?;
+    let svc = st.lifecycle.delete(&id).await?;
+    reply_service(&st, svc, &q, StatusCode::OK, "service is being deleted").await
+}
+
+async fn start_service(State(st): State<AppState>, Path(id): Path<String>, q: Result<Query<WaitQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    q.target(st.lifecycle.config().api.max_wait_seconds)?;
+    let svc = st.lifecycle.start(&id).await?;
+    reply_service(&st, svc, &q, StatusCode::OK, "service is starting").await
+}
+
+async fn stop_service(State(st): State<AppState>, Path(id): Path<String>, q: Result<Query<WaitQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    q.target(st.lifecycle.config().api.max_wait_seconds)?;
+    let svc = st.lifecycle.stop(&id).await?;
+    reply_service(&st, svc, &q, StatusCode::OK, "service is stopping").await
+}
+
+async fn restart_service(State(st): State<AppState>, Path(id): Path<String>, q: Result<Query<WaitQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    q.target(st.lifecycle.config().api.max_wait_seconds)?;
+    let svc = st.lifecycle.restart(&id).await?;
+    reply_service(&st, svc, &q, StatusCode::OK, "service is restarting").await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaleBody {
+    replicas: i64,
+}
+
+async fn scale_service(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+    JsonBody(body): JsonBody<ScaleBody>,
+) -> ApiResult {
+    let Query(q) = q?;
+    q.target(st.lifecycle.config().api.max_wait_seconds)?;
+    let max = st.lifecycle.config().limits.max_replicas;
+    if body.replicas < 0 || body.replicas > max as i64 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", format!("replicas {} must be between 0 and {max}", body.replicas)).field("replicas"));
+    }
+    let svc = st.lifecycle.scale(&id, body.replicas as u32).await?;
+    reply_service(&st, svc, &q, StatusCode::OK, &format!("scaling to {}", body.replicas)).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    lines: Option<u32>,
+    follow: Option<bool>,
+    timestamps: Option<bool>,
+    instance: Option<u32>,
+}
+
+async fn service_logs(State(st): State<AppState>, Path(id): Path<String>, q: Result<Query<LogsQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    let lc = &st.lifecycle;
+    let svc = lc.store().get_service(&id).await?.ok_or_else(|| ApiError::from(LifecycleError::NotFound(id)))?;
+    if !lc.runtime().is_available() {
+        return Err(LifecycleError::Runtime(RuntimeError::Unavailable(lc.config().docker.host.clone())).into());
+    }
+    let lines = q.lines.unwrap_or(100).min(100_000);
+    let follow = q.follow.unwrap_or(false);
+    let targets: Vec<_> = svc.instances.iter().filter(|i| i.wanted && q.instance.is_none_or(|k| i.ordinal == k)).collect();
+    if targets.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("service `{}` has no instance{}", svc.spec.name, q.instance.map(|k| format!(" {k}")).unwrap_or_default())).field("instance"));
+    }
+    let multi = targets.len() > 1;
+    let mut streams = Vec::new();
+    for inst in &targets {
+        let prefix = if multi { format!("[{}] ", inst.ordinal) } else { String::new() };
+        let s = lc.runtime().logs(&inst.container_name(), lines, follow, q.timestamps.unwrap_or(false)).await.map_err(LifecycleError::from)?;
+        streams.push(s.map(move |r| r.map(|b| prefix_lines(&prefix, &b))).boxed());
+    }
+    let merged = futures_util::stream::select_all(streams);
+    if follow {
+        let body = Body::from_stream(merged.map(|r| r.map_err(std::io::Error::other)));
+        return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))], body).into_response());
+    }
+    let chunks: Vec<_> = merged.collect().await;
+    let mut text = String::new();
+    for c in chunks {
+        match c {
+            Ok(b) => text.push_str(&String::from_utf8_lossy(&b)),
+            // A container without logs yet (just created) is not an error.
+            Err(RuntimeError::Api(m)) if m.contains("No such container") => {}
+            Err(e) => return Err(LifecycleError::from(e).into()),
+        }
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    ok(StatusCode::OK, json!({"lines": lines}), &format!("{} line(s)", lines.len()))
+}
+
+fn prefix_lines(prefix: &str, b: &[u8]) -> bytes::Bytes {
+    if prefix.is_empty() {
+        return bytes::Bytes::copy_from_slice(b);
+    }
+    let text = String::from_utf8_lossy(b);
+    let mut out = String::with_capacity(text.len() + prefix.len());
+    for line in text.split_inclusive('\n') {
+        out.push_str(prefix);
+        out.push_str(line);
+    }
+    bytes::Bytes::from(out)
+}
+
+async fn service_metrics(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let lc = &st.lifecycle;
+    let svc = lc.store().get_service(&id).await?.ok_or_else(|| ApiError::from(LifecycleError::NotFound(id)))?;
+    if !lc.runtime().is_available() {
+        return Err(LifecycleError::Runtime(RuntimeError::Unavailable(lc.config().docker.host.clone())).into());
+    }
+    let running: Vec<_> = svc.instances.iter().filter(|i| i.wanted && i.container_id.is_some()).collect();
+    let samples = futures_util::future::join_all(running.iter().map(|i| async move { (i.ordinal, lc.runtime().stats(&i.container_name()).await) })).await;
+    let mut total = crate::runtime::StatsSample::default();
+    let mut per = Vec::new();
+    for (ordinal, s) in samples {
+        let Ok(s) = s else { continue };
+        total.cpu_percent += s.cpu_percent;
+        total.memory_usage_mb += s.memory_usage_mb;
+        total.memory_limit_mb += s.memory_limit_mb;
+        total.network_rx_mb += s.network_rx_mb;
+        total.network_tx_mb += s.network_tx_mb;
+        per.push(json!({"ordinal": ordinal, "metrics": s}));
+    }
+    if total.memory_limit_mb > 0.0 {
+        total.memory_percent = (total.memory_usage_mb / total.memory_limit_mb * 10_000.0).round() / 100.0;
+    }
+    let r = |v: f64| (v * 100.0).round() / 100.0;
+    ok(
+        StatusCode::OK,
+        json!({
+            "cpu_percent": r(total.cpu_percent),
+            "memory_usage_mb": r(total.memory_usage_mb),
+            "memory_limit_mb": r(total.memory_limit_mb),
+            "memory_percent": total.memory_percent,
+            "network_rx_mb": r(total.network_rx_mb),
+            "network_tx_mb": r(total.network_tx_mb),
+            "timestamp": ms_to_rfc3339(now_ms()),
+            "instances": per,
+        }),
+        "",
+    )
+}
+
+async fn discovery(State(st): State<AppState>) -> ApiResult {
+    let cfg = st.lifecycle.config();
+    let all = st.lifecycle.store().list_services().await?;
+    let mut healthy = 0;
+    let mut unhealthy = 0;
+    let mut instances = 0;
+    let services: Vec<Value> = all
+        .iter()
+        .map(|s| {
+            let wanted: Vec<_> = s.instances.iter().filter(|i| i.wanted).collect();
+            instances += wanted.len();
+            healthy += wanted.iter().filter(|i| i.health == Health::Healthy).count();
+            unhealthy += wanted.iter().filter(|i| i.health == Health::Unhealthy).count();
+            json!({
+                "id": s.id, "name": s.spec.name, "plugin_id": s.spec.plugin_id, "service_type": s.spec.service_type,
+                "endpoint": wanted.first().map(|i| endpoint(&st, i.host_port)),
+                "endpoints": wanted.iter().filter(|i| i.health == Health::Healthy).map(|i| endpoint(&st, i.host_port)).collect::<Vec<_>>(),
+                "health_status": health_summary(s).as_str(), "phase": s.phase.as_str(), "networks": s.spec.networks,
+            })
+        })
+        .collect();
+    ok(
+        StatusCode::OK,
+        json!({
+            "services": services,
+            "networks": [
+                {"name": cfg.docker.network, "subnet": cfg.docker.subnet, "internal": false},
+                {"name": cfg.docker.isolated_network, "subnet": cfg.docker.isolated_subnet, "internal": true},
+            ],
+            "totals": {"services": all.len(), "instances": instances, "healthy": healthy, "unhealthy": unhealthy},
+        }),
+        "",
+    )
+}
+
+async fn services_health(State(st): State<AppState>) -> ApiResult {
+    let all = st.lifecycle.store().list_services().await?;
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    let list: Vec<Value> = all
+        .iter()
+        .map(|s| {
+            let h = health_summary(s).as_str();
+            *counts.entry(h).or_default() += 1;
+            json!({"id": s.id, "name": s.spec.name, "health_status": h, "phase": s.phase.as_str()})
+        })
+        .collect();
+    let c = |k| counts.get(k).copied().unwrap_or(0);
+    ok(
+        StatusCode::OK,
+        json!({"total": all.len(), "healthy": c("healthy"), "unhealthy": c("unhealthy"), "starting": c("starting"), "unknown": c("unknown"), "services": list}),
+        "",
+    )
+}
+
+async fn list_templates(State(st): State<AppState>) -> ApiResult {
+    let image = &st.lifecycle.config().templates.image;
+    let list: Vec<Value> = TEMPLATES
+        .iter()
+        .map(|t| {
+            json!({
+                "id": t.id, "name": t.name, "description": t.description, "service_type": t.service_type,
+                "resource_limits": {"memory": t.memory, "cpu": t.cpu}, "port": t.port,
+                "health_check": {"path": t.health_path}, "image": image,
+            })
+        })
+        .collect();
+    ok(StatusCode::OK, Value::Array(list), "")
+}
+
+async fn create_from_template(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+    JsonBody(body): JsonBody<TemplateCreateRequest>,
+) -> ApiResult {
+    let Query(q) = q?;
+    q.target(st.lifecycle.config().api.max_wait_seconds)?;
+    let t = template(&id).ok_or_else(|| {
+        let known: Vec<&str> = TEMPLATES.iter().map(|t| t.id).collect();
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no template `{id}`; known templates: {}", known.join(", "))).field("template")
+    })?;
+    let (spec, replicas) = t.request(body, &st.lifecycle.config().templates.image).validate(st.lifecycle.config())?;
+    let svc = st.lifecycle.create(spec, replicas).await?;
+    reply_service(&st, svc, &q, StatusCode::CREATED, &format!("service created from template {id}")).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CleanupBody {
+    days: f64,
+}
+
+async fn cleanup(State(st): State<AppState>, JsonBody(body): JsonBody<CleanupBody>) -> ApiResult {
+    if !(body.days.is_finite() && body.days >= 0.0 && body.days <= 36_500.0) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", "days must be between 0 and 36500").field("days"));
+    }
+    let removed = st.lifecycle.cleanup(body.days).await?;
+    let list: Vec<Value> = removed.iter().map(|s| json!({"id": s.id, "name": s.spec.name, "phase": s.phase.as_str()})).collect();
+    let n = list.len();
+    ok(StatusCode::OK, json!({"removed": list}), &format!("{n} service(s) marked for deletion"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    limit: Option<u32>,
+}
+
+async fn audit_log(State(st): State<AppState>, q: Result<Query<AuditQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    let list = st.lifecycle.store().list_audit(q.limit.unwrap_or(100).min(10_000)).await?;
+    ok(StatusCode::OK, serde_json::to_value(list).unwrap_or(Value::Null), "")
+}
+
+// ---- the socket server ----------------------------------------------------------------
+
+/// Who may use the admin socket.
+#[derive(Debug, Clone)]
+pub struct PeerPolicy {
+    pub daemon_uid: u32,
+    /// The socket group's gid, when the group exists.
+    pub group: Option<u32>,
+}
+
+impl PeerPolicy {
+    pub fn allows(&self, uid: u32, gid: u32, pid: Option<i32>) -> bool {
+        if uid == 0 || uid == self.daemon_uid {
+            return true;
+        }
+        let Some(group) = self.group else { return false };
+        gid == group || pid.is_some_and(|p| supplementary_groups(p).contains(&group))
+    }
+}
+
+/// The peer process's supplementary groups, from /proc (what the kernel checks too).
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Groups:")).map(|l| l[7..].split_whitespace().filter_map(|g| g.parse().ok()).collect()))
+        .unwrap_or_default()
+}
+
+/// Looks a group up by name (or numeric id) in the system's group database.
+pub fn group_id(name: &str) -> Option<u32> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Some(n);
+    }
+    let cname = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getgrnam returns a pointer to static storage or null; read gr_gid at once.
+    unsafe {
+        let g = libc::getgrnam(cname.as_ptr());
+        if g.is_null() {
+            None
+        } else {
+            Some((*g).gr_gid)
+        }
+    }
+}
+
+const FORBIDDEN: &str = "{\"success\":false,\"error\":{\"code\":\"forbidden\",\"message\":\"permission denied: the admin socket serves root, the daemon's user and members of its group (daemon.socket_group); run as root or add your user to that group\"}}";
+
+/// Serves the admin API on `listener` until `shutdown`, then lets in-flight requests finish.
+pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let cred = match stream.peer_cred() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read peer credentials; refusing connection");
+                continue;
+            }
+        };
+        let caller = Caller { uid: cred.uid(), gid: cred.gid(), pid: cred.pid() };
+        if !policy.allows(caller.uid, caller.gid, caller.pid) {
+            tracing::warn!(uid = caller.uid, pid = ?caller.pid, "refused admin connection");
+            tracker.spawn(async move {
+                let mut stream = stream;
+                let resp = format!(
+                    "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{FORBIDDEN}",
+                    FORBIDDEN.len()
+                );
+                let _ = stream.write_all(resp.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+            continue;
+        }
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(Body::new);
+                req.extensions_mut().insert(caller);
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(app.oneshot(req).await.unwrap_or_else(|e| match e {})) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+                }
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_format() {
+        assert_eq!(ms_to_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(ms_to_rfc3339(1_795_303_913_500), "2026-11-21T23:31:53Z");
+        assert_eq!(ms_to_rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn peer_policy() {
+        let p = PeerPolicy { daemon_uid: 1000, group: Some(500) };
+        assert!(p.allows(0, 0, None));
+        assert!(p.allows(1000, 1000, None));
+        assert!(p.allows(1234, 500, None));
+        assert!(!p.allows(65534, 65534, None));
+        let none = PeerPolicy { daemon_uid: 1000, group: None };
+        assert!(!none.allows(1234, 500, None));
+    }
+
+    #[test]
+    fn prefixing_log_lines() {
+        assert_eq!(&prefix_lines("[1] ", b"a\nb\n")[..], b"[1] a\n[1] b\n");
+        assert_eq!(&prefix_lines("", b"a\n")[..], b"a\n");
+    }
+}

@@ -1,0 +1,764 @@
+//! Service lifecycle: the phases, the reconciler that drives Docker toward what the store
+//! says is desired, restarts with backoff, and the verdicts of the health monitor.
+//!
+//! Requests only write the desired state (after commit) and wake the reconciler; they never
+//! touch Docker for a lifecycle step themselves. Each service has a lease (an async mutex),
+//! so a request and a reconcile pass never act on one service at once. Every reconcile step
+//! is idempotent and keyed by deterministic container names and labels, so a crash at any
+//! point is repaired by the next pass: at start, periodically, and on Docker events.
+
+pub mod health;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::model::{backoff_ms, running_phase, Desired, Health, Instance, InstanceId, Phase, Service, ServiceId, ServiceSpec};
+use crate::ports::{PortAllocator, PortError};
+use crate::runtime::{InstanceContext, Runtime, RuntimeError};
+use crate::store::{now_ms, NewInstance, Store, StoreError};
+use health::{HealthMonitor, Target, Verdict};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Ports(#[from] PortError),
+    #[error("no service `{0}`")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("service `{name}` failed: {reason}")]
+    Failed { name: String, reason: String },
+    #[error("timed out after {secs}s waiting for `{name}` to reach {want}; it is {phase}")]
+    WaitTimeout { name: String, want: &'static str, phase: &'static str, secs: u64 },
+}
+
+pub struct Lifecycle {
+    cfg: Arc<Config>,
+    store: Store,
+    runtime: Arc<Runtime>,
+    ports: PortAllocator,
+    health: Arc<HealthMonitor>,
+    daemon_id: String,
+    /// The per-service lease.
+    leases: Mutex<HashMap<ServiceId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Services with a reconcile pass queued; a trigger for one already queued is a no-op.
+    pending: Mutex<HashSet<ServiceId>>,
+    /// Instances the health monitor judged unhealthy, awaiting a restart by the reconciler.
+    unhealthy: Mutex<HashMap<InstanceId, String>>,
+    /// Tells waiters (`?wait=`) and, later, the dashboard that a service changed.
+    changes: broadcast::Sender<ServiceId>,
+    /// When Docker last came back: containers that died before that were taken down with
+    /// the engine, and restarting them is not charged to the service.
+    docker_back_at: AtomicI64,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    /// Lets `&self` methods hand an owning handle to the tasks they spawn.
+    me: std::sync::Weak<Lifecycle>,
+}
+
+impl Lifecycle {
+    pub fn new(cfg: Arc<Config>, store: Store, runtime: Arc<Runtime>, daemon_id: String, shutdown: CancellationToken) -> Arc<Self> {
+        let (changes, _) = broadcast::channel(1024);
+        Arc::new_cyclic(|me| Lifecycle {
+            me: me.clone(),
+            ports: PortAllocator::new(&cfg.ports),
+            health: Arc::new(HealthMonitor::new(cfg.ports.publish_address, cfg.health.startup_probe_ms)),
+            cfg,
+            store,
+            runtime,
+            daemon_id,
+            leases: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashSet::new()),
+            unhealthy: Mutex::new(HashMap::new()),
+            changes,
+            docker_back_at: AtomicI64::new(0),
+            tracker: TaskTracker::new(),
+            shutdown,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn port_range(&self) -> (u16, u16) {
+        self.ports.range()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ServiceId> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self, id: &ServiceId) {
+        let _ = self.changes.send(id.clone());
+    }
+
+    fn lease(&self, id: &ServiceId) -> Arc<tokio::sync::Mutex<()>> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner()).entry(id.clone()).or_default().clone()
+    }
+
+    fn require_docker(&self) -> Result<(), LifecycleError> {
+        if self.runtime.is_available() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Unavailable(self.cfg.docker.host.clone()).into())
+        }
+    }
+
+    async fn get(&self, id_or_name: &str) -> Result<Service, LifecycleError> {
+        self.store.get_service(id_or_name).await?.ok_or_else(|| LifecycleError::NotFound(id_or_name.to_string()))
+    }
+
+    // ---- requests -------------------------------------------------------------------
+
+    /// Books ports and stores the service; containers come from the reconciler.
+    pub async fn create(&self, spec: ServiceSpec, replicas: u32) -> Result<Service, LifecycleError> {
+        self.require_docker()?;
+        if self.store.get_service(&spec.name).await?.is_some() {
+            return Err(LifecycleError::Conflict(format!("a service named `{}` already exists; pick another name or delete it first", spec.name)));
+        }
+        for v in spec.volumes.iter().filter(|v| v.kind == crate::model::VolumeKind::Dir) {
+            self.runtime.prepare_volume_dir(&spec.name, &v.source)?;
+        }
+        self.runtime.ensure_image(&spec.image).await?;
+        let id = ServiceId::generate();
+        let store = self.store.clone();
+        let preferred = spec.preferred_host_port;
+        let svc = self
+            .ports
+            .allocate(
+                replicas as usize,
+                preferred,
+                || async { store.booked_ports().await.map_err(LifecycleError::from) },
+                |ports| async move {
+                    let instances = ports.iter().enumerate().map(|(i, p)| NewInstance { ordinal: i as u32, host_port: *p }).collect();
+                    let phase = if replicas == 0 { Phase::Started } else { Phase::Creating };
+                    self.store.insert_service(id.clone(), spec, replicas, Desired::Started, phase, instances).await.map_err(|e| match e {
+                        StoreError::NameTaken(n) => LifecycleError::Conflict(format!("a service named `{n}` already exists")),
+                        e => e.into(),
+                    })
+                },
+            )
+            .await?;
+        self.trigger(&svc.id);
+        Ok(svc)
+    }
+
+    pub async fn start(&self, id_or_name: &str) -> Result<Service, LifecycleError> {
+        self.set_desired(id_or_name, Desired::Started, Phase::Starting).await
+    }
+
+    pub async fn stop(&self, id_or_name: &str) -> Result<Service, LifecycleError> {
+        self.set_desired(id_or_name, Desired::Stopped, Phase::Stopping).await
+    }
+
+    pub async fn delete(&self, id_or_name: &str) -> Result<Service, LifecycleError> {
+        self.set_desired(id_or_name, Desired::Deleted, Phase::Deleting).await
+    }
+
+    async fn set_desired(&self, id_or_name: &str, desired: Desired, phase: Phase) -> Result<Service, LifecycleError> {
+        self.require_docker()?;
+        let svc = self.get(id_or_name).await?;
+        let lease = self.lease(&svc.id);
+        let _held = lease.lock().await;
+        let cur = self.get(svc.id.as_str()).await?;
+        if cur.desired == Desired::Deleted && desired != Desired::Deleted {
+            return Err(LifecycleError::Conflict(format!("service `{}` is being deleted", cur.spec.name)));
+        }
+        let phase = match (desired, cur.phase) {
+            // Already there: keep the settled phase instead of announcing a transition.
+            (Desired::Started, Phase::Started) if cur.desired == Desired::Started => Phase::Started,
+            (Desired::Stopped, Phase::Stopped) => Phase::Stopped,
+            (Desired::Started, _) if cur.replicas == 0 => Phase::Started,
+            _ => phase,
+        };
+        let svc = self.store.set_desired(&cur.id, desired, phase).await?.ok_or_else(|| LifecycleError::NotFound(id_or_name.to_string()))?;
+        self.changed(&svc.id);
+        self.trigger(&svc.id);
+        Ok(svc)
+    }
+
+    /// Restarts every instance, one at a time, in the background.
+    pub async fn restart(self: &Arc<Self>, id_or_name: &str) -> Result<Service, LifecycleError> {
+        let svc = self.set_desired(id_or_name, Desired::Started, Phase::Starting).await?;
+        let me = self.clone();
+        let id = svc.id.clone();
+        self.tracker.spawn(async move {
+            let lease = me.lease(&id);
+            let _held = lease.lock().await;
+            let Ok(Some(svc)) = me.store.get_service(id.as_str()).await else { return };
+            for mut inst in svc.instances.into_iter().filter(|i| i.wanted) {
+                me.health.unregister(&inst.id);
+                if let Err(e) = me.runtime.stop(&inst.container_name()).await {
+                    tracing::warn!(service = %svc.spec.name, error = %e, "restart: stop failed");
+                }
+                if me.runtime.start(&inst.container_name()).await.is_ok() {
+                    inst.started_at = Some(now_ms());
+                    inst.health = Health::Starting;
+                    inst.healthy_since = None;
+                    let _ = me.store.update_instance(&inst).await;
+                    me.register_health(&svc.spec, &inst);
+                }
+            }
+            me.changed(&id);
+            drop(_held);
+            me.trigger(&id);
+        });
+        Ok(svc)
+    }
+
+    pub async fn scale(&self, id_or_name: &str, replicas: u32) -> Result<Service, LifecycleError> {
+        self.require_docker()?;
+        let svc = self.get(id_or_name).await?;
+        let lease = self.lease(&svc.id);
+        let _held = lease.lock().await;
+        let cur = self.get(svc.id.as_str()).await?;
+        if cur.desired == Desired::Deleted {
+            return Err(LifecycleError::Conflict(format!("service `{}` is being deleted", cur.spec.name)));
+        }
+        // Ordinals below `replicas` are wanted; reuse rows that exist (even if marked for
+        // removal and not yet removed), book ports only for the missing ordinals.
+        let have: HashSet<u32> = cur.instances.iter().map(|i| i.ordinal).collect();
+        let missing: Vec<u32> = (0..replicas).filter(|o| !have.contains(o)).collect();
+        let store = self.store.clone();
+        let svc = self
+            .ports
+            .allocate(
+                missing.len(),
+                None,
+                || async { store.booked_ports().await.map_err(LifecycleError::from) },
+                |ports| async {
+                    let new = missing.iter().zip(ports).map(|(o, p)| NewInstance { ordinal: *o, host_port: p }).collect();
+                    self.store.scale(&cur.id, replicas, new).await.map_err(LifecycleError::from)
+                },
+            )
+            .await?
+            .ok_or_else(|| LifecycleError::NotFound(id_or_name.to_string()))?;
+        if svc.desired == Desired::Started && svc.phase == Phase::Started && replicas as usize > cur.instances.iter().filter(|i| i.wanted).count() {
+            self.store.set_phase(&svc.id, Phase::Starting, None, None).await?;
+        }
+        self.changed(&svc.id);
+        self.trigger(&svc.id);
+        Ok(self.get(svc.id.as_str()).await?)
+    }
+
+    /// Marks services stopped or failed for longer than `days` for deletion.
+    pub async fn cleanup(&self, days: f64) -> Result<Vec<Service>, LifecycleError> {
+        let ids = self.store.stale_services((days * 86_400_000.0) as i64).await?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Ok(s) = self.set_desired(id.as_str(), Desired::Deleted, Phase::Deleting).await {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits until the service reaches `want` (or is gone, for `Deleted`).
+    pub async fn wait(&self, id: &ServiceId, want: Phase, timeout: Duration) -> Result<Option<Service>, LifecycleError> {
+        let mut rx = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (mut last, mut name);
+        loop {
+            match self.store.get_service(id.as_str()).await? {
+                None if want == Phase::Deleted => return Ok(None),
+                None => return Err(LifecycleError::NotFound(id.to_string())),
+                Some(s) => {
+                    if s.phase == want {
+                        return Ok(Some(s));
+                    }
+                    if s.phase == Phase::Failed {
+                        return Err(LifecycleError::Failed { name: s.spec.name, reason: s.last_error.unwrap_or_else(|| "unknown error".into()) });
+                    }
+                    last = s.phase;
+                    name = s.spec.name;
+                }
+            }
+            loop {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Err(_) => {
+                        return Err(LifecycleError::WaitTimeout { name, want: want.as_str(), phase: last.as_str(), secs: timeout.as_secs() });
+                    }
+                    Ok(Ok(changed)) if &changed != id => continue,
+                    Ok(_) => break,
+                }
+            }
+        }
+    }
+
+    // ---- reconciler -----------------------------------------------------------------
+
+    /// Queues a reconcile pass for one service (coalesced with one already queued).
+    pub fn trigger(&self, id: &ServiceId) {
+        let first = self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone());
+        if !first {
+            return;
+        }
+        if let Some(me) = self.me.upgrade() {
+            let id = id.clone();
+            self.tracker.spawn(async move {
+                let lease = me.lease(&id);
+                let held = lease.lock().await;
+                me.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                if let Err(e) = me.reconcile_one(&id).await {
+                    tracing::warn!(service = %id, error = %e, "reconcile failed; will retry");
+                    drop(held);
+                    me.trigger_later(&id, Duration::from_secs(2));
+                }
+            });
+        }
+    }
+
+    fn trigger_later(&self, id: &ServiceId, after: Duration) {
+        if let Some(me) = self.me.upgrade() {
+            let id = id.clone();
+            let shutdown = self.shutdown.clone();
+            self.tracker.spawn(async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(after) => me.trigger(&id),
+                }
+            });
+        }
+    }
+
+    /// Brings one service's containers in line with its desired state. Idempotent.
+    async fn reconcile_one(&self, id: &ServiceId) -> Result<(), LifecycleError> {
+        if !self.runtime.is_available() {
+            return Ok(()); // resumed by the Docker watcher when the engine is back
+        }
+        let Some(svc) = self.store.get_service(id.as_str()).await? else {
+            return Ok(());
+        };
+        match svc.desired {
+            Desired::Deleted => {
+                for inst in &svc.instances {
+                    self.health.unregister(&inst.id);
+                    self.runtime.remove(&inst.container_name()).await?;
+                }
+                self.store.delete_service(&svc.id).await?;
+                self.leases.lock().unwrap_or_else(|e| e.into_inner()).remove(&svc.id);
+                tracing::info!(service = %svc.spec.name, "deleted");
+            }
+            Desired::Stopped => {
+                for inst in &svc.instances {
+                    self.health.unregister(&inst.id);
+                    if !inst.wanted {
+                        self.runtime.remove(&inst.container_name()).await?;
+                        self.store.delete_instance(&inst.id).await?;
+                        continue;
+                    }
+                    self.runtime.stop(&inst.container_name()).await?;
+                    if inst.health != Health::Unknown {
+                        let mut i = inst.clone();
+                        i.health = Health::Unknown;
+                        i.healthy_since = None;
+                        self.store.update_instance(&i).await?;
+                    }
+                }
+                let phase = if svc.phase == Phase::Failed { Phase::Failed } else { Phase::Stopped };
+                self.store.set_phase(&svc.id, phase, svc.last_error.clone(), svc.exit_code).await?;
+            }
+            Desired::Started => self.reconcile_running(svc).await?,
+        }
+        self.changed(id);
+        Ok(())
+    }
+
+    async fn reconcile_running(&self, svc: Service) -> Result<(), LifecycleError> {
+        let mut failed: Option<(String, Option<i64>)> = if svc.phase == Phase::Failed {
+            Some((svc.last_error.clone().unwrap_or_default(), svc.exit_code))
+        } else {
+            None
+        };
+        let mut creating = false;
+        let mut instances = Vec::new();
+        for inst in svc.instances.iter().cloned() {
+            if !inst.wanted {
+                self.health.unregister(&inst.id);
+                self.runtime.remove(&inst.container_name()).await?;
+                self.store.delete_instance(&inst.id).await?;
+                continue;
+            }
+            if failed.is_some() {
+                // A failed service stays down until the operator starts it again.
+                self.health.unregister(&inst.id);
+                self.runtime.stop(&inst.container_name()).await?;
+                instances.push(inst);
+                continue;
+            }
+            let (inst, outcome) = self.reconcile_instance(&svc, inst).await?;
+            match outcome {
+                Outcome::Running => {}
+                Outcome::Creating => creating = true,
+                Outcome::Failed(reason, code) => failed = Some((reason, code)),
+                Outcome::Exited => {}
+            }
+            instances.push(inst);
+        }
+        let (phase, err, code) = match failed {
+            Some((reason, code)) => {
+                for i in &instances {
+                    self.health.unregister(&i.id);
+                    let _ = self.runtime.stop(&i.container_name()).await;
+                }
+                (Phase::Failed, Some(reason), code)
+            }
+            None if creating => (Phase::Creating, None, None),
+            None => (running_phase(&instances, false), None, None),
+        };
+        if phase == Phase::Failed && svc.phase != Phase::Failed {
+            tracing::error!(service = %svc.spec.name, error = err.as_deref().unwrap_or(""), "service failed");
+        }
+        self.store.set_phase(&svc.id, phase, err, code).await?;
+        Ok(())
+    }
+
+    async fn reconcile_instance(&self, svc: &Service, mut inst: Instance) -> Result<(Instance, Outcome), LifecycleError> {
+        let name = inst.container_name();
+        let now = now_ms();
+        let unhealthy = self.unhealthy.lock().unwrap_or_else(|e| e.into_inner()).remove(&inst.id);
+        let info = self.runtime.inspect(&name).await?;
+        let info = match (info, unhealthy) {
+            (Some(info), Some(reason)) if info.running => {
+                // Judged unhealthy: stop it, then treat it like a crash (charged, backoff).
+                tracing::warn!(service = %svc.spec.name, instance = %inst.ordinal, %reason, "unhealthy; restarting");
+                self.health.unregister(&inst.id);
+                self.runtime.stop(&name).await?;
+                inst.last_error = Some(reason);
+                let mut i = self.runtime.inspect(&name).await?;
+                if let Some(i) = i.as_mut() {
+                    i.running = false;
+                    i.oom_killed = false;
+                    i.exit_code = None;
+                }
+                i
+            }
+            (info, _) => info,
+        };
+        match info {
+            None => {
+                // Missing: first creation, a crash between booking and creating, or removed
+                // behind our back. Create and start it.
+                self.health.unregister(&inst.id);
+                let config_json = "{}";
+                let ctx = InstanceContext { daemon_id: &self.daemon_id, service_id: svc.id.as_str(), instance: &inst, config_json };
+                let cid = match self.runtime.create_container(&svc.spec, &ctx).await {
+                    Ok(c) => c,
+                    Err(e @ (RuntimeError::ImageNotFound { .. } | RuntimeError::InvalidVolume(_))) => {
+                        return Ok((inst, Outcome::Failed(e.to_string(), None)));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                inst.container_id = Some(cid.clone());
+                if let Err(e) = self.runtime.start(&cid).await {
+                    inst.last_error = Some(e.to_string());
+                    self.store.update_instance(&inst).await?;
+                    if let RuntimeError::Api(msg) = &e {
+                        // e.g. the port got taken by another program since we probed it.
+                        return Ok((inst, Outcome::Failed(format!("cannot start container: {msg}"), None)));
+                    }
+                    return Err(e.into());
+                }
+                inst.started_at = Some(now);
+                inst.health = Health::Starting;
+                inst.healthy_since = None;
+                self.store.update_instance(&inst).await?;
+                self.register_health(&svc.spec, &inst);
+                Ok((inst, Outcome::Creating))
+            }
+            Some(info) if info.running => {
+                let mut dirty = false;
+                if inst.container_id.as_deref() != Some(info.id.as_str()) {
+                    inst.container_id = Some(info.id.clone());
+                    dirty = true;
+                }
+                if inst.started_at.is_none() {
+                    inst.started_at = Some(now);
+                    dirty = true;
+                }
+                if !self.health.is_registered(&inst.id) {
+                    // Adopted after a daemon restart: re-probe it quickly, keeping its verdict.
+                    self.register_health(&svc.spec, &inst);
+                }
+                // A long healthy run forgets the restart streak.
+                if inst.streak > 0 && inst.healthy_since.is_some_and(|t| now - t >= (self.cfg.restart.reset_after_seconds * 1000.0) as i64) {
+                    inst.streak = 0;
+                    dirty = true;
+                }
+                if dirty {
+                    self.store.update_instance(&inst).await?;
+                }
+                Ok((inst, Outcome::Running))
+            }
+            Some(info) => {
+                self.health.unregister(&inst.id);
+                if inst.container_id.is_none() || inst.started_at.is_none() {
+                    // Created but never started (crash in between): start it now.
+                    inst.container_id = Some(info.id.clone());
+                    self.runtime.start(&info.id).await?;
+                    inst.started_at = Some(now);
+                    inst.health = Health::Starting;
+                    self.store.update_instance(&inst).await?;
+                    self.register_health(&svc.spec, &inst);
+                    return Ok((inst, Outcome::Creating));
+                }
+                let code = info.exit_code;
+                let reason = if info.oom_killed {
+                    format!("killed: out of memory (limit {})", svc.spec.resource_limits.memory)
+                } else if let Some(r) = inst.last_error.clone().filter(|r| r.starts_with("health check")) {
+                    r
+                } else {
+                    format!("exited with code {}{}", code.unwrap_or(-1), info.error.map(|e| format!(": {e}")).unwrap_or_default())
+                };
+                if !svc.spec.restart_policy.restarts_after(code.unwrap_or(1)) && !reason.starts_with("health check") {
+                    inst.last_error = Some(reason.clone());
+                    inst.exit_code = code;
+                    inst.health = Health::Unknown;
+                    self.store.update_instance(&inst).await?;
+                    return Ok((inst, Outcome::Failed(format!("{reason} (restart policy {:?})", svc.spec.restart_policy), code)));
+                }
+                let finished = info.finished_at.as_deref().and_then(parse_rfc3339_ms).unwrap_or(now);
+                let uncharged = finished <= self.docker_back_at.load(Ordering::SeqCst);
+                if inst.next_restart_at.is_none() {
+                    inst.last_error = Some(reason.clone());
+                    inst.exit_code = code;
+                    inst.health = Health::Unhealthy;
+                    if !uncharged {
+                        let window = (self.cfg.restart.failure_window_seconds * 1000.0) as i64;
+                        let n = self.store.record_restart_failure(&svc.id, reason.clone(), window).await?;
+                        if n >= self.cfg.restart.max_failures {
+                            self.store.update_instance(&inst).await?;
+                            return Ok((
+                                inst,
+                                Outcome::Failed(format!("{reason}; gave up after {n} failed restarts within {}s", self.cfg.restart.failure_window_seconds), code),
+                            ));
+                        }
+                    }
+                    // First restart at once, then base × 2^n, capped.
+                    let delay = if inst.streak == 0 || uncharged { 0 } else { backoff_ms(self.cfg.restart.backoff_base_seconds, self.cfg.restart.backoff_max_seconds, inst.streak - 1) };
+                    if !uncharged {
+                        inst.streak += 1;
+                    }
+                    inst.next_restart_at = Some(now + delay);
+                    self.store.update_instance(&inst).await?;
+                }
+                let due = inst.next_restart_at.unwrap_or(now);
+                if due > now {
+                    self.trigger_later(&svc.id, Duration::from_millis((due - now) as u64));
+                    return Ok((inst, Outcome::Exited));
+                }
+                tracing::info!(service = %svc.spec.name, instance = inst.ordinal, %reason, "restarting");
+                self.runtime.start(&info.id).await?;
+                inst.restarts += 1;
+                inst.next_restart_at = None;
+                inst.started_at = Some(now);
+                inst.health = Health::Starting;
+                inst.healthy_since = None;
+                self.store.update_instance(&inst).await?;
+                self.register_health(&svc.spec, &inst);
+                Ok((inst, Outcome::Creating))
+            }
+        }
+    }
+
+    fn register_health(&self, spec: &ServiceSpec, inst: &Instance) {
+        self.health.register(
+            inst.id.clone(),
+            Target { service: inst.service_id.clone(), port: inst.host_port, check: spec.health_check.clone(), initial: inst.health },
+        );
+    }
+
+    /// Applies a health verdict: persist it, recompute the phase, restart if unhealthy.
+    async fn on_verdict(&self, v: Verdict) {
+        let lease = self.lease(&v.service);
+        let _held = lease.lock().await;
+        let healthy_since = (v.health == Health::Healthy).then(now_ms);
+        if self.health.health_of(&v.instance) != Some(v.health) {
+            return; // superseded (unregistered or re-registered since)
+        }
+        if let Err(e) = self.store.set_instance_health(&v.instance, v.health, healthy_since).await {
+            tracing::warn!(error = %e, "cannot record health");
+            return;
+        }
+        if v.health == Health::Unhealthy {
+            self.unhealthy.lock().unwrap_or_else(|e| e.into_inner()).insert(v.instance.clone(), v.detail.clone());
+        }
+        if let Ok(Some(svc)) = self.store.get_service(v.service.as_str()).await {
+            if svc.desired == Desired::Started && svc.phase != Phase::Failed {
+                let phase = running_phase(&svc.instances, false);
+                let _ = self.store.set_phase(&svc.id, phase, None, None).await;
+            }
+        }
+        self.changed(&v.service);
+        drop(_held);
+        if v.health == Health::Unhealthy {
+            self.trigger(&v.service);
+        }
+    }
+
+    /// Full resync: adopt our labelled containers, remove strays, and queue every service.
+    pub async fn resync(&self) -> Result<(), LifecycleError> {
+        let services = self.store.list_services().await?;
+        let known: HashSet<String> = services.iter().flat_map(|s| s.instances.iter().map(|i| i.container_name())).collect();
+        for c in self.runtime.list_owned(&self.daemon_id).await? {
+            if !known.contains(&c.name) {
+                tracing::info!(container = %c.name, "removing stray container");
+                self.runtime.remove(&c.id).await?;
+            }
+        }
+        for s in &services {
+            self.trigger(&s.id);
+        }
+        Ok(())
+    }
+
+    /// Runs the background parts until shutdown: health monitor, verdicts, Docker watcher
+    /// and events, periodic resync. Returns when all of them (and queued passes) ended.
+    pub async fn run(self: Arc<Self>) {
+        let (vtx, mut vrx) = tokio::sync::mpsc::unbounded_channel();
+        self.tracker.spawn(self.health.clone().run(vtx, self.shutdown.clone()));
+        let me = self.clone();
+        self.tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = me.shutdown.cancelled() => return,
+                    v = vrx.recv() => match v {
+                        Some(v) => me.on_verdict(v).await,
+                        None => return,
+                    }
+                }
+            }
+        });
+        let me = self.clone();
+        self.tracker.spawn(async move { me.watch_docker().await });
+        let me = self.clone();
+        self.tracker.spawn(async move { me.follow_events().await });
+        self.shutdown.cancelled().await;
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// Pings Docker; on (re)connection prepares networks and resyncs; resyncs periodically.
+    async fn watch_docker(self: Arc<Self>) {
+        let mut was_up = false;
+        let mut last_resync = tokio::time::Instant::now();
+        let period = Duration::from_secs_f64(self.cfg.reconcile.interval_seconds);
+        loop {
+            let up = self.runtime.ping().await;
+            if up && !was_up {
+                self.docker_back_at.store(now_ms(), Ordering::SeqCst);
+                if let Err(e) = self.runtime.ensure_networks().await {
+                    tracing::error!(error = %e, "cannot create addond networks");
+                }
+                if let Err(e) = self.resync().await {
+                    tracing::warn!(error = %e, "resync failed");
+                }
+                last_resync = tokio::time::Instant::now();
+            } else if up && last_resync.elapsed() >= period {
+                if let Err(e) = self.resync().await {
+                    tracing::warn!(error = %e, "resync failed");
+                }
+                last_resync = tokio::time::Instant::now();
+            }
+            was_up = up;
+            let pause = if up { Duration::from_secs(2).min(period) } else { Duration::from_millis(500) };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.runtime.availability_changed() => {}
+            }
+        }
+    }
+
+    /// Reacts to container deaths and removals at once, rather than at the next resync.
+    async fn follow_events(self: Arc<Self>) {
+        loop {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            if let Ok(mut events) = self.runtime.events(&self.daemon_id).await {
+                loop {
+                    let ev = tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        ev = events.next() => ev,
+                    };
+                    let Some(Ok(ev)) = ev else { break };
+                    let action = ev.action.unwrap_or_default();
+                    if matches!(action.as_str(), "die" | "oom" | "destroy" | "stop" | "kill" | "start") {
+                        if let Some(svc) = ev.actor.and_then(|a| a.attributes).and_then(|mut a| a.remove(crate::runtime::LABEL_SERVICE)) {
+                            self.trigger(&ServiceId(svc));
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Running,
+    Creating,
+    Exited,
+    Failed(String, Option<i64>),
+}
+
+/// Parses Docker's `2026-11-21T23:31:53.675490230Z` into Unix millis.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let time = time.trim_end_matches('Z');
+    let time = time.split(['+']).next()?;
+    let mut t = time.split(':');
+    let (hh, mm) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
+    let sec_f: f64 = t.next()?.parse().ok()?;
+    if y < 1970 {
+        return None; // Docker's zero time for "never"
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hh * 3600 + mm * 60) as f64 * 1000.0 + sec_f * 1000.0) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339_ms("2026-11-21T23:31:53.5Z"), Some(1_795_303_913_500));
+        assert_eq!(parse_rfc3339_ms("0001-01-01T00:00:00Z"), None);
+    }
+}

@@ -1,0 +1,823 @@
+//! The domain types every part shares: ids, phases, a service's validated spec, instances,
+//! and the pure validation of a create request. Nothing here does I/O, so the rules that
+//! decide what a user may ask for are unit-tested on their own.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{parse_size, Config};
+
+macro_rules! id_type {
+    ($name:ident, $prefix:literal) => {
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            pub fn generate() -> Self {
+                let u = uuid::Uuid::new_v4().simple().to_string();
+                $name(format!("{}{}", $prefix, &u[..12]))
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(ServiceId, "svc_");
+id_type!(InstanceId, "inst_");
+
+/// Lifecycle phase of a service, persisted; the reconciler moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Creating,
+    Created,
+    Starting,
+    Started,
+    Stopping,
+    Stopped,
+    Deleting,
+    Deleted,
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Creating => "Creating",
+            Phase::Created => "Created",
+            Phase::Starting => "Starting",
+            Phase::Started => "Started",
+            Phase::Stopping => "Stopping",
+            Phase::Stopped => "Stopped",
+            Phase::Deleting => "Deleting",
+            Phase::Deleted => "Deleted",
+            Phase::Failed => "Failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Phase> {
+        const ALL: [Phase; 9] = [
+            Phase::Creating,
+            Phase::Created,
+            Phase::Starting,
+            Phase::Started,
+            Phase::Stopping,
+            Phase::Stopped,
+            Phase::Deleting,
+            Phase::Deleted,
+            Phase::Failed,
+        ];
+        ALL.into_iter().find(|p| p.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+/// What the operator asked for; the reconciler drives the phase toward it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Desired {
+    Started,
+    Stopped,
+    Deleted,
+}
+
+impl Desired {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Desired::Started => "started",
+            Desired::Stopped => "stopped",
+            Desired::Deleted => "deleted",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Desired> {
+        match s {
+            "started" => Some(Desired::Started),
+            "stopped" => Some(Desired::Stopped),
+            "deleted" => Some(Desired::Deleted),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceType {
+    RestApi,
+    Websocket,
+    BackgroundWorker,
+    Scheduler,
+    Worker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    #[serde(rename = "no")]
+    No,
+    #[serde(rename = "on-failure")]
+    OnFailure,
+    #[serde(rename = "unless-stopped")]
+    UnlessStopped,
+    #[serde(rename = "always")]
+    Always,
+}
+
+impl RestartPolicy {
+    /// Whether an instance that exited with `exit_code` while it should run is restarted.
+    pub fn restarts_after(self, exit_code: i64) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure => exit_code != 0,
+            RestartPolicy::UnlessStopped | RestartPolicy::Always => true,
+        }
+    }
+}
+
+/// Health of one instance as the daemon's own probes see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Unknown,
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Starting => "starting",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+    pub fn parse(s: &str) -> Health {
+        match s {
+            "starting" => Health::Starting,
+            "healthy" => Health::Healthy,
+            "unhealthy" => Health::Unhealthy,
+            _ => Health::Unknown,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// Path probed on the instance's host port (a `url` in the request is reduced to its path).
+    pub path: String,
+    pub interval: f64,
+    pub timeout: f64,
+    pub retries: u32,
+    pub start_period: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceLimits {
+    pub memory: String,
+    pub cpu: String,
+    pub pids: i64,
+}
+
+impl ResourceLimits {
+    pub fn memory_bytes(&self) -> i64 {
+        parse_size(&self.memory).unwrap_or(512 << 20) as i64
+    }
+    pub fn nano_cpus(&self) -> i64 {
+        (self.cpu.parse::<f64>().unwrap_or(0.5) * 1e9) as i64
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeKind {
+    /// A Docker named volume, created as `addond_<source>`.
+    Named,
+    /// A directory the daemon owns under `<data_dir>/volumes/<service>/`.
+    Dir,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Volume {
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+    pub kind: VolumeKind,
+}
+
+/// A service's validated definition, stored as JSON in the `services` row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub plugin_id: Option<String>,
+    pub service_type: ServiceType,
+    pub image: String,
+    pub port: u16,
+    pub preferred_host_port: Option<u16>,
+    pub environment: BTreeMap<String, String>,
+    pub volumes: Vec<Volume>,
+    pub networks: Vec<String>,
+    pub depends_on: Vec<String>,
+    pub health_check: HealthCheck,
+    pub resource_limits: ResourceLimits,
+    pub restart_policy: RestartPolicy,
+    pub version: Option<String>,
+}
+
+/// A service row with its instances, as the store returns it.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub id: ServiceId,
+    pub spec: ServiceSpec,
+    pub replicas: u32,
+    pub desired: Desired,
+    pub phase: Phase,
+    pub last_error: Option<String>,
+    pub exit_code: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub instances: Vec<Instance>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub service_id: ServiceId,
+    pub ordinal: u32,
+    pub host_port: u16,
+    /// False once a scale-down marked it; the reconciler removes its container, then the row.
+    pub wanted: bool,
+    pub container_id: Option<String>,
+    pub health: Health,
+    pub restarts: u32,
+    pub started_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub exit_code: Option<i64>,
+    /// Unix millis before which a crashed instance is not restarted (backoff).
+    pub next_restart_at: Option<i64>,
+    /// Consecutive failed restarts since the last healthy period (backoff exponent).
+    pub streak: u32,
+    pub healthy_since: Option<i64>,
+}
+
+impl Instance {
+    pub fn container_name(&self) -> String {
+        container_name(&self.service_id, self.ordinal)
+    }
+}
+
+/// Deterministic, so a container created just before a crash is found again by name.
+pub fn container_name(service: &ServiceId, ordinal: u32) -> String {
+    format!("addond-{}-{}", service.as_str(), ordinal)
+}
+
+// ---------------------------------------------------------------------------------------
+// Create requests and their validation.
+
+/// Request body for creating a service; compatible with the documents addond grew from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub name: Option<String>,
+    pub plugin_id: Option<String>,
+    pub service_type: Option<ServiceType>,
+    pub image: Option<String>,
+    pub port: Option<i64>,
+    pub host_port: Option<i64>,
+    pub host: Option<String>,
+    pub environment: Option<BTreeMap<String, String>>,
+    pub volumes: Option<Vec<VolumeRequest>>,
+    pub networks: Option<Vec<String>>,
+    pub depends_on: Option<Vec<String>>,
+    pub health_check: Option<HealthCheckRequest>,
+    pub resource_limits: Option<LimitsRequest>,
+    pub restart_policy: Option<RestartPolicy>,
+    pub version: Option<String>,
+    pub replicas: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum VolumeRequest {
+    Short(String),
+    Long { source: String, target: String, #[serde(default)] read_only: bool },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckRequest {
+    pub url: Option<String>,
+    pub path: Option<String>,
+    pub interval: Option<f64>,
+    pub timeout: Option<f64>,
+    pub retries: Option<i64>,
+    pub start_period: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsRequest {
+    pub memory: Option<StringOrNumber>,
+    pub cpu: Option<StringOrNumber>,
+    pub pids: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrNumber {
+    S(String),
+    N(f64),
+}
+
+impl StringOrNumber {
+    fn text(&self) -> String {
+        match self {
+            StringOrNumber::S(s) => s.trim().to_string(),
+            StringOrNumber::N(n) => n.to_string(),
+        }
+    }
+}
+
+/// A rejected field: the path and what to do about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+    /// `invalid_volume` for volume refusals, `validation_failed` otherwise.
+    pub code: &'static str,
+}
+
+fn field_err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError { field: field.into(), message: message.into(), code: "validation_failed" }
+}
+
+fn volume_err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError { field: field.into(), message: message.into(), code: "invalid_volume" }
+}
+
+/// Names of services, plugins and named volumes: lowercase, DNS-label-like.
+pub fn valid_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && !s.ends_with('-')
+}
+
+fn valid_image(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
+        && !s.starts_with(['-', '.', '/', ':'])
+}
+
+fn valid_env_key(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 256
+}
+
+/// Parses `src:dst[:ro|rw]` or the long form, and decides the volume's kind. Host paths
+/// are refused here; symlink escapes are checked again on disk by the runtime.
+pub fn parse_volume(v: &VolumeRequest, field: &str) -> Result<Volume, FieldError> {
+    let (source, target, read_only) = match v {
+        VolumeRequest::Short(s) => {
+            let parts: Vec<&str> = s.split(':').collect();
+            match parts.as_slice() {
+                [src, dst] => (src.to_string(), dst.to_string(), false),
+                [src, dst, "ro"] => (src.to_string(), dst.to_string(), true),
+                [src, dst, "rw"] => (src.to_string(), dst.to_string(), false),
+                _ => return Err(volume_err(field, format!("`{s}` is not SOURCE:TARGET[:ro]"))),
+            }
+        }
+        VolumeRequest::Long { source, target, read_only } => (source.clone(), target.clone(), *read_only),
+    };
+    if source.contains("docker.sock") || target.contains("docker.sock") {
+        return Err(volume_err(field, "the Docker socket is never mounted into an addon container"));
+    }
+    if source.starts_with('/') || source.starts_with('~') {
+        return Err(volume_err(
+            field,
+            format!("host path `{source}` is not allowed: use a named volume (`data`) or a relative directory (`./data`) kept under the daemon's data dir"),
+        ));
+    }
+    if source.split('/').any(|c| c == "..") {
+        return Err(volume_err(field, format!("`{source}` contains `..`: a volume may not leave its service's directory")));
+    }
+    if !target.starts_with('/') || target.split('/').any(|c| c == "..") || target == "/" {
+        return Err(volume_err(field, format!("target `{target}` must be an absolute path inside the container, not `/`, without `..`")));
+    }
+    if ["/proc", "/sys", "/dev"].iter().any(|p| target == *p || target.starts_with(&format!("{p}/"))) {
+        return Err(volume_err(field, format!("target `{target}` would shadow a kernel filesystem")));
+    }
+    let is_named = !source.contains('/') && !source.starts_with('.') && valid_name(&source.replace('_', "-"));
+    if is_named {
+        return Ok(Volume { source, target, read_only, kind: VolumeKind::Named });
+    }
+    let rel = source.trim_start_matches("./");
+    if rel.is_empty()
+        || rel.split('/').any(|c| c.is_empty() || c == ".")
+        || !rel.chars().all(|c| c.is_ascii_alphanumeric() || "_-./".contains(c))
+    {
+        return Err(volume_err(field, format!("`{source}` is neither a volume name nor a clean relative directory like `./data`")));
+    }
+    Ok(Volume { source: rel.to_string(), target, read_only, kind: VolumeKind::Dir })
+}
+
+impl CreateRequest {
+    /// Validates every field, naming the first bad one, and fills defaults from the config.
+    pub fn validate(self, cfg: &Config) -> Result<(ServiceSpec, u32), FieldError> {
+        let name = self.name.ok_or_else(|| field_err("name", "a service needs a name"))?;
+        if !valid_name(&name) {
+            return Err(field_err("name", format!("`{name}` is not a valid name: use 1–63 lowercase letters, digits and `-`, starting with a letter or digit")));
+        }
+        if let Some(p) = &self.plugin_id {
+            if !valid_name(p) {
+                return Err(field_err("plugin_id", format!("`{p}` is not a valid plugin id: lowercase letters, digits and `-`")));
+            }
+        }
+        let image = self.image.ok_or_else(|| field_err("image", "a service needs an image, e.g. addond-sample:latest"))?;
+        if !valid_image(&image) {
+            return Err(field_err("image", format!("`{image}` is not a valid image reference")));
+        }
+        let port = self.port.unwrap_or(8080);
+        if !(1..=65535).contains(&port) {
+            return Err(field_err("port", format!("container port {port} is outside 1–65535")));
+        }
+        let preferred_host_port = match self.host_port {
+            None => None,
+            Some(p) if p >= cfg.ports.range_start as i64 && p <= cfg.ports.range_end as i64 => Some(p as u16),
+            Some(p) => {
+                return Err(field_err("host_port", format!("host port {p} is outside the configured range {}–{}", cfg.ports.range_start, cfg.ports.range_end)))
+            }
+        };
+        if let Some(h) = &self.host {
+            if h.parse::<std::net::IpAddr>().is_err() && h != "localhost" && !valid_name(h) {
+                return Err(field_err("host", format!("`{h}` is not an address")));
+            }
+        }
+        let mut environment = BTreeMap::new();
+        for (k, v) in self.environment.unwrap_or_default() {
+            if !valid_env_key(&k) {
+                return Err(field_err(format!("environment.{k}"), "variable names are letters, digits and `_`, not starting with a digit"));
+            }
+            if k.starts_with("ADDOND_") || k == "PORT" {
+                return Err(field_err(format!("environment.{k}"), "ADDOND_* and PORT are set by addond itself"));
+            }
+            if v.len() > 32 * 1024 || v.contains('\0') {
+                return Err(field_err(format!("environment.{k}"), "value too long (32 KiB max) or contains NUL"));
+            }
+            environment.insert(k, v);
+        }
+        let mut volumes = Vec::new();
+        for (i, v) in self.volumes.unwrap_or_default().iter().enumerate() {
+            let vol = parse_volume(v, &format!("volumes[{i}]"))?;
+            if volumes.iter().any(|o: &Volume| o.target == vol.target) {
+                return Err(volume_err(format!("volumes[{i}].target"), format!("two volumes mount at `{}`", vol.target)));
+            }
+            volumes.push(vol);
+        }
+        let networks = self.networks.unwrap_or_else(|| vec![cfg.docker.network.clone()]);
+        if networks.len() != 1 {
+            return Err(field_err("networks", format!("name exactly one network: `{}` or `{}`", cfg.docker.network, cfg.docker.isolated_network)));
+        }
+        for (i, n) in networks.iter().enumerate() {
+            if n != &cfg.docker.network && n != &cfg.docker.isolated_network {
+                return Err(field_err(format!("networks[{i}]"), format!("unknown network `{n}`: use `{}` or `{}`", cfg.docker.network, cfg.docker.isolated_network)));
+            }
+        }
+        let depends_on = self.depends_on.unwrap_or_default();
+        for (i, d) in depends_on.iter().enumerate() {
+            if !valid_name(d) {
+                return Err(field_err(format!("depends_on[{i}]"), format!("`{d}` is not a service name")));
+            }
+        }
+        let hc = self.health_check.unwrap_or_default();
+        let path = match (hc.path, hc.url) {
+            (Some(p), _) => p,
+            (None, Some(u)) => url_path(&u).ok_or_else(|| field_err("health_check.url", format!("`{u}` is not an http URL")))?,
+            (None, None) => "/health".to_string(),
+        };
+        if !path.starts_with('/') || path.len() > 1024 || path.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(field_err("health_check.path", format!("`{path}` must be an absolute path like /health")));
+        }
+        let secs = |v: Option<f64>, d: f64, f: &str, max: f64| -> Result<f64, FieldError> {
+            let v = v.unwrap_or(d);
+            if v.is_finite() && v > 0.0 && v <= max {
+                Ok(v)
+            } else {
+                Err(field_err(format!("health_check.{f}"), format!("{v} is outside 0–{max} seconds")))
+            }
+        };
+        let interval = secs(hc.interval, cfg.health.interval_seconds, "interval", 3600.0)?;
+        let timeout = secs(hc.timeout, cfg.health.timeout_seconds, "timeout", 3600.0)?;
+        let start_period = match hc.start_period {
+            None => cfg.health.start_period_seconds,
+            Some(v) if v.is_finite() && (0.0..=3600.0).contains(&v) => v,
+            Some(v) => return Err(field_err("health_check.start_period", format!("{v} is outside 0–3600 seconds"))),
+        };
+        let retries = hc.retries.unwrap_or(cfg.health.retries as i64);
+        if !(1..=100).contains(&retries) {
+            return Err(field_err("health_check.retries", format!("{retries} is outside 1–100")));
+        }
+        let lim = self.resource_limits.unwrap_or_default();
+        let memory = lim.memory.map(|m| m.text()).unwrap_or_else(|| cfg.limits.memory.clone());
+        let mem_bytes = parse_size(&memory).ok_or_else(|| field_err("resource_limits.memory", format!("`{memory}` is not a size like 512m or 1g")))?;
+        if mem_bytes < 6 << 20 || mem_bytes > cfg.max_memory_bytes() {
+            return Err(field_err("resource_limits.memory", format!("`{memory}` must be between 6m and {} MiB", cfg.max_memory_bytes() >> 20)));
+        }
+        let cpu = lim.cpu.map(|c| c.text()).unwrap_or_else(|| cfg.limits.cpu.to_string());
+        let cpu_v: f64 = cpu.parse().map_err(|_| field_err("resource_limits.cpu", format!("`{cpu}` is not a number of CPUs like 0.5")))?;
+        if !(cpu_v.is_finite() && cpu_v >= 0.01 && cpu_v <= cfg.max_cpu()) {
+            return Err(field_err("resource_limits.cpu", format!("{cpu} must be between 0.01 and {}", cfg.max_cpu())));
+        }
+        let pids = lim.pids.unwrap_or(cfg.limits.pids);
+        if pids < 1 || pids > cfg.limits.max_pids {
+            return Err(field_err("resource_limits.pids", format!("{pids} must be between 1 and {}", cfg.limits.max_pids)));
+        }
+        let replicas = self.replicas.unwrap_or(1);
+        if replicas < 0 || replicas > cfg.limits.max_replicas as i64 {
+            return Err(field_err("replicas", format!("{replicas} must be between 0 and {}", cfg.limits.max_replicas)));
+        }
+        if let Some(v) = &self.version {
+            if v.is_empty() || v.len() > 64 || v.chars().any(|c| c.is_control() || c == ' ') {
+                return Err(field_err("version", "a version is a short token like 1.0.0"));
+            }
+        }
+        let spec = ServiceSpec {
+            name,
+            plugin_id: self.plugin_id,
+            service_type: self.service_type.unwrap_or(ServiceType::RestApi),
+            image,
+            port: port as u16,
+            preferred_host_port,
+            environment,
+            volumes,
+            networks,
+            depends_on,
+            health_check: HealthCheck { path, interval, timeout, retries: retries as u32, start_period },
+            resource_limits: ResourceLimits { memory, cpu, pids },
+            restart_policy: self.restart_policy.unwrap_or(RestartPolicy::UnlessStopped),
+            version: self.version,
+        };
+        Ok((spec, replicas as u32))
+    }
+}
+
+/// `http://host:port/health?x=1` → `/health?x=1`; the host part is replaced by the
+/// instance's own published port when probing.
+fn url_path(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"))?;
+    Some(match rest.find('/') {
+        Some(i) => rest[i..].to_string(),
+        None => "/".to_string(),
+    })
+}
+
+/// Exponential restart backoff: base × 2^streak, capped.
+pub fn backoff_ms(base_s: f64, max_s: f64, streak: u32) -> i64 {
+    let factor = 2f64.powi(streak.min(30) as i32);
+    ((base_s * factor).min(max_s) * 1000.0) as i64
+}
+
+/// The service phase that follows from its instances, for a service that should run.
+pub fn running_phase(instances: &[Instance], failed: bool) -> Phase {
+    if failed {
+        return Phase::Failed;
+    }
+    let wanted: Vec<&Instance> = instances.iter().filter(|i| i.wanted).collect();
+    if wanted.iter().all(|i| i.container_id.is_some() && i.health == Health::Healthy) {
+        Phase::Started
+    } else {
+        Phase::Starting
+    }
+}
+
+/// A ready service definition (PRODUCT.md's templates).
+#[derive(Debug, Clone, Serialize)]
+pub struct Template {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub service_type: ServiceType,
+    pub memory: &'static str,
+    pub cpu: &'static str,
+    pub port: u16,
+    pub health_path: &'static str,
+}
+
+pub const TEMPLATES: &[Template] = &[
+    Template { id: "rest_api_basic", name: "REST API", description: "An HTTP JSON API behind the gateway", service_type: ServiceType::RestApi, memory: "512m", cpu: "0.5", port: 8080, health_path: "/health" },
+    Template { id: "websocket_service", name: "WebSocket service", description: "Long-lived WebSocket connections", service_type: ServiceType::Websocket, memory: "256m", cpu: "0.3", port: 8080, health_path: "/health" },
+    Template { id: "background_worker", name: "Background worker", description: "Queue consumer or batch worker", service_type: ServiceType::BackgroundWorker, memory: "1g", cpu: "1.0", port: 8080, health_path: "/health" },
+    Template { id: "scheduler_service", name: "Scheduler", description: "Runs jobs on a schedule", service_type: ServiceType::Scheduler, memory: "256m", cpu: "0.2", port: 8080, health_path: "/health" },
+];
+
+pub fn template(id: &str) -> Option<&'static Template> {
+    TEMPLATES.iter().find(|t| t.id == id)
+}
+
+/// Body of `POST /templates/{id}/create`: a name and a few overrides.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateCreateRequest {
+    pub name: Option<String>,
+    pub image: Option<String>,
+    pub plugin_id: Option<String>,
+    pub port: Option<i64>,
+    pub host_port: Option<i64>,
+    pub replicas: Option<i64>,
+    pub environment: Option<BTreeMap<String, String>>,
+    pub volumes: Option<Vec<VolumeRequest>>,
+    pub networks: Option<Vec<String>>,
+    pub restart_policy: Option<RestartPolicy>,
+    pub version: Option<String>,
+    pub health_check: Option<HealthCheckRequest>,
+}
+
+impl Template {
+    /// The create request this template stands for, with the caller's overrides.
+    /// The template's limits apply; the config's default image fills a missing image.
+    pub fn request(&self, o: TemplateCreateRequest, default_image: &str) -> CreateRequest {
+        let mut hc = o.health_check.unwrap_or_default();
+        if hc.path.is_none() && hc.url.is_none() {
+            hc.path = Some(self.health_path.to_string());
+        }
+        CreateRequest {
+            name: o.name,
+            plugin_id: o.plugin_id,
+            service_type: Some(self.service_type),
+            image: Some(o.image.unwrap_or_else(|| default_image.to_string())),
+            port: Some(o.port.unwrap_or(self.port as i64)),
+            host_port: o.host_port,
+            host: None,
+            environment: o.environment,
+            volumes: o.volumes,
+            networks: o.networks,
+            depends_on: None,
+            health_check: Some(hc),
+            resource_limits: Some(LimitsRequest {
+                memory: Some(StringOrNumber::S(self.memory.to_string())),
+                cpu: Some(StringOrNumber::S(self.cpu.to_string())),
+                pids: None,
+            }),
+            restart_policy: o.restart_policy,
+            version: o.version,
+            replicas: o.replicas,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(json: serde_json::Value) -> CreateRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn cfg() -> Config {
+        Config::default()
+    }
+
+    #[test]
+    fn minimal_request_gets_defaults() {
+        let (spec, replicas) = req(serde_json::json!({"name": "api", "image": "addond-sample:latest"})).validate(&cfg()).unwrap();
+        assert_eq!(replicas, 1);
+        assert_eq!(spec.port, 8080);
+        assert_eq!(spec.health_check.path, "/health");
+        assert_eq!(spec.health_check.interval, 30.0);
+        assert_eq!(spec.health_check.timeout, 10.0);
+        assert_eq!(spec.health_check.retries, 3);
+        assert_eq!(spec.resource_limits.memory, "512m");
+        assert_eq!(spec.networks, vec!["addond".to_string()]);
+        assert_eq!(spec.restart_policy, RestartPolicy::UnlessStopped);
+    }
+
+    #[test]
+    fn legacy_body_is_accepted() {
+        let body = serde_json::json!({
+            "plugin_id": "payment-gateway", "name": "payments", "service_type": "rest_api",
+            "image": "addond-sample:latest", "port": 8080, "host": "localhost",
+            "environment": {"MODE": "test"}, "volumes": ["data:/data", "./cache:/cache:ro"],
+            "networks": ["addond"], "depends_on": [],
+            "health_check": {"url": "http://localhost:8080/healthz", "interval": 30, "timeout": 10, "retries": 3},
+            "resource_limits": {"memory": "256m", "cpu": "0.3"}, "restart_policy": "on-failure",
+            "version": "1.2.3", "replicas": 2
+        });
+        let (spec, replicas) = req(body).validate(&cfg()).unwrap();
+        assert_eq!(replicas, 2);
+        assert_eq!(spec.health_check.path, "/healthz");
+        assert_eq!(spec.volumes[0].kind, VolumeKind::Named);
+        assert_eq!(spec.volumes[1].kind, VolumeKind::Dir);
+        assert_eq!(spec.volumes[1].source, "cache");
+        assert!(spec.volumes[1].read_only);
+        assert_eq!(spec.resource_limits.nano_cpus(), 300_000_000);
+    }
+
+    fn field_of(json: serde_json::Value) -> (String, &'static str) {
+        let e = req(json).validate(&cfg()).unwrap_err();
+        (e.field, e.code)
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let base = |extra: serde_json::Value| {
+            let mut b = serde_json::json!({"name": "api", "image": "img:1"});
+            for (k, v) in extra.as_object().unwrap() {
+                b[k] = v.clone();
+            }
+            b
+        };
+        assert_eq!(field_of(serde_json::json!({"image": "x"})).0, "name");
+        assert_eq!(field_of(base(serde_json::json!({"name": "Bad Name"}))).0, "name");
+        assert_eq!(field_of(base(serde_json::json!({"name": "-x"}))).0, "name");
+        assert_eq!(field_of(base(serde_json::json!({"port": 0}))).0, "port");
+        assert_eq!(field_of(base(serde_json::json!({"port": 70000}))).0, "port");
+        assert_eq!(field_of(base(serde_json::json!({"host_port": 80}))).0, "host_port");
+        assert_eq!(field_of(base(serde_json::json!({"replicas": -1}))).0, "replicas");
+        assert_eq!(field_of(base(serde_json::json!({"replicas": 100000}))).0, "replicas");
+        assert_eq!(field_of(base(serde_json::json!({"resource_limits": {"memory": "-5m"}}))).0, "resource_limits.memory");
+        assert_eq!(field_of(base(serde_json::json!({"resource_limits": {"memory": "900t"}}))).0, "resource_limits.memory");
+        assert_eq!(field_of(base(serde_json::json!({"resource_limits": {"cpu": "-1"}}))).0, "resource_limits.cpu");
+        assert_eq!(field_of(base(serde_json::json!({"resource_limits": {"cpu": 5000}}))).0, "resource_limits.cpu");
+        assert_eq!(field_of(base(serde_json::json!({"resource_limits": {"pids": 0}}))).0, "resource_limits.pids");
+        assert_eq!(field_of(base(serde_json::json!({"health_check": {"interval": -1}}))).0, "health_check.interval");
+        assert_eq!(field_of(base(serde_json::json!({"environment": {"ADDOND_TOKEN": "x"}}))).0, "environment.ADDOND_TOKEN");
+        assert_eq!(field_of(base(serde_json::json!({"environment": {"1X": "x"}}))).0, "environment.1X");
+        assert_eq!(field_of(base(serde_json::json!({"networks": ["host"]}))).0, "networks[0]");
+        assert_eq!(field_of(base(serde_json::json!({"image": "bad image"}))).0, "image");
+    }
+
+    #[test]
+    fn hostile_volumes_are_refused() {
+        for (v, needle) in [
+            ("/etc:/data", "host path"),
+            ("/var/run/docker.sock:/var/run/docker.sock", "Docker socket"),
+            ("../../etc:/data", ".."),
+            ("./a/../../b:/data", ".."),
+            ("data:/", "absolute"),
+            ("data:relative", "absolute"),
+            ("data:/proc/x", "kernel"),
+            ("~/x:/data", "host path"),
+            ("a:b:c:d", "SOURCE:TARGET"),
+            ("./a b:/data", "clean relative"),
+        ] {
+            let e = parse_volume(&VolumeRequest::Short(v.into()), "volumes[0]").unwrap_err();
+            assert_eq!(e.code, "invalid_volume", "{v}");
+            assert!(e.message.contains(needle), "{v}: {}", e.message);
+        }
+        let ok = parse_volume(&VolumeRequest::Short("./files/sub:/srv".into()), "v").unwrap();
+        assert_eq!(ok.source, "files/sub");
+        assert_eq!(ok.kind, VolumeKind::Dir);
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff_ms(10.0, 300.0, 0), 10_000);
+        assert_eq!(backoff_ms(10.0, 300.0, 1), 20_000);
+        assert_eq!(backoff_ms(10.0, 300.0, 4), 160_000);
+        assert_eq!(backoff_ms(10.0, 300.0, 5), 300_000);
+        assert_eq!(backoff_ms(10.0, 300.0, 99), 300_000);
+    }
+
+    #[test]
+    fn restart_policies() {
+        assert!(!RestartPolicy::No.restarts_after(1));
+        assert!(RestartPolicy::OnFailure.restarts_after(1));
+        assert!(!RestartPolicy::OnFailure.restarts_after(0));
+        assert!(RestartPolicy::Always.restarts_after(0));
+        assert!(RestartPolicy::UnlessStopped.restarts_after(137));
+    }
+
+    #[test]
+    fn templates_carry_their_limits() {
+        let t = template("background_worker").unwrap();
+        let req = t.request(TemplateCreateRequest { name: Some("w".into()), ..Default::default() }, "img:1");
+        let (spec, _) = req.validate(&cfg()).unwrap();
+        assert_eq!(spec.resource_limits.memory, "1g");
+        assert_eq!(spec.resource_limits.cpu, "1.0");
+        assert_eq!(spec.image, "img:1");
+        assert_eq!(spec.health_check.path, "/health");
+        assert_eq!(template("scheduler_service").unwrap().cpu, "0.2");
+        assert!(template("nope").is_none());
+    }
+
+    #[test]
+    fn phase_parse_round_trip() {
+        for p in ["Creating", "started", "FAILED", "deleted"] {
+            assert!(Phase::parse(p).is_some(), "{p}");
+        }
+        assert!(Phase::parse("running").is_none());
+    }
+}

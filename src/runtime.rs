@@ -1,0 +1,568 @@
+//! The Docker side, through bollard: containers (create with the sandbox of PRODUCT.md,
+//! start, stop, remove, inspect, logs, stats), the two addond networks, images, volume
+//! directories, and the engine's event stream. It also owns "is Docker reachable": every
+//! call that fails at the connection level flips that flag, so the rest of the daemon can
+//! answer 503 `docker_unavailable` and refrain from charging restarts while the engine is
+//! away.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::models::{
+    ContainerCreateBody, ContainerStatsResponse, EndpointSettings, EventMessage, HostConfig, HostConfigLogConfig, Ipam,
+    IpamConfig, Mount, MountType, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy as DockerRestart,
+    RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StatsOptions, StopContainerOptions,
+};
+use bollard::{ClientVersion, Docker};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::RwLock;
+
+use crate::config::{parse_size, Config};
+use crate::model::{Instance, ServiceSpec, VolumeKind};
+
+pub const LABEL_MANAGED: &str = "addond.managed";
+pub const LABEL_DAEMON: &str = "addond.daemon";
+pub const LABEL_SERVICE: &str = "addond.service";
+pub const LABEL_SERVICE_NAME: &str = "addond.service_name";
+pub const LABEL_INSTANCE: &str = "addond.instance";
+pub const LABEL_ORDINAL: &str = "addond.ordinal";
+pub const LABEL_PLUGIN: &str = "addond.plugin";
+
+/// Oldest engine API we speak; newer engines accept it, so no negotiation round trip.
+const API_VERSION: ClientVersion = ClientVersion { major_version: 1, minor_version: 41 };
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("the Docker engine is not reachable at {0}; start it (e.g. `systemctl start docker`) — addond retries by itself")]
+    Unavailable(String),
+    #[error("image `{image}` is not present locally and could not be pulled: {reason}. Build or load it (`docker build -t {image} …` / `docker load`), or check the registry")]
+    ImageNotFound { image: String, reason: String },
+    #[error("volume: {0}")]
+    InvalidVolume(String),
+    #[error("docker: {0}")]
+    Api(String),
+}
+
+/// What the daemon needs to know about one of its containers.
+#[derive(Debug, Clone)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub error: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// A labelled container found by listing, for adoption and stray removal.
+#[derive(Debug, Clone)]
+pub struct OwnedContainer {
+    pub id: String,
+    pub name: String,
+    pub service_id: String,
+    pub instance_id: String,
+    pub running: bool,
+}
+
+/// One aggregated resource sample of a container.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StatsSample {
+    pub cpu_percent: f64,
+    pub memory_usage_mb: f64,
+    pub memory_limit_mb: f64,
+    pub memory_percent: f64,
+    pub network_rx_mb: f64,
+    pub network_tx_mb: f64,
+}
+
+/// Everything a container needs beyond the service spec: who it belongs to.
+pub struct InstanceContext<'a> {
+    pub daemon_id: &'a str,
+    pub service_id: &'a str,
+    pub instance: &'a Instance,
+    pub config_json: &'a str,
+}
+
+pub struct Runtime {
+    cfg: Arc<Config>,
+    /// Connected lazily: bollard refuses to build a client while the socket file is
+    /// missing, which is exactly when Docker is down at our start.
+    docker: RwLock<Option<Docker>>,
+    available: AtomicBool,
+    /// Flipped on every reachability change so waiters (the reconciler) wake up.
+    changed: tokio::sync::Notify,
+}
+
+impl Runtime {
+    pub fn new(cfg: Arc<Config>) -> Self {
+        Runtime { cfg, docker: RwLock::new(None), available: AtomicBool::new(false), changed: tokio::sync::Notify::new() }
+    }
+
+    pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::SeqCst)
+    }
+
+    pub async fn availability_changed(&self) {
+        self.changed.notified().await
+    }
+
+    fn set_available(&self, up: bool) {
+        if self.available.swap(up, Ordering::SeqCst) != up {
+            if up {
+                tracing::info!("Docker engine reachable");
+            } else {
+                tracing::warn!("Docker engine unreachable");
+            }
+            self.changed.notify_waiters();
+        }
+    }
+
+    async fn client(&self) -> Result<Docker, RuntimeError> {
+        if let Some(d) = self.docker.read().await.as_ref() {
+            return Ok(d.clone());
+        }
+        let mut slot = self.docker.write().await;
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.clone());
+        }
+        match Docker::connect_with_unix(&self.cfg.docker.host, self.cfg.docker.timeout_seconds, &API_VERSION) {
+            Ok(d) => {
+                *slot = Some(d.clone());
+                Ok(d)
+            }
+            Err(_) => {
+                self.set_available(false);
+                Err(RuntimeError::Unavailable(self.cfg.docker.host.clone()))
+            }
+        }
+    }
+
+    /// Maps a bollard error, noting connection-level failures as "Docker unreachable".
+    fn map_err(&self, e: bollard::errors::Error) -> RuntimeError {
+        use bollard::errors::Error as E;
+        match e {
+            E::DockerResponseServerError { status_code, message } => {
+                self.set_available(true);
+                RuntimeError::Api(format!("{message} (HTTP {status_code})"))
+            }
+            E::IOError { .. } | E::HyperResponseError { .. } | E::HyperLegacyError { .. } | E::RequestTimeoutError | E::SocketNotFoundError(_) => {
+                self.set_available(false);
+                RuntimeError::Unavailable(self.cfg.docker.host.clone())
+            }
+            other => RuntimeError::Api(other.to_string()),
+        }
+    }
+
+    fn status_of(e: &bollard::errors::Error) -> Option<u16> {
+        match e {
+            bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
+            _ => None,
+        }
+    }
+
+    /// Pings the engine and records the answer.
+    pub async fn ping(&self) -> bool {
+        let ok = match self.client().await {
+            Ok(d) => d.ping().await.map_err(|e| self.map_err(e)).is_ok(),
+            Err(_) => false,
+        };
+        self.set_available(ok);
+        ok
+    }
+
+    /// Creates the bridge and the internal network when missing.
+    pub async fn ensure_networks(&self) -> Result<(), RuntimeError> {
+        let d = self.client().await?;
+        let nets = [
+            (&self.cfg.docker.network, &self.cfg.docker.subnet, false),
+            (&self.cfg.docker.isolated_network, &self.cfg.docker.isolated_subnet, true),
+        ];
+        for (name, subnet, internal) in nets {
+            match d.inspect_network(name, None).await {
+                Ok(_) => continue,
+                Err(e) if Self::status_of(&e) == Some(404) => {}
+                Err(e) => return Err(self.map_err(e)),
+            }
+            let req = NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                internal: Some(internal),
+                ipam: Some(Ipam {
+                    config: Some(vec![IpamConfig { subnet: Some(subnet.clone()), ..Default::default() }]),
+                    ..Default::default()
+                }),
+                labels: Some(HashMap::from([(LABEL_MANAGED.to_string(), "true".to_string())])),
+                ..Default::default()
+            };
+            match d.create_network(req).await {
+                Ok(_) => tracing::info!(network = %name, %subnet, internal, "created network"),
+                // Another daemon (or a test) created it between inspect and create.
+                Err(e) if Self::status_of(&e) == Some(409) => {}
+                Err(e) => return Err(self.map_err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure an image is present, pulling it when a registry is reachable.
+    pub async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        let d = self.client().await?;
+        match d.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Self::status_of(&e) == Some(404) => {}
+            Err(e) => return Err(self.map_err(e)),
+        }
+        tracing::info!(%image, "image not present locally; pulling");
+        let (repo, tag) = split_image(image);
+        let opts = CreateImageOptions { from_image: Some(repo), tag: Some(tag), ..Default::default() };
+        let pull = async {
+            let mut stream = d.create_image(Some(opts), None, None);
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(info) => {
+                        if let Some(err) = info.error_detail.and_then(|e| e.message) {
+                            return Err(err);
+                        }
+                        if let Some(status) = info.status {
+                            tracing::debug!(%image, %status, "pull");
+                        }
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(Duration::from_secs(self.cfg.docker.pull_timeout_seconds), pull).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(RuntimeError::ImageNotFound { image: image.to_string(), reason }),
+            Err(_) => Err(RuntimeError::ImageNotFound { image: image.to_string(), reason: "pull timed out".into() }),
+        }
+    }
+
+    /// Host directory backing a `Dir` volume, created on demand and checked not to
+    /// escape `<data_dir>/volumes/<service>/` through a symlink.
+    pub fn prepare_volume_dir(&self, service_name: &str, rel: &str) -> Result<PathBuf, RuntimeError> {
+        prepare_volume_dir(&self.cfg.daemon.data_dir, service_name, rel, &self.cfg.sandbox.user)
+    }
+
+    /// Creates the container of one instance with the full sandbox. If a container of that
+    /// name exists (created just before a crash), it is adopted instead.
+    pub async fn create_container(&self, spec: &ServiceSpec, ctx: &InstanceContext<'_>) -> Result<String, RuntimeError> {
+        let d = self.client().await?;
+        let name = ctx.instance.container_name();
+        let body = self.container_body(spec, ctx)?;
+        let opts = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
+        match d.create_container(Some(opts), body).await {
+            Ok(r) => Ok(r.id),
+            Err(e) if Self::status_of(&e) == Some(409) => {
+                let info = self.inspect(&name).await?.ok_or_else(|| RuntimeError::Api(format!("container {name} conflicts but cannot be inspected")))?;
+                Ok(info.id)
+            }
+            Err(e) if Self::status_of(&e) == Some(404) => Err(RuntimeError::ImageNotFound { image: spec.image.clone(), reason: "not present locally".into() }),
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    fn container_body(&self, spec: &ServiceSpec, ctx: &InstanceContext<'_>) -> Result<ContainerCreateBody, RuntimeError> {
+        let inst = ctx.instance;
+        let cport = format!("{}/tcp", spec.port);
+        let mut env: Vec<String> = spec.environment.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.push(format!("PORT={}", spec.port));
+        env.push(format!("ADDOND_ADDON={}", spec.plugin_id.as_deref().unwrap_or("")));
+        env.push(format!("ADDOND_SERVICE={}", spec.name));
+        env.push(format!("ADDOND_INSTANCE={}", inst.id));
+        env.push(format!("ADDOND_CONFIG={}", ctx.config_json));
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_DAEMON.to_string(), ctx.daemon_id.to_string()),
+            (LABEL_SERVICE.to_string(), ctx.service_id.to_string()),
+            (LABEL_SERVICE_NAME.to_string(), spec.name.clone()),
+            (LABEL_INSTANCE.to_string(), inst.id.to_string()),
+            (LABEL_ORDINAL.to_string(), inst.ordinal.to_string()),
+            (LABEL_PLUGIN.to_string(), spec.plugin_id.clone().unwrap_or_default()),
+        ]);
+        let mut mounts = Vec::new();
+        for v in &spec.volumes {
+            let (typ, source) = match v.kind {
+                VolumeKind::Named => (MountType::VOLUME, format!("addond_{}", v.source)),
+                VolumeKind::Dir => (MountType::BIND, self.prepare_volume_dir(&spec.name, &v.source)?.display().to_string()),
+            };
+            mounts.push(Mount { target: Some(v.target.clone()), source: Some(source), typ: Some(typ), read_only: Some(v.read_only), ..Default::default() });
+        }
+        let sb = &self.cfg.sandbox;
+        let tmpfs_bytes = parse_size(&sb.tmpfs_size).unwrap_or(64 << 20);
+        let network = spec.networks.first().cloned().unwrap_or_else(|| self.cfg.docker.network.clone());
+        let host_config = HostConfig {
+            port_bindings: Some(HashMap::from([(
+                cport.clone(),
+                Some(vec![PortBinding { host_ip: Some(self.cfg.ports.publish_address.to_string()), host_port: Some(inst.host_port.to_string()) }]),
+            )])),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([("/tmp".to_string(), format!("rw,noexec,nosuid,nodev,size={tmpfs_bytes}"))])),
+            memory: Some(spec.resource_limits.memory_bytes()),
+            // Same as memory: no swap beyond the limit, so the limit means what it says.
+            memory_swap: Some(spec.resource_limits.memory_bytes()),
+            nano_cpus: Some(spec.resource_limits.nano_cpus()),
+            pids_limit: Some(spec.resource_limits.pids),
+            privileged: Some(false),
+            // The daemon restarts containers itself (health, backoff, Failed); Docker never does.
+            restart_policy: Some(DockerRestart { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
+            network_mode: Some(network.clone()),
+            mounts: Some(mounts),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([("max-size".to_string(), sb.log_max_size.clone()), ("max-file".to_string(), sb.log_max_files.to_string())])),
+            }),
+            init: Some(false),
+            ..Default::default()
+        };
+        Ok(ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            user: Some(sb.user.clone()),
+            env: Some(env),
+            labels: Some(labels),
+            exposed_ports: Some(vec![cport]),
+            host_config: Some(host_config),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(network, EndpointSettings { aliases: Some(vec![spec.name.clone()]), ..Default::default() })])),
+            }),
+            stop_timeout: Some(self.cfg.docker.stop_timeout_seconds as i64),
+            ..Default::default()
+        })
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let d = self.client().await?;
+        match d.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            Err(e) if Self::status_of(&e) == Some(304) => Ok(()),
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    pub async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
+        let d = self.client().await?;
+        let opts = StopContainerOptions { t: Some(self.cfg.docker.stop_timeout_seconds as i32), ..Default::default() };
+        match d.stop_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(Self::status_of(&e), Some(304) | Some(404)) => Ok(()),
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    /// Removes a container (forcefully); a missing one counts as removed.
+    pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let d = self.client().await?;
+        let opts = RemoveContainerOptions { force: true, ..Default::default() };
+        match d.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if Self::status_of(&e) == Some(404) => Ok(()),
+            // "removal already in progress"
+            Err(e) if Self::status_of(&e) == Some(409) => Ok(()),
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    /// Inspects by id or name; `None` when no such container exists.
+    pub async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
+        let d = self.client().await?;
+        match d.inspect_container(id, None).await {
+            Ok(c) => {
+                let st = c.state.unwrap_or_default();
+                Ok(Some(ContainerInfo {
+                    id: c.id.unwrap_or_default(),
+                    running: st.running.unwrap_or(false) || st.restarting.unwrap_or(false),
+                    exit_code: st.exit_code,
+                    oom_killed: st.oom_killed.unwrap_or(false),
+                    error: st.error.filter(|e| !e.is_empty()),
+                    started_at: st.started_at,
+                    finished_at: st.finished_at,
+                }))
+            }
+            Err(e) if Self::status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    /// Every container carrying this daemon's label, running or not.
+    pub async fn list_owned(&self, daemon_id: &str) -> Result<Vec<OwnedContainer>, RuntimeError> {
+        let d = self.client().await?;
+        let opts = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_string(), vec![format!("{LABEL_DAEMON}={daemon_id}")])])),
+            ..Default::default()
+        };
+        let list = d.list_containers(Some(opts)).await.map_err(|e| self.map_err(e))?;
+        Ok(list
+            .into_iter()
+            .map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+                OwnedContainer {
+                    id: c.id.unwrap_or_default(),
+                    name: c.names.and_then(|n| n.into_iter().next()).unwrap_or_default().trim_start_matches('/').to_string(),
+                    service_id: labels.get(LABEL_SERVICE).cloned().unwrap_or_default(),
+                    instance_id: labels.get(LABEL_INSTANCE).cloned().unwrap_or_default(),
+                    running: state == "running" || state == "restarting",
+                }
+            })
+            .collect())
+    }
+
+    /// Log lines of a container: the last `tail` lines, then more while `follow`.
+    pub async fn logs(&self, id: &str, tail: u32, follow: bool, timestamps: bool) -> Result<impl Stream<Item = Result<bytes::Bytes, RuntimeError>> + Send + 'static, RuntimeError> {
+        let d = self.client().await?;
+        let opts = LogsOptions { follow, stdout: true, stderr: true, timestamps, tail: tail.to_string(), ..Default::default() };
+        let host = self.cfg.docker.host.clone();
+        Ok(d.logs(id, Some(opts)).map(move |r| match r {
+            Ok(out) => Ok(out.into_bytes()),
+            Err(e) => Err(match e {
+                bollard::errors::Error::DockerResponseServerError { message, .. } => RuntimeError::Api(message),
+                _ => RuntimeError::Unavailable(host.clone()),
+            }),
+        }))
+    }
+
+    /// One resource sample (the engine takes about a second to measure CPU).
+    pub async fn stats(&self, id: &str) -> Result<StatsSample, RuntimeError> {
+        let d = self.client().await?;
+        let opts = StatsOptions { stream: false, one_shot: false };
+        let mut s = d.stats(id, Some(opts));
+        match s.next().await {
+            Some(Ok(st)) => Ok(sample_from(&st)),
+            Some(Err(e)) => Err(self.map_err(e)),
+            None => Err(RuntimeError::Api(format!("no stats for container {id}"))),
+        }
+    }
+
+    /// The engine's container events for this daemon's containers.
+    pub async fn events(&self, daemon_id: &str) -> Result<impl Stream<Item = Result<EventMessage, RuntimeError>> + Send + 'static, RuntimeError> {
+        let d = self.client().await?;
+        let opts = EventsOptions {
+            filters: Some(HashMap::from([
+                ("type".to_string(), vec!["container".to_string()]),
+                ("label".to_string(), vec![format!("{LABEL_DAEMON}={daemon_id}")]),
+            ])),
+            ..Default::default()
+        };
+        let host = self.cfg.docker.host.clone();
+        Ok(d.events(Some(opts)).map(move |r| r.map_err(|_| RuntimeError::Unavailable(host.clone()))))
+    }
+}
+
+fn sample_from(st: &ContainerStatsResponse) -> StatsSample {
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let cpu = st.cpu_stats.as_ref();
+    let pre = st.precpu_stats.as_ref();
+    let total = |c: Option<&bollard::models::ContainerCpuStats>| c.and_then(|c| c.cpu_usage.as_ref()).and_then(|u| u.total_usage).unwrap_or(0);
+    let system = |c: Option<&bollard::models::ContainerCpuStats>| c.and_then(|c| c.system_cpu_usage).unwrap_or(0);
+    let cpu_delta = total(cpu).saturating_sub(total(pre)) as f64;
+    let sys_delta = system(cpu).saturating_sub(system(pre)) as f64;
+    let cpus = cpu.and_then(|c| c.online_cpus).unwrap_or(1).max(1) as f64;
+    let cpu_percent = if sys_delta > 0.0 { cpu_delta / sys_delta * cpus * 100.0 } else { 0.0 };
+    let mem = st.memory_stats.as_ref();
+    let raw = mem.and_then(|m| m.usage).unwrap_or(0);
+    // Page cache is reclaimable; `docker stats` subtracts it too.
+    let cache = mem
+        .and_then(|m| m.stats.as_ref())
+        .and_then(|s| s.get("inactive_file").or_else(|| s.get("total_inactive_file")).or_else(|| s.get("cache")).copied())
+        .unwrap_or(0);
+    let usage = raw.saturating_sub(cache);
+    let limit = mem.and_then(|m| m.limit).unwrap_or(0);
+    let (rx, tx) = st
+        .networks
+        .as_ref()
+        .map(|n| n.values().fold((0, 0), |(rx, tx), v| (rx + v.rx_bytes.unwrap_or(0), tx + v.tx_bytes.unwrap_or(0))))
+        .unwrap_or((0, 0));
+    StatsSample {
+        cpu_percent: round2(cpu_percent),
+        memory_usage_mb: round2(mb(usage)),
+        memory_limit_mb: round2(mb(limit)),
+        memory_percent: if limit > 0 { round2(usage as f64 / limit as f64 * 100.0) } else { 0.0 },
+        network_rx_mb: round2(mb(rx)),
+        network_tx_mb: round2(mb(tx)),
+    }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// `repo[:tag]` → (repo, tag), leaving a registry's `host:port/` alone.
+pub fn split_image(image: &str) -> (String, String) {
+    if let Some((repo, digest)) = image.split_once('@') {
+        return (repo.to_string(), digest.to_string());
+    }
+    match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo.to_string(), tag.to_string()),
+        _ => (image.to_string(), "latest".to_string()),
+    }
+}
+
+/// See [`Runtime::prepare_volume_dir`]. The directory is given to the sandbox user so the
+/// non-root container can write to it (when the daemon may chown).
+pub fn prepare_volume_dir(data_dir: &Path, service_name: &str, rel: &str, user: &str) -> Result<PathBuf, RuntimeError> {
+    let base = data_dir.join("volumes").join(service_name);
+    std::fs::create_dir_all(&base).map_err(|e| RuntimeError::InvalidVolume(format!("cannot create {}: {e}", base.display())))?;
+    let base = base.canonicalize().map_err(|e| RuntimeError::InvalidVolume(format!("{}: {e}", base.display())))?;
+    let dir = base.join(rel);
+    // Refuse before creating anything: an existing symlink anywhere on the way could
+    // point out of the service's directory.
+    let mut cur = base.clone();
+    for comp in Path::new(rel).components() {
+        cur.push(comp);
+        if let Ok(meta) = std::fs::symlink_metadata(&cur) {
+            if meta.file_type().is_symlink() {
+                return Err(RuntimeError::InvalidVolume(format!("`{rel}` passes through a symlink ({}); volumes may not leave {}", cur.display(), base.display())));
+            }
+        }
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::InvalidVolume(format!("cannot create {}: {e}", dir.display())))?;
+    let real = dir.canonicalize().map_err(|e| RuntimeError::InvalidVolume(format!("{}: {e}", dir.display())))?;
+    if !real.starts_with(&base) {
+        return Err(RuntimeError::InvalidVolume(format!("`{rel}` resolves to {} outside {}", real.display(), base.display())));
+    }
+    let mut ids = user.split(':').map(|p| p.parse::<u32>().ok());
+    if let (Some(Some(uid)), gid) = (ids.next(), ids.next().flatten()) {
+        // Best effort: a non-root dev daemon cannot chown; the directory then keeps its owner.
+        let _ = std::os::unix::fs::chown(&real, Some(uid), gid.or(Some(uid)));
+    }
+    Ok(real)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_split() {
+        assert_eq!(split_image("addond-sample:latest"), ("addond-sample".into(), "latest".into()));
+        assert_eq!(split_image("nginx"), ("nginx".into(), "latest".into()));
+        assert_eq!(split_image("reg:5000/x/y"), ("reg:5000/x/y".into(), "latest".into()));
+        assert_eq!(split_image("reg:5000/x/y:1.2"), ("reg:5000/x/y".into(), "1.2".into()));
+    }
+
+    #[test]
+    fn volume_dirs_stay_inside_and_refuse_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = prepare_volume_dir(dir.path(), "svc", "files/sub", "65534:65534").unwrap();
+        assert!(p.ends_with("volumes/svc/files/sub"));
+        assert!(p.is_dir());
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("volumes/svc/escape")).unwrap();
+        let e = prepare_volume_dir(dir.path(), "svc", "escape", "65534").unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        let e = prepare_volume_dir(dir.path(), "svc", "escape/deeper", "65534").unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+    }
+}

@@ -1,0 +1,617 @@
+//! All SQL lives here: the schema and its numbered forward-only migrations, and every
+//! query the daemon runs. SQLite runs in WAL mode with foreign keys on; every call goes
+//! through `spawn_blocking`, so no SQLite call ever blocks the async runtime. A method
+//! that changes something returns only after its transaction committed, so a reply built
+//! from its result never announces a change that a crash could undo.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use crate::model::{Desired, Health, Instance, InstanceId, Phase, Service, ServiceId, ServiceSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("database integrity check failed: {0}")]
+    Integrity(String),
+    #[error("database schema version {found} is newer than this addond understands ({known}); upgrade addond")]
+    TooNew { found: i64, known: i64 },
+    #[error("a service named `{0}` already exists")]
+    NameTaken(String),
+    #[error("host port {0} is already booked")]
+    PortTaken(u16),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("database task failed: {0}")]
+    Join(String),
+}
+
+/// Numbered, forward-only. Never edit a released entry: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: services, instances (each owning its unique host port), restart failures, audit.
+    r#"
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE services (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL UNIQUE,
+        plugin_id   TEXT,
+        spec        TEXT NOT NULL,
+        replicas    INTEGER NOT NULL CHECK (replicas >= 0),
+        desired     TEXT NOT NULL CHECK (desired IN ('started','stopped','deleted')),
+        phase       TEXT NOT NULL,
+        last_error  TEXT,
+        exit_code   INTEGER,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    );
+    CREATE TABLE instances (
+        id              TEXT PRIMARY KEY,
+        service_id      TEXT NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+        ordinal         INTEGER NOT NULL,
+        host_port       INTEGER NOT NULL UNIQUE,
+        wanted          INTEGER NOT NULL DEFAULT 1,
+        container_id    TEXT,
+        health          TEXT NOT NULL DEFAULT 'unknown',
+        restarts        INTEGER NOT NULL DEFAULT 0,
+        streak          INTEGER NOT NULL DEFAULT 0,
+        started_at      INTEGER,
+        healthy_since   INTEGER,
+        next_restart_at INTEGER,
+        last_error      TEXT,
+        exit_code       INTEGER,
+        UNIQUE (service_id, ordinal)
+    );
+    CREATE TABLE restart_failures (
+        service_id TEXT NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+        at         INTEGER NOT NULL,
+        reason     TEXT NOT NULL
+    );
+    CREATE INDEX restart_failures_by_service ON restart_failures (service_id, at);
+    CREATE TABLE audit (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at      INTEGER NOT NULL,
+        uid     INTEGER,
+        pid     INTEGER,
+        method  TEXT NOT NULL,
+        path    TEXT NOT NULL,
+        status  INTEGER NOT NULL,
+        detail  TEXT
+    );
+    "#,
+];
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// One audit record: who changed what, and how it ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditEntry {
+    pub at: i64,
+    pub uid: Option<u32>,
+    pub pid: Option<i32>,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub detail: Option<String>,
+}
+
+/// A new instance to insert: its ordinal and the host port booked for it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewInstance {
+    pub ordinal: u32,
+    pub host_port: u16,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    /// One connection: SQLite serialises writers anyway, and reads are short.
+    conn: Arc<Mutex<Connection>>,
+    pub path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database, migrates it and checks its integrity.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let p = path.to_path_buf();
+        let conn = tokio::task::spawn_blocking(move || open_sync(&p))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))??;
+        Ok(Store { conn: Arc::new(Mutex::new(conn)), path: path.to_path_buf() })
+    }
+
+    async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| StoreError::Join("database lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// A random id made at first start; containers carry it so two daemons on one host
+    /// never adopt or remove each other's containers.
+    pub async fn daemon_id(&self) -> Result<String, StoreError> {
+        self.call(|c| {
+            let existing: Option<String> =
+                c.query_row("SELECT value FROM meta WHERE key = 'daemon_id'", [], |r| r.get(0)).optional()?;
+            if let Some(id) = existing {
+                return Ok(id);
+            }
+            let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
+            c.execute("INSERT INTO meta (key, value) VALUES ('daemon_id', ?1)", [&id])?;
+            Ok(id)
+        })
+        .await
+    }
+
+    pub async fn integrity_check(&self) -> Result<String, StoreError> {
+        self.call(|c| Ok(c.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))?)).await
+    }
+
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        self.call(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await
+    }
+
+    pub async fn booked_ports(&self) -> Result<HashSet<u16>, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare_cached("SELECT host_port FROM instances")?;
+            let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
+            let mut set = HashSet::new();
+            for r in rows {
+                set.insert(r? as u16);
+            }
+            Ok(set)
+        })
+        .await
+    }
+
+    /// Inserts a service and its instances (with their booked ports) in one transaction.
+    pub async fn insert_service(
+        &self,
+        id: ServiceId,
+        spec: ServiceSpec,
+        replicas: u32,
+        desired: Desired,
+        phase: Phase,
+        instances: Vec<NewInstance>,
+    ) -> Result<Service, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_ms();
+            let spec_json = serde_json::to_string(&spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let res = tx.execute(
+                "INSERT INTO services (id, name, plugin_id, spec, replicas, desired, phase, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                params![id.as_str(), spec.name, spec.plugin_id, spec_json, replicas, desired.as_str(), phase.as_str(), now],
+            );
+            if let Err(e) = res {
+                return Err(if is_unique_violation(&e) { StoreError::NameTaken(spec.name.clone()) } else { e.into() });
+            }
+            for inst in &instances {
+                insert_instance(&tx, &id, *inst)?;
+            }
+            tx.commit()?;
+            load_service(c, id.as_str())?.ok_or_else(|| StoreError::Corrupt("service vanished after insert".into()))
+        })
+        .await
+    }
+
+    pub async fn list_services(&self) -> Result<Vec<Service>, StoreError> {
+        self.call(|c| {
+            let ids: Vec<String> = {
+                let mut st = c.prepare_cached("SELECT id FROM services ORDER BY created_at, id")?;
+                let rows = st.query_map([], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(s) = load_service(c, &id)? {
+                    out.push(s);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Looks a service up by id or, failing that, by name.
+    pub async fn get_service(&self, id_or_name: &str) -> Result<Option<Service>, StoreError> {
+        let key = id_or_name.to_string();
+        self.call(move |c| {
+            if let Some(s) = load_service(c, &key)? {
+                return Ok(Some(s));
+            }
+            let id: Option<String> =
+                c.query_row("SELECT id FROM services WHERE name = ?1", [&key], |r| r.get(0)).optional()?;
+            match id {
+                Some(id) => load_service(c, &id),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Sets what the operator wants and the phase that starts the way there; clears a
+    /// previous failure so a start after `Failed` begins afresh.
+    pub async fn set_desired(&self, id: &ServiceId, desired: Desired, phase: Phase) -> Result<Option<Service>, StoreError> {
+        let id = id.clone();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE services SET desired = ?2, phase = ?3, updated_at = ?4,
+                   last_error = CASE WHEN ?2 = 'started' THEN NULL ELSE last_error END,
+                   exit_code = CASE WHEN ?2 = 'started' THEN NULL ELSE exit_code END
+                 WHERE id = ?1",
+                params![id.as_str(), desired.as_str(), phase.as_str(), now_ms()],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            if desired == Desired::Started {
+                tx.execute("DELETE FROM restart_failures WHERE service_id = ?1", [id.as_str()])?;
+                tx.execute(
+                    "UPDATE instances SET streak = 0, next_restart_at = NULL WHERE service_id = ?1",
+                    [id.as_str()],
+                )?;
+            }
+            tx.commit()?;
+            load_service(c, id.as_str())
+        })
+        .await
+    }
+
+    pub async fn set_phase(
+        &self,
+        id: &ServiceId,
+        phase: Phase,
+        last_error: Option<String>,
+        exit_code: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE services SET phase = ?2, last_error = ?3, exit_code = ?4, updated_at = ?5
+                 WHERE id = ?1 AND (phase IS NOT ?2 OR last_error IS NOT ?3 OR exit_code IS NOT ?4)",
+                params![id.as_str(), phase.as_str(), last_error, exit_code, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sets the wanted replica count: ordinals below `replicas` are wanted (new ones are
+    /// inserted with the ports in `new`), the rest are marked unwanted for removal.
+    pub async fn scale(&self, id: &ServiceId, replicas: u32, new: Vec<NewInstance>) -> Result<Option<Service>, StoreError> {
+        let id = id.clone();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE services SET replicas = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id.as_str(), replicas, now_ms()],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            tx.execute("UPDATE instances SET wanted = (ordinal < ?2) WHERE service_id = ?1", params![id.as_str(), replicas])?;
+            for inst in &new {
+                insert_instance(&tx, &id, *inst)?;
+            }
+            tx.commit()?;
+            load_service(c, id.as_str())
+        })
+        .await
+    }
+
+    /// Writes the mutable fields of an instance (container, health, restart bookkeeping).
+    pub async fn update_instance(&self, inst: &Instance) -> Result<(), StoreError> {
+        let i = inst.clone();
+        self.call(move |c| {
+            c.prepare_cached(
+                "UPDATE instances SET container_id = ?2, health = ?3, restarts = ?4, streak = ?5,
+                   started_at = ?6, healthy_since = ?7, next_restart_at = ?8, last_error = ?9, exit_code = ?10
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                i.id.as_str(),
+                i.container_id,
+                i.health.as_str(),
+                i.restarts,
+                i.streak,
+                i.started_at,
+                i.healthy_since,
+                i.next_restart_at,
+                i.last_error,
+                i.exit_code
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records a health transition without touching restart bookkeeping (called by the
+    /// health monitor, which does not hold the service lease).
+    pub async fn set_instance_health(&self, id: &InstanceId, health: Health, healthy_since: Option<i64>) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.call(move |c| {
+            c.prepare_cached("UPDATE instances SET health = ?2, healthy_since = ?3 WHERE id = ?1")?
+                .execute(params![id.as_str(), health.as_str(), healthy_since])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes an instance row, which frees its host port in the same commit.
+    pub async fn delete_instance(&self, id: &InstanceId) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.call(move |c| {
+            c.execute("DELETE FROM instances WHERE id = ?1", [id.as_str()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes a service and (by cascade) its instances and port bookings.
+    pub async fn delete_service(&self, id: &ServiceId) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.call(move |c| {
+            c.execute("DELETE FROM services WHERE id = ?1", [id.as_str()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records a failed restart and returns how many fell inside the window.
+    pub async fn record_restart_failure(&self, id: &ServiceId, reason: String, window_ms: i64) -> Result<u32, StoreError> {
+        let id = id.clone();
+        self.call(move |c| {
+            let now = now_ms();
+            let tx = c.transaction()?;
+            tx.execute("INSERT INTO restart_failures (service_id, at, reason) VALUES (?1, ?2, ?3)", params![id.as_str(), now, reason])?;
+            tx.execute("DELETE FROM restart_failures WHERE service_id = ?1 AND at < ?2", params![id.as_str(), now - window_ms])?;
+            let n: u32 = tx.query_row("SELECT COUNT(*) FROM restart_failures WHERE service_id = ?1", [id.as_str()], |r| r.get(0))?;
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    /// Services stopped or failed, unchanged for longer than `older_than_ms`.
+    pub async fn stale_services(&self, older_than_ms: i64) -> Result<Vec<ServiceId>, StoreError> {
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT id FROM services WHERE phase IN ('Stopped','Failed') AND updated_at < ?1 AND desired != 'deleted'",
+            )?;
+            let rows = st.query_map([now_ms() - older_than_ms], |r| r.get::<_, String>(0))?;
+            Ok(rows.map(|r| r.map(ServiceId)).collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn audit(&self, e: AuditEntry) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.prepare_cached("INSERT INTO audit (at, uid, pid, method, path, status, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+                .execute(params![e.at, e.uid, e.pid, e.method, e.path, e.status, e.detail])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn list_audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        self.call(move |c| {
+            let mut st = c.prepare("SELECT at, uid, pid, method, path, status, detail FROM audit ORDER BY id DESC LIMIT ?1")?;
+            let rows = st.query_map([limit], |r| {
+                Ok(AuditEntry {
+                    at: r.get(0)?,
+                    uid: r.get(1)?,
+                    pid: r.get(2)?,
+                    method: r.get(3)?,
+                    path: r.get(4)?,
+                    status: r.get(5)?,
+                    detail: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+fn insert_instance(tx: &rusqlite::Transaction<'_>, service: &ServiceId, inst: NewInstance) -> Result<(), StoreError> {
+    let res = tx.execute(
+        "INSERT INTO instances (id, service_id, ordinal, host_port, wanted) VALUES (?1, ?2, ?3, ?4, 1)",
+        params![InstanceId::generate().as_str(), service.as_str(), inst.ordinal, inst.host_port],
+    );
+    match res {
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::PortTaken(inst.host_port)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn open_sync(path: &Path) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a reply that says "done" must survive a power cut, not only a process crash.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        return Err(StoreError::Integrity(check));
+    }
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew { found: version, known });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn load_service(c: &Connection, id: &str) -> Result<Option<Service>, StoreError> {
+    let row = c
+        .prepare_cached(
+            "SELECT id, spec, replicas, desired, phase, last_error, exit_code, created_at, updated_at FROM services WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<i64>>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, i64>(8)?,
+            ))
+        })
+        .optional()?;
+    let Some((id, spec, replicas, desired, phase, last_error, exit_code, created_at, updated_at)) = row else {
+        return Ok(None);
+    };
+    let spec: ServiceSpec = serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt(format!("service {id} spec: {e}")))?;
+    let desired = Desired::parse(&desired).ok_or_else(|| StoreError::Corrupt(format!("service {id} desired `{desired}`")))?;
+    let phase = Phase::parse(&phase).ok_or_else(|| StoreError::Corrupt(format!("service {id} phase `{phase}`")))?;
+    let mut st = c.prepare_cached(
+        "SELECT id, service_id, ordinal, host_port, wanted, container_id, health, restarts, started_at, last_error,
+                exit_code, next_restart_at, streak, healthy_since
+         FROM instances WHERE service_id = ?1 ORDER BY ordinal",
+    )?;
+    let instances = st.query_map([&id], instance_from_row)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Service {
+        id: ServiceId(id),
+        spec,
+        replicas,
+        desired,
+        phase,
+        last_error,
+        exit_code,
+        created_at,
+        updated_at,
+        instances,
+    }))
+}
+
+fn instance_from_row(r: &Row<'_>) -> rusqlite::Result<Instance> {
+    Ok(Instance {
+        id: InstanceId(r.get(0)?),
+        service_id: ServiceId(r.get(1)?),
+        ordinal: r.get(2)?,
+        host_port: r.get::<_, i64>(3)? as u16,
+        wanted: r.get(4)?,
+        container_id: r.get(5)?,
+        health: Health::parse(&r.get::<_, String>(6)?),
+        restarts: r.get(7)?,
+        started_at: r.get(8)?,
+        last_error: r.get(9)?,
+        exit_code: r.get(10)?,
+        next_restart_at: r.get(11)?,
+        streak: r.get(12)?,
+        healthy_since: r.get(13)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::model::CreateRequest;
+
+    fn spec(name: &str) -> ServiceSpec {
+        let req: CreateRequest = serde_json::from_value(serde_json::json!({"name": name, "image": "img:1"})).unwrap();
+        req.validate(&Config::default()).unwrap().0
+    }
+
+    #[tokio::test]
+    async fn migrate_insert_scale_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).await.unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), MIGRATIONS.len() as i64);
+        let id = ServiceId::generate();
+        let s = store
+            .insert_service(id.clone(), spec("a"), 1, Desired::Started, Phase::Creating, vec![NewInstance { ordinal: 0, host_port: 8000 }])
+            .await
+            .unwrap();
+        assert_eq!(s.instances.len(), 1);
+        assert_eq!(store.get_service("a").await.unwrap().unwrap().id, id);
+        // name and port uniqueness
+        let dup = store.insert_service(ServiceId::generate(), spec("a"), 0, Desired::Started, Phase::Creating, vec![]).await;
+        assert!(matches!(dup, Err(StoreError::NameTaken(_))));
+        let dup = store
+            .insert_service(ServiceId::generate(), spec("b"), 1, Desired::Started, Phase::Creating, vec![NewInstance { ordinal: 0, host_port: 8000 }])
+            .await;
+        assert!(matches!(dup, Err(StoreError::PortTaken(8000))));
+        assert!(store.get_service("b").await.unwrap().is_none(), "failed insert must roll back");
+        let s = store
+            .scale(&id, 3, vec![NewInstance { ordinal: 1, host_port: 8001 }, NewInstance { ordinal: 2, host_port: 8002 }])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.instances.len(), 3);
+        let s = store.scale(&id, 1, vec![]).await.unwrap().unwrap();
+        assert_eq!(s.instances.iter().filter(|i| i.wanted).count(), 1);
+        assert_eq!(store.booked_ports().await.unwrap().len(), 3);
+        store.delete_service(&id).await.unwrap();
+        assert!(store.booked_ports().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_data_and_refuses_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        {
+            let store = Store::open(&path).await.unwrap();
+            store.insert_service(ServiceId::generate(), spec("keep"), 0, Desired::Stopped, Phase::Stopped, vec![]).await.unwrap();
+            let d1 = store.daemon_id().await.unwrap();
+            assert_eq!(d1, store.daemon_id().await.unwrap());
+        }
+        let store = Store::open(&path).await.unwrap();
+        assert_eq!(store.list_services().await.unwrap().len(), 1);
+        drop(store);
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        assert!(matches!(Store::open(&path).await, Err(StoreError::TooNew { found: 99, .. })));
+    }
+
+    #[tokio::test]
+    async fn restart_failures_count_in_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.db")).await.unwrap();
+        let id = ServiceId::generate();
+        store.insert_service(id.clone(), spec("r"), 0, Desired::Started, Phase::Creating, vec![]).await.unwrap();
+        for n in 1..=3 {
+            assert_eq!(store.record_restart_failure(&id, "x".into(), 60_000).await.unwrap(), n);
+        }
+        store.set_desired(&id, Desired::Started, Phase::Starting).await.unwrap();
+        assert_eq!(store.record_restart_failure(&id, "x".into(), 60_000).await.unwrap(), 1);
+    }
+}
