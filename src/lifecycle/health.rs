@@ -60,7 +60,9 @@ impl HealthMonitor {
     pub fn new(address: IpAddr, startup_probe_ms: u64) -> Self {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(conn);
+        // Idle connections are dropped well before addons close them (the sample closes
+        // after 60 s), so a probe never races a server-side close.
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(20)).build(conn);
         // A published wildcard address is probed on loopback.
         let address = if address.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { address };
         HealthMonitor { targets: Mutex::new(HashMap::new()), client, address, startup_probe: Duration::from_millis(startup_probe_ms) }

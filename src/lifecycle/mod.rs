@@ -57,6 +57,8 @@ pub struct Lifecycle {
     pending: Mutex<HashSet<ServiceId>>,
     /// Instances the health monitor judged unhealthy, awaiting a restart by the reconciler.
     unhealthy: Mutex<HashMap<InstanceId, String>>,
+    /// Instances an operator asked to restart; done by the next pass, not charged.
+    restart_requested: Mutex<HashSet<InstanceId>>,
     /// Tells waiters (`?wait=`) and, later, the dashboard that a service changed.
     changes: broadcast::Sender<ServiceId>,
     /// When Docker last came back: containers that died before that were taken down with
@@ -82,6 +84,7 @@ impl Lifecycle {
             leases: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashSet::new()),
             unhealthy: Mutex::new(HashMap::new()),
+            restart_requested: Mutex::new(HashSet::new()),
             changes,
             docker_back_at: AtomicI64::new(0),
             tracker: TaskTracker::new(),
@@ -165,18 +168,20 @@ impl Lifecycle {
     }
 
     pub async fn start(&self, id_or_name: &str) -> Result<Service, LifecycleError> {
-        self.set_desired(id_or_name, Desired::Started, Phase::Starting).await
+        self.set_desired(id_or_name, Desired::Started, Phase::Starting, false).await
     }
 
     pub async fn stop(&self, id_or_name: &str) -> Result<Service, LifecycleError> {
-        self.set_desired(id_or_name, Desired::Stopped, Phase::Stopping).await
+        self.set_desired(id_or_name, Desired::Stopped, Phase::Stopping, false).await
     }
 
     pub async fn delete(&self, id_or_name: &str) -> Result<Service, LifecycleError> {
-        self.set_desired(id_or_name, Desired::Deleted, Phase::Deleting).await
+        self.set_desired(id_or_name, Desired::Deleted, Phase::Deleting, false).await
     }
 
-    async fn set_desired(&self, id_or_name: &str, desired: Desired, phase: Phase) -> Result<Service, LifecycleError> {
+    /// `force`: announce `phase` even if the service already is where `desired` leads
+    /// (a restart of a started service goes through Starting again).
+    async fn set_desired(&self, id_or_name: &str, desired: Desired, phase: Phase, force: bool) -> Result<Service, LifecycleError> {
         self.require_docker()?;
         let svc = self.get(id_or_name).await?;
         let lease = self.lease(&svc.id);
@@ -186,6 +191,7 @@ impl Lifecycle {
             return Err(LifecycleError::Conflict(format!("service `{}` is being deleted", cur.spec.name)));
         }
         let phase = match (desired, cur.phase) {
+            _ if force => phase,
             // Already there: keep the settled phase instead of announcing a transition.
             (Desired::Started, Phase::Started) if cur.desired == Desired::Started => Phase::Started,
             (Desired::Stopped, Phase::Stopped) => Phase::Stopped,
@@ -198,33 +204,15 @@ impl Lifecycle {
         Ok(svc)
     }
 
-    /// Restarts every instance, one at a time, in the background.
-    pub async fn restart(self: &Arc<Self>, id_or_name: &str) -> Result<Service, LifecycleError> {
-        let svc = self.set_desired(id_or_name, Desired::Started, Phase::Starting).await?;
-        let me = self.clone();
-        let id = svc.id.clone();
-        self.tracker.spawn(async move {
-            let lease = me.lease(&id);
-            let _held = lease.lock().await;
-            let Ok(Some(svc)) = me.store.get_service(id.as_str()).await else { return };
-            for mut inst in svc.instances.into_iter().filter(|i| i.wanted) {
-                me.health.unregister(&inst.id);
-                if let Err(e) = me.runtime.stop(&inst.container_name()).await {
-                    tracing::warn!(service = %svc.spec.name, error = %e, "restart: stop failed");
-                }
-                if me.runtime.start(&inst.container_name()).await.is_ok() {
-                    inst.started_at = Some(now_ms());
-                    inst.health = Health::Starting;
-                    inst.healthy_since = None;
-                    let _ = me.store.update_instance(&inst).await;
-                    me.register_health(&svc.spec, &inst);
-                }
-            }
-            me.changed(&id);
-            drop(_held);
-            me.trigger(&id);
-        });
-        Ok(svc)
+    /// Restarts every instance, one at a time, through the reconciler (which holds the
+    /// lease), so the phase goes Starting → Started as the instances pass their checks.
+    pub async fn restart(&self, id_or_name: &str) -> Result<Service, LifecycleError> {
+        let cur = self.get(id_or_name).await?;
+        {
+            let mut req = self.restart_requested.lock().unwrap_or_else(|e| e.into_inner());
+            req.extend(cur.instances.iter().filter(|i| i.wanted).map(|i| i.id.clone()));
+        }
+        self.set_desired(cur.id.as_str(), Desired::Started, Phase::Starting, true).await
     }
 
     pub async fn scale(&self, id_or_name: &str, replicas: u32) -> Result<Service, LifecycleError> {
@@ -267,7 +255,7 @@ impl Lifecycle {
         let ids = self.store.stale_services((days * 86_400_000.0) as i64).await?;
         let mut out = Vec::new();
         for id in ids {
-            if let Ok(s) = self.set_desired(id.as_str(), Desired::Deleted, Phase::Deleting).await {
+            if let Ok(s) = self.set_desired(id.as_str(), Desired::Deleted, Phase::Deleting, false).await {
                 out.push(s);
             }
         }
@@ -409,7 +397,7 @@ impl Lifecycle {
             }
             let (inst, outcome) = self.reconcile_instance(&svc, inst).await?;
             match outcome {
-                Outcome::Running => {}
+                Outcome::Running | Outcome::Starting => {}
                 Outcome::Creating => creating = true,
                 Outcome::Failed(reason, code) => failed = Some((reason, code)),
                 Outcome::Exited => {}
@@ -438,7 +426,20 @@ impl Lifecycle {
         let name = inst.container_name();
         let now = now_ms();
         let unhealthy = self.unhealthy.lock().unwrap_or_else(|e| e.into_inner()).remove(&inst.id);
+        let requested = self.restart_requested.lock().unwrap_or_else(|e| e.into_inner()).remove(&inst.id);
         let info = self.runtime.inspect(&name).await?;
+        if let (true, Some(info)) = (requested, info.as_ref()) {
+            self.health.unregister(&inst.id);
+            self.runtime.stop(&name).await?;
+            self.runtime.start(&info.id).await?;
+            inst.container_id = Some(info.id.clone());
+            inst.started_at = Some(now);
+            inst.health = Health::Starting;
+            inst.healthy_since = None;
+            self.store.update_instance(&inst).await?;
+            self.register_health(&svc.spec, &inst);
+            return Ok((inst, Outcome::Starting));
+        }
         let info = match (info, unhealthy) {
             (Some(info), Some(reason)) if info.running => {
                 // Judged unhealthy: stop it, then treat it like a crash (charged, backoff).
@@ -577,7 +578,7 @@ impl Lifecycle {
                 inst.healthy_since = None;
                 self.store.update_instance(&inst).await?;
                 self.register_health(&svc.spec, &inst);
-                Ok((inst, Outcome::Creating))
+                Ok((inst, Outcome::Starting))
             }
         }
     }
@@ -722,7 +723,10 @@ impl Lifecycle {
 
 enum Outcome {
     Running,
+    /// A new container was created for the instance.
     Creating,
+    /// An existing container was (re)started.
+    Starting,
     Exited,
     Failed(String, Option<i64>),
 }

@@ -1,0 +1,255 @@
+//! sample-addon: a tiny HTTP/1.1 server implementing the addond addon container contract.
+//!
+//! Contract env: ADDOND_ADDON, ADDOND_SERVICE, ADDOND_INSTANCE, ADDOND_CONFIG (JSON),
+//! ADDOND_API, ADDOND_TOKEN, PORT (default 8080).
+//! Test knobs: SAMPLE_HEALTH_DELAY_MS, SAMPLE_CONFIG_RESTART, SAMPLE_EXIT_ON_START,
+//! SAMPLE_LOG_EVERY_MS, SAMPLE_LOG_TEXT, SAMPLE_QUIET, SAMPLE_IDLE_TIMEOUT_MS,
+//! SAMPLE_MAX_CONNECTIONS, SAMPLE_MAX_BODY_BYTES, SAMPLE_OOM_MAX_MB.
+
+mod app;
+mod http;
+mod server;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::os::raw::{c_int, c_void};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::{Settings, State};
+use server::ServerConfig;
+
+// Signal handling without the libc crate: std already links the C library.
+extern "C" {
+    fn signal(signum: c_int, handler: usize) -> usize;
+    fn write(fd: c_int, buf: *const c_void, count: usize) -> isize;
+    fn _exit(status: c_int) -> !;
+}
+
+const SIGINT: c_int = 2;
+const SIGTERM: c_int = 15;
+
+/// Async-signal-safe: one write(2) and _exit(2). Exit code 0 on SIGTERM (a clean stop), 130 on SIGINT.
+extern "C" fn on_signal(sig: c_int) {
+    let (msg, code): (&[u8], c_int) = if sig == SIGTERM {
+        (b"sample-addon: SIGTERM received, exiting\n", 0)
+    } else {
+        (b"sample-addon: SIGINT received, exiting\n", 130)
+    };
+    unsafe {
+        write(2, msg.as_ptr().cast(), msg.len());
+        _exit(code);
+    }
+}
+
+fn install_signal_handlers() {
+    let handler = on_signal as extern "C" fn(c_int) as usize;
+    unsafe {
+        signal(SIGTERM, handler);
+        signal(SIGINT, handler);
+    }
+}
+
+/// Everything read from the environment.
+#[derive(Debug)]
+struct Startup {
+    settings: Settings,
+    server: ServerConfig,
+    exit_on_start: Option<i32>,
+    log_every: Option<Duration>,
+    warnings: Vec<String>,
+}
+
+/// Parse the environment through `get` (so tests need not touch the process env).
+/// Empty values count as unset. Errors name the variable and are fatal.
+fn parse_env(get: impl Fn(&str) -> Option<String>) -> Result<Startup, String> {
+    let get = |k: &str| get(k).filter(|v| !v.is_empty());
+    let num = |k: &str, max: u64| -> Result<Option<u64>, String> {
+        match get(k) {
+            None => Ok(None),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n <= max => Ok(Some(n)),
+                _ => Err(format!("{k}={v:?} is not an integer between 0 and {max}")),
+            },
+        }
+    };
+    let flag = |k: &str| get(k).is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes" | "on"));
+    let mut warnings = Vec::new();
+
+    let port = num("PORT", 65535)?.unwrap_or(8080) as u16;
+    let initial_config = match get("ADDOND_CONFIG") {
+        None => serde_json::json!({}),
+        Some(raw) => serde_json::from_str(&raw).unwrap_or_else(|e| {
+            warnings.push(format!(
+                "ADDOND_CONFIG is not valid JSON ({e}); starting with {{}}"
+            ));
+            serde_json::json!({})
+        }),
+    };
+    let quiet = flag("SAMPLE_QUIET");
+    let settings = Settings {
+        addon: get("ADDOND_ADDON"),
+        service: get("ADDOND_SERVICE"),
+        instance: get("ADDOND_INSTANCE"),
+        api: get("ADDOND_API"),
+        token_present: get("ADDOND_TOKEN").is_some(),
+        port,
+        initial_config,
+        health_delay: Duration::from_millis(
+            num("SAMPLE_HEALTH_DELAY_MS", 86_400_000)?.unwrap_or(0),
+        ),
+        config_restart: flag("SAMPLE_CONFIG_RESTART"),
+    };
+    let defaults = ServerConfig::default();
+    let server = ServerConfig {
+        idle_timeout: num("SAMPLE_IDLE_TIMEOUT_MS", 86_400_000)?
+            .filter(|n| *n > 0)
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.idle_timeout),
+        max_body_bytes: num("SAMPLE_MAX_BODY_BYTES", 1 << 30)?
+            .map(|n| n as usize)
+            .unwrap_or(defaults.max_body_bytes),
+        max_connections: num("SAMPLE_MAX_CONNECTIONS", 100_000)?
+            .filter(|n| *n > 0)
+            .map(|n| n as usize)
+            .unwrap_or(defaults.max_connections),
+        oom_max_mb: num("SAMPLE_OOM_MAX_MB", 1 << 20)?
+            .map(|n| n as usize)
+            .unwrap_or(defaults.oom_max_mb),
+        quiet,
+    };
+    Ok(Startup {
+        settings,
+        server,
+        exit_on_start: num("SAMPLE_EXIT_ON_START", 255)?.map(|n| n as i32),
+        log_every: num("SAMPLE_LOG_EVERY_MS", 86_400_000)?
+            .filter(|n| *n > 0)
+            .map(Duration::from_millis),
+        warnings,
+    })
+}
+
+fn main() {
+    install_signal_handlers();
+    let startup = match parse_env(|k| std::env::var(k).ok()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sample-addon: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Some(code) = startup.exit_on_start {
+        eprintln!("sample-addon: SAMPLE_EXIT_ON_START={code}, exiting with code {code}");
+        std::process::exit(code);
+    }
+    for w in &startup.warnings {
+        eprintln!("sample-addon: warning: {w}");
+    }
+    if let Some(text) = std::env::var_os("SAMPLE_LOG_TEXT") {
+        // Printed verbatim (raw bytes, escape sequences included).
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+    }
+
+    let port = startup.settings.port;
+    let listener = match TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sample-addon: cannot listen on 0.0.0.0:{port}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let bound = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+    println!(
+        "sample-addon listening on :{bound} instance={}",
+        startup.settings.instance.as_deref().unwrap_or("-")
+    );
+
+    if let Some(every) = startup.log_every {
+        let spawned = std::thread::Builder::new()
+            .name("ticker".into())
+            .spawn(move || {
+                let mut n: u64 = 0;
+                loop {
+                    std::thread::sleep(every);
+                    n += 1;
+                    println!("sample-addon log line {n}");
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("sample-addon: warning: cannot start the SAMPLE_LOG_EVERY_MS thread: {e}");
+        }
+    }
+
+    let state = Arc::new(State::new(startup.settings));
+    server::serve(listener, state, Arc::new(startup.server));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Result<Startup, String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse_env(move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = env(&[]).unwrap();
+        assert_eq!(s.settings.port, 8080);
+        assert_eq!(s.settings.initial_config, serde_json::json!({}));
+        assert_eq!(s.settings.instance, None);
+        assert!(!s.settings.token_present);
+        assert_eq!(s.exit_on_start, None);
+        assert_eq!(s.log_every, None);
+        assert!(s.warnings.is_empty());
+        assert_eq!(s.server.max_connections, 48);
+    }
+
+    #[test]
+    fn contract_and_knobs() {
+        let s = env(&[
+            ("PORT", "9000"),
+            ("ADDOND_ADDON", "shop"),
+            ("ADDOND_SERVICE", "api"),
+            ("ADDOND_INSTANCE", "inst_1"),
+            ("ADDOND_CONFIG", r#"{"title":"T"}"#),
+            ("ADDOND_TOKEN", "secret"),
+            ("ADDOND_API", ""),
+            ("SAMPLE_HEALTH_DELAY_MS", "1500"),
+            ("SAMPLE_CONFIG_RESTART", "1"),
+            ("SAMPLE_EXIT_ON_START", "2"),
+            ("SAMPLE_LOG_EVERY_MS", "100"),
+            ("SAMPLE_QUIET", "1"),
+        ])
+        .unwrap();
+        assert_eq!(s.settings.port, 9000);
+        assert_eq!(s.settings.addon.as_deref(), Some("shop"));
+        assert_eq!(s.settings.api, None);
+        assert_eq!(s.settings.initial_config["title"], "T");
+        assert!(s.settings.token_present);
+        assert_eq!(s.settings.health_delay, Duration::from_millis(1500));
+        assert!(s.settings.config_restart && s.server.quiet);
+        assert_eq!(s.exit_on_start, Some(2));
+        assert_eq!(s.log_every, Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn bad_values() {
+        assert!(env(&[("PORT", "70000")]).unwrap_err().contains("PORT"));
+        assert!(env(&[("PORT", "x")]).is_err());
+        assert!(env(&[("SAMPLE_EXIT_ON_START", "256")]).is_err());
+        assert!(env(&[("SAMPLE_LOG_EVERY_MS", "-5")]).is_err());
+        let s = env(&[("ADDOND_CONFIG", "{nope")]).unwrap();
+        assert_eq!(s.settings.initial_config, serde_json::json!({}));
+        assert_eq!(s.warnings.len(), 1);
+    }
+}

@@ -1,0 +1,1717 @@
+//! addonctl: the operator's command line for addond. It parses the command line (clap),
+//! turns it into admin API calls through `addond::client`, and renders the replies as
+//! plain aligned text (or the raw `data` with `--json`). Everything the daemon sends is
+//! sanitised before it reaches the terminal. Exit codes are listed in `EXIT_CODES` and in
+//! docs/addonctl.md.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use addond::client::{self, ApiError, Client, ClientError, Method};
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Map, Value};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  ok
+  1  the daemon answered an error (printed as `error: <message>` on stderr), or another failure
+  2  usage error (bad flags, unreadable or invalid --file)
+  3  addond is not running (no socket, or nothing listening on it)
+  4  permission denied (socket not accessible, or the daemon answered 403 forbidden)
+  5  --wait ended in wait_timeout or service_failed
+
+Socket: --socket PATH, else $ADDOND_SOCKET, else ./.addond/addond.sock when it exists
+(addond --dev), else /run/addond/addond.sock.";
+
+const SERVICES: &str = "/api/plugin-microservice/services";
+const API: &str = "/api/plugin-microservice";
+
+// ---------------------------------------------------------------------------------------
+// Command line.
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "addonctl",
+    version,
+    about = "Control addond: create, scale, watch and remove addon services",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    /// Path of the daemon's admin socket
+    #[arg(long, global = true, value_name = "PATH", display_order = 900)]
+    socket: Option<PathBuf>,
+    /// Print the reply's raw `data` as pretty JSON instead of tables
+    #[arg(long, global = true, display_order = 901)]
+    json: bool,
+    /// Print nothing on success (lists and create print only ids)
+    #[arg(short, long, global = true, display_order = 902)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Daemon health: version, uptime, database, Docker
+    Health,
+    /// Manage services (list, create, show, start, stop, restart, delete, scale, logs, metrics)
+    #[command(subcommand, visible_alias = "svc")]
+    Services(ServiceCmd),
+    /// Daemon metrics (Prometheus text); with ID, one service's resource usage
+    Metrics {
+        /// Service id or name
+        id: Option<String>,
+    },
+    /// Services with their endpoints and health, networks and totals
+    Discovery,
+    /// Service templates
+    #[command(subcommand)]
+    Templates(TemplateCmd),
+    /// Remove services stopped or dead for longer than N days
+    Cleanup {
+        /// Age in days
+        #[arg(long)]
+        days: u32,
+    },
+    /// Same as `services list`
+    Ls(ListArgs),
+    /// Same as `services show`
+    Show(IdArg),
+    /// Same as `services start`
+    Start(LifecycleArgs),
+    /// Same as `services stop`
+    Stop(LifecycleArgs),
+    /// Same as `services restart`
+    Restart(LifecycleArgs),
+    /// Same as `services delete`
+    #[command(visible_alias = "rm")]
+    Delete(LifecycleArgs),
+    /// Same as `services scale`
+    Scale(ScaleArgs),
+    /// Same as `services logs`
+    Logs(LogsArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ServiceCmd {
+    /// List services
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Create a service from flags and/or a JSON body
+    Create(Box<CreateArgs>),
+    /// Show one service and its instances
+    Show(IdArg),
+    /// Start a service
+    Start(LifecycleArgs),
+    /// Stop a service
+    Stop(LifecycleArgs),
+    /// Restart a service
+    Restart(LifecycleArgs),
+    /// Delete a service and its containers
+    #[command(visible_alias = "rm")]
+    Delete(LifecycleArgs),
+    /// Run N instances, each on its own host port
+    Scale(ScaleArgs),
+    /// Print a service's container logs
+    Logs(LogsArgs),
+    /// A service's CPU, memory and network usage
+    Metrics(IdArg),
+    /// Health of every service
+    Health,
+}
+
+#[derive(Subcommand, Debug)]
+enum TemplateCmd {
+    /// List templates
+    #[command(visible_alias = "ls")]
+    List,
+    /// Create a service from a template
+    Create(TemplateCreateArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+struct ListArgs {
+    /// Only services of this plugin
+    #[arg(long, value_name = "ID")]
+    plugin_id: Option<String>,
+    /// Only services in this phase (Started, Failed, …) or status (running, partial, …)
+    #[arg(long, value_name = "S")]
+    status: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct IdArg {
+    /// Service id or name
+    id: String,
+}
+
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+struct WaitArgs {
+    /// Wait until the service reaches the phase this command aims for
+    #[arg(long)]
+    wait: bool,
+    /// Seconds to wait (1-600, daemon default 60); implies --wait
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=600))]
+    timeout: Option<u32>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct LifecycleArgs {
+    /// Service id or name
+    id: String,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ScaleArgs {
+    /// Service id or name
+    id: String,
+    /// Number of instances (0-64)
+    #[arg(value_parser = clap::value_parser!(u32).range(0..=64))]
+    replicas: u32,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+struct LogsArgs {
+    /// Service id or name
+    id: String,
+    /// Number of lines from the end
+    #[arg(short = 'n', long, default_value_t = 100)]
+    lines: u32,
+    /// Keep printing new lines until interrupted
+    #[arg(short, long)]
+    follow: bool,
+    /// Prefix each line with its timestamp
+    #[arg(long)]
+    timestamps: bool,
+    /// Instance ordinal (default 0)
+    #[arg(long, value_name = "K")]
+    instance: Option<u32>,
+}
+
+const SERVICE_TYPES: [&str; 5] = ["rest_api", "websocket", "background_worker", "scheduler", "worker"];
+const RESTART_POLICIES: [&str; 4] = ["no", "on-failure", "unless-stopped", "always"];
+
+#[derive(Args, Debug, Clone, Default)]
+struct CreateArgs {
+    /// Service name: [a-z0-9][a-z0-9-]{0,62}, unique
+    #[arg(long, required_unless_present = "file")]
+    name: Option<String>,
+    /// Container image
+    #[arg(long, required_unless_present = "file")]
+    image: Option<String>,
+    /// Plugin (addon) the service belongs to
+    #[arg(long, value_name = "ID")]
+    plugin_id: Option<String>,
+    /// Service type
+    #[arg(long = "type", value_name = "TYPE", value_parser = SERVICE_TYPES)]
+    service_type: Option<String>,
+    /// Container port (default 8080)
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
+    /// Preferred host port for the first instance
+    #[arg(long, value_name = "P", value_parser = clap::value_parser!(u16).range(1..))]
+    host_port: Option<u16>,
+    /// Number of instances (0-64)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=64))]
+    replicas: Option<u32>,
+    /// Environment variable (repeatable)
+    #[arg(long = "env", short = 'e', value_name = "K=V", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Volume: named volume or relative directory, SRC:DST[:ro] (repeatable)
+    #[arg(long = "volume", short = 'v', value_name = "SRC:DST[:ro]", value_parser = parse_volume)]
+    volumes: Vec<Value>,
+    /// Network to join (repeatable)
+    #[arg(long = "network", value_name = "N")]
+    networks: Vec<String>,
+    /// Service this one depends on (repeatable)
+    #[arg(long = "depends-on", value_name = "NAME")]
+    depends_on: Vec<String>,
+    /// Memory limit (512m, 1g)
+    #[arg(long)]
+    memory: Option<String>,
+    /// CPU limit in cores (0.5)
+    #[arg(long, value_parser = parse_cpu)]
+    cpu: Option<String>,
+    /// Process limit
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pids: Option<u32>,
+    /// Health check path (/health)
+    #[arg(long, value_name = "PATH")]
+    health_path: Option<String>,
+    /// Seconds between health checks
+    #[arg(long, value_name = "S", value_parser = parse_seconds)]
+    health_interval: Option<f64>,
+    /// Seconds before a health check times out
+    #[arg(long, value_name = "S", value_parser = parse_seconds)]
+    health_timeout: Option<f64>,
+    /// Failed checks before an instance is unhealthy
+    #[arg(long, value_name = "N")]
+    health_retries: Option<u32>,
+    /// Restart policy
+    #[arg(long, value_name = "P", value_parser = RESTART_POLICIES)]
+    restart_policy: Option<String>,
+    /// Version label
+    #[arg(long)]
+    version: Option<String>,
+    /// JSON create body ('-' for stdin); the other flags override its keys
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+struct TemplateCreateArgs {
+    /// Template id (see `addonctl templates list`)
+    template: String,
+    /// Service name
+    #[arg(long)]
+    name: String,
+    /// Container image (default: the template's)
+    #[arg(long)]
+    image: Option<String>,
+    /// Plugin (addon) the service belongs to
+    #[arg(long, value_name = "ID")]
+    plugin_id: Option<String>,
+    /// Container port
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
+    /// Number of instances (0-64)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=64))]
+    replicas: Option<u32>,
+    /// Environment variable (repeatable)
+    #[arg(long = "env", short = 'e', value_name = "K=V", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))?;
+    let mut chars = k.chars();
+    let ok_first = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !ok_first || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("`{k}` is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn parse_volume(s: &str) -> Result<Value, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (src, dst, ro) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, false),
+        [src, dst, "ro"] => (*src, *dst, true),
+        [src, dst, "rw"] => (*src, *dst, false),
+        [_, _, mode] => return Err(format!("volume mode must be `ro` or `rw`, got `{mode}`")),
+        _ => return Err(format!("expected SRC:DST[:ro], got `{s}`")),
+    };
+    if src.is_empty() || dst.is_empty() {
+        return Err(format!("expected SRC:DST[:ro], got `{s}`"));
+    }
+    Ok(json!({"source": src, "target": dst, "read_only": ro}))
+}
+
+fn parse_cpu(s: &str) -> Result<String, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(s.trim().to_string()),
+        _ => Err(format!("expected a positive number of cores (0.5), got `{s}`")),
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('s').parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("expected seconds (30), got `{s}`")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors and exit codes.
+
+/// A mistake in what the user gave us that clap could not see (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+const EXIT_ERROR: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_NOT_RUNNING: u8 = 3;
+const EXIT_PERMISSION: u8 = 4;
+const EXIT_WAIT: u8 = 5;
+
+fn api_exit_code(e: &ApiError) -> u8 {
+    match e.code.as_str() {
+        "forbidden" => EXIT_PERMISSION,
+        "wait_timeout" | "service_failed" => EXIT_WAIT,
+        _ if e.status == 403 => EXIT_PERMISSION,
+        _ => EXIT_ERROR,
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(c) = e.downcast_ref::<ClientError>() {
+        return match c {
+            ClientError::NotRunning { .. } => EXIT_NOT_RUNNING,
+            ClientError::PermissionDenied { .. } => EXIT_PERMISSION,
+            ClientError::Api(a) => api_exit_code(a),
+            ClientError::Io { .. } | ClientError::Protocol(_) => EXIT_ERROR,
+        };
+    }
+    if let Some(a) = e.downcast_ref::<ApiError>() {
+        return api_exit_code(a);
+    }
+    if e.downcast_ref::<UsageError>().is_some() {
+        return EXIT_USAGE;
+    }
+    EXIT_ERROR
+}
+
+/// Whoever reads our stdout went away: stop quietly (only stdout, never the socket).
+#[derive(Debug, thiserror::Error)]
+#[error("stdout closed")]
+struct StdoutClosed;
+
+// ---------------------------------------------------------------------------------------
+// Main: wiring only.
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<StdoutClosed>() => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", sanitize_line(&format!("{e:#}")));
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctl = Ctl {
+        client: Client::new(client::discover_socket(cli.socket)),
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    match cli.command {
+        Command::Health => ctl.health().await,
+        Command::Services(cmd) => ctl.services(cmd).await,
+        Command::Metrics { id: Some(id) } => ctl.service_metrics(&id).await,
+        Command::Metrics { id: None } => ctl.daemon_metrics().await,
+        Command::Discovery => ctl.discovery().await,
+        Command::Templates(TemplateCmd::List) => ctl.templates().await,
+        Command::Templates(TemplateCmd::Create(a)) => ctl.template_create(&a).await,
+        Command::Cleanup { days } => ctl.cleanup(days).await,
+        Command::Ls(a) => ctl.services(ServiceCmd::List(a)).await,
+        Command::Show(a) => ctl.services(ServiceCmd::Show(a)).await,
+        Command::Start(a) => ctl.services(ServiceCmd::Start(a)).await,
+        Command::Stop(a) => ctl.services(ServiceCmd::Stop(a)).await,
+        Command::Restart(a) => ctl.services(ServiceCmd::Restart(a)).await,
+        Command::Delete(a) => ctl.services(ServiceCmd::Delete(a)).await,
+        Command::Scale(a) => ctl.services(ServiceCmd::Scale(a)).await,
+        Command::Logs(a) => ctl.services(ServiceCmd::Logs(a)).await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Commands.
+
+struct Ctl {
+    client: Client,
+    json: bool,
+    quiet: bool,
+}
+
+/// What a lifecycle call is for; decides the phase `--wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Create,
+    Start,
+    Stop,
+    Restart,
+    Delete,
+    Scale,
+}
+
+fn wait_phase(op: Op) -> &'static str {
+    match op {
+        Op::Create | Op::Start | Op::Restart | Op::Scale => "started",
+        Op::Stop => "stopped",
+        Op::Delete => "deleted",
+    }
+}
+
+/// The `?wait=…&timeout=…` query for `op`, or "" when not waiting.
+fn wait_query(op: Op, w: &WaitArgs) -> String {
+    if !w.wait && w.timeout.is_none() {
+        return String::new();
+    }
+    let mut q = format!("?wait={}", wait_phase(op));
+    if let Some(t) = w.timeout {
+        q.push_str(&format!("&timeout={t}"));
+    }
+    q
+}
+
+fn waiting(w: &WaitArgs) -> bool {
+    w.wait || w.timeout.is_some()
+}
+
+fn svc_path(id: &str, action: &str) -> String {
+    let mut p = format!("{SERVICES}/{}", client::encode_path_segment(id));
+    if !action.is_empty() {
+        p.push('/');
+        p.push_str(action);
+    }
+    p
+}
+
+fn query(params: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = params
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", client::encode_query_value(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+impl Ctl {
+    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        let reply = self.client.request(method, path, body).await?;
+        Ok(reply.into_result()?)
+    }
+
+    /// Prints `data` as JSON when `--json`, else the human rendering (unless `--quiet`).
+    fn show(&self, data: &Value, human: impl FnOnce(&Value) -> String) -> anyhow::Result<()> {
+        if self.json {
+            return emit(&format!("{}\n", serde_json::to_string_pretty(data)?));
+        }
+        if self.quiet {
+            return Ok(());
+        }
+        emit(&human(data))
+    }
+
+    async fn health(&self) -> anyhow::Result<()> {
+        let data = self.call(Method::GET, "/health", None).await?;
+        self.show(&data, render_health)
+    }
+
+    async fn services(&self, cmd: ServiceCmd) -> anyhow::Result<()> {
+        match cmd {
+            ServiceCmd::List(a) => {
+                let q = query(&[("plugin_id", a.plugin_id), ("status", a.status)]);
+                let data = self.call(Method::GET, &format!("{SERVICES}{q}"), None).await?;
+                if self.quiet && !self.json {
+                    return emit(&ids(&data));
+                }
+                self.show(&data, |d| render_service_list(d, now_secs()))
+            }
+            ServiceCmd::Create(a) => {
+                let file = match &a.file {
+                    Some(p) => Some(read_body_file(p)?),
+                    None => None,
+                };
+                let body = build_create_body(&a, file)?;
+                let path = format!("{SERVICES}{}", wait_query(Op::Create, &a.wait));
+                let data = self.call(Method::POST, &path, Some(&body)).await?;
+                self.report(Op::Create, waiting(&a.wait), &data)
+            }
+            ServiceCmd::Show(a) => {
+                let data = self.call(Method::GET, &svc_path(&a.id, ""), None).await?;
+                self.show(&data, |d| render_service(d, now_secs()))
+            }
+            ServiceCmd::Start(a) => self.lifecycle(Op::Start, &a.id, "start", &a.wait).await,
+            ServiceCmd::Stop(a) => self.lifecycle(Op::Stop, &a.id, "stop", &a.wait).await,
+            ServiceCmd::Restart(a) => self.lifecycle(Op::Restart, &a.id, "restart", &a.wait).await,
+            ServiceCmd::Delete(a) => {
+                let path = format!("{}{}", svc_path(&a.id, ""), wait_query(Op::Delete, &a.wait));
+                let data = self.call(Method::DELETE, &path, None).await?;
+                self.report(Op::Delete, waiting(&a.wait), &data)
+            }
+            ServiceCmd::Scale(a) => {
+                let path = format!("{}{}", svc_path(&a.id, "scale"), wait_query(Op::Scale, &a.wait));
+                let data = self.call(Method::POST, &path, Some(&json!({"replicas": a.replicas}))).await?;
+                self.report(Op::Scale, waiting(&a.wait), &data)
+            }
+            ServiceCmd::Logs(a) => self.logs(&a).await,
+            ServiceCmd::Metrics(a) => self.service_metrics(&a.id).await,
+            ServiceCmd::Health => {
+                let data = self.call(Method::GET, &format!("{API}/health"), None).await?;
+                self.show(&data, render_services_health)
+            }
+        }
+    }
+
+    async fn lifecycle(&self, op: Op, id: &str, action: &str, w: &WaitArgs) -> anyhow::Result<()> {
+        let path = format!("{}{}", svc_path(id, action), wait_query(op, w));
+        let data = self.call(Method::POST, &path, None).await?;
+        self.report(op, waiting(w), &data)
+    }
+
+    /// Output of create/start/stop/restart/delete/scale: the service's phase, and its
+    /// endpoints once started. `--quiet` prints the id of a created service only.
+    fn report(&self, op: Op, waited: bool, data: &Value) -> anyhow::Result<()> {
+        if self.json {
+            return emit(&format!("{}\n", serde_json::to_string_pretty(data)?));
+        }
+        if self.quiet {
+            if op == Op::Create {
+                return emit(&format!("{}\n", cell(data.get("id").and_then(Value::as_str).unwrap_or(""))));
+            }
+            return Ok(());
+        }
+        emit(&render_report(op, waited, data))
+    }
+
+    async fn logs(&self, a: &LogsArgs) -> anyhow::Result<()> {
+        let q = query(&[
+            ("lines", Some(a.lines.to_string())),
+            ("follow", a.follow.then(|| "true".to_string())),
+            ("timestamps", a.timestamps.then(|| "true".to_string())),
+            ("instance", a.instance.map(|i| i.to_string())),
+        ]);
+        let path = format!("{}{q}", svc_path(&a.id, "logs"));
+        if !a.follow {
+            let data = self.call(Method::GET, &path, None).await?;
+            if self.json {
+                return emit(&format!("{}\n", serde_json::to_string_pretty(&data)?));
+            }
+            return emit(&render_log_lines(&data));
+        }
+        let mut stream = self.client.stream(Method::GET, &path).await?;
+        let mut lines = LineBuffer::default();
+        while let Some(chunk) = stream.next_chunk().await {
+            let out = lines.push(&chunk?);
+            if !out.is_empty() {
+                emit(&out)?;
+            }
+        }
+        emit(&lines.finish())
+    }
+
+    async fn service_metrics(&self, id: &str) -> anyhow::Result<()> {
+        let data = self.call(Method::GET, &svc_path(id, "metrics"), None).await?;
+        self.show(&data, render_metrics)
+    }
+
+    async fn daemon_metrics(&self) -> anyhow::Result<()> {
+        let raw = self.client.request_raw(Method::GET, "/metrics", None).await?;
+        if !(200..300).contains(&raw.status) {
+            // Errors still come as an envelope.
+            let body: Value = serde_json::from_slice(&raw.body).unwrap_or(Value::Null);
+            let reply = client::Response { status: raw.status, body };
+            if let Some(e) = reply.error() {
+                return Err(e.into());
+            }
+        }
+        if self.quiet {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&raw.body);
+        let mut out = String::new();
+        for line in text.lines() {
+            out.push_str(&sanitize_line(line));
+            out.push('\n');
+        }
+        emit(&out)
+    }
+
+    async fn discovery(&self) -> anyhow::Result<()> {
+        let data = self.call(Method::GET, &format!("{API}/discovery"), None).await?;
+        self.show(&data, render_discovery)
+    }
+
+    async fn templates(&self) -> anyhow::Result<()> {
+        let data = self.call(Method::GET, &format!("{API}/templates"), None).await?;
+        if self.quiet && !self.json {
+            return emit(&ids(&data));
+        }
+        self.show(&data, render_templates)
+    }
+
+    async fn template_create(&self, a: &TemplateCreateArgs) -> anyhow::Result<()> {
+        let body = build_template_body(a);
+        let path = format!(
+            "{API}/templates/{}/create{}",
+            client::encode_path_segment(&a.template),
+            wait_query(Op::Create, &a.wait)
+        );
+        let data = self.call(Method::POST, &path, Some(&body)).await?;
+        self.report(Op::Create, waiting(&a.wait), &data)
+    }
+
+    async fn cleanup(&self, days: u32) -> anyhow::Result<()> {
+        let data = self.call(Method::POST, &format!("{API}/cleanup"), Some(&json!({"days": days}))).await?;
+        self.show(&data, render_cleanup)
+    }
+}
+
+/// Writes to stdout. A closed pipe (`addonctl logs -f | head`) becomes [`StdoutClosed`],
+/// which `main` treats as success.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        other => Ok(other?),
+    }
+}
+
+fn read_body_file(path: &PathBuf) -> anyhow::Result<Value> {
+    let text = if path.as_os_str() == "-" {
+        let mut s = String::new();
+        io::stdin().read_to_string(&mut s).context("reading the body from stdin")?;
+        s
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("cannot read --file {}: {e}", path.display())))?
+    };
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| UsageError(format!("--file {} is not valid JSON: {e}", path.display())))?;
+    if !v.is_object() {
+        return Err(UsageError(format!("--file {} must hold a JSON object", path.display())).into());
+    }
+    Ok(v)
+}
+
+// ---------------------------------------------------------------------------------------
+// Request bodies.
+
+/// The create body: the `--file` object (if any) with the flags laid over it. Scalar flags
+/// replace keys; `--env` is merged into `environment` (the flag wins per variable);
+/// `--volume`, `--network` and `--depends-on` are appended to the file's lists;
+/// `--memory/--cpu/--pids` and `--health-*` are merged into their objects.
+fn build_create_body(a: &CreateArgs, file: Option<Value>) -> Result<Value, UsageError> {
+    let mut body = match file {
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(UsageError("--file must hold a JSON object".into())),
+        None => Map::new(),
+    };
+    let mut set = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            body.insert(k.to_string(), v);
+        }
+    };
+    set("name", a.name.clone().map(Value::from));
+    set("image", a.image.clone().map(Value::from));
+    set("plugin_id", a.plugin_id.clone().map(Value::from));
+    set("service_type", a.service_type.clone().map(Value::from));
+    set("port", a.port.map(Value::from));
+    set("host_port", a.host_port.map(Value::from));
+    set("replicas", a.replicas.map(Value::from));
+    set("restart_policy", a.restart_policy.clone().map(Value::from));
+    set("version", a.version.clone().map(Value::from));
+
+    if !a.env.is_empty() {
+        let env = object_at(&mut body, "environment")?;
+        for (k, v) in &a.env {
+            env.insert(k.clone(), Value::from(v.clone()));
+        }
+    }
+    append(&mut body, "volumes", a.volumes.iter().cloned())?;
+    append(&mut body, "networks", a.networks.iter().cloned().map(Value::from))?;
+    append(&mut body, "depends_on", a.depends_on.iter().cloned().map(Value::from))?;
+
+    let limits: Vec<(&str, Value)> = [
+        ("memory", a.memory.clone().map(Value::from)),
+        ("cpu", a.cpu.clone().map(Value::from)),
+        ("pids", a.pids.map(Value::from)),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect();
+    if !limits.is_empty() {
+        let obj = object_at(&mut body, "resource_limits")?;
+        for (k, v) in limits {
+            obj.insert(k.into(), v);
+        }
+    }
+    let health: Vec<(&str, Value)> = [
+        ("path", a.health_path.clone().map(Value::from)),
+        ("interval", a.health_interval.map(Value::from)),
+        ("timeout", a.health_timeout.map(Value::from)),
+        ("retries", a.health_retries.map(Value::from)),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect();
+    if !health.is_empty() {
+        let obj = object_at(&mut body, "health_check")?;
+        for (k, v) in health {
+            obj.insert(k.into(), v);
+        }
+    }
+    for key in ["name", "image"] {
+        let present = matches!(body.get(key), Some(Value::String(s)) if !s.is_empty());
+        if !present {
+            return Err(UsageError(format!("--{key} is required (as a flag or in --file)")));
+        }
+    }
+    Ok(Value::Object(body))
+}
+
+fn object_at<'a>(body: &'a mut Map<String, Value>, key: &str) -> Result<&'a mut Map<String, Value>, UsageError> {
+    let slot = body.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
+    if slot.is_null() {
+        *slot = Value::Object(Map::new());
+    }
+    slot.as_object_mut().ok_or_else(|| UsageError(format!("`{key}` in --file must be an object")))
+}
+
+fn append(body: &mut Map<String, Value>, key: &str, items: impl Iterator<Item = Value>) -> Result<(), UsageError> {
+    let items: Vec<Value> = items.collect();
+    if items.is_empty() {
+        return Ok(());
+    }
+    let slot = body.entry(key.to_string()).or_insert_with(|| Value::Array(Vec::new()));
+    if slot.is_null() {
+        *slot = Value::Array(Vec::new());
+    }
+    let list = slot.as_array_mut().ok_or_else(|| UsageError(format!("`{key}` in --file must be a list")))?;
+    list.extend(items);
+    Ok(())
+}
+
+fn build_template_body(a: &TemplateCreateArgs) -> Value {
+    let mut body = Map::new();
+    body.insert("name".into(), Value::from(a.name.clone()));
+    if let Some(v) = &a.image {
+        body.insert("image".into(), Value::from(v.clone()));
+    }
+    if let Some(v) = &a.plugin_id {
+        body.insert("plugin_id".into(), Value::from(v.clone()));
+    }
+    if let Some(v) = a.port {
+        body.insert("port".into(), Value::from(v));
+    }
+    if let Some(v) = a.replicas {
+        body.insert("replicas".into(), Value::from(v));
+    }
+    if !a.env.is_empty() {
+        let env: Map<String, Value> = a.env.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect();
+        body.insert("environment".into(), Value::Object(env));
+    }
+    Value::Object(body)
+}
+
+// ---------------------------------------------------------------------------------------
+// Sanitising what the daemon sends before it reaches the terminal.
+
+/// Removes escape sequences (CSI, OSC, DCS/SOS/PM/APC strings, two-character escapes),
+/// other control characters and bidirectional overrides. `keep_tab` keeps `\t`;
+/// `space_for_breaks` turns tabs and line breaks into single spaces (for table cells).
+fn sanitize(s: &str, keep_tab: bool, space_for_breaks: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\u{1b}' => match it.next() {
+                Some('[') => skip_csi(&mut it),
+                Some(']') | Some('P') | Some('X') | Some('^') | Some('_') => skip_string(&mut it),
+                Some(_) | None => {}
+            },
+            '\u{9b}' => skip_csi(&mut it),
+            '\u{9d}' | '\u{90}' | '\u{98}' | '\u{9e}' | '\u{9f}' => skip_string(&mut it),
+            '\t' if keep_tab && !space_for_breaks => out.push('\t'),
+            '\t' | '\n' | '\r' if space_for_breaks => {
+                if !out.ends_with(' ') {
+                    out.push(' ');
+                }
+            }
+            c if c.is_control() => {}
+            '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// CSI: parameter and intermediate bytes up to a final byte in `@`..`~`.
+fn skip_csi(it: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    for c in it.by_ref() {
+        if ('\u{40}'..='\u{7e}').contains(&c) {
+            return;
+        }
+        if !('\u{20}'..='\u{3f}').contains(&c) {
+            return; // malformed: stop at anything that cannot be in a CSI
+        }
+    }
+}
+
+/// OSC/DCS/SOS/PM/APC: up to BEL, ST (`ESC \`) or the 8-bit ST.
+fn skip_string(it: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    while let Some(c) = it.next() {
+        match c {
+            '\u{7}' | '\u{9c}' => return,
+            '\u{1b}' => {
+                if it.peek() == Some(&'\\') {
+                    it.next();
+                }
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One line of daemon text for the terminal (tabs kept).
+fn sanitize_line(s: &str) -> String {
+    sanitize(s, true, false)
+}
+
+/// One table cell: single-line, no control characters.
+fn cell(s: &str) -> String {
+    sanitize(s, false, true).trim().to_string()
+}
+
+/// Splits a byte stream into sanitised lines, holding a partial line (and a partial UTF-8
+/// character) until its newline arrives.
+#[derive(Default)]
+struct LineBuffer {
+    pending: Vec<u8>,
+}
+
+impl LineBuffer {
+    fn push(&mut self, chunk: &[u8]) -> String {
+        self.pending.extend_from_slice(chunk);
+        let Some(last_nl) = self.pending.iter().rposition(|b| *b == b'\n') else {
+            return String::new();
+        };
+        let rest = self.pending.split_off(last_nl + 1);
+        let complete = std::mem::replace(&mut self.pending, rest);
+        let mut out = String::new();
+        for line in String::from_utf8_lossy(&complete).split_terminator('\n') {
+            out.push_str(&sanitize_line(line));
+            out.push('\n');
+        }
+        out
+    }
+
+    fn finish(&mut self) -> String {
+        if self.pending.is_empty() {
+            return String::new();
+        }
+        let line = sanitize_line(&String::from_utf8_lossy(&std::mem::take(&mut self.pending)));
+        format!("{line}\n")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rendering.
+
+/// Plain aligned columns, three spaces apart, no trailing spaces. Cells are sanitised.
+fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| cell(c)).collect()).collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate().take(widths.len()) {
+            if i > 0 {
+                l.push_str("   ");
+            }
+            l.push_str(c);
+            if i + 1 < widths.len() {
+                l.extend(std::iter::repeat_n(' ', widths[i] - c.chars().count()));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(headers.to_vec());
+    for r in &rows {
+        let mut cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        cells.resize(headers.len(), "");
+        line(cells);
+    }
+    out
+}
+
+/// `key: value` lines with the values aligned; values are sanitised.
+fn render_kv(pairs: &[(&str, String)]) -> String {
+    let width = pairs.iter().map(|(k, _)| k.chars().count() + 1).max().unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in pairs {
+        let key = format!("{k}:");
+        out.push_str(&format!("{key:<width$}  {}\n", cell(v)));
+    }
+    out
+}
+
+/// A field as display text: strings as they are, numbers and booleans printed, null or
+/// missing as `-`.
+fn text(v: &Value, key: &str) -> String {
+    display(v.get(key))
+}
+
+fn display(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(s)) if s.is_empty() => "-".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(a)) if a.is_empty() => "-".into(),
+        Some(Value::Array(a)) => a.iter().map(|x| display(Some(x))).collect::<Vec<_>>().join(", "),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn num(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(|x| x.as_f64().or_else(|| x.as_str().and_then(|s| s.parse().ok())))
+}
+
+fn fixed(v: Option<f64>, decimals: usize) -> String {
+    v.map(|x| format!("{x:.decimals$}")).unwrap_or_else(|| "-".into())
+}
+
+fn instances(svc: &Value) -> &[Value] {
+    svc.get("instances").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// Endpoints of a service: one per instance host port, else its `endpoint`.
+fn endpoints(svc: &Value) -> Vec<String> {
+    let host = svc.get("host").and_then(Value::as_str).filter(|h| !h.is_empty()).unwrap_or("127.0.0.1");
+    let mut out: Vec<String> = instances(svc)
+        .iter()
+        .filter_map(|i| i.get("host_port").and_then(Value::as_u64))
+        .map(|p| format!("http://{host}:{p}"))
+        .collect();
+    if out.is_empty() {
+        if let Some(e) = svc.get("endpoint").and_then(Value::as_str).filter(|e| !e.is_empty()) {
+            out.push(e.to_string());
+        }
+    }
+    out
+}
+
+fn ids(data: &Value) -> String {
+    let mut out = String::new();
+    for item in data.as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        if let Some(id) = item.get("id").and_then(Value::as_str) {
+            out.push_str(&cell(id));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn render_health(d: &Value) -> String {
+    render_kv(&[
+        ("version", text(d, "version")),
+        ("uptime", num(d, "uptime_seconds").map(|s| duration_long(s as u64)).unwrap_or_else(|| "-".into())),
+        ("database", text(d, "database")),
+        ("docker", text(d, "docker")),
+        ("services", text(d, "services")),
+    ])
+}
+
+fn service_row(s: &Value, now: i64) -> Vec<String> {
+    let inst = instances(s);
+    let running = inst.iter().filter(|i| i.get("state").and_then(Value::as_str) == Some("running")).count();
+    let desired = s.get("replicas").and_then(Value::as_u64).map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+    let ports: Vec<String> = inst.iter().filter_map(|i| i.get("host_port").and_then(Value::as_u64)).map(|p| p.to_string()).collect();
+    let restarts: u64 = inst.iter().filter_map(|i| i.get("restarts").and_then(Value::as_u64)).sum();
+    vec![
+        text(s, "id"),
+        text(s, "name"),
+        text(s, "plugin_id"),
+        text(s, "service_type"),
+        text(s, "phase"),
+        text(s, "health_status"),
+        format!("{running}/{desired}"),
+        if ports.is_empty() { "-".into() } else { ports.join(",") },
+        restarts.to_string(),
+        age(s.get("created_at"), now),
+    ]
+}
+
+fn render_service_list(data: &Value, now: i64) -> String {
+    let rows: Vec<Vec<String>> = data.as_array().map(Vec::as_slice).unwrap_or(&[]).iter().map(|s| service_row(s, now)).collect();
+    if rows.is_empty() {
+        return "no services\n".into();
+    }
+    render_table(&["ID", "NAME", "PLUGIN", "TYPE", "PHASE", "HEALTH", "REPLICAS", "PORTS", "RESTARTS", "AGE"], &rows)
+}
+
+fn render_service(s: &Value, now: i64) -> String {
+    let env = s
+        .get("environment")
+        .and_then(Value::as_object)
+        .filter(|m| !m.is_empty())
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", display(Some(v)))).collect::<Vec<_>>().join(", "))
+        .unwrap_or_else(|| "-".into());
+    let volumes = s
+        .get("volumes")
+        .and_then(Value::as_array)
+        .filter(|v| !v.is_empty())
+        .map(|vs| {
+            vs.iter()
+                .map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    _ => {
+                        let ro = if v.get("read_only").and_then(Value::as_bool) == Some(true) { ":ro" } else { "" };
+                        let kind = v.get("kind").and_then(Value::as_str).map(|k| format!(" ({k})")).unwrap_or_default();
+                        format!("{}:{}{ro}{kind}", text(v, "source"), text(v, "target"))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_else(|| "-".into());
+    let hc = s.get("health_check").unwrap_or(&Value::Null);
+    let health_check = if hc.is_object() {
+        format!(
+            "GET {} every {}s, timeout {}s, {} retries",
+            text(hc, "path"),
+            text(hc, "interval"),
+            text(hc, "timeout"),
+            text(hc, "retries")
+        )
+    } else {
+        "-".into()
+    };
+    let rl = s.get("resource_limits").unwrap_or(&Value::Null);
+    let limits = if rl.is_object() {
+        format!("memory {}, cpu {}, pids {}", text(rl, "memory"), text(rl, "cpu"), text(rl, "pids"))
+    } else {
+        "-".into()
+    };
+    let eps = endpoints(s);
+    let when = |k: &str| match s.get(k) {
+        Some(v) if !v.is_null() => format!("{} ({} ago)", display(Some(v)), age(Some(v), now)),
+        _ => "-".into(),
+    };
+    let mut out = render_kv(&[
+        ("ID", text(s, "id")),
+        ("Name", text(s, "name")),
+        ("Plugin", text(s, "plugin_id")),
+        ("Type", text(s, "service_type")),
+        ("Image", text(s, "image")),
+        ("Version", text(s, "version")),
+        ("Phase", format!("{} (desired: {})", text(s, "phase"), text(s, "desired"))),
+        ("Status", text(s, "status")),
+        ("Health", text(s, "health_status")),
+        ("Replicas", text(s, "replicas")),
+        ("Endpoints", if eps.is_empty() { "-".into() } else { eps.join(", ") }),
+        ("Container port", text(s, "port")),
+        ("Environment", env),
+        ("Volumes", volumes),
+        ("Networks", text(s, "networks")),
+        ("Depends on", text(s, "depends_on")),
+        ("Health check", health_check),
+        ("Limits", limits),
+        ("Restart policy", text(s, "restart_policy")),
+        ("Last error", text(s, "last_error")),
+        ("Exit code", text(s, "exit_code")),
+        ("Created", when("created_at")),
+        ("Updated", when("updated_at")),
+    ]);
+    let inst = instances(s);
+    out.push('\n');
+    if inst.is_empty() {
+        out.push_str("no instances\n");
+        return out;
+    }
+    let rows: Vec<Vec<String>> = inst
+        .iter()
+        .map(|i| {
+            let container: String = text(i, "container_id").chars().take(12).collect();
+            vec![
+                text(i, "ordinal"),
+                text(i, "id"),
+                container,
+                text(i, "state"),
+                text(i, "health"),
+                text(i, "host_port"),
+                text(i, "restarts"),
+                match i.get("started_at") {
+                    Some(v) if !v.is_null() => age(Some(v), now),
+                    _ => "-".into(),
+                },
+                text(i, "last_error"),
+            ]
+        })
+        .collect();
+    out.push_str(&render_table(
+        &["#", "INSTANCE", "CONTAINER", "STATE", "HEALTH", "PORT", "RESTARTS", "UPTIME", "LAST ERROR"],
+        &rows,
+    ));
+    out
+}
+
+fn render_report(op: Op, waited: bool, s: &Value) -> String {
+    let name = cell(&text(s, "name"));
+    let id = cell(&text(s, "id"));
+    let phase = cell(&text(s, "phase"));
+    let mut out = match op {
+        Op::Create => format!("created {name} ({id}): {phase}\n"),
+        Op::Scale => format!("{name} ({id}): {phase}, {} replica(s)\n", cell(&text(s, "replicas"))),
+        _ => format!("{name} ({id}): {phase}\n"),
+    };
+    let show_endpoints = match op {
+        Op::Stop | Op::Delete => false,
+        _ => waited || phase == "Started",
+    };
+    if show_endpoints {
+        for e in endpoints(s) {
+            out.push_str(&format!("  {}\n", cell(&e)));
+        }
+    }
+    out
+}
+
+fn render_log_lines(data: &Value) -> String {
+    let mut out = String::new();
+    let lines = data.get("lines").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    for l in lines {
+        // A "line" may still carry a newline (a multi-line record): split it.
+        let t = l.as_str().map(str::to_string).unwrap_or_else(|| l.to_string());
+        for part in t.trim_end_matches(['\n', '\r']).split('\n') {
+            out.push_str(&sanitize_line(part));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn render_metrics(d: &Value) -> String {
+    let mut out = render_kv(&[
+        ("CPU", format!("{}%", fixed(num(d, "cpu_percent"), 1))),
+        (
+            "Memory",
+            format!(
+                "{} MB / {} MB ({}%)",
+                fixed(num(d, "memory_usage_mb"), 1),
+                fixed(num(d, "memory_limit_mb"), 0),
+                fixed(num(d, "memory_percent"), 1)
+            ),
+        ),
+        ("Network", format!("rx {} MB, tx {} MB", fixed(num(d, "network_rx_mb"), 2), fixed(num(d, "network_tx_mb"), 2))),
+        ("Time", text(d, "timestamp")),
+    ]);
+    let inst = d.get("instances").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    if !inst.is_empty() {
+        let rows: Vec<Vec<String>> = inst
+            .iter()
+            .map(|i| {
+                vec![
+                    text(i, "ordinal"),
+                    fixed(num(i, "cpu_percent"), 1),
+                    fixed(num(i, "memory_usage_mb"), 1),
+                    fixed(num(i, "memory_percent"), 1),
+                    fixed(num(i, "network_rx_mb"), 2),
+                    fixed(num(i, "network_tx_mb"), 2),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&render_table(&["#", "CPU%", "MEM MB", "MEM%", "RX MB", "TX MB"], &rows));
+    }
+    out
+}
+
+fn render_discovery(d: &Value) -> String {
+    let services = d.get("services").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    let mut out = String::new();
+    if services.is_empty() {
+        out.push_str("no services\n");
+    } else {
+        let rows: Vec<Vec<String>> = services
+            .iter()
+            .map(|s| {
+                let eps = match s.get("endpoints") {
+                    Some(Value::Array(a)) if !a.is_empty() => display(s.get("endpoints")),
+                    _ => text(s, "endpoint"),
+                };
+                vec![
+                    text(s, "id"),
+                    text(s, "name"),
+                    text(s, "plugin_id"),
+                    text(s, "service_type"),
+                    text(s, "phase"),
+                    text(s, "health_status"),
+                    eps,
+                ]
+            })
+            .collect();
+        out.push_str(&render_table(&["ID", "NAME", "PLUGIN", "TYPE", "PHASE", "HEALTH", "ENDPOINTS"], &rows));
+    }
+    let networks = d.get("networks").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    if !networks.is_empty() {
+        out.push('\n');
+        let rows: Vec<Vec<String>> =
+            networks.iter().map(|n| vec![text(n, "name"), text(n, "subnet"), text(n, "internal")]).collect();
+        out.push_str(&render_table(&["NETWORK", "SUBNET", "INTERNAL"], &rows));
+    }
+    if let Some(t) = d.get("totals").filter(|t| t.is_object()) {
+        out.push_str(&format!(
+            "\n{} services, {} instances, {} healthy, {} unhealthy\n",
+            cell(&text(t, "services")),
+            cell(&text(t, "instances")),
+            cell(&text(t, "healthy")),
+            cell(&text(t, "unhealthy"))
+        ));
+    }
+    out
+}
+
+fn render_services_health(d: &Value) -> String {
+    let mut out = format!(
+        "{} services: {} healthy, {} unhealthy, {} starting, {} unknown\n",
+        cell(&text(d, "total")),
+        cell(&text(d, "healthy")),
+        cell(&text(d, "unhealthy")),
+        cell(&text(d, "starting")),
+        cell(&text(d, "unknown"))
+    );
+    let services = d.get("services").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    if !services.is_empty() {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = services
+            .iter()
+            .map(|s| vec![text(s, "id"), text(s, "name"), text(s, "phase"), text(s, "health_status")])
+            .collect();
+        out.push_str(&render_table(&["ID", "NAME", "PHASE", "HEALTH"], &rows));
+    }
+    out
+}
+
+fn render_templates(d: &Value) -> String {
+    let list = d.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if list.is_empty() {
+        return "no templates\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|t| {
+            let rl = t.get("resource_limits").unwrap_or(&Value::Null);
+            let hc = t.get("health_check").unwrap_or(&Value::Null);
+            vec![
+                text(t, "id"),
+                text(t, "service_type"),
+                text(t, "port"),
+                text(rl, "memory"),
+                text(rl, "cpu"),
+                text(hc, "path"),
+                text(t, "description"),
+            ]
+        })
+        .collect();
+    render_table(&["ID", "TYPE", "PORT", "MEMORY", "CPU", "HEALTH", "DESCRIPTION"], &rows)
+}
+
+fn render_cleanup(d: &Value) -> String {
+    let removed = d.get("removed").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    if removed.is_empty() {
+        return "nothing to remove\n".into();
+    }
+    let rows: Vec<Vec<String>> = removed.iter().map(|s| vec![text(s, "id"), text(s, "name"), text(s, "phase")]).collect();
+    format!("removed {} service(s)\n{}", removed.len(), render_table(&["ID", "NAME", "PHASE"], &rows))
+}
+
+// ---------------------------------------------------------------------------------------
+// Time.
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Unix seconds from an RFC 3339 timestamp (`2026-11-21T23:40:00Z`, fractions and offsets
+/// allowed) or a number (seconds, or milliseconds when it is that large).
+fn timestamp(v: &Value) -> Option<i64> {
+    if let Some(n) = v.as_i64() {
+        return Some(if n > 100_000_000_000 { n / 1000 } else { n });
+    }
+    let s = v.as_str()?.trim();
+    let b = s.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<i64>().ok());
+    let (y, mo, d, h, mi, se) = (n(0..4)?, n(5..7)?, n(8..10)?, n(11..13)?, n(14..16)?, n(17..19)?);
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = match rest {
+        "" | "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            let hh: i64 = o[1..3].parse().ok()?;
+            let mm: i64 = o[4..6].parse().ok()?;
+            sign * (hh * 3600 + mm * 60)
+        }
+        _ => return None,
+    };
+    Some(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// Compact age: `45s`, `12m`, `5h`, `3d`.
+fn age(v: Option<&Value>, now: i64) -> String {
+    let Some(t) = v.and_then(timestamp) else { return "-".into() };
+    let s = (now - t).max(0);
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        7200..172800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// Long duration: `3d 4h 5m`, `2h 0m 7s`, `42s`.
+fn duration_long(s: u64) -> String {
+    let (d, h, m, sec) = (s / 86400, (s % 86400) / 3600, (s % 3600) / 60, s % 60);
+    if d > 0 {
+        format!("{d}d {h}h {m}m")
+    } else if h > 0 {
+        format!("{h}h {m}m {sec}s")
+    } else if m > 0 {
+        format!("{m}m {sec}s")
+    } else {
+        format!("{sec}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("addonctl").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Exit codes:") && help.contains("5  --wait ended"), "{help}");
+    }
+
+    #[test]
+    fn aliases_and_global_flags() {
+        let c = parse(&["ls", "--status", "failed", "--json"]);
+        assert!(c.json);
+        assert!(matches!(c.command, Command::Ls(ListArgs { status: Some(ref s), .. }) if s == "failed"));
+        let c = parse(&["services", "ls", "--plugin-id", "pay", "-q"]);
+        assert!(c.quiet);
+        assert!(matches!(c.command, Command::Services(ServiceCmd::List(_))));
+        let c = parse(&["--socket", "/tmp/s.sock", "svc", "rm", "x", "--wait", "--timeout", "30"]);
+        assert_eq!(c.socket, Some(PathBuf::from("/tmp/s.sock")));
+        match c.command {
+            Command::Services(ServiceCmd::Delete(a)) => {
+                assert_eq!(a.id, "x");
+                assert_eq!(a.wait, WaitArgs { wait: true, timeout: Some(30) });
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = parse(&["logs", "svc1", "-n", "5", "-f", "--instance", "2"]);
+        assert!(matches!(c.command, Command::Logs(LogsArgs { lines: 5, follow: true, instance: Some(2), .. })));
+        assert!(matches!(parse(&["metrics"]).command, Command::Metrics { id: None }));
+        assert!(matches!(parse(&["scale", "a", "3"]).command, Command::Scale(ScaleArgs { replicas: 3, .. })));
+        // Usage errors are clap's (exit 2).
+        for bad in [
+            vec!["scale", "a", "65"],
+            vec!["services", "create", "--name", "a"],
+            vec!["services", "create", "--name", "a", "--image", "i", "--env", "NOEQUALS"],
+            vec!["services", "create", "--name", "a", "--image", "i", "--volume", "a:b:rx"],
+            vec!["services", "create", "--name", "a", "--image", "i", "--type", "lambda"],
+            vec!["start", "x", "--timeout", "0"],
+            vec!["cleanup"],
+        ] {
+            let e = Cli::try_parse_from(std::iter::once("addonctl").chain(bad.iter().copied())).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn create_body_from_flags() {
+        let c = parse(&[
+            "services", "create", "--name", "payments-api", "--image", "addond-sample:latest", "--plugin-id", "pay",
+            "--type", "rest_api", "--port", "8080", "--replicas", "2", "--env", "A=B", "--env", "URL=http://x?a=b",
+            "--volume", "data:/data:ro", "-v", "./files:/files", "--network", "addond", "--memory", "256m", "--cpu",
+            "0.5", "--pids", "64", "--health-path", "/healthz", "--health-interval", "5", "--health-retries", "2",
+            "--restart-policy", "on-failure", "--version", "1.2.3",
+        ]);
+        let Command::Services(ServiceCmd::Create(a)) = c.command else { panic!() };
+        let body = build_create_body(&a, None).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "name": "payments-api", "image": "addond-sample:latest", "plugin_id": "pay",
+                "service_type": "rest_api", "port": 8080, "replicas": 2,
+                "environment": {"A": "B", "URL": "http://x?a=b"},
+                "volumes": [{"source": "data", "target": "/data", "read_only": true},
+                            {"source": "./files", "target": "/files", "read_only": false}],
+                "networks": ["addond"],
+                "resource_limits": {"memory": "256m", "cpu": "0.5", "pids": 64},
+                "health_check": {"path": "/healthz", "interval": 5.0, "retries": 2},
+                "restart_policy": "on-failure", "version": "1.2.3"
+            })
+        );
+    }
+
+    #[test]
+    fn create_body_flags_override_file() {
+        let c = parse(&["services", "create", "--file", "body.json", "--replicas", "3", "--env", "A=flag", "--memory", "1g", "--volume", "b:/b"]);
+        let Command::Services(ServiceCmd::Create(a)) = c.command else { panic!() };
+        let file = json!({
+            "name": "from-file", "image": "img", "replicas": 1, "environment": {"A": "file", "B": "keep"},
+            "resource_limits": {"memory": "512m", "cpu": "0.5"}, "volumes": ["a:/a"], "depends_on": ["db"]
+        });
+        let body = build_create_body(&a, Some(file)).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "name": "from-file", "image": "img", "replicas": 3, "environment": {"A": "flag", "B": "keep"},
+                "resource_limits": {"memory": "1g", "cpu": "0.5"},
+                "volumes": ["a:/a", {"source": "b", "target": "/b", "read_only": false}], "depends_on": ["db"]
+            })
+        );
+        // A file without a name and no --name: a usage error.
+        let e = build_create_body(&a, Some(json!({"image": "img"}))).unwrap_err();
+        assert!(e.0.contains("--name"), "{e}");
+        // Wrong shapes in the file are named.
+        let c = parse(&["services", "create", "--file", "f", "--env", "A=1"]);
+        let Command::Services(ServiceCmd::Create(a)) = c.command else { panic!() };
+        let e = build_create_body(&a, Some(json!({"name": "n", "image": "i", "environment": []}))).unwrap_err();
+        assert!(e.0.contains("environment"), "{e}");
+    }
+
+    #[test]
+    fn template_body() {
+        let c = parse(&["templates", "create", "rest_api_basic", "--name", "t1", "--port", "9000", "-e", "X=1", "--wait"]);
+        let Command::Templates(TemplateCmd::Create(a)) = c.command else { panic!() };
+        assert_eq!(build_template_body(&a), json!({"name": "t1", "port": 9000, "environment": {"X": "1"}}));
+        assert_eq!(wait_query(Op::Create, &a.wait), "?wait=started");
+    }
+
+    #[test]
+    fn wait_phase_mapping() {
+        assert_eq!(wait_phase(Op::Create), "started");
+        assert_eq!(wait_phase(Op::Start), "started");
+        assert_eq!(wait_phase(Op::Restart), "started");
+        assert_eq!(wait_phase(Op::Scale), "started");
+        assert_eq!(wait_phase(Op::Stop), "stopped");
+        assert_eq!(wait_phase(Op::Delete), "deleted");
+        assert_eq!(wait_query(Op::Stop, &WaitArgs::default()), "");
+        assert_eq!(wait_query(Op::Stop, &WaitArgs { wait: true, timeout: None }), "?wait=stopped");
+        assert_eq!(wait_query(Op::Delete, &WaitArgs { wait: false, timeout: Some(9) }), "?wait=deleted&timeout=9");
+    }
+
+    #[test]
+    fn exit_codes() {
+        let api = |status, code: &str| anyhow::Error::from(ApiError { status, code: code.into(), message: "m".into(), field: None });
+        assert_eq!(exit_code(&api(404, "not_found")), 1);
+        assert_eq!(exit_code(&api(403, "forbidden")), 4);
+        assert_eq!(exit_code(&api(504, "wait_timeout")), 5);
+        assert_eq!(exit_code(&api(502, "service_failed")), 5);
+        assert_eq!(exit_code(&ClientError::NotRunning { socket: "/s".into() }.into()), 3);
+        assert_eq!(exit_code(&ClientError::PermissionDenied { socket: "/s".into() }.into()), 4);
+        assert_eq!(exit_code(&UsageError("x".into()).into()), 2);
+        assert_eq!(exit_code(&anyhow::anyhow!("other")), 1);
+        // A broken pipe on the socket is an error; only a closed stdout is not.
+        let sock = ClientError::Io { socket: "/s".into(), source: io::Error::from(io::ErrorKind::BrokenPipe) };
+        assert_eq!(exit_code(&sock.into()), 1);
+        assert!(anyhow::Error::from(StdoutClosed).is::<StdoutClosed>());
+    }
+
+    #[test]
+    fn sanitising() {
+        // CSI colours, cursor moves, OSC title/hyperlink, C1 controls, bidi overrides.
+        assert_eq!(sanitize_line("\x1b[31mred\x1b[0m ok"), "red ok");
+        assert_eq!(sanitize_line("a\x1b[2J\x1b[Hb"), "ab");
+        assert_eq!(sanitize_line("\x1b]0;pwned\x07title"), "title");
+        assert_eq!(sanitize_line("\x1b]8;;http://evil\x1b\\link\x1b]8;;\x1b\\"), "link");
+        assert_eq!(sanitize_line("x\u{9b}31my"), "xy");
+        assert_eq!(sanitize_line("bell\x07 back\x08space\r"), "bell backspace");
+        assert_eq!(sanitize_line("abc\u{202e}def"), "abcdef");
+        assert_eq!(sanitize_line("tab\tkept, ünïcödé kept"), "tab\tkept, ünïcödé kept");
+        assert_eq!(sanitize_line("trailing escape \x1b"), "trailing escape ");
+        // Cells are one line.
+        assert_eq!(cell("two\nlines\tand\x1b[1mbold"), "two lines andbold");
+    }
+
+    #[test]
+    fn line_buffer_splits_chunks_and_utf8() {
+        let mut b = LineBuffer::default();
+        assert_eq!(b.push(b"one\ntw"), "one\n");
+        let e = "é".as_bytes();
+        assert_eq!(b.push(&[b'o', e[0]]), "");
+        assert_eq!(b.push(&[e[1], b'\n', b'\x1b', b'[', b'3', b'1', b'm', b'r', b'\n', b'x']), "two\u{e9}\nr\n");
+        assert_eq!(b.finish(), "x\n");
+        assert_eq!(b.finish(), "");
+    }
+
+    #[test]
+    fn table_alignment() {
+        let t = render_table(&["ID", "NAME", "X"], &[vec!["a".into(), "longer-name".into(), "1".into()], vec!["bbbb".into(), "n\x1b[31m".into(), "".into()]]);
+        assert_eq!(t, "ID     NAME          X\na      longer-name   1\nbbbb   n\n");
+    }
+
+    fn sample_service() -> Value {
+        json!({
+            "id": "svc_3f9c2a7b1d04", "name": "payments-api", "plugin_id": "payment-gateway",
+            "service_type": "rest_api", "image": "addond-sample:latest", "port": 8080, "host": "127.0.0.1",
+            "environment": {"KEY": "value"},
+            "volumes": [{"source": "data", "target": "/data", "read_only": true, "kind": "named"}],
+            "networks": ["addond"], "depends_on": [],
+            "health_check": {"path": "/health", "interval": 30, "timeout": 10, "retries": 3, "start_period": 0},
+            "resource_limits": {"memory": "512m", "cpu": "0.5", "pids": 256},
+            "restart_policy": "unless-stopped", "version": "1.0.0", "replicas": 2, "desired": "started",
+            "phase": "Started", "status": "partial", "health_status": "unhealthy", "host_port": 8000,
+            "endpoint": "http://127.0.0.1:8000", "last_error": null, "exit_code": null,
+            "created_at": "2026-11-21T23:40:00Z", "updated_at": "2026-11-21T23:40:01.5+00:00",
+            "instances": [
+                {"id": "inst_a", "ordinal": 0, "container_id": "9c1e0123456789abcdef", "host_port": 8000, "health": "healthy",
+                 "restarts": 1, "started_at": "2026-11-21T23:40:01Z", "last_error": null, "state": "running"},
+                {"id": "inst_b", "ordinal": 1, "container_id": null, "host_port": 8001, "health": "unhealthy",
+                 "restarts": 2, "started_at": null, "last_error": "exited \x1b[31mcode 1", "state": "exited"}
+            ]
+        })
+    }
+
+    #[test]
+    fn service_list_table() {
+        let now = timestamp(&json!("2026-11-22T02:40:00Z")).unwrap();
+        let mut evil = sample_service();
+        evil["id"] = json!("svc_2");
+        evil["name"] = json!("evil\x1b]0;owned\x07-name\n");
+        evil["plugin_id"] = Value::Null;
+        evil["instances"] = json!([]);
+        evil["created_at"] = json!("2026-11-22T02:39:15Z");
+        let out = render_service_list(&json!([sample_service(), evil]), now);
+        let expected = "\
+ID                NAME           PLUGIN            TYPE       PHASE     HEALTH      REPLICAS   PORTS       RESTARTS   AGE
+svc_3f9c2a7b1d04  payments-api   payment-gateway   rest_api   Started   unhealthy   1/2        8000,8001   3          3h
+svc_2             evil-name      -                 rest_api   Started   unhealthy   0/2        -           0          45s
+";
+        // Columns are three spaces apart; compare after normalising our expectation's spacing.
+        let norm = |s: &str| s.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>();
+        assert_eq!(norm(&out), norm(expected));
+        let header_end = out.lines().next().unwrap();
+        assert!(header_end.starts_with("ID                 NAME"), "{out}");
+        assert!(!out.contains('\x1b') && !out.contains("owned"));
+        assert_eq!(render_service_list(&json!([]), now), "no services\n");
+        assert_eq!(ids(&json!([sample_service()])), "svc_3f9c2a7b1d04\n");
+    }
+
+    #[test]
+    fn service_show_block() {
+        let now = timestamp(&json!("2026-11-21T23:45:00Z")).unwrap();
+        let out = render_service(&sample_service(), now);
+        assert!(out.contains("Phase:           Started (desired: started)\n"), "{out}");
+        assert!(out.contains("Endpoints:       http://127.0.0.1:8000, http://127.0.0.1:8001\n"), "{out}");
+        assert!(out.contains("Volumes:         data:/data:ro (named)\n"), "{out}");
+        assert!(out.contains("Health check:    GET /health every 30s, timeout 10s, 3 retries\n"), "{out}");
+        assert!(out.contains("Created:         2026-11-21T23:40:00Z (5m ago)\n"), "{out}");
+        assert!(out.contains("Depends on:      -\n"), "{out}");
+        let table: Vec<&str> = out.lines().skip_while(|l| !l.starts_with('#')).collect();
+        assert_eq!(table.len(), 3, "{out}");
+        assert!(table[1].contains("9c1e01234567") && !table[1].contains("9c1e0123456789"), "{out}");
+        assert!(table[2].contains("exited code 1") && !out.contains('\x1b'), "{out}");
+    }
+
+    #[test]
+    fn reports() {
+        let s = sample_service();
+        assert_eq!(
+            render_report(Op::Start, true, &s),
+            "payments-api (svc_3f9c2a7b1d04): Started\n  http://127.0.0.1:8000\n  http://127.0.0.1:8001\n"
+        );
+        let mut stopped = s.clone();
+        stopped["phase"] = json!("Stopped");
+        stopped["instances"] = json!([]);
+        assert_eq!(render_report(Op::Stop, true, &stopped), "payments-api (svc_3f9c2a7b1d04): Stopped\n");
+        let mut creating = s.clone();
+        creating["phase"] = json!("Creating");
+        assert_eq!(render_report(Op::Create, false, &creating), "created payments-api (svc_3f9c2a7b1d04): Creating\n");
+        assert!(render_report(Op::Scale, false, &s).starts_with("payments-api (svc_3f9c2a7b1d04): Started, 2 replica(s)\n"));
+    }
+
+    #[test]
+    fn logs_metrics_discovery_templates_cleanup() {
+        assert_eq!(render_log_lines(&json!({"lines": ["a\x1b[0m", "b\tc\n", "d\ne"]})), "a\nb\tc\nd\ne\n");
+        let m = render_metrics(&json!({"cpu_percent": 1.234, "memory_usage_mb": 45.25, "memory_limit_mb": 512.0,
+            "memory_percent": 8.8, "network_rx_mb": 0.1, "network_tx_mb": 0.02, "timestamp": "t",
+            "instances": [{"ordinal": 0, "cpu_percent": 1.2}]}));
+        assert!(m.contains("CPU:      1.2%\n") && m.contains("Memory:   45.2 MB / 512 MB (8.8%)\n"), "{m}");
+        assert!(m.contains("#   CPU%   MEM MB"), "{m}");
+        let d = render_discovery(&json!({
+            "services": [{"id": "svc_1", "name": "a", "plugin_id": null, "service_type": "rest_api",
+                "endpoint": "http://127.0.0.1:8000", "endpoints": ["http://127.0.0.1:8000", "http://127.0.0.1:8001"],
+                "health_status": "healthy", "phase": "Started", "networks": ["addond"]}],
+            "networks": [{"name": "addond", "subnet": "172.30.0.0/16", "internal": false}],
+            "totals": {"services": 1, "instances": 2, "healthy": 2, "unhealthy": 0}}));
+        assert!(d.contains("http://127.0.0.1:8000, http://127.0.0.1:8001"), "{d}");
+        assert!(d.contains("addond    172.30.0.0/16   false"), "{d}");
+        assert!(d.ends_with("\n1 services, 2 instances, 2 healthy, 0 unhealthy\n"), "{d}");
+        let t = render_templates(&json!([{"id": "rest_api_basic", "name": "REST API", "description": "A basic REST API",
+            "service_type": "rest_api", "resource_limits": {"memory": "512m", "cpu": "0.5"}, "health_check": {"path": "/health"}, "port": 8080}]));
+        assert_eq!(t.lines().nth(1).unwrap().split_whitespace().collect::<Vec<_>>(),
+            ["rest_api_basic", "rest_api", "8080", "512m", "0.5", "/health", "A", "basic", "REST", "API"]);
+        assert_eq!(render_cleanup(&json!({"removed": []})), "nothing to remove\n");
+        assert!(render_cleanup(&json!({"removed": [{"id": "svc_1", "name": "a", "phase": "Stopped"}]})).starts_with("removed 1 service(s)\nID"));
+        let h = render_health(&json!({"version": "0.1.0", "uptime_seconds": 3725, "database": "ok", "docker": "reachable", "services": 2}));
+        assert_eq!(h, "version:   0.1.0\nuptime:    1h 2m 5s\ndatabase:  ok\ndocker:    reachable\nservices:  2\n");
+    }
+
+    #[test]
+    fn timestamps_and_ages() {
+        assert_eq!(timestamp(&json!("1970-01-01T00:00:00Z")), Some(0));
+        assert_eq!(timestamp(&json!("2000-03-01T00:00:00Z")), Some(951_868_800));
+        assert_eq!(timestamp(&json!("2026-11-21T23:40:00.123456Z")), timestamp(&json!("2026-11-21T23:40:00Z")));
+        assert_eq!(timestamp(&json!("2026-11-22T01:40:00+02:00")), timestamp(&json!("2026-11-21T23:40:00Z")));
+        assert_eq!(timestamp(&json!(1_700_000_000_123i64)), Some(1_700_000_000));
+        assert_eq!(timestamp(&json!("yesterday")), None);
+        let now = 1_000_000;
+        assert_eq!(age(Some(&json!(now - 5)), now), "5s");
+        assert_eq!(age(Some(&json!(now - 600)), now), "10m");
+        assert_eq!(age(Some(&json!(now - 3 * 3600)), now), "3h");
+        assert_eq!(age(Some(&json!(now - 3 * 86400)), now), "3d");
+        assert_eq!(age(None, now), "-");
+        assert_eq!(duration_long(90061), "1d 1h 1m");
+        assert_eq!(duration_long(59), "59s");
+    }
+
+    #[test]
+    fn paths_and_queries() {
+        assert_eq!(svc_path("a b", "logs"), "/api/plugin-microservice/services/a%20b/logs");
+        assert_eq!(svc_path("svc_1", ""), "/api/plugin-microservice/services/svc_1");
+        assert_eq!(query(&[("plugin_id", Some("p&q".into())), ("status", None)]), "?plugin_id=p%26q");
+        assert_eq!(query(&[("a", None)]), "");
+    }
+}

@@ -1,0 +1,11 @@
+//! The one integration test binary: a real addond process, a real Docker engine, a real
+//! SQLite file and real HTTP over the Unix socket and loopback TCP. `scripts/test.sh`
+//! (the README's test command) makes sure Docker runs and the sample image exists.
+
+mod common;
+
+mod lifecycle;
+mod validation;
+mod security;
+mod crash;
+mod ports;
