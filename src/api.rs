@@ -248,7 +248,9 @@ fn ms_to_rfc3339(ms: i64) -> String {
 
 fn health_summary(s: &Service) -> Health {
     let wanted: Vec<_> = s.instances.iter().filter(|i| i.wanted).collect();
-    if wanted.is_empty() || s.desired != crate::model::Desired::Started {
+    if s.phase == Phase::Failed {
+        Health::Unhealthy
+    } else if wanted.is_empty() || s.desired != crate::model::Desired::Started {
         Health::Unknown
     } else if wanted.iter().any(|i| i.health == Health::Unhealthy) {
         Health::Unhealthy
@@ -276,6 +278,20 @@ fn endpoint(st: &AppState, port: u16) -> String {
     let addr = st.lifecycle.config().ports.publish_address;
     let host = if addr.is_unspecified() { "127.0.0.1".to_string() } else { addr.to_string() };
     format!("http://{host}:{port}")
+}
+
+fn instance_state(s: &Service, i: &crate::model::Instance) -> &'static str {
+    if !i.wanted {
+        "removing"
+    } else if i.container_id.is_none() {
+        "pending"
+    } else if s.phase == Phase::Failed || i.next_restart_at.is_some() {
+        "exited"
+    } else if s.desired == crate::model::Desired::Started {
+        "running"
+    } else {
+        "stopped"
+    }
 }
 
 pub fn service_view(st: &AppState, s: &Service) -> Value {
@@ -320,7 +336,7 @@ pub fn service_view(st: &AppState, s: &Service) -> Value {
             "started_at": i.started_at.map(ms_to_rfc3339),
             "last_error": i.last_error,
             "exit_code": i.exit_code,
-            "state": if !i.wanted { "removing" } else if i.container_id.is_none() { "pending" } else if s.desired == crate::model::Desired::Started { "running" } else { "stopped" },
+            "state": instance_state(s, i),
         })).collect::<Vec<_>>(),
     })
 }
@@ -802,6 +818,19 @@ pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, shut
                 );
                 let _ = stream.write_all(resp.as_bytes()).await;
                 let _ = stream.shutdown().await;
+                // Drain (never parse) what the client sends until it hangs up, briefly: closing
+                // with unread data would reset the connection and the client could lose the 403.
+                let mut sink = [0u8; 4096];
+                let drain = async {
+                    let mut total = 0usize;
+                    while let Ok(n) = tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
+                        total += n;
+                        if n == 0 || total > 1 << 20 {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
             });
             continue;
         }

@@ -368,7 +368,7 @@ impl Client {
             Err(e) => {
                 let err = self.hyper_error(e);
                 if matches!(err, ClientError::Io { .. }) {
-                    if let Some(refusal) = None::<RawResponse> {
+                    if let Some(refusal) = self.probe_refusal().await {
                         return Ok(Sent::Refused(refusal));
                     }
                 }

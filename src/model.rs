@@ -131,6 +131,15 @@ pub enum RestartPolicy {
 }
 
 impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+            RestartPolicy::Always => "always",
+        }
+    }
+
     /// Whether an instance that exited with `exit_code` while it should run is restarted.
     pub fn restarts_after(self, exit_code: i64) -> bool {
         match self {
@@ -596,7 +605,9 @@ pub fn running_phase(instances: &[Instance], failed: bool) -> Phase {
         return Phase::Failed;
     }
     let wanted: Vec<&Instance> = instances.iter().filter(|i| i.wanted).collect();
-    if wanted.iter().all(|i| i.container_id.is_some() && i.health == Health::Healthy) {
+    // Instances still being removed after a scale-down keep the service in transition.
+    let removing = instances.iter().any(|i| !i.wanted);
+    if !removing && wanted.iter().all(|i| i.container_id.is_some() && i.health == Health::Healthy) {
         Phase::Started
     } else {
         Phase::Starting

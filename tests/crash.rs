@@ -38,7 +38,7 @@ async fn kill_dash_nine_at_random_points_loses_nothing() {
     });
     eprintln!("crash test seed {seed} (rerun with ADDOND_CRASH_SEED={seed})");
     let mut rng = Rng(seed);
-    let mut d = Daemon::start_with(Options { ports: port_slice(40), extra: String::new() }).await;
+    let mut d = Daemon::start_with(Options { ports: port_slice(40), ..Default::default() }).await;
     let names = ["k0", "k1", "k2", "k3", "k4", "k5"];
     // acknowledged state, and the possibly-committed in-flight state, per name
     let mut acked: HashMap<&str, Want> = names.iter().map(|n| (*n, Want::Gone)).collect();

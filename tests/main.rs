@@ -9,3 +9,4 @@ mod validation;
 mod security;
 mod crash;
 mod ports;
+mod daemon;

@@ -9,7 +9,7 @@ use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hundred_concurrent_creations_get_two_hundred_ports() {
-    let d = Daemon::start_with(Options { ports: port_slice(210), extra: String::new() }).await;
+    let d = Daemon::start_with(Options { ports: port_slice(210), ..Default::default() }).await;
     let mut tasks = Vec::new();
     for i in 0..200 {
         let client = d.client.clone();
@@ -47,7 +47,7 @@ async fn two_hundred_concurrent_creations_get_two_hundred_ports() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ports_held_by_other_programs_are_skipped_and_exhaustion_is_503() {
     let (start, end) = port_slice(3);
-    let d = Daemon::start_with(Options { ports: (start, end), extra: String::new() }).await;
+    let d = Daemon::start_with(Options { ports: (start, end), ..Default::default() }).await;
     let _held = std::net::TcpListener::bind(("127.0.0.1", start)).unwrap();
     let a = d.create_started("pa", json!({})).await;
     assert_eq!(ports_of(&a), vec![start + 1], "the held port must be skipped");

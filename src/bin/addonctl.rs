@@ -974,6 +974,11 @@ fn display(v: Option<&Value>) -> String {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(a)) if a.is_empty() => "-".into(),
         Some(Value::Array(a)) => a.iter().map(|x| display(Some(x))).collect::<Vec<_>>().join(", "),
+        // 30.0 → "30": seconds and counts read better without a fraction.
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        },
         Some(other) => other.to_string(),
     }
 }
@@ -990,20 +995,18 @@ fn instances(svc: &Value) -> &[Value] {
     svc.get("instances").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
 }
 
-/// Endpoints of a service: one per instance host port, else its `endpoint`.
+/// Endpoints of a service: one per instance host port. Only a reply without an
+/// `instances` list falls back to `endpoint` (a service scaled to 0 has none).
 fn endpoints(svc: &Value) -> Vec<String> {
     let host = svc.get("host").and_then(Value::as_str).filter(|h| !h.is_empty()).unwrap_or("127.0.0.1");
-    let mut out: Vec<String> = instances(svc)
-        .iter()
-        .filter_map(|i| i.get("host_port").and_then(Value::as_u64))
-        .map(|p| format!("http://{host}:{p}"))
-        .collect();
-    if out.is_empty() {
-        if let Some(e) = svc.get("endpoint").and_then(Value::as_str).filter(|e| !e.is_empty()) {
-            out.push(e.to_string());
-        }
+    if svc.get("instances").is_some_and(Value::is_array) {
+        return instances(svc)
+            .iter()
+            .filter_map(|i| i.get("host_port").and_then(Value::as_u64))
+            .map(|p| format!("http://{host}:{p}"))
+            .collect();
     }
-    out
+    svc.get("endpoint").and_then(Value::as_str).filter(|e| !e.is_empty()).map(|e| vec![e.to_string()]).unwrap_or_default()
 }
 
 fn ids(data: &Value) -> String {
@@ -1215,9 +1218,11 @@ fn render_metrics(d: &Value) -> String {
     if !inst.is_empty() {
         let rows: Vec<Vec<String>> = inst
             .iter()
-            .map(|i| {
+            .map(|inst| {
+                // Per-instance figures may sit in a nested `metrics` object.
+                let i = inst.get("metrics").filter(|m| m.is_object()).unwrap_or(inst);
                 vec![
-                    text(i, "ordinal"),
+                    text(inst, "ordinal"),
                     fixed(num(i, "cpu_percent"), 1),
                     fixed(num(i, "memory_usage_mb"), 1),
                     fixed(num(i, "memory_percent"), 1),
@@ -1544,7 +1549,7 @@ mod tests {
         assert_eq!(exit_code(&UsageError("x".into()).into()), 2);
         assert_eq!(exit_code(&anyhow::anyhow!("other")), 1);
         // A broken pipe on the socket is an error; only a closed stdout is not.
-        let sock = ClientError::Io { socket: "/s".into(), source: io::Error::from(io::ErrorKind::BrokenPipe) };
+        let sock = ClientError::Io { socket: "/s".into(), error: io::Error::from(io::ErrorKind::BrokenPipe) };
         assert_eq!(exit_code(&sock.into()), 1);
         assert!(anyhow::Error::from(StdoutClosed).is::<StdoutClosed>());
     }
@@ -1637,6 +1642,9 @@ svc_2             evil-name      -                 rest_api   Started   unhealth
         assert!(out.contains("Endpoints:       http://127.0.0.1:8000, http://127.0.0.1:8001\n"), "{out}");
         assert!(out.contains("Volumes:         data:/data:ro (named)\n"), "{out}");
         assert!(out.contains("Health check:    GET /health every 30s, timeout 10s, 3 retries\n"), "{out}");
+        let mut floats = sample_service();
+        floats["health_check"] = json!({"path": "/h", "interval": 30.0, "timeout": 2.5, "retries": 3});
+        assert!(render_service(&floats, now).contains("GET /h every 30s, timeout 2.5s, 3 retries"));
         assert!(out.contains("Created:         2026-11-21T23:40:00Z (5m ago)\n"), "{out}");
         assert!(out.contains("Depends on:      -\n"), "{out}");
         let table: Vec<&str> = out.lines().skip_while(|l| !l.starts_with('#')).collect();
@@ -1660,6 +1668,14 @@ svc_2             evil-name      -                 rest_api   Started   unhealth
         creating["phase"] = json!("Creating");
         assert_eq!(render_report(Op::Create, false, &creating), "created payments-api (svc_3f9c2a7b1d04): Creating\n");
         assert!(render_report(Op::Scale, false, &s).starts_with("payments-api (svc_3f9c2a7b1d04): Started, 2 replica(s)\n"));
+        // Scaled to zero: no endpoint, even if the daemon still names one.
+        let mut zero = s.clone();
+        zero["replicas"] = json!(0);
+        zero["instances"] = json!([]);
+        assert_eq!(render_report(Op::Scale, true, &zero), "payments-api (svc_3f9c2a7b1d04): Started, 0 replica(s)\n");
+        let mut bare = s.clone();
+        bare.as_object_mut().unwrap().remove("instances");
+        assert_eq!(endpoints(&bare), vec!["http://127.0.0.1:8000".to_string()]);
     }
 
     #[test]
@@ -1667,7 +1683,8 @@ svc_2             evil-name      -                 rest_api   Started   unhealth
         assert_eq!(render_log_lines(&json!({"lines": ["a\x1b[0m", "b\tc\n", "d\ne"]})), "a\nb\tc\nd\ne\n");
         let m = render_metrics(&json!({"cpu_percent": 1.234, "memory_usage_mb": 45.25, "memory_limit_mb": 512.0,
             "memory_percent": 8.8, "network_rx_mb": 0.1, "network_tx_mb": 0.02, "timestamp": "t",
-            "instances": [{"ordinal": 0, "cpu_percent": 1.2}]}));
+            "instances": [{"ordinal": 0, "cpu_percent": 1.2}, {"ordinal": 1, "metrics": {"cpu_percent": 2.5, "memory_usage_mb": 3.0}}]}));
+        assert!(m.contains("\n1   2.5    3.0 "), "{m}");
         assert!(m.contains("CPU:      1.2%\n") && m.contains("Memory:   45.2 MB / 512 MB (8.8%)\n"), "{m}");
         assert!(m.contains("#   CPU%   MEM MB"), "{m}");
         let d = render_discovery(&json!({

@@ -179,9 +179,9 @@ impl Lifecycle {
         self.set_desired(id_or_name, Desired::Deleted, Phase::Deleting, false).await
     }
 
-    /// `force`: announce `phase` even if the service already is where `desired` leads
-    /// (a restart of a started service goes through Starting again).
-    async fn set_desired(&self, id_or_name: &str, desired: Desired, phase: Phase, force: bool) -> Result<Service, LifecycleError> {
+    /// `restart`: also restart every running instance, and announce `phase` even if the
+    /// service already is where `desired` leads (it goes through Starting again).
+    async fn set_desired(&self, id_or_name: &str, desired: Desired, phase: Phase, restart: bool) -> Result<Service, LifecycleError> {
         self.require_docker()?;
         let svc = self.get(id_or_name).await?;
         let lease = self.lease(&svc.id);
@@ -190,8 +190,13 @@ impl Lifecycle {
         if cur.desired == Desired::Deleted && desired != Desired::Deleted {
             return Err(LifecycleError::Conflict(format!("service `{}` is being deleted", cur.spec.name)));
         }
+        if restart {
+            // Queued under the lease, so the pass this request triggers sees it.
+            let mut req = self.restart_requested.lock().unwrap_or_else(|e| e.into_inner());
+            req.extend(cur.instances.iter().filter(|i| i.wanted).map(|i| i.id.clone()));
+        }
         let phase = match (desired, cur.phase) {
-            _ if force => phase,
+            _ if restart => phase,
             // Already there: keep the settled phase instead of announcing a transition.
             (Desired::Started, Phase::Started) if cur.desired == Desired::Started => Phase::Started,
             (Desired::Stopped, Phase::Stopped) => Phase::Stopped,
@@ -207,12 +212,7 @@ impl Lifecycle {
     /// Restarts every instance, one at a time, through the reconciler (which holds the
     /// lease), so the phase goes Starting → Started as the instances pass their checks.
     pub async fn restart(&self, id_or_name: &str) -> Result<Service, LifecycleError> {
-        let cur = self.get(id_or_name).await?;
-        {
-            let mut req = self.restart_requested.lock().unwrap_or_else(|e| e.into_inner());
-            req.extend(cur.instances.iter().filter(|i| i.wanted).map(|i| i.id.clone()));
-        }
-        self.set_desired(cur.id.as_str(), Desired::Started, Phase::Starting, true).await
+        self.set_desired(id_or_name, Desired::Started, Phase::Starting, true).await
     }
 
     pub async fn scale(&self, id_or_name: &str, replicas: u32) -> Result<Service, LifecycleError> {
@@ -333,11 +333,13 @@ impl Lifecycle {
     /// Brings one service's containers in line with its desired state. Idempotent.
     async fn reconcile_one(&self, id: &ServiceId) -> Result<(), LifecycleError> {
         if !self.runtime.is_available() {
+            tracing::debug!(service = %id, "reconcile deferred: Docker unreachable");
             return Ok(()); // resumed by the Docker watcher when the engine is back
         }
         let Some(svc) = self.store.get_service(id.as_str()).await? else {
             return Ok(());
         };
+        tracing::debug!(service = %svc.spec.name, desired = svc.desired.as_str(), phase = svc.phase.as_str(), "reconcile");
         match svc.desired {
             Desired::Deleted => {
                 for inst in &svc.instances {
@@ -537,7 +539,7 @@ impl Lifecycle {
                     inst.exit_code = code;
                     inst.health = Health::Unknown;
                     self.store.update_instance(&inst).await?;
-                    return Ok((inst, Outcome::Failed(format!("{reason} (restart policy {:?})", svc.spec.restart_policy), code)));
+                    return Ok((inst, Outcome::Failed(format!("{reason} (restart policy {})", svc.spec.restart_policy.as_str()), code)));
                 }
                 let finished = info.finished_at.as_deref().and_then(parse_rfc3339_ms).unwrap_or(now);
                 let uncharged = finished <= self.docker_back_at.load(Ordering::SeqCst);

@@ -18,11 +18,12 @@ use serde_json::{json, Value};
 pub const IMAGE: &str = "addond-sample:latest";
 pub const SVC: &str = "/api/plugin-microservice/services";
 
-/// Port slices handed to test daemons, so parallel tests never compete for ports.
+/// Port slices handed to test daemons, so parallel tests never compete for ports. They start
+/// at 8100: a dev daemon (scripts/dev.sh) may hold the first ports of the default range.
 static NEXT_SLICE: AtomicU16 = AtomicU16::new(0);
 
 pub fn port_slice(len: u16) -> (u16, u16) {
-    let start = 8000 + NEXT_SLICE.fetch_add(len, Ordering::SeqCst);
+    let start = 8100 + NEXT_SLICE.fetch_add(len, Ordering::SeqCst);
     assert!(start + len - 1 <= 9000, "test port slices exhausted the 8000–9000 range");
     (start, start + len - 1)
 }
@@ -31,11 +32,13 @@ pub struct Options {
     pub ports: (u16, u16),
     /// Extra TOML appended to the generated config.
     pub extra: String,
+    /// Docker endpoint (default the real engine's socket).
+    pub docker_host: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ports: port_slice(12), extra: String::new() }
+        Options { ports: port_slice(12), extra: String::new(), docker_host: "unix:///var/run/docker.sock".into() }
     }
 }
 
@@ -81,6 +84,7 @@ range_start = {start}
 range_end = {end}
 
 [docker]
+host = "{docker_host}"
 network = "addond_test"
 subnet = "172.30.0.0/16"
 isolated_network = "addond_test_isolated"
@@ -107,6 +111,7 @@ interval_seconds = 2.0
             start = opts.ports.0,
             end = opts.ports.1,
             extra = opts.extra,
+            docker_host = opts.docker_host,
         );
         std::fs::write(&config, text).unwrap();
         let mut d = Daemon { client: Client::new(socket.clone()), dir, socket, config, child: None, ports: opts.ports };
