@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -186,6 +186,7 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{S}/templates"), get(list_templates))
         .route(&format!("{S}/templates/{{id}}/create"), post(create_from_template))
         .route(&format!("{S}/cleanup"), post(cleanup))
+        .route(&format!("{S}/images/pull"), post(pull_image))
         .route("/api/audit", get(audit_log))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -350,26 +351,33 @@ struct WaitQuery {
     timeout: Option<f64>,
 }
 
-impl WaitQuery {
-    fn target(&self, max: u64) -> Result<Option<(Phase, Duration)>, ApiError> {
-        let Some(w) = &self.wait else { return Ok(None) };
+/// `?wait=PHASE&timeout=S`, validated before the request changes anything.
+struct Wait(Option<(Phase, Duration)>);
+
+impl FromRequestParts<AppState> for Wait {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, st: &AppState) -> Result<Self, Self::Rejection> {
+        let Query(q) = Query::<WaitQuery>::from_request_parts(parts, st).await?;
+        let Some(w) = &q.wait else { return Ok(Wait(None)) };
         let phase = match w.to_ascii_lowercase().as_str() {
             "started" => Phase::Started,
             "stopped" => Phase::Stopped,
             "deleted" => Phase::Deleted,
             _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("wait=`{w}`: use started, stopped or deleted")).field("wait")),
         };
-        let t = self.timeout.unwrap_or(60.0);
+        let max = st.lifecycle.config().api.max_wait_seconds;
+        let t = q.timeout.unwrap_or(60.0);
         if !(t > 0.0 && t <= max as f64) {
             return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("timeout={t}: must be more than 0 and at most {max} seconds")).field("timeout"));
         }
-        Ok(Some((phase, Duration::from_secs_f64(t))))
+        Ok(Wait(Some((phase, Duration::from_secs_f64(t)))))
     }
 }
 
 /// Replies with the service, after waiting for a phase when the caller asked to.
-async fn reply_service(st: &AppState, svc: Service, q: &WaitQuery, status: StatusCode, message: &str) -> ApiResult {
-    let Some((phase, timeout)) = q.target(st.lifecycle.config().api.max_wait_seconds)? else {
+async fn reply_service(st: &AppState, svc: Service, wait: Wait, status: StatusCode, message: &str) -> ApiResult {
+    let Some((phase, timeout)) = wait.0 else {
         return ok(status, service_view(st, &svc), message);
     };
     match st.lifecycle.wait(&svc.id, phase, timeout).await? {
@@ -461,12 +469,10 @@ async fn list_services(State(st): State<AppState>, q: Result<Query<ListQuery>, Q
     ok(StatusCode::OK, Value::Array(list), &format!("{n} service(s)"))
 }
 
-async fn create_service(State(st): State<AppState>, q: Result<Query<WaitQuery>, QueryRejection>, JsonBody(req): JsonBody<CreateRequest>) -> ApiResult {
-    let Query(q) = q?;
-    q.target(st.lifecycle.config().api.max_wait_seconds)?;
+async fn create_service(State(st): State<AppState>, wait: Wait, JsonBody(req): JsonBody<CreateRequest>) -> ApiResult {
     let (spec, replicas) = req.validate(st.lifecycle.config())?;
     let svc = st.lifecycle.create(spec, replicas).await?;
-    reply_service(&st, svc, &q, StatusCode::CREATED, "service created").await
+    reply_service(&st, svc, wait, StatusCode::CREATED, "service created").await
 }
 
 async fn show_service(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
@@ -474,32 +480,24 @@ async fn show_service(State(st): State<AppState>, Path(id): Path<String>) -> Api
     ok(StatusCode::OK, service_view(&st, &svc), "")
 }
 
-async fn delete_service(State(st): State<AppState>, Path(id): Path<String>, q: Result<Query<WaitQuery>, QueryRejection>) -> ApiResult {
-    let Query(q) = q?;
-    q.target(st.lifecycle.config().api.max_wait_seconds)?;
+async fn delete_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
     let svc = st.lifecycle.delete(&id).await?;
-    reply_service(&st, svc, &q, StatusCode::OK, "service is being deleted").await
+    reply_service(&st, svc, wait, StatusCode::OK, "service is being deleted").await
 }
 
-async fn start_service(State(st): State<AppState>, Path(id): Path<String>, q: Result<Query<WaitQuery>, QueryRejection>) -> ApiResult {
-    let Query(q) = q?;
-    q.target(st.lifecycle.config().api.max_wait_seconds)?;
+async fn start_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
     let svc = st.lifecycle.start(&id).await?;
-    reply_service(&st, svc, &q, StatusCode::OK, "service is starting").await
+    reply_service(&st, svc, wait, StatusCode::OK, "service is starting").await
 }
 
-async fn stop_service(State(st): State<AppState>, Path(id): Path<String>, q: Result<Query<WaitQuery>, QueryRejection>) -> ApiResult {
-    let Query(q) = q?;
-    q.target(st.lifecycle.config().api.max_wait_seconds)?;
+async fn stop_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
     let svc = st.lifecycle.stop(&id).await?;
-    reply_service(&st, svc, &q, StatusCode::OK, "service is stopping").await
+    reply_service(&st, svc, wait, StatusCode::OK, "service is stopping").await
 }
 
-async fn restart_service(State(st): State<AppState>, Path(id): Path<String>, q: Result<Query<WaitQuery>, QueryRejection>) -> ApiResult {
-    let Query(q) = q?;
-    q.target(st.lifecycle.config().api.max_wait_seconds)?;
+async fn restart_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
     let svc = st.lifecycle.restart(&id).await?;
-    reply_service(&st, svc, &q, StatusCode::OK, "service is restarting").await
+    reply_service(&st, svc, wait, StatusCode::OK, "service is restarting").await
 }
 
 #[derive(Debug, Deserialize)]
@@ -511,17 +509,15 @@ struct ScaleBody {
 async fn scale_service(
     State(st): State<AppState>,
     Path(id): Path<String>,
-    q: Result<Query<WaitQuery>, QueryRejection>,
+    wait: Wait,
     JsonBody(body): JsonBody<ScaleBody>,
 ) -> ApiResult {
-    let Query(q) = q?;
-    q.target(st.lifecycle.config().api.max_wait_seconds)?;
     let max = st.lifecycle.config().limits.max_replicas;
     if body.replicas < 0 || body.replicas > max as i64 {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", format!("replicas {} must be between 0 and {max}", body.replicas)).field("replicas"));
     }
     let svc = st.lifecycle.scale(&id, body.replicas as u32).await?;
-    reply_service(&st, svc, &q, StatusCode::OK, &format!("scaling to {}", body.replicas)).await
+    reply_service(&st, svc, wait, StatusCode::OK, &format!("scaling to {}", body.replicas)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -696,18 +692,16 @@ async fn list_templates(State(st): State<AppState>) -> ApiResult {
 async fn create_from_template(
     State(st): State<AppState>,
     Path(id): Path<String>,
-    q: Result<Query<WaitQuery>, QueryRejection>,
+    wait: Wait,
     JsonBody(body): JsonBody<TemplateCreateRequest>,
 ) -> ApiResult {
-    let Query(q) = q?;
-    q.target(st.lifecycle.config().api.max_wait_seconds)?;
     let t = template(&id).ok_or_else(|| {
         let known: Vec<&str> = TEMPLATES.iter().map(|t| t.id).collect();
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no template `{id}`; known templates: {}", known.join(", "))).field("template")
     })?;
     let (spec, replicas) = t.request(body, &st.lifecycle.config().templates.image).validate(st.lifecycle.config())?;
     let svc = st.lifecycle.create(spec, replicas).await?;
-    reply_service(&st, svc, &q, StatusCode::CREATED, &format!("service created from template {id}")).await
+    reply_service(&st, svc, wait, StatusCode::CREATED, &format!("service created from template {id}")).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -724,6 +718,43 @@ async fn cleanup(State(st): State<AppState>, JsonBody(body): JsonBody<CleanupBod
     let list: Vec<Value> = removed.iter().map(|s| json!({"id": s.id, "name": s.spec.name, "phase": s.phase.as_str()})).collect();
     let n = list.len();
     ok(StatusCode::OK, json!({"removed": list}), &format!("{n} service(s) marked for deletion"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PullBody {
+    image: String,
+}
+
+/// Pulls an image unless present. When a pull is needed, the reply is a stream of JSON
+/// lines (`application/x-ndjson`): progress steps, then `{"done": …}` or `{"error": …}`,
+/// so `addonctl` can show progress while a large image downloads.
+async fn pull_image(State(st): State<AppState>, JsonBody(body): JsonBody<PullBody>) -> ApiResult {
+    let image = body.image.trim().to_string();
+    if !crate::model::valid_image(&image) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", format!("`{image}` is not a valid image reference")).field("image"));
+    }
+    let lc = st.lifecycle.clone();
+    if lc.runtime().image_present(&image).await.map_err(LifecycleError::from)? {
+        return ok(StatusCode::OK, json!({"image": image, "present": true, "pulled": false}), "image is present");
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        let progress_tx = tx.clone();
+        let result = lc
+            .runtime()
+            .pull_image(&image, move |p| {
+                let _ = progress_tx.send(json!({"progress": p}).to_string());
+            })
+            .await;
+        let last = match result {
+            Ok(()) => json!({"done": true, "image": image}),
+            Err(e) => json!({"error": {"code": "image_not_found", "message": e.to_string(), "field": "image"}}),
+        };
+        let _ = tx.send(last.to_string());
+    });
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|l| (Ok::<_, Infallible>(bytes::Bytes::from(l + "\n")), rx)) });
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"))], Body::from_stream(lines)).into_response())
 }
 
 #[derive(Debug, Deserialize)]

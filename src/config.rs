@@ -28,7 +28,7 @@ fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.to_string(), reason: reason.into() }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub daemon: DaemonConfig,
@@ -157,23 +157,6 @@ pub struct ReconcileConfig {
 pub struct TemplatesConfig {
     /// Image used by `templates/{id}/create` when the request names none.
     pub image: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            daemon: DaemonConfig::default(),
-            api: ApiConfig::default(),
-            ports: PortsConfig::default(),
-            docker: DockerConfig::default(),
-            sandbox: SandboxConfig::default(),
-            limits: LimitsConfig::default(),
-            health: HealthConfig::default(),
-            restart: RestartConfig::default(),
-            reconcile: ReconcileConfig::default(),
-            templates: TemplatesConfig::default(),
-        }
-    }
 }
 
 impl Default for DaemonConfig {

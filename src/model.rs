@@ -382,7 +382,7 @@ pub fn valid_name(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn valid_image(s: &str) -> bool {
+pub fn valid_image(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 255
         && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))

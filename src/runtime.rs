@@ -83,6 +83,15 @@ pub struct StatsSample {
     pub network_tx_mb: f64,
 }
 
+/// One step of an image pull, as the engine reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PullProgress {
+    pub layer: Option<String>,
+    pub status: String,
+    pub current: Option<i64>,
+    pub total: Option<i64>,
+}
+
 /// Everything a container needs beyond the service spec: who it belongs to.
 pub struct InstanceContext<'a> {
     pub daemon_id: &'a str,
@@ -212,15 +221,19 @@ impl Runtime {
         Ok(())
     }
 
-    /// Makes sure an image is present, pulling it when a registry is reachable.
-    pub async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+    pub async fn image_present(&self, image: &str) -> Result<bool, RuntimeError> {
         let d = self.client().await?;
         match d.inspect_image(image).await {
-            Ok(_) => return Ok(()),
-            Err(e) if Self::status_of(&e) == Some(404) => {}
-            Err(e) => return Err(self.map_err(e)),
+            Ok(_) => Ok(true),
+            Err(e) if Self::status_of(&e) == Some(404) => Ok(false),
+            Err(e) => Err(self.map_err(e)),
         }
-        tracing::info!(%image, "image not present locally; pulling");
+    }
+
+    /// Pulls an image from its registry, handing each progress step to `progress`.
+    pub async fn pull_image(&self, image: &str, mut progress: impl FnMut(PullProgress) + Send) -> Result<(), RuntimeError> {
+        let d = self.client().await?;
+        tracing::info!(%image, "pulling image");
         let (repo, tag) = split_image(image);
         let opts = CreateImageOptions { from_image: Some(repo), tag: Some(tag), ..Default::default() };
         let pull = async {
@@ -231,9 +244,13 @@ impl Runtime {
                         if let Some(err) = info.error_detail.and_then(|e| e.message) {
                             return Err(err);
                         }
-                        if let Some(status) = info.status {
-                            tracing::debug!(%image, %status, "pull");
-                        }
+                        let detail = info.progress_detail.unwrap_or_default();
+                        progress(PullProgress {
+                            layer: info.id,
+                            status: info.status.unwrap_or_default(),
+                            current: detail.current,
+                            total: detail.total,
+                        });
                     }
                     Err(e) => return Err(e.to_string()),
                 }
@@ -245,6 +262,14 @@ impl Runtime {
             Ok(Err(reason)) => Err(RuntimeError::ImageNotFound { image: image.to_string(), reason }),
             Err(_) => Err(RuntimeError::ImageNotFound { image: image.to_string(), reason: "pull timed out".into() }),
         }
+    }
+
+    /// Makes sure an image is present, pulling it when a registry is reachable.
+    pub async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        if self.image_present(image).await? {
+            return Ok(());
+        }
+        self.pull_image(image, |p| tracing::debug!(status = %p.status, layer = ?p.layer, "pull")).await
     }
 
     /// Host directory backing a `Dir` volume, created on demand and checked not to

@@ -247,7 +247,7 @@ impl Lifecycle {
         }
         self.changed(&svc.id);
         self.trigger(&svc.id);
-        Ok(self.get(svc.id.as_str()).await?)
+        self.get(svc.id.as_str()).await
     }
 
     /// Marks services stopped or failed for longer than `days` for deletion.
