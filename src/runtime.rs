@@ -54,6 +54,9 @@ pub enum RuntimeError {
 #[derive(Debug, Clone)]
 pub struct ContainerInfo {
     pub id: String,
+    /// Address on its (first) network; how the daemon reaches a container whose network
+    /// publishes no host ports (Docker ignores port bindings on internal networks).
+    pub ip: Option<std::net::IpAddr>,
     pub running: bool,
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
@@ -404,8 +407,14 @@ impl Runtime {
         match d.inspect_container(id, None).await {
             Ok(c) => {
                 let st = c.state.unwrap_or_default();
+                let ip = c
+                    .network_settings
+                    .and_then(|n| n.networks)
+                    .and_then(|nets| nets.into_values().find_map(|e| e.ip_address.filter(|a| !a.is_empty())))
+                    .and_then(|a| a.parse().ok());
                 Ok(Some(ContainerInfo {
                     id: c.id.unwrap_or_default(),
+                    ip,
                     running: st.running.unwrap_or(false) || st.restarting.unwrap_or(false),
                     exit_code: st.exit_code,
                     oom_killed: st.oom_killed.unwrap_or(false),

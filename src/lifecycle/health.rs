@@ -6,7 +6,7 @@
 //! is reported unhealthy, and the reconciler restarts it.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,8 @@ use crate::model::{Health, HealthCheck, InstanceId, ServiceId};
 #[derive(Debug, Clone)]
 pub struct Target {
     pub service: ServiceId,
-    pub port: u16,
+    /// Where to probe: the published host port, or the container's own address.
+    pub addr: SocketAddr,
     pub check: HealthCheck,
     /// The verdict already known (e.g. from before a daemon restart).
     pub initial: Health,
@@ -52,20 +53,17 @@ pub struct Verdict {
 pub struct HealthMonitor {
     targets: Mutex<HashMap<InstanceId, ProbeState>>,
     client: Client<HttpConnector, Empty<Bytes>>,
-    address: IpAddr,
     startup_probe: Duration,
 }
 
 impl HealthMonitor {
-    pub fn new(address: IpAddr, startup_probe_ms: u64) -> Self {
+    pub fn new(startup_probe_ms: u64) -> Self {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         // Idle connections are dropped well before addons close them (the sample closes
         // after 60 s), so a probe never races a server-side close.
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(20)).build(conn);
-        // A published wildcard address is probed on loopback.
-        let address = if address.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { address };
-        HealthMonitor { targets: Mutex::new(HashMap::new()), client, address, startup_probe: Duration::from_millis(startup_probe_ms) }
+        HealthMonitor { targets: Mutex::new(HashMap::new()), client, startup_probe: Duration::from_millis(startup_probe_ms) }
     }
 
     pub fn register(&self, id: InstanceId, target: Target) {
@@ -99,21 +97,21 @@ impl HealthMonitor {
                 _ = tick.tick() => {}
             }
             let now = Instant::now();
-            let due: Vec<(InstanceId, u16, String, Duration)> = {
+            let due: Vec<(InstanceId, SocketAddr, String, Duration)> = {
                 let mut t = self.targets.lock().unwrap_or_else(|e| e.into_inner());
                 t.iter_mut()
                     .filter(|(_, s)| !s.in_flight && s.next_due <= now)
                     .map(|(id, s)| {
                         s.in_flight = true;
-                        (id.clone(), s.target.port, s.target.check.path.clone(), Duration::from_secs_f64(s.target.check.timeout))
+                        (id.clone(), s.target.addr, s.target.check.path.clone(), Duration::from_secs_f64(s.target.check.timeout))
                     })
                     .collect()
             };
-            for (id, port, path, timeout) in due {
+            for (id, addr, path, timeout) in due {
                 let me = self.clone();
                 let report = report.clone();
                 tokio::spawn(async move {
-                    let result = me.probe(port, &path, timeout).await;
+                    let result = me.probe(addr, &path, timeout).await;
                     if let Some(v) = me.record(&id, result) {
                         let _ = report.send(v);
                     }
@@ -122,12 +120,8 @@ impl HealthMonitor {
         }
     }
 
-    async fn probe(&self, port: u16, path: &str, timeout: Duration) -> Result<(), String> {
-        let host = match self.address {
-            IpAddr::V6(a) => format!("[{a}]:{port}"),
-            IpAddr::V4(a) => format!("{a}:{port}"),
-        };
-        let uri: hyper::Uri = format!("http://{host}{path}").parse().map_err(|e| format!("bad health URL: {e}"))?;
+    async fn probe(&self, addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), String> {
+        let uri: hyper::Uri = format!("http://{addr}{path}").parse().map_err(|e| format!("bad health URL: {e}"))?;
         match tokio::time::timeout(timeout, self.client.get(uri)).await {
             Err(_) => Err(format!("no answer within {:.1}s", timeout.as_secs_f64())),
             Ok(Err(e)) => Err(format!("request failed: {e}")),
@@ -186,7 +180,7 @@ mod tests {
     fn target(retries: u32, interval: f64) -> Target {
         Target {
             service: ServiceId("svc_x".into()),
-            port: 1,
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
             check: HealthCheck { path: "/health".into(), interval, timeout: 1.0, retries, start_period: 0.0 },
             initial: Health::Starting,
         }
@@ -194,7 +188,7 @@ mod tests {
 
     #[test]
     fn healthy_then_unhealthy_after_retries() {
-        let m = HealthMonitor::new(IpAddr::from([127, 0, 0, 1]), 10);
+        let m = HealthMonitor::new(10);
         let id = InstanceId("inst_a".into());
         m.register(id.clone(), target(3, 0.0001));
         let v = m.record(&id, Ok(())).unwrap();
@@ -209,7 +203,7 @@ mod tests {
 
     #[test]
     fn startup_failures_are_judged_at_interval_pace() {
-        let m = HealthMonitor::new(IpAddr::from([127, 0, 0, 1]), 10);
+        let m = HealthMonitor::new(10);
         let id = InstanceId("inst_b".into());
         m.register(id.clone(), target(3, 60.0));
         for _ in 0..50 {
@@ -236,11 +230,12 @@ mod tests {
                 });
             }
         });
-        let m = HealthMonitor::new(IpAddr::from([127, 0, 0, 1]), 10);
-        assert!(m.probe(port, "/health", Duration::from_secs(1)).await.is_ok());
-        let e = m.probe(port, "/other", Duration::from_secs(1)).await.unwrap_err();
+        let m = HealthMonitor::new(10);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        assert!(m.probe(addr, "/health", Duration::from_secs(1)).await.is_ok());
+        let e = m.probe(addr, "/other", Duration::from_secs(1)).await.unwrap_err();
         assert!(e.contains("500"), "{e}");
         let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        assert!(m.probe(free, "/health", Duration::from_secs(1)).await.is_err());
+        assert!(m.probe(SocketAddr::from(([127, 0, 0, 1], free)), "/health", Duration::from_secs(1)).await.is_err());
     }
 }

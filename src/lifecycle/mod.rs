@@ -10,6 +10,7 @@
 pub mod health;
 
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::model::{backoff_ms, running_phase, Desired, Health, Instance, InstanceId, Phase, Service, ServiceId, ServiceSpec};
 use crate::ports::{PortAllocator, PortError};
-use crate::runtime::{InstanceContext, Runtime, RuntimeError};
+use crate::runtime::{ContainerInfo, InstanceContext, Runtime, RuntimeError};
 use crate::store::{now_ms, NewInstance, Store, StoreError};
 use health::{HealthMonitor, Target, Verdict};
 
@@ -76,7 +77,7 @@ impl Lifecycle {
         Arc::new_cyclic(|me| Lifecycle {
             me: me.clone(),
             ports: PortAllocator::new(&cfg.ports),
-            health: Arc::new(HealthMonitor::new(cfg.ports.publish_address, cfg.health.startup_probe_ms)),
+            health: Arc::new(HealthMonitor::new(cfg.health.startup_probe_ms)),
             cfg,
             store,
             runtime,
@@ -439,7 +440,7 @@ impl Lifecycle {
             inst.health = Health::Starting;
             inst.healthy_since = None;
             self.store.update_instance(&inst).await?;
-            self.register_health(&svc.spec, &inst);
+            self.register_health(&svc.spec, &inst).await;
             return Ok((inst, Outcome::Starting));
         }
         let info = match (info, unhealthy) {
@@ -487,7 +488,7 @@ impl Lifecycle {
                 inst.health = Health::Starting;
                 inst.healthy_since = None;
                 self.store.update_instance(&inst).await?;
-                self.register_health(&svc.spec, &inst);
+                self.register_health(&svc.spec, &inst).await;
                 Ok((inst, Outcome::Creating))
             }
             Some(info) if info.running => {
@@ -502,7 +503,7 @@ impl Lifecycle {
                 }
                 if !self.health.is_registered(&inst.id) {
                     // Adopted after a daemon restart: re-probe it quickly, keeping its verdict.
-                    self.register_health(&svc.spec, &inst);
+                    self.register_health(&svc.spec, &inst).await;
                 }
                 // A long healthy run forgets the restart streak.
                 if inst.streak > 0 && inst.healthy_since.is_some_and(|t| now - t >= (self.cfg.restart.reset_after_seconds * 1000.0) as i64) {
@@ -523,7 +524,7 @@ impl Lifecycle {
                     inst.started_at = Some(now);
                     inst.health = Health::Starting;
                     self.store.update_instance(&inst).await?;
-                    self.register_health(&svc.spec, &inst);
+                    self.register_health(&svc.spec, &inst).await;
                     return Ok((inst, Outcome::Creating));
                 }
                 let code = info.exit_code;
@@ -579,17 +580,26 @@ impl Lifecycle {
                 inst.health = Health::Starting;
                 inst.healthy_since = None;
                 self.store.update_instance(&inst).await?;
-                self.register_health(&svc.spec, &inst);
+                self.register_health(&svc.spec, &inst).await;
                 Ok((inst, Outcome::Starting))
             }
         }
     }
 
-    fn register_health(&self, spec: &ServiceSpec, inst: &Instance) {
-        self.health.register(
-            inst.id.clone(),
-            Target { service: inst.service_id.clone(), port: inst.host_port, check: spec.health_check.clone(), initial: inst.health },
-        );
+    /// Starts probing an instance: on its published host port, or, on the internal network
+    /// (where Docker publishes no ports), on the container's own address.
+    async fn register_health(&self, spec: &ServiceSpec, inst: &Instance) {
+        let addr = if spec.networks.first() == Some(&self.cfg.docker.isolated_network) {
+            match self.runtime.inspect(&inst.container_name()).await {
+                Ok(Some(ContainerInfo { ip: Some(ip), .. })) => SocketAddr::new(ip, spec.port),
+                _ => return, // no address yet: the next pass registers it
+            }
+        } else {
+            let publish = self.cfg.ports.publish_address;
+            let host = if publish.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { publish };
+            SocketAddr::new(host, inst.host_port)
+        };
+        self.health.register(inst.id.clone(), Target { service: inst.service_id.clone(), addr, check: spec.health_check.clone(), initial: inst.health });
     }
 
     /// Applies a health verdict: persist it, recompute the phase, restart if unhealthy.
