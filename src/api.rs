@@ -183,6 +183,7 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{S}/services/{{id}}/metrics"), get(service_metrics))
         .route(&format!("{S}/discovery"), get(discovery))
         .route(&format!("{S}/health"), get(services_health))
+        .route(&format!("{S}/watch"), get(watch_services))
         .route(&format!("{S}/templates"), get(list_templates))
         .route(&format!("{S}/templates/{{id}}/create"), post(create_from_template))
         .route(&format!("{S}/cleanup"), post(cleanup))
@@ -672,6 +673,27 @@ async fn services_health(State(st): State<AppState>) -> ApiResult {
         json!({"total": all.len(), "healthy": c("healthy"), "unhealthy": c("unhealthy"), "starting": c("starting"), "unknown": c("unknown"), "services": list}),
         "",
     )
+}
+
+/// Server-sent events: one `service` event with the service's JSON (or `{"id", "deleted":
+/// true}`) each time a service changes, so dashboards update without polling. A client
+/// that falls behind gets a `resync` event and should list the services again.
+async fn watch_services(State(st): State<AppState>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let rx = st.lifecycle.subscribe();
+    let stream = futures_util::stream::unfold((rx, st), |(mut rx, st)| async move {
+        let event = match rx.recv().await {
+            Ok(id) => match st.lifecycle.store().get_service(id.as_str()).await {
+                Ok(Some(svc)) => Event::default().event("service").data(service_view(&st, &svc).to_string()),
+                Ok(None) => Event::default().event("service").data(json!({"id": id, "deleted": true}).to_string()),
+                Err(_) => Event::default().event("resync").data("{}"),
+            },
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Event::default().event("resync").data("{}"),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, Infallible>(event), (rx, st)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
 
 async fn list_templates(State(st): State<AppState>) -> ApiResult {

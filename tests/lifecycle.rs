@@ -235,3 +235,21 @@ async fn isolated_network_services_are_checked_on_their_own_address() {
     let nets = c.network_settings.unwrap().networks.unwrap();
     assert_eq!(nets.keys().collect::<Vec<_>>(), vec!["addond_test_isolated"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_streams_service_changes() {
+    let d = Daemon::start().await;
+    let mut stream = d.client.stream(addond::client::Method::GET, "/api/plugin-microservice/watch").await.unwrap();
+    d.create_started("watched", json!({})).await;
+    d.delete(&format!("{SVC}/watched?wait=deleted")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = String::new();
+    while !(seen.contains("\"phase\":\"Started\"") && seen.contains("\"deleted\":true")) {
+        assert!(Instant::now() < deadline, "watch missed changes: {seen}");
+        if let Ok(Some(Ok(chunk))) = tokio::time::timeout(Duration::from_secs(5), stream.next_chunk()).await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    assert!(seen.contains("event: service"));
+    assert!(seen.contains("\"name\":\"watched\""));
+}
