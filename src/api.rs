@@ -28,6 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::addons::dispatch::DispatchError;
+use crate::addons::manifest::ManifestRequest;
+use crate::addons::{AddonError, Addons, InstallRequest};
 use crate::lifecycle::{Lifecycle, LifecycleError};
 use crate::model::{template, CreateRequest, FieldError, Health, Phase, Service, TemplateCreateRequest, TEMPLATES};
 use crate::ports::PortError;
@@ -38,6 +41,7 @@ use crate::store::{now_ms, AuditEntry, StoreError};
 #[derive(Clone)]
 pub struct AppState {
     pub lifecycle: Arc<Lifecycle>,
+    pub addons: Arc<Addons>,
     /// For `uptime_seconds` in `/health`.
     pub started: Instant,
 }
@@ -118,6 +122,22 @@ impl From<LifecycleError> for ApiError {
     }
 }
 
+impl From<AddonError> for ApiError {
+    fn from(e: AddonError) -> Self {
+        match e {
+            AddonError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            AddonError::Invalid(f) => f.into(),
+            AddonError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            AddonError::Lifecycle(l) => l.into(),
+            AddonError::Store(s) => s.into(),
+            AddonError::Dispatch(d @ (DispatchError::NoHealthy(_) | DispatchError::AllOpen(_))) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_healthy_instance", d.to_string()),
+            AddonError::Dispatch(d @ DispatchError::Timeout(_)) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", d.to_string()),
+            AddonError::Dispatch(d @ DispatchError::Upstream(_)) => ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", d.to_string()),
+            AddonError::Addon { message, .. } => ApiError::new(StatusCode::BAD_GATEWAY, "addon_error", message),
+        }
+    }
+}
+
 impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
@@ -142,23 +162,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body is larger than {limit} bytes (api.max_body_bytes)"))
         })?;
-        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the request needs a JSON body"));
-        }
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        match serde_path_to_error::deserialize(de) {
-            Ok(v) => Ok(JsonBody(v)),
-            Err(e) => {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                let mut err = ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid request body: {inner}"));
-                if path != "." {
-                    err = err.field(path);
-                }
-                Err(err)
-            }
-        }
+        parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// Parses a JSON body so that a wrong shape names the field at fault.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the request needs a JSON body"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let err = ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid request body: {inner}"));
+        if path != "." {
+            err.field(path)
+        } else {
+            err
+        }
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -188,6 +211,18 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{S}/templates/{{id}}/create"), post(create_from_template))
         .route(&format!("{S}/cleanup"), post(cleanup))
         .route(&format!("{S}/images/pull"), post(pull_image))
+        .route("/api/addons", get(addon_catalogue))
+        .route("/api/addons/register", post(register_addon))
+        .route("/api/addons/{name}", get(show_addon).delete(uninstall_addon))
+        .route("/api/addons/{name}/install", post(install_addon))
+        .route("/api/addons/{name}/config", axum::routing::put(set_addon_config))
+        .route("/api/addons/{name}/start", post(start_addon))
+        .route("/api/addons/{name}/stop", post(stop_addon))
+        .route("/api/addons/{name}/restart", post(restart_addon))
+        .route("/api/addons/{name}/execute", post(execute_action))
+        .route("/api/widgets", get(widget_catalogue))
+        .route("/api/widgets/{addon}/{widget}", get(render_widget_get).post(render_widget_post))
+        .route("/api/widgets/{addon}/{widget}/frame", get(widget_frame))
         .route("/api/audit", get(audit_log))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -360,20 +395,23 @@ impl FromRequestParts<AppState> for Wait {
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, st: &AppState) -> Result<Self, Self::Rejection> {
         let Query(q) = Query::<WaitQuery>::from_request_parts(parts, st).await?;
-        let Some(w) = &q.wait else { return Ok(Wait(None)) };
-        let phase = match w.to_ascii_lowercase().as_str() {
-            "started" => Phase::Started,
-            "stopped" => Phase::Stopped,
-            "deleted" => Phase::Deleted,
-            _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("wait=`{w}`: use started, stopped or deleted")).field("wait")),
-        };
-        let max = st.lifecycle.config().api.max_wait_seconds;
-        let t = q.timeout.unwrap_or(60.0);
-        if !(t > 0.0 && t <= max as f64) {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("timeout={t}: must be more than 0 and at most {max} seconds")).field("timeout"));
-        }
-        Ok(Wait(Some((phase, Duration::from_secs_f64(t)))))
+        wait_target(q.wait.as_deref(), q.timeout, st.lifecycle.config().api.max_wait_seconds).map(Wait)
     }
+}
+
+fn wait_target(wait: Option<&str>, timeout: Option<f64>, max: u64) -> Result<Option<(Phase, Duration)>, ApiError> {
+    let Some(w) = wait else { return Ok(None) };
+    let phase = match w.to_ascii_lowercase().as_str() {
+        "started" => Phase::Started,
+        "stopped" => Phase::Stopped,
+        "deleted" => Phase::Deleted,
+        _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("wait=`{w}`: use started, stopped or deleted")).field("wait")),
+    };
+    let t = timeout.unwrap_or(60.0);
+    if !(t > 0.0 && t <= max as f64) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("timeout={t}: must be more than 0 and at most {max} seconds")).field("timeout"));
+    }
+    Ok(Some((phase, Duration::from_secs_f64(t))))
 }
 
 /// Replies with the service, after waiting for a phase when the caller asked to.
@@ -447,6 +485,7 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         u8::from(lc.runtime().is_available()),
         st.started.elapsed().as_secs()
     ));
+    st.addons.metrics.render_text(&mut out);
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], out).into_response())
 }
 
@@ -472,7 +511,7 @@ async fn list_services(State(st): State<AppState>, q: Result<Query<ListQuery>, Q
 
 async fn create_service(State(st): State<AppState>, wait: Wait, JsonBody(req): JsonBody<CreateRequest>) -> ApiResult {
     let (spec, replicas) = req.validate(st.lifecycle.config())?;
-    let svc = st.lifecycle.create(spec, replicas).await?;
+    let svc = st.lifecycle.create(spec, replicas, None).await?;
     reply_service(&st, svc, wait, StatusCode::CREATED, "service created").await
 }
 
@@ -722,7 +761,7 @@ async fn create_from_template(
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no template `{id}`; known templates: {}", known.join(", "))).field("template")
     })?;
     let (spec, replicas) = t.request(body, &st.lifecycle.config().templates.image).validate(st.lifecycle.config())?;
-    let svc = st.lifecycle.create(spec, replicas).await?;
+    let svc = st.lifecycle.create(spec, replicas, None).await?;
     reply_service(&st, svc, wait, StatusCode::CREATED, &format!("service created from template {id}")).await
 }
 
@@ -789,6 +828,220 @@ async fn audit_log(State(st): State<AppState>, q: Result<Query<AuditQuery>, Quer
     let Query(q) = q?;
     let list = st.lifecycle.store().list_audit(q.limit.unwrap_or(100).min(10_000)).await?;
     ok(StatusCode::OK, serde_json::to_value(list).unwrap_or(Value::Null), "")
+}
+
+// ---- addons and widgets ---------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CategoryQuery {
+    category: Option<String>,
+}
+
+async fn addon_catalogue(State(st): State<AppState>, q: Result<Query<CategoryQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    let list = st.addons.catalogue(q.category.as_deref()).await?;
+    let installed = st.addons.installs().await?;
+    let n = list.len();
+    ok(StatusCode::OK, json!({"addons": list, "installed": installed}), &format!("{n} addon(s) registered"))
+}
+
+/// Registers a manifest; the body limit is the manifest limit, not the API's.
+async fn register_addon(State(st): State<AppState>, req: Request) -> ApiResult {
+    let limit = st.addons.config().addons.max_manifest_bytes;
+    let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("manifest is larger than {limit} bytes (addons.max_manifest_bytes)"))
+    })?;
+    let manifest: ManifestRequest = parse_json(&bytes)?;
+    let (m, new) = st.addons.register(manifest).await?;
+    let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+    let msg = if new { format!("registered {} {}", m.name, m.version) } else { format!("{} {} was already registered", m.name, m.version) };
+    ok(status, serde_json::to_value(&m).unwrap_or(Value::Null), &msg)
+}
+
+async fn show_addon(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    ok(StatusCode::OK, st.addons.show(&name).await?, "")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UninstallQuery {
+    force: Option<bool>,
+    unregister: Option<bool>,
+    wait: Option<String>,
+    timeout: Option<f64>,
+}
+
+async fn uninstall_addon(State(st): State<AppState>, Path(name): Path<String>, q: Result<Query<UninstallQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    if q.unregister.unwrap_or(false) {
+        let n = st.addons.unregister(&name).await?;
+        return ok(StatusCode::OK, json!({"name": name, "versions_removed": n}), &format!("removed {name} from the catalogue"));
+    }
+    let wait = wait_target(q.wait.as_deref(), q.timeout, st.lifecycle.config().api.max_wait_seconds)?;
+    let services = st.lifecycle.store().services_of_addon(&name).await?;
+    let v = st.addons.uninstall(&name, q.force.unwrap_or(false)).await?;
+    if let Some((phase, timeout)) = wait {
+        for s in services {
+            st.lifecycle.wait(&s.id, phase, timeout).await?;
+        }
+        let mut v = v;
+        v["phase"] = json!("Deleted");
+        return ok(StatusCode::OK, v, &format!("uninstalled {name}"));
+    }
+    ok(StatusCode::OK, v, &format!("uninstalling {name}"))
+}
+
+async fn install_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait, JsonBody(req): JsonBody<InstallRequest>) -> ApiResult {
+    let v = st.addons.install(&name, req).await?;
+    let instance = v["instance"].as_str().unwrap_or(&name).to_string();
+    let v = match wait.0 {
+        Some((phase, timeout)) => st.addons.wait(&instance, phase, timeout).await?,
+        None => v,
+    };
+    ok(StatusCode::CREATED, v, &format!("installing {name} as {instance}"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigBody {
+    config: Value,
+}
+
+async fn set_addon_config(State(st): State<AppState>, Path(name): Path<String>, JsonBody(body): JsonBody<ConfigBody>) -> ApiResult {
+    let v = st.addons.set_config(&name, body.config).await?;
+    ok(StatusCode::OK, v, "config stored and pushed")
+}
+
+async fn addon_op(st: &AppState, name: &str, op: &str, wait: Wait) -> ApiResult {
+    let v = st.addons.lifecycle_op(name, op).await?;
+    let v = match wait.0 {
+        Some((phase, timeout)) => st.addons.wait(name, phase, timeout).await?,
+        None => v,
+    };
+    ok(StatusCode::OK, v, &format!("{op} {name}"))
+}
+
+async fn start_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
+    addon_op(&st, &name, "start", wait).await
+}
+
+async fn stop_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
+    addon_op(&st, &name, "stop", wait).await
+}
+
+async fn restart_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
+    addon_op(&st, &name, "restart", wait).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteBody {
+    pub action: String,
+    #[serde(default)]
+    pub data: Value,
+}
+
+async fn execute_action(State(st): State<AppState>, Path(name): Path<String>, JsonBody(body): JsonBody<ExecuteBody>) -> ApiResult {
+    let data = if body.data.is_null() { json!({}) } else { body.data };
+    let out = st.addons.execute(&name, &body.action, data).await?;
+    ok(StatusCode::OK, out, "")
+}
+
+async fn widget_catalogue(State(st): State<AppState>, q: Result<Query<CategoryQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    if let Some(c) = &q.category {
+        if !crate::addons::manifest::WIDGET_CATEGORIES.contains(&c.as_str()) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("category `{c}` is not one of {}", crate::addons::manifest::WIDGET_CATEGORIES.join(", "))).field("category"));
+        }
+    }
+    let list = st.addons.widgets(q.category.as_deref()).await?;
+    let n = list.len();
+    ok(StatusCode::OK, Value::Array(list), &format!("{n} widget(s)"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenderQuery {
+    config: Option<String>,
+    context: Option<String>,
+}
+
+impl RenderQuery {
+    fn parse(&self) -> Result<(Value, Value), ApiError> {
+        let parse = |v: &Option<String>, field: &str| -> Result<Value, ApiError> {
+            match v {
+                None => Ok(json!({})),
+                Some(text) => serde_json::from_str(text).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("{field} is not JSON: {e}")).field(field)),
+            }
+        };
+        Ok((parse(&self.config, "config")?, parse(&self.context, "context")?))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenderBody {
+    #[serde(default)]
+    config: Value,
+    #[serde(default)]
+    context: Value,
+}
+
+async fn render_widget_get(
+    State(st): State<AppState>,
+    Path((addon, widget)): Path<(String, String)>,
+    q: Result<Query<RenderQuery>, QueryRejection>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult {
+    let Query(q) = q?;
+    let (config, context) = q.parse()?;
+    render_reply(&st, &addon, &widget, config, context, &headers).await
+}
+
+async fn render_widget_post(
+    State(st): State<AppState>,
+    Path((addon, widget)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    JsonBody(body): JsonBody<RenderBody>,
+) -> ApiResult {
+    let config = if body.config.is_null() { json!({}) } else { body.config };
+    let context = if body.context.is_null() { json!({}) } else { body.context };
+    render_reply(&st, &addon, &widget, config, context, &headers).await
+}
+
+/// The rendered widget with its ETag; 304 when the caller already has this version.
+async fn render_reply(st: &AppState, addon: &str, widget: &str, config: Value, context: Value, headers: &axum::http::HeaderMap) -> ApiResult {
+    let r = st.addons.render(addon, widget, config, context).await?;
+    let etag = HeaderValue::from_str(&r.etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+    let cache = HeaderValue::from_static(if r.cached { "hit" } else { "miss" });
+    let matches = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == r.etag || t.trim() == "*"));
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::HeaderName::from_static("x-cache"), cache)]).into_response());
+    }
+    let body = json!({"success": true, "data": r.widget, "message": ""});
+    Ok((StatusCode::OK, [(header::ETAG, etag), (header::HeaderName::from_static("x-cache"), cache)], axum::Json(body)).into_response())
+}
+
+async fn widget_frame(State(st): State<AppState>, Path((addon, widget)): Path<(String, String)>, q: Result<Query<RenderQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    let (config, context) = q.parse()?;
+    let r = st.addons.render(&addon, &widget, config, context).await?;
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let (html, csp) = crate::addons::frame_document(&r.widget, &nonce);
+    let csp = HeaderValue::from_str(&csp).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+            (header::CONTENT_SECURITY_POLICY, csp),
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        html,
+    )
+        .into_response())
 }
 
 // ---- the socket server ----------------------------------------------------------------

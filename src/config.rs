@@ -41,6 +41,8 @@ pub struct Config {
     pub restart: RestartConfig,
     pub reconcile: ReconcileConfig,
     pub templates: TemplatesConfig,
+    pub addons: AddonsConfig,
+    pub widgets: WidgetsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -157,6 +159,48 @@ pub struct ReconcileConfig {
 pub struct TemplatesConfig {
     /// Image used by `templates/{id}/create` when the request names none.
     pub image: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AddonsConfig {
+    /// Largest manifest accepted by `POST /api/addons/register`.
+    pub max_manifest_bytes: usize,
+    /// Time an action may run before the caller gets 504 (a manifest may set its own).
+    pub execute_timeout_seconds: f64,
+    /// Consecutive failures that open an instance's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker keeps traffic away before one trial call.
+    pub breaker_cooldown_seconds: f64,
+    /// How long a live config push (`POST /config` on each instance) may take.
+    pub config_push_timeout_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WidgetsConfig {
+    /// How long a rendered widget is served from memory.
+    pub cache_ttl_seconds: f64,
+    /// Most rendered widgets kept in memory.
+    pub cache_max_entries: u64,
+}
+
+impl Default for AddonsConfig {
+    fn default() -> Self {
+        AddonsConfig {
+            max_manifest_bytes: 64 * 1024,
+            execute_timeout_seconds: 30.0,
+            breaker_failures: 5,
+            breaker_cooldown_seconds: 10.0,
+            config_push_timeout_seconds: 5.0,
+        }
+    }
+}
+
+impl Default for WidgetsConfig {
+    fn default() -> Self {
+        WidgetsConfig { cache_ttl_seconds: 300.0, cache_max_entries: 10_000 }
+    }
 }
 
 impl Default for DaemonConfig {
@@ -460,6 +504,18 @@ impl Config {
         if self.api.max_body_bytes < 1024 {
             return Err(invalid("api.max_body_bytes", "must be at least 1024"));
         }
+        let a = &self.addons;
+        if a.max_manifest_bytes < 1024 || a.max_manifest_bytes > self.api.max_body_bytes {
+            return Err(invalid("addons.max_manifest_bytes", "must be between 1024 and api.max_body_bytes"));
+        }
+        if a.breaker_failures == 0 {
+            return Err(invalid("addons.breaker_failures", "must be at least 1"));
+        }
+        for (key, v) in [("addons.execute_timeout_seconds", a.execute_timeout_seconds), ("addons.breaker_cooldown_seconds", a.breaker_cooldown_seconds), ("addons.config_push_timeout_seconds", a.config_push_timeout_seconds), ("widgets.cache_ttl_seconds", self.widgets.cache_ttl_seconds)] {
+            if !(v > 0.0 && v <= 86_400.0) {
+                return Err(invalid(key, "must be more than 0 and at most 86400 seconds"));
+            }
+        }
         if self.templates.image.trim().is_empty() {
             return Err(invalid("templates.image", "must name an image"));
         }
@@ -481,7 +537,7 @@ impl Config {
 }
 
 const SECTIONS: &[&str] = &[
-    "daemon", "api", "ports", "docker", "sandbox", "limits", "health", "restart", "reconcile", "templates",
+    "daemon", "api", "ports", "docker", "sandbox", "limits", "health", "restart", "reconcile", "templates", "addons", "widgets",
 ];
 
 /// Applies `ADDOND_<SECTION>_<KEY>=value` overrides. The value is read as a TOML literal

@@ -13,7 +13,9 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use tokio_util::sync::CancellationToken;
 
+use crate::addons::Addons;
 use crate::api::{self, AppState, PeerPolicy};
+use crate::metrics::Metrics;
 use crate::config::Config;
 use crate::lifecycle::Lifecycle;
 use crate::runtime::Runtime;
@@ -97,11 +99,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let (listener, group) = bind_socket(&cfg)?;
     // SAFETY: getuid cannot fail.
     let policy = PeerPolicy { daemon_uid: unsafe { libc::getuid() }, group };
-    let app = api::router(AppState { lifecycle: lifecycle.clone(), started });
+    let addons = Addons::new(cfg.clone(), lifecycle.clone(), Arc::new(Metrics::default()));
+    let app = api::router(AppState { lifecycle: lifecycle.clone(), addons: addons.clone(), started });
     tracing::info!(socket = %cfg.daemon.socket_path.display(), data_dir = %cfg.daemon.data_dir.display(), "addond ready");
     let lc_task = tokio::spawn(lifecycle.clone().run());
+    let routes_task = tokio::spawn(addons.dispatcher.clone().follow_changes(shutdown.clone()));
     api::serve(listener, app, policy, shutdown.clone()).await;
     let _ = lc_task.await;
+    let _ = routes_task.await;
     let _ = std::fs::remove_file(&cfg.daemon.socket_path);
     tracing::info!("addond stopped");
     Ok(())

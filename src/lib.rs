@@ -10,3 +10,5 @@ pub mod lifecycle;
 pub mod client;
 pub mod api;
 pub mod daemon;
+pub mod addons;
+pub mod metrics;

@@ -253,6 +253,8 @@ pub struct Service {
     pub exit_code: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The installed addon instance this service belongs to, if any.
+    pub addon_instance: Option<String>,
     pub instances: Vec<Instance>,
 }
 

@@ -82,6 +82,28 @@ const MIGRATIONS: &[&str] = &[
         detail  TEXT
     );
     "#,
+    // 2: the addon catalogue (every registered version) and installed addon instances;
+    // services remember which installed addon they belong to.
+    r#"
+    CREATE TABLE addon_manifests (
+        name          TEXT NOT NULL,
+        version       TEXT NOT NULL,
+        manifest      TEXT NOT NULL,
+        registered_at INTEGER NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    CREATE TABLE addon_installs (
+        instance    TEXT PRIMARY KEY,
+        addon       TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        config      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        FOREIGN KEY (addon, version) REFERENCES addon_manifests (name, version)
+    );
+    ALTER TABLE services ADD COLUMN addon_instance TEXT;
+    CREATE INDEX services_by_addon ON services (addon_instance);
+    "#,
 ];
 
 pub fn now_ms() -> i64 {
@@ -179,6 +201,7 @@ impl Store {
     }
 
     /// Inserts a service and its instances (with their booked ports) in one transaction.
+    #[allow(clippy::too_many_arguments)]
     pub async fn insert_service(
         &self,
         id: ServiceId,
@@ -187,15 +210,16 @@ impl Store {
         desired: Desired,
         phase: Phase,
         instances: Vec<NewInstance>,
+        addon_instance: Option<String>,
     ) -> Result<Service, StoreError> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_ms();
             let spec_json = serde_json::to_string(&spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let res = tx.execute(
-                "INSERT INTO services (id, name, plugin_id, spec, replicas, desired, phase, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-                params![id.as_str(), spec.name, spec.plugin_id, spec_json, replicas, desired.as_str(), phase.as_str(), now],
+                "INSERT INTO services (id, name, plugin_id, spec, replicas, desired, phase, created_at, updated_at, addon_instance)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
+                params![id.as_str(), spec.name, spec.plugin_id, spec_json, replicas, desired.as_str(), phase.as_str(), now, addon_instance],
             );
             if let Err(e) = res {
                 return Err(if is_unique_violation(&e) { StoreError::NameTaken(spec.name.clone()) } else { e.into() });
@@ -429,6 +453,137 @@ impl Store {
     }
 }
 
+/// A registered manifest version, as stored.
+#[derive(Debug, Clone)]
+pub struct ManifestRow {
+    pub name: String,
+    pub version: String,
+    pub manifest: String,
+    pub registered_at: i64,
+}
+
+/// An installed addon instance.
+#[derive(Debug, Clone)]
+pub struct InstallRow {
+    pub instance: String,
+    pub addon: String,
+    pub version: String,
+    pub config: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Store {
+    /// Adds a manifest version to the catalogue; `false` if that exact version exists.
+    pub async fn insert_manifest(&self, name: &str, version: &str, manifest: String) -> Result<bool, StoreError> {
+        let (name, version) = (name.to_string(), version.to_string());
+        self.call(move |c| {
+            let n = c.execute(
+                "INSERT OR IGNORE INTO addon_manifests (name, version, manifest, registered_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, version, manifest, now_ms()],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// Every registered manifest version (all addons, or one addon's).
+    pub async fn list_manifests(&self, name: Option<&str>) -> Result<Vec<ManifestRow>, StoreError> {
+        let name = name.map(str::to_string);
+        self.call(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT name, version, manifest, registered_at FROM addon_manifests WHERE ?1 IS NULL OR name = ?1 ORDER BY name, registered_at",
+            )?;
+            let rows = st.query_map([name], |r| Ok(ManifestRow { name: r.get(0)?, version: r.get(1)?, manifest: r.get(2)?, registered_at: r.get(3)? }))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Removes every registered version of an addon (none may be installed).
+    pub async fn delete_manifests(&self, name: &str) -> Result<usize, StoreError> {
+        let name = name.to_string();
+        self.call(move |c| Ok(c.execute("DELETE FROM addon_manifests WHERE name = ?1", [name])?)).await
+    }
+
+    pub async fn insert_install(&self, row: InstallRow) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let res = c.execute(
+                "INSERT INTO addon_installs (instance, addon, version, config, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                params![row.instance, row.addon, row.version, row.config, now_ms()],
+            );
+            match res {
+                Ok(_) => Ok(()),
+                Err(e) if is_unique_violation(&e) => Err(StoreError::NameTaken(row.instance.clone())),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    pub async fn list_installs(&self) -> Result<Vec<InstallRow>, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare_cached("SELECT instance, addon, version, config, created_at, updated_at FROM addon_installs ORDER BY instance")?;
+            let rows = st.query_map([], install_from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn get_install(&self, instance: &str) -> Result<Option<InstallRow>, StoreError> {
+        let instance = instance.to_string();
+        self.call(move |c| {
+            Ok(c
+                .prepare_cached("SELECT instance, addon, version, config, created_at, updated_at FROM addon_installs WHERE instance = ?1")?
+                .query_row([instance], install_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    pub async fn set_install_config(&self, instance: &str, config: String) -> Result<(), StoreError> {
+        let instance = instance.to_string();
+        self.call(move |c| {
+            c.execute("UPDATE addon_installs SET config = ?2, updated_at = ?3 WHERE instance = ?1", params![instance, config, now_ms()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete_install(&self, instance: &str) -> Result<(), StoreError> {
+        let instance = instance.to_string();
+        self.call(move |c| {
+            c.execute("DELETE FROM addon_installs WHERE instance = ?1", [instance])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The services that belong to an installed addon instance.
+    pub async fn services_of_addon(&self, instance: &str) -> Result<Vec<Service>, StoreError> {
+        let instance = instance.to_string();
+        self.call(move |c| {
+            let ids: Vec<String> = {
+                let mut st = c.prepare_cached("SELECT id FROM services WHERE addon_instance = ?1 ORDER BY created_at, id")?;
+                let rows = st.query_map([&instance], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some(s) = load_service(c, &id)? {
+                    out.push(s);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn install_from_row(r: &Row<'_>) -> rusqlite::Result<InstallRow> {
+    Ok(InstallRow { instance: r.get(0)?, addon: r.get(1)?, version: r.get(2)?, config: r.get(3)?, created_at: r.get(4)?, updated_at: r.get(5)? })
+}
+
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
@@ -478,7 +633,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 fn load_service(c: &Connection, id: &str) -> Result<Option<Service>, StoreError> {
     let row = c
         .prepare_cached(
-            "SELECT id, spec, replicas, desired, phase, last_error, exit_code, created_at, updated_at FROM services WHERE id = ?1",
+            "SELECT id, spec, replicas, desired, phase, last_error, exit_code, created_at, updated_at, addon_instance FROM services WHERE id = ?1",
         )?
         .query_row([id], |r| {
             Ok((
@@ -491,10 +646,11 @@ fn load_service(c: &Connection, id: &str) -> Result<Option<Service>, StoreError>
                 r.get::<_, Option<i64>>(6)?,
                 r.get::<_, i64>(7)?,
                 r.get::<_, i64>(8)?,
+                r.get::<_, Option<String>>(9)?,
             ))
         })
         .optional()?;
-    let Some((id, spec, replicas, desired, phase, last_error, exit_code, created_at, updated_at)) = row else {
+    let Some((id, spec, replicas, desired, phase, last_error, exit_code, created_at, updated_at, addon_instance)) = row else {
         return Ok(None);
     };
     let spec: ServiceSpec = serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt(format!("service {id} spec: {e}")))?;
@@ -516,6 +672,7 @@ fn load_service(c: &Connection, id: &str) -> Result<Option<Service>, StoreError>
         exit_code,
         created_at,
         updated_at,
+        addon_instance,
         instances,
     }))
 }
@@ -557,16 +714,16 @@ mod tests {
         assert_eq!(store.schema_version().await.unwrap(), MIGRATIONS.len() as i64);
         let id = ServiceId::generate();
         let s = store
-            .insert_service(id.clone(), spec("a"), 1, Desired::Started, Phase::Creating, vec![NewInstance { ordinal: 0, host_port: 8000 }])
+            .insert_service(id.clone(), spec("a"), 1, Desired::Started, Phase::Creating, vec![NewInstance { ordinal: 0, host_port: 8000 }], None)
             .await
             .unwrap();
         assert_eq!(s.instances.len(), 1);
         assert_eq!(store.get_service("a").await.unwrap().unwrap().id, id);
         // name and port uniqueness
-        let dup = store.insert_service(ServiceId::generate(), spec("a"), 0, Desired::Started, Phase::Creating, vec![]).await;
+        let dup = store.insert_service(ServiceId::generate(), spec("a"), 0, Desired::Started, Phase::Creating, vec![], None).await;
         assert!(matches!(dup, Err(StoreError::NameTaken(_))));
         let dup = store
-            .insert_service(ServiceId::generate(), spec("b"), 1, Desired::Started, Phase::Creating, vec![NewInstance { ordinal: 0, host_port: 8000 }])
+            .insert_service(ServiceId::generate(), spec("b"), 1, Desired::Started, Phase::Creating, vec![NewInstance { ordinal: 0, host_port: 8000 }], None)
             .await;
         assert!(matches!(dup, Err(StoreError::PortTaken(8000))));
         assert!(store.get_service("b").await.unwrap().is_none(), "failed insert must roll back");
@@ -589,7 +746,7 @@ mod tests {
         let path = dir.path().join("a.db");
         {
             let store = Store::open(&path).await.unwrap();
-            store.insert_service(ServiceId::generate(), spec("keep"), 0, Desired::Stopped, Phase::Stopped, vec![]).await.unwrap();
+            store.insert_service(ServiceId::generate(), spec("keep"), 0, Desired::Stopped, Phase::Stopped, vec![], None).await.unwrap();
             let d1 = store.daemon_id().await.unwrap();
             assert_eq!(d1, store.daemon_id().await.unwrap());
         }
@@ -607,7 +764,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("a.db")).await.unwrap();
         let id = ServiceId::generate();
-        store.insert_service(id.clone(), spec("r"), 0, Desired::Started, Phase::Creating, vec![]).await.unwrap();
+        store.insert_service(id.clone(), spec("r"), 0, Desired::Started, Phase::Creating, vec![], None).await.unwrap();
         for n in 1..=3 {
             assert_eq!(store.record_restart_failure(&id, "x".into(), 60_000).await.unwrap(), n);
         }

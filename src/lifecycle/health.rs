@@ -83,6 +83,22 @@ impl HealthMonitor {
         self.targets.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id)
     }
 
+    /// Every probed instance of a service with its address, whatever its health.
+    pub fn endpoints_of(&self, service: &ServiceId) -> Vec<(InstanceId, SocketAddr)> {
+        let t = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = t.iter().filter(|(_, s)| &s.target.service == service).map(|(id, s)| (id.clone(), s.target.addr)).collect();
+        out.sort();
+        out
+    }
+
+    /// Instances of a service that passed their last check, with the address they answer on.
+    pub fn healthy_of(&self, service: &ServiceId) -> Vec<(InstanceId, SocketAddr)> {
+        let t = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = t.iter().filter(|(_, s)| &s.target.service == service && s.health == Health::Healthy).map(|(id, s)| (id.clone(), s.target.addr)).collect();
+        out.sort();
+        out
+    }
+
     pub fn health_of(&self, id: &InstanceId) -> Option<Health> {
         self.targets.lock().unwrap_or_else(|e| e.into_inner()).get(id).map(|s| s.health)
     }

@@ -109,6 +109,53 @@ impl Lifecycle {
         self.ports.range()
     }
 
+    /// Healthy instances of a service and where they answer (for calls into addons).
+    pub fn healthy_endpoints(&self, service: &ServiceId) -> Vec<(InstanceId, SocketAddr)> {
+        self.health.healthy_of(service)
+    }
+
+    /// Every running instance of a service and where it answers, healthy or not.
+    pub fn endpoints(&self, service: &ServiceId) -> Vec<(InstanceId, SocketAddr)> {
+        self.health.endpoints_of(service)
+    }
+
+    /// Replaces one instance's container (so it starts with the current config) and waits
+    /// until the new one is healthy. Used to roll a config change out one at a time.
+    pub async fn recreate_instance(&self, service: &ServiceId, instance: &InstanceId, timeout: Duration) -> Result<(), LifecycleError> {
+        self.require_docker()?;
+        let mut rx = self.changes.subscribe();
+        {
+            let lease = self.lease(service);
+            let _held = lease.lock().await;
+            let svc = self.get(service.as_str()).await?;
+            let Some(mut inst) = svc.instances.into_iter().find(|i| &i.id == instance) else {
+                return Err(LifecycleError::NotFound(instance.to_string()));
+            };
+            self.health.unregister(&inst.id);
+            self.runtime.remove(&inst.container_name()).await?;
+            inst.container_id = None;
+            inst.health = Health::Unknown;
+            inst.healthy_since = None;
+            self.store.update_instance(&inst).await?;
+            self.store.set_phase(&svc.id, Phase::Starting, None, None).await?;
+        }
+        self.trigger(service);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let svc = self.get(service.as_str()).await?;
+            if svc.phase == Phase::Failed {
+                return Err(LifecycleError::Failed { name: svc.spec.name, reason: svc.last_error.unwrap_or_default() });
+            }
+            if svc.instances.iter().any(|i| &i.id == instance && i.container_id.is_some() && i.health == Health::Healthy) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Err(_) => return Err(LifecycleError::WaitTimeout { name: svc.spec.name, want: "healthy", phase: svc.phase.as_str(), secs: timeout.as_secs() }),
+                Ok(_) => continue,
+            }
+        }
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<ServiceId> {
         self.changes.subscribe()
     }
@@ -136,7 +183,7 @@ impl Lifecycle {
     // ---- requests -------------------------------------------------------------------
 
     /// Books ports and stores the service; containers come from the reconciler.
-    pub async fn create(&self, spec: ServiceSpec, replicas: u32) -> Result<Service, LifecycleError> {
+    pub async fn create(&self, spec: ServiceSpec, replicas: u32, addon_instance: Option<String>) -> Result<Service, LifecycleError> {
         self.require_docker()?;
         if self.store.get_service(&spec.name).await?.is_some() {
             return Err(LifecycleError::Conflict(format!("a service named `{}` already exists; pick another name or delete it first", spec.name)));
@@ -157,7 +204,7 @@ impl Lifecycle {
                 |ports| async move {
                     let instances = ports.iter().enumerate().map(|(i, p)| NewInstance { ordinal: i as u32, host_port: *p }).collect();
                     let phase = if replicas == 0 { Phase::Started } else { Phase::Creating };
-                    self.store.insert_service(id.clone(), spec, replicas, Desired::Started, phase, instances).await.map_err(|e| match e {
+                    self.store.insert_service(id.clone(), spec, replicas, Desired::Started, phase, instances, addon_instance).await.map_err(|e| match e {
                         StoreError::NameTaken(n) => LifecycleError::Conflict(format!("a service named `{n}` already exists")),
                         e => e.into(),
                     })
@@ -465,8 +512,12 @@ impl Lifecycle {
                 // Missing: first creation, a crash between booking and creating, or removed
                 // behind our back. Create and start it.
                 self.health.unregister(&inst.id);
-                let config_json = "{}";
-                let ctx = InstanceContext { daemon_id: &self.daemon_id, service_id: svc.id.as_str(), instance: &inst, config_json };
+                // An addon's containers get its installed config; plain services get `{}`.
+                let config_json = match &svc.addon_instance {
+                    Some(a) => self.store.get_install(a).await?.map(|i| i.config).unwrap_or_else(|| "{}".into()),
+                    None => "{}".to_string(),
+                };
+                let ctx = InstanceContext { daemon_id: &self.daemon_id, service_id: svc.id.as_str(), instance: &inst, config_json: &config_json };
                 let cid = match self.runtime.create_container(&svc.spec, &ctx).await {
                     Ok(c) => c,
                     Err(e @ (RuntimeError::ImageNotFound { .. } | RuntimeError::InvalidVolume(_))) => {

@@ -1,0 +1,249 @@
+//! Calls into addon containers: round robin over an addon service's healthy instances,
+//! pooled keep-alive connections, a circuit breaker per instance, a timeout per call, and
+//! no retry of a call that may have run (only a connection that was refused, so the request
+//! never reached the instance, moves on to the next one). The healthy set comes from the
+//! daemon's own health checks and is cached until the lifecycle reports a change.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::lifecycle::Lifecycle;
+use crate::model::{InstanceId, ServiceId};
+
+/// Largest reply body read from an addon.
+const MAX_REPLY_BYTES: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("no healthy instance of `{0}` can take the call; check `addonctl services list` for its health")]
+    NoHealthy(String),
+    #[error("every healthy instance of `{0}` has its circuit breaker open after repeated failures; retry shortly")]
+    AllOpen(String),
+    #[error("the addon did not answer within {0:.1}s")]
+    Timeout(f64),
+    #[error("{0}")]
+    Upstream(String),
+}
+
+/// What the addon answered.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Bytes,
+    pub instance: InstanceId,
+}
+
+struct Route {
+    endpoints: Vec<(InstanceId, SocketAddr)>,
+    next: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+    trial: bool,
+}
+
+impl Breaker {
+    fn allow(&mut self, now: Instant) -> bool {
+        match self.open_until {
+            None => true,
+            Some(t) if now < t => false,
+            // Half-open: one trial call at a time.
+            Some(_) if self.trial => false,
+            Some(_) => {
+                self.trial = true;
+                true
+            }
+        }
+    }
+
+    fn success(&mut self) {
+        *self = Breaker::default();
+    }
+
+    fn failure(&mut self, threshold: u32, cooldown: Duration) {
+        self.failures += 1;
+        if self.trial || self.failures >= threshold {
+            self.open_until = Some(Instant::now() + cooldown);
+            self.trial = false;
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.open_until.is_some()
+    }
+}
+
+pub struct Dispatcher {
+    cfg: Arc<Config>,
+    lifecycle: Arc<Lifecycle>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    routes: RwLock<HashMap<ServiceId, Arc<Route>>>,
+    breakers: Mutex<HashMap<InstanceId, Breaker>>,
+}
+
+impl Dispatcher {
+    pub fn new(cfg: Arc<Config>, lifecycle: Arc<Lifecycle>) -> Arc<Self> {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(Duration::from_secs(2)));
+        // Idle connections go well before addons close them (the sample closes after 60 s).
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(20)).pool_max_idle_per_host(256).build(conn);
+        Arc::new(Dispatcher { cfg, lifecycle, client, routes: RwLock::new(HashMap::new()), breakers: Mutex::new(HashMap::new()) })
+    }
+
+    /// Drops cached routes whenever a service changes, until shutdown.
+    pub async fn follow_changes(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut rx = self.lifecycle.subscribe();
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = rx.recv() => m,
+            };
+            match msg {
+                Ok(id) => {
+                    self.routes.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.routes.write().unwrap_or_else(|e| e.into_inner()).clear(),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    fn route(&self, service: &ServiceId) -> Arc<Route> {
+        if let Some(r) = self.routes.read().unwrap_or_else(|e| e.into_inner()).get(service) {
+            return r.clone();
+        }
+        let route = Arc::new(Route { endpoints: self.lifecycle.healthy_endpoints(service), next: AtomicUsize::new(0) });
+        self.routes.write().unwrap_or_else(|e| e.into_inner()).insert(service.clone(), route.clone());
+        route
+    }
+
+    /// Whether an instance's breaker is open (for views and tests).
+    pub fn breaker_open(&self, instance: &InstanceId) -> bool {
+        self.breakers.lock().unwrap_or_else(|e| e.into_inner()).get(instance).is_some_and(Breaker::is_open)
+    }
+
+    /// POSTs `body` to `path` on one healthy instance of `service`.
+    pub async fn post(&self, service: &ServiceId, label: &str, path: &str, body: Bytes, timeout: Duration) -> Result<Reply, DispatchError> {
+        let route = self.route(service);
+        let n = route.endpoints.len();
+        if n == 0 {
+            return Err(DispatchError::NoHealthy(label.to_string()));
+        }
+        let start = route.next.fetch_add(1, Ordering::Relaxed);
+        let threshold = self.cfg.addons.breaker_failures;
+        let cooldown = Duration::from_secs_f64(self.cfg.addons.breaker_cooldown_seconds);
+        let mut tried = 0;
+        let mut last_refused = None;
+        for k in 0..n {
+            let (id, addr) = &route.endpoints[(start + k) % n];
+            let allowed = self.breakers.lock().unwrap_or_else(|e| e.into_inner()).entry(id.clone()).or_default().allow(Instant::now());
+            if !allowed {
+                continue;
+            }
+            tried += 1;
+            let outcome = self.send(*addr, path, body.clone(), timeout).await;
+            let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+            let b = breakers.entry(id.clone()).or_default();
+            match outcome {
+                Ok((status, body)) => {
+                    if matches!(status, 502..=504) {
+                        b.failure(threshold, cooldown);
+                    } else {
+                        b.success();
+                    }
+                    return Ok(Reply { status, body, instance: id.clone() });
+                }
+                Err(SendError::Refused(e)) => {
+                    // Never reached the instance: safe to try the next one.
+                    b.failure(threshold, cooldown);
+                    last_refused = Some(e);
+                }
+                Err(SendError::Timeout) => {
+                    b.failure(threshold, cooldown);
+                    return Err(DispatchError::Timeout(timeout.as_secs_f64()));
+                }
+                Err(SendError::Broken(e)) => {
+                    b.failure(threshold, cooldown);
+                    return Err(DispatchError::Upstream(format!("the addon's connection failed mid-call (not retried: it may have run): {e}")));
+                }
+            }
+        }
+        match (tried, last_refused) {
+            (0, _) => Err(DispatchError::AllOpen(label.to_string())),
+            (_, Some(e)) => Err(DispatchError::Upstream(format!("no instance of `{label}` accepted the connection: {e}"))),
+            (_, None) => Err(DispatchError::NoHealthy(label.to_string())),
+        }
+    }
+
+    /// POSTs to one given instance (live config pushes go to every instance); the status.
+    pub async fn post_to(&self, addr: SocketAddr, path: &str, body: Bytes, timeout: Duration) -> Result<u16, DispatchError> {
+        match self.send(addr, path, body, timeout).await {
+            Ok((status, _)) => Ok(status),
+            Err(SendError::Timeout) => Err(DispatchError::Timeout(timeout.as_secs_f64())),
+            Err(SendError::Refused(e) | SendError::Broken(e)) => Err(DispatchError::Upstream(e)),
+        }
+    }
+
+    async fn send(&self, addr: SocketAddr, path: &str, body: Bytes, timeout: Duration) -> Result<(u16, Bytes), SendError> {
+        let req = hyper::Request::post(format!("http://{addr}{path}"))
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| SendError::Broken(e.to_string()))?;
+        let call = async {
+            let resp = self.client.request(req).await.map_err(|e| if e.is_connect() { SendError::Refused(e.to_string()) } else { SendError::Broken(e.to_string()) })?;
+            let status = resp.status().as_u16();
+            let body = Limited::new(resp.into_body(), MAX_REPLY_BYTES).collect().await.map_err(|e| SendError::Broken(format!("reading the reply: {e}")))?.to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(timeout, call).await.unwrap_or(Err(SendError::Timeout))
+    }
+}
+
+enum SendError {
+    Refused(String),
+    Timeout,
+    Broken(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_opens_half_opens_and_closes() {
+        let mut b = Breaker::default();
+        let now = Instant::now();
+        for _ in 0..4 {
+            b.failure(5, Duration::from_millis(50));
+            assert!(b.allow(now), "still closed");
+        }
+        b.failure(5, Duration::from_millis(50));
+        assert!(b.is_open());
+        assert!(!b.allow(Instant::now()));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(b.allow(Instant::now()), "half-open: one trial");
+        assert!(!b.allow(Instant::now()), "only one trial at a time");
+        b.failure(5, Duration::from_millis(50));
+        assert!(!b.allow(Instant::now()), "a failed trial opens it again");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(b.allow(Instant::now()));
+        b.success();
+        assert!(!b.is_open());
+        assert!(b.allow(Instant::now()));
+    }
+}

@@ -1,0 +1,395 @@
+//! Addon manifests: the request shapes (full and short form), and their validation into
+//! a [`Manifest`] where every error names its field. Pure: no I/O, unit-tested here and
+//! through the fixture table in `tests/fixtures/manifests/`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::schema;
+use crate::config::Config;
+use crate::model::{valid_image, valid_name, CreateRequest, FieldError};
+
+pub const CATEGORIES: &[&str] = &["ecommerce", "analytics", "marketing", "communication", "utilities"];
+pub const WIDGET_CATEGORIES: &[&str] = &["content", "form", "display", "interactive", "layout"];
+pub const PERMISSIONS: &[&str] = &["events.emit", "events.subscribe", "storage", "addons.execute", "network.internet"];
+
+/// Longest addon (and addon instance) name: its services are named `<instance>-<service>`,
+/// which must fit the 63-character service name.
+pub const MAX_ADDON_NAME: usize = 40;
+pub const MAX_SERVICE_NAME: usize = 22;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestRequest {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub description: Option<String>,
+    pub author: Option<String>,
+    pub category: Option<String>,
+    pub image: Option<String>,
+    pub services: Option<Vec<Value>>,
+    pub actions: Option<Vec<ActionRequest>>,
+    /// Short-form alias of `actions`.
+    pub endpoints: Option<Vec<ActionRequest>>,
+    pub widgets: Option<Vec<WidgetRequest>>,
+    pub events: Option<EventsRequest>,
+    pub permissions: Option<Vec<String>>,
+    pub dependencies: Option<BTreeMap<String, String>>,
+    pub config_schema: Option<Value>,
+    pub schedules: Option<Vec<ScheduleRequest>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ActionRequest {
+    Short(String),
+    Long(ActionLong),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionLong {
+    pub name: String,
+    pub description: Option<String>,
+    pub input_schema: Option<Value>,
+    pub timeout_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum WidgetRequest {
+    Short(String),
+    Long(WidgetLong),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WidgetLong {
+    pub name: String,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub config_schema: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsRequest {
+    pub emits: Option<Vec<String>>,
+    pub subscribes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRequest {
+    pub cron: String,
+    pub action: String,
+}
+
+/// A validated manifest, stored as JSON in the catalogue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub author: String,
+    pub category: String,
+    pub image: Option<String>,
+    /// Service declarations in the create-request shape; `name` is the short service name.
+    pub services: Vec<Value>,
+    pub actions: Vec<Action>,
+    pub widgets: Vec<Widget>,
+    pub events: Events,
+    pub permissions: Vec<String>,
+    pub dependencies: BTreeMap<String, String>,
+    pub config_schema: Value,
+    pub schedules: Vec<Schedule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    pub name: String,
+    pub description: String,
+    pub input_schema: Value,
+    pub timeout_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Widget {
+    pub name: String,
+    pub description: String,
+    pub category: String,
+    pub config_schema: Value,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Events {
+    pub emits: Vec<String>,
+    pub subscribes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub cron: String,
+    pub action: String,
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError { field: field.into(), message: message.into(), code: "validation_failed" }
+}
+
+fn valid_item_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Event names: dotted lowercase words (`payment.completed`); a subscription may end in
+/// `.*` or be `*`.
+fn valid_event(s: &str, wildcard: bool) -> bool {
+    if s.len() > 128 {
+        return false;
+    }
+    if wildcard && s == "*" {
+        return true;
+    }
+    let body = if wildcard { s.strip_suffix(".*").unwrap_or(s) } else { s };
+    !body.is_empty()
+        && body.split('.').all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'))
+}
+
+/// Five cron fields of digits, `*`, `/`, `,`, `-` (the scheduler parses them fully).
+fn valid_cron(s: &str) -> bool {
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    fields.len() == 5 && fields.iter().all(|f| f.chars().all(|c| c.is_ascii_digit() || "*/,-".contains(c)))
+}
+
+impl ManifestRequest {
+    pub fn validate(self, cfg: &Config) -> Result<Manifest, FieldError> {
+        let name = self.name.ok_or_else(|| err("name", "a manifest needs a name"))?;
+        if !valid_name(&name) || name.len() > MAX_ADDON_NAME {
+            return Err(err("name", format!("`{name}` is not a valid addon name: 1–{MAX_ADDON_NAME} lowercase letters, digits and `-`")));
+        }
+        let version = self.version.ok_or_else(|| err("version", "a manifest needs a version, like 1.0.0"))?;
+        if semver::Version::parse(&version).is_err() {
+            return Err(err("version", format!("`{version}` is not a semantic version like 1.2.3")));
+        }
+        let category = self.category.unwrap_or_else(|| "utilities".to_string());
+        if !CATEGORIES.contains(&category.as_str()) {
+            return Err(err("category", format!("`{category}` is not one of {}", CATEGORIES.join(", "))));
+        }
+        if let Some(img) = &self.image {
+            if !valid_image(img) {
+                return Err(err("image", format!("`{img}` is not a valid image reference")));
+            }
+        }
+        let description = self.description.unwrap_or_default();
+        let author = self.author.unwrap_or_default();
+        if description.len() > 4096 || author.len() > 256 {
+            return Err(err(if author.len() > 256 { "author" } else { "description" }, "too long"));
+        }
+        // Services: each must be a valid create request once named and given an image.
+        let services = match self.services {
+            Some(s) if !s.is_empty() => s,
+            _ => vec![json!({"name": "main", "service_type": "rest_api", "port": 8080})],
+        };
+        let mut seen = Vec::new();
+        for (i, raw) in services.iter().enumerate() {
+            let field = format!("services[{i}]");
+            let sname = raw.get("name").and_then(Value::as_str).ok_or_else(|| err(format!("{field}.name"), "each service needs a name"))?;
+            if !valid_name(sname) || sname.len() > MAX_SERVICE_NAME {
+                return Err(err(format!("{field}.name"), format!("`{sname}`: 1–{MAX_SERVICE_NAME} lowercase letters, digits and `-`")));
+            }
+            if seen.contains(&sname) {
+                return Err(err(format!("{field}.name"), format!("two services are named `{sname}`")));
+            }
+            seen.push(sname);
+            let mut probe = raw.clone();
+            probe["name"] = json!(format!("x-{sname}"));
+            if probe.get("image").is_none() {
+                probe["image"] = json!(self.image.clone().unwrap_or_else(|| "placeholder:latest".into()));
+            }
+            let req: CreateRequest = serde_path_to_error::deserialize(&probe).map_err(|e| err(format!("{field}.{}", e.path()), e.into_inner().to_string()))?;
+            req.validate(cfg).map_err(|e| FieldError { field: format!("{field}.{}", e.field), ..e })?;
+        }
+        let mut actions = Vec::new();
+        let raw_actions = self.actions.into_iter().flatten().chain(self.endpoints.into_iter().flatten());
+        for (i, a) in raw_actions.enumerate() {
+            let field = format!("actions[{i}]");
+            let a = match a {
+                ActionRequest::Short(n) => ActionLong { name: n, description: None, input_schema: None, timeout_seconds: None },
+                ActionRequest::Long(l) => l,
+            };
+            if !valid_item_name(&a.name) {
+                return Err(err(format!("{field}.name"), format!("`{}`: lowercase letters, digits, `-` and `_`", a.name)));
+            }
+            if actions.iter().any(|x: &Action| x.name == a.name) {
+                return Err(err(format!("{field}.name"), format!("action `{}` is declared twice", a.name)));
+            }
+            let schema = a.input_schema.unwrap_or_else(|| json!({}));
+            schema::check_schema(&schema, &format!("{field}.input_schema")).map_err(|m| err(format!("{field}.input_schema"), m))?;
+            if let Some(t) = a.timeout_seconds {
+                if !(t > 0.0 && t <= 3600.0) {
+                    return Err(err(format!("{field}.timeout_seconds"), "must be more than 0 and at most 3600"));
+                }
+            }
+            actions.push(Action { name: a.name, description: a.description.unwrap_or_default(), input_schema: schema, timeout_seconds: a.timeout_seconds });
+        }
+        let mut widgets = Vec::new();
+        for (i, w) in self.widgets.into_iter().flatten().enumerate() {
+            let field = format!("widgets[{i}]");
+            let w = match w {
+                WidgetRequest::Short(n) => WidgetLong { name: n, description: None, category: None, config_schema: None },
+                WidgetRequest::Long(l) => l,
+            };
+            if !valid_item_name(&w.name) {
+                return Err(err(format!("{field}.name"), format!("`{}`: lowercase letters, digits, `-` and `_`", w.name)));
+            }
+            if widgets.iter().any(|x: &Widget| x.name == w.name) {
+                return Err(err(format!("{field}.name"), format!("widget `{}` is declared twice", w.name)));
+            }
+            let category = w.category.unwrap_or_else(|| "content".into());
+            if !WIDGET_CATEGORIES.contains(&category.as_str()) {
+                return Err(err(format!("{field}.category"), format!("`{category}` is not one of {}", WIDGET_CATEGORIES.join(", "))));
+            }
+            let schema = w.config_schema.unwrap_or_else(|| json!({}));
+            schema::check_schema(&schema, &format!("{field}.config_schema")).map_err(|m| err(format!("{field}.config_schema"), m))?;
+            widgets.push(Widget { name: w.name, description: w.description.unwrap_or_default(), category, config_schema: schema });
+        }
+        let ev = self.events.unwrap_or_default();
+        let emits = ev.emits.unwrap_or_default();
+        for (i, e) in emits.iter().enumerate() {
+            if !valid_event(e, false) {
+                return Err(err(format!("events.emits[{i}]"), format!("`{e}` is not an event name like payment.completed")));
+            }
+        }
+        let subscribes = ev.subscribes.unwrap_or_default();
+        for (i, e) in subscribes.iter().enumerate() {
+            if !valid_event(e, true) {
+                return Err(err(format!("events.subscribes[{i}]"), format!("`{e}` is not an event name or a trailing wildcard like stock.*")));
+            }
+        }
+        let permissions = self.permissions.unwrap_or_default();
+        for (i, p) in permissions.iter().enumerate() {
+            if !PERMISSIONS.contains(&p.as_str()) {
+                return Err(err(format!("permissions[{i}]"), format!("unknown permission `{p}`; known: {}", PERMISSIONS.join(", "))));
+            }
+        }
+        let dependencies = self.dependencies.unwrap_or_default();
+        for (dep, req) in &dependencies {
+            if !valid_name(dep) {
+                return Err(err(format!("dependencies.{dep}"), "not an addon name"));
+            }
+            if dep == &name {
+                return Err(err(format!("dependencies.{dep}"), "an addon cannot depend on itself"));
+            }
+            if semver::VersionReq::parse(req).is_err() {
+                return Err(err(format!("dependencies.{dep}"), format!("`{req}` is not a version requirement like ^1.2 or >=1.0, <2")));
+            }
+        }
+        let config_schema = self.config_schema.unwrap_or_else(|| json!({"type": "object"}));
+        schema::check_schema(&config_schema, "config_schema").map_err(|m| err("config_schema", m))?;
+        let mut schedules = Vec::new();
+        for (i, s) in self.schedules.into_iter().flatten().enumerate() {
+            if !valid_cron(&s.cron) {
+                return Err(err(format!("schedules[{i}].cron"), format!("`{}` is not a 5-field cron expression like */5 * * * *", s.cron)));
+            }
+            if !actions.iter().any(|a| a.name == s.action) {
+                return Err(err(format!("schedules[{i}].action"), format!("`{}` is not one of this addon's actions", s.action)));
+            }
+            schedules.push(Schedule { cron: s.cron, action: s.action });
+        }
+        Ok(Manifest {
+            name,
+            version,
+            description,
+            author,
+            category,
+            image: self.image,
+            services,
+            actions,
+            widgets,
+            events: Events { emits, subscribes },
+            permissions,
+            dependencies,
+            config_schema,
+            schedules,
+        })
+    }
+}
+
+impl Manifest {
+    pub fn semver(&self) -> semver::Version {
+        semver::Version::parse(&self.version).unwrap_or_else(|_| semver::Version::new(0, 0, 0))
+    }
+
+    pub fn action(&self, name: &str) -> Option<&Action> {
+        self.actions.iter().find(|a| a.name == name)
+    }
+
+    pub fn widget(&self, name: &str) -> Option<&Widget> {
+        self.widgets.iter().find(|w| w.name == name)
+    }
+
+    /// The create requests for an installed instance: services named `<instance>-<name>`,
+    /// tagged with the addon, the manifest image where a service names none.
+    /// Without the `network.internet` permission, services sit on the internal network.
+    pub fn service_requests(&self, instance: &str, cfg: &Config) -> Result<Vec<CreateRequest>, FieldError> {
+        let mut out = Vec::new();
+        for (i, raw) in self.services.iter().enumerate() {
+            let mut v = raw.clone();
+            let short = v.get("name").and_then(Value::as_str).unwrap_or("main").to_string();
+            v["name"] = json!(format!("{instance}-{short}"));
+            v["plugin_id"] = json!(self.name);
+            if v.get("version").is_none() {
+                v["version"] = json!(self.version);
+            }
+            if v.get("image").is_none() {
+                match &self.image {
+                    Some(img) => v["image"] = json!(img),
+                    None => return Err(err(format!("services[{i}].image"), format!("addon `{}` {} names no image: register a manifest with `image` to install it", self.name, self.version))),
+                }
+            }
+            if !self.permissions.iter().any(|p| p == "network.internet") && v.get("networks").is_none() {
+                v["networks"] = json!([cfg.docker.isolated_network]);
+            }
+            out.push(serde_json::from_value(v).map_err(|e| err(format!("services[{i}]"), e.to_string()))?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(v: Value) -> Result<Manifest, FieldError> {
+        serde_json::from_value::<ManifestRequest>(v).map_err(|e| err("", e.to_string()))?.validate(&Config::default())
+    }
+
+    #[test]
+    fn short_form_expands() {
+        let m = validate(json!({"name": "payment-gateway", "version": "1.0.0", "widgets": ["checkout"], "endpoints": ["process-payment"]})).unwrap();
+        assert_eq!(m.actions[0].name, "process-payment");
+        assert_eq!(m.actions[0].input_schema, json!({}));
+        assert_eq!(m.widgets[0].name, "checkout");
+        assert_eq!(m.widgets[0].category, "content");
+        assert_eq!(m.category, "utilities");
+        assert_eq!(m.services.len(), 1);
+        assert!(m.service_requests("pg", &Config::default()).is_err(), "no image: cannot install");
+    }
+
+    #[test]
+    fn events_and_crons() {
+        assert!(valid_event("payment.completed", false));
+        assert!(!valid_event("payment.*", false));
+        assert!(valid_event("payment.*", true));
+        assert!(valid_event("*", true));
+        assert!(!valid_event("Payment", false));
+        assert!(!valid_event("a..b", false));
+        assert!(valid_cron("*/5 * * * *"));
+        assert!(!valid_cron("* * *"));
+    }
+}

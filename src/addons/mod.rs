@@ -1,0 +1,639 @@
+//! Addons: the catalogue of registered manifests, installed addon instances and their
+//! services, live config, action execution and widget rendering (behind a cache). The
+//! services themselves are run by the lifecycle like any other; this module decides which
+//! services an addon has, and talks to them through the dispatcher.
+
+pub mod dispatch;
+pub mod manifest;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::lifecycle::{Lifecycle, LifecycleError};
+use crate::metrics::Metrics;
+use crate::model::{valid_name, FieldError, Phase, Service, ServiceId, ServiceType};
+use crate::store::{InstallRow, StoreError};
+use dispatch::{DispatchError, Dispatcher};
+use manifest::{Manifest, ManifestRequest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AddonError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{}", .0.message)]
+    Invalid(FieldError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+    /// The addon answered, with an error of its own.
+    #[error("{message}")]
+    Addon { status: u16, message: String },
+}
+
+impl From<FieldError> for AddonError {
+    fn from(e: FieldError) -> Self {
+        AddonError::Invalid(e)
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> AddonError {
+    AddonError::Invalid(FieldError { field: field.to_string(), message: message.into(), code: "validation_failed" })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallRequest {
+    pub instance: Option<String>,
+    pub version: Option<String>,
+    pub config: Option<Value>,
+}
+
+/// A rendered widget as cached: the addon's `{html, css, javascript}` and its ETag.
+#[derive(Debug)]
+pub struct Rendered {
+    pub widget: Value,
+    pub etag: String,
+    pub cached: bool,
+}
+
+pub struct Addons {
+    cfg: Arc<Config>,
+    lifecycle: Arc<Lifecycle>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub metrics: Arc<Metrics>,
+    cache: moka::sync::Cache<String, Arc<(Value, String)>>,
+    /// Bumped on config change, upgrade and uninstall: part of every cache key, so old
+    /// renders of that addon instance are unreachable at once.
+    generations: Mutex<HashMap<String, u64>>,
+    /// Serialises installs and uninstalls, so dependency checks see a settled catalogue.
+    install_lock: tokio::sync::Mutex<()>,
+}
+
+/// The phase of an addon follows from its services'.
+pub fn addon_phase(services: &[Service]) -> Phase {
+    let all = |p: Phase| !services.is_empty() && services.iter().all(|s| s.phase == p);
+    let any = |p: Phase| services.iter().any(|s| s.phase == p);
+    if services.is_empty() {
+        Phase::Deleted
+    } else if any(Phase::Failed) {
+        Phase::Failed
+    } else if all(Phase::Started) {
+        Phase::Started
+    } else if all(Phase::Stopped) {
+        Phase::Stopped
+    } else if any(Phase::Deleting) {
+        Phase::Deleting
+    } else if any(Phase::Stopping) {
+        Phase::Stopping
+    } else if any(Phase::Creating) {
+        Phase::Creating
+    } else {
+        Phase::Starting
+    }
+}
+
+fn canonical_hash(parts: &[&Value]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        // serde_json's map is ordered by key, so this text is canonical.
+        h.update(p.to_string().as_bytes());
+        h.update([0]);
+    }
+    format!("{:x}", h.finalize())
+}
+
+impl Addons {
+    pub fn new(cfg: Arc<Config>, lifecycle: Arc<Lifecycle>, metrics: Arc<Metrics>) -> Arc<Self> {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(cfg.widgets.cache_max_entries)
+            .time_to_live(Duration::from_secs_f64(cfg.widgets.cache_ttl_seconds))
+            .build();
+        Arc::new(Addons {
+            dispatcher: Dispatcher::new(cfg.clone(), lifecycle.clone()),
+            cfg,
+            lifecycle,
+            metrics,
+            cache,
+            generations: Mutex::new(HashMap::new()),
+            install_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn bump_generation(&self, instance: &str) {
+        *self.generations.lock().unwrap_or_else(|e| e.into_inner()).entry(instance.to_string()).or_default() += 1;
+    }
+
+    fn generation(&self, instance: &str) -> u64 {
+        self.generations.lock().unwrap_or_else(|e| e.into_inner()).get(instance).copied().unwrap_or(0)
+    }
+
+    // ---- catalogue ----------------------------------------------------------------------
+
+    /// Adds a manifest version. Registering the same version again with the same content is
+    /// a no-op; with different content it is a conflict (versions are immutable).
+    pub async fn register(&self, req: ManifestRequest) -> Result<(Manifest, bool), AddonError> {
+        let m = req.validate(&self.cfg)?;
+        let text = serde_json::to_string(&m).map_err(|e| invalid("", e.to_string()))?;
+        let store = self.lifecycle.store();
+        if store.insert_manifest(&m.name, &m.version, text.clone()).await? {
+            return Ok((m, true));
+        }
+        let existing = store.list_manifests(Some(&m.name)).await?.into_iter().find(|r| r.version == m.version);
+        match existing {
+            Some(r) if r.manifest == text => Ok((m, false)),
+            _ => Err(AddonError::Conflict(format!("{} {} is already registered with a different manifest; versions are immutable, so bump the version", m.name, m.version))),
+        }
+    }
+
+    async fn manifests(&self, name: Option<&str>) -> Result<Vec<Manifest>, AddonError> {
+        let rows = self.lifecycle.store().list_manifests(name).await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let m: Manifest = serde_json::from_str(&r.manifest).map_err(|e| StoreError::Corrupt(format!("manifest {} {}: {e}", r.name, r.version)))?;
+            out.push(m);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.semver().cmp(&b.semver())));
+        Ok(out)
+    }
+
+    /// A version of an addon: the one asked for, or the newest.
+    async fn manifest(&self, name: &str, version: Option<&str>) -> Result<Manifest, AddonError> {
+        let all = self.manifests(Some(name)).await?;
+        let found = match version {
+            Some(v) => all.into_iter().find(|m| m.version == v),
+            None => all.into_iter().last(),
+        };
+        found.ok_or_else(|| {
+            AddonError::NotFound(match version {
+                Some(v) => format!("addon `{name}` has no registered version {v}; list versions with `addonctl addons show {name}`"),
+                None => format!("no addon `{name}` is registered; register its manifest with `addonctl addons register FILE`"),
+            })
+        })
+    }
+
+    async fn install_row(&self, instance: &str) -> Result<InstallRow, AddonError> {
+        self.lifecycle
+            .store()
+            .get_install(instance)
+            .await?
+            .ok_or_else(|| AddonError::NotFound(format!("no addon is installed as `{instance}`; install it with `addonctl addons install NAME`")))
+    }
+
+    async fn installed(&self, instance: &str) -> Result<(InstallRow, Manifest), AddonError> {
+        let row = self.install_row(instance).await?;
+        let m = self.manifest(&row.addon, Some(&row.version)).await?;
+        Ok((row, m))
+    }
+
+    /// The catalogue: the newest version of each addon, its other versions and where it is
+    /// installed.
+    pub async fn catalogue(&self, category: Option<&str>) -> Result<Vec<Value>, AddonError> {
+        let all = self.manifests(None).await?;
+        let installs = self.lifecycle.store().list_installs().await?;
+        let mut by_name: Vec<(String, Vec<Manifest>)> = Vec::new();
+        for m in all {
+            match by_name.last_mut() {
+                Some((n, v)) if *n == m.name => v.push(m),
+                _ => by_name.push((m.name.clone(), vec![m])),
+            }
+        }
+        Ok(by_name
+            .into_iter()
+            .filter_map(|(name, versions)| {
+                let latest = versions.last()?.clone();
+                if category.is_some_and(|c| c != latest.category) {
+                    return None;
+                }
+                let installed: Vec<Value> = installs.iter().filter(|i| i.addon == name).map(|i| json!({"instance": i.instance, "version": i.version})).collect();
+                Some(json!({
+                    "name": name,
+                    "version": latest.version,
+                    "versions": versions.iter().map(|m| m.version.clone()).collect::<Vec<_>>(),
+                    "description": latest.description,
+                    "author": latest.author,
+                    "category": latest.category,
+                    "image": latest.image,
+                    "actions": latest.actions.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+                    "widgets": latest.widgets.iter().map(|w| w.name.clone()).collect::<Vec<_>>(),
+                    "permissions": latest.permissions,
+                    "dependencies": latest.dependencies,
+                    "installed": installed,
+                }))
+            })
+            .collect())
+    }
+
+    /// An installed instance with its services, or (if none is installed under that name)
+    /// the catalogue entry.
+    pub async fn show(&self, name: &str) -> Result<Value, AddonError> {
+        if self.lifecycle.store().get_install(name).await?.is_some() {
+            return self.instance_view(name).await;
+        }
+        let entry = self.catalogue(None).await?.into_iter().find(|e| e["name"] == name);
+        let mut entry = entry.ok_or_else(|| AddonError::NotFound(format!("no addon `{name}` is registered or installed")))?;
+        let m = self.manifest(name, None).await?;
+        entry["manifest"] = serde_json::to_value(&m).unwrap_or(Value::Null);
+        Ok(entry)
+    }
+
+    pub async fn instance_view(&self, instance: &str) -> Result<Value, AddonError> {
+        let (row, m) = self.installed(instance).await?;
+        let services = self.lifecycle.store().services_of_addon(instance).await?;
+        let config: Value = serde_json::from_str(&row.config).unwrap_or(Value::Null);
+        Ok(json!({
+            "instance": row.instance,
+            "name": row.addon,
+            "version": row.version,
+            "category": m.category,
+            "phase": addon_phase(&services).as_str(),
+            "config": config,
+            "actions": m.actions.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+            "widgets": m.widgets.iter().map(|w| w.name.clone()).collect::<Vec<_>>(),
+            "permissions": m.permissions,
+            "dependencies": m.dependencies,
+            "services": services.iter().map(|s| json!({
+                "id": s.id,
+                "name": s.spec.name,
+                "service_type": s.spec.service_type,
+                "phase": s.phase.as_str(),
+                "replicas": s.replicas,
+                "last_error": s.last_error,
+                "instances": s.instances.iter().filter(|i| i.wanted).map(|i| json!({
+                    "id": i.id,
+                    "ordinal": i.ordinal,
+                    "host_port": i.host_port,
+                    "health": i.health.as_str(),
+                    "restarts": i.restarts,
+                    "breaker": if self.dispatcher.breaker_open(&i.id) { "open" } else { "closed" },
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "installed_at": row.created_at,
+        }))
+    }
+
+    pub async fn installs(&self) -> Result<Vec<Value>, AddonError> {
+        let mut out = Vec::new();
+        for row in self.lifecycle.store().list_installs().await? {
+            out.push(self.instance_view(&row.instance).await?);
+        }
+        Ok(out)
+    }
+
+    // ---- install / uninstall ------------------------------------------------------------
+
+    pub async fn install(&self, name: &str, req: InstallRequest) -> Result<Value, AddonError> {
+        let _guard = self.install_lock.lock().await;
+        let m = self.manifest(name, req.version.as_deref()).await?;
+        let instance = req.instance.unwrap_or_else(|| name.to_string());
+        if !valid_name(&instance) || instance.len() > manifest::MAX_ADDON_NAME {
+            return Err(invalid("instance", format!("`{instance}`: 1–{} lowercase letters, digits and `-`", manifest::MAX_ADDON_NAME)));
+        }
+        let store = self.lifecycle.store();
+        if store.get_install(&instance).await?.is_some() {
+            return Err(AddonError::Conflict(format!("an addon is already installed as `{instance}`; give this one another name with \"instance\"")));
+        }
+        let config = schema::normalize(&m.config_schema, req.config.unwrap_or_else(|| json!({})), "config").map_err(|msg| {
+            let field = msg.split(':').next().unwrap_or("config").to_string();
+            invalid(&field, msg)
+        })?;
+        // Dependencies: installed, in a matching version.
+        let installs = store.list_installs().await?;
+        let mut missing = Vec::new();
+        for (dep, req) in &m.dependencies {
+            let want = semver::VersionReq::parse(req).map_err(|e| invalid(&format!("dependencies.{dep}"), e.to_string()))?;
+            let ok = installs.iter().any(|i| &i.addon == dep && semver::Version::parse(&i.version).is_ok_and(|v| want.matches(&v)));
+            if !ok {
+                let have: Vec<String> = installs.iter().filter(|i| &i.addon == dep).map(|i| i.version.clone()).collect();
+                missing.push(if have.is_empty() { format!("{dep} {req} (not installed)") } else { format!("{dep} {req} (installed: {})", have.join(", ")) });
+            }
+        }
+        if !missing.is_empty() {
+            return Err(AddonError::Conflict(format!("missing dependencies: {}; install them first", missing.join("; "))));
+        }
+        let specs = m
+            .service_requests(&instance, &self.cfg)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.validate(&self.cfg).map_err(|e| FieldError { field: format!("services[{i}].{}", e.field), ..e }))
+            .collect::<Result<Vec<_>, _>>()?;
+        store
+            .insert_install(InstallRow {
+                instance: instance.clone(),
+                addon: m.name.clone(),
+                version: m.version.clone(),
+                config: config.to_string(),
+                created_at: 0,
+                updated_at: 0,
+            })
+            .await?;
+        let mut created: Vec<ServiceId> = Vec::new();
+        for (spec, replicas) in specs {
+            match self.lifecycle.create(spec, replicas, Some(instance.clone())).await {
+                Ok(s) => created.push(s.id),
+                Err(e) => {
+                    for id in &created {
+                        let _ = self.lifecycle.delete(id.as_str()).await;
+                    }
+                    let _ = store.delete_install(&instance).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        self.bump_generation(&instance);
+        tracing::info!(addon = %m.name, version = %m.version, %instance, "installed");
+        self.instance_view(&instance).await
+    }
+
+    /// Uninstalls an instance: its services are deleted. Refused while another installed
+    /// addon depends on this addon (and no other instance of it would remain), unless forced.
+    pub async fn uninstall(&self, instance: &str, force: bool) -> Result<Value, AddonError> {
+        let _guard = self.install_lock.lock().await;
+        let (row, _m) = self.installed(instance).await?;
+        let store = self.lifecycle.store();
+        if !force {
+            let installs = store.list_installs().await?;
+            let others_of_same = installs.iter().any(|i| i.addon == row.addon && i.instance != row.instance);
+            if !others_of_same {
+                let mut dependents = Vec::new();
+                for i in installs.iter().filter(|i| i.instance != row.instance) {
+                    if let Ok(dm) = self.manifest(&i.addon, Some(&i.version)).await {
+                        if dm.dependencies.contains_key(&row.addon) {
+                            dependents.push(i.instance.clone());
+                        }
+                    }
+                }
+                if !dependents.is_empty() {
+                    return Err(AddonError::Conflict(format!(
+                        "{} depends on `{}`; uninstall {} first or force it (?force=true)",
+                        dependents.join(", "),
+                        row.addon,
+                        if dependents.len() == 1 { "it" } else { "them" }
+                    )));
+                }
+            }
+        }
+        let services = store.services_of_addon(instance).await?;
+        for s in &services {
+            match self.lifecycle.delete(s.id.as_str()).await {
+                Ok(_) | Err(LifecycleError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        store.delete_install(instance).await?;
+        self.bump_generation(instance);
+        tracing::info!(%instance, "uninstalled");
+        Ok(json!({"instance": instance, "name": row.addon, "version": row.version, "phase": "Deleting", "services": services.iter().map(|s| s.spec.name.clone()).collect::<Vec<_>>()}))
+    }
+
+    /// Removes an addon from the catalogue (every version); refused while installed.
+    pub async fn unregister(&self, name: &str) -> Result<usize, AddonError> {
+        let _guard = self.install_lock.lock().await;
+        let installs = self.lifecycle.store().list_installs().await?;
+        let inst: Vec<String> = installs.iter().filter(|i| i.addon == name).map(|i| i.instance.clone()).collect();
+        if !inst.is_empty() {
+            return Err(AddonError::Conflict(format!("`{name}` is installed as {}; uninstall first", inst.join(", "))));
+        }
+        let n = self.lifecycle.store().delete_manifests(name).await?;
+        if n == 0 {
+            return Err(AddonError::NotFound(format!("no addon `{name}` is registered")));
+        }
+        Ok(n)
+    }
+
+    /// Start, stop or restart every service of an installed addon.
+    pub async fn lifecycle_op(&self, instance: &str, op: &str) -> Result<Value, AddonError> {
+        self.install_row(instance).await?;
+        for s in self.lifecycle.store().services_of_addon(instance).await? {
+            match op {
+                "start" => self.lifecycle.start(s.id.as_str()).await?,
+                "stop" => self.lifecycle.stop(s.id.as_str()).await?,
+                _ => self.lifecycle.restart(s.id.as_str()).await?,
+            };
+        }
+        self.instance_view(instance).await
+    }
+
+    /// Waits until every service of an installed addon is in `want`.
+    pub async fn wait(&self, instance: &str, want: Phase, timeout: Duration) -> Result<Value, AddonError> {
+        for s in self.lifecycle.store().services_of_addon(instance).await? {
+            self.lifecycle.wait(&s.id, want, timeout).await?;
+        }
+        if want == Phase::Deleted {
+            return Ok(json!({"instance": instance, "phase": "Deleted"}));
+        }
+        self.instance_view(instance).await
+    }
+
+    // ---- live config ----------------------------------------------------------------------
+
+    /// Validates and stores a new config, pushes it to every running instance, and replaces
+    /// (one at a time, in the background) the instances that cannot apply it live.
+    pub async fn set_config(self: &Arc<Self>, instance: &str, config: Value) -> Result<Value, AddonError> {
+        let (_row, m) = self.installed(instance).await?;
+        let config = schema::normalize(&m.config_schema, config, "config").map_err(|msg| {
+            let field = msg.split(':').next().unwrap_or("config").to_string();
+            invalid(&field, msg)
+        })?;
+        self.lifecycle.store().set_install_config(instance, config.to_string()).await?;
+        self.bump_generation(instance);
+        let body = Bytes::from(config.to_string());
+        let timeout = Duration::from_secs_f64(self.cfg.addons.config_push_timeout_seconds);
+        let services = self.lifecycle.store().services_of_addon(instance).await?;
+        let mut pushes = Vec::new();
+        for s in &services {
+            for (iid, addr) in self.lifecycle.endpoints(&s.id) {
+                let d = self.dispatcher.clone();
+                let body = body.clone();
+                let sid = s.id.clone();
+                pushes.push(async move { (sid, iid, d.post_to(addr, "/config", body, timeout).await) });
+            }
+        }
+        let results = futures_util::future::join_all(pushes).await;
+        let mut applied = 0;
+        let mut replace = Vec::new();
+        let mut failed = Vec::new();
+        for (sid, iid, r) in results {
+            match r {
+                Ok(st) if (200..300).contains(&st) => applied += 1,
+                Ok(404) => replace.push((sid, iid)),
+                Ok(st) => failed.push(json!({"instance": iid, "error": format!("answered HTTP {st}")})),
+                Err(e) => failed.push(json!({"instance": iid, "error": e.to_string()})),
+            }
+        }
+        let replacing = replace.len();
+        if !replace.is_empty() {
+            let me = self.clone();
+            tokio::spawn(async move {
+                for (sid, iid) in replace {
+                    if let Err(e) = me.lifecycle.recreate_instance(&sid, &iid, Duration::from_secs(120)).await {
+                        tracing::warn!(instance = %iid, error = %e, "could not replace instance with the new config");
+                    }
+                }
+            });
+        }
+        Ok(json!({"instance": instance, "config": config, "applied": applied, "replacing": replacing, "failed": failed}))
+    }
+
+    // ---- execute ------------------------------------------------------------------------
+
+    /// The service that takes an addon's calls: its first `rest_api` service, else its first.
+    async fn entry_service(&self, instance: &str) -> Result<Service, AddonError> {
+        let services = self.lifecycle.store().services_of_addon(instance).await?;
+        let idx = services.iter().position(|s| s.spec.service_type == ServiceType::RestApi).unwrap_or(0);
+        services.into_iter().nth(idx).ok_or_else(|| AddonError::NotFound(format!("addon `{instance}` has no services")))
+    }
+
+    pub async fn execute(&self, instance: &str, action: &str, data: Value) -> Result<Value, AddonError> {
+        let (row, m) = self.installed(instance).await?;
+        let Some(a) = m.action(action) else {
+            let known: Vec<&str> = m.actions.iter().map(|a| a.name.as_str()).collect();
+            return Err(AddonError::NotFound(format!(
+                "addon `{instance}` has no action `{action}`; known actions: {}",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            )));
+        };
+        let data = schema::normalize(&a.input_schema, data, "data").map_err(|msg| {
+            let field = msg.split(':').next().unwrap_or("data").to_string();
+            invalid(&field, msg)
+        })?;
+        let svc = self.entry_service(instance).await?;
+        let timeout = Duration::from_secs_f64(a.timeout_seconds.unwrap_or(self.cfg.addons.execute_timeout_seconds));
+        let t0 = Instant::now();
+        let result = self.dispatcher.post(&svc.id, instance, &format!("/execute/{action}"), Bytes::from(data.to_string()), timeout).await;
+        let secs = t0.elapsed().as_secs_f64();
+        let (status, out) = match result {
+            Ok(reply) if (200..300).contains(&reply.status) => match serde_json::from_slice::<Value>(&reply.body) {
+                Ok(v) => ("success", Ok(v)),
+                Err(_) => ("error", Err(AddonError::Addon { status: 502, message: format!("addon `{instance}` answered `{action}` with invalid JSON") })),
+            },
+            Ok(reply) => {
+                let msg = serde_json::from_slice::<Value>(&reply.body)
+                    .ok()
+                    .and_then(|v| v.get("error").map(|e| e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string())).or_else(|| v.get("message").and_then(Value::as_str).map(str::to_string)))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&reply.body).chars().take(500).collect());
+                ("error", Err(AddonError::Addon { status: reply.status, message: format!("addon `{instance}` failed `{action}` (HTTP {}): {msg}", reply.status) }))
+            }
+            Err(e @ DispatchError::Timeout(_)) => ("timeout", Err(e.into())),
+            Err(e) => ("unavailable", Err(e.into())),
+        };
+        self.metrics.execution(&row.addon, action, status, secs);
+        out
+    }
+
+    // ---- widgets ------------------------------------------------------------------------
+
+    /// Widgets of every installed addon instance.
+    pub async fn widgets(&self, category: Option<&str>) -> Result<Vec<Value>, AddonError> {
+        let mut out = Vec::new();
+        for row in self.lifecycle.store().list_installs().await? {
+            let Ok(m) = self.manifest(&row.addon, Some(&row.version)).await else { continue };
+            for w in m.widgets.iter().filter(|w| category.is_none_or(|c| c == w.category)) {
+                out.push(json!({
+                    "addon": row.instance,
+                    "addon_name": m.name,
+                    "version": m.version,
+                    "widget": w.name,
+                    "category": w.category,
+                    "description": w.description,
+                    "config_schema": w.config_schema,
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Renders a widget, from the cache when the same addon instance, version, widget,
+    /// config and context were rendered within the TTL.
+    pub async fn render(&self, instance: &str, widget: &str, config: Value, context: Value) -> Result<Rendered, AddonError> {
+        let (row, m) = self.installed(instance).await?;
+        let Some(w) = m.widget(widget) else {
+            let known: Vec<&str> = m.widgets.iter().map(|w| w.name.as_str()).collect();
+            return Err(AddonError::NotFound(format!(
+                "addon `{instance}` has no widget `{widget}`; known widgets: {}",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            )));
+        };
+        let config = schema::normalize(&w.config_schema, config, "config").map_err(|msg| {
+            let field = msg.split(':').next().unwrap_or("config").to_string();
+            invalid(&field, msg)
+        })?;
+        let key = format!("{instance}\u{0}{}\u{0}{}\u{0}{widget}\u{0}{}", row.version, self.generation(instance), canonical_hash(&[&config, &context]));
+        if let Some(hit) = self.cache.get(&key) {
+            self.metrics.widget_cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(Rendered { widget: hit.0.clone(), etag: hit.1.clone(), cached: true });
+        }
+        self.metrics.widget_cache_misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let svc = self.entry_service(instance).await?;
+        let body = json!({"config": config, "context": context});
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs_f64(self.cfg.addons.execute_timeout_seconds);
+        let reply = self.dispatcher.post(&svc.id, instance, &format!("/widgets/{widget}/render"), Bytes::from(body.to_string()), timeout).await?;
+        self.metrics.render(&row.addon, widget, t0.elapsed().as_secs_f64());
+        if !(200..300).contains(&reply.status) {
+            return Err(AddonError::Addon { status: reply.status, message: format!("addon `{instance}` could not render `{widget}` (HTTP {}): {}", reply.status, String::from_utf8_lossy(&reply.body).chars().take(500).collect::<String>()) });
+        }
+        let v: Value = serde_json::from_slice(&reply.body).map_err(|_| AddonError::Addon { status: 502, message: format!("addon `{instance}` rendered `{widget}` as invalid JSON") })?;
+        let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let widget_v = json!({"html": text("html"), "css": text("css"), "javascript": text("javascript")});
+        let etag = format!("\"{}\"", &canonical_hash(&[&widget_v])[..32]);
+        self.cache.insert(key, Arc::new((widget_v.clone(), etag.clone())));
+        Ok(Rendered { widget: widget_v, etag, cached: false })
+    }
+}
+
+/// A complete HTML document for a sandboxed iframe. The CSP `sandbox` directive keeps the
+/// document in an opaque origin even when opened directly, and the nonces allow only the
+/// addon's own inline style and script: no other script, no network, no forms, no plugins.
+pub fn frame_document(widget: &Value, nonce: &str) -> (String, String) {
+    let t = |k: &str| widget.get(k).and_then(Value::as_str).unwrap_or("");
+    // `</` inside inline style/script would end the element early.
+    let css = t("css").replace("</", "<\\/");
+    let js = t("javascript").replace("</", "<\\/");
+    let html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\n<style nonce=\"{nonce}\">{css}</style></head>\n<body>\n{}\n<script nonce=\"{nonce}\">{js}</script>\n</body></html>\n",
+        t("html")
+    );
+    let csp = format!(
+        "sandbox allow-scripts; default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src data:; font-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'; frame-ancestors *"
+    );
+    (html, csp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_canonical() {
+        let a = json!({"b": 1, "a": [1, 2]});
+        let b: Value = serde_json::from_str(r#"{"a":[1,2],"b":1}"#).unwrap();
+        assert_eq!(canonical_hash(&[&a, &json!(null)]), canonical_hash(&[&b, &json!(null)]));
+        assert_ne!(canonical_hash(&[&a, &json!(1)]), canonical_hash(&[&a, &json!(2)]));
+    }
+
+    #[test]
+    fn frame_escapes_closing_tags_and_sets_csp() {
+        let (html, csp) = frame_document(&json!({"html": "<p>x</p>", "css": "p{}", "javascript": "a='</script><script>evil()'"}), "n0nce");
+        assert!(!html.contains("</script><script>evil"));
+        assert!(html.contains("<script nonce=\"n0nce\">"));
+        assert!(csp.starts_with("sandbox allow-scripts;"));
+        assert!(csp.contains("default-src 'none'"));
+    }
+}

@@ -1,0 +1,122 @@
+//! Counters and histograms for the Prometheus exposition at `GET /metrics`: addon
+//! executions, response and render times, widget cache hits and misses. Hand-rolled and
+//! lock-light (a mutex per label set lookup, atomics inside), because the hot paths record
+//! into them on every call and the text format is simple.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Upper bounds (seconds) of the latency buckets.
+const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; 15],
+    count: AtomicU64,
+    /// Sum in nanoseconds, so it can be an atomic integer.
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, secs: f64) {
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add((secs * 1e9) as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cum = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cum += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cum}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn label_text(labels: &Labels) -> String {
+    labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect::<Vec<_>>().join(",")
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    executions: Mutex<BTreeMap<Labels, Arc<AtomicU64>>>,
+    response_time: Mutex<BTreeMap<Labels, Arc<Histogram>>>,
+    render_time: Mutex<BTreeMap<Labels, Arc<Histogram>>>,
+    pub widget_cache_hits: AtomicU64,
+    pub widget_cache_misses: AtomicU64,
+}
+
+impl Metrics {
+    /// One action call: its outcome and how long it took.
+    pub fn execution(&self, addon: &str, function: &str, status: &str, secs: f64) {
+        let key: Labels = vec![("addon_id", addon.to_string()), ("function_name", function.to_string()), ("status", status.to_string())];
+        self.executions.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().fetch_add(1, Ordering::Relaxed);
+        let key: Labels = vec![("addon_id", addon.to_string()), ("function_name", function.to_string())];
+        let h = self.response_time.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
+        h.observe(secs);
+    }
+
+    /// One widget render by the addon (cache misses only).
+    pub fn render(&self, addon: &str, widget: &str, secs: f64) {
+        let key: Labels = vec![("addon_id", addon.to_string()), ("widget", widget.to_string())];
+        let h = self.render_time.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
+        h.observe(secs);
+    }
+
+    pub fn render_text(&self, out: &mut String) {
+        out.push_str("# HELP addon_executions_total Addon action calls by outcome.\n# TYPE addon_executions_total counter\n");
+        for (labels, n) in self.executions.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "addon_executions_total{{{}}} {}", label_text(labels), n.load(Ordering::Relaxed));
+        }
+        out.push_str("# HELP addon_response_time_seconds Time addon actions took, as seen by addond.\n# TYPE addon_response_time_seconds histogram\n");
+        for (labels, h) in self.response_time.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            h.render(out, "addon_response_time_seconds", &label_text(labels));
+        }
+        out.push_str("# HELP widget_render_time_seconds Time addons took to render a widget (cache misses).\n# TYPE widget_render_time_seconds histogram\n");
+        for (labels, h) in self.render_time.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            h.render(out, "widget_render_time_seconds", &label_text(labels));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP widget_cache_hits_total Widget renders served from the cache.\n# TYPE widget_cache_hits_total counter\nwidget_cache_hits_total {}\n# HELP widget_cache_misses_total Widget renders that went to the addon.\n# TYPE widget_cache_misses_total counter\nwidget_cache_misses_total {}",
+            self.widget_cache_hits.load(Ordering::Relaxed),
+            self.widget_cache_misses.load(Ordering::Relaxed)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let m = Metrics::default();
+        m.execution("pay", "charge", "success", 0.002);
+        m.execution("pay", "charge", "success", 0.2);
+        m.execution("pay", "charge", "error", 40.0);
+        let mut out = String::new();
+        m.render_text(&mut out);
+        assert!(out.contains("addon_executions_total{addon_id=\"pay\",function_name=\"charge\",status=\"success\"} 2"), "{out}");
+        assert!(out.contains("addon_response_time_seconds_bucket{addon_id=\"pay\",function_name=\"charge\",le=\"0.0025\"} 1"), "{out}");
+        assert!(out.contains("addon_response_time_seconds_bucket{addon_id=\"pay\",function_name=\"charge\",le=\"0.25\"} 2"), "{out}");
+        assert!(out.contains("addon_response_time_seconds_bucket{addon_id=\"pay\",function_name=\"charge\",le=\"+Inf\"} 3"), "{out}");
+        assert!(out.contains("addon_response_time_seconds_count{addon_id=\"pay\",function_name=\"charge\"} 3"), "{out}");
+    }
+}
