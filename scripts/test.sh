@@ -4,7 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-docker.sh
-command -v setpriv >/dev/null || { apt-get install -y util-linux >/dev/null; }
-command -v curl >/dev/null || { apt-get update -qq && apt-get install -y curl >/dev/null; }
+# Tools the tests drive: setpriv (a caller outside the socket group), curl, promtool
+# (checks the /metrics exposition), tmux (drives the dashboard).
+missing=()
+command -v setpriv >/dev/null || missing+=(util-linux)
+command -v curl >/dev/null || missing+=(curl)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v tmux >/dev/null || missing+=(tmux)
+if ((${#missing[@]})); then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 bash scripts/build-sample-image.sh >/dev/null
 cargo test --workspace "$@"

@@ -58,6 +58,7 @@ pub struct Metrics {
     executions: Mutex<BTreeMap<Labels, Arc<AtomicU64>>>,
     response_time: Mutex<BTreeMap<Labels, Arc<Histogram>>>,
     render_time: Mutex<BTreeMap<Labels, Arc<Histogram>>>,
+    breaker_opens: Mutex<BTreeMap<Labels, Arc<AtomicU64>>>,
     pub widget_cache_hits: AtomicU64,
     pub widget_cache_misses: AtomicU64,
 }
@@ -70,6 +71,12 @@ impl Metrics {
         let key: Labels = vec![("addon_id", addon.to_string()), ("function_name", function.to_string())];
         let h = self.response_time.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
         h.observe(secs);
+    }
+
+    /// An instance's circuit breaker opened.
+    pub fn breaker_opened(&self, service: &str, instance: &str) {
+        let key: Labels = vec![("service", service.to_string()), ("instance", instance.to_string())];
+        self.breaker_opens.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().fetch_add(1, Ordering::Relaxed);
     }
 
     /// One widget render by the addon (cache misses only).
@@ -91,6 +98,10 @@ impl Metrics {
         out.push_str("# HELP widget_render_time_seconds Time addons took to render a widget (cache misses).\n# TYPE widget_render_time_seconds histogram\n");
         for (labels, h) in self.render_time.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             h.render(out, "widget_render_time_seconds", &label_text(labels));
+        }
+        out.push_str("# HELP addon_breaker_opens_total Times an instance's circuit breaker opened.\n# TYPE addon_breaker_opens_total counter\n");
+        for (labels, n) in self.breaker_opens.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "addon_breaker_opens_total{{{}}} {}", label_text(labels), n.load(Ordering::Relaxed));
         }
         let _ = writeln!(
             out,

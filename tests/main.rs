@@ -10,3 +10,5 @@ mod security;
 mod crash;
 mod ports;
 mod daemon;
+mod images;
+mod addons;

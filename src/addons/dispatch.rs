@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
 use crate::model::{InstanceId, ServiceId};
 
 /// Largest reply body read from an addon.
@@ -74,12 +75,15 @@ impl Breaker {
         *self = Breaker::default();
     }
 
-    fn failure(&mut self, threshold: u32, cooldown: Duration) {
+    /// Counts a failure; true when this one opened the breaker.
+    fn failure(&mut self, threshold: u32, cooldown: Duration) -> bool {
         self.failures += 1;
-        if self.trial || self.failures >= threshold {
+        if self.trial || (self.failures >= threshold && self.open_until.is_none()) {
             self.open_until = Some(Instant::now() + cooldown);
             self.trial = false;
+            return true;
         }
+        false
     }
 
     fn is_open(&self) -> bool {
@@ -89,6 +93,7 @@ impl Breaker {
 
 pub struct Dispatcher {
     cfg: Arc<Config>,
+    metrics: Arc<Metrics>,
     lifecycle: Arc<Lifecycle>,
     client: Client<HttpConnector, Full<Bytes>>,
     routes: RwLock<HashMap<ServiceId, Arc<Route>>>,
@@ -96,13 +101,13 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(cfg: Arc<Config>, lifecycle: Arc<Lifecycle>) -> Arc<Self> {
+    pub fn new(cfg: Arc<Config>, lifecycle: Arc<Lifecycle>, metrics: Arc<Metrics>) -> Arc<Self> {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(Duration::from_secs(2)));
         // Idle connections go well before addons close them (the sample closes after 60 s).
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(20)).pool_max_idle_per_host(256).build(conn);
-        Arc::new(Dispatcher { cfg, lifecycle, client, routes: RwLock::new(HashMap::new()), breakers: Mutex::new(HashMap::new()) })
+        Arc::new(Dispatcher { cfg, metrics, lifecycle, client, routes: RwLock::new(HashMap::new()), breakers: Mutex::new(HashMap::new()) })
     }
 
     /// Drops cached routes whenever a service changes, until shutdown.
@@ -156,29 +161,37 @@ impl Dispatcher {
                 continue;
             }
             tried += 1;
-            let outcome = self.send(*addr, path, body.clone(), timeout).await;
-            let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
-            let b = breakers.entry(id.clone()).or_default();
+            let started_ms = crate::store::now_ms();
+            let mut outcome = self.send(*addr, path, body.clone(), timeout).await;
+            if let Err(SendError::Broken(e)) = &outcome {
+                // A pooled connection to an instance that died just before this call fails
+                // on write; if the container was already gone when the call started, the
+                // call cannot have run there, and the next instance may take it.
+                if self.lifecycle.died_before(service, id, started_ms).await {
+                    outcome = Err(SendError::Refused(e.clone()));
+                }
+            }
+            let failed = !matches!(outcome, Ok((status, _)) if !matches!(status, 502..=504));
+            let opened = {
+                let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+                let b = breakers.entry(id.clone()).or_default();
+                if failed {
+                    b.failure(threshold, cooldown)
+                } else {
+                    b.success();
+                    false
+                }
+            };
+            if opened {
+                tracing::warn!(service = %service, instance = %id, "circuit breaker opened");
+                self.metrics.breaker_opened(service.as_str(), id.as_str());
+            }
             match outcome {
-                Ok((status, body)) => {
-                    if matches!(status, 502..=504) {
-                        b.failure(threshold, cooldown);
-                    } else {
-                        b.success();
-                    }
-                    return Ok(Reply { status, body, instance: id.clone() });
-                }
-                Err(SendError::Refused(e)) => {
-                    // Never reached the instance: safe to try the next one.
-                    b.failure(threshold, cooldown);
-                    last_refused = Some(e);
-                }
-                Err(SendError::Timeout) => {
-                    b.failure(threshold, cooldown);
-                    return Err(DispatchError::Timeout(timeout.as_secs_f64()));
-                }
+                Ok((status, body)) => return Ok(Reply { status, body, instance: id.clone() }),
+                // Never reached the instance: safe to try the next one.
+                Err(SendError::Refused(e)) => last_refused = Some(e),
+                Err(SendError::Timeout) => return Err(DispatchError::Timeout(timeout.as_secs_f64())),
                 Err(SendError::Broken(e)) => {
-                    b.failure(threshold, cooldown);
                     return Err(DispatchError::Upstream(format!("the addon's connection failed mid-call (not retried: it may have run): {e}")));
                 }
             }
@@ -229,10 +242,10 @@ mod tests {
         let mut b = Breaker::default();
         let now = Instant::now();
         for _ in 0..4 {
-            b.failure(5, Duration::from_millis(50));
+            assert!(!b.failure(5, Duration::from_millis(50)));
             assert!(b.allow(now), "still closed");
         }
-        b.failure(5, Duration::from_millis(50));
+        assert!(b.failure(5, Duration::from_millis(50)), "the fifth failure opens it");
         assert!(b.is_open());
         assert!(!b.allow(Instant::now()));
         std::thread::sleep(Duration::from_millis(60));

@@ -122,7 +122,7 @@ impl Addons {
             .time_to_live(Duration::from_secs_f64(cfg.widgets.cache_ttl_seconds))
             .build();
         Arc::new(Addons {
-            dispatcher: Dispatcher::new(cfg.clone(), lifecycle.clone()),
+            dispatcher: Dispatcher::new(cfg.clone(), lifecycle.clone(), metrics.clone()),
             cfg,
             lifecycle,
             metrics,

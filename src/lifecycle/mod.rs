@@ -114,6 +114,18 @@ impl Lifecycle {
         self.health.healthy_of(service)
     }
 
+    /// True when the instance's container is known to have died before `t_ms`: a call that
+    /// started after that cannot have run on it, so it may be sent elsewhere.
+    pub async fn died_before(&self, service: &ServiceId, instance: &InstanceId, t_ms: i64) -> bool {
+        let Ok(Some(svc)) = self.store.get_service(service.as_str()).await else { return false };
+        let Some(inst) = svc.instances.iter().find(|i| &i.id == instance) else { return false };
+        match self.runtime.inspect(&inst.container_name()).await {
+            Ok(Some(info)) if !info.running => info.finished_at.as_deref().and_then(parse_rfc3339_ms).is_some_and(|f| f <= t_ms),
+            Ok(None) => true,
+            _ => false,
+        }
+    }
+
     /// Every running instance of a service and where it answers, healthy or not.
     pub fn endpoints(&self, service: &ServiceId) -> Vec<(InstanceId, SocketAddr)> {
         self.health.endpoints_of(service)
