@@ -42,6 +42,9 @@ use crate::store::{now_ms, AuditEntry, StoreError};
 pub struct AppState {
     pub lifecycle: Arc<Lifecycle>,
     pub addons: Arc<Addons>,
+    pub gateway: Arc<crate::gateway::Gateway>,
+    /// Where the gateway listens (its configured port may be 0 in tests).
+    pub gateway_addr: Option<std::net::SocketAddr>,
     /// For `uptime_seconds` in `/health`.
     pub started: Instant,
 }
@@ -144,9 +147,9 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
-fn ok(status: StatusCode, data: Value, message: &str) -> ApiResult {
+pub(crate) fn ok(status: StatusCode, data: Value, message: &str) -> ApiResult {
     Ok((status, axum::Json(json!({"success": true, "data": data, "message": message}))).into_response())
 }
 
@@ -185,7 +188,7 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 #[derive(Clone, Copy)]
-struct BodyLimit(usize);
+pub(crate) struct BodyLimit(pub usize);
 
 // ---- routes ---------------------------------------------------------------------------
 
@@ -223,7 +226,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/widgets", get(widget_catalogue))
         .route("/api/widgets/{addon}/{widget}", get(render_widget_get).post(render_widget_post))
         .route("/api/widgets/{addon}/{widget}/frame", get(widget_frame))
+        .route("/api/applications", get(list_applications).post(create_application))
+        .route("/api/applications/{id}", get(show_application).delete(delete_application))
+        .route("/api/application-grants", get(list_grants).post(create_grant))
+        .route("/api/application-grants/{id}", get(show_grant).patch(update_grant).delete(delete_grant))
+        .route("/api/application-grants/{id}/rotate", post(rotate_grant))
+        .route("/api/application-grants/{id}/revoke", post(revoke_grant))
         .route("/api/audit", get(audit_log))
+        .route("/api/backup", post(backup_archive))
+        .route("/api/doctor", get(doctor_report))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), audit))
@@ -256,6 +267,7 @@ async fn audit(State(st): State<AppState>, req: Request, next: Next) -> Response
         path,
         status: resp.status().as_u16(),
         detail: None,
+        source: None,
     };
     if let Err(e) = st.lifecycle.store().audit(entry).await {
         tracing::warn!(error = %e, "cannot write audit record");
@@ -447,6 +459,7 @@ async fn daemon_health(State(st): State<AppState>) -> ApiResult {
             "docker": if lc.runtime().is_available() { "reachable" } else { "unreachable" },
             "services": services,
             "pid": std::process::id(),
+            "gateway": st.gateway_addr.map(|a| a.to_string()),
         }),
         "addond is running",
     )
@@ -510,7 +523,7 @@ async fn list_services(State(st): State<AppState>, q: Result<Query<ListQuery>, Q
 }
 
 async fn create_service(State(st): State<AppState>, wait: Wait, JsonBody(req): JsonBody<CreateRequest>) -> ApiResult {
-    let (spec, replicas) = req.validate(st.lifecycle.config())?;
+    let (spec, replicas) = req.validate(&st.lifecycle.live_config())?;
     let svc = st.lifecycle.create(spec, replicas, None).await?;
     reply_service(&st, svc, wait, StatusCode::CREATED, "service created").await
 }
@@ -760,7 +773,7 @@ async fn create_from_template(
         let known: Vec<&str> = TEMPLATES.iter().map(|t| t.id).collect();
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no template `{id}`; known templates: {}", known.join(", "))).field("template")
     })?;
-    let (spec, replicas) = t.request(body, &st.lifecycle.config().templates.image).validate(st.lifecycle.config())?;
+    let (spec, replicas) = t.request(body, &st.lifecycle.config().templates.image).validate(&st.lifecycle.live_config())?;
     let svc = st.lifecycle.create(spec, replicas, None).await?;
     reply_service(&st, svc, wait, StatusCode::CREATED, &format!("service created from template {id}")).await
 }
@@ -962,13 +975,13 @@ async fn widget_catalogue(State(st): State<AppState>, q: Result<Query<CategoryQu
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RenderQuery {
+pub(crate) struct RenderQuery {
     config: Option<String>,
     context: Option<String>,
 }
 
 impl RenderQuery {
-    fn parse(&self) -> Result<(Value, Value), ApiError> {
+    pub(crate) fn parse(&self) -> Result<(Value, Value), ApiError> {
         let parse = |v: &Option<String>, field: &str| -> Result<Value, ApiError> {
             match v {
                 None => Ok(json!({})),
@@ -981,11 +994,11 @@ impl RenderQuery {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RenderBody {
+pub(crate) struct RenderBody {
     #[serde(default)]
-    config: Value,
+    pub config: Value,
     #[serde(default)]
-    context: Value,
+    pub context: Value,
 }
 
 async fn render_widget_get(
@@ -996,7 +1009,7 @@ async fn render_widget_get(
 ) -> ApiResult {
     let Query(q) = q?;
     let (config, context) = q.parse()?;
-    render_reply(&st, &addon, &widget, config, context, &headers).await
+    render_reply(&st.addons, &addon, &widget, config, context, &headers).await
 }
 
 async fn render_widget_post(
@@ -1007,12 +1020,12 @@ async fn render_widget_post(
 ) -> ApiResult {
     let config = if body.config.is_null() { json!({}) } else { body.config };
     let context = if body.context.is_null() { json!({}) } else { body.context };
-    render_reply(&st, &addon, &widget, config, context, &headers).await
+    render_reply(&st.addons, &addon, &widget, config, context, &headers).await
 }
 
 /// The rendered widget with its ETag; 304 when the caller already has this version.
-async fn render_reply(st: &AppState, addon: &str, widget: &str, config: Value, context: Value, headers: &axum::http::HeaderMap) -> ApiResult {
-    let r = st.addons.render(addon, widget, config, context).await?;
+pub(crate) async fn render_reply(addons: &Addons, addon: &str, widget: &str, config: Value, context: Value, headers: &axum::http::HeaderMap) -> ApiResult {
+    let r = addons.render(addon, widget, config, context).await?;
     let etag = HeaderValue::from_str(&r.etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
     let cache = HeaderValue::from_static(if r.cached { "hit" } else { "miss" });
     let matches = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == r.etag || t.trim() == "*"));
@@ -1026,7 +1039,12 @@ async fn render_reply(st: &AppState, addon: &str, widget: &str, config: Value, c
 async fn widget_frame(State(st): State<AppState>, Path((addon, widget)): Path<(String, String)>, q: Result<Query<RenderQuery>, QueryRejection>) -> ApiResult {
     let Query(q) = q?;
     let (config, context) = q.parse()?;
-    let r = st.addons.render(&addon, &widget, config, context).await?;
+    frame_reply(&st.addons, &addon, &widget, config, context).await
+}
+
+/// The widget as a complete HTML document for a sandboxed iframe.
+pub(crate) async fn frame_reply(addons: &Addons, addon: &str, widget: &str, config: Value, context: Value) -> ApiResult {
+    let r = addons.render(addon, widget, config, context).await?;
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let (html, csp) = crate::addons::frame_document(&r.widget, &nonce);
     let csp = HeaderValue::from_str(&csp).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
@@ -1042,6 +1060,243 @@ async fn widget_frame(State(st): State<AppState>, Path((addon, widget)): Path<(S
         html,
     )
         .into_response())
+}
+
+// ---- applications and grants -----------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplicationBody {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    organization: String,
+}
+
+fn app_view(a: &crate::store::ApplicationRow, grants: &[crate::store::GrantRow]) -> Value {
+    json!({
+        "id": a.id, "name": a.name, "description": a.description, "organization": a.organization,
+        "created_at": ms_to_rfc3339(a.created_at),
+        "grants": grants.iter().filter(|g| g.application_id == a.id).map(grant_view).collect::<Vec<_>>(),
+    })
+}
+
+fn grant_view(g: &crate::store::GrantRow) -> Value {
+    json!({
+        "id": g.id, "application_id": g.application_id, "addon": g.addon_instance,
+        "key_prefix": format!("ak_{}_…", g.key_id),
+        "rate_limit": g.rate_per_second.map(|r| json!({"requests_per_second": r, "burst": g.burst})),
+        "allowed_origins": g.allowed_origins,
+        "status": if g.revoked_at.is_some() { "revoked" } else { "active" },
+        "revoked_at": g.revoked_at.map(ms_to_rfc3339),
+        "rotated_at": g.rotated_at.map(ms_to_rfc3339),
+        "old_key_valid_until": g.old_valid_until.filter(|t| *t > now_ms()).map(ms_to_rfc3339),
+        "created_at": ms_to_rfc3339(g.created_at),
+    })
+}
+
+async fn find_application(st: &AppState, id_or_name: &str) -> Result<crate::store::ApplicationRow, ApiError> {
+    st.lifecycle.store().list_applications().await?.into_iter().find(|a| a.id == id_or_name || a.name == id_or_name).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no application `{id_or_name}`; list them with `addonctl apps list`"))
+    })
+}
+
+async fn find_grant(st: &AppState, id: &str) -> Result<crate::store::GrantRow, ApiError> {
+    st.lifecycle.store().list_grants().await?.into_iter().find(|g| g.id == id || g.key_id == id).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no grant `{id}`; list them with `addonctl grants list`"))
+    })
+}
+
+/// The keyring must know about a change before the change is acknowledged.
+async fn reload_keys(st: &AppState) -> Result<(), ApiError> {
+    st.gateway.reload_keys().await.map_err(ApiError::from)
+}
+
+async fn list_applications(State(st): State<AppState>) -> ApiResult {
+    let apps = st.lifecycle.store().list_applications().await?;
+    let grants = st.lifecycle.store().list_grants().await?;
+    ok(StatusCode::OK, Value::Array(apps.iter().map(|a| app_view(a, &grants)).collect()), &format!("{} application(s)", apps.len()))
+}
+
+async fn create_application(State(st): State<AppState>, JsonBody(b): JsonBody<ApplicationBody>) -> ApiResult {
+    if !crate::model::valid_name(&b.name) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", format!("`{}`: 1–63 lowercase letters, digits and `-`", b.name)).field("name"));
+    }
+    if b.description.len() > 1024 || b.organization.len() > 256 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", "description (1024) or organization (256) too long").field(if b.organization.len() > 256 { "organization" } else { "description" }));
+    }
+    let row = crate::store::ApplicationRow {
+        id: format!("app_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        name: b.name,
+        description: b.description,
+        organization: b.organization,
+        created_at: now_ms(),
+    };
+    st.lifecycle.store().insert_application(row.clone()).await.map_err(|e| match e {
+        StoreError::NameTaken(n) => ApiError::new(StatusCode::CONFLICT, "conflict", format!("an application named `{n}` exists")).field("name"),
+        e => e.into(),
+    })?;
+    ok(StatusCode::CREATED, app_view(&row, &[]), "application created")
+}
+
+async fn show_application(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let app = find_application(&st, &id).await?;
+    let grants = st.lifecycle.store().list_grants().await?;
+    ok(StatusCode::OK, app_view(&app, &grants), "")
+}
+
+async fn delete_application(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let app = find_application(&st, &id).await?;
+    st.lifecycle.store().delete_application(&app.id).await?;
+    reload_keys(&st).await?;
+    ok(StatusCode::OK, json!({"id": app.id, "name": app.name}), "application and its grants deleted; their keys stop working now")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitBody {
+    requests_per_second: f64,
+    burst: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantBody {
+    application: String,
+    addon: String,
+    rate_limit: Option<RateLimitBody>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+}
+
+fn check_limits(rate: &Option<RateLimitBody>, origins: &[String]) -> Result<(), ApiError> {
+    if let Some(r) = rate {
+        if !(r.requests_per_second > 0.0 && r.requests_per_second <= 1_000_000.0) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", "requests_per_second must be more than 0 and at most 1000000").field("rate_limit.requests_per_second"));
+        }
+        if r.burst == Some(0) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", "burst must be at least 1").field("rate_limit.burst"));
+        }
+    }
+    for (i, o) in origins.iter().enumerate() {
+        let ok = o == "*" || ((o.starts_with("http://") || o.starts_with("https://")) && !o.ends_with('/') && !o.contains(char::is_whitespace));
+        if !ok {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", format!("`{o}` is not an origin like https://shop.example (scheme and host, no path)")).field(format!("allowed_origins[{i}]")));
+        }
+    }
+    Ok(())
+}
+
+async fn list_grants(State(st): State<AppState>, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    let app = match q.get("application") {
+        Some(a) => Some(find_application(&st, a).await?.id),
+        None => None,
+    };
+    let grants = st.lifecycle.store().list_grants().await?;
+    let list: Vec<Value> = grants.iter().filter(|g| app.as_ref().is_none_or(|a| &g.application_id == a)).map(grant_view).collect();
+    let n = list.len();
+    ok(StatusCode::OK, Value::Array(list), &format!("{n} grant(s)"))
+}
+
+/// Creates a grant and returns its key, in clear, this once.
+async fn create_grant(State(st): State<AppState>, JsonBody(b): JsonBody<GrantBody>) -> ApiResult {
+    let app = find_application(&st, &b.application).await.map_err(|e| e.field("application"))?;
+    if st.lifecycle.store().get_install(&b.addon).await?.is_none() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no addon is installed as `{}`", b.addon)).field("addon"));
+    }
+    check_limits(&b.rate_limit, &b.allowed_origins)?;
+    let key = crate::gateway::keys::generate(None).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("no randomness: {e}")))?;
+    let row = crate::store::GrantRow {
+        id: format!("grant_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        application_id: app.id.clone(),
+        addon_instance: b.addon.clone(),
+        rate_per_second: b.rate_limit.as_ref().map(|r| r.requests_per_second),
+        burst: b.rate_limit.as_ref().and_then(|r| r.burst),
+        allowed_origins: b.allowed_origins,
+        key_id: key.key_id.clone(),
+        key_hash: key.hash,
+        old_key_hash: None,
+        old_valid_until: None,
+        revoked_at: None,
+        created_at: now_ms(),
+        rotated_at: None,
+    };
+    st.lifecycle.store().insert_grant(row.clone()).await.map_err(|e| match e {
+        StoreError::NameTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", format!("`{}` already has a grant for `{}`; rotate its key instead", app.name, b.addon)),
+        e => e.into(),
+    })?;
+    reload_keys(&st).await?;
+    let mut v = grant_view(&row);
+    v["api_key"] = json!(key.full);
+    ok(StatusCode::CREATED, v, "grant created; store api_key now: it is never shown again")
+}
+
+async fn show_grant(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    ok(StatusCode::OK, grant_view(&find_grant(&st, &id).await?), "")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantUpdate {
+    rate_limit: Option<Option<RateLimitBody>>,
+    allowed_origins: Option<Vec<String>>,
+}
+
+async fn update_grant(State(st): State<AppState>, Path(id): Path<String>, JsonBody(b): JsonBody<GrantUpdate>) -> ApiResult {
+    let g = find_grant(&st, &id).await?;
+    let rate = match b.rate_limit {
+        Some(r) => r,
+        None => g.rate_per_second.map(|r| RateLimitBody { requests_per_second: r, burst: g.burst }),
+    };
+    let origins = b.allowed_origins.unwrap_or(g.allowed_origins.clone());
+    check_limits(&rate, &origins)?;
+    st.lifecycle.store().update_grant_limits(&g.id, rate.as_ref().map(|r| r.requests_per_second), rate.as_ref().and_then(|r| r.burst), origins).await?;
+    reload_keys(&st).await?;
+    ok(StatusCode::OK, grant_view(&find_grant(&st, &g.id).await?), "grant updated")
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    grace_seconds: Option<f64>,
+}
+
+/// A new key for a grant; the old one keeps working for the grace period (default from
+/// config, 0: refused from the next request).
+async fn rotate_grant(State(st): State<AppState>, Path(id): Path<String>, req: Request) -> ApiResult {
+    let bytes = axum::body::to_bytes(req.into_body(), 64 * 1024).await.map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "body too large"))?;
+    let b: RotateBody = if bytes.iter().all(|c| c.is_ascii_whitespace()) { RotateBody::default() } else { parse_json(&bytes)? };
+    let g = find_grant(&st, &id).await?;
+    if g.revoked_at.is_some() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "this grant is revoked; create a new grant instead"));
+    }
+    let grace = b.grace_seconds.unwrap_or(st.lifecycle.config().gateway.rotation_grace_seconds);
+    if !(0.0..=30.0 * 86_400.0).contains(&grace) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", "grace_seconds must be between 0 and 2592000").field("grace_seconds"));
+    }
+    let key = crate::gateway::keys::generate(Some(&g.key_id)).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("no randomness: {e}")))?;
+    let until = (grace > 0.0).then(|| now_ms() + (grace * 1000.0) as i64);
+    st.lifecycle.store().rotate_grant(&g.id, key.key_id.clone(), key.hash, until).await?;
+    reload_keys(&st).await?;
+    let mut v = grant_view(&find_grant(&st, &g.id).await?);
+    v["api_key"] = json!(key.full);
+    ok(StatusCode::OK, v, "key rotated; store api_key now: it is never shown again")
+}
+
+async fn revoke_grant(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let g = find_grant(&st, &id).await?;
+    st.lifecycle.store().revoke_grant(&g.id).await?;
+    reload_keys(&st).await?;
+    ok(StatusCode::OK, grant_view(&find_grant(&st, &g.id).await?), "grant revoked; its key is refused from now on")
+}
+
+async fn delete_grant(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let g = find_grant(&st, &id).await?;
+    st.lifecycle.store().delete_grant(&g.id).await?;
+    reload_keys(&st).await?;
+    ok(StatusCode::OK, json!({"id": g.id}), "grant deleted")
 }
 
 // ---- the socket server ----------------------------------------------------------------
@@ -1191,4 +1446,121 @@ mod tests {
         assert_eq!(&prefix_lines("[1] ", b"a\nb\n")[..], b"[1] a\n[1] b\n");
         assert_eq!(&prefix_lines("", b"a\n")[..], b"a\n");
     }
+}
+
+// ---- operator tools: backup and doctor ------------------------------------------------
+
+/// `POST /api/backup`: a tar stream (see [`crate::backup`]) of a consistent database copy
+/// taken now with `VACUUM INTO`, plus every directory volume. The database copy is made
+/// before the first byte is sent, so a failure there is a proper error envelope; a failure
+/// while streaming volumes ends the body abnormally and the client discards the file.
+async fn backup_archive(State(st): State<AppState>) -> ApiResult {
+    use crate::backup;
+    let lc = st.lifecycle.clone();
+    let data_dir = lc.config().daemon.data_dir.clone();
+    let snapshot = data_dir.join(format!(".backup-{}.db", uuid::Uuid::new_v4().simple()));
+    let internal = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "backup: {what}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "backup_failed", format!("{what}: {e}"))
+    };
+    let schema = match lc.store().snapshot_to(&snapshot).await {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&snapshot);
+            return Err(internal("cannot copy the database (is the disk full?)", &e));
+        }
+    };
+    let services = lc.store().list_services().await.map(|s| s.len()).unwrap_or(0);
+    let daemon_id = lc.store().daemon_id().await?;
+    let snap = snapshot.clone();
+    let sum = tokio::task::spawn_blocking(move || backup::sha256_file(&snap)).await.map_err(|e| internal("checksum task failed", &e))?;
+    let (sha, bytes) = match sum {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&snapshot);
+            return Err(internal("cannot read the database copy", &e));
+        }
+    };
+    let (uid, gid) = backup::owner_of(&data_dir);
+    let created_at = now_ms();
+    let manifest = backup::BackupManifest {
+        format: backup::FORMAT,
+        addond_version: env!("CARGO_PKG_VERSION").to_string(),
+        schema_version: schema,
+        created_at,
+        daemon_id,
+        data_dir_uid: uid,
+        data_dir_gid: gid,
+        database_bytes: bytes,
+        database_sha256: sha,
+        services,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+    tokio::task::spawn_blocking(move || {
+        let mut w = backup::ChannelWriter::new(tx);
+        let res = backup::write_archive(&mut w, &manifest, &snapshot, &data_dir).and_then(|w| w.flush());
+        let _ = std::fs::remove_file(&snapshot);
+        match res {
+            Ok(()) => tracing::info!(services = manifest.services, schema = manifest.schema_version, "backup streamed"),
+            Err(e) => {
+                tracing::error!(error = %e, "backup failed while streaming");
+                w.fail(e);
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let name = format!("attachment; filename=\"addond-backup-{}.tar\"", crate::backup::timestamp_for_path(created_at));
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar")),
+            (header::CONTENT_DISPOSITION, HeaderValue::from_str(&name).unwrap_or_else(|_| HeaderValue::from_static("attachment"))),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// `GET /api/doctor`: the daemon's own view for `addonctl doctor`: the database's full
+/// integrity check, Docker as reached by the daemon's user, the booked ports and the
+/// config values the host checks need.
+async fn doctor_report(State(st): State<AppState>) -> ApiResult {
+    let lc = &st.lifecycle;
+    let cfg = lc.config();
+    let store = lc.store();
+    let integrity = store.integrity_report().await.unwrap_or_else(|e| vec![e.to_string()]);
+    let schema = store.schema_version().await.unwrap_or(-1);
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let booked: Vec<u16> = {
+        let mut v: Vec<u16> = store.booked_ports().await?.into_iter().collect();
+        v.sort_unstable();
+        v
+    };
+    let reachable = lc.runtime().ping().await;
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    ok(
+        StatusCode::OK,
+        json!({
+            "daemon": {"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id(), "uid": uid, "gid": gid, "uptime_seconds": st.started.elapsed().as_secs()},
+            "config": {
+                "data_dir": cfg.daemon.data_dir,
+                "socket_path": cfg.daemon.socket_path,
+                "socket_group": cfg.daemon.socket_group,
+                "port_range": [cfg.ports.range_start, cfg.ports.range_end],
+                "publish_address": cfg.ports.publish_address.to_string(),
+            },
+            "docker": {"host": cfg.docker.host, "reachable": reachable, "error": if reachable { Value::Null } else { json!("no answer to ping") }},
+            "database": {
+                "path": store.path,
+                "integrity": integrity,
+                "schema_version": schema,
+                "known_schema_version": crate::store::Store::known_schema_version(),
+                "size_bytes": size(&store.path),
+                "wal_bytes": size(&store.path.with_extension("db-wal")),
+            },
+            "booked_ports": booked,
+        }),
+        "",
+    )
 }

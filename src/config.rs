@@ -43,6 +43,7 @@ pub struct Config {
     pub templates: TemplatesConfig,
     pub addons: AddonsConfig,
     pub widgets: WidgetsConfig,
+    pub gateway: GatewayConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -183,6 +184,63 @@ pub struct WidgetsConfig {
     pub cache_ttl_seconds: f64,
     /// Most rendered widgets kept in memory.
     pub cache_max_entries: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// The web platform's entry point; serves only gateway routes, never the admin API.
+    pub enabled: bool,
+    pub listen: std::net::SocketAddr,
+    /// Request bodies above this are refused with 413 (passthrough included).
+    pub max_body_bytes: u64,
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs); from anyone else it is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Failed authentications allowed per source address per minute before 429.
+    pub failed_auth_per_minute: u32,
+    /// After a key rotation the old key keeps working this long (seconds).
+    pub rotation_grace_seconds: f64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            enabled: true,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 7080)),
+            max_body_bytes: 10 * 1024 * 1024,
+            trusted_proxies: Vec::new(),
+            failed_auth_per_minute: 30,
+            rotation_grace_seconds: 0.0,
+        }
+    }
+}
+
+/// Parses `10.0.0.0/8`, `::1/128` or a bare address into (network, prefix length).
+pub fn parse_any_cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (ip, len) = match s.split_once('/') {
+        Some((ip, len)) => (ip.parse::<std::net::IpAddr>().ok()?, len.parse::<u8>().ok()?),
+        None => {
+            let ip: std::net::IpAddr = s.parse().ok()?;
+            (ip, if ip.is_ipv4() { 32 } else { 128 })
+        }
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    (len <= max).then_some((ip, len))
+}
+
+/// Whether `addr` falls in the CIDR `(net, len)`.
+pub fn cidr_contains(net: std::net::IpAddr, len: u8, addr: std::net::IpAddr) -> bool {
+    match (net, addr) {
+        (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) => {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) => {
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
 }
 
 impl Default for AddonsConfig {
@@ -516,6 +574,17 @@ impl Config {
                 return Err(invalid(key, "must be more than 0 and at most 86400 seconds"));
             }
         }
+        for (i, p) in self.gateway.trusted_proxies.iter().enumerate() {
+            if parse_any_cidr(p).is_none() {
+                return Err(invalid(&format!("gateway.trusted_proxies[{i}]"), format!("`{p}` is not an address or CIDR like 10.0.0.0/8")));
+            }
+        }
+        if self.gateway.max_body_bytes < 1024 {
+            return Err(invalid("gateway.max_body_bytes", "must be at least 1024"));
+        }
+        if !(0.0..=30.0 * 86_400.0).contains(&self.gateway.rotation_grace_seconds) {
+            return Err(invalid("gateway.rotation_grace_seconds", "must be between 0 and 2592000 (30 days)"));
+        }
         if self.templates.image.trim().is_empty() {
             return Err(invalid("templates.image", "must name an image"));
         }
@@ -537,7 +606,7 @@ impl Config {
 }
 
 const SECTIONS: &[&str] = &[
-    "daemon", "api", "ports", "docker", "sandbox", "limits", "health", "restart", "reconcile", "templates", "addons", "widgets",
+    "daemon", "api", "ports", "docker", "sandbox", "limits", "health", "restart", "reconcile", "templates", "addons", "widgets", "gateway",
 ];
 
 /// Applies `ADDOND_<SECTION>_<KEY>=value` overrides. The value is read as a TOML literal
@@ -646,6 +715,20 @@ mod tests {
     fn missing_explicit_file_is_an_error() {
         let err = Config::load_with_env(Some(Path::new("/nonexistent/addond.toml")), false, &[]).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/addond.toml"));
+    }
+
+    #[test]
+    fn cidrs() {
+        let (n, l) = parse_any_cidr("10.0.0.0/8").unwrap();
+        assert!(cidr_contains(n, l, "10.2.3.4".parse().unwrap()));
+        assert!(!cidr_contains(n, l, "11.0.0.1".parse().unwrap()));
+        let (n, l) = parse_any_cidr("127.0.0.1").unwrap();
+        assert!(cidr_contains(n, l, "127.0.0.1".parse().unwrap()));
+        assert!(!cidr_contains(n, l, "127.0.0.2".parse().unwrap()));
+        let (n, l) = parse_any_cidr("::1/128").unwrap();
+        assert!(cidr_contains(n, l, "::1".parse().unwrap()));
+        assert!(parse_any_cidr("10.0.0.0/33").is_none());
+        assert!(parse_any_cidr("nope").is_none());
     }
 
     #[test]

@@ -8,18 +8,20 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use tokio_util::sync::CancellationToken;
 
 use crate::addons::Addons;
 use crate::api::{self, AppState, PeerPolicy};
+use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::config::Config;
 use crate::lifecycle::Lifecycle;
 use crate::runtime::Runtime;
 use crate::store::Store;
+use crate::systemd::{LogControl, Notifier};
 
 /// Holds `<data_dir>/addond.pid` locked for the daemon's lifetime; a second daemon on the
 /// same data dir is refused with the first one's pid.
@@ -83,16 +85,88 @@ fn bind_socket(cfg: &Config) -> anyhow::Result<(tokio::net::UnixListener, Option
     Ok((listener, group))
 }
 
+/// Re-reads the configuration on SIGHUP (the file and environment `addond` started from).
+pub type ConfigSource = Box<dyn Fn() -> Result<Config, crate::config::ConfigError> + Send + Sync>;
+
+/// How the daemon talks to its service manager and what a SIGHUP may change.
+pub struct RunOptions {
+    pub notifier: Notifier,
+    /// Without it a SIGHUP is logged and ignored.
+    pub reload: Option<ConfigSource>,
+    /// Without it `daemon.log_level` is not reloadable.
+    pub log: Option<LogControl>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { notifier: Notifier::disabled(), reload: None, log: None }
+    }
+}
+
+/// The keys a SIGHUP applies to the running daemon. Any other changed key makes the whole
+/// reload refused (and logged), because the parts that read them (sockets, the data dir,
+/// networks, the sandbox, the gateway, caches sized at start) cannot change underneath
+/// running requests and containers without a restart.
+pub const LIVE_KEYS: &[&str] = &[
+    "daemon.log_level",
+    "reconcile.interval_seconds",
+    "health.interval_seconds",
+    "health.timeout_seconds",
+    "health.retries",
+    "health.start_period_seconds",
+    "limits.memory",
+    "limits.cpu",
+    "limits.pids",
+];
+
+/// `section.key` of every value that differs between two configs.
+pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let (Ok(toml::Value::Table(a)), Ok(toml::Value::Table(b))) = (toml::Value::try_from(old), toml::Value::try_from(new)) else {
+        return vec!["<config>".into()];
+    };
+    let mut out = Vec::new();
+    let sections: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for sec in sections {
+        match (a.get(sec), b.get(sec)) {
+            (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    if x.get(k) != y.get(k) {
+                        out.push(format!("{sec}.{k}"));
+                    }
+                }
+            }
+            (x, y) if x != y => out.push(sec.clone()),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Runs the daemon until `shutdown` is cancelled. Addon containers keep running after it
 /// returns; the next start adopts them.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with(cfg, shutdown, RunOptions::default()).await
+}
+
+/// [`run`], telling systemd how it goes: `READY=1` once the database is migrated, Docker
+/// probed, the first resync done and every listener accepting; `STATUS=` with counts;
+/// `WATCHDOG=1` from the main loop while the database answers; `RELOADING=1` around a
+/// SIGHUP reload; `STOPPING=1` when the stop begins.
+pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions) -> anyhow::Result<()> {
     let started = Instant::now();
+    let notifier = opts.notifier.clone();
     let cfg = Arc::new(cfg);
     let _lock = lock_data_dir(&cfg.daemon.data_dir)?;
+    remove_stale_snapshots(&cfg.daemon.data_dir);
+    notifier.status("opening the database");
     let store = Store::open(&cfg.daemon.data_dir.join("addond.db")).await.context("cannot open the database")?;
     let daemon_id = store.daemon_id().await?;
+    let db = store.clone();
+    notifier.status("probing Docker");
     let runtime = Arc::new(Runtime::new(cfg.clone()));
-    if !runtime.ping().await {
+    let docker_up = runtime.ping().await;
+    if !docker_up {
         tracing::warn!(docker = %cfg.docker.host, "Docker is not reachable; serving the API and retrying");
     }
     let lifecycle = Lifecycle::new(cfg.clone(), store, runtime, daemon_id, shutdown.clone());
@@ -100,14 +174,224 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     // SAFETY: getuid cannot fail.
     let policy = PeerPolicy { daemon_uid: unsafe { libc::getuid() }, group };
     let addons = Addons::new(cfg.clone(), lifecycle.clone(), Arc::new(Metrics::default()));
-    let app = api::router(AppState { lifecycle: lifecycle.clone(), addons: addons.clone(), started });
-    tracing::info!(socket = %cfg.daemon.socket_path.display(), data_dir = %cfg.daemon.data_dir.display(), "addond ready");
+    let gateway = Gateway::new(cfg.clone(), addons.clone(), lifecycle.clone());
+    gateway.reload_keys().await?;
+    let gateway_listener = if cfg.gateway.enabled {
+        Some(tokio::net::TcpListener::bind(cfg.gateway.listen).await.with_context(|| format!("cannot listen on {} (gateway.listen)", cfg.gateway.listen))?)
+    } else {
+        None
+    };
+    let gateway_addr = gateway_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let app = api::router(AppState { lifecycle: lifecycle.clone(), addons: addons.clone(), gateway: gateway.clone(), gateway_addr, started });
     let lc_task = tokio::spawn(lifecycle.clone().run());
     let routes_task = tokio::spawn(addons.dispatcher.clone().follow_changes(shutdown.clone()));
-    api::serve(listener, app, policy, shutdown.clone()).await;
+    let audit_task = tokio::spawn(gateway.clone().run_audit_writer(shutdown.clone()));
+    let gateway_task = gateway_listener.map(|l| {
+        tracing::info!(listen = ?gateway_addr, "gateway listening");
+        tokio::spawn(crate::gateway::serve(l, gateway.clone(), shutdown.clone()))
+    });
+    let api_task = tokio::spawn(api::serve(listener, app, policy, shutdown.clone()));
+    if docker_up {
+        notifier.status("adopting containers (first resync)");
+        tokio::select! {
+            _ = lifecycle.first_resync() => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+    let sup = Supervisor { lifecycle: lifecycle.clone(), store: db.clone(), notifier: notifier.clone(), opts };
+    if !shutdown.is_cancelled() {
+        let status = sup.status_line().await;
+        notifier.ready(&status);
+        tracing::info!(socket = %cfg.daemon.socket_path.display(), data_dir = %cfg.daemon.data_dir.display(), %status, "addond ready");
+        sup.main_loop(&shutdown).await;
+    }
+    notifier.stopping();
+    tracing::info!("stopping: finishing requests in flight; addon containers keep running");
+    let _ = api_task.await;
     let _ = lc_task.await;
     let _ = routes_task.await;
+    if let Some(t) = gateway_task {
+        let _ = t.await;
+    }
+    let _ = audit_task.await;
     let _ = std::fs::remove_file(&cfg.daemon.socket_path);
+    // Close the database cleanly: the WAL folded into the file, nothing left to replay.
+    match db.checkpoint().await {
+        Ok(()) => tracing::debug!("database checkpointed"),
+        Err(e) => tracing::warn!(error = %e, "cannot checkpoint the database; it is replayed at the next start"),
+    }
+    drop(sup);
+    drop(db);
     tracing::info!("addond stopped");
     Ok(())
+}
+
+/// Removes database snapshots a backup left behind when the daemon died during it.
+fn remove_stale_snapshots(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".backup-") && name.ends_with(".db") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// The daemon's main loop: watchdog, status, reloads.
+struct Supervisor {
+    lifecycle: Arc<Lifecycle>,
+    store: Store,
+    notifier: Notifier,
+    opts: RunOptions,
+}
+
+impl Supervisor {
+    /// `3 services (2 started, 1 failed, 0 changing), 4/4 instances healthy, Docker reachable`
+    async fn status_line(&self) -> String {
+        let docker = if self.lifecycle.runtime().is_available() { "reachable" } else { "unreachable, retrying" };
+        match self.store.list_services().await {
+            Ok(all) => {
+                use crate::model::{Health, Phase};
+                let started = all.iter().filter(|s| s.phase == Phase::Started).count();
+                let failed = all.iter().filter(|s| s.phase == Phase::Failed).count();
+                let stopped = all.iter().filter(|s| s.phase == Phase::Stopped).count();
+                let changing = all.len() - started - failed - stopped;
+                let wanted: Vec<_> = all.iter().filter(|s| s.phase != Phase::Stopped).flat_map(|s| s.instances.iter().filter(|i| i.wanted)).collect();
+                let healthy = wanted.iter().filter(|i| i.health == Health::Healthy).count();
+                format!(
+                    "{} services ({started} started, {failed} failed, {stopped} stopped, {changing} changing), {healthy}/{} instances healthy, Docker {docker}",
+                    all.len(),
+                    wanted.len()
+                )
+            }
+            Err(e) => format!("database error: {e}"),
+        }
+    }
+
+    async fn main_loop(&self, shutdown: &CancellationToken) {
+        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::time::MissedTickBehavior;
+        let wd_period = crate::systemd::watchdog_period().filter(|_| self.notifier.is_enabled());
+        let mut watchdog = wd_period.map(|p| {
+            let mut t = tokio::time::interval(p);
+            t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            t
+        });
+        if let Some(p) = wd_period {
+            tracing::info!(every_ms = p.as_millis() as u64, "feeding the systemd watchdog");
+        }
+        let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+        status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut changes = self.lifecycle.subscribe();
+        let mut dirty = false;
+        let mut last_status = String::new();
+        let mut last_sent = Instant::now();
+        let mut hup = signal(SignalKind::hangup()).ok();
+        let mut stall = debug_stall_signal();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = async { match watchdog.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
+                    // Fed only while the loop runs and the database answers in time: a wedged
+                    // database (or runtime) stops the pings and systemd restarts us.
+                    let deadline = wd_period.unwrap_or(Duration::from_secs(1));
+                    match tokio::time::timeout(deadline, self.store.ping()).await {
+                        Ok(Ok(())) => self.notifier.watchdog(),
+                        Ok(Err(e)) => tracing::error!(error = %e, "database probe failed; not feeding the watchdog"),
+                        Err(_) => tracing::error!(waited_ms = deadline.as_millis() as u64, "database did not answer; not feeding the watchdog"),
+                    }
+                }
+                r = changes.recv() => {
+                    if !matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                        dirty = true;
+                    }
+                }
+                _ = status_tick.tick() => {
+                    if dirty || last_sent.elapsed() >= Duration::from_secs(10) {
+                        dirty = false;
+                        last_sent = Instant::now();
+                        let status = self.status_line().await;
+                        if status != last_status {
+                            self.notifier.status(&status);
+                            last_status = status;
+                        }
+                    }
+                }
+                _ = async { match hup.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
+                    self.reload().await;
+                    last_status.clear();
+                }
+                _ = async { match stall.as_mut() { Some((s, _)) => { s.recv().await; } None => std::future::pending().await } } => {
+                    #[cfg(debug_assertions)]
+                    if let Some((_, d)) = &stall {
+                        tracing::warn!(ms = d.as_millis() as u64, "debug hook: holding the database");
+                        self.store.debug_stall(*d);
+                    }
+                }
+            }
+        }
+    }
+
+    /// SIGHUP: re-read the configuration and apply the keys in [`LIVE_KEYS`]; refuse the
+    /// whole reload when any other key changed.
+    async fn reload(&self) {
+        let Some(source) = &self.opts.reload else {
+            tracing::warn!("SIGHUP ignored: this daemon was started without a config source");
+            return;
+        };
+        self.notifier.reloading();
+        let current = self.lifecycle.live_config();
+        let outcome = match source() {
+            Err(e) => Err(format!("the new configuration is invalid, keeping the running one: {e}")),
+            Ok(new) => {
+                let changed = changed_keys(&current, &new);
+                let fixed: Vec<&String> = changed.iter().filter(|k| !LIVE_KEYS.contains(&k.as_str())).collect();
+                if changed.is_empty() {
+                    Ok(changed)
+                } else if !fixed.is_empty() {
+                    Err(format!(
+                        "reload refused: {} cannot change while addond runs (restart it to apply them: systemctl restart addond); nothing was changed",
+                        fixed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                } else {
+                    let level_ok = match (&self.opts.log, new.daemon.log_level != current.daemon.log_level) {
+                        (Some(log), true) => log.set_level(&new.daemon.log_level).map_err(|e| e.to_string()),
+                        _ => Ok(()),
+                    };
+                    match level_ok {
+                        Err(e) => Err(e),
+                        Ok(()) => {
+                            self.lifecycle.set_live_config(Arc::new(new));
+                            Ok(changed)
+                        }
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(keys) if keys.is_empty() => tracing::info!("configuration reloaded: nothing changed"),
+            Ok(keys) => tracing::info!(changed = %keys.join(","), "configuration reloaded"),
+            Err(e) => tracing::error!("{e}"),
+        }
+        let status = self.status_line().await;
+        self.notifier.ready(&status);
+    }
+}
+
+/// Debug builds, with `ADDOND_DEBUG_HOOKS=1`: SIGUSR1 makes the daemon hold its database
+/// for `ADDOND_DEBUG_STALL_MS` (default 3000), as a wedged SQLite call would, so the tests
+/// can watch the watchdog pings stop. Release builds have no such hook.
+#[cfg(debug_assertions)]
+fn debug_stall_signal() -> Option<(tokio::signal::unix::Signal, Duration)> {
+    if std::env::var("ADDOND_DEBUG_HOOKS").as_deref() != Ok("1") {
+        return None;
+    }
+    let ms = std::env::var("ADDOND_DEBUG_STALL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+    let sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok()?;
+    Some((sig, Duration::from_millis(ms)))
+}
+
+#[cfg(not(debug_assertions))]
+fn debug_stall_signal() -> Option<(tokio::signal::unix::Signal, Duration)> {
+    None
 }

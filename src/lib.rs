@@ -12,3 +12,7 @@ pub mod api;
 pub mod daemon;
 pub mod addons;
 pub mod metrics;
+pub mod systemd;
+pub mod backup;
+pub mod doctor;
+pub mod gateway;

@@ -142,22 +142,53 @@ impl Dispatcher {
         self.breakers.lock().unwrap_or_else(|e| e.into_inner()).get(instance).is_some_and(Breaker::is_open)
     }
 
-    /// POSTs `body` to `path` on one healthy instance of `service`.
-    pub async fn post(&self, service: &ServiceId, label: &str, path: &str, body: Bytes, timeout: Duration) -> Result<Reply, DispatchError> {
+    /// The healthy instances of a service, in round-robin order for this call.
+    pub fn candidates(&self, service: &ServiceId) -> Vec<(InstanceId, SocketAddr)> {
         let route = self.route(service);
         let n = route.endpoints.len();
-        if n == 0 {
+        let start = route.next.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(|k| route.endpoints[(start + k) % n].clone()).collect()
+    }
+
+    /// Whether the instance's breaker lets a call through now (half-open: one trial).
+    pub fn admit(&self, instance: &InstanceId) -> bool {
+        self.breakers.lock().unwrap_or_else(|e| e.into_inner()).entry(instance.clone()).or_default().allow(Instant::now())
+    }
+
+    /// Records the outcome of a call for the instance's breaker.
+    pub fn report(&self, service: &ServiceId, instance: &InstanceId, ok: bool) {
+        let opened = {
+            let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+            let b = breakers.entry(instance.clone()).or_default();
+            if ok {
+                b.success();
+                false
+            } else {
+                b.failure(self.cfg.addons.breaker_failures, Duration::from_secs_f64(self.cfg.addons.breaker_cooldown_seconds))
+            }
+        };
+        if opened {
+            tracing::warn!(service = %service, instance = %instance, "circuit breaker opened");
+            self.metrics.breaker_opened(service.as_str(), instance.as_str());
+        }
+    }
+
+    /// Whether a failed call on `instance` that started at `started_ms` cannot have run
+    /// there (its container was already gone), so the next instance may take it.
+    pub async fn never_reached(&self, service: &ServiceId, instance: &InstanceId, started_ms: i64) -> bool {
+        self.lifecycle.died_before(service, instance, started_ms).await
+    }
+
+    /// POSTs `body` to `path` on one healthy instance of `service`.
+    pub async fn post(&self, service: &ServiceId, label: &str, path: &str, body: Bytes, timeout: Duration) -> Result<Reply, DispatchError> {
+        let candidates = self.candidates(service);
+        if candidates.is_empty() {
             return Err(DispatchError::NoHealthy(label.to_string()));
         }
-        let start = route.next.fetch_add(1, Ordering::Relaxed);
-        let threshold = self.cfg.addons.breaker_failures;
-        let cooldown = Duration::from_secs_f64(self.cfg.addons.breaker_cooldown_seconds);
         let mut tried = 0;
         let mut last_refused = None;
-        for k in 0..n {
-            let (id, addr) = &route.endpoints[(start + k) % n];
-            let allowed = self.breakers.lock().unwrap_or_else(|e| e.into_inner()).entry(id.clone()).or_default().allow(Instant::now());
-            if !allowed {
+        for (id, addr) in &candidates {
+            if !self.admit(id) {
                 continue;
             }
             tried += 1;
@@ -167,28 +198,13 @@ impl Dispatcher {
                 // A pooled connection to an instance that died just before this call fails
                 // on write; if the container was already gone when the call started, the
                 // call cannot have run there, and the next instance may take it.
-                if self.lifecycle.died_before(service, id, started_ms).await {
+                if self.never_reached(service, id, started_ms).await {
                     outcome = Err(SendError::Refused(e.clone()));
                 }
             }
-            let failed = !matches!(outcome, Ok((status, _)) if !matches!(status, 502..=504));
-            let opened = {
-                let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
-                let b = breakers.entry(id.clone()).or_default();
-                if failed {
-                    b.failure(threshold, cooldown)
-                } else {
-                    b.success();
-                    false
-                }
-            };
-            if opened {
-                tracing::warn!(service = %service, instance = %id, "circuit breaker opened");
-                self.metrics.breaker_opened(service.as_str(), id.as_str());
-            }
+            self.report(service, id, matches!(outcome, Ok((status, _)) if !matches!(status, 502..=504)));
             match outcome {
                 Ok((status, body)) => return Ok(Reply { status, body, instance: id.clone() }),
-                // Never reached the instance: safe to try the next one.
                 Err(SendError::Refused(e)) => last_refused = Some(e),
                 Err(SendError::Timeout) => return Err(DispatchError::Timeout(timeout.as_secs_f64())),
                 Err(SendError::Broken(e)) => {

@@ -331,7 +331,7 @@ impl Addons {
             .service_requests(&instance, &self.cfg)?
             .into_iter()
             .enumerate()
-            .map(|(i, r)| r.validate(&self.cfg).map_err(|e| FieldError { field: format!("services[{i}].{}", e.field), ..e }))
+            .map(|(i, r)| r.validate(&self.lifecycle.live_config()).map_err(|e| FieldError { field: format!("services[{i}].{}", e.field), ..e }))
             .collect::<Result<Vec<_>, _>>()?;
         store
             .insert_install(InstallRow {

@@ -34,11 +34,13 @@ pub struct Options {
     pub extra: String,
     /// Docker endpoint (default the real engine's socket).
     pub docker_host: String,
+    /// Extra keys for the `[gateway]` section (which always listens on an ephemeral port).
+    pub gateway_extra: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ports: port_slice(12), extra: String::new(), docker_host: "unix:///var/run/docker.sock".into() }
+        Options { ports: port_slice(12), extra: String::new(), docker_host: "unix:///var/run/docker.sock".into(), gateway_extra: String::new() }
     }
 }
 
@@ -104,6 +106,11 @@ failure_window_seconds = 120.0
 
 [reconcile]
 interval_seconds = 2.0
+
+[gateway]
+listen = "127.0.0.1:0"
+{gateway_extra}
+
 {extra}
 "#,
             data = dir.path().join("data").display(),
@@ -112,6 +119,7 @@ interval_seconds = 2.0
             end = opts.ports.1,
             extra = opts.extra,
             docker_host = opts.docker_host,
+            gateway_extra = opts.gateway_extra,
         );
         std::fs::write(&config, text).unwrap();
         let mut d = Daemon { client: Client::new(socket.clone()), dir, socket, config, child: None, ports: opts.ports };
@@ -159,6 +167,11 @@ interval_seconds = 2.0
             assert!(Instant::now() < deadline, "addond did not come up; log:\n{}", self.log());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The gateway's address (the daemon binds an ephemeral port in tests).
+    pub async fn gateway(&self) -> std::net::SocketAddr {
+        self.get("/health").await.data()["gateway"].as_str().expect("gateway enabled").parse().unwrap()
     }
 
     /// SIGKILL: no cleanup of any kind runs.

@@ -1,0 +1,245 @@
+//! `ANY /gw/{addon}/{path…}`: requests passed through to the addon's service, bodies
+//! streamed both ways, hop-by-hop headers dropped, the API key never forwarded, the body
+//! limit enforced (413), and WebSocket upgrades spliced to a `websocket` service. Instances
+//! are chosen like actions are: round robin over healthy ones, breakers respected.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use super::{Admitted, Gateway};
+use crate::addons::AddonError;
+use crate::api::ApiError;
+use crate::model::ServiceType;
+
+pub type ProxyClient = Client<HttpConnector, Body>;
+
+pub fn client() -> ProxyClient {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    conn.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(std::time::Duration::from_secs(20)).pool_max_idle_per_host(256).build(conn)
+}
+
+const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// Drops hop-by-hop headers (and those named in `Connection`), and the caller's API key.
+fn forwardable(headers: &HeaderMap, keep_upgrade: bool) -> HeaderMap {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::new();
+    for (k, v) in headers {
+        let name = k.as_str();
+        let hop = HOP_BY_HOP.contains(&name) || named.iter().any(|n| n == name);
+        let upgrade_hdr = keep_upgrade && (name == "connection" || name == "upgrade");
+        if (hop && !upgrade_hdr) || name == "apikey" || name == "host" {
+            continue;
+        }
+        if name == "authorization" && v.to_str().is_ok_and(|a| a.to_ascii_lowercase().starts_with("bearer ak_")) {
+            continue;
+        }
+        out.append(k.clone(), v.clone());
+    }
+    out
+}
+
+fn is_upgrade(req: &Request) -> bool {
+    req.headers().get(header::UPGRADE).is_some()
+        && req.headers().get(header::CONNECTION).and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().split(',').any(|t| t.trim() == "upgrade"))
+}
+
+fn too_large(limit: u64) -> Response {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body is larger than {limit} bytes (gateway.max_body_bytes)")).into_response()
+}
+
+pub async fn passthrough_root(State(gw): State<Arc<Gateway>>, Path(addon): Path<String>, ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>, req: Request) -> Response {
+    forward(gw, addon, String::new(), peer, req).await
+}
+
+pub async fn passthrough(State(gw): State<Arc<Gateway>>, Path((addon, rest)): Path<(String, String)>, ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>, req: Request) -> Response {
+    forward(gw, addon, rest, peer, req).await
+}
+
+async fn forward(gw: Arc<Gateway>, addon: String, rest: String, peer: std::net::SocketAddr, req: Request) -> Response {
+    match forward_inner(&gw, &addon, &rest, peer, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: std::net::SocketAddr, mut req: Request) -> Result<Response, ApiError> {
+    let upgrade = is_upgrade(&req);
+    let services = gw.store().services_of_addon(addon).await.map_err(ApiError::from)?;
+    let want = if upgrade { ServiceType::Websocket } else { ServiceType::RestApi };
+    let service = services
+        .iter()
+        .find(|s| s.spec.service_type == want)
+        .or_else(|| services.iter().find(|s| s.spec.service_type == ServiceType::RestApi))
+        .or(services.first())
+        .ok_or_else(|| ApiError::from(AddonError::NotFound(format!("no addon is installed as `{addon}`"))))?
+        .clone();
+    let limit = gw.cfg.gateway.max_body_bytes;
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Ok(too_large(limit));
+    }
+    let path_q = match req.uri().query() {
+        Some(q) => format!("/{rest}?{q}"),
+        None => format!("/{rest}"),
+    };
+    let client_ip = gw.client_ip(peer.ip(), req.headers());
+    let app = req.extensions().get::<Admitted>().map(|a| a.0.application.clone()).unwrap_or_default();
+    let mut headers = forwardable(req.headers(), upgrade);
+    let xff = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if gw.client_ip(peer.ip(), req.headers()) != peer.ip() => format!("{prev}, {}", peer.ip()),
+        _ => client_ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+    if let Some(h) = req.headers().get(header::HOST) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), h.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(&app) {
+        headers.insert(HeaderName::from_static("x-addond-application"), v);
+    }
+    let dispatcher = &gw.addons.dispatcher;
+    let candidates = dispatcher.candidates(&service.id);
+    if candidates.is_empty() {
+        return Err(ApiError::from(AddonError::Dispatch(crate::addons::dispatch::DispatchError::NoHealthy(addon.to_string()))));
+    }
+    // A body can be sent once: only an empty request moves on to the next instance when a
+    // connection is refused.
+    let empty_body = declared.unwrap_or(0) == 0 && !req.headers().contains_key(header::TRANSFER_ENCODING);
+    let method = req.method().clone();
+    let mut body = Some(std::mem::take(req.body_mut()));
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let mut last_err = None;
+    for (id, addr) in candidates {
+        if !dispatcher.admit(&id) {
+            continue;
+        }
+        let uri: Uri = format!("http://{addr}{path_q}").parse().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", format!("{e}")))?;
+        if let Some(on_upgrade) = client_upgrade {
+            let resp = websocket(addr, &path_q, &method, headers, on_upgrade).await;
+            dispatcher.report(&service.id, &id, resp.is_ok());
+            return resp;
+        }
+        let b = if empty_body { Body::empty() } else { body.take().unwrap_or_else(Body::empty) };
+        let limited = Body::new(Limited::new(b, limit as usize));
+        let mut breq = hyper::Request::builder().method(method.clone()).uri(uri);
+        if let Some(h) = breq.headers_mut() {
+            *h = headers.clone();
+        }
+        let breq = breq.body(limited).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
+        match gw.client.request(breq).await {
+            Ok(resp) => {
+                dispatcher.report(&service.id, &id, !matches!(resp.status().as_u16(), 502..=504));
+                let (mut parts, incoming) = resp.into_parts();
+                parts.headers = forwardable(&parts.headers, false);
+                return Ok(Response::from_parts(parts, Body::new(incoming)));
+            }
+            Err(e) => {
+                if is_length_limit(&e) {
+                    return Ok(too_large(limit));
+                }
+                dispatcher.report(&service.id, &id, false);
+                if e.is_connect() && (empty_body || body.is_some()) {
+                    last_err = Some(e.to_string());
+                    continue;
+                }
+                return Err(ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", format!("the addon's connection failed mid-request (not retried): {e}")));
+            }
+        }
+    }
+    Err(match last_err {
+        Some(e) => ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", format!("no instance of `{addon}` accepted the connection: {e}")),
+        None => ApiError::from(AddonError::Dispatch(crate::addons::dispatch::DispatchError::AllOpen(addon.to_string()))),
+    })
+}
+
+fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Opens the upgrade to the instance, answers the client with the instance's 101, and
+/// splices the two connections for as long as either side keeps them open.
+async fn websocket(addr: std::net::SocketAddr, path_q: &str, method: &axum::http::Method, headers: HeaderMap, client_upgrade: hyper::upgrade::OnUpgrade) -> Result<Response, ApiError> {
+    let bad = |e: String| ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", e);
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| bad(format!("cannot connect to the addon: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| bad(e.to_string()))?;
+    tokio::spawn(conn.with_upgrades());
+    let mut breq = hyper::Request::builder().method(method.clone()).uri(path_q);
+    if let Some(h) = breq.headers_mut() {
+        *h = headers;
+        h.insert(header::HOST, HeaderValue::from_str(&addr.to_string()).map_err(|e| bad(e.to_string()))?);
+    }
+    let breq = breq.body(Empty::<bytes::Bytes>::new()).map_err(|e| bad(e.to_string()))?;
+    let resp = sender.send_request(breq).await.map_err(|e| bad(format!("the addon refused the upgrade: {e}")))?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        return Ok(Response::from_parts(parts, Body::from(bytes)));
+    }
+    let mut out = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    for (k, v) in resp.headers() {
+        out = out.header(k, v);
+    }
+    let backend_upgrade = hyper::upgrade::on(resp);
+    tokio::spawn(async move {
+        match tokio::try_join!(client_upgrade, backend_upgrade) {
+            Ok((client, backend)) => {
+                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(backend)).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade did not complete"),
+        }
+    });
+    out.body(Body::empty()).map_err(|e| bad(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_keys_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("apikey", HeaderValue::from_static("ak_x"));
+        h.insert("authorization", HeaderValue::from_static("Bearer ak_123"));
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        let out = forwardable(&h, false);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out.contains_key("content-type"));
+        let mut h2 = HeaderMap::new();
+        h2.insert("authorization", HeaderValue::from_static("Basic dXNlcg=="));
+        assert!(forwardable(&h2, false).contains_key("authorization"), "other credentials are the addon's business");
+        h.insert("connection", HeaderValue::from_static("upgrade"));
+        let up = forwardable(&h, true);
+        assert!(up.contains_key("upgrade") && up.contains_key("connection"));
+    }
+}
