@@ -12,3 +12,4 @@ mod ports;
 mod daemon;
 mod images;
 mod addons;
+mod gateway;

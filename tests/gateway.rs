@@ -1,0 +1,270 @@
+//! The gateway over real loopback TCP: keys and their scope, rotation and revocation,
+//! every route's auth rule, rate-limit accuracy, failed-auth limits that a forged
+//! `X-Forwarded-For` cannot dodge, body limits, streaming and WebSocket passthrough, CORS,
+//! audit, and keys that never appear in clear at rest.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+fn manifest(name: &str) -> Value {
+    json!({
+        "name": name, "version": "1.0.0", "image": IMAGE, "permissions": ["network.internet"],
+        "services": [{"name": "api", "resource_limits": {"memory": "32m", "cpu": "0.3"}}],
+        "actions": ["add", "echo"],
+        "widgets": [{"name": "checkout", "category": "form"}]
+    })
+}
+
+/// Registers and installs `name`, creates an application and a grant, returns the key.
+async fn setup(d: &Daemon, name: &str, app: &str, grant_extra: Value) -> (String, String) {
+    let r = d.post("/api/addons/register", manifest(name)).await;
+    assert!(r.status == 201 || r.status == 200, "{:?}", r.body);
+    let r = d.post(&format!("/api/addons/{name}/install?wait=started&timeout=60"), json!({})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = d.post("/api/applications", json!({"name": app, "organization": "Acme"})).await;
+    assert!(r.status == 201 || r.status == 409, "{:?}", r.body);
+    let mut body = json!({"application": app, "addon": name});
+    if let Some(o) = grant_extra.as_object() {
+        for (k, v) in o {
+            body[k] = v.clone();
+        }
+    }
+    let r = d.post("/api/application-grants", body).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert!(r.message().unwrap().contains("never shown again"));
+    (r.data()["api_key"].as_str().unwrap().to_string(), r.data()["id"].as_str().unwrap().to_string())
+}
+
+/// One HTTP/1.1 request over a fresh TCP connection: (status, headers, body).
+async fn req(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<(String, String)>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: gw\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let _ = s.write_all(body).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers = head.lines().skip(1).filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect();
+    (status, headers, body.to_string())
+}
+
+fn code(body: &str) -> String {
+    serde_json::from_str::<Value>(body).ok().and_then(|v| v["error"]["code"].as_str().map(str::to_string)).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_has_an_auth_rule_and_enforces_it() {
+    use addond::gateway::{AuthRule, ROUTES};
+    // Only the gateway's own liveness is public; a new public route must be added here on purpose.
+    let public: Vec<&str> = ROUTES.iter().filter(|r| r.auth == AuthRule::Public).map(|r| r.path).collect();
+    assert_eq!(public, vec!["/health"]);
+    let d = Daemon::start().await;
+    let gw = d.gateway().await;
+    let (key, _) = setup(&d, "pay", "shop", json!({})).await;
+    let (other_key, _) = setup(&d, "other", "shop2", json!({})).await;
+    for route in ROUTES {
+        let method = if route.path.ends_with("/execute") { "POST" } else { "GET" };
+        let body = if method == "POST" { br#"{"action":"add","data":{"a":1,"b":1}}"#.as_slice() } else { b"" };
+        let (st, _, b) = req(gw, method, route.example, &[], body).await;
+        match route.auth {
+            AuthRule::Public => assert_eq!(st, 200, "{}: {b}", route.path),
+            AuthRule::GrantForAddon => {
+                assert_eq!(st, 401, "{} without a key: {b}", route.path);
+                assert_eq!(code(&b), "missing_api_key");
+                let (st, _, b) = req(gw, method, route.example, &[("apikey", &other_key)], body).await;
+                assert_eq!(st, 403, "{} with a key for another addon: {b}", route.path);
+                let (st, _, b) = req(gw, method, route.example, &[("apikey", &format!("{}0", &key[..key.len() - 1]))], body).await;
+                assert_eq!(st, 401, "{} with a wrong secret: {b}", route.path);
+                assert_eq!(code(&b), "invalid_api_key");
+                let (st, _, b) = req(gw, method, route.example, &[("authorization", &format!("Bearer {key}"))], body).await;
+                assert!(st != 401 && st != 403, "{} with its key: {st} {b}", route.path);
+            }
+        }
+    }
+    // the admin API is never served on the gateway
+    for path in ["/api/plugin-microservice/services", "/api/applications", "/api/application-grants", "/metrics", "/api/audit"] {
+        let (st, _, _) = req(gw, "GET", path, &[("apikey", &key)], b"").await;
+        assert_eq!(st, 404, "{path} must not exist on the gateway");
+    }
+    // execute and widgets through the gateway
+    let (st, _, b) = req(gw, "POST", "/api/addons/pay/execute", &[("apikey", &key)], br#"{"action":"add","data":{"a":20,"b":22}}"#).await;
+    assert_eq!(st, 200, "{b}");
+    assert!(b.contains("\"sum\":42"), "{b}");
+    let (st, h, b) = req(gw, "GET", "/api/widgets/pay/checkout", &[("apikey", &key)], b"").await;
+    assert_eq!(st, 200, "{b}");
+    let etag = h.iter().find(|(k, _)| k == "etag").map(|(_, v)| v.clone()).unwrap();
+    let (st, _, _) = req(gw, "GET", "/api/widgets/pay/checkout", &[("apikey", &key), ("if-none-match", &etag)], b"").await;
+    assert_eq!(st, 304);
+    let (st, h, b) = req(gw, "GET", "/api/widgets/pay/checkout/frame", &[("apikey", &key)], b"").await;
+    assert_eq!(st, 200);
+    assert!(b.starts_with("<!doctype html>"));
+    assert!(h.iter().any(|(k, v)| k == "content-security-policy" && v.starts_with("sandbox")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_and_rotated_keys() {
+    let d = Daemon::start().await;
+    let gw = d.gateway().await;
+    let (key, grant) = setup(&d, "pay", "shop", json!({})).await;
+    let call = |k: String| async move { req(gw, "GET", "/gw/pay/health", &[("apikey", &k)], b"").await };
+    assert_eq!(call(key.clone()).await.0, 200);
+    // rotation with a grace: both keys work, then only the new one
+    let r = d.post(&format!("/api/application-grants/{grant}/rotate"), json!({"grace_seconds": 2})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let key2 = r.data()["api_key"].as_str().unwrap().to_string();
+    assert_ne!(key, key2);
+    assert_eq!(call(key.clone()).await.0, 200, "old key inside its grace");
+    assert_eq!(call(key2.clone()).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (st, _, b) = call(key.clone()).await;
+    assert_eq!(st, 401, "old key after its grace: {b}");
+    assert_eq!(call(key2.clone()).await.0, 200);
+    // rotation without grace: the old key is refused from the very next request
+    let r = d.post(&format!("/api/application-grants/{grant}/rotate"), json!({})).await;
+    let key3 = r.data()["api_key"].as_str().unwrap().to_string();
+    assert_eq!(call(key2.clone()).await.0, 401);
+    assert_eq!(call(key3.clone()).await.0, 200);
+    // revocation: refused from the very next request
+    let r = d.post(&format!("/api/application-grants/{grant}/revoke"), json!({})).await;
+    assert_eq!(r.status, 200);
+    let (st, _, b) = call(key3.clone()).await;
+    assert_eq!(st, 401, "{b}");
+    assert_eq!(code(&b), "revoked_api_key");
+    // keys are never stored or logged in clear
+    let db = std::fs::read(d.data_dir().join("addond.db")).unwrap();
+    let wal = std::fs::read(d.data_dir().join("addond.db-wal")).unwrap_or_default();
+    let log = d.log();
+    for k in [&key, &key2, &key3] {
+        let secret = k.rsplit('_').next().unwrap();
+        for (what, hay) in [("database", &db), ("wal", &wal), ("log", &log.as_bytes().to_vec())] {
+            assert!(!hay.windows(secret.len()).any(|w| w == secret.as_bytes()), "key secret found in the {what}");
+        }
+    }
+    // the audit log has the admin changes (with uid) and the denials (with source)
+    let r = d.get("/api/audit?limit=200").await;
+    let entries = r.data().as_array().unwrap();
+    assert!(entries.iter().any(|e| e["path"].as_str().unwrap().ends_with("/revoke") && e["uid"].is_number()));
+    assert!(entries.iter().any(|e| e["status"] == 401 && e["source"] == "127.0.0.1" && e["detail"].as_str().unwrap().contains("revoked")), "{entries:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limit_is_accurate_under_ten_times_overload() {
+    let d = Daemon::start().await;
+    let gw = d.gateway().await;
+    let rate = 40.0;
+    // default burst: one second's worth
+    let (key, _) = setup(&d, "pay", "shop", json!({"rate_limit": {"requests_per_second": rate}})).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let limited = Arc::new(AtomicUsize::new(0));
+    let secs = 5.0;
+    let mut tasks = Vec::new();
+    // 10× the rate: 8 workers each pacing 50 requests/s
+    for w in 0..8u64 {
+        let (stop, ok, limited, key) = (stop.clone(), ok.clone(), limited.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_micros(2500 * w)).await;
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let (st, h, _) = req(gw, "GET", "/gw/pay/health", &[("apikey", &key)], b"").await;
+                match st {
+                    200 => ok.fetch_add(1, Ordering::Relaxed),
+                    429 => {
+                        assert!(h.iter().any(|(k, _)| k == "retry-after"), "429 without Retry-After");
+                        limited.fetch_add(1, Ordering::Relaxed)
+                    }
+                    other => panic!("unexpected {other}"),
+                };
+            }
+        }));
+    }
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = t0.elapsed().as_secs_f64();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let ok = ok.load(Ordering::Relaxed) as f64;
+    // a token bucket passes its burst, then exactly its rate
+    let expected = rate * elapsed + rate;
+    let total = ok + limited.load(Ordering::Relaxed) as f64;
+    eprintln!("rate limit: {ok} passed of {total} in {elapsed:.2}s, expected {expected:.0}");
+    assert!(total >= 8.0 * rate * 0.8 * secs, "the load did not reach 10× the rate: {total}");
+    assert!((ok - expected).abs() <= expected * 0.05, "{ok} passed, expected {expected:.0} ± 5%");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_auth_is_limited_per_source_and_forged_forwarded_for_changes_nothing() {
+    let d = Daemon::start_with(Options { gateway_extra: "failed_auth_per_minute = 5".into(), ..Default::default() }).await;
+    let gw = d.gateway().await;
+    let bad = "ak_000000000000_0000000000000000000000000000000000000000000000000000000000000000";
+    for i in 0..5 {
+        let (st, _, _) = req(gw, "GET", "/gw/pay/x", &[("apikey", bad), ("x-forwarded-for", &format!("10.9.9.{i}"))], b"").await;
+        assert_eq!(st, 401);
+    }
+    // a forged X-Forwarded-For from an untrusted peer does not buy a new budget
+    let (st, h, b) = req(gw, "GET", "/gw/pay/x", &[("apikey", bad), ("x-forwarded-for", "10.1.2.3")], b"").await;
+    assert_eq!(st, 429, "{b}");
+    assert_eq!(code(&b), "too_many_failures");
+    assert!(h.iter().any(|(k, v)| k == "retry-after" && v.parse::<u64>().unwrap() >= 1));
+    let r = d.get("/api/audit?limit=20").await;
+    assert!(r.data().as_array().unwrap().iter().filter(|e| e["source"].is_string()).all(|e| e["source"] == "127.0.0.1"), "the forged address must not be recorded as the source");
+
+    // with the peer configured as a trusted proxy, the forwarded address counts
+    let d2 = Daemon::start_with(Options { gateway_extra: "failed_auth_per_minute = 5\ntrusted_proxies = [\"127.0.0.1\"]".into(), ..Default::default() }).await;
+    let gw2 = d2.gateway().await;
+    for _ in 0..5 {
+        assert_eq!(req(gw2, "GET", "/gw/pay/x", &[("apikey", bad), ("x-forwarded-for", "10.1.1.1")], b"").await.0, 401);
+    }
+    assert_eq!(req(gw2, "GET", "/gw/pay/x", &[("apikey", bad), ("x-forwarded-for", "10.1.1.1")], b"").await.0, 429);
+    assert_eq!(req(gw2, "GET", "/gw/pay/x", &[("apikey", bad), ("x-forwarded-for", "10.2.2.2")], b"").await.0, 401, "another client behind the proxy has its own budget");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_headers_body_limit_and_cors() {
+    let d = Daemon::start_with(Options { gateway_extra: "max_body_bytes = 65536".into(), ..Default::default() }).await;
+    let gw = d.gateway().await;
+    let (key, grant) = setup(&d, "pay", "shop", json!({"allowed_origins": ["https://shop.example"]})).await;
+    // the passthrough reaches the addon and strips the key and hop-by-hop headers
+    let (st, _, b) = req(gw, "GET", "/gw/pay/config?x=1", &[("apikey", &key)], b"").await;
+    assert_eq!(st, 200, "{b}");
+    let (st, _, b) = req(gw, "POST", "/gw/pay/execute/echo", &[("authorization", &format!("Bearer {key}")), ("content-type", "application/json")], br#"{"hello":"world"}"#).await;
+    assert_eq!(st, 200, "{b}");
+    assert!(b.contains("world"), "{b}");
+    // 413 on an oversized body, before it reaches the addon
+    let big = vec![b'x'; 100 * 1024];
+    let (st, _, b) = req(gw, "POST", "/gw/pay/execute/echo", &[("apikey", &key)], &big).await;
+    assert_eq!(st, 413, "{b}");
+    let (st, _, _) = req(gw, "POST", "/api/addons/pay/execute", &[("apikey", &key)], &big).await;
+    assert_eq!(st, 413);
+    // CORS: preflight answered without a key for an allowed origin, refused otherwise
+    let (st, h, _) = req(gw, "OPTIONS", "/api/addons/pay/execute", &[("origin", "https://shop.example"), ("access-control-request-method", "POST")], b"").await;
+    assert_eq!(st, 204);
+    assert!(h.iter().any(|(k, v)| k == "access-control-allow-origin" && v == "https://shop.example"));
+    assert!(h.iter().any(|(k, v)| k == "access-control-allow-headers" && v.contains("apikey")));
+    let (st, _, _) = req(gw, "OPTIONS", "/api/addons/pay/execute", &[("origin", "https://evil.example"), ("access-control-request-method", "POST")], b"").await;
+    assert_eq!(st, 403);
+    let (_, h, _) = req(gw, "GET", "/gw/pay/health", &[("apikey", &key), ("origin", "https://shop.example")], b"").await;
+    assert!(h.iter().any(|(k, v)| k == "access-control-allow-origin" && v == "https://shop.example"));
+    let (_, h, _) = req(gw, "GET", "/gw/pay/health", &[("apikey", &key), ("origin", "https://evil.example")], b"").await;
+    assert!(!h.iter().any(|(k, _)| k == "access-control-allow-origin"));
+    // origins are validated when a grant is changed
+    let r = d.client.request(addond::client::Method::PATCH, &format!("/api/application-grants/{grant}"), Some(&json!({"allowed_origins": ["shop.example/"]}))).await.unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["error"]["field"], "allowed_origins[0]");
+}
