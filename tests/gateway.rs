@@ -268,3 +268,108 @@ async fn passthrough_headers_body_limit_and_cors() {
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"]["field"], "allowed_origins[0]");
 }
+
+fn vm_hwm_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_bodies_stream_through_without_buffering() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = Daemon::start_with(Options { gateway_extra: "max_body_bytes = 268435456".into(), ..Default::default() }).await;
+    let gw = d.gateway().await;
+    let (key, _) = setup(&d, "pay", "shop", json!({})).await;
+    let pid = d.child.as_ref().unwrap().id();
+    let before = vm_hwm_kb(pid);
+    // 64 MiB up, sent in chunks as they are produced
+    let total: usize = 64 << 20;
+    let mut s = tokio::net::TcpStream::connect(gw).await.unwrap();
+    s.write_all(format!("POST /gw/pay/upload HTTP/1.1\r\nhost: gw\r\napikey: {key}\r\ncontent-length: {total}\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for _ in 0..total / chunk.len() {
+        s.write_all(&chunk).await.unwrap();
+        for b in &chunk {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x100000001b3);
+        }
+    }
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains(&format!("\"bytes\":{total}")), "{out}");
+    assert!(out.contains(&format!("{hash:016x}")), "checksum differs: {out}");
+    // 64 MiB down
+    let mut s = tokio::net::TcpStream::connect(gw).await.unwrap();
+    s.write_all(format!("GET /gw/pay/download?bytes={total} HTTP/1.1\r\nhost: gw\r\napikey: {key}\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = s.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    assert!(got > total, "headers and chunk framing come on top of {total} bytes: got {got}");
+    let grown_mb = (vm_hwm_kb(pid).saturating_sub(before)) / 1024;
+    eprintln!("daemon peak RSS grew by {grown_mb} MiB while 128 MiB passed through");
+    assert!(grown_mb < 32, "the gateway buffered the body: peak RSS grew by {grown_mb} MiB");
+}
+
+/// A minimal WebSocket client: handshake through the gateway, then masked text frames.
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_echo_through_the_gateway() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = Daemon::start().await;
+    let gw = d.gateway().await;
+    let (key, _) = setup(&d, "pay", "shop", json!({})).await;
+    let mut s = tokio::net::TcpStream::connect(gw).await.unwrap();
+    let hs = format!(
+        "GET /gw/pay/ws HTTP/1.1\r\nhost: gw\r\napikey: {key}\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+    );
+    s.write_all(hs.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "closed during handshake: {}", String::from_utf8_lossy(&head));
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+    // messages keep flowing over several seconds without an idle drop
+    for i in 0..6 {
+        let msg = format!("hello {i}");
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![0x81, 0x80 | msg.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(msg.bytes().enumerate().map(|(j, b)| b ^ mask[j % 4]));
+        s.write_all(&frame).await.unwrap();
+        let mut hdr = [0u8; 2];
+        s.read_exact(&mut hdr).await.unwrap();
+        assert_eq!(hdr[0], 0x81, "a final text frame");
+        let mut payload = vec![0u8; (hdr[1] & 0x7f) as usize];
+        s.read_exact(&mut payload).await.unwrap();
+        assert_eq!(String::from_utf8(payload).unwrap(), msg);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // without a key, no upgrade
+    let (st, _, _) = req(gw, "GET", "/gw/pay/ws", &[("upgrade", "websocket"), ("connection", "Upgrade")], b"").await;
+    assert_eq!(st, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarded_headers_reach_the_addon_without_the_key() {
+    let d = Daemon::start().await;
+    let gw = d.gateway().await;
+    let (key, _) = setup(&d, "pay", "shop", json!({})).await;
+    let (st, _, b) = req(gw, "GET", "/gw/pay/headers", &[("authorization", &format!("Bearer {key}")), ("x-custom", "kept"), ("x-forwarded-for", "6.6.6.6")], b"").await;
+    assert_eq!(st, 200, "{b}");
+    let h: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(h["x-custom"], "kept");
+    assert!(h.get("authorization").is_none() && h.get("apikey").is_none(), "the key must not reach the addon: {h}");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "an untrusted peer's X-Forwarded-For is replaced: {h}");
+    assert_eq!(h["x-addond-application"], "shop");
+}

@@ -1,4 +1,5 @@
-//! Routes of the addon container contract, plus test helpers (`/admin/*`, `GET /events`, …).
+//! Routes of the addon container contract, plus test helpers (`/admin/*`, `GET /events`,
+//! `/headers`, …). Streaming routes (`/upload`, `/download`, `/ws`) are in `stream` and `ws`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -174,6 +175,9 @@ pub fn route(state: &State, req: &Request) -> Response {
             }
             _ => method_not_allowed(&["GET", "POST", "DELETE"]),
         },
+        // Any method: the request headers as received (names lower-cased; repeated headers
+        // joined with ", " in order of arrival), to check what a proxy forwards.
+        ["headers"] => Response::json(200, Value::Object(request_headers(req))),
         ["config"] => match method {
             "GET" => Response::json(200, lock(&state.config).clone()),
             "POST" => post_config(state, req),
@@ -208,6 +212,22 @@ pub fn route(state: &State, req: &Request) -> Response {
             json!({ "error": format!("no route for {} {}", req.method, req.path) }),
         ),
     }
+}
+
+fn request_headers(req: &Request) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (name, value) in &req.headers {
+        match out.get_mut(name) {
+            Some(Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(value);
+            }
+            _ => {
+                out.insert(name.clone(), Value::String(value.clone()));
+            }
+        }
+    }
+    out
 }
 
 fn health(state: &State) -> Response {
@@ -693,6 +713,24 @@ mod tests {
         );
         assert_eq!(route(&s, &req("POST", "/admin/oom", "")).after, After::Oom);
         assert_eq!(route(&s, &req("GET", "/admin/oom", "")).status, 405);
+    }
+
+    #[test]
+    fn headers_echo() {
+        let s = State::new(settings());
+        let mut r = req("POST", "/headers", "ignored");
+        r.headers = vec![
+            ("host".into(), "h".into()),
+            ("x-forwarded-for".into(), "1.2.3.4".into()),
+            ("x-forwarded-for".into(), "5.6.7.8".into()),
+        ];
+        let resp = route(&s, &r);
+        assert_eq!(resp.status, 200);
+        assert_eq!(
+            resp.body,
+            json!({ "host": "h", "x-forwarded-for": "1.2.3.4, 5.6.7.8" })
+        );
+        assert_eq!(call(&s, "GET", "/headers", ""), (200, json!({})));
     }
 
     #[test]

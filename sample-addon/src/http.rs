@@ -2,7 +2,9 @@
 //!
 //! Supported: HTTP/1.0 and HTTP/1.1, keep-alive (1.1 default, 1.0 with
 //! `Connection: keep-alive`), `Content-Length` bodies, `Transfer-Encoding: chunked`
-//! request bodies (trailers are read and discarded), `Expect: 100-continue`.
+//! request bodies (trailers are read and discarded), `Expect: 100-continue`. Bodies are either
+//! read whole ([`read_request`]) or streamed after the head ([`read_request_head`] +
+//! [`BodyReader`], for routes that take large bodies).
 //! Everything else that is malformed is reported as an [`HttpError`] carrying the
 //! status code to answer with; the connection is closed after such an error.
 
@@ -99,82 +101,249 @@ pub enum ReadOutcome {
     Io,
 }
 
-/// Read one request from `reader`. `interim` receives the `100 Continue` interim response when
-/// the client asked for it (pass the connection's write half; tests pass a `Vec`).
+/// Read one request (head and whole body) from `reader`. `interim` receives the `100 Continue`
+/// interim response when the client asked for it (tests pass a `Vec`). The server itself reads
+/// the head first and then the body, to pick the body's handling by route.
+#[cfg(test)]
 pub fn read_request<R: BufRead, W: Write>(
     reader: &mut R,
     interim: &mut W,
     max_body: usize,
 ) -> ReadOutcome {
+    let mut req = match read_request_head(reader) {
+        ReadOutcome::Request(r) => r,
+        other => return other,
+    };
+    match BodyReader::start(&req, interim, max_body as u64).and_then(|mut b| b.read_to_vec(reader))
+    {
+        Ok(body) => {
+            req.body = body;
+            ReadOutcome::Request(req)
+        }
+        Err(ReadError::Io) => ReadOutcome::Io,
+        Err(ReadError::Bad(e)) => ReadOutcome::Bad(e),
+    }
+}
+
+/// Read the request line and headers only; the body (if any) is left in `reader` for a
+/// [`BodyReader`]. The body framing is validated here already.
+pub fn read_request_head<R: BufRead>(reader: &mut R) -> ReadOutcome {
     let head = match read_head(reader) {
         Ok(Some(h)) => h,
         Ok(None) => return ReadOutcome::Closed,
-        Err(HeadError::Io) => return ReadOutcome::Io,
-        Err(HeadError::Bad(e)) => return ReadOutcome::Bad(e),
+        Err(ReadError::Io) => return ReadOutcome::Io,
+        Err(ReadError::Bad(e)) => return ReadOutcome::Bad(e),
     };
-    let mut req = match parse_head(&head) {
+    let req = match parse_head(&head) {
         Ok(r) => r,
         Err(e) => return ReadOutcome::Bad(e),
     };
-    let framing = match body_framing(&req) {
-        Ok(f) => f,
-        Err(e) => return ReadOutcome::Bad(e),
-    };
-    if let BodyFraming::Length(n) = framing {
-        if n > max_body as u64 {
-            return ReadOutcome::Bad(HttpError::new(
-                413,
-                format!("request body of {n} bytes exceeds the limit of {max_body} bytes"),
-            ));
-        }
-    }
-    let expects_body = !matches!(framing, BodyFraming::Length(0));
-    if expects_body && req.version == (1, 1) {
-        if let Some(expect) = req.header("expect") {
-            if expect.eq_ignore_ascii_case("100-continue") {
-                if interim
-                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    .and_then(|_| interim.flush())
-                    .is_err()
-                {
-                    return ReadOutcome::Io;
-                }
-            } else {
-                return ReadOutcome::Bad(HttpError::new(
-                    417,
-                    format!("unsupported Expect: {expect}"),
-                ));
-            }
-        }
-    }
-    let body = match framing {
-        BodyFraming::Length(n) => read_exact_body(reader, n as usize),
-        BodyFraming::Chunked => read_chunked_body(reader, max_body),
-    };
-    match body {
-        Ok(b) => req.body = b,
-        Err(HeadError::Io) => return ReadOutcome::Io,
-        Err(HeadError::Bad(e)) => return ReadOutcome::Bad(e),
+    if let Err(e) = body_framing(&req) {
+        return ReadOutcome::Bad(e);
     }
     ReadOutcome::Request(req)
 }
 
+/// Streams a request body (Content-Length or chunked) without buffering it, enforcing a size
+/// limit. Call [`BodyReader::read`] until it returns `Ok(0)`: only then is the connection
+/// positioned at the next request.
 #[derive(Debug)]
-enum HeadError {
+pub struct BodyReader {
+    framing: BodyFraming,
+    /// Bytes left: of the whole body (Length) or of the current chunk (Chunked).
+    remaining: u64,
+    /// Chunked: the current chunk's data must be followed by CRLF.
+    need_crlf: bool,
+    done: bool,
+    total: u64,
+    max: u64,
+}
+
+impl BodyReader {
+    /// Check the announced length against `max` (413), answer `Expect: 100-continue` on
+    /// `interim` when a body is expected, and return a reader positioned at the body.
+    pub fn start<W: Write>(req: &Request, interim: &mut W, max: u64) -> Result<Self, ReadError> {
+        let framing = body_framing(req).map_err(ReadError::Bad)?;
+        if let BodyFraming::Length(n) = framing {
+            if n > max {
+                return Err(ReadError::Bad(HttpError::new(
+                    413,
+                    format!("request body of {n} bytes exceeds the limit of {max} bytes"),
+                )));
+            }
+        }
+        let expects_body = !matches!(framing, BodyFraming::Length(0));
+        if expects_body && req.version == (1, 1) {
+            if let Some(expect) = req.header("expect") {
+                if expect.eq_ignore_ascii_case("100-continue") {
+                    interim
+                        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                        .and_then(|_| interim.flush())
+                        .map_err(|_| ReadError::Io)?;
+                } else {
+                    return Err(ReadError::Bad(HttpError::new(
+                        417,
+                        format!("unsupported Expect: {expect}"),
+                    )));
+                }
+            }
+        }
+        let remaining = match framing {
+            BodyFraming::Length(n) => n,
+            BodyFraming::Chunked => 0,
+        };
+        Ok(BodyReader {
+            framing,
+            remaining,
+            need_crlf: false,
+            done: false,
+            total: 0,
+            max,
+        })
+    }
+
+    /// Read the rest of the body into memory (bounded by the reader's limit).
+    pub fn read_to_vec<R: BufRead>(&mut self, reader: &mut R) -> Result<Vec<u8>, ReadError> {
+        let mut body = match self.framing {
+            BodyFraming::Length(n) => Vec::with_capacity(n.min(self.max) as usize),
+            BodyFraming::Chunked => Vec::new(),
+        };
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = self.read(reader, &mut buf)?;
+            if n == 0 {
+                return Ok(body);
+            }
+            body.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Read and drop the rest of the body.
+    pub fn discard<R: BufRead>(&mut self, reader: &mut R) -> Result<(), ReadError> {
+        let mut buf = [0u8; 8192];
+        while self.read(reader, &mut buf)? > 0 {}
+        Ok(())
+    }
+
+    pub fn is_chunked(&self) -> bool {
+        self.framing == BodyFraming::Chunked
+    }
+
+    /// Body bytes returned so far.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Read body bytes into `buf`; `Ok(0)` at the end of the body (trailers consumed).
+    pub fn read<R: BufRead>(&mut self, reader: &mut R, buf: &mut [u8]) -> Result<usize, ReadError> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.remaining == 0 {
+            match self.framing {
+                BodyFraming::Length(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+                BodyFraming::Chunked => {
+                    if !self.next_chunk(reader)? {
+                        self.done = true;
+                        return Ok(0);
+                    }
+                }
+            }
+        }
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = loop {
+            match reader.read(&mut buf[..want]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if n == 0 {
+            return Err(ReadError::Bad(HttpError::new(
+                400,
+                "connection closed in the middle of a request body",
+            )));
+        }
+        self.remaining -= n as u64;
+        self.total += n as u64;
+        Ok(n)
+    }
+
+    /// Chunked: read the CRLF after the previous chunk and the next size line (and, after the
+    /// last chunk, the trailers). Returns false at the end of the body.
+    fn next_chunk<R: BufRead>(&mut self, reader: &mut R) -> Result<bool, ReadError> {
+        let bad = |m: &str| ReadError::Bad(HttpError::new(400, m.to_string()));
+        let eof = || bad("connection closed in the middle of a chunked body");
+        if self.need_crlf {
+            let end = read_line(reader, 2, "chunk terminator", 400)?.ok_or_else(eof)?;
+            if !end.is_empty() {
+                return Err(bad("chunk data not followed by CRLF"));
+            }
+            self.need_crlf = false;
+        }
+        let line = read_line(reader, 1024, "chunk size line", 400)?.ok_or_else(eof)?;
+        let line = std::str::from_utf8(&line).map_err(|_| bad("malformed chunk size"))?;
+        let size_hex = line
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim_matches([' ', '\t']);
+        if size_hex.is_empty()
+            || size_hex.len() > 15
+            || !size_hex.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(bad("malformed chunk size"));
+        }
+        let size = u64::from_str_radix(size_hex, 16).map_err(|_| bad("malformed chunk size"))?;
+        if size == 0 {
+            // Trailer section: header lines until an empty line; discarded.
+            let mut trailer_bytes = 0usize;
+            loop {
+                let t = read_line(reader, MAX_HEAD_BYTES, "trailer", 431)?.ok_or_else(eof)?;
+                if t.is_empty() {
+                    return Ok(false);
+                }
+                trailer_bytes += t.len();
+                if trailer_bytes > MAX_HEAD_BYTES {
+                    return Err(ReadError::Bad(HttpError::new(431, "trailers too large")));
+                }
+            }
+        }
+        if self.total + size > self.max {
+            return Err(ReadError::Bad(HttpError::new(
+                413,
+                format!("request body exceeds the limit of {} bytes", self.max),
+            )));
+        }
+        self.remaining = size;
+        self.need_crlf = true;
+        Ok(true)
+    }
+}
+
+/// Why a request (head or body) could not be read.
+#[derive(Debug)]
+pub enum ReadError {
     /// Read failed or timed out (the error itself is not interesting: the connection is closed).
     Io,
+    /// Malformed or over a limit: answer with this error and close.
     Bad(HttpError),
 }
 
-impl From<io::Error> for HeadError {
+impl From<io::Error> for ReadError {
     fn from(e: io::Error) -> Self {
         if e.kind() == io::ErrorKind::UnexpectedEof {
-            HeadError::Bad(HttpError::new(
+            ReadError::Bad(HttpError::new(
                 400,
                 "connection closed in the middle of a request",
             ))
         } else {
-            HeadError::Io
+            ReadError::Io
         }
     }
 }
@@ -186,7 +355,7 @@ fn read_line<R: BufRead>(
     limit: usize,
     what: &str,
     too_long: u16,
-) -> Result<Option<Vec<u8>>, HeadError> {
+) -> Result<Option<Vec<u8>>, ReadError> {
     let mut line = Vec::new();
     let n = reader
         .by_ref()
@@ -197,12 +366,12 @@ fn read_line<R: BufRead>(
     }
     if line.last() != Some(&b'\n') {
         if line.len() > limit {
-            return Err(HeadError::Bad(HttpError::new(
+            return Err(ReadError::Bad(HttpError::new(
                 too_long,
                 format!("{what} too long"),
             )));
         }
-        return Err(HeadError::Bad(HttpError::new(
+        return Err(ReadError::Bad(HttpError::new(
             400,
             "connection closed in the middle of a request",
         )));
@@ -215,14 +384,14 @@ fn read_line<R: BufRead>(
 }
 
 /// Read the request line and headers (up to and including the empty line) as raw lines.
-fn read_head<R: BufRead>(reader: &mut R) -> Result<Option<Vec<Vec<u8>>>, HeadError> {
+fn read_head<R: BufRead>(reader: &mut R) -> Result<Option<Vec<Vec<u8>>>, ReadError> {
     let mut lines: Vec<Vec<u8>> = Vec::new();
     let mut used = 0usize;
     let mut skipped_blank = 0;
     loop {
         let remaining = MAX_HEAD_BYTES.saturating_sub(used);
         if remaining == 0 {
-            return Err(HeadError::Bad(HttpError::new(
+            return Err(ReadError::Bad(HttpError::new(
                 431,
                 "request head too large",
             )));
@@ -231,7 +400,7 @@ fn read_head<R: BufRead>(reader: &mut R) -> Result<Option<Vec<Vec<u8>>>, HeadErr
             Some(l) => l,
             None if lines.is_empty() => return Ok(None),
             None => {
-                return Err(HeadError::Bad(HttpError::new(
+                return Err(ReadError::Bad(HttpError::new(
                     400,
                     "connection closed in the middle of a request",
                 )))
@@ -243,7 +412,7 @@ fn read_head<R: BufRead>(reader: &mut R) -> Result<Option<Vec<Vec<u8>>>, HeadErr
                 // RFC 9112 §2.2: ignore (a few) empty lines before the request line.
                 skipped_blank += 1;
                 if skipped_blank > 4 {
-                    return Err(HeadError::Bad(HttpError::new(400, "empty request line")));
+                    return Err(ReadError::Bad(HttpError::new(400, "empty request line")));
                 }
                 continue;
             }
@@ -251,7 +420,7 @@ fn read_head<R: BufRead>(reader: &mut R) -> Result<Option<Vec<Vec<u8>>>, HeadErr
         }
         lines.push(line);
         if lines.len() > MAX_HEADERS + 1 {
-            return Err(HeadError::Bad(HttpError::new(431, "too many header lines")));
+            return Err(ReadError::Bad(HttpError::new(431, "too many header lines")));
         }
     }
 }
@@ -342,7 +511,7 @@ fn parse_headers(lines: &[Vec<u8>]) -> Result<Vec<(String, String)>, HttpError> 
     Ok(headers)
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BodyFraming {
     Length(u64),
     Chunked,
@@ -406,61 +575,6 @@ fn body_framing(req: &Request) -> Result<BodyFraming, HttpError> {
     Ok(BodyFraming::Length(length.unwrap_or(0)))
 }
 
-fn read_exact_body<R: Read>(reader: &mut R, n: usize) -> Result<Vec<u8>, HeadError> {
-    let mut body = vec![0u8; n];
-    reader.read_exact(&mut body)?;
-    Ok(body)
-}
-
-fn read_chunked_body<R: BufRead>(reader: &mut R, max_body: usize) -> Result<Vec<u8>, HeadError> {
-    let bad = |m: &str| HeadError::Bad(HttpError::new(400, m.to_string()));
-    let eof = || bad("connection closed in the middle of a chunked body");
-    let mut body = Vec::new();
-    loop {
-        let line = read_line(reader, 1024, "chunk size line", 400)?.ok_or_else(eof)?;
-        let line = std::str::from_utf8(&line).map_err(|_| bad("malformed chunk size"))?;
-        let size_hex = line
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim_matches([' ', '\t']);
-        if size_hex.is_empty()
-            || size_hex.len() > 15
-            || !size_hex.bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            return Err(bad("malformed chunk size"));
-        }
-        let size = usize::from_str_radix(size_hex, 16).map_err(|_| bad("malformed chunk size"))?;
-        if size == 0 {
-            // Trailer section: header lines until an empty line; discarded.
-            let mut trailer_bytes = 0usize;
-            loop {
-                let t = read_line(reader, MAX_HEAD_BYTES, "trailer", 431)?.ok_or_else(eof)?;
-                if t.is_empty() {
-                    return Ok(body);
-                }
-                trailer_bytes += t.len();
-                if trailer_bytes > MAX_HEAD_BYTES {
-                    return Err(HeadError::Bad(HttpError::new(431, "trailers too large")));
-                }
-            }
-        }
-        if body.len() + size > max_body {
-            return Err(HeadError::Bad(HttpError::new(
-                413,
-                format!("request body exceeds the limit of {max_body} bytes"),
-            )));
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        reader.read_exact(&mut body[start..])?;
-        let end = read_line(reader, 2, "chunk terminator", 400)?.ok_or_else(eof)?;
-        if !end.is_empty() {
-            return Err(bad("chunk data not followed by CRLF"));
-        }
-    }
-}
-
 /// Percent-decode a URL component (`+` is left as is). `None` for invalid escapes or non-UTF-8.
 pub fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
@@ -483,6 +597,7 @@ pub fn percent_decode(s: &str) -> Option<String> {
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
         204 => "No Content",
@@ -494,6 +609,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         411 => "Length Required",
         413 => "Content Too Large",
         417 => "Expectation Failed",
+        426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",

@@ -4,11 +4,14 @@
 //! ADDOND_API, ADDOND_TOKEN, PORT (default 8080).
 //! Test knobs: SAMPLE_HEALTH_DELAY_MS, SAMPLE_CONFIG_RESTART, SAMPLE_EXIT_ON_START,
 //! SAMPLE_LOG_EVERY_MS, SAMPLE_LOG_TEXT, SAMPLE_QUIET, SAMPLE_IDLE_TIMEOUT_MS,
-//! SAMPLE_MAX_CONNECTIONS, SAMPLE_MAX_BODY_BYTES, SAMPLE_OOM_MAX_MB.
+//! SAMPLE_MAX_CONNECTIONS, SAMPLE_MAX_BODY_BYTES, SAMPLE_OOM_MAX_MB, SAMPLE_MAX_UPLOAD_BYTES,
+//! SAMPLE_WS_MAX_MESSAGE_BYTES, SAMPLE_WS_IDLE_TIMEOUT_MS.
 
 mod app;
 mod http;
 mod server;
+mod stream;
+mod ws;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -114,6 +117,15 @@ fn parse_env(get: impl Fn(&str) -> Option<String>) -> Result<Startup, String> {
             .filter(|n| *n > 0)
             .map(|n| n as usize)
             .unwrap_or(defaults.max_connections),
+        max_upload_bytes: num("SAMPLE_MAX_UPLOAD_BYTES", 1 << 40)?
+            .unwrap_or(defaults.max_upload_bytes),
+        ws_max_message_bytes: num("SAMPLE_WS_MAX_MESSAGE_BYTES", 1 << 30)?
+            .map(|n| n as usize)
+            .unwrap_or(defaults.ws_max_message_bytes),
+        ws_idle_timeout: num("SAMPLE_WS_IDLE_TIMEOUT_MS", 86_400_000)?
+            .filter(|n| *n > 0)
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.ws_idle_timeout),
         oom_max_mb: num("SAMPLE_OOM_MAX_MB", 1 << 20)?
             .map(|n| n as usize)
             .unwrap_or(defaults.oom_max_mb),
@@ -212,6 +224,9 @@ mod tests {
         assert_eq!(s.log_every, None);
         assert!(s.warnings.is_empty());
         assert_eq!(s.server.max_connections, 48);
+        assert_eq!(s.server.max_upload_bytes, 256 << 20);
+        assert_eq!(s.server.ws_max_message_bytes, 1 << 20);
+        assert_eq!(s.server.ws_idle_timeout, Duration::from_secs(300));
     }
 
     #[test]
@@ -229,6 +244,9 @@ mod tests {
             ("SAMPLE_EXIT_ON_START", "2"),
             ("SAMPLE_LOG_EVERY_MS", "100"),
             ("SAMPLE_QUIET", "1"),
+            ("SAMPLE_MAX_UPLOAD_BYTES", "1000"),
+            ("SAMPLE_WS_MAX_MESSAGE_BYTES", "64"),
+            ("SAMPLE_WS_IDLE_TIMEOUT_MS", "2500"),
         ])
         .unwrap();
         assert_eq!(s.settings.port, 9000);
@@ -240,6 +258,9 @@ mod tests {
         assert!(s.settings.config_restart && s.server.quiet);
         assert_eq!(s.exit_on_start, Some(2));
         assert_eq!(s.log_every, Some(Duration::from_millis(100)));
+        assert_eq!(s.server.max_upload_bytes, 1000);
+        assert_eq!(s.server.ws_max_message_bytes, 64);
+        assert_eq!(s.server.ws_idle_timeout, Duration::from_millis(2500));
     }
 
     #[test]
