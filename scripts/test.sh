@@ -15,4 +15,6 @@ if ((${#missing[@]})); then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 bash scripts/build-sample-image.sh >/dev/null
+# The package tests (tests/system.rs) build, lint and install the .deb and .rpm.
+bash scripts/package.sh --ensure-tools
 cargo test --workspace "$@"

@@ -43,6 +43,7 @@ pub struct AppState {
     pub lifecycle: Arc<Lifecycle>,
     pub addons: Arc<Addons>,
     pub gateway: Arc<crate::gateway::Gateway>,
+    pub events: Arc<crate::events::Events>,
     /// Where the gateway listens (its configured port may be 0 in tests).
     pub gateway_addr: Option<std::net::SocketAddr>,
     /// For `uptime_seconds` in `/health`.
@@ -74,6 +75,11 @@ impl ApiError {
     fn field(mut self, f: impl Into<String>) -> Self {
         self.field = Some(f.into());
         self
+    }
+
+    /// Names the request field the error is about.
+    pub fn field_name(self, f: impl Into<String>) -> Self {
+        self.field(f)
     }
 }
 
@@ -223,6 +229,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/addons/{name}/stop", post(stop_addon))
         .route("/api/addons/{name}/restart", post(restart_addon))
         .route("/api/addons/{name}/execute", post(execute_action))
+        .route("/api/addons/{name}/schedules", get(schedule_runs))
         .route("/api/widgets", get(widget_catalogue))
         .route("/api/widgets/{addon}/{widget}", get(render_widget_get).post(render_widget_post))
         .route("/api/widgets/{addon}/{widget}/frame", get(widget_frame))
@@ -232,6 +239,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/application-grants/{id}", get(show_grant).patch(update_grant).delete(delete_grant))
         .route("/api/application-grants/{id}/rotate", post(rotate_grant))
         .route("/api/application-grants/{id}/revoke", post(revoke_grant))
+        .route("/api/events", get(list_events).post(emit_event))
+        .route("/api/events/stream", get(event_stream))
+        .route("/api/events/subscribers", get(event_subscribers))
+        .route("/api/events/redrive", post(redrive_events))
         .route("/api/audit", get(audit_log))
         .route("/api/backup", post(backup_archive))
         .route("/api/doctor", get(doctor_report))
@@ -961,6 +972,24 @@ async fn execute_action(State(st): State<AppState>, Path(name): Path<String>, Js
     ok(StatusCode::OK, out, "")
 }
 
+/// The addon's schedules and their recent runs.
+async fn schedule_runs(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let m = st.addons.installed_manifest(&name).await?;
+    let runs = st.lifecycle.store().schedule_runs(&name, 100).await?;
+    let runs: Vec<Value> = runs
+        .into_iter()
+        .map(|mut r| {
+            for k in ["scheduled_for", "ran_at"] {
+                if let Some(ms) = r[k].as_i64() {
+                    r[k] = json!(crate::events::rfc3339_ms(ms));
+                }
+            }
+            r
+        })
+        .collect();
+    ok(StatusCode::OK, json!({"schedules": m.schedules, "runs": runs}), "")
+}
+
 async fn widget_catalogue(State(st): State<AppState>, q: Result<Query<CategoryQuery>, QueryRejection>) -> ApiResult {
     let Query(q) = q?;
     if let Some(c) = &q.category {
@@ -1299,6 +1328,123 @@ async fn delete_grant(State(st): State<AppState>, Path(id): Path<String>) -> Api
     ok(StatusCode::OK, json!({"id": g.id}), "grant deleted")
 }
 
+// ---- events ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmitBody {
+    name: String,
+    #[serde(default)]
+    data: Value,
+}
+
+async fn emit_event(State(st): State<AppState>, caller: Option<Extension<Caller>>, JsonBody(b): JsonBody<EmitBody>) -> ApiResult {
+    if !crate::events::valid_name(&b.name) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", format!("`{}` is not an event name like payment.completed", b.name)).field("name"));
+    }
+    let source = match caller {
+        Some(Extension(c)) => format!("admin:{}", c.uid),
+        None => "admin".to_string(),
+    };
+    let ev = st.events.emit(&b.name, b.data, &source).await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e))?;
+    ok(StatusCode::CREATED, ev.to_json(), "event stored")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    name: Option<String>,
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+fn check_pattern(p: &Option<String>) -> Result<(), ApiError> {
+    if let Some(p) = p {
+        let body = if p == "*" { "x" } else { p.strip_suffix(".*").unwrap_or(p) };
+        if !crate::events::valid_name(body) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("name `{p}`: an event name, `prefix.*` or `*`")).field("name"));
+        }
+    }
+    Ok(())
+}
+
+async fn list_events(State(st): State<AppState>, q: Result<Query<EventsQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    check_pattern(&q.name)?;
+    let list = st.events.list(q.after.unwrap_or(0), q.name, q.limit.unwrap_or(100).min(10_000)).await?;
+    let n = list.len();
+    ok(StatusCode::OK, Value::Array(list.iter().map(|e| e.to_json()).collect()), &format!("{n} event(s)"))
+}
+
+/// Server-sent events of the log: replays what follows `Last-Event-ID` (or `?after=`), then
+/// follows live. Subscribes before replaying, so nothing falls between the two.
+async fn event_stream(State(st): State<AppState>, q: Result<Query<EventsQuery>, QueryRejection>, headers: axum::http::HeaderMap) -> ApiResult {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    let Query(q) = q?;
+    check_pattern(&q.name)?;
+    let last: i64 = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+        Some(v) => v.trim().parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "Last-Event-ID must be an event id").field("Last-Event-ID"))?,
+        None => q.after.unwrap_or(0),
+    };
+    let live = st.events.subscribe();
+    let pattern = q.name.clone();
+    let to_sse = |e: &crate::events::Event| SseEvent::default().id(e.id.to_string()).event(e.name.clone()).data(e.to_json().to_string());
+    struct S {
+        events: Arc<crate::events::Events>,
+        live: tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>,
+        last: i64,
+        pattern: Option<String>,
+        backlog: std::collections::VecDeque<crate::events::Event>,
+        replaying: bool,
+    }
+    let state = S { events: st.events.clone(), live, last, pattern, backlog: Default::default(), replaying: true };
+    let stream = futures_util::stream::unfold(state, move |mut s| async move {
+        loop {
+            if let Some(e) = s.backlog.pop_front() {
+                s.last = e.id;
+                return Some((Ok::<_, Infallible>(to_sse(&e)), s));
+            }
+            if s.replaying {
+                match s.events.list(s.last, s.pattern.clone(), 500).await {
+                    Ok(page) if !page.is_empty() => {
+                        s.backlog.extend(page);
+                        continue;
+                    }
+                    Ok(_) => s.replaying = false,
+                    Err(_) => return None,
+                }
+                continue;
+            }
+            match s.live.recv().await {
+                Ok(e) if e.id > s.last && s.pattern.as_deref().is_none_or(|p| crate::events::matches(p, &e.name)) => {
+                    s.last = e.id;
+                    return Some((Ok(to_sse(&e)), s));
+                }
+                Ok(_) => continue,
+                // Fell behind the bus: read the gap from the log.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => s.replaying = true,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}
+
+async fn event_subscribers(State(st): State<AppState>) -> ApiResult {
+    ok(StatusCode::OK, st.events.status().await?, "")
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedriveBody {
+    subscriber: Option<String>,
+}
+
+async fn redrive_events(State(st): State<AppState>, JsonBody(b): JsonBody<RedriveBody>) -> ApiResult {
+    let n = st.lifecycle.store().mark_redrive(b.subscriber.clone()).await?;
+    ok(StatusCode::OK, json!({"redriven": n, "subscriber": b.subscriber}), &format!("{n} dead letter(s) will be delivered again"))
+}
+
 // ---- the socket server ----------------------------------------------------------------
 
 /// Who may use the admin socket.
@@ -1317,6 +1463,37 @@ impl PeerPolicy {
         let Some(group) = self.group else { return false };
         gid == group || pid.is_some_and(|p| supplementary_groups(p).contains(&group))
     }
+}
+
+impl PeerPolicy {
+    /// [`PeerPolicy::allows`] with the peer's supplementary groups already known.
+    pub fn allows_groups(&self, uid: u32, gid: u32, groups: &[u32]) -> bool {
+        if uid == 0 || uid == self.daemon_uid {
+            return true;
+        }
+        self.group.is_some_and(|g| gid == g || groups.contains(&g))
+    }
+}
+
+/// The supplementary groups the peer had when it connected (`SO_PEERGROUPS`, Linux 4.13+).
+fn peer_groups(stream: &tokio::net::UnixStream) -> Option<Vec<u32>> {
+    use std::os::unix::io::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let mut buf: Vec<libc::gid_t> = vec![0; 256];
+    for _ in 0..2 {
+        let mut len = (buf.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `buf`, which we own.
+        let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERGROUPS, buf.as_mut_ptr().cast(), &mut len) };
+        if rc == 0 {
+            buf.truncate(len as usize / std::mem::size_of::<libc::gid_t>());
+            return Some(buf);
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE) {
+            return None;
+        }
+        buf = vec![0; len as usize / std::mem::size_of::<libc::gid_t>() + 1];
+    }
+    None
 }
 
 /// The peer process's supplementary groups, from /proc (what the kernel checks too).
@@ -1369,7 +1546,13 @@ pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, shut
             }
         };
         let caller = Caller { uid: cred.uid(), gid: cred.gid(), pid: cred.pid() };
-        if !policy.allows(caller.uid, caller.gid, caller.pid) {
+        // The peer's groups from the socket itself (SO_PEERGROUPS: no /proc, no pid reuse
+        // race, works under ProtectProc=invisible); /proc only on kernels without it.
+        let allowed = match peer_groups(&stream) {
+            Some(groups) => policy.allows_groups(caller.uid, caller.gid, &groups),
+            None => policy.allows(caller.uid, caller.gid, caller.pid),
+        };
+        if !allowed {
             tracing::warn!(uid = caller.uid, pid = ?caller.pid, "refused admin connection");
             tracker.spawn(async move {
                 let mut stream = stream;
@@ -1417,35 +1600,6 @@ pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, shut
     }
     tracker.close();
     tracker.wait().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_format() {
-        assert_eq!(ms_to_rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(ms_to_rfc3339(1_795_303_913_500), "2026-11-21T23:31:53Z");
-        assert_eq!(ms_to_rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
-    }
-
-    #[test]
-    fn peer_policy() {
-        let p = PeerPolicy { daemon_uid: 1000, group: Some(500) };
-        assert!(p.allows(0, 0, None));
-        assert!(p.allows(1000, 1000, None));
-        assert!(p.allows(1234, 500, None));
-        assert!(!p.allows(65534, 65534, None));
-        let none = PeerPolicy { daemon_uid: 1000, group: None };
-        assert!(!none.allows(1234, 500, None));
-    }
-
-    #[test]
-    fn prefixing_log_lines() {
-        assert_eq!(&prefix_lines("[1] ", b"a\nb\n")[..], b"[1] a\n[1] b\n");
-        assert_eq!(&prefix_lines("", b"a\n")[..], b"a\n");
-    }
 }
 
 // ---- operator tools: backup and doctor ------------------------------------------------
@@ -1497,6 +1651,7 @@ async fn backup_archive(State(st): State<AppState>) -> ApiResult {
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
     tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
         let mut w = backup::ChannelWriter::new(tx);
         let res = backup::write_archive(&mut w, &manifest, &snapshot, &data_dir).and_then(|w| w.flush());
         let _ = std::fs::remove_file(&snapshot);
@@ -1563,4 +1718,33 @@ async fn doctor_report(State(st): State<AppState>) -> ApiResult {
         }),
         "",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_format() {
+        assert_eq!(ms_to_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(ms_to_rfc3339(1_795_303_913_500), "2026-11-21T23:31:53Z");
+        assert_eq!(ms_to_rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn peer_policy() {
+        let p = PeerPolicy { daemon_uid: 1000, group: Some(500) };
+        assert!(p.allows(0, 0, None));
+        assert!(p.allows(1000, 1000, None));
+        assert!(p.allows(1234, 500, None));
+        assert!(!p.allows(65534, 65534, None));
+        let none = PeerPolicy { daemon_uid: 1000, group: None };
+        assert!(!none.allows(1234, 500, None));
+    }
+
+    #[test]
+    fn prefixing_log_lines() {
+        assert_eq!(&prefix_lines("[1] ", b"a\nb\n")[..], b"[1] a\n[1] b\n");
+        assert_eq!(&prefix_lines("", b"a\n")[..], b"a\n");
+    }
 }

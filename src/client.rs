@@ -1,7 +1,7 @@
 //! The admin API client that `addonctl` and `addond-tui` share. It owns three things:
 //! finding the daemon's Unix socket ([`discover_socket`]), speaking HTTP/1.1 to it over
 //! that socket ([`Client`]: one connection per request, JSON envelope in and out, or a
-//! byte stream for `logs?follow=true`), and turning transport failures into errors an
+//! byte stream for `logs?follow=true` and image pulls), and turning transport failures into errors an
 //! operator can act on ([`ClientError`]: "not running", "permission denied"). It knows
 //! the envelope (`{"success", "data", "message"}` / `{"success": false, "error": {…}}`)
 //! but not the shape of `data`: callers read that as `serde_json::Value`, so a daemon
@@ -55,8 +55,8 @@ pub fn discover_socket_from(explicit: Option<PathBuf>, env: Option<PathBuf>, cwd
 
 /// What went wrong talking to the daemon. An error *envelope* the daemon sent is not a
 /// `ClientError` for [`Client::request`] (it returns the [`Response`]; see
-/// [`Response::error`]); only [`Client::stream`] reports one, as [`ClientError::Api`],
-/// since it has no envelope to hand back on success.
+/// [`Response::error`]); only [`Client::stream`] and [`Client::stream_with`] report one,
+/// as [`ClientError::Api`], since they have no envelope to hand back on success.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing listens on the socket (ENOENT or ECONNREFUSED on connect).
@@ -160,8 +160,8 @@ pub struct RawResponse {
     pub body: Bytes,
 }
 
-/// The body of a streaming reply (`logs?follow=true`): chunks of bytes as the daemon sends
-/// them (not split on lines). Ends when the daemon ends the stream; dropping it closes the
+/// The body of a streaming reply (`logs?follow=true`, an image pull's ndjson): chunks of
+/// bytes as the daemon sends them (not split on lines). Ends when the daemon ends the stream; dropping it closes the
 /// connection.
 pub struct ByteStream {
     inner: BodyDataStream<Incoming>,
@@ -181,6 +181,16 @@ impl ByteStream {
     /// The next chunk, or `None` at the end of the stream.
     pub async fn next_chunk(&mut self) -> Option<Result<Bytes, ClientError>> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// Reads the rest of the stream into one buffer (for a reply that turned out to be an
+    /// envelope rather than a stream).
+    pub async fn into_bytes(mut self) -> Result<Bytes, ClientError> {
+        let mut all = Vec::new();
+        while let Some(chunk) = self.next_chunk().await {
+            all.extend_from_slice(&chunk?);
+        }
+        Ok(Bytes::from(all))
     }
 }
 
@@ -290,12 +300,31 @@ impl Client {
         Ok(RawResponse { status, content_type, body })
     }
 
-    /// Sends a request whose reply is a stream (`…/logs?follow=true`). A 2xx reply yields
-    /// its body as a [`ByteStream`]; an error envelope yields [`ClientError::Api`].
+    /// Sends a request without a body whose reply is a stream (`…/logs?follow=true`,
+    /// `…/watch`). A 2xx reply yields its body as a [`ByteStream`]; an error envelope
+    /// yields [`ClientError::Api`]. Same as [`Client::stream_with`] without a body, minus
+    /// the content type.
     pub async fn stream(&self, method: Method, path_and_query: &str) -> Result<ByteStream, ClientError> {
-        let (status, bytes) = match self.send(method, path_and_query, None).await? {
+        self.stream_with(method, path_and_query, None).await.map(|(_, stream)| stream)
+    }
+
+    /// Sends a request, with an optional JSON body, and hands back a 2xx reply as it
+    /// arrives: its `Content-Type` (when it has one) and its body as a [`ByteStream`], so a
+    /// caller can tell a one-off envelope from a stream (`POST …/images/pull` answers
+    /// `application/json` when the image is present, `application/x-ndjson` progress lines
+    /// while it pulls) and print each chunk as it comes. A non-2xx reply is read whole and
+    /// its error envelope returned as [`ClientError::Api`] (a body that is not an envelope
+    /// is a [`ClientError::Protocol`]).
+    pub async fn stream_with(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+    ) -> Result<(Option<String>, ByteStream), ClientError> {
+        let (status, bytes) = match self.send(method, path_and_query, body).await? {
             Sent::Reply(resp) if resp.status().is_success() => {
-                return Ok(ByteStream { inner: resp.into_body().into_data_stream() });
+                let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+                return Ok((content_type, ByteStream { inner: resp.into_body().into_data_stream() }));
             }
             Sent::Reply(resp) => {
                 let status = resp.status().as_u16();
@@ -560,6 +589,23 @@ mod tests {
                                 .unwrap();
                             return Ok::<_, Infallible>(resp);
                         }
+                        "/pull" => {
+                            // An ndjson stream that names what the request body asked for.
+                            let image = body["image"].as_str().unwrap_or("?").to_string();
+                            let chunks = vec![
+                                Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(format!(
+                                    "{{\"progress\":{{\"layer\":\"{image}\"}}}}\n{{\"do"
+                                )))),
+                                Ok(hyper::body::Frame::data(Bytes::from(format!("ne\":true,\"image\":\"{image}\"}}\n")))),
+                            ];
+                            let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+                            let resp = hyper::Response::builder()
+                                .status(200)
+                                .header(CONTENT_TYPE, "application/x-ndjson")
+                                .body(http_body_util::Either::Right(body))
+                                .unwrap();
+                            return Ok::<_, Infallible>(resp);
+                        }
                         "/missing" => (
                             404,
                             Bytes::from(r#"{"success":false,"error":{"code":"not_found","message":"no service x"}}"#),
@@ -628,6 +674,59 @@ mod tests {
         assert_eq!(all, b"line one\nline two\n");
         match client.stream(Method::GET, "/missing").await {
             Err(ClientError::Api(e)) => assert_eq!((e.status, e.code.as_str()), (404, "not_found")),
+            Err(other) => panic!("unexpected {other}"),
+            Ok(_) => panic!("expected an error"),
+        }
+        server.abort();
+    }
+
+    /// `stream_with` sends a body, reports the content type and streams the reply; the
+    /// envelope of a non-streaming reply can be read whole; errors are `ClientError::Api`.
+    #[tokio::test]
+    async fn stream_with_a_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("addond.sock");
+        let server = tokio::spawn(serve(UnixListener::bind(&path).unwrap()));
+        let client = Client::new(path);
+
+        let body = serde_json::json!({"image": "my/img:1"});
+        let (ctype, mut s) = client.stream_with(Method::POST, "/pull", Some(&body)).await.unwrap();
+        assert_eq!(ctype.as_deref(), Some("application/x-ndjson"));
+        let mut chunks = Vec::new();
+        while let Some(chunk) = s.next_chunk().await {
+            chunks.push(chunk.unwrap());
+        }
+        // The chunks arrive as the server sent them, never joined into one.
+        assert!(chunks.len() >= 2, "{chunks:?}");
+        let all: Vec<u8> = chunks.concat();
+        assert_eq!(
+            String::from_utf8(all).unwrap(),
+            "{\"progress\":{\"layer\":\"my/img:1\"}}\n{\"done\":true,\"image\":\"my/img:1\"}\n"
+        );
+
+        // A plain envelope through the same call: no content type set by this server, and
+        // the body (which saw our JSON) can be read whole.
+        let (ctype, s) = client.stream_with(Method::PUT, "/echo?x=1", Some(&body)).await.unwrap();
+        assert_eq!(ctype, None);
+        let echo: Value = serde_json::from_slice(&s.into_bytes().await.unwrap()).unwrap();
+        assert_eq!(echo["data"]["method"], "PUT");
+        assert_eq!(echo["data"]["uri"], "/echo?x=1");
+        assert_eq!(echo["data"]["content_type"], "application/json");
+        assert_eq!(echo["data"]["body"], body);
+
+        // Without a body it is `stream` with a content type.
+        let (ctype, s) = client.stream_with(Method::GET, "/logs", None).await.unwrap();
+        assert_eq!(ctype.as_deref(), Some("text/plain"));
+        assert_eq!(&s.into_bytes().await.unwrap()[..], b"line one\nline two\n");
+
+        // Error replies: the envelope's error; a body that is not one: a protocol error.
+        match client.stream_with(Method::POST, "/missing", Some(&body)).await {
+            Err(ClientError::Api(e)) => assert_eq!((e.status, e.code.as_str(), e.message.as_str()), (404, "not_found", "no service x")),
+            Err(other) => panic!("unexpected {other}"),
+            Ok(_) => panic!("expected an error"),
+        }
+        match client.stream_with(Method::POST, "/forbidden", Some(&body)).await {
+            Err(ClientError::Api(e)) => assert_eq!((e.status, e.code.as_str()), (403, "forbidden")),
             Err(other) => panic!("unexpected {other}"),
             Ok(_) => panic!("expected an error"),
         }

@@ -44,6 +44,8 @@ pub struct Config {
     pub addons: AddonsConfig,
     pub widgets: WidgetsConfig,
     pub gateway: GatewayConfig,
+    pub events: EventsConfig,
+    pub addon_api: AddonApiConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -200,6 +202,44 @@ pub struct GatewayConfig {
     pub failed_auth_per_minute: u32,
     /// After a key rotation the old key keeps working this long (seconds).
     pub rotation_grace_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events older than this are removed (days).
+    pub retention_days: f64,
+    /// At most this many events are kept; the oldest go first.
+    pub retention_max_events: u64,
+    /// Deliveries of one event to one subscriber before it is dead-lettered.
+    pub max_attempts: u32,
+    /// Backoff between delivery attempts: base, doubling, capped (seconds).
+    pub retry_base_seconds: f64,
+    pub retry_max_seconds: f64,
+    /// Time a subscriber's `POST /events` may take.
+    pub delivery_timeout_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AddonApiConfig {
+    /// Port of the addon API on each addon network's gateway address (0: any free port).
+    pub port: u16,
+    /// Storage quotas per installed addon instance.
+    pub kv_max_value_bytes: usize,
+    pub kv_max_keys: u32,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig { retention_days: 7.0, retention_max_events: 1_000_000, max_attempts: 10, retry_base_seconds: 1.0, retry_max_seconds: 300.0, delivery_timeout_seconds: 10.0 }
+    }
+}
+
+impl Default for AddonApiConfig {
+    fn default() -> Self {
+        AddonApiConfig { port: 7081, kv_max_value_bytes: 64 * 1024, kv_max_keys: 1000 }
+    }
 }
 
 impl Default for GatewayConfig {
@@ -585,6 +625,22 @@ impl Config {
         if !(0.0..=30.0 * 86_400.0).contains(&self.gateway.rotation_grace_seconds) {
             return Err(invalid("gateway.rotation_grace_seconds", "must be between 0 and 2592000 (30 days)"));
         }
+        let e = &self.events;
+        if !(e.retention_days > 0.0) || e.retention_max_events == 0 {
+            return Err(invalid("events.retention_days", "retention_days and retention_max_events must be positive"));
+        }
+        if e.max_attempts == 0 {
+            return Err(invalid("events.max_attempts", "must be at least 1"));
+        }
+        if !(e.retry_base_seconds > 0.0 && e.retry_base_seconds <= e.retry_max_seconds) {
+            return Err(invalid("events.retry_base_seconds", "must be more than 0 and at most events.retry_max_seconds"));
+        }
+        if !(e.delivery_timeout_seconds > 0.0) {
+            return Err(invalid("events.delivery_timeout_seconds", "must be more than 0"));
+        }
+        if self.addon_api.kv_max_value_bytes == 0 || self.addon_api.kv_max_keys == 0 {
+            return Err(invalid("addon_api.kv_max_value_bytes", "storage quotas must be positive"));
+        }
         if self.templates.image.trim().is_empty() {
             return Err(invalid("templates.image", "must name an image"));
         }
@@ -606,7 +662,7 @@ impl Config {
 }
 
 const SECTIONS: &[&str] = &[
-    "daemon", "api", "ports", "docker", "sandbox", "limits", "health", "restart", "reconcile", "templates", "addons", "widgets", "gateway",
+    "daemon", "api", "ports", "docker", "sandbox", "limits", "health", "restart", "reconcile", "templates", "addons", "widgets", "gateway", "events", "addon_api",
 ];
 
 /// Applies `ADDOND_<SECTION>_<KEY>=value` overrides. The value is read as a TOML literal

@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::addons::Addons;
 use crate::api::{self, AppState, PeerPolicy};
+use crate::addon_api::AddonApi;
+use crate::events::Events;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::config::Config;
@@ -155,6 +157,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
 /// SIGHUP reload; `STOPPING=1` when the stop begins.
 pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Signals the main loop handles, registered first: a SIGHUP during start-up waits for
+    // the loop instead of killing the process (its default action).
+    let signals = LoopSignals {
+        hup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        stall: debug_stall_signal(),
+    };
     let notifier = opts.notifier.clone();
     let cfg = Arc::new(cfg);
     let _lock = lock_data_dir(&cfg.daemon.data_dir)?;
@@ -182,10 +190,28 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
         None
     };
     let gateway_addr = gateway_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let app = api::router(AppState { lifecycle: lifecycle.clone(), addons: addons.clone(), gateway: gateway.clone(), gateway_addr, started });
+    let events = Events::new(cfg.clone(), lifecycle.clone(), addons.clone());
+    // The addon API is bound before the first resync creates containers, so they get
+    // ADDOND_API; with Docker down it binds once the networks exist.
+    let addon_api = AddonApi::new(cfg.clone(), lifecycle.clone(), addons.clone(), events.clone());
+    let addon_api_bound = if docker_up {
+        match lifecycle.runtime().ensure_networks().await {
+            Ok(()) => addon_api.bind_all().await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot prepare the addon networks yet");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let app = api::router(AppState { lifecycle: lifecycle.clone(), addons: addons.clone(), gateway: gateway.clone(), events: events.clone(), gateway_addr, started });
     let lc_task = tokio::spawn(lifecycle.clone().run());
     let routes_task = tokio::spawn(addons.dispatcher.clone().follow_changes(shutdown.clone()));
     let audit_task = tokio::spawn(gateway.clone().run_audit_writer(shutdown.clone()));
+    let events_task = tokio::spawn(events.clone().run(shutdown.clone()));
+    let addon_api_task = tokio::spawn(addon_api.run(addon_api_bound, shutdown.clone()));
+    let schedules_task = tokio::spawn(crate::schedules::Scheduler::new(lifecycle.clone(), addons.clone()).run(shutdown.clone()));
     let gateway_task = gateway_listener.map(|l| {
         tracing::info!(listen = ?gateway_addr, "gateway listening");
         tokio::spawn(crate::gateway::serve(l, gateway.clone(), shutdown.clone()))
@@ -203,7 +229,7 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
         let status = sup.status_line().await;
         notifier.ready(&status);
         tracing::info!(socket = %cfg.daemon.socket_path.display(), data_dir = %cfg.daemon.data_dir.display(), %status, "addond ready");
-        sup.main_loop(&shutdown).await;
+        sup.main_loop(&shutdown, signals).await;
     }
     notifier.stopping();
     tracing::info!("stopping: finishing requests in flight; addon containers keep running");
@@ -214,6 +240,9 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
         let _ = t.await;
     }
     let _ = audit_task.await;
+    let _ = events_task.await;
+    let _ = addon_api_task.await;
+    let _ = schedules_task.await;
     let _ = std::fs::remove_file(&cfg.daemon.socket_path);
     // Close the database cleanly: the WAL folded into the file, nothing left to replay.
     match db.checkpoint().await {
@@ -235,6 +264,11 @@ fn remove_stale_snapshots(data_dir: &Path) {
             let _ = std::fs::remove_file(e.path());
         }
     }
+}
+
+struct LoopSignals {
+    hup: Option<tokio::signal::unix::Signal>,
+    stall: Option<(tokio::signal::unix::Signal, Duration)>,
 }
 
 /// The daemon's main loop: watchdog, status, reloads.
@@ -268,8 +302,7 @@ impl Supervisor {
         }
     }
 
-    async fn main_loop(&self, shutdown: &CancellationToken) {
-        use tokio::signal::unix::{signal, SignalKind};
+    async fn main_loop(&self, shutdown: &CancellationToken, signals: LoopSignals) {
         use tokio::time::MissedTickBehavior;
         let wd_period = crate::systemd::watchdog_period().filter(|_| self.notifier.is_enabled());
         let mut watchdog = wd_period.map(|p| {
@@ -286,8 +319,7 @@ impl Supervisor {
         let mut dirty = false;
         let mut last_status = String::new();
         let mut last_sent = Instant::now();
-        let mut hup = signal(SignalKind::hangup()).ok();
-        let mut stall = debug_stall_signal();
+        let LoopSignals { mut hup, mut stall } = signals;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -394,4 +426,22 @@ fn debug_stall_signal() -> Option<(tokio::signal::unix::Signal, Duration)> {
 #[cfg(not(debug_assertions))]
 fn debug_stall_signal() -> Option<(tokio::signal::unix::Signal, Duration)> {
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_keys_name_each_difference() {
+        let a = Config::default();
+        assert!(changed_keys(&a, &a).is_empty());
+        let mut b = a.clone();
+        b.health.retries = 9;
+        b.ports.range_end = 8500;
+        b.daemon.log_level = "debug".into();
+        assert_eq!(changed_keys(&a, &b), ["daemon.log_level", "health.retries", "ports.range_end"]);
+        let fixed: Vec<_> = changed_keys(&a, &b).into_iter().filter(|k| !LIVE_KEYS.contains(&k.as_str())).collect();
+        assert_eq!(fixed, ["ports.range_end"]);
+    }
 }

@@ -15,4 +15,8 @@ pub mod metrics;
 pub mod systemd;
 pub mod backup;
 pub mod doctor;
+pub mod cli_docs;
 pub mod gateway;
+pub mod events;
+pub mod addon_api;
+pub mod schedules;

@@ -101,6 +101,9 @@ pub struct InstanceContext<'a> {
     pub service_id: &'a str,
     pub instance: &'a Instance,
     pub config_json: &'a str,
+    /// The addon API's address on this container's network, and its token for it.
+    pub api_url: Option<String>,
+    pub token: Option<String>,
 }
 
 pub struct Runtime {
@@ -111,11 +114,13 @@ pub struct Runtime {
     available: AtomicBool,
     /// Flipped on every reachability change so waiters (the reconciler) wake up.
     changed: tokio::sync::Notify,
+    /// The gateway address of each addon network (where the addon API listens).
+    gateways: std::sync::RwLock<HashMap<String, std::net::IpAddr>>,
 }
 
 impl Runtime {
     pub fn new(cfg: Arc<Config>) -> Self {
-        Runtime { cfg, docker: RwLock::new(None), available: AtomicBool::new(false), changed: tokio::sync::Notify::new() }
+        Runtime { cfg, docker: RwLock::new(None), available: AtomicBool::new(false), changed: tokio::sync::Notify::new(), gateways: Default::default() }
     }
 
     pub fn is_available(&self) -> bool {
@@ -199,7 +204,20 @@ impl Runtime {
         ];
         for (name, subnet, internal) in nets {
             match d.inspect_network(name, None).await {
-                Ok(_) => continue,
+                Ok(n) => {
+                    // Docker leaves the gateway out of the IPAM config when it was not asked for
+                    // one; it is then the subnet's first address.
+                    let gw = n.ipam.and_then(|i| i.config).and_then(|c| {
+                        c.into_iter().find_map(|c| {
+                            c.gateway.filter(|g| !g.is_empty()).and_then(|g| g.parse().ok()).or_else(|| c.subnet.as_deref().and_then(first_host))
+                        })
+                    });
+                    if let Some(gw) = gw {
+                        self.gateways.write().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), gw);
+                        continue;
+                    }
+                    return Err(RuntimeError::Api(format!("network {name} has no gateway address")));
+                }
                 Err(e) if Self::status_of(&e) == Some(404) => {}
                 Err(e) => return Err(self.map_err(e)),
             }
@@ -208,14 +226,18 @@ impl Runtime {
                 driver: Some("bridge".into()),
                 internal: Some(internal),
                 ipam: Some(Ipam {
-                    config: Some(vec![IpamConfig { subnet: Some(subnet.clone()), ..Default::default() }]),
+                    config: Some(vec![IpamConfig { subnet: Some(subnet.clone()), gateway: first_host(subnet).map(|g| g.to_string()), ..Default::default() }]),
                     ..Default::default()
                 }),
                 labels: Some(HashMap::from([(LABEL_MANAGED.to_string(), "true".to_string())])),
                 ..Default::default()
             };
             match d.create_network(req).await {
-                Ok(_) => tracing::info!(network = %name, %subnet, internal, "created network"),
+                Ok(_) => {
+                    tracing::info!(network = %name, %subnet, internal, "created network");
+                    // Learn its gateway address on the next pass.
+                    return Box::pin(self.ensure_networks()).await;
+                }
                 // Another daemon (or a test) created it between inspect and create.
                 Err(e) if Self::status_of(&e) == Some(409) => {}
                 Err(e) => return Err(self.map_err(e)),
@@ -267,6 +289,11 @@ impl Runtime {
         }
     }
 
+    /// The gateway address of an addon network, once `ensure_networks` has seen it.
+    pub fn network_gateway(&self, network: &str) -> Option<std::net::IpAddr> {
+        self.gateways.read().unwrap_or_else(|e| e.into_inner()).get(network).copied()
+    }
+
     /// Makes sure an image is present, pulling it when a registry is reachable.
     pub async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
         if self.image_present(image).await? {
@@ -281,18 +308,18 @@ impl Runtime {
         prepare_volume_dir(&self.cfg.daemon.data_dir, service_name, rel, &self.cfg.sandbox.user)
     }
 
-    /// Creates the container of one instance with the full sandbox. If a container of that
-    /// name exists (created just before a crash), it is adopted instead.
+    /// Creates the container of one instance with the full sandbox. A container of that
+    /// name left from before a crash is replaced: its environment (token, config) is stale.
     pub async fn create_container(&self, spec: &ServiceSpec, ctx: &InstanceContext<'_>) -> Result<String, RuntimeError> {
         let d = self.client().await?;
         let name = ctx.instance.container_name();
         let body = self.container_body(spec, ctx)?;
         let opts = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
-        match d.create_container(Some(opts), body).await {
+        match d.create_container(Some(opts.clone()), body.clone()).await {
             Ok(r) => Ok(r.id),
             Err(e) if Self::status_of(&e) == Some(409) => {
-                let info = self.inspect(&name).await?.ok_or_else(|| RuntimeError::Api(format!("container {name} conflicts but cannot be inspected")))?;
-                Ok(info.id)
+                self.remove(&name).await?;
+                d.create_container(Some(opts), body).await.map(|r| r.id).map_err(|e| self.map_err(e))
             }
             Err(e) if Self::status_of(&e) == Some(404) => Err(RuntimeError::ImageNotFound { image: spec.image.clone(), reason: "not present locally".into() }),
             Err(e) => Err(self.map_err(e)),
@@ -308,6 +335,12 @@ impl Runtime {
         env.push(format!("ADDOND_SERVICE={}", spec.name));
         env.push(format!("ADDOND_INSTANCE={}", inst.id));
         env.push(format!("ADDOND_CONFIG={}", ctx.config_json));
+        if let Some(api) = &ctx.api_url {
+            env.push(format!("ADDOND_API={api}"));
+        }
+        if let Some(token) = &ctx.token {
+            env.push(format!("ADDOND_TOKEN={token}"));
+        }
         let labels = HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_DAEMON.to_string(), ctx.daemon_id.to_string()),
@@ -532,6 +565,13 @@ fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
+/// The first host address of an IPv4 subnet (Docker's default gateway).
+fn first_host(cidr: &str) -> Option<std::net::IpAddr> {
+    let (ip, len) = crate::config::parse_cidr(cidr)?;
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from((u32::from(ip) & mask) + 1)))
+}
+
 /// `repo[:tag]` → (repo, tag), leaving a registry's `host:port/` alone.
 pub fn split_image(image: &str) -> (String, String) {
     if let Some((repo, digest)) = image.split_once('@') {
@@ -577,6 +617,12 @@ pub fn prepare_volume_dir(data_dir: &Path, service_name: &str, rel: &str, user: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateway_of_a_subnet() {
+        assert_eq!(first_host("172.20.0.0/16").unwrap().to_string(), "172.20.0.1");
+        assert_eq!(first_host("10.1.2.0/24").unwrap().to_string(), "10.1.2.1");
+    }
 
     #[test]
     fn image_split() {

@@ -132,6 +132,57 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE audit ADD COLUMN source TEXT;
     "#,
+    // 4: the durable event log, delivery progress per subscriber, dead letters, the tokens
+    // addon instances use on the addon API, their key-value storage, and schedule runs.
+    r#"
+    CREATE TABLE events (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        name   TEXT NOT NULL,
+        data   TEXT NOT NULL,
+        source TEXT NOT NULL,
+        ts     INTEGER NOT NULL
+    );
+    CREATE INDEX events_by_name ON events (name, id);
+    CREATE TABLE event_cursors (
+        subscriber      TEXT PRIMARY KEY,
+        delivered_up_to INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        last_error      TEXT
+    );
+    CREATE TABLE dead_letters (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        subscriber  TEXT NOT NULL,
+        event_id    INTEGER NOT NULL,
+        attempts    INTEGER NOT NULL,
+        last_error  TEXT,
+        at          INTEGER NOT NULL,
+        redrive     INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (subscriber, event_id)
+    );
+    CREATE TABLE instance_tokens (
+        instance_id TEXT PRIMARY KEY REFERENCES instances(id) ON DELETE CASCADE,
+        hash        TEXT NOT NULL
+    );
+    CREATE TABLE kv (
+        addon_instance TEXT NOT NULL,
+        key            TEXT NOT NULL,
+        value          BLOB NOT NULL,
+        updated_at     INTEGER NOT NULL,
+        PRIMARY KEY (addon_instance, key)
+    );
+    CREATE TABLE schedule_runs (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        addon_instance TEXT NOT NULL,
+        action         TEXT NOT NULL,
+        cron           TEXT NOT NULL,
+        scheduled_for  INTEGER NOT NULL,
+        ran_at         INTEGER NOT NULL,
+        status         TEXT NOT NULL,
+        detail         TEXT
+    );
+    CREATE INDEX schedule_runs_last ON schedule_runs (addon_instance, action, cron, scheduled_for);
+    "#,
 ];
 
 pub fn now_ms() -> i64 {
@@ -816,6 +867,297 @@ impl Store {
             let _held = conn.lock();
             std::thread::sleep(d);
         });
+    }
+}
+
+/// A stored event.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub id: i64,
+    pub name: String,
+    pub data: String,
+    pub source: String,
+    pub ts: i64,
+}
+
+/// A subscriber's delivery progress.
+#[derive(Debug, Clone, Default)]
+pub struct Cursor {
+    pub delivered_up_to: i64,
+    pub attempts: u32,
+    pub next_attempt_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub subscriber: String,
+    pub event_id: i64,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub at: i64,
+    pub redrive: bool,
+}
+
+/// `name = ?`, `name LIKE 'x.%'` or everything, for subscription patterns.
+fn pattern_sql(patterns: &[String], params: &mut Vec<String>) -> String {
+    if patterns.iter().any(|p| p == "*") {
+        return "1".to_string();
+    }
+    let mut parts = Vec::new();
+    for p in patterns {
+        match p.strip_suffix(".*") {
+            Some(prefix) => {
+                params.push(format!("{}.%", prefix.replace('\\', "\\\\").replace('_', "\\_").replace('%', "\\%")));
+                parts.push(format!("name LIKE ?{} ESCAPE '\\'", params.len()));
+            }
+            None => {
+                params.push(p.clone());
+                parts.push(format!("name = ?{}", params.len()));
+            }
+        }
+    }
+    if parts.is_empty() {
+        "0".to_string()
+    } else {
+        format!("({})", parts.join(" OR "))
+    }
+}
+
+impl Store {
+    /// Appends events in one transaction (group commit); returns their ids in order.
+    pub async fn insert_events(&self, events: Vec<(String, String, String, i64)>) -> Result<Vec<i64>, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let mut ids = Vec::with_capacity(events.len());
+            {
+                let mut st = tx.prepare_cached("INSERT INTO events (name, data, source, ts) VALUES (?1, ?2, ?3, ?4)")?;
+                for (name, data, source, ts) in events {
+                    st.execute(params![name, data, source, ts])?;
+                    ids.push(tx.last_insert_rowid());
+                }
+            }
+            tx.commit()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// Events after `after` whose names match `patterns` (all names when `None`).
+    pub async fn events_after(&self, after: i64, patterns: Option<Vec<String>>, limit: u32) -> Result<Vec<EventRow>, StoreError> {
+        self.call(move |c| {
+            let mut params: Vec<String> = Vec::new();
+            let filter = match &patterns {
+                Some(p) => pattern_sql(p, &mut params),
+                None => "1".to_string(),
+            };
+            let n = params.len();
+            let sql = format!("SELECT id, name, data, source, ts FROM events WHERE id > ?{} AND {filter} ORDER BY id LIMIT ?{}", n + 1, n + 2);
+            let mut st = c.prepare_cached(&sql)?;
+            let mut values: Vec<rusqlite::types::Value> = params.into_iter().map(rusqlite::types::Value::from).collect();
+            values.push(rusqlite::types::Value::from(after));
+            values.push(rusqlite::types::Value::from(limit as i64));
+            let rows = st.query_map(rusqlite::params_from_iter(values), |r| Ok(EventRow { id: r.get(0)?, name: r.get(1)?, data: r.get(2)?, source: r.get(3)?, ts: r.get(4)? }))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn event(&self, id: i64) -> Result<Option<EventRow>, StoreError> {
+        self.call(move |c| {
+            Ok(c.prepare_cached("SELECT id, name, data, source, ts FROM events WHERE id = ?1")?
+                .query_row([id], |r| Ok(EventRow { id: r.get(0)?, name: r.get(1)?, data: r.get(2)?, source: r.get(3)?, ts: r.get(4)? }))
+                .optional()?)
+        })
+        .await
+    }
+
+    pub async fn max_event_id(&self) -> Result<i64, StoreError> {
+        self.call(|c| Ok(c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)).await
+    }
+
+    /// Removes events older than `before_ms`, and beyond the newest `keep`.
+    pub async fn prune_events(&self, before_ms: i64, keep: u64) -> Result<usize, StoreError> {
+        self.call(move |c| {
+            let max: i64 = c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
+            Ok(c.execute("DELETE FROM events WHERE ts < ?1 OR id <= ?2", params![before_ms, max - keep as i64])?)
+        })
+        .await
+    }
+
+    /// A subscriber's progress, created at the current end of the log when it is new (a new
+    /// subscriber receives events from its subscription on, not the whole history).
+    pub async fn cursor(&self, subscriber: &str) -> Result<Cursor, StoreError> {
+        let sub = subscriber.to_string();
+        self.call(move |c| {
+            c.execute("INSERT OR IGNORE INTO event_cursors (subscriber, delivered_up_to) SELECT ?1, COALESCE(MAX(id), 0) FROM events", [&sub])?;
+            Ok(c.query_row("SELECT delivered_up_to, attempts, next_attempt_at, last_error FROM event_cursors WHERE subscriber = ?1", [&sub], |r| {
+                Ok(Cursor { delivered_up_to: r.get(0)?, attempts: r.get(1)?, next_attempt_at: r.get(2)?, last_error: r.get(3)? })
+            })?)
+        })
+        .await
+    }
+
+    pub async fn cursors(&self) -> Result<Vec<(String, Cursor)>, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare("SELECT subscriber, delivered_up_to, attempts, next_attempt_at, last_error FROM event_cursors ORDER BY subscriber")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, Cursor { delivered_up_to: r.get(1)?, attempts: r.get(2)?, next_attempt_at: r.get(3)?, last_error: r.get(4)? })))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn set_cursor(&self, subscriber: &str, cur: Cursor) -> Result<(), StoreError> {
+        let sub = subscriber.to_string();
+        self.call(move |c| {
+            c.prepare_cached("UPDATE event_cursors SET delivered_up_to = ?2, attempts = ?3, next_attempt_at = ?4, last_error = ?5 WHERE subscriber = ?1")?
+                .execute(params![sub, cur.delivered_up_to, cur.attempts, cur.next_attempt_at, cur.last_error])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Gives up on one event for one subscriber: dead-letters it and moves the cursor past.
+    pub async fn dead_letter(&self, subscriber: &str, event_id: i64, attempts: u32, error: String) -> Result<(), StoreError> {
+        let sub = subscriber.to_string();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO dead_letters (subscriber, event_id, attempts, last_error, at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (subscriber, event_id) DO UPDATE SET attempts = excluded.attempts, last_error = excluded.last_error, at = excluded.at, redrive = 0",
+                params![sub, event_id, attempts, error, now_ms()],
+            )?;
+            tx.execute(
+                "UPDATE event_cursors SET delivered_up_to = MAX(delivered_up_to, ?2), attempts = 0, next_attempt_at = NULL, last_error = ?3 WHERE subscriber = ?1",
+                params![sub, event_id, error],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn dead_letters(&self, subscriber: Option<String>) -> Result<Vec<DeadLetter>, StoreError> {
+        self.call(move |c| {
+            let mut st = c.prepare("SELECT id, subscriber, event_id, attempts, last_error, at, redrive FROM dead_letters WHERE ?1 IS NULL OR subscriber = ?1 ORDER BY subscriber, event_id")?;
+            let rows = st.query_map([subscriber], |r| {
+                Ok(DeadLetter { id: r.get(0)?, subscriber: r.get(1)?, event_id: r.get(2)?, attempts: r.get(3)?, last_error: r.get(4)?, at: r.get(5)?, redrive: r.get(6)? })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Marks dead letters to be sent again; returns how many.
+    pub async fn mark_redrive(&self, subscriber: Option<String>) -> Result<usize, StoreError> {
+        self.call(move |c| Ok(c.execute("UPDATE dead_letters SET redrive = 1 WHERE ?1 IS NULL OR subscriber = ?1", [subscriber])?)).await
+    }
+
+    pub async fn delete_dead_letter(&self, id: i64) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute("DELETE FROM dead_letters WHERE id = ?1", [id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Forgets a subscriber (uninstalled): its progress and dead letters.
+    pub async fn drop_subscriber(&self, subscriber: &str) -> Result<(), StoreError> {
+        let sub = subscriber.to_string();
+        self.call(move |c| {
+            c.execute("DELETE FROM event_cursors WHERE subscriber = ?1", [&sub])?;
+            c.execute("DELETE FROM dead_letters WHERE subscriber = ?1", [&sub])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn set_instance_token(&self, instance: &InstanceId, hash: String) -> Result<(), StoreError> {
+        let id = instance.clone();
+        self.call(move |c| {
+            c.execute("INSERT INTO instance_tokens (instance_id, hash) VALUES (?1, ?2) ON CONFLICT (instance_id) DO UPDATE SET hash = excluded.hash", params![id.as_str(), hash])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The token hash of an instance, with the addon instance it belongs to.
+    pub async fn instance_token(&self, instance: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+        let id = instance.to_string();
+        self.call(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT t.hash, s.addon_instance FROM instance_tokens t JOIN instances i ON i.id = t.instance_id JOIN services s ON s.id = i.service_id WHERE t.instance_id = ?1 AND i.wanted = 1",
+            )?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+        })
+        .await
+    }
+
+    pub async fn kv_get(&self, addon: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let (a, k) = (addon.to_string(), key.to_string());
+        self.call(move |c| Ok(c.prepare_cached("SELECT value FROM kv WHERE addon_instance = ?1 AND key = ?2")?.query_row([a, k], |r| r.get(0)).optional()?)).await
+    }
+
+    /// Stores a value unless that would exceed `max_keys` for the addon; false if it would.
+    pub async fn kv_put(&self, addon: &str, key: &str, value: Vec<u8>, max_keys: u32) -> Result<bool, StoreError> {
+        let (a, k) = (addon.to_string(), key.to_string());
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let exists: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM kv WHERE addon_instance = ?1 AND key = ?2)", [&a, &k], |r| r.get(0))?;
+            if !exists {
+                let n: u32 = tx.query_row("SELECT COUNT(*) FROM kv WHERE addon_instance = ?1", [&a], |r| r.get(0))?;
+                if n >= max_keys {
+                    return Ok(false);
+                }
+            }
+            tx.execute(
+                "INSERT INTO kv (addon_instance, key, value, updated_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (addon_instance, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![a, k, value, now_ms()],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub async fn kv_delete(&self, addon: &str, key: &str) -> Result<bool, StoreError> {
+        let (a, k) = (addon.to_string(), key.to_string());
+        self.call(move |c| Ok(c.execute("DELETE FROM kv WHERE addon_instance = ?1 AND key = ?2", [a, k])? == 1)).await
+    }
+
+    /// When a schedule last ran (its scheduled time), if ever.
+    pub async fn last_schedule_run(&self, addon: &str, action: &str, cron: &str) -> Result<Option<i64>, StoreError> {
+        let (a, ac, cr) = (addon.to_string(), action.to_string(), cron.to_string());
+        self.call(move |c| {
+            Ok(c.query_row("SELECT MAX(scheduled_for) FROM schedule_runs WHERE addon_instance = ?1 AND action = ?2 AND cron = ?3", [a, ac, cr], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    pub async fn record_schedule_run(&self, addon: &str, action: &str, cron: &str, scheduled_for: i64, status: &str, detail: Option<String>) -> Result<(), StoreError> {
+        let (a, ac, cr, st) = (addon.to_string(), action.to_string(), cron.to_string(), status.to_string());
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO schedule_runs (addon_instance, action, cron, scheduled_for, ran_at, status, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![a, ac, cr, scheduled_for, now_ms(), st, detail],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn schedule_runs(&self, addon: &str, limit: u32) -> Result<Vec<serde_json::Value>, StoreError> {
+        let a = addon.to_string();
+        self.call(move |c| {
+            let mut st = c.prepare("SELECT action, cron, scheduled_for, ran_at, status, detail FROM schedule_runs WHERE addon_instance = ?1 ORDER BY id DESC LIMIT ?2")?;
+            let rows = st.query_map(params![a, limit], |r| {
+                Ok(serde_json::json!({"action": r.get::<_, String>(0)?, "cron": r.get::<_, String>(1)?, "scheduled_for": r.get::<_, i64>(2)?, "ran_at": r.get::<_, i64>(3)?, "status": r.get::<_, String>(4)?, "detail": r.get::<_, Option<String>>(5)?}))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
     }
 }
 

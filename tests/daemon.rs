@@ -26,9 +26,29 @@ async fn sigterm_leaves_containers_running_and_the_next_start_adopts_them() {
     let mut d = Daemon::start().await;
     let svc = d.create_started("keeper", json!({"replicas": 2})).await;
     let before: Vec<String> = svc["instances"].as_array().unwrap().iter().map(|i| i["container_id"].as_str().unwrap().to_string()).collect();
-    let status = d.terminate();
+    // A request in flight when SIGTERM arrives is finished: a backup streaming 32 MiB.
+    let big = d.data_dir().join("volumes/keeper/big");
+    std::fs::create_dir_all(&big).unwrap();
+    std::fs::write(big.join("blob.bin"), vec![7u8; 32 << 20]).unwrap();
+    let mut stream = d.client.stream(addond::client::Method::POST, "/api/backup").await.unwrap();
+    let mut archive = stream.next_chunk().await.unwrap().unwrap().to_vec();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.child.as_ref().unwrap().id() as i32, libc::SIGTERM) };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Some(chunk) = stream.next_chunk().await {
+        archive.extend_from_slice(&chunk.expect("the backup in flight is finished, not cut"));
+    }
+    let file = d.dir.path().join("inflight.tar");
+    std::fs::write(&file, &archive).unwrap();
+    let summary = addond::backup::inspect_archive(&file).expect("a complete, valid archive");
+    assert!(summary.volume_bytes >= 32 << 20, "{summary:?}");
+    let status = d.child.take().unwrap().wait().unwrap();
     assert!(status.success(), "graceful exit expected, got {status}");
     assert!(!d.socket.exists(), "socket removed on graceful stop");
+    // The database was closed cleanly: nothing left in the write-ahead log.
+    let wal = d.data_dir().join("addond.db-wal");
+    assert!(std::fs::metadata(&wal).map(|m| m.len() == 0).unwrap_or(true), "WAL not checkpointed at stop");
+    assert!(d.log().contains("stopping: finishing requests in flight"), "{}", tail(&d.log(), 20));
     for p in ports_of(&svc) {
         assert_eq!(http_get(p, "/health").await.map(|r| r.0), Some(200), "containers keep serving while the daemon is down");
     }

@@ -13,3 +13,6 @@ mod daemon;
 mod images;
 mod addons;
 mod gateway;
+mod addons_cli;
+mod system;
+mod events;

@@ -1,5 +1,6 @@
 //! Routes of the addon container contract, plus test helpers (`/admin/*`, `GET /events`,
 //! `/headers`, …). Streaming routes (`/upload`, `/download`, `/ws`) are in `stream` and `ws`.
+//! The `api` action calls the daemon's addon API (`ADDOND_API`) through `client`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,13 +10,24 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::client::{self, ClientError, Outgoing};
 use crate::http::{percent_decode, Request};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const MAX_EVENTS: usize = 1000;
 pub const MAX_SLEEP_MS: u64 = 600_000;
-pub const ACTIONS: [&str; 5] = ["add", "echo", "fail", "sleep", "whoami"];
+pub const ACTIONS: [&str; 7] = ["add", "api", "echo", "env", "fail", "sleep", "whoami"];
 pub const WIDGETS: [&str; 1] = ["checkout"];
+
+/// A string kept out of `Debug` output (the addon API token).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
 
 /// Settings read from the environment once at start.
 #[derive(Debug, Clone, Default)]
@@ -23,14 +35,24 @@ pub struct Settings {
     pub addon: Option<String>,
     pub service: Option<String>,
     pub instance: Option<String>,
+    /// `ADDOND_API`: base URL of the daemon's addon API (`http://ip:port`).
     pub api: Option<String>,
-    pub token_present: bool,
+    /// `ADDOND_TOKEN`, sent as `Authorization: Bearer …` to the addon API.
+    pub token: Option<Secret>,
     pub port: u16,
     pub initial_config: Value,
     /// `SAMPLE_HEALTH_DELAY_MS`: /health answers 503 until this long after start.
     pub health_delay: Duration,
     /// `SAMPLE_CONFIG_RESTART=1`: `POST /config` answers 404 ("restart me").
     pub config_restart: bool,
+    /// `SAMPLE_EVENTS_FAIL=1`: `POST /events` answers 500 (toggled by `/admin/events/*`).
+    pub events_fail: bool,
+}
+
+impl Settings {
+    pub fn token_present(&self) -> bool {
+        self.token.is_some()
+    }
 }
 
 /// Shared, mutable state of the running addon.
@@ -38,16 +60,19 @@ pub struct State {
     pub settings: Settings,
     pub started: Instant,
     health_fail: AtomicBool,
+    events_fail: AtomicBool,
     config: Mutex<Value>,
     config_updates: AtomicU64,
     events: Mutex<VecDeque<Value>>,
     events_total: AtomicU64,
+    events_rejected: AtomicU64,
 }
 
 impl State {
     pub fn new(settings: Settings) -> Self {
         let config = settings.initial_config.clone();
         State {
+            events_fail: AtomicBool::new(settings.events_fail),
             settings,
             started: Instant::now(),
             health_fail: AtomicBool::new(false),
@@ -55,6 +80,7 @@ impl State {
             config_updates: AtomicU64::new(0),
             events: Mutex::new(VecDeque::new()),
             events_total: AtomicU64::new(0),
+            events_rejected: AtomicU64::new(0),
         }
     }
 
@@ -177,7 +203,7 @@ pub fn route(state: &State, req: &Request) -> Response {
         },
         // Any method: the request headers as received (names lower-cased; repeated headers
         // joined with ", " in order of arrival), to check what a proxy forwards.
-        ["headers"] => Response::json(200, Value::Object(request_headers(req))),
+        ["headers"] => Response::json(200, Value::Object(join_headers(&req.headers))),
         ["config"] => match method {
             "GET" => Response::json(200, lock(&state.config).clone()),
             "POST" => post_config(state, req),
@@ -190,6 +216,17 @@ pub fn route(state: &State, req: &Request) -> Response {
                 Response::json(
                     200,
                     json!({ "ok": true, "health": if fail { "failing" } else { "ok" } }),
+                )
+            }
+            _ => method_not_allowed(&["POST"]),
+        },
+        ["admin", "events", which @ ("fail" | "ok")] => match method {
+            "POST" => {
+                let fail = *which == "fail";
+                state.events_fail.store(fail, Ordering::SeqCst);
+                Response::json(
+                    200,
+                    json!({ "ok": true, "events": if fail { "failing" } else { "ok" } }),
                 )
             }
             _ => method_not_allowed(&["POST"]),
@@ -214,9 +251,10 @@ pub fn route(state: &State, req: &Request) -> Response {
     }
 }
 
-fn request_headers(req: &Request) -> Map<String, Value> {
+/// Headers as an object: repeated names joined with ", " in order of arrival.
+fn join_headers(headers: &[(String, String)]) -> Map<String, Value> {
     let mut out = Map::new();
-    for (name, value) in &req.headers {
+    for (name, value) in headers {
         match out.get_mut(name) {
             Some(Value::String(prev)) => {
                 prev.push_str(", ");
@@ -294,10 +332,21 @@ fn execute(state: &State, action: &str, req: &Request) -> Response {
                     "uid": uid,
                     "gid": gid,
                     "api": state.settings.api,
-                    "token_present": state.settings.token_present,
+                    "token_present": state.settings.token_present(),
                 }),
             )
         }
+        "env" => Response::json(
+            200,
+            json!({
+                "api": state.settings.api,
+                "token_present": state.settings.token_present(),
+                "addon": state.settings.addon,
+                "service": state.settings.service,
+                "instance": state.settings.instance,
+            }),
+        ),
+        "api" => api_call(state, &input),
         _ => Response::error(500, "unreachable action"),
     }
 }
@@ -305,6 +354,101 @@ fn execute(state: &State, action: &str, req: &Request) -> Response {
 #[derive(Deserialize)]
 struct SleepArgs {
     ms: u64,
+}
+
+const API_USAGE: &str = "api expects {\"method\": \"GET|POST|PUT|DELETE\", \"path\": \"/v1/...\", \
+     \"body\": <JSON, optional>, \"raw\": <string, optional>, \"headers\": {<name>: <string|null>}}";
+
+/// Action `api`: one request to the daemon's addon API (`ADDOND_API`) with
+/// `Authorization: Bearer $ADDOND_TOKEN`. `body` is sent as JSON, `raw` as the raw body
+/// (`application/octet-stream`); `headers` adds or overrides request headers (`null` drops
+/// one, e.g. `{"Authorization": null}`). Answers 200 `{"status", "body", "content_type",
+/// "headers"}` whatever the API answered (`body` parsed when it is JSON, else text), 400 for a
+/// bad input, 502 when `ADDOND_API` is unset or the request failed.
+fn api_call(state: &State, input: &Value) -> Response {
+    let Some(obj) = input.as_object() else {
+        return Response::error(400, API_USAGE);
+    };
+    let (Some(Value::String(method)), Some(Value::String(path))) =
+        (obj.get("method"), obj.get("path"))
+    else {
+        return Response::error(400, API_USAGE);
+    };
+    let mut headers: Vec<(String, String)> = Vec::new();
+    if let Some(token) = &state.settings.token {
+        headers.push(("Authorization".into(), format!("Bearer {}", token.0)));
+    }
+    let body = match (obj.get("body"), obj.get("raw")) {
+        (Some(_), Some(_)) => return Response::error(400, "give either body or raw, not both"),
+        (Some(v), None) => {
+            headers.push(("Content-Type".into(), "application/json".into()));
+            Some(serde_json::to_vec(v).unwrap_or_default())
+        }
+        (None, Some(Value::String(raw))) => {
+            headers.push(("Content-Type".into(), "application/octet-stream".into()));
+            Some(raw.as_bytes().to_vec())
+        }
+        (None, Some(_)) => return Response::error(400, "raw must be a string"),
+        (None, None) => None,
+    };
+    match obj.get("headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(extra)) => {
+            for (name, value) in extra {
+                headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+                match value {
+                    Value::String(v) => headers.push((name.clone(), v.clone())),
+                    Value::Null => {}
+                    _ => return Response::error(400, "header values must be strings or null"),
+                }
+            }
+        }
+        Some(_) => return Response::error(400, "headers must be an object"),
+    }
+    let Some(api) = state.settings.api.as_deref() else {
+        return Response::error(502, "ADDOND_API is not set: no addon API to call");
+    };
+    let out = Outgoing {
+        method: method.to_ascii_uppercase(),
+        path: path.clone(),
+        headers,
+        body,
+    };
+    match client::send(api, &out, client::DEFAULT_TIMEOUT) {
+        Ok(reply) => Response::json(
+            200,
+            json!({
+                "status": reply.status,
+                "body": reply_body(&reply),
+                "content_type": reply.header("content-type"),
+                "headers": join_headers(&reply.headers),
+            }),
+        ),
+        Err(ClientError::Invalid(m)) => Response::error(400, m),
+        Err(ClientError::Failed(m)) => {
+            Response::error(502, format!("addon API request failed: {m}"))
+        }
+    }
+}
+
+/// The reply body as JSON when it is JSON (by Content-Type, or when none is given), else as
+/// text (invalid UTF-8 replaced).
+fn reply_body(reply: &client::Reply) -> Value {
+    let json_type = reply.header("content-type").is_none_or(|ct| {
+        let mime = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        mime == "application/json" || mime.ends_with("+json")
+    });
+    if json_type && !reply.body.iter().all(|b| b.is_ascii_whitespace()) {
+        if let Ok(v) = serde_json::from_slice(&reply.body) {
+            return v;
+        }
+    }
+    Value::String(String::from_utf8_lossy(&reply.body).into_owned())
 }
 
 fn add(input: &Value) -> Response {
@@ -423,6 +567,13 @@ fn render_widget(widget: &str, req: &Request) -> Response {
 }
 
 fn post_event(state: &State, req: &Request) -> Response {
+    if state.events_fail.load(Ordering::SeqCst) {
+        state.events_rejected.fetch_add(1, Ordering::SeqCst);
+        return Response::error(
+            500,
+            "POST /events is failing on purpose (SAMPLE_EVENTS_FAIL / POST /admin/events/fail)",
+        );
+    }
     let event = match json_body(req) {
         Ok(v) => v,
         Err(r) => return r,
@@ -443,6 +594,8 @@ fn get_events(state: &State) -> Response {
         json!({
             "count": events.len(),
             "total_received": state.events_total.load(Ordering::SeqCst),
+            "rejected": state.events_rejected.load(Ordering::SeqCst),
+            "failing": state.events_fail.load(Ordering::SeqCst),
             "events": events,
         }),
     )
@@ -491,7 +644,7 @@ mod tests {
             service: Some("payments-api".into()),
             instance: Some("inst_1".into()),
             api: Some("http://172.30.0.1:7081".into()),
-            token_present: true,
+            token: Some(Secret("at_x_secret".into())),
             port: 8080,
             initial_config: json!({ "currency": "EUR" }),
             ..Settings::default()
@@ -666,6 +819,220 @@ mod tests {
         assert_eq!(call(&s, "POST", "/events", "nope").0, 400);
         assert_eq!(call(&s, "DELETE", "/events", "").0, 200);
         assert_eq!(call(&s, "GET", "/events", "").1["count"], 0);
+    }
+
+    #[test]
+    fn events_keep_daemon_bodies_in_order() {
+        let s = State::new(settings());
+        let sent: Vec<Value> = (0..3)
+            .map(|i| {
+                json!({
+                    "id": format!("evt_{i}"),
+                    "name": "order.created",
+                    "data": { "n": i },
+                    "source": "shop",
+                    "timestamp": "2024-01-01T00:00:00Z",
+                })
+            })
+            .collect();
+        for e in &sent {
+            assert_eq!(call(&s, "POST", "/events", &e.to_string()).0, 200);
+        }
+        let (_, b) = call(&s, "GET", "/events", "");
+        assert_eq!(b["events"], json!(sent));
+        assert_eq!(
+            (b["rejected"].as_u64(), b["failing"].as_bool()),
+            (Some(0), Some(false))
+        );
+    }
+
+    #[test]
+    fn events_can_fail_on_purpose() {
+        let s = State::new(Settings {
+            events_fail: true,
+            ..settings()
+        });
+        let (st, b) = call(&s, "POST", "/events", r#"{"name":"x"}"#);
+        assert_eq!(st, 500);
+        assert!(b["error"].is_string());
+        let (_, b) = call(&s, "GET", "/events", "");
+        assert_eq!(
+            (b["count"].as_u64(), b["rejected"].as_u64()),
+            (Some(0), Some(1))
+        );
+        assert_eq!(b["failing"], true);
+        assert_eq!(
+            call(&s, "POST", "/admin/events/ok", ""),
+            (200, json!({ "ok": true, "events": "ok" }))
+        );
+        assert_eq!(call(&s, "POST", "/events", r#"{"name":"y"}"#).0, 200);
+        assert_eq!(call(&s, "POST", "/admin/events/fail", "").0, 200);
+        assert_eq!(call(&s, "POST", "/events", r#"{"name":"z"}"#).0, 500);
+        let (_, b) = call(&s, "GET", "/events", "");
+        assert_eq!(b["events"], json!([{ "name": "y" }]));
+        assert_eq!(b["rejected"], 2);
+        assert_eq!(call(&s, "GET", "/admin/events/fail", "").0, 405);
+        // Off by default.
+        let s = State::new(settings());
+        assert_eq!(call(&s, "POST", "/events", "{}").0, 200);
+    }
+
+    #[test]
+    fn env_action() {
+        let s = State::new(settings());
+        let (st, b) = call(&s, "POST", "/execute/env", "");
+        assert_eq!(st, 200);
+        assert_eq!(b["api"], "http://172.30.0.1:7081");
+        assert_eq!(b["token_present"], true);
+        assert_eq!(b["addon"], "payment-gateway");
+        assert_eq!(b["instance"], "inst_1");
+        let s = State::new(Settings {
+            api: None,
+            token: None,
+            ..settings()
+        });
+        let (_, b) = call(&s, "POST", "/execute/env", "{}");
+        assert_eq!(
+            (b["api"].clone(), b["token_present"].clone()),
+            (Value::Null, json!(false))
+        );
+    }
+
+    fn with_api(api: &str) -> State {
+        State::new(Settings {
+            api: Some(api.to_string()),
+            ..settings()
+        })
+    }
+
+    #[test]
+    fn api_action_json_round_trip() {
+        let reply = r#"{"success":true,"data":{"id":"e1"}}"#;
+        let (base, rx) = crate::client::tests::one_shot(
+            format!(
+                "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}",
+                reply.len()
+            )
+            .into_bytes(),
+        );
+        let s = with_api(&base);
+        let (st, b) = call(
+            &s,
+            "POST",
+            "/execute/api",
+            r#"{"method":"post","path":"/v1/events","body":{"name":"order.created","data":{"n":1}}}"#,
+        );
+        assert_eq!(st, 200, "{b}");
+        assert_eq!(b["status"], 201);
+        assert_eq!(
+            b["body"],
+            json!({ "success": true, "data": { "id": "e1" } })
+        );
+        assert_eq!(b["content_type"], "application/json");
+        let (head, body) = rx.recv().unwrap();
+        assert!(head.starts_with("POST /v1/events HTTP/1.1\r\n"), "{head}");
+        assert!(
+            head.contains("Authorization: Bearer at_x_secret\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("Content-Type: application/json\r\n"),
+            "{head}"
+        );
+        let sent: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(sent, json!({ "name": "order.created", "data": { "n": 1 } }));
+    }
+
+    #[test]
+    fn api_action_raw_and_text_replies() {
+        let (base, rx) = crate::client::tests::one_shot(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n7\r\n{\"a\":1}\r\n0\r\n\r\n"
+                .to_vec(),
+        );
+        let s = with_api(&base);
+        let (st, b) = call(
+            &s,
+            "POST",
+            "/execute/api",
+            r#"{"method":"PUT","path":"/v1/kv/k","raw":"raw bytes","headers":{"authorization":null,"X-Test":"1"}}"#,
+        );
+        assert_eq!(st, 200, "{b}");
+        // Not JSON by Content-Type: the text as is.
+        assert_eq!(b["body"], r#"{"a":1}"#);
+        assert_eq!(b["headers"]["transfer-encoding"], "chunked");
+        let (head, body) = rx.recv().unwrap();
+        assert!(head.starts_with("PUT /v1/kv/k HTTP/1.1\r\n"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("authorization"),
+            "{head}"
+        );
+        assert!(
+            head.contains("X-Test: 1\r\n")
+                && head.contains("Content-Type: application/octet-stream\r\n")
+        );
+        assert_eq!(body, b"raw bytes");
+
+        // A JSON Content-Type with a body that is not JSON: text as well.
+        let (base, _rx) = crate::client::tests::one_shot(
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 4\r\n\r\nnope".to_vec(),
+        );
+        let (st, b) = call(
+            &with_api(&base),
+            "POST",
+            "/execute/api",
+            r#"{"method":"GET","path":"/v1/kv/x"}"#,
+        );
+        assert_eq!(
+            (st, b["status"].clone(), b["body"].clone()),
+            (200, json!(404), json!("nope"))
+        );
+    }
+
+    #[test]
+    fn api_action_errors() {
+        // No ADDOND_API: 502.
+        let s = State::new(Settings {
+            api: None,
+            ..settings()
+        });
+        let (st, b) = call(
+            &s,
+            "POST",
+            "/execute/api",
+            r#"{"method":"GET","path":"/v1/health"}"#,
+        );
+        assert_eq!(st, 502);
+        assert!(b["error"].as_str().unwrap().contains("ADDOND_API"));
+        // Nothing listening: 502.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let s = with_api(&format!("http://127.0.0.1:{port}"));
+        let (st, b) = call(
+            &s,
+            "POST",
+            "/execute/api",
+            r#"{"method":"GET","path":"/v1/health"}"#,
+        );
+        assert_eq!(st, 502, "{b}");
+        assert!(b["error"].is_string());
+        // Bad inputs: 400 (before any connection is tried).
+        for bad in [
+            "",
+            "[]",
+            r#"{"path":"/v1/health"}"#,
+            r#"{"method":"GET"}"#,
+            r#"{"method":"GET","path":"v1/health"}"#,
+            r#"{"method":"G T","path":"/v1/health"}"#,
+            r#"{"method":"PUT","path":"/v1/kv/k","body":1,"raw":"x"}"#,
+            r#"{"method":"PUT","path":"/v1/kv/k","raw":5}"#,
+            r#"{"method":"GET","path":"/v1/health","headers":{"X":1}}"#,
+            r#"{"method":"GET","path":"/v1/health","headers":[]}"#,
+        ] {
+            assert_eq!(call(&s, "POST", "/execute/api", bad).0, 400, "{bad}");
+        }
     }
 
     #[test]

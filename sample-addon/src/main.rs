@@ -2,12 +2,13 @@
 //!
 //! Contract env: ADDOND_ADDON, ADDOND_SERVICE, ADDOND_INSTANCE, ADDOND_CONFIG (JSON),
 //! ADDOND_API, ADDOND_TOKEN, PORT (default 8080).
-//! Test knobs: SAMPLE_HEALTH_DELAY_MS, SAMPLE_CONFIG_RESTART, SAMPLE_EXIT_ON_START,
-//! SAMPLE_LOG_EVERY_MS, SAMPLE_LOG_TEXT, SAMPLE_QUIET, SAMPLE_IDLE_TIMEOUT_MS,
+//! Test knobs: SAMPLE_HEALTH_DELAY_MS, SAMPLE_CONFIG_RESTART, SAMPLE_EVENTS_FAIL,
+//! SAMPLE_EXIT_ON_START, SAMPLE_LOG_EVERY_MS, SAMPLE_LOG_TEXT, SAMPLE_QUIET, SAMPLE_IDLE_TIMEOUT_MS,
 //! SAMPLE_MAX_CONNECTIONS, SAMPLE_MAX_BODY_BYTES, SAMPLE_OOM_MAX_MB, SAMPLE_MAX_UPLOAD_BYTES,
 //! SAMPLE_WS_MAX_MESSAGE_BYTES, SAMPLE_WS_IDLE_TIMEOUT_MS.
 
 mod app;
+mod client;
 mod http;
 mod server;
 mod stream;
@@ -20,7 +21,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use app::{Settings, State};
+use app::{Secret, Settings, State};
 use server::ServerConfig;
 
 // Signal handling without the libc crate: std already links the C library.
@@ -96,13 +97,14 @@ fn parse_env(get: impl Fn(&str) -> Option<String>) -> Result<Startup, String> {
         service: get("ADDOND_SERVICE"),
         instance: get("ADDOND_INSTANCE"),
         api: get("ADDOND_API"),
-        token_present: get("ADDOND_TOKEN").is_some(),
+        token: get("ADDOND_TOKEN").map(Secret),
         port,
         initial_config,
         health_delay: Duration::from_millis(
             num("SAMPLE_HEALTH_DELAY_MS", 86_400_000)?.unwrap_or(0),
         ),
         config_restart: flag("SAMPLE_CONFIG_RESTART"),
+        events_fail: flag("SAMPLE_EVENTS_FAIL"),
     };
     let defaults = ServerConfig::default();
     let server = ServerConfig {
@@ -219,7 +221,8 @@ mod tests {
         assert_eq!(s.settings.port, 8080);
         assert_eq!(s.settings.initial_config, serde_json::json!({}));
         assert_eq!(s.settings.instance, None);
-        assert!(!s.settings.token_present);
+        assert!(!s.settings.token_present());
+        assert!(!s.settings.events_fail);
         assert_eq!(s.exit_on_start, None);
         assert_eq!(s.log_every, None);
         assert!(s.warnings.is_empty());
@@ -241,6 +244,7 @@ mod tests {
             ("ADDOND_API", ""),
             ("SAMPLE_HEALTH_DELAY_MS", "1500"),
             ("SAMPLE_CONFIG_RESTART", "1"),
+            ("SAMPLE_EVENTS_FAIL", "1"),
             ("SAMPLE_EXIT_ON_START", "2"),
             ("SAMPLE_LOG_EVERY_MS", "100"),
             ("SAMPLE_QUIET", "1"),
@@ -253,7 +257,10 @@ mod tests {
         assert_eq!(s.settings.addon.as_deref(), Some("shop"));
         assert_eq!(s.settings.api, None);
         assert_eq!(s.settings.initial_config["title"], "T");
-        assert!(s.settings.token_present);
+        assert!(s.settings.token_present());
+        assert_eq!(s.settings.token, Some(Secret("secret".into())));
+        assert!(!format!("{:?}", s.settings).contains("secret"));
+        assert!(s.settings.events_fail);
         assert_eq!(s.settings.health_delay, Duration::from_millis(1500));
         assert!(s.settings.config_restart && s.server.quiet);
         assert_eq!(s.exit_on_start, Some(2));

@@ -160,12 +160,6 @@ fn valid_event(s: &str, wildcard: bool) -> bool {
         && body.split('.').all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'))
 }
 
-/// Five cron fields of digits, `*`, `/`, `,`, `-` (the scheduler parses them fully).
-fn valid_cron(s: &str) -> bool {
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    fields.len() == 5 && fields.iter().all(|f| f.chars().all(|c| c.is_ascii_digit() || "*/,-".contains(c)))
-}
-
 impl ManifestRequest {
     pub fn validate(self, cfg: &Config) -> Result<Manifest, FieldError> {
         let name = self.name.ok_or_else(|| err("name", "a manifest needs a name"))?;
@@ -293,8 +287,8 @@ impl ManifestRequest {
         schema::check_schema(&config_schema, "config_schema").map_err(|m| err("config_schema", m))?;
         let mut schedules = Vec::new();
         for (i, s) in self.schedules.into_iter().flatten().enumerate() {
-            if !valid_cron(&s.cron) {
-                return Err(err(format!("schedules[{i}].cron"), format!("`{}` is not a 5-field cron expression like */5 * * * *", s.cron)));
+            if let Err(m) = crate::schedules::parse(&s.cron) {
+                return Err(err(format!("schedules[{i}].cron"), format!("{m}; a cron expression looks like */5 * * * *")));
             }
             if !actions.iter().any(|a| a.name == s.action) {
                 return Err(err(format!("schedules[{i}].action"), format!("`{}` is not one of this addon's actions", s.action)));
@@ -389,7 +383,5 @@ mod tests {
         assert!(valid_event("*", true));
         assert!(!valid_event("Payment", false));
         assert!(!valid_event("a..b", false));
-        assert!(valid_cron("*/5 * * * *"));
-        assert!(!valid_cron("* * *"));
     }
 }

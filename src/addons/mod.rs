@@ -358,6 +358,7 @@ impl Addons {
         }
         self.bump_generation(&instance);
         tracing::info!(addon = %m.name, version = %m.version, %instance, "installed");
+        self.lifecycle.notice("addon.installed", json!({"addon": m.name, "version": m.version, "instance": instance}));
         self.instance_view(&instance).await
     }
 
@@ -399,6 +400,7 @@ impl Addons {
         store.delete_install(instance).await?;
         self.bump_generation(instance);
         tracing::info!(%instance, "uninstalled");
+        self.lifecycle.notice("addon.uninstalled", json!({"addon": row.addon, "version": row.version, "instance": instance}));
         Ok(json!({"instance": instance, "name": row.addon, "version": row.version, "phase": "Deleting", "services": services.iter().map(|s| s.spec.name.clone()).collect::<Vec<_>>()}))
     }
 
@@ -478,6 +480,7 @@ impl Addons {
             }
         }
         let replacing = replace.len();
+        self.lifecycle.notice("addon.config_changed", json!({"instance": instance, "applied": applied, "replacing": replacing}));
         if !replace.is_empty() {
             let me = self.clone();
             tokio::spawn(async move {
@@ -489,6 +492,35 @@ impl Addons {
             });
         }
         Ok(json!({"instance": instance, "config": config, "applied": applied, "replacing": replacing, "failed": failed}))
+    }
+
+    // ---- events --------------------------------------------------------------------------
+
+    /// Installed instances whose manifests subscribe to events, with their patterns.
+    pub async fn subscriptions(&self) -> Result<HashMap<String, Vec<String>>, AddonError> {
+        let mut out = HashMap::new();
+        for row in self.lifecycle.store().list_installs().await? {
+            let Ok(m) = self.manifest(&row.addon, Some(&row.version)).await else { continue };
+            if !m.events.subscribes.is_empty() {
+                out.insert(row.instance, m.events.subscribes);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `POST /events` on one healthy instance of a subscriber; Ok only on 2xx.
+    pub async fn deliver_event(&self, instance: &str, body: Bytes, timeout: Duration) -> Result<(), String> {
+        let svc = self.entry_service(instance).await.map_err(|e| e.to_string())?;
+        match self.dispatcher.post(&svc.id, instance, "/events", body, timeout).await {
+            Ok(r) if (200..300).contains(&r.status) => Ok(()),
+            Ok(r) => Err(format!("`{instance}` answered HTTP {}", r.status)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The manifest of an installed instance (for the addon API's permission checks).
+    pub async fn installed_manifest(&self, instance: &str) -> Result<Manifest, AddonError> {
+        Ok(self.installed(instance).await?.1)
     }
 
     // ---- execute ------------------------------------------------------------------------

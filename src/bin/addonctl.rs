@@ -5,13 +5,13 @@
 //! docs/addonctl.md.
 
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use addond::client::{self, ApiError, Client, ClientError, Method};
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use serde_json::{json, Map, Value};
 
 const EXIT_CODES: &str = "\
@@ -29,6 +29,8 @@ Socket: --socket PATH, else $ADDOND_SOCKET, else ./.addond/addond.sock when it e
 const SERVICES: &str = "/api/plugin-microservice/services";
 const API: &str = "/api/plugin-microservice";
 const PULL: &str = "/api/plugin-microservice/images/pull";
+const ADDONS: &str = "/api/addons";
+const WIDGETS: &str = "/api/widgets";
 
 // ---------------------------------------------------------------------------------------
 // Command line.
@@ -74,6 +76,12 @@ enum Command {
     /// Container images on the daemon's Docker engine
     #[command(subcommand)]
     Images(ImageCmd),
+    /// Addons: register manifests, install, configure, start/stop, run actions
+    #[command(subcommand)]
+    Addons(AddonCmd),
+    /// Widgets of installed addons: list and render
+    #[command(subcommand)]
+    Widgets(WidgetCmd),
     /// Remove services stopped or dead for longer than N days
     Cleanup {
         /// Age in days
@@ -97,6 +105,33 @@ enum Command {
     Scale(ScaleArgs),
     /// Same as `services logs`
     Logs(LogsArgs),
+    /// Write a backup (database copy and directory volumes, taken online) to FILE
+    Backup {
+        /// The tar archive to write (kept only when complete and checked)
+        file: PathBuf,
+    },
+    /// Restore a backup into the data directory; addond must be stopped first
+    Restore {
+        /// An archive written by `addonctl backup`
+        file: PathBuf,
+        /// addond's config file, for the data directory (default /etc/addond/config.toml)
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Check Docker, socket permissions, the port range, disk space and the database; exit 1 on a problem
+    Doctor {
+        /// addond's config file, used when the daemon does not answer
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: addond::cli_docs::Shell,
+    },
+    /// Write the man pages into DIR (for packaging)
+    #[command(hide = true)]
+    GenerateMan { dir: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,6 +180,157 @@ enum ImageCmd {
     },
 }
 
+const ADDON_CATEGORIES: [&str; 5] = ["ecommerce", "analytics", "marketing", "communication", "utilities"];
+const WIDGET_CATEGORIES: [&str; 5] = ["content", "form", "display", "interactive", "layout"];
+
+#[derive(Subcommand, Debug)]
+enum AddonCmd {
+    /// Register a manifest: FILE.toml, FILE.json, or '-' for JSON on stdin
+    Register {
+        /// Manifest file (.toml or .json; '-' reads JSON from stdin)
+        file: PathBuf,
+    },
+    /// The catalogue of registered addons, then the installed instances
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only addons of this category
+        #[arg(long, value_name = "C", value_parser = ADDON_CATEGORIES)]
+        category: Option<String>,
+    },
+    /// An installed addon (services, instances, breakers) or a catalogue entry
+    Show(AddonNameArg),
+    /// Install an addon from the catalogue and create its services
+    Install(Box<InstallArgs>),
+    /// Uninstall an addon instance and delete its services
+    Uninstall(UninstallArgs),
+    /// Remove every version of an addon from the catalogue
+    Unregister(AddonNameArg),
+    /// Start every service of an installed addon
+    Start(AddonLifecycleArgs),
+    /// Stop every service of an installed addon
+    Stop(AddonLifecycleArgs),
+    /// Restart every service of an installed addon
+    Restart(AddonLifecycleArgs),
+    /// Change an installed addon's config live (or print it with --show)
+    Config(AddonConfigArgs),
+    /// Run an action of an installed addon and print its JSON result
+    #[command(visible_alias = "exec")]
+    Execute(ExecuteArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum WidgetCmd {
+    /// Widgets of every installed addon
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only widgets of this category
+        #[arg(long, value_name = "C", value_parser = WIDGET_CATEGORIES)]
+        category: Option<String>,
+    },
+    /// Render a widget: its JSON {html, css, javascript}, or the frame document (--html)
+    Render(RenderArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct AddonNameArg {
+    /// Addon instance (installed) or addon name (catalogue)
+    name: String,
+}
+
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+struct ConfigInput {
+    /// The addon's config as a JSON object
+    #[arg(long, value_name = "JSON", conflicts_with = "config_file")]
+    config: Option<String>,
+    /// The config from a file (.json or .toml; '-' reads JSON from stdin)
+    #[arg(long, value_name = "FILE")]
+    config_file: Option<PathBuf>,
+    /// Set a top-level config key (repeatable); VALUE is JSON if it parses, else a string
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    set: Vec<(String, Value)>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct InstallArgs {
+    /// Addon name in the catalogue
+    name: String,
+    /// Install under this name (default: the addon's name), to install it more than once
+    #[arg(long, value_name = "NAME")]
+    instance: Option<String>,
+    /// Version to install (default: the newest registered)
+    #[arg(long)]
+    version: Option<String>,
+    #[command(flatten)]
+    config: ConfigInput,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+struct UninstallArgs {
+    /// Installed addon instance
+    name: String,
+    /// Uninstall even though installed addons depend on it
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+struct AddonLifecycleArgs {
+    /// Installed addon instance
+    name: String,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(ArgGroup::new("what").required(true).multiple(true).args(["config", "config_file", "set", "show"])))]
+struct AddonConfigArgs {
+    /// Installed addon instance
+    name: String,
+    #[command(flatten)]
+    input: ConfigInput,
+    /// Print the current config instead of changing it
+    #[arg(long, conflicts_with_all = ["config", "config_file", "set"])]
+    show: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ExecuteArgs {
+    /// Installed addon instance
+    name: String,
+    /// Action name (see `addonctl addons show NAME`)
+    action: String,
+    /// The action's input as JSON
+    #[arg(long, value_name = "JSON", conflicts_with = "data_file")]
+    data: Option<String>,
+    /// The input from a file (.json or .toml; '-' reads JSON from stdin)
+    #[arg(long, value_name = "FILE")]
+    data_file: Option<PathBuf>,
+    /// Set a top-level input key (repeatable); VALUE is JSON if it parses, else a string
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    set: Vec<(String, Value)>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct RenderArgs {
+    /// Installed addon instance
+    addon: String,
+    /// Widget name
+    widget: String,
+    /// The widget's config as a JSON object (checked against its schema, defaults applied)
+    #[arg(long, value_name = "JSON")]
+    config: Option<String>,
+    /// Context for the render as a JSON object (user, page, …)
+    #[arg(long, value_name = "JSON")]
+    context: Option<String>,
+    /// Print the complete HTML document for a sandboxed iframe instead of the JSON
+    #[arg(long)]
+    html: bool,
+}
+
 #[derive(Args, Debug, Clone, Default)]
 struct ListArgs {
     /// Only services of this plugin
@@ -163,7 +349,7 @@ struct IdArg {
 
 #[derive(Args, Debug, Clone, Default, PartialEq)]
 struct WaitArgs {
-    /// Wait until the service reaches the phase this command aims for
+    /// Wait until the service (or addon) reaches the phase this command aims for
     #[arg(long)]
     wait: bool,
     /// Seconds to wait (1-600, daemon default 60); implies --wait
@@ -337,6 +523,18 @@ fn parse_volume(s: &str) -> Result<Value, String> {
     Ok(json!({"source": src, "target": dst, "read_only": ro}))
 }
 
+/// `--set KEY=VALUE`: the value is JSON when it parses as JSON (`3`, `true`, `[1,2]`,
+/// `{"a":1}`, `"quoted"`), else the text as a string (`USD`, `hello world`, ``).
+fn parse_set(s: &str) -> Result<(String, Value), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))?;
+    let k = k.trim();
+    if k.is_empty() {
+        return Err(format!("expected KEY=VALUE with a non-empty KEY, got `{s}`"));
+    }
+    let value = serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.to_string()));
+    Ok((k.to_string(), value))
+}
+
 fn parse_cpu(s: &str) -> Result<String, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(s.trim().to_string()),
@@ -434,6 +632,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Templates(TemplateCmd::List) => ctl.templates().await,
         Command::Templates(TemplateCmd::Create(a)) => ctl.template_create(&a).await,
         Command::Images(ImageCmd::Pull { image }) => ctl.image_pull(&image).await,
+        Command::Addons(cmd) => ctl.addons(cmd).await,
+        Command::Widgets(cmd) => ctl.widgets(cmd).await,
         Command::Cleanup { days } => ctl.cleanup(days).await,
         Command::Ls(a) => ctl.services(ServiceCmd::List(a)).await,
         Command::Show(a) => ctl.services(ServiceCmd::Show(a)).await,
@@ -443,6 +643,88 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(a) => ctl.services(ServiceCmd::Delete(a)).await,
         Command::Scale(a) => ctl.services(ServiceCmd::Scale(a)).await,
         Command::Logs(a) => ctl.services(ServiceCmd::Logs(a)).await,
+        Command::Backup { file } => ctl.backup(&file).await,
+        Command::Restore { file, config } => ctl.restore(&file, config.as_deref()),
+        Command::Doctor { config } => ctl.doctor(config.as_deref()).await,
+        Command::Completions { shell } => {
+            addond::cli_docs::completions(<Cli as clap::CommandFactory>::command(), shell, &mut io::stdout());
+            Ok(())
+        }
+        Command::GenerateMan { dir } => {
+            for p in addond::cli_docs::generate_man(<Cli as clap::CommandFactory>::command(), &dir, "1")? {
+                println!("{}", p.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Operator tools: backup, restore, doctor (the work is in addond::backup / addond::doctor).
+
+/// `doctor` found something wrong (exit 1; the report says what).
+#[derive(Debug, thiserror::Error)]
+#[error("doctor found {0} problem(s)")]
+struct DoctorFailed(usize);
+
+impl Ctl {
+    async fn backup(&self, file: &Path) -> anyhow::Result<()> {
+        let s = addond::backup::download(&self.client, file).await?;
+        let data = serde_json::to_value(&s)?;
+        self.show(&data, |_| {
+            format!(
+                "wrote {}: {} service(s), database schema {} ({} KiB), {} volume entries ({:.1} MiB)\n",
+                file.display(),
+                s.manifest.services,
+                s.manifest.schema_version,
+                s.manifest.database_bytes / 1024,
+                s.volume_entries,
+                s.volume_bytes as f64 / 1048576.0
+            )
+        })
+    }
+
+    fn restore(&self, file: &Path, config: Option<&Path>) -> anyhow::Result<()> {
+        let (path, cfg) = addond::doctor::resolve_config(config, self.client.socket());
+        let cfg = cfg.map_err(|e| anyhow::anyhow!("cannot read addond's config {}: {e}", path.display()))?;
+        if std::os::unix::net::UnixStream::connect(self.client.socket()).is_ok() {
+            anyhow::bail!("addond is running (it answers on {}); stop it first (systemctl stop addond), then restore", self.client.socket().display());
+        }
+        let r = addond::backup::restore(file, &cfg.daemon.data_dir, &cfg.daemon.socket_path)?;
+        let data = serde_json::to_value(&r)?;
+        self.show(&data, |_| {
+            let mut out = format!(
+                "restored {} into {}: {} service(s), database schema {}, {} volume entries\n",
+                file.display(),
+                r.data_dir.display(),
+                r.manifest.services,
+                r.manifest.schema_version,
+                r.volume_entries
+            );
+            if let Some(p) = &r.previous {
+                out.push_str(&format!("the data that was there is in {} (remove it when satisfied)\n", p.display()));
+            }
+            if !r.ownership_restored {
+                out.push_str("not root: volume files belong to you now, not to their original owners\n");
+            }
+            out.push_str("start addond (systemctl start addond): it adopts the containers that still run and recreates the rest\n");
+            out
+        })
+    }
+
+    async fn doctor(&self, config: Option<&Path>) -> anyhow::Result<()> {
+        let (config_path, config) = addond::doctor::resolve_config(config, self.client.socket());
+        let inputs = addond::doctor::Inputs { client: self.client.clone(), config, config_path };
+        let findings = addond::doctor::run(&inputs).await;
+        if self.json {
+            emit(&format!("{}\n", serde_json::to_string_pretty(&findings)?))?;
+        } else {
+            emit(&addond::doctor::render(&findings))?;
+        }
+        match addond::doctor::exit_code(&findings) {
+            0 => Ok(()),
+            _ => Err(DoctorFailed(findings.iter().filter(|f| f.level == addond::doctor::Level::Fail).count()).into()),
+        }
     }
 }
 
@@ -492,6 +774,15 @@ fn waiting(w: &WaitArgs) -> bool {
 
 fn svc_path(id: &str, action: &str) -> String {
     let mut p = format!("{SERVICES}/{}", client::encode_path_segment(id));
+    if !action.is_empty() {
+        p.push('/');
+        p.push_str(action);
+    }
+    p
+}
+
+fn addon_path(name: &str, action: &str) -> String {
+    let mut p = format!("{ADDONS}/{}", client::encode_path_segment(name));
     if !action.is_empty() {
         p.push('/');
         p.push_str(action);
@@ -690,6 +981,194 @@ impl Ctl {
         self.show(&data, render_cleanup)
     }
 
+    async fn addons(&self, cmd: AddonCmd) -> anyhow::Result<()> {
+        match cmd {
+            AddonCmd::Register { file } => {
+                let manifest = read_document(&file, "manifest")?;
+                let reply = self.client.post(&format!("{ADDONS}/register"), Some(&manifest)).await?;
+                let status = reply.status;
+                let data = reply.into_result()?;
+                self.show(&data, |d| {
+                    let (name, version) = (cell(&text(d, "name")), cell(&text(d, "version")));
+                    if status == 201 {
+                        format!("registered {name} {version}\n")
+                    } else {
+                        format!("{name} {version} was already registered\n")
+                    }
+                })
+            }
+            AddonCmd::List { category } => {
+                let q = query(&[("category", category.clone())]);
+                let mut data = self.call(Method::GET, &format!("{ADDONS}{q}"), None).await?;
+                // The daemon filters the catalogue; the installed list follows the same filter.
+                if let (Some(c), Some(list)) = (&category, data.get_mut("installed").and_then(Value::as_array_mut)) {
+                    list.retain(|i| i.get("category").and_then(Value::as_str) == Some(c.as_str()));
+                }
+                if self.quiet && !self.json {
+                    return emit(&names(data.get("addons").unwrap_or(&Value::Null), "name"));
+                }
+                self.show(&data, render_addon_list)
+            }
+            AddonCmd::Show(a) => {
+                let data = self.call(Method::GET, &addon_path(&a.name, ""), None).await?;
+                self.show(&data, |d| if is_instance(d) { render_addon_instance(d, now_secs()) } else { render_addon_entry(d) })
+            }
+            AddonCmd::Install(a) => {
+                let mut body = Map::new();
+                if let Some(i) = &a.instance {
+                    body.insert("instance".into(), Value::from(i.clone()));
+                }
+                if let Some(v) = &a.version {
+                    body.insert("version".into(), Value::from(v.clone()));
+                }
+                let base = config_base(&a.config)?;
+                if base.is_some() || !a.config.set.is_empty() {
+                    let config = apply_sets(base.unwrap_or_else(|| json!({})), &a.config.set, "the config")?;
+                    body.insert("config".into(), config);
+                }
+                let path = format!("{}{}", addon_path(&a.name, "install"), wait_query(Op::Create, &a.wait));
+                let data = self.call(Method::POST, &path, Some(&Value::Object(body))).await?;
+                if self.quiet && !self.json {
+                    return emit(&format!("{}\n", cell(&text(&data, "instance"))));
+                }
+                self.show(&data, |d| render_addon_report("installed", d))
+            }
+            AddonCmd::Uninstall(a) => {
+                let mut path = format!("{}{}", addon_path(&a.name, ""), wait_query(Op::Delete, &a.wait));
+                if a.force {
+                    path.push_str(if path.contains('?') { "&force=true" } else { "?force=true" });
+                }
+                let data = self.call(Method::DELETE, &path, None).await?;
+                self.show(&data, |d| render_addon_report("uninstalled", d))
+            }
+            AddonCmd::Unregister(a) => {
+                let data = self.call(Method::DELETE, &format!("{}?unregister=true", addon_path(&a.name, "")), None).await?;
+                self.show(&data, |d| {
+                    format!("unregistered {} ({} version(s))\n", cell(&text(d, "name")), cell(&text(d, "versions_removed")))
+                })
+            }
+            AddonCmd::Start(a) => self.addon_lifecycle(Op::Start, "start", &a).await,
+            AddonCmd::Stop(a) => self.addon_lifecycle(Op::Stop, "stop", &a).await,
+            AddonCmd::Restart(a) => self.addon_lifecycle(Op::Restart, "restart", &a).await,
+            AddonCmd::Config(a) => self.addon_config(&a).await,
+            AddonCmd::Execute(a) => {
+                let base = match (&a.data, &a.data_file) {
+                    (Some(text), _) => Some(parse_json_arg("--data", text)?),
+                    (None, Some(path)) => Some(read_document(path, "--data-file")?),
+                    (None, None) => None,
+                };
+                // No input given: an empty object (the daemon applies the schema's defaults).
+                let data = apply_sets(base.unwrap_or_else(|| json!({})), &a.set, "the input")?;
+                let body = json!({"action": a.action, "data": data});
+                let out = self.call(Method::POST, &addon_path(&a.name, "execute"), Some(&body)).await?;
+                // The result is JSON whatever the flags: print it as such.
+                if self.quiet && !self.json {
+                    return Ok(());
+                }
+                emit(&format!("{}\n", serde_json::to_string_pretty(&out)?))
+            }
+        }
+    }
+
+    async fn addon_lifecycle(&self, op: Op, action: &str, a: &AddonLifecycleArgs) -> anyhow::Result<()> {
+        let path = format!("{}{}", addon_path(&a.name, action), wait_query(op, &a.wait));
+        let data = self.call(Method::POST, &path, None).await?;
+        self.show(&data, |d| render_addon_report("", d))
+    }
+
+    /// `addons config NAME --show`, or a new config: `--config`/`--config-file` with the
+    /// `--set` keys laid over it, or (only `--set`) the current config with those keys changed.
+    async fn addon_config(&self, a: &AddonConfigArgs) -> anyhow::Result<()> {
+        let base = config_base(&a.input)?;
+        let current = if a.show || base.is_none() {
+            let d = self.call(Method::GET, &addon_path(&a.name, ""), None).await?;
+            if !is_instance(&d) {
+                return Err(ApiError {
+                    status: 404,
+                    code: "not_found".into(),
+                    message: format!(
+                        "addon `{0}` is registered but not installed; install it with `addonctl addons install {0}`",
+                        cell(&a.name)
+                    ),
+                    field: None,
+                }
+                .into());
+            }
+            Some(d.get("config").cloned().unwrap_or_else(|| json!({})))
+        } else {
+            None
+        };
+        if a.show {
+            if self.quiet && !self.json {
+                return Ok(());
+            }
+            return emit(&format!("{}\n", serde_json::to_string_pretty(&current.unwrap_or(Value::Null))?));
+        }
+        let start = match (base, current) {
+            (Some(b), _) => b,
+            (None, Some(Value::Null)) | (None, None) => json!({}),
+            (None, Some(c)) => c,
+        };
+        let config = apply_sets(start, &a.input.set, "the config")?;
+        let data = self.call(Method::PUT, &addon_path(&a.name, "config"), Some(&json!({"config": config}))).await?;
+        self.show(&data, render_config_result)
+    }
+
+    async fn widgets(&self, cmd: WidgetCmd) -> anyhow::Result<()> {
+        match cmd {
+            WidgetCmd::List { category } => {
+                let data = self.call(Method::GET, &format!("{WIDGETS}{}", query(&[("category", category)])), None).await?;
+                if self.quiet && !self.json {
+                    let mut out = String::new();
+                    for w in data.as_array().map(Vec::as_slice).unwrap_or(&[]) {
+                        out.push_str(&format!("{}/{}\n", cell(&text(w, "addon")), cell(&text(w, "widget"))));
+                    }
+                    return emit(&out);
+                }
+                self.show(&data, render_widget_list)
+            }
+            WidgetCmd::Render(a) => {
+                let config = a.config.as_deref().map(|t| parse_json_arg("--config", t)).transpose()?;
+                let context = a.context.as_deref().map(|t| parse_json_arg("--context", t)).transpose()?;
+                let path = format!(
+                    "{WIDGETS}/{}/{}",
+                    client::encode_path_segment(&a.addon),
+                    client::encode_path_segment(&a.widget)
+                );
+                if a.html {
+                    return self.widget_frame(&path, config, context).await;
+                }
+                let body = json!({"config": config.unwrap_or_else(|| json!({})), "context": context.unwrap_or_else(|| json!({}))});
+                let data = self.call(Method::POST, &path, Some(&body)).await?;
+                if self.quiet && !self.json {
+                    return Ok(());
+                }
+                emit(&format!("{}\n", serde_json::to_string_pretty(&data)?))
+            }
+        }
+    }
+
+    /// `GET …/frame`: a `text/html` document, printed line by line (sanitised) as it came.
+    async fn widget_frame(&self, path: &str, config: Option<Value>, context: Option<Value>) -> anyhow::Result<()> {
+        let q = query(&[("config", config.map(|c| c.to_string())), ("context", context.map(|c| c.to_string()))]);
+        let raw = self.client.request_raw(Method::GET, &format!("{path}/frame{q}"), None).await?;
+        if !(200..300).contains(&raw.status) {
+            let body: Value = serde_json::from_slice(&raw.body).unwrap_or(Value::Null);
+            let reply = client::Response { status: raw.status, body };
+            return Err(match reply.error() {
+                Some(e) => e.into(),
+                None => ClientError::Protocol(format!("the daemon answered HTTP {}", raw.status)).into(),
+            });
+        }
+        if self.quiet {
+            return Ok(());
+        }
+        let mut lines = LineBuffer::default();
+        let mut out = lines.push(&raw.body);
+        out.push_str(&lines.finish());
+        emit(&out)
+    }
+
     /// `images pull`: the result on stdout, progress on stderr (none with `--quiet`).
     async fn image_pull(&self, image: &str) -> anyhow::Result<()> {
         match self.pull(image).await? {
@@ -716,33 +1195,46 @@ impl Ctl {
 
     /// `POST …/images/pull`. A present image is answered with an envelope; otherwise the
     /// reply is the ndjson stream of the pull, whose progress goes to stderr (throttled,
-    /// sanitised) unless `--quiet`. A failed pull is an [`ApiError`] (exit 1).
-    ///
-    /// `Client::stream` sends no request body, so this reads the reply with `request_raw`:
-    /// the progress lines are printed when the reply is complete rather than as they arrive.
-    /// `PullStream` takes chunks, so a streaming call can feed it as is.
+    /// sanitised) as it arrives, unless `--quiet`. A failed pull is an [`ApiError`] (exit 1).
     async fn pull(&self, image: &str) -> anyhow::Result<Pulled> {
-        let raw = self.client.request_raw(Method::POST, PULL, Some(&json!({"image": image}))).await?;
-        let ndjson = (200..300).contains(&raw.status)
-            && raw.content_type.as_deref().is_some_and(|c| c.trim_start().to_ascii_lowercase().starts_with("application/x-ndjson"));
+        self.pull_to(image, |progress| {
+            if !self.quiet {
+                note(progress)
+            }
+        })
+        .await
+    }
+
+    /// [`Ctl::pull`] with the progress handed to `progress` (one or more complete lines per
+    /// call, as each chunk of the stream arrives).
+    async fn pull_to(&self, image: &str, mut progress: impl FnMut(&str)) -> anyhow::Result<Pulled> {
+        let (content_type, mut body) = self.client.stream_with(Method::POST, PULL, Some(&json!({"image": image}))).await?;
+        let ndjson = content_type.as_deref().is_some_and(|c| c.trim_start().to_ascii_lowercase().starts_with("application/x-ndjson"));
         if !ndjson {
-            // The envelope: the image is present, or the daemon refused (bad image, 403, …).
-            let body: Value = serde_json::from_slice(&raw.body).map_err(|e| {
+            // The envelope: the image is present (errors came back as ClientError::Api).
+            let bytes = body.into_bytes().await?;
+            let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
                 ClientError::Protocol(format!(
-                    "the daemon answered HTTP {} with a body that is not JSON ({e}): {}",
-                    raw.status,
-                    cell(&String::from_utf8_lossy(&raw.body[..raw.body.len().min(200)]))
+                    "the daemon answered with a body that is not JSON ({e}): {}",
+                    cell(&String::from_utf8_lossy(&bytes[..bytes.len().min(200)]))
                 ))
             })?;
-            let data = client::Response { status: raw.status, body }.into_result()?;
+            let data = client::Response { status: 200, body }.into_result()?;
             return Ok(Pulled::Present(data));
         }
         let mut stream = PullStream::new(image);
-        let progress = stream.push(&raw.body, Instant::now());
-        if !self.quiet && !progress.is_empty() {
-            note(&progress);
+        while let Some(chunk) = body.next_chunk().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                // A broken stream ends the pull; `finish` reports it unless a result came.
+                Err(_) => break,
+            };
+            let lines = stream.push(&chunk, Instant::now());
+            if !lines.is_empty() {
+                progress(&lines);
+            }
         }
-        Ok(Pulled::Pulled(stream.finish(raw.status)?))
+        Ok(Pulled::Pulled(stream.finish(200)?))
     }
 }
 
@@ -897,6 +1389,109 @@ fn build_template_body(a: &TemplateCreateArgs) -> Value {
         body.insert("environment".into(), Value::Object(env));
     }
     Value::Object(body)
+}
+
+/// A JSON value given on the command line (`--data`, `--config`, `--context`).
+fn parse_json_arg(flag: &str, text: &str) -> Result<Value, UsageError> {
+    serde_json::from_str(text).map_err(|e| UsageError(format!("{flag} is not valid JSON: {e}")))
+}
+
+/// A document from a file: TOML when the name ends in `.toml`, JSON otherwise; `-` is
+/// JSON on stdin. TOML becomes the same JSON (tables → objects, datetimes → strings).
+/// `what` names the file in errors (`manifest`, `--config-file`). Errors are usage errors.
+fn read_document(path: &Path, what: &str) -> Result<Value, UsageError> {
+    let stdin = path.as_os_str() == "-";
+    let text = if stdin {
+        let mut s = String::new();
+        io::stdin().read_to_string(&mut s).map_err(|e| UsageError(format!("cannot read the {what} from stdin: {e}")))?;
+        s
+    } else {
+        std::fs::read_to_string(path).map_err(|e| UsageError(format!("cannot read {what} {}: {e}", path.display())))?
+    };
+    let name = if stdin { "stdin".to_string() } else { path.display().to_string() };
+    let is_toml = !stdin && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+    if is_toml {
+        return toml_to_json_document(&text).map_err(|e| UsageError(format!("{what} {name} is not valid TOML: {e}")));
+    }
+    serde_json::from_str(&text).map_err(|e| {
+        let hint = match path.extension() {
+            Some(x) if x.eq_ignore_ascii_case("json") => "",
+            _ if stdin => "",
+            _ => " (name it .toml for TOML)",
+        };
+        UsageError(format!("{what} {name} is not valid JSON: {e}{hint}"))
+    })
+}
+
+/// Parses a TOML document into the JSON object it describes. Errors name the line and
+/// column (one line: the error printer keeps messages on one line).
+fn toml_to_json_document(text: &str) -> Result<Value, String> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        let message = e.message().trim().to_string();
+        match e.span() {
+            Some(span) => {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!("line {line}, column {column}: {message}")
+            }
+            None => message,
+        }
+    })?;
+    toml_to_json(toml::Value::Table(table), "")
+}
+
+/// TOML value → JSON value. `path` (`services[0].replicas`) names a float JSON cannot
+/// hold (nan, inf).
+fn toml_to_json(v: toml::Value, path: &str) -> Result<Value, String> {
+    Ok(match v {
+        toml::Value::String(s) => Value::String(s),
+        toml::Value::Integer(i) => Value::from(i),
+        toml::Value::Float(f) => match serde_json::Number::from_f64(f) {
+            Some(n) => Value::Number(n),
+            None => return Err(format!("`{}` is {f}, which JSON cannot represent", if path.is_empty() { "value" } else { path })),
+        },
+        toml::Value::Boolean(b) => Value::Bool(b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(items) => Value::Array(
+            items.into_iter().enumerate().map(|(i, x)| toml_to_json(x, &format!("{path}[{i}]"))).collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Table(t) => {
+            let mut m = Map::new();
+            for (k, x) in t {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                m.insert(k, toml_to_json(x, &p)?);
+            }
+            Value::Object(m)
+        }
+    })
+}
+
+/// The object `--config JSON` or `--config-file FILE` gives, if either does.
+fn config_base(input: &ConfigInput) -> Result<Option<Value>, UsageError> {
+    let v = match (&input.config, &input.config_file) {
+        (Some(text), _) => parse_json_arg("--config", text)?,
+        (None, Some(path)) => read_document(path, "--config-file")?,
+        (None, None) => return Ok(None),
+    };
+    if !v.is_object() {
+        return Err(UsageError("the config must be a JSON object ({\"key\": value, …})".into()));
+    }
+    Ok(Some(v))
+}
+
+/// Lays `--set KEY=VALUE` pairs over `base` (top-level keys; a later one wins).
+fn apply_sets(base: Value, sets: &[(String, Value)], what: &str) -> Result<Value, UsageError> {
+    if sets.is_empty() {
+        return Ok(base);
+    }
+    let Value::Object(mut m) = base else {
+        return Err(UsageError(format!("--set needs {what} to be a JSON object")));
+    };
+    for (k, v) in sets {
+        m.insert(k.clone(), v.clone());
+    }
+    Ok(Value::Object(m))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1593,6 +2188,330 @@ fn render_cleanup(d: &Value) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
+// Rendering addons and widgets.
+
+/// `GET /api/addons/{name}` answers an installed instance or a catalogue entry.
+fn is_instance(d: &Value) -> bool {
+    d.get("instance").is_some_and(|i| !i.is_null())
+}
+
+/// One `key` per line from a list of objects (`--quiet` lists).
+fn names(list: &Value, key: &str) -> String {
+    let mut out = String::new();
+    for item in list.as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        if let Some(n) = item.get(key).and_then(Value::as_str) {
+            out.push_str(&cell(n));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn list_of<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// A list of strings (or of objects with a `name`) as `a,b,c`, or `-`.
+fn joined(v: &Value, key: &str) -> String {
+    let items: Vec<String> = list_of(v, key)
+        .iter()
+        .map(|x| match x {
+            Value::String(s) => s.clone(),
+            other => display(other.get("name").or(Some(other))),
+        })
+        .collect();
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(",")
+    }
+}
+
+/// `inventory ^1.0, mail >=2` from a dependencies object, or `-`.
+fn dependencies(v: &Value) -> String {
+    match v.get("dependencies").and_then(Value::as_object) {
+        Some(m) if !m.is_empty() => m.iter().map(|(k, r)| format!("{k} {}", display(Some(r)))).collect::<Vec<_>>().join(", "),
+        _ => "-".into(),
+    }
+}
+
+/// Healthy instances over desired replicas, summed over an installed addon's services.
+fn addon_health(d: &Value) -> (u64, u64) {
+    let services = list_of(d, "services");
+    let healthy = services
+        .iter()
+        .flat_map(|s| list_of(s, "instances"))
+        .filter(|i| i.get("health").and_then(Value::as_str) == Some("healthy"))
+        .count() as u64;
+    let replicas = services.iter().filter_map(|s| s.get("replicas").and_then(Value::as_u64)).sum();
+    (healthy, replicas)
+}
+
+fn render_addon_list(d: &Value) -> String {
+    let addons = list_of(d, "addons");
+    let mut out = String::new();
+    if addons.is_empty() {
+        out.push_str("no addons registered\n");
+    } else {
+        let rows: Vec<Vec<String>> = addons
+            .iter()
+            .map(|a| {
+                let installed: Vec<String> = list_of(a, "installed")
+                    .iter()
+                    .map(|i| {
+                        let (inst, ver) = (text(i, "instance"), text(i, "version"));
+                        if ver == text(a, "version") { inst } else { format!("{inst}@{ver}") }
+                    })
+                    .collect();
+                vec![
+                    text(a, "name"),
+                    text(a, "version"),
+                    joined(a, "versions"),
+                    text(a, "category"),
+                    joined(a, "actions"),
+                    joined(a, "widgets"),
+                    if installed.is_empty() { "-".into() } else { installed.join(",") },
+                ]
+            })
+            .collect();
+        out.push_str(&render_table(&["NAME", "VERSION", "VERSIONS", "CATEGORY", "ACTIONS", "WIDGETS", "INSTALLED"], &rows));
+    }
+    let installed = list_of(d, "installed");
+    out.push('\n');
+    if installed.is_empty() {
+        out.push_str("no addons installed\n");
+        return out;
+    }
+    let rows: Vec<Vec<String>> = installed
+        .iter()
+        .map(|i| {
+            let (healthy, replicas) = addon_health(i);
+            vec![
+                text(i, "instance"),
+                text(i, "name"),
+                text(i, "version"),
+                text(i, "phase"),
+                list_of(i, "services").len().to_string(),
+                format!("{healthy}/{replicas}"),
+            ]
+        })
+        .collect();
+    out.push_str(&render_table(&["INSTANCE", "ADDON", "VERSION", "PHASE", "SERVICES", "HEALTHY"], &rows));
+    out
+}
+
+fn render_addon_instance(d: &Value, now: i64) -> String {
+    let (healthy, replicas) = addon_health(d);
+    let config = match d.get("config") {
+        Some(c) if !c.is_null() => c.to_string(),
+        _ => "-".into(),
+    };
+    // The daemon may send seconds, milliseconds or RFC 3339: print RFC 3339 either way.
+    let installed = match d.get("installed_at") {
+        Some(v) if !v.is_null() => match timestamp(v) {
+            Some(t) => format!("{} ({} ago)", rfc3339(t), age(Some(v), now)),
+            None => display(Some(v)),
+        },
+        _ => "-".into(),
+    };
+    let mut out = render_kv(&[
+        ("Instance", text(d, "instance")),
+        ("Addon", text(d, "name")),
+        ("Version", text(d, "version")),
+        ("Category", text(d, "category")),
+        ("Phase", text(d, "phase")),
+        ("Healthy", format!("{healthy}/{replicas} instance(s)")),
+        ("Config", config),
+        ("Actions", text(d, "actions")),
+        ("Widgets", text(d, "widgets")),
+        ("Permissions", text(d, "permissions")),
+        ("Dependencies", dependencies(d)),
+        ("Installed", installed),
+    ]);
+    out.push('\n');
+    let services = list_of(d, "services");
+    if services.is_empty() {
+        out.push_str("no services\n");
+        return out;
+    }
+    let mut rows = Vec::new();
+    for s in services {
+        let service = vec![text(s, "name"), text(s, "phase"), text(s, "replicas")];
+        let inst = list_of(s, "instances");
+        if inst.is_empty() {
+            rows.push([service.clone(), vec!["-".into(); 6], vec![text(s, "last_error")]].concat());
+        }
+        for (n, i) in inst.iter().enumerate() {
+            // The service's columns and last error once, on its first instance's row.
+            let lead = if n == 0 { service.clone() } else { vec![String::new(); 3] };
+            let last_error = if n == 0 { text(s, "last_error") } else { String::new() };
+            rows.push(
+                [
+                    lead,
+                    vec![
+                        text(i, "ordinal"),
+                        text(i, "id"),
+                        text(i, "host_port"),
+                        text(i, "health"),
+                        text(i, "restarts"),
+                        text(i, "breaker"),
+                    ],
+                    vec![last_error],
+                ]
+                .concat(),
+            );
+        }
+    }
+    out.push_str(&render_table(
+        &["SERVICE", "PHASE", "REPLICAS", "#", "INSTANCE", "PORT", "HEALTH", "RESTARTS", "BREAKER", "LAST ERROR"],
+        &rows,
+    ));
+    out
+}
+
+fn render_addon_entry(d: &Value) -> String {
+    let installed: Vec<String> =
+        list_of(d, "installed").iter().map(|i| format!("{} ({})", text(i, "instance"), text(i, "version"))).collect();
+    let m = d.get("manifest").unwrap_or(&Value::Null);
+    let mut out = render_kv(&[
+        ("Name", text(d, "name")),
+        ("Version", text(d, "version")),
+        ("Versions", text(d, "versions")),
+        ("Description", text(d, "description")),
+        ("Author", text(d, "author")),
+        ("Category", text(d, "category")),
+        ("Image", text(d, "image")),
+        ("Permissions", text(d, "permissions")),
+        ("Dependencies", dependencies(d)),
+        ("Installed", if installed.is_empty() { "-".into() } else { installed.join(", ") }),
+    ]);
+    let actions = list_of(m, "actions");
+    if !actions.is_empty() {
+        let rows: Vec<Vec<String>> = actions
+            .iter()
+            .map(|a| {
+                let required = a.get("input_schema").map(|s| text(s, "required")).unwrap_or_else(|| "-".into());
+                let timeout = match a.get("timeout_seconds") {
+                    Some(t) if !t.is_null() => format!("{}s", display(Some(t))),
+                    _ => "-".into(),
+                };
+                vec![text(a, "name"), required, timeout, text(a, "description")]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&render_table(&["ACTION", "REQUIRED INPUT", "TIMEOUT", "DESCRIPTION"], &rows));
+    }
+    let widgets = list_of(m, "widgets");
+    if !widgets.is_empty() {
+        let rows: Vec<Vec<String>> = widgets
+            .iter()
+            .map(|w| vec![text(w, "name"), text(w, "category"), schema_keys(w.get("config_schema")), text(w, "description")])
+            .collect();
+        out.push('\n');
+        out.push_str(&render_table(&["WIDGET", "CATEGORY", "CONFIG", "DESCRIPTION"], &rows));
+    }
+    let services = list_of(m, "services");
+    if !services.is_empty() {
+        let rows: Vec<Vec<String>> = services
+            .iter()
+            .map(|s| {
+                let rl = s.get("resource_limits").unwrap_or(&Value::Null);
+                vec![
+                    text(s, "name"),
+                    text(s, "service_type"),
+                    match s.get("replicas") {
+                        Some(r) if !r.is_null() => display(Some(r)),
+                        _ => "1".into(),
+                    },
+                    text(s, "port"),
+                    text(rl, "memory"),
+                    text(rl, "cpu"),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&render_table(&["SERVICE", "TYPE", "REPLICAS", "PORT", "MEMORY", "CPU"], &rows));
+    }
+    out
+}
+
+/// The property names of an object schema (`title,currency`), or `-`.
+fn schema_keys(schema: Option<&Value>) -> String {
+    match schema.and_then(|s| s.get("properties")).and_then(Value::as_object) {
+        Some(p) if !p.is_empty() => p.keys().cloned().collect::<Vec<_>>().join(","),
+        _ => "-".into(),
+    }
+}
+
+/// `installed shop 1.0.0 as shop-eu: Started` (or `uninstalled …`, or for start/stop/restart
+/// just `shop-eu: Started`), then one line per service with its phase and health.
+fn render_addon_report(verb: &str, d: &Value) -> String {
+    let instance = cell(&text(d, "instance"));
+    let name = cell(&text(d, "name"));
+    let phase = cell(&text(d, "phase"));
+    let version = cell(&text(d, "version"));
+    let mut out = match verb {
+        "" => format!("{instance}: {phase}\n"),
+        _ if name == "-" || (name == instance && version == "-") => format!("{verb} {instance}: {phase}\n"),
+        _ if name == instance => format!("{verb} {name} {version}: {phase}\n"),
+        _ => format!("{verb} {name} {version} as {instance}: {phase}\n"),
+    };
+    for s in list_of(d, "services") {
+        if !s.is_object() {
+            continue;
+        }
+        let inst = list_of(s, "instances");
+        let healthy = inst.iter().filter(|i| i.get("health").and_then(Value::as_str) == Some("healthy")).count();
+        out.push_str(&format!(
+            "  {}: {}, {healthy}/{} healthy\n",
+            cell(&text(s, "name")),
+            cell(&text(s, "phase")),
+            cell(&text(s, "replicas"))
+        ));
+    }
+    out
+}
+
+/// The reply of `PUT …/config`: how many instances took the config live, how many are
+/// being replaced to pick it up, and which could not be reached.
+fn render_config_result(d: &Value) -> String {
+    let failed = list_of(d, "failed");
+    let mut out = format!(
+        "config of {}: applied to {} instance(s), replacing {}, failed {}\n",
+        cell(&text(d, "instance")),
+        cell(&text(d, "applied")),
+        cell(&text(d, "replacing")),
+        failed.len()
+    );
+    for f in failed {
+        out.push_str(&format!("  {}: {}\n", cell(&text(f, "instance")), cell(&text(f, "error"))));
+    }
+    out
+}
+
+fn render_widget_list(d: &Value) -> String {
+    let list = d.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if list.is_empty() {
+        return "no widgets (install an addon that has some)\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|w| {
+            let (addon, name) = (text(w, "addon"), text(w, "addon_name"));
+            vec![
+                if name == addon || name == "-" { addon } else { format!("{addon} ({name})") },
+                text(w, "widget"),
+                text(w, "category"),
+                text(w, "version"),
+                schema_keys(w.get("config_schema")),
+                text(w, "description"),
+            ]
+        })
+        .collect();
+    render_table(&["ADDON", "WIDGET", "CATEGORY", "VERSION", "CONFIG", "DESCRIPTION"], &rows)
+}
+
+// ---------------------------------------------------------------------------------------
 // Time.
 
 fn now_secs() -> i64 {
@@ -1638,6 +2557,22 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146097 + doe - 719468
+}
+
+/// Unix seconds as `2026-11-21T23:40:00Z` (UTC).
+fn rfc3339(t: i64) -> String {
+    let (days, secs) = (t.div_euclid(86400), t.rem_euclid(86400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719468;
+    let era = if z >= 0 { z } else { z - 146096 } / 146097;
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, (secs % 3600) / 60, secs % 60)
 }
 
 /// Compact age: `45s`, `12m`, `5h`, `3d`.
@@ -1977,6 +2912,10 @@ svc_2             evil-name      -                 rest_api   Started   unhealth
         assert_eq!(age(Some(&json!(now - 3 * 86400)), now), "3d");
         assert_eq!(age(None, now), "-");
         assert_eq!(duration_long(90061), "1d 1h 1m");
+        for t in ["1970-01-01T00:00:00Z", "2000-02-29T12:34:56Z", "2026-11-21T23:40:00Z", "1969-12-31T23:59:59Z", "2100-03-01T00:00:00Z"] {
+            assert_eq!(rfc3339(timestamp(&json!(t)).unwrap()), t);
+        }
+        assert_eq!(rfc3339(timestamp(&json!(1_795_306_810_362i64)).unwrap()), "2026-11-22T00:20:10Z");
         assert_eq!(duration_long(59), "59s");
     }
 
@@ -2185,5 +3124,332 @@ svc_2             evil-name      -                 rest_api   Started   unhealth
         assert_eq!(svc_path("svc_1", ""), "/api/plugin-microservice/services/svc_1");
         assert_eq!(query(&[("plugin_id", Some("p&q".into())), ("status", None)]), "?plugin_id=p%26q");
         assert_eq!(query(&[("a", None)]), "");
+    }
+
+    /// The progress of a pull is handed on as each chunk arrives, not when the reply ends:
+    /// this daemon holds back the end of its stream until the first line was seen.
+    #[tokio::test]
+    async fn pull_progress_is_live() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("addond.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = s.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).unwrap().trim().parse().unwrap();
+                    if buf.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\nconnection: close\r\n\r\n").await.unwrap();
+            s.write_all(b"{\"progress\":{\"layer\":\"abc123\",\"status\":\"Pulling fs layer\"}}\n").await.unwrap();
+            s.flush().await.unwrap();
+            // Only once addonctl has shown the first line does the pull "finish".
+            seen_rx.await.unwrap();
+            s.write_all(b"{\"done\":true,\"image\":\"slow:1\"}\n").await.unwrap();
+            let _ = s.shutdown().await;
+        });
+        let ctl = Ctl { client: Client::new(path), json: false, quiet: true };
+        let mut seen_tx = Some(seen_tx);
+        let mut lines = String::new();
+        let pulled = tokio::time::timeout(
+            Duration::from_secs(10),
+            ctl.pull_to("slow:1", |p| {
+                lines.push_str(p);
+                if let Some(tx) = seen_tx.take() {
+                    let _ = tx.send(());
+                }
+            }),
+        )
+        .await
+        .expect("the progress was held back until the reply ended")
+        .unwrap();
+        assert_eq!(pulled, Pulled::Pulled("slow:1".into()));
+        assert_eq!(lines, "abc123: Pulling fs layer\n");
+        server.await.unwrap();
+    }
+
+    // ---- addons and widgets ----------------------------------------------------------
+
+    const MANIFEST_TOML: &str = r#"
+name = "shop"
+version = "1.2.0"
+category = "ecommerce"
+image = "addond-sample:latest"
+permissions = ["network.internet"]
+# Mixed arrays (TOML 1.0): strings and inline tables.
+actions = ["echo", { name = "sleep", timeout_seconds = 1.5 }]
+
+[[services]]
+name = "api"
+replicas = 2
+resource_limits = { memory = "32m", cpu = "0.2" }
+
+[[widgets]]
+name = "checkout"
+category = "form"
+config_schema = { type = "object", properties = { title = { type = "string", default = "Pay now" } } }
+
+[events]
+emits = ["payment.completed"]
+
+[dependencies]
+inventory = "^1.0"
+
+[config_schema]
+type = "object"
+properties.currency = { type = "string", enum = ["EUR", "USD"], default = "EUR" }
+
+[[schedules]]
+cron = "*/5 * * * *"
+action = "echo"
+"#;
+
+    #[test]
+    fn toml_manifests_become_the_same_json() {
+        let v = toml_to_json_document(MANIFEST_TOML).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "name": "shop", "version": "1.2.0", "category": "ecommerce", "image": "addond-sample:latest",
+                "permissions": ["network.internet"],
+                "actions": ["echo", {"name": "sleep", "timeout_seconds": 1.5}],
+                "services": [{"name": "api", "replicas": 2, "resource_limits": {"memory": "32m", "cpu": "0.2"}}],
+                "widgets": [{"name": "checkout", "category": "form",
+                    "config_schema": {"type": "object", "properties": {"title": {"type": "string", "default": "Pay now"}}}}],
+                "events": {"emits": ["payment.completed"]},
+                "dependencies": {"inventory": "^1.0"},
+                "config_schema": {"type": "object", "properties": {"currency": {"type": "string", "enum": ["EUR", "USD"], "default": "EUR"}}},
+                "schedules": [{"cron": "*/5 * * * *", "action": "echo"}]
+            })
+        );
+        // Integers stay integers, datetimes become strings, sub-tables of array elements land
+        // in the last element.
+        let v = toml_to_json_document("n = 3\nf = 2.0\nt = true\nd = 1979-05-27T07:32:00Z\n[[a]]\nx = 1\n[[a]]\nx = 2\n[a.sub]\ny = -1\n").unwrap();
+        assert_eq!(v, json!({"n": 3, "f": 2.0, "t": true, "d": "1979-05-27T07:32:00Z", "a": [{"x": 1}, {"x": 2, "sub": {"y": -1}}]}));
+        assert!(v["n"].is_i64() && v["f"].is_f64());
+        // What JSON cannot hold is named by its path.
+        let e = toml_to_json_document("[[services]]\nname = \"a\"\n[services.limits]\ncpu = nan\n").unwrap_err();
+        assert!(e.contains("services[0].limits.cpu") && e.contains("NaN"), "{e}");
+        // Syntax errors name the line and column, on one line.
+        let e = toml_to_json_document("name = \"shop\"\nversion 1.0.0\n").unwrap_err();
+        assert!(e.starts_with("line 2, column "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = toml_to_json_document("a = 1\na = 2\n").unwrap_err();
+        assert!(e.starts_with("line 2,"), "{e}");
+    }
+
+    #[test]
+    fn documents_by_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let t = write("addon.TOML", "name = \"x\"\nversion = \"1.0.0\"\n");
+        assert_eq!(read_document(&t, "manifest").unwrap(), json!({"name": "x", "version": "1.0.0"}));
+        let j = write("addon.json", r#"{"name": "x"}"#);
+        assert_eq!(read_document(&j, "manifest").unwrap(), json!({"name": "x"}));
+        // Any other name is read as JSON; a failure hints at .toml.
+        let other = write("addon.manifest", r#"{"name": "y"}"#);
+        assert_eq!(read_document(&other, "manifest").unwrap(), json!({"name": "y"}));
+        let e = read_document(&write("addon.txt", "name = \"x\""), "manifest").unwrap_err();
+        assert!(e.0.contains("is not valid JSON") && e.0.contains("name it .toml"), "{e}");
+        let e = read_document(&write("bad.json", "{"), "manifest").unwrap_err();
+        assert!(e.0.contains("bad.json is not valid JSON") && !e.0.contains(".toml"), "{e}");
+        let e = read_document(&write("bad.toml", "name = "), "--config-file").unwrap_err();
+        assert!(e.0.starts_with("--config-file ") && e.0.contains("bad.toml is not valid TOML: line 1"), "{e}");
+        let e = read_document(&dir.path().join("missing.toml"), "manifest").unwrap_err();
+        assert!(e.0.starts_with("cannot read manifest "), "{e}");
+        assert_eq!(exit_code(&e.into()), 2);
+    }
+
+    #[test]
+    fn set_values_are_json_or_text() {
+        let ok = |s: &str| parse_set(s).unwrap();
+        assert_eq!(ok("currency=USD"), ("currency".into(), json!("USD")));
+        assert_eq!(ok("n=3"), ("n".into(), json!(3)));
+        assert_eq!(ok("ratio=0.5"), ("ratio".into(), json!(0.5)));
+        assert_eq!(ok("live=true"), ("live".into(), json!(true)));
+        assert_eq!(ok("none=null"), ("none".into(), Value::Null));
+        assert_eq!(ok("tags=[\"a\",1]"), ("tags".into(), json!(["a", 1])));
+        assert_eq!(ok("o={\"a\":{\"b\":1}}"), ("o".into(), json!({"a": {"b": 1}})));
+        // A JSON string keeps what a bare word cannot say: "3" as text.
+        assert_eq!(ok("zip=\"01234\""), ("zip".into(), json!("01234")));
+        assert_eq!(ok("zip=01234"), ("zip".into(), json!("01234")), "not JSON (leading zero): text");
+        assert_eq!(ok("title=Pay now"), ("title".into(), json!("Pay now")));
+        assert_eq!(ok("url=http://x/?a=b"), ("url".into(), json!("http://x/?a=b")), "split at the first =");
+        assert_eq!(ok("empty="), ("empty".into(), json!("")));
+        assert_eq!(ok("a.b=1"), ("a.b".into(), json!(1)), "top-level keys only: dots are literal");
+        assert!(parse_set("novalue").is_err());
+        assert!(parse_set("=x").is_err());
+        assert!(parse_set(" =x").is_err());
+
+        let sets = vec![("currency".to_string(), json!("USD")), ("n".to_string(), json!(1)), ("n".to_string(), json!(2))];
+        assert_eq!(apply_sets(json!({"currency": "EUR", "keep": true}), &sets, "the config").unwrap(), json!({"currency": "USD", "keep": true, "n": 2}));
+        assert_eq!(apply_sets(json!([1]), &[], "the input").unwrap(), json!([1]), "nothing to set: left as it is");
+        let e = apply_sets(json!([1]), &sets, "the input").unwrap_err();
+        assert!(e.0.contains("--set needs the input to be a JSON object"), "{e}");
+    }
+
+    #[test]
+    fn addon_command_lines() {
+        let c = parse(&["addons", "install", "shop", "--instance", "shop-eu", "--version", "1.0.0", "--set", "currency=USD", "--set", "n=2", "--wait"]);
+        let Command::Addons(AddonCmd::Install(a)) = c.command else { panic!() };
+        assert_eq!((a.name.as_str(), a.instance.as_deref(), a.version.as_deref()), ("shop", Some("shop-eu"), Some("1.0.0")));
+        assert_eq!(a.config.set, vec![("currency".to_string(), json!("USD")), ("n".to_string(), json!(2))]);
+        assert_eq!(config_base(&a.config).unwrap(), None);
+        assert_eq!(wait_query(Op::Create, &a.wait), "?wait=started");
+
+        let c = parse(&["addons", "install", "shop", "--config", r#"{"currency":"EUR"}"#, "--timeout", "90"]);
+        let Command::Addons(AddonCmd::Install(a)) = c.command else { panic!() };
+        assert_eq!(config_base(&a.config).unwrap(), Some(json!({"currency": "EUR"})));
+        assert_eq!(wait_query(Op::Create, &a.wait), "?wait=started&timeout=90");
+        let c = parse(&["addons", "install", "shop", "--config", "[1]"]);
+        let Command::Addons(AddonCmd::Install(a)) = c.command else { panic!() };
+        assert!(config_base(&a.config).unwrap_err().0.contains("JSON object"));
+        let c = parse(&["addons", "install", "shop", "--config", "{nope"]);
+        let Command::Addons(AddonCmd::Install(a)) = c.command else { panic!() };
+        assert!(config_base(&a.config).unwrap_err().0.starts_with("--config is not valid JSON"));
+
+        let c = parse(&["addons", "config", "shop", "--show"]);
+        assert!(matches!(c.command, Command::Addons(AddonCmd::Config(ref a)) if a.show && a.input == ConfigInput::default()));
+        let c = parse(&["addons", "config", "shop", "--config-file", "c.toml", "--set", "a=1"]);
+        assert!(matches!(c.command, Command::Addons(AddonCmd::Config(ref a)) if !a.show && a.input.config_file.is_some()));
+        let c = parse(&["addons", "exec", "shop", "add", "--set", "a=1", "--set", "b=2"]);
+        assert!(matches!(c.command, Command::Addons(AddonCmd::Execute(ref a)) if a.action == "add" && a.set.len() == 2));
+        let c = parse(&["addons", "uninstall", "shop", "--force", "--wait"]);
+        assert!(matches!(c.command, Command::Addons(AddonCmd::Uninstall(ref a)) if a.force && a.wait.wait));
+        assert!(matches!(parse(&["addons", "ls", "--category", "ecommerce"]).command, Command::Addons(AddonCmd::List { category: Some(_) })));
+        let c = parse(&["widgets", "render", "shop", "checkout", "--config", "{}", "--context", "{\"user\":\"a\"}", "--html"]);
+        assert!(matches!(c.command, Command::Widgets(WidgetCmd::Render(ref a)) if a.html && a.widget == "checkout"));
+        assert!(matches!(parse(&["widgets", "ls"]).command, Command::Widgets(WidgetCmd::List { category: None })));
+
+        for bad in [
+            vec!["addons", "register"],
+            vec!["addons", "config", "shop"],
+            vec!["addons", "config", "shop", "--show", "--set", "a=1"],
+            vec!["addons", "config", "shop", "--config", "{}", "--config-file", "c.json"],
+            vec!["addons", "install", "shop", "--set", "novalue"],
+            vec!["addons", "execute", "shop"],
+            vec!["addons", "execute", "shop", "add", "--data", "{}", "--data-file", "d.json"],
+            vec!["addons", "list", "--category", "games"],
+            vec!["widgets", "list", "--category", "sidebar"],
+            vec!["widgets", "render", "shop"],
+            vec!["addons", "start", "shop", "--timeout", "601"],
+        ] {
+            let e = Cli::try_parse_from(std::iter::once("addonctl").chain(bad.iter().copied())).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+        assert_eq!(addon_path("shop eu", "execute"), "/api/addons/shop%20eu/execute");
+        assert_eq!(addon_path("shop", ""), "/api/addons/shop");
+    }
+
+    fn sample_instance() -> Value {
+        json!({"instance": "shop-eu", "name": "shop", "version": "1.0.0", "category": "ecommerce",
+            "phase": "Started", "config": {"currency": "EUR"}, "actions": ["add", "echo"], "widgets": ["checkout"],
+            "permissions": ["network.internet"], "dependencies": {"inventory": "^1.0"}, "installed_at": 1_795_304_400_000i64,
+            "services": [{"id": "svc_1", "name": "shop-eu-api", "service_type": "rest_api", "phase": "Started",
+                "replicas": 3, "last_error": null, "instances": [
+                    {"id": "inst_a", "ordinal": 0, "host_port": 8004, "health": "healthy", "restarts": 0, "breaker": "closed"},
+                    {"id": "inst_b", "ordinal": 1, "host_port": 8005, "health": "unhealthy", "restarts": 2, "breaker": "open"},
+                    {"id": "inst_c", "ordinal": 2, "host_port": 8006, "health": "healthy", "restarts": 0, "breaker": "closed"}]}]})
+    }
+
+    #[test]
+    fn addon_list_tables() {
+        let norm = |s: &str| s.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>();
+        let data = json!({
+            "addons": [
+                {"name": "shop", "version": "1.1.0", "versions": ["1.0.0", "1.1.0"], "category": "ecommerce",
+                 "actions": ["add", "echo"], "widgets": ["checkout"],
+                 "installed": [{"instance": "shop", "version": "1.1.0"}, {"instance": "shop-eu", "version": "1.0.0"}]},
+                {"name": "evil\u{1b}[2J", "version": "0.1.0", "versions": ["0.1.0"], "category": "utilities",
+                 "actions": [], "widgets": [], "installed": []}],
+            "installed": [sample_instance()]});
+        let out = render_addon_list(&data);
+        assert_eq!(
+            norm(&out),
+            norm("NAME VERSION VERSIONS CATEGORY ACTIONS WIDGETS INSTALLED\n\
+                  shop 1.1.0 1.0.0,1.1.0 ecommerce add,echo checkout shop,shop-eu@1.0.0\n\
+                  evil 0.1.0 0.1.0 utilities - - -\n\
+                  \n\
+                  INSTANCE ADDON VERSION PHASE SERVICES HEALTHY\n\
+                  shop-eu shop 1.0.0 Started 1 2/3")
+        );
+        assert!(!out.contains('\u{1b}'));
+        assert_eq!(render_addon_list(&json!({"addons": [], "installed": []})), "no addons registered\n\nno addons installed\n");
+        assert_eq!(names(&data["addons"], "name"), "shop\nevil\n");
+    }
+
+    #[test]
+    fn addon_show_blocks() {
+        let now = timestamp(&json!("2026-11-21T23:45:00Z")).unwrap();
+        let d = sample_instance();
+        assert!(is_instance(&d));
+        let out = render_addon_instance(&d, now);
+        assert!(out.contains("Instance:      shop-eu\n"), "{out}");
+        assert!(out.contains("Healthy:       2/3 instance(s)\n"), "{out}");
+        assert!(out.contains("Config:        {\"currency\":\"EUR\"}\n"), "{out}");
+        assert!(out.contains("Dependencies:  inventory ^1.0\n"), "{out}");
+        assert!(out.contains("Installed:     2026-11-21T23:40:00Z (5m ago)\n"), "{out}");
+        let table: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("SERVICE")).collect();
+        assert_eq!(table.len(), 4, "{out}");
+        assert_eq!(table[1].split_whitespace().collect::<Vec<_>>(), ["shop-eu-api", "Started", "3", "0", "inst_a", "8004", "healthy", "0", "closed", "-"]);
+        // Further instances of a service leave its columns blank.
+        assert_eq!(table[2].split_whitespace().collect::<Vec<_>>(), ["1", "inst_b", "8005", "unhealthy", "2", "open"]);
+
+        let entry = json!({"name": "shop", "version": "1.1.0", "versions": ["1.0.0", "1.1.0"], "description": "A shop",
+            "author": "me", "category": "ecommerce", "image": "addond-sample:latest", "actions": ["add"], "widgets": ["checkout"],
+            "permissions": [], "dependencies": {}, "installed": [],
+            "manifest": {"actions": [{"name": "add", "description": "", "input_schema": {"type": "object", "required": ["a", "b"]}, "timeout_seconds": null},
+                                     {"name": "sleep", "description": "waits", "input_schema": {}, "timeout_seconds": 1}],
+                         "widgets": [{"name": "checkout", "category": "form", "description": "", "config_schema": {"properties": {"title": {}}}}],
+                         "services": [{"name": "api", "replicas": 3, "resource_limits": {"memory": "32m"}}]}});
+        assert!(!is_instance(&entry));
+        let out = render_addon_entry(&entry);
+        assert!(out.contains("Versions:      1.0.0, 1.1.0\n") && out.contains("Installed:     -\n") && out.contains("Dependencies:  -\n"), "{out}");
+        let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert!(rows.contains(&vec!["add", "a,", "b", "-", "-"]), "{out}");
+        assert!(rows.contains(&vec!["sleep", "-", "1s", "waits"]), "{out}");
+        assert!(rows.contains(&vec!["checkout", "form", "title", "-"]), "{out}");
+        assert!(rows.contains(&vec!["api", "-", "3", "-", "32m", "-"]), "{out}");
+    }
+
+    #[test]
+    fn addon_reports_and_results() {
+        let d = sample_instance();
+        assert_eq!(render_addon_report("installed", &d), "installed shop 1.0.0 as shop-eu: Started\n  shop-eu-api: Started, 2/3 healthy\n");
+        let mut same = d.clone();
+        same["instance"] = json!("shop");
+        assert!(render_addon_report("installed", &same).starts_with("installed shop 1.0.0: Started\n"));
+        assert!(render_addon_report("", &d).starts_with("shop-eu: Started\n"));
+        // Uninstall replies: service names only; after --wait only the instance and phase.
+        let gone = json!({"instance": "shop-eu", "name": "shop", "version": "1.0.0", "phase": "Deleting", "services": ["shop-eu-api"]});
+        assert_eq!(render_addon_report("uninstalled", &gone), "uninstalled shop 1.0.0 as shop-eu: Deleting\n");
+        assert_eq!(render_addon_report("uninstalled", &json!({"instance": "shop-eu", "phase": "Deleted"})), "uninstalled shop-eu: Deleted\n");
+
+        let r = render_config_result(&json!({"instance": "shop", "config": {}, "applied": 2, "replacing": 1,
+            "failed": [{"instance": "inst_c", "error": "connection \u{1b}[31mrefused"}]}));
+        assert_eq!(r, "config of shop: applied to 2 instance(s), replacing 1, failed 1\n  inst_c: connection refused\n");
+
+        let w = render_widget_list(&json!([
+            {"addon": "shop", "addon_name": "shop", "version": "1.0.0", "widget": "checkout", "category": "form", "description": "Pay", "config_schema": {"properties": {"title": {}}}},
+            {"addon": "shop-eu", "addon_name": "shop", "version": "1.0.0", "widget": "receipt", "category": "content", "description": "", "config_schema": {}}]));
+        let rows: Vec<Vec<&str>> = w.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows[0], ["ADDON", "WIDGET", "CATEGORY", "VERSION", "CONFIG", "DESCRIPTION"]);
+        assert_eq!(rows[1], ["shop", "checkout", "form", "1.0.0", "title", "Pay"]);
+        assert_eq!(rows[2], ["shop-eu", "(shop)", "receipt", "content", "1.0.0", "-", "-"]);
+        assert!(render_widget_list(&json!([])).starts_with("no widgets"));
     }
 }

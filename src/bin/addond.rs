@@ -1,14 +1,28 @@
-//! `addond`: the daemon. Parses flags, loads the config, and hands over to `daemon::run`.
+//! `addond`: the daemon. Parses flags, loads the config, sets up logging (the journal under
+//! systemd, stderr otherwise) and signals, and hands over to `daemon::run_with`.
 
 use std::path::PathBuf;
 
 use addond::config::Config;
+use addond::daemon::RunOptions;
+use addond::systemd::Notifier;
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "addond", version, about = "Self-hosted addon appliance daemon")]
+#[command(
+    name = "addond",
+    version,
+    about = "Self-hosted addon appliance daemon",
+    long_about = "Self-hosted addon appliance daemon: runs addon services as sandboxed Docker containers \
+and serves the admin API on a Unix socket (addonctl, addond-tui). Under systemd it reports readiness, \
+feeds the watchdog and logs to the journal. SIGHUP reloads the live keys of the config \
+(daemon.log_level, reconcile.interval_seconds, health.* and limits.* defaults); SIGTERM stops it \
+gracefully and leaves addon containers running for the next start to adopt.",
+    after_help = "Files: /etc/addond/config.toml (every key documented in /usr/share/doc/addond/config.example.toml), \
+/var/lib/addond/ (database, volumes), /run/addond/addond.sock (admin API)."
+)]
 struct Cli {
     /// Config file (default /etc/addond/config.toml, or ./.addond/config.toml with --dev).
     #[arg(long, global = true, env = "ADDOND_CONFIG_FILE")]
@@ -28,10 +42,33 @@ enum Command {
     CheckConfig,
     /// Print the effective configuration (file, environment and defaults) as TOML.
     PrintConfig,
+    /// Write the man page (addond.8) into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateMan { dir: PathBuf },
+    /// Print a shell completion script.
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: addond::cli_docs::Shell,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::GenerateMan { dir }) => {
+            // The hidden subcommands stay out of the page.
+            for p in addond::cli_docs::generate_man(Cli::command(), dir, "8")? {
+                println!("{}", p.display());
+            }
+            return Ok(());
+        }
+        Some(Command::Completions { shell }) => {
+            addond::cli_docs::completions(Cli::command(), *shell, &mut std::io::stdout());
+            return Ok(());
+        }
+        _ => {}
+    }
     let cfg = Config::load(cli.config.as_deref(), cli.dev).context("invalid configuration")?;
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => {
@@ -42,11 +79,17 @@ fn main() -> anyhow::Result<()> {
             print!("{}", cfg.to_toml());
             Ok(())
         }
+        Command::GenerateMan { .. } | Command::Completions { .. } => Ok(()),
         Command::Run => {
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,addond={}", cfg.daemon.log_level)));
-            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+            let log = addond::systemd::init_logging(&cfg.daemon.log_level);
+            let notifier = Notifier::from_env();
+            tracing::debug!(logs = log.sink, systemd = notifier.is_enabled(), "starting");
+            let (path, dev) = (cli.config.clone(), cli.dev);
+            let opts = RunOptions {
+                notifier,
+                reload: Some(Box::new(move || Config::load(path.as_deref(), dev))),
+                log: Some(log),
+            };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async {
                 let shutdown = CancellationToken::new();
@@ -58,7 +101,7 @@ fn main() -> anyhow::Result<()> {
                     tracing::info!("shutting down");
                     signals.cancel();
                 });
-                addond::daemon::run(cfg, shutdown).await
+                addond::daemon::run_with(cfg, shutdown, opts).await
             })
         }
     }

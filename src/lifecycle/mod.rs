@@ -67,6 +67,15 @@ pub struct Lifecycle {
     docker_back_at: AtomicI64,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// The config as last reloaded (SIGHUP): only the keys `daemon::LIVE_KEYS` lists may
+    /// differ from `cfg`, which keeps the values the daemon started with.
+    live: Mutex<Arc<Config>>,
+    /// Turns true once the first resync against Docker has run (readiness waits for it).
+    first_resync: tokio::sync::watch::Sender<bool>,
+    /// Where the addon API listens on each addon network (set once it is bound).
+    api_addrs: Mutex<HashMap<String, SocketAddr>>,
+    /// Lifecycle events (`service.failed`, `addon.installed`, …) for the event log.
+    notices: broadcast::Sender<(String, serde_json::Value)>,
     /// Lets `&self` methods hand an owning handle to the tasks they spawn.
     me: std::sync::Weak<Lifecycle>,
 }
@@ -78,6 +87,7 @@ impl Lifecycle {
             me: me.clone(),
             ports: PortAllocator::new(&cfg.ports),
             health: Arc::new(HealthMonitor::new(cfg.health.startup_probe_ms)),
+            live: Mutex::new(cfg.clone()),
             cfg,
             store,
             runtime,
@@ -90,6 +100,9 @@ impl Lifecycle {
             docker_back_at: AtomicI64::new(0),
             tracker: TaskTracker::new(),
             shutdown,
+            first_resync: tokio::sync::watch::channel(false).0,
+            notices: broadcast::channel(1024).0,
+            api_addrs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -103,6 +116,23 @@ impl Lifecycle {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The config with the live-reloadable keys as last reloaded: what new services get as
+    /// defaults (health, limits) and the resync period.
+    pub fn live_config(&self) -> Arc<Config> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_live_config(&self, cfg: Arc<Config>) {
+        *self.live.lock().unwrap_or_else(|e| e.into_inner()) = cfg;
+    }
+
+    /// Returns once the first resync against Docker has run (containers adopted, strays
+    /// removed, every service queued).
+    pub async fn first_resync(&self) {
+        let mut rx = self.first_resync.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
     }
 
     pub fn port_range(&self) -> (u16, u16) {
@@ -168,6 +198,30 @@ impl Lifecycle {
         }
     }
 
+    /// Records where the addon API listens on a network; containers created from now on
+    /// get it as `ADDOND_API`.
+    pub fn set_addon_api(&self, network: &str, addr: SocketAddr) {
+        self.api_addrs.lock().unwrap_or_else(|e| e.into_inner()).insert(network.to_string(), addr);
+    }
+
+    /// Lifecycle events, to be recorded in the event log.
+    pub fn notices(&self) -> broadcast::Receiver<(String, serde_json::Value)> {
+        self.notices.subscribe()
+    }
+
+    /// Announces a lifecycle event (`service.failed`, `addon.installed`, …).
+    pub fn notice(&self, name: &str, data: serde_json::Value) {
+        let _ = self.notices.send((name.to_string(), data));
+    }
+
+    fn service_notice(&self, name: &str, svc: &Service, extra: serde_json::Value) {
+        let mut data = serde_json::json!({"service": svc.spec.name, "id": svc.id, "addon": svc.addon_instance});
+        if let (Some(d), Some(e)) = (data.as_object_mut(), extra.as_object()) {
+            d.extend(e.clone());
+        }
+        self.notice(name, data);
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<ServiceId> {
         self.changes.subscribe()
     }
@@ -223,6 +277,7 @@ impl Lifecycle {
                 },
             )
             .await?;
+        self.service_notice("service.created", &svc, serde_json::json!({"replicas": svc.replicas}));
         self.trigger(&svc.id);
         Ok(svc)
     }
@@ -409,6 +464,7 @@ impl Lifecycle {
                 self.store.delete_service(&svc.id).await?;
                 self.leases.lock().unwrap_or_else(|e| e.into_inner()).remove(&svc.id);
                 tracing::info!(service = %svc.spec.name, "deleted");
+                self.service_notice("service.deleted", &svc, serde_json::json!({}));
             }
             Desired::Stopped => {
                 for inst in &svc.instances {
@@ -428,6 +484,9 @@ impl Lifecycle {
                 }
                 let phase = if svc.phase == Phase::Failed { Phase::Failed } else { Phase::Stopped };
                 self.store.set_phase(&svc.id, phase, svc.last_error.clone(), svc.exit_code).await?;
+                if phase == Phase::Stopped && svc.phase != Phase::Stopped {
+                    self.service_notice("service.stopped", &svc, serde_json::json!({}));
+                }
             }
             Desired::Started => self.reconcile_running(svc).await?,
         }
@@ -479,6 +538,7 @@ impl Lifecycle {
         };
         if phase == Phase::Failed && svc.phase != Phase::Failed {
             tracing::error!(service = %svc.spec.name, error = err.as_deref().unwrap_or(""), "service failed");
+            self.service_notice("service.failed", &svc, serde_json::json!({"error": err, "exit_code": code}));
         }
         self.store.set_phase(&svc.id, phase, err, code).await?;
         Ok(())
@@ -529,7 +589,19 @@ impl Lifecycle {
                     Some(a) => self.store.get_install(a).await?.map(|i| i.config).unwrap_or_else(|| "{}".into()),
                     None => "{}".to_string(),
                 };
-                let ctx = InstanceContext { daemon_id: &self.daemon_id, service_id: svc.id.as_str(), instance: &inst, config_json: &config_json };
+                // A fresh addon API token per container, its hash stored before the
+                // container exists; the old one (if any) stops working.
+                let (api_url, token) = match &svc.addon_instance {
+                    Some(_) => {
+                        let network = svc.spec.networks.first().cloned().unwrap_or_default();
+                        let api = self.api_addrs.lock().unwrap_or_else(|e| e.into_inner()).get(&network).map(|a| format!("http://{a}"));
+                        let key = crate::gateway::keys::generate(Some(inst.id.as_str())).map_err(|e| RuntimeError::Api(format!("no randomness: {e}")))?;
+                        self.store.set_instance_token(&inst.id, key.hash).await?;
+                        (api, Some(key.full.replacen("ak_", "at_", 1)))
+                    }
+                    None => (None, None),
+                };
+                let ctx = InstanceContext { daemon_id: &self.daemon_id, service_id: svc.id.as_str(), instance: &inst, config_json: &config_json, api_url, token };
                 let cid = match self.runtime.create_container(&svc.spec, &ctx).await {
                     Ok(c) => c,
                     Err(e @ (RuntimeError::ImageNotFound { .. } | RuntimeError::InvalidVolume(_))) => {
@@ -636,6 +708,7 @@ impl Lifecycle {
                     return Ok((inst, Outcome::Exited));
                 }
                 tracing::info!(service = %svc.spec.name, instance = inst.ordinal, %reason, "restarting");
+                self.service_notice("service.restarted", svc, serde_json::json!({"instance": inst.ordinal, "reason": reason, "restarts": inst.restarts + 1}));
                 self.runtime.start(&info.id).await?;
                 inst.restarts += 1;
                 inst.next_restart_at = None;
@@ -684,6 +757,12 @@ impl Lifecycle {
             if svc.desired == Desired::Started && svc.phase != Phase::Failed {
                 let phase = running_phase(&svc.instances, false);
                 let _ = self.store.set_phase(&svc.id, phase, None, None).await;
+                if phase == Phase::Started && svc.phase != Phase::Started {
+                    self.service_notice("service.started", &svc, serde_json::json!({"replicas": svc.replicas}));
+                }
+            }
+            if v.health == Health::Unhealthy {
+                self.service_notice("service.unhealthy", &svc, serde_json::json!({"instance": v.instance, "detail": v.detail}));
             }
         }
         self.changed(&v.service);
@@ -739,8 +818,8 @@ impl Lifecycle {
     async fn watch_docker(self: Arc<Self>) {
         let mut was_up = false;
         let mut last_resync = tokio::time::Instant::now();
-        let period = Duration::from_secs_f64(self.cfg.reconcile.interval_seconds);
         loop {
+            let period = Duration::from_secs_f64(self.live_config().reconcile.interval_seconds);
             let up = self.runtime.ping().await;
             if up && !was_up {
                 self.docker_back_at.store(now_ms(), Ordering::SeqCst);
@@ -750,6 +829,7 @@ impl Lifecycle {
                 if let Err(e) = self.resync().await {
                     tracing::warn!(error = %e, "resync failed");
                 }
+                self.first_resync.send_replace(true);
                 last_resync = tokio::time::Instant::now();
             } else if up && last_resync.elapsed() >= period {
                 if let Err(e) = self.resync().await {

@@ -36,11 +36,13 @@ pub struct Options {
     pub docker_host: String,
     /// Extra keys for the `[gateway]` section (which always listens on an ephemeral port).
     pub gateway_extra: String,
+    /// Extra keys for the `[events]` section.
+    pub events_extra: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ports: port_slice(12), extra: String::new(), docker_host: "unix:///var/run/docker.sock".into(), gateway_extra: String::new() }
+        Options { ports: port_slice(12), extra: String::new(), docker_host: "unix:///var/run/docker.sock".into(), gateway_extra: String::new(), events_extra: String::new() }
     }
 }
 
@@ -111,6 +113,14 @@ interval_seconds = 2.0
 listen = "127.0.0.1:0"
 {gateway_extra}
 
+[addon_api]
+port = 0
+
+[events]
+retry_base_seconds = 0.2
+retry_max_seconds = 1.0
+{events_extra}
+
 {extra}
 "#,
             data = dir.path().join("data").display(),
@@ -120,6 +130,7 @@ listen = "127.0.0.1:0"
             extra = opts.extra,
             docker_host = opts.docker_host,
             gateway_extra = opts.gateway_extra,
+            events_extra = opts.events_extra,
         );
         std::fs::write(&config, text).unwrap();
         let mut d = Daemon { client: Client::new(socket.clone()), dir, socket, config, child: None, ports: opts.ports };

@@ -1,0 +1,226 @@
+//! The addon API: what addon containers call (`ADDOND_API`). It listens only on the
+//! gateway address of each addon network, so other hosts never reach it, and every request
+//! carries the instance's own token (`ADDOND_TOKEN`, stored hashed, replaced with each new
+//! container and gone with its instance). What an instance may do is what its addon's
+//! manifest declares: `events.emit` (only names listed in `emits`), `storage` (a key-value
+//! store per installed addon instance, with quotas), `addons.execute` (only addons it depends
+//! on). Anything else is a 403 that names the missing permission.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::{header, request::Parts, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::addons::manifest::Manifest;
+use crate::addons::Addons;
+use crate::api::{self, ApiError, ApiResult, BodyLimit, JsonBody};
+use crate::config::Config;
+use crate::events::Events;
+use crate::gateway::keys::{ct_eq, hash_secret};
+use crate::lifecycle::Lifecycle;
+
+pub struct AddonApi {
+    cfg: Arc<Config>,
+    lifecycle: Arc<Lifecycle>,
+    addons: Arc<Addons>,
+    events: Arc<Events>,
+}
+
+/// The calling instance, as its token proves.
+struct Caller {
+    addon_instance: String,
+    manifest: Manifest,
+}
+
+fn forbidden(permission: &str, detail: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "permission_denied", format!("{detail}: the addon's manifest lacks the `{permission}` permission"))
+}
+
+impl FromRequestParts<Arc<AddonApi>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<AddonApi>) -> Result<Self, Self::Rejection> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", m.to_string());
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .ok_or_else(|| unauthorized("send ADDOND_TOKEN as `Authorization: Bearer …`"))?;
+        let (id, secret) = token.strip_prefix("at_").and_then(|t| t.rsplit_once('_')).ok_or_else(|| unauthorized("malformed token"))?;
+        let (hash, addon) = st.lifecycle.store().instance_token(id).await?.ok_or_else(|| unauthorized("unknown or revoked token"))?;
+        if !ct_eq(hash_secret(secret).as_bytes(), hash.as_bytes()) {
+            return Err(unauthorized("unknown or revoked token"));
+        }
+        let addon_instance = addon.ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "permission_denied", "only installed addons use the addon API"))?;
+        let manifest = st.addons.installed_manifest(&addon_instance).await?;
+        Ok(Caller { addon_instance, manifest })
+    }
+}
+
+impl Caller {
+    fn require(&self, permission: &str, detail: &str) -> Result<(), ApiError> {
+        if self.manifest.permissions.iter().any(|p| p == permission) {
+            Ok(())
+        } else {
+            Err(forbidden(permission, detail))
+        }
+    }
+}
+
+impl AddonApi {
+    pub fn new(cfg: Arc<Config>, lifecycle: Arc<Lifecycle>, addons: Arc<Addons>, events: Arc<Events>) -> Arc<Self> {
+        Arc::new(AddonApi { cfg, lifecycle, addons, events })
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        let limit = BodyLimit(self.cfg.addon_api.kv_max_value_bytes.max(64 * 1024) + 4096);
+        Router::new()
+            .route("/v1/health", get(health))
+            .route("/v1/events", post(emit))
+            .route("/v1/kv/{key}", get(kv_get).put(kv_put).delete(kv_delete))
+            .route("/v1/addons/{name}/execute", post(execute))
+            .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such addon API route") })
+            .layer(Extension(limit))
+            .with_state(self.clone())
+    }
+
+    /// Binds on the gateway address of each addon network Docker has made (known after
+    /// `ensure_networks`); tells the lifecycle where, for `ADDOND_API`. `None` until every
+    /// network has been bound.
+    pub async fn bind_all(&self) -> Option<Vec<tokio::net::TcpListener>> {
+        let mut out = Vec::new();
+        for net in [&self.cfg.docker.network, &self.cfg.docker.isolated_network] {
+            let ip = self.lifecycle.runtime().network_gateway(net)?;
+            match tokio::net::TcpListener::bind(SocketAddr::new(ip, self.cfg.addon_api.port)).await {
+                Ok(l) => {
+                    let addr = l.local_addr().ok()?;
+                    tracing::info!(network = %net, %addr, "addon API listening");
+                    self.lifecycle.set_addon_api(net, addr);
+                    out.push(l);
+                }
+                Err(e) => {
+                    tracing::warn!(network = %net, %ip, error = %e, "cannot bind the addon API yet");
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Serves on `bound` (or binds once Docker's networks exist) until shutdown.
+    pub async fn run(self: Arc<Self>, bound: Option<Vec<tokio::net::TcpListener>>, shutdown: CancellationToken) {
+        let listeners = match bound {
+            Some(l) => l,
+            None => loop {
+                if let Some(l) = self.bind_all().await {
+                    break l;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            },
+        };
+        let mut servers = Vec::new();
+        for l in listeners {
+            let app = self.router();
+            let sd = shutdown.clone();
+            servers.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).with_graceful_shutdown(sd.cancelled_owned()).await {
+                    tracing::error!(error = %e, "addon API server failed");
+                }
+            }));
+        }
+        for s in servers {
+            let _ = s.await;
+        }
+    }
+}
+
+async fn health(caller: Caller) -> ApiResult {
+    api::ok(StatusCode::OK, json!({"addon": caller.addon_instance, "name": caller.manifest.name, "permissions": caller.manifest.permissions}), "")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmitBody {
+    name: String,
+    #[serde(default)]
+    data: Value,
+}
+
+async fn emit(State(st): State<Arc<AddonApi>>, caller: Caller, JsonBody(b): JsonBody<EmitBody>) -> ApiResult {
+    caller.require("events.emit", "emitting events")?;
+    if !caller.manifest.events.emits.iter().any(|e| e == &b.name) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            format!("`{}` is not among the events this addon's manifest emits ({})", b.name, caller.manifest.events.emits.join(", ")),
+        )
+        .field_name("name"));
+    }
+    let ev = st.events.emit(&b.name, b.data, &caller.addon_instance).await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e))?;
+    api::ok(StatusCode::CREATED, ev.to_json(), "event stored")
+}
+
+fn check_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > 256 || key.chars().any(|c| c.is_control()) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", "keys are 1–256 printable characters").field_name("key"));
+    }
+    Ok(())
+}
+
+async fn kv_get(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path<String>) -> Result<Response, ApiError> {
+    caller.require("storage", "reading storage")?;
+    check_key(&key)?;
+    match st.lifecycle.store().kv_get(&caller.addon_instance, &key).await? {
+        Some(v) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], v).into_response()),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no key `{key}`"))),
+    }
+}
+
+async fn kv_put(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path<String>, body: Bytes) -> ApiResult {
+    caller.require("storage", "writing storage")?;
+    check_key(&key)?;
+    let max = st.cfg.addon_api.kv_max_value_bytes;
+    if body.len() > max {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded", format!("values are at most {max} bytes (addon_api.kv_max_value_bytes)")));
+    }
+    let n = body.len();
+    if !st.lifecycle.store().kv_put(&caller.addon_instance, &key, body.to_vec(), st.cfg.addon_api.kv_max_keys).await? {
+        return Err(ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded", format!("this addon already stores {} keys (addon_api.kv_max_keys)", st.cfg.addon_api.kv_max_keys)));
+    }
+    api::ok(StatusCode::OK, json!({"key": key, "bytes": n}), "stored")
+}
+
+async fn kv_delete(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path<String>) -> ApiResult {
+    caller.require("storage", "deleting from storage")?;
+    check_key(&key)?;
+    let existed = st.lifecycle.store().kv_delete(&caller.addon_instance, &key).await?;
+    api::ok(StatusCode::OK, json!({"key": key, "deleted": existed}), "")
+}
+
+async fn execute(State(st): State<Arc<AddonApi>>, caller: Caller, Path(name): Path<String>, JsonBody(b): JsonBody<api::ExecuteBody>) -> ApiResult {
+    caller.require("addons.execute", "calling other addons")?;
+    let target = st.addons.installed_manifest(&name).await?;
+    if !caller.manifest.dependencies.contains_key(&target.name) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            format!("`{}` ({}) is not among this addon's dependencies; declare it in the manifest's dependencies", name, target.name),
+        ));
+    }
+    let data = if b.data.is_null() { json!({}) } else { b.data };
+    let out = st.addons.execute(&name, &b.action, data).await?;
+    api::ok(StatusCode::OK, out, "")
+}

@@ -1,0 +1,1668 @@
+//! The dashboard's state ([`App`]) and how it changes: every input (key, mouse, resize,
+//! tick) and every daemon update arrives as one [`Event`], [`App::handle`] applies it and
+//! returns the [`Command`]s the network side must carry out. Nothing here does I/O or
+//! draws, so the whole behaviour is unit-tested without a terminal or a daemon.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+
+use crate::model::{self, Addon, Application, MetricsSample, Service, Template};
+use crate::ui;
+
+/// Log lines kept in memory (older ones are dropped; save to a file to keep more).
+pub const LOG_CAP: usize = 10_000;
+/// Entries of the event log kept.
+pub const EVENT_CAP: usize = 1_000;
+/// Metric samples kept per service for the sparklines (2 s apart: 4 minutes).
+pub const SPARK_CAP: usize = 120;
+/// How long an action's result stays in the status line.
+pub const FLASH_FOR: Duration = Duration::from_secs(8);
+
+// ---- events in, commands out --------------------------------------------------------
+
+/// Everything that can change the dashboard. (Moved, never stored in bulk: the size
+/// difference between variants does not matter.)
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
+pub enum Event {
+    Key(KeyEvent),
+    Mouse(MouseEvent),
+    Resize(u16, u16),
+    /// Once a second: clocks, countdowns and expiring messages move on.
+    Tick,
+    Daemon(Update),
+}
+
+/// What the network tasks report.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
+pub enum Update {
+    Connecting,
+    /// The event stream is open and the service list was loaded. `polling`: the daemon
+    /// has no `/watch`, the list is polled instead.
+    Connected { version: Option<String>, docker: Option<bool>, polling: bool },
+    Down { error: String, retry_in: Duration },
+    Health { version: Option<String>, docker: Option<bool> },
+    /// The whole list (at connect, and after a `resync`).
+    Services(Vec<Service>),
+    Service(Service),
+    Deleted(String),
+    Resync,
+    /// `addond_ports_in_use`, `addond_ports_free` of `GET /metrics`.
+    PortTotals { in_use: usize, free: usize },
+    /// The configured range, if the daemon reports it (`GET /health` → `ports`).
+    PortRange(u16, u16),
+    PortsHeld { range: (u16, u16), held: BTreeSet<u16> },
+    Metrics { id: String, result: Result<MetricsSample, String> },
+    LogLines { session: u64, lines: Vec<LogLine> },
+    LogStatus { session: u64, status: String, live: bool },
+    ActionDone { ok: bool, message: String },
+    Templates(Result<Vec<Template>, String>),
+    Addons(Avail<Vec<Addon>>),
+    Grants(Avail<Vec<Application>>),
+}
+
+/// Work for the network side.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Lifecycle { id: String, name: String, op: Op },
+    Scale { id: String, name: String, replicas: u32 },
+    CreateFromTemplate { template: String, name: String },
+    InstallAddon { addon: String, instance: String },
+    /// Poll `…/metrics` of this service every 2 s (`None`: stop).
+    WatchMetrics(Option<String>),
+    OpenLogs { session: u64, id: String, instance: Option<u32> },
+    CloseLogs,
+    SaveLogs { path: PathBuf, text: String },
+    /// Probe the range for ports held by other programs every few seconds (`None`: stop).
+    ProbePorts(Option<(u16, u16)>),
+    LoadTemplates,
+    LoadAddons,
+    LoadGrants,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Start,
+    Stop,
+    Restart,
+    Delete,
+}
+
+impl Op {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Op::Start => "start",
+            Op::Stop => "stop",
+            Op::Restart => "restart",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// Data from an API that a daemon may not have yet.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Avail<T> {
+    #[default]
+    NotLoaded,
+    Loading,
+    /// The daemon answered 404 for the route: this version has no such API.
+    NotAvailable,
+    Error(String),
+    Ready(T),
+}
+
+// ---- state --------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Services,
+    Logs,
+    Ports,
+    Events,
+    Addons,
+    Grants,
+}
+
+impl View {
+    pub const ALL: [View; 6] = [View::Services, View::Logs, View::Ports, View::Events, View::Addons, View::Grants];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            View::Services => "Services",
+            View::Logs => "Logs",
+            View::Ports => "Ports",
+            View::Events => "Events",
+            View::Addons => "Addons",
+            View::Grants => "Grants",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Conn {
+    Connecting,
+    Up { version: Option<String>, docker: Option<bool>, polling: bool },
+    Down { error: String, retry_at: Instant },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Name,
+    Plugin,
+    Type,
+    Phase,
+    Health,
+    Replicas,
+    Ports,
+    Cpu,
+    Memory,
+    Restarts,
+    Uptime,
+}
+
+impl SortKey {
+    pub const ALL: [SortKey; 11] = [
+        SortKey::Name,
+        SortKey::Plugin,
+        SortKey::Type,
+        SortKey::Phase,
+        SortKey::Health,
+        SortKey::Replicas,
+        SortKey::Ports,
+        SortKey::Cpu,
+        SortKey::Memory,
+        SortKey::Restarts,
+        SortKey::Uptime,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SortKey::Name => "name",
+            SortKey::Plugin => "addon",
+            SortKey::Type => "type",
+            SortKey::Phase => "phase",
+            SortKey::Health => "health",
+            SortKey::Replicas => "replicas",
+            SortKey::Ports => "ports",
+            SortKey::Cpu => "cpu",
+            SortKey::Memory => "memory",
+            SortKey::Restarts => "restarts",
+            SortKey::Uptime => "uptime",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptKind {
+    Scale { id: String, name: String },
+    NewService { template: String },
+    Install { addon: String },
+    SaveLogs,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Confirm {
+    Op { id: String, name: String, op: Op },
+    ScaleZero { id: String, name: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    Normal,
+    Help,
+    /// Typing the services filter (applied as it is typed).
+    Filter,
+    /// Typing the log search (applied as it is typed).
+    LogSearch,
+    Prompt { kind: PromptKind, input: String, error: Option<String> },
+    Confirm(Confirm),
+    PickTemplate { index: usize },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flash {
+    pub text: String,
+    pub ok: bool,
+    pub at: Instant,
+}
+
+/// CPU, memory and network history of one service.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsHistory {
+    pub last: Option<MetricsSample>,
+    /// CPU in hundredths of a percent.
+    pub cpu: VecDeque<u64>,
+    /// Memory in KiB.
+    pub mem: VecDeque<u64>,
+    /// Network receive and transmit rates, bytes per second.
+    pub rx: VecDeque<u64>,
+    pub tx: VecDeque<u64>,
+    pub prev_net: Option<(f64, f64, Instant)>,
+    pub error: Option<String>,
+}
+
+impl MetricsHistory {
+    fn push(&mut self, s: MetricsSample, at: Instant) {
+        fn add(q: &mut VecDeque<u64>, v: u64) {
+            if q.len() == SPARK_CAP {
+                q.pop_front();
+            }
+            q.push_back(v);
+        }
+        add(&mut self.cpu, (s.cpu_percent * 100.0).max(0.0) as u64);
+        add(&mut self.mem, (s.memory_usage_mb * 1024.0).max(0.0) as u64);
+        if let Some((rx, tx, t)) = self.prev_net {
+            let dt = at.saturating_duration_since(t).as_secs_f64();
+            if dt > 0.0 {
+                let per = |now: f64, before: f64| ((now - before).max(0.0) * 1024.0 * 1024.0 / dt) as u64;
+                add(&mut self.rx, per(s.network_rx_mb, rx));
+                add(&mut self.tx, per(s.network_tx_mb, tx));
+            }
+        }
+        self.prev_net = Some((s.network_rx_mb, s.network_tx_mb, at));
+        self.last = Some(s);
+        self.error = None;
+    }
+}
+
+/// One log line as received: which instance (when the daemon prefixed it), Docker's
+/// timestamp, and the sanitised text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub instance: Option<u32>,
+    pub ts: Option<(i64, u32)>,
+    pub text: String,
+}
+
+impl LogLine {
+    /// The line as shown and saved: `[k] text`, with `HH:MM:SS ` first when asked.
+    pub fn render(&self, timestamps: bool) -> String {
+        let mut s = String::new();
+        if timestamps {
+            match self.ts {
+                Some((t, _)) => {
+                    s.push_str(&model::clock(t));
+                    s.push(' ');
+                }
+                None => s.push_str("         "),
+            }
+        }
+        if let Some(k) = self.instance {
+            s.push_str(&format!("[{k}] "));
+        }
+        s.push_str(&self.text);
+        s
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogTarget {
+    pub id: String,
+    pub name: String,
+    pub instance: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogView {
+    pub session: u64,
+    pub target: Option<LogTarget>,
+    pub lines: VecDeque<LogLine>,
+    /// Lines dropped from the front since the view opened.
+    pub dropped: u64,
+    pub follow: bool,
+    /// First visible line when not following.
+    pub top: usize,
+    pub wrap: bool,
+    pub timestamps: bool,
+    /// Case-insensitive search (empty: none), and the line of the current match.
+    pub search: String,
+    pub current: Option<usize>,
+    pub matches: usize,
+    pub status: String,
+    pub live: bool,
+}
+
+impl Default for LogView {
+    fn default() -> Self {
+        LogView {
+            session: 0,
+            target: None,
+            lines: VecDeque::new(),
+            dropped: 0,
+            follow: true,
+            top: 0,
+            wrap: false,
+            timestamps: false,
+            search: String::new(),
+            current: None,
+            matches: 0,
+            status: String::new(),
+            live: false,
+        }
+    }
+}
+
+impl LogView {
+    pub fn is_match(&self, line: &LogLine) -> bool {
+        !self.search.is_empty() && contains_ci(&line.text, &self.search)
+    }
+
+    fn recount(&mut self) {
+        self.matches = if self.search.is_empty() { 0 } else { self.lines.iter().filter(|l| self.is_match(l)).count() };
+    }
+
+    fn push(&mut self, lines: Vec<LogLine>) {
+        for l in lines {
+            if self.is_match(&l) {
+                self.matches += 1;
+            }
+            self.lines.push_back(l);
+        }
+        let excess = self.lines.len().saturating_sub(LOG_CAP);
+        for _ in 0..excess {
+            if let Some(old) = self.lines.pop_front() {
+                if self.is_match(&old) {
+                    self.matches -= 1;
+                }
+            }
+        }
+        if excess > 0 {
+            self.dropped += excess as u64;
+            self.top = self.top.saturating_sub(excess);
+            self.current = self.current.and_then(|c| c.checked_sub(excess));
+        }
+    }
+
+    /// Text for "save to a file".
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for l in &self.lines {
+            out.push_str(&l.render(self.timestamps));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Case-insensitive substring test (ASCII case folding plus Unicode lowercase).
+pub fn contains_ci(hay: &str, needle: &str) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    if hay.is_ascii() && needle.is_ascii() {
+        let n = needle.as_bytes();
+        return hay.as_bytes().windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
+    }
+    hay.to_lowercase().contains(&needle.to_lowercase())
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventEntry {
+    pub at: i64,
+    pub ok: bool,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeSource {
+    /// `--ports` on the command line.
+    Flag,
+    /// The daemon said so.
+    Daemon,
+    /// Worked out from `GET /metrics` (the size) and the ports in use (the position).
+    Inferred,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PortView {
+    pub flag: Option<(u16, u16)>,
+    pub reported: Option<(u16, u16)>,
+    pub totals: Option<(usize, usize)>,
+    pub held: BTreeSet<u16>,
+    /// The range being probed, and the range the last probe result is for.
+    pub probed: Option<(u16, u16)>,
+    pub probe_result: Option<(u16, u16)>,
+    pub scroll: usize,
+}
+
+/// Default port range of the product (PRODUCT.md), the first guess for the position.
+pub const DEFAULT_RANGE: (u16, u16) = (8000, 9000);
+
+impl PortView {
+    /// The range to draw and probe: the flag, or what the daemon reports, or an inference
+    /// from the size of the range (`/metrics`) and the ports our instances hold.
+    pub fn range(&self, ours: &BTreeSet<u16>) -> Option<((u16, u16), RangeSource)> {
+        if let Some(r) = self.flag {
+            return Some((r, RangeSource::Flag));
+        }
+        if let Some(r) = self.reported {
+            return Some((r, RangeSource::Daemon));
+        }
+        let (in_use, free) = self.totals?;
+        let total = (in_use + free).max(1);
+        let span = |start: u16| (start, (start as usize + total - 1).min(u16::MAX as usize) as u16);
+        let fits = |(a, b): (u16, u16)| ours.iter().all(|p| (a..=b).contains(p));
+        let default = span(DEFAULT_RANGE.0);
+        if fits(default) {
+            return Some((default, RangeSource::Inferred));
+        }
+        // The allocator hands out ports from the start of the range onwards: the lowest
+        // port in use is the best guess for the start.
+        let lo = *ours.first()?;
+        let hi = *ours.last()?;
+        let start = if span(lo).1 >= hi { lo } else { hi.saturating_sub(total as u16 - 1) };
+        Some((span(start), RangeSource::Inferred))
+    }
+}
+
+/// Options from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub socket: String,
+    pub color: bool,
+    pub ports: Option<(u16, u16)>,
+}
+
+pub struct App {
+    pub socket: String,
+    pub color: bool,
+    pub size: (u16, u16),
+    /// Wall clock (Unix seconds) and monotonic clock as of the last event.
+    pub now: i64,
+    pub instant: Instant,
+    pub conn: Conn,
+    pub view: View,
+    pub mode: Mode,
+    pub services: Vec<Service>,
+    /// Indexes into `services` after filter and sort, in display order.
+    pub rows: Vec<usize>,
+    pub selected: Option<String>,
+    pub table_offset: usize,
+    pub filter: String,
+    pub sort: SortKey,
+    pub sort_desc: bool,
+    pub show_detail: bool,
+    pub metrics: HashMap<String, MetricsHistory>,
+    pub metrics_target: Option<String>,
+    pub logs: LogView,
+    pub events: VecDeque<EventEntry>,
+    /// Scroll position of the event log (`None`: follow the newest).
+    pub events_top: Option<usize>,
+    pub ports: PortView,
+    pub templates: Avail<Vec<Template>>,
+    pub addons: Avail<Vec<Addon>>,
+    pub addon_selected: usize,
+    pub grants: Avail<Vec<Application>>,
+    pub flash: Option<Flash>,
+    pub quit: bool,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl App {
+    pub fn new(opts: Options) -> App {
+        App {
+            socket: opts.socket,
+            color: opts.color,
+            size: (80, 24),
+            now: unix_now(),
+            instant: Instant::now(),
+            conn: Conn::Connecting,
+            view: View::Services,
+            mode: Mode::Normal,
+            services: Vec::new(),
+            rows: Vec::new(),
+            selected: None,
+            table_offset: 0,
+            filter: String::new(),
+            sort: SortKey::Name,
+            sort_desc: false,
+            show_detail: true,
+            metrics: HashMap::new(),
+            metrics_target: None,
+            logs: LogView::default(),
+            events: VecDeque::new(),
+            events_top: None,
+            ports: PortView { flag: opts.ports, ..Default::default() },
+            templates: Avail::NotLoaded,
+            addons: Avail::NotLoaded,
+            addon_selected: 0,
+            grants: Avail::NotLoaded,
+            flash: None,
+            quit: false,
+        }
+    }
+
+    // ---- queries used by drawing and by input handling ------------------------------
+
+    pub fn selected_service(&self) -> Option<&Service> {
+        let id = self.selected.as_deref()?;
+        self.services.iter().find(|s| s.id == id)
+    }
+
+    pub fn selected_row(&self) -> Option<usize> {
+        let id = self.selected.as_deref()?;
+        self.rows.iter().position(|&i| self.services[i].id == id)
+    }
+
+    pub fn service_by_id(&self, id: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.id == id)
+    }
+
+    /// Ports booked by our instances, with the service and instance holding each.
+    pub fn our_ports(&self) -> BTreeSet<u16> {
+        self.services.iter().flat_map(|s| s.ports()).collect()
+    }
+
+    pub fn port_range(&self) -> Option<((u16, u16), RangeSource)> {
+        self.ports.range(&self.our_ports())
+    }
+
+    pub fn cpu_of(&self, id: &str) -> Option<f64> {
+        self.metrics.get(id)?.last.map(|m| m.cpu_percent)
+    }
+
+    pub fn mem_of(&self, id: &str) -> Option<f64> {
+        self.metrics.get(id)?.last.map(|m| m.memory_usage_mb)
+    }
+
+    pub fn flash_text(&self) -> Option<&Flash> {
+        self.flash.as_ref().filter(|f| self.instant.saturating_duration_since(f.at) < FLASH_FOR)
+    }
+
+    // ---- the one entry point ----------------------------------------------------------
+
+    /// Applies one event; returns what the network side must do.
+    pub fn handle(&mut self, ev: Event) -> Vec<Command> {
+        self.instant = Instant::now();
+        self.now = unix_now();
+        let mut cmds = Vec::new();
+        match ev {
+            Event::Key(k) if k.kind != KeyEventKind::Release => self.key(k, &mut cmds),
+            Event::Key(_) => {}
+            Event::Mouse(m) => self.mouse(m, &mut cmds),
+            Event::Resize(w, h) => {
+                self.size = (w, h);
+                self.clamp_offsets();
+            }
+            Event::Tick => {}
+            Event::Daemon(u) => self.update(u, &mut cmds),
+        }
+        self.sync(&mut cmds);
+        cmds
+    }
+
+    /// Commands that follow from the state rather than from one event: which service's
+    /// metrics to poll, which port range to probe.
+    fn sync(&mut self, cmds: &mut Vec<Command>) {
+        let want = match (self.view, self.show_detail, &self.conn) {
+            (View::Services, true, Conn::Up { .. }) => self.selected.clone(),
+            _ => None,
+        };
+        if want != self.metrics_target {
+            self.metrics_target = want.clone();
+            cmds.push(Command::WatchMetrics(want));
+        }
+        let probe = if self.view == View::Ports { self.port_range().map(|(r, _)| r) } else { None };
+        if probe != self.ports.probed {
+            self.ports.probed = probe;
+            if probe.is_none() {
+                self.ports.held.clear();
+                self.ports.probe_result = None;
+            }
+            cmds.push(Command::ProbePorts(probe));
+        }
+    }
+
+    fn say(&mut self, ok: bool, text: impl Into<String>) {
+        self.flash = Some(Flash { text: text.into(), ok, at: self.instant });
+    }
+
+    fn log_event(&mut self, ok: bool, text: String) {
+        if self.events.len() == EVENT_CAP {
+            self.events.pop_front();
+            if let Some(t) = self.events_top.as_mut() {
+                *t = t.saturating_sub(1);
+            }
+        }
+        self.events.push_back(EventEntry { at: self.now, ok, text });
+    }
+
+    // ---- daemon updates ---------------------------------------------------------------
+
+    fn update(&mut self, u: Update, cmds: &mut Vec<Command>) {
+        match u {
+            Update::Connecting => {
+                if !matches!(self.conn, Conn::Down { .. }) {
+                    self.conn = Conn::Connecting;
+                }
+            }
+            Update::Connected { version, docker, polling } => {
+                let was_up = matches!(self.conn, Conn::Up { .. });
+                self.conn = Conn::Up { version: version.clone(), docker, polling };
+                if !was_up {
+                    let how = if polling { " (no event stream in this daemon version: polling every 2 s)" } else { "" };
+                    self.log_event(true, format!("connected to addond {}{how}", version.unwrap_or_default()));
+                }
+                // A daemon that restarted may have another port range or API set.
+                if matches!(self.addons, Avail::Error(_) | Avail::NotAvailable) && self.view == View::Addons {
+                    self.addons = Avail::Loading;
+                    cmds.push(Command::LoadAddons);
+                }
+            }
+            Update::Down { error, retry_in } => {
+                if !matches!(self.conn, Conn::Down { .. }) {
+                    self.log_event(false, format!("daemon unreachable: {error}"));
+                }
+                self.conn = Conn::Down { error, retry_at: self.instant + retry_in };
+            }
+            Update::Health { version, docker } => {
+                let mut note = None;
+                if let Conn::Up { version: v, docker: d, .. } = &mut self.conn {
+                    if *d != docker && docker.is_some() {
+                        let text = if docker == Some(true) { "Docker is reachable again" } else { "Docker is unreachable" };
+                        *d = docker;
+                        note = Some((docker == Some(true), text.to_string()));
+                    }
+                    if version.is_some() {
+                        *v = version;
+                    }
+                }
+                if let Some((ok, text)) = note {
+                    self.log_event(ok, text);
+                }
+            }
+            Update::Services(list) => {
+                let n = list.len();
+                self.services = list;
+                let ids: BTreeSet<&str> = self.services.iter().map(|s| s.id.as_str()).collect();
+                self.metrics.retain(|k, _| ids.contains(k.as_str()));
+                self.log_event(true, format!("service list loaded: {n} service(s)"));
+                self.refresh_rows();
+            }
+            Update::Service(s) => {
+                let text = match self.services.iter().position(|o| o.id == s.id) {
+                    Some(i) => {
+                        let text = change_summary(&self.services[i], &s);
+                        self.services[i] = s;
+                        text
+                    }
+                    None => {
+                        let text = format!("{}: created ({}, {})", s.name, s.phase, s.health);
+                        self.services.push(s);
+                        Some(text)
+                    }
+                };
+                if let Some(text) = text {
+                    let ok = !text.contains("Failed") && !text.contains("unhealthy");
+                    self.log_event(ok, text);
+                }
+                self.refresh_rows();
+            }
+            Update::Deleted(id) => {
+                if let Some(i) = self.services.iter().position(|o| o.id == id) {
+                    let s = self.services.remove(i);
+                    self.log_event(true, format!("{}: deleted", s.name));
+                }
+                self.metrics.remove(&id);
+                if self.logs.target.as_ref().is_some_and(|t| t.id == id) {
+                    self.logs.status = "the service was deleted".into();
+                    self.logs.live = false;
+                    cmds.push(Command::CloseLogs);
+                }
+                self.refresh_rows();
+            }
+            Update::Resync => self.log_event(true, "the daemon asked for a resync; reloading the list".into()),
+            Update::PortTotals { in_use, free } => self.ports.totals = Some((in_use, free)),
+            Update::PortRange(a, b) => self.ports.reported = Some((a, b)),
+            Update::PortsHeld { range, held } => {
+                if Some(range) == self.ports.probed {
+                    self.ports.held = held;
+                    self.ports.probe_result = Some(range);
+                }
+            }
+            Update::Metrics { id, result } => {
+                let at = self.instant;
+                let h = self.metrics.entry(id).or_default();
+                match result {
+                    Ok(s) => h.push(s, at),
+                    Err(e) => h.error = Some(e),
+                }
+            }
+            Update::LogLines { session, lines } => {
+                if session == self.logs.session && self.logs.target.is_some() {
+                    self.logs.push(lines);
+                }
+            }
+            Update::LogStatus { session, status, live } => {
+                if session == self.logs.session {
+                    self.logs.status = status;
+                    self.logs.live = live;
+                }
+            }
+            Update::ActionDone { ok, message } => {
+                self.log_event(ok, message.clone());
+                self.say(ok, message);
+            }
+            Update::Templates(r) => {
+                self.templates = match r {
+                    Ok(t) => Avail::Ready(t),
+                    Err(e) => Avail::Error(e),
+                }
+            }
+            Update::Addons(a) => {
+                if let Avail::Ready(list) = &a {
+                    self.addon_selected = self.addon_selected.min(list.len().saturating_sub(1));
+                }
+                self.addons = a;
+            }
+            Update::Grants(g) => self.grants = g,
+        }
+    }
+
+    /// Recomputes the filtered, sorted rows and keeps the selection on the same service.
+    pub fn refresh_rows(&mut self) {
+        let mut rows: Vec<usize> = (0..self.services.len()).filter(|&i| self.matches_filter(&self.services[i])).collect();
+        let key = self.sort;
+        rows.sort_by(|&a, &b| {
+            let (x, y) = (&self.services[a], &self.services[b]);
+            let ord = self.compare(key, x, y).then_with(|| x.name.cmp(&y.name));
+            if self.sort_desc {
+                ord.reverse()
+            } else {
+                ord
+            }
+        });
+        self.rows = rows;
+        if self.selected_row().is_none() {
+            self.selected = self.rows.first().map(|&i| self.services[i].id.clone());
+        }
+        self.clamp_offsets();
+    }
+
+    fn matches_filter(&self, s: &Service) -> bool {
+        if self.filter.is_empty() {
+            return true;
+        }
+        self.filter.split_whitespace().all(|word| {
+            [s.name.as_str(), s.plugin_id.as_deref().unwrap_or(""), &s.service_type, &s.phase, &s.health, &s.image]
+                .iter()
+                .any(|f| contains_ci(f, word))
+        })
+    }
+
+    fn compare(&self, key: SortKey, a: &Service, b: &Service) -> std::cmp::Ordering {
+        let f = |v: Option<f64>| v.unwrap_or(-1.0);
+        match key {
+            SortKey::Name => a.name.cmp(&b.name),
+            SortKey::Plugin => a.plugin_id.cmp(&b.plugin_id),
+            SortKey::Type => a.service_type.cmp(&b.service_type),
+            SortKey::Phase => a.phase.cmp(&b.phase),
+            SortKey::Health => health_rank(&a.health).cmp(&health_rank(&b.health)),
+            SortKey::Replicas => (a.running(), a.replicas).cmp(&(b.running(), b.replicas)),
+            SortKey::Ports => a.ports().first().cmp(&b.ports().first()),
+            SortKey::Cpu => f(self.cpu_of(&a.id)).total_cmp(&f(self.cpu_of(&b.id))),
+            SortKey::Memory => f(self.mem_of(&a.id)).total_cmp(&f(self.mem_of(&b.id))),
+            SortKey::Restarts => a.restarts().cmp(&b.restarts()),
+            // Longest running first when ascending; not running last.
+            SortKey::Uptime => a.up_since().unwrap_or(i64::MAX).cmp(&b.up_since().unwrap_or(i64::MAX)),
+        }
+    }
+
+    fn clamp_offsets(&mut self) {
+        let page = ui::table_page(self).max(1);
+        let sel = self.selected_row().unwrap_or(0);
+        if sel < self.table_offset {
+            self.table_offset = sel;
+        } else if sel >= self.table_offset + page {
+            self.table_offset = sel + 1 - page;
+        }
+        self.table_offset = self.table_offset.min(self.rows.len().saturating_sub(page));
+    }
+
+    fn select_row(&mut self, row: usize) {
+        if let Some(&i) = self.rows.get(row) {
+            self.selected = Some(self.services[i].id.clone());
+            self.clamp_offsets();
+        }
+    }
+
+    fn move_selection(&mut self, delta: isize) {
+        if self.rows.is_empty() {
+            return;
+        }
+        let cur = self.selected_row().unwrap_or(0) as isize;
+        let row = (cur + delta).clamp(0, self.rows.len() as isize - 1) as usize;
+        self.select_row(row);
+    }
+
+    // ---- keys -------------------------------------------------------------------------
+
+    fn key(&mut self, k: KeyEvent, cmds: &mut Vec<Command>) {
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && matches!(k.code, KeyCode::Char('c') | KeyCode::Char('q')) {
+            self.quit = true;
+            return;
+        }
+        match self.mode.clone() {
+            Mode::Help => {
+                if matches!(k.code, KeyCode::Esc | KeyCode::Char('?') | KeyCode::Char('q') | KeyCode::Enter) {
+                    self.mode = Mode::Normal;
+                }
+            }
+            Mode::Filter => match k.code {
+                KeyCode::Enter => self.mode = Mode::Normal,
+                KeyCode::Esc => {
+                    self.filter.clear();
+                    self.mode = Mode::Normal;
+                    self.refresh_rows();
+                }
+                KeyCode::Backspace => {
+                    self.filter.pop();
+                    self.refresh_rows();
+                }
+                KeyCode::Char('u') if ctrl => {
+                    self.filter.clear();
+                    self.refresh_rows();
+                }
+                KeyCode::Char(c) if !ctrl && !c.is_control() => {
+                    self.filter.push(c);
+                    self.refresh_rows();
+                }
+                KeyCode::Down | KeyCode::Up => {
+                    self.mode = Mode::Normal;
+                    self.move_selection(if k.code == KeyCode::Down { 1 } else { -1 });
+                }
+                _ => {}
+            },
+            Mode::LogSearch => match k.code {
+                KeyCode::Enter => {
+                    self.mode = Mode::Normal;
+                    self.jump_match(false, true);
+                }
+                KeyCode::Esc => {
+                    self.logs.search.clear();
+                    self.logs.current = None;
+                    self.logs.recount();
+                    self.mode = Mode::Normal;
+                }
+                KeyCode::Backspace => {
+                    self.logs.search.pop();
+                    self.logs.recount();
+                }
+                KeyCode::Char('u') if ctrl => {
+                    self.logs.search.clear();
+                    self.logs.recount();
+                }
+                KeyCode::Char(c) if !ctrl && !c.is_control() => {
+                    self.logs.search.push(c);
+                    self.logs.recount();
+                }
+                _ => {}
+            },
+            Mode::Prompt { kind, mut input, .. } => match k.code {
+                KeyCode::Esc => self.mode = Mode::Normal,
+                KeyCode::Enter => self.submit_prompt(kind, input, cmds),
+                KeyCode::Backspace => {
+                    input.pop();
+                    self.mode = Mode::Prompt { kind, input, error: None };
+                }
+                KeyCode::Char('u') if ctrl => self.mode = Mode::Prompt { kind, input: String::new(), error: None },
+                KeyCode::Char(c) if !ctrl && !c.is_control() && input.chars().count() < 200 => {
+                    input.push(c);
+                    self.mode = Mode::Prompt { kind, input, error: None };
+                }
+                _ => {}
+            },
+            Mode::Confirm(c) => match k.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
+                    self.mode = Mode::Normal;
+                    match c {
+                        Confirm::Op { id, name, op } => {
+                            self.say(true, format!("{} {name}: sent", op.verb()));
+                            cmds.push(Command::Lifecycle { id, name, op });
+                        }
+                        Confirm::ScaleZero { id, name } => {
+                            self.say(true, format!("scale {name} to 0: sent"));
+                            cmds.push(Command::Scale { id, name, replicas: 0 });
+                        }
+                    }
+                }
+                KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc | KeyCode::Char('q') => {
+                    self.mode = Mode::Normal;
+                    self.say(true, "cancelled");
+                }
+                _ => {}
+            },
+            Mode::PickTemplate { index } => {
+                let n = match &self.templates {
+                    Avail::Ready(t) => t.len(),
+                    _ => 0,
+                };
+                match k.code {
+                    KeyCode::Esc | KeyCode::Char('q') => self.mode = Mode::Normal,
+                    KeyCode::Down | KeyCode::Char('j') => self.mode = Mode::PickTemplate { index: (index + 1).min(n.saturating_sub(1)) },
+                    KeyCode::Up | KeyCode::Char('k') => self.mode = Mode::PickTemplate { index: index.saturating_sub(1) },
+                    KeyCode::Enter => {
+                        if let Avail::Ready(t) = &self.templates {
+                            if let Some(t) = t.get(index) {
+                                self.mode = Mode::Prompt { kind: PromptKind::NewService { template: t.id.clone() }, input: String::new(), error: None };
+                            }
+                        }
+                    }
+                    KeyCode::Char('R') => {
+                        self.templates = Avail::Loading;
+                        cmds.push(Command::LoadTemplates);
+                    }
+                    _ => {}
+                }
+            }
+            Mode::Normal => self.normal_key(k, cmds),
+        }
+    }
+
+    fn normal_key(&mut self, k: KeyEvent, cmds: &mut Vec<Command>) {
+        match k.code {
+            KeyCode::Char('q') => {
+                self.quit = true;
+                return;
+            }
+            KeyCode::Char('?') | KeyCode::F(1) => {
+                self.mode = Mode::Help;
+                return;
+            }
+            KeyCode::Char(c @ '1'..='6') => {
+                self.switch_view(View::ALL[(c as u8 - b'1') as usize], cmds);
+                return;
+            }
+            KeyCode::Tab | KeyCode::BackTab => {
+                let i = View::ALL.iter().position(|v| *v == self.view).unwrap_or(0);
+                let n = View::ALL.len();
+                let next = if k.code == KeyCode::Tab { (i + 1) % n } else { (i + n - 1) % n };
+                self.switch_view(View::ALL[next], cmds);
+                return;
+            }
+            _ => {}
+        }
+        match self.view {
+            View::Services => self.services_key(k, cmds),
+            View::Logs => self.logs_key(k, cmds),
+            View::Ports => match k.code {
+                KeyCode::Down | KeyCode::Char('j') => self.ports.scroll += 1,
+                KeyCode::Up | KeyCode::Char('k') => self.ports.scroll = self.ports.scroll.saturating_sub(1),
+                KeyCode::Esc => self.view = View::Services,
+                _ => {}
+            },
+            View::Events => self.events_key(k),
+            View::Addons => self.addons_key(k, cmds),
+            View::Grants => match k.code {
+                KeyCode::Char('R') => {
+                    self.grants = Avail::Loading;
+                    cmds.push(Command::LoadGrants);
+                }
+                KeyCode::Esc => self.view = View::Services,
+                _ => {}
+            },
+        }
+    }
+
+    pub fn switch_view(&mut self, v: View, cmds: &mut Vec<Command>) {
+        self.view = v;
+        match v {
+            View::Logs if self.logs.target.is_none() => {
+                if let Some(s) = self.selected_service() {
+                    let (id, name) = (s.id.clone(), s.name.clone());
+                    self.open_logs(id, name, None, cmds);
+                }
+            }
+            View::Addons if matches!(self.addons, Avail::NotLoaded | Avail::Error(_)) => {
+                self.addons = Avail::Loading;
+                cmds.push(Command::LoadAddons);
+            }
+            View::Grants if matches!(self.grants, Avail::NotLoaded | Avail::Error(_)) => {
+                self.grants = Avail::Loading;
+                cmds.push(Command::LoadGrants);
+            }
+            _ => {}
+        }
+    }
+
+    fn need_selection(&mut self) -> Option<(String, String)> {
+        match self.selected_service() {
+            Some(s) => Some((s.id.clone(), s.name.clone())),
+            None => {
+                self.say(false, "no service selected");
+                None
+            }
+        }
+    }
+
+    fn services_key(&mut self, k: KeyEvent, cmds: &mut Vec<Command>) {
+        let page = ui::table_page(self).max(1) as isize;
+        match k.code {
+            KeyCode::Down | KeyCode::Char('j') => self.move_selection(1),
+            KeyCode::Up | KeyCode::Char('k') => self.move_selection(-1),
+            KeyCode::PageDown => self.move_selection(page),
+            KeyCode::PageUp => self.move_selection(-page),
+            KeyCode::Home | KeyCode::Char('g') => self.move_selection(isize::MIN / 2),
+            KeyCode::End | KeyCode::Char('G') => self.move_selection(isize::MAX / 2),
+            KeyCode::Char('/') => self.mode = Mode::Filter,
+            KeyCode::Esc if !self.filter.is_empty() => {
+                self.filter.clear();
+                self.refresh_rows();
+            }
+            KeyCode::Char('o') => {
+                let i = SortKey::ALL.iter().position(|s| *s == self.sort).unwrap_or(0);
+                self.sort = SortKey::ALL[(i + 1) % SortKey::ALL.len()];
+                self.refresh_rows();
+            }
+            KeyCode::Char('O') => {
+                self.sort_desc = !self.sort_desc;
+                self.refresh_rows();
+            }
+            KeyCode::Enter | KeyCode::Char('d') => {
+                self.show_detail = !self.show_detail;
+                self.clamp_offsets();
+            }
+            KeyCode::Char('l') => {
+                if let Some((id, name)) = self.need_selection() {
+                    self.view = View::Logs;
+                    self.open_logs(id, name, None, cmds);
+                }
+            }
+            KeyCode::Char('s') => {
+                if let Some((id, name)) = self.need_selection() {
+                    self.say(true, format!("start {name}: sent"));
+                    cmds.push(Command::Lifecycle { id, name, op: Op::Start });
+                }
+            }
+            KeyCode::Char('r') => {
+                if let Some((id, name)) = self.need_selection() {
+                    self.say(true, format!("restart {name}: sent"));
+                    cmds.push(Command::Lifecycle { id, name, op: Op::Restart });
+                }
+            }
+            KeyCode::Char('x') => {
+                if let Some((id, name)) = self.need_selection() {
+                    self.mode = Mode::Confirm(Confirm::Op { id, name, op: Op::Stop });
+                }
+            }
+            KeyCode::Char('D') | KeyCode::Delete => {
+                if let Some((id, name)) = self.need_selection() {
+                    self.mode = Mode::Confirm(Confirm::Op { id, name, op: Op::Delete });
+                }
+            }
+            KeyCode::Char('=') | KeyCode::Char('S') => {
+                if let Some((id, name)) = self.need_selection() {
+                    let current = self.selected_service().map(|s| s.replicas.to_string()).unwrap_or_default();
+                    self.mode = Mode::Prompt { kind: PromptKind::Scale { id, name }, input: current, error: None };
+                }
+            }
+            KeyCode::Char('n') => {
+                if !matches!(self.templates, Avail::Ready(_) | Avail::Loading) {
+                    self.templates = Avail::Loading;
+                    cmds.push(Command::LoadTemplates);
+                }
+                self.mode = Mode::PickTemplate { index: 0 };
+            }
+            _ => {}
+        }
+    }
+
+    fn open_logs(&mut self, id: String, name: String, instance: Option<u32>, cmds: &mut Vec<Command>) {
+        let keep = LogView { wrap: self.logs.wrap, timestamps: self.logs.timestamps, search: self.logs.search.clone(), ..Default::default() };
+        self.logs = LogView { session: self.logs.session + 1, target: Some(LogTarget { id: id.clone(), name, instance }), status: "opening…".into(), ..keep };
+        cmds.push(Command::OpenLogs { session: self.logs.session, id, instance });
+    }
+
+    fn logs_key(&mut self, k: KeyEvent, cmds: &mut Vec<Command>) {
+        let page = ui::log_page(self).max(1);
+        match k.code {
+            KeyCode::Esc => self.view = View::Services,
+            KeyCode::Up | KeyCode::Char('k') => self.scroll_logs(-1),
+            KeyCode::Down | KeyCode::Char('j') => self.scroll_logs(1),
+            KeyCode::PageUp => self.scroll_logs(-(page as isize)),
+            KeyCode::PageDown => self.scroll_logs(page as isize),
+            KeyCode::Home | KeyCode::Char('g') => {
+                self.logs.follow = false;
+                self.logs.top = 0;
+            }
+            KeyCode::End | KeyCode::Char('G') => self.logs.follow = true,
+            KeyCode::Char('f') => {
+                if self.logs.follow {
+                    self.logs.top = ui::log_bottom_top(self);
+                    self.logs.follow = false;
+                } else {
+                    self.logs.follow = true;
+                }
+            }
+            KeyCode::Char('w') => self.logs.wrap = !self.logs.wrap,
+            KeyCode::Char('t') => self.logs.timestamps = !self.logs.timestamps,
+            KeyCode::Char('/') => self.mode = Mode::LogSearch,
+            KeyCode::Char('n') => self.jump_match(true, false),
+            KeyCode::Char('N') => self.jump_match(false, false),
+            KeyCode::Char('c') => {
+                self.logs.lines.clear();
+                self.logs.top = 0;
+                self.logs.current = None;
+                self.logs.matches = 0;
+            }
+            KeyCode::Char('s') if self.logs.target.is_some() => {
+                let name = self.logs.target.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+                let input = format!("addond-{name}-{}.log", stamp(self.now));
+                self.mode = Mode::Prompt { kind: PromptKind::SaveLogs, input, error: None };
+            }
+            KeyCode::Char('i') => {
+                let Some(t) = self.logs.target.clone() else { return };
+                let ordinals: Vec<u32> = self.service_by_id(&t.id).map(|s| s.instances.iter().map(|i| i.ordinal).collect()).unwrap_or_default();
+                let next = match t.instance {
+                    None => ordinals.iter().min().copied(),
+                    Some(k) => ordinals.iter().filter(|o| **o > k).min().copied(),
+                };
+                self.open_logs(t.id, t.name, next, cmds);
+            }
+            KeyCode::Char('l') => {
+                // Logs of the service selected in the table (after changing it there).
+                if let Some((id, name)) = self.need_selection() {
+                    self.open_logs(id, name, None, cmds);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn scroll_logs(&mut self, delta: isize) {
+        let bottom = ui::log_bottom_top(self);
+        let cur = if self.logs.follow { bottom } else { self.logs.top };
+        let next = (cur as isize + delta).clamp(0, bottom as isize) as usize;
+        if delta > 0 && next >= bottom {
+            self.logs.follow = true;
+        } else {
+            self.logs.follow = false;
+            self.logs.top = next;
+        }
+    }
+
+    /// Moves to the next (`down`) or previous match; `from_end` starts at the newest line.
+    fn jump_match(&mut self, down: bool, from_end: bool) {
+        if self.logs.search.is_empty() {
+            return;
+        }
+        let n = self.logs.lines.len();
+        let start = if from_end { None } else { self.logs.current };
+        let found = if down {
+            let from = start.map(|c| c + 1).unwrap_or(0);
+            (from..n).find(|&i| self.logs.is_match(&self.logs.lines[i]))
+        } else {
+            let to = start.unwrap_or(n);
+            (0..to).rev().find(|&i| self.logs.is_match(&self.logs.lines[i]))
+        };
+        match found {
+            Some(i) => {
+                self.logs.current = Some(i);
+                self.logs.follow = false;
+                // Show the match a few lines below the top.
+                self.logs.top = i.saturating_sub(ui::log_page(self) / 3).min(ui::log_bottom_top(self));
+            }
+            None => self.say(false, format!("no {} match for \"{}\"", if down { "later" } else { "earlier" }, self.logs.search)),
+        }
+    }
+
+    fn events_key(&mut self, k: KeyEvent) {
+        let page = ui::events_page(self).max(1);
+        let bottom = self.events.len().saturating_sub(page);
+        let cur = self.events_top.unwrap_or(bottom) as isize;
+        let delta: isize = match k.code {
+            KeyCode::Up | KeyCode::Char('k') => -1,
+            KeyCode::Down | KeyCode::Char('j') => 1,
+            KeyCode::PageUp => -(page as isize),
+            KeyCode::PageDown => page as isize,
+            KeyCode::Home | KeyCode::Char('g') => isize::MIN / 2,
+            KeyCode::End | KeyCode::Char('G') => isize::MAX / 2,
+            KeyCode::Char('c') => {
+                self.events.clear();
+                self.events_top = None;
+                return;
+            }
+            KeyCode::Esc => {
+                self.view = View::Services;
+                return;
+            }
+            _ => return,
+        };
+        let next = (cur + delta).clamp(0, bottom as isize) as usize;
+        self.events_top = if next >= bottom { None } else { Some(next) };
+    }
+
+    fn addons_key(&mut self, k: KeyEvent, cmds: &mut Vec<Command>) {
+        let n = match &self.addons {
+            Avail::Ready(l) => l.len(),
+            _ => 0,
+        };
+        match k.code {
+            KeyCode::Down | KeyCode::Char('j') => self.addon_selected = (self.addon_selected + 1).min(n.saturating_sub(1)),
+            KeyCode::Up | KeyCode::Char('k') => self.addon_selected = self.addon_selected.saturating_sub(1),
+            KeyCode::Char('R') => {
+                self.addons = Avail::Loading;
+                cmds.push(Command::LoadAddons);
+            }
+            KeyCode::Char('i') => match &self.addons {
+                Avail::Ready(list) => {
+                    if let Some(a) = list.get(self.addon_selected) {
+                        let input = if a.installed.contains(&a.name) { format!("{}-2", a.name) } else { a.name.clone() };
+                        self.mode = Mode::Prompt { kind: PromptKind::Install { addon: a.name.clone() }, input, error: None };
+                    }
+                }
+                _ => self.say(false, "installing needs the addons API, which this daemon does not offer"),
+            },
+            KeyCode::Esc => self.view = View::Services,
+            _ => {}
+        }
+    }
+
+    fn submit_prompt(&mut self, kind: PromptKind, input: String, cmds: &mut Vec<Command>) {
+        let value = input.trim().to_string();
+        let fail = |app: &mut App, msg: &str| app.mode = Mode::Prompt { kind: kind.clone(), input: input.clone(), error: Some(msg.to_string()) };
+        match &kind {
+            PromptKind::Scale { id, name } => match value.parse::<u32>() {
+                Ok(0) => self.mode = Mode::Confirm(Confirm::ScaleZero { id: id.clone(), name: name.clone() }),
+                Ok(n) if n <= 64 => {
+                    self.mode = Mode::Normal;
+                    self.say(true, format!("scale {name} to {n}: sent"));
+                    cmds.push(Command::Scale { id: id.clone(), name: name.clone(), replicas: n });
+                }
+                _ => fail(self, "a number of replicas from 0 to 64"),
+            },
+            PromptKind::NewService { template } => {
+                if !valid_name(&value) {
+                    fail(self, "1–63 characters: lowercase letters, digits and '-', starting with a letter or digit");
+                } else {
+                    self.mode = Mode::Normal;
+                    self.say(true, format!("create {value} from {template}: sent"));
+                    cmds.push(Command::CreateFromTemplate { template: template.clone(), name: value });
+                }
+            }
+            PromptKind::Install { addon } => {
+                if !valid_name(&value) {
+                    fail(self, "1–63 characters: lowercase letters, digits and '-', starting with a letter or digit");
+                } else {
+                    self.mode = Mode::Normal;
+                    self.say(true, format!("install {addon} as {value}: sent"));
+                    cmds.push(Command::InstallAddon { addon: addon.clone(), instance: value });
+                }
+            }
+            PromptKind::SaveLogs => {
+                if value.is_empty() {
+                    fail(self, "a file name");
+                } else {
+                    self.mode = Mode::Normal;
+                    cmds.push(Command::SaveLogs { path: PathBuf::from(&value), text: self.logs.text() });
+                }
+            }
+        }
+    }
+
+    // ---- mouse ------------------------------------------------------------------------
+
+    fn mouse(&mut self, m: MouseEvent, cmds: &mut Vec<Command>) {
+        if self.mode != Mode::Normal {
+            return;
+        }
+        let scroll = match m.kind {
+            MouseEventKind::ScrollDown => 3,
+            MouseEventKind::ScrollUp => -3,
+            MouseEventKind::Down(MouseButton::Left) => {
+                if m.row == 0 {
+                    if let Some(v) = ui::tab_at(m.column) {
+                        self.switch_view(v, cmds);
+                    }
+                } else if self.view == View::Services {
+                    if let Some(row) = ui::table_row_at(self, m.column, m.row) {
+                        self.select_row(row);
+                    }
+                }
+                return;
+            }
+            _ => return,
+        };
+        match self.view {
+            View::Services => self.move_selection(scroll / 3),
+            View::Logs => self.scroll_logs(scroll),
+            View::Events => self.events_key(KeyEvent::new(if scroll > 0 { KeyCode::Down } else { KeyCode::Up }, KeyModifiers::NONE)),
+            View::Addons => self.addons_key(KeyEvent::new(if scroll > 0 { KeyCode::Down } else { KeyCode::Up }, KeyModifiers::NONE), cmds),
+            _ => {}
+        }
+    }
+}
+
+/// The daemon's name rule for services and addon instances.
+pub fn valid_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// Sick first: unhealthy, starting, unknown, healthy.
+fn health_rank(h: &str) -> u8 {
+    match h {
+        "unhealthy" => 0,
+        "starting" => 1,
+        "healthy" => 3,
+        _ => 2,
+    }
+}
+
+/// `YYYYMMDD-HHMMSS` (UTC) for file names.
+fn stamp(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}-{}", model::clock(unix).replace(':', ""))
+}
+
+/// What changed between two versions of a service, for the event log (`None`: nothing
+/// an operator would notice).
+fn change_summary(old: &Service, new: &Service) -> Option<String> {
+    let mut parts = Vec::new();
+    if old.phase != new.phase {
+        parts.push(format!("phase {} → {}", old.phase, new.phase));
+    }
+    if old.health != new.health {
+        parts.push(format!("health {} → {}", old.health, new.health));
+    }
+    let (ro, rn) = (format!("{}/{}", old.running(), old.replicas), format!("{}/{}", new.running(), new.replicas));
+    if ro != rn {
+        parts.push(format!("replicas {ro} → {rn}"));
+    }
+    if new.restarts() > old.restarts() {
+        parts.push(format!("restarted ({} total)", new.restarts()));
+    }
+    if old.error() != new.error() {
+        if let Some(e) = new.error() {
+            parts.push(format!("error: {e}"));
+        }
+    }
+    if parts.is_empty() {
+        None
+    } else {
+        Some(format!("{}: {}", new.name, parts.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn svc(id: &str, name: &str, health: &str, ports: &[u16]) -> Service {
+        Service {
+            id: id.into(),
+            name: name.into(),
+            service_type: "rest_api".into(),
+            phase: "Started".into(),
+            desired: "started".into(),
+            health: health.into(),
+            replicas: ports.len() as u32,
+            instances: ports
+                .iter()
+                .enumerate()
+                .map(|(k, p)| model::Instance { ordinal: k as u32, host_port: Some(*p), health: health.into(), state: "running".into(), ..Default::default() })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn app() -> App {
+        let mut a = App::new(Options { socket: "/tmp/x.sock".into(), color: true, ports: None });
+        a.handle(Event::Daemon(Update::Connected { version: Some("0.1.0".into()), docker: Some(true), polling: false }));
+        a
+    }
+
+    fn key(c: char) -> Event {
+        Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
+    }
+
+    fn code(c: KeyCode) -> Event {
+        Event::Key(KeyEvent::new(c, KeyModifiers::NONE))
+    }
+
+    fn typed(a: &mut App, s: &str) -> Vec<Command> {
+        s.chars().flat_map(|c| a.handle(key(c))).collect()
+    }
+
+    #[test]
+    fn filter_sort_and_selection_follow_the_service() {
+        let mut a = app();
+        a.handle(Event::Daemon(Update::Services(vec![
+            svc("1", "beta", "healthy", &[8001]),
+            svc("2", "alpha", "unhealthy", &[8000]),
+            svc("3", "gamma", "starting", &[8002]),
+        ])));
+        let names = |a: &App| a.rows.iter().map(|&i| a.services[i].name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&a), ["alpha", "beta", "gamma"]);
+        assert_eq!(a.selected_service().unwrap().name, "alpha");
+        a.handle(key('j'));
+        assert_eq!(a.selected_service().unwrap().name, "beta");
+        // Sort by health (o cycles: name → addon → type → phase → health): sick first, selection stays.
+        for _ in 0..4 {
+            a.handle(key('o'));
+        }
+        assert_eq!(a.sort, SortKey::Health);
+        assert_eq!(names(&a), ["alpha", "gamma", "beta"]);
+        assert_eq!(a.selected_service().unwrap().name, "beta");
+        a.handle(key('O'));
+        assert_eq!(names(&a), ["beta", "gamma", "alpha"]);
+        // Filter as typed; Esc clears.
+        a.handle(key('/'));
+        typed(&mut a, "AMM");
+        assert_eq!(a.mode, Mode::Filter);
+        assert_eq!(names(&a), ["gamma"]);
+        assert_eq!(a.selected_service().unwrap().name, "gamma");
+        a.handle(code(KeyCode::Enter));
+        assert_eq!((a.mode.clone(), a.filter.as_str()), (Mode::Normal, "AMM"));
+        a.handle(code(KeyCode::Esc));
+        assert_eq!(names(&a).len(), 3);
+        // A filter word can match health or phase.
+        a.handle(key('/'));
+        typed(&mut a, "unhealthy");
+        assert_eq!(names(&a), ["alpha"]);
+    }
+
+    #[test]
+    fn push_updates_and_deletes() {
+        let mut a = app();
+        a.handle(Event::Daemon(Update::Services(vec![svc("1", "one", "starting", &[8000])])));
+        a.handle(Event::Daemon(Update::Service(svc("1", "one", "healthy", &[8000]))));
+        a.handle(Event::Daemon(Update::Service(svc("2", "two", "healthy", &[8001, 8002]))));
+        assert_eq!(a.rows.len(), 2);
+        assert!(a.events.iter().any(|e| e.text == "one: health starting → healthy"), "{:?}", a.events);
+        assert!(a.events.iter().any(|e| e.text.starts_with("two: created")));
+        a.handle(Event::Daemon(Update::Deleted("1".into())));
+        assert_eq!(a.services.len(), 1);
+        assert_eq!(a.selected_service().unwrap().name, "two");
+    }
+
+    #[test]
+    fn actions_and_confirmations() {
+        let mut a = app();
+        a.handle(Event::Daemon(Update::Services(vec![svc("svc_1", "web", "healthy", &[8000])])));
+        assert_eq!(a.handle(key('r')), vec![Command::Lifecycle { id: "svc_1".into(), name: "web".into(), op: Op::Restart }]);
+        assert_eq!(a.handle(key('s')), vec![Command::Lifecycle { id: "svc_1".into(), name: "web".into(), op: Op::Start }]);
+        // Stop and delete ask first.
+        assert!(a.handle(key('x')).is_empty());
+        assert!(matches!(a.mode, Mode::Confirm(_)));
+        assert!(a.handle(key('n')).is_empty());
+        assert_eq!(a.mode, Mode::Normal);
+        a.handle(key('D'));
+        assert_eq!(a.handle(key('y')), vec![Command::Lifecycle { id: "svc_1".into(), name: "web".into(), op: Op::Delete }]);
+        // Scale prompts with the current count; bad input keeps the prompt with an error.
+        a.handle(key('='));
+        assert!(matches!(&a.mode, Mode::Prompt { input, .. } if input == "1"));
+        a.handle(code(KeyCode::Backspace));
+        typed(&mut a, "99");
+        assert!(a.handle(code(KeyCode::Enter)).is_empty());
+        assert!(matches!(&a.mode, Mode::Prompt { error: Some(_), .. }));
+        a.handle(code(KeyCode::Backspace));
+        a.handle(code(KeyCode::Backspace));
+        typed(&mut a, "3");
+        assert_eq!(a.handle(code(KeyCode::Enter)), vec![Command::Scale { id: "svc_1".into(), name: "web".into(), replicas: 3 }]);
+        // Scaling to zero stops everything: confirm.
+        a.handle(key('='));
+        a.handle(code(KeyCode::Backspace));
+        typed(&mut a, "0");
+        assert!(a.handle(code(KeyCode::Enter)).is_empty());
+        assert_eq!(a.handle(key('y')), vec![Command::Scale { id: "svc_1".into(), name: "web".into(), replicas: 0 }]);
+    }
+
+    #[test]
+    fn create_from_template() {
+        let mut a = app();
+        assert_eq!(a.handle(key('n')), vec![Command::LoadTemplates]);
+        a.handle(Event::Daemon(Update::Templates(Ok(vec![
+            Template { id: "rest_api_basic".into(), description: "REST".into(), service_type: "rest_api".into() },
+            Template { id: "websocket_service".into(), description: "WS".into(), service_type: "websocket".into() },
+        ]))));
+        a.handle(key('j'));
+        a.handle(code(KeyCode::Enter));
+        typed(&mut a, "Bad Name");
+        assert!(a.handle(code(KeyCode::Enter)).is_empty());
+        a.handle(Event::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)));
+        typed(&mut a, "chat");
+        assert_eq!(a.handle(code(KeyCode::Enter)), vec![Command::CreateFromTemplate { template: "websocket_service".into(), name: "chat".into() }]);
+    }
+
+    #[test]
+    fn metrics_polled_only_for_the_selected_service() {
+        let mut a = app();
+        let cmds = a.handle(Event::Daemon(Update::Services(vec![svc("1", "a", "healthy", &[8000]), svc("2", "b", "healthy", &[8001])])));
+        assert_eq!(cmds, vec![Command::WatchMetrics(Some("1".into()))]);
+        assert_eq!(a.handle(key('j')), vec![Command::WatchMetrics(Some("2".into()))]);
+        assert!(a.handle(Event::Tick).is_empty());
+        // Hiding the detail pane or leaving the view stops the polling.
+        assert_eq!(a.handle(key('d')), vec![Command::WatchMetrics(None)]);
+        a.handle(key('d'));
+        let cmds = a.handle(key('4'));
+        assert_eq!(cmds, vec![Command::WatchMetrics(None)]);
+        // Samples build the sparklines; network becomes a rate.
+        let t0 = Instant::now();
+        let mut h = MetricsHistory::default();
+        h.push(MetricsSample { cpu_percent: 1.5, memory_usage_mb: 2.0, network_rx_mb: 1.0, ..Default::default() }, t0);
+        h.push(MetricsSample { cpu_percent: 3.0, memory_usage_mb: 2.0, network_rx_mb: 2.0, ..Default::default() }, t0 + Duration::from_secs(2));
+        assert_eq!(h.cpu, [150, 300]);
+        assert_eq!(h.mem, [2048, 2048]);
+        assert_eq!(h.rx, [512 * 1024]);
+    }
+
+    #[test]
+    fn logs_follow_search_cap_and_sessions() {
+        let mut a = app();
+        a.handle(Event::Daemon(Update::Services(vec![svc("1", "web", "healthy", &[8000, 8001])])));
+        let cmds = a.handle(key('l'));
+        assert_eq!(a.view, View::Logs);
+        assert!(cmds.contains(&Command::OpenLogs { session: 1, id: "1".into(), instance: None }));
+        let line = |t: &str| LogLine { instance: None, ts: None, text: t.into() };
+        a.handle(Event::Daemon(Update::LogLines { session: 1, lines: (0..50).map(|i| line(&format!("line {i}"))).collect() }));
+        // Lines of an older session are ignored.
+        a.handle(Event::Daemon(Update::LogLines { session: 0, lines: vec![line("stale")] }));
+        assert_eq!(a.logs.lines.len(), 50);
+        a.handle(key('/'));
+        typed(&mut a, "LINE 4");
+        assert_eq!(a.logs.matches, 11); // 4, 40..49
+        a.handle(code(KeyCode::Enter));
+        assert_eq!(a.logs.current, Some(49));
+        assert!(!a.logs.follow);
+        a.handle(key('N'));
+        assert_eq!(a.logs.current, Some(48));
+        a.handle(key('n'));
+        assert_eq!(a.logs.current, Some(49));
+        a.handle(key('G'));
+        assert!(a.logs.follow);
+        // The buffer is bounded; match counts and positions follow the eviction.
+        a.handle(Event::Daemon(Update::LogLines { session: 1, lines: (0..LOG_CAP).map(|_| line("x")).collect() }));
+        assert_eq!(a.logs.lines.len(), LOG_CAP);
+        assert_eq!(a.logs.matches, 0);
+        assert_eq!(a.logs.dropped, 50);
+        // `i` cycles instances: all → 0 → 1 → all, each a new session.
+        assert_eq!(a.handle(key('i')), vec![Command::OpenLogs { session: 2, id: "1".into(), instance: Some(0) }]);
+        assert_eq!(a.handle(key('i')), vec![Command::OpenLogs { session: 3, id: "1".into(), instance: Some(1) }]);
+        assert_eq!(a.handle(key('i')), vec![Command::OpenLogs { session: 4, id: "1".into(), instance: None }]);
+        // Save asks for a file name, then hands over the text.
+        a.handle(Event::Daemon(Update::LogLines { session: 4, lines: vec![line("a"), line("b")] }));
+        a.handle(key('s'));
+        a.handle(Event::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)));
+        typed(&mut a, "out.log");
+        assert_eq!(a.handle(code(KeyCode::Enter)), vec![Command::SaveLogs { path: "out.log".into(), text: "a\nb\n".into() }]);
+        // Deleting the service closes the stream.
+        assert!(a.handle(Event::Daemon(Update::Deleted("1".into()))).contains(&Command::CloseLogs));
+    }
+
+    #[test]
+    fn port_range_sources() {
+        let ours = |p: &[u16]| p.iter().copied().collect::<BTreeSet<u16>>();
+        let mut pv = PortView::default();
+        assert_eq!(pv.range(&ours(&[])), None);
+        pv.totals = Some((2, 999));
+        assert_eq!(pv.range(&ours(&[8000, 8005])), Some(((8000, 9000), RangeSource::Inferred)));
+        pv.totals = Some((2, 49));
+        assert_eq!(pv.range(&ours(&[8700, 8712])), Some(((8700, 8750), RangeSource::Inferred)));
+        assert_eq!(pv.range(&ours(&[8700, 8760])), Some(((8710, 8760), RangeSource::Inferred)));
+        pv.reported = Some((8100, 8200));
+        assert_eq!(pv.range(&ours(&[8700])), Some(((8100, 8200), RangeSource::Daemon)));
+        pv.flag = Some((9000, 9010));
+        assert_eq!(pv.range(&ours(&[8700])), Some(((9000, 9010), RangeSource::Flag)));
+    }
+
+    #[test]
+    fn views_that_need_apis_load_once_and_degrade() {
+        let mut a = app();
+        assert_eq!(a.handle(key('5')), vec![Command::LoadAddons]);
+        a.handle(Event::Daemon(Update::Addons(Avail::NotAvailable)));
+        assert!(a.handle(key('i')).is_empty());
+        assert!(a.flash_text().unwrap().text.contains("addons API"));
+        assert_eq!(a.handle(key('6')), vec![Command::LoadGrants]);
+        a.handle(Event::Daemon(Update::Grants(Avail::NotAvailable)));
+        assert!(a.handle(key('6')).is_empty());
+    }
+
+    #[test]
+    fn connection_state_and_quit() {
+        let mut a = app();
+        a.handle(Event::Daemon(Update::Down { error: "addond is not running".into(), retry_in: Duration::from_secs(2) }));
+        assert!(matches!(a.conn, Conn::Down { .. }));
+        assert!(a.events.back().unwrap().text.contains("not running"));
+        // "connecting" during a retry keeps showing why it went down.
+        a.handle(Event::Daemon(Update::Connecting));
+        assert!(matches!(a.conn, Conn::Down { .. }));
+        a.handle(Event::Daemon(Update::Connected { version: None, docker: None, polling: false }));
+        assert!(matches!(a.conn, Conn::Up { .. }));
+        a.handle(key('?'));
+        assert_eq!(a.mode, Mode::Help);
+        a.handle(key('q'));
+        assert!(!a.quit);
+        a.handle(key('q'));
+        assert!(a.quit);
+    }
+
+    #[test]
+    fn names_and_stamps() {
+        assert!(valid_name("shop-api") && valid_name("a") && valid_name("9x"));
+        assert!(!valid_name("") && !valid_name("-a") && !valid_name("A") && !valid_name("a b") && !valid_name(&"a".repeat(64)));
+        assert_eq!(stamp(1_709_208_000), "20240229-120000");
+        assert!(contains_ci("Hello World", "WORLD"));
+        assert!(contains_ci("Ünïcode", "ÜNÏ"));
+    }
+}

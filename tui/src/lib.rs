@@ -1,0 +1,15 @@
+//! addond-tui: the live terminal dashboard for addond.
+//!
+//! The parts are kept apart in the style of bottom and oxker: [`app`] holds the state and
+//! applies events (keys, mouse, ticks, daemon updates) without doing I/O; [`ui`] draws that
+//! state and changes nothing; [`net`] is the tokio side that talks to the daemon over the
+//! shared Unix-socket client (`addond::client`) and feeds updates into the same channel as
+//! the keyboard. [`stream`] frames the SSE and log byte streams, [`model`] reads the API's
+//! JSON, and [`sanitize`] keeps addon-controlled text from reaching the terminal raw.
+
+pub mod app;
+pub mod model;
+pub mod net;
+pub mod sanitize;
+pub mod stream;
+pub mod ui;

@@ -1,0 +1,434 @@
+//! What the dashboard knows about the daemon's objects, read leniently from the JSON of
+//! docs/api.md (a field the daemon drops or adds never breaks the dashboard). Every string
+//! an addon or its operator chose goes through [`sanitize`] here, once, so the drawing code
+//! only ever sees clean text.
+
+use serde_json::Value;
+
+use crate::sanitize::sanitize;
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Instance {
+    pub ordinal: u32,
+    pub host_port: Option<u16>,
+    pub health: String,
+    pub restarts: u64,
+    /// Unix seconds.
+    pub started_at: Option<i64>,
+    pub last_error: Option<String>,
+    /// `running`, `pending`, `exited`, `stopped`, `removing`.
+    pub state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Service {
+    pub id: String,
+    pub name: String,
+    pub plugin_id: Option<String>,
+    pub service_type: String,
+    pub image: String,
+    pub port: Option<u16>,
+    pub networks: Vec<String>,
+    pub memory: Option<String>,
+    pub cpu: Option<String>,
+    pub replicas: u32,
+    pub desired: String,
+    pub phase: String,
+    pub status: String,
+    pub health: String,
+    pub last_error: Option<String>,
+    pub exit_code: Option<i64>,
+    pub instances: Vec<Instance>,
+}
+
+fn text(v: &Value, k: &str) -> Option<String> {
+    match v.get(k)? {
+        Value::String(s) => Some(sanitize(s)),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+    .filter(|s| !s.is_empty())
+}
+
+fn num(v: &Value, k: &str) -> Option<u64> {
+    v.get(k).and_then(Value::as_u64)
+}
+
+impl Service {
+    /// A service object of the admin API; `None` without an `id`.
+    pub fn from_json(v: &Value) -> Option<Service> {
+        let id = text(v, "id")?;
+        let instances = v
+            .get("instances")
+            .and_then(Value::as_array)
+            .map(|list| list.iter().map(Instance::from_json).collect())
+            .unwrap_or_default();
+        let limits = v.get("resource_limits").unwrap_or(&Value::Null);
+        Some(Service {
+            name: text(v, "name").unwrap_or_else(|| id.clone()),
+            id,
+            plugin_id: text(v, "plugin_id"),
+            service_type: text(v, "service_type").unwrap_or_default(),
+            image: text(v, "image").unwrap_or_default(),
+            port: num(v, "port").and_then(|p| u16::try_from(p).ok()),
+            networks: v
+                .get("networks")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(sanitize).collect())
+                .unwrap_or_default(),
+            memory: text(limits, "memory"),
+            cpu: text(limits, "cpu"),
+            replicas: num(v, "replicas").unwrap_or(0) as u32,
+            desired: text(v, "desired").unwrap_or_default(),
+            phase: text(v, "phase").unwrap_or_else(|| "?".into()),
+            status: text(v, "status").unwrap_or_default(),
+            health: text(v, "health_status").unwrap_or_else(|| "unknown".into()),
+            last_error: text(v, "last_error"),
+            exit_code: v.get("exit_code").and_then(Value::as_i64),
+            instances,
+        })
+    }
+
+    /// Instances that are up (the `running/desired` column).
+    pub fn running(&self) -> usize {
+        self.instances.iter().filter(|i| i.state == "running").count()
+    }
+
+    /// Host ports of every instance, in ordinal order.
+    pub fn ports(&self) -> Vec<u16> {
+        let mut v: Vec<(u32, u16)> = self.instances.iter().filter_map(|i| Some((i.ordinal, i.host_port?))).collect();
+        v.sort();
+        v.into_iter().map(|(_, p)| p).collect()
+    }
+
+    pub fn restarts(&self) -> u64 {
+        self.instances.iter().map(|i| i.restarts).sum()
+    }
+
+    /// When the longest-running instance that is up started (Unix seconds).
+    pub fn up_since(&self) -> Option<i64> {
+        self.instances.iter().filter(|i| i.state == "running").filter_map(|i| i.started_at).min()
+    }
+
+    /// The service's last error, or else the first instance error.
+    pub fn error(&self) -> Option<&str> {
+        self.last_error.as_deref().or_else(|| self.instances.iter().find_map(|i| i.last_error.as_deref()))
+    }
+}
+
+impl Instance {
+    pub fn from_json(v: &Value) -> Instance {
+        Instance {
+            ordinal: num(v, "ordinal").unwrap_or(0) as u32,
+            host_port: num(v, "host_port").and_then(|p| u16::try_from(p).ok()),
+            health: text(v, "health").unwrap_or_else(|| "unknown".into()),
+            restarts: num(v, "restarts").unwrap_or(0),
+            started_at: v.get("started_at").and_then(Value::as_str).and_then(parse_rfc3339).map(|(s, _)| s),
+            last_error: text(v, "last_error"),
+            state: text(v, "state").unwrap_or_default(),
+        }
+    }
+}
+
+/// `GET …/services/{id}/metrics`, the totals over the service's instances.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MetricsSample {
+    pub cpu_percent: f64,
+    pub memory_usage_mb: f64,
+    pub memory_limit_mb: f64,
+    pub memory_percent: f64,
+    pub network_rx_mb: f64,
+    pub network_tx_mb: f64,
+}
+
+impl MetricsSample {
+    pub fn from_json(v: &Value) -> MetricsSample {
+        let f = |k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+        MetricsSample {
+            cpu_percent: f("cpu_percent"),
+            memory_usage_mb: f("memory_usage_mb"),
+            memory_limit_mb: f("memory_limit_mb"),
+            memory_percent: f("memory_percent"),
+            network_rx_mb: f("network_rx_mb"),
+            network_tx_mb: f("network_tx_mb"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub id: String,
+    pub description: String,
+    pub service_type: String,
+}
+
+impl Template {
+    pub fn from_json(v: &Value) -> Option<Template> {
+        Some(Template {
+            id: text(v, "id")?,
+            description: text(v, "description").or_else(|| text(v, "name")).unwrap_or_default(),
+            service_type: text(v, "service_type").unwrap_or_default(),
+        })
+    }
+}
+
+/// One addon of the catalogue (`GET /api/addons`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Addon {
+    pub name: String,
+    pub version: String,
+    pub category: String,
+    pub description: String,
+    pub image: Option<String>,
+    /// Instances it is installed as (`name@version`).
+    pub installed: Vec<String>,
+}
+
+impl Addon {
+    pub fn from_json(v: &Value) -> Option<Addon> {
+        Some(Addon {
+            name: text(v, "name")?,
+            version: text(v, "version").unwrap_or_default(),
+            category: text(v, "category").unwrap_or_default(),
+            description: text(v, "description").unwrap_or_default(),
+            image: text(v, "image"),
+            installed: v
+                .get("installed")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|i| text(i, "instance")).collect())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The catalogue reply: `{"addons": [...], "installed": [...]}` (or a bare array).
+    pub fn list_from_json(data: &Value) -> Vec<Addon> {
+        let list = data.get("addons").unwrap_or(data);
+        list.as_array().map(|a| a.iter().filter_map(Addon::from_json).collect()).unwrap_or_default()
+    }
+}
+
+/// One grant of an application (`GET /api/applications` → `grants`). The key itself is
+/// never listed, only its prefix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    pub id: String,
+    pub addon: String,
+    pub key_prefix: String,
+    pub status: String,
+    /// `10/s burst 20`, or `-` without a limit of its own.
+    pub rate: String,
+    pub origins: Vec<String>,
+}
+
+/// An API consumer with its grants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Application {
+    pub id: String,
+    pub name: String,
+    pub organization: String,
+    pub grants: Vec<Grant>,
+}
+
+impl Application {
+    pub fn from_json(v: &Value) -> Option<Application> {
+        let grants = v.get("grants").and_then(Value::as_array).map(|g| g.iter().filter_map(Grant::from_json).collect()).unwrap_or_default();
+        Some(Application {
+            name: text(v, "name").or_else(|| text(v, "id"))?,
+            id: text(v, "id").unwrap_or_default(),
+            organization: text(v, "organization").unwrap_or_default(),
+            grants,
+        })
+    }
+
+    pub fn list_from_json(data: &Value) -> Vec<Application> {
+        let list = data.get("applications").unwrap_or(data);
+        list.as_array().map(|a| a.iter().filter_map(Application::from_json).collect()).unwrap_or_default()
+    }
+}
+
+impl Grant {
+    pub fn from_json(v: &Value) -> Option<Grant> {
+        let rl = v.get("rate_limit").unwrap_or(&Value::Null);
+        let rate = match (rl.get("requests_per_second").and_then(Value::as_f64), rl.get("burst").and_then(Value::as_u64)) {
+            (Some(r), Some(b)) => format!("{r}/s burst {b}"),
+            (Some(r), None) => format!("{r}/s"),
+            _ => "-".to_string(),
+        };
+        Some(Grant {
+            id: text(v, "id")?,
+            addon: text(v, "addon").unwrap_or_default(),
+            key_prefix: text(v, "key_prefix").unwrap_or_default(),
+            status: text(v, "status").unwrap_or_default(),
+            rate,
+            origins: v.get("allowed_origins").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(sanitize).collect()).unwrap_or_default(),
+        })
+    }
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` into Unix seconds and nanoseconds.
+pub fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (y, mo, d, h, mi, sec) = (n(0..4)?, n(5..7)?, n(8..10)?, n(11..13)?, n(14..16)?, n(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos = 0u32;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let digits = &s[start..i];
+        if digits.is_empty() {
+            return None;
+        }
+        let mut frac: String = digits.chars().take(9).collect();
+        while frac.len() < 9 {
+            frac.push('0');
+        }
+        nanos = frac.parse().ok()?;
+    }
+    let offset = match s.get(i..)? {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            sign * (o[1..3].parse::<i64>().ok()? * 3600 + o[4..6].parse::<i64>().ok()? * 60)
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + sec - offset, nanos))
+}
+
+/// `HH:MM:SS` (UTC) of a Unix time.
+pub fn clock(unix: i64) -> String {
+    let s = unix.rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// A duration in its two largest units: `45s`, `12m05s`, `3h07m`, `4d02h`.
+pub fn duration(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+        _ => format!("{}d{:02}h", s / 86_400, s / 3600 % 24),
+    }
+}
+
+/// Megabytes as `512K`, `37.4M`, `1.2G`.
+pub fn megabytes(mb: f64) -> String {
+    if mb < 1.0 {
+        format!("{:.0}K", mb * 1024.0)
+    } else if mb < 1024.0 {
+        format!("{mb:.1}M")
+    } else {
+        format!("{:.1}G", mb / 1024.0)
+    }
+}
+
+/// A rate in bytes per second as `0B/s`, `12K/s`, `1.5M/s`.
+pub fn rate(bytes_per_sec: f64) -> String {
+    let b = bytes_per_sec.max(0.0);
+    if b < 1024.0 {
+        format!("{b:.0}B/s")
+    } else if b < 1024.0 * 1024.0 {
+        format!("{:.0}K/s", b / 1024.0)
+    } else {
+        format!("{:.1}M/s", b / 1024.0 / 1024.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn service_from_the_documented_object() {
+        let v = json!({
+            "id": "svc_3f9c", "name": "payments-api", "plugin_id": "payment-gateway", "service_type": "rest_api",
+            "image": "addond-sample:latest", "port": 8080, "networks": ["addond"],
+            "resource_limits": {"memory": "512m", "cpu": "0.5", "pids": 256},
+            "replicas": 2, "desired": "started", "phase": "Started", "status": "partial", "health_status": "unhealthy",
+            "host_port": 8000, "last_error": null, "exit_code": null, "new_field": [1, 2],
+            "instances": [
+                {"ordinal": 1, "host_port": 8003, "health": "unhealthy", "restarts": 2, "started_at": "2026-11-21T23:40:00Z",
+                 "last_error": "health check failed", "state": "running"},
+                {"ordinal": 0, "host_port": 8000, "health": "healthy", "restarts": 1, "started_at": "2026-11-21T23:30:00Z", "state": "running"}
+            ]
+        });
+        let s = Service::from_json(&v).unwrap();
+        assert_eq!((s.name.as_str(), s.plugin_id.as_deref(), s.replicas, s.running()), ("payments-api", Some("payment-gateway"), 2, 2));
+        assert_eq!(s.ports(), vec![8000, 8003]);
+        assert_eq!(s.restarts(), 3);
+        assert_eq!(s.memory.as_deref(), Some("512m"));
+        assert_eq!(s.error(), Some("health check failed"));
+        assert_eq!(s.up_since(), parse_rfc3339("2026-11-21T23:30:00Z").map(|t| t.0));
+        assert!(Service::from_json(&json!({"name": "no id"})).is_none());
+    }
+
+    #[test]
+    fn strings_are_sanitised_on_the_way_in() {
+        let v = json!({"id": "svc_1", "name": "evil\u{1b}[2J\u{1b}]0;t\u{7}name", "last_error": "boom\u{1b}[31m\nnext",
+                       "instances": [{"ordinal": 0, "last_error": "\u{9b}1A"}]});
+        let s = Service::from_json(&v).unwrap();
+        assert_eq!(s.name, "evilname");
+        assert_eq!(s.last_error.as_deref(), Some("boom next"));
+        assert_eq!(s.instances[0].last_error, None);
+    }
+
+    #[test]
+    fn applications_and_grants() {
+        let v = json!([{"id": "app_1", "name": "shop-front", "organization": "ACME", "grants": [
+            {"id": "grant_1", "addon": "payments", "key_prefix": "ak_abc_…", "status": "active",
+             "rate_limit": {"requests_per_second": 10.0, "burst": 20}, "allowed_origins": ["https://shop.example"]},
+            {"id": "grant_2", "addon": "mailer", "key_prefix": "ak_def_…", "status": "revoked", "rate_limit": null}
+        ]}]);
+        let a = Application::list_from_json(&v);
+        assert_eq!(a.len(), 1);
+        assert_eq!((a[0].name.as_str(), a[0].grants.len()), ("shop-front", 2));
+        assert_eq!(a[0].grants[0].rate, "10/s burst 20");
+        assert_eq!(a[0].grants[1].rate, "-");
+        assert_eq!(a[0].grants[0].origins, ["https://shop.example"]);
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some((0, 0)));
+        assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z"), Some((951_868_800, 0)));
+        assert_eq!(parse_rfc3339("2026-11-21T23:40:01.5Z"), Some((1_795_304_401, 500_000_000)));
+        assert_eq!(parse_rfc3339("2024-02-29T12:00:00.123456789Z"), Some((1_709_208_000, 123_456_789)));
+        assert_eq!(parse_rfc3339("2024-02-29T13:00:00+01:00"), Some((1_709_208_000, 0)));
+        assert_eq!(parse_rfc3339("garbage"), None);
+        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(duration(5), "5s");
+        assert_eq!(duration(65), "1m05s");
+        assert_eq!(duration(3 * 3600 + 7 * 60), "3h07m");
+        assert_eq!(duration(4 * 86_400 + 2 * 3600), "4d02h");
+        assert_eq!(megabytes(0.5), "512K");
+        assert_eq!(megabytes(37.44), "37.4M");
+        assert_eq!(megabytes(2048.0), "2.0G");
+        assert_eq!(rate(100.0), "100B/s");
+        assert_eq!(rate(4096.0), "4K/s");
+        assert_eq!(clock(3661), "01:01:01");
+    }
+}
