@@ -164,7 +164,7 @@ if [[ $lint -eq 1 ]]; then
             *.deb)
                 ensure_apt lintian lintian
                 say "lintian $p"
-                lintian --fail-on error --suppress-tags-from-file "$repo/packaging/lintian-suppressed" "$p" || status=1
+                lintian --fail-on error "$p" || status=1
                 ;;
             *.rpm)
                 ensure_apt rpmlint rpmlint

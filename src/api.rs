@@ -471,6 +471,7 @@ async fn daemon_health(State(st): State<AppState>) -> ApiResult {
             "services": services,
             "pid": std::process::id(),
             "gateway": st.gateway_addr.map(|a| a.to_string()),
+            "ports": {"range_start": lc.port_range().0, "range_end": lc.port_range().1},
         }),
         "addond is running",
     )

@@ -458,6 +458,17 @@ impl Store {
         .await
     }
 
+    /// Moves an instance to another host port (its old one was taken by another program).
+    pub async fn rebook_port(&self, id: &InstanceId, port: u16) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.call(move |c| match c.execute("UPDATE instances SET host_port = ?2 WHERE id = ?1", params![id.as_str(), port]) {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::PortTaken(port)),
+            Err(e) => Err(e.into()),
+        })
+        .await
+    }
+
     /// Removes an instance row, which frees its host port in the same commit.
     pub async fn delete_instance(&self, id: &InstanceId) -> Result<(), StoreError> {
         let id = id.clone();

@@ -253,3 +253,24 @@ async fn watch_streams_service_changes() {
     assert!(seen.contains("event: service"));
     assert!(seen.contains("\"name\":\"watched\""));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_start_is_not_a_restart_and_a_port_taken_meanwhile_is_replaced() {
+    let d = Daemon::start().await;
+    let svc = d.create_started("mover", json!({})).await;
+    let port = svc["host_port"].as_u64().unwrap() as u16;
+    let r = d.post(&format!("{SVC}/mover/stop?wait=stopped&timeout=30"), json!({})).await;
+    assert_eq!(r.status, 200);
+    // another program takes the port while the service is stopped
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let r = d.post(&format!("{SVC}/mover/start?wait=started&timeout=30"), json!({})).await;
+    assert_eq!(r.status, 200, "{:?}\n{}", r.body, tail(&d.log(), 20));
+    let s = r.data();
+    let new_port = s["host_port"].as_u64().unwrap() as u16;
+    assert_ne!(new_port, port, "moved off the taken port");
+    assert_eq!(http_get(new_port, "/health").await.map(|r| r.0), Some(200));
+    assert_eq!(s["instances"][0]["restarts"], 0, "a stop and a start are not a crash restart");
+    let db = rusqlite::Connection::open(d.data_dir().join("addond.db")).unwrap();
+    let charged: i64 = db.query_row("SELECT COUNT(*) FROM restart_failures", [], |r| r.get(0)).unwrap();
+    assert_eq!(charged, 0);
+}

@@ -16,3 +16,4 @@ mod gateway;
 mod addons_cli;
 mod system;
 mod events;
+mod cli_gateway_events;

@@ -82,6 +82,21 @@ enum Command {
     /// Widgets of installed addons: list and render
     #[command(subcommand)]
     Widgets(WidgetCmd),
+    /// Applications: the gateway's clients
+    #[command(subcommand)]
+    Apps(AppCmd),
+    /// Grants: which application may call which addon, with its API key and limits
+    #[command(subcommand)]
+    Grants(GrantCmd),
+    /// The audit log of changes, newest first
+    Audit {
+        /// At most N records (daemon default 100)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10000))]
+        limit: Option<u32>,
+    },
+    /// Events: emit, list, follow live, subscribers and dead letters
+    #[command(subcommand)]
+    Events(EventCmd),
     /// Remove services stopped or dead for longer than N days
     Cleanup {
         /// Age in days
@@ -634,6 +649,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Images(ImageCmd::Pull { image }) => ctl.image_pull(&image).await,
         Command::Addons(cmd) => ctl.addons(cmd).await,
         Command::Widgets(cmd) => ctl.widgets(cmd).await,
+        Command::Apps(cmd) => ctl.apps(cmd).await,
+        Command::Grants(cmd) => ctl.grants(cmd).await,
+        Command::Audit { limit } => ctl.audit(limit).await,
+        Command::Events(cmd) => ctl.events(cmd).await,
         Command::Cleanup { days } => ctl.cleanup(days).await,
         Command::Ls(a) => ctl.services(ServiceCmd::List(a)).await,
         Command::Show(a) => ctl.services(ServiceCmd::Show(a)).await,
@@ -2601,6 +2620,849 @@ fn duration_long(s: u64) -> String {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Applications, grants, the audit log and events (docs/api.md, "Applications, grants and
+// the gateway" and "Events").
+
+const APPLICATIONS: &str = "/api/applications";
+const GRANTS: &str = "/api/application-grants";
+const EVENTS: &str = "/api/events";
+
+#[derive(Subcommand, Debug)]
+enum AppCmd {
+    /// Applications (the gateway's clients) and how many grants each has
+    #[command(visible_alias = "ls")]
+    List,
+    /// Create an application
+    Create {
+        /// Application name: [a-z0-9][a-z0-9-]{0,62}, unique
+        name: String,
+        /// What the application is
+        #[arg(long, value_name = "D")]
+        description: Option<String>,
+        /// Who runs it
+        #[arg(long, value_name = "O")]
+        organization: Option<String>,
+    },
+    /// One application and its grants
+    Show(AppArg),
+    /// Delete an application and its grants (their keys stop working at once)
+    #[command(visible_alias = "rm")]
+    Delete(AppArg),
+}
+
+#[derive(Args, Debug, Clone)]
+struct AppArg {
+    /// Application id (app_…) or name
+    app: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum GrantCmd {
+    /// Grants: which application may call which addon through the gateway
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only the grants of this application (id or name)
+        #[arg(long, value_name = "A")]
+        app: Option<String>,
+    },
+    /// Let an application call an addon through the gateway; prints its API key once
+    Create(GrantCreateArgs),
+    /// One grant
+    Show(GrantArg),
+    /// Give a grant a new API key (printed once); the old key works for --grace seconds
+    Rotate {
+        /// Grant id
+        id: String,
+        /// Seconds the old key keeps working (default: the daemon's gateway.rotation_grace_seconds)
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+        grace: Option<f64>,
+    },
+    /// Refuse a grant's key from now on (the grant stays, revoked)
+    Revoke(GrantArg),
+    /// Change a grant's rate limit or allowed origins
+    Update(GrantUpdateArgs),
+    /// Delete a grant (its key stops working at once)
+    #[command(visible_alias = "rm")]
+    Delete(GrantArg),
+}
+
+#[derive(Args, Debug, Clone)]
+struct GrantArg {
+    /// Grant id (grant_…)
+    id: String,
+}
+
+#[derive(Args, Debug, Clone)]
+struct GrantCreateArgs {
+    /// Application (id or name)
+    #[arg(long, value_name = "A")]
+    app: String,
+    /// Installed addon instance the key may call
+    #[arg(long, value_name = "INSTANCE")]
+    addon: String,
+    /// Rate limit in requests per second
+    #[arg(long, value_name = "N", value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// Requests allowed at once (default: one second's worth); needs --rate
+    #[arg(long, value_name = "B", requires = "rate", value_parser = clap::value_parser!(u32).range(1..))]
+    burst: Option<u32>,
+    /// Browser origin allowed to use the key (https://shop.example; repeatable)
+    #[arg(long = "origin", value_name = "URL")]
+    origins: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(ArgGroup::new("change").required(true).multiple(true).args(["rate", "no_rate", "burst", "origins", "clear_origins"])))]
+struct GrantUpdateArgs {
+    /// Grant id
+    id: String,
+    /// New rate limit in requests per second (the burst stays unless --burst)
+    #[arg(long, value_name = "N", value_parser = parse_rate, conflicts_with = "no_rate")]
+    rate: Option<f64>,
+    /// Remove the rate limit
+    #[arg(long)]
+    no_rate: bool,
+    /// New burst (with --rate, or on the grant's current rate limit)
+    #[arg(long, value_name = "B", conflicts_with = "no_rate", value_parser = clap::value_parser!(u32).range(1..))]
+    burst: Option<u32>,
+    /// Add an allowed browser origin (repeatable)
+    #[arg(long = "origin", value_name = "URL")]
+    origins: Vec<String>,
+    /// Start from no allowed origins (with --origin: replace the list)
+    #[arg(long)]
+    clear_origins: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum EventCmd {
+    /// Store an event (delivered to its subscribers) and print its id
+    Emit {
+        /// Event name (payment.completed)
+        name: String,
+        /// The event's data as JSON (default {})
+        #[arg(long, value_name = "JSON")]
+        data: Option<String>,
+        /// Set a top-level data key (repeatable); VALUE is JSON if it parses, else a string
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+        set: Vec<(String, Value)>,
+    },
+    /// Stored events in id order (the oldest first; --after to page)
+    #[command(visible_alias = "ls")]
+    List {
+        /// Event name, `prefix.*` or `*`
+        #[arg(long, value_name = "PATTERN")]
+        name: Option<String>,
+        /// Only events after this id
+        #[arg(long, value_name = "ID")]
+        after: Option<u64>,
+        /// At most N events (daemon default 100)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10000))]
+        limit: Option<u32>,
+    },
+    /// Print events as they are stored, until interrupted; reconnects without losing any
+    Follow {
+        /// Event name, `prefix.*` or `*`
+        #[arg(long, value_name = "PATTERN")]
+        name: Option<String>,
+        /// Replay the events after this id first (default: only new events)
+        #[arg(long, value_name = "ID")]
+        after: Option<u64>,
+    },
+    /// Delivery state of each subscriber, and the dead letters
+    Subscribers,
+    /// Deliver the dead letters again
+    Redrive {
+        /// Only this subscriber's dead letters
+        #[arg(long, value_name = "S")]
+        subscriber: Option<String>,
+    },
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("expected requests per second, more than 0 (10, 0.5), got `{s}`")),
+    }
+}
+
+/// The body of `POST /api/application-grants`.
+fn grant_create_body(a: &GrantCreateArgs) -> Value {
+    let mut body = json!({"application": a.app, "addon": a.addon});
+    if let Some(rate) = a.rate {
+        let mut limit = json!({"requests_per_second": rate});
+        if let Some(b) = a.burst {
+            limit["burst"] = json!(b);
+        }
+        body["rate_limit"] = limit;
+    }
+    if !a.origins.is_empty() {
+        body["allowed_origins"] = json!(a.origins);
+    }
+    body
+}
+
+/// The body of `PATCH /api/application-grants/{id}` from the flags and the grant as it is:
+/// `--rate` keeps the current burst unless `--burst`; `--burst` alone keeps the current
+/// rate; `--origin` adds to the current origins, or to none after `--clear-origins`.
+fn grant_update_body(a: &GrantUpdateArgs, current: &Value) -> Result<Value, UsageError> {
+    let mut body = Map::new();
+    let limit = current.get("rate_limit").filter(|l| l.is_object());
+    if a.no_rate {
+        body.insert("rate_limit".into(), Value::Null);
+    } else if a.rate.is_some() || a.burst.is_some() {
+        let rate = match (a.rate, limit.and_then(|l| l.get("requests_per_second")).and_then(Value::as_f64)) {
+            (Some(r), _) | (None, Some(r)) => r,
+            (None, None) => return Err(UsageError("the grant has no rate limit: give --rate N with --burst".into())),
+        };
+        let mut new = json!({"requests_per_second": rate});
+        match (a.burst.map(u64::from), limit.and_then(|l| l.get("burst")).and_then(Value::as_u64)) {
+            (Some(b), _) | (None, Some(b)) => new["burst"] = json!(b),
+            (None, None) => {}
+        }
+        body.insert("rate_limit".into(), new);
+    }
+    if a.clear_origins || !a.origins.is_empty() {
+        let mut origins: Vec<Value> = if a.clear_origins { Vec::new() } else { list_of(current, "allowed_origins").to_vec() };
+        for o in &a.origins {
+            if !origins.iter().any(|x| x.as_str() == Some(o.as_str())) {
+                origins.push(Value::from(o.clone()));
+            }
+        }
+        body.insert("allowed_origins".into(), Value::Array(origins));
+    }
+    Ok(Value::Object(body))
+}
+
+/// How long to wait before the next attempt to reconnect `events follow`.
+fn follow_backoff(attempt: u32) -> Duration {
+    Duration::from_millis((250u64 << attempt.min(5)).min(5000))
+}
+
+/// Whether `events follow` should try again after this error (the daemon went away or is
+/// restarting) rather than give up (a refusal, a bad pattern).
+fn reconnectable(e: &ClientError) -> bool {
+    match e {
+        ClientError::NotRunning { .. } | ClientError::Io { .. } | ClientError::Protocol(_) => true,
+        ClientError::Api(a) => a.status >= 500,
+        ClientError::PermissionDenied { .. } => false,
+    }
+}
+
+impl Ctl {
+    async fn apps(&self, cmd: AppCmd) -> anyhow::Result<()> {
+        match cmd {
+            AppCmd::List => {
+                let data = self.call(Method::GET, APPLICATIONS, None).await?;
+                if self.quiet && !self.json {
+                    return emit(&ids(&data));
+                }
+                self.show(&data, render_app_list)
+            }
+            AppCmd::Create { name, description, organization } => {
+                let mut body = json!({"name": name});
+                if let Some(d) = description {
+                    body["description"] = json!(d);
+                }
+                if let Some(o) = organization {
+                    body["organization"] = json!(o);
+                }
+                let data = self.call(Method::POST, APPLICATIONS, Some(&body)).await?;
+                if self.quiet && !self.json {
+                    return emit(&format!("{}\n", cell(&text(&data, "id"))));
+                }
+                self.show(&data, |d| format!("created application {} ({})\n", cell(&text(d, "name")), cell(&text(d, "id"))))
+            }
+            AppCmd::Show(a) => {
+                let data = self.call(Method::GET, &app_path(&a.app), None).await?;
+                self.show(&data, render_app)
+            }
+            AppCmd::Delete(a) => {
+                let data = self.call(Method::DELETE, &app_path(&a.app), None).await?;
+                self.show(&data, |d| {
+                    format!(
+                        "deleted application {} ({}) and its grants; their keys stop working now\n",
+                        cell(&text(d, "name")),
+                        cell(&text(d, "id"))
+                    )
+                })
+            }
+        }
+    }
+
+    async fn grants(&self, cmd: GrantCmd) -> anyhow::Result<()> {
+        match cmd {
+            GrantCmd::List { app } => {
+                let data = self.call(Method::GET, &format!("{GRANTS}{}", query(&[("application", app)])), None).await?;
+                if self.quiet && !self.json {
+                    return emit(&ids(&data));
+                }
+                if self.json {
+                    return self.show(&data, |_| String::new());
+                }
+                // Application names for the APP column (ids if that list cannot be had).
+                let apps = self.call(Method::GET, APPLICATIONS, None).await.unwrap_or(Value::Null);
+                self.show(&data, |d| render_grant_list(d, &apps))
+            }
+            GrantCmd::Create(a) => {
+                let data = self.call(Method::POST, GRANTS, Some(&grant_create_body(&a))).await?;
+                let head = format!(
+                    "created grant {} for application {} on addon {}",
+                    cell(&text(&data, "id")),
+                    cell(&a.app),
+                    cell(&text(&data, "addon"))
+                );
+                self.show_key(&data, &head)
+            }
+            GrantCmd::Show(a) => {
+                let data = self.call(Method::GET, &grant_path(&a.id, ""), None).await?;
+                self.show(&data, render_grant)
+            }
+            GrantCmd::Rotate { id, grace } => {
+                let body = match grace {
+                    Some(g) => json!({"grace_seconds": g}),
+                    None => json!({}),
+                };
+                let data = self.call(Method::POST, &grant_path(&id, "rotate"), Some(&body)).await?;
+                let old = match data.get("old_key_valid_until").and_then(Value::as_str) {
+                    Some(_) => format!("the old key works until {}", local_time(data.get("old_key_valid_until"))),
+                    None => "the old key is refused from now on".to_string(),
+                };
+                let head = format!("rotated the key of grant {}; {old}", cell(&text(&data, "id")));
+                self.show_key(&data, &head)
+            }
+            GrantCmd::Revoke(a) => {
+                let data = self.call(Method::POST, &grant_path(&a.id, "revoke"), None).await?;
+                self.show(&data, |d| format!("revoked grant {}: its key is refused from now on\n", cell(&text(d, "id"))))
+            }
+            GrantCmd::Update(a) => {
+                let current = self.call(Method::GET, &grant_path(&a.id, ""), None).await?;
+                let body = grant_update_body(&a, &current)?;
+                // The id the daemon resolved, so the PATCH hits the grant we read.
+                let id = current.get("id").and_then(Value::as_str).unwrap_or(&a.id).to_string();
+                let data = self.call(Method::PATCH, &grant_path(&id, ""), Some(&body)).await?;
+                self.show(&data, |d| format!("updated grant {}\n{}", cell(&text(d, "id")), render_grant(d)))
+            }
+            GrantCmd::Delete(a) => {
+                let data = self.call(Method::DELETE, &grant_path(&a.id, ""), None).await?;
+                self.show(&data, |d| format!("deleted grant {}: its key stops working now\n", cell(&text(d, "id"))))
+            }
+        }
+    }
+
+    /// A reply carrying a new `api_key` (grant created or rotated): the key once, set apart
+    /// on stdout, and a warning on stderr. `--quiet`: the key alone, no warning; `--json`:
+    /// the whole grant, key included (and the warning).
+    fn show_key(&self, data: &Value, head: &str) -> anyhow::Result<()> {
+        let key = cell(data.get("api_key").and_then(Value::as_str).unwrap_or(""));
+        if key.is_empty() {
+            return Err(ClientError::Protocol("the daemon's reply has no api_key".into()).into());
+        }
+        if self.quiet && !self.json {
+            return emit(&format!("{key}\n"));
+        }
+        if !self.quiet {
+            note(&format!(
+                "warning: this API key is shown only now and cannot be read back: store it now; \
+                 if it is lost, `addonctl grants rotate {}` makes a new one\n",
+                cell(&text(data, "id"))
+            ));
+        }
+        if self.json {
+            return emit(&format!("{}\n", serde_json::to_string_pretty(data)?));
+        }
+        emit(&render_new_key(head, &key))
+    }
+
+    async fn audit(&self, limit: Option<u32>) -> anyhow::Result<()> {
+        let data = self.call(Method::GET, &format!("/api/audit{}", query(&[("limit", limit.map(|l| l.to_string()))])), None).await?;
+        self.show(&data, render_audit)
+    }
+
+    async fn events(&self, cmd: EventCmd) -> anyhow::Result<()> {
+        match cmd {
+            EventCmd::Emit { name, data, set } => {
+                let base = data.as_deref().map(|t| parse_json_arg("--data", t)).transpose()?;
+                let data = apply_sets(base.unwrap_or_else(|| json!({})), &set, "the data")?;
+                let ev = self.call(Method::POST, EVENTS, Some(&json!({"name": name, "data": data}))).await?;
+                if self.quiet && !self.json {
+                    return emit(&format!("{}\n", cell(&text(&ev, "id"))));
+                }
+                self.show(&ev, |e| format!("stored event {} ({})\n", cell(&text(e, "id")), cell(&text(e, "name"))))
+            }
+            EventCmd::List { name, after, limit } => {
+                let q = query(&[
+                    ("name", name),
+                    ("after", after.map(|a| a.to_string())),
+                    ("limit", limit.map(|l| l.to_string())),
+                ]);
+                let data = self.call(Method::GET, &format!("{EVENTS}{q}"), None).await?;
+                if self.quiet && !self.json {
+                    return emit(&event_ids(&data));
+                }
+                self.show(&data, render_event_list)
+            }
+            EventCmd::Follow { name, after } => self.events_follow(name, after).await,
+            EventCmd::Subscribers => {
+                let data = self.call(Method::GET, &format!("{EVENTS}/subscribers"), None).await?;
+                self.show(&data, render_subscribers)
+            }
+            EventCmd::Redrive { subscriber } => {
+                let body = match &subscriber {
+                    Some(s) => json!({"subscriber": s}),
+                    None => json!({}),
+                };
+                let data = self.call(Method::POST, &format!("{EVENTS}/redrive"), Some(&body)).await?;
+                self.show(&data, |d| {
+                    let whose = subscriber.as_deref().map(|s| format!(" of {}", cell(s))).unwrap_or_default();
+                    format!("{} dead letter(s){whose} will be delivered again\n", cell(&text(d, "redriven")))
+                })
+            }
+        }
+    }
+
+    /// `events follow`: `GET /api/events/stream` from `after` (default: the newest stored
+    /// event, so only new ones print), one line per event. When the connection drops it
+    /// reconnects, asking for the events after the last one printed, so none is lost or
+    /// printed twice. Ends with Ctrl-C (or a refusal from the daemon).
+    async fn events_follow(&self, name: Option<String>, after: Option<u64>) -> anyhow::Result<()> {
+        let mut last = match after {
+            Some(a) => a,
+            None => {
+                let d = self.call(Method::GET, &format!("{EVENTS}/subscribers"), None).await?;
+                d.get("last_event_id").and_then(Value::as_u64).unwrap_or(0)
+            }
+        };
+        let mut attempt = 0u32;
+        let mut connected_once = false;
+        loop {
+            // `?after=` is the query form of `Last-Event-ID` (docs/api.md).
+            let path = format!("{EVENTS}/stream{}", query(&[("name", name.clone()), ("after", Some(last.to_string()))]));
+            let mut stream = match self.client.stream(Method::GET, &path).await {
+                Ok(s) => s,
+                Err(e) if connected_once && reconnectable(&e) => {
+                    tokio::time::sleep(follow_backoff(attempt)).await;
+                    attempt = attempt.saturating_add(1);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if connected_once && !self.quiet {
+                note(&format!("reconnected; following after event {last}\n"));
+            }
+            connected_once = true;
+            attempt = 0;
+            let mut parser = SseParser::default();
+            while let Some(chunk) = stream.next_chunk().await {
+                let Ok(chunk) = chunk else { break };
+                let mut out = String::new();
+                for ev in parser.push(&chunk) {
+                    let Some((id, event)) = followed_event(&ev) else { continue };
+                    if id <= last {
+                        continue; // already printed before a reconnect
+                    }
+                    last = id;
+                    out.push_str(&if self.json {
+                        format!("{}\n", serde_json::to_string(&event)?)
+                    } else if self.quiet {
+                        format!("{id}\n")
+                    } else {
+                        follow_line(&event)
+                    });
+                }
+                if !out.is_empty() {
+                    emit(&out)?;
+                }
+            }
+            if !self.quiet {
+                note(&format!("lost the connection to addond; reconnecting (after event {last})\n"));
+            }
+        }
+    }
+}
+
+fn app_path(id: &str) -> String {
+    format!("{APPLICATIONS}/{}", client::encode_path_segment(id))
+}
+
+fn grant_path(id: &str, action: &str) -> String {
+    let mut p = format!("{GRANTS}/{}", client::encode_path_segment(id));
+    if !action.is_empty() {
+        p.push('/');
+        p.push_str(action);
+    }
+    p
+}
+
+// ---------------------------------------------------------------------------------------
+// Server-sent events.
+
+/// One server-sent event: the last `id` seen when it was dispatched, its `event` type and
+/// its `data` lines joined with `\n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SseEvent {
+    id: Option<String>,
+    event: Option<String>,
+    data: String,
+}
+
+/// Reads a `text/event-stream` body chunk by chunk (the WHATWG parsing rules): lines end in
+/// LF, CRLF or CR, wherever the chunks split them (a UTF-8 character too); lines starting
+/// with `:` are comments (keep-alives); `data` lines accumulate; a blank line dispatches
+/// the event if it has data; `id` persists from one event to the next.
+#[derive(Default)]
+struct SseParser {
+    pending: Vec<u8>,
+    /// The last chunk ended in CR: a LF starting the next one ends the same line.
+    after_cr: bool,
+    /// Before the first line: a byte-order mark is skipped.
+    started: bool,
+    last_id: Option<String>,
+    event: Option<String>,
+    data: Option<String>,
+}
+
+impl SseParser {
+    fn push(&mut self, mut chunk: &[u8]) -> Vec<SseEvent> {
+        if std::mem::take(&mut self.after_cr) && chunk.first() == Some(&b'\n') {
+            chunk = &chunk[1..];
+        }
+        let mut buf = std::mem::take(&mut self.pending);
+        buf.extend_from_slice(chunk);
+        if !self.started {
+            if buf.len() < 3 && b"\xEF\xBB\xBF".starts_with(&buf) {
+                self.pending = buf;
+                return Vec::new();
+            }
+            self.started = true;
+            if buf.starts_with(b"\xEF\xBB\xBF") {
+                buf.drain(..3);
+            }
+        }
+        let mut out = Vec::new();
+        let (mut start, mut i) = (0, 0);
+        while i < buf.len() {
+            match buf[i] {
+                b'\n' => {
+                    self.line(&buf[start..i], &mut out);
+                    start = i + 1;
+                }
+                b'\r' => {
+                    self.line(&buf[start..i], &mut out);
+                    match buf.get(i + 1) {
+                        Some(b'\n') => i += 1,
+                        Some(_) => {}
+                        None => self.after_cr = true,
+                    }
+                    start = i + 1;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        buf.drain(..start);
+        self.pending = buf;
+        out
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
+        let line = String::from_utf8_lossy(line);
+        if line.is_empty() {
+            if let Some(data) = self.data.take() {
+                out.push(SseEvent { id: self.last_id.clone(), event: self.event.take(), data });
+            }
+            self.event = None;
+            return;
+        }
+        if line.starts_with(':') {
+            return;
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (&*line, ""),
+        };
+        match field {
+            "data" => match &mut self.data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
+                }
+                None => self.data = Some(value.to_string()),
+            },
+            "event" => self.event = Some(value.to_string()),
+            "id" if !value.contains('\0') => self.last_id = Some(value.to_string()),
+            _ => {}
+        }
+    }
+}
+
+/// The id and JSON of an event from the stream (the JSON's `id`, else the SSE `id`);
+/// `None` for anything that is not one of our events.
+fn followed_event(ev: &SseEvent) -> Option<(u64, Value)> {
+    let event: Value = serde_json::from_str(&ev.data).ok()?;
+    let id = event.get("id").and_then(Value::as_u64).or_else(|| ev.id.as_deref()?.trim().parse().ok())?;
+    Some((id, event))
+}
+
+/// `ID TIME NAME SOURCE DATA`, one line, every field sanitised.
+fn follow_line(e: &Value) -> String {
+    format!(
+        "{} {} {} {} {}\n",
+        cell(&text(e, "id")),
+        local_time(e.get("timestamp")),
+        cell(&text(e, "name")),
+        cell(&text(e, "source")),
+        cell(&event_data(e))
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Rendering applications, grants, the audit log and events.
+
+fn render_app_list(d: &Value) -> String {
+    let list = d.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if list.is_empty() {
+        return "no applications\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|a| vec![text(a, "id"), text(a, "name"), text(a, "organization"), list_of(a, "grants").len().to_string()])
+        .collect();
+    render_table(&["ID", "NAME", "ORGANIZATION", "GRANTS"], &rows)
+}
+
+fn render_app(a: &Value) -> String {
+    let mut out = render_kv(&[
+        ("ID", text(a, "id")),
+        ("Name", text(a, "name")),
+        ("Description", text(a, "description")),
+        ("Organization", text(a, "organization")),
+        ("Created", local_time(a.get("created_at"))),
+    ]);
+    out.push('\n');
+    let name = a.get("name").and_then(Value::as_str).unwrap_or("-");
+    out.push_str(&grant_table(list_of(a, "grants"), &|_| name.to_string()));
+    out
+}
+
+/// `10/s`, `10/s, burst 20`, or `-` (no limit).
+fn rate(g: &Value) -> String {
+    let Some(l) = g.get("rate_limit").filter(|l| l.is_object()) else { return "-".into() };
+    let mut s = format!("{}/s", display(l.get("requests_per_second")));
+    if let Some(b) = l.get("burst").filter(|b| !b.is_null()) {
+        s.push_str(&format!(", burst {}", display(Some(b))));
+    }
+    s
+}
+
+fn grant_table(grants: &[Value], app_name: &dyn Fn(&Value) -> String) -> String {
+    if grants.is_empty() {
+        return "no grants\n".into();
+    }
+    let rows: Vec<Vec<String>> = grants
+        .iter()
+        .map(|g| {
+            vec![
+                text(g, "id"),
+                app_name(g),
+                text(g, "addon"),
+                text(g, "key_prefix"),
+                rate(g),
+                joined(g, "allowed_origins"),
+                text(g, "status"),
+            ]
+        })
+        .collect();
+    render_table(&["ID", "APP", "ADDON", "KEY", "RATE", "ORIGINS", "STATUS"], &rows)
+}
+
+/// The grants table; `apps` (the application list) turns application ids into names.
+fn render_grant_list(d: &Value, apps: &Value) -> String {
+    let name_of = |g: &Value| {
+        let id = g.get("application_id").and_then(Value::as_str).unwrap_or("");
+        apps.as_array()
+            .and_then(|l| l.iter().find(|a| a.get("id").and_then(Value::as_str) == Some(id)))
+            .map(|a| text(a, "name"))
+            .unwrap_or_else(|| text(g, "application_id"))
+    };
+    grant_table(d.as_array().map(Vec::as_slice).unwrap_or(&[]), &name_of)
+}
+
+fn render_grant(g: &Value) -> String {
+    let mut pairs = vec![
+        ("ID", text(g, "id")),
+        ("Application", text(g, "application_id")),
+        ("Addon", text(g, "addon")),
+        ("Key", text(g, "key_prefix")),
+        ("Rate limit", rate(g)),
+        ("Origins", joined(g, "allowed_origins")),
+        ("Status", text(g, "status")),
+        ("Created", local_time(g.get("created_at"))),
+        ("Rotated", local_time(g.get("rotated_at"))),
+    ];
+    if g.get("old_key_valid_until").is_some_and(|v| !v.is_null()) {
+        pairs.push(("Old key until", local_time(g.get("old_key_valid_until"))));
+    }
+    if g.get("revoked_at").is_some_and(|v| !v.is_null()) {
+        pairs.push(("Revoked", local_time(g.get("revoked_at"))));
+    }
+    render_kv(&pairs)
+}
+
+/// A new key, set apart so it cannot be missed (it is never shown again).
+fn render_new_key(head: &str, key: &str) -> String {
+    format!("{head}\n\nAPI key (shown only this once):\n\n    {key}\n\n")
+}
+
+/// Who made an audited request: `uid:pid` on the admin socket, the client address for
+/// the gateway.
+fn audit_who(e: &Value) -> String {
+    match (e.get("uid").and_then(Value::as_u64), e.get("pid").and_then(Value::as_i64)) {
+        (Some(u), Some(p)) => format!("{u}:{p}"),
+        (Some(u), None) => u.to_string(),
+        (None, _) => text(e, "source"),
+    }
+}
+
+fn render_audit(d: &Value) -> String {
+    let list = d.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if list.is_empty() {
+        return "no audit records\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|e| {
+            vec![local_time(e.get("at")), audit_who(e), text(e, "method"), text(e, "path"), text(e, "status"), text(e, "detail")]
+        })
+        .collect();
+    render_table(&["AT", "WHO", "METHOD", "PATH", "STATUS", "DETAIL"], &rows)
+}
+
+/// An event's data as compact JSON (`-` when there is none).
+fn event_data(e: &Value) -> String {
+    match e.get("data") {
+        None | Some(Value::Null) => "-".into(),
+        Some(d) => d.to_string(),
+    }
+}
+
+/// At most `max` characters, with `…` in place of the rest.
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+    t.push('…');
+    t
+}
+
+const EVENT_DATA_WIDTH: usize = 60;
+
+fn render_event_list(d: &Value) -> String {
+    let list = d.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if list.is_empty() {
+        return "no events\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|e| {
+            vec![
+                text(e, "id"),
+                local_time(e.get("timestamp")),
+                text(e, "name"),
+                text(e, "source"),
+                truncate(&cell(&event_data(e)), EVENT_DATA_WIDTH),
+            ]
+        })
+        .collect();
+    render_table(&["ID", "TIME", "NAME", "SOURCE", "DATA"], &rows)
+}
+
+/// Event ids, one per line (`events list --quiet`).
+fn event_ids(d: &Value) -> String {
+    d.as_array().map(Vec::as_slice).unwrap_or(&[]).iter().map(|e| format!("{}\n", cell(&text(e, "id")))).collect()
+}
+
+fn render_subscribers(d: &Value) -> String {
+    let mut out = format!("last event id: {}\n\n", cell(&text(d, "last_event_id")));
+    let subs = list_of(d, "subscribers");
+    if subs.is_empty() {
+        out.push_str("no subscribers\n");
+    } else {
+        let rows: Vec<Vec<String>> = subs
+            .iter()
+            .map(|s| {
+                vec![
+                    text(s, "subscriber"),
+                    text(s, "delivered_up_to"),
+                    text(s, "attempts"),
+                    text(s, "last_error"),
+                    text(s, "dead_letters"),
+                ]
+            })
+            .collect();
+        out.push_str(&render_table(&["SUBSCRIBER", "DELIVERED_UP_TO", "ATTEMPTS", "LAST_ERROR", "DEAD_LETTERS"], &rows));
+    }
+    out.push('\n');
+    let dead = list_of(d, "dead_letters");
+    if dead.is_empty() {
+        out.push_str("no dead letters\n");
+    } else {
+        let rows: Vec<Vec<String>> = dead
+            .iter()
+            .map(|l| {
+                let redrive = if l.get("redrive").and_then(Value::as_bool) == Some(true) { "pending" } else { "-" };
+                vec![
+                    text(l, "subscriber"),
+                    text(l, "event_id"),
+                    text(l, "attempts"),
+                    local_time(l.get("at")),
+                    redrive.to_string(),
+                    text(l, "last_error"),
+                ]
+            })
+            .collect();
+        out.push_str(&format!("dead letters: {}\n", dead.len()));
+        out.push_str(&render_table(&["SUBSCRIBER", "EVENT", "ATTEMPTS", "AT", "REDRIVE", "LAST_ERROR"], &rows));
+    }
+    out
+}
+
+/// A timestamp (RFC 3339 text, or Unix seconds or milliseconds) as RFC 3339 in the local
+/// time zone, to the second (`2026-11-22T01:01:02+01:00`; `Z` where local time is UTC).
+fn local_time(v: Option<&Value>) -> String {
+    match v.and_then(timestamp) {
+        Some(t) => rfc3339_offset(t, local_offset(t)),
+        None => "-".into(),
+    }
+}
+
+/// Unix seconds as RFC 3339 at a UTC offset in seconds (`Z` for 0).
+fn rfc3339_offset(t: i64, offset: i64) -> String {
+    let utc = rfc3339(t + offset);
+    if offset == 0 {
+        return utc;
+    }
+    let sign = if offset < 0 { '-' } else { '+' };
+    let o = offset.abs();
+    format!("{}{sign}{:02}:{:02}", utc.trim_end_matches('Z'), o / 3600, (o % 3600) / 60)
+}
+
+/// The local time zone's offset from UTC at `t`, in seconds (0 when it cannot be known).
+fn local_offset(t: i64) -> i64 {
+    // time_t is 64 bits on the targets addond supports.
+    let tt = t as libc::time_t;
+    // SAFETY: an all-zero `tm` is a valid value; localtime_r only reads `tt` and writes
+    // into `tm`, both owned here, and is thread-safe.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::localtime_r(&tt, &mut tm) };
+    if r.is_null() {
+        0
+    } else {
+        tm.tm_gmtoff as i64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -3451,5 +4313,280 @@ action = "echo"
         assert_eq!(rows[1], ["shop", "checkout", "form", "1.0.0", "title", "Pay"]);
         assert_eq!(rows[2], ["shop-eu", "(shop)", "receipt", "content", "1.0.0", "-", "-"]);
         assert!(render_widget_list(&json!([])).starts_with("no widgets"));
+    }
+
+    // ---- applications, grants, audit, events ------------------------------------------
+
+    fn sse_all(chunks: &[&[u8]]) -> Vec<SseEvent> {
+        let mut p = SseParser::default();
+        chunks.iter().flat_map(|c| p.push(c)).collect()
+    }
+
+    fn ev(id: Option<&str>, event: Option<&str>, data: &str) -> SseEvent {
+        SseEvent { id: id.map(str::to_string), event: event.map(str::to_string), data: data.to_string() }
+    }
+
+    #[test]
+    fn sse_events_across_any_chunking() {
+        let stream = "id: 7\nevent: payment.completed\ndata: {\"id\":7,\"name\":\"payment.completed\",\"data\":{\"amount\":\"€5\"}}\n\n\
+                      :\n\n\
+                      id: 8\nevent: order.created\ndata: {\"id\":8}\n\n";
+        let want = vec![
+            ev(Some("7"), Some("payment.completed"), "{\"id\":7,\"name\":\"payment.completed\",\"data\":{\"amount\":\"€5\"}}"),
+            ev(Some("8"), Some("order.created"), "{\"id\":8}"),
+        ];
+        assert_eq!(sse_all(&[stream.as_bytes()]), want);
+        // Every way of cutting it in two, and one byte at a time (through the `€`, too).
+        let bytes = stream.as_bytes();
+        for cut in 0..=bytes.len() {
+            assert_eq!(sse_all(&[&bytes[..cut], &bytes[cut..]]), want, "cut at {cut}");
+        }
+        let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(sse_all(&singles), want);
+        // A partial event is held back until its blank line arrives.
+        let mut p = SseParser::default();
+        assert!(p.push(b"id: 1\ndata: {\"a\"").is_empty());
+        assert!(p.push(b":1}\n").is_empty());
+        assert_eq!(p.push(b"\n"), vec![ev(Some("1"), None, "{\"a\":1}")]);
+    }
+
+    #[test]
+    fn sse_multi_line_data_comments_and_line_endings() {
+        // data lines join with \n; comments and keep-alives (`:` lines) are skipped, even
+        // inside an event; a field without a colon has an empty value; one leading space goes.
+        let got = sse_all(&[b": keep-alive\n\ndata: line one\n: in between\ndata:line two\ndata\ndata:  two spaces\n\n"]);
+        assert_eq!(got, vec![ev(None, None, "line one\nline two\n\n two spaces")]);
+        // CRLF and lone CR end lines as LF does, also when CR and LF arrive apart.
+        assert_eq!(sse_all(&[b"id: 3\r\ndata: x\r\n\r\n"]), vec![ev(Some("3"), None, "x")]);
+        assert_eq!(sse_all(&[b"id: 3\rdata: x\r\r"]), vec![ev(Some("3"), None, "x")]);
+        assert_eq!(sse_all(&[b"data: x\r", b"\n", b"\r", b"\ndata: y\n\n"]), vec![ev(None, None, "x"), ev(None, None, "y")]);
+        // A blank line without data dispatches nothing; `id` persists, `event` does not.
+        assert_eq!(
+            sse_all(&[b"id: 9\nevent: a\n\ndata: 1\n\nevent: b\ndata: 2\n\n"]),
+            vec![ev(Some("9"), None, "1"), ev(Some("9"), Some("b"), "2")]
+        );
+        // A byte-order mark at the start is skipped, however it is split; unknown fields are ignored.
+        assert_eq!(sse_all(&[b"\xEF", b"\xBB\xBFdata: a\nretry: 10\nfoo: bar\n\n"]), vec![ev(None, None, "a")]);
+        // Nothing but keep-alives: no events.
+        assert!(sse_all(&[b":\n\n", b":\n\n"]).is_empty());
+    }
+
+    #[test]
+    fn followed_events_and_their_lines() {
+        let e = ev(Some("12"), Some("payment.completed"), r#"{"id":12,"name":"payment.completed","source":"admin:0","timestamp":"2026-11-22T00:01:02.345Z","data":{"amount":5,"note":"a\u001b[31mb\nc"}}"#);
+        let (id, v) = followed_event(&e).unwrap();
+        assert_eq!(id, 12);
+        assert_eq!(
+            follow_line(&v),
+            format!("12 {} payment.completed admin:0 {{\"amount\":5,\"note\":\"a\\u001b[31mb\\nc\"}}\n", local_time(Some(&json!("2026-11-22T00:01:02.345Z"))))
+        );
+        // The SSE id when the JSON has none; not JSON: skipped.
+        assert_eq!(followed_event(&ev(Some("5"), None, r#"{"name":"x"}"#)).unwrap().0, 5);
+        assert!(followed_event(&ev(Some("5"), None, "not json")).is_none());
+        assert!(followed_event(&ev(None, None, "{}")).is_none());
+        // Reconnect policy: the daemon going away is retried; a refusal is not.
+        assert!(reconnectable(&ClientError::NotRunning { socket: "/s".into() }));
+        assert!(reconnectable(&ClientError::Protocol("stream broken".into())));
+        assert!(!reconnectable(&ClientError::PermissionDenied { socket: "/s".into() }));
+        let api = |status| ClientError::Api(ApiError { status, code: "x".into(), message: "m".into(), field: None });
+        assert!(!reconnectable(&api(400)));
+        assert!(reconnectable(&api(503)));
+        assert_eq!(follow_backoff(0), Duration::from_millis(250));
+        assert_eq!(follow_backoff(40), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn times_with_offsets() {
+        assert_eq!(rfc3339_offset(0, 0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_offset(1_795_305_662, 3600), "2026-11-22T01:01:02+01:00");
+        assert_eq!(rfc3339_offset(1_795_305_662, -(5 * 3600 + 1800)), "2026-11-21T18:31:02-05:30");
+        // Text and milliseconds name the same second.
+        assert_eq!(local_time(Some(&json!("2026-11-22T00:01:02.345Z"))), local_time(Some(&json!(1_795_305_662_345i64))));
+        assert_eq!(local_time(None), "-");
+        assert_eq!(local_time(Some(&Value::Null)), "-");
+    }
+
+    fn rows(table: &str) -> Vec<Vec<String>> {
+        // Columns are three or more spaces apart; cells may hold single spaces.
+        table
+            .lines()
+            .map(|l| l.split("   ").map(str::trim).filter(|c| !c.is_empty()).map(str::to_string).collect())
+            .collect()
+    }
+
+    fn sample_grant() -> Value {
+        json!({"id": "grant_1", "application_id": "app_1", "addon": "pay", "key_prefix": "ak_0123456789ab_…",
+               "rate_limit": {"requests_per_second": 10.0, "burst": 20}, "allowed_origins": ["https://a.example", "https://b.example"],
+               "status": "active", "revoked_at": null, "rotated_at": null, "old_key_valid_until": null,
+               "created_at": "2026-11-22T00:00:00Z"})
+    }
+
+    #[test]
+    fn app_and_grant_tables() {
+        let g = sample_grant();
+        let apps = json!([{"id": "app_1", "name": "shop", "description": "", "organization": "Acme \u{1b}[1mCorp",
+                           "created_at": "2026-11-22T00:00:00Z", "grants": [g.clone()]},
+                          {"id": "app_2", "name": "blog", "description": "x", "organization": "", "grants": []}]);
+        assert_eq!(
+            rows(&render_app_list(&apps)),
+            vec![vec!["ID", "NAME", "ORGANIZATION", "GRANTS"], vec!["app_1", "shop", "Acme Corp", "1"], vec!["app_2", "blog", "-", "0"]]
+        );
+        assert_eq!(render_app_list(&json!([])), "no applications\n");
+
+        let mut revoked = g.clone();
+        revoked["id"] = json!("grant_2");
+        revoked["application_id"] = json!("app_gone");
+        revoked["rate_limit"] = Value::Null;
+        revoked["allowed_origins"] = json!([]);
+        revoked["status"] = json!("revoked");
+        let mut no_burst = g.clone();
+        no_burst["id"] = json!("grant_3");
+        no_burst["rate_limit"] = json!({"requests_per_second": 0.5, "burst": null});
+        let t = render_grant_list(&json!([g, revoked, no_burst]), &apps);
+        assert_eq!(
+            rows(&t),
+            vec![
+                vec!["ID", "APP", "ADDON", "KEY", "RATE", "ORIGINS", "STATUS"],
+                vec!["grant_1", "shop", "pay", "ak_0123456789ab_…", "10/s, burst 20", "https://a.example,https://b.example", "active"],
+                vec!["grant_2", "app_gone", "pay", "ak_0123456789ab_…", "-", "-", "revoked"],
+                vec!["grant_3", "shop", "pay", "ak_0123456789ab_…", "0.5/s", "https://a.example,https://b.example", "active"],
+            ]
+        );
+        assert!(t.lines().all(|l| !l.ends_with(' ')), "{t}");
+        assert_eq!(render_grant_list(&json!([]), &Value::Null), "no grants\n");
+
+        // show: the application block with its grants; a grant block.
+        let a = render_app(&apps[0]);
+        assert!(a.starts_with("ID:            app_1\nName:          shop\nDescription:   -\nOrganization:  Acme Corp\n"), "{a}");
+        assert!(a.contains("\nID        APP    ADDON"), "{a}");
+        let b = render_grant(&sample_grant());
+        assert!(b.contains("\nRate limit:   10/s, burst 20\n") && b.contains("\nStatus:       active\n"), "{b}");
+        assert!(!b.contains("Revoked") && !b.contains("Old key"), "{b}");
+        let mut r = sample_grant();
+        r["revoked_at"] = json!("2026-11-22T00:00:05Z");
+        assert!(render_grant(&r).contains("Revoked:"));
+        // The new key stands on a line of its own, between blank lines.
+        assert_eq!(render_new_key("created grant g", "ak_1_2"), "created grant g\n\nAPI key (shown only this once):\n\n    ak_1_2\n\n");
+    }
+
+    #[test]
+    fn audit_and_event_tables() {
+        let audit = json!([
+            {"at": 1_795_305_662_000i64, "uid": 0, "pid": 4242, "source": null, "method": "POST", "path": "/api/application-grants", "status": 201, "detail": null},
+            {"at": 1_795_305_663_000i64, "uid": null, "pid": null, "source": "127.0.0.1", "method": "GET", "path": "/gw/pay/health", "status": 401, "detail": "invalid_api_key"},
+            {"at": 1_795_305_664_000i64, "uid": 1000, "pid": null, "source": null, "method": "DELETE", "path": "/api/applications/shop", "status": 200, "detail": null}
+        ]);
+        let t = rows(&render_audit(&audit));
+        assert_eq!(t[0], ["AT", "WHO", "METHOD", "PATH", "STATUS", "DETAIL"]);
+        assert_eq!(t[1][1..], ["0:4242", "POST", "/api/application-grants", "201", "-"]);
+        assert_eq!(t[2][1..], ["127.0.0.1", "GET", "/gw/pay/health", "401", "invalid_api_key"]);
+        assert_eq!(t[3][1..], ["1000", "DELETE", "/api/applications/shop", "200", "-"]);
+        assert_eq!(t[1][0], local_time(Some(&json!(1_795_305_662i64))));
+        assert_eq!(render_audit(&json!([])), "no audit records\n");
+
+        let long = "x".repeat(100);
+        let events = json!([
+            {"id": 1, "name": "payment.completed", "source": "admin:0", "timestamp": "2026-11-22T00:01:02.345Z", "data": {"amount": 5}},
+            {"id": 2, "name": "service.started", "source": "addond", "timestamp": "2026-11-22T00:01:03Z", "data": {"note": long}},
+            {"id": 3, "name": "x.y", "source": "pay", "timestamp": "2026-11-22T00:01:04Z", "data": null}
+        ]);
+        let out = render_event_list(&events);
+        let t = rows(&out);
+        assert_eq!(t[0], ["ID", "TIME", "NAME", "SOURCE", "DATA"]);
+        assert_eq!(t[1], ["1", &local_time(Some(&json!("2026-11-22T00:01:02Z"))), "payment.completed", "admin:0", "{\"amount\":5}"]);
+        assert_eq!(t[2][4].chars().count(), EVENT_DATA_WIDTH);
+        assert!(t[2][4].starts_with("{\"note\":\"xxx") && t[2][4].ends_with('…'), "{out}");
+        assert_eq!(t[3][4], "-");
+        assert_eq!(event_ids(&events), "1\n2\n3\n");
+        assert_eq!(render_event_list(&json!([])), "no events\n");
+        assert_eq!(truncate("abc", 3), "abc");
+        assert_eq!(truncate("abcd", 3), "ab…");
+    }
+
+    #[test]
+    fn subscribers_and_dead_letters() {
+        let d = json!({"last_event_id": 42, "subscribers": [
+            {"subscriber": "mail", "delivered_up_to": 40, "attempts": 3, "next_attempt_at": null, "last_error": "HTTP 500", "dead_letters": 1},
+            {"subscriber": "stock", "delivered_up_to": 42, "attempts": 0, "next_attempt_at": null, "last_error": null, "dead_letters": 0}],
+            "dead_letters": [{"id": 1, "subscriber": "mail", "event_id": 39, "attempts": 5, "last_error": "HTTP 500", "at": 1_795_305_662_000i64, "redrive": false}]});
+        let out = render_subscribers(&d);
+        let t = rows(&out);
+        assert_eq!(t[0], ["last event id: 42"]);
+        assert_eq!(t[2], ["SUBSCRIBER", "DELIVERED_UP_TO", "ATTEMPTS", "LAST_ERROR", "DEAD_LETTERS"]);
+        assert_eq!(t[3], ["mail", "40", "3", "HTTP 500", "1"]);
+        assert_eq!(t[4], ["stock", "42", "0", "-", "0"]);
+        assert_eq!(t[6], ["dead letters: 1"]);
+        assert_eq!(t[7], ["SUBSCRIBER", "EVENT", "ATTEMPTS", "AT", "REDRIVE", "LAST_ERROR"]);
+        assert_eq!(t[8], ["mail", "39", "5", &local_time(Some(&json!(1_795_305_662i64))), "-", "HTTP 500"]);
+        let none = render_subscribers(&json!({"last_event_id": null, "subscribers": [], "dead_letters": []}));
+        assert_eq!(none, "last event id: -\n\nno subscribers\n\nno dead letters\n");
+    }
+
+    #[test]
+    fn gateway_and_event_command_lines() {
+        let c = parse(&["grants", "create", "--app", "shop", "--addon", "pay", "--rate", "10", "--burst", "20", "--origin", "https://a.example", "--origin", "https://b.example"]);
+        let Command::Grants(GrantCmd::Create(a)) = c.command else { panic!() };
+        assert_eq!(
+            grant_create_body(&a),
+            json!({"application": "shop", "addon": "pay", "rate_limit": {"requests_per_second": 10.0, "burst": 20},
+                   "allowed_origins": ["https://a.example", "https://b.example"]})
+        );
+        let c = parse(&["grants", "create", "--app", "shop", "--addon", "pay"]);
+        let Command::Grants(GrantCmd::Create(a)) = c.command else { panic!() };
+        assert_eq!(grant_create_body(&a), json!({"application": "shop", "addon": "pay"}));
+
+        let update = |args: &[&str]| {
+            let mut all = vec!["grants", "update", "grant_1"];
+            all.extend_from_slice(args);
+            let Command::Grants(GrantCmd::Update(a)) = parse(&all).command else { panic!() };
+            a
+        };
+        let g = sample_grant();
+        // --rate keeps the burst; --burst alone keeps the rate; --no-rate removes the limit.
+        assert_eq!(grant_update_body(&update(&["--rate", "5"]), &g).unwrap(), json!({"rate_limit": {"requests_per_second": 5.0, "burst": 20}}));
+        assert_eq!(grant_update_body(&update(&["--burst", "3"]), &g).unwrap(), json!({"rate_limit": {"requests_per_second": 10.0, "burst": 3}}));
+        assert_eq!(grant_update_body(&update(&["--no-rate"]), &g).unwrap(), json!({"rate_limit": null}));
+        let mut unlimited = g.clone();
+        unlimited["rate_limit"] = Value::Null;
+        assert!(grant_update_body(&update(&["--burst", "3"]), &unlimited).unwrap_err().0.contains("--rate"));
+        assert_eq!(grant_update_body(&update(&["--rate", "1"]), &unlimited).unwrap(), json!({"rate_limit": {"requests_per_second": 1.0}}));
+        // --origin adds (once); --clear-origins starts from none.
+        assert_eq!(
+            grant_update_body(&update(&["--origin", "https://c.example", "--origin", "https://a.example"]), &g).unwrap(),
+            json!({"allowed_origins": ["https://a.example", "https://b.example", "https://c.example"]})
+        );
+        assert_eq!(grant_update_body(&update(&["--clear-origins"]), &g).unwrap(), json!({"allowed_origins": []}));
+        assert_eq!(
+            grant_update_body(&update(&["--clear-origins", "--origin", "https://c.example"]), &g).unwrap(),
+            json!({"allowed_origins": ["https://c.example"]})
+        );
+
+        assert!(matches!(parse(&["grants", "rotate", "g", "--grace", "30"]).command, Command::Grants(GrantCmd::Rotate { grace: Some(g), .. }) if g == 30.0));
+        assert!(matches!(parse(&["apps", "ls"]).command, Command::Apps(AppCmd::List)));
+        assert!(matches!(parse(&["apps", "create", "shop", "--organization", "Acme"]).command,
+            Command::Apps(AppCmd::Create { ref name, organization: Some(ref o), description: None }) if name == "shop" && o == "Acme"));
+        assert!(matches!(parse(&["audit", "--limit", "5"]).command, Command::Audit { limit: Some(5) }));
+        assert!(matches!(parse(&["events", "emit", "a.b", "--set", "n=1"]).command, Command::Events(EventCmd::Emit { ref set, .. }) if set[0] == ("n".to_string(), json!(1))));
+        assert!(matches!(parse(&["events", "follow", "--name", "a.*", "--after", "7"]).command,
+            Command::Events(EventCmd::Follow { name: Some(_), after: Some(7) })));
+        assert!(matches!(parse(&["events", "redrive", "--subscriber", "mail"]).command, Command::Events(EventCmd::Redrive { subscriber: Some(_) })));
+        for bad in [
+            vec!["grants", "update", "g"],
+            vec!["grants", "update", "g", "--rate", "5", "--no-rate"],
+            vec!["grants", "update", "g", "--burst", "5", "--no-rate"],
+            vec!["grants", "create", "--app", "a", "--addon", "b", "--burst", "5"],
+            vec!["grants", "create", "--app", "a", "--addon", "b", "--rate", "0"],
+            vec!["grants", "create", "--app", "a", "--addon", "b", "--rate", "5", "--burst", "0"],
+            vec!["grants", "create", "--addon", "b"],
+            vec!["grants", "rotate", "g", "--grace", "soon"],
+            vec!["audit", "--limit", "0"],
+            vec!["events", "emit", "a.b", "--set", "noequals"],
+            vec!["events", "list", "--after", "-1"],
+        ] {
+            let e = Cli::try_parse_from(std::iter::once("addonctl").chain(bad.iter().copied())).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+        assert_eq!(grant_path("grant_1", "rotate"), "/api/application-grants/grant_1/rotate");
+        assert_eq!(app_path("a b"), "/api/applications/a%20b");
     }
 }

@@ -475,10 +475,12 @@ impl Lifecycle {
                         continue;
                     }
                     self.runtime.stop(&inst.container_name()).await?;
-                    if inst.health != Health::Unknown {
+                    // Stopped on purpose: the next start is a start, not a crash restart.
+                    if inst.health != Health::Unknown || inst.started_at.is_some() {
                         let mut i = inst.clone();
                         i.health = Health::Unknown;
                         i.healthy_since = None;
+                        i.started_at = None;
                         self.store.update_instance(&i).await?;
                     }
                 }
@@ -513,6 +515,13 @@ impl Lifecycle {
                 // A failed service stays down until the operator starts it again.
                 self.health.unregister(&inst.id);
                 self.runtime.stop(&inst.container_name()).await?;
+                if inst.started_at.is_some() {
+                    // When the operator starts it again, that is a start, not a restart.
+                    let mut i = inst.clone();
+                    i.started_at = None;
+                    i.health = Health::Unknown;
+                    self.store.update_instance(&i).await?;
+                }
                 instances.push(inst);
                 continue;
             }
@@ -612,9 +621,11 @@ impl Lifecycle {
                 inst.container_id = Some(cid.clone());
                 if let Err(e) = self.runtime.start(&cid).await {
                     inst.last_error = Some(e.to_string());
+                    if self.moved_off_taken_port(svc, &mut inst, &cid, &e).await? {
+                        return Ok((inst, Outcome::Creating));
+                    }
                     self.store.update_instance(&inst).await?;
                     if let RuntimeError::Api(msg) = &e {
-                        // e.g. the port got taken by another program since we probed it.
                         return Ok((inst, Outcome::Failed(format!("cannot start container: {msg}"), None)));
                     }
                     return Err(e.into());
@@ -653,9 +664,15 @@ impl Lifecycle {
             Some(info) => {
                 self.health.unregister(&inst.id);
                 if inst.container_id.is_none() || inst.started_at.is_none() {
-                    // Created but never started (crash in between): start it now.
+                    // Created but not started (a crash in between), or stopped on purpose:
+                    // start it; this is not a crash restart.
                     inst.container_id = Some(info.id.clone());
-                    self.runtime.start(&info.id).await?;
+                    if let Err(e) = self.runtime.start(&info.id).await {
+                        if self.moved_off_taken_port(svc, &mut inst, &info.id, &e).await? {
+                            return Ok((inst, Outcome::Creating));
+                        }
+                        return Err(e.into());
+                    }
                     inst.started_at = Some(now);
                     inst.health = Health::Starting;
                     self.store.update_instance(&inst).await?;
@@ -720,6 +737,40 @@ impl Lifecycle {
                 Ok((inst, Outcome::Starting))
             }
         }
+    }
+
+    /// When a start failed because another program took the instance's host port since it
+    /// was probed, removes the container and books another port (the next pass creates the
+    /// container again). True when it did.
+    async fn moved_off_taken_port(&self, svc: &Service, inst: &mut Instance, cid: &str, e: &RuntimeError) -> Result<bool, LifecycleError> {
+        let RuntimeError::Api(msg) = e else { return Ok(false) };
+        if !(msg.contains("port is already allocated") || msg.contains("address already in use")) {
+            return Ok(false);
+        }
+        let old = inst.host_port;
+        self.runtime.remove(cid).await?;
+        let store = self.store.clone();
+        let id = inst.id.clone();
+        let new_port = self
+            .ports
+            .allocate(
+                1,
+                None,
+                || async { store.booked_ports().await.map_err(LifecycleError::from) },
+                |ports| async move {
+                    let p = ports[0];
+                    self.store.rebook_port(&id, p).await?;
+                    Ok::<u16, LifecycleError>(p)
+                },
+            )
+            .await?;
+        tracing::warn!(service = %svc.spec.name, old, new = new_port, "host port taken by another program; moved to another port");
+        inst.host_port = new_port;
+        inst.container_id = None;
+        inst.started_at = None;
+        self.store.update_instance(inst).await?;
+        self.trigger_later(&svc.id, Duration::from_millis(50));
+        Ok(true)
     }
 
     /// Starts probing an instance: on its published host port, or, on the internal network

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 
-use crate::model::{self, Addon, Application, MetricsSample, Service, Template};
+use crate::model::{self, Addon, AddonEvent, Application, MetricsSample, Service, Template};
 use crate::ui;
 
 /// Log lines kept in memory (older ones are dropped; save to a file to keep more).
@@ -63,6 +63,10 @@ pub enum Update {
     Templates(Result<Vec<Template>, String>),
     Addons(Avail<Vec<Addon>>),
     Grants(Avail<Vec<Application>>),
+    /// Events of the daemon's event log, in id order.
+    AddonEvents(Vec<AddonEvent>),
+    /// Whether the daemon has the event log API (`/api/events/stream`).
+    EventsApi(bool),
 }
 
 /// Work for the network side.
@@ -429,6 +433,9 @@ pub struct PortView {
     pub scroll: usize,
 }
 
+/// Most ports the port map shows and probes (the product's range has 1001).
+pub const MAP_MAX: u16 = 4096;
+
 /// Default port range of the product (PRODUCT.md), the first guess for the position.
 pub const DEFAULT_RANGE: (u16, u16) = (8000, 9000);
 
@@ -436,6 +443,11 @@ impl PortView {
     /// The range to draw and probe: the flag, or what the daemon reports, or an inference
     /// from the size of the range (`/metrics`) and the ports our instances hold.
     pub fn range(&self, ours: &BTreeSet<u16>) -> Option<((u16, u16), RangeSource)> {
+        // The map (and the probe) cover at most MAP_MAX ports from the start.
+        self.full_range(ours).map(|((a, b), src)| ((a, b.min(a.saturating_add(MAP_MAX - 1))), src))
+    }
+
+    fn full_range(&self, ours: &BTreeSet<u16>) -> Option<((u16, u16), RangeSource)> {
         if let Some(r) = self.flag {
             return Some((r, RangeSource::Flag));
         }
@@ -497,6 +509,8 @@ pub struct App {
     pub addons: Avail<Vec<Addon>>,
     pub addon_selected: usize,
     pub grants: Avail<Vec<Application>>,
+    /// Whether the daemon has an event log to follow (`None`: not known yet).
+    pub events_api: Option<bool>,
     pub flash: Option<Flash>,
     pub quit: bool,
 }
@@ -534,6 +548,7 @@ impl App {
             addons: Avail::NotLoaded,
             addon_selected: 0,
             grants: Avail::NotLoaded,
+            events_api: None,
             flash: None,
             quit: false,
         }
@@ -763,6 +778,18 @@ impl App {
                 self.addons = a;
             }
             Update::Grants(g) => self.grants = g,
+            Update::EventsApi(on) => self.events_api = Some(on),
+            Update::AddonEvents(list) => {
+                for e in list {
+                    let ok = !(e.name.ends_with("failed") || e.name.ends_with("unhealthy"));
+                    let data = if e.data.is_empty() || e.data == "{}" { String::new() } else { format!(" {}", e.data) };
+                    let from = if e.source.is_empty() { String::new() } else { format!(" from {}", e.source) };
+                    self.log_event(ok, format!("event #{} {}{from}{data}", e.id, e.name));
+                    if let (Some(at), Some(last)) = (e.at, self.events.back_mut()) {
+                        last.at = at;
+                    }
+                }
+            }
         }
     }
 
@@ -1624,6 +1651,8 @@ mod tests {
         assert_eq!(pv.range(&ours(&[8700])), Some(((8100, 8200), RangeSource::Daemon)));
         pv.flag = Some((9000, 9010));
         assert_eq!(pv.range(&ours(&[8700])), Some(((9000, 9010), RangeSource::Flag)));
+        pv.flag = Some((1024, 65535));
+        assert_eq!(pv.range(&ours(&[])), Some(((1024, 1024 + MAP_MAX - 1), RangeSource::Flag)));
     }
 
     #[test]

@@ -265,6 +265,34 @@ impl Grant {
     }
 }
 
+/// One event of the daemon's event log (`GET /api/events/stream`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddonEvent {
+    pub id: i64,
+    pub name: String,
+    pub source: String,
+    /// Unix seconds.
+    pub at: Option<i64>,
+    /// The data as compact JSON, cut to 300 characters.
+    pub data: String,
+}
+
+impl AddonEvent {
+    pub fn from_json(v: &Value) -> Option<AddonEvent> {
+        let data = match v.get("data") {
+            None | Some(Value::Null) => String::new(),
+            Some(d) => sanitize(&d.to_string()).chars().take(300).collect(),
+        };
+        Some(AddonEvent {
+            id: v.get("id").and_then(Value::as_i64)?,
+            name: text(v, "name").unwrap_or_else(|| "?".into()),
+            source: text(v, "source").unwrap_or_default(),
+            at: v.get("timestamp").and_then(Value::as_str).and_then(parse_rfc3339).map(|t| t.0),
+            data,
+        })
+    }
+}
+
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` into Unix seconds and nanoseconds.
 pub fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
     let b = s.as_bytes();
@@ -405,6 +433,18 @@ mod tests {
         assert_eq!(a[0].grants[0].rate, "10/s burst 20");
         assert_eq!(a[0].grants[1].rate, "-");
         assert_eq!(a[0].grants[0].origins, ["https://shop.example"]);
+    }
+
+    #[test]
+    fn addon_events() {
+        let e = AddonEvent::from_json(&json!({"id": 42, "name": "payment.completed", "source": "payment",
+            "timestamp": "2026-11-22T00:01:02.345Z", "data": {"order": "A\u{1b}[2J1"}})).unwrap();
+        assert_eq!((e.id, e.name.as_str(), e.source.as_str()), (42, "payment.completed", "payment"));
+        // JSON escapes the control character: shown as text, harmless.
+        assert_eq!(e.data, r#"{"order":"A\u001b[2J1"}"#);
+        assert!(!e.data.chars().any(char::is_control));
+        assert_eq!(e.at, parse_rfc3339("2026-11-22T00:01:02Z").map(|t| t.0));
+        assert!(AddonEvent::from_json(&json!({"name": "no id"})).is_none());
     }
 
     #[test]

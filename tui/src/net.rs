@@ -9,6 +9,8 @@
 //! - the **metrics poller** fetches `…/metrics` of the one selected service every 2 s;
 //! - one **log follower** at a time streams `…/logs?follow=true`, reopening it when it
 //!   ends (a restarted container) without repeating lines it already delivered;
+//! - the **event follower** streams the daemon's event log (`GET /api/events/stream`),
+//!   starting a few events back and resuming after the last id it saw when it reconnects;
 //! - a **port prober** (only while the port map is shown) tries to bind each port of the
 //!   range, as the daemon's allocator does, to find ports other programs hold;
 //! - every action is its own short task.
@@ -24,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::app::{Avail, Command, Event, LogLine, Op, Update};
-use crate::model::{parse_rfc3339, Addon, Application, MetricsSample, Service, Template};
+use crate::model::{parse_rfc3339, Addon, AddonEvent, Application, MetricsSample, Service, Template};
 use crate::sanitize::{sanitize, sanitize_log_line};
 use crate::stream::{LineSplitter, SseParser};
 
@@ -83,7 +85,11 @@ impl Net {
     /// Starts the watcher and the metrics poller. Must run inside a tokio runtime.
     pub fn start(client: Client, tx: Tx) -> Net {
         let (mtx, mrx) = watch::channel(None);
-        let tasks = vec![tokio::spawn(watcher(client.clone(), tx.clone())), tokio::spawn(metrics_poller(client.clone(), tx.clone(), mrx))];
+        let tasks = vec![
+            tokio::spawn(watcher(client.clone(), tx.clone())),
+            tokio::spawn(metrics_poller(client.clone(), tx.clone(), mrx)),
+            tokio::spawn(event_follower(client.clone(), tx.clone())),
+        ];
         Net { client, tx, metrics: mtx, logs: None, probe: None, tasks }
     }
 
@@ -350,6 +356,82 @@ pub fn prom_value(text: &str, name: &str) -> Option<f64> {
 /// `addond_ports_in_use` and `addond_ports_free` from the Prometheus text.
 pub fn port_totals(text: &str) -> Option<(usize, usize)> {
     Some((prom_value(text, "addond_ports_in_use")? as usize, prom_value(text, "addond_ports_free")? as usize))
+}
+
+// ---- the event log ----------------------------------------------------------------
+
+/// Events replayed when the dashboard starts, for context.
+const EVENTS_BACKLOG: i64 = 20;
+
+enum EventsEnd {
+    /// The daemon has no event log API: look again much later (it may be upgraded).
+    NotAvailable,
+    /// Down or cut: the watcher reports the connection; just try again.
+    Broken,
+}
+
+async fn event_follower(client: Client, tx: Tx) {
+    let mut last: Option<i64> = None;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let began = Instant::now();
+        match follow_events(&client, &tx, &mut last).await {
+            EventsEnd::NotAvailable => {
+                send(&tx, Update::EventsApi(false)).await;
+                sleep(Duration::from_secs(60)).await;
+                continue;
+            }
+            EventsEnd::Broken => {}
+        }
+        if began.elapsed() > Duration::from_secs(10) {
+            backoff = MIN_BACKOFF;
+        }
+        sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn follow_events(client: &Client, tx: &Tx, last: &mut Option<i64>) -> EventsEnd {
+    let after = match *last {
+        Some(id) => id,
+        None => match limited(READ_TIMEOUT, "events", client.get("/api/events/subscribers")).await {
+            Ok(r) if no_route(&r) => return EventsEnd::NotAvailable,
+            Ok(r) => (r.data().get("last_event_id").and_then(Value::as_i64).unwrap_or(0) - EVENTS_BACKLOG).max(0),
+            Err(_) => return EventsEnd::Broken,
+        },
+    };
+    let mut stream = match timeout(READ_TIMEOUT, client.stream(Method::GET, &format!("/api/events/stream?after={after}"))).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(ClientError::Api(e))) if e.status == 404 && e.message.starts_with("no route") => return EventsEnd::NotAvailable,
+        Ok(Err(_)) => return EventsEnd::Broken,
+        Err(_) => return EventsEnd::Broken,
+    };
+    send(tx, Update::EventsApi(true)).await;
+    let mut parser = SseParser::default();
+    loop {
+        match stream.next_chunk().await {
+            None | Some(Err(_)) => return EventsEnd::Broken,
+            Some(Ok(bytes)) => {
+                let events: Vec<AddonEvent> = parser
+                    .push(&bytes)
+                    .iter()
+                    .filter_map(|ev| serde_json::from_str::<Value>(&ev.data).ok())
+                    .filter_map(|v| AddonEvent::from_json(&v))
+                    .filter(|e| last.is_none_or(|l| e.id > l))
+                    .collect();
+                if let Some(e) = events.last() {
+                    *last = Some(e.id);
+                }
+                if last.is_none() {
+                    // Nothing seen yet: resume from where this stream started.
+                    *last = Some(after);
+                }
+                if !events.is_empty() {
+                    send(tx, Update::AddonEvents(events)).await;
+                }
+            }
+        }
+    }
 }
 
 // ---- metrics ------------------------------------------------------------------------

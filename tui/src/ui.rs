@@ -674,8 +674,14 @@ fn draw_ports(app: &App, t: Theme, f: &mut Frame, area: Rect) {
 
 fn draw_events(app: &App, t: Theme, f: &mut Frame, area: Rect) {
     let block = Block::bordered()
-        .title(Line::from(vec![Span::styled(" Events ", t.accent()), Span::styled("service changes pushed by the daemon ", t.dim())]))
-        .title_bottom(Line::styled(" addon events: not available in this daemon version ", t.dim()));
+        .title(Line::from(vec![Span::styled(" Events ", t.accent()), Span::styled("service changes and the daemon's event log, live ", t.dim())]))
+        .title_bottom(Line::styled(
+            match app.events_api {
+                Some(false) => " event log: not available in this daemon version ",
+                _ => " ↑↓ scroll · c clear ",
+            },
+            t.dim(),
+        ));
     let page = area.height.saturating_sub(2) as usize;
     let bottom = app.events.len().saturating_sub(page);
     let top = app.events_top.unwrap_or(bottom).min(bottom);
@@ -815,7 +821,7 @@ fn help_lines(t: Theme, items: &[(&'static str, &'static str)]) -> Vec<Line<'sta
 }
 
 fn draw_help(t: Theme, f: &mut Frame, area: Rect) {
-    let r = centered(area, 78, 18);
+    let r = centered(area, 78, 16);
     f.render_widget(Clear, r);
     let block = Block::bordered().title(Line::styled(" Keys ", t.accent())).title_bottom(Line::styled(" Esc or ? closes ", t.dim()));
     let inner = block.inner(r);

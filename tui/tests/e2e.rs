@@ -284,9 +284,18 @@ listen = "127.0.0.1:0"
         }
     }
 
-    /// Deletes every service it created (waiting until the containers are gone).
-    fn delete_all(&mut self) {
-        for id in std::mem::take(&mut self.ids) {
+    /// Deletes every service of this (private) daemon, waiting until the containers are
+    /// gone; `ids` keeps those that could not be deleted. Returns every id it tried.
+    fn delete_all(&mut self) -> Vec<String> {
+        if let Ok(r) = self.rt.block_on(self.client.get(SVC)) {
+            for s in r.data().as_array().into_iter().flatten() {
+                if let Some(id) = s["id"].as_str().filter(|id| !self.ids.iter().any(|k| k == id)) {
+                    self.ids.push(id.to_string());
+                }
+            }
+        }
+        let all = std::mem::take(&mut self.ids);
+        for id in all.clone() {
             let r = self.rt.block_on(self.client.delete(&format!("{SVC}/{id}?wait=deleted&timeout=60")));
             match r {
                 Ok(r) if r.status == 200 || r.status == 404 => {}
@@ -296,6 +305,7 @@ listen = "127.0.0.1:0"
                 }
             }
         }
+        all
     }
 }
 
@@ -317,8 +327,8 @@ impl Drop for Daemon {
         if self.child.is_none() && !self.ids.is_empty() {
             self.spawn_quietly();
         }
-        self.delete_all();
-        let left = containers_of(&self.ids);
+        let tried = self.delete_all();
+        let left = containers_of(&tried);
         self.kill9();
         for c in left {
             let _ = Command::new("docker").args(["rm", "-f", &c]).output();
@@ -451,8 +461,8 @@ fn dashboard_against_a_real_daemon() {
     tmux.text("tui-gamma");
     tmux.key("Enter");
     tmux.wait("the create to be accepted", 90, |s| s.contains("create tui-gamma from rest_api_basic: accepted"));
-    let gamma = d.wait_for("tui-gamma", "started", 90, |s| s["phase"] == "Started");
-    d.ids.push(gamma["id"].as_str().unwrap().to_string());
+    d.ids.push(d.service("tui-gamma")["id"].as_str().unwrap().to_string());
+    d.wait_for("tui-gamma", "started", 90, |s| s["phase"] == "Started");
     tmux.wait("tui-gamma healthy on screen", 20, |s| s.lines().any(|l| l.contains("tui-gamma") && l.contains("healthy")));
     tmux.key("/");
     tmux.text("gamma");
@@ -477,6 +487,8 @@ fn dashboard_against_a_real_daemon() {
         let up = s.rfind("connected to addond");
         matches!((down, up), (Some(d), Some(u)) if u > d)
     });
+    // The daemon's event log is followed too (its own lifecycle events come from addond).
+    tmux.wait("the event log's entries", 10, |s| s.contains("event #") && s.contains("from addond"));
 
     // Quit: exit status 0 and the terminal left the alternate screen (the pane's shell
     // records the status, then idles so tmux still has the pane to look at).
@@ -497,9 +509,9 @@ fn dashboard_against_a_real_daemon() {
     assert!(!s.contains("1:Services"), "the dashboard is still on the normal screen:\n{s}");
 
     // Cleanup through the API: every container goes.
-    let ids = d.ids.clone();
-    d.delete_all();
+    let ids = d.delete_all();
     assert!(d.ids.is_empty(), "services left: {:?}", d.ids);
+    assert!(ids.len() >= 2, "{ids:?}");
     assert!(containers_of(&ids).is_empty(), "containers left: {:?}", containers_of(&ids));
 }
 

@@ -432,8 +432,19 @@ fn events_view_lists_pushed_changes() {
     let mut a = three_services();
     a.handle(Event::Daemon(Update::Service(service("svc_b", "mailer", "healthy", &[8002], T0))));
     a.handle(Event::Daemon(Update::Deleted("svc_c".into())));
+    a.handle(Event::Daemon(Update::EventsApi(true)));
+    a.handle(Event::Daemon(Update::AddonEvents(vec![
+        addond_tui::model::AddonEvent::from_json(&json!({"id": 42, "name": "payment.completed", "source": "payment",
+            "timestamp": "2024-01-01T01:00:05Z", "data": {"order": 1}})).unwrap(),
+        addond_tui::model::AddonEvent::from_json(&json!({"id": 43, "name": "service.failed", "source": "addond",
+            "timestamp": "2024-01-01T01:00:06Z", "data": {"service": "mailer"}})).unwrap(),
+    ])));
     key(&mut a, KeyCode::Char('4'));
-    let screen = text(&render(&a));
+    let buf = render(&a);
+    let screen = text(&buf);
+    assert!(screen.contains("01:00:05 event #42 payment.completed from payment {\"order\":1}"), "{screen}");
+    let (x, y) = find(&buf, "event #43 service.failed from addond").unwrap();
+    assert_eq!(buf[(x, y)].fg, Color::Red);
     assert!(screen.contains("connected to addond 0.1.0"), "{screen}");
     assert!(screen.contains("service list loaded: 3 service(s)"), "{screen}");
     assert!(screen.contains("mailer: phase Starting → Started, health unhealthy → healthy"), "{screen}");
@@ -493,4 +504,14 @@ fn grants_view_lists_applications_without_keys() {
     assert!(screen.contains("└ payments") && screen.contains("ak_3f9c_… · active · 10/s burst 20 · https://shop.example"), "{screen}");
     assert!(screen.contains("└ mailer") && screen.contains("ak_77aa_… · revoked · -"), "{screen}");
     assert!(screen.contains("backoffice") && screen.contains("0 grant(s)"), "{screen}");
+}
+
+#[test]
+fn events_view_without_an_event_log() {
+    let mut a = three_services();
+    a.handle(Event::Daemon(Update::EventsApi(false)));
+    key(&mut a, KeyCode::Char('4'));
+    let screen = text(&render(&a));
+    assert!(screen.contains("event log: not available in this daemon version"), "{screen}");
+    assert!(screen.contains("service list loaded"), "{screen}");
 }
