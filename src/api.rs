@@ -1270,8 +1270,15 @@ async fn show_grant(State(st): State<AppState>, Path(id): Path<String>) -> ApiRe
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GrantUpdate {
+    /// Absent: unchanged; `null`: no rate limit; an object: the new limit.
+    #[serde(default, deserialize_with = "present")]
     rate_limit: Option<Option<RateLimitBody>>,
     allowed_origins: Option<Vec<String>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one not sent (`None`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 async fn update_grant(State(st): State<AppState>, Path(id): Path<String>, JsonBody(b): JsonBody<GrantUpdate>) -> ApiResult {

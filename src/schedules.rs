@@ -78,6 +78,11 @@ impl Scheduler {
                 let Ok(cron) = parse(&s.cron) else { continue };
                 let last = store.last_schedule_run(&install.instance, &s.action, &s.cron).await?.unwrap_or(install.created_at);
                 let Some(when) = due(&cron, last, now_ms()) else { continue };
+                // While the addon is not up (installing, restarting, stopped), the run waits:
+                // the occurrence stays due and runs once the addon is Started.
+                if !self.addons.is_started(&install.instance).await {
+                    continue;
+                }
                 self.running.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone());
                 let me = self.clone();
                 tokio::spawn(async move {

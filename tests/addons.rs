@@ -39,7 +39,7 @@ async fn register(d: &Daemon, m: Value) {
 }
 
 async fn install(d: &Daemon, name: &str, body: Value) -> Value {
-    let r = d.post(&format!("/api/addons/{name}/install?wait=started&timeout=60"), body).await;
+    let r = d.post(&format!("/api/addons/{name}/install?wait=started&timeout=180"), body).await;
     assert_eq!(r.status, 201, "{:?}\n{}", r.body, tail(&d.log(), 30));
     r.data().clone()
 }

@@ -33,7 +33,7 @@ async fn install(d: &Daemon, m: Value, instance: Option<&str>) -> Value {
         Some(i) => json!({"instance": i}),
         None => json!({}),
     };
-    let r = d.post(&format!("/api/addons/{name}/install?wait=started&timeout=60"), body).await;
+    let r = d.post(&format!("/api/addons/{name}/install?wait=started&timeout=180"), body).await;
     assert_eq!(r.status, 201, "{:?}\n{}", r.body, tail(&d.log(), 30));
     r.data().clone()
 }

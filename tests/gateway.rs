@@ -25,7 +25,7 @@ fn manifest(name: &str) -> Value {
 async fn setup(d: &Daemon, name: &str, app: &str, grant_extra: Value) -> (String, String) {
     let r = d.post("/api/addons/register", manifest(name)).await;
     assert!(r.status == 201 || r.status == 200, "{:?}", r.body);
-    let r = d.post(&format!("/api/addons/{name}/install?wait=started&timeout=60"), json!({})).await;
+    let r = d.post(&format!("/api/addons/{name}/install?wait=started&timeout=180"), json!({})).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     let r = d.post("/api/applications", json!({"name": app, "organization": "Acme"})).await;
     assert!(r.status == 201 || r.status == 409, "{:?}", r.body);

@@ -518,6 +518,14 @@ impl Addons {
         }
     }
 
+    /// Whether every service of an installed addon instance is Started.
+    pub async fn is_started(&self, instance: &str) -> bool {
+        match self.lifecycle.store().services_of_addon(instance).await {
+            Ok(services) => addon_phase(&services) == Phase::Started,
+            Err(_) => false,
+        }
+    }
+
     /// The manifest of an installed instance (for the addon API's permission checks).
     pub async fn installed_manifest(&self, instance: &str) -> Result<Manifest, AddonError> {
         Ok(self.installed(instance).await?.1)

@@ -18,13 +18,14 @@ use serde_json::{json, Value};
 pub const IMAGE: &str = "addond-sample:latest";
 pub const SVC: &str = "/api/plugin-microservice/services";
 
-/// Port slices handed to test daemons, so parallel tests never compete for ports. They start
-/// at 8100: a dev daemon (scripts/dev.sh) may hold the first ports of the default range.
+/// Port slices handed to test daemons, so parallel tests never compete for ports. They come
+/// from 20000–30000, away from the default 8000–9000 a dev daemon or a benchmark may be
+/// using on the same machine, and below the kernel's ephemeral ports.
 static NEXT_SLICE: AtomicU16 = AtomicU16::new(0);
 
 pub fn port_slice(len: u16) -> (u16, u16) {
-    let start = 8100 + NEXT_SLICE.fetch_add(len, Ordering::SeqCst);
-    assert!(start + len - 1 <= 9000, "test port slices exhausted the 8000–9000 range");
+    let start = 20000 + NEXT_SLICE.fetch_add(len, Ordering::SeqCst);
+    assert!(start + len - 1 <= 30000, "test port slices exhausted 20000–30000");
     (start, start + len - 1)
 }
 
@@ -221,7 +222,8 @@ retry_max_seconds = 1.0
                 body[k] = v.clone();
             }
         }
-        let r = self.post(&format!("{SVC}?wait=started&timeout=60"), body).await;
+        // generous: a loaded machine (the 200-creation test, a benchmark) slows Docker down
+        let r = self.post(&format!("{SVC}?wait=started&timeout=180"), body).await;
         assert_eq!(r.status, 201, "create {name}: {:?}\nlog:\n{}", r.body, tail(&self.log(), 40));
         r.data().clone()
     }
