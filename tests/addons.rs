@@ -322,12 +322,16 @@ async fn live_config_reaches_every_instance_and_404_means_replace_one_at_a_time(
     assert_eq!(r.data()["replacing"], 2, "{:?}", r.body);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut min_healthy = usize::MAX;
+    let sid = v["services"][0]["id"].as_str().unwrap().to_string();
     loop {
-        let view = d.get("/api/addons/rolling").await;
-        let healthy = view.data()["services"][0]["instances"].as_array().unwrap().iter().filter(|i| i["health"] == "healthy").count();
+        // one read: container ids and health of the same moment
+        let svc = d.get(&format!("{SVC}/{sid}")).await;
+        let insts = svc.data()["instances"].as_array().unwrap().clone();
+        let healthy = insts.iter().filter(|i| i["health"] == "healthy").count();
         min_healthy = min_healthy.min(healthy);
-        let now_ids = container_ids(&d, "rolling").await;
-        if now_ids.is_disjoint(&before) && healthy == 2 {
+        let now_ids: HashSet<String> = insts.iter().filter_map(|i| i["container_id"].as_str().map(str::to_string)).collect();
+        // every instance has a new container (none mid-replacement) and all are healthy
+        if now_ids.len() == 2 && now_ids.is_disjoint(&before) && healthy == 2 {
             break;
         }
         assert!(Instant::now() < deadline, "rollout did not finish\n{}", tail(&d.log(), 30));
@@ -335,7 +339,9 @@ async fn live_config_reaches_every_instance_and_404_means_replace_one_at_a_time(
     }
     assert!(min_healthy >= 1, "instances were replaced all at once");
     for p in instance_ports(&v) {
-        let (_, cfg) = http_get(p, "/config").await.unwrap();
+        let Some((_, cfg)) = http_get(p, "/config").await else {
+            panic!("port {p} does not answer; now: {:#}\n{}", d.get("/api/addons/rolling").await.body, tail(&d.log(), 40));
+        };
         assert!(cfg.contains("USD"), "replaced instance starts with the new config: {cfg}");
     }
 }

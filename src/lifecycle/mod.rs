@@ -739,13 +739,28 @@ impl Lifecycle {
         }
     }
 
-    /// When a start failed because another program took the instance's host port since it
-    /// was probed, removes the container and books another port (the next pass creates the
-    /// container again). True when it did.
+    /// When a start failed because the instance's host port is in use: a container just
+    /// removed may still hold it for a moment (its proxy exits asynchronously), so the start
+    /// is retried briefly; if another program keeps it, the container is removed and another
+    /// port booked (the next pass creates the container again). True when the start went
+    /// through after all, or the instance moved.
     async fn moved_off_taken_port(&self, svc: &Service, inst: &mut Instance, cid: &str, e: &RuntimeError) -> Result<bool, LifecycleError> {
         let RuntimeError::Api(msg) = e else { return Ok(false) };
         if !(msg.contains("port is already allocated") || msg.contains("address already in use")) {
             return Ok(false);
+        }
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if self.runtime.start(cid).await.is_ok() {
+                inst.container_id = Some(cid.to_string());
+                inst.started_at = Some(now_ms());
+                inst.health = Health::Starting;
+                inst.healthy_since = None;
+                inst.last_error = None;
+                self.store.update_instance(inst).await?;
+                self.register_health(&svc.spec, inst).await;
+                return Ok(true);
+            }
         }
         let old = inst.host_port;
         self.runtime.remove(cid).await?;
