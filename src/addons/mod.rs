@@ -69,8 +69,28 @@ pub struct Rendered {
     pub cached: bool,
 }
 
+/// What the hot paths need about an installed instance.
+pub struct Installed {
+    pub row: InstallRow,
+    pub manifest: Manifest,
+    pub services: Vec<(ServiceId, ServiceType)>,
+}
+
+impl Installed {
+    /// The service that takes an addon's calls: its first `rest_api` service, else its first.
+    fn entry(&self) -> Result<&ServiceId, AddonError> {
+        self.services
+            .iter()
+            .find(|(_, t)| *t == ServiceType::RestApi)
+            .or(self.services.first())
+            .map(|(id, _)| id)
+            .ok_or_else(|| AddonError::NotFound(format!("addon `{}` has no services", self.row.instance)))
+    }
+}
+
 pub struct Addons {
     cfg: Arc<Config>,
+    installed: std::sync::RwLock<HashMap<String, Arc<Installed>>>,
     lifecycle: Arc<Lifecycle>,
     pub dispatcher: Arc<Dispatcher>,
     pub metrics: Arc<Metrics>,
@@ -128,6 +148,7 @@ impl Addons {
             metrics,
             cache,
             generations: Mutex::new(HashMap::new()),
+            installed: std::sync::RwLock::new(HashMap::new()),
             install_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -137,6 +158,7 @@ impl Addons {
     }
 
     fn bump_generation(&self, instance: &str) {
+        self.forget(instance);
         *self.generations.lock().unwrap_or_else(|e| e.into_inner()).entry(instance.to_string()).or_default() += 1;
     }
 
@@ -196,10 +218,28 @@ impl Addons {
             .ok_or_else(|| AddonError::NotFound(format!("no addon is installed as `{instance}`; install it with `addonctl addons install NAME`")))
     }
 
-    async fn installed(&self, instance: &str) -> Result<(InstallRow, Manifest), AddonError> {
+    /// An installed instance with its manifest and services, from memory after the first
+    /// call: the hot paths (execute, render, passthrough) must not read SQLite per request.
+    async fn installed(&self, instance: &str) -> Result<Arc<Installed>, AddonError> {
+        if let Some(i) = self.installed.read().unwrap_or_else(|e| e.into_inner()).get(instance) {
+            return Ok(i.clone());
+        }
         let row = self.install_row(instance).await?;
-        let m = self.manifest(&row.addon, Some(&row.version)).await?;
-        Ok((row, m))
+        let manifest = self.manifest(&row.addon, Some(&row.version)).await?;
+        let services = self.lifecycle.store().services_of_addon(instance).await?.into_iter().map(|s| (s.id, s.spec.service_type)).collect();
+        let i = Arc::new(Installed { row, manifest, services });
+        self.installed.write().unwrap_or_else(|e| e.into_inner()).insert(instance.to_string(), i.clone());
+        Ok(i)
+    }
+
+    /// Forgets what is cached about an instance (install, uninstall, config change).
+    fn forget(&self, instance: &str) {
+        self.installed.write().unwrap_or_else(|e| e.into_inner()).remove(instance);
+    }
+
+    /// The services of an installed instance with their types (for the gateway).
+    pub async fn services_of(&self, instance: &str) -> Result<Vec<(ServiceId, ServiceType)>, AddonError> {
+        Ok(self.installed(instance).await?.services.clone())
     }
 
     /// The catalogue: the newest version of each addon, its other versions and where it is
@@ -254,7 +294,8 @@ impl Addons {
     }
 
     pub async fn instance_view(&self, instance: &str) -> Result<Value, AddonError> {
-        let (row, m) = self.installed(instance).await?;
+        let inst = self.installed(instance).await?;
+        let (row, m) = (&inst.row, &inst.manifest);
         let services = self.lifecycle.store().services_of_addon(instance).await?;
         let config: Value = serde_json::from_str(&row.config).unwrap_or(Value::Null);
         Ok(json!({
@@ -366,7 +407,7 @@ impl Addons {
     /// addon depends on this addon (and no other instance of it would remain), unless forced.
     pub async fn uninstall(&self, instance: &str, force: bool) -> Result<Value, AddonError> {
         let _guard = self.install_lock.lock().await;
-        let (row, _m) = self.installed(instance).await?;
+        let row = self.installed(instance).await?.row.clone();
         let store = self.lifecycle.store();
         if !force {
             let installs = store.list_installs().await?;
@@ -448,7 +489,8 @@ impl Addons {
     /// Validates and stores a new config, pushes it to every running instance, and replaces
     /// (one at a time, in the background) the instances that cannot apply it live.
     pub async fn set_config(self: &Arc<Self>, instance: &str, config: Value) -> Result<Value, AddonError> {
-        let (_row, m) = self.installed(instance).await?;
+        let inst = self.installed(instance).await?;
+        let m = &inst.manifest;
         let config = schema::normalize(&m.config_schema, config, "config").map_err(|msg| {
             let field = msg.split(':').next().unwrap_or("config").to_string();
             invalid(&field, msg)
@@ -510,8 +552,9 @@ impl Addons {
 
     /// `POST /events` on one healthy instance of a subscriber; Ok only on 2xx.
     pub async fn deliver_event(&self, instance: &str, body: Bytes, timeout: Duration) -> Result<(), String> {
-        let svc = self.entry_service(instance).await.map_err(|e| e.to_string())?;
-        match self.dispatcher.post(&svc.id, instance, "/events", body, timeout).await {
+        let inst = self.installed(instance).await.map_err(|e| e.to_string())?;
+        let svc = inst.entry().map_err(|e| e.to_string())?;
+        match self.dispatcher.post(svc, instance, "/events", body, timeout).await {
             Ok(r) if (200..300).contains(&r.status) => Ok(()),
             Ok(r) => Err(format!("`{instance}` answered HTTP {}", r.status)),
             Err(e) => Err(e.to_string()),
@@ -528,20 +571,14 @@ impl Addons {
 
     /// The manifest of an installed instance (for the addon API's permission checks).
     pub async fn installed_manifest(&self, instance: &str) -> Result<Manifest, AddonError> {
-        Ok(self.installed(instance).await?.1)
+        Ok(self.installed(instance).await?.manifest.clone())
     }
 
     // ---- execute ------------------------------------------------------------------------
 
-    /// The service that takes an addon's calls: its first `rest_api` service, else its first.
-    async fn entry_service(&self, instance: &str) -> Result<Service, AddonError> {
-        let services = self.lifecycle.store().services_of_addon(instance).await?;
-        let idx = services.iter().position(|s| s.spec.service_type == ServiceType::RestApi).unwrap_or(0);
-        services.into_iter().nth(idx).ok_or_else(|| AddonError::NotFound(format!("addon `{instance}` has no services")))
-    }
-
     pub async fn execute(&self, instance: &str, action: &str, data: Value) -> Result<Value, AddonError> {
-        let (row, m) = self.installed(instance).await?;
+        let inst = self.installed(instance).await?;
+        let (row, m) = (&inst.row, &inst.manifest);
         let Some(a) = m.action(action) else {
             let known: Vec<&str> = m.actions.iter().map(|a| a.name.as_str()).collect();
             return Err(AddonError::NotFound(format!(
@@ -553,10 +590,10 @@ impl Addons {
             let field = msg.split(':').next().unwrap_or("data").to_string();
             invalid(&field, msg)
         })?;
-        let svc = self.entry_service(instance).await?;
+        let svc = inst.entry()?;
         let timeout = Duration::from_secs_f64(a.timeout_seconds.unwrap_or(self.cfg.addons.execute_timeout_seconds));
         let t0 = Instant::now();
-        let result = self.dispatcher.post(&svc.id, instance, &format!("/execute/{action}"), Bytes::from(data.to_string()), timeout).await;
+        let result = self.dispatcher.post(svc, instance, &format!("/execute/{action}"), Bytes::from(data.to_string()), timeout).await;
         let secs = t0.elapsed().as_secs_f64();
         let (status, out) = match result {
             Ok(reply) if (200..300).contains(&reply.status) => match serde_json::from_slice::<Value>(&reply.body) {
@@ -602,7 +639,8 @@ impl Addons {
     /// Renders a widget, from the cache when the same addon instance, version, widget,
     /// config and context were rendered within the TTL.
     pub async fn render(&self, instance: &str, widget: &str, config: Value, context: Value) -> Result<Rendered, AddonError> {
-        let (row, m) = self.installed(instance).await?;
+        let inst = self.installed(instance).await?;
+        let (row, m) = (&inst.row, &inst.manifest);
         let Some(w) = m.widget(widget) else {
             let known: Vec<&str> = m.widgets.iter().map(|w| w.name.as_str()).collect();
             return Err(AddonError::NotFound(format!(
@@ -620,11 +658,11 @@ impl Addons {
             return Ok(Rendered { widget: hit.0.clone(), etag: hit.1.clone(), cached: true });
         }
         self.metrics.widget_cache_misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let svc = self.entry_service(instance).await?;
+        let svc = inst.entry()?;
         let body = json!({"config": config, "context": context});
         let t0 = Instant::now();
         let timeout = Duration::from_secs_f64(self.cfg.addons.execute_timeout_seconds);
-        let reply = self.dispatcher.post(&svc.id, instance, &format!("/widgets/{widget}/render"), Bytes::from(body.to_string()), timeout).await?;
+        let reply = self.dispatcher.post(svc, instance, &format!("/widgets/{widget}/render"), Bytes::from(body.to_string()), timeout).await?;
         self.metrics.render(&row.addon, widget, t0.elapsed().as_secs_f64());
         if !(200..300).contains(&reply.status) {
             return Err(AddonError::Addon { status: reply.status, message: format!("addon `{instance}` could not render `{widget}` (HTTP {}): {}", reply.status, String::from_utf8_lossy(&reply.body).chars().take(500).collect::<String>()) });

@@ -81,15 +81,15 @@ async fn forward(gw: Arc<Gateway>, addon: String, rest: String, peer: std::net::
 
 async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: std::net::SocketAddr, mut req: Request) -> Result<Response, ApiError> {
     let upgrade = is_upgrade(&req);
-    let services = gw.store().services_of_addon(addon).await.map_err(ApiError::from)?;
+    let services = gw.addons.services_of(addon).await.map_err(ApiError::from)?;
     let want = if upgrade { ServiceType::Websocket } else { ServiceType::RestApi };
-    let service = services
+    let service_id = services
         .iter()
-        .find(|s| s.spec.service_type == want)
-        .or_else(|| services.iter().find(|s| s.spec.service_type == ServiceType::RestApi))
+        .find(|(_, t)| *t == want)
+        .or_else(|| services.iter().find(|(_, t)| *t == ServiceType::RestApi))
         .or(services.first())
-        .ok_or_else(|| ApiError::from(AddonError::NotFound(format!("no addon is installed as `{addon}`"))))?
-        .clone();
+        .map(|(id, _)| id.clone())
+        .ok_or_else(|| ApiError::from(AddonError::NotFound(format!("no addon is installed as `{addon}`"))))?;
     let limit = gw.cfg.gateway.max_body_bytes;
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
@@ -117,7 +117,7 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: std::ne
         headers.insert(HeaderName::from_static("x-addond-application"), v);
     }
     let dispatcher = &gw.addons.dispatcher;
-    let candidates = dispatcher.candidates(&service.id);
+    let candidates = dispatcher.candidates(&service_id);
     if candidates.is_empty() {
         return Err(ApiError::from(AddonError::Dispatch(crate::addons::dispatch::DispatchError::NoHealthy(addon.to_string()))));
     }
@@ -135,7 +135,7 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: std::ne
         let uri: Uri = format!("http://{addr}{path_q}").parse().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", format!("{e}")))?;
         if let Some(on_upgrade) = client_upgrade {
             let resp = websocket(addr, &path_q, &method, headers, on_upgrade).await;
-            dispatcher.report(&service.id, &id, resp.is_ok());
+            dispatcher.report(&service_id, &id, resp.is_ok());
             return resp;
         }
         let b = if empty_body { Body::empty() } else { body.take().unwrap_or_else(Body::empty) };
@@ -147,7 +147,7 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: std::ne
         let breq = breq.body(limited).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
         match gw.client.request(breq).await {
             Ok(resp) => {
-                dispatcher.report(&service.id, &id, !matches!(resp.status().as_u16(), 502..=504));
+                dispatcher.report(&service_id, &id, !matches!(resp.status().as_u16(), 502..=504));
                 let (mut parts, incoming) = resp.into_parts();
                 parts.headers = forwardable(&parts.headers, false);
                 return Ok(Response::from_parts(parts, Body::new(incoming)));
@@ -156,7 +156,7 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: std::ne
                 if is_length_limit(&e) {
                     return Ok(too_large(limit));
                 }
-                dispatcher.report(&service.id, &id, false);
+                dispatcher.report(&service_id, &id, false);
                 if e.is_connect() && (empty_body || body.is_some()) {
                     last_err = Some(e.to_string());
                     continue;
