@@ -19,12 +19,12 @@
 # Uses the release binaries (BENCH_SKIP_BUILD=1 to not build), ports 8800–8899, 7180 (gateway),
 # 7181 (nginx), networks addond_bench2/addond_bench2_iso; removes every container it made.
 # Results: $BENCH_OUT (bench/results)/addons-*.txt, wrk-*.txt.
-#   BENCH_WRK_DURATION (10)  seconds per wrk run; BENCH_WARMUP (2) seconds of warm-up per target
+#   BENCH_WRK_DURATION (10)  seconds per wrk run; BENCH_WRK_WARMUP (2) seconds of unrecorded warm-up per target
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/addons-lib.sh"
 cd "$REPO"
 
-WARMUP="${BENCH_WARMUP:-2}"
+WARMUP="${BENCH_WRK_WARMUP:-2}"
 ensure_tools2
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 && -z "${ADDOND_BIN:-}" ]]; then
     say "cargo build --release --bins"
@@ -35,7 +35,7 @@ pin_binaries
 trap cleanup_all EXIT
 
 machine_info | tee "$BENCH_OUT/addons-machine.txt" >&2
-: >"$BENCH_OUT/wrk-summary.jsonl"
+WRK_GROUP=addons; : >"$BENCH_OUT/wrk-summary-$WRK_GROUP.jsonl"
 setup_echo
 
 warm() { # a short unrecorded run: pools and caches filled, threads spawned

@@ -250,7 +250,7 @@ wrk_run() {
     local json
     json="$(grep '^{"label"' "$out" | tail -1 | sed "s/\"label\":\"\"/\"label\":\"$label\"/")"
     [[ -n "$json" ]] || die "wrk printed no summary for $label (see $out)"
-    echo "$json" >>"$BENCH_OUT/wrk-summary.jsonl"
+    echo "$json" >>"$BENCH_OUT/wrk-summary-${WRK_GROUP:-all}.jsonl"
     echo "$json"
 }
 

@@ -47,14 +47,15 @@ prep_addond="$ADDONCTL --socket $sock services delete bench-create --wait >/dev/
 prep_docker="docker rm -f $DOCKER_NAME >/dev/null 2>&1 || true; sleep 0.5"
 cleanup_cmd="$ADDONCTL --socket $sock services delete bench-create --wait >/dev/null 2>&1 || true; docker rm -f $DOCKER_NAME >/dev/null 2>&1 || true"
 
-hyperfine --style basic --warmup "$warmup" --runs "$runs" \
-    --export-json "$out/create-healthy.json" --export-markdown "$out/create-healthy.md" \
-    --prepare "$prep_addond" --prepare "$prep_docker" --prepare "$prep_docker" \
-    --cleanup "$cleanup_cmd" \
-    -n "addond: addonctl create --wait" "$create_cmd" \
-    -n "docker run + curl /health (issue flags)" "$BENCH_DIR/docker-run-wait.sh plain" \
-    -n "docker run + curl /health (addond's container config)" "$BENCH_DIR/docker-run-wait.sh addond" \
-    | tee "$out/create-healthy.txt"
+args=(--style basic --warmup "$warmup" --runs "$runs"
+    --export-json "$out/create-healthy.json" --export-markdown "$out/create-healthy.md"
+    --prepare "$prep_addond" --prepare "$prep_docker" --prepare "$prep_docker"
+    --cleanup "$cleanup_cmd"
+    -n "addond: addonctl create --wait" "$create_cmd"
+    -n "docker run + curl /health (issue flags)" "$BENCH_DIR/docker-run-wait.sh plain"
+    -n "docker run + curl /health (addond's container config)" "$BENCH_DIR/docker-run-wait.sh addond")
+echo "hyperfine ${args[*]@Q}" >"$out/create-healthy.cmd"
+hyperfine "${args[@]}" | tee "$out/create-healthy.txt"
 
 # ---- where the time goes: traced runs, interleaved -----------------------------------------
 # hyperfine runs all of one command, then all of the next, so a change in background load

@@ -16,6 +16,7 @@ flags=(--read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges:
 case "$variant" in
     plain) ;;
     addond)
+        # shellcheck disable=SC2054 # the commas belong to the tmpfs options
         flags=(--read-only --tmpfs /tmp:rw,noexec,nosuid,nodev,size=67108864 --cap-drop ALL
             --security-opt no-new-privileges:true --user 65534:65534 --memory 512m
             --memory-swap 512m --cpus 0.5 --pids-limit 256 --restart no

@@ -46,7 +46,6 @@ mem() {
         "$(awk '$1 == "Threads:" { print $2 }' "/proc/$pid/status")"
 }
 m1="$(mem)"
-rss1="$(proc_status_kb "$pid" VmRSS)"
 c1="$(proc_cpu_ticks "$pid")"
 t1=$(date +%s%N)
 # Sample VmRSS and the thread count once a second while idling (the periodic resync runs

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the addond benchmarks (sourced, not run).
 #
 # Every daemon started here gets its own data dir and socket under $BENCH_TMP, the port
@@ -14,6 +15,7 @@ IMAGE="${BENCH_IMAGE:-addond-sample:latest}"
 BENCH_NETWORK="addond_bench"
 BENCH_ISOLATED="addond_bench_isolated"
 # Host port of the plain-docker baseline container: outside the 8000–9000 addon range.
+# shellcheck disable=SC2034 # used by docker-run-wait.sh
 DOCKER_PORT="${BENCH_DOCKER_PORT:-9600}"
 DOCKER_NAME="addond-bench-docker"
 

@@ -50,12 +50,13 @@ fi
 setup_services "$empty" 0
 
 prep() { echo "flock -w 60 $1/data/addond.pid true && sleep 0.5"; }
-hyperfine --style basic --warmup "$warmup" --runs "$runs" \
-    --export-json "$out/start-ready.json" --export-markdown "$out/start-ready.md" \
-    --prepare "$(prep "$empty")" --prepare "$(prep "$hundred")" --prepare "$(prep "$hundred")" --prepare "$(prep "$hundred")" \
-    -n "start → ready, 0 services" "$BENCH_DIR/daemon-ready.sh $empty 0 api" \
-    -n "start → /health answers, $n services" "$BENCH_DIR/daemon-ready.sh $hundred $n health" \
-    -n "start → ready, $n services (API: all Started)" "$BENCH_DIR/daemon-ready.sh $hundred $n api" \
-    -n "start → ready, $n services (all re-probed)" "$BENCH_DIR/daemon-ready.sh $hundred $n probed" \
-    | tee "$out/start-ready.txt"
+args=(--style basic --warmup "$warmup" --runs "$runs"
+    --export-json "$out/start-ready.json" --export-markdown "$out/start-ready.md"
+    --prepare "$(prep "$empty")" --prepare "$(prep "$hundred")" --prepare "$(prep "$hundred")" --prepare "$(prep "$hundred")"
+    -n "start → ready, 0 services" "$BENCH_DIR/daemon-ready.sh $empty 0 api"
+    -n "start → /health answers, $n services" "$BENCH_DIR/daemon-ready.sh $hundred $n health"
+    -n "start → ready, $n services (API: all Started)" "$BENCH_DIR/daemon-ready.sh $hundred $n api"
+    -n "start → ready, $n services (all re-probed)" "$BENCH_DIR/daemon-ready.sh $hundred $n probed")
+echo "hyperfine ${args[*]@Q}" >"$out/start-ready.cmd"
+hyperfine "${args[@]}" | tee "$out/start-ready.txt"
 wait_stopped "$hundred"

@@ -264,6 +264,10 @@ impl Store {
         self.call(|c| Ok(c.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))?)).await
     }
 
+    pub async fn count_services(&self) -> Result<usize, StoreError> {
+        self.call(|c| Ok(c.query_row("SELECT COUNT(*) FROM services", [], |r| r.get::<_, i64>(0))? as usize)).await
+    }
+
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         self.call(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await
     }

@@ -90,7 +90,9 @@ fn main() -> anyhow::Result<()> {
                 reload: Some(Box::new(move || Config::load(path.as_deref(), dev))),
                 log: Some(log),
             };
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            // Every SQLite call waits on one connection, so more blocking threads than a few
+            // would only queue there (and each costs memory): cap them.
+            let rt = tokio::runtime::Builder::new_multi_thread().max_blocking_threads(8).enable_all().build()?;
             rt.block_on(async {
                 let shutdown = CancellationToken::new();
                 let signals = shutdown.clone();

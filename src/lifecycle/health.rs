@@ -52,6 +52,9 @@ pub struct Verdict {
 
 pub struct HealthMonitor {
     targets: Mutex<HashMap<InstanceId, ProbeState>>,
+    /// Wakes the prober when a target is registered, so a new instance is probed at once
+    /// rather than at the next tick.
+    added: tokio::sync::Notify,
     client: Client<HttpConnector, Empty<Bytes>>,
     startup_probe: Duration,
 }
@@ -63,7 +66,7 @@ impl HealthMonitor {
         // Idle connections are dropped well before addons close them (the sample closes
         // after 60 s), so a probe never races a server-side close.
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(20)).build(conn);
-        HealthMonitor { targets: Mutex::new(HashMap::new()), client, startup_probe: Duration::from_millis(startup_probe_ms) }
+        HealthMonitor { targets: Mutex::new(HashMap::new()), added: tokio::sync::Notify::new(), client, startup_probe: Duration::from_millis(startup_probe_ms) }
     }
 
     pub fn register(&self, id: InstanceId, target: Target) {
@@ -73,6 +76,8 @@ impl HealthMonitor {
             id,
             ProbeState { registered: now, health: target.initial, fails: 0, ever_healthy: target.initial == Health::Healthy, next_due: now, in_flight: false, target },
         );
+        drop(t);
+        self.added.notify_one();
     }
 
     pub fn unregister(&self, id: &InstanceId) {
@@ -111,6 +116,7 @@ impl HealthMonitor {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+                _ = self.added.notified() => {}
             }
             let now = Instant::now();
             let due: Vec<(InstanceId, SocketAddr, String, Duration)> = {
