@@ -309,7 +309,8 @@ fn visible_cols(width: u16) -> Vec<usize> {
     let mut cols: Vec<usize> = (0..COLS.len()).collect();
     let need = |cols: &[usize]| cols.iter().map(|&i| COLS[i].width + 1).sum::<u16>() + 2;
     while need(&cols) > width && cols.len() > 1 {
-        let (pos, _) = cols.iter().enumerate().min_by_key(|(_, &i)| COLS[i].keep).unwrap();
+        // `cols` has more than one entry here, so there is a minimum.
+        let Some((pos, _)) = cols.iter().enumerate().min_by_key(|(_, &i)| COLS[i].keep) else { break };
         cols.remove(pos);
     }
     cols
@@ -537,7 +538,10 @@ fn wrap_text(text: &str, width: usize) -> Vec<String> {
             out.push(String::new());
             w = 0;
         }
-        out.last_mut().unwrap().push(c);
+        match out.last_mut() {
+            Some(line) => line.push(c),
+            None => out.push(c.to_string()),
+        }
         w += cw;
     }
     out
