@@ -89,6 +89,8 @@ api GET /api/events/subscribers | jq -c '.data.subscribers' | tee -a "$RAW" >&2
 
 # redis
 payload="$(python3 -c 'import json,time; print(json.dumps({"t": time.time(), "c": 0, "i": 0, "pad": "x" * 64}, separators=(",", ":")))')"
+: >"$BENCH_OUT/redis-publish.txt"
+: >"$BENCH_OUT/redis-xadd-aof.txt"
 start_redis none
 echo "redis: machine $(wait_turn)% busy before" | tee -a "$BENCH_OUT/events-machine.txt" >&2
 CEIL="$(run "client-ceiling-redis-publish-c64" python3 "$LOAD" emit --target redis --redis-port "$REDIS_PORT" --conns 64 --procs 2 --seconds "$SECS" --name bench.load)"
