@@ -626,8 +626,11 @@ impl Config {
             return Err(invalid("gateway.rotation_grace_seconds", "must be between 0 and 2592000 (30 days)"));
         }
         let e = &self.events;
-        if !(e.retention_days > 0.0) || e.retention_max_events == 0 {
-            return Err(invalid("events.retention_days", "retention_days and retention_max_events must be positive"));
+        if e.retention_days.is_nan() || e.retention_days <= 0.0 {
+            return Err(invalid("events.retention_days", "must be more than 0"));
+        }
+        if e.retention_max_events == 0 {
+            return Err(invalid("events.retention_max_events", "must be at least 1"));
         }
         if e.max_attempts == 0 {
             return Err(invalid("events.max_attempts", "must be at least 1"));
@@ -635,11 +638,14 @@ impl Config {
         if !(e.retry_base_seconds > 0.0 && e.retry_base_seconds <= e.retry_max_seconds) {
             return Err(invalid("events.retry_base_seconds", "must be more than 0 and at most events.retry_max_seconds"));
         }
-        if !(e.delivery_timeout_seconds > 0.0) {
+        if e.delivery_timeout_seconds.is_nan() || e.delivery_timeout_seconds <= 0.0 {
             return Err(invalid("events.delivery_timeout_seconds", "must be more than 0"));
         }
-        if self.addon_api.kv_max_value_bytes == 0 || self.addon_api.kv_max_keys == 0 {
-            return Err(invalid("addon_api.kv_max_value_bytes", "storage quotas must be positive"));
+        if self.addon_api.kv_max_value_bytes == 0 {
+            return Err(invalid("addon_api.kv_max_value_bytes", "must be at least 1"));
+        }
+        if self.addon_api.kv_max_keys == 0 {
+            return Err(invalid("addon_api.kv_max_keys", "must be at least 1"));
         }
         if self.templates.image.trim().is_empty() {
             return Err(invalid("templates.image", "must name an image"));
@@ -755,6 +761,17 @@ mod tests {
         assert!(err.contains("docker.subnet"), "{err}");
         let err = load_str("[limits]\nmemory = \"lots\"\n", &[]).unwrap_err().to_string();
         assert!(err.contains("limits.memory"), "{err}");
+        // Each quota and retention bound is named on its own.
+        for (toml, key) in [
+            ("[events]\nretention_days = 0.0\n", "events.retention_days"),
+            ("[events]\nretention_max_events = 0\n", "events.retention_max_events"),
+            ("[events]\ndelivery_timeout_seconds = -1.0\n", "events.delivery_timeout_seconds"),
+            ("[addon_api]\nkv_max_keys = 0\n", "addon_api.kv_max_keys"),
+            ("[addon_api]\nkv_max_value_bytes = 0\n", "addon_api.kv_max_value_bytes"),
+        ] {
+            let err = load_str(toml, &[]).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("must be"), "{toml}: {err}");
+        }
     }
 
     #[test]

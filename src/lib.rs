@@ -8,6 +8,7 @@ pub mod ports;
 pub mod runtime;
 pub mod lifecycle;
 pub mod client;
+pub mod sanitize;
 pub mod api;
 pub mod daemon;
 pub mod addons;

@@ -64,27 +64,10 @@ async fn ctl_stdin(d: &Daemon, args: &[&str], stdin: Option<String>) -> Output {
     .unwrap()
 }
 
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Succeeded, with nothing on stderr; returns stdout.
-fn ok(o: &Output, what: &str) -> String {
-    assert!(o.status.success(), "{what}: exit {:?}\nstdout: {}\nstderr: {}", o.status.code(), out(o), err(o));
-    assert_eq!(err(o), "", "{what}: stderr");
-    out(o)
-}
-
 /// Failed with `code`, stdout empty, one `error: …` line on stderr; returns that line.
 fn fails(o: &Output, code: i32, what: &str) -> String {
-    assert_eq!(o.status.code(), Some(code), "{what}\nstdout: {}\nstderr: {}", out(o), err(o));
-    assert_eq!(out(o), "", "{what}: stdout");
-    let e = err(o);
-    assert!(e.starts_with("error: ") && e.ends_with('\n') && e.lines().count() == 1, "{what}: {e:?}");
+    let e = failed(o, code, what);
+    assert!(e.ends_with('\n') && e.lines().count() == 1, "{what}: {e:?}");
     e
 }
 

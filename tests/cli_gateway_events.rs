@@ -21,30 +21,6 @@ async fn ctl(d: &Daemon, args: &[&str]) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().expect("run addonctl")).await.unwrap()
 }
 
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Succeeded, with nothing on stderr; returns stdout.
-fn ok(o: &Output, what: &str) -> String {
-    assert!(o.status.success(), "{what}: exit {:?}\nstdout: {}\nstderr: {}", o.status.code(), out(o), err(o));
-    assert_eq!(err(o), "", "{what}: stderr");
-    out(o)
-}
-
-/// Failed with `code`, saying `error: …` on stderr and nothing on stdout; returns stderr.
-fn failed(o: &Output, code: i32, what: &str) -> String {
-    assert_eq!(o.status.code(), Some(code), "{what}\nstdout: {}\nstderr: {}", out(o), err(o));
-    assert_eq!(out(o), "", "{what}: stdout");
-    let e = err(o);
-    assert!(e.starts_with("error: "), "{what}: {e}");
-    e
-}
-
 /// The table row (cells split on runs of 3+ spaces) whose first cell is `first`.
 fn row(table: &str, first: &str) -> Option<Vec<String>> {
     table

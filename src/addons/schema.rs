@@ -47,10 +47,8 @@ pub fn check_schema(schema: &Value, path: &str) -> Result<(), String> {
                 }
             }
             "items" => check_schema(v, &format!("{path}.items"))?,
-            "required" => {
-                if !v.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
-                    return Err(format!("{path}.required: must be a list of property names"));
-                }
+            "required" if !v.as_array().is_some_and(|a| a.iter().all(Value::is_string)) => {
+                return Err(format!("{path}.required: must be a list of property names"));
             }
             "additionalProperties" if !v.is_boolean() => {
                 return Err(format!("{path}.additionalProperties: only true or false is supported"));

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use addond::client::{self, ApiError, Client, ClientError, Method};
+use addond::sanitize::{sanitize as cell, sanitize_line};
 use anyhow::Context as _;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use serde_json::{json, Map, Value};
@@ -1514,74 +1515,8 @@ fn apply_sets(base: Value, sets: &[(String, Value)], what: &str) -> Result<Value
 }
 
 // ---------------------------------------------------------------------------------------
-// Sanitising what the daemon sends before it reaches the terminal.
-
-/// Removes escape sequences (CSI, OSC, DCS/SOS/PM/APC strings, two-character escapes),
-/// other control characters and bidirectional overrides. `keep_tab` keeps `\t`;
-/// `space_for_breaks` turns tabs and line breaks into single spaces (for table cells).
-fn sanitize(s: &str, keep_tab: bool, space_for_breaks: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars().peekable();
-    while let Some(c) = it.next() {
-        match c {
-            '\u{1b}' => match it.next() {
-                Some('[') => skip_csi(&mut it),
-                Some(']') | Some('P') | Some('X') | Some('^') | Some('_') => skip_string(&mut it),
-                Some(_) | None => {}
-            },
-            '\u{9b}' => skip_csi(&mut it),
-            '\u{9d}' | '\u{90}' | '\u{98}' | '\u{9e}' | '\u{9f}' => skip_string(&mut it),
-            '\t' if keep_tab && !space_for_breaks => out.push('\t'),
-            '\t' | '\n' | '\r' if space_for_breaks => {
-                if !out.ends_with(' ') {
-                    out.push(' ');
-                }
-            }
-            c if c.is_control() => {}
-            '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// CSI: parameter and intermediate bytes up to a final byte in `@`..`~`.
-fn skip_csi(it: &mut std::iter::Peekable<std::str::Chars<'_>>) {
-    for c in it.by_ref() {
-        if ('\u{40}'..='\u{7e}').contains(&c) {
-            return;
-        }
-        if !('\u{20}'..='\u{3f}').contains(&c) {
-            return; // malformed: stop at anything that cannot be in a CSI
-        }
-    }
-}
-
-/// OSC/DCS/SOS/PM/APC: up to BEL, ST (`ESC \`) or the 8-bit ST.
-fn skip_string(it: &mut std::iter::Peekable<std::str::Chars<'_>>) {
-    while let Some(c) = it.next() {
-        match c {
-            '\u{7}' | '\u{9c}' => return,
-            '\u{1b}' => {
-                if it.peek() == Some(&'\\') {
-                    it.next();
-                }
-                return;
-            }
-            _ => {}
-        }
-    }
-}
-
-/// One line of daemon text for the terminal (tabs kept).
-fn sanitize_line(s: &str) -> String {
-    sanitize(s, true, false)
-}
-
-/// One table cell: single-line, no control characters.
-fn cell(s: &str) -> String {
-    sanitize(s, false, true).trim().to_string()
-}
+// What the daemon sends reaches the terminal only through `addond::sanitize`
+// (`sanitize_line` for lines, `cell` for one-line table cells and labels).
 
 /// Splits a byte stream into sanitised lines, holding a partial line (and a partial UTF-8
 /// character) until its newline arrives.
@@ -3609,17 +3544,8 @@ mod tests {
 
     #[test]
     fn sanitising() {
-        // CSI colours, cursor moves, OSC title/hyperlink, C1 controls, bidi overrides.
-        assert_eq!(sanitize_line("\x1b[31mred\x1b[0m ok"), "red ok");
-        assert_eq!(sanitize_line("a\x1b[2J\x1b[Hb"), "ab");
-        assert_eq!(sanitize_line("\x1b]0;pwned\x07title"), "title");
-        assert_eq!(sanitize_line("\x1b]8;;http://evil\x1b\\link\x1b]8;;\x1b\\"), "link");
-        assert_eq!(sanitize_line("x\u{9b}31my"), "xy");
-        assert_eq!(sanitize_line("bell\x07 back\x08space\r"), "bell backspace");
-        assert_eq!(sanitize_line("abc\u{202e}def"), "abcdef");
-        assert_eq!(sanitize_line("tab\tkept, ünïcödé kept"), "tab\tkept, ünïcödé kept");
-        assert_eq!(sanitize_line("trailing escape \x1b"), "trailing escape ");
-        // Cells are one line.
+        // The rules are tested in `addond::sanitize`; here, that addonctl's lines and cells use them.
+        assert_eq!(sanitize_line("\x1b]0;pwned\x07title\tok\x1b[0m"), "title\tok");
         assert_eq!(cell("two\nlines\tand\x1b[1mbold"), "two lines andbold");
     }
 

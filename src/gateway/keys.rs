@@ -195,7 +195,7 @@ mod tests {
         assert_eq!(ring.check(Some(&wrong)).err(), Some(KeyError::Unknown));
         ring.load(&[], &[grant("g1", &k, true)]);
         assert_eq!(ring.check(Some(&k.full)).err(), Some(KeyError::Revoked));
-        assert!(ring.any_origin_allowed("https://shop.example", Some("pay")) == false, "revoked grants allow nothing");
+        assert!(!ring.any_origin_allowed("https://shop.example", Some("pay")), "revoked grants allow nothing");
     }
 
     #[test]

@@ -68,6 +68,32 @@ pub fn addonctl_bin() -> &'static str {
     env!("CARGO_BIN_EXE_addonctl")
 }
 
+/// A finished `addonctl`'s stdout, as text.
+pub fn out(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A finished `addonctl`'s stderr, as text.
+pub fn err(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Succeeded, with nothing on stderr; returns stdout.
+pub fn ok(o: &std::process::Output, what: &str) -> String {
+    assert!(o.status.success(), "{what}: exit {:?}\nstdout: {}\nstderr: {}", o.status.code(), out(o), err(o));
+    assert_eq!(err(o), "", "{what}: stderr");
+    out(o)
+}
+
+/// Failed with `code`, saying `error: …` on stderr and nothing on stdout; returns stderr.
+pub fn failed(o: &std::process::Output, code: i32, what: &str) -> String {
+    assert_eq!(o.status.code(), Some(code), "{what}\nstdout: {}\nstderr: {}", out(o), err(o));
+    assert_eq!(out(o), "", "{what}: stdout");
+    let e = err(o);
+    assert!(e.starts_with("error: "), "{what}: {e}");
+    e
+}
+
 impl Daemon {
     pub async fn start() -> Daemon {
         Self::start_with(Options::default()).await

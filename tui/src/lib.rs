@@ -10,6 +10,7 @@
 pub mod app;
 pub mod model;
 pub mod net;
-pub mod sanitize;
+/// Shared with `addonctl`: the one place addon-controlled text is made safe for a terminal.
+pub use addond::sanitize;
 pub mod stream;
 pub mod ui;

@@ -1,9 +1,10 @@
-//! Text that addons control (service names, log lines, errors, descriptions) reaches the
-//! terminal only through these functions. They remove every control character and every
-//! escape sequence (CSI, OSC, DCS/SOS/PM/APC strings, two- and three-byte ESC sequences and
-//! their 8-bit C1 forms), and the Unicode bidi controls that could reorder what is shown,
-//! so a container cannot move the cursor, clear the screen, change the window title, write
-//! to the clipboard (OSC 52) or fake other rows of the dashboard.
+//! Text that addons control (service names, log lines, errors, descriptions) reaches a
+//! terminal only through these functions, in `addonctl` and in `addond-tui` alike. They
+//! remove every control character and every escape sequence (CSI, OSC, DCS/SOS/PM/APC
+//! strings, two- and three-byte ESC sequences and their 8-bit C1 forms), and the Unicode
+//! bidi controls that could reorder what is shown, so a container cannot move the cursor,
+//! clear the screen, change the window title, write to the clipboard (OSC 52) or fake other
+//! rows of a table or the dashboard.
 
 /// One line of a table cell or label: escape sequences removed, tabs and line breaks turned
 /// into single spaces, other control characters dropped, surrounding blanks trimmed.
@@ -19,10 +20,18 @@ pub fn sanitize_log_line(s: &str) -> String {
     clean(s, Whitespace::ExpandTabs).trim_end().to_string()
 }
 
+/// One line for a plain terminal stream (`addonctl logs`, error messages): like
+/// [`sanitize_log_line`], but tabs are kept as they are, for the terminal or a pipe to lay out.
+pub fn sanitize_line(s: &str) -> String {
+    let s = s.strip_suffix('\r').unwrap_or(s);
+    clean(s, Whitespace::KeepTabs).trim_end().to_string()
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Whitespace {
     Collapse,
     ExpandTabs,
+    KeepTabs,
 }
 
 fn clean(s: &str, ws: Whitespace) -> String {
@@ -39,6 +48,10 @@ fn clean(s: &str, ws: Whitespace) -> String {
                 let n = 8 - col % 8;
                 out.extend(std::iter::repeat_n(' ', n));
                 col += n;
+            }
+            '\t' if ws == Whitespace::KeepTabs => {
+                out.push('\t');
+                col += 8 - col % 8;
             }
             '\t' | '\n' | '\r' => {
                 if !out.ends_with(' ') {
@@ -175,6 +188,13 @@ mod tests {
     }
 
     #[test]
+    fn plain_lines_keep_tabs() {
+        assert_eq!(sanitize_line("tab\tkept, ünïcödé kept"), "tab\tkept, ünïcödé kept");
+        assert_eq!(sanitize_line("bell\x07 back\x08space\r"), "bell backspace");
+        assert_eq!(sanitize_line("  indented\x1b[1m"), "  indented");
+    }
+
+    #[test]
     fn output_never_contains_control_characters() {
         // Every byte value, alone and after ESC and CSI.
         for b in 0u32..0x250 {
@@ -183,6 +203,8 @@ mod tests {
                 for out in [sanitize(&input), sanitize_log_line(&input)] {
                     assert!(!out.chars().any(char::is_control), "{input:?} -> {out:?}");
                 }
+                let out = sanitize_line(&input);
+                assert!(!out.chars().any(|c| c.is_control() && c != '\t'), "{input:?} -> {out:?}");
             }
         }
     }
