@@ -197,13 +197,15 @@ async fn logs_metrics_discovery_and_health_endpoints() {
     assert!(text.contains("addond_docker_up 1"));
 
     // follow streams new lines
+    // (`lines=0` shows only lines logged after Docker attached the follow, which may be a
+    // moment after the reply's headers: the marked request is repeated until one shows.)
     let mut stream = d.client.stream(addond::client::Method::GET, &format!("{SVC}/chatty/logs?follow=true&lines=0")).await.unwrap();
-    http_get(port as u16, "/marker-path").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen = String::new();
     while !seen.contains("/marker-path") {
         assert!(Instant::now() < deadline, "follow never showed the request line: {seen}");
-        if let Ok(Some(Ok(chunk))) = tokio::time::timeout(Duration::from_secs(5), stream.next_chunk()).await {
+        http_get(port as u16, "/marker-path").await;
+        if let Ok(Some(Ok(chunk))) = tokio::time::timeout(Duration::from_secs(1), stream.next_chunk()).await {
             seen.push_str(&String::from_utf8_lossy(&chunk));
         }
     }

@@ -19,8 +19,16 @@ pub struct NewKey {
     pub hash: String,
 }
 
+/// Lower-case hex. Runs on every gateway request (the presented secret's hash), so no
+/// formatting machinery and one allocation.
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 pub fn hash_secret(secret: &str) -> String {
@@ -159,6 +167,12 @@ impl Keyring {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashes_are_lower_case_hex_sha256() {
+        assert_eq!(hash_secret("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+    }
 
     fn grant(id: &str, key: &NewKey, revoked: bool) -> GrantRow {
         GrantRow {
