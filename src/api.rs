@@ -552,6 +552,9 @@ async fn show_service(State(st): State<AppState>, Path(id): Path<String>) -> Api
 
 async fn delete_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
     let svc = st.lifecycle.delete(&id).await?;
+    if let Some(instance) = &svc.addon_instance {
+        st.addons.forget(instance);
+    }
     reply_service(&st, svc, wait, StatusCode::OK, "service is being deleted").await
 }
 

@@ -403,6 +403,12 @@ async fn dependencies_two_instances_and_uninstall() {
     let r = d.post("/api/addons/shop-us/start?wait=started&timeout=30", json!({})).await;
     assert_eq!(r.data()["phase"], "Started");
     assert_eq!(execute(&d, "shop-us", "add", json!({"a": 1, "b": 1})).await.status, 200);
+    // its service deleted behind the addon's back: calls say so at once, not "no healthy instance"
+    let sid = us["services"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(d.delete(&format!("{SVC}/{sid}?wait=deleted&timeout=30")).await.status, 200);
+    let r = execute(&d, "shop-us", "add", json!({"a": 1, "b": 1})).await;
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("has no services"), "{:?}", r.body);
     // unregister only when nothing is installed
     assert_eq!(d.delete("/api/addons/shop?unregister=true").await.status, 409);
     assert_eq!(d.delete("/api/addons/legacy?unregister=true").await.status, 200);

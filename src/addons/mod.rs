@@ -226,14 +226,24 @@ impl Addons {
         }
         let row = self.install_row(instance).await?;
         let manifest = self.manifest(&row.addon, Some(&row.version)).await?;
-        let services = self.lifecycle.store().services_of_addon(instance).await?.into_iter().map(|s| (s.id, s.spec.service_type)).collect();
+        // A service on its way out (deleted through the services API) is no target any more.
+        let services = self
+            .lifecycle
+            .store()
+            .services_of_addon(instance)
+            .await?
+            .into_iter()
+            .filter(|s| s.desired != crate::model::Desired::Deleted)
+            .map(|s| (s.id, s.spec.service_type))
+            .collect();
         let i = Arc::new(Installed { row, manifest, services });
         self.installed.write().unwrap_or_else(|e| e.into_inner()).insert(instance.to_string(), i.clone());
         Ok(i)
     }
 
-    /// Forgets what is cached about an instance (install, uninstall, config change).
-    fn forget(&self, instance: &str) {
+    /// Forgets what is cached about an instance: on install, uninstall and config change, and
+    /// when one of its services is deleted through the services API.
+    pub fn forget(&self, instance: &str) {
         self.installed.write().unwrap_or_else(|e| e.into_inner()).remove(instance);
     }
 
