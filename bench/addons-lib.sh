@@ -14,6 +14,8 @@ BENCH2_NETWORK="addond_bench2"
 BENCH2_ISOLATED="addond_bench2_iso"
 GATEWAY_ADDR="${BENCH_GATEWAY:-127.0.0.1:7180}"
 NGINX_PORT="${BENCH_NGINX_PORT:-7181}"
+# nginx's second server: in front of the container's own address (see bench/nginx/addons.conf).
+NGINX_PORT2="${BENCH_NGINX_PORT2:-7183}"
 REDIS_PORT="${BENCH_REDIS_PORT:-7182}"
 BENCH_OUT="${BENCH_OUT:-$BENCH_DIR/results}"
 # wrk measurement window per run (seconds); BENCH_WRK_DURATION overrides.
@@ -127,18 +129,21 @@ grant_key() {
 }
 
 # Starts nginx (our own process, own prefix dir) from template bench/nginx/$1.conf with
-# @NGINX_PORT@ and @UPSTREAM_PORT@ replaced ($2). Sets NGINX_DIR.
+# @UPSTREAM_PORT@ (host port, $2) and @UPSTREAM_ADDR@ (container address:port, $3) filled in.
+# Sets NGINX_DIR.
 start_nginx() {
-    local conf="$1" upstream="$2"
+    local conf="$1" upstream="$2" upstream_addr="$3"
     NGINX_DIR="$(mktemp -d "${BENCH_TMP:-/var/tmp}/addond-bench2-nginx.XXXXXX")"
     mkdir -p "$NGINX_DIR/logs" "$NGINX_DIR/tmp"
     chmod 755 "$NGINX_DIR"   # the worker user (nobody when run as root) reads below it
-    sed -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@UPSTREAM_PORT@|$upstream|g" -e "s|@PREFIX@|$NGINX_DIR|g" \
+    sed -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@NGINX_PORT2@|$NGINX_PORT2|g" -e "s|@UPSTREAM_PORT@|$upstream|g" \
+        -e "s|@UPSTREAM_ADDR@|$upstream_addr|g" -e "s|@PREFIX@|$NGINX_DIR|g" \
         "$BENCH_DIR/nginx/$conf.conf" >"$NGINX_DIR/nginx.conf"
     nginx -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -e "$NGINX_DIR/logs/error.log" -t -q || die "nginx config rejected"
     nginx -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -e "$NGINX_DIR/logs/error.log"
     for _ in $(seq 100); do
-        curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && { say "nginx $(nginx -v 2>&1 | sed 's/.*\///') on 127.0.0.1:$NGINX_PORT → 127.0.0.1:$upstream"; return 0; }
+        curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT2/" \
+            && { say "nginx $(nginx -v 2>&1 | sed 's/.*\///') on 127.0.0.1:$NGINX_PORT → 127.0.0.1:$upstream, on 127.0.0.1:$NGINX_PORT2 → $upstream_addr"; return 0; }
         sleep 0.05
     done
     die "nginx did not answer on 127.0.0.1:$NGINX_PORT"
@@ -271,21 +276,35 @@ ECHO_MANIFEST='{"name": "bench-echo", "version": "1.0.0", "image": "addond-sampl
 EXEC_BODY='{"action":"echo","data":{"order":7,"items":["a","b"],"note":"bench"}}'
 DIRECT_BODY='{"items":["a","b"],"note":"bench","order":7}'
 
-# Starts the daemon, installs bench-echo, grants a key, starts nginx in front of the addon's
-# host port, and checks that the three paths answer the same. Sets ECHO_PORT and API_KEY.
+# Starts the daemon, installs bench-echo, grants a key, starts nginx in front of the addon
+# (host port and container address), and checks that every path answers the same. Sets
+# ECHO_PORT (host port), ECHO_ADDR (the container's address:port on the addon network, which
+# is where addond itself calls it) and API_KEY.
 setup_echo() {
     start_bench2_daemon
     ECHO_PORT="$(install_addon "$ECHO_ADDON" "$ECHO_MANIFEST")"
     API_KEY="$(grant_key "$ECHO_ADDON")"
-    say "addon $ECHO_ADDON on host port $ECHO_PORT; key ${API_KEY:0:16}…"
-    start_nginx addons "$ECHO_PORT"
-    local via_gw direct via_nginx
+    local cid ip
+    cid="$(docker ps -q --filter "network=$BENCH2_NETWORK" | head -n1)"
+    ip="$(docker inspect "$cid" --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}')"
+    [[ -n "$ip" ]] || die "no address for the addon's container"
+    ECHO_ADDR="$ip:8080"
+    say "addon $ECHO_ADDON on host port $ECHO_PORT, container address $ECHO_ADDR; key ${API_KEY:0:16}…"
+    start_nginx addons "$ECHO_PORT" "$ECHO_ADDR"
+    local via_gw direct direct2 via_nginx via_nginx2
     via_gw="$(curl -sS --fail-with-body -H "apikey: $API_KEY" -H 'content-type: application/json' -d "$EXEC_BODY" "http://$GATEWAY_ADDR/api/addons/$ECHO_ADDON/execute")"
     direct="$(curl -sS --fail-with-body -H 'content-type: application/json' -d "$DIRECT_BODY" "http://127.0.0.1:$ECHO_PORT/execute/echo")"
+    direct2="$(curl -sS --fail-with-body -H 'content-type: application/json' -d "$DIRECT_BODY" "http://$ECHO_ADDR/execute/echo")"
     via_nginx="$(curl -sS --fail-with-body -H 'content-type: application/json' -d "$DIRECT_BODY" "http://127.0.0.1:$NGINX_PORT/execute/echo")"
-    say "gateway execute → $via_gw"
-    say "direct          → $direct"
-    say "nginx           → $via_nginx"
-    [[ "$(jq -c .data <<<"$via_gw")" == "$(jq -c . <<<"$direct")" && "$direct" == "$via_nginx" ]] \
-        || die "the three paths do not answer the same"
+    via_nginx2="$(curl -sS --fail-with-body -H 'content-type: application/json' -d "$DIRECT_BODY" "http://127.0.0.1:$NGINX_PORT2/execute/echo")"
+    say "gateway execute      → $via_gw"
+    say "direct (host port)   → $direct"
+    say "direct (container)   → $direct2"
+    say "nginx (host port)    → $via_nginx"
+    say "nginx (container)    → $via_nginx2"
+    local want
+    want="$(jq -cS . <<<"$direct")"
+    for got in "$(jq -cS .data <<<"$via_gw")" "$(jq -cS . <<<"$direct2")" "$(jq -cS . <<<"$via_nginx")" "$(jq -cS . <<<"$via_nginx2")"; do
+        [[ "$got" == "$want" ]] || die "the paths do not answer the same: $got vs $want"
+    done
 }

@@ -220,7 +220,6 @@ async fn execute(State(st): State<Arc<AddonApi>>, caller: Caller, Path(name): Pa
             format!("`{}` ({}) is not among this addon's dependencies; declare it in the manifest's dependencies", name, target.name),
         ));
     }
-    let data = if b.data.is_null() { json!({}) } else { b.data };
-    let out = st.addons.execute(&name, &b.action, data).await?;
-    api::ok(StatusCode::OK, out, "")
+    let out = st.addons.execute_json(&name, &b.action, crate::addons::ActionInput::Raw(b.data.as_deref())).await?;
+    api::ok_json(StatusCode::OK, &out, "")
 }

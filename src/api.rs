@@ -159,6 +159,19 @@ pub(crate) fn ok(status: StatusCode, data: Value, message: &str) -> ApiResult {
     Ok((status, axum::Json(json!({"success": true, "data": data, "message": message}))).into_response())
 }
 
+/// The success envelope around `data`, JSON text that is already known to be valid (an
+/// addon's answer), spliced in without being parsed again.
+pub(crate) fn ok_json(status: StatusCode, data: &[u8], message: &str) -> ApiResult {
+    let message = serde_json::to_string(message).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let mut out = Vec::with_capacity(data.len() + message.len() + 40);
+    out.extend_from_slice(b"{\"success\":true,\"data\":");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b",\"message\":");
+    out.extend_from_slice(message.as_bytes());
+    out.push(b'}');
+    Ok((status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], out).into_response())
+}
+
 /// A JSON body read with the configured size limit and parsed so that a wrong shape names
 /// the field at fault.
 pub struct JsonBody<T>(pub T);
@@ -176,7 +189,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 }
 
 /// Parses a JSON body so that a wrong shape names the field at fault.
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the request needs a JSON body"));
     }
@@ -294,21 +307,7 @@ async fn audit(State(st): State<AppState>, req: Request, next: Next) -> Response
 // ---- views ----------------------------------------------------------------------------
 
 fn ms_to_rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+    chrono::DateTime::from_timestamp_millis(ms).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
 }
 
 fn health_summary(s: &Service) -> Health {
@@ -971,14 +970,14 @@ async fn restart_addon(State(st): State<AppState>, Path(name): Path<String>, wai
 #[serde(deny_unknown_fields)]
 pub struct ExecuteBody {
     pub action: String,
+    /// Kept as text: without an input schema it goes to the addon as it came.
     #[serde(default)]
-    pub data: Value,
+    pub data: Option<Box<serde_json::value::RawValue>>,
 }
 
 async fn execute_action(State(st): State<AppState>, Path(name): Path<String>, JsonBody(body): JsonBody<ExecuteBody>) -> ApiResult {
-    let data = if body.data.is_null() { json!({}) } else { body.data };
-    let out = st.addons.execute(&name, &body.action, data).await?;
-    ok(StatusCode::OK, out, "")
+    let out = st.addons.execute_json(&name, &body.action, crate::addons::ActionInput::Raw(body.data.as_deref())).await?;
+    ok_json(StatusCode::OK, &out, "")
 }
 
 /// The addon's schedules and their recent runs.
@@ -1064,14 +1063,18 @@ async fn render_widget_post(
 /// The rendered widget with its ETag; 304 when the caller already has this version.
 pub(crate) async fn render_reply(addons: &Addons, addon: &str, widget: &str, config: Value, context: Value, headers: &axum::http::HeaderMap) -> ApiResult {
     let r = addons.render(addon, widget, config, context).await?;
-    let etag = HeaderValue::from_str(&r.etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+    let etag = HeaderValue::from_str(&r.widget.etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
     let cache = HeaderValue::from_static(if r.cached { "hit" } else { "miss" });
-    let matches = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == r.etag || t.trim() == "*"));
+    let matches = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == r.widget.etag || t.trim() == "*"));
     if matches {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::HeaderName::from_static("x-cache"), cache)]).into_response());
     }
-    let body = json!({"success": true, "data": r.widget, "message": ""});
-    Ok((StatusCode::OK, [(header::ETAG, etag), (header::HeaderName::from_static("x-cache"), cache)], axum::Json(body)).into_response())
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json")), (header::ETAG, etag), (header::HeaderName::from_static("x-cache"), cache)],
+        r.widget.envelope.clone(),
+    )
+        .into_response())
 }
 
 async fn widget_frame(State(st): State<AppState>, Path((addon, widget)): Path<(String, String)>, q: Result<Query<RenderQuery>, QueryRejection>) -> ApiResult {
@@ -1084,7 +1087,7 @@ async fn widget_frame(State(st): State<AppState>, Path((addon, widget)): Path<(S
 pub(crate) async fn frame_reply(addons: &Addons, addon: &str, widget: &str, config: Value, context: Value) -> ApiResult {
     let r = addons.render(addon, widget, config, context).await?;
     let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let (html, csp) = crate::addons::frame_document(&r.widget, &nonce);
+    let (html, csp) = crate::addons::frame_document(&r.widget.widget, &nonce);
     let csp = HeaderValue::from_str(&csp).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     Ok((
         StatusCode::OK,

@@ -424,19 +424,7 @@ fn sync_dir(dir: &Path) {
 
 /// `20261121-234000` (UTC) for directory names.
 pub fn timestamp_for_path(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+    chrono::DateTime::from_timestamp_millis(ms).map(|d| d.format("%Y%m%d-%H%M%S").to_string()).unwrap_or_default()
 }
 
 /// The owner of a path (for the manifest).

@@ -79,6 +79,20 @@ pub struct PortsConfig {
     pub range_end: u16,
     /// Host address container ports are published on; loopback unless the operator opts out.
     pub publish_address: IpAddr,
+    /// Where the daemon itself reaches instances (health checks, actions, widgets, event
+    /// deliveries, passthrough).
+    pub instance_address: InstanceAddress,
+}
+
+/// How the daemon reaches an instance.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceAddress {
+    /// The container's own address on its addon network: no hop through Docker's userland
+    /// port proxy, which on a small host costs as much CPU as the call itself.
+    Container,
+    /// The published host port, like any other client.
+    HostPort,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -202,6 +216,9 @@ pub struct GatewayConfig {
     pub failed_auth_per_minute: u32,
     /// After a key rotation the old key keeps working this long (seconds).
     pub rotation_grace_seconds: f64,
+    /// Worker threads serving the gateway, each a whole request start to end (0: one per
+    /// CPU core the daemon may use).
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -251,6 +268,7 @@ impl Default for GatewayConfig {
             trusted_proxies: Vec::new(),
             failed_auth_per_minute: 30,
             rotation_grace_seconds: 0.0,
+            workers: 0,
         }
     }
 }
@@ -324,6 +342,7 @@ impl Default for PortsConfig {
             range_start: 8000,
             range_end: 9000,
             publish_address: IpAddr::from([127, 0, 0, 1]),
+            instance_address: InstanceAddress::Container,
         }
     }
 }
@@ -624,6 +643,9 @@ impl Config {
         }
         if !(0.0..=30.0 * 86_400.0).contains(&self.gateway.rotation_grace_seconds) {
             return Err(invalid("gateway.rotation_grace_seconds", "must be between 0 and 2592000 (30 days)"));
+        }
+        if self.gateway.workers > 256 {
+            return Err(invalid("gateway.workers", "must be at most 256 (0: one per CPU core)"));
         }
         let e = &self.events;
         if e.retention_days.is_nan() || e.retention_days <= 0.0 {

@@ -18,6 +18,7 @@ pub mod backup;
 pub mod doctor;
 pub mod cli_docs;
 pub mod gateway;
+pub mod upstream;
 pub mod events;
 pub mod addon_api;
 pub mod schedules;

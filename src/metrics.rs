@@ -1,12 +1,12 @@
 //! Counters and histograms for the Prometheus exposition at `GET /metrics`: addon
 //! executions, response and render times, widget cache hits and misses. Hand-rolled and
-//! lock-light (a mutex per label set lookup, atomics inside), because the hot paths record
-//! into them on every call and the text format is simple.
+//! lock-light (a shared read lock to find an addon's counters by name, atomics inside),
+//! because the hot paths record into them on every call and the text format is simple.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Upper bounds (seconds) of the latency buckets.
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -53,24 +53,51 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// The outcomes an action call is counted under (`status` label).
+const OUTCOMES: [&str; 4] = ["success", "error", "timeout", "unavailable"];
+
+/// What is recorded per addon and action (or widget).
+#[derive(Default)]
+struct CallStats {
+    outcomes: [AtomicU64; 4],
+    time: Histogram,
+}
+
+/// Stats by addon, then by action or widget: found on the hot path by `&str`, without
+/// building a key.
+type ByAddon = RwLock<HashMap<String, HashMap<String, Arc<CallStats>>>>;
+
+fn stats_of(map: &ByAddon, addon: &str, name: &str) -> Arc<CallStats> {
+    if let Some(s) = map.read().unwrap_or_else(|e| e.into_inner()).get(addon).and_then(|m| m.get(name)) {
+        return s.clone();
+    }
+    map.write().unwrap_or_else(|e| e.into_inner()).entry(addon.to_string()).or_default().entry(name.to_string()).or_default().clone()
+}
+
+/// Every (addon, name, stats), sorted, for a stable exposition.
+fn sorted(map: &ByAddon) -> Vec<(String, String, Arc<CallStats>)> {
+    let mut out: Vec<_> = map.read().unwrap_or_else(|e| e.into_inner()).iter().flat_map(|(a, m)| m.iter().map(|(n, s)| (a.clone(), n.clone(), s.clone()))).collect();
+    out.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+    out
+}
+
 #[derive(Default)]
 pub struct Metrics {
-    executions: Mutex<BTreeMap<Labels, Arc<AtomicU64>>>,
-    response_time: Mutex<BTreeMap<Labels, Arc<Histogram>>>,
-    render_time: Mutex<BTreeMap<Labels, Arc<Histogram>>>,
+    executions: ByAddon,
+    renders: ByAddon,
     breaker_opens: Mutex<BTreeMap<Labels, Arc<AtomicU64>>>,
     pub widget_cache_hits: AtomicU64,
     pub widget_cache_misses: AtomicU64,
 }
 
 impl Metrics {
-    /// One action call: its outcome and how long it took.
+    /// One action call: its outcome (one of `success`, `error`, `timeout`, `unavailable`)
+    /// and how long it took.
     pub fn execution(&self, addon: &str, function: &str, status: &str, secs: f64) {
-        let key: Labels = vec![("addon_id", addon.to_string()), ("function_name", function.to_string()), ("status", status.to_string())];
-        self.executions.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().fetch_add(1, Ordering::Relaxed);
-        let key: Labels = vec![("addon_id", addon.to_string()), ("function_name", function.to_string())];
-        let h = self.response_time.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
-        h.observe(secs);
+        let stats = stats_of(&self.executions, addon, function);
+        let i = OUTCOMES.iter().position(|o| *o == status).unwrap_or(1);
+        stats.outcomes[i].fetch_add(1, Ordering::Relaxed);
+        stats.time.observe(secs);
     }
 
     /// An instance's circuit breaker opened.
@@ -81,23 +108,27 @@ impl Metrics {
 
     /// One widget render by the addon (cache misses only).
     pub fn render(&self, addon: &str, widget: &str, secs: f64) {
-        let key: Labels = vec![("addon_id", addon.to_string()), ("widget", widget.to_string())];
-        let h = self.render_time.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
-        h.observe(secs);
+        stats_of(&self.renders, addon, widget).time.observe(secs);
     }
 
     pub fn render_text(&self, out: &mut String) {
+        let executions = sorted(&self.executions);
         out.push_str("# HELP addon_executions_total Addon action calls by outcome.\n# TYPE addon_executions_total counter\n");
-        for (labels, n) in self.executions.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "addon_executions_total{{{}}} {}", label_text(labels), n.load(Ordering::Relaxed));
+        for (addon, function, stats) in &executions {
+            for (i, outcome) in OUTCOMES.iter().enumerate() {
+                let n = stats.outcomes[i].load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(out, "addon_executions_total{{addon_id=\"{}\",function_name=\"{}\",status=\"{outcome}\"}} {n}", escape(addon), escape(function));
+                }
+            }
         }
         out.push_str("# HELP addon_response_time_seconds Time addon actions took, as seen by addond.\n# TYPE addon_response_time_seconds histogram\n");
-        for (labels, h) in self.response_time.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            h.render(out, "addon_response_time_seconds", &label_text(labels));
+        for (addon, function, stats) in &executions {
+            stats.time.render(out, "addon_response_time_seconds", &format!("addon_id=\"{}\",function_name=\"{}\"", escape(addon), escape(function)));
         }
         out.push_str("# HELP widget_render_time_seconds Time addons took to render a widget (cache misses).\n# TYPE widget_render_time_seconds histogram\n");
-        for (labels, h) in self.render_time.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            h.render(out, "widget_render_time_seconds", &label_text(labels));
+        for (addon, widget, stats) in sorted(&self.renders) {
+            stats.time.render(out, "widget_render_time_seconds", &format!("addon_id=\"{}\",widget=\"{}\"", escape(&addon), escape(&widget)));
         }
         out.push_str("# HELP addon_breaker_opens_total Times an instance's circuit breaker opened.\n# TYPE addon_breaker_opens_total counter\n");
         for (labels, n) in self.breaker_opens.lock().unwrap_or_else(|e| e.into_inner()).iter() {

@@ -158,7 +158,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_allocations_never_collide() {
         use std::sync::Arc;
-        let cfg = PortsConfig { range_start: 38000, range_end: 38099, publish_address: IpAddr::V4(Ipv4Addr::LOCALHOST) };
+        let cfg = PortsConfig { range_start: 38000, range_end: 38099, publish_address: IpAddr::V4(Ipv4Addr::LOCALHOST), ..PortsConfig::default() };
         let alloc = Arc::new(PortAllocator::new(&cfg));
         let booked = Arc::new(std::sync::Mutex::new(HashSet::new()));
         let mut tasks = Vec::new();

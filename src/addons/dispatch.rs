@@ -1,5 +1,5 @@
 //! Calls into addon containers: round robin over an addon service's healthy instances,
-//! pooled keep-alive connections, a circuit breaker per instance, a timeout per call, and
+//! pooled keep-alive connections (`crate::upstream`), a circuit breaker per instance, a timeout per call, and
 //! no retry of a call that may have run (only a connection that was refused, so the request
 //! never reached the instance, moves on to the next one). The healthy set comes from the
 //! daemon's own health checks and is cached until the lifecycle reports a change.
@@ -11,16 +11,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::header::{self, HeaderValue};
+use hyper::{HeaderMap, Method};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::model::{InstanceId, ServiceId};
+use crate::upstream;
 
 /// Largest reply body read from an addon.
 const MAX_REPLY_BYTES: usize = 16 << 20;
@@ -95,27 +94,27 @@ pub struct Dispatcher {
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
     lifecycle: Arc<Lifecycle>,
-    client: Client<HttpConnector, Full<Bytes>>,
     routes: RwLock<HashMap<ServiceId, Arc<Route>>>,
     breakers: Mutex<HashMap<InstanceId, Breaker>>,
 }
 
 impl Dispatcher {
     pub fn new(cfg: Arc<Config>, lifecycle: Arc<Lifecycle>, metrics: Arc<Metrics>) -> Arc<Self> {
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_connect_timeout(Some(Duration::from_secs(2)));
-        // Idle connections go well before addons close them (the sample closes after 60 s).
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(20)).pool_max_idle_per_host(256).build(conn);
-        Arc::new(Dispatcher { cfg, metrics, lifecycle, client, routes: RwLock::new(HashMap::new()), breakers: Mutex::new(HashMap::new()) })
+        Arc::new(Dispatcher { cfg, metrics, lifecycle, routes: RwLock::new(HashMap::new()), breakers: Mutex::new(HashMap::new()) })
     }
 
-    /// Drops cached routes whenever a service changes, until shutdown.
+    /// Drops cached routes whenever a service changes, and sweeps the shared pool of idle
+    /// connections now and then, until shutdown.
     pub async fn follow_changes(self: Arc<Self>, shutdown: CancellationToken) {
         let mut rx = self.lifecycle.subscribe();
+        let mut sweep = tokio::time::interval(Duration::from_secs(5));
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = sweep.tick() => {
+                    upstream::sweep();
+                    continue;
+                }
                 m = rx.recv() => m,
             };
             match msg {
@@ -229,19 +228,24 @@ impl Dispatcher {
     }
 
     async fn send(&self, addr: SocketAddr, path: &str, body: Bytes, timeout: Duration) -> Result<(u16, Bytes), SendError> {
-        let req = hyper::Request::post(format!("http://{addr}{path}"))
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
-            .map_err(|e| SendError::Broken(e.to_string()))?;
         let call = async {
-            let resp = self.client.request(req).await.map_err(|e| if e.is_connect() { SendError::Refused(e.to_string()) } else { SendError::Broken(e.to_string()) })?;
-            let status = resp.status().as_u16();
-            let body = Limited::new(resp.into_body(), MAX_REPLY_BYTES).collect().await.map_err(|e| SendError::Broken(format!("reading the reply: {e}")))?.to_bytes();
+            let resp = upstream::request(addr, &Method::POST, path, &JSON_HEADERS, upstream::OutBody::Full(body))
+                .await
+                .map_err(|e| if e.is_connect() { SendError::Refused(e.to_string()) } else { SendError::Broken(e.to_string()) })?;
+            let status = resp.status.as_u16();
+            let body = resp.body.collect(MAX_REPLY_BYTES).await.map_err(|e| SendError::Broken(format!("reading the reply: {e}")))?;
             Ok((status, body))
         };
         tokio::time::timeout(timeout, call).await.unwrap_or(Err(SendError::Timeout))
     }
 }
+
+/// The headers of every call into an addon.
+static JSON_HEADERS: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(|| {
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h
+});
 
 enum SendError {
     Refused(String),

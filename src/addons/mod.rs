@@ -22,6 +22,13 @@ use crate::metrics::Metrics;
 use crate::model::{valid_name, FieldError, Phase, Service, ServiceId, ServiceType};
 use crate::store::{InstallRow, StoreError};
 use dispatch::{DispatchError, Dispatcher};
+
+/// An action's input as it arrived: the JSON text of an HTTP body's `data` (`None`: left
+/// out), or a value made in the daemon.
+pub enum ActionInput<'a> {
+    Raw(Option<&'a serde_json::value::RawValue>),
+    Value(Value),
+}
 use manifest::{Manifest, ManifestRequest};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +68,18 @@ pub struct InstallRequest {
     pub config: Option<Value>,
 }
 
-/// A rendered widget as cached: the addon's `{html, css, javascript}` and its ETag.
-#[derive(Debug)]
+/// A rendered widget: the addon's `{html, css, javascript}`, its ETag, and the success
+/// envelope around it already serialised (a cache hit is answered with those bytes as
+/// they are).
 pub struct Rendered {
+    pub widget: Arc<RenderedWidget>,
+    pub cached: bool,
+}
+
+pub struct RenderedWidget {
     pub widget: Value,
     pub etag: String,
-    pub cached: bool,
+    pub envelope: Bytes,
 }
 
 /// What the hot paths need about an installed instance.
@@ -94,7 +107,7 @@ pub struct Addons {
     lifecycle: Arc<Lifecycle>,
     pub dispatcher: Arc<Dispatcher>,
     pub metrics: Arc<Metrics>,
-    cache: moka::sync::Cache<String, Arc<(Value, String)>>,
+    cache: moka::sync::Cache<String, Arc<RenderedWidget>>,
     /// Bumped on config change, upgrade and uninstall: part of every cache key, so old
     /// renders of that addon instance are unreachable at once.
     generations: Mutex<HashMap<String, u64>>,
@@ -586,7 +599,15 @@ impl Addons {
 
     // ---- execute ------------------------------------------------------------------------
 
+    /// Runs an action and returns the addon's answer as a value.
     pub async fn execute(&self, instance: &str, action: &str, data: Value) -> Result<Value, AddonError> {
+        let reply = self.execute_json(instance, action, ActionInput::Value(data)).await?;
+        serde_json::from_slice(&reply).map_err(|_| AddonError::Addon { status: 502, message: format!("addon `{instance}` answered `{action}` with invalid JSON") })
+    }
+
+    /// Runs an action and returns the addon's answer as JSON text, checked to be JSON but
+    /// not taken apart: the HTTP routes put it into their reply as it is.
+    pub async fn execute_json(&self, instance: &str, action: &str, input: ActionInput<'_>) -> Result<Bytes, AddonError> {
         let inst = self.installed(instance).await?;
         let (row, m) = (&inst.row, &inst.manifest);
         let Some(a) = m.action(action) else {
@@ -596,18 +617,35 @@ impl Addons {
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             )));
         };
-        let data = schema::normalize(&a.input_schema, data, "data").map_err(|msg| {
-            let field = msg.split(':').next().unwrap_or("data").to_string();
-            invalid(&field, msg)
-        })?;
+        let body = match input {
+            // Without a schema there are no defaults to apply and nothing to check: the
+            // caller's JSON goes to the addon as it came.
+            ActionInput::Raw(raw) if schema::is_empty(&a.input_schema) => match raw.map(|r| r.get()) {
+                None | Some("null") => Bytes::from_static(b"{}"),
+                Some(text) => Bytes::copy_from_slice(text.as_bytes()),
+            },
+            input => {
+                let data = match input {
+                    ActionInput::Value(v) => v,
+                    ActionInput::Raw(None) => Value::Null,
+                    ActionInput::Raw(Some(raw)) => serde_json::from_str(raw.get()).map_err(|e| invalid("data", format!("data: {e}")))?,
+                };
+                let data = if data.is_null() { json!({}) } else { data };
+                let data = schema::normalize(&a.input_schema, data, "data").map_err(|msg| {
+                    let field = msg.split(':').next().unwrap_or("data").to_string();
+                    invalid(&field, msg)
+                })?;
+                Bytes::from(data.to_string())
+            }
+        };
         let svc = inst.entry()?;
         let timeout = Duration::from_secs_f64(a.timeout_seconds.unwrap_or(self.cfg.addons.execute_timeout_seconds));
         let t0 = Instant::now();
-        let result = self.dispatcher.post(svc, instance, &format!("/execute/{action}"), Bytes::from(data.to_string()), timeout).await;
+        let result = self.dispatcher.post(svc, instance, &format!("/execute/{action}"), body, timeout).await;
         let secs = t0.elapsed().as_secs_f64();
         let (status, out) = match result {
-            Ok(reply) if (200..300).contains(&reply.status) => match serde_json::from_slice::<Value>(&reply.body) {
-                Ok(v) => ("success", Ok(v)),
+            Ok(reply) if (200..300).contains(&reply.status) => match serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body) {
+                Ok(_) => ("success", Ok(reply.body)),
                 Err(_) => ("error", Err(AddonError::Addon { status: 502, message: format!("addon `{instance}` answered `{action}` with invalid JSON") })),
             },
             Ok(reply) => {
@@ -665,7 +703,7 @@ impl Addons {
         let key = format!("{instance}\u{0}{}\u{0}{}\u{0}{widget}\u{0}{}", row.version, self.generation(instance), canonical_hash(&[&config, &context]));
         if let Some(hit) = self.cache.get(&key) {
             self.metrics.widget_cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Ok(Rendered { widget: hit.0.clone(), etag: hit.1.clone(), cached: true });
+            return Ok(Rendered { widget: hit, cached: true });
         }
         self.metrics.widget_cache_misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let svc = inst.entry()?;
@@ -681,8 +719,10 @@ impl Addons {
         let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let widget_v = json!({"html": text("html"), "css": text("css"), "javascript": text("javascript")});
         let etag = format!("\"{}\"", &canonical_hash(&[&widget_v])[..32]);
-        self.cache.insert(key, Arc::new((widget_v.clone(), etag.clone())));
-        Ok(Rendered { widget: widget_v, etag, cached: false })
+        let envelope = Bytes::from(json!({"success": true, "data": widget_v, "message": ""}).to_string());
+        let rendered = Arc::new(RenderedWidget { widget: widget_v, etag, envelope });
+        self.cache.insert(key, rendered.clone());
+        Ok(Rendered { widget: rendered, cached: false })
     }
 }
 

@@ -211,6 +211,11 @@ pub fn apply_defaults(schema: &Value, value: &mut Value) {
     }
 }
 
+/// Whether a schema accepts everything and adds nothing (`{}` or null).
+pub fn is_empty(schema: &Value) -> bool {
+    schema.is_null() || schema.as_object().is_some_and(|o| o.is_empty())
+}
+
 /// Applies defaults, then validates: the value an addon receives.
 pub fn normalize(schema: &Value, value: Value, path: &str) -> Result<Value, String> {
     let mut v = value;

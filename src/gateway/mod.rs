@@ -1,33 +1,39 @@
 //! The gateway: the web platform's TCP entry point (default 127.0.0.1:7080), separate from
-//! the admin socket. Every route is declared in [`ROUTES`] with its auth rule, so no route
-//! can exist without one. A request needs an API key (`apikey:` or `Authorization: Bearer`)
-//! whose grant covers the addon in its path, and passes the grant's rate limit; failed
-//! authentications are limited per source address, and `X-Forwarded-For` counts only from
-//! configured proxies. Denials are audited (batched, so a flood cannot stall the database).
-//! `/gw/{addon}/…` streams requests and responses to the addon's service, with WebSocket
-//! upgrades spliced through.
+//! the admin socket. Every route is declared in [`ROUTES`] with its auth rule, and requests
+//! are matched against that table alone, so no route can exist without one. A request needs
+//! an API key (`apikey:` or `Authorization: Bearer`) whose grant covers the addon in its
+//! path, and passes the grant's rate limit; failed authentications are limited per source
+//! address, and `X-Forwarded-For` counts only from configured proxies. Denials are audited
+//! (batched, so a flood cannot stall the database). `/gw/{addon}/…` streams requests and
+//! responses to the addon's service, with WebSocket upgrades spliced through.
+//!
+//! It runs like nginx does: one worker thread per core (`gateway.workers`), each with its own
+//! single-threaded runtime accepting from the shared listener and its own pool of
+//! connections to addons (`crate::upstream`), so a request is served start to end on one
+//! thread without waking another. Routing and auth are plain code rather than a router and
+//! middleware stack: on the 2-core machine of BENCHMARKS.md both cost more than the work
+//! they did.
 
 pub mod keys;
 pub mod limits;
 mod proxy;
 
+use std::borrow::Cow;
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Path, Query, RawPathParams, Request, State};
+use axum::body::Body;
+use axum::extract::Query;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post, MethodRouter};
-use axum::{Extension, Router};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::addons::Addons;
-use crate::api::{self, ApiError, ApiResult, BodyLimit, ExecuteBody, JsonBody, RenderBody, RenderQuery};
+use crate::api::{self, ApiError, ExecuteBody, RenderBody, RenderQuery};
 use crate::config::{cidr_contains, parse_any_cidr, Config};
 use crate::lifecycle::Lifecycle;
 use crate::store::{now_ms, AuditEntry, Store};
@@ -43,23 +49,94 @@ pub enum AuthRule {
     GrantForAddon,
 }
 
-/// One gateway route: path, an example path for tests, its auth rule and its handler.
+/// What answers a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handler {
+    Health,
+    Execute,
+    Render,
+    Frame,
+    Passthrough,
+}
+
+/// One gateway route: path pattern, an example path for tests, its auth rule, the methods
+/// it answers (none listed: any) and its handler.
 pub struct RouteSpec {
     pub path: &'static str,
     pub example: &'static str,
     pub auth: AuthRule,
-    handler: fn() -> MethodRouter<Arc<Gateway>>,
+    pub methods: &'static [&'static str],
+    handler: Handler,
 }
 
-/// Every gateway route. Nothing else is served: the admin API never is.
+/// Every gateway route. Nothing else is served: the admin API never is. In a pattern,
+/// `{name}` is one path segment and `{*rest}` the rest of the path (possibly empty).
 pub const ROUTES: &[RouteSpec] = &[
-    RouteSpec { path: "/health", example: "/health", auth: AuthRule::Public, handler: || get(health) },
-    RouteSpec { path: "/api/addons/{addon}/execute", example: "/api/addons/pay/execute", auth: AuthRule::GrantForAddon, handler: || post(execute) },
-    RouteSpec { path: "/api/widgets/{addon}/{widget}", example: "/api/widgets/pay/checkout", auth: AuthRule::GrantForAddon, handler: || get(render_get).post(render_post) },
-    RouteSpec { path: "/api/widgets/{addon}/{widget}/frame", example: "/api/widgets/pay/checkout/frame", auth: AuthRule::GrantForAddon, handler: || get(frame) },
-    RouteSpec { path: "/gw/{addon}", example: "/gw/pay", auth: AuthRule::GrantForAddon, handler: || any(proxy::passthrough_root) },
-    RouteSpec { path: "/gw/{addon}/{*rest}", example: "/gw/pay/some/path", auth: AuthRule::GrantForAddon, handler: || any(proxy::passthrough) },
+    RouteSpec { path: "/health", example: "/health", auth: AuthRule::Public, methods: &["GET", "HEAD"], handler: Handler::Health },
+    RouteSpec { path: "/api/addons/{addon}/execute", example: "/api/addons/pay/execute", auth: AuthRule::GrantForAddon, methods: &["POST"], handler: Handler::Execute },
+    RouteSpec { path: "/api/widgets/{addon}/{widget}", example: "/api/widgets/pay/checkout", auth: AuthRule::GrantForAddon, methods: &["GET", "HEAD", "POST"], handler: Handler::Render },
+    RouteSpec { path: "/api/widgets/{addon}/{widget}/frame", example: "/api/widgets/pay/checkout/frame", auth: AuthRule::GrantForAddon, methods: &["GET", "HEAD"], handler: Handler::Frame },
+    RouteSpec { path: "/gw/{addon}", example: "/gw/pay", auth: AuthRule::GrantForAddon, methods: &[], handler: Handler::Passthrough },
+    RouteSpec { path: "/gw/{addon}/{*rest}", example: "/gw/pay/some/path", auth: AuthRule::GrantForAddon, methods: &[], handler: Handler::Passthrough },
 ];
+
+/// The path parameters of a matched route, as they appear in the path (not yet decoded).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Params<'p> {
+    addon: &'p str,
+    widget: &'p str,
+    /// What follows `{*rest}`'s position, without its leading `/`.
+    rest: Option<&'p str>,
+}
+
+/// Matches `path` against a route pattern of [`ROUTES`].
+fn match_route<'p>(pattern: &str, path: &'p str) -> Option<Params<'p>> {
+    let mut params = Params::default();
+    // What is left of the path: `None` once every segment has been taken.
+    let mut left = Some(path.strip_prefix('/')?);
+    for seg in pattern.strip_prefix('/')?.split('/') {
+        let remaining = left?;
+        if seg.starts_with("{*") {
+            params.rest = Some(remaining);
+            return Some(params);
+        }
+        let (head, tail) = match remaining.split_once('/') {
+            Some((h, t)) => (h, Some(t)),
+            None => (remaining, None),
+        };
+        match seg {
+            "{addon}" if !head.is_empty() => params.addon = head,
+            "{widget}" if !head.is_empty() => params.widget = head,
+            lit if lit == head => {}
+            _ => return None,
+        }
+        left = tail;
+    }
+    left.is_none().then_some(params)
+}
+
+/// `%XX` escapes of a path segment decoded (as a router would); `None` if that is not UTF-8.
+fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains('%') {
+        return Some(Cow::Borrowed(s));
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
 
 pub struct Gateway {
     cfg: Arc<Config>,
@@ -70,12 +147,15 @@ pub struct Gateway {
     trusted: Vec<(IpAddr, u8)>,
     audit_tx: mpsc::Sender<AuditEntry>,
     audit_rx: std::sync::Mutex<Option<mpsc::Receiver<AuditEntry>>>,
-    client: proxy::ProxyClient,
 }
 
-/// The grant a request was admitted under.
-#[derive(Clone)]
-pub struct Admitted(pub Arc<GrantAuth>);
+/// What the auth rule decided for a request.
+enum Gate {
+    /// Admitted under this grant; answers carry CORS headers for `cors_origin`.
+    Admitted { grant: Arc<GrantAuth>, cors_origin: Option<String> },
+    /// Answered already: a refusal, or a CORS preflight.
+    Answered(Response),
+}
 
 impl Gateway {
     pub fn new(cfg: Arc<Config>, addons: Arc<Addons>, lifecycle: Arc<Lifecycle>) -> Arc<Self> {
@@ -83,7 +163,6 @@ impl Gateway {
         let trusted = cfg.gateway.trusted_proxies.iter().filter_map(|p| parse_any_cidr(p)).collect();
         Arc::new(Gateway {
             failures: FailureLimiter::new(cfg.gateway.failed_auth_per_minute),
-            client: proxy::client(),
             cfg,
             addons,
             lifecycle,
@@ -123,14 +202,14 @@ impl Gateway {
         hops.into_iter().rev().find(|ip| !trusted(*ip)).unwrap_or(peer)
     }
 
-    fn deny(&self, source: IpAddr, req: &Request, status: StatusCode, reason: &str, key_id: Option<&str>) {
+    fn deny(&self, source: IpAddr, method: &Method, path: &str, status: StatusCode, reason: &str, key_id: Option<&str>) {
         let entry = AuditEntry {
             at: now_ms(),
             uid: None,
             pid: None,
             source: Some(source.to_string()),
-            method: req.method().to_string(),
-            path: req.uri().path().to_string(),
+            method: method.to_string(),
+            path: path.to_string(),
             status: status.as_u16(),
             detail: Some(match key_id {
                 Some(k) => format!("gateway: {reason} (key ak_{k}_…)"),
@@ -166,31 +245,246 @@ impl Gateway {
         }
     }
 
-    /// The router: every route of [`ROUTES`] behind its auth rule.
-    pub fn router(self: &Arc<Self>) -> Router {
-        let mut r = Router::new();
-        for spec in ROUTES {
-            let handler = (spec.handler)();
-            let handler = match spec.auth {
-                AuthRule::Public => handler,
-                AuthRule::GrantForAddon => handler.layer(middleware::from_fn_with_state(self.clone(), require_grant)),
-            };
-            r = r.route(spec.path, handler);
+    /// Serves one request: the route from [`ROUTES`], its auth rule, its handler.
+    async fn handle(self: Arc<Self>, req: hyper::Request<hyper::body::Incoming>, peer: SocketAddr) -> Response {
+        let req = req.map(Body::new);
+        let matched = ROUTES.iter().find_map(|r| match_route(r.path, req.uri().path()).map(|p| (r, p)));
+        let Some((spec, params)) = matched else {
+            return ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no gateway route {} {}", req.method(), req.uri().path())).into_response();
+        };
+        let (Some(addon), Some(widget)) = (percent_decode(params.addon), percent_decode(params.widget)) else {
+            return ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", "the path is not valid UTF-8 once decoded").into_response();
+        };
+        let (addon, widget) = (addon.into_owned(), widget.into_owned());
+        let rest = params.rest.map(str::to_string);
+        let (grant, cors_origin) = match spec.auth {
+            AuthRule::Public => (None, None),
+            AuthRule::GrantForAddon => match self.admit(peer, &addon, &req) {
+                Gate::Admitted { grant, cors_origin } => (Some(grant), cors_origin),
+                Gate::Answered(resp) => return resp,
+            },
+        };
+        if !spec.methods.is_empty() && !spec.methods.contains(&req.method().as_str()) {
+            let allow = spec.methods.join(", ");
+            let mut resp = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not served on {}; use {allow}", req.method(), spec.path)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
+            return resp;
         }
-        r.fallback(not_found).layer(Extension(BodyLimit(self.cfg.gateway.max_body_bytes as usize))).with_state(self.clone())
+        let result = match spec.handler {
+            Handler::Health => api::ok(StatusCode::OK, json!({"status": "ok", "docker": self.lifecycle.runtime().is_available()}), "gateway is up"),
+            Handler::Execute => self.execute(&addon, req).await,
+            Handler::Render => self.render(&addon, &widget, req).await,
+            Handler::Frame => self.frame(&addon, &widget, req.uri()).await,
+            Handler::Passthrough => {
+                let application = grant.as_ref().map(|g| g.application.as_str()).unwrap_or_default();
+                Ok(proxy::forward(&self, &addon, rest.as_deref().unwrap_or(""), peer, application, req).await)
+            }
+        };
+        let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+        if let Some(o) = cors_origin {
+            cors_headers(&mut resp, &o);
+        }
+        resp
+    }
+
+    /// The auth rule `GrantForAddon`: CORS preflight, key, scope, rate limit.
+    fn admit(&self, peer: SocketAddr, addon: &str, req: &axum::extract::Request) -> Gate {
+        let source = self.client_ip(peer.ip(), req.headers());
+        let (method, path) = (req.method(), req.uri().path());
+        let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+
+        // Preflights carry no credentials: answer them for origins some grant of this addon allows.
+        if method == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+            let Some(origin) = origin.filter(|o| self.keyring.any_origin_allowed(o, Some(addon))) else {
+                self.deny(source, method, path, StatusCode::FORBIDDEN, "CORS preflight from an origin no grant allows", None);
+                return Gate::Answered(ApiError::new(StatusCode::FORBIDDEN, "cors_forbidden", "this origin is not allowed to call this addon; add it to a grant's allowed_origins").into_response());
+            };
+            let mut resp = StatusCode::NO_CONTENT.into_response();
+            cors_headers(&mut resp, origin);
+            let h = resp.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"));
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("apikey, authorization, content-type, if-none-match"));
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            return Gate::Answered(resp);
+        }
+
+        let presented = presented_key(req.headers());
+        let grant = match self.keyring.check(presented) {
+            Ok(g) => g,
+            Err(e) => {
+                let key_id = presented.and_then(keys::parse).map(|(id, _)| id);
+                let (code, msg) = match e {
+                    KeyError::Missing => ("missing_api_key", "this route needs an API key: send it as `apikey: …` or `Authorization: Bearer …`"),
+                    KeyError::Malformed | KeyError::Unknown => ("invalid_api_key", "the API key is not valid; ask the operator for a key (`addonctl grants create`)"),
+                    KeyError::Revoked => ("revoked_api_key", "this API key has been revoked; ask the operator for a new one"),
+                };
+                if let Err(wait) = self.failures.fail(source) {
+                    self.deny(source, method, path, StatusCode::TOO_MANY_REQUESTS, &format!("too many failed authentications ({code})"), key_id);
+                    return Gate::Answered(with_retry_after(
+                        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_failures", "too many failed authentications from your address; wait and retry with a valid key"),
+                        wait,
+                    ));
+                }
+                self.deny(source, method, path, StatusCode::UNAUTHORIZED, code, key_id);
+                return Gate::Answered(ApiError::new(StatusCode::UNAUTHORIZED, code, msg).into_response());
+            }
+        };
+        if grant.addon_instance != addon {
+            self.deny(source, method, path, StatusCode::FORBIDDEN, &format!("grant {} covers `{}`, not `{addon}`", grant.grant_id, grant.addon_instance), None);
+            return Gate::Answered(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this key's grant covers the addon `{}`, not `{addon}`", grant.addon_instance)).into_response());
+        }
+        if let Some(limiter) = &grant.limiter {
+            if let Err(wait) = limiter.try_take() {
+                self.deny(source, method, path, StatusCode::TOO_MANY_REQUESTS, &format!("rate limit of grant {}", grant.grant_id), None);
+                return Gate::Answered(with_retry_after(
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("rate limit of {} requests/s reached; retry later", limiter.rate())),
+                    wait,
+                ));
+            }
+        }
+        let cors_origin = origin.filter(|o| grant.allowed_origins.iter().any(|a| a == o || a == "*")).map(str::to_string);
+        Gate::Admitted { grant, cors_origin }
+    }
+
+    /// A JSON request body, at most `gateway.max_body_bytes`.
+    async fn json_body<T: serde::de::DeserializeOwned>(&self, body: Body) -> Result<T, ApiError> {
+        let limit = self.cfg.gateway.max_body_bytes as usize;
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit as u64))?;
+        api::parse_json(&bytes)
+    }
+
+    async fn execute(&self, addon: &str, req: axum::extract::Request) -> api::ApiResult {
+        let body: ExecuteBody = self.json_body(req.into_body()).await?;
+        let out = self.addons.execute_json(addon, &body.action, crate::addons::ActionInput::Raw(body.data.as_deref())).await?;
+        api::ok_json(StatusCode::OK, &out, "")
+    }
+
+    async fn render(&self, addon: &str, widget: &str, req: axum::extract::Request) -> api::ApiResult {
+        let (parts, body) = req.into_parts();
+        let (config, context) = if parts.method == Method::POST {
+            let body: RenderBody = self.json_body(body).await?;
+            let or_empty = |v: serde_json::Value| if v.is_null() { json!({}) } else { v };
+            (or_empty(body.config), or_empty(body.context))
+        } else {
+            let Query(q) = Query::<RenderQuery>::try_from_uri(&parts.uri)?;
+            q.parse()?
+        };
+        api::render_reply(&self.addons, addon, widget, config, context, &parts.headers).await
+    }
+
+    async fn frame(&self, addon: &str, widget: &str, uri: &axum::http::Uri) -> api::ApiResult {
+        let Query(q) = Query::<RenderQuery>::try_from_uri(uri)?;
+        let (config, context) = q.parse()?;
+        api::frame_reply(&self.addons, addon, widget, config, context).await
     }
 }
 
-/// Serves the gateway on `listener` until `shutdown`.
+/// Serves the gateway on `listener` until `shutdown`: `gateway.workers` threads (0: one per
+/// core), each running its own single-threaded runtime; returns when all have finished the
+/// requests they had in flight.
 pub async fn serve(listener: tokio::net::TcpListener, gw: Arc<Gateway>, shutdown: CancellationToken) {
-    let app = gw.router().into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
-        tracing::error!(error = %e, "gateway server failed");
+    let workers = match gw.cfg.gateway.workers {
+        0 => std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+        n => n,
+    };
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => return tracing::error!(error = %e, "gateway: cannot hand the listener to the workers"),
+    };
+    let mut finished = Vec::new();
+    for i in 0..workers {
+        let l = match listener.try_clone() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "gateway: cannot share the listener with worker {i}");
+                continue;
+            }
+        };
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let (gw, shutdown) = (gw.clone(), shutdown.clone());
+        let spawned = std::thread::Builder::new().name(format!("gateway-{i}")).spawn(move || {
+            // Blocking work (a database read on a cache miss) is rare here: two threads.
+            match tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(2).build() {
+                Ok(rt) => {
+                    rt.block_on(worker(l, gw, shutdown));
+                    drop(rt);
+                }
+                Err(e) => tracing::error!(error = %e, "gateway: cannot start the runtime of worker {i}"),
+            }
+            let _ = done_tx.send(());
+        });
+        match spawned {
+            Ok(_) => finished.push(done_rx),
+            Err(e) => tracing::error!(error = %e, "gateway: cannot start worker {i}"),
+        }
+    }
+    if finished.is_empty() {
+        tracing::error!("gateway: no worker is running; the gateway does not answer");
+    }
+    for done in finished {
+        let _ = done.await;
     }
 }
 
-async fn not_found(req: Request) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no gateway route {} {}", req.method(), req.uri().path()))
+/// One worker: accepts connections and serves them on this thread until `shutdown`, then
+/// lets requests in flight finish (10 s at most).
+async fn worker(listener: std::net::TcpListener, gw: Arc<Gateway>, shutdown: CancellationToken) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => return tracing::error!(error = %e, "gateway: cannot register the listener"),
+    };
+    crate::upstream::own_thread_pool();
+    let tracker = tokio_util::task::TaskTracker::new();
+    // A timer that always fires within a second: tokio wakes its own driver (an eventfd
+    // write and an extra epoll_wait) whenever a new timer is the earliest one, which every
+    // call's timeout otherwise is on a worker with nothing else scheduled. It also sweeps
+    // this worker's idle connections now and then.
+    let keeper = shutdown.clone();
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = keeper.cancelled() => return,
+                _ = tick.tick() => crate::upstream::sweep(),
+            }
+        }
+    });
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait rather than spin.
+                    tracing::warn!(error = %e, "gateway: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (gw, shutdown) = (gw.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let gw = gw.clone();
+                async move { Ok::<_, Infallible>(gw.handle(req, peer).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+                }
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+    crate::upstream::clear_thread_pool();
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -200,6 +494,10 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = auth.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body is larger than {limit} bytes (gateway.max_body_bytes)"))
 }
 
 fn with_retry_after(err: ApiError, wait: Duration) -> Response {
@@ -220,91 +518,42 @@ fn cors_headers(resp: &mut Response, origin: &str) {
     }
 }
 
-/// The auth rule `GrantForAddon`, as middleware: CORS preflight, key, scope, rate limit.
-async fn require_grant(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, params: RawPathParams, mut req: Request, next: Next) -> Response {
-    let source = gw.client_ip(peer.ip(), req.headers());
-    let addon = params.iter().find(|(k, _)| *k == "addon").map(|(_, v)| v.to_string()).unwrap_or_default();
-    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    // Preflights carry no credentials: answer them for origins some grant of this addon allows.
-    if req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
-        let Some(origin) = origin.filter(|o| gw.keyring.any_origin_allowed(o, Some(&addon))) else {
-            gw.deny(source, &req, StatusCode::FORBIDDEN, "CORS preflight from an origin no grant allows", None);
-            return ApiError::new(StatusCode::FORBIDDEN, "cors_forbidden", "this origin is not allowed to call this addon; add it to a grant's allowed_origins").into_response();
-        };
-        let mut resp = StatusCode::NO_CONTENT.into_response();
-        cors_headers(&mut resp, &origin);
-        let h = resp.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("apikey, authorization, content-type, if-none-match"));
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-        return resp;
+    fn route_of(path: &str) -> Option<(&'static str, Params<'_>)> {
+        ROUTES.iter().find_map(|r| match_route(r.path, path).map(|p| (r.path, p)))
     }
 
-    let presented = presented_key(req.headers()).map(str::to_string);
-    let grant = match gw.keyring.check(presented.as_deref()) {
-        Ok(g) => g,
-        Err(e) => {
-            let key_id = presented.as_deref().and_then(keys::parse).map(|(id, _)| id.to_string());
-            let (code, msg) = match e {
-                KeyError::Missing => ("missing_api_key", "this route needs an API key: send it as `apikey: …` or `Authorization: Bearer …`".to_string()),
-                KeyError::Malformed | KeyError::Unknown => ("invalid_api_key", "the API key is not valid; ask the operator for a key (`addonctl grants create`)".to_string()),
-                KeyError::Revoked => ("revoked_api_key", "this API key has been revoked; ask the operator for a new one".to_string()),
-            };
-            if let Err(wait) = gw.failures.fail(source) {
-                gw.deny(source, &req, StatusCode::TOO_MANY_REQUESTS, &format!("too many failed authentications ({code})"), key_id.as_deref());
-                return with_retry_after(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_failures", "too many failed authentications from your address; wait and retry with a valid key"), wait);
-            }
-            gw.deny(source, &req, StatusCode::UNAUTHORIZED, code, key_id.as_deref());
-            return ApiError::new(StatusCode::UNAUTHORIZED, code, msg).into_response();
+    #[test]
+    fn paths_match_the_route_table_only() {
+        assert_eq!(route_of("/health").map(|r| r.0), Some("/health"));
+        let (p, params) = route_of("/api/addons/pay/execute").expect("execute");
+        assert_eq!((p, params.addon), ("/api/addons/{addon}/execute", "pay"));
+        let (p, params) = route_of("/api/widgets/pay/checkout").expect("render");
+        assert_eq!((p, params.addon, params.widget), ("/api/widgets/{addon}/{widget}", "pay", "checkout"));
+        assert_eq!(route_of("/api/widgets/pay/checkout/frame").map(|r| r.0), Some("/api/widgets/{addon}/{widget}/frame"));
+        let (p, params) = route_of("/gw/pay").expect("gw root");
+        assert_eq!((p, params.rest), ("/gw/{addon}", None));
+        let (p, params) = route_of("/gw/pay/").expect("gw slash");
+        assert_eq!((p, params.rest), ("/gw/{addon}/{*rest}", Some("")));
+        let (_, params) = route_of("/gw/pay/a/b%20c/").expect("gw rest");
+        assert_eq!(params.rest, Some("a/b%20c/"), "the rest stays as sent");
+        for miss in ["/", "", "/health/", "/healthz", "/api/addons/pay", "/api/addons//execute", "/api/addons/pay/execute/x", "/api/widgets/pay", "/api/widgets/pay/checkout/frame/x", "/gw", "/gw/", "/metrics", "/api/applications"] {
+            assert!(route_of(miss).is_none(), "{miss} must not match");
         }
-    };
-    if grant.addon_instance != addon {
-        gw.deny(source, &req, StatusCode::FORBIDDEN, &format!("grant {} covers `{}`, not `{addon}`", grant.grant_id, grant.addon_instance), None);
-        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this key's grant covers the addon `{}`, not `{addon}`", grant.addon_instance)).into_response();
-    }
-    if let Some(limiter) = &grant.limiter {
-        if let Err(wait) = limiter.try_take() {
-            gw.deny(source, &req, StatusCode::TOO_MANY_REQUESTS, &format!("rate limit of grant {}", grant.grant_id), None);
-            return with_retry_after(
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("rate limit of {} requests/s reached; retry later", limiter.rate())),
-                wait,
-            );
+        for r in ROUTES {
+            assert!(match_route(r.path, r.example).is_some(), "{}'s example matches it", r.path);
         }
     }
-    let allowed_origin = origin.filter(|o| grant.allowed_origins.iter().any(|a| a == o || a == "*"));
-    req.extensions_mut().insert(Admitted(grant));
-    let mut resp = next.run(req).await;
-    if let Some(o) = allowed_origin {
-        cors_headers(&mut resp, &o);
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(percent_decode("pay").as_deref(), Some("pay"));
+        assert_eq!(percent_decode("p%61y").as_deref(), Some("pay"));
+        assert_eq!(percent_decode("100%").as_deref(), Some("100%"));
+        assert_eq!(percent_decode("%zz").as_deref(), Some("%zz"));
+        assert_eq!(percent_decode("%ff"), None);
     }
-    resp
-}
-
-async fn health(State(gw): State<Arc<Gateway>>) -> ApiResult {
-    api::ok(StatusCode::OK, json!({"status": "ok", "docker": gw.lifecycle.runtime().is_available()}), "gateway is up")
-}
-
-async fn execute(State(gw): State<Arc<Gateway>>, Path(addon): Path<String>, JsonBody(body): JsonBody<ExecuteBody>) -> ApiResult {
-    let data = if body.data.is_null() { json!({}) } else { body.data };
-    let out = gw.addons.execute(&addon, &body.action, data).await?;
-    api::ok(StatusCode::OK, out, "")
-}
-
-async fn render_get(State(gw): State<Arc<Gateway>>, Path((addon, widget)): Path<(String, String)>, q: Result<Query<RenderQuery>, QueryRejection>, headers: HeaderMap) -> ApiResult {
-    let Query(q) = q?;
-    let (config, context) = q.parse()?;
-    api::render_reply(&gw.addons, &addon, &widget, config, context, &headers).await
-}
-
-async fn render_post(State(gw): State<Arc<Gateway>>, Path((addon, widget)): Path<(String, String)>, headers: HeaderMap, JsonBody(body): JsonBody<RenderBody>) -> ApiResult {
-    let config = if body.config.is_null() { json!({}) } else { body.config };
-    let context = if body.context.is_null() { json!({}) } else { body.context };
-    api::render_reply(&gw.addons, &addon, &widget, config, context, &headers).await
-}
-
-async fn frame(State(gw): State<Arc<Gateway>>, Path((addon, widget)): Path<(String, String)>, q: Result<Query<RenderQuery>, QueryRejection>) -> ApiResult {
-    let Query(q) = q?;
-    let (config, context) = q.parse()?;
-    api::frame_reply(&gw.addons, &addon, &widget, config, context).await
 }

@@ -3,34 +3,27 @@
 //! limit enforced (413), and WebSocket upgrades spliced to a `websocket` service. Instances
 //! are chosen like actions are: round robin over healthy ones, breakers respected.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
 
-use super::{Admitted, Gateway};
+use super::{too_large, Gateway};
+use crate::addons::dispatch::DispatchError;
 use crate::addons::AddonError;
 use crate::api::ApiError;
 use crate::model::ServiceType;
+use crate::upstream::{self, OutBody, UpstreamError};
 
-pub type ProxyClient = Client<HttpConnector, Body>;
+const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
-pub fn client() -> ProxyClient {
-    let mut conn = HttpConnector::new();
-    conn.set_nodelay(true);
-    conn.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(std::time::Duration::from_secs(20)).pool_max_idle_per_host(256).build(conn)
-}
-
-const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
-
-/// Drops hop-by-hop headers (and those named in `Connection`), and the caller's API key.
+/// Drops hop-by-hop headers (and those named in `Connection`), `Expect` (answered here, not
+/// by the addon) and the caller's API key.
 fn forwardable(headers: &HeaderMap, keep_upgrade: bool) -> HeaderMap {
     let named: Vec<String> = headers
         .get_all(header::CONNECTION)
@@ -39,12 +32,12 @@ fn forwardable(headers: &HeaderMap, keep_upgrade: bool) -> HeaderMap {
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().to_ascii_lowercase())
         .collect();
-    let mut out = HeaderMap::new();
+    let mut out = HeaderMap::with_capacity(headers.len() + 4);
     for (k, v) in headers {
         let name = k.as_str();
         let hop = HOP_BY_HOP.contains(&name) || named.iter().any(|n| n == name);
         let upgrade_hdr = keep_upgrade && (name == "connection" || name == "upgrade");
-        if (hop && !upgrade_hdr) || name == "apikey" || name == "host" {
+        if (hop && !upgrade_hdr) || name == "apikey" || name == "host" || name == "expect" || name == "content-length" {
             continue;
         }
         if name == "authorization" && v.to_str().is_ok_and(|a| a.to_ascii_lowercase().starts_with("bearer ak_")) {
@@ -60,26 +53,15 @@ fn is_upgrade(req: &Request) -> bool {
         && req.headers().get(header::CONNECTION).and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().split(',').any(|t| t.trim() == "upgrade"))
 }
 
-fn too_large(limit: u64) -> Response {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body is larger than {limit} bytes (gateway.max_body_bytes)")).into_response()
-}
-
-pub async fn passthrough_root(State(gw): State<Arc<Gateway>>, Path(addon): Path<String>, ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>, req: Request) -> Response {
-    forward(gw, addon, String::new(), peer, req).await
-}
-
-pub async fn passthrough(State(gw): State<Arc<Gateway>>, Path((addon, rest)): Path<(String, String)>, ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>, req: Request) -> Response {
-    forward(gw, addon, rest, peer, req).await
-}
-
-async fn forward(gw: Arc<Gateway>, addon: String, rest: String, peer: std::net::SocketAddr, req: Request) -> Response {
-    match forward_inner(&gw, &addon, &rest, peer, req).await {
+/// Passes `req` to the addon installed as `addon`, at `/{rest}` with the same query.
+pub async fn forward(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketAddr, application: &str, req: Request) -> Response {
+    match forward_inner(gw, addon, rest, peer, application, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: std::net::SocketAddr, mut req: Request) -> Result<Response, ApiError> {
+async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketAddr, application: &str, mut req: Request) -> Result<Response, ApiError> {
     let upgrade = is_upgrade(&req);
     let services = gw.addons.services_of(addon).await.map_err(ApiError::from)?;
     let want = if upgrade { ServiceType::Websocket } else { ServiceType::RestApi };
@@ -91,19 +73,21 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: std::ne
         .map(|(id, _)| id.clone())
         .ok_or_else(|| ApiError::from(AddonError::NotFound(format!("no addon is installed as `{addon}`"))))?;
     let limit = gw.cfg.gateway.max_body_bytes;
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = match req.headers().get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "content-length is not a number"))?),
+    };
     if declared.is_some_and(|n| n > limit) {
-        return Ok(too_large(limit));
+        return Err(too_large(limit));
     }
     let path_q = match req.uri().query() {
         Some(q) => format!("/{rest}?{q}"),
         None => format!("/{rest}"),
     };
     let client_ip = gw.client_ip(peer.ip(), req.headers());
-    let app = req.extensions().get::<Admitted>().map(|a| a.0.application.clone()).unwrap_or_default();
     let mut headers = forwardable(req.headers(), upgrade);
     let xff = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if gw.client_ip(peer.ip(), req.headers()) != peer.ip() => format!("{prev}, {}", peer.ip()),
+        Some(prev) if client_ip != peer.ip() => format!("{prev}, {}", peer.ip()),
         _ => client_ip.to_string(),
     };
     if let Ok(v) = HeaderValue::from_str(&xff) {
@@ -113,73 +97,62 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: std::ne
     if let Some(h) = req.headers().get(header::HOST) {
         headers.insert(HeaderName::from_static("x-forwarded-host"), h.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&app) {
+    if let Ok(v) = HeaderValue::from_str(application) {
         headers.insert(HeaderName::from_static("x-addond-application"), v);
     }
     let dispatcher = &gw.addons.dispatcher;
     let candidates = dispatcher.candidates(&service_id);
     if candidates.is_empty() {
-        return Err(ApiError::from(AddonError::Dispatch(crate::addons::dispatch::DispatchError::NoHealthy(addon.to_string()))));
+        return Err(ApiError::from(AddonError::Dispatch(DispatchError::NoHealthy(addon.to_string()))));
     }
-    // A body can be sent once: only an empty request moves on to the next instance when a
-    // connection is refused.
-    let empty_body = declared.unwrap_or(0) == 0 && !req.headers().contains_key(header::TRANSFER_ENCODING);
+    let has_body = declared.is_some_and(|n| n > 0) || (declared.is_none() && req.headers().contains_key(header::TRANSFER_ENCODING));
     let method = req.method().clone();
-    let mut body = Some(std::mem::take(req.body_mut()));
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let mut body = Some(std::mem::take(req.body_mut()));
     let mut last_err = None;
     for (id, addr) in candidates {
         if !dispatcher.admit(&id) {
             continue;
         }
-        let uri: Uri = format!("http://{addr}{path_q}").parse().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", format!("{e}")))?;
         if let Some(on_upgrade) = client_upgrade {
             let resp = websocket(addr, &path_q, &method, headers, on_upgrade).await;
             dispatcher.report(&service_id, &id, resp.is_ok());
             return resp;
         }
-        let b = if empty_body { Body::empty() } else { body.take().unwrap_or_else(Body::empty) };
-        let limited = Body::new(Limited::new(b, limit as usize));
-        let mut breq = hyper::Request::builder().method(method.clone()).uri(uri);
-        if let Some(h) = breq.headers_mut() {
-            *h = headers.clone();
-        }
-        let breq = breq.body(limited).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
-        match gw.client.request(breq).await {
-            Ok(resp) => {
-                dispatcher.report(&service_id, &id, !matches!(resp.status().as_u16(), 502..=504));
-                let (mut parts, incoming) = resp.into_parts();
-                parts.headers = forwardable(&parts.headers, false);
-                return Ok(Response::from_parts(parts, Body::new(incoming)));
-            }
+        // Only a refused connection moves on to the next instance: the request has not
+        // left addond then, so even its body can still go elsewhere.
+        let conn = match upstream::connect(addr).await {
+            Ok(c) => c,
             Err(e) => {
-                if is_length_limit(&e) {
-                    return Ok(too_large(limit));
-                }
                 dispatcher.report(&service_id, &id, false);
-                if e.is_connect() && (empty_body || body.is_some()) {
-                    last_err = Some(e.to_string());
-                    continue;
-                }
-                return Err(ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", format!("the addon's connection failed mid-request (not retried): {e}")));
+                last_err = Some(e.to_string());
+                continue;
             }
-        }
+        };
+        let out = match body.take() {
+            Some(b) if has_body => OutBody::Stream { body: b, length: declared, limit },
+            _ => OutBody::Empty,
+        };
+        return match conn.send(&method, &path_q, &headers, out).await {
+            Ok(resp) => {
+                dispatcher.report(&service_id, &id, !matches!(resp.status.as_u16(), 502..=504));
+                let mut answer = Response::new(resp.body.into_body());
+                *answer.status_mut() = resp.status;
+                *answer.headers_mut() = resp.headers;
+                Ok(answer)
+            }
+            Err(UpstreamError::BodyTooLarge(_)) => Err(too_large(limit)),
+            Err(UpstreamError::ClientBody(e)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("the request body could not be read: {e}"))),
+            Err(e) => {
+                dispatcher.report(&service_id, &id, false);
+                Err(ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", format!("the addon's connection failed mid-request (not retried): {e}")))
+            }
+        };
     }
     Err(match last_err {
         Some(e) => ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", format!("no instance of `{addon}` accepted the connection: {e}")),
-        None => ApiError::from(AddonError::Dispatch(crate::addons::dispatch::DispatchError::AllOpen(addon.to_string()))),
+        None => ApiError::from(AddonError::Dispatch(DispatchError::AllOpen(addon.to_string()))),
     })
-}
-
-fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }
 
 /// Opens the upgrade to the instance, answers the client with the instance's 101, and

@@ -1,5 +1,6 @@
 //! The daemon's own HTTP health checks. Docker never judges health here: each running
-//! instance is registered as a target, probed on its published host port, and a change of
+//! instance is registered as a target, probed where the daemon calls it (its container's
+//! address, or its published host port: `ports.instance_address`), and a change of
 //! verdict is written to the store. Until an instance first passes, it is probed every few
 //! milliseconds, so a fresh deploy is seen healthy as soon as it answers; after that, once
 //! per interval. An instance that fails `retries` checks in a row (after its start period)
@@ -23,7 +24,8 @@ use crate::model::{Health, HealthCheck, InstanceId, ServiceId};
 #[derive(Debug, Clone)]
 pub struct Target {
     pub service: ServiceId,
-    /// Where to probe: the published host port, or the container's own address.
+    /// Where the daemon reaches the instance (probes and calls): the container's own
+    /// address, or the published host port.
     pub addr: SocketAddr,
     pub check: HealthCheck,
     /// The verdict already known (e.g. from before a daemon restart).

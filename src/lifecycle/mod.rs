@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, InstanceAddress};
 use crate::model::{backoff_ms, running_phase, Desired, Health, Instance, InstanceId, Phase, Service, ServiceId, ServiceSpec};
 use crate::ports::{PortAllocator, PortError};
 use crate::runtime::{ContainerInfo, InstanceContext, Runtime, RuntimeError};
@@ -788,10 +788,12 @@ impl Lifecycle {
         Ok(true)
     }
 
-    /// Starts probing an instance: on its published host port, or, on the internal network
-    /// (where Docker publishes no ports), on the container's own address.
+    /// Starts probing an instance where the daemon reaches it (`ports.instance_address`):
+    /// its container's address on its network, or its published host port. On the internal
+    /// network, where Docker publishes no ports, always the container's address.
     async fn register_health(&self, spec: &ServiceSpec, inst: &Instance) {
-        let addr = if spec.networks.first() == Some(&self.cfg.docker.isolated_network) {
+        let isolated = spec.networks.first() == Some(&self.cfg.docker.isolated_network);
+        let addr = if isolated || self.cfg.ports.instance_address == InstanceAddress::Container {
             match self.runtime.inspect(&inst.container_name()).await {
                 Ok(Some(ContainerInfo { ip: Some(ip), .. })) => SocketAddr::new(ip, spec.port),
                 _ => return, // no address yet: the next pass registers it
@@ -954,26 +956,10 @@ enum Outcome {
 
 /// Parses Docker's `2026-11-21T23:31:53.675490230Z` into Unix millis.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let time = time.trim_end_matches('Z');
-    let time = time.split(['+']).next()?;
-    let mut t = time.split(':');
-    let (hh, mm) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
-    let sec_f: f64 = t.next()?.parse().ok()?;
-    if y < 1970 {
-        return None; // Docker's zero time for "never"
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + hh * 3600 + mm * 60) as f64 * 1000.0 + sec_f * 1000.0) as i64)
+    use chrono::Datelike as _;
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    // Docker's zero time (year 1) means "never".
+    (t.year() >= 1970).then(|| t.timestamp_millis())
 }
 
 #[cfg(test)]

@@ -1389,17 +1389,7 @@ fn health_rank(h: &str) -> u8 {
 
 /// `YYYYMMDD-HHMMSS` (UTC) for file names.
 fn stamp(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}-{}", model::clock(unix).replace(':', ""))
+    addond::backup::timestamp_for_path(unix.saturating_mul(1000))
 }
 
 /// What changed between two versions of a service, for the event log (`None`: nothing

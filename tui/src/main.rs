@@ -111,7 +111,7 @@ async fn run(args: Args, socket: PathBuf) -> std::io::Result<()> {
 
     let (tx, mut rx) = mpsc::channel::<Event>(4096);
     let stop = Arc::new(AtomicBool::new(false));
-    spawn_input(tx.clone(), stop.clone());
+    spawn_input(tx.clone(), stop.clone())?;
 
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     // Test hook (tui/tests/e2e.rs): panic on a runtime thread after this many milliseconds,
@@ -172,7 +172,7 @@ async fn run(args: Args, socket: PathBuf) -> std::io::Result<()> {
 }
 
 /// Reads the terminal on its own thread (crossterm's reads block) and forwards what matters.
-fn spawn_input(tx: mpsc::Sender<Event>, stop: Arc<AtomicBool>) {
+fn spawn_input(tx: mpsc::Sender<Event>, stop: Arc<AtomicBool>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("input".into())
         .spawn(move || {
@@ -194,7 +194,7 @@ fn spawn_input(tx: mpsc::Sender<Event>, stop: Arc<AtomicBool>) {
                 }
             }
         })
-        .expect("spawn the input thread");
+        .map(drop)
 }
 
 #[cfg(test)]

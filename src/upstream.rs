@@ -1,0 +1,911 @@
+//! The HTTP/1.1 client addond calls addon containers with: actions, widget renders, config
+//! pushes, event deliveries and the gateway's passthrough. A call runs entirely inside the
+//! caller's task — no connection task and no channel between the two — and idle keep-alive
+//! connections wait in a pool: one of its own for each gateway worker, so a call made there
+//! never wakes or waits for another thread (each wake-up across threads cost more than the
+//! request itself; BENCHMARKS.md, section 4), and one shared by the other threads. It speaks what the container contract needs:
+//! HTTP/1.1 (or 1.0) answers framed by a length, by chunks or by closing, with interim 1xx
+//! answers skipped. WebSocket upgrades do not come here; the gateway splices those itself.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{HeaderMap, Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// An idle connection older than this is closed rather than reused: addons close theirs
+/// after a while (the sample after 60 s, Node's default after 5 s), and a connection the
+/// server closed is noticed before reuse anyway (see [`Conn::is_reusable`]).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Idle connections kept per instance address and thread.
+const MAX_IDLE_PER_ADDR: usize = 256;
+/// Idle connections are swept this often (per thread, on the next check-in).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// An answer's status line and headers together may not be larger than this.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+const MAX_HEADERS: usize = 100;
+/// A chunk-size line (with extensions) or trailer line longer than this is malformed.
+const MAX_LINE_BYTES: usize = 4096;
+/// Bodies up to this size are written together with the request head, in one syscall.
+const INLINE_BODY_BYTES: usize = 16 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made: the request never left addond.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: SocketAddr, source: io::Error },
+    /// The connection failed or the answer was malformed once the request may have been sent.
+    #[error("{0}")]
+    Broken(String),
+    /// The caller's request body was larger than the limit.
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(u64),
+    /// The caller's request body could not be read.
+    #[error("reading the request body: {0}")]
+    ClientBody(String),
+    /// The answer's body was larger than the limit.
+    #[error("the addon's answer is larger than {0} bytes")]
+    ReplyTooLarge(usize),
+}
+
+impl UpstreamError {
+    pub fn is_connect(&self) -> bool {
+        matches!(self, UpstreamError::Connect { .. })
+    }
+}
+
+fn broken(what: &str, e: io::Error) -> UpstreamError {
+    UpstreamError::Broken(format!("{what}: {e}"))
+}
+
+/// One connection to an instance, with what was read from it and not yet consumed.
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    addr: SocketAddr,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: HashMap<SocketAddr, Vec<Idle>>,
+    swept: Option<Instant>,
+}
+
+impl Pool {
+    fn take(&mut self, addr: SocketAddr) -> Option<Conn> {
+        let list = self.idle.get_mut(&addr)?;
+        while let Some(idle) = list.pop() {
+            if idle.since.elapsed() < IDLE_TIMEOUT && idle.conn.is_reusable() {
+                return Some(idle.conn);
+            }
+        }
+        None
+    }
+
+    fn put(&mut self, conn: Conn) {
+        let now = Instant::now();
+        if self.swept.is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY) {
+            self.sweep(now);
+        }
+        let list = self.idle.entry(conn.addr).or_default();
+        if list.len() < MAX_IDLE_PER_ADDR {
+            list.push(Idle { conn, since: now });
+        }
+    }
+
+    /// Closes idle connections that are too old or were closed by the addon.
+    fn sweep(&mut self, now: Instant) {
+        self.swept = Some(now);
+        self.idle.retain(|_, list| {
+            list.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT && i.conn.is_reusable());
+            !list.is_empty()
+        });
+    }
+}
+
+impl Conn {
+    /// Whether an idle connection can carry another request: nothing arrived on it while it
+    /// sat in the pool (a close, a reset, or bytes nobody asked for all make it readable).
+    /// Asks tokio's readiness first, which costs no syscall in the usual case.
+    fn is_reusable(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => matches!(self.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+        }
+    }
+
+    /// Reads more into the buffer; 0 at end of stream.
+    async fn fill(&mut self) -> io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        self.stream.read_buf(&mut self.buf).await
+    }
+}
+
+thread_local! {
+    /// The pool of a thread that owns one (a gateway worker: its tasks never leave it).
+    static OWN: RefCell<Option<Pool>> = const { RefCell::new(None) };
+}
+
+/// The pool of every other thread: tasks of the multi-threaded runtime move between its
+/// threads, so a connection taken on one is often put back on another.
+static SHARED: std::sync::LazyLock<std::sync::Mutex<Pool>> = std::sync::LazyLock::new(Default::default);
+
+fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> R {
+    OWN.with(|own| match own.borrow_mut().as_mut() {
+        Some(pool) => f(pool),
+        None => f(&mut SHARED.lock().unwrap_or_else(|e| e.into_inner())),
+    })
+}
+
+/// Gives the calling thread a pool of its own. For threads that run a single-threaded
+/// runtime, whose tasks — and so the connections they hold — never move to another thread.
+pub fn own_thread_pool() {
+    OWN.with(|own| *own.borrow_mut() = Some(Pool::default()));
+}
+
+/// Closes the idle connections of the calling thread's own pool and gives it up (a worker
+/// calls it before its runtime goes away, so no socket outlives the driver it is
+/// registered with).
+pub fn clear_thread_pool() {
+    let _ = OWN.try_with(|own| own.borrow_mut().take());
+}
+
+/// Closes idle connections that are too old or were closed by the addon, in the calling
+/// thread's pool (its own, or the shared one). Runs now and then even without traffic, so
+/// an idle daemon does not keep the sockets of connections the addons have closed.
+pub fn sweep() {
+    with_pool(|p| p.sweep(Instant::now()));
+}
+
+/// Idle connections in the calling thread's pool (for tests).
+pub fn idle_connections() -> usize {
+    with_pool(|p| p.idle.values().map(Vec::len).sum())
+}
+
+async fn checkout(addr: SocketAddr) -> Result<Conn, UpstreamError> {
+    if let Some(c) = with_pool(|p| p.take(addr)) {
+        return Ok(c);
+    }
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return Err(UpstreamError::Connect { addr, source }),
+        Err(_) => return Err(UpstreamError::Connect { addr, source: io::Error::new(io::ErrorKind::TimedOut, "no connection within 2 s") }),
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(Conn { stream, buf: BytesMut::with_capacity(READ_CHUNK), addr })
+}
+
+/// The body of a request to an addon.
+pub enum OutBody {
+    Empty,
+    Full(Bytes),
+    /// Streamed from the caller: `length` when the caller declared one, else sent chunked.
+    Stream { body: axum::body::Body, length: Option<u64>, limit: u64 },
+}
+
+/// An addon's answer: status, headers (hop-by-hop ones removed) and the body, still to read.
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: BodyReader,
+}
+
+/// A connection to an instance, ready for one request. Made before the request is sent,
+/// so a caller whose connection was refused still has its request (body included) to send
+/// to another instance.
+pub struct Connection(Conn);
+
+/// A pooled or new connection to `addr`. An error here means the request never left addond.
+pub async fn connect(addr: SocketAddr) -> Result<Connection, UpstreamError> {
+    checkout(addr).await.map(Connection)
+}
+
+/// Sends one request to `addr` and reads the answer's head (see [`Connection::send`]).
+pub async fn request(addr: SocketAddr, method: &Method, path: &str, headers: &HeaderMap, body: OutBody) -> Result<Response, UpstreamError> {
+    connect(addr).await?.send(method, path, headers, body).await
+}
+
+impl Connection {
+    /// Sends one request and reads the answer's head. `path` is the path and query as it
+    /// goes on the request line; `headers` are sent as they are (the caller removed what
+    /// must not be forwarded), after `host` and before the framing header.
+    pub async fn send(self, method: &Method, path: &str, headers: &HeaderMap, body: OutBody) -> Result<Response, UpstreamError> {
+        let mut conn = self.0;
+        if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(UpstreamError::Broken(format!("`{path}` cannot be sent as a request path")));
+        }
+        let mut head = Vec::with_capacity(256 + headers.len() * 48);
+        head.extend_from_slice(method.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(path.as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        head.extend_from_slice(conn.addr.to_string().as_bytes());
+        head.extend_from_slice(b"\r\n");
+        for (k, v) in headers {
+            if k == header::HOST || k == header::CONTENT_LENGTH || k == header::TRANSFER_ENCODING {
+                continue;
+            }
+            head.extend_from_slice(k.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(v.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        let write = |e| broken("sending the request to the addon", e);
+        match body {
+            OutBody::Empty => {
+                if method_allows_body(method) {
+                    head.extend_from_slice(b"content-length: 0\r\n");
+                }
+                head.extend_from_slice(b"\r\n");
+                conn.stream.write_all(&head).await.map_err(write)?;
+            }
+            OutBody::Full(b) => {
+                head.extend_from_slice(format!("content-length: {}\r\n\r\n", b.len()).as_bytes());
+                if b.len() <= INLINE_BODY_BYTES {
+                    head.extend_from_slice(&b);
+                    conn.stream.write_all(&head).await.map_err(write)?;
+                } else {
+                    conn.stream.write_all(&head).await.map_err(write)?;
+                    conn.stream.write_all(&b).await.map_err(write)?;
+                }
+            }
+            OutBody::Stream { body, length, limit } => {
+                match length {
+                    Some(n) => head.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes()),
+                    None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+                }
+                conn.stream.write_all(&head).await.map_err(write)?;
+                if let Err(e) = stream_body(&mut conn, body, length, limit).await {
+                    // The addon may have answered early (and closed): its answer is worth
+                    // more than our write error.
+                    if matches!(e, UpstreamError::Broken(_)) {
+                        if let Ok(resp) = read_head(conn, method).await {
+                            return Ok(resp);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        read_head(conn, method).await
+    }
+}
+
+/// Writes the caller's body to the addon, chunked when no length was declared.
+async fn stream_body(conn: &mut Conn, mut body: axum::body::Body, length: Option<u64>, limit: u64) -> Result<(), UpstreamError> {
+    let mut sent: u64 = 0;
+    let write = |e| broken("sending the request body to the addon", e);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| UpstreamError::ClientBody(e.to_string()))?;
+        let Ok(data) = frame.into_data() else { continue }; // trailers are not forwarded
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        if sent > limit {
+            return Err(UpstreamError::BodyTooLarge(limit));
+        }
+        if length.is_some_and(|n| sent > n) {
+            return Err(UpstreamError::ClientBody("more bytes than its content-length".into()));
+        }
+        if length.is_some() {
+            conn.stream.write_all(&data).await.map_err(write)?;
+        } else {
+            let mut framed = Vec::with_capacity(data.len() + 16);
+            framed.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            framed.extend_from_slice(&data);
+            framed.extend_from_slice(b"\r\n");
+            conn.stream.write_all(&framed).await.map_err(write)?;
+        }
+    }
+    match length {
+        Some(n) if sent != n => Err(UpstreamError::ClientBody(format!("{sent} bytes instead of the declared {n}"))),
+        Some(_) => Ok(()),
+        None => conn.stream.write_all(b"0\r\n\r\n").await.map_err(write),
+    }
+}
+
+fn method_allows_body(m: &Method) -> bool {
+    !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::TRACE)
+}
+
+/// Reads the answer's head (skipping interim 1xx answers) and decides how its body is framed.
+async fn read_head(mut conn: Conn, method: &Method) -> Result<Response, UpstreamError> {
+    loop {
+        if !conn.buf.is_empty() {
+            if let Some((consumed, parsed)) = parse_head(&conn.buf, method)? {
+                conn.buf.advance(consumed);
+                let Some((status, headers, framing, keep_alive)) = parsed else { continue }; // 1xx
+                return Ok(Response { status, headers, body: BodyReader { conn: Some(conn), framing, keep_alive } });
+            }
+            if conn.buf.len() > MAX_HEAD_BYTES {
+                return Err(UpstreamError::Broken(format!("the addon's answer has a head larger than {MAX_HEAD_BYTES} bytes")));
+            }
+        }
+        let n = conn.fill().await.map_err(|e| broken("reading the addon's answer", e))?;
+        if n == 0 {
+            return Err(UpstreamError::Broken(if conn.buf.is_empty() {
+                "the addon closed the connection without answering".into()
+            } else {
+                "the addon closed the connection in the middle of its answer".into()
+            }));
+        }
+    }
+}
+
+type Head = (StatusCode, HeaderMap, Framing, bool);
+
+/// Parses a complete head at the start of `buf`: `None` when more bytes are needed, else
+/// the bytes it took and the head (`None` for an interim 1xx answer, which is skipped).
+fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, Option<Head>)>, UpstreamError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let consumed = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(UpstreamError::Broken(format!("the addon's answer is not valid HTTP/1.1: {e}"))),
+    };
+    let code = resp.code.unwrap_or(0);
+    if (100..200).contains(&code) && code != 101 {
+        return Ok(Some((consumed, None)));
+    }
+    let status = StatusCode::from_u16(code).map_err(|_| UpstreamError::Broken(format!("the addon answered with status {code}")))?;
+    let http11 = resp.version == Some(1);
+    let mut connection_close = !http11;
+    let mut chunked = false;
+    let mut other_coding = false;
+    let mut length: Option<u64> = None;
+    let mut named: Vec<&str> = Vec::new();
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            let v = std::str::from_utf8(h.value).unwrap_or("");
+            for token in v.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    connection_close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") && !http11 {
+                    connection_close = false;
+                }
+                named.push(token);
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let v = std::str::from_utf8(h.value).unwrap_or("");
+            for coding in v.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                chunked = coding.eq_ignore_ascii_case("chunked");
+                other_coding |= !chunked;
+            }
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<u64>().ok());
+            match (n, length) {
+                (Some(n), None) => length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => return Err(UpstreamError::Broken("the addon's answer has an invalid content-length".into())),
+            }
+        }
+    }
+    let no_body = *method == Method::HEAD || code == 204 || code == 304 || code == 101;
+    let framing = if no_body {
+        Framing::Length(0)
+    } else if chunked && !other_coding {
+        Framing::Chunked(Chunk::Size)
+    } else if chunked || other_coding {
+        // A coding other than chunked last: the body ends when the connection does.
+        Framing::UntilClose
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    let keep_alive = !connection_close && !matches!(framing, Framing::UntilClose) && code != 101;
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let lower = h.name.to_ascii_lowercase();
+        if HOP_BY_HOP.contains(&lower.as_str()) || named.iter().any(|n| n.eq_ignore_ascii_case(&lower)) {
+            continue;
+        }
+        if lower == "content-length" && !matches!(framing, Framing::Length(_)) {
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(lower.as_bytes()), HeaderValue::from_bytes(h.value)) else {
+            return Err(UpstreamError::Broken(format!("the addon's answer has an invalid header `{}`", h.name)));
+        };
+        headers.append(name, value);
+    }
+    Ok(Some((consumed, Some((status, headers, framing, keep_alive)))))
+}
+
+/// How an answer's body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Everything until the addon closes the connection.
+    UntilClose,
+}
+
+/// Where a chunked body's decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk, this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines up to an empty one.
+    Trailer,
+    Done,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Data(Bytes),
+    NeedMore,
+    Done,
+}
+
+/// One line (without its CRLF or LF) from the front of `buf`, if complete.
+fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, String> {
+    match buf.iter().position(|b| *b == b'\n') {
+        Some(i) => {
+            let mut line = buf.split_to(i + 1);
+            line.truncate(i);
+            if line.last() == Some(&b'\r') {
+                line.truncate(i - 1);
+            }
+            Ok(Some(line))
+        }
+        None if buf.len() > MAX_LINE_BYTES => Err("a chunk-size or trailer line is too long".into()),
+        None => Ok(None),
+    }
+}
+
+impl Framing {
+    /// Takes the next piece of body out of `buf`.
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Step, String> {
+        match self {
+            Framing::Length(0) => Ok(Step::Done),
+            Framing::Length(left) => {
+                if buf.is_empty() {
+                    return Ok(Step::NeedMore);
+                }
+                let n = (*left).min(buf.len() as u64) as usize;
+                *left -= n as u64;
+                Ok(Step::Data(buf.split_to(n).freeze()))
+            }
+            Framing::UntilClose => Ok(if buf.is_empty() { Step::NeedMore } else { Step::Data(buf.split().freeze()) }),
+            Framing::Chunked(state) => loop {
+                match *state {
+                    Chunk::Size => {
+                        let Some(line) = take_line(buf)? else { return Ok(Step::NeedMore) };
+                        let digits = line[..].split(|b| *b == b';').next().unwrap_or(&[]);
+                        let digits = std::str::from_utf8(digits).map_err(|_| "a chunk size is not hexadecimal")?.trim();
+                        let size = u64::from_str_radix(digits, 16).map_err(|_| format!("`{digits}` is not a chunk size"))?;
+                        *state = if size == 0 { Chunk::Trailer } else { Chunk::Data(size) };
+                    }
+                    Chunk::Data(left) => {
+                        if buf.is_empty() {
+                            return Ok(Step::NeedMore);
+                        }
+                        let n = left.min(buf.len() as u64) as usize;
+                        *state = if n as u64 == left { Chunk::DataEnd } else { Chunk::Data(left - n as u64) };
+                        return Ok(Step::Data(buf.split_to(n).freeze()));
+                    }
+                    Chunk::DataEnd => {
+                        let Some(line) = take_line(buf)? else { return Ok(Step::NeedMore) };
+                        if !line.is_empty() {
+                            return Err("a chunk is longer than its size".into());
+                        }
+                        *state = Chunk::Size;
+                    }
+                    Chunk::Trailer => {
+                        let Some(line) = take_line(buf)? else { return Ok(Step::NeedMore) };
+                        if line.is_empty() {
+                            *state = Chunk::Done;
+                        }
+                    }
+                    Chunk::Done => return Ok(Step::Done),
+                }
+            },
+        }
+    }
+}
+
+/// The body of an answer, read from its connection; the connection goes back to the pool
+/// once the body has been read to its end (and not if the reader is dropped before).
+pub struct BodyReader {
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl BodyReader {
+    /// The next piece of the body; `None` at its end.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else { return Ok(None) };
+            match self.framing.decode(&mut conn.buf).map_err(|e| UpstreamError::Broken(format!("the addon's answer is malformed: {e}")))? {
+                Step::Data(b) => return Ok(Some(b)),
+                Step::Done => {
+                    self.finish();
+                    return Ok(None);
+                }
+                Step::NeedMore => {
+                    let n = conn.fill().await.map_err(|e| broken("reading the addon's answer", e))?;
+                    if n == 0 {
+                        self.conn = None;
+                        if self.framing == Framing::UntilClose {
+                            return Ok(None);
+                        }
+                        return Err(UpstreamError::Broken("the addon closed the connection in the middle of its answer".into()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // Bytes after the end of the answer were never asked for: such a connection is
+            // out of step and is closed.
+            if self.keep_alive && conn.buf.is_empty() {
+                with_pool(|p| p.put(conn));
+            }
+        }
+    }
+
+    /// The whole body, at most `limit` bytes.
+    pub async fn collect(mut self, limit: usize) -> Result<Bytes, UpstreamError> {
+        let mut first: Option<Bytes> = None;
+        let mut rest = BytesMut::new();
+        let mut total = 0usize;
+        while let Some(b) = self.next().await? {
+            total += b.len();
+            if total > limit {
+                return Err(UpstreamError::ReplyTooLarge(limit));
+            }
+            match &first {
+                None => first = Some(b),
+                Some(f) => {
+                    if rest.is_empty() {
+                        rest.extend_from_slice(f);
+                    }
+                    rest.extend_from_slice(&b);
+                }
+            }
+        }
+        Ok(if rest.is_empty() { first.unwrap_or_default() } else { rest.freeze() })
+    }
+
+    /// The body as a streamed HTTP body for the gateway's answer.
+    pub fn into_body(mut self) -> axum::body::Body {
+        // A body that is in the buffer already (the usual small answer) needs no stream.
+        if let (Some(conn), Framing::Length(n)) = (self.conn.as_mut(), self.framing) {
+            if let Some(n) = usize::try_from(n).ok().filter(|n| *n <= conn.buf.len()) {
+                let data = conn.buf.split_to(n).freeze();
+                self.framing = Framing::Length(0);
+                self.finish();
+                return axum::body::Body::from(data);
+            }
+        }
+        let stream = futures_util::stream::unfold((self, false), |(mut reader, failed)| async move {
+            if failed {
+                return None;
+            }
+            match reader.next().await {
+                Ok(Some(b)) => Some((Ok(b), (reader, false))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), (reader, true))),
+            }
+        });
+        axum::body::Body::from_stream(stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(framing: Framing, input: &[&[u8]]) -> Result<(Vec<u8>, bool), String> {
+        let mut f = framing;
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in input {
+            buf.extend_from_slice(piece);
+            loop {
+                match f.decode(&mut buf)? {
+                    Step::Data(b) => out.extend_from_slice(&b),
+                    Step::NeedMore => break,
+                    Step::Done => return Ok((out, buf.is_empty())),
+                }
+            }
+        }
+        Err(format!("not done after all input; got {:?}", String::from_utf8_lossy(&out)))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let wire: &[u8] = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nx-trailer: 1\r\n\r\n";
+        let expect = b"Wikipedia in\r\n\r\nchunks.";
+        for split in 0..wire.len() {
+            let (out, clean) = decode_all(Framing::Chunked(Chunk::Size), &[&wire[..split], &wire[split..]]).expect("decodes");
+            assert_eq!(out, expect, "split at {split}");
+            assert!(clean);
+        }
+        // Byte by byte, with bare LF line ends.
+        let lf: Vec<u8> = b"3\nabc\n0\n\n".to_vec();
+        let pieces: Vec<&[u8]> = lf.chunks(1).collect();
+        assert_eq!(decode_all(Framing::Chunked(Chunk::Size), &pieces).expect("decodes").0, b"abc");
+    }
+
+    #[test]
+    fn malformed_chunks_are_refused() {
+        assert!(decode_all(Framing::Chunked(Chunk::Size), &[b"zz\r\n"]).is_err());
+        assert!(decode_all(Framing::Chunked(Chunk::Size), &[b"2\r\nabc\r\n0\r\n\r\n"]).is_err(), "data longer than its size");
+        assert!(decode_all(Framing::Chunked(Chunk::Size), &[&[b'1'; MAX_LINE_BYTES + 1]]).is_err(), "endless size line");
+        assert!(decode_all(Framing::Chunked(Chunk::Size), &[b"ffffffffffffffffff\r\n"]).is_err(), "size overflows");
+    }
+
+    #[test]
+    fn length_framing_stops_at_its_length() {
+        let (out, clean) = decode_all(Framing::Length(5), &[b"he", b"llo"]).expect("decodes");
+        assert_eq!(out, b"hello");
+        assert!(clean);
+        let (out, clean) = decode_all(Framing::Length(2), &[b"hello"]).expect("decodes");
+        assert_eq!(out, b"he");
+        assert!(!clean, "bytes past the end stay in the buffer (and the connection is not reused)");
+    }
+
+    fn head(raw: &str, method: Method) -> Result<Option<(usize, Option<Head>)>, UpstreamError> {
+        parse_head(raw.as_bytes(), &method)
+    }
+
+    #[test]
+    fn heads_decide_framing_and_reuse() {
+        let (_, h) = head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-a: 1\r\n\r\nabc", Method::GET).expect("ok").expect("complete");
+        let (status, headers, framing, keep) = h.expect("final");
+        assert_eq!((status, framing, keep), (StatusCode::OK, Framing::Length(3), true));
+        assert_eq!(headers.get("content-length").map(|v| v.as_bytes()), Some(&b"3"[..]));
+
+        let (_, h) = head("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\nconnection: close, x-drop\r\nx-drop: 1\r\nkeep-alive: 5\r\n\r\n", Method::GET).expect("ok").expect("complete");
+        let (_, headers, framing, keep) = h.expect("final");
+        assert_eq!(framing, Framing::Chunked(Chunk::Size));
+        assert!(!keep, "connection: close");
+        assert!(headers.is_empty(), "hop-by-hop, named and conflicting length headers are dropped: {headers:?}");
+
+        let (_, h) = head("HTTP/1.0 200 OK\r\n\r\n", Method::GET).expect("ok").expect("complete");
+        let (_, _, framing, keep) = h.expect("final");
+        assert_eq!((framing, keep), (Framing::UntilClose, false));
+
+        let (_, h) = head("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n", Method::HEAD).expect("ok").expect("complete");
+        assert_eq!(h.expect("final").2, Framing::Length(0), "HEAD answers have no body");
+        let (_, h) = head("HTTP/1.1 204 No Content\r\n\r\n", Method::POST).expect("ok").expect("complete");
+        assert_eq!(h.expect("final").2, Framing::Length(0));
+
+        let (n, h) = head("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n", Method::POST).expect("ok").expect("complete");
+        assert!(h.is_none(), "interim answers are skipped");
+        assert_eq!(n, "HTTP/1.1 100 Continue\r\n\r\n".len());
+
+        assert!(head("HTTP/1.1 200 OK\r\ncontent-le", Method::GET).expect("ok").is_none(), "partial");
+        assert!(head("HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n", Method::GET).is_err());
+        assert!(head("SSH-2.0-OpenSSH\r\n\r\n", Method::GET).is_err());
+    }
+
+    // ---- against a real server on loopback ------------------------------------------
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// What the test server saw of one request.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        path: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    /// A loopback HTTP/1.1 server answering each request with `answer(request, n)` (raw
+    /// bytes; `n` counts requests on the connection) and closing the connection when the
+    /// answer asks for it. Returns its address and the number of connections accepted.
+    async fn server(answer: fn(&Seen, usize) -> (Vec<u8>, bool)) -> (SocketAddr, Arc<AtomicUsize>, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let conns = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let counter = conns.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else { return };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = BytesMut::new();
+                    for n in 0.. {
+                        let Some(seen) = read_request(&mut s, &mut buf).await else { return };
+                        let _ = tx.send(seen.clone());
+                        let (bytes, close) = answer(&seen, n);
+                        if s.write_all(&bytes).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, conns, rx)
+    }
+
+    async fn read_request(s: &mut TcpStream, buf: &mut BytesMut) -> Option<Seen> {
+        loop {
+            let mut slots = [httparse::EMPTY_HEADER; 64];
+            let mut req = httparse::Request::new(&mut slots);
+            if let Ok(httparse::Status::Complete(n)) = req.parse(buf) {
+                let path = req.path.unwrap_or("").to_string();
+                let headers: Vec<(String, String)> = req.headers.iter().map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned())).collect();
+                buf.advance(n);
+                let get = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                let mut body = Vec::new();
+                if let Some(len) = get("content-length") {
+                    let len: usize = len.parse().ok()?;
+                    while buf.len() < len {
+                        if s.read_buf(buf).await.ok()? == 0 {
+                            return None;
+                        }
+                    }
+                    body = buf.split_to(len).to_vec();
+                } else if get("transfer-encoding").is_some() {
+                    let mut f = Framing::Chunked(Chunk::Size);
+                    loop {
+                        match f.decode(buf).ok()? {
+                            Step::Data(b) => body.extend_from_slice(&b),
+                            Step::Done => break,
+                            Step::NeedMore => {
+                                if s.read_buf(buf).await.ok()? == 0 {
+                                    return None;
+                                }
+                            }
+                        }
+                    }
+                }
+                return Some(Seen { path, headers, body });
+            }
+            if s.read_buf(buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+    }
+
+    fn ok_text(body: &str) -> Vec<u8> {
+        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> Result<(StatusCode, Bytes), UpstreamError> {
+        let resp = request(addr, &Method::GET, path, &HeaderMap::new(), OutBody::Empty).await?;
+        let status = resp.status;
+        Ok((status, resp.body.collect(1 << 20).await?))
+    }
+
+    #[tokio::test]
+    async fn keep_alive_connections_are_reused_and_closed_ones_are_not() {
+        own_thread_pool();
+        let (addr, conns, _rx) = server(|seen, _| (ok_text(&seen.path), false)).await;
+        for i in 0..5 {
+            let (st, body) = get(addr, &format!("/n/{i}")).await.expect("call");
+            assert_eq!((st, &body[..]), (StatusCode::OK, format!("/n/{i}").as_bytes()));
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 1, "one connection carried all five calls");
+        assert_eq!(idle_connections(), 1);
+
+        // A server that closes after every answer (keep-alive but closes anyway, the race
+        // an idle pool must survive): each call finds the old connection closed, not broken.
+        let (addr, conns, _rx) = server(|seen, _| (ok_text(&seen.path), true)).await;
+        for i in 0..3 {
+            let (_, body) = get(addr, &format!("/c/{i}")).await.expect("a closed idle connection is never used");
+            assert_eq!(&body[..], format!("/c/{i}").as_bytes());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 3);
+
+        // `connection: close` answers are not pooled at all.
+        own_thread_pool();
+        let (addr, _, _rx) = server(|_, _| (b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok".to_vec(), true)).await;
+        assert_eq!(&get(addr, "/").await.expect("call").1[..], b"ok");
+        assert_eq!(idle_connections(), 0);
+    }
+
+    #[tokio::test]
+    async fn chunked_and_close_delimited_answers_arrive_whole() {
+        own_thread_pool();
+        let (addr, _, _rx) = server(|seen, _| match seen.path.as_str() {
+            "/chunked" => (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-a: 1\r\n\r\n5\r\nhello\r\n1;x=y\r\n \r\n5\r\nworld\r\n0\r\nx-t: 1\r\n\r\n".to_vec(), false),
+            "/continue" => (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 1\r\n\r\nx".to_vec(), false),
+            _ => (b"HTTP/1.0 200 OK\r\n\r\nuntil close".to_vec(), true),
+        })
+        .await;
+        let resp = request(addr, &Method::GET, "/chunked", &HeaderMap::new(), OutBody::Empty).await.expect("call");
+        assert_eq!(resp.headers.get("x-a").map(HeaderValue::as_bytes), Some(&b"1"[..]));
+        assert!(resp.headers.get("transfer-encoding").is_none(), "framing is ours to choose");
+        let body = axum::body::to_bytes(resp.body.into_body(), 1 << 20).await.expect("stream");
+        assert_eq!(&body[..], b"hello world");
+        let (st, body) = get(addr, "/continue").await.expect("call");
+        assert_eq!((st, &body[..]), (StatusCode::CREATED, &b"x"[..]));
+        assert_eq!(&get(addr, "/close").await.expect("call").1[..], b"until close");
+    }
+
+    #[tokio::test]
+    async fn request_bodies_stream_with_their_framing_and_limit() {
+        own_thread_pool();
+        let (addr, _, mut rx) = server(|seen, _| (ok_text(&seen.body.len().to_string()), false)).await;
+        let chunks = || futures_util::stream::iter([b"abc".as_slice(), b"", b"defg"].map(|b| Ok::<_, io::Error>(Bytes::from_static(b))));
+        let body = axum::body::Body::from_stream(chunks());
+        let mut headers = HeaderMap::new();
+        headers.insert("x-keep", HeaderValue::from_static("1"));
+        headers.insert("content-length", HeaderValue::from_static("999"));
+        let resp = request(addr, &Method::PUT, "/up?q=1", &headers, OutBody::Stream { body, length: None, limit: 100 }).await.expect("call");
+        assert_eq!(&resp.body.collect(100).await.expect("body")[..], b"7");
+        let seen = rx.recv().await.expect("seen");
+        assert_eq!(seen.path, "/up?q=1");
+        assert_eq!(seen.body, b"abcdefg");
+        let header = |k: &str| seen.headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(header("transfer-encoding"), Some("chunked"), "no length declared: chunked");
+        assert_eq!(header("content-length"), None, "the caller's own framing headers are not sent");
+        assert_eq!(header("x-keep"), Some("1"));
+        assert_eq!(header("host"), Some(addr.to_string().as_str()));
+
+        let body = axum::body::Body::from_stream(chunks());
+        let resp = request(addr, &Method::POST, "/", &HeaderMap::new(), OutBody::Stream { body, length: Some(7), limit: 100 }).await.expect("call");
+        assert_eq!(&resp.body.collect(100).await.expect("body")[..], b"7");
+        assert_eq!(rx.recv().await.expect("seen").headers.iter().find(|(n, _)| n == "content-length").map(|(_, v)| v.as_str()), Some("7"));
+
+        let body = axum::body::Body::from_stream(chunks());
+        let err = request(addr, &Method::POST, "/", &HeaderMap::new(), OutBody::Stream { body, length: None, limit: 5 }).await.err().expect("over the limit");
+        assert!(matches!(err, UpstreamError::BodyTooLarge(5)), "{err}");
+
+        let (_, body) = get(addr, "/").await.expect("the pool is still usable after a failed call");
+        assert_eq!(&body[..], b"0");
+    }
+
+    #[tokio::test]
+    async fn refused_and_malformed_answers_are_told_apart() {
+        own_thread_pool();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let err = get(addr, "/").await.expect_err("nothing listens");
+        assert!(err.is_connect(), "{err}");
+
+        let (addr, _, _rx) = server(|seen, _| match seen.path.as_str() {
+            "/garbage" => (b"SSH-2.0-OpenSSH_9\r\n\r\n".to_vec(), true),
+            "/short" => (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc".to_vec(), true),
+            "/big" => (ok_text(&"x".repeat(100)), false),
+            _ => (Vec::new(), true),
+        })
+        .await;
+        for (path, what) in [("/garbage", "not valid HTTP"), ("/short", "middle of its answer"), ("/silent", "without answering")] {
+            let err = get(addr, path).await.expect_err("broken");
+            assert!(!err.is_connect() && err.to_string().contains(what), "{path}: {err}");
+        }
+        let resp = request(addr, &Method::GET, "/big", &HeaderMap::new(), OutBody::Empty).await.expect("call");
+        assert!(matches!(resp.body.collect(10).await, Err(UpstreamError::ReplyTooLarge(10))));
+    }
+}
