@@ -379,3 +379,31 @@ async fn forwarded_headers_reach_the_addon_without_the_key() {
     assert_eq!(h["x-forwarded-for"], "127.0.0.1", "an untrusted peer's X-Forwarded-For is replaced: {h}");
     assert_eq!(h["x-addond-application"], "shop");
 }
+
+/// The daemon calls an instance on its container's own address by default, and through its
+/// published host port when `ports.instance_address = "host_port"`; both serve the gateway
+/// (the `host` header the addon sees tells which way the call came).
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_are_called_where_instance_address_says() {
+    for mode in ["container", "host_port"] {
+        let d = Daemon::start_with(Options { ports_extra: format!("instance_address = \"{mode}\""), ..Default::default() }).await;
+        let gw = d.gateway().await;
+        let (key, _) = setup(&d, "pay", "shop", json!({})).await;
+        let (st, _, b) = req(gw, "GET", "/gw/pay/headers", &[("apikey", &key)], b"").await;
+        assert_eq!(st, 200, "{mode}: {b}");
+        let seen: Value = serde_json::from_str(&b).unwrap();
+        let host = seen["host"].as_str().unwrap().to_string();
+        let view = d.get("/api/addons/pay").await;
+        let svc = d.get(&format!("/api/plugin-microservice/services/{}", view.data()["services"][0]["id"].as_str().unwrap())).await;
+        let inst = &svc.data()["instances"][0];
+        let container = docker().inspect_container(inst["container_id"].as_str().unwrap(), None::<bollard::query_parameters::InspectContainerOptions>).await.unwrap();
+        let ip = container.network_settings.unwrap().networks.unwrap()["addond_test"].ip_address.clone().unwrap();
+        match mode {
+            "container" => assert_eq!(host, format!("{ip}:8080"), "called on the container's address"),
+            _ => assert_eq!(host, format!("127.0.0.1:{}", inst["host_port"]), "called through the host port"),
+        }
+        let (st, _, b) = req(gw, "POST", "/api/addons/pay/execute", &[("apikey", &key)], br#"{"action":"add","data":{"a":2,"b":3}}"#).await;
+        assert_eq!(st, 200, "{mode}: {b}");
+        assert!(b.contains("\"sum\":5"), "{mode}: {b}");
+    }
+}

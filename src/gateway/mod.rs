@@ -8,7 +8,7 @@
 //! responses to the addon's service, with WebSocket upgrades spliced through.
 //!
 //! It runs like nginx does: one worker thread per core (`gateway.workers`), each with its own
-//! single-threaded runtime accepting from the shared listener and its own pool of
+//! single-threaded runtime serving the connections handed to it and its own pool of
 //! connections to addons (`crate::upstream`), so a request is served start to end on one
 //! thread without waking another. Routing and auth are plain code rather than a router and
 //! middleware stack: on the 2-core machine of BENCHMARKS.md both cost more than the work
@@ -21,6 +21,7 @@ mod proxy;
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -381,34 +382,43 @@ impl Gateway {
     }
 }
 
+/// A connection handed to a worker, and the count it adds to while it lasts.
+struct Handoff {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    load: Arc<AtomicUsize>,
+}
+
+/// Takes one off a worker's count of open connections when the connection ends.
+struct LoadGuard(Arc<AtomicUsize>);
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Serves the gateway on `listener` until `shutdown`: `gateway.workers` threads (0: one per
-/// core), each running its own single-threaded runtime; returns when all have finished the
-/// requests they had in flight.
+/// core), each running its own single-threaded runtime. Connections are accepted here and
+/// handed to the worker with the fewest open ones (a shared listener lets one worker grab
+/// most of a burst of connections, and it then works alone). Returns when every worker has
+/// finished the requests it had in flight.
 pub async fn serve(listener: tokio::net::TcpListener, gw: Arc<Gateway>, shutdown: CancellationToken) {
     let workers = match gw.cfg.gateway.workers {
         0 => std::thread::available_parallelism().map(usize::from).unwrap_or(1),
         n => n,
     };
-    let listener = match listener.into_std() {
-        Ok(l) => l,
-        Err(e) => return tracing::error!(error = %e, "gateway: cannot hand the listener to the workers"),
-    };
+    let mut handoffs = Vec::new();
     let mut finished = Vec::new();
     for i in 0..workers {
-        let l = match listener.try_clone() {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "gateway: cannot share the listener with worker {i}");
-                continue;
-            }
-        };
+        let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let (gw, shutdown) = (gw.clone(), shutdown.clone());
         let spawned = std::thread::Builder::new().name(format!("gateway-{i}")).spawn(move || {
-            // Blocking work (a database read on a cache miss) is rare here: two threads.
+            // Blocking work (a database read on a cold cache) is rare here: two threads.
             match tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(2).build() {
                 Ok(rt) => {
-                    rt.block_on(worker(l, gw, shutdown));
+                    rt.block_on(worker(rx, gw, shutdown));
                     drop(rt);
                 }
                 Err(e) => tracing::error!(error = %e, "gateway: cannot start the runtime of worker {i}"),
@@ -416,25 +426,59 @@ pub async fn serve(listener: tokio::net::TcpListener, gw: Arc<Gateway>, shutdown
             let _ = done_tx.send(());
         });
         match spawned {
-            Ok(_) => finished.push(done_rx),
+            Ok(_) => {
+                handoffs.push((tx, Arc::new(AtomicUsize::new(0))));
+                finished.push(done_rx);
+            }
             Err(e) => tracing::error!(error = %e, "gateway: cannot start worker {i}"),
         }
     }
-    if finished.is_empty() {
+    if handoffs.is_empty() {
         tracing::error!("gateway: no worker is running; the gateway does not answer");
     }
+    let mut next = 0usize;
+    while !handoffs.is_empty() {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait rather than spin.
+                    tracing::warn!(error = %e, "gateway: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "gateway: cannot hand a connection to a worker");
+                continue;
+            }
+        };
+        // The least loaded worker, ties broken in turn.
+        next = next.wrapping_add(1);
+        let n = handoffs.len();
+        let pick = (0..n).map(|k| (next + k) % n).min_by_key(|i| handoffs[*i].1.load(Ordering::Relaxed)).unwrap_or(0);
+        let (tx, load) = &handoffs[pick];
+        load.fetch_add(1, Ordering::Relaxed);
+        if let Err(mpsc::error::SendError(lost)) = tx.send(Handoff { stream, peer, load: load.clone() }) {
+            lost.load.fetch_sub(1, Ordering::Relaxed);
+            tracing::error!("gateway: worker {pick} has stopped; its share of connections is refused");
+        }
+    }
+    // Closing the hand-offs tells the workers to finish.
+    drop(handoffs);
     for done in finished {
         let _ = done.await;
     }
 }
 
-/// One worker: accepts connections and serves them on this thread until `shutdown`, then
+/// One worker: serves the connections handed to it on this thread until `shutdown`, then
 /// lets requests in flight finish (10 s at most).
-async fn worker(listener: std::net::TcpListener, gw: Arc<Gateway>, shutdown: CancellationToken) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => return tracing::error!(error = %e, "gateway: cannot register the listener"),
-    };
+async fn worker(mut handoffs: mpsc::UnboundedReceiver<Handoff>, gw: Arc<Gateway>, shutdown: CancellationToken) {
     crate::upstream::own_thread_pool();
     let tracker = tokio_util::task::TaskTracker::new();
     // A timer that always fires within a second: tokio wakes its own driver (an eventfd
@@ -452,21 +496,24 @@ async fn worker(listener: std::net::TcpListener, gw: Arc<Gateway>, shutdown: Can
         }
     });
     loop {
-        let (stream, peer) = tokio::select! {
+        let Handoff { stream, peer, load } = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    // Out of file descriptors, most likely: wait rather than spin.
-                    tracing::warn!(error = %e, "gateway: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            h = handoffs.recv() => match h {
+                Some(h) => h,
+                None => break,
             },
         };
-        let _ = stream.set_nodelay(true);
+        let guard = LoadGuard(load);
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "gateway: cannot take over a connection");
+                continue;
+            }
+        };
         let (gw, shutdown) = (gw.clone(), shutdown.clone());
         tracker.spawn(async move {
+            let _guard = guard;
             let svc = hyper::service::service_fn(move |req| {
                 let gw = gw.clone();
                 async move { Ok::<_, Infallible>(gw.handle(req, peer).await) }

@@ -37,13 +37,15 @@ pub struct Options {
     pub docker_host: String,
     /// Extra keys for the `[gateway]` section (which always listens on an ephemeral port).
     pub gateway_extra: String,
+    /// More keys of the `[ports]` section.
+    pub ports_extra: String,
     /// Extra keys for the `[events]` section.
     pub events_extra: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ports: port_slice(12), extra: String::new(), docker_host: "unix:///var/run/docker.sock".into(), gateway_extra: String::new(), events_extra: String::new() }
+        Options { ports: port_slice(12), extra: String::new(), docker_host: "unix:///var/run/docker.sock".into(), gateway_extra: String::new(), events_extra: String::new(), ports_extra: String::new() }
     }
 }
 
@@ -113,6 +115,7 @@ log_level = "debug"
 [ports]
 range_start = {start}
 range_end = {end}
+{ports_extra}
 
 [docker]
 host = "{docker_host}"
@@ -157,6 +160,7 @@ retry_max_seconds = 1.0
             extra = opts.extra,
             docker_host = opts.docker_host,
             gateway_extra = opts.gateway_extra,
+            ports_extra = opts.ports_extra,
             events_extra = opts.events_extra,
         );
         std::fs::write(&config, text).unwrap();
