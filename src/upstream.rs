@@ -221,9 +221,10 @@ pub async fn connect(addr: SocketAddr) -> Result<Connection, UpstreamError> {
     checkout(addr).await.map(Connection)
 }
 
-/// Sends one request to `addr` and reads the answer's head (see [`Connection::send`]).
+/// Sends one request to `addr` and reads the answer's head (see [`Connection::send`]),
+/// without the answer's headers: for callers that only want the status and the body.
 pub async fn request(addr: SocketAddr, method: &Method, path: &str, headers: &HeaderMap, body: OutBody) -> Result<Response, UpstreamError> {
-    connect(addr).await?.send(method, path, headers, body).await
+    connect(addr).await?.send_inner(method, path, headers, body, false).await
 }
 
 impl Connection {
@@ -231,6 +232,11 @@ impl Connection {
     /// goes on the request line; `headers` are sent as they are (the caller removed what
     /// must not be forwarded), after `host` and before the framing header.
     pub async fn send(self, method: &Method, path: &str, headers: &HeaderMap, body: OutBody) -> Result<Response, UpstreamError> {
+        self.send_inner(method, path, headers, body, true).await
+    }
+
+    async fn send_inner(self, method: &Method, path: &str, headers: &HeaderMap, body: OutBody, want_headers: bool) -> Result<Response, UpstreamError> {
+        use std::io::Write as _;
         let mut conn = self.0;
         if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(UpstreamError::Broken(format!("`{path}` cannot be sent as a request path")));
@@ -239,9 +245,8 @@ impl Connection {
         head.extend_from_slice(method.as_str().as_bytes());
         head.push(b' ');
         head.extend_from_slice(path.as_bytes());
-        head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-        head.extend_from_slice(conn.addr.to_string().as_bytes());
-        head.extend_from_slice(b"\r\n");
+        // Writes into a Vec cannot fail.
+        let _ = write!(head, " HTTP/1.1\r\nhost: {}\r\n", conn.addr);
         for (k, v) in headers {
             if k == header::HOST || k == header::CONTENT_LENGTH || k == header::TRANSFER_ENCODING {
                 continue;
@@ -261,7 +266,7 @@ impl Connection {
                 conn.stream.write_all(&head).await.map_err(write)?;
             }
             OutBody::Full(b) => {
-                head.extend_from_slice(format!("content-length: {}\r\n\r\n", b.len()).as_bytes());
+                let _ = write!(head, "content-length: {}\r\n\r\n", b.len());
                 if b.len() <= INLINE_BODY_BYTES {
                     head.extend_from_slice(&b);
                     conn.stream.write_all(&head).await.map_err(write)?;
@@ -280,7 +285,7 @@ impl Connection {
                     // The addon may have answered early (and closed): its answer is worth
                     // more than our write error.
                     if matches!(e, UpstreamError::Broken(_)) {
-                        if let Ok(resp) = read_head(conn, method).await {
+                        if let Ok(resp) = read_head(conn, method, want_headers).await {
                             return Ok(resp);
                         }
                     }
@@ -288,7 +293,7 @@ impl Connection {
                 }
             }
         }
-        read_head(conn, method).await
+        read_head(conn, method, want_headers).await
     }
 }
 
@@ -331,10 +336,10 @@ fn method_allows_body(m: &Method) -> bool {
 }
 
 /// Reads the answer's head (skipping interim 1xx answers) and decides how its body is framed.
-async fn read_head(mut conn: Conn, method: &Method) -> Result<Response, UpstreamError> {
+async fn read_head(mut conn: Conn, method: &Method, want_headers: bool) -> Result<Response, UpstreamError> {
     loop {
         if !conn.buf.is_empty() {
-            if let Some((consumed, parsed)) = parse_head(&conn.buf, method)? {
+            if let Some((consumed, parsed)) = parse_head(&conn.buf, method, want_headers)? {
                 conn.buf.advance(consumed);
                 let Some((status, headers, framing, keep_alive)) = parsed else { continue }; // 1xx
                 return Ok(Response { status, headers, body: BodyReader { conn: Some(conn), framing, keep_alive } });
@@ -358,7 +363,7 @@ type Head = (StatusCode, HeaderMap, Framing, bool);
 
 /// Parses a complete head at the start of `buf`: `None` when more bytes are needed, else
 /// the bytes it took and the head (`None` for an interim 1xx answer, which is skipped).
-fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, Option<Head>)>, UpstreamError> {
+fn parse_head(buf: &[u8], method: &Method, want_headers: bool) -> Result<Option<(usize, Option<Head>)>, UpstreamError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut slots);
     let consumed = match resp.parse(buf) {
@@ -417,8 +422,8 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, Option<Head>
         Framing::UntilClose
     };
     let keep_alive = !connection_close && !matches!(framing, Framing::UntilClose) && code != 101;
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
-    for h in resp.headers.iter() {
+    let mut headers = HeaderMap::new();
+    for h in resp.headers.iter().filter(|_| want_headers) {
         let lower = h.name.to_ascii_lowercase();
         if HOP_BY_HOP.contains(&lower.as_str()) || named.iter().any(|n| n.eq_ignore_ascii_case(&lower)) {
             continue;
@@ -678,7 +683,7 @@ mod tests {
     }
 
     fn head(raw: &str, method: Method) -> Result<Option<(usize, Option<Head>)>, UpstreamError> {
-        parse_head(raw.as_bytes(), &method)
+        parse_head(raw.as_bytes(), &method, true)
     }
 
     #[test]
@@ -842,7 +847,7 @@ mod tests {
             _ => (b"HTTP/1.0 200 OK\r\n\r\nuntil close".to_vec(), true),
         })
         .await;
-        let resp = request(addr, &Method::GET, "/chunked", &HeaderMap::new(), OutBody::Empty).await.expect("call");
+        let resp = connect(addr).await.expect("connect").send(&Method::GET, "/chunked", &HeaderMap::new(), OutBody::Empty).await.expect("call");
         assert_eq!(resp.headers.get("x-a").map(HeaderValue::as_bytes), Some(&b"1"[..]));
         assert!(resp.headers.get("transfer-encoding").is_none(), "framing is ours to choose");
         let body = axum::body::to_bytes(resp.body.into_body(), 1 << 20).await.expect("stream");

@@ -70,10 +70,6 @@ impl Breaker {
         }
     }
 
-    fn success(&mut self) {
-        *self = Breaker::default();
-    }
-
     /// Counts a failure; true when this one opened the breaker.
     fn failure(&mut self, threshold: u32, cooldown: Duration) -> bool {
         self.failures += 1;
@@ -142,27 +138,28 @@ impl Dispatcher {
     }
 
     /// The healthy instances of a service, in round-robin order for this call.
-    pub fn candidates(&self, service: &ServiceId) -> Vec<(InstanceId, SocketAddr)> {
+    pub fn candidates(&self, service: &ServiceId) -> Candidates {
         let route = self.route(service);
-        let n = route.endpoints.len();
         let start = route.next.fetch_add(1, Ordering::Relaxed);
-        (0..n).map(|k| route.endpoints[(start + k) % n].clone()).collect()
+        Candidates { route, start }
     }
 
     /// Whether the instance's breaker lets a call through now (half-open: one trial).
     pub fn admit(&self, instance: &InstanceId) -> bool {
-        self.breakers.lock().unwrap_or_else(|e| e.into_inner()).entry(instance.clone()).or_default().allow(Instant::now())
+        // No breaker yet is a closed one: the usual case costs no entry and no clock read.
+        self.breakers.lock().unwrap_or_else(|e| e.into_inner()).get_mut(instance).is_none_or(|b| b.allow(Instant::now()))
     }
 
     /// Records the outcome of a call for the instance's breaker.
     pub fn report(&self, service: &ServiceId, instance: &InstanceId, ok: bool) {
         let opened = {
             let mut breakers = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
-            let b = breakers.entry(instance.clone()).or_default();
             if ok {
-                b.success();
+                // A success resets the breaker to closed, which is what no entry means.
+                breakers.remove(instance);
                 false
             } else {
+                let b = breakers.entry(instance.clone()).or_default();
                 b.failure(self.cfg.addons.breaker_failures, Duration::from_secs_f64(self.cfg.addons.breaker_cooldown_seconds))
             }
         };
@@ -186,13 +183,13 @@ impl Dispatcher {
         }
         let mut tried = 0;
         let mut last_refused = None;
-        for (id, addr) in &candidates {
+        for (id, addr) in candidates.iter() {
             if !self.admit(id) {
                 continue;
             }
             tried += 1;
             let started_ms = crate::store::now_ms();
-            let mut outcome = self.send(*addr, path, body.clone(), timeout).await;
+            let mut outcome = self.send(addr, path, body.clone(), timeout).await;
             if let Err(SendError::Broken(e)) = &outcome {
                 // A pooled connection to an instance that died just before this call fails
                 // on write; if the container was already gone when the call started, the
@@ -247,6 +244,26 @@ static JSON_HEADERS: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(|
     h
 });
 
+/// The healthy instances of a service for one call, in round-robin order.
+pub struct Candidates {
+    route: Arc<Route>,
+    start: usize,
+}
+
+impl Candidates {
+    pub fn is_empty(&self) -> bool {
+        self.route.endpoints.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&InstanceId, SocketAddr)> {
+        let n = self.route.endpoints.len();
+        (0..n).map(move |k| {
+            let (id, addr) = &self.route.endpoints[(self.start + k) % n];
+            (id, *addr)
+        })
+    }
+}
+
 enum SendError {
     Refused(String),
     Timeout,
@@ -275,7 +292,8 @@ mod tests {
         assert!(!b.allow(Instant::now()), "a failed trial opens it again");
         std::thread::sleep(Duration::from_millis(60));
         assert!(b.allow(Instant::now()));
-        b.success();
+        // A success forgets the breaker (`Dispatcher::report`): a new one is closed.
+        let mut b = Breaker::default();
         assert!(!b.is_open());
         assert!(b.allow(Instant::now()));
     }

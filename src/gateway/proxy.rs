@@ -110,13 +110,13 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketA
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let mut body = Some(std::mem::take(req.body_mut()));
     let mut last_err = None;
-    for (id, addr) in candidates {
-        if !dispatcher.admit(&id) {
+    for (id, addr) in candidates.iter() {
+        if !dispatcher.admit(id) {
             continue;
         }
         if let Some(on_upgrade) = client_upgrade {
             let resp = websocket(addr, &path_q, &method, headers, on_upgrade).await;
-            dispatcher.report(&service_id, &id, resp.is_ok());
+            dispatcher.report(&service_id, id, resp.is_ok());
             return resp;
         }
         // Only a refused connection moves on to the next instance: the request has not
@@ -124,7 +124,7 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketA
         let conn = match upstream::connect(addr).await {
             Ok(c) => c,
             Err(e) => {
-                dispatcher.report(&service_id, &id, false);
+                dispatcher.report(&service_id, id, false);
                 last_err = Some(e.to_string());
                 continue;
             }
@@ -135,7 +135,7 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketA
         };
         return match conn.send(&method, &path_q, &headers, out).await {
             Ok(resp) => {
-                dispatcher.report(&service_id, &id, !matches!(resp.status.as_u16(), 502..=504));
+                dispatcher.report(&service_id, id, !matches!(resp.status.as_u16(), 502..=504));
                 let mut answer = Response::new(resp.body.into_body());
                 *answer.status_mut() = resp.status;
                 *answer.headers_mut() = resp.headers;
@@ -144,7 +144,7 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketA
             Err(UpstreamError::BodyTooLarge(_)) => Err(too_large(limit)),
             Err(UpstreamError::ClientBody(e)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("the request body could not be read: {e}"))),
             Err(e) => {
-                dispatcher.report(&service_id, &id, false);
+                dispatcher.report(&service_id, id, false);
                 Err(ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", format!("the addon's connection failed mid-request (not retried): {e}")))
             }
         };
