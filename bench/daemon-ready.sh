@@ -5,8 +5,10 @@
 #   daemon-ready.sh DIR N api      ready = the socket answers GET /health and all N services
 #                                  report phase Started
 #   daemon-ready.sh DIR N probed   ready = the above, and the daemon's health monitor holds an
-#                                  established connection to each of the N instances' host
-#                                  ports (it has adopted and re-probed every container)
+#                                  established connection to each of the N instances, on
+#                                  their container addresses in the bench network's subnet
+#                                  (or host ports, with ports.instance_address = "host_port"):
+#                                  it has adopted and re-probed every container
 # Polls every 5 ms; gives up (exit 1) after 120 s.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -31,6 +33,6 @@ if ((want > 0)) && [[ "$mode" != health ]]; then
     until (($(count_started "$dir" 2>/dev/null || echo 0) >= want)); do alive; nap; done
 fi
 if [[ "$mode" == probed ]]; then
-    probes() { ss -Htnp state established '( dport >= :8600 and dport <= :8999 )' | grep -c "pid=$pid," || true; }
+    probes() { ss -Htnp state established "( ( dport >= :8600 and dport <= :8999 ) or dst $BENCH_SUBNET )" | grep -c "pid=$pid," || true; }
     until (($(probes) >= want)); do alive; nap; done
 fi

@@ -14,6 +14,9 @@ ADDONCTL="${ADDONCTL_BIN:-$TARGET_DIR/release/addonctl}"
 IMAGE="${BENCH_IMAGE:-addond-sample:latest}"
 BENCH_NETWORK="addond_bench"
 BENCH_ISOLATED="addond_bench_isolated"
+# The subnet of $BENCH_NETWORK (written into every config below): where the daemon reaches
+# the instances by default (ports.instance_address = "container").
+BENCH_SUBNET="172.26.0.0/16"
 # Host port of the plain-docker baseline container: outside the 8000–9000 addon range.
 # shellcheck disable=SC2034 # used by docker-run-wait.sh
 DOCKER_PORT="${BENCH_DOCKER_PORT:-9600}"
@@ -38,7 +41,7 @@ range_end = 8999
 
 [docker]
 network = "$BENCH_NETWORK"
-subnet = "172.26.0.0/16"
+subnet = "$BENCH_SUBNET"
 isolated_network = "$BENCH_ISOLATED"
 isolated_subnet = "172.27.0.0/16"
 EOF

@@ -9,7 +9,7 @@
 #   100 services, /health   ready = GET /health answers (nothing else)
 #   100 services, API   ready = GET /health answers and all 100 report phase Started
 #   100 services, probed  ... and the health monitor has an established connection to each of
-#                       the 100 host ports (the resync adopted and re-probed every container)
+#                       the 100 instances (the resync adopted and re-probed every container)
 # Each run's --prepare waits for the previous daemon to have exited (flock on its pid file)
 # and sleeps 0.5 s.
 #

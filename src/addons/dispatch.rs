@@ -92,11 +92,16 @@ pub struct Dispatcher {
     lifecycle: Arc<Lifecycle>,
     routes: RwLock<HashMap<ServiceId, Arc<Route>>>,
     breakers: Mutex<HashMap<InstanceId, Breaker>>,
+    /// The daemon's main runtime, where Docker is asked about a dead instance even when the
+    /// call failed on a gateway worker: the Docker client's pooled connections then stay
+    /// with the runtime that outlives the workers.
+    main: Option<tokio::runtime::Handle>,
 }
 
 impl Dispatcher {
     pub fn new(cfg: Arc<Config>, lifecycle: Arc<Lifecycle>, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Dispatcher { cfg, metrics, lifecycle, routes: RwLock::new(HashMap::new()), breakers: Mutex::new(HashMap::new()) })
+        let main = tokio::runtime::Handle::try_current().ok();
+        Arc::new(Dispatcher { cfg, metrics, lifecycle, routes: RwLock::new(HashMap::new()), breakers: Mutex::new(HashMap::new()), main })
     }
 
     /// Drops cached routes whenever a service changes, and sweeps the shared pool of idle
@@ -172,7 +177,9 @@ impl Dispatcher {
     /// Whether a failed call on `instance` that started at `started_ms` cannot have run
     /// there (its container was already gone), so the next instance may take it.
     pub async fn never_reached(&self, service: &ServiceId, instance: &InstanceId, started_ms: i64) -> bool {
-        self.lifecycle.died_before(service, instance, started_ms).await
+        let Some(main) = &self.main else { return self.lifecycle.died_before(service, instance, started_ms).await };
+        let (lifecycle, service, instance) = (self.lifecycle.clone(), service.clone(), instance.clone());
+        main.spawn(async move { lifecycle.died_before(&service, &instance, started_ms).await }).await.unwrap_or(false)
     }
 
     /// POSTs `body` to `path` on one healthy instance of `service`.
