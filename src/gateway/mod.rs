@@ -433,9 +433,6 @@ pub async fn serve(listener: tokio::net::TcpListener, gw: Arc<Gateway>, shutdown
             Err(e) => tracing::error!(error = %e, "gateway: cannot start worker {i}"),
         }
     }
-    if handoffs.is_empty() {
-        tracing::error!("gateway: no worker is running; the gateway does not answer");
-    }
     let mut next = 0usize;
     while !handoffs.is_empty() {
         let (stream, peer) = tokio::select! {
@@ -458,16 +455,29 @@ pub async fn serve(listener: tokio::net::TcpListener, gw: Arc<Gateway>, shutdown
                 continue;
             }
         };
-        // The least loaded worker, ties broken in turn.
-        next = next.wrapping_add(1);
-        let n = handoffs.len();
-        let pick = (0..n).map(|k| (next + k) % n).min_by_key(|i| handoffs[*i].1.load(Ordering::Relaxed)).unwrap_or(0);
-        let (tx, load) = &handoffs[pick];
-        load.fetch_add(1, Ordering::Relaxed);
-        if let Err(mpsc::error::SendError(lost)) = tx.send(Handoff { stream, peer, load: load.clone() }) {
-            lost.load.fetch_sub(1, Ordering::Relaxed);
-            tracing::error!("gateway: worker {pick} has stopped; its share of connections is refused");
+        // The least loaded worker, ties broken in turn; a worker that has stopped (its
+        // thread died) is dropped from the list and the connection goes to another.
+        let mut handoff = Handoff { stream, peer, load: Arc::default() };
+        while !handoffs.is_empty() {
+            next = next.wrapping_add(1);
+            let n = handoffs.len();
+            let pick = (0..n).map(|k| (next + k) % n).min_by_key(|i| handoffs[*i].1.load(Ordering::Relaxed)).unwrap_or(0);
+            let (tx, load) = &handoffs[pick];
+            load.fetch_add(1, Ordering::Relaxed);
+            handoff.load = load.clone();
+            match tx.send(handoff) {
+                Ok(()) => break,
+                Err(mpsc::error::SendError(back)) => {
+                    back.load.fetch_sub(1, Ordering::Relaxed);
+                    tracing::error!("gateway: a worker has stopped; its connections go to the others");
+                    handoffs.remove(pick);
+                    handoff = back;
+                }
+            }
         }
+    }
+    if handoffs.is_empty() && !shutdown.is_cancelled() {
+        tracing::error!("gateway: every worker has stopped; the gateway no longer answers");
     }
     // Closing the hand-offs tells the workers to finish.
     drop(handoffs);
