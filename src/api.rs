@@ -1606,19 +1606,33 @@ pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, shut
                 let app = app.clone();
                 async move { Ok::<_, Infallible>(app.oneshot(req).await.unwrap_or_else(|e| match e {})) }
             });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
-                }
-            }
+            serve_connection(TokioIo::new(stream), svc, &shutdown).await;
         });
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// Serves one HTTP/1.1 connection (upgrades included) until it closes or `shutdown`, then
+/// lets the request in flight finish, 10 s at most. The admin socket and the gateway both
+/// serve their connections with it.
+pub(crate) async fn serve_connection<I, S, B>(io: I, svc: S, shutdown: &CancellationToken)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        }
+    }
 }
 
 // ---- operator tools: backup and doctor ------------------------------------------------

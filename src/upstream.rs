@@ -27,8 +27,6 @@ use tokio::net::TcpStream;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Idle connections kept per instance address and thread.
 const MAX_IDLE_PER_ADDR: usize = 256;
-/// Idle connections are swept this often (per thread, on the next check-in).
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// An answer's status line and headers together may not be larger than this.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -39,7 +37,8 @@ const MAX_LINE_BYTES: usize = 4096;
 const INLINE_BODY_BYTES: usize = 16 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 
-const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+/// Headers that belong to one connection, not to the message (never forwarded).
+pub(crate) const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -85,7 +84,6 @@ struct Idle {
 #[derive(Default)]
 struct Pool {
     idle: HashMap<SocketAddr, Vec<Idle>>,
-    swept: Option<Instant>,
 }
 
 impl Pool {
@@ -100,19 +98,14 @@ impl Pool {
     }
 
     fn put(&mut self, conn: Conn) {
-        let now = Instant::now();
-        if self.swept.is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY) {
-            self.sweep(now);
-        }
         let list = self.idle.entry(conn.addr).or_default();
         if list.len() < MAX_IDLE_PER_ADDR {
-            list.push(Idle { conn, since: now });
+            list.push(Idle { conn, since: Instant::now() });
         }
     }
 
     /// Closes idle connections that are too old or were closed by the addon.
     fn sweep(&mut self, now: Instant) {
-        self.swept = Some(now);
         self.idle.retain(|_, list| {
             list.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT && i.conn.is_reusable());
             !list.is_empty()
@@ -172,8 +165,9 @@ pub fn clear_thread_pool() {
 }
 
 /// Closes idle connections that are too old or were closed by the addon, in the calling
-/// thread's pool (its own, or the shared one). Runs now and then even without traffic, so
-/// an idle daemon does not keep the sockets of connections the addons have closed.
+/// thread's pool (its own, or the shared one). The gateway workers call it every second and
+/// the dispatcher every 5 s for the shared pool, so no pool keeps the sockets of
+/// connections the addons have closed, traffic or not.
 pub fn sweep() {
     with_pool(|p| p.sweep(Instant::now()));
 }

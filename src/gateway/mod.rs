@@ -152,8 +152,9 @@ pub struct Gateway {
 
 /// What the auth rule decided for a request.
 enum Gate {
-    /// Admitted under this grant; answers carry CORS headers for `cors_origin`.
-    Admitted { grant: Arc<GrantAuth>, cors_origin: Option<String> },
+    /// Admitted under this grant; answers carry CORS headers for `cors_origin`. `source` is
+    /// the client's address (see [`Gateway::client_ip`]).
+    Admitted { grant: Arc<GrantAuth>, cors_origin: Option<String>, source: IpAddr },
     /// Answered already: a refusal, or a CORS preflight.
     Answered(Response),
 }
@@ -261,7 +262,7 @@ impl Gateway {
         let (grant, cors_origin) = match spec.auth {
             AuthRule::Public => (None, None),
             AuthRule::GrantForAddon => match self.admit(peer, &addon, &req) {
-                Gate::Admitted { grant, cors_origin } => (Some(grant), cors_origin),
+                Gate::Admitted { grant, cors_origin, source } => (Some((grant, source)), cors_origin),
                 Gate::Answered(resp) => return resp,
             },
         };
@@ -279,8 +280,8 @@ impl Gateway {
             Handler::Render => self.render(&addon, &widget, req).await,
             Handler::Frame => self.frame(&addon, &widget, req.uri()).await,
             Handler::Passthrough => {
-                let application = grant.as_ref().map(|g| g.application.as_str()).unwrap_or_default();
-                Ok(proxy::forward(&self, &addon, rest.as_deref().unwrap_or(""), peer, application, req).await)
+                let (application, source) = grant.as_ref().map_or(("", peer.ip()), |(g, source)| (g.application.as_str(), *source));
+                Ok(proxy::forward(&self, &addon, rest.as_deref().unwrap_or(""), peer, source, application, req).await)
             }
         };
         let mut resp = result.unwrap_or_else(IntoResponse::into_response);
@@ -346,7 +347,7 @@ impl Gateway {
             }
         }
         let cors_origin = origin.filter(|o| grant.allowed_origins.iter().any(|a| a == o || a == "*")).map(str::to_string);
-        Gate::Admitted { grant, cors_origin }
+        Gate::Admitted { grant, cors_origin, source }
     }
 
     /// A JSON request body, at most `gateway.max_body_bytes`.
@@ -528,15 +529,7 @@ async fn worker(mut handoffs: mpsc::UnboundedReceiver<Handoff>, gw: Arc<Gateway>
                 let gw = gw.clone();
                 async move { Ok::<_, Infallible>(gw.handle(req, peer).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
-                }
-            }
+            api::serve_connection(hyper_util::rt::TokioIo::new(stream), svc, &shutdown).await;
         });
     }
     tracker.close();

@@ -3,7 +3,7 @@
 //! limit enforced (413), and WebSocket upgrades spliced to a `websocket` service. Instances
 //! are chosen like actions are: round robin over healthy ones, breakers respected.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -18,9 +18,7 @@ use crate::addons::dispatch::DispatchError;
 use crate::addons::AddonError;
 use crate::api::ApiError;
 use crate::model::ServiceType;
-use crate::upstream::{self, OutBody, UpstreamError};
-
-const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+use crate::upstream::{self, OutBody, UpstreamError, HOP_BY_HOP};
 
 /// Drops hop-by-hop headers (and those named in `Connection`), `Expect` (answered here, not
 /// by the addon) and the caller's API key.
@@ -54,14 +52,15 @@ fn is_upgrade(req: &Request) -> bool {
 }
 
 /// Passes `req` to the addon installed as `addon`, at `/{rest}` with the same query.
-pub async fn forward(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketAddr, application: &str, req: Request) -> Response {
-    match forward_inner(gw, addon, rest, peer, application, req).await {
+/// `client_ip` is the client's address as the auth rule found it.
+pub async fn forward(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketAddr, client_ip: IpAddr, application: &str, req: Request) -> Response {
+    match forward_inner(gw, addon, rest, peer, client_ip, application, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketAddr, application: &str, mut req: Request) -> Result<Response, ApiError> {
+async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketAddr, client_ip: IpAddr, application: &str, mut req: Request) -> Result<Response, ApiError> {
     let upgrade = is_upgrade(&req);
     let services = gw.addons.services_of(addon).await.map_err(ApiError::from)?;
     let want = if upgrade { ServiceType::Websocket } else { ServiceType::RestApi };
@@ -84,7 +83,6 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketA
         Some(q) => format!("/{rest}?{q}"),
         None => format!("/{rest}"),
     };
-    let client_ip = gw.client_ip(peer.ip(), req.headers());
     let mut headers = forwardable(req.headers(), upgrade);
     let xff = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) if client_ip != peer.ip() => format!("{prev}, {}", peer.ip()),
