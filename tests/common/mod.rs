@@ -20,12 +20,33 @@ pub const SVC: &str = "/api/plugin-microservice/services";
 
 /// Port slices handed to test daemons, so parallel tests never compete for ports. They come
 /// from 20000–30000, away from the default 8000–9000 a dev daemon or a benchmark may be
-/// using on the same machine, and below the kernel's ephemeral ports.
+/// using on the same machine, and below the kernel's ephemeral ports. Each test process
+/// first takes one 1,000-port window of that range under an exclusive `flock`, so two test
+/// runs on one machine (two checkouts, CI beside a developer) never hand out the same port.
 static NEXT_SLICE: AtomicU16 = AtomicU16::new(0);
+static WINDOW: std::sync::OnceLock<(u16, std::fs::File)> = std::sync::OnceLock::new();
+
+fn window() -> u16 {
+    use std::os::fd::AsRawFd;
+    WINDOW
+        .get_or_init(|| {
+            for n in 0..10u16 {
+                let path = std::env::temp_dir().join(format!("addond-test-ports-{n}.lock"));
+                let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).unwrap();
+                // The lock lives as long as the process: the file stays open in the static.
+                if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                    return (20000 + n * 1000, f);
+                }
+            }
+            panic!("all ten test port windows of 20000–30000 are held by other test processes");
+        })
+        .0
+}
 
 pub fn port_slice(len: u16) -> (u16, u16) {
-    let start = 20000 + NEXT_SLICE.fetch_add(len, Ordering::SeqCst);
-    assert!(start + len - 1 <= 30000, "test port slices exhausted 20000–30000");
+    let base = window();
+    let start = base + NEXT_SLICE.fetch_add(len, Ordering::SeqCst);
+    assert!(start + len - 1 < base + 1000, "this test process used up its port window {base}–{}", base + 999);
     (start, start + len - 1)
 }
 
