@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
-use addond::client::{encode_path_segment, Client, ClientError, Method, Response};
+use addond::client::{encode_path_segment, Client, ClientError, LineSplitter, Method, Response, SseParser};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -28,7 +28,6 @@ use tokio::time::{sleep, timeout, Instant};
 use crate::app::{Avail, Command, Event, LogLine, Op, Update};
 use crate::model::{parse_rfc3339, Addon, AddonEvent, Application, MetricsSample, Service, Template};
 use crate::sanitize::{sanitize, sanitize_log_line};
-use crate::stream::{LineSplitter, SseParser};
 
 pub const SVC: &str = "/api/plugin-microservice/services";
 pub const WATCH: &str = "/api/plugin-microservice/watch";
@@ -267,7 +266,7 @@ async fn session(client: &Client, tx: &Tx) -> Result<(), String> {
                 Some(Err(e)) => return Err(format!("lost the connection to the daemon ({})", sanitize(&e.to_string()))),
                 Some(Ok(bytes)) => {
                     for ev in parser.push(&bytes) {
-                        match ev.event.as_str() {
+                        match ev.kind() {
                             "service" => {
                                 let Ok(v) = serde_json::from_str::<Value>(&ev.data) else { continue };
                                 if v.get("deleted").and_then(Value::as_bool) == Some(true) {

@@ -4,13 +4,13 @@
 
 use std::path::PathBuf;
 
-use addond::client::{self, ApiError, ClientError, Method};
+use addond::client::{self, ApiError, ClientError, LineSplitter, Method};
 use addond::sanitize::sanitize as cell;
 use clap::{ArgGroup, Args, Subcommand};
 use serde_json::{json, Map, Value};
 
 use crate::input::{apply_sets, parse_json_arg, parse_set, read_document};
-use crate::render::{age, display, emit, joined, list_of, names, now_secs, render_kv, render_table, rfc3339, text, timestamp, LineBuffer};
+use crate::render::{age, display, emit, joined, list_of, names, now_secs, render_kv, render_table, rfc3339, text, timestamp, sanitized_lines};
 use crate::services::{wait_query, Op, WaitArgs};
 use crate::{query, Ctl, UsageError};
 
@@ -360,9 +360,9 @@ impl Ctl {
         if self.quiet {
             return Ok(());
         }
-        let mut lines = LineBuffer::default();
-        let mut out = lines.push(&raw.body);
-        out.push_str(&lines.finish());
+        let mut lines = LineSplitter::with_max_line(usize::MAX);
+        let mut out = sanitized_lines(lines.push(&raw.body));
+        out.push_str(&sanitized_lines(lines.finish()));
         emit(&out)
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use addond::client::{ClientError, Method};
+use addond::client::{ClientError, Method, SseEvent, SseParser};
 use addond::sanitize::sanitize as cell;
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -149,7 +149,8 @@ impl Ctl {
             }
             connected_once = true;
             attempt = 0;
-            let mut parser = SseParser::default();
+            // Every event the daemon stored is printed, however long its line.
+            let mut parser = SseParser::with_max_line(usize::MAX);
             while let Some(chunk) = stream.next_chunk().await {
                 let Ok(chunk) = chunk else { break };
                 let mut out = String::new();
@@ -179,106 +180,7 @@ impl Ctl {
 }
 
 // ---------------------------------------------------------------------------------------
-// Server-sent events.
-
-/// One server-sent event: the last `id` seen when it was dispatched, its `event` type and
-/// its `data` lines joined with `\n`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SseEvent {
-    id: Option<String>,
-    event: Option<String>,
-    data: String,
-}
-
-/// Reads a `text/event-stream` body chunk by chunk (the WHATWG parsing rules): lines end in
-/// LF, CRLF or CR, wherever the chunks split them (a UTF-8 character too); lines starting
-/// with `:` are comments (keep-alives); `data` lines accumulate; a blank line dispatches
-/// the event if it has data; `id` persists from one event to the next.
-#[derive(Default)]
-pub(crate) struct SseParser {
-    pending: Vec<u8>,
-    /// The last chunk ended in CR: a LF starting the next one ends the same line.
-    after_cr: bool,
-    /// Before the first line: a byte-order mark is skipped.
-    started: bool,
-    last_id: Option<String>,
-    event: Option<String>,
-    data: Option<String>,
-}
-
-impl SseParser {
-    fn push(&mut self, mut chunk: &[u8]) -> Vec<SseEvent> {
-        if std::mem::take(&mut self.after_cr) && chunk.first() == Some(&b'\n') {
-            chunk = &chunk[1..];
-        }
-        let mut buf = std::mem::take(&mut self.pending);
-        buf.extend_from_slice(chunk);
-        if !self.started {
-            if buf.len() < 3 && b"\xEF\xBB\xBF".starts_with(&buf) {
-                self.pending = buf;
-                return Vec::new();
-            }
-            self.started = true;
-            if buf.starts_with(b"\xEF\xBB\xBF") {
-                buf.drain(..3);
-            }
-        }
-        let mut out = Vec::new();
-        let (mut start, mut i) = (0, 0);
-        while i < buf.len() {
-            match buf[i] {
-                b'\n' => {
-                    self.line(&buf[start..i], &mut out);
-                    start = i + 1;
-                }
-                b'\r' => {
-                    self.line(&buf[start..i], &mut out);
-                    match buf.get(i + 1) {
-                        Some(b'\n') => i += 1,
-                        Some(_) => {}
-                        None => self.after_cr = true,
-                    }
-                    start = i + 1;
-                }
-                _ => {}
-            }
-            i += 1;
-        }
-        buf.drain(..start);
-        self.pending = buf;
-        out
-    }
-
-    fn line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
-        let line = String::from_utf8_lossy(line);
-        if line.is_empty() {
-            if let Some(data) = self.data.take() {
-                out.push(SseEvent { id: self.last_id.clone(), event: self.event.take(), data });
-            }
-            self.event = None;
-            return;
-        }
-        if line.starts_with(':') {
-            return;
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (&*line, ""),
-        };
-        match field {
-            "data" => match &mut self.data {
-                Some(d) => {
-                    d.push('\n');
-                    d.push_str(value);
-                }
-                None => self.data = Some(value.to_string()),
-            },
-            "event" => self.event = Some(value.to_string()),
-            "id" if !value.contains('\0') => self.last_id = Some(value.to_string()),
-            _ => {}
-        }
-    }
-}
+// Following.
 
 /// The id and JSON of an event from the stream (the JSON's `id`, else the SSE `id`);
 /// `None` for anything that is not one of our events.
@@ -389,58 +291,8 @@ mod tests {
     use addond::client::ApiError;
     use clap::Parser;
 
-    fn sse_all(chunks: &[&[u8]]) -> Vec<SseEvent> {
-        let mut p = SseParser::default();
-        chunks.iter().flat_map(|c| p.push(c)).collect()
-    }
-
     fn ev(id: Option<&str>, event: Option<&str>, data: &str) -> SseEvent {
         SseEvent { id: id.map(str::to_string), event: event.map(str::to_string), data: data.to_string() }
-    }
-
-    #[test]
-    fn sse_events_across_any_chunking() {
-        let stream = "id: 7\nevent: payment.completed\ndata: {\"id\":7,\"name\":\"payment.completed\",\"data\":{\"amount\":\"€5\"}}\n\n\
-                      :\n\n\
-                      id: 8\nevent: order.created\ndata: {\"id\":8}\n\n";
-        let want = vec![
-            ev(Some("7"), Some("payment.completed"), "{\"id\":7,\"name\":\"payment.completed\",\"data\":{\"amount\":\"€5\"}}"),
-            ev(Some("8"), Some("order.created"), "{\"id\":8}"),
-        ];
-        assert_eq!(sse_all(&[stream.as_bytes()]), want);
-        // Every way of cutting it in two, and one byte at a time (through the `€`, too).
-        let bytes = stream.as_bytes();
-        for cut in 0..=bytes.len() {
-            assert_eq!(sse_all(&[&bytes[..cut], &bytes[cut..]]), want, "cut at {cut}");
-        }
-        let singles: Vec<&[u8]> = bytes.chunks(1).collect();
-        assert_eq!(sse_all(&singles), want);
-        // A partial event is held back until its blank line arrives.
-        let mut p = SseParser::default();
-        assert!(p.push(b"id: 1\ndata: {\"a\"").is_empty());
-        assert!(p.push(b":1}\n").is_empty());
-        assert_eq!(p.push(b"\n"), vec![ev(Some("1"), None, "{\"a\":1}")]);
-    }
-
-    #[test]
-    fn sse_multi_line_data_comments_and_line_endings() {
-        // data lines join with \n; comments and keep-alives (`:` lines) are skipped, even
-        // inside an event; a field without a colon has an empty value; one leading space goes.
-        let got = sse_all(&[b": keep-alive\n\ndata: line one\n: in between\ndata:line two\ndata\ndata:  two spaces\n\n"]);
-        assert_eq!(got, vec![ev(None, None, "line one\nline two\n\n two spaces")]);
-        // CRLF and lone CR end lines as LF does, also when CR and LF arrive apart.
-        assert_eq!(sse_all(&[b"id: 3\r\ndata: x\r\n\r\n"]), vec![ev(Some("3"), None, "x")]);
-        assert_eq!(sse_all(&[b"id: 3\rdata: x\r\r"]), vec![ev(Some("3"), None, "x")]);
-        assert_eq!(sse_all(&[b"data: x\r", b"\n", b"\r", b"\ndata: y\n\n"]), vec![ev(None, None, "x"), ev(None, None, "y")]);
-        // A blank line without data dispatches nothing; `id` persists, `event` does not.
-        assert_eq!(
-            sse_all(&[b"id: 9\nevent: a\n\ndata: 1\n\nevent: b\ndata: 2\n\n"]),
-            vec![ev(Some("9"), None, "1"), ev(Some("9"), Some("b"), "2")]
-        );
-        // A byte-order mark at the start is skipped, however it is split; unknown fields are ignored.
-        assert_eq!(sse_all(&[b"\xEF", b"\xBB\xBFdata: a\nretry: 10\nfoo: bar\n\n"]), vec![ev(None, None, "a")]);
-        // Nothing but keep-alives: no events.
-        assert!(sse_all(&[b":\n\n", b":\n\n"]).is_empty());
     }
 
     #[test]

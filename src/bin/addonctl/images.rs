@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use addond::client::{self, ClientError, Method};
+use addond::client::{self, ClientError, LineSplitter, Method};
 use addond::sanitize::sanitize as cell;
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -113,8 +113,11 @@ pub(crate) const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 /// lines, and the stream ends with `{"done": true, "image": …}` or `{"error": {…}}`.
 /// Chunks may split lines anywhere; blank and unparsable lines are skipped.
 pub(crate) struct PullStream {
+    /// The image asked for, named when the stream ends without a result.
     image: String,
-    pending: Vec<u8>,
+    /// Splits the stream into its JSON lines.
+    lines: LineSplitter,
+    /// Which progress steps are worth a line.
     throttle: ProgressThrottle,
     /// `Ok(image)` after `done`, `Err(error object)` after `error`; nothing after counts.
     outcome: Option<Result<String, Value>>,
@@ -122,21 +125,15 @@ pub(crate) struct PullStream {
 
 impl PullStream {
     fn new(image: &str) -> Self {
-        PullStream { image: image.to_string(), pending: Vec::new(), throttle: ProgressThrottle::default(), outcome: None }
+        PullStream { image: image.to_string(), lines: LineSplitter::with_max_line(usize::MAX), throttle: ProgressThrottle::default(), outcome: None }
     }
 
     /// Feeds a chunk received at `now`; returns the progress lines to print (sanitised,
     /// each ending in a newline).
     fn push(&mut self, chunk: &[u8], now: Instant) -> String {
-        self.pending.extend_from_slice(chunk);
-        let Some(last_nl) = self.pending.iter().rposition(|b| *b == b'\n') else {
-            return String::new();
-        };
-        let rest = self.pending.split_off(last_nl + 1);
-        let complete = std::mem::replace(&mut self.pending, rest);
         let mut out = String::new();
-        for line in complete.split(|b| *b == b'\n') {
-            if let Some(l) = self.line(line, now) {
+        for line in self.lines.push(chunk) {
+            if let Some(l) = self.line(&line, now) {
                 out.push_str(&l);
                 out.push('\n');
             }
@@ -144,11 +141,11 @@ impl PullStream {
         out
     }
 
-    fn line(&mut self, line: &[u8], now: Instant) -> Option<String> {
+    fn line(&mut self, line: &str, now: Instant) -> Option<String> {
         if self.outcome.is_some() {
             return None;
         }
-        let v: Value = serde_json::from_slice(line).ok()?;
+        let v: Value = serde_json::from_str(line).ok()?;
         if let Some(p) = v.get("progress") {
             return self.throttle.line(p, now);
         }
@@ -164,8 +161,7 @@ impl PullStream {
     /// The end of the stream (`status` is the reply's HTTP status): the pulled image, the
     /// daemon's error, or a protocol error when the stream stopped without either.
     fn finish(mut self, status: u16) -> anyhow::Result<String> {
-        if !self.pending.is_empty() {
-            let last = std::mem::take(&mut self.pending);
+        if let Some(last) = self.lines.finish() {
             self.line(&last, Instant::now());
         }
         match self.outcome {

@@ -46,36 +46,15 @@ pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Splits a byte stream into sanitised lines, holding a partial line (and a partial UTF-8
-/// character) until its newline arrives.
-#[derive(Default)]
-pub(crate) struct LineBuffer {
-    pending: Vec<u8>,
-}
-
-impl LineBuffer {
-    pub(crate) fn push(&mut self, chunk: &[u8]) -> String {
-        self.pending.extend_from_slice(chunk);
-        let Some(last_nl) = self.pending.iter().rposition(|b| *b == b'\n') else {
-            return String::new();
-        };
-        let rest = self.pending.split_off(last_nl + 1);
-        let complete = std::mem::replace(&mut self.pending, rest);
-        let mut out = String::new();
-        for line in String::from_utf8_lossy(&complete).split_terminator('\n') {
-            out.push_str(&sanitize_line(line));
-            out.push('\n');
-        }
-        out
+/// Lines split off a stream (by `addond::client::LineSplitter`) as terminal text: each one
+/// sanitised and ended with a newline.
+pub(crate) fn sanitized_lines(lines: impl IntoIterator<Item = String>) -> String {
+    let mut out = String::new();
+    for line in lines {
+        out.push_str(&sanitize_line(&line));
+        out.push('\n');
     }
-
-    pub(crate) fn finish(&mut self) -> String {
-        if self.pending.is_empty() {
-            return String::new();
-        }
-        let line = sanitize_line(&String::from_utf8_lossy(&std::mem::take(&mut self.pending)));
-        format!("{line}\n")
-    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -317,6 +296,7 @@ pub(crate) fn local_offset(t: i64) -> i64 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use addond::client::LineSplitter;
     use serde_json::json;
 
     pub(crate) fn rows(table: &str) -> Vec<Vec<String>> {
@@ -335,14 +315,14 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn line_buffer_splits_chunks_and_utf8() {
-        let mut b = LineBuffer::default();
-        assert_eq!(b.push(b"one\ntw"), "one\n");
+    fn split_lines_are_sanitised() {
+        let mut b = LineSplitter::with_max_line(usize::MAX);
+        assert_eq!(sanitized_lines(b.push(b"one\ntw")), "one\n");
         let e = "é".as_bytes();
-        assert_eq!(b.push(&[b'o', e[0]]), "");
-        assert_eq!(b.push(&[e[1], b'\n', b'\x1b', b'[', b'3', b'1', b'm', b'r', b'\n', b'x']), "two\u{e9}\nr\n");
-        assert_eq!(b.finish(), "x\n");
-        assert_eq!(b.finish(), "");
+        assert_eq!(sanitized_lines(b.push(&[b'o', e[0]])), "");
+        assert_eq!(sanitized_lines(b.push(&[e[1], b'\n', b'\x1b', b'[', b'3', b'1', b'm', b'r', b'\n', b'x'])), "two\u{e9}\nr\n");
+        assert_eq!(sanitized_lines(b.finish()), "x\n");
+        assert_eq!(sanitized_lines(b.finish()), "");
     }
 
     #[test]

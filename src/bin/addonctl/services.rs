@@ -6,14 +6,14 @@
 use std::io::{self, Read};
 use std::path::PathBuf;
 
-use addond::client::{self, Method};
+use addond::client::{self, LineSplitter, Method};
 use addond::sanitize::{sanitize as cell, sanitize_line};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 
 use crate::input::parse_seconds;
-use crate::render::{age, display, emit, fixed, ids, now_secs, num, render_kv, render_table, text, LineBuffer};
+use crate::render::{age, display, emit, fixed, ids, now_secs, num, render_kv, render_table, text, sanitized_lines};
 use crate::{query, Ctl, UsageError};
 
 pub(crate) const SERVICES: &str = "/api/plugin-microservice/services";
@@ -387,14 +387,15 @@ impl Ctl {
             return emit(&render_log_lines(&data));
         }
         let mut stream = self.client.stream(Method::GET, &path).await?;
-        let mut lines = LineBuffer::default();
+        // Lines as long as the container wrote them: nothing is cut.
+        let mut lines = LineSplitter::with_max_line(usize::MAX);
         while let Some(chunk) = stream.next_chunk().await {
-            let out = lines.push(&chunk?);
+            let out = sanitized_lines(lines.push(&chunk?));
             if !out.is_empty() {
                 emit(&out)?;
             }
         }
-        emit(&lines.finish())
+        emit(&sanitized_lines(lines.finish()))
     }
 
     pub(crate) async fn service_metrics(&self, id: &str) -> anyhow::Result<()> {
