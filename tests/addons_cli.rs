@@ -3,8 +3,7 @@
 //! execute, render, live config, stop/start and uninstall, with the exit codes of the
 //! failures an operator meets.
 
-use std::io::Write as _;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::{json, Value};
 
@@ -42,26 +41,6 @@ type = "object"
 properties.currency = {{ type = "string", enum = ["EUR", "USD"], default = "EUR" }}
 "#
     )
-}
-
-/// Runs addonctl against the test daemon (off the async workers: it blocks until exit).
-async fn ctl(d: &Daemon, args: &[&str]) -> Output {
-    ctl_stdin(d, args, None).await
-}
-
-async fn ctl_stdin(d: &Daemon, args: &[&str], stdin: Option<String>) -> Output {
-    let mut cmd = Command::new(addonctl_bin());
-    cmd.arg("--socket").arg(&d.socket).args(args).env_remove("ADDOND_SOCKET");
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
-    tokio::task::spawn_blocking(move || {
-        let mut child = cmd.spawn().expect("run addonctl");
-        if let Some(text) = stdin {
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        }
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap()
 }
 
 /// Failed with `code`, stdout empty, one `error: …` line on stderr; returns that line.
@@ -224,7 +203,7 @@ async fn addons_without_a_daemon() {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let o = tokio::task::spawn_blocking({
             let sock = sock.clone();
-            move || Command::new(addonctl_bin()).arg("--socket").arg(&sock).args(&args).env_remove("ADDOND_SOCKET").output().unwrap()
+            move || ctl_at(&sock, &args.iter().map(String::as_str).collect::<Vec<_>>(), None)
         })
         .await
         .unwrap();

@@ -6,20 +6,12 @@
 
 use std::io::BufRead as _;
 use std::net::SocketAddr;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::common::*;
-
-/// Runs addonctl against the test daemon (off the async workers: it blocks until exit).
-async fn ctl(d: &Daemon, args: &[&str]) -> Output {
-    let mut cmd = Command::new(addonctl_bin());
-    cmd.arg("--socket").arg(&d.socket).args(args).env_remove("ADDOND_SOCKET");
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    tokio::task::spawn_blocking(move || cmd.output().expect("run addonctl")).await.unwrap()
-}
 
 /// The table row (cells split on runs of 3+ spaces) whose first cell is `first`.
 fn row(table: &str, first: &str) -> Option<Vec<String>> {
@@ -365,6 +357,6 @@ async fn events_emit_list_follow_and_reconnect() {
     assert_eq!(ok(&ctl(&d, &["events", "redrive", "--subscriber", "mail"]).await, "redrive"), "0 dead letter(s) of mail will be delivered again\n");
 
     // No daemon: exit 3.
-    let o = Command::new(addonctl_bin()).args(["--socket", "/nonexistent/addond.sock", "events", "list"]).output().unwrap();
+    let o = ctl_at(std::path::Path::new("/nonexistent/addond.sock"), &["events", "list"], None);
     assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
 }

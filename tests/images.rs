@@ -2,8 +2,6 @@
 //! one a stream of JSON lines ending in `error` (no registry is reachable in the tests),
 //! and a create whose image cannot be pulled is never sent.
 
-use std::process::{Command, Output};
-
 use addond::client::Method;
 use serde_json::{json, Value};
 
@@ -11,13 +9,6 @@ use crate::common::*;
 
 const PULL: &str = "/api/plugin-microservice/images/pull";
 const MISSING: &str = "no-such-image:404";
-
-/// Runs addonctl against the test daemon (off the async workers: it blocks until exit).
-async fn addonctl(d: &Daemon, args: &[&str]) -> Output {
-    let mut cmd = Command::new(addonctl_bin());
-    cmd.arg("--socket").arg(&d.socket).args(args).env_remove("ADDOND_SOCKET");
-    tokio::task::spawn_blocking(move || cmd.output().expect("run addonctl")).await.unwrap()
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -42,15 +33,15 @@ async fn pull_reports_present_images_and_streams_failures() {
     let r = d.post(PULL, json!({"image": IMAGE})).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.data(), &json!({"image": IMAGE, "present": true, "pulled": false}));
-    let out = addonctl(&d, &["images", "pull", IMAGE]).await;
+    let out = ctl(&d, &["images", "pull", IMAGE]).await;
     assert!(out.status.success(), "{out:?}");
     assert_eq!(text(&out.stdout), format!("image {IMAGE} is present\n"));
     assert_eq!(text(&out.stderr), "");
-    let out = addonctl(&d, &["--json", "images", "pull", IMAGE]).await;
+    let out = ctl(&d, &["--json", "images", "pull", IMAGE]).await;
     assert!(out.status.success(), "{out:?}");
     let data: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(data["present"], true);
-    let out = addonctl(&d, &["-q", "images", "pull", IMAGE]).await;
+    let out = ctl(&d, &["-q", "images", "pull", IMAGE]).await;
     assert!(out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
 
     // Missing: the raw reply is ndjson, progress lines then an `error` line naming the image.
@@ -67,7 +58,7 @@ async fn pull_reports_present_images_and_streams_failures() {
     assert!(last["error"]["message"].as_str().unwrap().contains(MISSING), "{body}");
 
     // addonctl: exit 1, `error: …` naming the image, nothing on stdout.
-    let out = addonctl(&d, &["images", "pull", MISSING]).await;
+    let out = ctl(&d, &["images", "pull", MISSING]).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = text(&out.stderr);
     assert!(err.lines().last().unwrap_or("").starts_with("error: ") && err.contains(MISSING), "{err}");
@@ -76,7 +67,7 @@ async fn pull_reports_present_images_and_streams_failures() {
     // An invalid reference: the daemon's 400 envelope, field `image`.
     let r = d.post(PULL, json!({"image": "Not An Image!"})).await;
     assert_eq!((r.status, r.body["error"]["field"].as_str()), (400, Some("image")), "{:?}", r.body);
-    let out = addonctl(&d, &["images", "pull", "Not An Image!"]).await;
+    let out = ctl(&d, &["images", "pull", "Not An Image!"]).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(text(&out.stderr).contains("(field: image)"), "{out:?}");
 }
@@ -87,7 +78,7 @@ async fn create_pulls_first_and_is_not_sent_when_the_pull_fails() {
 
     // services create: the pull fails, so the create is never sent (it would pull again).
     let before = pulls(&d);
-    let out = addonctl(&d, &["services", "create", "--name", "x", "--image", MISSING]).await;
+    let out = ctl(&d, &["services", "create", "--name", "x", "--image", MISSING]).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = text(&out.stderr);
     assert!(err.contains("error: ") && err.contains(MISSING), "{err}");
@@ -96,21 +87,21 @@ async fn create_pulls_first_and_is_not_sent_when_the_pull_fails() {
     assert_eq!(pulls(&d), before + 1, "one pull (addonctl's), no create; log:\n{}", tail(&d.log(), 30));
 
     // templates create with an image: the same.
-    let out = addonctl(&d, &["templates", "create", "rest_api_basic", "--name", "t", "--image", MISSING]).await;
+    let out = ctl(&d, &["templates", "create", "rest_api_basic", "--name", "t", "--image", MISSING]).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(text(&out.stderr).contains(MISSING), "{out:?}");
     assert_eq!(service_count(&d).await, 0);
     assert_eq!(pulls(&d), before + 2, "log:\n{}", tail(&d.log(), 30));
 
     // --no-pull: the create is sent, and the daemon refuses it (it tried to pull itself).
-    let out = addonctl(&d, &["services", "create", "--name", "x", "--image", MISSING, "--no-pull"]).await;
+    let out = ctl(&d, &["services", "create", "--name", "x", "--image", MISSING, "--no-pull"]).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(text(&out.stderr).contains(MISSING), "{out:?}");
     assert_eq!(service_count(&d).await, 0);
     assert_eq!(pulls(&d), before + 3, "log:\n{}", tail(&d.log(), 30));
 
     // A present image: the pull step is silent and the create goes ahead.
-    let out = addonctl(&d, &["-q", "services", "create", "--name", "ok", "--image", IMAGE, "--replicas", "0"]).await;
+    let out = ctl(&d, &["-q", "services", "create", "--name", "ok", "--image", IMAGE, "--replicas", "0"]).await;
     assert!(out.status.success(), "{out:?}");
     assert!(text(&out.stdout).trim().starts_with("svc_"), "{out:?}");
     assert_eq!(text(&out.stderr), "", "{out:?}");

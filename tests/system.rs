@@ -343,10 +343,6 @@ async fn sighup_applies_live_keys_and_refuses_a_reload_that_changes_others() {
 
 // ---- backup and restore -------------------------------------------------------------------
 
-fn addonctl(socket: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(addonctl_bin()).arg("--socket").arg(socket).args(args).output().unwrap()
-}
-
 fn text(o: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -366,7 +362,7 @@ async fn backup_wipe_restore_round_trip_with_a_running_service() {
 
     let out_dir = tempfile::tempdir().unwrap();
     let file = out_dir.path().join("addond.tar");
-    let o = addonctl(&d.socket, &["backup", file.to_str().unwrap()]);
+    let o = ctl_at(&d.socket, &["backup", file.to_str().unwrap()], None);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("1 service(s)"), "{}", text(&o));
     assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o600, "a backup holds secrets: 0600");
@@ -382,13 +378,13 @@ async fn backup_wipe_restore_round_trip_with_a_running_service() {
 
     // A restore is refused while the daemon runs.
     let cfg = d.config.to_str().unwrap().to_string();
-    let o = addonctl(&d.socket, &["restore", file.to_str().unwrap(), "--config", &cfg]);
+    let o = ctl_at(&d.socket, &["restore", file.to_str().unwrap(), "--config", &cfg], None);
     assert!(!o.status.success() && text(&o).contains("addond is running"), "{}", text(&o));
 
     // Stop (containers keep running), wipe the data directory, restore, start.
     assert!(d.terminate().success());
     std::fs::remove_dir_all(d.data_dir()).unwrap();
-    let o = addonctl(&d.socket, &["restore", file.to_str().unwrap(), "--config", &cfg]);
+    let o = ctl_at(&d.socket, &["restore", file.to_str().unwrap(), "--config", &cfg], None);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("restored"), "{}", text(&o));
     let restored = vol.join("nested/secret.txt");
@@ -416,7 +412,7 @@ async fn backup_wipe_restore_round_trip_with_a_running_service() {
         m["addond_version"] = json!("99.0.0");
     });
     assert!(d.terminate().success());
-    let o = addonctl(&d.socket, &["restore", newer.to_str().unwrap(), "--config", &cfg]);
+    let o = ctl_at(&d.socket, &["restore", newer.to_str().unwrap(), "--config", &cfg], None);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("newer addond") && text(&o).contains("99.0.0"), "{}", text(&o));
     assert!(d.data_dir().join("addond.db").exists());
@@ -454,7 +450,7 @@ async fn doctor_reports_each_finding_with_a_fix_and_fails_when_something_is_wron
     // Another program listening inside the daemon's port range.
     let squatter = std::net::TcpListener::bind(("127.0.0.1", d.ports.1)).unwrap();
     let cfg = d.config.to_str().unwrap().to_string();
-    let o = addonctl(&d.socket, &["--json", "doctor", "--config", &cfg]);
+    let o = ctl_at(&d.socket, &["--json", "doctor", "--config", &cfg], None);
     let findings: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
     let by = |check: &str| findings.iter().filter(|f| f["check"] == check).cloned().collect::<Vec<_>>();
     for check in ["config", "daemon", "socket", "docker", "ports", "disk", "database"] {
@@ -474,7 +470,7 @@ async fn doctor_reports_each_finding_with_a_fix_and_fails_when_something_is_wron
 
     // The daemon down: the doctor fails, says so with a fix, and checks the database itself.
     assert!(d.terminate().success());
-    let o = addonctl(&d.socket, &["doctor", "--config", &cfg]);
+    let o = ctl_at(&d.socket, &["doctor", "--config", &cfg], None);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("addond is not running") && t.contains("fix: start it"), "{t}");
@@ -488,7 +484,7 @@ async fn doctor_reports_each_finding_with_a_fix_and_fails_when_something_is_wron
         *b = 0xA5;
     }
     std::fs::write(&db, bytes).unwrap();
-    let o = addonctl(&d.socket, &["doctor", "--config", &cfg]);
+    let o = ctl_at(&d.socket, &["doctor", "--config", &cfg], None);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains("FAIL  database") && t.contains("addonctl restore"), "{t}");

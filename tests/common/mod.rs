@@ -1,13 +1,17 @@
 //! Small helpers for the integration tests: a real `addond` process on a temp data dir and
-//! socket, with its own slice of the port range, a real client, and Docker through bollard
-//! for checking what the daemon did behind the API.
+//! socket, with its own slice of the port range, a real client, the real `addonctl` run
+//! against it ([`ctl`]), and Docker through bollard for checking what the daemon did behind
+//! the API. The daemon's config and the port windows are in `daemon_config.rs`, shared
+//! with the dashboard's end-to-end test.
 
 #![allow(dead_code)]
 
+mod daemon_config;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use addond::client::{Client, Response};
@@ -15,60 +19,10 @@ use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions, 
 use bollard::Docker;
 use serde_json::{json, Value};
 
+pub use daemon_config::{config_toml, port_slice, Options};
+
 pub const IMAGE: &str = "addond-sample:latest";
 pub const SVC: &str = "/api/plugin-microservice/services";
-
-/// Port slices handed to test daemons, so parallel tests never compete for ports. They come
-/// from 20000–30000, away from the default 8000–9000 a dev daemon or a benchmark may be
-/// using on the same machine, and below the kernel's ephemeral ports. Each test process
-/// first takes one 1,000-port window of that range under an exclusive `flock`, so two test
-/// runs on one machine (two checkouts, CI beside a developer) never hand out the same port.
-static NEXT_SLICE: AtomicU16 = AtomicU16::new(0);
-static WINDOW: std::sync::OnceLock<(u16, std::fs::File)> = std::sync::OnceLock::new();
-
-fn window() -> u16 {
-    use std::os::fd::AsRawFd;
-    WINDOW
-        .get_or_init(|| {
-            for n in 0..10u16 {
-                let path = std::env::temp_dir().join(format!("addond-test-ports-{n}.lock"));
-                let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).unwrap();
-                // The lock lives as long as the process: the file stays open in the static.
-                if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                    return (20000 + n * 1000, f);
-                }
-            }
-            panic!("all ten test port windows of 20000–30000 are held by other test processes");
-        })
-        .0
-}
-
-pub fn port_slice(len: u16) -> (u16, u16) {
-    let base = window();
-    let start = base + NEXT_SLICE.fetch_add(len, Ordering::SeqCst);
-    assert!(start + len - 1 < base + 1000, "this test process used up its port window {base}–{}", base + 999);
-    (start, start + len - 1)
-}
-
-pub struct Options {
-    pub ports: (u16, u16),
-    /// Extra TOML appended to the generated config.
-    pub extra: String,
-    /// Docker endpoint (default the real engine's socket).
-    pub docker_host: String,
-    /// Extra keys for the `[gateway]` section (which always listens on an ephemeral port).
-    pub gateway_extra: String,
-    /// More keys of the `[ports]` section.
-    pub ports_extra: String,
-    /// Extra keys for the `[events]` section.
-    pub events_extra: String,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options { ports: port_slice(12), extra: String::new(), docker_host: "unix:///var/run/docker.sock".into(), gateway_extra: String::new(), events_extra: String::new(), ports_extra: String::new() }
-    }
-}
 
 pub struct Daemon {
     pub dir: tempfile::TempDir,
@@ -89,6 +43,37 @@ pub fn addond_bin() -> &'static str {
 
 pub fn addonctl_bin() -> &'static str {
     env!("CARGO_BIN_EXE_addonctl")
+}
+
+/// Runs `addonctl --socket SOCKET ARGS` to its end and returns what it printed: stdin
+/// empty (or `stdin`, written whole), `$ADDOND_SOCKET` removed so only `socket` counts.
+/// Blocks; async tests use [`ctl`].
+pub fn ctl_at(socket: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(addonctl_bin());
+    cmd.arg("--socket").arg(socket).args(args).env_remove("ADDOND_SOCKET");
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run addonctl");
+    if let Some(text) = stdin {
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs addonctl against the test daemon (off the async workers: it blocks until exit).
+pub async fn ctl(d: &Daemon, args: &[&str]) -> Output {
+    ctl_stdin(d, args, None).await
+}
+
+/// [`ctl`] with `stdin` as addonctl's standard input.
+pub async fn ctl_stdin(d: &Daemon, args: &[&str], stdin: Option<String>) -> Output {
+    let socket = d.socket.clone();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ctl_at(&socket, &args, stdin.as_deref())
+    })
+    .await
+    .unwrap()
 }
 
 /// A finished `addonctl`'s stdout, as text.
@@ -126,64 +111,7 @@ impl Daemon {
         let dir = tempfile::Builder::new().prefix("addond-test-").tempdir().unwrap();
         let socket = dir.path().join("addond.sock");
         let config = dir.path().join("config.toml");
-        let text = format!(
-            r#"
-[daemon]
-data_dir = "{data}"
-socket_path = "{sock}"
-log_level = "debug"
-
-[ports]
-range_start = {start}
-range_end = {end}
-{ports_extra}
-
-[docker]
-host = "{docker_host}"
-network = "addond_test"
-subnet = "172.30.0.0/16"
-isolated_network = "addond_test_isolated"
-isolated_subnet = "172.31.0.0/16"
-stop_timeout_seconds = 2
-
-[health]
-interval_seconds = 1.0
-timeout_seconds = 1.0
-retries = 2
-
-[restart]
-backoff_base_seconds = 0.5
-backoff_max_seconds = 2.0
-max_failures = 4
-failure_window_seconds = 120.0
-
-[reconcile]
-interval_seconds = 2.0
-
-[gateway]
-listen = "127.0.0.1:0"
-{gateway_extra}
-
-[addon_api]
-port = 0
-
-[events]
-retry_base_seconds = 0.2
-retry_max_seconds = 1.0
-{events_extra}
-
-{extra}
-"#,
-            data = dir.path().join("data").display(),
-            sock = socket.display(),
-            start = opts.ports.0,
-            end = opts.ports.1,
-            extra = opts.extra,
-            docker_host = opts.docker_host,
-            gateway_extra = opts.gateway_extra,
-            ports_extra = opts.ports_extra,
-            events_extra = opts.events_extra,
-        );
+        let text = config_toml(dir.path(), &socket, &opts);
         std::fs::write(&config, text).unwrap();
         let mut d = Daemon { client: Client::new(socket.clone()), dir, socket, config, child: None, ports: opts.ports };
         d.spawn().await;

@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
-use addond::client::{encode_path_segment, Client, ClientError, Method, Response};
+use addond::client::{encode_path_segment, Client, ClientError, LineSplitter, Method, Response, SseParser};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -28,7 +28,6 @@ use tokio::time::{sleep, timeout, Instant};
 use crate::app::{Avail, Command, Event, LogLine, Op, Update};
 use crate::model::{parse_rfc3339, Addon, AddonEvent, Application, MetricsSample, Service, Template};
 use crate::sanitize::{sanitize, sanitize_log_line};
-use crate::stream::{LineSplitter, SseParser};
 
 pub const SVC: &str = "/api/plugin-microservice/services";
 pub const WATCH: &str = "/api/plugin-microservice/watch";
@@ -66,9 +65,12 @@ fn api_error(r: &Response) -> Option<String> {
     r.error().map(|e| sanitize(&e.to_string()))
 }
 
-/// A 404 for the route itself (not for an object): the daemon has no such API.
+/// A 404 for the route itself: the daemon has no such API. Asked only of collection
+/// routes (`/api/addons`, `/api/applications`, `/api/events/…`), which answer 404 only
+/// when the route is missing, so the envelope's typed code decides; its message is for
+/// people and is never read.
 fn no_route(r: &Response) -> bool {
-    r.status == 404 && r.error().is_some_and(|e| e.code == "not_found" && e.message.starts_with("no route"))
+    r.status == 404 && r.error().is_some_and(|e| e.code == "not_found")
 }
 
 /// Owns the background tasks; [`Net::dispatch`] carries out the app's commands.
@@ -267,7 +269,7 @@ async fn session(client: &Client, tx: &Tx) -> Result<(), String> {
                 Some(Err(e)) => return Err(format!("lost the connection to the daemon ({})", sanitize(&e.to_string()))),
                 Some(Ok(bytes)) => {
                     for ev in parser.push(&bytes) {
-                        match ev.event.as_str() {
+                        match ev.kind() {
                             "service" => {
                                 let Ok(v) = serde_json::from_str::<Value>(&ev.data) else { continue };
                                 if v.get("deleted").and_then(Value::as_bool) == Some(true) {
@@ -402,7 +404,7 @@ async fn follow_events(client: &Client, tx: &Tx, last: &mut Option<i64>) -> Even
     };
     let mut stream = match timeout(READ_TIMEOUT, client.stream(Method::GET, &format!("/api/events/stream?after={after}"))).await {
         Ok(Ok(s)) => s,
-        Ok(Err(ClientError::Api(e))) if e.status == 404 && e.message.starts_with("no route") => return EventsEnd::NotAvailable,
+        Ok(Err(ClientError::Api(e))) if e.status == 404 && e.code == "not_found" => return EventsEnd::NotAvailable,
         Ok(Err(_)) => return EventsEnd::Broken,
         Err(_) => return EventsEnd::Broken,
     };
@@ -635,10 +637,15 @@ mod tests {
         drop(l);
     }
 
+    /// Only collection routes are probed, which answer 404 only when the route itself is
+    /// missing: the typed code decides, whatever the message says.
     #[test]
-    fn route_404_vs_object_404() {
-        let r = |msg: &str| Response { status: 404, body: json!({"success": false, "error": {"code": "not_found", "message": msg}}) };
-        assert!(no_route(&r("no route GET /api/applications")));
-        assert!(!no_route(&r("no addon `x` is registered")));
+    fn missing_route_by_code_not_message() {
+        let r = |status: u16, code: &str, msg: &str| Response { status, body: json!({"success": false, "error": {"code": code, "message": msg}}) };
+        assert!(no_route(&r(404, "not_found", "no route GET /api/applications")));
+        assert!(no_route(&r(404, "not_found", "this daemon has no /api/applications")), "a reworded message");
+        assert!(!no_route(&r(404, "image_not_found", "no route to the registry")), "another code");
+        assert!(!no_route(&r(403, "forbidden", "no route for uid 1000")));
+        assert!(!no_route(&Response { status: 200, body: json!({"success": true, "data": []}) }));
     }
 }

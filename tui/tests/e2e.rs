@@ -1,6 +1,7 @@
-//! End to end: a real `addond` (temp data dir, socket and config, ports 9700–9750, its own
-//! networks) with two services of the sample image, and the real `addond-tui` running in
-//! tmux at 80×24. Keys go in with `tmux send-keys`, the screen comes back with
+//! End to end: a real `addond` (temp data dir, socket and config, 51 ports of this
+//! process's test window; the config and the ports are the daemon's own tests', from
+//! `tests/common/daemon_config.rs`) with two services of the sample image, and the real
+//! `addond-tui` running in tmux at 80×24. Keys go in with `tmux send-keys`, the screen comes back with
 //! `tmux capture-pane -p`; the test asserts on both the screen and the daemon's state.
 //!
 //! Needs Docker, the image `addond-sample:latest` (built with scripts/build-sample-image.sh
@@ -11,16 +12,26 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use addond::client::{Client, Response};
 use serde_json::{json, Value};
 
+/// The test daemon's config and port windows, the same as the daemon's own tests use.
+#[allow(dead_code)]
+#[path = "../../tests/common/daemon_config.rs"]
+mod daemon_config;
+
 const SVC: &str = "/api/plugin-microservice/services";
 const IMAGE: &str = "addond-sample:latest";
-/// Outside the slices the daemon's own tests (8100+) and the benchmarks (8600–8999) use,
-/// so a concurrent run on the same host cannot take our ports between probe and start.
-const RANGE: (u16, u16) = (9700, 9750);
+
+/// The daemon's port range: a slice of this process's test window, which no other test
+/// process is handed, so a concurrent run cannot take our ports between probe and start.
+fn range() -> (u16, u16) {
+    static RANGE: OnceLock<(u16, u16)> = OnceLock::new();
+    *RANGE.get_or_init(|| daemon_config::port_slice(51))
+}
 /// What the "beta" service prints at start: a window title, a screen clear, colours and a
 /// clipboard write around the visible text `EVIL-LINE`.
 const EVIL: &str = "\u{1b}]0;pwned-title\u{7}\u{1b}[2J\u{1b}[H\u{1b}[31mEVIL\u{1b}[0m-LINE\u{1b}]52;c;cHduZWQ=\u{7}";
@@ -172,40 +183,7 @@ impl Daemon {
         let dir = tempfile::Builder::new().prefix("addond-tui-e2e-").tempdir().unwrap();
         let socket = dir.path().join("addond.sock");
         let config = dir.path().join("config.toml");
-        let text = format!(
-            r#"
-[daemon]
-data_dir = "{data}"
-socket_path = "{sock}"
-log_level = "info"
-
-[ports]
-range_start = {start}
-range_end = {end}
-
-[docker]
-network = "addond_tui_test"
-subnet = "172.24.0.0/16"
-isolated_network = "addond_tui_test_isolated"
-isolated_subnet = "172.25.0.0/16"
-stop_timeout_seconds = 2
-
-[health]
-interval_seconds = 1.0
-timeout_seconds = 1.0
-retries = 2
-
-[reconcile]
-interval_seconds = 2.0
-
-[gateway]
-listen = "127.0.0.1:0"
-"#,
-            data = dir.path().join("data").display(),
-            sock = socket.display(),
-            start = RANGE.0,
-            end = RANGE.1,
-        );
+        let text = daemon_config::config_toml(dir.path(), &socket, &daemon_config::Options { ports: range(), ..Default::default() });
         std::fs::write(&config, text).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let client = Client::new(socket.clone());
@@ -348,12 +326,13 @@ impl Daemon {
 /// A port of the range nobody uses, held for the whole test so the port map has a
 /// "held by another program" entry (the daemon skips it, as it skips any port in use).
 fn hold_a_port() -> (u16, TcpListener) {
-    for p in (RANGE.0 + 30..=RANGE.1).rev() {
+    let (first, last) = range();
+    for p in (first + 30..=last).rev() {
         if let Ok(l) = TcpListener::bind(("127.0.0.1", p)) {
             return (p, l);
         }
     }
-    panic!("no free port in {RANGE:?} to hold");
+    panic!("no free port in {:?} to hold", range());
 }
 
 #[test]
@@ -371,8 +350,8 @@ fn dashboard_against_a_real_daemon() {
         "{} --socket {} --ports {}-{}; echo $? > {}; exec sleep 600",
         tui_bin().display(),
         d.socket.display(),
-        RANGE.0,
-        RANGE.1,
+        range().0,
+        range().1,
         status_file.display()
     );
     tmux.start(&cmd);
@@ -444,7 +423,7 @@ fn dashboard_against_a_real_daemon() {
     // The port map: ours by service and instance, the held port as another program's.
     tmux.key("Escape");
     tmux.key("3");
-    let s = tmux.wait("the port map", 20, |s| s.contains("Port map 9700–9750 (from --ports)") && s.contains(&format!("{held_port}  held by another program")));
+    let s = tmux.wait("the port map", 20, |s| s.contains(&format!("Port map {}–{} (from --ports)", range().0, range().1)) && s.contains(&format!("{held_port}  held by another program")));
     for p in &ports {
         assert!(s.contains(&format!("{p}  tui-beta #")), "port {p} missing:\n{s}");
     }

@@ -6,6 +6,16 @@
 //! the envelope (`{"success", "data", "message"}` / `{"success": false, "error": {…}}`)
 //! but not the shape of `data`: callers read that as `serde_json::Value`, so a daemon
 //! that adds fields never breaks the tools.
+//!
+//! The framing of the streams is here too, once for both tools: [`sse`] reads server-sent
+//! events (`…/watch`, `/api/events/stream`), [`lines`] splits log and ndjson streams into
+//! lines.
+
+pub mod lines;
+pub mod sse;
+
+pub use lines::LineSplitter;
+pub use sse::{SseEvent, SseParser};
 
 use std::io;
 use std::path::{Path, PathBuf};
