@@ -77,6 +77,8 @@ pub struct Daemon {
     pub child: Option<Child>,
     pub client: Client,
     pub ports: (u16, u16),
+    /// Extra environment for the next `spawn` (e.g. the debug hooks of the crash tests).
+    pub env: Vec<(String, String)>,
 }
 
 pub fn docker() -> Docker {
@@ -185,7 +187,7 @@ retry_max_seconds = 1.0
             events_extra = opts.events_extra,
         );
         std::fs::write(&config, text).unwrap();
-        let mut d = Daemon { client: Client::new(socket.clone()), dir, socket, config, child: None, ports: opts.ports };
+        let mut d = Daemon { client: Client::new(socket.clone()), dir, socket, config, child: None, ports: opts.ports, env: Vec::new() };
         d.spawn().await;
         d
     }
@@ -210,6 +212,7 @@ retry_max_seconds = 1.0
             .arg(&self.config)
             .env("RUST_LOG", "addond=debug")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
