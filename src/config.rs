@@ -164,7 +164,8 @@ pub struct RestartConfig {
     pub backoff_max_seconds: f64,
     /// A restart streak is forgotten after an instance has been healthy this long.
     pub reset_after_seconds: f64,
-    /// This many failed restarts within `failure_window_seconds` put a service in `Failed`.
+    /// This many failures (exits and unhealthy verdicts) within `failure_window_seconds`
+    /// put a service in `Failed`; every failure but the last is restarted.
     pub max_failures: u32,
     pub failure_window_seconds: f64,
 }

@@ -171,7 +171,8 @@ async fn kill_dash_nine_at_random_points_loses_nothing() {
             assert!(Instant::now() < deadline, "round {round} (seed {seed}) did not converge in 10 s: {last_problem}\n{}", tail(&d.log(), 60));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        eprintln!("round {round}: converged in {:?}", t0.elapsed());
+        let installed: Vec<&str> = addons.iter().copied().filter(|a| acked[a] != Want::Gone).collect();
+        eprintln!("round {round}: converged in {:?}; installed now: {installed:?}", t0.elapsed());
     }
     // the database passed its integrity check on every start; ask once more
     let h = d.get("/health").await;
