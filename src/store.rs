@@ -33,9 +33,9 @@ pub enum StoreError {
     DiskFull {
         /// The directory holding the database (the daemon's data dir).
         dir: PathBuf,
-        /// Bytes still free there for the daemon's user, and the filesystem's size, when
-        /// `statvfs` could tell.
+        /// Bytes still free there for the daemon's user, when `statvfs` could tell.
         free: Option<u64>,
+        /// The filesystem's size, when `statvfs` could tell.
         total: Option<u64>,
     },
 }
@@ -275,7 +275,9 @@ pub struct NewService {
     pub spec: ServiceSpec,
     pub replicas: u32,
     pub desired: Desired,
+    /// The phase it starts in (`Creating`, or `Started` with no replicas).
     pub phase: Phase,
+    /// Its instance rows, each with the host port booked for it.
     pub instances: Vec<NewInstance>,
 }
 

@@ -332,8 +332,9 @@ async fn a_full_disk_answers_507_naming_the_data_dir_and_the_free_space() {
 async fn a_verdict_lost_to_a_full_disk_is_written_once_space_is_freed() {
     let mut disk = None;
     let d = daemon_on_small_disk(&mut disk).await;
-    // Healthy only 3 s after it starts: the disk fills while the service is Starting.
-    let r = d.post(SVC, json!({"name": "late", "image": IMAGE, "environment": {"SAMPLE_HEALTH_DELAY_MS": "3000"}})).await;
+    // Healthy only 3 s after it starts (and not judged before 30 s): the disk fills while
+    // the service is Starting.
+    let r = d.post(SVC, json!({"name": "late", "image": IMAGE, "environment": {"SAMPLE_HEALTH_DELAY_MS": "3000"}, "health_check": {"start_period": 30}})).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     let s = d.wait_for("late", 20, |s| s.is_some_and(|s| s["instances"][0]["health"] == "starting")).await.unwrap();
     let port = s["instances"][0]["host_port"].as_u64().unwrap() as u16;

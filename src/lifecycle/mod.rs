@@ -931,6 +931,11 @@ impl Lifecycle {
         if self.health.health_of(&v.instance) != Some(v.health) {
             return; // superseded (unregistered or re-registered since)
         }
+        if v.health == Health::Unhealthy {
+            // Queued before the write: an unhealthy instance is restarted even when its
+            // verdict cannot be recorded.
+            self.unhealthy.lock().unwrap_or_else(|e| e.into_inner()).insert(v.instance.clone(), v.detail.clone());
+        }
         if let Err(e) = self.store.set_instance_health(&v.instance, v.health, healthy_since).await {
             tracing::warn!(error = %e, "cannot record health; the reconciler writes it later");
             // The monitor reports a verdict once; the reconciler copies it from the
@@ -939,18 +944,18 @@ impl Lifecycle {
             self.trigger_later(&v.service, Duration::from_secs(1));
             return;
         }
-        if v.health == Health::Unhealthy {
-            self.unhealthy.lock().unwrap_or_else(|e| e.into_inner()).insert(v.instance.clone(), v.detail.clone());
-        }
         if let Ok(Some(svc)) = self.store.get_service(v.service.as_str()).await {
             if svc.desired == Desired::Started && svc.phase != Phase::Failed {
                 let phase = running_phase(&svc.instances, false);
-                if let Err(e) = self.store.set_phase(&svc.id, phase, None, None).await {
-                    tracing::warn!(service = %svc.spec.name, error = %e, "cannot record the phase; the reconciler writes it later");
-                    self.trigger_later(&svc.id, Duration::from_secs(1));
-                }
-                if phase == Phase::Started && svc.phase != Phase::Started {
-                    self.service_notice("service.started", &svc, serde_json::json!({"replicas": svc.replicas}));
+                match self.store.set_phase(&svc.id, phase, None, None).await {
+                    Ok(()) if phase == Phase::Started && svc.phase != Phase::Started => {
+                        self.service_notice("service.started", &svc, serde_json::json!({"replicas": svc.replicas}));
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(service = %svc.spec.name, error = %e, "cannot record the phase; the reconciler writes it later");
+                        self.trigger_later(&svc.id, Duration::from_secs(1));
+                    }
                 }
             }
             if v.health == Health::Unhealthy {
