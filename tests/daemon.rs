@@ -222,6 +222,7 @@ async fn a_hung_docker_engine_is_reported_and_no_request_waits_on_it() {
     assert_eq!(r.status, 503, "{:?}", r.body);
     assert_eq!(r.body["error"]["code"], "docker_unavailable");
     assert!(took < Duration::from_secs(7), "logs waited {took:?} on a hung engine");
+    eprintln!("logs answered 503 after {took:?} on a hung engine");
     // /health says so within a few seconds
     let t0 = Instant::now();
     loop {
@@ -244,16 +245,19 @@ async fn a_hung_docker_engine_is_reported_and_no_request_waits_on_it() {
         assert_eq!(r.body["error"]["code"], "docker_unavailable", "{path}");
         assert!(r.body["error"]["message"].as_str().unwrap().contains("not answering"), "{path}: {:?}", r.body);
         assert!(took < Duration::from_secs(1), "{path} took {took:?}");
+        eprintln!("{path} answered 503 in {took:?}");
     }
     // lifecycle requests record the desired state and answer at once; the reconciler acts
     // when the engine answers again
     let (r, took) = timed(d.post(&format!("{SVC}/steady/scale"), json!({"replicas": 2}))).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert!(took < Duration::from_millis(1500), "scale took {took:?}");
+    eprintln!("scale answered in {took:?}");
     assert_eq!(d.service("steady").await.unwrap()["replicas"], 2);
     let (r, took) = timed(d.post(SVC, json!({"name": "queued", "image": IMAGE}))).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     assert!(took < Duration::from_millis(1500), "create took {took:?}");
+    eprintln!("create answered in {took:?}");
     assert_eq!(d.service("queued").await.unwrap()["phase"], "Creating");
     // the running instance keeps serving and stays healthy meanwhile
     assert_eq!(d.service("steady").await.unwrap()["instances"][0]["health"], "healthy");
@@ -261,6 +265,25 @@ async fn a_hung_docker_engine_is_reported_and_no_request_waits_on_it() {
     proxy.resume();
     d.wait_for("steady", 20, |s| s.is_some_and(|s| s["phase"] == "Started" && s["instances"].as_array().unwrap().iter().filter(|i| i["health"] == "healthy").count() == 2)).await;
     d.wait_for("queued", 20, |s| s.is_some_and(|s| s["phase"] == "Started")).await;
+    assert_eq!(d.get("/health").await.data()["docker"], "reachable");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_started_on_a_hung_engine_comes_up_and_says_so() {
+    let proxy_dir = tempfile::tempdir().unwrap();
+    let proxy_path = proxy_dir.path().join("docker.sock");
+    let proxy = HangingProxy::start(&proxy_path);
+    proxy.hang();
+    let t0 = Instant::now();
+    let d = Daemon::start_with(Options { docker_host: format!("unix://{}", proxy_path.display()), wait_for_docker: false, ..Default::default() }).await;
+    // serving within the probe's deadline, not after docker.timeout_seconds
+    assert!(t0.elapsed() < Duration::from_secs(10), "came up after {:?}", t0.elapsed());
+    assert_eq!(d.get("/health").await.data()["docker"], "unresponsive");
+    let (r, took) = timed(d.post(SVC, json!({"name": "early", "image": IMAGE}))).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert!(took < Duration::from_millis(1500), "create took {took:?}");
+    proxy.resume();
+    d.wait_for("early", 30, |s| s.is_some_and(|s| s["phase"] == "Started")).await;
     assert_eq!(d.get("/health").await.data()["docker"], "reachable");
 }
 

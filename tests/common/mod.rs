@@ -62,11 +62,22 @@ pub struct Options {
     pub ports_extra: String,
     /// Extra keys for the `[events]` section.
     pub events_extra: String,
+    /// Whether `spawn` waits for the daemon to report Docker reachable (not when the test
+    /// starts it on a Docker that does not answer).
+    pub wait_for_docker: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ports: port_slice(12), extra: String::new(), docker_host: "unix:///var/run/docker.sock".into(), gateway_extra: String::new(), events_extra: String::new(), ports_extra: String::new() }
+        Options {
+            ports: port_slice(12),
+            extra: String::new(),
+            docker_host: "unix:///var/run/docker.sock".into(),
+            gateway_extra: String::new(),
+            events_extra: String::new(),
+            ports_extra: String::new(),
+            wait_for_docker: true,
+        }
     }
 }
 
@@ -79,6 +90,8 @@ pub struct Daemon {
     pub ports: (u16, u16),
     /// Extra environment for the next `spawn` (e.g. the debug hooks of the crash tests).
     pub env: Vec<(String, String)>,
+    /// See [`Options::wait_for_docker`].
+    pub wait_for_docker: bool,
 }
 
 pub fn docker() -> Docker {
@@ -187,7 +200,7 @@ retry_max_seconds = 1.0
             events_extra = opts.events_extra,
         );
         std::fs::write(&config, text).unwrap();
-        let mut d = Daemon { client: Client::new(socket.clone()), dir, socket, config, child: None, ports: opts.ports, env: Vec::new() };
+        let mut d = Daemon { client: Client::new(socket.clone()), dir, socket, config, child: None, ports: opts.ports, env: Vec::new(), wait_for_docker: opts.wait_for_docker };
         d.spawn().await;
         d
     }
@@ -221,7 +234,7 @@ retry_max_seconds = 1.0
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(r) = self.client.get("/health").await {
-                if r.status == 200 && r.data()["docker"] == "reachable" {
+                if r.status == 200 && (r.data()["docker"] == "reachable" || !self.wait_for_docker) {
                     return;
                 }
             }
