@@ -169,8 +169,9 @@ impl Runtime {
     }
 
     fn set_state(&self, new: DockerState) {
-        let old = self.state.send_replace(new);
-        if old != new {
+        // Waiters wake on a change only, not on every call that confirms the state.
+        let changed = self.state.send_if_modified(|s| std::mem::replace(s, new) != new);
+        if changed {
             match new {
                 DockerState::Reachable => tracing::info!("Docker engine reachable"),
                 DockerState::Unresponsive => tracing::warn!(waited_s = self.cfg.docker.ping_timeout_seconds, "Docker engine not answering (it accepts connections, but no answer in time)"),
