@@ -287,7 +287,7 @@ async fn an_install_killed_after_its_first_write_is_whole_or_absent() {
         assert!(r.as_ref().map_or(true, |r| !r.is_success()), "the daemon answered before dying: {:?}", r.map(|r| r.body));
     })
     .await;
-    let installed = settled(&d, 15).await;
+    let installed = settled(&d, 30).await;
     eprintln!("after the cut install: installed {installed:?}");
     // whichever it is, the instance name is usable: installed whole, or free to install
     if !installed.contains("cut") {
@@ -308,7 +308,7 @@ async fn an_uninstall_killed_after_its_first_write_is_whole_or_absent() {
         assert!(r.as_ref().map_or(true, |r| !r.is_success()), "the daemon answered before dying: {:?}", r.map(|r| r.body));
     })
     .await;
-    let installed = settled(&d, 15).await;
+    let installed = settled(&d, 30).await;
     eprintln!("after the cut uninstall: installed {installed:?}");
     if installed.contains("cut") {
         let r = d.delete("/api/addons/cut?wait=deleted&timeout=60").await;
@@ -339,7 +339,7 @@ async fn half_installs_left_by_an_older_daemon_are_repaired_at_start() {
         db.execute("DELETE FROM meta WHERE key = 'addon_installs_checked'", []).unwrap();
     }
     d.spawn().await;
-    let installed = settled(&d, 20).await;
+    let installed = settled(&d, 30).await;
     assert_eq!(installed, HashSet::from(["half".to_string()]));
     let names: HashSet<String> = d.get(SVC).await.data().as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(names, HashSet::from(["half-api".to_string(), "half-worker".to_string()]));
