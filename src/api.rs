@@ -104,6 +104,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NameTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()).field("name"),
             StoreError::PortTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            StoreError::DiskFull { .. } => {
+                tracing::error!(error = %e, "database write refused: disk full");
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", e.to_string())
+            }
             e => {
                 tracing::error!(error = %e, "database error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{e}; see the daemon log"))
@@ -117,7 +121,7 @@ impl From<LifecycleError> for ApiError {
         use LifecycleError as L;
         match e {
             L::Store(e) => e.into(),
-            L::Runtime(RuntimeError::Unavailable(_)) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "docker_unavailable", e.to_string()),
+            L::Runtime(RuntimeError::Unavailable(_) | RuntimeError::Unresponsive { .. }) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "docker_unavailable", e.to_string()),
             L::Runtime(RuntimeError::ImageNotFound { .. }) => ApiError::new(StatusCode::NOT_FOUND, "image_not_found", e.to_string()).field("image"),
             L::Runtime(RuntimeError::InvalidVolume(m)) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_volume", m).field("volumes"),
             L::Runtime(RuntimeError::Api(m)) => ApiError::new(StatusCode::BAD_GATEWAY, "docker_error", m),
@@ -471,7 +475,7 @@ async fn daemon_health(State(st): State<AppState>) -> ApiResult {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": st.started.elapsed().as_secs(),
             "database": db,
-            "docker": if lc.runtime().is_available() { "reachable" } else { "unreachable" },
+            "docker": lc.runtime().state().as_str(),
             "services": services,
             "pid": std::process::id(),
             "gateway": st.gateway_addr.map(|a| a.to_string()),
@@ -509,9 +513,9 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         instances.len(),
         total.saturating_sub(instances.len())
     ));
+    crate::metrics::render_docker_state(&mut out, lc.runtime().state());
     out.push_str(&format!(
-        "# HELP addond_docker_up Whether the Docker engine is reachable.\n# TYPE addond_docker_up gauge\naddond_docker_up {}\n# HELP addond_uptime_seconds Seconds since the daemon started.\n# TYPE addond_uptime_seconds gauge\naddond_uptime_seconds {}\n",
-        u8::from(lc.runtime().is_available()),
+        "# HELP addond_uptime_seconds Seconds since the daemon started.\n# TYPE addond_uptime_seconds gauge\naddond_uptime_seconds {}\n",
         st.started.elapsed().as_secs()
     ));
     st.addons.metrics.render_text(&mut out);
@@ -606,7 +610,7 @@ async fn service_logs(State(st): State<AppState>, Path(id): Path<String>, q: Res
     let lc = &st.lifecycle;
     let svc = lc.store().get_service(&id).await?.ok_or_else(|| ApiError::from(LifecycleError::NotFound(id)))?;
     if !lc.runtime().is_available() {
-        return Err(LifecycleError::Runtime(RuntimeError::Unavailable(lc.config().docker.host.clone())).into());
+        return Err(LifecycleError::Runtime(lc.runtime().unavailable_error()).into());
     }
     let lines = q.lines.unwrap_or(100).min(100_000);
     let follow = q.follow.unwrap_or(false);
@@ -657,14 +661,19 @@ async fn service_metrics(State(st): State<AppState>, Path(id): Path<String>) -> 
     let lc = &st.lifecycle;
     let svc = lc.store().get_service(&id).await?.ok_or_else(|| ApiError::from(LifecycleError::NotFound(id)))?;
     if !lc.runtime().is_available() {
-        return Err(LifecycleError::Runtime(RuntimeError::Unavailable(lc.config().docker.host.clone())).into());
+        return Err(LifecycleError::Runtime(lc.runtime().unavailable_error()).into());
     }
     let running: Vec<_> = svc.instances.iter().filter(|i| i.wanted && i.container_id.is_some()).collect();
     let samples = futures_util::future::join_all(running.iter().map(|i| async move { (i.ordinal, lc.runtime().stats(&i.container_name()).await) })).await;
     let mut total = crate::runtime::StatsSample::default();
     let mut per = Vec::new();
     for (ordinal, s) in samples {
-        let Ok(s) = s else { continue };
+        let s = match s {
+            Ok(s) => s,
+            // No answer from the engine is not "no usage": say so rather than report zeros.
+            Err(e @ (RuntimeError::Unavailable(_) | RuntimeError::Unresponsive { .. })) => return Err(LifecycleError::Runtime(e).into()),
+            Err(_) => continue,
+        };
         total.cpu_percent += s.cpu_percent;
         total.memory_usage_mb += s.memory_usage_mb;
         total.memory_limit_mb += s.memory_limit_mb;
@@ -824,8 +833,8 @@ struct PullBody {
 /// so `addonctl` can show progress while a large image downloads.
 async fn pull_image(State(st): State<AppState>, JsonBody(body): JsonBody<PullBody>) -> ApiResult {
     let image = body.image.trim().to_string();
-    if !crate::model::valid_image(&image) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", format!("`{image}` is not a valid image reference")).field("image"));
+    if let Err(why) = crate::image_ref::check(&image) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", crate::image_ref::message(&image, &why)).field("image"));
     }
     let lc = st.lifecycle.clone();
     if lc.runtime().image_present(&image).await.map_err(LifecycleError::from)? {
@@ -1724,7 +1733,13 @@ async fn doctor_report(State(st): State<AppState>) -> ApiResult {
         v.sort_unstable();
         v
     };
-    let reachable = lc.runtime().ping().await;
+    let docker_state = lc.runtime().probe().await;
+    let reachable = docker_state == crate::runtime::DockerState::Reachable;
+    let docker_error = match docker_state {
+        crate::runtime::DockerState::Reachable => Value::Null,
+        crate::runtime::DockerState::Unresponsive => json!(format!("connected, but no answer to ping within {}s", cfg.docker.ping_timeout_seconds)),
+        crate::runtime::DockerState::Unreachable => json!("no answer to ping"),
+    };
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     ok(
@@ -1738,7 +1753,7 @@ async fn doctor_report(State(st): State<AppState>) -> ApiResult {
                 "port_range": [cfg.ports.range_start, cfg.ports.range_end],
                 "publish_address": cfg.ports.publish_address.to_string(),
             },
-            "docker": {"host": cfg.docker.host, "reachable": reachable, "error": if reachable { Value::Null } else { json!("no answer to ping") }},
+            "docker": {"host": cfg.docker.host, "reachable": reachable, "state": docker_state.as_str(), "error": docker_error},
             "database": {
                 "path": store.path,
                 "integrity": integrity,

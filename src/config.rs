@@ -112,6 +112,11 @@ pub struct DockerConfig {
     pub isolated_subnet: String,
     /// Timeout for pulling a missing image, in seconds.
     pub pull_timeout_seconds: u64,
+    /// How long the engine's `/_ping` may take before the engine counts as unresponsive.
+    pub ping_timeout_seconds: f64,
+    /// How long a request handler waits on a Docker call whose answer it needs (image
+    /// inspect, logs, stats) before answering 503 `docker_unavailable`.
+    pub call_timeout_seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -159,7 +164,8 @@ pub struct RestartConfig {
     pub backoff_max_seconds: f64,
     /// A restart streak is forgotten after an instance has been healthy this long.
     pub reset_after_seconds: f64,
-    /// This many failed restarts within `failure_window_seconds` put a service in `Failed`.
+    /// This many failures (exits and unhealthy verdicts) within `failure_window_seconds`
+    /// put a service in `Failed`; every failure but the last is restarted.
     pub max_failures: u32,
     pub failure_window_seconds: f64,
 }
@@ -358,6 +364,8 @@ impl Default for DockerConfig {
             isolated_network: "addond_isolated".into(),
             isolated_subnet: "172.21.0.0/16".into(),
             pull_timeout_seconds: 300,
+            ping_timeout_seconds: 2.0,
+            call_timeout_seconds: 5.0,
         }
     }
 }
@@ -556,6 +564,11 @@ impl Config {
         }
         if self.docker.timeout_seconds == 0 {
             return Err(invalid("docker.timeout_seconds", "must be at least 1"));
+        }
+        for (key, v) in [("docker.ping_timeout_seconds", self.docker.ping_timeout_seconds), ("docker.call_timeout_seconds", self.docker.call_timeout_seconds)] {
+            if !(v.is_finite() && v > 0.0 && v <= self.docker.timeout_seconds as f64) {
+                return Err(invalid(key, format!("must be more than 0 and at most docker.timeout_seconds ({})", self.docker.timeout_seconds)));
+            }
         }
         let user_ok = self
             .sandbox

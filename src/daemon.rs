@@ -212,6 +212,16 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
     let events_task = tokio::spawn(events.clone().run(shutdown.clone()));
     let addon_api_task = tokio::spawn(addon_api.run(addon_api_bound, shutdown.clone()));
     let schedules_task = tokio::spawn(crate::schedules::Scheduler::new(lifecycle.clone(), addons.clone()).run(shutdown.clone()));
+    // Half installs an older addond may have left (it waits for the first resync).
+    tokio::spawn({
+        let (addons, shutdown) = (addons.clone(), shutdown.clone());
+        async move {
+            tokio::select! {
+                _ = addons.repair_installs_once() => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    });
     let gateway_task = gateway_listener.map(|l| {
         tracing::info!(listen = ?gateway_addr, "gateway listening");
         tokio::spawn(crate::gateway::serve(l, gateway.clone(), shutdown.clone()))
@@ -282,7 +292,11 @@ struct Supervisor {
 impl Supervisor {
     /// `3 services (2 started, 1 failed, 0 changing), 4/4 instances healthy, Docker reachable`
     async fn status_line(&self) -> String {
-        let docker = if self.lifecycle.runtime().is_available() { "reachable" } else { "unreachable, retrying" };
+        let docker = match self.lifecycle.runtime().state() {
+            crate::runtime::DockerState::Reachable => "reachable",
+            crate::runtime::DockerState::Unresponsive => "unresponsive, retrying",
+            crate::runtime::DockerState::Unreachable => "unreachable, retrying",
+        };
         match self.store.list_services().await {
             Ok(all) => {
                 use crate::model::{Health, Phase};
@@ -421,6 +435,21 @@ fn debug_stall_signal() -> Option<(tokio::signal::unix::Signal, Duration)> {
     let ms = std::env::var("ADDOND_DEBUG_STALL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
     let sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok()?;
     Some((sig, Duration::from_millis(ms)))
+}
+
+/// Debug builds, with `ADDOND_DEBUG_HOOKS=1`: when `ADDOND_DEBUG_ABORT_AT` names `point`,
+/// the daemon kills itself there with SIGKILL, exactly as a `kill -9` at that moment would,
+/// so the crash tests can stop it between two writes every time instead of by chance.
+/// Release builds have no such hook.
+pub fn debug_failpoint(point: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("ADDOND_DEBUG_HOOKS").as_deref() == Ok("1") && std::env::var("ADDOND_DEBUG_ABORT_AT").as_deref() == Ok(point) {
+        tracing::warn!("debug hook: failpoint {point}, killing the daemon");
+        // SAFETY: signalling our own process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = point;
 }
 
 #[cfg(not(debug_assertions))]

@@ -157,6 +157,12 @@ pub async fn run(inp: &Inputs) -> Vec<Finding> {
             format!("the daemon reaches Docker at {}", d["docker"]["host"].as_str().unwrap_or("?")),
             None,
         )),
+        Some(d) if d["docker"]["state"] == "unresponsive" => out.push(finding(
+            "docker",
+            Level::Fail,
+            format!("Docker at {} accepts connections but is not answering: {}", d["docker"]["host"].as_str().unwrap_or("?"), d["docker"]["error"].as_str().unwrap_or("no answer")),
+            Some("look at the engine (`systemctl status docker`, `journalctl -u docker`) and restart it if it stays stuck (`systemctl restart docker`); addond carries on when it answers".into()),
+        )),
         Some(d) => out.push(finding(
             "docker",
             Level::Fail,

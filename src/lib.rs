@@ -12,6 +12,7 @@ pub mod sanitize;
 pub mod api;
 pub mod daemon;
 pub mod addons;
+pub mod image_ref;
 pub mod metrics;
 pub mod systemd;
 pub mod backup;

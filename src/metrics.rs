@@ -1,12 +1,25 @@
 //! Counters and histograms for the Prometheus exposition at `GET /metrics`: addon
-//! executions, response and render times, widget cache hits and misses. Hand-rolled and
-//! lock-light (a shared read lock to find an addon's counters by name, atomics inside),
-//! because the hot paths record into them on every call and the text format is simple.
+//! executions, response and render times, widget cache hits and misses, and the Docker
+//! engine's state. Hand-rolled and lock-light (a shared read lock to find an addon's
+//! counters by name, atomics inside), because the hot paths record into them on every call
+//! and the text format is simple.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+
+/// `addond_docker_up` (1 only when the engine answers) and `addond_docker_state`, one
+/// series per state with 1 on the current one, so an unresponsive engine can be told from
+/// one that is gone.
+pub fn render_docker_state(out: &mut String, state: crate::runtime::DockerState) {
+    use crate::runtime::DockerState;
+    let _ = writeln!(out, "# HELP addond_docker_up Whether the Docker engine is reachable.\n# TYPE addond_docker_up gauge\naddond_docker_up {}", u8::from(state == DockerState::Reachable));
+    let _ = writeln!(out, "# HELP addond_docker_state The Docker engine's state: reachable, unresponsive (connected, no answer in time) or unreachable.\n# TYPE addond_docker_state gauge");
+    for s in [DockerState::Reachable, DockerState::Unresponsive, DockerState::Unreachable] {
+        let _ = writeln!(out, "addond_docker_state{{state=\"{}\"}} {}", s.as_str(), u8::from(s == state));
+    }
+}
 
 /// Upper bounds (seconds) of the latency buckets.
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];

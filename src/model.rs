@@ -384,11 +384,10 @@ pub fn valid_name(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-pub fn valid_image(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 255
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
-        && !s.starts_with(['-', '.', '/', ':'])
+/// An image reference Docker accepts (see [`crate::image_ref`]); the error is the API
+/// message for the `image` field.
+pub fn check_image(s: &str) -> Result<(), String> {
+    crate::image_ref::check(s).map_err(|why| crate::image_ref::message(s, &why))
 }
 
 fn valid_env_key(s: &str) -> bool {
@@ -458,9 +457,7 @@ impl CreateRequest {
             }
         }
         let image = self.image.ok_or_else(|| field_err("image", "a service needs an image, e.g. addond-sample:latest"))?;
-        if !valid_image(&image) {
-            return Err(field_err("image", format!("`{image}` is not a valid image reference")));
-        }
+        check_image(&image).map_err(|m| field_err("image", m))?;
         let port = self.port.unwrap_or(8080);
         if !(1..=65535).contains(&port) {
             return Err(field_err("port", format!("container port {port} is outside 1–65535")));

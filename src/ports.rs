@@ -99,31 +99,58 @@ impl PortAllocator {
         FF: Future<Output = Result<T, E>>,
         E: From<PortError>,
     {
+        self.allocate_many(&[(n, preferred)], booked, |mut groups| book(groups.pop().unwrap_or_default())).await
+    }
+
+    /// [`allocate`](Self::allocate) for several services booked in one transaction (an
+    /// addon install): `wants` holds each service's port count and preferred port, and
+    /// `book` gets each service's ports in the same order.
+    pub async fn allocate_many<T, E, B, BF, F, FF>(
+        &self,
+        wants: &[(usize, Option<u16>)],
+        booked: B,
+        book: F,
+    ) -> Result<T, E>
+    where
+        B: FnOnce() -> BF,
+        BF: Future<Output = Result<HashSet<u16>, E>>,
+        F: FnOnce(Vec<Vec<u16>>) -> FF,
+        FF: Future<Output = Result<T, E>>,
+        E: From<PortError>,
+    {
         let mut cursor = self.lock.lock().await;
-        if n == 0 {
-            return book(Vec::new()).await;
+        if wants.iter().all(|(n, _)| *n == 0) {
+            return book(vec![Vec::new(); wants.len()]).await;
         }
-        let booked = booked().await?;
-        let mut ports = Vec::with_capacity(n);
-        if let Some(p) = preferred {
-            if booked.contains(&p) {
-                return Err(PortError::PreferredBooked(p).into());
-            }
-            if !port_is_free(self.publish, p) {
-                return Err(PortError::PreferredBusy(p).into());
-            }
-            ports.push(p);
-        }
-        let mut taken = booked.clone();
-        taken.extend(ports.iter().copied());
+        let mut taken = booked().await?;
+        let mut groups = Vec::with_capacity(wants.len());
         let publish = self.publish;
-        let more = choose(self.start, self.end, *cursor, n - ports.len(), &taken, |p| port_is_free(publish, p))
-            .map_err(|(booked, busy)| PortError::Exhausted { start: self.start, end: self.end, booked, busy })?;
-        ports.extend(more);
-        if let Some(last) = ports.last() {
-            *cursor = if *last >= self.end { self.start } else { last + 1 };
+        for &(n, preferred) in wants {
+            let mut ports = Vec::with_capacity(n);
+            if n == 0 {
+                groups.push(ports);
+                continue;
+            }
+            if let Some(p) = preferred {
+                if taken.contains(&p) {
+                    return Err(PortError::PreferredBooked(p).into());
+                }
+                if !port_is_free(publish, p) {
+                    return Err(PortError::PreferredBusy(p).into());
+                }
+                ports.push(p);
+            }
+            taken.extend(ports.iter().copied());
+            let more = choose(self.start, self.end, *cursor, n - ports.len(), &taken, |p| port_is_free(publish, p))
+                .map_err(|(booked, busy)| PortError::Exhausted { start: self.start, end: self.end, booked, busy })?;
+            taken.extend(more.iter().copied());
+            ports.extend(more);
+            if let Some(last) = ports.last() {
+                *cursor = if *last >= self.end { self.start } else { last + 1 };
+            }
+            groups.push(ports);
         }
-        book(ports).await
+        book(groups).await
     }
 }
 

@@ -1,13 +1,16 @@
 //! The Docker side, through bollard: containers (create with the sandbox of PRODUCT.md,
 //! start, stop, remove, inspect, logs, stats), the two addond networks, images, volume
-//! directories, and the engine's event stream. It also owns "is Docker reachable": every
-//! call that fails at the connection level flips that flag, so the rest of the daemon can
-//! answer 503 `docker_unavailable` and refrain from charging restarts while the engine is
-//! away.
+//! directories, and the engine's event stream. It also owns "how is Docker": reachable,
+//! unresponsive (it accepts connections but does not answer a `/_ping` within
+//! `docker.ping_timeout_seconds`) or unreachable. Every call that fails at the connection
+//! level, and every probe, updates that state, so the rest of the daemon can answer 503
+//! `docker_unavailable` and refrain from charging restarts while the engine is away. Calls
+//! go through addond's own transport (one connection per request, as bollard's Unix client
+//! does) so that, while the engine is unresponsive, a call fails at once instead of waiting
+//! `docker.timeout_seconds` with a service's lease held.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +23,9 @@ use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, StatsOptions, StopContainerOptions,
 };
-use bollard::{ClientVersion, Docker};
+use bollard::{BollardRequest, ClientVersion, Docker};
 use futures_util::{Stream, StreamExt};
-use tokio::sync::RwLock;
+use tokio::sync::{watch, RwLock};
 
 use crate::config::{parse_size, Config};
 use crate::model::{Instance, ServiceSpec, VolumeKind};
@@ -42,6 +45,9 @@ const API_VERSION: ClientVersion = ClientVersion { major_version: 1, minor_versi
 pub enum RuntimeError {
     #[error("the Docker engine is not reachable at {0}; start it (e.g. `systemctl start docker`) — addond retries by itself")]
     Unavailable(String),
+    /// The engine accepts connections but did not answer in time.
+    #[error("the Docker engine at {host} accepts connections but is not answering (nothing within {secs}s); check it with `systemctl status docker` and `journalctl -u docker` — addond keeps probing and carries on when it answers")]
+    Unresponsive { host: String, secs: f64 },
     #[error("image `{image}` is not present locally and could not be pulled: {reason}. Build or load it (`docker build -t {image} …` / `docker load`), or check the registry")]
     ImageNotFound { image: String, reason: String },
     #[error("volume: {0}")]
@@ -106,40 +112,94 @@ pub struct InstanceContext<'a> {
     pub token: Option<String>,
 }
 
+/// What the daemon last saw of the Docker engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerState {
+    /// It answered.
+    Reachable,
+    /// It accepts connections but did not answer a probe in time: calls fail at once
+    /// until a probe is answered again.
+    Unresponsive,
+    /// Its socket is missing or refuses connections.
+    Unreachable,
+}
+
+impl DockerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DockerState::Reachable => "reachable",
+            DockerState::Unresponsive => "unresponsive",
+            DockerState::Unreachable => "unreachable",
+        }
+    }
+}
+
 pub struct Runtime {
     cfg: Arc<Config>,
-    /// Connected lazily: bollard refuses to build a client while the socket file is
-    /// missing, which is exactly when Docker is down at our start.
+    /// Made on first use, through [`send_to_engine`].
     docker: RwLock<Option<Docker>>,
-    available: AtomicBool,
-    /// Flipped on every reachability change so waiters (the reconciler) wake up.
-    changed: tokio::sync::Notify,
+    /// The engine's state; its receivers wake on every change (the reconciler's watcher,
+    /// and calls in flight, which give up when the engine turns unresponsive).
+    state: watch::Sender<DockerState>,
     /// The gateway address of each addon network (where the addon API listens).
     gateways: std::sync::RwLock<HashMap<String, std::net::IpAddr>>,
 }
 
 impl Runtime {
     pub fn new(cfg: Arc<Config>) -> Self {
-        Runtime { cfg, docker: RwLock::new(None), available: AtomicBool::new(false), changed: tokio::sync::Notify::new(), gateways: Default::default() }
+        Runtime { cfg, docker: RwLock::new(None), state: watch::channel(DockerState::Unreachable).0, gateways: Default::default() }
     }
 
     pub fn is_available(&self) -> bool {
-        self.available.load(Ordering::SeqCst)
+        self.state() == DockerState::Reachable
     }
 
+    pub fn state(&self) -> DockerState {
+        *self.state.borrow()
+    }
+
+    /// Returns at the next change of the engine's state.
     pub async fn availability_changed(&self) {
-        self.changed.notified().await
+        let _ = self.state.subscribe().changed().await;
     }
 
-    fn set_available(&self, up: bool) {
-        if self.available.swap(up, Ordering::SeqCst) != up {
-            if up {
-                tracing::info!("Docker engine reachable");
-            } else {
-                tracing::warn!("Docker engine unreachable");
+    /// Returns once the engine is not reachable (at once if it is not now).
+    pub async fn until_unavailable(&self) {
+        let _ = self.state.subscribe().wait_for(|s| *s != DockerState::Reachable).await;
+    }
+
+    fn set_state(&self, new: DockerState) {
+        // Waiters wake on a change only, not on every call that confirms the state.
+        let changed = self.state.send_if_modified(|s| std::mem::replace(s, new) != new);
+        if changed {
+            match new {
+                DockerState::Reachable => tracing::info!("Docker engine reachable"),
+                DockerState::Unresponsive => tracing::warn!(waited_s = self.cfg.docker.ping_timeout_seconds, "Docker engine not answering (it accepts connections, but no answer in time)"),
+                DockerState::Unreachable => tracing::warn!("Docker engine unreachable"),
             }
-            self.changed.notify_waiters();
         }
+    }
+
+    fn unresponsive(&self, secs: f64) -> RuntimeError {
+        RuntimeError::Unresponsive { host: self.cfg.docker.host.clone(), secs }
+    }
+
+    /// The error for "no Docker now", as the state says.
+    pub fn unavailable_error(&self) -> RuntimeError {
+        match self.state() {
+            DockerState::Unresponsive => self.unresponsive(self.cfg.docker.ping_timeout_seconds),
+            _ => RuntimeError::Unavailable(self.cfg.docker.host.clone()),
+        }
+    }
+
+    /// A bollard client on addond's transport; `guarded`: refused at once, or abandoned,
+    /// while the engine is unresponsive (every call but the probe).
+    fn engine(&self, guarded: bool) -> Result<Docker, RuntimeError> {
+        let socket = PathBuf::from(self.cfg.docker.host.trim_start_matches("unix://"));
+        let guard = guarded.then(|| self.state.subscribe());
+        let transport = move |req: BollardRequest| send_to_engine(socket.clone(), guard.clone(), req);
+        Docker::connect_with_custom_transport(transport, Some("http://docker"), self.cfg.docker.timeout_seconds, &API_VERSION)
+            .map_err(|e| RuntimeError::Api(format!("cannot make a Docker client: {e}")))
     }
 
     async fn client(&self) -> Result<Docker, RuntimeError> {
@@ -150,28 +210,34 @@ impl Runtime {
         if let Some(d) = slot.as_ref() {
             return Ok(d.clone());
         }
-        match Docker::connect_with_unix(&self.cfg.docker.host, self.cfg.docker.timeout_seconds, &API_VERSION) {
-            Ok(d) => {
-                *slot = Some(d.clone());
-                Ok(d)
-            }
-            Err(_) => {
-                self.set_available(false);
-                Err(RuntimeError::Unavailable(self.cfg.docker.host.clone()))
-            }
-        }
+        let d = self.engine(true)?;
+        *slot = Some(d.clone());
+        Ok(d)
     }
 
-    /// Maps a bollard error, noting connection-level failures as "Docker unreachable".
+    /// A call a request handler waits on, bounded by `docker.call_timeout_seconds`: the
+    /// engine can hang before a probe notices, and a handler must not wait the full
+    /// `docker.timeout_seconds` for it.
+    pub async fn within<T>(&self, call: impl std::future::Future<Output = Result<T, RuntimeError>>) -> Result<T, RuntimeError> {
+        let secs = self.cfg.docker.call_timeout_seconds;
+        tokio::time::timeout(Duration::from_secs_f64(secs), call).await.unwrap_or_else(|_| Err(self.unresponsive(secs)))
+    }
+
+    /// Maps a bollard error, noting connection-level failures as "Docker unreachable" and
+    /// requests without an answer as "Docker unresponsive".
     fn map_err(&self, e: bollard::errors::Error) -> RuntimeError {
         use bollard::errors::Error as E;
         match e {
             E::DockerResponseServerError { status_code, message } => {
-                self.set_available(true);
+                self.set_state(DockerState::Reachable);
                 RuntimeError::Api(format!("{message} (HTTP {status_code})"))
             }
-            E::IOError { .. } | E::HyperResponseError { .. } | E::HyperLegacyError { .. } | E::RequestTimeoutError | E::SocketNotFoundError(_) => {
-                self.set_available(false);
+            E::RequestTimeoutError => {
+                self.set_state(DockerState::Unresponsive);
+                self.unresponsive(self.cfg.docker.ping_timeout_seconds)
+            }
+            E::IOError { .. } | E::HyperResponseError { .. } | E::HyperLegacyError { .. } | E::SocketNotFoundError(_) => {
+                self.set_state(DockerState::Unreachable);
                 RuntimeError::Unavailable(self.cfg.docker.host.clone())
             }
             other => RuntimeError::Api(other.to_string()),
@@ -185,14 +251,26 @@ impl Runtime {
         }
     }
 
-    /// Pings the engine and records the answer.
+    /// Pings the engine; true when it answered.
     pub async fn ping(&self) -> bool {
-        let ok = match self.client().await {
-            Ok(d) => d.ping().await.map_err(|e| self.map_err(e)).is_ok(),
-            Err(_) => false,
+        self.probe().await == DockerState::Reachable
+    }
+
+    /// Asks the engine's `/_ping` within `docker.ping_timeout_seconds` and records what it
+    /// saw: an answer (even an error status) is reachable, a connection that gets no answer
+    /// in time is unresponsive, no connection at all is unreachable.
+    pub async fn probe(&self) -> DockerState {
+        let deadline = Duration::from_secs_f64(self.cfg.docker.ping_timeout_seconds);
+        let state = match self.engine(false) {
+            Err(_) => DockerState::Unreachable,
+            Ok(d) => match tokio::time::timeout(deadline, d.ping()).await {
+                Ok(Ok(_)) | Ok(Err(bollard::errors::Error::DockerResponseServerError { .. })) => DockerState::Reachable,
+                Ok(Err(bollard::errors::Error::RequestTimeoutError)) | Err(_) => DockerState::Unresponsive,
+                Ok(Err(_)) => DockerState::Unreachable,
+            },
         };
-        self.set_available(ok);
-        ok
+        self.set_state(state);
+        state
     }
 
     /// Creates the bridge and the internal network when missing.
@@ -246,13 +324,18 @@ impl Runtime {
         Ok(())
     }
 
+    /// Whether the engine has an image (bounded by the per-call deadline: request
+    /// handlers ask it).
     pub async fn image_present(&self, image: &str) -> Result<bool, RuntimeError> {
         let d = self.client().await?;
-        match d.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(e) if Self::status_of(&e) == Some(404) => Ok(false),
-            Err(e) => Err(self.map_err(e)),
-        }
+        self.within(async {
+            match d.inspect_image(image).await {
+                Ok(_) => Ok(true),
+                Err(e) if Self::status_of(&e) == Some(404) => Ok(false),
+                Err(e) => Err(self.map_err(e)),
+            }
+        })
+        .await
     }
 
     /// Pulls an image from its registry, handing each progress step to `progress`.
@@ -489,6 +572,9 @@ impl Runtime {
     /// Log lines of a container: the last `tail` lines, then more while `follow`.
     pub async fn logs(&self, id: &str, tail: u32, follow: bool, timestamps: bool) -> Result<impl Stream<Item = Result<bytes::Bytes, RuntimeError>> + Send + 'static, RuntimeError> {
         let d = self.client().await?;
+        // A followed stream may rightly stay silent, so a hung engine is told apart by
+        // something that must answer: the container, asked within the per-call deadline.
+        self.within(self.inspect(id)).await?;
         let opts = LogsOptions { follow, stdout: true, stderr: true, timestamps, tail: tail.to_string(), ..Default::default() };
         let host = self.cfg.docker.host.clone();
         Ok(d.logs(id, Some(opts)).map(move |r| match r {
@@ -505,11 +591,14 @@ impl Runtime {
         let d = self.client().await?;
         let opts = StatsOptions { stream: false, one_shot: false };
         let mut s = d.stats(id, Some(opts));
-        match s.next().await {
-            Some(Ok(st)) => Ok(sample_from(&st)),
-            Some(Err(e)) => Err(self.map_err(e)),
-            None => Err(RuntimeError::Api(format!("no stats for container {id}"))),
-        }
+        self.within(async {
+            match s.next().await {
+                Some(Ok(st)) => Ok(sample_from(&st)),
+                Some(Err(e)) => Err(self.map_err(e)),
+                None => Err(RuntimeError::Api(format!("no stats for container {id}"))),
+            }
+        })
+        .await
     }
 
     /// The engine's container events for this daemon's containers.
@@ -524,6 +613,42 @@ impl Runtime {
         };
         let host = self.cfg.docker.host.clone();
         Ok(d.events(Some(opts)).map(move |r| r.map_err(|_| RuntimeError::Unavailable(host.clone()))))
+    }
+}
+
+/// Sends one request to the engine over a fresh connection to its Unix socket (bollard's
+/// own Unix client keeps no idle connections either). With `guard`, the request is refused
+/// at once while the engine is known to be unresponsive, and abandoned when it is found so
+/// while this one waits: nobody waits `docker.timeout_seconds` on a hung engine, least of
+/// all the reconciler, which holds a service's lease meanwhile.
+async fn send_to_engine<B>(socket: PathBuf, guard: Option<watch::Receiver<DockerState>>, req: hyper::Request<B>) -> Result<hyper::Response<hyper::body::Incoming>, bollard::errors::Error>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let exchange = async move {
+        let stream = tokio::net::UnixStream::connect(&socket).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        // Drives the connection until the answer's body is read (or dropped).
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let (mut parts, body) = req.into_parts();
+        parts.uri = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").parse::<hyper::Uri>()?;
+        parts.headers.insert(hyper::header::HOST, hyper::header::HeaderValue::from_static("docker"));
+        Ok(sender.send_request(hyper::Request::from_parts(parts, body)).await?)
+    };
+    let Some(mut state) = guard else { return exchange.await };
+    let hung = async move {
+        if state.wait_for(|s| *s == DockerState::Unresponsive).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = hung => Err(bollard::errors::Error::RequestTimeoutError),
+        r = exchange => r,
     }
 }
 

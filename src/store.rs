@@ -28,6 +28,61 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database task failed: {0}")]
     Join(String),
+    /// SQLite could not grow its files: the disk holding the data directory is full.
+    #[error("{}", disk_full_message(dir, *free, *total))]
+    DiskFull {
+        /// The directory holding the database (the daemon's data dir).
+        dir: PathBuf,
+        /// Bytes still free there for the daemon's user, when `statvfs` could tell.
+        free: Option<u64>,
+        /// The filesystem's size, when `statvfs` could tell.
+        total: Option<u64>,
+    },
+}
+
+fn disk_full_message(dir: &Path, free: Option<u64>, total: Option<u64>) -> String {
+    let space = match (free, total) {
+        (Some(f), Some(t)) => format!("{} free of {}", human_bytes(f), human_bytes(t)),
+        (Some(f), None) => format!("{} free", human_bytes(f)),
+        _ => "free space unknown".to_string(),
+    };
+    format!(
+        "the disk holding the data directory {} is full ({space}); nothing was changed. Free space on that filesystem (or move daemon.data_dir to a larger one) and send the request again",
+        dir.display()
+    )
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Free bytes (for an unprivileged writer) and total bytes of the filesystem holding `dir`.
+pub fn disk_space(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a zeroed struct for the kernel to fill.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let frsize = if st.f_frsize > 0 { st.f_frsize as u64 } else { st.f_bsize as u64 };
+    Some((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
+}
+
+/// True for SQLite's "database or disk is full".
+fn is_disk_full(e: &StoreError) -> bool {
+    matches!(e, StoreError::Sql(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DiskFull)
 }
 
 /// Numbered, forward-only. Never edit a released entry: append a new one.
@@ -213,6 +268,19 @@ pub struct NewInstance {
     pub host_port: u16,
 }
 
+/// A new service to insert with its instances (see [`Store::insert_services`]).
+#[derive(Debug, Clone)]
+pub struct NewService {
+    pub id: ServiceId,
+    pub spec: ServiceSpec,
+    pub replicas: u32,
+    pub desired: Desired,
+    /// The phase it starts in (`Creating`, or `Started` with no replicas).
+    pub phase: Phase,
+    /// Its instance rows, each with the host port booked for it.
+    pub instances: Vec<NewInstance>,
+}
+
 #[derive(Clone)]
 pub struct Store {
     /// One connection: SQLite serialises writers anyway, and reads are short.
@@ -236,9 +304,17 @@ impl Store {
         F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
     {
         let conn = self.conn.clone();
+        let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().map_err(|_| StoreError::Join("database lock poisoned".into()))?;
-            f(&mut guard)
+            f(&mut guard).map_err(|e| {
+                if !is_disk_full(&e) {
+                    return e;
+                }
+                // Measured now, so the reply says how much is free at the moment it failed.
+                let space = disk_space(&dir);
+                StoreError::DiskFull { free: space.map(|s| s.0), total: space.map(|s| s.1), dir }
+            })
         })
         .await
         .map_err(|e| StoreError::Join(e.to_string()))?
@@ -256,6 +332,21 @@ impl Store {
             let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
             c.execute("INSERT INTO meta (key, value) VALUES ('daemon_id', ?1)", [&id])?;
             Ok(id)
+        })
+        .await
+    }
+
+    /// A value of the `meta` table (the daemon's own bookkeeping).
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_string();
+        self.call(move |c| Ok(c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)).await
+    }
+
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.call(move |c| {
+            c.execute("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value])?;
+            Ok(())
         })
         .await
     }
@@ -314,6 +405,87 @@ impl Store {
             }
             tx.commit()?;
             load_service(c, id.as_str())?.ok_or_else(|| StoreError::Corrupt("service vanished after insert".into()))
+        })
+        .await
+    }
+
+    /// Inserts several services of one addon instance, and (for an install) the install
+    /// row, in one transaction: an install is recorded whole or not at all, so a crash can
+    /// never leave an addon installed with some of its services missing.
+    pub async fn insert_services(&self, install: Option<InstallRow>, addon_instance: String, services: Vec<NewService>) -> Result<Vec<Service>, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_ms();
+            if let Some(row) = &install {
+                let res = tx.execute(
+                    "INSERT INTO addon_installs (instance, addon, version, config, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    params![row.instance, row.addon, row.version, row.config, now],
+                );
+                match res {
+                    Ok(_) => {}
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::NameTaken(row.instance.clone())),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            for s in &services {
+                let spec_json = serde_json::to_string(&s.spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let res = tx.execute(
+                    "INSERT INTO services (id, name, plugin_id, spec, replicas, desired, phase, created_at, updated_at, addon_instance)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
+                    params![s.id.as_str(), s.spec.name, s.spec.plugin_id, spec_json, s.replicas, s.desired.as_str(), s.phase.as_str(), now, addon_instance],
+                );
+                if let Err(e) = res {
+                    return Err(if is_unique_violation(&e) { StoreError::NameTaken(s.spec.name.clone()) } else { e.into() });
+                }
+                for inst in &s.instances {
+                    insert_instance(&tx, &s.id, *inst)?;
+                }
+            }
+            tx.commit()?;
+            let mut out = Vec::with_capacity(services.len());
+            for s in &services {
+                out.push(load_service(c, s.id.as_str())?.ok_or_else(|| StoreError::Corrupt("service vanished after insert".into()))?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Uninstalls an addon instance in one transaction: the install row goes and every
+    /// service of the instance is marked for deletion (the reconciler removes containers
+    /// and rows). Returns the services marked, or `None` when nothing is installed there.
+    pub async fn uninstall(&self, instance: &str) -> Result<Option<Vec<ServiceId>>, StoreError> {
+        let instance = instance.to_string();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if tx.execute("DELETE FROM addon_installs WHERE instance = ?1", [&instance])? == 0 {
+                return Ok(None);
+            }
+            let ids: Vec<ServiceId> = {
+                let mut st = tx.prepare_cached("SELECT id FROM services WHERE addon_instance = ?1 ORDER BY created_at, id")?;
+                let rows = st.query_map([&instance], |r| r.get::<_, String>(0))?;
+                rows.map(|r| r.map(ServiceId)).collect::<Result<_, _>>()?
+            };
+            tx.execute(
+                "UPDATE services SET desired = 'deleted', phase = 'Deleting', updated_at = ?2 WHERE addon_instance = ?1",
+                params![instance, now_ms()],
+            )?;
+            tx.commit()?;
+            Ok(Some(ids))
+        })
+        .await
+    }
+
+    /// Services that belong to an addon instance that is not installed (left by an older
+    /// addond whose uninstall was cut short) and are not yet marked for deletion.
+    pub async fn orphaned_addon_services(&self) -> Result<Vec<ServiceId>, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare(
+                "SELECT id FROM services WHERE addon_instance IS NOT NULL AND desired != 'deleted'
+                   AND addon_instance NOT IN (SELECT instance FROM addon_installs) ORDER BY created_at, id",
+            )?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.map(|r| r.map(ServiceId)).collect::<Result<_, _>>()?)
         })
         .await
     }
@@ -614,21 +786,6 @@ impl Store {
         self.call(move |c| Ok(c.execute("DELETE FROM addon_manifests WHERE name = ?1", [name])?)).await
     }
 
-    pub async fn insert_install(&self, row: InstallRow) -> Result<(), StoreError> {
-        self.call(move |c| {
-            let res = c.execute(
-                "INSERT INTO addon_installs (instance, addon, version, config, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                params![row.instance, row.addon, row.version, row.config, now_ms()],
-            );
-            match res {
-                Ok(_) => Ok(()),
-                Err(e) if is_unique_violation(&e) => Err(StoreError::NameTaken(row.instance.clone())),
-                Err(e) => Err(e.into()),
-            }
-        })
-        .await
-    }
-
     pub async fn list_installs(&self) -> Result<Vec<InstallRow>, StoreError> {
         self.call(|c| {
             let mut st = c.prepare_cached("SELECT instance, addon, version, config, created_at, updated_at FROM addon_installs ORDER BY instance")?;
@@ -653,15 +810,6 @@ impl Store {
         let instance = instance.to_string();
         self.call(move |c| {
             c.execute("UPDATE addon_installs SET config = ?2, updated_at = ?3 WHERE instance = ?1", params![instance, config, now_ms()])?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub async fn delete_install(&self, instance: &str) -> Result<(), StoreError> {
-        let instance = instance.to_string();
-        self.call(move |c| {
-            c.execute("DELETE FROM addon_installs WHERE instance = ?1", [instance])?;
             Ok(())
         })
         .await

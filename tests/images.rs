@@ -108,3 +108,40 @@ async fn create_pulls_first_and_is_not_sent_when_the_pull_fails() {
     assert_eq!(service_count(&d).await, 1);
     assert_eq!(pulls(&d), before + 3, "a present image is not pulled");
 }
+
+/// References Docker would refuse are refused before Docker sees them: 400 naming `image`
+/// (not a 502 `docker_error`), on create, on pull and in a manifest; nothing is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_image_references_are_refused_naming_the_field() {
+    let d = Daemon::start().await;
+    let bad = [
+        "UPPER:latest",
+        "alpine@sha256:bad",
+        "alpine@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeF",
+        "alpine:-dash",
+        "alpine:",
+        "library//alpine",
+        "alpine___x:1",
+        "registry.example.com:port/app",
+    ];
+    for image in bad {
+        let r = d.post(SVC, json!({"name": "img", "image": image})).await;
+        assert_eq!(r.status, 400, "{image}: {:?}", r.body);
+        assert_eq!(r.body["error"]["code"], "validation_failed", "{image}: {:?}", r.body);
+        assert_eq!(r.body["error"]["field"], "image", "{image}: {:?}", r.body);
+        let msg = r.body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(image) && msg.contains("e.g."), "{image}: the message names it and shows a valid one: {msg}");
+        let r = d.post(PULL, json!({"image": image})).await;
+        assert_eq!((r.status, r.body["error"]["field"].as_str()), (400, Some("image")), "{image}: {:?}", r.body);
+    }
+    let r = d.post("/api/addons/register", json!({"name": "badimg", "version": "1.0.0", "image": "Bad:Image"})).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(r.body["error"]["field"], "image", "{:?}", r.body);
+    assert_eq!(service_count(&d).await, 0);
+    // what Docker accepts still goes through validation (and then fails only for being absent)
+    // (port 1 of localhost refuses at once: no registry is reachable in the tests)
+    for image in ["localhost:1/team/app:v1.2_3", "localhost:1/a.b_c__d-e---f:1", "localhost:1/alpine@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"] {
+        let r = d.post(SVC, json!({"name": "img", "image": image})).await;
+        assert_eq!(r.body["error"]["code"], "image_not_found", "{image}: {:?}", r.body);
+    }
+}

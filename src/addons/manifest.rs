@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::schema;
 use crate::config::Config;
-use crate::model::{valid_image, valid_name, CreateRequest, FieldError};
+use crate::model::{check_image, valid_name, CreateRequest, FieldError};
 
 pub const CATEGORIES: &[&str] = &["ecommerce", "analytics", "marketing", "communication", "utilities"];
 pub const WIDGET_CATEGORIES: &[&str] = &["content", "form", "display", "interactive", "layout"];
@@ -175,9 +175,7 @@ impl ManifestRequest {
             return Err(err("category", format!("`{category}` is not one of {}", CATEGORIES.join(", "))));
         }
         if let Some(img) = &self.image {
-            if !valid_image(img) {
-                return Err(err("image", format!("`{img}` is not a valid image reference")));
-            }
+            check_image(img).map_err(|m| err("image", m))?;
         }
         let description = self.description.unwrap_or_default();
         let author = self.author.unwrap_or_default();

@@ -391,39 +391,85 @@ impl Addons {
         if !missing.is_empty() {
             return Err(AddonError::Conflict(format!("missing dependencies: {}; install them first", missing.join("; "))));
         }
-        let specs = m
-            .service_requests(&instance, &self.cfg)?
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| r.validate(&self.lifecycle.live_config()).map_err(|e| FieldError { field: format!("services[{i}].{}", e.field), ..e }))
-            .collect::<Result<Vec<_>, _>>()?;
-        store
-            .insert_install(InstallRow {
-                instance: instance.clone(),
-                addon: m.name.clone(),
-                version: m.version.clone(),
-                config: config.to_string(),
-                created_at: 0,
-                updated_at: 0,
-            })
-            .await?;
-        let mut created: Vec<ServiceId> = Vec::new();
-        for (spec, replicas) in specs {
-            match self.lifecycle.create(spec, replicas, Some(instance.clone())).await {
-                Ok(s) => created.push(s.id),
-                Err(e) => {
-                    for id in &created {
-                        let _ = self.lifecycle.delete(id.as_str()).await;
-                    }
-                    let _ = store.delete_install(&instance).await;
-                    return Err(e.into());
-                }
-            }
-        }
+        let specs = self.service_specs(&m, &instance)?;
+        // The install row and every service in one transaction: a crash leaves the addon
+        // installed whole or not at all.
+        let row = InstallRow { instance: instance.clone(), addon: m.name.clone(), version: m.version.clone(), config: config.to_string(), created_at: 0, updated_at: 0 };
+        self.lifecycle.create_group(Some(row), &instance, specs).await?;
+        crate::daemon::debug_failpoint("install");
         self.bump_generation(&instance);
         tracing::info!(addon = %m.name, version = %m.version, %instance, "installed");
         self.lifecycle.notice("addon.installed", json!({"addon": m.name, "version": m.version, "instance": instance}));
         self.instance_view(&instance).await
+    }
+
+    /// The services an addon instance runs, validated like a create request.
+    fn service_specs(&self, m: &Manifest, instance: &str) -> Result<Vec<(crate::model::ServiceSpec, u32)>, AddonError> {
+        Ok(m
+            .service_requests(instance, &self.cfg)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.validate(&self.lifecycle.live_config()).map_err(|e| FieldError { field: format!("services[{i}].{}", e.field), ..e }))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Repairs, once per database, what an older addond could leave when it was killed in
+    /// the middle of an install or an uninstall (it wrote the install row and each service
+    /// in transactions of their own): an installed addon with services missing gets them
+    /// created from its installed version, and services of an addon that is no longer
+    /// installed are deleted. This addond records both in one transaction, so a database
+    /// it wrote needs no repair; the check runs after the first resync (Docker answers).
+    pub async fn repair_installs_once(self: Arc<Self>) {
+        const MARK: &str = "addon_installs_checked";
+        self.lifecycle.first_resync().await;
+        let store = self.lifecycle.store();
+        match store.meta(MARK).await {
+            Ok(Some(_)) => return,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read whether installed addons were checked");
+                return;
+            }
+        }
+        match self.repair_installs().await {
+            Ok(()) => {
+                if let Err(e) = store.set_meta(MARK, "1").await {
+                    tracing::warn!(error = %e, "cannot record that installed addons were checked; they are checked again at the next start");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot repair installed addons; trying again at the next start"),
+        }
+    }
+
+    async fn repair_installs(&self) -> Result<(), AddonError> {
+        let _guard = self.install_lock.lock().await;
+        let store = self.lifecycle.store();
+        for id in store.orphaned_addon_services().await? {
+            tracing::warn!(service = %id, "deleting a service of an addon that is no longer installed (an uninstall was cut short)");
+            match self.lifecycle.delete(id.as_str()).await {
+                Ok(_) | Err(LifecycleError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for row in store.list_installs().await? {
+            let m = match self.manifest(&row.addon, Some(&row.version)).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(instance = %row.instance, error = %e, "cannot check an installed addon");
+                    continue;
+                }
+            };
+            let have: std::collections::HashSet<String> = store.services_of_addon(&row.instance).await?.into_iter().map(|s| s.spec.name).collect();
+            let missing: Vec<_> = self.service_specs(&m, &row.instance)?.into_iter().filter(|(spec, _)| !have.contains(&spec.name)).collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let names: Vec<String> = missing.iter().map(|(s, _)| s.name.clone()).collect();
+            tracing::warn!(instance = %row.instance, services = %names.join(", "), "addon was installed with services missing (an install was cut short); creating them");
+            self.lifecycle.create_group(None, &row.instance, missing).await?;
+            self.bump_generation(&row.instance);
+        }
+        Ok(())
     }
 
     /// Uninstalls an instance: its services are deleted. Refused while another installed
@@ -455,13 +501,12 @@ impl Addons {
             }
         }
         let services = store.services_of_addon(instance).await?;
-        for s in &services {
-            match self.lifecycle.delete(s.id.as_str()).await {
-                Ok(_) | Err(LifecycleError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+        // The install row goes and every service is marked for deletion in one
+        // transaction: a crash leaves the addon installed whole or gone.
+        if self.lifecycle.uninstall(instance).await?.is_none() {
+            return Err(AddonError::NotFound(format!("no addon is installed as `{instance}`")));
         }
-        store.delete_install(instance).await?;
+        crate::daemon::debug_failpoint("uninstall");
         self.bump_generation(instance);
         tracing::info!(%instance, "uninstalled");
         self.lifecycle.notice("addon.uninstalled", json!({"addon": row.addon, "version": row.version, "instance": instance}));

@@ -23,8 +23,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, InstanceAddress};
 use crate::model::{backoff_ms, running_phase, Desired, Health, Instance, InstanceId, Phase, Service, ServiceId, ServiceSpec};
 use crate::ports::{PortAllocator, PortError};
-use crate::runtime::{ContainerInfo, InstanceContext, Runtime, RuntimeError};
-use crate::store::{now_ms, NewInstance, Store, StoreError};
+use crate::runtime::{ContainerInfo, DockerState, InstanceContext, Runtime, RuntimeError};
+use crate::store::{now_ms, InstallRow, NewInstance, NewService, Store, StoreError};
 use health::{HealthMonitor, Target, Verdict};
 
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +149,8 @@ impl Lifecycle {
     pub async fn died_before(&self, service: &ServiceId, instance: &InstanceId, t_ms: i64) -> bool {
         let Ok(Some(svc)) = self.store.get_service(service.as_str()).await else { return false };
         let Some(inst) = svc.instances.iter().find(|i| &i.id == instance) else { return false };
-        match self.runtime.inspect(&inst.container_name()).await {
+        // A caller waits on this: bounded by the per-call deadline.
+        match self.runtime.within(self.runtime.inspect(&inst.container_name())).await {
             Ok(Some(info)) if !info.running => info.finished_at.as_deref().and_then(parse_rfc3339_ms).is_some_and(|f| f <= t_ms),
             Ok(None) => true,
             _ => false,
@@ -234,11 +235,14 @@ impl Lifecycle {
         self.leases.lock().unwrap_or_else(|e| e.into_inner()).entry(id.clone()).or_default().clone()
     }
 
+    /// Lifecycle requests are refused while the engine is unreachable (nothing would come
+    /// of them until it is back, and the operator should know now). While it is merely
+    /// unresponsive they are recorded and answered at once: the reconciler acts when the
+    /// engine answers again, and a busy engine must not make the API refuse work.
     fn require_docker(&self) -> Result<(), LifecycleError> {
-        if self.runtime.is_available() {
-            Ok(())
-        } else {
-            Err(RuntimeError::Unavailable(self.cfg.docker.host.clone()).into())
+        match self.runtime.state() {
+            DockerState::Unreachable => Err(RuntimeError::Unavailable(self.cfg.docker.host.clone()).into()),
+            DockerState::Reachable | DockerState::Unresponsive => Ok(()),
         }
     }
 
@@ -251,13 +255,7 @@ impl Lifecycle {
     /// Books ports and stores the service; containers come from the reconciler.
     pub async fn create(&self, spec: ServiceSpec, replicas: u32, addon_instance: Option<String>) -> Result<Service, LifecycleError> {
         self.require_docker()?;
-        if self.store.get_service(&spec.name).await?.is_some() {
-            return Err(LifecycleError::Conflict(format!("a service named `{}` already exists; pick another name or delete it first", spec.name)));
-        }
-        for v in spec.volumes.iter().filter(|v| v.kind == crate::model::VolumeKind::Dir) {
-            self.runtime.prepare_volume_dir(&spec.name, &v.source)?;
-        }
-        self.runtime.ensure_image(&spec.image).await?;
+        self.prepare_create(&spec).await?;
         let id = ServiceId::generate();
         let store = self.store.clone();
         let preferred = spec.preferred_host_port;
@@ -280,6 +278,94 @@ impl Lifecycle {
         self.service_notice("service.created", &svc, serde_json::json!({"replicas": svc.replicas}));
         self.trigger(&svc.id);
         Ok(svc)
+    }
+
+    /// Stores the services of an addon instance in one transaction, with its install row
+    /// when it is an install (`install`), so the install is recorded whole or not at all;
+    /// containers come from the reconciler. Without `install` it adds services to an
+    /// instance that is installed already (the repair of an older database).
+    pub async fn create_group(&self, install: Option<InstallRow>, addon_instance: &str, specs: Vec<(ServiceSpec, u32)>) -> Result<Vec<Service>, LifecycleError> {
+        self.require_docker()?;
+        for (spec, _) in &specs {
+            self.prepare_create(spec).await?;
+        }
+        let install_name = install.as_ref().map(|r| r.instance.clone());
+        let wants: Vec<(usize, Option<u16>)> = specs.iter().map(|(s, r)| (*r as usize, s.preferred_host_port)).collect();
+        let store = self.store.clone();
+        let addon_instance = addon_instance.to_string();
+        let created = self
+            .ports
+            .allocate_many(
+                &wants,
+                || async { store.booked_ports().await.map_err(LifecycleError::from) },
+                |groups| async move {
+                    let new = specs
+                        .into_iter()
+                        .zip(groups)
+                        .map(|((spec, replicas), ports)| NewService {
+                            id: ServiceId::generate(),
+                            spec,
+                            replicas,
+                            desired: Desired::Started,
+                            phase: if replicas == 0 { Phase::Started } else { Phase::Creating },
+                            instances: ports.iter().enumerate().map(|(i, p)| NewInstance { ordinal: i as u32, host_port: *p }).collect(),
+                        })
+                        .collect();
+                    self.store.insert_services(install, addon_instance, new).await.map_err(|e| match e {
+                        StoreError::NameTaken(n) if install_name.as_deref() == Some(n.as_str()) => {
+                            LifecycleError::Conflict(format!("an addon is already installed as `{n}`; give this one another name with \"instance\""))
+                        }
+                        StoreError::NameTaken(n) => LifecycleError::Conflict(format!("a service named `{n}` already exists; delete it or install under another instance name")),
+                        e => e.into(),
+                    })
+                },
+            )
+            .await?;
+        for svc in &created {
+            self.service_notice("service.created", svc, serde_json::json!({"replicas": svc.replicas}));
+            self.trigger(&svc.id);
+        }
+        Ok(created)
+    }
+
+    /// Uninstalls an addon instance in one transaction (its install row removed, every
+    /// service of it marked for deletion) under the leases of those services; the
+    /// reconciler removes the containers. `None` when nothing is installed under that name.
+    pub async fn uninstall(&self, addon_instance: &str) -> Result<Option<Vec<ServiceId>>, LifecycleError> {
+        self.require_docker()?;
+        let services = self.store.services_of_addon(addon_instance).await?;
+        let leases: Vec<_> = services.iter().map(|s| self.lease(&s.id)).collect();
+        let mut held = Vec::with_capacity(leases.len());
+        for l in &leases {
+            held.push(l.lock().await);
+        }
+        let ids = self.store.uninstall(addon_instance).await?;
+        drop(held);
+        for id in ids.iter().flatten() {
+            self.changed(id);
+            self.trigger(id);
+        }
+        Ok(ids)
+    }
+
+    /// What a create needs before anything is stored: the name is free, the volume
+    /// directories exist, and the image is present (pulled now if missing).
+    async fn prepare_create(&self, spec: &ServiceSpec) -> Result<(), LifecycleError> {
+        if self.store.get_service(&spec.name).await?.is_some() {
+            return Err(LifecycleError::Conflict(format!("a service named `{}` already exists; pick another name or delete it first", spec.name)));
+        }
+        for v in spec.volumes.iter().filter(|v| v.kind == crate::model::VolumeKind::Dir) {
+            self.runtime.prepare_volume_dir(&spec.name, &v.source)?;
+        }
+        match self.runtime.ensure_image(&spec.image).await {
+            // The engine is up but not answering: the reconciler checks (and pulls) the
+            // image before it creates the container, so the request does not wait on it.
+            Err(RuntimeError::Unresponsive { .. }) => {
+                tracing::warn!(image = %spec.image, "Docker is not answering; the image is checked when the container is created");
+                Ok(())
+            }
+            r => Ok(r?),
+        }
     }
 
     pub async fn start(&self, id_or_name: &str) -> Result<Service, LifecycleError> {
@@ -550,6 +636,11 @@ impl Lifecycle {
             self.service_notice("service.failed", &svc, serde_json::json!({"error": err, "exit_code": code}));
         }
         self.store.set_phase(&svc.id, phase, err, code).await?;
+        // Usually announced with the verdict that completes it; here when that verdict
+        // could not be written and this pass wrote it instead.
+        if phase == Phase::Started && svc.phase != Phase::Started && svc.replicas > 0 {
+            self.service_notice("service.started", &svc, serde_json::json!({"replicas": svc.replicas}));
+        }
         Ok(())
     }
 
@@ -611,7 +702,7 @@ impl Lifecycle {
                     None => (None, None),
                 };
                 let ctx = InstanceContext { daemon_id: &self.daemon_id, service_id: svc.id.as_str(), instance: &inst, config_json: &config_json, api_url, token };
-                let cid = match self.runtime.create_container(&svc.spec, &ctx).await {
+                let cid = match self.create_container_pulling(&svc.spec, &ctx).await {
                     Ok(c) => c,
                     Err(e @ (RuntimeError::ImageNotFound { .. } | RuntimeError::InvalidVolume(_))) => {
                         return Ok((inst, Outcome::Failed(e.to_string(), None)));
@@ -647,9 +738,20 @@ impl Lifecycle {
                     inst.started_at = Some(now);
                     dirty = true;
                 }
-                if !self.health.is_registered(&inst.id) {
+                match self.health.health_of(&inst.id) {
                     // Adopted after a daemon restart: re-probe it quickly, keeping its verdict.
-                    self.register_health(&svc.spec, &inst).await;
+                    None => self.register_health(&svc.spec, &inst).await,
+                    // The monitor's verdict is the truth; one that could not be written
+                    // (a full disk) is written now, or the service would stay Starting
+                    // until its health changed again.
+                    Some(h) if h != inst.health => {
+                        inst.health = h;
+                        if h == Health::Healthy && inst.healthy_since.is_none() {
+                            inst.healthy_since = Some(now);
+                        }
+                        dirty = true;
+                    }
+                    Some(_) => {}
                 }
                 // A long healthy run forgets the restart streak.
                 if inst.streak > 0 && inst.healthy_since.is_some_and(|t| now - t >= (self.cfg.restart.reset_after_seconds * 1000.0) as i64) {
@@ -707,7 +809,9 @@ impl Lifecycle {
                             self.store.update_instance(&inst).await?;
                             return Ok((
                                 inst,
-                                Outcome::Failed(format!("{reason}; gave up after {n} failed restarts within {}s", self.cfg.restart.failure_window_seconds), code),
+                                // `n` counts failures (exits and unhealthy verdicts), not the
+                                // restarts between them: say what is counted.
+                                Outcome::Failed(format!("{reason}; gave up after {n} failures within {}s", self.cfg.restart.failure_window_seconds), code),
                             ));
                         }
                     }
@@ -736,6 +840,19 @@ impl Lifecycle {
                 self.register_health(&svc.spec, &inst).await;
                 Ok((inst, Outcome::Starting))
             }
+        }
+    }
+
+    /// Creates an instance's container, pulling its image first when the engine lacks it:
+    /// a create recorded while the engine was not answering had its image checked by
+    /// nobody, and one removed behind our back is fetched again like at create time.
+    async fn create_container_pulling(&self, spec: &ServiceSpec, ctx: &InstanceContext<'_>) -> Result<String, RuntimeError> {
+        match self.runtime.create_container(spec, ctx).await {
+            Err(RuntimeError::ImageNotFound { .. }) => {
+                self.runtime.ensure_image(&spec.image).await?;
+                self.runtime.create_container(spec, ctx).await
+            }
+            r => r,
         }
     }
 
@@ -814,19 +931,31 @@ impl Lifecycle {
         if self.health.health_of(&v.instance) != Some(v.health) {
             return; // superseded (unregistered or re-registered since)
         }
-        if let Err(e) = self.store.set_instance_health(&v.instance, v.health, healthy_since).await {
-            tracing::warn!(error = %e, "cannot record health");
-            return;
-        }
         if v.health == Health::Unhealthy {
+            // Queued before the write: an unhealthy instance is restarted even when its
+            // verdict cannot be recorded.
             self.unhealthy.lock().unwrap_or_else(|e| e.into_inner()).insert(v.instance.clone(), v.detail.clone());
+        }
+        if let Err(e) = self.store.set_instance_health(&v.instance, v.health, healthy_since).await {
+            tracing::warn!(error = %e, "cannot record health; the reconciler writes it later");
+            // The monitor reports a verdict once; the reconciler copies it from the
+            // monitor when this pass can write again.
+            drop(_held);
+            self.trigger_later(&v.service, Duration::from_secs(1));
+            return;
         }
         if let Ok(Some(svc)) = self.store.get_service(v.service.as_str()).await {
             if svc.desired == Desired::Started && svc.phase != Phase::Failed {
                 let phase = running_phase(&svc.instances, false);
-                let _ = self.store.set_phase(&svc.id, phase, None, None).await;
-                if phase == Phase::Started && svc.phase != Phase::Started {
-                    self.service_notice("service.started", &svc, serde_json::json!({"replicas": svc.replicas}));
+                match self.store.set_phase(&svc.id, phase, None, None).await {
+                    Ok(()) if phase == Phase::Started && svc.phase != Phase::Started => {
+                        self.service_notice("service.started", &svc, serde_json::json!({"replicas": svc.replicas}));
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(service = %svc.spec.name, error = %e, "cannot record the phase; the reconciler writes it later");
+                        self.trigger_later(&svc.id, Duration::from_secs(1));
+                    }
                 }
             }
             if v.health == Health::Unhealthy {
@@ -921,10 +1050,14 @@ impl Lifecycle {
             if self.shutdown.is_cancelled() {
                 return;
             }
-            if let Ok(mut events) = self.runtime.events(&self.daemon_id).await {
+            // Subscribed only while the engine answers, and dropped when it stops: a stream
+            // opened on a hung engine could stay silent after the engine recovered.
+            let events = if self.runtime.is_available() { self.runtime.events(&self.daemon_id).await.ok() } else { None };
+            if let Some(mut events) = events {
                 loop {
                     let ev = tokio::select! {
                         _ = self.shutdown.cancelled() => return,
+                        _ = self.runtime.until_unavailable() => break,
                         ev = events.next() => ev,
                     };
                     let Some(Ok(ev)) = ev else { break };

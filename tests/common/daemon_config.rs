@@ -55,11 +55,22 @@ pub struct Options {
     pub ports_extra: String,
     /// Extra keys for the `[events]` section.
     pub events_extra: String,
+    /// Whether `spawn` waits for the daemon to report Docker reachable (not when the test
+    /// starts it on a Docker that does not answer).
+    pub wait_for_docker: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ports: port_slice(12), extra: String::new(), docker_host: "unix:///var/run/docker.sock".into(), gateway_extra: String::new(), events_extra: String::new(), ports_extra: String::new() }
+        Options {
+            ports: port_slice(12),
+            extra: String::new(),
+            docker_host: "unix:///var/run/docker.sock".into(),
+            gateway_extra: String::new(),
+            events_extra: String::new(),
+            ports_extra: String::new(),
+            wait_for_docker: true,
+        }
     }
 }
 

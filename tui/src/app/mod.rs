@@ -688,7 +688,7 @@ impl App {
                 let mut note = None;
                 if let Conn::Up { version: v, docker: d, .. } = &mut self.conn {
                     if *d != docker && docker.is_some() {
-                        let text = if docker == Some(true) { "Docker is reachable again" } else { "Docker is unreachable" };
+                        let text = if docker == Some(true) { "Docker is reachable again" } else { "Docker is unreachable or not answering (see `addonctl health`)" };
                         *d = docker;
                         note = Some((docker == Some(true), text.to_string()));
                     }
