@@ -220,6 +220,19 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the request needs a JSON body: send a JSON object like {\"name\": \"…\"}").field("body"));
     }
+    // Every route takes an object; serde would also read a struct from an array by position,
+    // which only makes for confusing messages.
+    if let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()).filter(|b| **b != b'{') {
+        let shape = match first {
+            b'[' => "an array",
+            b'"' => "a string",
+            b'-' | b'0'..=b'9' => "a number",
+            b't' | b'f' => "a boolean",
+            b'n' => "null",
+            _ => "not JSON",
+        };
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the request body is {shape}; send a JSON object like {{\"name\": \"…\"}}")).field("body"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -264,12 +277,13 @@ pub(crate) fn json_error_text(e: &serde_json::Error) -> String {
 /// errors name the field (see [`FieldError::from_serde`]).
 fn json_error(bytes: &[u8], path: &str, e: &serde_json::Error) -> ApiError {
     use serde_json::error::Category;
-    let field = if path == "." { "body".to_string() } else { path.to_string() };
+    let path = path.trim_end_matches('?').trim_end_matches('.');
+    let field = if path.is_empty() { "body".to_string() } else { path.to_string() };
     match e.classify() {
         Category::Eof => ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            format!("the request body ends in the middle of its JSON (after {} bytes); send a complete JSON object", bytes.len()),
+            format!("the request body ends in the middle of its JSON (after {} byte{}); send a complete JSON object", bytes.len(), if bytes.len() == 1 { "" } else { "s" }),
         )
         .field(field),
         Category::Syntax | Category::Io => ApiError::new(

@@ -433,6 +433,8 @@ impl FieldError {
     /// [`FieldError::from_serde`] for a value found at `prefix` of the request (like
     /// `services[0]`); an empty prefix is the request body itself.
     pub fn from_serde_in(prefix: &str, path: &str, text: &str) -> FieldError {
+        // serde_path_to_error writes `?` for a place it could not name: the level above.
+        let path = path.trim_end_matches('?').trim_end_matches('.');
         let path = if path == "." { "" } else { path };
         let here = match (prefix, path) {
             ("", "") => "body".to_string(),
@@ -444,8 +446,9 @@ impl FieldError {
         let what = if here == "body" { "the request body".to_string() } else { format!("`{here}`") };
         if let Some(rest) = text.strip_prefix("unknown field `") {
             let name = rest.split('`').next().unwrap_or("");
-            let allowed = rest.split_once(", expected ").map(|(_, e)| e.trim_start_matches("one of ")).unwrap_or("");
-            let field = join(name);
+            let allowed = rest.split_once(", expected ").map(|(_, e)| e.trim_start_matches("one of ").replace("` or `", "`, `")).unwrap_or_default();
+            // The path already ends at the unknown key.
+            let field = if here == name || here.ends_with(&format!(".{name}")) { here.clone() } else { join(name) };
             let message = if allowed.is_empty() || allowed.starts_with("there are no fields") {
                 format!("`{field}` is not a field here; remove it")
             } else {
@@ -459,7 +462,7 @@ impl FieldError {
         }
         if let Some(rest) = text.strip_prefix("unknown variant `") {
             let value = rest.split('`').next().unwrap_or("");
-            let allowed = rest.split_once(", expected ").map(|(_, e)| e.trim_start_matches("one of ")).unwrap_or("");
+            let allowed = rest.split_once(", expected ").map(|(_, e)| e.trim_start_matches("one of ").replace("` or `", "`, `")).unwrap_or_default();
             return field_err(here, format!("{what}: `{value}` is not one of its values; use {allowed}"));
         }
         let text = humanize_serde(text);

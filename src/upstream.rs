@@ -795,6 +795,80 @@ mod tests {
         assert!(head("SSH-2.0-OpenSSH\r\n\r\n", Method::GET).is_err());
     }
 
+    /// Reads a whole answer (head, then body until its framing says it ended, or until
+    /// the input ends for a close-delimited one): the body and whether the connection
+    /// could be reused, or why the answer was refused.
+    fn read_answer(raw: &[u8]) -> Result<(Vec<u8>, bool), String> {
+        let (n, head) = parse_head(raw, &Method::GET, true).map_err(|e| e.to_string())?.ok_or("the head is incomplete")?;
+        let (_, _, mut framing, keep) = head.ok_or("an interim answer")?;
+        let mut buf = BytesMut::from(&raw[n..]);
+        let mut out = Vec::new();
+        loop {
+            match framing.decode(&mut buf)? {
+                Step::Data(b) => out.extend_from_slice(&b),
+                Step::Done => return Ok((out, keep)),
+                Step::NeedMore if framing == Framing::UntilClose => return Ok((out, false)),
+                Step::NeedMore => return Err("the body is incomplete".into()),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_and_smuggling_framings_are_refused() {
+        const OK: &str = "HTTP/1.1 200 OK\r\n";
+        let chunked = |body: &str| format!("{OK}transfer-encoding: chunked\r\n\r\n{body}");
+        // (what, the answer as the addon sends it, the body when it must be read, or None
+        // when it must be refused)
+        let cases: Vec<(&str, String, Option<&str>)> = vec![
+            ("a plain length", format!("{OK}content-length: 5\r\n\r\nhello"), Some("hello")),
+            ("a signed length", format!("{OK}content-length: +5\r\n\r\nhello"), None),
+            ("a negative length", format!("{OK}content-length: -5\r\n\r\nhello"), None),
+            ("a hexadecimal length", format!("{OK}content-length: 0x5\r\n\r\nhello"), None),
+            ("a length with a space inside", format!("{OK}content-length: 5 5\r\n\r\nhello"), None),
+            ("an empty length", format!("{OK}content-length: \r\n\r\nhello"), None),
+            ("a length that overflows", format!("{OK}content-length: 99999999999999999999\r\n\r\nhello"), None),
+            ("two agreeing lengths", format!("{OK}content-length: 5\r\ncontent-length: 5\r\n\r\nhello"), Some("hello")),
+            ("two conflicting lengths", format!("{OK}content-length: 5\r\ncontent-length: 6\r\n\r\nhello!"), None),
+            ("a conflicting length list", format!("{OK}content-length: 5, 6\r\n\r\nhello!"), None),
+            ("an agreeing length list", format!("{OK}content-length: 5, 5\r\n\r\nhello"), Some("hello")),
+            ("a space before the colon", format!("{OK}content-length : 5\r\n\r\nhello"), None),
+            ("an obsolete line fold", format!("{OK}x-a: 1\r\n folded\r\ncontent-length: 5\r\n\r\nhello"), None),
+            ("length and chunked: chunked wins", format!("{OK}content-length: 3\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), Some("hello")),
+            ("a coding after chunked", format!("{OK}transfer-encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), None),
+            ("chunked twice", format!("{OK}transfer-encoding: chunked, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), None),
+            ("chunked in two headers", format!("{OK}transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"), None),
+            ("chunked in HTTP/1.0", "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_string(), None),
+            ("another coding alone: until close", format!("{OK}transfer-encoding: gzip\r\n\r\nhello"), Some("hello")),
+            ("a chunk size with +", chunked("+5\r\nhello\r\n0\r\n\r\n"), None),
+            ("a chunk size with a leading space", chunked(" 5\r\nhello\r\n0\r\n\r\n"), None),
+            ("a chunk size in 0x", chunked("0x5\r\nhello\r\n0\r\n\r\n"), None),
+            ("a chunk size that is not hex", chunked("g\r\nhello\r\n0\r\n\r\n"), None),
+            ("a chunk size that overflows", chunked("fffffffffffffffff\r\nhello\r\n0\r\n\r\n"), None),
+            ("chunk extensions", chunked("5;name=value;x\r\nhello\r\n0;last\r\n\r\n"), Some("hello")),
+            ("whitespace before an extension", chunked("5 ;x\r\nhello\r\n0\r\n\r\n"), Some("hello")),
+            ("a bare LF in an extension", chunked("5;a\nb\r\nhello\r\n0\r\n\r\n"), None),
+            ("a size line ending in a bare LF", chunked("5\nhello\r\n0\r\n\r\n"), None),
+            ("a size line ending in a bare CR", chunked("5\rhello\r\n0\r\n\r\n"), None),
+            ("chunk data without its CRLF", chunked("5\r\nhelloX0\r\n\r\n"), None),
+            ("chunk data ending in a bare LF", chunked("5\r\nhello\n0\r\n\r\n"), None),
+            ("a chunk longer than its size", chunked("3\r\nhello\r\n0\r\n\r\n"), None),
+            ("a trailer field", chunked("5\r\nhello\r\n0\r\nx-t: 1\r\n\r\n"), Some("hello")),
+            ("a folded trailer", chunked("0\r\nx-t: 1\r\n folded\r\n\r\n"), None),
+            ("a trailer that is not a field", chunked("0\r\nnot a field\r\n\r\n"), None),
+            ("a trailer section ending in a bare LF", chunked("0\r\nx-t: 1\r\n\n"), None),
+        ];
+        for (what, raw, want) in cases {
+            match (read_answer(raw.as_bytes()), want) {
+                (Ok((body, _)), Some(want)) => assert_eq!(String::from_utf8_lossy(&body), want, "{what}"),
+                (Err(_), None) => {}
+                (got, want) => panic!("{what}: expected {want:?}, got {got:?}"),
+            }
+        }
+        // An answer framed both ways is read by its chunks and its connection not reused.
+        let (_, keep) = read_answer(format!("{OK}content-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n").as_bytes()).expect("read");
+        assert!(!keep, "a connection that carried an answer framed both ways is not reused");
+    }
+
     // ---- against a real server on loopback ------------------------------------------
 
     use std::sync::atomic::{AtomicUsize, Ordering};
