@@ -231,7 +231,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
             b'n' => "null",
             _ => "not JSON",
         };
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the request body is {shape}; send a JSON object like {{\"name\": \"…\"}}")).field("body"));
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid request body: it is {shape}; send a JSON object like {{\"name\": \"…\"}}")).field("body"));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -242,7 +242,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            format!("the request body goes on after its JSON value (at byte {}); send exactly one JSON object and nothing after it", json_error_offset(bytes, &e)),
+            format!("invalid request body: it goes on after its JSON value (at byte {}); send exactly one JSON object and nothing after it", json_error_offset(bytes, &e)),
         )
         .field("body")
     })?;
@@ -283,18 +283,18 @@ fn json_error(bytes: &[u8], path: &str, e: &serde_json::Error) -> ApiError {
         Category::Eof => ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            format!("the request body ends in the middle of its JSON (after {} byte{}); send a complete JSON object", bytes.len(), if bytes.len() == 1 { "" } else { "s" }),
+            format!("invalid request body: it ends in the middle of its JSON (after {} byte{}); send a complete JSON object", bytes.len(), if bytes.len() == 1 { "" } else { "s" }),
         )
         .field(field),
         Category::Syntax | Category::Io => ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            format!("the request body is not valid JSON at byte {} ({}); send a JSON object like {{\"name\": \"…\"}}", json_error_offset(bytes, e), json_error_text(e)),
+            format!("invalid request body: not valid JSON at byte {} ({}); send a JSON object like {{\"name\": \"…\"}}", json_error_offset(bytes, e), json_error_text(e)),
         )
         .field(field),
         Category::Data => {
             let f = FieldError::from_serde(path, &json_error_text(e));
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", f.message).field(f.field)
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid request body: {}", f.message)).field(f.field)
         }
     }
 }

@@ -590,7 +590,12 @@ const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
 /// one is left, and [`crate::connections::serve_connection`] closes the connection after
 /// the answer, lingering so the client reads it.
 async fn refuse(req: axum::extract::Request, resp: Response) -> Response {
-    crate::connections::drain(req.into_body(), REFUSAL_DRAIN_BYTES).await;
+    // A client that asked `Expect: 100-continue` has not sent its body: reading it would
+    // make hyper invite it first. The refusal goes at once, and the connection closes.
+    let expects = req.headers().get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !expects {
+        crate::connections::drain(req.into_body(), REFUSAL_DRAIN_BYTES).await;
+    }
     resp
 }
 
