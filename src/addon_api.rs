@@ -165,7 +165,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, registry: Arc<Reg
         let slot = match registry.admit() {
             Admission::Admitted(slot) => slot,
             Admission::Refused => {
-                let _ = stream.try_write(&crate::connections::overloaded_response(Listener::AddonApi));
+                crate::connections::refuse_overloaded(stream, Listener::AddonApi);
                 continue;
             }
         };

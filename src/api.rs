@@ -1777,7 +1777,7 @@ pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, regi
         let slot = match registry.admit() {
             Admission::Admitted(slot) => slot,
             Admission::Refused => {
-                let _ = stream.try_write(&crate::connections::overloaded_response(Listener::Admin));
+                crate::connections::refuse_overloaded(stream, Listener::Admin);
                 continue;
             }
         };

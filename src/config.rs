@@ -282,7 +282,7 @@ impl Default for HttpConfig {
             body_read_timeout_seconds: 60.0,
             keep_alive_idle_seconds: 60.0,
             gateway_max_connections: 8192,
-            admin_max_connections: 64,
+            admin_max_connections: 1024,
             addon_api_max_connections: 512,
         }
     }

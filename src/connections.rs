@@ -410,6 +410,51 @@ impl Drop for Slot {
     }
 }
 
+/// Refusals at the cap still being answered per listener; past this many a refusal is
+/// written without waiting and the connection dropped at once, so refusing cannot itself
+/// hold many descriptors.
+const MAX_REFUSALS_IN_FLIGHT: usize = 16;
+
+static REFUSALS: LazyLock<[Arc<tokio::sync::Semaphore>; 3]> = LazyLock::new(|| std::array::from_fn(|_| Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS_IN_FLIGHT))));
+
+/// Answers a connection refused at the cap with the 503 envelope and closes it, reading and
+/// dropping what the client sends meanwhile for up to a second (so its request write does
+/// not fail before it reads the answer); without a free refusal slot, the answer is written
+/// only if the socket takes it at once.
+pub fn refuse_overloaded<S>(stream: S, listener: Listener)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let answer = overloaded_response(listener);
+    match REFUSALS[listener.index()].clone().try_acquire_owned() {
+        Ok(permit) => {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let _permit = permit;
+                let mut stream = stream;
+                let linger = async {
+                    let _ = stream.write_all(&answer).await;
+                    let _ = stream.shutdown().await;
+                    let mut sink = [0u8; 4096];
+                    let mut total = 0usize;
+                    while let Ok(n) = stream.read(&mut sink).await {
+                        total += n;
+                        if n == 0 || total > 1 << 20 {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
+            });
+        }
+        Err(_) => {
+            let mut stream = stream;
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let _ = Pin::new(&mut stream).poll_write(&mut cx, &answer);
+        }
+    }
+}
+
 /// The answer to a connection refused at the cap (written as is, then closed).
 pub fn overloaded_response(listener: Listener) -> Vec<u8> {
     let body = serde_json::json!({"success": false, "error": {"code": "overloaded", "message": format!(
@@ -856,7 +901,7 @@ mod tests {
     fn budgets_fit_the_descriptor_limit() {
         let b = Budgets::compute(&cfg(), 65536);
         assert!(!b.scaled);
-        assert_eq!((b.admin, b.gateway, b.addon_api), (64, 8192, 512));
+        assert_eq!((b.admin, b.gateway, b.addon_api), (1024, 8192, 512));
         for limit in [1024u64, 2048, 4096, 16384] {
             let b = Budgets::compute(&cfg(), limit);
             assert!(b.scaled, "{limit}");

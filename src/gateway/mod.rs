@@ -480,7 +480,7 @@ pub async fn serve(listener: tokio::net::TcpListener, gw: Arc<Gateway>, shutdown
         let slot = match registry.admit() {
             Admission::Admitted(slot) => slot,
             Admission::Refused => {
-                let _ = stream.try_write(&crate::connections::overloaded_response(Listener::Gateway));
+                crate::connections::refuse_overloaded(stream, Listener::Gateway);
                 continue;
             }
         };
