@@ -158,8 +158,11 @@ pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
 /// stay for everything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budgets {
+    /// Connections the admin socket may hold.
     pub admin: usize,
+    /// Connections the gateway may hold.
     pub gateway: usize,
+    /// Connections the addon API may hold, all its addresses together.
     pub addon_api: usize,
     /// The descriptor limit they were computed for.
     pub fd_limit: u64,
@@ -203,9 +206,13 @@ impl Budgets {
 /// A listener's timeouts and cap.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// The cap: connections held at once.
     pub max_connections: usize,
+    /// A request head must arrive within this of its first byte.
     pub header_timeout: Duration,
+    /// A request body must arrive within this of its head.
     pub body_timeout: Duration,
+    /// A connection without a request for this long is closed.
     pub idle_timeout: Duration,
 }
 
@@ -257,6 +264,7 @@ fn now_ns() -> u64 {
 
 /// The state one connection shares between its task, its IO and the registry.
 pub struct ConnState {
+    /// The [`Phase`], as its `u8`.
     phase: AtomicU8,
     /// When the current `Idle` or `Head` phase began (nanoseconds since [`EPOCH`]).
     since: AtomicU64,
@@ -264,6 +272,7 @@ pub struct ConnState {
     pipelined: AtomicBool,
     /// Set (and `kill` notified) when the cap picks this connection to close.
     killed: AtomicBool,
+    /// Wakes the connection's watchdog when the cap picks it.
     kill: Notify,
 }
 
@@ -316,9 +325,13 @@ impl ConnState {
 
 /// The connections of one listener, for its cap and its counters.
 pub struct Registry {
+    /// Whose connections these are (for the counters and messages).
     listener: Listener,
+    /// The cap and the timeouts.
     limits: Limits,
+    /// Every open connection by its id; locked on accept and on close only.
     conns: Mutex<HashMap<u64, Arc<ConnState>>>,
+    /// The next connection's id.
     next: AtomicU64,
 }
 
@@ -398,8 +411,11 @@ impl Registry {
 
 /// A connection's place in its listener's registry; leaving it (drop) frees the place.
 pub struct Slot {
+    /// The registry the place is in.
     registry: Arc<Registry>,
+    /// The connection's id there.
     id: u64,
+    /// The connection's state, shared with the registry.
     state: Arc<ConnState>,
 }
 
@@ -472,7 +488,9 @@ pub fn overloaded_response(listener: Listener) -> Vec<u8> {
 /// JSON envelope, and lingers on close. It holds the connection's [`Slot`], so an upgraded
 /// (WebSocket) connection keeps its place for as long as it lives.
 pub struct Tracked<T> {
+    /// The socket.
     inner: T,
+    /// The connection's place in its listener's budget, and its state.
     slot: Slot,
     /// The envelope written in place of hyper's empty-bodied refusal, and how much of it
     /// has been written.
@@ -483,7 +501,9 @@ pub struct Tracked<T> {
 }
 
 struct Linger {
+    /// When lingering gives up.
     deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Bytes read and dropped so far.
     drained: usize,
 }
 
@@ -584,6 +604,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     /// reads it.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.state().phase() == Phase::Upgraded {
+            // No longer HTTP: a WebSocket splice shuts one direction down while the other
+            // still carries data, which lingering would read away.
+            return Pin::new(&mut this.inner).poll_shutdown(cx);
+        }
         if this.linger.is_none() {
             ready!(this.poll_rewrite(cx))?;
             if ready!(Pin::new(&mut this.inner).poll_shutdown(cx)).is_err() {
@@ -660,11 +685,18 @@ pub struct BodyTimeout(pub Duration);
 /// A request body that must arrive whole within a deadline counted from its head, and
 /// that records whether it was read to its end.
 struct TimedBody {
+    /// The body as hyper reads it.
     inner: Incoming,
+    /// When the request's head was complete.
     start: Instant,
+    /// How long the whole body may take from `start`.
     timeout: Duration,
+    /// Made the first time the body has to wait, so a body already in the buffer costs no
+    /// timer.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Set once the body has been read to its end.
     complete: Arc<AtomicBool>,
+    /// Whose counter a timeout goes to.
     listener: Listener,
 }
 
@@ -711,7 +743,9 @@ impl HttpBody for TimedBody {
 
 /// An answer's body that tells the connection when hyper is done with it.
 struct TrackedBody {
+    /// The answer's body as the handler made it.
     inner: Body,
+    /// The connection told when hyper drops it.
     state: Arc<ConnState>,
 }
 

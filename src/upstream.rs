@@ -529,6 +529,11 @@ fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, String> {
 /// space, at most 15), optional whitespace and extensions, CRLF. `None` until the line is
 /// complete.
 fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, String> {
+    // httparse reads an empty line as size 0 (the end of the body); hyper wants a digit.
+    if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
+        let end = buf.iter().position(|b| *b == b'\n').map_or(buf.len(), |i| i + 1).min(40);
+        return Err(format!("`{}` is not a chunk-size line", String::from_utf8_lossy(&buf[..end]).escape_debug()));
+    }
     match httparse::parse_chunk_size(buf) {
         Ok(httparse::Status::Complete((n, _))) if n > MAX_LINE_BYTES => Err("a chunk-size line is too long".into()),
         // httparse lets anything through inside an extension; a bare LF there is a line
@@ -844,6 +849,8 @@ mod tests {
             ("a chunk size in 0x", chunked("0x5\r\nhello\r\n0\r\n\r\n"), None),
             ("a chunk size that is not hex", chunked("g\r\nhello\r\n0\r\n\r\n"), None),
             ("a chunk size that overflows", chunked("fffffffffffffffff\r\nhello\r\n0\r\n\r\n"), None),
+            ("an empty chunk size", chunked("5\r\nhello\r\n\r\n0\r\n\r\n"), None),
+            ("a chunk size of spaces", chunked("  \r\nhello\r\n0\r\n\r\n"), None),
             ("chunk extensions", chunked("5;name=value;x\r\nhello\r\n0;last\r\n\r\n"), Some("hello")),
             ("whitespace before an extension", chunked("5 ;x\r\nhello\r\n0\r\n\r\n"), Some("hello")),
             ("a bare LF in an extension", chunked("5;a\nb\r\nhello\r\n0\r\n\r\n"), None),

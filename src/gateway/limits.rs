@@ -87,9 +87,13 @@ pub fn prefix_of(ip: IpAddr) -> IpAddr {
 
 /// Failed authentications per source, and per trusted proxy.
 pub struct FailureLimiter {
+    /// Budget of a client address (or IPv6 /64), and of the overflow bucket.
     per_minute: u32,
+    /// Budget of a trusted proxy, for everything it forwards.
     per_proxy_per_minute: u32,
+    /// Buckets kept at most (see [`MAX_FAILURE_BUCKETS`]).
     max_buckets: usize,
+    /// The buckets; swept by [`FailureLimiter::sweep`] on a timer.
     buckets: Mutex<HashMap<FailureKey, TokenBucket>>,
 }
 
