@@ -1937,6 +1937,46 @@ mod tests {
     }
 
     #[test]
+    fn refused_peers_are_reported_once_a_minute_per_uid() {
+        let mut r = RefusalReports::default();
+        let t0 = Instant::now();
+        assert_eq!(r.note(65534, t0), Some(1));
+        for i in 0..5 {
+            assert_eq!(r.note(65534, t0 + Duration::from_secs(i)), None);
+        }
+        assert_eq!(r.note(1000, t0), Some(1), "another uid has its own report");
+        assert_eq!(r.note(65534, t0 + Duration::from_secs(61)), Some(6), "the next report counts what was held back");
+    }
+
+    #[test]
+    fn json_bodies_are_one_object_and_errors_name_the_field() {
+        let err = |body: &str| parse_json::<CreateRequest>(body.as_bytes()).expect_err(body);
+        let ok = parse_json::<CleanupBody>(br#" {"days": 3} "#).expect("one object, whitespace around it");
+        assert_eq!(ok.days, 3.0);
+        for (body, field, needle) in [
+            (r#"{"name":"x"}{"name":"#, "body", "after its JSON value"),
+            (r#"{"name":"x"} x"#, "body", "after its JSON value"),
+            ("[1]", "body", "an array"),
+            ("", "body", "needs a JSON body"),
+            (r#"{"name": "#, "name", "ends in the middle"),
+            (r#"{"nmae": "x"}"#, "nmae", "the fields are `name`"),
+            (r#"{"port": "80"}"#, "port", "expected a whole number"),
+            (r#"{"volumes": [1]}"#, "volumes[0]", "a string like"),
+            (r#"{"volumes": [{"source": "a"}]}"#, "volumes[0].target", "is required"),
+            (r#"{"volumes": [{"source": "a", "target": "/a", "readonly": true}]}"#, "volumes[0].readonly", "not a field"),
+            (r#"{"resource_limits": {"cpu": []}}"#, "resource_limits.cpu", "a number like"),
+            (r#"{"restart_policy": "sometimes"}"#, "restart_policy", "`on-failure`"),
+        ] {
+            let e = err(body);
+            assert_eq!((e.status, e.field.as_deref()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {}", e.message);
+            assert!(e.message.contains(needle), "{body}: {}", e.message);
+            for raw in ["line 1", "column", "untagged", "struct ", "i64", "u16"] {
+                assert!(!e.message.contains(raw), "{body}: parser text `{raw}` in {}", e.message);
+            }
+        }
+    }
+
+    #[test]
     fn prefixing_log_lines() {
         assert_eq!(&prefix_lines("[1] ", b"a\nb\n")[..], b"[1] a\n[1] b\n");
         assert_eq!(&prefix_lines("", b"a\n")[..], b"a\n");

@@ -717,7 +717,7 @@ impl Config {
             ("http.body_read_timeout_seconds", h.body_read_timeout_seconds),
             ("http.keep_alive_idle_seconds", h.keep_alive_idle_seconds),
         ] {
-            if !(v >= 0.1 && v <= 86_400.0) {
+            if !(0.1..=86_400.0).contains(&v) {
                 return Err(invalid(key, "must be between 0.1 and 86400 seconds"));
             }
         }

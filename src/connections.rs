@@ -101,7 +101,8 @@ pub fn stats(listener: Listener) -> &'static ListenerStats {
 pub fn render_metrics(out: &mut String) {
     use std::fmt::Write as _;
     let all = [Listener::Admin, Listener::Gateway, Listener::AddonApi];
-    let series: [(&str, &str, &str, fn(&ListenerStats) -> &AtomicU64); 7] = [
+    type Series = (&'static str, &'static str, &'static str, fn(&ListenerStats) -> &AtomicU64);
+    let series: [Series; 7] = [
         ("addond_http_connections", "gauge", "Open connections per listener.", |s| &s.open),
         ("addond_http_connections_shed_total", "counter", "Idle connections closed to make room at the listener's cap.", |s| &s.shed),
         ("addond_http_connections_refused_total", "counter", "New connections refused at the listener's cap.", |s| &s.refused),
@@ -1020,9 +1021,9 @@ mod tests {
     #[tokio::test]
     async fn body_failures_are_told_apart() {
         use http_body_util::BodyExt;
-        let over = http_body_util::Limited::new(http_body_util::Full::new(Bytes::from_static(b"abc")), 1).collect().await.err().expect("over the limit");
+        let over = http_body_util::Limited::new(http_body_util::Full::new(Bytes::from_static(b"abc")), 1).collect().await.expect_err("over the limit");
         assert_eq!(body_failure(&*over), BodyFailure::TooLarge);
-        let over = axum::body::to_bytes(Body::from("abc"), 1).await.err().expect("over the limit");
+        let over = axum::body::to_bytes(Body::from("abc"), 1).await.expect_err("over the limit");
         assert_eq!(body_failure(&over), BodyFailure::TooLarge, "through axum's error too");
         let wrapped = axum::Error::new(BodyTimeout(Duration::from_secs(1)));
         assert_eq!(body_failure(&wrapped), BodyFailure::Timeout);

@@ -479,7 +479,7 @@ fn humanize_serde(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut words = text.split(' ').peekable();
     while let Some(w) = words.next() {
-        let (core, tail) = match w.find(|c: char| c == ',' || c == ';') {
+        let (core, tail) = match w.find([',', ';']) {
             Some(i) => (&w[..i], &w[i..]),
             None => (w, ""),
         };
@@ -487,7 +487,7 @@ fn humanize_serde(text: &str) -> String {
             "struct" | "enum" if words.peek().is_some() => {
                 // `struct CreateRequest` → the JSON shape, whatever the Rust name.
                 let name = words.next().unwrap_or("");
-                let tail = name.find(|c: char| c == ',' || c == ';').map(|i| &name[i..]).unwrap_or("");
+                let tail = name.find([',', ';']).map(|i| &name[i..]).unwrap_or("");
                 out.push_str(if core == "struct" { "a JSON object" } else { "one of its names as a string" });
                 out.push_str(tail);
                 out.push(' ');
