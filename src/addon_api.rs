@@ -151,6 +151,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, registry: Arc<Reg
     use tower::ServiceExt;
     let tracker = tokio_util::task::TaskTracker::new();
     loop {
+        registry.room().await;
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {

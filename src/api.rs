@@ -1697,6 +1697,7 @@ pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, regi
     let mut reports = RefusalReports::default();
     let refusals = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     loop {
+        registry.room().await;
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {

@@ -334,6 +334,10 @@ pub struct Registry {
     conns: Mutex<HashMap<u64, Arc<ConnState>>>,
     /// The next connection's id.
     next: AtomicU64,
+    /// Connections told to close that have not closed yet.
+    dying: std::sync::atomic::AtomicUsize,
+    /// Notified when one of those closes.
+    room: Notify,
 }
 
 /// What the cap decided for a new connection.
@@ -346,7 +350,7 @@ pub enum Admission {
 
 impl Registry {
     pub fn new(listener: Listener, limits: Limits) -> Arc<Registry> {
-        Arc::new(Registry { listener, limits, conns: Mutex::new(HashMap::new()), next: AtomicU64::new(1) })
+        Arc::new(Registry { listener, limits, conns: Mutex::new(HashMap::new()), next: AtomicU64::new(1), dying: Default::default(), room: Notify::new() })
     }
 
     /// The registry of `listener` with the budget [`Budgets::for_config`] gives it.
@@ -367,17 +371,35 @@ impl Registry {
         self.len() == 0
     }
 
+    /// Waits (100 ms at most) while [`MAX_DYING`] connections told to close have not
+    /// closed yet, so a burst of new connections waits in the kernel's queue for the
+    /// connections making room rather than being refused. The accept loops call it before
+    /// each accept.
+    pub async fn room(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.dying.load(Ordering::Acquire) < MAX_DYING {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Takes a new connection in. At the cap the oldest idle connection is told to close
     /// (else the oldest one still sending its head: neither has a request being served);
     /// with neither, the new connection is refused.
     pub fn admit(self: &Arc<Self>) -> Admission {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         if conns.len() >= self.limits.max_connections {
-            let mut dying = 0usize;
+            let dying = self.dying.load(Ordering::Acquire);
             let mut victim: Option<(u8, u64, &Arc<ConnState>)> = None;
             for c in conns.values() {
                 if c.killed.load(Ordering::Acquire) {
-                    dying += 1;
                     continue;
                 }
                 let class = match c.phase() {
@@ -393,6 +415,7 @@ impl Registry {
             match victim {
                 Some((_, _, v)) if dying < MAX_DYING => {
                     v.killed.store(true, Ordering::Release);
+                    self.dying.fetch_add(1, Ordering::AcqRel);
                     v.kill.notify_one();
                     stats(self.listener).shed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -424,6 +447,10 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.registry.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
         stats(self.registry.listener).open.fetch_sub(1, Ordering::Relaxed);
+        if self.state.killed.load(Ordering::Acquire) {
+            self.registry.dying.fetch_sub(1, Ordering::AcqRel);
+            self.registry.room.notify_waiters();
+        }
     }
 }
 
@@ -980,10 +1007,35 @@ mod tests {
         let e = admitted(r.admit());
         e.state.request();
         assert!(b.state.killed.load(Ordering::Acquire), "then the one still sending its head");
+        assert_eq!(r.dying.load(Ordering::Acquire), 1, "b is on its way out");
         drop(b);
+        assert_eq!(r.dying.load(Ordering::Acquire), 0);
         assert!(matches!(r.admit(), Admission::Refused), "only busy connections left");
         drop(a);
         assert_eq!(r.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn new_connections_wait_briefly_while_many_are_closing() {
+        let r = registry(1);
+        let first = admitted(r.admit());
+        r.dying.store(MAX_DYING, Ordering::Release);
+        let t0 = Instant::now();
+        r.room().await;
+        assert!(t0.elapsed() >= Duration::from_millis(90), "waited for room: {:?}", t0.elapsed());
+        let waiter = {
+            let r = r.clone();
+            tokio::spawn(async move {
+                let t0 = Instant::now();
+                r.room().await;
+                t0.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        first.state.killed.store(true, Ordering::Release);
+        drop(first); // one of the closing connections closes
+        let waited = waiter.await.expect("waiter");
+        assert!(waited < Duration::from_millis(90), "woken when room was made: {waited:?}");
     }
 
     #[test]

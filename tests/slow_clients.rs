@@ -72,12 +72,11 @@ async fn a_slowloris_on_the_gateway_leaves_both_listeners_answering() {
     // The gateway stayed within its budget by closing the oldest idle connections.
     let open = metric(&d, "addond_http_connections", "gateway").await;
     let shed = metric(&d, "addond_http_connections_shed_total", "gateway").await;
-    // While the connections picked to make room have not closed yet (at most 64), a new one
-    // is refused with 503 rather than taken in beyond the budget.
+    // While 64 connections picked to make room have not closed yet, new ones wait (100 ms at
+    // most) and are then refused with 503 rather than taken in beyond the budget.
     let refused = metric(&d, "addond_http_connections_refused_total", "gateway").await;
     assert!(open < 1024 / 2, "the gateway holds {open} connections under a 1024-descriptor limit");
     assert!(shed + refused >= 1200 + 200 - open, "{shed} connections shed, {refused} refused, {open} open");
-    assert!(shed > 900, "{shed} connections shed, {refused} refused");
     assert!(!d.log().contains("Too many open files"), "the daemon ran out of descriptors:\n{}", tail(&d.log(), 20));
     let mut closed = 0;
     for s in flood.iter_mut().take(1200) {

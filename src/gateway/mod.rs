@@ -465,6 +465,7 @@ pub async fn serve(listener: tokio::net::TcpListener, gw: Arc<Gateway>, shutdown
     }
     let mut next = 0usize;
     while !handoffs.is_empty() {
+        registry.room().await;
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
