@@ -24,6 +24,7 @@ use crate::addons::manifest::Manifest;
 use crate::addons::Addons;
 use crate::api::{self, ApiError, ApiResult, BodyLimit, JsonBody};
 use crate::config::Config;
+use crate::connections::{Admission, Listener, Registry};
 use crate::events::Events;
 use crate::gateway::keys::{ct_eq, hash_secret};
 use crate::lifecycle::Lifecycle;
@@ -83,7 +84,7 @@ impl AddonApi {
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
-        let limit = BodyLimit(self.cfg.addon_api.kv_max_value_bytes.max(64 * 1024) + 4096);
+        let limit = BodyLimit(self.cfg.addon_api.kv_max_value_bytes.max(64 * 1024) + 4096, "addon_api.kv_max_value_bytes, plus 4 KiB");
         Router::new()
             .route("/v1/health", get(health))
             .route("/v1/events", post(emit))
@@ -131,20 +132,56 @@ impl AddonApi {
                 }
             },
         };
+        // One connection budget for all the addresses: addons share it, and the gateway
+        // and the admin socket have their own.
+        let registry = Registry::for_listener(Listener::AddonApi, &self.cfg.http);
         let mut servers = Vec::new();
         for l in listeners {
-            let app = self.router();
-            let sd = shutdown.clone();
-            servers.push(tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, app).with_graceful_shutdown(sd.cancelled_owned()).await {
-                    tracing::error!(error = %e, "addon API server failed");
-                }
-            }));
+            servers.push(tokio::spawn(serve(l, self.router(), registry.clone(), shutdown.clone())));
         }
         for s in servers {
             let _ = s.await;
         }
     }
+}
+
+/// Serves one addon API address until `shutdown`, with the connection budget and timeouts
+/// of every listener, then lets requests in flight finish.
+async fn serve(listener: tokio::net::TcpListener, app: Router, registry: Arc<Registry>, shutdown: CancellationToken) {
+    use tower::ServiceExt;
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        registry.room().await;
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "addon API: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let slot = match registry.admit() {
+            Admission::Admitted(slot) => slot,
+            Admission::Refused => {
+                crate::connections::refuse_overloaded(stream, Listener::AddonApi);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let handler = move |req: axum::extract::Request| {
+                let app = app.clone();
+                async move { app.oneshot(req).await.unwrap_or_else(|e| match e {}) }
+            };
+            crate::connections::serve_connection(stream, slot, &shutdown, handler).await;
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
 }
 
 async fn health(caller: Caller) -> ApiResult {
@@ -189,18 +226,28 @@ async fn kv_get(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path
     }
 }
 
-async fn kv_put(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path<String>, body: Bytes) -> ApiResult {
+async fn kv_put(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path<String>, req: axum::extract::Request) -> ApiResult {
     caller.require("storage", "writing storage")?;
     check_key(&key)?;
     let max = st.cfg.addon_api.kv_max_value_bytes;
+    // One byte more than the quota tells "over the quota" apart from "exactly at it".
+    let body: Bytes = match api::read_body(req.into_body(), max + 1, "addon_api.kv_max_value_bytes").await {
+        Ok(b) => b,
+        Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => return Err(quota_exceeded(max)),
+        Err(e) => return Err(e),
+    };
     if body.len() > max {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded", format!("values are at most {max} bytes (addon_api.kv_max_value_bytes)")));
+        return Err(quota_exceeded(max));
     }
     let n = body.len();
     if !st.lifecycle.store().kv_put(&caller.addon_instance, &key, body.to_vec(), st.cfg.addon_api.kv_max_keys).await? {
         return Err(ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded", format!("this addon already stores {} keys (addon_api.kv_max_keys)", st.cfg.addon_api.kv_max_keys)));
     }
     api::ok(StatusCode::OK, json!({"key": key, "bytes": n}), "stored")
+}
+
+fn quota_exceeded(max: usize) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded", format!("values are at most {max} bytes (addon_api.kv_max_value_bytes); store a smaller value")).field_name("body")
 }
 
 async fn kv_delete(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path<String>) -> ApiResult {

@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use futures_util::StreamExt;
-use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -153,7 +152,9 @@ impl From<AddonError> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
+        let text = e.body_text();
+        let text = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("the query string is not valid ({text}); send only this route's parameters, each with a value of its type"))
     }
 }
 
@@ -184,41 +185,134 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let limit = req.extensions().get::<BodyLimit>().map(|l| l.0).unwrap_or(1 << 20);
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body is larger than {limit} bytes (api.max_body_bytes)"))
-        })?;
+        let limit = req.extensions().get::<BodyLimit>().copied().unwrap_or(BodyLimit(1 << 20, "api.max_body_bytes"));
+        let bytes = read_body(req.into_body(), limit.0, limit.1).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }
 
-/// Parses a JSON body so that a wrong shape names the field at fault.
-pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the request needs a JSON body"));
-    }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let err = ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid request body: {inner}"));
-        if path != "." {
-            err.field(path)
-        } else {
-            err
-        }
-    })
+/// Reads a whole request body of at most `limit` bytes (`limit_key`: the setting that says
+/// so): 413 when it is larger, 408 when it does not arrive in time, 400 when its framing is
+/// broken (a malformed chunk).
+pub(crate) async fn read_body(body: Body, limit: usize, limit_key: &str) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| body_read_error(&e, limit as u64, limit_key))
 }
 
+/// The answer for a request body that could not be read (see [`read_body`]).
+pub(crate) fn body_read_error(e: &(dyn std::error::Error + 'static), limit: u64, limit_key: &str) -> ApiError {
+    use crate::connections::{body_failure, error_chain, BodyFailure};
+    match body_failure(e) {
+        BodyFailure::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body is larger than {limit} bytes ({limit_key}); send a smaller body")).field("body"),
+        BodyFailure::Timeout => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("{}; send the whole body right after the request head", error_chain(e).rsplit(": ").next().unwrap_or("the request body did not arrive in time")),
+        )
+        .field("body"),
+        BodyFailure::Malformed => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("the request body could not be read ({}); frame it with one Content-Length or with valid chunked encoding", error_chain(e)),
+        )
+        .field("body"),
+    }
+}
+
+/// Parses a JSON body so that a wrong shape names the field at fault, and refuses anything
+/// after the JSON value.
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the request needs a JSON body: send a JSON object like {\"name\": \"…\"}").field("body"));
+    }
+    // Every route takes an object; serde would also read a struct from an array by position,
+    // which only makes for confusing messages.
+    if let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()).filter(|b| **b != b'{') {
+        let shape = match first {
+            b'[' => "an array",
+            b'"' => "a string",
+            b'-' | b'0'..=b'9' => "a number",
+            b't' | b'f' => "a boolean",
+            b'n' => "null",
+            _ => "not JSON",
+        };
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid request body: it is {shape}; send a JSON object like {{\"name\": \"…\"}}")).field("body"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        json_error(bytes, &path, e.inner())
+    })?;
+    de.end().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("invalid request body: it goes on after its JSON value (at byte {}); send exactly one JSON object and nothing after it", json_error_offset(bytes, &e)),
+        )
+        .field("body")
+    })?;
+    Ok(value)
+}
+
+/// Where (0-based byte offset) a serde_json error points, from its line and column.
+fn json_error_offset(bytes: &[u8], e: &serde_json::Error) -> usize {
+    let mut line = 1;
+    let mut offset = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if line == e.line() {
+            offset = i;
+            break;
+        }
+        if *b == b'\n' {
+            line += 1;
+        }
+        offset = i + 1;
+    }
+    (offset + e.column()).saturating_sub(1).min(bytes.len())
+}
+
+/// A serde_json error's own text without its ` at line L column C` suffix.
+pub(crate) fn json_error_text(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    text.strip_suffix(&suffix).unwrap_or(&text).to_string()
+}
+
+/// The 400 for a body that is not the JSON the route takes: syntax errors say where, data
+/// errors name the field (see [`FieldError::from_serde`]).
+fn json_error(bytes: &[u8], path: &str, e: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    let path = path.trim_end_matches('?').trim_end_matches('.');
+    let field = if path.is_empty() { "body".to_string() } else { path.to_string() };
+    match e.classify() {
+        Category::Eof => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("invalid request body: it ends in the middle of its JSON (after {} byte{}); send a complete JSON object", bytes.len(), if bytes.len() == 1 { "" } else { "s" }),
+        )
+        .field(field),
+        Category::Syntax | Category::Io => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("invalid request body: not valid JSON at byte {} ({}); send a JSON object like {{\"name\": \"…\"}}", json_error_offset(bytes, e), json_error_text(e)),
+        )
+        .field(field),
+        Category::Data => {
+            let f = FieldError::from_serde(path, &json_error_text(e));
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid request body: {}", f.message)).field(f.field)
+        }
+    }
+}
+
+/// The body limit of a router's routes and the setting that sets it.
 #[derive(Clone, Copy)]
-pub(crate) struct BodyLimit(pub usize);
+pub(crate) struct BodyLimit(pub usize, pub &'static str);
 
 // ---- routes ---------------------------------------------------------------------------
 
 /// Every route of the admin API.
 pub fn router(state: AppState) -> Router {
     const S: &str = "/api/plugin-microservice";
-    let limit = BodyLimit(state.lifecycle.config().api.max_body_bytes);
+    let limit = BodyLimit(state.lifecycle.config().api.max_body_bytes, "api.max_body_bytes");
     Router::new()
         .route("/health", get(daemon_health))
         .route("/metrics", get(metrics))
@@ -519,6 +613,11 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         st.started.elapsed().as_secs()
     ));
     st.addons.metrics.render_text(&mut out);
+    crate::connections::render_metrics(&mut out);
+    out.push_str(&format!(
+        "# HELP addond_admin_refused_total Admin socket connections refused because the peer is not allowed.\n# TYPE addond_admin_refused_total counter\naddond_admin_refused_total {}\n",
+        ADMIN_REFUSED.load(std::sync::atomic::Ordering::Relaxed)
+    ));
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], out).into_response())
 }
 
@@ -890,9 +989,7 @@ async fn addon_catalogue(State(st): State<AppState>, q: Result<Query<CategoryQue
 /// Registers a manifest; the body limit is the manifest limit, not the API's.
 async fn register_addon(State(st): State<AppState>, req: Request) -> ApiResult {
     let limit = st.addons.config().addons.max_manifest_bytes;
-    let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("manifest is larger than {limit} bytes (addons.max_manifest_bytes)"))
-    })?;
+    let bytes = read_body(req.into_body(), limit, "addons.max_manifest_bytes").await?;
     let manifest: ManifestRequest = parse_json(&bytes)?;
     let (m, new) = st.addons.register(manifest).await?;
     let status = if new { StatusCode::CREATED } else { StatusCode::OK };
@@ -1031,7 +1128,9 @@ impl RenderQuery {
         let parse = |v: &Option<String>, field: &str| -> Result<Value, ApiError> {
             match v {
                 None => Ok(json!({})),
-                Some(text) => serde_json::from_str(text).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("{field} is not JSON: {e}")).field(field)),
+                Some(text) => serde_json::from_str(text).map_err(|e| {
+                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("`{field}` is not JSON ({}); send it URL-encoded, like {field}=%7B%22k%22%3A1%7D for {{\"k\":1}}", json_error_text(&e))).field(field)
+                }),
             }
         };
         Ok((parse(&self.config, "config")?, parse(&self.context, "context")?))
@@ -1323,7 +1422,7 @@ struct RotateBody {
 /// A new key for a grant; the old one keeps working for the grace period (default from
 /// config, 0: refused from the next request).
 async fn rotate_grant(State(st): State<AppState>, Path(id): Path<String>, req: Request) -> ApiResult {
-    let bytes = axum::body::to_bytes(req.into_body(), 64 * 1024).await.map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "body too large"))?;
+    let bytes = read_body(req.into_body(), 64 * 1024, "64 KiB for this route").await?;
     let b: RotateBody = if bytes.iter().all(|c| c.is_ascii_whitespace()) { RotateBody::default() } else { parse_json(&bytes)? };
     let g = find_grant(&st, &id).await?;
     if g.revoked_at.is_some() {
@@ -1551,10 +1650,63 @@ pub fn group_id(name: &str) -> Option<u32> {
 
 const FORBIDDEN: &str = "{\"success\":false,\"error\":{\"code\":\"forbidden\",\"message\":\"permission denied: the admin socket serves root, the daemon's user and members of its group (daemon.socket_group); run as root or add your user to that group\"}}";
 
+/// Connections the admin socket refused (peer not allowed), for `/metrics`.
+pub static ADMIN_REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A refused peer is logged and audited at most once per this long per uid; the refusals
+/// in between are counted and reported with the next line.
+const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// Refused connections still being answered (their 403 written, what they send drained);
+/// past this many a refusal is answered without draining, so refused peers cannot hold
+/// descriptors the admin budget does not count.
+const MAX_REFUSALS_IN_FLIGHT: usize = 16;
+
+/// Rate-limits the log lines and audit records of refused admin connections: one per uid
+/// per [`REFUSAL_REPORT_EVERY`], with how many more there were.
+#[derive(Default)]
+struct RefusalReports {
+    /// uid → (when it was last reported, refusals since then).
+    seen: HashMap<u32, (Instant, u64)>,
+}
+
+impl RefusalReports {
+    /// Counts a refusal; `Some(n)` when it should be reported now (`n`: refusals from that
+    /// uid since the last report, this one included).
+    fn note(&mut self, uid: u32, now: Instant) -> Option<u64> {
+        if self.seen.len() >= 1024 {
+            self.seen.retain(|_, (at, _)| now.duration_since(*at) < REFUSAL_REPORT_EVERY);
+        }
+        match self.seen.get_mut(&uid) {
+            Some((at, n)) if now.duration_since(*at) < REFUSAL_REPORT_EVERY => {
+                *n += 1;
+                None
+            }
+            Some((at, n)) => {
+                let total = *n + 1;
+                *at = now;
+                *n = 0;
+                Some(total)
+            }
+            None => {
+                self.seen.insert(uid, (now, 0));
+                Some(1)
+            }
+        }
+    }
+}
+
 /// Serves the admin API on `listener` until `shutdown`, then lets in-flight requests finish.
-pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, shutdown: CancellationToken) {
+/// Connections count against `registry` (the admin socket's own budget and timeouts).
+/// Refused peers are logged and, when `audit` is given, written to the audit log — both
+/// at most once per uid per minute, with a count.
+pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, registry: Arc<crate::connections::Registry>, audit: Option<crate::store::Store>, shutdown: CancellationToken) {
+    use crate::connections::{Admission, Listener};
     let tracker = TaskTracker::new();
+    let mut reports = RefusalReports::default();
+    let refusals = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     loop {
+        registry.room().await;
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
@@ -1581,13 +1733,39 @@ pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, shut
             None => policy.allows(caller.uid, caller.gid, caller.pid),
         };
         if !allowed {
-            tracing::warn!(uid = caller.uid, pid = ?caller.pid, "refused admin connection");
+            ADMIN_REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(n) = reports.note(caller.uid, Instant::now()) {
+                tracing::warn!(uid = caller.uid, gid = caller.gid, pid = ?caller.pid, refused = n, "refused admin connection: peer is not root, the daemon's user or in daemon.socket_group ({n} from this uid since the last report; at most one report per uid per minute)");
+                if let Some(store) = &audit {
+                    let entry = AuditEntry {
+                        at: now_ms(),
+                        uid: Some(caller.uid),
+                        pid: caller.pid,
+                        method: "CONNECT".into(),
+                        path: "/".into(),
+                        status: 403,
+                        detail: Some(format!("admin socket: peer not allowed (gid {}; {n} refused from this uid since the last record)", caller.gid)),
+                        source: None,
+                    };
+                    let store = store.clone();
+                    tracker.spawn(async move {
+                        if let Err(e) = store.audit(entry).await {
+                            tracing::warn!(error = %e, "cannot write audit record");
+                        }
+                    });
+                }
+            }
+            let resp = format!(
+                "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{FORBIDDEN}",
+                FORBIDDEN.len()
+            );
+            let Ok(permit) = refusals.clone().try_acquire_owned() else {
+                let _ = stream.try_write(resp.as_bytes());
+                continue;
+            };
             tracker.spawn(async move {
+                let _permit = permit;
                 let mut stream = stream;
-                let resp = format!(
-                    "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{FORBIDDEN}",
-                    FORBIDDEN.len()
-                );
                 let _ = stream.write_all(resp.as_bytes()).await;
                 let _ = stream.shutdown().await;
                 // Drain (never parse) what the client sends until it hangs up, briefly: closing
@@ -1606,42 +1784,26 @@ pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, shut
             });
             continue;
         }
+        let slot = match registry.admit() {
+            Admission::Admitted(slot) => slot,
+            Admission::Refused => {
+                crate::connections::refuse_overloaded(stream, Listener::Admin);
+                continue;
+            }
+        };
         let app = app.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let mut req = req.map(Body::new);
+            let handler = move |mut req: axum::extract::Request| {
                 req.extensions_mut().insert(caller);
                 let app = app.clone();
-                async move { Ok::<_, Infallible>(app.oneshot(req).await.unwrap_or_else(|e| match e {})) }
-            });
-            serve_connection(TokioIo::new(stream), svc, &shutdown).await;
+                async move { app.oneshot(req).await.unwrap_or_else(|e| match e {}) }
+            };
+            crate::connections::serve_connection(stream, slot, &shutdown, handler).await;
         });
     }
     tracker.close();
     tracker.wait().await;
-}
-
-/// Serves one HTTP/1.1 connection (upgrades included) until it closes or `shutdown`, then
-/// lets the request in flight finish, 10 s at most. The admin socket and the gateway both
-/// serve their connections with it.
-pub(crate) async fn serve_connection<I, S, B>(io: I, svc: S, shutdown: &CancellationToken)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: hyper::body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
-        }
-    }
 }
 
 // ---- operator tools: backup and doctor ------------------------------------------------
@@ -1788,6 +1950,46 @@ mod tests {
         assert!(!p.allows(65534, 65534, None));
         let none = PeerPolicy { daemon_uid: 1000, group: None };
         assert!(!none.allows(1234, 500, None));
+    }
+
+    #[test]
+    fn refused_peers_are_reported_once_a_minute_per_uid() {
+        let mut r = RefusalReports::default();
+        let t0 = Instant::now();
+        assert_eq!(r.note(65534, t0), Some(1));
+        for i in 0..5 {
+            assert_eq!(r.note(65534, t0 + Duration::from_secs(i)), None);
+        }
+        assert_eq!(r.note(1000, t0), Some(1), "another uid has its own report");
+        assert_eq!(r.note(65534, t0 + Duration::from_secs(61)), Some(6), "the next report counts what was held back");
+    }
+
+    #[test]
+    fn json_bodies_are_one_object_and_errors_name_the_field() {
+        let err = |body: &str| parse_json::<CreateRequest>(body.as_bytes()).expect_err(body);
+        let ok = parse_json::<CleanupBody>(br#" {"days": 3} "#).expect("one object, whitespace around it");
+        assert_eq!(ok.days, 3.0);
+        for (body, field, needle) in [
+            (r#"{"name":"x"}{"name":"#, "body", "after its JSON value"),
+            (r#"{"name":"x"} x"#, "body", "after its JSON value"),
+            ("[1]", "body", "an array"),
+            ("", "body", "needs a JSON body"),
+            (r#"{"name": "#, "name", "ends in the middle"),
+            (r#"{"nmae": "x"}"#, "nmae", "the fields are `name`"),
+            (r#"{"port": "80"}"#, "port", "expected a whole number"),
+            (r#"{"volumes": [1]}"#, "volumes[0]", "a string like"),
+            (r#"{"volumes": [{"source": "a"}]}"#, "volumes[0].target", "is required"),
+            (r#"{"volumes": [{"source": "a", "target": "/a", "readonly": true}]}"#, "volumes[0].readonly", "not a field"),
+            (r#"{"resource_limits": {"cpu": []}}"#, "resource_limits.cpu", "a number like"),
+            (r#"{"restart_policy": "sometimes"}"#, "restart_policy", "`on-failure`"),
+        ] {
+            let e = err(body);
+            assert_eq!((e.status, e.field.as_deref()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {}", e.message);
+            assert!(e.message.contains(needle), "{body}: {}", e.message);
+            for raw in ["line 1", "column", "untagged", "struct ", "i64", "u16"] {
+                assert!(!e.message.contains(raw), "{body}: parser text `{raw}` in {}", e.message);
+            }
+        }
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub events: EventsConfig,
     pub addon_api: AddonApiConfig,
+    pub http: HttpConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -218,8 +219,12 @@ pub struct GatewayConfig {
     pub max_body_bytes: u64,
     /// Peers whose `X-Forwarded-For` is believed (CIDRs); from anyone else it is ignored.
     pub trusted_proxies: Vec<String>,
-    /// Failed authentications allowed per source address per minute before 429.
+    /// Failed authentications allowed per source address per minute before 429 (IPv6
+    /// sources count per /64).
     pub failed_auth_per_minute: u32,
+    /// Failed authentications allowed per minute through one trusted proxy, whatever
+    /// client addresses its `X-Forwarded-For` names, so rotating that header hits a limit.
+    pub failed_auth_per_proxy_per_minute: u32,
     /// After a key rotation the old key keeps working this long (seconds).
     pub rotation_grace_seconds: f64,
     /// Worker threads serving the gateway, each a whole request start to end (0: one per
@@ -253,6 +258,42 @@ pub struct AddonApiConfig {
     pub kv_max_keys: u32,
 }
 
+/// Timeouts and connection budgets of the daemon's three HTTP listeners (the admin socket,
+/// the gateway, the addon API). A slow or idle client holds a connection (a file
+/// descriptor) until one of these ends it, so they bound what a flood can hold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// A request's head (request line and headers) must arrive within this many seconds of
+    /// its first byte; else the connection is closed.
+    pub header_read_timeout_seconds: f64,
+    /// A request's body must arrive within this many seconds of its head; else 408.
+    pub body_read_timeout_seconds: f64,
+    /// A keep-alive connection with no request for this many seconds is closed.
+    pub keep_alive_idle_seconds: f64,
+    /// Most connections the gateway holds at once; at the cap the oldest idle one is closed
+    /// for a new one (scaled down at start when the file-descriptor limit is lower).
+    pub gateway_max_connections: usize,
+    /// Most connections the admin socket holds at once (its own budget: a flooded gateway
+    /// never takes it).
+    pub admin_max_connections: usize,
+    /// Most connections the addon API holds at once, over all its addresses.
+    pub addon_api_max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout_seconds: 10.0,
+            body_read_timeout_seconds: 60.0,
+            keep_alive_idle_seconds: 60.0,
+            gateway_max_connections: 8192,
+            admin_max_connections: 1024,
+            addon_api_max_connections: 512,
+        }
+    }
+}
+
 impl Default for EventsConfig {
     fn default() -> Self {
         EventsConfig { retention_days: 7.0, retention_max_events: 1_000_000, max_attempts: 10, retry_base_seconds: 1.0, retry_max_seconds: 300.0, delivery_timeout_seconds: 10.0 }
@@ -273,6 +314,7 @@ impl Default for GatewayConfig {
             max_body_bytes: 10 * 1024 * 1024,
             trusted_proxies: Vec::new(),
             failed_auth_per_minute: 30,
+            failed_auth_per_proxy_per_minute: 600,
             rotation_grace_seconds: 0.0,
             workers: 0,
         }
@@ -682,6 +724,21 @@ impl Config {
         if self.addon_api.kv_max_keys == 0 {
             return Err(invalid("addon_api.kv_max_keys", "must be at least 1"));
         }
+        let h = &self.http;
+        for (key, v) in [
+            ("http.header_read_timeout_seconds", h.header_read_timeout_seconds),
+            ("http.body_read_timeout_seconds", h.body_read_timeout_seconds),
+            ("http.keep_alive_idle_seconds", h.keep_alive_idle_seconds),
+        ] {
+            if !(0.1..=86_400.0).contains(&v) {
+                return Err(invalid(key, "must be between 0.1 and 86400 seconds"));
+            }
+        }
+        for (key, v) in [("http.gateway_max_connections", h.gateway_max_connections), ("http.admin_max_connections", h.admin_max_connections), ("http.addon_api_max_connections", h.addon_api_max_connections)] {
+            if !(8..=1_000_000).contains(&v) {
+                return Err(invalid(key, "must be between 8 and 1000000 connections"));
+            }
+        }
         if self.templates.image.trim().is_empty() {
             return Err(invalid("templates.image", "must name an image"));
         }
@@ -703,7 +760,7 @@ impl Config {
 }
 
 const SECTIONS: &[&str] = &[
-    "daemon", "api", "ports", "docker", "sandbox", "limits", "health", "restart", "reconcile", "templates", "addons", "widgets", "gateway", "events", "addon_api",
+    "daemon", "api", "ports", "docker", "sandbox", "limits", "health", "restart", "reconcile", "templates", "addons", "widgets", "gateway", "events", "addon_api", "http",
 ];
 
 /// Applies `ADDOND_<SECTION>_<KEY>=value` overrides. The value is read as a TOML literal

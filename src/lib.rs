@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod client;
 pub mod sanitize;
 pub mod api;
+pub mod connections;
 pub mod daemon;
 pub mod addons;
 pub mod image_ref;

@@ -315,11 +315,41 @@ pub struct CreateRequest {
     pub replicas: Option<i64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// A volume as requested: `"SOURCE:TARGET[:ro]"` or `{"source", "target", "read_only"}`.
+/// Deserialized by hand rather than as an untagged enum, so a wrong shape is told what the
+/// two accepted shapes are instead of "did not match any variant".
+#[derive(Debug, Clone)]
 pub enum VolumeRequest {
     Short(String),
-    Long { source: String, target: String, #[serde(default)] read_only: bool },
+    Long { source: String, target: String, read_only: bool },
+}
+
+impl<'de> Deserialize<'de> for VolumeRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = VolumeRequest;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a volume: a string like \"data:/data\" or \"./dir:/dir:ro\", or an object like {\"source\": \"data\", \"target\": \"/data\", \"read_only\": false}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<VolumeRequest, E> {
+                Ok(VolumeRequest::Short(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<VolumeRequest, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Long {
+                    source: String,
+                    target: String,
+                    #[serde(default)]
+                    read_only: bool,
+                }
+                let l = Long::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(VolumeRequest::Long { source: l.source, target: l.target, read_only: l.read_only })
+            }
+        }
+        d.deserialize_any(Shape)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -341,11 +371,36 @@ pub struct LimitsRequest {
     pub pids: Option<i64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// A limit given as text (`"512m"`, `"0.5"`) or as a number (`0.5`).
+#[derive(Debug, Clone)]
 pub enum StringOrNumber {
     S(String),
     N(f64),
+}
+
+impl<'de> Deserialize<'de> for StringOrNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl serde::de::Visitor<'_> for Shape {
+            type Value = StringOrNumber;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string like \"512m\" or \"0.5\", or a number like 0.5")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StringOrNumber, E> {
+                Ok(StringOrNumber::S(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<StringOrNumber, E> {
+                Ok(StringOrNumber::N(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<StringOrNumber, E> {
+                Ok(StringOrNumber::N(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<StringOrNumber, E> {
+                Ok(StringOrNumber::N(v as f64))
+            }
+        }
+        d.deserialize_any(Shape)
+    }
 }
 
 impl StringOrNumber {
@@ -364,6 +419,97 @@ pub struct FieldError {
     pub message: String,
     /// `invalid_volume` for volume refusals, `validation_failed` otherwise.
     pub code: &'static str,
+}
+
+impl FieldError {
+    /// A serde data error (wrong type, unknown or missing field, unknown value) at `path`
+    /// (`.` for the top level, else like `volumes[0].target`), told in terms of the JSON
+    /// the caller sends: the field it is about and what to send instead, without Rust type
+    /// names.
+    pub fn from_serde(path: &str, text: &str) -> FieldError {
+        FieldError::from_serde_in("", path, text)
+    }
+
+    /// [`FieldError::from_serde`] for a value found at `prefix` of the request (like
+    /// `services[0]`); an empty prefix is the request body itself.
+    pub fn from_serde_in(prefix: &str, path: &str, text: &str) -> FieldError {
+        // serde_path_to_error writes `?` for a place it could not name: the level above.
+        let path = path.trim_end_matches('?').trim_end_matches('.');
+        let path = if path == "." { "" } else { path };
+        let here = match (prefix, path) {
+            ("", "") => "body".to_string(),
+            ("", p) => p.to_string(),
+            (pre, "") => pre.to_string(),
+            (pre, p) => format!("{pre}.{p}"),
+        };
+        let join = |name: &str| if here == "body" { name.to_string() } else { format!("{here}.{name}") };
+        let what = if here == "body" { "the request body".to_string() } else { format!("`{here}`") };
+        if let Some(rest) = text.strip_prefix("unknown field `") {
+            let name = rest.split('`').next().unwrap_or("");
+            let allowed = rest.split_once(", expected ").map(|(_, e)| e.trim_start_matches("one of ").replace("` or `", "`, `")).unwrap_or_default();
+            // The path already ends at the unknown key.
+            let field = if here == name || here.ends_with(&format!(".{name}")) { here.clone() } else { join(name) };
+            let message = if allowed.is_empty() || allowed.starts_with("there are no fields") {
+                format!("`{field}` is not a field here; remove it")
+            } else {
+                format!("`{field}` is not a field here; the fields are {allowed}")
+            };
+            return field_err(field, message);
+        }
+        if let Some(rest) = text.strip_prefix("missing field `") {
+            let field = join(rest.split('`').next().unwrap_or(""));
+            return field_err(field.clone(), format!("`{field}` is required; send it"));
+        }
+        if let Some(rest) = text.strip_prefix("unknown variant `") {
+            let value = rest.split('`').next().unwrap_or("");
+            let allowed = rest.split_once(", expected ").map(|(_, e)| e.trim_start_matches("one of ").replace("` or `", "`, `")).unwrap_or_default();
+            return field_err(here, format!("{what}: `{value}` is not one of its values; use {allowed}"));
+        }
+        let text = humanize_serde(text);
+        if path.is_empty() && text.starts_with("invalid type:") {
+            return field_err(here, format!("{what} must be a JSON object ({text})"));
+        }
+        field_err(here, format!("{what}: {text}"))
+    }
+}
+
+/// Serde's wording with JSON's names for things: `struct X` and `map` are objects,
+/// `sequence` is an array, Rust's integer and float types are numbers.
+fn humanize_serde(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut words = text.split(' ').peekable();
+    while let Some(w) = words.next() {
+        let (core, tail) = match w.find([',', ';']) {
+            Some(i) => (&w[..i], &w[i..]),
+            None => (w, ""),
+        };
+        let replaced = match core {
+            "struct" | "enum" if words.peek().is_some() => {
+                // `struct CreateRequest` → the JSON shape, whatever the Rust name.
+                let name = words.next().unwrap_or("");
+                let tail = name.find([',', ';']).map(|i| &name[i..]).unwrap_or("");
+                out.push_str(if core == "struct" { "a JSON object" } else { "one of its names as a string" });
+                out.push_str(tail);
+                out.push(' ');
+                continue;
+            }
+            "map" => "object",
+            "sequence" => "array",
+            "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number of 0 or more",
+            "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+            "f32" | "f64" => "a number",
+            other => other,
+        };
+        out.push_str(replaced);
+        out.push_str(tail);
+        out.push(' ');
+    }
+    let out = out.trim_end().replace("a object", "an object").replace("a array", "an array").replace("a sequence", "an array");
+    if out.contains(" like ") {
+        out // the expectation shows an example already
+    } else {
+        format!("{out}; send a value of that type")
+    }
 }
 
 fn field_err(field: impl Into<String>, message: impl Into<String>) -> FieldError {

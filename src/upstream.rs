@@ -6,6 +6,11 @@
 //! request itself; BENCHMARKS.md, section 4), and one shared by the other threads. It speaks what the container contract needs:
 //! HTTP/1.1 (or 1.0) answers framed by a length, by chunks or by closing, with interim 1xx
 //! answers skipped. WebSocket upgrades do not come here; the gateway splices those itself.
+//! Framing is read as strictly as hyper reads it (RFC 9112): a Content-Length is digits
+//! only and every copy of it agrees, chunk sizes are parsed by `httparse`, and every line
+//! of the chunked framing ends in CRLF. An answer framed any other way is refused rather
+//! than guessed at, because a client and a proxy that read one answer differently are how
+//! responses get smuggled.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -54,6 +59,9 @@ pub enum UpstreamError {
     /// The caller's request body could not be read.
     #[error("reading the request body: {0}")]
     ClientBody(String),
+    /// The caller's request body did not arrive in time (`http.body_read_timeout_seconds`).
+    #[error("{0}")]
+    ClientBodyTimeout(String),
     /// The answer's body was larger than the limit.
     #[error("the addon's answer is larger than {0} bytes")]
     ReplyTooLarge(usize),
@@ -296,7 +304,10 @@ async fn stream_body(conn: &mut Conn, mut body: axum::body::Body, length: Option
     let mut sent: u64 = 0;
     let write = |e| broken("sending the request body to the addon", e);
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| UpstreamError::ClientBody(e.to_string()))?;
+        let frame = frame.map_err(|e| match crate::connections::body_failure(&e) {
+            crate::connections::BodyFailure::Timeout => UpstreamError::ClientBodyTimeout(crate::connections::error_chain(&e)),
+            _ => UpstreamError::ClientBody(crate::connections::error_chain(&e)),
+        })?;
         let Ok(data) = frame.into_data() else { continue }; // trailers are not forwarded
         if data.is_empty() {
             continue;
@@ -372,10 +383,12 @@ fn parse_head(buf: &[u8], method: &Method, want_headers: bool) -> Result<Option<
     let status = StatusCode::from_u16(code).map_err(|_| UpstreamError::Broken(format!("the addon answered with status {code}")))?;
     let http11 = resp.version == Some(1);
     let mut connection_close = !http11;
-    let mut chunked = false;
-    let mut other_coding = false;
+    let mut codings: Vec<&str> = Vec::new();
+    let mut has_te = false;
     let mut length: Option<u64> = None;
+    let mut has_cl = false;
     let mut named: Vec<&str> = Vec::new();
+    let malformed = |what: &str| UpstreamError::Broken(format!("the addon's answer has {what}"));
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("connection") {
             let v = std::str::from_utf8(h.value).unwrap_or("");
@@ -388,27 +401,49 @@ fn parse_head(buf: &[u8], method: &Method, want_headers: bool) -> Result<Option<
                 named.push(token);
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            let v = std::str::from_utf8(h.value).unwrap_or("");
-            for coding in v.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-                chunked = coding.eq_ignore_ascii_case("chunked");
-                other_coding |= !chunked;
-            }
+            has_te = true;
+            let v = std::str::from_utf8(h.value).map_err(|_| malformed("a transfer-encoding that is not text"))?;
+            codings.extend(v.split(',').map(str::trim).filter(|c| !c.is_empty()));
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<u64>().ok());
-            match (n, length) {
-                (Some(n), None) => length = Some(n),
-                (Some(n), Some(m)) if n == m => {}
-                _ => return Err(UpstreamError::Broken("the addon's answer has an invalid content-length".into())),
+            has_cl = true;
+            let v = std::str::from_utf8(h.value).map_err(|_| malformed("an invalid content-length"))?;
+            // Like hyper: each comma-separated copy is digits only (no sign, no spaces
+            // inside), and every copy says the same.
+            for piece in v.split(',') {
+                let n = content_length_digits(piece.trim_matches([' ', '\t'])).ok_or_else(|| malformed("an invalid content-length"))?;
+                match length {
+                    None => length = Some(n),
+                    Some(m) if m == n => {}
+                    Some(_) => return Err(malformed("content-lengths that disagree")),
+                }
             }
         }
     }
+    if has_te && !http11 {
+        return Err(malformed("a transfer-encoding in an HTTP/1.0 answer"));
+    }
+    let chunked_count = codings.iter().filter(|c| c.eq_ignore_ascii_case("chunked")).count();
+    if chunked_count > 1 {
+        return Err(malformed("chunked applied more than once"));
+    }
+    let chunked = codings.last().is_some_and(|c| c.eq_ignore_ascii_case("chunked"));
+    if has_te && chunked_count == 1 && !chunked {
+        return Err(malformed("a transfer-encoding that does not end in chunked"));
+    }
+    // Both framings at once: the transfer-encoding wins (RFC 9112 §6.3), and the
+    // connection is not used again, as a message that might be smuggling.
+    if has_te && has_cl {
+        connection_close = true;
+    }
+    let other_coding = has_te && !chunked;
     let no_body = *method == Method::HEAD || code == 204 || code == 304 || code == 101;
     let framing = if no_body {
         Framing::Length(0)
-    } else if chunked && !other_coding {
+    } else if chunked {
         Framing::Chunked(Chunk::Size)
-    } else if chunked || other_coding {
-        // A coding other than chunked last: the body ends when the connection does.
+    } else if other_coding {
+        // A coding other than chunked and no chunked at all: the body ends when the
+        // connection does.
         Framing::UntilClose
     } else if let Some(n) = length {
         Framing::Length(n)
@@ -452,8 +487,8 @@ enum Chunk {
     Data(u64),
     /// Expecting the CRLF after a chunk's data.
     DataEnd,
-    /// After the last chunk: trailer lines up to an empty one.
-    Trailer,
+    /// After the last chunk: trailer lines up to an empty one (this many so far).
+    Trailer(u32),
     Done,
 }
 
@@ -464,21 +499,58 @@ enum Step {
     Done,
 }
 
-/// One line (without its CRLF or LF) from the front of `buf`, if complete.
+/// A Content-Length value: ASCII digits only (`+5`, `-1`, `0x5`, `5 5` and empty are not
+/// lengths), as hyper reads it.
+fn content_length_digits(v: &str) -> Option<u64> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.bytes().try_fold(0u64, |n, b| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+}
+
+/// One line (without its CRLF) from the front of `buf`, if complete. A line must end in
+/// CRLF: a bare LF is malformed framing.
 fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, String> {
     match buf.iter().position(|b| *b == b'\n') {
+        Some(i) if i > MAX_LINE_BYTES => Err("a chunk-size or trailer line is too long".into()),
+        Some(i) if i == 0 || buf[i - 1] != b'\r' => Err("a line of the chunked framing ends in a bare LF instead of CRLF".into()),
         Some(i) => {
             let mut line = buf.split_to(i + 1);
-            line.truncate(i);
-            if line.last() == Some(&b'\r') {
-                line.truncate(i - 1);
-            }
+            line.truncate(i - 1);
             Ok(Some(line))
         }
         None if buf.len() > MAX_LINE_BYTES => Err("a chunk-size or trailer line is too long".into()),
         None => Ok(None),
     }
 }
+
+/// The size of the chunk whose size line starts `buf` and the bytes the line takes (CRLF
+/// included), parsed by `httparse` as hyper does: hex digits only (no sign, no leading
+/// space, at most 15), optional whitespace and extensions, CRLF. `None` until the line is
+/// complete.
+fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, String> {
+    // httparse reads an empty line as size 0 (the end of the body); hyper wants a digit.
+    if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
+        let end = buf.iter().position(|b| *b == b'\n').map_or(buf.len(), |i| i + 1).min(40);
+        return Err(format!("`{}` is not a chunk-size line", String::from_utf8_lossy(&buf[..end]).escape_debug()));
+    }
+    match httparse::parse_chunk_size(buf) {
+        Ok(httparse::Status::Complete((n, _))) if n > MAX_LINE_BYTES => Err("a chunk-size line is too long".into()),
+        // httparse lets anything through inside an extension; a bare LF there is a line
+        // end to some readers, so it is refused (as hyper does).
+        Ok(httparse::Status::Complete((n, _))) if buf[..n - 2].contains(&b'\n') => Err("a chunk extension contains a bare LF".into()),
+        Ok(httparse::Status::Complete((n, size))) => Ok(Some((n, size))),
+        Ok(httparse::Status::Partial) if buf.len() > MAX_LINE_BYTES => Err("a chunk-size line is too long".into()),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => {
+            let end = buf.iter().position(|b| *b == b'\n').map_or(buf.len(), |i| i + 1).min(40);
+            Err(format!("`{}` is not a chunk-size line", String::from_utf8_lossy(&buf[..end]).escape_debug()))
+        }
+    }
+}
+
+/// Trailer fields (after the last chunk) a chunked answer may carry at most.
+const MAX_TRAILERS: u32 = 100;
 
 impl Framing {
     /// Takes the next piece of body out of `buf`.
@@ -497,11 +569,9 @@ impl Framing {
             Framing::Chunked(state) => loop {
                 match *state {
                     Chunk::Size => {
-                        let Some(line) = take_line(buf)? else { return Ok(Step::NeedMore) };
-                        let digits = line[..].split(|b| *b == b';').next().unwrap_or(&[]);
-                        let digits = std::str::from_utf8(digits).map_err(|_| "a chunk size is not hexadecimal")?.trim();
-                        let size = u64::from_str_radix(digits, 16).map_err(|_| format!("`{digits}` is not a chunk size"))?;
-                        *state = if size == 0 { Chunk::Trailer } else { Chunk::Data(size) };
+                        let Some((n, size)) = chunk_size(buf)? else { return Ok(Step::NeedMore) };
+                        buf.advance(n);
+                        *state = if size == 0 { Chunk::Trailer(0) } else { Chunk::Data(size) };
                     }
                     Chunk::Data(left) => {
                         if buf.is_empty() {
@@ -512,17 +582,32 @@ impl Framing {
                         return Ok(Step::Data(buf.split_to(n).freeze()));
                     }
                     Chunk::DataEnd => {
-                        let Some(line) = take_line(buf)? else { return Ok(Step::NeedMore) };
-                        if !line.is_empty() {
-                            return Err("a chunk is longer than its size".into());
+                        if buf.len() < 2 {
+                            return Ok(Step::NeedMore);
                         }
+                        if &buf[..2] != b"\r\n" {
+                            return Err("a chunk is not followed by CRLF (longer than its size?)".into());
+                        }
+                        buf.advance(2);
                         *state = Chunk::Size;
                     }
-                    Chunk::Trailer => {
+                    Chunk::Trailer(seen) => {
                         let Some(line) = take_line(buf)? else { return Ok(Step::NeedMore) };
                         if line.is_empty() {
                             *state = Chunk::Done;
+                            continue;
                         }
+                        // A trailer is a header field: a token, a colon, a value; a line
+                        // starting with whitespace is an obsolete fold, refused like
+                        // everywhere else.
+                        let name_ok = line.iter().position(|b| *b == b':').is_some_and(|i| i > 0 && line[..i].iter().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b)));
+                        if !name_ok {
+                            return Err("a trailer line is not a header field".into());
+                        }
+                        if seen + 1 > MAX_TRAILERS {
+                            return Err("too many trailer fields".into());
+                        }
+                        *state = Chunk::Trailer(seen + 1);
                     }
                     Chunk::Done => return Ok(Step::Done),
                 }
@@ -652,10 +737,14 @@ mod tests {
             assert_eq!(out, expect, "split at {split}");
             assert!(clean);
         }
-        // Byte by byte, with bare LF line ends.
+        // Byte by byte.
+        let crlf: Vec<u8> = b"3\r\nabc\r\n0\r\n\r\n".to_vec();
+        let pieces: Vec<&[u8]> = crlf.chunks(1).collect();
+        assert_eq!(decode_all(Framing::Chunked(Chunk::Size), &pieces).expect("decodes").0, b"abc");
+        // Bare LF line ends are malformed framing (RFC 9112; hyper refuses them too).
         let lf: Vec<u8> = b"3\nabc\n0\n\n".to_vec();
         let pieces: Vec<&[u8]> = lf.chunks(1).collect();
-        assert_eq!(decode_all(Framing::Chunked(Chunk::Size), &pieces).expect("decodes").0, b"abc");
+        assert!(decode_all(Framing::Chunked(Chunk::Size), &pieces).is_err());
     }
 
     #[test]
@@ -709,6 +798,82 @@ mod tests {
         assert!(head("HTTP/1.1 200 OK\r\ncontent-le", Method::GET).expect("ok").is_none(), "partial");
         assert!(head("HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n", Method::GET).is_err());
         assert!(head("SSH-2.0-OpenSSH\r\n\r\n", Method::GET).is_err());
+    }
+
+    /// Reads a whole answer (head, then body until its framing says it ended, or until
+    /// the input ends for a close-delimited one): the body and whether the connection
+    /// could be reused, or why the answer was refused.
+    fn read_answer(raw: &[u8]) -> Result<(Vec<u8>, bool), String> {
+        let (n, head) = parse_head(raw, &Method::GET, true).map_err(|e| e.to_string())?.ok_or("the head is incomplete")?;
+        let (_, _, mut framing, keep) = head.ok_or("an interim answer")?;
+        let mut buf = BytesMut::from(&raw[n..]);
+        let mut out = Vec::new();
+        loop {
+            match framing.decode(&mut buf)? {
+                Step::Data(b) => out.extend_from_slice(&b),
+                Step::Done => return Ok((out, keep)),
+                Step::NeedMore if framing == Framing::UntilClose => return Ok((out, false)),
+                Step::NeedMore => return Err("the body is incomplete".into()),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_and_smuggling_framings_are_refused() {
+        const OK: &str = "HTTP/1.1 200 OK\r\n";
+        let chunked = |body: &str| format!("{OK}transfer-encoding: chunked\r\n\r\n{body}");
+        // (what, the answer as the addon sends it, the body when it must be read, or None
+        // when it must be refused)
+        let cases: Vec<(&str, String, Option<&str>)> = vec![
+            ("a plain length", format!("{OK}content-length: 5\r\n\r\nhello"), Some("hello")),
+            ("a signed length", format!("{OK}content-length: +5\r\n\r\nhello"), None),
+            ("a negative length", format!("{OK}content-length: -5\r\n\r\nhello"), None),
+            ("a hexadecimal length", format!("{OK}content-length: 0x5\r\n\r\nhello"), None),
+            ("a length with a space inside", format!("{OK}content-length: 5 5\r\n\r\nhello"), None),
+            ("an empty length", format!("{OK}content-length: \r\n\r\nhello"), None),
+            ("a length that overflows", format!("{OK}content-length: 99999999999999999999\r\n\r\nhello"), None),
+            ("two agreeing lengths", format!("{OK}content-length: 5\r\ncontent-length: 5\r\n\r\nhello"), Some("hello")),
+            ("two conflicting lengths", format!("{OK}content-length: 5\r\ncontent-length: 6\r\n\r\nhello!"), None),
+            ("a conflicting length list", format!("{OK}content-length: 5, 6\r\n\r\nhello!"), None),
+            ("an agreeing length list", format!("{OK}content-length: 5, 5\r\n\r\nhello"), Some("hello")),
+            ("a space before the colon", format!("{OK}content-length : 5\r\n\r\nhello"), None),
+            ("an obsolete line fold", format!("{OK}x-a: 1\r\n folded\r\ncontent-length: 5\r\n\r\nhello"), None),
+            ("length and chunked: chunked wins", format!("{OK}content-length: 3\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), Some("hello")),
+            ("a coding after chunked", format!("{OK}transfer-encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), None),
+            ("chunked twice", format!("{OK}transfer-encoding: chunked, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), None),
+            ("chunked in two headers", format!("{OK}transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"), None),
+            ("chunked in HTTP/1.0", "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_string(), None),
+            ("another coding alone: until close", format!("{OK}transfer-encoding: gzip\r\n\r\nhello"), Some("hello")),
+            ("a chunk size with +", chunked("+5\r\nhello\r\n0\r\n\r\n"), None),
+            ("a chunk size with a leading space", chunked(" 5\r\nhello\r\n0\r\n\r\n"), None),
+            ("a chunk size in 0x", chunked("0x5\r\nhello\r\n0\r\n\r\n"), None),
+            ("a chunk size that is not hex", chunked("g\r\nhello\r\n0\r\n\r\n"), None),
+            ("a chunk size that overflows", chunked("fffffffffffffffff\r\nhello\r\n0\r\n\r\n"), None),
+            ("an empty chunk size", chunked("5\r\nhello\r\n\r\n0\r\n\r\n"), None),
+            ("a chunk size of spaces", chunked("  \r\nhello\r\n0\r\n\r\n"), None),
+            ("chunk extensions", chunked("5;name=value;x\r\nhello\r\n0;last\r\n\r\n"), Some("hello")),
+            ("whitespace before an extension", chunked("5 ;x\r\nhello\r\n0\r\n\r\n"), Some("hello")),
+            ("a bare LF in an extension", chunked("5;a\nb\r\nhello\r\n0\r\n\r\n"), None),
+            ("a size line ending in a bare LF", chunked("5\nhello\r\n0\r\n\r\n"), None),
+            ("a size line ending in a bare CR", chunked("5\rhello\r\n0\r\n\r\n"), None),
+            ("chunk data without its CRLF", chunked("5\r\nhelloX0\r\n\r\n"), None),
+            ("chunk data ending in a bare LF", chunked("5\r\nhello\n0\r\n\r\n"), None),
+            ("a chunk longer than its size", chunked("3\r\nhello\r\n0\r\n\r\n"), None),
+            ("a trailer field", chunked("5\r\nhello\r\n0\r\nx-t: 1\r\n\r\n"), Some("hello")),
+            ("a folded trailer", chunked("0\r\nx-t: 1\r\n folded\r\n\r\n"), None),
+            ("a trailer that is not a field", chunked("0\r\nnot a field\r\n\r\n"), None),
+            ("a trailer section ending in a bare LF", chunked("0\r\nx-t: 1\r\n\n"), None),
+        ];
+        for (what, raw, want) in cases {
+            match (read_answer(raw.as_bytes()), want) {
+                (Ok((body, _)), Some(want)) => assert_eq!(String::from_utf8_lossy(&body), want, "{what}"),
+                (Err(_), None) => {}
+                (got, want) => panic!("{what}: expected {want:?}, got {got:?}"),
+            }
+        }
+        // An answer framed both ways is read by its chunks and its connection not reused.
+        let (_, keep) = read_answer(format!("{OK}content-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n").as_bytes()).expect("read");
+        assert!(!keep, "a connection that carried an answer framed both ways is not reused");
     }
 
     // ---- against a real server on loopback ------------------------------------------

@@ -242,6 +242,45 @@ async fn failed_auth_is_limited_per_source_and_forged_forwarded_for_changes_noth
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn forwarded_for_rotation_through_a_trusted_proxy_still_hits_a_limit() {
+    let d = Daemon::start_with(Options {
+        gateway_extra: "failed_auth_per_minute = 3\nfailed_auth_per_proxy_per_minute = 20\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]".into(),
+        ..Default::default()
+    })
+    .await;
+    let gw = d.gateway().await;
+    let bad = "ak_000000000000_0000000000000000000000000000000000000000000000000000000000000000";
+    let fail = |xff: String| async move { req(gw, "GET", "/gw/pay/x", &[("apikey", bad), ("x-forwarded-for", &xff)], b"").await.0 };
+
+    // The client is the rightmost hop that is not a trusted proxy; what it wrote to the
+    // left of it changes nothing.
+    assert_eq!(fail("198.51.100.7, 10.1.1.1".into()).await, 401);
+    assert_eq!(fail("6.6.6.6, 198.51.100.7".into()).await, 401);
+    assert_eq!(fail("7.7.7.7, 198.51.100.7, 10.2.2.2".into()).await, 401);
+    assert_eq!(fail("198.51.100.7".into()).await, 429, "the fourth failure of 198.51.100.7, whatever it put on the left");
+    tokio::time::sleep(Duration::from_millis(300)).await; // denials are audited in batches
+    let r = d.get("/api/audit?limit=10").await;
+    let sources: Vec<&str> = r.data().as_array().unwrap().iter().filter_map(|e| e["source"].as_str()).collect();
+    assert!(sources.iter().all(|s| *s == "198.51.100.7"), "{sources:?}");
+
+    // IPv6 clients count per /64.
+    for i in 1..=3 {
+        assert_eq!(fail(format!("2001:db8:aa:bb::{i}")).await, 401);
+    }
+    assert_eq!(fail("2001:db8:aa:bb:ffff::9".into()).await, 429, "another address in the same /64");
+
+    // A local process rotating X-Forwarded-For through the trusted proxy: every address is
+    // new, but the proxy's own budget runs out (20 per minute, 8 spent above).
+    let mut statuses = Vec::new();
+    for i in 0..30 {
+        statuses.push(fail(format!("203.0.113.{i}")).await);
+    }
+    let passed = statuses.iter().filter(|s| **s == 401).count();
+    assert_eq!(passed, 20 - 8, "{statuses:?}");
+    assert!(statuses[passed..].iter().all(|s| *s == 429), "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn passthrough_headers_body_limit_and_cors() {
     let d = Daemon::start_with(Options { gateway_extra: "max_body_bytes = 65536".into(), ..Default::default() }).await;
     let gw = d.gateway().await;

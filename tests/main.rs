@@ -17,3 +17,5 @@ mod addons_cli;
 mod system;
 mod events;
 mod cli_gateway_events;
+mod slow_clients;
+mod strict_http;

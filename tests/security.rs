@@ -80,6 +80,29 @@ async fn callers_outside_the_allowed_users_get_403() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    // A burst of refused connections: logged and audited once (with uid and pid, and how
+    // many there were), counted every time.
+    for _ in 0..10 {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "curl", "-s", "-o", "/dev/null", "--unix-socket"])
+            .arg(&d.socket)
+            .arg("http://addond/health")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let log = d.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("refused admin connection")).collect();
+    assert_eq!(lines.len(), 1, "one report per uid per minute, not one per connection:\n{}", lines.join("\n"));
+    assert!(lines[0].contains("uid=65534") && lines[0].contains("pid=Some("), "{}", lines[0]);
+    let metrics = d.client.request_raw(addond::client::Method::GET, "/metrics", None).await.unwrap().body;
+    let metrics = String::from_utf8_lossy(&metrics).to_string();
+    let refused: u64 = metrics.lines().find_map(|l| l.strip_prefix("addond_admin_refused_total ")).and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!(refused >= 12, "every refusal is counted: {refused}");
+    let audit = d.get("/api/audit?limit=50").await;
+    let denied: Vec<&serde_json::Value> = audit.data().as_array().unwrap().iter().filter(|e| e["uid"] == 65534 && e["status"] == 403).collect();
+    assert_eq!(denied.len(), 1, "{:?}", audit.body);
+    assert!(denied[0]["pid"].is_number() && denied[0]["detail"].as_str().unwrap().contains("admin socket"), "{:?}", denied[0]);
     // root is served
     assert_eq!(d.get("/health").await.status, 200);
 }

@@ -516,7 +516,7 @@ fn unit_exposure_is_at_most_two() {
         .unwrap_or_else(|| panic!("no score in:\n{text}{}", String::from_utf8_lossy(&out.stderr)));
     assert!(score <= 2.0, "exposure {score} > 2.0:\n{text}");
     let unit_text = std::fs::read_to_string(&unit).unwrap();
-    for line in ["Type=notify", "WatchdogSec=", "Restart=on-failure", "StateDirectory=addond", "RuntimeDirectory=addond", "ConfigurationDirectory=addond", "User=addond", "Group=addond", "SupplementaryGroups=docker"] {
+    for line in ["Type=notify", "WatchdogSec=", "Restart=on-failure", "StateDirectory=addond", "RuntimeDirectory=addond", "ConfigurationDirectory=addond", "User=addond", "Group=addond", "SupplementaryGroups=docker", "LimitNOFILE="] {
         assert!(unit_text.lines().any(|l| l.starts_with(line)), "unit lacks {line}");
     }
 }

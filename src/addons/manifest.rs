@@ -41,11 +41,56 @@ pub struct ManifestRequest {
     pub schedules: Option<Vec<ScheduleRequest>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// An action as declared: its name, or an object with its name and details.
+#[derive(Debug, Clone)]
 pub enum ActionRequest {
     Short(String),
     Long(ActionLong),
+}
+
+impl<'de> Deserialize<'de> for ActionRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NameOr::<ActionLong>::new("an action: its name like \"add\", or an object like {\"name\": \"add\", \"input_schema\": {…}, \"timeout_seconds\": 30}"))
+            .map(|v| match v {
+                Either::Name(n) => ActionRequest::Short(n),
+                Either::Long(l) => ActionRequest::Long(l),
+            })
+    }
+}
+
+/// A name or an object: the two shapes of an action or a widget.
+enum Either<L> {
+    Name(String),
+    Long(L),
+}
+
+/// Visits [`Either`], saying which two shapes are accepted when neither is sent (an
+/// untagged enum only says that nothing matched).
+struct NameOr<L> {
+    expecting: &'static str,
+    long: std::marker::PhantomData<L>,
+}
+
+impl<L> NameOr<L> {
+    fn new(expecting: &'static str) -> Self {
+        NameOr { expecting, long: std::marker::PhantomData }
+    }
+}
+
+impl<'de, L: Deserialize<'de>> serde::de::Visitor<'de> for NameOr<L> {
+    type Value = Either<L>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Either<L>, E> {
+        Ok(Either::Name(v.to_string()))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Either<L>, A::Error> {
+        L::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Either::Long)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,11 +102,21 @@ pub struct ActionLong {
     pub timeout_seconds: Option<f64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// A widget as declared: its name, or an object with its name and details.
+#[derive(Debug, Clone)]
 pub enum WidgetRequest {
     Short(String),
     Long(WidgetLong),
+}
+
+impl<'de> Deserialize<'de> for WidgetRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NameOr::<WidgetLong>::new("a widget: its name like \"checkout\", or an object like {\"name\": \"checkout\", \"category\": \"form\"}"))
+            .map(|v| match v {
+                Either::Name(n) => WidgetRequest::Short(n),
+                Either::Long(l) => WidgetRequest::Long(l),
+            })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -135,6 +190,13 @@ pub struct Schedule {
     pub action: String,
 }
 
+/// A service declaration that does not have the shape of a create request: the field
+/// inside it at fault and what to send instead.
+fn service_shape_error(field: &str, e: serde_path_to_error::Error<serde_json::Error>) -> FieldError {
+    let path = e.path().to_string();
+    FieldError::from_serde_in(field, &path, &e.into_inner().to_string())
+}
+
 fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError { field: field.into(), message: message.into(), code: "validation_failed" }
 }
@@ -203,7 +265,7 @@ impl ManifestRequest {
             if probe.get("image").is_none() {
                 probe["image"] = json!(self.image.clone().unwrap_or_else(|| "placeholder:latest".into()));
             }
-            let req: CreateRequest = serde_path_to_error::deserialize(&probe).map_err(|e| err(format!("{field}.{}", e.path()), e.into_inner().to_string()))?;
+            let req: CreateRequest = serde_path_to_error::deserialize(&probe).map_err(|e| service_shape_error(&field, e))?;
             req.validate(cfg).map_err(|e| FieldError { field: format!("{field}.{}", e.field), ..e })?;
         }
         let mut actions = Vec::new();
@@ -347,7 +409,7 @@ impl Manifest {
             if !self.permissions.iter().any(|p| p == "network.internet") && v.get("networks").is_none() {
                 v["networks"] = json!([cfg.docker.isolated_network]);
             }
-            out.push(serde_json::from_value(v).map_err(|e| err(format!("services[{i}]"), e.to_string()))?);
+            out.push(serde_path_to_error::deserialize(v).map_err(|e| service_shape_error(&format!("services[{i}]"), e))?);
         }
         Ok(out)
     }

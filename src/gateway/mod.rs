@@ -3,8 +3,11 @@
 //! are matched against that table alone, so no route can exist without one. A request needs
 //! an API key (`apikey:` or `Authorization: Bearer`) whose grant covers the addon in its
 //! path, and passes the grant's rate limit; failed authentications are limited per source
-//! address, and `X-Forwarded-For` counts only from configured proxies. Denials are audited
-//! (batched, so a flood cannot stall the database). `/gw/{addon}/…` streams requests and
+//! address (IPv6 per /64) and per trusted proxy, and `X-Forwarded-For` counts only from
+//! configured proxies. Denials are audited (batched, so a flood cannot stall the database);
+//! a refusal reads a small request body first, so the connection stays usable, and closes
+//! it (`Connection: close`) when the body is larger. Connections are bounded like every
+//! listener's (`crate::connections`): a cap with the oldest idle shed first, and timeouts. `/gw/{addon}/…` streams requests and
 //! responses to the addon's service, with WebSocket upgrades spliced through.
 //!
 //! It runs like nginx does: one worker thread per core (`gateway.workers`), each with its own
@@ -19,7 +22,6 @@ pub mod limits;
 mod proxy;
 
 use std::borrow::Cow;
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -40,6 +42,7 @@ use crate::lifecycle::Lifecycle;
 use crate::store::{now_ms, AuditEntry, Store};
 use keys::{GrantAuth, KeyError, Keyring};
 use limits::FailureLimiter;
+use crate::connections::{Admission, Listener, Registry, Slot};
 
 /// How a route is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +167,7 @@ impl Gateway {
         let (audit_tx, audit_rx) = mpsc::channel(10_000);
         let trusted = cfg.gateway.trusted_proxies.iter().filter_map(|p| parse_any_cidr(p)).collect();
         Arc::new(Gateway {
-            failures: FailureLimiter::new(cfg.gateway.failed_auth_per_minute),
+            failures: FailureLimiter::new(cfg.gateway.failed_auth_per_minute, cfg.gateway.failed_auth_per_proxy_per_minute),
             cfg,
             addons,
             lifecycle,
@@ -187,21 +190,29 @@ impl Gateway {
         Ok(())
     }
 
-    /// The client's address: the peer, or — when the peer is a trusted proxy — the last
-    /// address in `X-Forwarded-For` that is not itself a trusted proxy.
-    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    /// The client's address, and the trusted proxy the request came through (if any). From
+    /// an untrusted peer it is the peer, whatever `X-Forwarded-For` says. From a trusted
+    /// proxy, the header's hops are walked from the right (the nearest first) past trusted
+    /// proxies: the first hop that is not trusted is the client. A hop that cannot be read
+    /// ends the walk at the last trusted address (nothing trustworthy vouched for what is
+    /// left of it); when every hop is trusted, the leftmost is the client.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> (IpAddr, Option<IpAddr>) {
         let trusted = |ip: IpAddr| self.trusted.iter().any(|(n, l)| cidr_contains(*n, *l, ip));
         if !trusted(peer) {
-            return peer;
+            return (peer, None);
         }
-        let hops: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|h| h.trim().parse().ok())
-            .collect();
-        hops.into_iter().rev().find(|ip| !trusted(*ip)).unwrap_or(peer)
+        let lines: Vec<&str> = headers.get_all("x-forwarded-for").iter().map(|v| v.to_str().unwrap_or("?")).collect();
+        let mut last_trusted = peer;
+        for hop in lines.iter().flat_map(|v| v.split(',')).rev() {
+            let hop = hop.trim();
+            let ip = hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()));
+            match ip {
+                Some(ip) if trusted(ip) => last_trusted = ip,
+                Some(ip) => return (ip, Some(peer)),
+                None => break,
+            }
+        }
+        (last_trusted, Some(peer))
     }
 
     fn deny(&self, source: IpAddr, method: &Method, path: &str, status: StatusCode, reason: &str, key_id: Option<&str>) {
@@ -248,14 +259,15 @@ impl Gateway {
     }
 
     /// Serves one request: the route from [`ROUTES`], its auth rule, its handler.
-    async fn handle(self: Arc<Self>, req: hyper::Request<hyper::body::Incoming>, peer: SocketAddr) -> Response {
-        let req = req.map(Body::new);
+    async fn handle(self: Arc<Self>, req: axum::extract::Request, peer: SocketAddr) -> Response {
         let matched = ROUTES.iter().find_map(|r| match_route(r.path, req.uri().path()).map(|p| (r, p)));
         let Some((spec, params)) = matched else {
-            return ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no gateway route {} {}", req.method(), req.uri().path())).into_response();
+            let resp = ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no gateway route {} {}; the gateway serves /health, /api/addons/{{addon}}/execute, /api/widgets/… and /gw/{{addon}}/…", req.method(), req.uri().path())).into_response();
+            return refuse(req, resp).await;
         };
         let (Some(addon), Some(widget)) = (percent_decode(params.addon), percent_decode(params.widget)) else {
-            return ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", "the path is not valid UTF-8 once decoded").into_response();
+            let resp = ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", "the path is not valid UTF-8 once decoded; percent-encode UTF-8 text only").field_name("path").into_response();
+            return refuse(req, resp).await;
         };
         let (addon, widget) = (addon.into_owned(), widget.into_owned());
         let rest = params.rest.map(str::to_string);
@@ -263,7 +275,7 @@ impl Gateway {
             AuthRule::Public => (None, None),
             AuthRule::GrantForAddon => match self.admit(peer, &addon, &req) {
                 Gate::Admitted { grant, cors_origin, source } => (Some((grant, source)), cors_origin),
-                Gate::Answered(resp) => return resp,
+                Gate::Answered(resp) => return refuse(req, resp).await,
             },
         };
         if !spec.methods.is_empty() && !spec.methods.contains(&req.method().as_str()) {
@@ -272,7 +284,7 @@ impl Gateway {
             if let Ok(v) = HeaderValue::from_str(&allow) {
                 resp.headers_mut().insert(header::ALLOW, v);
             }
-            return resp;
+            return refuse(req, resp).await;
         }
         let result = match spec.handler {
             Handler::Health => api::ok(StatusCode::OK, json!({"status": "ok", "docker": self.lifecycle.runtime().is_available()}), "gateway is up"),
@@ -293,7 +305,7 @@ impl Gateway {
 
     /// The auth rule `GrantForAddon`: CORS preflight, key, scope, rate limit.
     fn admit(&self, peer: SocketAddr, addon: &str, req: &axum::extract::Request) -> Gate {
-        let source = self.client_ip(peer.ip(), req.headers());
+        let (source, proxy) = self.client_ip(peer.ip(), req.headers());
         let (method, path) = (req.method(), req.uri().path());
         let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
 
@@ -322,7 +334,7 @@ impl Gateway {
                     KeyError::Malformed | KeyError::Unknown => ("invalid_api_key", "the API key is not valid; ask the operator for a key (`addonctl grants create`)"),
                     KeyError::Revoked => ("revoked_api_key", "this API key has been revoked; ask the operator for a new one"),
                 };
-                if let Err(wait) = self.failures.fail(source) {
+                if let Err(wait) = self.failures.fail(source, proxy) {
                     self.deny(source, method, path, StatusCode::TOO_MANY_REQUESTS, &format!("too many failed authentications ({code})"), key_id);
                     return Gate::Answered(with_retry_after(
                         ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_failures", "too many failed authentications from your address; wait and retry with a valid key"),
@@ -353,7 +365,7 @@ impl Gateway {
     /// A JSON request body, at most `gateway.max_body_bytes`.
     async fn json_body<T: serde::de::DeserializeOwned>(&self, body: Body) -> Result<T, ApiError> {
         let limit = self.cfg.gateway.max_body_bytes as usize;
-        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit as u64))?;
+        let bytes = api::read_body(body, limit, "gateway.max_body_bytes").await?;
         api::parse_json(&bytes)
     }
 
@@ -383,10 +395,12 @@ impl Gateway {
     }
 }
 
-/// A connection handed to a worker, and the count it adds to while it lasts.
+/// A connection handed to a worker, its place in the gateway's connection budget, and the
+/// count it adds to while it lasts.
 struct Handoff {
     stream: std::net::TcpStream,
     peer: SocketAddr,
+    slot: Slot,
     load: Arc<AtomicUsize>,
 }
 
@@ -405,6 +419,21 @@ impl Drop for LoadGuard {
 /// most of a burst of connections, and it then works alone). Returns when every worker has
 /// finished the requests it had in flight.
 pub async fn serve(listener: tokio::net::TcpListener, gw: Arc<Gateway>, shutdown: CancellationToken) {
+    let registry = Registry::for_listener(Listener::Gateway, &gw.cfg.http);
+    // Failed-auth buckets back at full budget are forgotten here, on a timer, rather than
+    // by whichever request happens to find the map large.
+    let sweeper = {
+        let (gw, shutdown) = (gw.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => gw.failures.sweep(),
+                }
+            }
+        })
+    };
     let workers = match gw.cfg.gateway.workers {
         0 => std::thread::available_parallelism().map(usize::from).unwrap_or(1),
         n => n,
@@ -436,6 +465,7 @@ pub async fn serve(listener: tokio::net::TcpListener, gw: Arc<Gateway>, shutdown
     }
     let mut next = 0usize;
     while !handoffs.is_empty() {
+        registry.room().await;
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
@@ -448,6 +478,13 @@ pub async fn serve(listener: tokio::net::TcpListener, gw: Arc<Gateway>, shutdown
                 }
             },
         };
+        let slot = match registry.admit() {
+            Admission::Admitted(slot) => slot,
+            Admission::Refused => {
+                crate::connections::refuse_overloaded(stream, Listener::Gateway);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let stream = match stream.into_std() {
             Ok(s) => s,
@@ -458,7 +495,7 @@ pub async fn serve(listener: tokio::net::TcpListener, gw: Arc<Gateway>, shutdown
         };
         // The least loaded worker, ties broken in turn; a worker that has stopped (its
         // thread died) is dropped from the list and the connection goes to another.
-        let mut handoff = Handoff { stream, peer, load: Arc::default() };
+        let mut handoff = Handoff { stream, peer, slot, load: Arc::default() };
         while !handoffs.is_empty() {
             next = next.wrapping_add(1);
             let n = handoffs.len();
@@ -485,6 +522,7 @@ pub async fn serve(listener: tokio::net::TcpListener, gw: Arc<Gateway>, shutdown
     for done in finished {
         let _ = done.await;
     }
+    sweeper.abort();
 }
 
 /// One worker: serves the connections handed to it on this thread until `shutdown`, then
@@ -507,7 +545,7 @@ async fn worker(mut handoffs: mpsc::UnboundedReceiver<Handoff>, gw: Arc<Gateway>
         }
     });
     loop {
-        let Handoff { stream, peer, load } = tokio::select! {
+        let Handoff { stream, peer, slot, load } = tokio::select! {
             _ = shutdown.cancelled() => break,
             h = handoffs.recv() => match h {
                 Some(h) => h,
@@ -525,11 +563,8 @@ async fn worker(mut handoffs: mpsc::UnboundedReceiver<Handoff>, gw: Arc<Gateway>
         let (gw, shutdown) = (gw.clone(), shutdown.clone());
         tracker.spawn(async move {
             let _guard = guard;
-            let svc = hyper::service::service_fn(move |req| {
-                let gw = gw.clone();
-                async move { Ok::<_, Infallible>(gw.handle(req, peer).await) }
-            });
-            api::serve_connection(hyper_util::rt::TokioIo::new(stream), svc, &shutdown).await;
+            let handler = move |req| gw.clone().handle(req, peer);
+            crate::connections::serve_connection(stream, slot, &shutdown, handler).await;
         });
     }
     tracker.close();
@@ -544,6 +579,25 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = auth.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+/// Request bodies up to this size are read (and dropped) before a refusal is answered, so
+/// the client's keep-alive connection stays usable; a larger one is not read, and the
+/// refusal says `Connection: close`.
+const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
+
+/// Answers `resp`, a refusal given before the request's body was read: a small body is read
+/// first so the connection can carry the next request; a larger (or malformed, or slow)
+/// one is left, and [`crate::connections::serve_connection`] closes the connection after
+/// the answer, lingering so the client reads it.
+async fn refuse(req: axum::extract::Request, resp: Response) -> Response {
+    // A client that asked `Expect: 100-continue` has not sent its body: reading it would
+    // make hyper invite it first. The refusal goes at once, and the connection closes.
+    let expects = req.headers().get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !expects {
+        crate::connections::drain(req.into_body(), REFUSAL_DRAIN_BYTES).await;
+    }
+    resp
 }
 
 fn too_large(limit: u64) -> ApiError {

@@ -74,7 +74,13 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketA
     let limit = gw.cfg.gateway.max_body_bytes;
     let declared = match req.headers().get(header::CONTENT_LENGTH) {
         None => None,
-        Some(v) => Some(v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "content-length is not a number"))?),
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "content-length is not a number; send the body's length in decimal digits").field_name("content-length"))?,
+        ),
     };
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
@@ -140,7 +146,8 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketA
                 Ok(answer)
             }
             Err(UpstreamError::BodyTooLarge(_)) => Err(too_large(limit)),
-            Err(UpstreamError::ClientBody(e)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("the request body could not be read: {e}"))),
+            Err(UpstreamError::ClientBody(e)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("the request body could not be read ({e}); frame it with one Content-Length or with valid chunked encoding")).field_name("body")),
+            Err(UpstreamError::ClientBodyTimeout(e)) => Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", format!("{e}; send the whole body right after the request head")).field_name("body")),
             Err(e) => {
                 dispatcher.report(&service_id, id, false);
                 Err(ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", format!("the addon's connection failed mid-request (not retried): {e}")))

@@ -58,6 +58,9 @@ pub struct Options {
     /// Whether `spawn` waits for the daemon to report Docker reachable (not when the test
     /// starts it on a Docker that does not answer).
     pub wait_for_docker: bool,
+    /// Start the daemon with this soft and hard `RLIMIT_NOFILE` (as the kernel's default
+    /// soft limit of 1024 would be without the unit's `LimitNOFILE=`).
+    pub nofile: Option<u64>,
 }
 
 impl Default for Options {
@@ -70,6 +73,7 @@ impl Default for Options {
             events_extra: String::new(),
             ports_extra: String::new(),
             wait_for_docker: true,
+            nofile: None,
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct Daemon {
     pub env: Vec<(String, String)>,
     /// See [`Options::wait_for_docker`].
     pub wait_for_docker: bool,
+    /// The descriptor limit the daemon process is started with, if not inherited.
+    pub nofile: Option<u64>,
 }
 
 pub fn docker() -> Docker {
@@ -117,7 +119,7 @@ impl Daemon {
         let config = dir.path().join("config.toml");
         let text = config_toml(dir.path(), &socket, &opts);
         std::fs::write(&config, text).unwrap();
-        let mut d = Daemon { client: Client::new(socket.clone()), dir, socket, config, child: None, ports: opts.ports, env: Vec::new(), wait_for_docker: opts.wait_for_docker };
+        let mut d = Daemon { client: Client::new(socket.clone()), dir, socket, config, child: None, ports: opts.ports, env: Vec::new(), wait_for_docker: opts.wait_for_docker, nofile: opts.nofile };
         d.spawn().await;
         d
     }
@@ -137,16 +139,23 @@ impl Daemon {
     /// Starts the daemon process and waits until its socket answers.
     pub async fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let child = Command::new(addond_bin())
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "addond=debug")
-            .env("NO_COLOR", "1")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn addond");
+        let mut cmd = Command::new(addond_bin());
+        cmd.arg("--config").arg(&self.config).env("RUST_LOG", "addond=debug").env("NO_COLOR", "1").stdout(Stdio::null()).stderr(log);
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let r = libc::rlimit { rlim_cur: n, rlim_max: n };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("spawn addond");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -283,6 +292,72 @@ impl Drop for Daemon {
         // Leave no containers behind, whatever the test did.
         if let Some(id) = self.daemon_id() {
             let _ = std::thread::spawn(move || remove_containers(id)).join();
+        }
+    }
+}
+
+/// Raises this test process's soft `RLIMIT_NOFILE` to its hard limit (tests that open
+/// thousands of connections need more than the usual 1024); returns the new limit.
+pub fn raise_own_fd_limit() -> u64 {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur = r.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    }
+    r.rlim_cur
+}
+
+/// One HTTP/1.1 exchange on an open connection, reading the answer by its Content-Length
+/// (the connection stays usable): status, lower-cased headers and body, or what went wrong
+/// (a failed write, a reset, the connection closing before a whole answer).
+pub async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S, request: &[u8]) -> Result<(u16, Vec<(String, String)>, String), String> {
+    use tokio::io::AsyncWriteExt;
+    s.write_all(request).await.map_err(|e| format!("write: {e}"))?;
+    read_answer(s).await
+}
+
+/// Reads one answer (head, then a Content-Length body) from `s`.
+pub async fn read_answer<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<(u16, Vec<(String, String)>, String), String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.map_err(|_| "no answer within 10 s".to_string())?.map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err(format!("the connection closed before a whole answer ({} bytes)", buf.len()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("not an HTTP answer: {head}"))?;
+    let headers: Vec<(String, String)> = head.lines().skip(1).filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.map_err(|_| "no body within 10 s".to_string())?.map_err(|e| format!("read body: {e}"))?;
+        if n == 0 {
+            return Err("the connection closed in the middle of a body".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok((status, headers, String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string()))
+}
+
+/// Waits until the peer closes `s` (EOF or reset): how long that took, or `None` if it is
+/// still open after `limit`. Anything the peer sends meanwhile is read and dropped.
+pub async fn closed_within<S: tokio::io::AsyncRead + Unpin>(s: &mut S, limit: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let t0 = Instant::now();
+    let mut sink = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(t0.elapsed()), s.read(&mut sink)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(t0.elapsed()),
+            Ok(Ok(_)) => {}
         }
     }
 }
