@@ -62,11 +62,16 @@ pub struct Options {
     pub ports_extra: String,
     /// Extra keys for the `[events]` section.
     pub events_extra: String,
+    /// `docker.subnet_pool` and `docker.subnet_prefix`: where this daemon's networks come
+    /// from. By default one pool all test daemons share, out of the ranges Docker and the
+    /// old fixed test networks use; the daemon skips subnets other networks (other daemons,
+    /// other test processes) already hold.
+    pub subnet_pool: (String, u8),
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ports: port_slice(12), extra: String::new(), docker_host: "unix:///var/run/docker.sock".into(), gateway_extra: String::new(), events_extra: String::new(), ports_extra: String::new() }
+        Options { ports: port_slice(12), extra: String::new(), docker_host: "unix:///var/run/docker.sock".into(), gateway_extra: String::new(), events_extra: String::new(), ports_extra: String::new(), subnet_pool: ("10.240.0.0/14".into(), 26) }
     }
 }
 
@@ -141,9 +146,9 @@ range_end = {end}
 [docker]
 host = "{docker_host}"
 network = "addond_test"
-subnet = "172.30.0.0/16"
 isolated_network = "addond_test_isolated"
-isolated_subnet = "172.31.0.0/16"
+subnet_pool = "{pool}"
+subnet_prefix = {prefix}
 stop_timeout_seconds = 2
 
 [health]
@@ -183,6 +188,8 @@ retry_max_seconds = 1.0
             gateway_extra = opts.gateway_extra,
             ports_extra = opts.ports_extra,
             events_extra = opts.events_extra,
+            pool = opts.subnet_pool.0,
+            prefix = opts.subnet_pool.1,
         );
         std::fs::write(&config, text).unwrap();
         let mut d = Daemon { client: Client::new(socket.clone()), dir, socket, config, child: None, ports: opts.ports };
