@@ -112,7 +112,7 @@ pub struct InstanceContext<'a> {
     pub api_url: Option<String>,
     pub token: Option<String>,
     /// The network it joins (made by [`Runtime::ensure_network`] first).
-    pub network: &'a str,
+    pub network: &'a NetInfo,
     /// The addon instance the service belongs to: its services also answer to their short
     /// names (`worker` besides `shop-worker`) on the addon's network.
     pub addon_instance: Option<&'a str>,
@@ -122,6 +122,10 @@ pub struct InstanceContext<'a> {
 #[derive(Debug, Clone)]
 pub struct NetInfo {
     pub name: String,
+    /// Docker's id: containers name their network by it, as Docker before 25 may let a
+    /// second network take the same name (a create sent just before a `kill -9` can land
+    /// after the next daemon made the network again).
+    pub id: String,
     pub subnet: Subnet,
     /// The bridge's address on it: where containers reach the host (the addon API).
     pub gateway: std::net::Ipv4Addr,
@@ -146,9 +150,21 @@ pub struct Runtime {
     changed: tokio::sync::Notify,
     /// The networks made or found since start, by name.
     networks: std::sync::Mutex<HashMap<String, NetInfo>>,
-    /// Held while a network is made or removed (and while deciding to remove one), so a
-    /// network being made is never removed as unwanted and two are never given one subnet.
-    net_lock: tokio::sync::Mutex<()>,
+    /// One lock per network name, held while that network is made, and while deciding to
+    /// remove it and removing it: a network being made is never removed as unwanted.
+    net_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Subnets seen on Docker's networks (refreshed at most every few seconds: Docker itself
+    /// refuses an overlapping subnet, so a stale list costs a retry, not a clash) and those
+    /// being handed out right now, so two networks made at once never get the same one.
+    subnets: std::sync::Mutex<SubnetBook>,
+}
+
+/// See [`Runtime::subnets`].
+#[derive(Default)]
+struct SubnetBook {
+    seen: Vec<Subnet>,
+    seen_at: Option<std::time::Instant>,
+    reserved: Vec<Subnet>,
 }
 
 impl Runtime {
@@ -159,7 +175,8 @@ impl Runtime {
             available: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
             networks: Default::default(),
-            net_lock: tokio::sync::Mutex::new(()),
+            net_locks: Default::default(),
+            subnets: Default::default(),
         }
     }
 
@@ -235,20 +252,99 @@ impl Runtime {
         ok
     }
 
-    /// Taken while deciding whether a network is still wanted and removing it (see
-    /// [`Runtime::remove_network`]); [`Runtime::ensure_network`] takes it itself.
-    pub async fn networks_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.net_lock.lock().await
+    /// The lock of one network name: taken while deciding whether that network is still
+    /// wanted and removing it; [`Runtime::ensure_network`] takes it itself.
+    pub async fn network_lock(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self.net_locks.lock().unwrap_or_else(|e| e.into_inner()).entry(name.to_string()).or_default().clone();
+        lock.lock_owned().await
     }
 
-    fn net_info(name: &str, ipam: Option<&Ipam>) -> Option<NetInfo> {
+    fn net_info(name: &str, id: &str, ipam: Option<&Ipam>) -> Option<NetInfo> {
         let cfg = ipam?.config.as_ref()?;
         cfg.iter().find_map(|c| {
             let subnet = Subnet::parse(c.subnet.as_deref()?)?;
             // Docker leaves the gateway out when it was not asked for one: the first host.
             let gateway = c.gateway.as_deref().and_then(|g| g.parse().ok()).unwrap_or_else(|| subnet.gateway());
-            Some(NetInfo { name: name.to_string(), subnet, gateway })
+            Some(NetInfo { name: name.to_string(), id: id.to_string(), subnet, gateway })
         })
+    }
+
+    /// The networks named exactly `name` (Docker before 25 lets two have one name, e.g. when
+    /// a create sent by a daemon killed meanwhile lands after its successor made one).
+    async fn networks_named(&self, d: &Docker, name: &str) -> Result<Vec<bollard::models::Network>, RuntimeError> {
+        let opts = ListNetworksOptions { filters: Some(HashMap::from([("name".to_string(), vec![name.to_string()])])) };
+        let list = d.list_networks(Some(opts)).await.map_err(|e| self.map_err(e))?;
+        Ok(list.into_iter().filter(|n| n.name.as_deref() == Some(name)).collect())
+    }
+
+    /// Keeps one of several networks sharing a name (the one with containers, else the one
+    /// known already, else the oldest) and removes the others.
+    async fn dedupe(&self, d: &Docker, name: &str, found: Vec<bollard::models::Network>) -> Result<(), RuntimeError> {
+        let known = self.network(name).map(|n| n.id);
+        let mut ranked = Vec::new();
+        for n in found {
+            let id = n.id.clone().unwrap_or_default();
+            let attached = match d.inspect_network(&id, None).await {
+                Ok(i) => i.containers.map(|c| c.len()).unwrap_or(0),
+                Err(e) if Self::status_of(&e) == Some(404) => continue,
+                Err(e) => return Err(self.map_err(e)),
+            };
+            let unknown = known.as_deref() != Some(id.as_str());
+            ranked.push((std::cmp::Reverse(attached), unknown, n.created.map(|c| c.to_string()).unwrap_or_default(), id));
+        }
+        ranked.sort();
+        for (_, _, _, id) in ranked.into_iter().skip(1) {
+            if known.as_deref() == Some(id.as_str()) {
+                self.networks.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+            }
+            tracing::warn!(network = %name, %id, "removing a second network of the same name");
+            match d.remove_network(&id).await {
+                Ok(()) => {}
+                Err(e) if Self::status_of(&e) == Some(404) => {}
+                Err(e) => return Err(self.map_err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A free `/subnet_prefix` of the pool, reserved until [`Runtime::unreserve`].
+    async fn reserve_subnet(&self, d: &Docker, name: &str, refused: &[Subnet]) -> Result<Subnet, RuntimeError> {
+        let stale = {
+            let book = self.subnets.lock().unwrap_or_else(|e| e.into_inner());
+            book.seen_at.is_none_or(|t| t.elapsed() > Duration::from_secs(3)) || !refused.is_empty()
+        };
+        if stale {
+            let mut seen = Vec::new();
+            for n in d.list_networks(None::<ListNetworksOptions>).await.map_err(|e| self.map_err(e))? {
+                seen.extend(n.ipam.and_then(|i| i.config).unwrap_or_default().iter().filter_map(|c| c.subnet.as_deref().and_then(Subnet::parse)));
+            }
+            let mut book = self.subnets.lock().unwrap_or_else(|e| e.into_inner());
+            book.seen = seen;
+            book.seen_at = Some(std::time::Instant::now());
+        }
+        let pool = Subnet::parse(&self.cfg.docker.subnet_pool).ok_or_else(|| RuntimeError::NoSubnet("docker.subnet_pool is not an IPv4 range".into()))?;
+        let prefix = self.cfg.docker.subnet_prefix;
+        let mut used = isolation::host_routes();
+        used.extend_from_slice(refused);
+        let mut book = self.subnets.lock().unwrap_or_else(|e| e.into_inner());
+        used.extend(book.seen.iter().chain(book.reserved.iter()).copied());
+        let subnet = isolation::pick(pool, prefix, &used).ok_or_else(|| {
+            RuntimeError::NoSubnet(format!(
+                "no /{prefix} of docker.subnet_pool ({pool}) is free for network {name}: every one overlaps a Docker network or a host route. Widen the pool (and the unit's IPAddressAllow=) or remove networks no longer used"
+            ))
+        })?;
+        book.reserved.push(subnet);
+        Ok(subnet)
+    }
+
+    /// Ends a reservation; `made` puts the subnet among those seen (Docker's list may be
+    /// older than the network).
+    fn unreserve(&self, subnet: Subnet, made: bool) {
+        let mut book = self.subnets.lock().unwrap_or_else(|e| e.into_inner());
+        book.reserved.retain(|s| *s != subnet);
+        if made {
+            book.seen.push(subnet);
+        }
     }
 
     /// The network a service's containers join, made when missing: bridge, internal when
@@ -256,43 +352,32 @@ impl Runtime {
     /// and no host route, labelled with this daemon and the owner. A network of that name
     /// that is not this daemon's is never used.
     pub async fn ensure_network(&self, plan: &NetworkPlan, daemon_id: &str) -> Result<NetInfo, RuntimeError> {
-        let _held = self.net_lock.lock().await;
+        let _held = self.network_lock(&plan.name).await;
         if let Some(n) = self.networks.lock().unwrap_or_else(|e| e.into_inner()).get(&plan.name) {
             return Ok(n.clone());
         }
         let d = self.client().await?;
-        let pool = Subnet::parse(&self.cfg.docker.subnet_pool).ok_or_else(|| RuntimeError::NoSubnet("docker.subnet_pool is not an IPv4 range".into()))?;
-        let prefix = self.cfg.docker.subnet_prefix;
         // Subnets Docker refused as overlapping (taken by another daemon just now).
         let mut refused: Vec<Subnet> = Vec::new();
         for _ in 0..16 {
-            match d.inspect_network(&plan.name, None).await {
-                Ok(n) => {
-                    let labels = n.labels.clone().unwrap_or_default();
-                    if labels.get(LABEL_DAEMON).map(String::as_str) != Some(daemon_id) {
-                        return Err(RuntimeError::Api(format!(
-                            "network {} exists but is not this daemon's (label {LABEL_DAEMON}); remove it (`docker network rm {}`) or move the other daemon's data",
-                            plan.name, plan.name
-                        )));
-                    }
-                    let info = Self::net_info(&plan.name, n.ipam.as_ref()).ok_or_else(|| RuntimeError::Api(format!("network {} has no IPv4 subnet", plan.name)))?;
-                    self.networks.lock().unwrap_or_else(|e| e.into_inner()).insert(plan.name.clone(), info.clone());
-                    return Ok(info);
+            let found = self.networks_named(&d, &plan.name).await?;
+            if found.len() > 1 {
+                self.dedupe(&d, &plan.name, found).await?;
+                continue;
+            }
+            if let Some(n) = found.into_iter().next() {
+                let labels = n.labels.clone().unwrap_or_default();
+                if labels.get(LABEL_DAEMON).map(String::as_str) != Some(daemon_id) {
+                    return Err(RuntimeError::Api(format!(
+                        "network {} exists but is not this daemon's (label {LABEL_DAEMON}); remove it (`docker network rm {}`) or move the other daemon's data",
+                        plan.name, plan.name
+                    )));
                 }
-                Err(e) if Self::status_of(&e) == Some(404) => {}
-                Err(e) => return Err(self.map_err(e)),
+                let info = Self::net_info(&plan.name, n.id.as_deref().unwrap_or_default(), n.ipam.as_ref()).ok_or_else(|| RuntimeError::Api(format!("network {} has no IPv4 subnet", plan.name)))?;
+                self.networks.lock().unwrap_or_else(|e| e.into_inner()).insert(plan.name.clone(), info.clone());
+                return Ok(info);
             }
-            let mut used = isolation::host_routes();
-            used.extend(refused.iter().copied());
-            for n in d.list_networks(None::<ListNetworksOptions>).await.map_err(|e| self.map_err(e))? {
-                used.extend(n.ipam.and_then(|i| i.config).unwrap_or_default().iter().filter_map(|c| c.subnet.as_deref().and_then(Subnet::parse)));
-            }
-            let Some(subnet) = isolation::pick(pool, prefix, &used) else {
-                return Err(RuntimeError::NoSubnet(format!(
-                    "no /{prefix} of docker.subnet_pool ({pool}) is free for network {}: every one overlaps a Docker network or a host route. Widen the pool (and the unit's IPAddressAllow=) or remove networks no longer used",
-                    plan.name
-                )));
-            };
+            let subnet = self.reserve_subnet(&d, &plan.name, &refused).await?;
             let req = NetworkCreateRequest {
                 name: plan.name.clone(),
                 driver: Some("bridge".into()),
@@ -308,14 +393,16 @@ impl Runtime {
                 ])),
                 ..Default::default()
             };
-            match d.create_network(req).await {
-                Ok(_) => {
+            let made = d.create_network(req).await;
+            self.unreserve(subnet, made.is_ok());
+            match made {
+                Ok(r) => {
                     tracing::info!(network = %plan.name, %subnet, internal = plan.internal, "created network");
-                    let info = NetInfo { name: plan.name.clone(), subnet, gateway: subnet.gateway() };
+                    let info = NetInfo { name: plan.name.clone(), id: r.id, subnet, gateway: subnet.gateway() };
                     self.networks.lock().unwrap_or_else(|e| e.into_inner()).insert(plan.name.clone(), info.clone());
                     return Ok(info);
                 }
-                // Made by someone else in between: inspected on the next round.
+                // Made by someone else in between: found on the next round.
                 Err(e) if Self::status_of(&e) == Some(409) => {}
                 // Another daemon took that subnet in between: the next free one.
                 Err(e) if Self::status_of(&e) == Some(403) || e.to_string().contains("overlap") => {
@@ -328,29 +415,40 @@ impl Runtime {
         Err(RuntimeError::Api(format!("cannot make network {}: every subnet tried was taken meanwhile", plan.name)))
     }
 
+    /// Leaves one network of that name (the caller holds its [`Runtime::network_lock`]).
+    pub async fn dedupe_network(&self, name: &str) -> Result<(), RuntimeError> {
+        let d = self.client().await?;
+        let found = self.networks_named(&d, name).await?;
+        if found.len() > 1 {
+            self.dedupe(&d, name, found).await?;
+        }
+        Ok(())
+    }
+
     /// A network made or found since start.
     pub fn network(&self, name: &str) -> Option<NetInfo> {
         self.networks.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
     }
 
-    /// Removes one of our networks (the caller holds [`Runtime::networks_lock`] and has
-    /// checked that nothing wants it). False when Docker refuses because containers are
-    /// still attached; a missing network counts as removed.
+    /// Removes one of our networks, every one of that name (the caller holds its
+    /// [`Runtime::network_lock`] and has checked that nothing wants it). False when Docker
+    /// refuses because containers are still attached; a missing network counts as removed.
     pub async fn remove_network(&self, name: &str) -> Result<bool, RuntimeError> {
         let d = self.client().await?;
         self.networks.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
-        match d.remove_network(name).await {
-            Ok(()) => {
-                tracing::info!(network = %name, "removed network");
-                Ok(true)
+        let mut all = true;
+        for n in self.networks_named(&d, name).await? {
+            match d.remove_network(n.id.as_deref().unwrap_or(name)).await {
+                Ok(()) => tracing::info!(network = %name, "removed network"),
+                Err(e) if Self::status_of(&e) == Some(404) => {}
+                Err(e) if Self::status_of(&e) == Some(403) || Self::status_of(&e) == Some(409) => {
+                    tracing::debug!(network = %name, error = %e, "network still in use");
+                    all = false;
+                }
+                Err(e) => return Err(self.map_err(e)),
             }
-            Err(e) if Self::status_of(&e) == Some(404) => Ok(true),
-            Err(e) if Self::status_of(&e) == Some(403) || Self::status_of(&e) == Some(409) => {
-                tracing::debug!(network = %name, error = %e, "network still in use");
-                Ok(false)
-            }
-            Err(e) => Err(self.map_err(e)),
         }
+        Ok(all)
     }
 
     /// Every network carrying this daemon's label.
@@ -363,10 +461,7 @@ impl Runtime {
             .filter_map(|n| {
                 let name = n.name.clone()?;
                 let owner = n.labels.as_ref().and_then(|l| l.get(LABEL_OWNER).cloned()).unwrap_or_default();
-                let info = Self::net_info(&name, n.ipam.as_ref());
-                if let Some(i) = &info {
-                    self.networks.lock().unwrap_or_else(|e| e.into_inner()).entry(name.clone()).or_insert_with(|| i.clone());
-                }
+                let info = Self::net_info(&name, n.id.as_deref().unwrap_or_default(), n.ipam.as_ref());
                 Some(OwnedNetwork { name, owner, info })
             })
             .collect())
@@ -495,7 +590,7 @@ impl Runtime {
             }
             // The network went behind our back: forgotten, so the next pass makes it again.
             Err(e) if Self::status_of(&e) == Some(404) && e.to_string().contains("network") => {
-                self.networks.lock().unwrap_or_else(|e| e.into_inner()).remove(ctx.network);
+                self.networks.lock().unwrap_or_else(|e| e.into_inner()).remove(&ctx.network.name);
                 Err(self.map_err(e))
             }
             Err(e) if Self::status_of(&e) == Some(404) => Err(RuntimeError::ImageNotFound { image: spec.image.clone(), reason: "not present locally".into() }),
@@ -538,7 +633,7 @@ impl Runtime {
         }
         let sb = &self.cfg.sandbox;
         let tmpfs_bytes = parse_size(&sb.tmpfs_size).unwrap_or(64 << 20);
-        let network = ctx.network.to_string();
+        let network = ctx.network.id.clone();
         let mut aliases = vec![spec.name.clone()];
         if let Some(short) = ctx.addon_instance.and_then(|a| spec.name.strip_prefix(&format!("{a}-"))) {
             aliases.push(short.to_string());
@@ -590,11 +685,28 @@ impl Runtime {
     pub async fn start(&self, id: &str, spec: &ServiceSpec) -> Result<(), RuntimeError> {
         self.check_volumes(spec)?;
         let d = self.client().await?;
-        match d.start_container(id, None).await {
-            Ok(()) => Ok(()),
-            Err(e) if Self::status_of(&e) == Some(304) => Ok(()),
-            Err(e) => Err(self.map_err(e)),
+        for attempt in 0..2 {
+            match d.start_container(id, None).await {
+                Ok(()) => return Ok(()),
+                Err(e) if Self::status_of(&e) == Some(304) => return Ok(()),
+                // Docker before 25 finds a container's network by name when it starts it.
+                Err(e) if attempt == 0 && self.resolve_ambiguity(&e).await? => continue,
+                Err(e) => return Err(self.map_err(e)),
+            }
         }
+        Ok(())
+    }
+
+    /// When Docker refused because two networks share a name (see [`NetInfo::id`]): leaves
+    /// one and says so (the call is worth repeating).
+    async fn resolve_ambiguity(&self, e: &bollard::errors::Error) -> Result<bool, RuntimeError> {
+        let text = e.to_string();
+        let Some(name) = text.split("network ").nth(1).and_then(|t| t.split(" is ambiguous").next()).filter(|_| text.contains(" is ambiguous")) else {
+            return Ok(false);
+        };
+        let _held = self.network_lock(name).await;
+        self.dedupe_network(name).await?;
+        Ok(true)
     }
 
     pub async fn stop(&self, id: &str) -> Result<(), RuntimeError> {

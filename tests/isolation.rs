@@ -194,7 +194,7 @@ async fn networks_come_and_go_with_their_owners_and_strays_are_removed() {
     let inspected = docker().inspect_network(addon_net, None::<bollard::query_parameters::InspectNetworkOptions>).await.unwrap();
     assert_eq!(inspected.internal, Some(true), "an addon without network.internet gets an internal network");
     let subnet = inspected.ipam.unwrap().config.unwrap()[0].subnet.clone().unwrap();
-    assert!(subnet.starts_with("10.24") && subnet.ends_with("/26"), "from the configured pool: {subnet}");
+    assert!(["172.24.", "172.25.", "172.26.", "172.27."].iter().any(|p| subnet.starts_with(p)) && subnet.ends_with("/26"), "from the configured pool: {subnet}");
 
     let r = d.delete("/api/addons/netty?wait=deleted&timeout=60").await;
     assert_eq!(r.status, 200, "{:?}", r.body);

@@ -23,8 +23,10 @@ async fn every_container_is_sandboxed() {
         assert_eq!(hc.memory, Some(128 << 20));
         assert_eq!(hc.nano_cpus, Some(250_000_000));
         assert_eq!(hc.pids_limit, Some(64));
-        // its own network, named for this daemon and the service
-        assert_eq!(hc.network_mode, Some(format!("addond_{}_s_boxed", d.daemon_id().unwrap())));
+        // its own network (named for this daemon and the service), and only that one
+        let nets = c.network_settings.clone().unwrap().networks.unwrap();
+        assert_eq!(nets.keys().collect::<Vec<_>>(), vec![&format!("addond_{}_s_boxed", d.daemon_id().unwrap())]);
+        assert!(hc.network_mode.is_some_and(|m| m == nets.values().next().unwrap().network_id.clone().unwrap()));
         // default seccomp: no "seccomp=unconfined" and no apparmor override
         assert!(!c.app_armor_profile.unwrap_or_default().contains("unconfined"));
         let binds = hc.port_bindings.unwrap();

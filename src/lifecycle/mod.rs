@@ -45,6 +45,7 @@ pub trait AddonNetworks: Send + Sync {
 /// A service's network as the reconciler made sure of it, and the addon API's address on it.
 struct Net {
     plan: NetworkPlan,
+    info: NetInfo,
     api: Option<SocketAddr>,
 }
 
@@ -238,47 +239,59 @@ impl Lifecycle {
             (true, Some(api)) => api.network_up(&info).await,
             _ => None,
         };
-        Ok(Net { plan, api })
+        Ok(Net { plan, info, api })
     }
 
     /// Removes a deleted service's network unless another service still joins it.
     async fn release_network(&self, svc: &Service) {
         let plan = self.plan_of(svc);
-        let _held = self.runtime.networks_lock().await;
+        let _held = self.runtime.network_lock(&plan.name).await;
+        self.remove_if_unwanted(&plan.name, plan.addon).await;
+    }
+
+    /// Removes a network no service wants any more (the caller holds its lock, so none is
+    /// being made for it meanwhile), and has the addon API stop listening there. Failures are
+    /// logged: the next resync tries again.
+    async fn remove_if_unwanted(&self, name: &str, addon: bool) {
         match self.store.list_services().await {
-            Ok(all) if all.iter().any(|s| self.plan_of(s).name == plan.name) => return,
+            Ok(all) if all.iter().any(|s| self.plan_of(s).name == name) => return,
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(network = %plan.name, error = %e, "cannot tell whether the network is still used; the next resync decides");
+                tracing::warn!(network = %name, error = %e, "cannot tell whether the network is still used; the next resync decides");
                 return;
             }
         }
-        match self.runtime.remove_network(&plan.name).await {
+        match self.runtime.remove_network(name).await {
             Ok(true) => {
-                if let (true, Some(api)) = (plan.addon, self.addon_networks.get()) {
-                    api.network_down(&plan.name).await;
+                if let (true, Some(api)) = (addon, self.addon_networks.get()) {
+                    api.network_down(name).await;
                 }
             }
             Ok(false) => {}
-            Err(e) => tracing::warn!(network = %plan.name, error = %e, "cannot remove network; the next resync retries"),
+            Err(e) => tracing::warn!(network = %name, error = %e, "cannot remove network; the next resync retries"),
         }
     }
 
     /// Removes networks of ours that no service wants any more (like stray containers),
     /// and has the addon API listen on the addon networks that stay.
     async fn sweep_networks(&self) -> Result<(), LifecycleError> {
-        let _held = self.runtime.networks_lock().await;
         let services = self.store.list_services().await?;
         let wanted: HashMap<String, bool> = services.iter().map(|s| self.plan_of(s)).map(|p| (p.name, p.addon)).collect();
-        for n in self.runtime.list_owned_networks(&self.daemon_id).await? {
+        let owned = self.runtime.list_owned_networks(&self.daemon_id).await?;
+        let mut seen = HashSet::new();
+        for n in owned.iter().filter(|n| !seen.insert(n.name.clone())) {
+            let _held = self.runtime.network_lock(&n.name).await;
+            self.runtime.dedupe_network(&n.name).await?;
+        }
+        let mut done = HashSet::new();
+        for n in owned.into_iter().filter(|n| done.insert(n.name.clone())) {
             match wanted.get(&n.name) {
                 None => {
+                    // Checked again under its lock: a service created since the list above
+                    // may be making it right now.
+                    let _held = self.runtime.network_lock(&n.name).await;
                     tracing::info!(network = %n.name, owner = %n.owner, "removing stray network");
-                    if self.runtime.remove_network(&n.name).await? {
-                        if let Some(api) = self.addon_networks.get() {
-                            api.network_down(&n.name).await;
-                        }
-                    }
+                    self.remove_if_unwanted(&n.name, n.owner.starts_with("a_")).await;
                 }
                 Some(true) => {
                     if let (Some(info), Some(api)) = (&n.info, self.addon_networks.get()) {
@@ -738,7 +751,7 @@ impl Lifecycle {
                     config_json: &config_json,
                     api_url,
                     token,
-                    network: &net.plan.name,
+                    network: &net.info,
                     addon_instance: svc.addon_instance.as_deref(),
                 };
                 let cid = match self.runtime.create_container(&svc.spec, &ctx).await {

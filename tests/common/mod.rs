@@ -63,15 +63,16 @@ pub struct Options {
     /// Extra keys for the `[events]` section.
     pub events_extra: String,
     /// `docker.subnet_pool` and `docker.subnet_prefix`: where this daemon's networks come
-    /// from. By default one pool all test daemons share, out of the ranges Docker and the
-    /// old fixed test networks use; the daemon skips subnets other networks (other daemons,
-    /// other test processes) already hold.
+    /// from. By default one pool all test daemons share (172.24.0.0/14: clear of docker0,
+    /// of the production default 172.20.0.0/14 a dev daemon may use, and of the fixed
+    /// 172.30/172.31 test networks of older checkouts), in /26s; the daemon skips subnets
+    /// that other networks (other daemons, other test processes) already hold.
     pub subnet_pool: (String, u8),
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ports: port_slice(12), extra: String::new(), docker_host: "unix:///var/run/docker.sock".into(), gateway_extra: String::new(), events_extra: String::new(), ports_extra: String::new(), subnet_pool: ("10.240.0.0/14".into(), 26) }
+        Options { ports: port_slice(12), extra: String::new(), docker_host: "unix:///var/run/docker.sock".into(), gateway_extra: String::new(), events_extra: String::new(), ports_extra: String::new(), subnet_pool: ("172.24.0.0/14".into(), 26) }
     }
 }
 
