@@ -51,7 +51,9 @@ pub struct AddonApi {
 
 /// One listener of the addon API, on one network's gateway.
 struct Listening {
+    /// Where it listens: the network's gateway, `addon_api.port`.
     addr: SocketAddr,
+    /// Cancelled when the network goes (a child of the daemon's shutdown).
     stop: CancellationToken,
 }
 

@@ -88,6 +88,7 @@ pub fn volume_name(daemon_id: &str, spec: &ServiceSpec, addon_instance: Option<&
 pub struct Subnet {
     /// The network address, host bits clear.
     pub addr: u32,
+    /// Prefix length, 0–32.
     pub len: u8,
 }
 

@@ -121,11 +121,13 @@ pub struct InstanceContext<'a> {
 /// One of this daemon's networks as Docker has it.
 #[derive(Debug, Clone)]
 pub struct NetInfo {
+    /// `addond_<daemon id>_<owner>[_internal]` (see `crate::isolation::network_plan`).
     pub name: String,
     /// Docker's id: containers name their network by it, as Docker before 25 may let a
     /// second network take the same name (a create sent just before a `kill -9` can land
     /// after the next daemon made the network again).
     pub id: String,
+    /// Its IPv4 subnet, from `docker.subnet_pool`.
     pub subnet: Subnet,
     /// The bridge's address on it: where containers reach the host (the addon API).
     pub gateway: std::net::Ipv4Addr,
@@ -134,9 +136,11 @@ pub struct NetInfo {
 /// A network carrying this daemon's label, found by listing.
 #[derive(Debug, Clone)]
 pub struct OwnedNetwork {
+    /// The network's name (two networks may share one; see [`NetInfo::id`]).
     pub name: String,
     /// Its [`LABEL_OWNER`].
     pub owner: String,
+    /// Subnet and gateway, when it has an IPv4 one.
     pub info: Option<NetInfo>,
 }
 
@@ -162,8 +166,11 @@ pub struct Runtime {
 /// See [`Runtime::subnets`].
 #[derive(Default)]
 struct SubnetBook {
+    /// Subnets of Docker's networks at the last look, plus those made since.
     seen: Vec<Subnet>,
+    /// When Docker's list was last read.
     seen_at: Option<std::time::Instant>,
+    /// Subnets picked for networks being made right now.
     reserved: Vec<Subnet>,
 }
 

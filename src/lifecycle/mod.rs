@@ -44,8 +44,11 @@ pub trait AddonNetworks: Send + Sync {
 
 /// A service's network as the reconciler made sure of it, and the addon API's address on it.
 struct Net {
+    /// Which network, of which owner and kind.
     plan: NetworkPlan,
+    /// The network as Docker has it (its id, subnet, gateway).
     info: NetInfo,
+    /// The addon API on it (addon networks only, once bound).
     api: Option<SocketAddr>,
 }
 
@@ -1003,7 +1006,10 @@ impl Lifecycle {
                 self.runtime.remove(&c.id).await?;
             }
         }
-        self.sweep_networks().await?;
+        // A network that cannot be swept now must not keep the services from their passes.
+        if let Err(e) = self.sweep_networks().await {
+            tracing::warn!(error = %e, "cannot sweep networks; the next resync retries");
+        }
         for s in &services {
             self.trigger(&s.id);
         }
