@@ -99,6 +99,10 @@ pub struct Lifecycle {
     first_resync: tokio::sync::watch::Sender<bool>,
     /// The addon API, told about addon networks (set once at start).
     addon_networks: std::sync::OnceLock<Arc<dyn AddonNetworks>>,
+    /// Networks of deleted services are removed in the background, two at a time: Docker
+    /// does network and container changes one after the other, and 200 removals at once
+    /// would hold up the container removals that deletes wait for.
+    network_removals: Arc<tokio::sync::Semaphore>,
     /// Lifecycle events (`service.failed`, `addon.installed`, …) for the event log.
     notices: broadcast::Sender<(String, serde_json::Value)>,
     /// Lets `&self` methods hand an owning handle to the tasks they spawn.
@@ -128,6 +132,7 @@ impl Lifecycle {
             first_resync: tokio::sync::watch::channel(false).0,
             notices: broadcast::channel(1024).0,
             addon_networks: std::sync::OnceLock::new(),
+            network_removals: Arc::new(tokio::sync::Semaphore::new(2)),
         })
     }
 
@@ -245,11 +250,23 @@ impl Lifecycle {
         Ok(Net { plan, info, api })
     }
 
-    /// Removes a deleted service's network unless another service still joins it.
-    async fn release_network(&self, svc: &Service) {
+    /// Removes a deleted service's network, in the background, unless another service still
+    /// joins it. One left behind by a shutdown meanwhile goes at the next resync.
+    fn release_network(&self, svc: &Service) {
         let plan = self.plan_of(svc);
-        let _held = self.runtime.network_lock(&plan.name).await;
-        self.remove_if_unwanted(&plan.name, plan.addon).await;
+        let Some(me) = self.me.upgrade() else { return };
+        let shutdown = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            let work = async {
+                let Ok(_permit) = me.network_removals.clone().acquire_owned().await else { return };
+                let _held = me.runtime.network_lock(&plan.name).await;
+                me.remove_if_unwanted(&plan.name, plan.addon).await;
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = work => {}
+            }
+        });
     }
 
     /// Removes a network no service wants any more (the caller holds its lock, so none is
@@ -575,7 +592,7 @@ impl Lifecycle {
                     self.runtime.remove(&inst.container_name()).await?;
                 }
                 self.store.delete_service(&svc.id).await?;
-                self.release_network(&svc).await;
+                self.release_network(&svc);
                 self.leases.lock().unwrap_or_else(|e| e.into_inner()).remove(&svc.id);
                 tracing::info!(service = %svc.spec.name, "deleted");
                 self.service_notice("service.deleted", &svc, serde_json::json!({}));
