@@ -349,7 +349,7 @@ fn remove_containers(daemon_id: String) {
         }
         let opts = bollard::query_parameters::ListNetworksOptions { filters: label() };
         for n in d.list_networks(Some(opts)).await.unwrap_or_default() {
-            let _ = d.remove_network(&n.name.unwrap_or_default()).await;
+            let _ = d.remove_network(&n.id.unwrap_or_default()).await;
         }
         let opts = bollard::query_parameters::ListVolumesOptions { filters: label() };
         for v in d.list_volumes(Some(opts)).await.ok().and_then(|r| r.volumes).unwrap_or_default() {
