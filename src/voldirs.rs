@@ -121,7 +121,10 @@ pub fn prepare(data_dir: &Path, service: &str, rel: &str, user: &str) -> Result<
         let (next, _made) = open_dir_at(&dir, &cstr(name, &shown)?, &shown)?;
         let st = stat(&next, &shown)?;
         if i < 2 {
-            if uid == Some(st.st_uid) && st.st_uid != 0 {
+            // SAFETY: geteuid cannot fail. (A daemon running as the sandbox user owns its
+            // own directories; nothing to tell apart then.)
+            let daemon = unsafe { libc::geteuid() };
+            if uid == Some(st.st_uid) && st.st_uid != 0 && st.st_uid != daemon {
                 return Err(VolumeDirError(format!(
                     "{} belongs to the sandbox user (uid {}); it is the daemon's: give it back (`chown` to the daemon's user)",
                     shown.display(),
