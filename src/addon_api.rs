@@ -1,17 +1,20 @@
 //! The addon API: what addon containers call (`ADDOND_API`). It listens only on the
-//! gateway address of each addon network, so other hosts never reach it, and every request
-//! carries the instance's own token (`ADDOND_TOKEN`, stored hashed, replaced with each new
+//! gateway address of each addon network, starting when the lifecycle makes (or finds) the
+//! network and stopping when it removes it, so other hosts never reach it; each listener
+//! serves only peers on its own network (a container can send to another network's gateway
+//! address, which is the host's too). Every request carries the instance's own token (`ADDOND_TOKEN`, stored hashed, replaced with each new
 //! container and gone with its instance). What an instance may do is what its addon's
 //! manifest declares: `events.emit` (only names listed in `emits`), `storage` (a key-value
 //! store per installed addon instance, with quotas), `addons.execute` (only addons it depends
 //! on). Anything else is a 403 that names the missing permission.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
 use axum::http::{header, request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,6 +22,7 @@ use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::addons::manifest::Manifest;
 use crate::addons::Addons;
@@ -27,13 +31,34 @@ use crate::config::Config;
 use crate::connections::{Admission, Listener, Registry};
 use crate::events::Events;
 use crate::gateway::keys::{ct_eq, hash_secret};
-use crate::lifecycle::Lifecycle;
+use crate::isolation::Subnet;
+use crate::lifecycle::{AddonNetworks, Lifecycle};
+use crate::runtime::NetInfo;
 
 pub struct AddonApi {
     cfg: Arc<Config>,
     lifecycle: Arc<Lifecycle>,
     addons: Arc<Addons>,
     events: Arc<Events>,
+    /// Where it listens, per addon network; one at a time is bound or dropped.
+    listeners: tokio::sync::Mutex<HashMap<String, Listening>>,
+    /// The daemon's shutdown; each listener stops with it (or when its network goes).
+    shutdown: CancellationToken,
+    /// The servers, waited for at shutdown.
+    servers: TaskTracker,
+    /// Lets `&self` hand the router an owning handle.
+    me: std::sync::Weak<AddonApi>,
+    /// One connection budget for all the addresses: addons share it, and the gateway and
+    /// the admin socket have their own.
+    registry: Arc<Registry>,
+}
+
+/// One listener of the addon API, on one network's gateway.
+struct Listening {
+    /// Where it listens: the network's gateway, `addon_api.port`.
+    addr: SocketAddr,
+    /// Cancelled when the network goes (a child of the daemon's shutdown).
+    stop: CancellationToken,
 }
 
 /// The calling instance, as its token proves.
@@ -79,8 +104,23 @@ impl Caller {
 }
 
 impl AddonApi {
-    pub fn new(cfg: Arc<Config>, lifecycle: Arc<Lifecycle>, addons: Arc<Addons>, events: Arc<Events>) -> Arc<Self> {
-        Arc::new(AddonApi { cfg, lifecycle, addons, events })
+    /// Made before the first resync and handed to the lifecycle, which has it listen on
+    /// each addon network as the network appears.
+    pub fn new(cfg: Arc<Config>, lifecycle: Arc<Lifecycle>, addons: Arc<Addons>, events: Arc<Events>, shutdown: CancellationToken) -> Arc<Self> {
+        let registry = Registry::for_listener(Listener::AddonApi, &cfg.http);
+        let api = Arc::new_cyclic(|me| AddonApi {
+            cfg,
+            lifecycle: lifecycle.clone(),
+            addons,
+            events,
+            listeners: Default::default(),
+            shutdown,
+            servers: TaskTracker::new(),
+            me: me.clone(),
+            registry,
+        });
+        lifecycle.set_addon_networks(api.clone());
+        api
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
@@ -95,53 +135,91 @@ impl AddonApi {
             .with_state(self.clone())
     }
 
-    /// Binds on the gateway address of each addon network Docker has made (known after
-    /// `ensure_networks`); tells the lifecycle where, for `ADDOND_API`. `None` until every
-    /// network has been bound.
-    pub async fn bind_all(&self) -> Option<Vec<tokio::net::TcpListener>> {
-        let mut out = Vec::new();
-        for net in [&self.cfg.docker.network, &self.cfg.docker.isolated_network] {
-            let ip = self.lifecycle.runtime().network_gateway(net)?;
-            match tokio::net::TcpListener::bind(SocketAddr::new(ip, self.cfg.addon_api.port)).await {
-                Ok(l) => {
-                    let addr = l.local_addr().ok()?;
-                    tracing::info!(network = %net, %addr, "addon API listening");
-                    self.lifecycle.set_addon_api(net, addr);
-                    out.push(l);
-                }
-                Err(e) => {
-                    tracing::warn!(network = %net, %ip, error = %e, "cannot bind the addon API yet");
-                    return None;
-                }
+    /// Binds on a network's gateway address, retrying briefly: the bridge may take a moment
+    /// to carry its address after Docker made the network.
+    async fn bind(&self, net: &NetInfo) -> Option<tokio::net::TcpListener> {
+        let addr = SocketAddr::new(net.gateway.into(), self.cfg.addon_api.port);
+        for attempt in 0..20 {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => return Some(l),
+                Err(e) if attempt == 19 => tracing::warn!(network = %net.name, %addr, error = %e, "cannot bind the addon API; its containers get no ADDOND_API"),
+                Err(_) => {}
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Some(out)
+        None
     }
 
-    /// Serves on `bound` (or binds once Docker's networks exist) until shutdown.
-    pub async fn run(self: Arc<Self>, bound: Option<Vec<tokio::net::TcpListener>>, shutdown: CancellationToken) {
-        let listeners = match bound {
-            Some(l) => l,
-            None => loop {
-                if let Some(l) = self.bind_all().await {
-                    break l;
+    /// Serves until the daemon or the network goes, refusing peers from other networks.
+    fn serve(&self, l: tokio::net::TcpListener, net: &NetInfo, stop: CancellationToken) {
+        let Some(me) = self.me.upgrade() else { return };
+        let subnet = net.subnet;
+        let name = net.name.clone();
+        let app = me.router().layer(axum::middleware::from_fn(move |ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request, next: axum::middleware::Next| {
+            let name = name.clone();
+            async move {
+                if !on_network(subnet, peer) {
+                    return ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "permission_denied",
+                        format!("this address serves the containers of network {name}; call the addon API at ADDOND_API, on your own network's gateway"),
+                    )
+                    .into_response();
                 }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                next.run(req).await
+            }
+        }));
+        self.servers.spawn(serve(l, app, self.registry.clone(), stop));
+    }
+
+    /// Waits for the daemon's shutdown, then for every listener to finish.
+    pub async fn run(self: Arc<Self>) {
+        self.shutdown.cancelled().await;
+        self.servers.close();
+        self.servers.wait().await;
+    }
+}
+
+/// A peer of the listener on `subnet`'s gateway is on that network.
+fn on_network(subnet: Subnet, peer: SocketAddr) -> bool {
+    match peer.ip() {
+        std::net::IpAddr::V4(ip) => subnet.contains(ip),
+        std::net::IpAddr::V6(ip) => ip.to_ipv4_mapped().is_some_and(|ip| subnet.contains(ip)),
+    }
+}
+
+impl AddonNetworks for AddonApi {
+    fn network_up<'a>(&'a self, net: &'a NetInfo) -> futures_util::future::BoxFuture<'a, Option<SocketAddr>> {
+        Box::pin(async move {
+            let mut listeners = self.listeners.lock().await;
+            if let Some(l) = listeners.get(&net.name) {
+                if l.addr.ip() == std::net::IpAddr::V4(net.gateway) {
+                    return Some(l.addr);
                 }
-            },
-        };
-        // One connection budget for all the addresses: addons share it, and the gateway
-        // and the admin socket have their own.
-        let registry = Registry::for_listener(Listener::AddonApi, &self.cfg.http);
-        let mut servers = Vec::new();
-        for l in listeners {
-            servers.push(tokio::spawn(serve(l, self.router(), registry.clone(), shutdown.clone())));
-        }
-        for s in servers {
-            let _ = s.await;
-        }
+                // The network was made again with another subnet behind our back.
+                l.stop.cancel();
+                listeners.remove(&net.name);
+            }
+            if self.shutdown.is_cancelled() {
+                return None;
+            }
+            let l = self.bind(net).await?;
+            let addr = l.local_addr().ok()?;
+            let stop = self.shutdown.child_token();
+            tracing::info!(network = %net.name, %addr, "addon API listening");
+            self.serve(l, net, stop.clone());
+            listeners.insert(net.name.clone(), Listening { addr, stop });
+            Some(addr)
+        })
+    }
+
+    fn network_down<'a>(&'a self, network: &'a str) -> futures_util::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(l) = self.listeners.lock().await.remove(network) {
+                tracing::info!(%network, addr = %l.addr, "addon API no longer listening");
+                l.stop.cancel();
+            }
+        })
     }
 }
 
@@ -152,7 +230,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, registry: Arc<Reg
     let tracker = tokio_util::task::TaskTracker::new();
     loop {
         registry.room().await;
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(s) => s,
@@ -173,8 +251,10 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, registry: Arc<Reg
         let _ = stream.set_nodelay(true);
         let (app, shutdown) = (app.clone(), shutdown.clone());
         tracker.spawn(async move {
-            let handler = move |req: axum::extract::Request| {
+            let handler = move |mut req: axum::extract::Request| {
                 let app = app.clone();
+                // What axum's own server would give the peer check in `AddonApi::serve`.
+                req.extensions_mut().insert(ConnectInfo(peer));
                 async move { app.oneshot(req).await.unwrap_or_else(|e| match e {}) }
             };
             crate::connections::serve_connection(stream, slot, &shutdown, handler).await;

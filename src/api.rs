@@ -124,6 +124,7 @@ impl From<LifecycleError> for ApiError {
             L::Runtime(RuntimeError::ImageNotFound { .. }) => ApiError::new(StatusCode::NOT_FOUND, "image_not_found", e.to_string()).field("image"),
             L::Runtime(RuntimeError::InvalidVolume(m)) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_volume", m).field("volumes"),
             L::Runtime(RuntimeError::Api(m)) => ApiError::new(StatusCode::BAD_GATEWAY, "docker_error", m),
+            L::Runtime(RuntimeError::NoSubnet(m)) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "subnets_exhausted", m),
             L::Ports(p @ PortError::Exhausted { .. }) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ports_exhausted", p.to_string()),
             L::Ports(p) => ApiError::new(StatusCode::CONFLICT, "conflict", p.to_string()).field("host_port"),
             L::NotFound(what) => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no service `{what}`; list them with `addonctl services list`")),
@@ -825,9 +826,11 @@ async fn discovery(State(st): State<AppState>) -> ApiResult {
         StatusCode::OK,
         json!({
             "services": services,
+            // The two kinds a service may ask for; each owner's network of that kind takes a
+            // /subnet_prefix of this pool.
             "networks": [
-                {"name": cfg.docker.network, "subnet": cfg.docker.subnet, "internal": false},
-                {"name": cfg.docker.isolated_network, "subnet": cfg.docker.isolated_subnet, "internal": true},
+                {"name": cfg.docker.network, "subnet": cfg.docker.subnet_pool, "subnet_prefix": cfg.docker.subnet_prefix, "internal": false},
+                {"name": cfg.docker.isolated_network, "subnet": cfg.docker.subnet_pool, "subnet_prefix": cfg.docker.subnet_prefix, "internal": true},
             ],
             "totals": {"services": all.len(), "instances": instances, "healthy": healthy, "unhealthy": unhealthy},
         }),

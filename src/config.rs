@@ -105,12 +105,23 @@ pub struct DockerConfig {
     pub timeout_seconds: u64,
     /// Grace given to a container on stop before it is killed, in seconds.
     pub stop_timeout_seconds: u64,
-    /// Bridge network addon containers join.
+    /// What a service names in `networks` to get a network with a route out. Not a Docker
+    /// network any more: each addon instance and each plain service gets a network of its own
+    /// (see `subnet_pool`); the name only says which kind.
     pub network: String,
+    /// No longer used (the single shared bridge it sized is gone); accepted so that older
+    /// config files still load. Networks come from `subnet_pool`.
     pub subnet: String,
-    /// Internal network (no route out) for addons without internet permission.
+    /// What a service names in `networks` to get an internal network (no route out); addons
+    /// without the `network.internet` permission always get this kind.
     pub isolated_network: String,
+    /// No longer used, like `subnet`.
     pub isolated_subnet: String,
+    /// IPv4 range the per-addon and per-service networks take their subnets from. Subnets
+    /// that overlap any existing Docker network or host route are skipped.
+    pub subnet_pool: String,
+    /// Prefix length of each network's subnet within `subnet_pool` (24: 253 containers).
+    pub subnet_prefix: u8,
     /// Timeout for pulling a missing image, in seconds.
     pub pull_timeout_seconds: u64,
     /// How long the engine's `/_ping` may take before the engine counts as unresponsive.
@@ -405,6 +416,8 @@ impl Default for DockerConfig {
             subnet: "172.20.0.0/16".into(),
             isolated_network: "addond_isolated".into(),
             isolated_subnet: "172.21.0.0/16".into(),
+            subnet_pool: "172.20.0.0/14".into(),
+            subnet_prefix: 24,
             pull_timeout_seconds: 300,
             ping_timeout_seconds: 2.0,
             call_timeout_seconds: 5.0,
@@ -499,6 +512,11 @@ pub fn parse_cidr(s: &str) -> Option<(std::net::Ipv4Addr, u8)> {
     let ip: std::net::Ipv4Addr = ip.parse().ok()?;
     let len: u8 = len.parse().ok()?;
     (len <= 30).then_some((ip, len))
+}
+
+/// The netmask of an IPv4 prefix length, as a number.
+pub fn prefix_mask(len: u8) -> u32 {
+    if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) }
 }
 
 /// Total host memory in bytes, from /proc/meminfo.
@@ -603,6 +621,17 @@ impl Config {
         }
         if self.docker.network == self.docker.isolated_network {
             return Err(invalid("docker.isolated_network", "must differ from docker.network"));
+        }
+        let pool = &self.docker.subnet_pool;
+        let Some((pool_ip, pool_len)) = parse_cidr(pool).filter(|(_, l)| *l >= 8) else {
+            return Err(invalid("docker.subnet_pool", format!("`{pool}` must be an IPv4 range like 172.20.0.0/14 (prefix 8 to 30)")));
+        };
+        if u32::from(pool_ip) & !prefix_mask(pool_len) != 0 {
+            return Err(invalid("docker.subnet_pool", format!("`{pool}` must be written from its first address, like {}/{pool_len}", std::net::Ipv4Addr::from(u32::from(pool_ip) & prefix_mask(pool_len)))));
+        }
+        let prefix = self.docker.subnet_prefix;
+        if prefix < pool_len || prefix > 28 {
+            return Err(invalid("docker.subnet_prefix", format!("must be between the pool's own prefix ({pool_len}) and 28")));
         }
         if self.docker.timeout_seconds == 0 {
             return Err(invalid("docker.timeout_seconds", "must be at least 1"));
@@ -859,6 +888,10 @@ mod tests {
             ("[events]\nretention_max_events = 0\n", "events.retention_max_events"),
             ("[events]\ndelivery_timeout_seconds = -1.0\n", "events.delivery_timeout_seconds"),
             ("[addon_api]\nkv_max_keys = 0\n", "addon_api.kv_max_keys"),
+            ("[docker]\nsubnet_pool = \"10.1.2.3/16\"\n", "docker.subnet_pool"),
+            ("[docker]\nsubnet_pool = \"10.0.0.0\"\n", "docker.subnet_pool"),
+            ("[docker]\nsubnet_prefix = 12\n", "docker.subnet_prefix"),
+            ("[docker]\nsubnet_prefix = 30\n", "docker.subnet_prefix"),
             ("[addon_api]\nkv_max_value_bytes = 0\n", "addon_api.kv_max_value_bytes"),
         ] {
             let err = load_str(toml, &[]).unwrap_err().to_string();

@@ -191,26 +191,16 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
     };
     let gateway_addr = gateway_listener.as_ref().and_then(|l| l.local_addr().ok());
     let events = Events::new(cfg.clone(), lifecycle.clone(), addons.clone());
-    // The addon API is bound before the first resync creates containers, so they get
-    // ADDOND_API; with Docker down it binds once the networks exist.
-    let addon_api = AddonApi::new(cfg.clone(), lifecycle.clone(), addons.clone(), events.clone());
-    let addon_api_bound = if docker_up {
-        match lifecycle.runtime().ensure_networks().await {
-            Ok(()) => addon_api.bind_all().await,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot prepare the addon networks yet");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    // Handed to the lifecycle before the first resync: it listens on each addon network as
+    // the reconciler makes (or finds) it, before that network's first container is made, so
+    // containers get ADDOND_API.
+    let addon_api = AddonApi::new(cfg.clone(), lifecycle.clone(), addons.clone(), events.clone(), shutdown.clone());
     let app = api::router(AppState { lifecycle: lifecycle.clone(), addons: addons.clone(), gateway: gateway.clone(), events: events.clone(), gateway_addr, started });
     let lc_task = tokio::spawn(lifecycle.clone().run());
     let routes_task = tokio::spawn(addons.dispatcher.clone().follow_changes(shutdown.clone()));
     let audit_task = tokio::spawn(gateway.clone().run_audit_writer(shutdown.clone()));
     let events_task = tokio::spawn(events.clone().run(shutdown.clone()));
-    let addon_api_task = tokio::spawn(addon_api.run(addon_api_bound, shutdown.clone()));
+    let addon_api_task = tokio::spawn(addon_api.run());
     let schedules_task = tokio::spawn(crate::schedules::Scheduler::new(lifecycle.clone(), addons.clone()).run(shutdown.clone()));
     // Half installs an older addond may have left (it waits for the first resync).
     tokio::spawn({

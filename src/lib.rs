@@ -6,6 +6,8 @@ pub mod model;
 pub mod store;
 pub mod ports;
 pub mod runtime;
+pub mod isolation;
+pub mod voldirs;
 pub mod lifecycle;
 pub mod client;
 pub mod sanitize;

@@ -208,7 +208,8 @@ impl ResourceLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VolumeKind {
-    /// A Docker named volume, created as `addond_<source>`.
+    /// A Docker named volume of this daemon, scoped to the service (or, `shared`, to its
+    /// group): see `crate::isolation::volume_name`.
     Named,
     /// A directory the daemon owns under `<data_dir>/volumes/<service>/`.
     Dir,
@@ -220,6 +221,14 @@ pub struct Volume {
     pub target: String,
     pub read_only: bool,
     pub kind: VolumeKind,
+    /// Named volumes: seen by every service of the same addon instance (or plain services
+    /// with the same `plugin_id`) that declares it shared; otherwise the service's own.
+    #[serde(default)]
+    pub shared: bool,
+    /// Named volumes: the Docker volume, fixed when the service is created. Services stored
+    /// before volumes were scoped have none and keep the old global `addond_<source>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_name: Option<String>,
 }
 
 /// A service's validated definition, stored as JSON in the `services` row.
@@ -315,13 +324,19 @@ pub struct CreateRequest {
     pub replicas: Option<i64>,
 }
 
-/// A volume as requested: `"SOURCE:TARGET[:ro]"` or `{"source", "target", "read_only"}`.
+/// A volume as requested: `"SOURCE:TARGET[:ro]"` or `{"source", "target", "read_only", "shared"}`.
 /// Deserialized by hand rather than as an untagged enum, so a wrong shape is told what the
 /// two accepted shapes are instead of "did not match any variant".
 #[derive(Debug, Clone)]
 pub enum VolumeRequest {
     Short(String),
-    Long { source: String, target: String, read_only: bool },
+    Long {
+        source: String,
+        target: String,
+        read_only: bool,
+        /// Shared with the other services of the addon that declare it (named volumes only).
+        shared: bool,
+    },
 }
 
 impl<'de> Deserialize<'de> for VolumeRequest {
@@ -330,7 +345,7 @@ impl<'de> Deserialize<'de> for VolumeRequest {
         impl<'de> serde::de::Visitor<'de> for Shape {
             type Value = VolumeRequest;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a volume: a string like \"data:/data\" or \"./dir:/dir:ro\", or an object like {\"source\": \"data\", \"target\": \"/data\", \"read_only\": false}")
+                f.write_str("a volume: a string like \"data:/data\" or \"./dir:/dir:ro\", or an object like {\"source\": \"data\", \"target\": \"/data\", \"read_only\": false, \"shared\": false}")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<VolumeRequest, E> {
                 Ok(VolumeRequest::Short(v.to_string()))
@@ -343,9 +358,11 @@ impl<'de> Deserialize<'de> for VolumeRequest {
                     target: String,
                     #[serde(default)]
                     read_only: bool,
+                    #[serde(default)]
+                    shared: bool,
                 }
                 let l = Long::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(VolumeRequest::Long { source: l.source, target: l.target, read_only: l.read_only })
+                Ok(VolumeRequest::Long { source: l.source, target: l.target, read_only: l.read_only, shared: l.shared })
             }
         }
         d.deserialize_any(Shape)
@@ -546,17 +563,17 @@ fn valid_env_key(s: &str) -> bool {
 /// Parses `src:dst[:ro|rw]` or the long form, and decides the volume's kind. Host paths
 /// are refused here; symlink escapes are checked again on disk by the runtime.
 pub fn parse_volume(v: &VolumeRequest, field: &str) -> Result<Volume, FieldError> {
-    let (source, target, read_only) = match v {
+    let (source, target, read_only, shared) = match v {
         VolumeRequest::Short(s) => {
             let parts: Vec<&str> = s.split(':').collect();
             match parts.as_slice() {
-                [src, dst] => (src.to_string(), dst.to_string(), false),
-                [src, dst, "ro"] => (src.to_string(), dst.to_string(), true),
-                [src, dst, "rw"] => (src.to_string(), dst.to_string(), false),
+                [src, dst] => (src.to_string(), dst.to_string(), false, false),
+                [src, dst, "ro"] => (src.to_string(), dst.to_string(), true, false),
+                [src, dst, "rw"] => (src.to_string(), dst.to_string(), false, false),
                 _ => return Err(volume_err(field, format!("`{s}` is not SOURCE:TARGET[:ro]"))),
             }
         }
-        VolumeRequest::Long { source, target, read_only } => (source.clone(), target.clone(), *read_only),
+        VolumeRequest::Long { source, target, read_only, shared } => (source.clone(), target.clone(), *read_only, *shared),
     };
     if source.contains("docker.sock") || target.contains("docker.sock") {
         return Err(volume_err(field, "the Docker socket is never mounted into an addon container"));
@@ -578,7 +595,13 @@ pub fn parse_volume(v: &VolumeRequest, field: &str) -> Result<Volume, FieldError
     }
     let is_named = !source.contains('/') && !source.starts_with('.') && valid_name(&source.replace('_', "-"));
     if is_named {
-        return Ok(Volume { source, target, read_only, kind: VolumeKind::Named });
+        return Ok(Volume { source, target, read_only, kind: VolumeKind::Named, shared, docker_name: None });
+    }
+    if shared {
+        return Err(volume_err(
+            format!("{field}.shared"),
+            format!("`{source}` is a directory volume, which is always its service's own; share a named volume instead (a bare name like `data`)"),
+        ));
     }
     let rel = source.trim_start_matches("./");
     if rel.is_empty()
@@ -587,7 +610,30 @@ pub fn parse_volume(v: &VolumeRequest, field: &str) -> Result<Volume, FieldError
     {
         return Err(volume_err(field, format!("`{source}` is neither a volume name nor a clean relative directory like `./data`")));
     }
-    Ok(Volume { source: rel.to_string(), target, read_only, kind: VolumeKind::Dir })
+    Ok(Volume { source: rel.to_string(), target, read_only, kind: VolumeKind::Dir, shared: false, docker_name: None })
+}
+
+/// The first directory volume whose source lies inside (or is) an earlier one's: `(outer,
+/// inner)` indices. A container that can write the outer directory could replace the inner
+/// one with a symlink, which Docker would follow when it starts the container again.
+pub fn nested_dir_volumes(volumes: &[Volume]) -> Option<(usize, usize)> {
+    let inside = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+    for (j, b) in volumes.iter().enumerate().filter(|(_, v)| v.kind == VolumeKind::Dir) {
+        for (i, a) in volumes[..j].iter().enumerate().filter(|(_, v)| v.kind == VolumeKind::Dir) {
+            if inside(&a.source, &b.source) || inside(&b.source, &a.source) {
+                return Some((i, j));
+            }
+        }
+    }
+    None
+}
+
+/// The message for [`nested_dir_volumes`], naming both and what to do.
+pub fn nested_volumes_message(volumes: &[Volume], outer: usize, inner: usize) -> String {
+    let (a, b) = (&volumes[outer].source, &volumes[inner].source);
+    format!(
+        "volumes[{inner}] (`./{b}`) lies in or on volumes[{outer}] (`./{a}`): a container that can write one could swap the other for a symlink to any host directory before a restart. Use sibling directories, neither inside the other, like `./data` and `./cache`"
+    )
 }
 
 impl CreateRequest {
@@ -640,6 +686,17 @@ impl CreateRequest {
                 return Err(volume_err(format!("volumes[{i}].target"), format!("two volumes mount at `{}`", vol.target)));
             }
             volumes.push(vol);
+        }
+        if let Some((outer, inner)) = nested_dir_volumes(&volumes) {
+            return Err(volume_err(format!("volumes[{inner}]"), nested_volumes_message(&volumes, outer, inner)));
+        }
+        if let Some(i) = volumes.iter().position(|v| v.shared) {
+            if self.plugin_id.is_none() {
+                return Err(volume_err(
+                    format!("volumes[{i}].shared"),
+                    "a volume is shared within a group: declare it in an addon's services, or give the plain services that share it one plugin_id",
+                ));
+            }
         }
         let networks = self.networks.unwrap_or_else(|| vec![cfg.docker.network.clone()]);
         if networks.len() != 1 {
@@ -936,6 +993,26 @@ mod tests {
         let ok = parse_volume(&VolumeRequest::Short("./files/sub:/srv".into()), "v").unwrap();
         assert_eq!(ok.source, "files/sub");
         assert_eq!(ok.kind, VolumeKind::Dir);
+    }
+
+    #[test]
+    fn nested_directory_volumes() {
+        let vols = |v: &[&str]| v.iter().map(|s| parse_volume(&VolumeRequest::Short(s.to_string()), "v").unwrap()).collect::<Vec<_>>();
+        assert_eq!(nested_dir_volumes(&vols(&["./d:/d", "./d/inner:/inner"])), Some((0, 1)));
+        assert_eq!(nested_dir_volumes(&vols(&["./d/inner:/inner", "./d:/d"])), Some((0, 1)));
+        assert_eq!(nested_dir_volumes(&vols(&["./d:/a", "./d:/b"])), Some((0, 1)));
+        assert_eq!(nested_dir_volumes(&vols(&["x:/x", "./a:/a", "./b:/b", "./a/b/c:/c"])), Some((1, 3)));
+        assert_eq!(nested_dir_volumes(&vols(&["./d:/d", "./dd:/dd", "./d2/d:/e", "d:/named"])), None);
+        let e = req(serde_json::json!({"name": "n", "image": "i", "volumes": ["./d:/d", "./d/inner:/inner"]})).validate(&Config::default()).unwrap_err();
+        assert_eq!((e.field.as_str(), e.code), ("volumes[1]", "invalid_volume"));
+        assert!(e.message.contains("sibling"), "{}", e.message);
+        let shared = serde_json::json!([{"source": "c", "target": "/c", "shared": true}]);
+        let e = req(serde_json::json!({"name": "n", "image": "i", "volumes": shared})).validate(&Config::default()).unwrap_err();
+        assert_eq!(e.field, "volumes[0].shared");
+        let (spec, _) = req(serde_json::json!({"name": "n", "image": "i", "plugin_id": "p", "volumes": shared})).validate(&Config::default()).unwrap();
+        assert!(spec.volumes[0].shared);
+        let e = req(serde_json::json!({"name": "n", "image": "i", "plugin_id": "p", "volumes": [{"source": "./c", "target": "/c", "shared": true}]})).validate(&Config::default()).unwrap_err();
+        assert_eq!(e.field, "volumes[0].shared");
     }
 
     #[test]

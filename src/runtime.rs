@@ -1,13 +1,14 @@
 //! The Docker side, through bollard: containers (create with the sandbox of PRODUCT.md,
-//! start, stop, remove, inspect, logs, stats), the two addond networks, images, volume
-//! directories, and the engine's event stream. It also owns "how is Docker": reachable,
-//! unresponsive (it accepts connections but does not answer a `/_ping` within
-//! `docker.ping_timeout_seconds`) or unreachable. Every call that fails at the connection
-//! level, and every probe, updates that state, so the rest of the daemon can answer 503
-//! `docker_unavailable` and refrain from charging restarts while the engine is away. Calls
-//! go through addond's own transport (one connection per request, as bollard's Unix client
-//! does) so that, while the engine is unresponsive, a call fails at once instead of waiting
-//! `docker.timeout_seconds` with a service's lease held.
+//! start, stop, remove, inspect, logs, stats), the per-owner networks and named volumes
+//! (`crate::isolation` decides which), images, volume directories (checked again before
+//! every start, `crate::voldirs`), and the engine's event stream. It also owns "how is
+//! Docker": reachable, unresponsive (it accepts connections but does not answer a `/_ping`
+//! within `docker.ping_timeout_seconds`) or unreachable. Every call that fails at the
+//! connection level, and every probe, updates that state, so the rest of the daemon can
+//! answer 503 `docker_unavailable` and refrain from charging restarts while the engine is
+//! away. Calls go through addond's own transport (one connection per request, as bollard's
+//! Unix client does) so that, while the engine is unresponsive, a call fails at once
+//! instead of waiting `docker.timeout_seconds` with a service's lease held.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,10 +18,10 @@ use std::time::Duration;
 use bollard::models::{
     ContainerCreateBody, ContainerStatsResponse, EndpointSettings, EventMessage, HostConfig, HostConfigLogConfig, Ipam,
     IpamConfig, Mount, MountType, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy as DockerRestart,
-    RestartPolicyNameEnum,
+    RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, ListNetworksOptions, LogsOptions,
     RemoveContainerOptions, StatsOptions, StopContainerOptions,
 };
 use bollard::{BollardRequest, ClientVersion, Docker};
@@ -28,6 +29,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::{watch, RwLock};
 
 use crate::config::{parse_size, Config};
+use crate::isolation::{self, NetworkPlan, Subnet, LABEL_OWNER};
 use crate::model::{Instance, ServiceSpec, VolumeKind};
 
 pub const LABEL_MANAGED: &str = "addond.managed";
@@ -52,6 +54,9 @@ pub enum RuntimeError {
     ImageNotFound { image: String, reason: String },
     #[error("volume: {0}")]
     InvalidVolume(String),
+    /// No subnet of `docker.subnet_pool` is free for a new network.
+    #[error("{0}")]
+    NoSubnet(String),
     #[error("docker: {0}")]
     Api(String),
 }
@@ -63,6 +68,8 @@ pub struct ContainerInfo {
     /// Address on its (first) network; how the daemon reaches a container whose network
     /// publishes no host ports (Docker ignores port bindings on internal networks).
     pub ip: Option<std::net::IpAddr>,
+    /// The networks it is attached to (one, unless made by an older addond).
+    pub networks: Vec<String>,
     pub running: bool,
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
@@ -110,6 +117,37 @@ pub struct InstanceContext<'a> {
     /// The addon API's address on this container's network, and its token for it.
     pub api_url: Option<String>,
     pub token: Option<String>,
+    /// The network it joins (made by [`Runtime::ensure_network`] first).
+    pub network: &'a NetInfo,
+    /// The addon instance the service belongs to: its services also answer to their short
+    /// names (`worker` besides `shop-worker`) on the addon's network.
+    pub addon_instance: Option<&'a str>,
+}
+
+/// One of this daemon's networks as Docker has it.
+#[derive(Debug, Clone)]
+pub struct NetInfo {
+    /// `addond_<daemon id>_<owner>[_internal]` (see `crate::isolation::network_plan`).
+    pub name: String,
+    /// Docker's id: containers name their network by it, as Docker before 25 may let a
+    /// second network take the same name (a create sent just before a `kill -9` can land
+    /// after the next daemon made the network again).
+    pub id: String,
+    /// Its IPv4 subnet, from `docker.subnet_pool`.
+    pub subnet: Subnet,
+    /// The bridge's address on it: where containers reach the host (the addon API).
+    pub gateway: std::net::Ipv4Addr,
+}
+
+/// A network carrying this daemon's label, found by listing.
+#[derive(Debug, Clone)]
+pub struct OwnedNetwork {
+    /// The network's name (two networks may share one; see [`NetInfo::id`]).
+    pub name: String,
+    /// Its [`LABEL_OWNER`].
+    pub owner: String,
+    /// Subnet and gateway, when it has an IPv4 one.
+    pub info: Option<NetInfo>,
 }
 
 /// What the daemon last saw of the Docker engine.
@@ -141,13 +179,38 @@ pub struct Runtime {
     /// The engine's state; its receivers wake on every change (the reconciler's watcher,
     /// and calls in flight, which give up when the engine turns unresponsive).
     state: watch::Sender<DockerState>,
-    /// The gateway address of each addon network (where the addon API listens).
-    gateways: std::sync::RwLock<HashMap<String, std::net::IpAddr>>,
+    /// The networks made or found since start, by name.
+    networks: std::sync::Mutex<HashMap<String, NetInfo>>,
+    /// One lock per network name, held while that network is made, and while deciding to
+    /// remove it and removing it: a network being made is never removed as unwanted.
+    net_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Subnets seen on Docker's networks (refreshed at most every few seconds: Docker itself
+    /// refuses an overlapping subnet, so a stale list costs a retry, not a clash) and those
+    /// being handed out right now, so two networks made at once never get the same one.
+    subnets: std::sync::Mutex<SubnetBook>,
+}
+
+/// See [`Runtime::subnets`].
+#[derive(Default)]
+struct SubnetBook {
+    /// Subnets of Docker's networks at the last look, plus those made since.
+    seen: Vec<Subnet>,
+    /// When Docker's list was last read.
+    seen_at: Option<std::time::Instant>,
+    /// Subnets picked for networks being made right now.
+    reserved: Vec<Subnet>,
 }
 
 impl Runtime {
     pub fn new(cfg: Arc<Config>) -> Self {
-        Runtime { cfg, docker: RwLock::new(None), state: watch::channel(DockerState::Unreachable).0, gateways: Default::default() }
+        Runtime {
+            cfg,
+            docker: RwLock::new(None),
+            state: watch::channel(DockerState::Unreachable).0,
+            networks: Default::default(),
+            net_locks: Default::default(),
+            subnets: Default::default(),
+        }
     }
 
     pub fn is_available(&self) -> bool {
@@ -273,55 +336,236 @@ impl Runtime {
         state
     }
 
-    /// Creates the bridge and the internal network when missing.
-    pub async fn ensure_networks(&self) -> Result<(), RuntimeError> {
-        let d = self.client().await?;
-        let nets = [
-            (&self.cfg.docker.network, &self.cfg.docker.subnet, false),
-            (&self.cfg.docker.isolated_network, &self.cfg.docker.isolated_subnet, true),
-        ];
-        for (name, subnet, internal) in nets {
-            match d.inspect_network(name, None).await {
-                Ok(n) => {
-                    // Docker leaves the gateway out of the IPAM config when it was not asked for
-                    // one; it is then the subnet's first address.
-                    let gw = n.ipam.and_then(|i| i.config).and_then(|c| {
-                        c.into_iter().find_map(|c| {
-                            c.gateway.filter(|g| !g.is_empty()).and_then(|g| g.parse().ok()).or_else(|| c.subnet.as_deref().and_then(first_host))
-                        })
-                    });
-                    if let Some(gw) = gw {
-                        self.gateways.write().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), gw);
-                        continue;
-                    }
-                    return Err(RuntimeError::Api(format!("network {name} has no gateway address")));
-                }
-                Err(e) if Self::status_of(&e) == Some(404) => {}
+    /// The lock of one network name: taken while deciding whether that network is still
+    /// wanted and removing it; [`Runtime::ensure_network`] takes it itself.
+    pub async fn network_lock(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self.net_locks.lock().unwrap_or_else(|e| e.into_inner()).entry(name.to_string()).or_default().clone();
+        lock.lock_owned().await
+    }
+
+    fn net_info(name: &str, id: &str, ipam: Option<&Ipam>) -> Option<NetInfo> {
+        let cfg = ipam?.config.as_ref()?;
+        cfg.iter().find_map(|c| {
+            let subnet = Subnet::parse(c.subnet.as_deref()?)?;
+            // Docker leaves the gateway out when it was not asked for one: the first host.
+            let gateway = c.gateway.as_deref().and_then(|g| g.parse().ok()).unwrap_or_else(|| subnet.gateway());
+            Some(NetInfo { name: name.to_string(), id: id.to_string(), subnet, gateway })
+        })
+    }
+
+    /// The networks named exactly `name` (Docker before 25 lets two have one name, e.g. when
+    /// a create sent by a daemon killed meanwhile lands after its successor made one).
+    async fn networks_named(&self, d: &Docker, name: &str) -> Result<Vec<bollard::models::Network>, RuntimeError> {
+        let opts = ListNetworksOptions { filters: Some(HashMap::from([("name".to_string(), vec![name.to_string()])])) };
+        let list = d.list_networks(Some(opts)).await.map_err(|e| self.map_err(e))?;
+        Ok(list.into_iter().filter(|n| n.name.as_deref() == Some(name)).collect())
+    }
+
+    /// Keeps one of several networks sharing a name (the one with containers, else the one
+    /// known already, else the oldest) and removes the others.
+    async fn dedupe(&self, d: &Docker, name: &str, found: Vec<bollard::models::Network>) -> Result<(), RuntimeError> {
+        let known = self.network(name).map(|n| n.id);
+        let mut ranked = Vec::new();
+        for n in found {
+            let id = n.id.clone().unwrap_or_default();
+            let attached = match d.inspect_network(&id, None).await {
+                Ok(i) => i.containers.map(|c| c.len()).unwrap_or(0),
+                Err(e) if Self::status_of(&e) == Some(404) => continue,
                 Err(e) => return Err(self.map_err(e)),
-            }
-            let req = NetworkCreateRequest {
-                name: name.clone(),
-                driver: Some("bridge".into()),
-                internal: Some(internal),
-                ipam: Some(Ipam {
-                    config: Some(vec![IpamConfig { subnet: Some(subnet.clone()), gateway: first_host(subnet).map(|g| g.to_string()), ..Default::default() }]),
-                    ..Default::default()
-                }),
-                labels: Some(HashMap::from([(LABEL_MANAGED.to_string(), "true".to_string())])),
-                ..Default::default()
             };
-            match d.create_network(req).await {
-                Ok(_) => {
-                    tracing::info!(network = %name, %subnet, internal, "created network");
-                    // Learn its gateway address on the next pass.
-                    return Box::pin(self.ensure_networks()).await;
-                }
-                // Another daemon (or a test) created it between inspect and create.
-                Err(e) if Self::status_of(&e) == Some(409) => {}
+            let unknown = known.as_deref() != Some(id.as_str());
+            ranked.push((std::cmp::Reverse(attached), unknown, n.created.map(|c| c.to_string()).unwrap_or_default(), id));
+        }
+        ranked.sort();
+        for (_, _, _, id) in ranked.into_iter().skip(1) {
+            if known.as_deref() == Some(id.as_str()) {
+                self.networks.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+            }
+            tracing::warn!(network = %name, %id, "removing a second network of the same name");
+            match d.remove_network(&id).await {
+                Ok(()) => {}
+                Err(e) if Self::status_of(&e) == Some(404) => {}
                 Err(e) => return Err(self.map_err(e)),
             }
         }
         Ok(())
+    }
+
+    /// A free `/subnet_prefix` of the pool, reserved until [`Runtime::unreserve`].
+    async fn reserve_subnet(&self, d: &Docker, name: &str, refused: &[Subnet]) -> Result<Subnet, RuntimeError> {
+        let stale = {
+            let book = self.subnets.lock().unwrap_or_else(|e| e.into_inner());
+            book.seen_at.is_none_or(|t| t.elapsed() > Duration::from_secs(3)) || !refused.is_empty()
+        };
+        if stale {
+            let mut seen = Vec::new();
+            for n in d.list_networks(None::<ListNetworksOptions>).await.map_err(|e| self.map_err(e))? {
+                seen.extend(n.ipam.and_then(|i| i.config).unwrap_or_default().iter().filter_map(|c| c.subnet.as_deref().and_then(Subnet::parse)));
+            }
+            let mut book = self.subnets.lock().unwrap_or_else(|e| e.into_inner());
+            book.seen = seen;
+            book.seen_at = Some(std::time::Instant::now());
+        }
+        let pool = Subnet::parse(&self.cfg.docker.subnet_pool).ok_or_else(|| RuntimeError::NoSubnet("docker.subnet_pool is not an IPv4 range".into()))?;
+        let prefix = self.cfg.docker.subnet_prefix;
+        let mut used = isolation::host_routes();
+        used.extend_from_slice(refused);
+        let mut book = self.subnets.lock().unwrap_or_else(|e| e.into_inner());
+        used.extend(book.seen.iter().chain(book.reserved.iter()).copied());
+        let subnet = isolation::pick(pool, prefix, &used).ok_or_else(|| {
+            RuntimeError::NoSubnet(format!(
+                "no /{prefix} of docker.subnet_pool ({pool}) is free for network {name}: every one overlaps a Docker network or a host route. Widen the pool (and the unit's IPAddressAllow=) or remove networks no longer used"
+            ))
+        })?;
+        book.reserved.push(subnet);
+        Ok(subnet)
+    }
+
+    /// Ends a reservation; `made` puts the subnet among those seen (Docker's list may be
+    /// older than the network).
+    fn unreserve(&self, subnet: Subnet, made: bool) {
+        let mut book = self.subnets.lock().unwrap_or_else(|e| e.into_inner());
+        book.reserved.retain(|s| *s != subnet);
+        if made {
+            book.seen.push(subnet);
+        }
+    }
+
+    /// The network a service's containers join, made when missing: bridge, internal when
+    /// the plan says so, a subnet of `docker.subnet_pool` that overlaps no other network
+    /// and no host route, labelled with this daemon and the owner. A network of that name
+    /// that is not this daemon's is never used.
+    pub async fn ensure_network(&self, plan: &NetworkPlan, daemon_id: &str) -> Result<NetInfo, RuntimeError> {
+        let _held = self.network_lock(&plan.name).await;
+        if let Some(n) = self.networks.lock().unwrap_or_else(|e| e.into_inner()).get(&plan.name) {
+            return Ok(n.clone());
+        }
+        let d = self.client().await?;
+        // Subnets Docker refused as overlapping (taken by another daemon just now).
+        let mut refused: Vec<Subnet> = Vec::new();
+        for _ in 0..16 {
+            let found = self.networks_named(&d, &plan.name).await?;
+            if found.len() > 1 {
+                self.dedupe(&d, &plan.name, found).await?;
+                continue;
+            }
+            if let Some(n) = found.into_iter().next() {
+                let labels = n.labels.clone().unwrap_or_default();
+                if labels.get(LABEL_DAEMON).map(String::as_str) != Some(daemon_id) {
+                    return Err(RuntimeError::Api(format!(
+                        "network {} exists but is not this daemon's (label {LABEL_DAEMON}); remove it (`docker network rm {}`) or move the other daemon's data",
+                        plan.name, plan.name
+                    )));
+                }
+                let info = Self::net_info(&plan.name, n.id.as_deref().unwrap_or_default(), n.ipam.as_ref()).ok_or_else(|| RuntimeError::Api(format!("network {} has no IPv4 subnet", plan.name)))?;
+                self.networks.lock().unwrap_or_else(|e| e.into_inner()).insert(plan.name.clone(), info.clone());
+                return Ok(info);
+            }
+            let subnet = self.reserve_subnet(&d, &plan.name, &refused).await?;
+            let req = NetworkCreateRequest {
+                name: plan.name.clone(),
+                driver: Some("bridge".into()),
+                internal: Some(plan.internal),
+                ipam: Some(Ipam {
+                    config: Some(vec![IpamConfig { subnet: Some(subnet.to_string()), gateway: Some(subnet.gateway().to_string()), ..Default::default() }]),
+                    ..Default::default()
+                }),
+                labels: Some(HashMap::from([
+                    (LABEL_MANAGED.to_string(), "true".to_string()),
+                    (LABEL_DAEMON.to_string(), daemon_id.to_string()),
+                    (LABEL_OWNER.to_string(), plan.owner.clone()),
+                ])),
+                ..Default::default()
+            };
+            let made = d.create_network(req).await;
+            self.unreserve(subnet, made.is_ok());
+            match made {
+                Ok(r) => {
+                    tracing::info!(network = %plan.name, %subnet, internal = plan.internal, "created network");
+                    let info = NetInfo { name: plan.name.clone(), id: r.id, subnet, gateway: subnet.gateway() };
+                    self.networks.lock().unwrap_or_else(|e| e.into_inner()).insert(plan.name.clone(), info.clone());
+                    return Ok(info);
+                }
+                // Made by someone else in between: found on the next round.
+                Err(e) if Self::status_of(&e) == Some(409) => {}
+                // Another daemon took that subnet in between: the next free one.
+                Err(e) if Self::status_of(&e) == Some(403) || e.to_string().contains("overlap") => {
+                    tracing::debug!(network = %plan.name, %subnet, error = %e, "subnet taken meanwhile; trying the next");
+                    refused.push(subnet);
+                }
+                Err(e) => return Err(self.map_err(e)),
+            }
+        }
+        Err(RuntimeError::Api(format!("cannot make network {}: every subnet tried was taken meanwhile", plan.name)))
+    }
+
+    /// Leaves one network of that name (the caller holds its [`Runtime::network_lock`]).
+    pub async fn dedupe_network(&self, name: &str) -> Result<(), RuntimeError> {
+        let d = self.client().await?;
+        let found = self.networks_named(&d, name).await?;
+        if found.len() > 1 {
+            self.dedupe(&d, name, found).await?;
+        }
+        Ok(())
+    }
+
+    /// A network made or found since start.
+    pub fn network(&self, name: &str) -> Option<NetInfo> {
+        self.networks.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    /// Removes one of our networks, every one of that name (the caller holds its
+    /// [`Runtime::network_lock`] and has checked that nothing wants it). False when Docker
+    /// refuses because containers are still attached; a missing network counts as removed.
+    pub async fn remove_network(&self, name: &str) -> Result<bool, RuntimeError> {
+        let d = self.client().await?;
+        self.networks.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        let mut all = true;
+        for n in self.networks_named(&d, name).await? {
+            match d.remove_network(n.id.as_deref().unwrap_or(name)).await {
+                Ok(()) => tracing::info!(network = %name, "removed network"),
+                Err(e) if Self::status_of(&e) == Some(404) => {}
+                Err(e) if Self::status_of(&e) == Some(403) || Self::status_of(&e) == Some(409) => {
+                    tracing::debug!(network = %name, error = %e, "network still in use");
+                    all = false;
+                }
+                Err(e) => return Err(self.map_err(e)),
+            }
+        }
+        Ok(all)
+    }
+
+    /// Every network carrying this daemon's label.
+    pub async fn list_owned_networks(&self, daemon_id: &str) -> Result<Vec<OwnedNetwork>, RuntimeError> {
+        let d = self.client().await?;
+        let opts = ListNetworksOptions { filters: Some(HashMap::from([("label".to_string(), vec![format!("{LABEL_DAEMON}={daemon_id}")])])) };
+        let list = d.list_networks(Some(opts)).await.map_err(|e| self.map_err(e))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|n| {
+                let name = n.name.clone()?;
+                let owner = n.labels.as_ref().and_then(|l| l.get(LABEL_OWNER).cloned()).unwrap_or_default();
+                let info = Self::net_info(&name, n.id.as_deref().unwrap_or_default(), n.ipam.as_ref());
+                Some(OwnedNetwork { name, owner, info })
+            })
+            .collect())
+    }
+
+    /// Makes a named volume with this daemon's labels (Docker would make it unlabelled at
+    /// the first mount); one that exists is left as it is.
+    async fn ensure_volume(&self, name: &str, daemon_id: &str, owner: &str) -> Result<(), RuntimeError> {
+        let d = self.client().await?;
+        let req = VolumeCreateRequest {
+            name: Some(name.to_string()),
+            driver: Some("local".into()),
+            labels: Some(HashMap::from([
+                (LABEL_MANAGED.to_string(), "true".to_string()),
+                (LABEL_DAEMON.to_string(), daemon_id.to_string()),
+                (LABEL_OWNER.to_string(), owner.to_string()),
+            ])),
+            ..Default::default()
+        };
+        d.create_volume(req).await.map(|_| ()).map_err(|e| self.map_err(e))
     }
 
     /// Whether the engine has an image (bounded by the per-call deadline: request
@@ -372,11 +616,6 @@ impl Runtime {
         }
     }
 
-    /// The gateway address of an addon network, once `ensure_networks` has seen it.
-    pub fn network_gateway(&self, network: &str) -> Option<std::net::IpAddr> {
-        self.gateways.read().unwrap_or_else(|e| e.into_inner()).get(network).copied()
-    }
-
     /// Makes sure an image is present, pulling it when a registry is reachable.
     pub async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
         if self.image_present(image).await? {
@@ -391,18 +630,57 @@ impl Runtime {
         prepare_volume_dir(&self.cfg.daemon.data_dir, service_name, rel, &self.cfg.sandbox.user)
     }
 
+    /// What must hold before a container of `spec` is created or started: no directory
+    /// volume inside another (refused for new services; a service stored before that rule
+    /// is refused here), and every one a real directory all the way from the data dir.
+    /// Returns the host path of each directory volume, in order (`None` for named ones).
+    pub fn check_volumes(&self, spec: &ServiceSpec) -> Result<Vec<Option<PathBuf>>, RuntimeError> {
+        if let Some((outer, inner)) = crate::model::nested_dir_volumes(&spec.volumes) {
+            return Err(RuntimeError::InvalidVolume(format!(
+                "{}; refusing to start `{}`: recreate it with the new volumes",
+                crate::model::nested_volumes_message(&spec.volumes, outer, inner),
+                spec.name
+            )));
+        }
+        spec.volumes
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v.kind {
+                VolumeKind::Named => Ok(None),
+                VolumeKind::Dir => self.prepare_volume_dir(&spec.name, &v.source).map(Some).map_err(|e| {
+                    let RuntimeError::InvalidVolume(m) = e else { return e };
+                    RuntimeError::InvalidVolume(format!(
+                        "volumes[{i}] (`./{}` → {}): {m}; refusing to start `{}` rather than let Docker follow it. Put a real directory there and start the service again",
+                        v.source, v.target, spec.name
+                    ))
+                }),
+            })
+            .collect()
+    }
+
     /// Creates the container of one instance with the full sandbox. A container of that
     /// name left from before a crash is replaced: its environment (token, config) is stale.
     pub async fn create_container(&self, spec: &ServiceSpec, ctx: &InstanceContext<'_>) -> Result<String, RuntimeError> {
         let d = self.client().await?;
         let name = ctx.instance.container_name();
         let body = self.container_body(spec, ctx)?;
+        for v in spec.volumes.iter().filter(|v| v.kind == VolumeKind::Named) {
+            if let Some(docker_name) = &v.docker_name {
+                let (_, owner) = isolation::volume_name(ctx.daemon_id, spec, ctx.addon_instance, v);
+                self.ensure_volume(docker_name, ctx.daemon_id, &owner).await?;
+            }
+        }
         let opts = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
         match d.create_container(Some(opts.clone()), body.clone()).await {
             Ok(r) => Ok(r.id),
             Err(e) if Self::status_of(&e) == Some(409) => {
                 self.remove(&name).await?;
                 d.create_container(Some(opts), body).await.map(|r| r.id).map_err(|e| self.map_err(e))
+            }
+            // The network went behind our back: forgotten, so the next pass makes it again.
+            Err(e) if Self::status_of(&e) == Some(404) && e.to_string().contains("network") => {
+                self.networks.lock().unwrap_or_else(|e| e.into_inner()).remove(&ctx.network.name);
+                Err(self.map_err(e))
             }
             Err(e) if Self::status_of(&e) == Some(404) => Err(RuntimeError::ImageNotFound { image: spec.image.clone(), reason: "not present locally".into() }),
             Err(e) => Err(self.map_err(e)),
@@ -434,16 +712,21 @@ impl Runtime {
             (LABEL_PLUGIN.to_string(), spec.plugin_id.clone().unwrap_or_default()),
         ]);
         let mut mounts = Vec::new();
-        for v in &spec.volumes {
-            let (typ, source) = match v.kind {
-                VolumeKind::Named => (MountType::VOLUME, format!("addond_{}", v.source)),
-                VolumeKind::Dir => (MountType::BIND, self.prepare_volume_dir(&spec.name, &v.source)?.display().to_string()),
+        for (v, dir) in spec.volumes.iter().zip(self.check_volumes(spec)?) {
+            let (typ, source) = match dir {
+                // Services stored before volumes were scoped keep their global volume.
+                None => (MountType::VOLUME, v.docker_name.clone().unwrap_or_else(|| format!("addond_{}", v.source))),
+                Some(dir) => (MountType::BIND, dir.display().to_string()),
             };
             mounts.push(Mount { target: Some(v.target.clone()), source: Some(source), typ: Some(typ), read_only: Some(v.read_only), ..Default::default() });
         }
         let sb = &self.cfg.sandbox;
         let tmpfs_bytes = parse_size(&sb.tmpfs_size).unwrap_or(64 << 20);
-        let network = spec.networks.first().cloned().unwrap_or_else(|| self.cfg.docker.network.clone());
+        let network = ctx.network.id.clone();
+        let mut aliases = vec![spec.name.clone()];
+        if let Some(short) = ctx.addon_instance.and_then(|a| spec.name.strip_prefix(&format!("{a}-"))) {
+            aliases.push(short.to_string());
+        }
         let host_config = HostConfig {
             port_bindings: Some(HashMap::from([(
                 cport.clone(),
@@ -478,20 +761,41 @@ impl Runtime {
             exposed_ports: Some(vec![cport]),
             host_config: Some(host_config),
             networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(network, EndpointSettings { aliases: Some(vec![spec.name.clone()]), ..Default::default() })])),
+                endpoints_config: Some(HashMap::from([(network, EndpointSettings { aliases: Some(aliases), ..Default::default() })])),
             }),
             stop_timeout: Some(self.cfg.docker.stop_timeout_seconds as i64),
             ..Default::default()
         })
     }
 
-    pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+    /// Starts a container of `spec`, after checking its directory volumes again on disk:
+    /// Docker resolves bind sources anew at every start, so what was checked when the
+    /// container was made proves nothing now. A refusal is `InvalidVolume`.
+    pub async fn start(&self, id: &str, spec: &ServiceSpec) -> Result<(), RuntimeError> {
+        self.check_volumes(spec)?;
         let d = self.client().await?;
-        match d.start_container(id, None).await {
-            Ok(()) => Ok(()),
-            Err(e) if Self::status_of(&e) == Some(304) => Ok(()),
-            Err(e) => Err(self.map_err(e)),
+        for attempt in 0..2 {
+            match d.start_container(id, None).await {
+                Ok(()) => return Ok(()),
+                Err(e) if Self::status_of(&e) == Some(304) => return Ok(()),
+                // Docker before 25 finds a container's network by name when it starts it.
+                Err(e) if attempt == 0 && self.resolve_ambiguity(&e).await? => continue,
+                Err(e) => return Err(self.map_err(e)),
+            }
         }
+        Ok(())
+    }
+
+    /// When Docker refused because two networks share a name (see [`NetInfo::id`]): leaves
+    /// one and says so (the call is worth repeating).
+    async fn resolve_ambiguity(&self, e: &bollard::errors::Error) -> Result<bool, RuntimeError> {
+        let text = e.to_string();
+        let Some(name) = text.split("network ").nth(1).and_then(|t| t.split(" is ambiguous").next()).filter(|_| text.contains(" is ambiguous")) else {
+            return Ok(false);
+        };
+        let _held = self.network_lock(name).await;
+        self.dedupe_network(name).await?;
+        Ok(true)
     }
 
     pub async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
@@ -523,14 +827,12 @@ impl Runtime {
         match d.inspect_container(id, None).await {
             Ok(c) => {
                 let st = c.state.unwrap_or_default();
-                let ip = c
-                    .network_settings
-                    .and_then(|n| n.networks)
-                    .and_then(|nets| nets.into_values().find_map(|e| e.ip_address.filter(|a| !a.is_empty())))
-                    .and_then(|a| a.parse().ok());
+                let nets = c.network_settings.and_then(|n| n.networks).unwrap_or_default();
+                let ip = nets.values().find_map(|e| e.ip_address.clone().filter(|a| !a.is_empty())).and_then(|a| a.parse().ok());
                 Ok(Some(ContainerInfo {
                     id: c.id.unwrap_or_default(),
                     ip,
+                    networks: nets.into_keys().collect(),
                     running: st.running.unwrap_or(false) || st.restarting.unwrap_or(false),
                     exit_code: st.exit_code,
                     oom_killed: st.oom_killed.unwrap_or(false),
@@ -690,13 +992,6 @@ fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
-/// The first host address of an IPv4 subnet (Docker's default gateway).
-fn first_host(cidr: &str) -> Option<std::net::IpAddr> {
-    let (ip, len) = crate::config::parse_cidr(cidr)?;
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from((u32::from(ip) & mask) + 1)))
-}
-
 /// `repo[:tag]` → (repo, tag), leaving a registry's `host:port/` alone.
 pub fn split_image(image: &str) -> (String, String) {
     if let Some((repo, digest)) = image.split_once('@') {
@@ -708,35 +1003,9 @@ pub fn split_image(image: &str) -> (String, String) {
     }
 }
 
-/// See [`Runtime::prepare_volume_dir`]. The directory is given to the sandbox user so the
-/// non-root container can write to it (when the daemon may chown).
+/// See [`Runtime::prepare_volume_dir`] and [`crate::voldirs::prepare`].
 pub fn prepare_volume_dir(data_dir: &Path, service_name: &str, rel: &str, user: &str) -> Result<PathBuf, RuntimeError> {
-    let base = data_dir.join("volumes").join(service_name);
-    std::fs::create_dir_all(&base).map_err(|e| RuntimeError::InvalidVolume(format!("cannot create {}: {e}", base.display())))?;
-    let base = base.canonicalize().map_err(|e| RuntimeError::InvalidVolume(format!("{}: {e}", base.display())))?;
-    let dir = base.join(rel);
-    // Refuse before creating anything: an existing symlink anywhere on the way could
-    // point out of the service's directory.
-    let mut cur = base.clone();
-    for comp in Path::new(rel).components() {
-        cur.push(comp);
-        if let Ok(meta) = std::fs::symlink_metadata(&cur) {
-            if meta.file_type().is_symlink() {
-                return Err(RuntimeError::InvalidVolume(format!("`{rel}` passes through a symlink ({}); volumes may not leave {}", cur.display(), base.display())));
-            }
-        }
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::InvalidVolume(format!("cannot create {}: {e}", dir.display())))?;
-    let real = dir.canonicalize().map_err(|e| RuntimeError::InvalidVolume(format!("{}: {e}", dir.display())))?;
-    if !real.starts_with(&base) {
-        return Err(RuntimeError::InvalidVolume(format!("`{rel}` resolves to {} outside {}", real.display(), base.display())));
-    }
-    let mut ids = user.split(':').map(|p| p.parse::<u32>().ok());
-    if let (Some(Some(uid)), gid) = (ids.next(), ids.next().flatten()) {
-        // Best effort: a non-root dev daemon cannot chown; the directory then keeps its owner.
-        let _ = std::os::unix::fs::chown(&real, Some(uid), gid.or(Some(uid)));
-    }
-    Ok(real)
+    crate::voldirs::prepare(data_dir, service_name, rel, user).map_err(|e| RuntimeError::InvalidVolume(e.to_string()))
 }
 
 #[cfg(test)]
@@ -745,6 +1014,7 @@ mod tests {
 
     #[test]
     fn gateway_of_a_subnet() {
+        let first_host = |s: &str| Subnet::parse(s).map(|s| s.gateway());
         assert_eq!(first_host("172.20.0.0/16").unwrap().to_string(), "172.20.0.1");
         assert_eq!(first_host("10.1.2.0/24").unwrap().to_string(), "10.1.2.1");
     }

@@ -422,7 +422,11 @@ async fn addons_without_internet_sit_on_the_internal_network() {
     let sid = v["services"][0]["id"].as_str().unwrap();
     let c = d.inspect(&format!("addond-{sid}-0")).await;
     let nets = c.network_settings.unwrap().networks.unwrap();
-    assert_eq!(nets.keys().collect::<Vec<_>>(), vec!["addond_test_isolated"]);
+    // the addon instance's own network, of the internal kind
+    let own = format!("addond_{}_a_quiet_internal", d.daemon_id().unwrap());
+    assert_eq!(nets.keys().collect::<Vec<_>>(), vec![&own]);
+    let net = docker().inspect_network(&own, None::<bollard::query_parameters::InspectNetworkOptions>).await.unwrap();
+    assert_eq!(net.internal, Some(true));
     // still reachable by the daemon for actions
     assert_eq!(execute(&d, "quiet", "add", json!({"a": 1, "b": 2})).await.data()["sum"], 3);
 }

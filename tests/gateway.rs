@@ -436,7 +436,7 @@ async fn instances_are_called_where_instance_address_says() {
         let svc = d.get(&format!("/api/plugin-microservice/services/{}", view.data()["services"][0]["id"].as_str().unwrap())).await;
         let inst = &svc.data()["instances"][0];
         let container = docker().inspect_container(inst["container_id"].as_str().unwrap(), None::<bollard::query_parameters::InspectContainerOptions>).await.unwrap();
-        let ip = container.network_settings.unwrap().networks.unwrap()["addond_test"].ip_address.clone().unwrap();
+        let ip = container.network_settings.unwrap().networks.unwrap()[&format!("addond_{}_a_pay", d.daemon_id().unwrap())].ip_address.clone().unwrap();
         match mode {
             "container" => assert_eq!(host, format!("{ip}:8080"), "called on the container's address"),
             _ => assert_eq!(host, format!("127.0.0.1:{}", inst["host_port"]), "called through the host port"),

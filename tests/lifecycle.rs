@@ -233,11 +233,13 @@ async fn isolated_network_services_are_checked_on_their_own_address() {
     let d = Daemon::start().await;
     let svc = d.create_started("offline", json!({"networks": ["addond_test_isolated"]})).await;
     assert_eq!(svc["health_status"], "healthy");
-    let net = docker().inspect_network("addond_test_isolated", None::<bollard::query_parameters::InspectNetworkOptions>).await.unwrap();
+    // the service's own network of the internal kind
+    let own = format!("addond_{}_s_offline_internal", d.daemon_id().unwrap());
+    let net = docker().inspect_network(&own, None::<bollard::query_parameters::InspectNetworkOptions>).await.unwrap();
     assert_eq!(net.internal, Some(true), "the isolated network has no route out");
     let c = d.inspect(svc["instances"][0]["container_name"].as_str().unwrap()).await;
     let nets = c.network_settings.unwrap().networks.unwrap();
-    assert_eq!(nets.keys().collect::<Vec<_>>(), vec!["addond_test_isolated"]);
+    assert_eq!(nets.keys().collect::<Vec<_>>(), vec![&own]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

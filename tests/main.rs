@@ -7,6 +7,7 @@ mod common;
 mod lifecycle;
 mod validation;
 mod security;
+mod isolation;
 mod crash;
 mod ports;
 mod daemon;

@@ -23,7 +23,10 @@ async fn every_container_is_sandboxed() {
         assert_eq!(hc.memory, Some(128 << 20));
         assert_eq!(hc.nano_cpus, Some(250_000_000));
         assert_eq!(hc.pids_limit, Some(64));
-        assert_eq!(hc.network_mode.as_deref(), Some("addond_test"));
+        // its own network (named for this daemon and the service), and only that one
+        let nets = c.network_settings.clone().unwrap().networks.unwrap();
+        assert_eq!(nets.keys().collect::<Vec<_>>(), vec![&format!("addond_{}_s_boxed", d.daemon_id().unwrap())]);
+        assert!(hc.network_mode.is_some_and(|m| m == nets.values().next().unwrap().network_id.clone().unwrap()));
         // default seccomp: no "seccomp=unconfined" and no apparmor override
         assert!(!c.app_armor_profile.unwrap_or_default().contains("unconfined"));
         let binds = hc.port_bindings.unwrap();
@@ -105,4 +108,134 @@ async fn callers_outside_the_allowed_users_get_403() {
     assert!(denied[0]["pid"].is_number() && denied[0]["detail"].as_str().unwrap().contains("admin socket"), "{:?}", denied[0]);
     // root is served
     assert_eq!(d.get("/health").await.status, 200);
+}
+
+/// A host directory outside the data dir that the sandbox user could write to: where an
+/// escaped volume would lead.
+fn outside_dir(d: &Daemon) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let out = d.dir.path().join("outside");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    out
+}
+
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir).map(|r| r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default()
+}
+
+/// Waits until the service is Failed or `escaped` holds; returns the service.
+async fn failed_or_escaped(d: &Daemon, name: &str, secs: u64, escaped: impl Fn() -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let s = d.service(name).await.unwrap();
+        if s["phase"] == "Failed" || escaped() {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "{name} neither failed nor escaped: {s:#}\n{}", tail(&d.log(), 30));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nested_directory_volumes_are_refused() {
+    let d = Daemon::start().await;
+    for (vols, field) in [
+        (json!(["./d:/d", "./d/inner:/inner"]), "volumes[1]"),
+        (json!(["./d/inner:/inner", "./d:/d"]), "volumes[1]"),
+        (json!(["./d:/a", "./d:/b:ro"]), "volumes[1]"),
+        (json!(["data:/data", "./d:/d", {"source": "./d/x/y", "target": "/y"}]), "volumes[2]"),
+    ] {
+        let r = d.post(SVC, json!({"name": "nest", "image": IMAGE, "volumes": vols})).await;
+        assert_eq!(r.status, 400, "{vols}: {:?}", r.body);
+        assert_eq!(r.body["error"]["code"], "invalid_volume", "{vols}");
+        assert_eq!(r.body["error"]["field"], field, "{vols}: {:?}", r.body);
+        assert!(r.body["error"]["message"].as_str().unwrap().contains("sibling"), "{:?}", r.body);
+    }
+    assert!(d.service("nest").await.is_none());
+    // siblings and look-alike prefixes are fine
+    let r = d.post(SVC, json!({"name": "sib", "image": IMAGE, "replicas": 0, "volumes": ["./d:/d", "./inner:/inner", "./dd:/dd"]})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    // and an addon manifest with nested volumes is refused when registered
+    let m = json!({"name": "nester", "version": "1.0.0", "image": IMAGE, "services": [{"name": "main", "volumes": ["./d:/d", "./d/inner:/inner"]}]});
+    let r = d.post("/api/addons/register", m).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(r.body["error"]["field"], "services[0].volumes[1]", "{:?}", r.body);
+}
+
+/// Issue 12 §1: a service whose directory volumes nest (stored before nesting was refused)
+/// swaps the inner one for a symlink to a host directory through the outer one and exits;
+/// the restart must not follow the link.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nested_volume_swapped_for_a_symlink_does_not_escape_on_restart() {
+    let mut d = Daemon::start().await;
+    let outside = outside_dir(&d);
+    let env = json!({"SAMPLE_SWAP_SYMLINK": format!("/d/inner={}", outside.display()), "SAMPLE_WRITE_PROBE": "/inner/probe"});
+    let r = d.post(SVC, json!({"name": "escape", "image": IMAGE, "replicas": 0, "environment": env, "volumes": ["./d:/d", "./e:/inner"]})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    // Make the row what an older daemon stored: `./d/inner` nested in `./d`.
+    assert!(d.terminate().success());
+    let db = rusqlite::Connection::open(d.data_dir().join("addond.db")).unwrap();
+    let n = db.execute("UPDATE services SET spec = json_set(spec, '$.volumes[1].source', 'd/inner') WHERE name = 'escape'", []).unwrap();
+    assert_eq!(n, 1);
+    drop(db);
+    let inner = d.data_dir().join("volumes/escape/d/inner");
+    std::fs::create_dir_all(&inner).unwrap();
+    std::os::unix::fs::chown(&inner, Some(65534), Some(65534)).unwrap();
+    d.spawn().await;
+    let r = d.post(&format!("{SVC}/escape/scale"), json!({"replicas": 1})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let s = failed_or_escaped(&d, "escape", 30, || outside.join("probe").exists()).await;
+    assert!(entries(&outside).is_empty(), "the container wrote outside its volumes: {:?}\n{}", entries(&outside), tail(&d.log(), 30));
+    assert_eq!(s["phase"], "Failed", "{s:#}");
+    let err = s["last_error"].as_str().unwrap();
+    assert!(err.contains("volumes[1]") && err.contains("sibling"), "{err}");
+}
+
+/// Layer two: every start re-checks each directory volume on disk, component by component,
+/// so a bind source replaced by a symlink (by whatever means) is never handed to Docker —
+/// not on a crash restart, and not when an adopted container is started after the daemon
+/// restarted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volume_replaced_by_a_symlink_is_refused_at_every_start() {
+    let mut d = Daemon::start().await;
+    let outside = outside_dir(&d);
+    let svc = d.create_started("swapped", json!({"volumes": ["./data:/data"], "environment": {"SAMPLE_WRITE_PROBE": "/data/probe"}})).await;
+    let base = d.data_dir().join("volumes/swapped");
+    assert!(base.join("data/probe").exists(), "the probe lands in the volume");
+    let swap = || {
+        std::fs::rename(base.join("data"), base.join("data.orig")).unwrap();
+        std::os::unix::fs::symlink(&outside, base.join("data")).unwrap();
+    };
+    let unswap = || {
+        std::fs::remove_file(base.join("data")).unwrap();
+        std::fs::rename(base.join("data.orig"), base.join("data")).unwrap();
+    };
+    let cname = svc["instances"][0]["container_name"].as_str().unwrap().to_string();
+    // 1. crash restart
+    swap();
+    docker().kill_container(&cname, None::<bollard::query_parameters::KillContainerOptions>).await.unwrap();
+    let s = failed_or_escaped(&d, "swapped", 30, || outside.join("probe").exists()).await;
+    assert!(entries(&outside).is_empty(), "restart followed the symlink: {:?}", entries(&outside));
+    assert_eq!(s["phase"], "Failed", "{s:#}");
+    let err = s["last_error"].as_str().unwrap();
+    assert!(err.contains("volumes[0]") && err.contains("symlink"), "{err}");
+    // Put right, it starts again.
+    unswap();
+    let r = d.post(&format!("{SVC}/swapped/start?wait=started&timeout=60"), json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // 2. the container stopped while the daemon was down, adopted and started at its return
+    d.kill9();
+    swap();
+    docker().stop_container(&cname, None::<bollard::query_parameters::StopContainerOptions>).await.unwrap();
+    d.spawn().await;
+    let s = failed_or_escaped(&d, "swapped", 30, || outside.join("probe").exists()).await;
+    assert!(entries(&outside).is_empty(), "adoption followed the symlink: {:?}", entries(&outside));
+    assert_eq!(s["phase"], "Failed", "{s:#}");
+    // 3. a missing volume directory is made again, not refused
+    unswap();
+    std::fs::remove_dir_all(base.join("data")).unwrap();
+    let r = d.post(&format!("{SVC}/swapped/start?wait=started&timeout=60"), json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(base.join("data/probe").exists());
 }

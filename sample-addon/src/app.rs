@@ -16,7 +16,7 @@ use crate::http::{percent_decode, Request};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const MAX_EVENTS: usize = 1000;
 pub const MAX_SLEEP_MS: u64 = 600_000;
-pub const ACTIONS: [&str; 7] = ["add", "api", "echo", "env", "fail", "sleep", "whoami"];
+pub const ACTIONS: [&str; 10] = ["add", "api", "echo", "env", "fail", "fetch", "read_file", "sleep", "whoami", "write_file"];
 pub const WIDGETS: [&str; 1] = ["checkout"];
 
 /// A string kept out of `Debug` output (the addon API token).
@@ -347,6 +347,9 @@ fn execute(state: &State, action: &str, req: &Request) -> Response {
             }),
         ),
         "api" => api_call(state, &input),
+        "fetch" => fetch(&input),
+        "read_file" => read_file(&input),
+        "write_file" => write_file(&input),
         _ => Response::error(500, "unreachable action"),
     }
 }
@@ -428,6 +431,71 @@ fn api_call(state: &State, input: &Value) -> Response {
         Err(ClientError::Failed(m)) => {
             Response::error(502, format!("addon API request failed: {m}"))
         }
+    }
+}
+
+const FETCH_USAGE: &str = "fetch expects {\"url\": \"http://host[:port]\", \"path\": \"/...\" (default /), \
+     \"method\": \"GET|POST|...\" (default GET), \"body\": <JSON, optional>, \"timeout_ms\": N (default 3000)}";
+
+/// Action `fetch`: one request to any URL, as a hostile addon would try to reach another
+/// addon's container directly. Always answers 200 (for a valid input): `{"ok": true,
+/// "status", "body"}` when a reply came, `{"ok": false, "error"}` when none did.
+fn fetch(input: &Value) -> Response {
+    let Some(obj) = input.as_object() else {
+        return Response::error(400, FETCH_USAGE);
+    };
+    let Some(Value::String(url)) = obj.get("url") else {
+        return Response::error(400, FETCH_USAGE);
+    };
+    let path = match obj.get("path") {
+        None => "/".to_string(),
+        Some(Value::String(p)) => p.clone(),
+        Some(_) => return Response::error(400, FETCH_USAGE),
+    };
+    let method = match obj.get("method") {
+        None => "GET".to_string(),
+        Some(Value::String(m)) => m.to_ascii_uppercase(),
+        Some(_) => return Response::error(400, FETCH_USAGE),
+    };
+    let timeout = match obj.get("timeout_ms") {
+        None => Duration::from_millis(3000),
+        Some(v) => match v.as_u64() {
+            Some(ms) if ms <= 60_000 => Duration::from_millis(ms),
+            _ => return Response::error(400, FETCH_USAGE),
+        },
+    };
+    let mut headers = Vec::new();
+    let body = obj.get("body").map(|v| {
+        headers.push(("Content-Type".to_string(), "application/json".to_string()));
+        serde_json::to_vec(v).unwrap_or_default()
+    });
+    let out = Outgoing { method, path, headers, body };
+    match client::send(url, &out, timeout) {
+        Ok(reply) => Response::json(200, json!({ "ok": true, "status": reply.status, "body": reply_body(&reply) })),
+        Err(e) => Response::json(200, json!({ "ok": false, "error": e.to_string() })),
+    }
+}
+
+/// Action `write_file`: `{"path", "text"}`, to see what a volume holds from inside.
+fn write_file(input: &Value) -> Response {
+    let (Some(Value::String(path)), Some(Value::String(text))) = (input.get("path"), input.get("text")) else {
+        return Response::error(400, "write_file expects {\"path\": \"/dir/file\", \"text\": \"...\"}");
+    };
+    match std::fs::write(path, text) {
+        Ok(()) => Response::json(200, json!({ "written": text.len(), "path": path })),
+        Err(e) => Response::error(500, format!("cannot write {path}: {e}")),
+    }
+}
+
+/// Action `read_file`: `{"path"}`; 404 when there is no such file.
+fn read_file(input: &Value) -> Response {
+    let Some(Value::String(path)) = input.get("path") else {
+        return Response::error(400, "read_file expects {\"path\": \"/dir/file\"}");
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => Response::json(200, json!({ "text": text, "path": path })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Response::error(404, format!("no file {path}")),
+        Err(e) => Response::error(500, format!("cannot read {path}: {e}")),
     }
 }
 
@@ -771,6 +839,27 @@ mod tests {
         assert_eq!(call(&s, "POST", "/execute/nope", "{bad").0, 404);
         assert_eq!(call(&s, "POST", "/execute/%zz", "{}").0, 400);
         assert_eq!(call(&s, "GET", "/execute/echo", "").0, 405);
+    }
+
+    #[test]
+    fn fetch_and_files() {
+        let s = State::new(settings());
+        let dir = std::env::temp_dir().join(format!("sample-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("x").display().to_string();
+        let (st, b) = call(&s, "POST", "/execute/read_file", &json!({"path": f}).to_string());
+        assert_eq!(st, 404, "{b}");
+        let (st, _) = call(&s, "POST", "/execute/write_file", &json!({"path": f, "text": "hi"}).to_string());
+        assert_eq!(st, 200);
+        let (st, b) = call(&s, "POST", "/execute/read_file", &json!({"path": f}).to_string());
+        assert_eq!((st, b["text"].as_str()), (200, Some("hi")));
+        assert_eq!(call(&s, "POST", "/execute/write_file", "{}").0, 400);
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Nothing listens on port 1: no reply, reported as such.
+        let (st, b) = call(&s, "POST", "/execute/fetch", r#"{"url": "http://127.0.0.1:1", "timeout_ms": 500}"#);
+        assert_eq!(st, 200);
+        assert_eq!(b["ok"], false, "{b}");
+        assert_eq!(call(&s, "POST", "/execute/fetch", r#"{"path": "/"}"#).0, 400);
     }
 
     #[test]

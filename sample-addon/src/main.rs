@@ -5,7 +5,12 @@
 //! Test knobs: SAMPLE_HEALTH_DELAY_MS, SAMPLE_CONFIG_RESTART, SAMPLE_EVENTS_FAIL,
 //! SAMPLE_EXIT_ON_START, SAMPLE_LOG_EVERY_MS, SAMPLE_LOG_TEXT, SAMPLE_QUIET, SAMPLE_IDLE_TIMEOUT_MS,
 //! SAMPLE_MAX_CONNECTIONS, SAMPLE_MAX_BODY_BYTES, SAMPLE_OOM_MAX_MB, SAMPLE_MAX_UPLOAD_BYTES,
-//! SAMPLE_WS_MAX_MESSAGE_BYTES, SAMPLE_WS_IDLE_TIMEOUT_MS.
+//! SAMPLE_WS_MAX_MESSAGE_BYTES, SAMPLE_WS_IDLE_TIMEOUT_MS, SAMPLE_SWAP_SYMLINK, SAMPLE_WRITE_PROBE.
+//!
+//! The last two play a hostile addon for the sandbox tests: `SAMPLE_SWAP_SYMLINK=LINK=TARGET`
+//! moves `LINK` aside (`LINK.orig`), puts a symlink to `TARGET` in its place and exits 1,
+//! unless `LINK` already is a symlink (then it starts normally); `SAMPLE_WRITE_PROBE=PATH`
+//! writes `instance=<id>` to `PATH` at every start, so a test can see where a volume led.
 
 mod app;
 mod client;
@@ -62,6 +67,10 @@ struct Startup {
     server: ServerConfig,
     exit_on_start: Option<i32>,
     log_every: Option<Duration>,
+    /// `SAMPLE_SWAP_SYMLINK=LINK=TARGET`.
+    swap_symlink: Option<(String, String)>,
+    /// `SAMPLE_WRITE_PROBE=PATH`.
+    write_probe: Option<String>,
     warnings: Vec<String>,
 }
 
@@ -92,6 +101,16 @@ fn parse_env(get: impl Fn(&str) -> Option<String>) -> Result<Startup, String> {
         }),
     };
     let quiet = flag("SAMPLE_QUIET");
+    let swap_symlink = match get("SAMPLE_SWAP_SYMLINK") {
+        None => None,
+        Some(v) => match v.split_once('=') {
+            Some((link, target)) if !link.is_empty() && !target.is_empty() => {
+                Some((link.to_string(), target.to_string()))
+            }
+            _ => return Err(format!("SAMPLE_SWAP_SYMLINK={v:?} is not LINK=TARGET")),
+        },
+    };
+    let write_probe = get("SAMPLE_WRITE_PROBE");
     let settings = Settings {
         addon: get("ADDOND_ADDON"),
         service: get("ADDOND_SERVICE"),
@@ -140,8 +159,29 @@ fn parse_env(get: impl Fn(&str) -> Option<String>) -> Result<Startup, String> {
         log_every: num("SAMPLE_LOG_EVERY_MS", 86_400_000)?
             .filter(|n| *n > 0)
             .map(Duration::from_millis),
+        swap_symlink,
+        write_probe,
         warnings,
     })
+}
+
+/// What a hostile addon does to a directory volume nested in another one it can write:
+/// replace the inner directory with a symlink to a host path, then exit so that the daemon
+/// starts the container again (and, unguarded, Docker follows the link).
+fn swap_symlink(link: &str, target: &str) {
+    if std::fs::symlink_metadata(link).is_ok_and(|m| m.file_type().is_symlink()) {
+        eprintln!("sample-addon: {link} already is a symlink; starting normally");
+        return;
+    }
+    let aside = format!("{link}.orig");
+    if let Err(e) = std::fs::rename(link, &aside) {
+        eprintln!("sample-addon: cannot move {link} to {aside}: {e}");
+    }
+    match std::os::unix::fs::symlink(target, link) {
+        Ok(()) => eprintln!("sample-addon: {link} now points to {target}; exiting 1"),
+        Err(e) => eprintln!("sample-addon: cannot make {link} a symlink: {e}; exiting 1"),
+    }
+    std::process::exit(1);
 }
 
 fn main() {
@@ -159,6 +199,16 @@ fn main() {
     }
     for w in &startup.warnings {
         eprintln!("sample-addon: warning: {w}");
+    }
+    if let Some((link, target)) = &startup.swap_symlink {
+        swap_symlink(link, target);
+    }
+    if let Some(path) = &startup.write_probe {
+        let text = format!("instance={}\n", startup.settings.instance.as_deref().unwrap_or("-"));
+        match std::fs::write(path, text) {
+            Ok(()) => eprintln!("sample-addon: wrote probe {path}"),
+            Err(e) => eprintln!("sample-addon: cannot write probe {path}: {e}"),
+        }
     }
     if let Some(text) = std::env::var_os("SAMPLE_LOG_TEXT") {
         // Printed verbatim (raw bytes, escape sequences included).
@@ -251,6 +301,8 @@ mod tests {
             ("SAMPLE_MAX_UPLOAD_BYTES", "1000"),
             ("SAMPLE_WS_MAX_MESSAGE_BYTES", "64"),
             ("SAMPLE_WS_IDLE_TIMEOUT_MS", "2500"),
+            ("SAMPLE_SWAP_SYMLINK", "/d/inner=/srv/x"),
+            ("SAMPLE_WRITE_PROBE", "/inner/probe"),
         ])
         .unwrap();
         assert_eq!(s.settings.port, 9000);
@@ -268,6 +320,8 @@ mod tests {
         assert_eq!(s.server.max_upload_bytes, 1000);
         assert_eq!(s.server.ws_max_message_bytes, 64);
         assert_eq!(s.server.ws_idle_timeout, Duration::from_millis(2500));
+        assert_eq!(s.swap_symlink, Some(("/d/inner".into(), "/srv/x".into())));
+        assert_eq!(s.write_probe.as_deref(), Some("/inner/probe"));
     }
 
     #[test]
@@ -276,6 +330,7 @@ mod tests {
         assert!(env(&[("PORT", "x")]).is_err());
         assert!(env(&[("SAMPLE_EXIT_ON_START", "256")]).is_err());
         assert!(env(&[("SAMPLE_LOG_EVERY_MS", "-5")]).is_err());
+        assert!(env(&[("SAMPLE_SWAP_SYMLINK", "/d/inner")]).unwrap_err().contains("SAMPLE_SWAP_SYMLINK"));
         let s = env(&[("ADDOND_CONFIG", "{nope")]).unwrap();
         assert_eq!(s.settings.initial_config, serde_json::json!({}));
         assert_eq!(s.warnings.len(), 1);

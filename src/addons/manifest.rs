@@ -262,6 +262,8 @@ impl ManifestRequest {
             seen.push(sname);
             let mut probe = raw.clone();
             probe["name"] = json!(format!("x-{sname}"));
+            // As installed: an addon's services carry its name (which lets them share volumes).
+            probe["plugin_id"] = json!(name);
             if probe.get("image").is_none() {
                 probe["image"] = json!(self.image.clone().unwrap_or_else(|| "placeholder:latest".into()));
             }
@@ -389,7 +391,7 @@ impl Manifest {
 
     /// The create requests for an installed instance: services named `<instance>-<name>`,
     /// tagged with the addon, the manifest image where a service names none.
-    /// Without the `network.internet` permission, services sit on the internal network.
+    /// Without the `network.internet` permission, services sit on an internal network.
     pub fn service_requests(&self, instance: &str, cfg: &Config) -> Result<Vec<CreateRequest>, FieldError> {
         let mut out = Vec::new();
         for (i, raw) in self.services.iter().enumerate() {
@@ -406,7 +408,8 @@ impl Manifest {
                     None => return Err(err(format!("services[{i}].image"), format!("addon `{}` {} names no image: register a manifest with `image` to install it", self.name, self.version))),
                 }
             }
-            if !self.permissions.iter().any(|p| p == "network.internet") && v.get("networks").is_none() {
+            // Without the permission, always the internal kind, whatever the service asks.
+            if !self.permissions.iter().any(|p| p == "network.internet") {
                 v["networks"] = json!([cfg.docker.isolated_network]);
             }
             out.push(serde_path_to_error::deserialize(v).map_err(|e| service_shape_error(&format!("services[{i}]"), e))?);

@@ -6,6 +6,11 @@
 //! so a request and a reconcile pass never act on one service at once. Every reconcile step
 //! is idempotent and keyed by deterministic container names and labels, so a crash at any
 //! point is repaired by the next pass: at start, periodically, and on Docker events.
+//!
+//! Each service's containers join its owner's network (`crate::isolation`), made before the
+//! first container and removed with the owner's last service; the addon API is told as an
+//! addon's network appears and goes. Every container start goes through the runtime's check
+//! of the directory volumes, and a refusal fails the service with the reason.
 
 pub mod health;
 
@@ -21,11 +26,31 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, InstanceAddress};
+use crate::isolation::{network_plan, NetworkPlan};
 use crate::model::{backoff_ms, running_phase, Desired, Health, Instance, InstanceId, Phase, Service, ServiceId, ServiceSpec};
 use crate::ports::{PortAllocator, PortError};
-use crate::runtime::{ContainerInfo, DockerState, InstanceContext, Runtime, RuntimeError};
+use crate::runtime::{ContainerInfo, DockerState, InstanceContext, NetInfo, Runtime, RuntimeError};
 use crate::store::{now_ms, InstallRow, NewInstance, NewService, Store, StoreError};
 use health::{HealthMonitor, Target, Verdict};
+
+/// Where the addon API listens: told as addon networks appear and go, so it listens on the
+/// gateway of exactly the networks that exist (implemented by `crate::addon_api`).
+pub trait AddonNetworks: Send + Sync {
+    /// Listens on the network's gateway (at once when it already does); where, if it can.
+    fn network_up<'a>(&'a self, network: &'a NetInfo) -> futures_util::future::BoxFuture<'a, Option<SocketAddr>>;
+    /// Stops listening on a network that was removed.
+    fn network_down<'a>(&'a self, network: &'a str) -> futures_util::future::BoxFuture<'a, ()>;
+}
+
+/// A service's network as the reconciler made sure of it, and the addon API's address on it.
+struct Net {
+    /// Which network, of which owner and kind.
+    plan: NetworkPlan,
+    /// The network as Docker has it (its id, subnet, gateway).
+    info: NetInfo,
+    /// The addon API on it (addon networks only, once bound).
+    api: Option<SocketAddr>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -72,8 +97,12 @@ pub struct Lifecycle {
     live: Mutex<Arc<Config>>,
     /// Turns true once the first resync against Docker has run (readiness waits for it).
     first_resync: tokio::sync::watch::Sender<bool>,
-    /// Where the addon API listens on each addon network (set once it is bound).
-    api_addrs: Mutex<HashMap<String, SocketAddr>>,
+    /// The addon API, told about addon networks (set once at start).
+    addon_networks: std::sync::OnceLock<Arc<dyn AddonNetworks>>,
+    /// Networks of deleted services are removed in the background, two at a time: Docker
+    /// does network and container changes one after the other, and 200 removals at once
+    /// would hold up the container removals that deletes wait for.
+    network_removals: Arc<tokio::sync::Semaphore>,
     /// Lifecycle events (`service.failed`, `addon.installed`, …) for the event log.
     notices: broadcast::Sender<(String, serde_json::Value)>,
     /// Lets `&self` methods hand an owning handle to the tasks they spawn.
@@ -102,7 +131,8 @@ impl Lifecycle {
             shutdown,
             first_resync: tokio::sync::watch::channel(false).0,
             notices: broadcast::channel(1024).0,
-            api_addrs: Mutex::new(HashMap::new()),
+            addon_networks: std::sync::OnceLock::new(),
+            network_removals: Arc::new(tokio::sync::Semaphore::new(2)),
         })
     }
 
@@ -199,10 +229,100 @@ impl Lifecycle {
         }
     }
 
-    /// Records where the addon API listens on a network; containers created from now on
-    /// get it as `ADDOND_API`.
-    pub fn set_addon_api(&self, network: &str, addr: SocketAddr) {
-        self.api_addrs.lock().unwrap_or_else(|e| e.into_inner()).insert(network.to_string(), addr);
+    /// Hands over the addon API, to be told about addon networks; containers created from
+    /// then on get its address on their network as `ADDOND_API`.
+    pub fn set_addon_networks(&self, api: Arc<dyn AddonNetworks>) {
+        let _ = self.addon_networks.set(api);
+    }
+
+    fn plan_of(&self, svc: &Service) -> NetworkPlan {
+        network_plan(&self.cfg.docker, &self.daemon_id, &svc.spec, svc.addon_instance.as_deref())
+    }
+
+    /// Makes sure the service's network exists (and, for an addon, that the addon API
+    /// listens on it).
+    async fn network_for(&self, svc: &Service) -> Result<Net, RuntimeError> {
+        let plan = self.plan_of(svc);
+        let info = self.runtime.ensure_network(&plan, &self.daemon_id).await?;
+        let api = match (plan.addon, self.addon_networks.get()) {
+            (true, Some(api)) => api.network_up(&info).await,
+            _ => None,
+        };
+        Ok(Net { plan, info, api })
+    }
+
+    /// Removes a deleted service's network, in the background, unless another service still
+    /// joins it. One left behind by a shutdown meanwhile goes at the next resync.
+    fn release_network(&self, svc: &Service) {
+        let plan = self.plan_of(svc);
+        let Some(me) = self.me.upgrade() else { return };
+        let shutdown = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            let work = async {
+                let Ok(_permit) = me.network_removals.clone().acquire_owned().await else { return };
+                let _held = me.runtime.network_lock(&plan.name).await;
+                me.remove_if_unwanted(&plan.name, plan.addon).await;
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = work => {}
+            }
+        });
+    }
+
+    /// Removes a network no service wants any more (the caller holds its lock, so none is
+    /// being made for it meanwhile), and has the addon API stop listening there. Failures are
+    /// logged: the next resync tries again.
+    async fn remove_if_unwanted(&self, name: &str, addon: bool) {
+        match self.store.list_services().await {
+            Ok(all) if all.iter().any(|s| self.plan_of(s).name == name) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(network = %name, error = %e, "cannot tell whether the network is still used; the next resync decides");
+                return;
+            }
+        }
+        match self.runtime.remove_network(name).await {
+            Ok(true) => {
+                if let (true, Some(api)) = (addon, self.addon_networks.get()) {
+                    api.network_down(name).await;
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(network = %name, error = %e, "cannot remove network; the next resync retries"),
+        }
+    }
+
+    /// Removes networks of ours that no service wants any more (like stray containers),
+    /// and has the addon API listen on the addon networks that stay.
+    async fn sweep_networks(&self) -> Result<(), LifecycleError> {
+        let services = self.store.list_services().await?;
+        let wanted: HashMap<String, bool> = services.iter().map(|s| self.plan_of(s)).map(|p| (p.name, p.addon)).collect();
+        let owned = self.runtime.list_owned_networks(&self.daemon_id).await?;
+        let mut seen = HashSet::new();
+        for n in owned.iter().filter(|n| !seen.insert(n.name.clone())) {
+            let _held = self.runtime.network_lock(&n.name).await;
+            self.runtime.dedupe_network(&n.name).await?;
+        }
+        let mut done = HashSet::new();
+        for n in owned.into_iter().filter(|n| done.insert(n.name.clone())) {
+            match wanted.get(&n.name) {
+                None => {
+                    // Checked again under its lock: a service created since the list above
+                    // may be making it right now.
+                    let _held = self.runtime.network_lock(&n.name).await;
+                    tracing::info!(network = %n.name, owner = %n.owner, "removing stray network");
+                    self.remove_if_unwanted(&n.name, n.owner.starts_with("a_")).await;
+                }
+                Some(true) => {
+                    if let (Some(info), Some(api)) = (&n.info, self.addon_networks.get()) {
+                        api.network_up(info).await;
+                    }
+                }
+                Some(false) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Lifecycle events, to be recorded in the event log.
@@ -253,9 +373,9 @@ impl Lifecycle {
     // ---- requests -------------------------------------------------------------------
 
     /// Books ports and stores the service; containers come from the reconciler.
-    pub async fn create(&self, spec: ServiceSpec, replicas: u32, addon_instance: Option<String>) -> Result<Service, LifecycleError> {
+    pub async fn create(&self, mut spec: ServiceSpec, replicas: u32, addon_instance: Option<String>) -> Result<Service, LifecycleError> {
         self.require_docker()?;
-        self.prepare_create(&spec).await?;
+        self.prepare_create(&mut spec, addon_instance.as_deref()).await?;
         let id = ServiceId::generate();
         let store = self.store.clone();
         let preferred = spec.preferred_host_port;
@@ -284,10 +404,10 @@ impl Lifecycle {
     /// when it is an install (`install`), so the install is recorded whole or not at all;
     /// containers come from the reconciler. Without `install` it adds services to an
     /// instance that is installed already (the repair of an older database).
-    pub async fn create_group(&self, install: Option<InstallRow>, addon_instance: &str, specs: Vec<(ServiceSpec, u32)>) -> Result<Vec<Service>, LifecycleError> {
+    pub async fn create_group(&self, install: Option<InstallRow>, addon_instance: &str, mut specs: Vec<(ServiceSpec, u32)>) -> Result<Vec<Service>, LifecycleError> {
         self.require_docker()?;
-        for (spec, _) in &specs {
-            self.prepare_create(spec).await?;
+        for (spec, _) in &mut specs {
+            self.prepare_create(spec, Some(addon_instance)).await?;
         }
         let install_name = install.as_ref().map(|r| r.instance.clone());
         let wants: Vec<(usize, Option<u16>)> = specs.iter().map(|(s, r)| (*r as usize, s.preferred_host_port)).collect();
@@ -350,7 +470,17 @@ impl Lifecycle {
 
     /// What a create needs before anything is stored: the name is free, the volume
     /// directories exist, and the image is present (pulled now if missing).
-    async fn prepare_create(&self, spec: &ServiceSpec) -> Result<(), LifecycleError> {
+    async fn prepare_create(&self, spec: &mut ServiceSpec, addon_instance: Option<&str>) -> Result<(), LifecycleError> {
+        // Each named volume's Docker volume is fixed now (scoped to this daemon and the
+        // service, or its owner when shared) and kept in the spec.
+        let names: Vec<Option<String>> = spec
+            .volumes
+            .iter()
+            .map(|v| (v.kind == crate::model::VolumeKind::Named).then(|| crate::isolation::volume_name(&self.daemon_id, spec, addon_instance, v).0))
+            .collect();
+        for (v, name) in spec.volumes.iter_mut().zip(names) {
+            v.docker_name = name;
+        }
         if self.store.get_service(&spec.name).await?.is_some() {
             return Err(LifecycleError::Conflict(format!("a service named `{}` already exists; pick another name or delete it first", spec.name)));
         }
@@ -548,6 +678,7 @@ impl Lifecycle {
                     self.runtime.remove(&inst.container_name()).await?;
                 }
                 self.store.delete_service(&svc.id).await?;
+                self.release_network(&svc);
                 self.leases.lock().unwrap_or_else(|e| e.into_inner()).remove(&svc.id);
                 tracing::info!(service = %svc.spec.name, "deleted");
                 self.service_notice("service.deleted", &svc, serde_json::json!({}));
@@ -590,6 +721,14 @@ impl Lifecycle {
         };
         let mut creating = false;
         let mut instances = Vec::new();
+        let mut net = None;
+        if failed.is_none() && svc.instances.iter().any(|i| i.wanted) {
+            match self.network_for(&svc).await {
+                Ok(n) => net = Some(n),
+                Err(RuntimeError::NoSubnet(m)) => failed = Some((m, None)),
+                Err(e) => return Err(e.into()),
+            }
+        }
         for inst in svc.instances.iter().cloned() {
             if !inst.wanted {
                 self.health.unregister(&inst.id);
@@ -611,7 +750,11 @@ impl Lifecycle {
                 instances.push(inst);
                 continue;
             }
-            let (inst, outcome) = self.reconcile_instance(&svc, inst).await?;
+            let Some(net) = net.as_ref() else {
+                instances.push(inst);
+                continue;
+            };
+            let (inst, outcome) = self.reconcile_instance(&svc, inst, net).await?;
             match outcome {
                 Outcome::Running | Outcome::Starting => {}
                 Outcome::Creating => creating = true,
@@ -644,16 +787,28 @@ impl Lifecycle {
         Ok(())
     }
 
-    async fn reconcile_instance(&self, svc: &Service, mut inst: Instance) -> Result<(Instance, Outcome), LifecycleError> {
+    async fn reconcile_instance(&self, svc: &Service, mut inst: Instance, net: &Net) -> Result<(Instance, Outcome), LifecycleError> {
         let name = inst.container_name();
         let now = now_ms();
         let unhealthy = self.unhealthy.lock().unwrap_or_else(|e| e.into_inner()).remove(&inst.id);
         let requested = self.restart_requested.lock().unwrap_or_else(|e| e.into_inner()).remove(&inst.id);
-        let info = self.runtime.inspect(&name).await?;
+        let mut info = self.runtime.inspect(&name).await?;
+        if let Some(i) = info.as_ref().filter(|i| !i.networks.contains(&net.plan.name)) {
+            // Made by an addond that put every container on one shared network: made again
+            // on its owner's own network (with a new token), like a missing one.
+            tracing::info!(service = %svc.spec.name, instance = inst.ordinal, from = ?i.networks, to = %net.plan.name, "moving container to its own network");
+            self.health.unregister(&inst.id);
+            self.runtime.remove(&name).await?;
+            inst.container_id = None;
+            inst.started_at = None;
+            info = None;
+        }
         if let (true, Some(info)) = (requested, info.as_ref()) {
             self.health.unregister(&inst.id);
             self.runtime.stop(&name).await?;
-            self.runtime.start(&info.id).await?;
+            if let Some(reason) = refused(self.runtime.start(&info.id, &svc.spec).await)? {
+                return Ok((inst, Outcome::Failed(reason, None)));
+            }
             inst.container_id = Some(info.id.clone());
             inst.started_at = Some(now);
             inst.health = Health::Starting;
@@ -693,15 +848,23 @@ impl Lifecycle {
                 // container exists; the old one (if any) stops working.
                 let (api_url, token) = match &svc.addon_instance {
                     Some(_) => {
-                        let network = svc.spec.networks.first().cloned().unwrap_or_default();
-                        let api = self.api_addrs.lock().unwrap_or_else(|e| e.into_inner()).get(&network).map(|a| format!("http://{a}"));
+                        let api = net.api.map(|a| format!("http://{a}"));
                         let key = crate::gateway::keys::generate(Some(inst.id.as_str())).map_err(|e| RuntimeError::Api(format!("no randomness: {e}")))?;
                         self.store.set_instance_token(&inst.id, key.hash).await?;
                         (api, Some(key.full.replacen("ak_", "at_", 1)))
                     }
                     None => (None, None),
                 };
-                let ctx = InstanceContext { daemon_id: &self.daemon_id, service_id: svc.id.as_str(), instance: &inst, config_json: &config_json, api_url, token };
+                let ctx = InstanceContext {
+                    daemon_id: &self.daemon_id,
+                    service_id: svc.id.as_str(),
+                    instance: &inst,
+                    config_json: &config_json,
+                    api_url,
+                    token,
+                    network: &net.info,
+                    addon_instance: svc.addon_instance.as_deref(),
+                };
                 let cid = match self.create_container_pulling(&svc.spec, &ctx).await {
                     Ok(c) => c,
                     Err(e @ (RuntimeError::ImageNotFound { .. } | RuntimeError::InvalidVolume(_))) => {
@@ -710,16 +873,17 @@ impl Lifecycle {
                     Err(e) => return Err(e.into()),
                 };
                 inst.container_id = Some(cid.clone());
-                if let Err(e) = self.runtime.start(&cid).await {
+                if let Err(e) = self.runtime.start(&cid, &svc.spec).await {
                     inst.last_error = Some(e.to_string());
                     if self.moved_off_taken_port(svc, &mut inst, &cid, &e).await? {
                         return Ok((inst, Outcome::Creating));
                     }
                     self.store.update_instance(&inst).await?;
-                    if let RuntimeError::Api(msg) = &e {
-                        return Ok((inst, Outcome::Failed(format!("cannot start container: {msg}"), None)));
+                    match &e {
+                        RuntimeError::Api(msg) => return Ok((inst, Outcome::Failed(format!("cannot start container: {msg}"), None))),
+                        RuntimeError::InvalidVolume(msg) => return Ok((inst, Outcome::Failed(msg.clone(), None))),
+                        _ => return Err(e.into()),
                     }
-                    return Err(e.into());
                 }
                 inst.started_at = Some(now);
                 inst.health = Health::Starting;
@@ -769,9 +933,13 @@ impl Lifecycle {
                     // Created but not started (a crash in between), or stopped on purpose:
                     // start it; this is not a crash restart.
                     inst.container_id = Some(info.id.clone());
-                    if let Err(e) = self.runtime.start(&info.id).await {
+                    if let Err(e) = self.runtime.start(&info.id, &svc.spec).await {
                         if self.moved_off_taken_port(svc, &mut inst, &info.id, &e).await? {
                             return Ok((inst, Outcome::Creating));
+                        }
+                        if let RuntimeError::InvalidVolume(msg) = e {
+                            self.store.update_instance(&inst).await?;
+                            return Ok((inst, Outcome::Failed(msg, None)));
                         }
                         return Err(e.into());
                     }
@@ -829,8 +997,12 @@ impl Lifecycle {
                     return Ok((inst, Outcome::Exited));
                 }
                 tracing::info!(service = %svc.spec.name, instance = inst.ordinal, %reason, "restarting");
+                if let Some(refusal) = refused(self.runtime.start(&info.id, &svc.spec).await)? {
+                    inst.next_restart_at = None;
+                    self.store.update_instance(&inst).await?;
+                    return Ok((inst, Outcome::Failed(refusal, code)));
+                }
                 self.service_notice("service.restarted", svc, serde_json::json!({"instance": inst.ordinal, "reason": reason, "restarts": inst.restarts + 1}));
-                self.runtime.start(&info.id).await?;
                 inst.restarts += 1;
                 inst.next_restart_at = None;
                 inst.started_at = Some(now);
@@ -868,7 +1040,7 @@ impl Lifecycle {
         }
         for _ in 0..10 {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            if self.runtime.start(cid).await.is_ok() {
+            if self.runtime.start(cid, &svc.spec).await.is_ok() {
                 inst.container_id = Some(cid.to_string());
                 inst.started_at = Some(now_ms());
                 inst.health = Health::Starting;
@@ -969,7 +1141,8 @@ impl Lifecycle {
         }
     }
 
-    /// Full resync: adopt our labelled containers, remove strays, and queue every service.
+    /// Full resync: adopt our labelled containers, remove strays (containers, then the
+    /// networks no service wants), and queue every service.
     pub async fn resync(&self) -> Result<(), LifecycleError> {
         let services = self.store.list_services().await?;
         let known: HashSet<String> = services.iter().flat_map(|s| s.instances.iter().map(|i| i.container_name())).collect();
@@ -978,6 +1151,10 @@ impl Lifecycle {
                 tracing::info!(container = %c.name, "removing stray container");
                 self.runtime.remove(&c.id).await?;
             }
+        }
+        // A network that cannot be swept now must not keep the services from their passes.
+        if let Err(e) = self.sweep_networks().await {
+            tracing::warn!(error = %e, "cannot sweep networks; the next resync retries");
         }
         for s in &services {
             self.trigger(&s.id);
@@ -1020,9 +1197,6 @@ impl Lifecycle {
             let up = self.runtime.ping().await;
             if up && !was_up {
                 self.docker_back_at.store(now_ms(), Ordering::SeqCst);
-                if let Err(e) = self.runtime.ensure_networks().await {
-                    tracing::error!(error = %e, "cannot create addond networks");
-                }
                 if let Err(e) = self.resync().await {
                     tracing::warn!(error = %e, "resync failed");
                 }
@@ -1085,6 +1259,16 @@ enum Outcome {
     Starting,
     Exited,
     Failed(String, Option<i64>),
+}
+
+/// A start the volume check refused: its reason (the service's Failed reason); other
+/// errors stay errors (the pass is retried).
+fn refused(r: Result<(), RuntimeError>) -> Result<Option<String>, RuntimeError> {
+    match r {
+        Ok(()) => Ok(None),
+        Err(RuntimeError::InvalidVolume(m)) => Ok(Some(m)),
+        Err(e) => Err(e),
+    }
 }
 
 /// Parses Docker's `2026-11-21T23:31:53.675490230Z` into Unix millis.

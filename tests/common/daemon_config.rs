@@ -61,6 +61,12 @@ pub struct Options {
     /// Start the daemon with this soft and hard `RLIMIT_NOFILE` (as the kernel's default
     /// soft limit of 1024 would be without the unit's `LimitNOFILE=`).
     pub nofile: Option<u64>,
+    /// `docker.subnet_pool` and `docker.subnet_prefix`: where this daemon's networks come
+    /// from. By default one pool all test daemons share (172.24.0.0/14: clear of docker0,
+    /// of the production default 172.20.0.0/14 a dev daemon may use, and of the fixed
+    /// 172.30/172.31 test networks of older checkouts), in /26s; the daemon skips subnets
+    /// that other networks (other daemons, other test processes) already hold.
+    pub subnet_pool: (String, u8),
 }
 
 impl Default for Options {
@@ -74,6 +80,7 @@ impl Default for Options {
             ports_extra: String::new(),
             wait_for_docker: true,
             nofile: None,
+            subnet_pool: ("172.24.0.0/14".into(), 26),
         }
     }
 }
@@ -97,9 +104,9 @@ range_end = {end}
 [docker]
 host = "{docker_host}"
 network = "addond_test"
-subnet = "172.30.0.0/16"
 isolated_network = "addond_test_isolated"
-isolated_subnet = "172.31.0.0/16"
+subnet_pool = "{pool}"
+subnet_prefix = {prefix}
 stop_timeout_seconds = 2
 
 [health]
@@ -139,5 +146,7 @@ retry_max_seconds = 1.0
         gateway_extra = opts.gateway_extra,
         ports_extra = opts.ports_extra,
         events_extra = opts.events_extra,
+        pool = opts.subnet_pool.0,
+        prefix = opts.subnet_pool.1,
     )
 }

@@ -270,18 +270,24 @@ impl Daemon {
     }
 }
 
-/// Removes every container a test daemon left (by its daemon label).
+/// Removes every container a test daemon left (by its daemon label), then its networks and
+/// named volumes (which a real daemon keeps: volumes hold data, networks outlive a stop).
 fn remove_containers(daemon_id: String) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let d = docker();
-        let opts = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([("label".to_string(), vec![format!("addond.daemon={daemon_id}")])])),
-            ..Default::default()
-        };
+        let label = || Some(HashMap::from([("label".to_string(), vec![format!("addond.daemon={daemon_id}")])]));
+        let opts = ListContainersOptions { all: true, filters: label(), ..Default::default() };
         for c in d.list_containers(Some(opts)).await.unwrap_or_default() {
             let _ = d.remove_container(&c.id.unwrap_or_default(), Some(RemoveContainerOptions { force: true, ..Default::default() })).await;
+        }
+        let opts = bollard::query_parameters::ListNetworksOptions { filters: label() };
+        for n in d.list_networks(Some(opts)).await.unwrap_or_default() {
+            let _ = d.remove_network(&n.id.unwrap_or_default()).await;
+        }
+        let opts = bollard::query_parameters::ListVolumesOptions { filters: label() };
+        for v in d.list_volumes(Some(opts)).await.ok().and_then(|r| r.volumes).unwrap_or_default() {
+            let _ = d.remove_volume(&v.name, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
         }
     });
 }

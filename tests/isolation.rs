@@ -1,0 +1,264 @@
+//! Issue 12 §2: addons and plain services are isolated from each other. Each addon instance
+//! (and each plain service) has its own Docker network, so a container cannot call another
+//! one directly past the gateway's keys and grants; named volumes belong to the service (or,
+//! declared `shared`, to the services of one addon); networks come and go with their owners,
+//! and stray ones of this daemon (never another daemon's) are removed.
+
+use std::collections::HashMap;
+
+use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
+use bollard::query_parameters::ListNetworksOptions;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+fn manifest(name: &str, services: Value, permissions: Value) -> Value {
+    json!({
+        "name": name, "version": "1.0.0", "image": IMAGE, "permissions": permissions,
+        "services": services,
+        "actions": ["fetch", "env", "whoami", "read_file", "write_file"],
+    })
+}
+
+fn svc(name: &str, extra: Value) -> Value {
+    let mut s = json!({"name": name, "resource_limits": {"memory": "32m", "cpu": "0.2"}});
+    for (k, v) in extra.as_object().unwrap() {
+        s[k] = v.clone();
+    }
+    s
+}
+
+async fn register_and_install(d: &Daemon, m: Value, instance: Option<&str>) -> Value {
+    let name = m["name"].as_str().unwrap().to_string();
+    let r = d.post("/api/addons/register", m).await;
+    assert!(r.status == 201 || r.status == 200, "{:?}", r.body);
+    let body = match instance {
+        Some(i) => json!({"instance": i}),
+        None => json!({}),
+    };
+    let r = d.post(&format!("/api/addons/{name}/install?wait=started&timeout=180"), body).await;
+    assert_eq!(r.status, 201, "{:?}\n{}", r.body, tail(&d.log(), 30));
+    r.data().clone()
+}
+
+/// An action run in a container through its published port: `(status, body)`.
+async fn action(port: u16, name: &str, input: Value) -> (u16, Value) {
+    let (st, body) = http(port, "POST", &format!("/execute/{name}"), &input.to_string()).await.expect("the instance answers");
+    (st, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+}
+
+/// The one network a container is on: (name, address).
+async fn network_of(container: &str) -> (String, String) {
+    let c = docker().inspect_container(container, None::<bollard::query_parameters::InspectContainerOptions>).await.unwrap();
+    let nets = c.network_settings.unwrap().networks.unwrap();
+    assert_eq!(nets.len(), 1, "{container} is on {:?}", nets.keys());
+    let (name, ep) = nets.into_iter().next().unwrap();
+    (name, ep.ip_address.unwrap())
+}
+
+/// The first instance of an installed addon's service (by its short name): its container
+/// and its published port.
+fn first_instance(view: &Value, short: &str) -> (String, u16) {
+    let s = view["services"].as_array().unwrap().iter().find(|s| s["name"].as_str().unwrap().ends_with(&format!("-{short}"))).expect(short);
+    let i = &s["instances"][0];
+    (format!("addond-{}-{}", s["id"].as_str().unwrap(), i["ordinal"]), i["host_port"].as_u64().unwrap() as u16)
+}
+
+/// Networks carrying this daemon's id: name → labels.
+async fn our_networks(d: &Daemon) -> HashMap<String, HashMap<String, String>> {
+    let id = d.daemon_id().unwrap();
+    let opts = ListNetworksOptions { filters: Some(HashMap::from([("label".to_string(), vec![format!("addond.daemon={id}")])])) };
+    docker().list_networks(Some(opts)).await.unwrap().into_iter().map(|n| (n.name.unwrap(), n.labels.unwrap_or_default())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_cannot_call_other_addons_or_services_directly() {
+    let d = Daemon::start().await;
+    let alpha = register_and_install(&d, manifest("alpha", json!([svc("main", json!({})), svc("worker", json!({}))]), json!(["network.internet"])), None).await;
+    let beta = register_and_install(&d, manifest("beta", json!([svc("main", json!({}))]), json!([])), None).await;
+    let loner = d.create_started("loner", json!({"resource_limits": {"memory": "32m", "cpu": "0.2"}})).await;
+    let (alpha_main, alpha_port) = first_instance(&alpha, "main");
+    let (alpha_worker, _) = first_instance(&alpha, "worker");
+    let (beta_main, _) = first_instance(&beta, "main");
+    let loner_c = loner["instances"][0]["container_name"].as_str().unwrap();
+    let loner_port = loner["instances"][0]["host_port"].as_u64().unwrap() as u16;
+    let (alpha_net, alpha_ip) = network_of(&alpha_main).await;
+    let (alpha_worker_net, _) = network_of(&alpha_worker).await;
+    let (beta_net, beta_ip) = network_of(&beta_main).await;
+    let (loner_net, loner_ip) = network_of(loner_c).await;
+    assert_eq!(alpha_net, alpha_worker_net, "the services of one addon share its network");
+    assert!(alpha_net != beta_net && alpha_net != loner_net && beta_net != loner_net, "{alpha_net} {beta_net} {loner_net}");
+
+    let fetch = |url: String, path: &str| json!({"url": url, "path": path, "method": "POST", "body": {}, "timeout_ms": 1500});
+    // alpha → beta, alpha → loner, by address and by name: nothing answers
+    for (url, what) in [
+        (format!("http://{beta_ip}:8080"), "beta by address"),
+        (format!("http://{loner_ip}:8080"), "a plain service by address"),
+        ("http://beta-main:8080".to_string(), "beta by name"),
+        ("http://loner:8080".to_string(), "a plain service by name"),
+    ] {
+        let (st, b) = action(alpha_port, "fetch", fetch(url, "/execute/whoami")).await;
+        assert_eq!(st, 200, "{b}");
+        assert_eq!(b["ok"], false, "alpha reached {what}: {b}");
+    }
+    // alpha's own services reach each other by name (full and short)
+    for host in ["worker", "alpha-worker"] {
+        let (_, b) = action(alpha_port, "fetch", fetch(format!("http://{host}:8080"), "/execute/whoami")).await;
+        assert_eq!(b["ok"], true, "{host}: {b}");
+        assert_eq!(b["body"]["service"], "alpha-worker", "{b}");
+    }
+    // a plain service reaches neither addon
+    let (_, b) = action(loner_port, "fetch", fetch(format!("http://{alpha_ip}:8080"), "/execute/whoami")).await;
+    assert_eq!(b["ok"], false, "loner reached alpha: {b}");
+    // beta (no internet, internal network) reaches nobody either
+    let r = d.post("/api/addons/beta/execute", json!({"action": "fetch", "data": fetch(format!("http://{alpha_ip}:8080"), "/execute/whoami")})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.data()["ok"], false, "beta reached alpha: {:?}", r.body);
+
+    // The addon API: each addon's own address works; another network's address refuses it.
+    let (_, env) = action(alpha_port, "env", json!({})).await;
+    let alpha_api = env["api"].as_str().expect("alpha has ADDOND_API").to_string();
+    let r = d.post("/api/addons/beta/execute", json!({"action": "env", "data": {}})).await;
+    let beta_api = r.data()["api"].as_str().expect("beta has ADDOND_API").to_string();
+    assert_ne!(alpha_api, beta_api);
+    let (_, b) = action(alpha_port, "api", json!({"method": "GET", "path": "/v1/health"})).await;
+    assert_eq!(b["status"], 200, "alpha's own addon API: {b}");
+    let (_, b) = action(alpha_port, "fetch", json!({"url": beta_api, "path": "/v1/health", "timeout_ms": 1500})).await;
+    assert!(b["ok"] == false || b["status"] == 403, "alpha used beta's addon API address: {b}");
+}
+
+/// The Docker volume mounted at `target` in a container, and where its files are on the host.
+/// (A new named volume's root belongs to root, so the tests put files there from the host.)
+async fn volume_at(container: &str, target: &str) -> (String, std::path::PathBuf) {
+    let c = docker().inspect_container(container, None::<bollard::query_parameters::InspectContainerOptions>).await.unwrap();
+    let m = c.mounts.unwrap().into_iter().find(|m| m.destination.as_deref() == Some(target)).expect(target);
+    let name = m.name.unwrap();
+    let v = docker().inspect_volume(&name).await.unwrap();
+    (name, std::path::PathBuf::from(v.mountpoint))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn named_volumes_belong_to_their_service_unless_an_addon_shares_them() {
+    let d = Daemon::start().await;
+    let lim = json!({"memory": "32m", "cpu": "0.2"});
+    let va = d.create_started("va", json!({"volumes": ["shared:/shared"], "resource_limits": lim})).await;
+    let vb = d.create_started("vb", json!({"volumes": ["shared:/shared"], "resource_limits": lim})).await;
+    let port = |s: &Value| s["instances"][0]["host_port"].as_u64().unwrap() as u16;
+    let (vol, dir) = volume_at(va["instances"][0]["container_name"].as_str().unwrap(), "/shared").await;
+    std::fs::write(dir.join("f"), "from va").unwrap();
+    let (st, b) = action(port(&va), "read_file", json!({"path": "/shared/f"})).await;
+    assert_eq!((st, b["text"].as_str()), (200, Some("from va")), "{b}");
+    let (st, b) = action(port(&vb), "read_file", json!({"path": "/shared/f"})).await;
+    assert_eq!(st, 404, "two unrelated services naming `shared` see one volume: {b}");
+    // the Docker volume names the daemon and the service, and carries the daemon's label
+    let id = d.daemon_id().unwrap();
+    assert!(vol.contains(&id) && vol.contains("va") && vol != "addond_shared", "{vol}");
+    let v = docker().inspect_volume(&vol).await.unwrap();
+    assert_eq!(v.labels.get("addond.daemon"), Some(&id), "{:?}", v.labels);
+
+    // Inside one addon, a volume declared `shared` is seen by each of its services; others
+    // stay each service's own, and another instance of the addon has its own.
+    let vols = json!([{"source": "common", "target": "/common", "shared": true}, "own:/own"]);
+    let m = manifest("vault", json!([svc("one", json!({"volumes": vols})), svc("two", json!({"volumes": vols}))]), json!(["network.internet"]));
+    let v1 = register_and_install(&d, m, None).await;
+    let (one_c, _) = first_instance(&v1, "one");
+    let (_, two) = first_instance(&v1, "two");
+    let (_, common) = volume_at(&one_c, "/common").await;
+    let (_, own) = volume_at(&one_c, "/own").await;
+    std::fs::write(common.join("f"), "from one").unwrap();
+    std::fs::write(own.join("g"), "mine").unwrap();
+    let (st, b) = action(two, "read_file", json!({"path": "/common/f"})).await;
+    assert_eq!((st, b["text"].as_str()), (200, Some("from one")), "{b}");
+    assert_eq!(action(two, "read_file", json!({"path": "/own/g"})).await.0, 404, "a volume not declared shared is the service's own");
+    let r = d.post("/api/addons/vault/install?wait=started&timeout=180", json!({"instance": "vault2"})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let (_, other) = first_instance(r.data(), "one");
+    assert_eq!(action(other, "read_file", json!({"path": "/common/f"})).await.0, 404, "another instance of the addon shares nothing");
+
+    // `shared` needs a group to share within
+    let r = d.post(SVC, json!({"name": "lonely", "image": IMAGE, "volumes": [{"source": "x", "target": "/x", "shared": true}]})).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(r.body["error"]["field"], "volumes[0].shared", "{:?}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn networks_come_and_go_with_their_owners_and_strays_are_removed() {
+    let d = Daemon::start().await;
+    let id = d.daemon_id().unwrap();
+    register_and_install(&d, manifest("netty", json!([svc("main", json!({})), svc("side", json!({}))]), json!([])), None).await;
+    d.create_started("solo", json!({"resource_limits": {"memory": "32m", "cpu": "0.2"}})).await;
+    let nets = our_networks(&d).await;
+    assert_eq!(nets.len(), 2, "one network for the addon, one for the plain service: {nets:?}");
+    let (addon_net, labels) = nets.iter().find(|(_, l)| l.get("addond.owner").is_some_and(|o| o.contains("netty"))).expect("the addon's network");
+    assert_eq!(labels.get("addond.managed").map(String::as_str), Some("true"));
+    let inspected = docker().inspect_network(addon_net, None::<bollard::query_parameters::InspectNetworkOptions>).await.unwrap();
+    assert_eq!(inspected.internal, Some(true), "an addon without network.internet gets an internal network");
+    let subnet = inspected.ipam.unwrap().config.unwrap()[0].subnet.clone().unwrap();
+    assert!(["172.24.", "172.25.", "172.26.", "172.27."].iter().any(|p| subnet.starts_with(p)) && subnet.ends_with("/26"), "from the configured pool: {subnet}");
+
+    let r = d.delete("/api/addons/netty?wait=deleted&timeout=60").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = d.delete(&format!("{SVC}/solo?wait=deleted&timeout=60")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !our_networks(&d).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "networks left behind: {:?}", our_networks(&d).await);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // A stray network of ours goes at the next resync; another daemon's stays.
+    let make = |name: String, daemon: String| async move {
+        let labels = HashMap::from([("addond.managed".to_string(), "true".to_string()), ("addond.daemon".to_string(), daemon), ("addond.owner".to_string(), "s_ghost".to_string())]);
+        // A subnet of its own, out of every pool the tests use.
+        for n in 0..64u32 {
+            let subnet = format!("10.251.{}.{}/29", (std::process::id() + n) % 250, (n % 32) * 8);
+            let req = NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                ipam: Some(Ipam { config: Some(vec![IpamConfig { subnet: Some(subnet), ..Default::default() }]), ..Default::default() }),
+                labels: Some(labels.clone()),
+                ..Default::default()
+            };
+            if docker().create_network(req).await.is_ok() {
+                return;
+            }
+        }
+        panic!("cannot create test network {name}");
+    };
+    let ours = format!("addond_{id}_s_ghost");
+    let theirs = format!("addond_0123456789abcdef_s_ghost_{}", std::process::id());
+    make(ours.clone(), id.clone()).await;
+    make(theirs.clone(), "0123456789abcdef".into()).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while docker().inspect_network(&ours, None::<bollard::query_parameters::InspectNetworkOptions>).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "our stray network was not removed\n{}", tail(&d.log(), 20));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let kept = docker().inspect_network(&theirs, None::<bollard::query_parameters::InspectNetworkOptions>).await;
+    let _ = docker().remove_network(&theirs).await;
+    assert!(kept.is_ok(), "another daemon's network was removed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subnets_in_use_are_skipped() {
+    // A pool of its own, whose first subnet another network already holds.
+    let third = 10 + std::process::id() % 200;
+    let pool = format!("10.244.{third}.0/24");
+    let blocker = format!("addond-test-blocker-{}", std::process::id());
+    let req = NetworkCreateRequest {
+        name: blocker.clone(),
+        driver: Some("bridge".into()),
+        ipam: Some(Ipam { config: Some(vec![IpamConfig { subnet: Some(format!("10.244.{third}.0/28")), ..Default::default() }]), ..Default::default() }),
+        ..Default::default()
+    };
+    docker().create_network(req).await.unwrap();
+    let d = Daemon::start_with(Options { subnet_pool: (pool, 28), ..Default::default() }).await;
+    let s = d.create_started("skipper", json!({"resource_limits": {"memory": "32m", "cpu": "0.2"}})).await;
+    let (net, ip) = network_of(s["instances"][0]["container_name"].as_str().unwrap()).await;
+    let _ = docker().remove_network(&blocker).await;
+    let inspected = docker().inspect_network(&net, None::<bollard::query_parameters::InspectNetworkOptions>).await.unwrap();
+    let subnet = inspected.ipam.unwrap().config.unwrap()[0].subnet.clone().unwrap();
+    assert_ne!(subnet, format!("10.244.{third}.0/28"), "took a subnet in use");
+    assert!(subnet.starts_with(&format!("10.244.{third}.")) && subnet.ends_with("/28"), "{subnet}");
+    assert!(ip.starts_with(&format!("10.244.{third}.")), "{ip}");
+}
