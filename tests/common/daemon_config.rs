@@ -5,39 +5,52 @@
 //! `libc`, which both test crates have.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU16, Ordering};
 
 /// Port slices handed to test daemons, so parallel tests never compete for ports. They come
 /// from 20000–30000, away from the default 8000–9000 a dev daemon or a benchmark may be
-/// using on the same machine, and below the kernel's ephemeral ports. Each test process
-/// first takes one 1,000-port window of that range under an exclusive `flock`, so two test
-/// runs on one machine (two checkouts, CI beside a developer) never hand out the same port.
-static NEXT_SLICE: AtomicU16 = AtomicU16::new(0);
-static WINDOW: std::sync::OnceLock<(u16, std::fs::File)> = std::sync::OnceLock::new();
+/// using on the same machine, and below the kernel's ephemeral ports. The range is cut into
+/// 20 blocks of 500; a test process takes a block under an exclusive `flock` (held until it
+/// exits) and another one when its block runs out, so two test runs on one machine (two
+/// checkouts, CI beside a developer) never hand out the same port.
+const BLOCK: u16 = 500;
+static BLOCKS: std::sync::Mutex<Blocks> = std::sync::Mutex::new(Blocks { held: Vec::new(), base: 0, used: BLOCK });
 
-fn window() -> u16 {
-    use std::os::fd::AsRawFd;
-    WINDOW
-        .get_or_init(|| {
-            for n in 0..10u16 {
-                let path = std::env::temp_dir().join(format!("addond-test-ports-{n}.lock"));
-                let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).unwrap();
-                // The lock lives as long as the process: the file stays open in the static.
-                if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                    return (20000 + n * 1000, f);
-                }
-            }
-            panic!("all ten test port windows of 20000–30000 are held by other test processes");
-        })
-        .0
+/// The blocks this process holds and how much of the newest one is handed out.
+struct Blocks {
+    /// Open lock files: the locks live as long as the process.
+    held: Vec<std::fs::File>,
+    /// First port of the newest block.
+    base: u16,
+    /// Ports of the newest block handed out.
+    used: u16,
 }
 
-/// `len` consecutive ports of this process's window that no other test of any process is
-/// handed: `(first, last)`.
+fn take_block() -> (u16, std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // A block this process holds already is refused like any other held one.
+    for n in 0..20u16 {
+        let path = std::env::temp_dir().join(format!("addond-test-ports-{n}.lock"));
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).unwrap();
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return (20000 + n * BLOCK, f);
+        }
+    }
+    panic!("no free test port block in 20000–30000: other test processes hold them all");
+}
+
+/// `len` (at most 500) consecutive ports that no other test of any process is handed:
+/// `(first, last)`.
 pub fn port_slice(len: u16) -> (u16, u16) {
-    let base = window();
-    let start = base + NEXT_SLICE.fetch_add(len, Ordering::SeqCst);
-    assert!(start + len - 1 < base + 1000, "this test process used up its port window {base}–{}", base + 999);
+    assert!(len <= BLOCK, "a port slice is at most {BLOCK} ports");
+    let mut b = BLOCKS.lock().unwrap_or_else(|e| e.into_inner());
+    if b.used + len > BLOCK {
+        let (base, f) = take_block();
+        b.held.push(f);
+        b.base = base;
+        b.used = 0;
+    }
+    let start = b.base + b.used;
+    b.used += len;
     (start, start + len - 1)
 }
 
