@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
 
-use crate::app::{Avail, Command, Event, LogLine, Op, Update};
+use crate::app::{Avail, Command, DockerState, Event, LogLine, Op, Update};
 use crate::model::{parse_rfc3339, Addon, AddonEvent, Application, MetricsSample, Service, Template};
 use crate::sanitize::{sanitize, sanitize_log_line};
 
@@ -317,14 +317,14 @@ async fn load_services(client: &Client, tx: &Tx) -> Result<(), String> {
 
 /// At connect: `GET /health` (version, Docker, the port range if the daemon reports it),
 /// then [`refresh`].
-async fn health(client: &Client, tx: &Tx) -> Result<(Option<String>, Option<bool>), String> {
+async fn health(client: &Client, tx: &Tx) -> Result<(Option<String>, Option<DockerState>), String> {
     let r = limited(READ_TIMEOUT, "health", client.get("/health")).await?;
     if let Some(e) = api_error(&r) {
         return Err(e);
     }
     let d = r.data();
     let version = d.get("version").and_then(Value::as_str).map(sanitize);
-    let docker = d.get("docker").and_then(Value::as_str).map(|s| s == "reachable");
+    let docker = d.get("docker").and_then(Value::as_str).map(DockerState::parse);
     // A daemon that reports its range: `"ports": {"range_start": A, "range_end": B}`.
     let port = |k: &str| d.get("ports").and_then(|p| p.get(k)).and_then(Value::as_u64).and_then(|v| u16::try_from(v).ok());
     if let (Some(a), Some(b)) = (port("range_start"), port("range_end")) {
@@ -345,14 +345,25 @@ async fn refresh(client: &Client, tx: &Tx) {
     if let Some((in_use, free)) = port_totals(&text) {
         send(tx, Update::PortTotals { in_use, free }).await;
     }
-    if let Some(up) = prom_value(&text, "addond_docker_up") {
-        send(tx, Update::Health { version: None, docker: Some(up > 0.0) }).await;
+    if let Some(docker) = docker_state(&text) {
+        send(tx, Update::Health { version: None, docker: Some(docker) }).await;
     }
 }
 
 /// The value of an unlabelled sample in Prometheus text.
 pub fn prom_value(text: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+}
+
+/// The engine's state from `addond_docker_state{state="…"} 1`, or from `addond_docker_up`
+/// on a daemon that has only that.
+pub fn docker_state(text: &str) -> Option<DockerState> {
+    let labelled = text.lines().find_map(|l| {
+        let rest = l.strip_prefix("addond_docker_state{state=\"")?;
+        let (state, value) = rest.split_once("\"} ")?;
+        (value.trim().parse::<f64>().ok()? > 0.0).then(|| DockerState::parse(state))
+    });
+    labelled.or_else(|| prom_value(text, "addond_docker_up").map(|up| if up > 0.0 { DockerState::Reachable } else { DockerState::Unreachable }))
 }
 
 /// `addond_ports_in_use` and `addond_ports_free` from the Prometheus text.
@@ -627,6 +638,11 @@ mod tests {
         assert_eq!(port_totals(text), Some((3, 998)));
         assert_eq!(port_totals("addond_up 1\n"), None);
         assert_eq!(prom_value("addond_docker_up 1\n", "addond_docker_up"), Some(1.0));
+        let m = "addond_docker_up 0\naddond_docker_state{state=\"reachable\"} 0\naddond_docker_state{state=\"unresponsive\"} 1\naddond_docker_state{state=\"unreachable\"} 0\n";
+        assert_eq!(docker_state(m), Some(DockerState::Unresponsive));
+        assert_eq!(docker_state("addond_docker_up 1\n"), Some(DockerState::Reachable));
+        assert_eq!(docker_state("addond_docker_up 0\n"), Some(DockerState::Unreachable));
+        assert_eq!(docker_state("other 1\n"), None);
     }
 
     #[test]

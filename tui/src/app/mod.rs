@@ -50,9 +50,9 @@ pub enum Update {
     Connecting,
     /// The event stream is open and the service list was loaded. `polling`: the daemon
     /// has no `/watch`, the list is polled instead.
-    Connected { version: Option<String>, docker: Option<bool>, polling: bool },
+    Connected { version: Option<String>, docker: Option<DockerState>, polling: bool },
     Down { error: String, retry_in: Duration },
-    Health { version: Option<String>, docker: Option<bool> },
+    Health { version: Option<String>, docker: Option<DockerState> },
     /// The whole list (at connect, and after a `resync`).
     Services(Vec<Service>),
     Service(Service),
@@ -153,10 +153,38 @@ impl View {
     }
 }
 
+/// The Docker engine as the daemon sees it (`docker` in `/health`, `addond_docker_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerState {
+    Reachable,
+    /// It accepts connections but does not answer in time: a hung engine.
+    Unresponsive,
+    Unreachable,
+}
+
+impl DockerState {
+    /// The daemon's word for it; anything unknown counts as unreachable.
+    pub fn parse(s: &str) -> DockerState {
+        match s {
+            "reachable" => DockerState::Reachable,
+            "unresponsive" => DockerState::Unresponsive,
+            _ => DockerState::Unreachable,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DockerState::Reachable => "reachable",
+            DockerState::Unresponsive => "unresponsive",
+            DockerState::Unreachable => "unreachable",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Conn {
     Connecting,
-    Up { version: Option<String>, docker: Option<bool>, polling: bool },
+    Up { version: Option<String>, docker: Option<DockerState>, polling: bool },
     Down { error: String, retry_at: Instant },
 }
 
@@ -688,9 +716,13 @@ impl App {
                 let mut note = None;
                 if let Conn::Up { version: v, docker: d, .. } = &mut self.conn {
                     if *d != docker && docker.is_some() {
-                        let text = if docker == Some(true) { "Docker is reachable again" } else { "Docker is unreachable or not answering (see `addonctl health`)" };
+                        let text = match docker {
+                            Some(DockerState::Reachable) => "Docker is reachable again",
+                            Some(DockerState::Unresponsive) => "Docker accepts connections but is not answering (see `addonctl health`)",
+                            _ => "Docker is unreachable (see `addonctl health`)",
+                        };
                         *d = docker;
-                        note = Some((docker == Some(true), text.to_string()));
+                        note = Some((docker == Some(DockerState::Reachable), text.to_string()));
                     }
                     if version.is_some() {
                         *v = version;
@@ -939,7 +971,7 @@ pub(super) mod tests {
 
     pub(super) fn app() -> App {
         let mut a = App::new(Options { socket: "/tmp/x.sock".into(), color: true, ports: None });
-        a.handle(Event::Daemon(Update::Connected { version: Some("0.1.0".into()), docker: Some(true), polling: false }));
+        a.handle(Event::Daemon(Update::Connected { version: Some("0.1.0".into()), docker: Some(DockerState::Reachable), polling: false }));
         a
     }
 

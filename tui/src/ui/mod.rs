@@ -17,7 +17,7 @@ use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 
 use crate::app::layout::{frame_areas, tab_label, BRAND};
-use crate::app::{App, Avail, Conn, Mode, View};
+use crate::app::{App, Avail, Conn, DockerState, Mode, View};
 use lists::{draw_addons, draw_events, draw_grants};
 use logs::draw_logs;
 use overlays::{draw_confirm, draw_help, draw_prompt, draw_templates};
@@ -142,6 +142,7 @@ fn draw_tabs(app: &App, t: Theme, f: &mut Frame, area: Rect) {
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
     let badge = match &app.conn {
+        Conn::Up { docker: Some(d @ (DockerState::Unresponsive | DockerState::Unreachable)), .. } => Span::styled(format!("● connected · docker {} ", d.as_str()), t.warn()),
         Conn::Up { polling: false, .. } => Span::styled("● connected ", t.good()),
         Conn::Up { polling: true, .. } => Span::styled("● polling ", t.warn()),
         Conn::Connecting => Span::styled("… connecting ", t.warn()),
