@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use addond_tui::app::{App, Avail, Event, LogLine, Options, Update, View};
+use addond_tui::app::{App, Avail, DockerState, Event, LogLine, Options, Update, View};
 use addond_tui::model::{MetricsSample, Service};
 use addond_tui::net::parse_log_line;
 use addond_tui::ui;
@@ -18,7 +18,7 @@ use serde_json::json;
 fn app_with(color: bool, ports: Option<(u16, u16)>) -> App {
     let mut a = App::new(Options { socket: "/run/addond/addond.sock".into(), color, ports });
     a.handle(Event::Resize(80, 24));
-    a.handle(Event::Daemon(Update::Connected { version: Some("0.1.0".into()), docker: Some(true), polling: false }));
+    a.handle(Event::Daemon(Update::Connected { version: Some("0.1.0".into()), docker: Some(DockerState::Reachable), polling: false }));
     a
 }
 
@@ -91,6 +91,17 @@ fn three_services() -> App {
         service("svc_c", "zz-worker", "starting", &[], T0),
     ])));
     a
+}
+
+#[test]
+fn the_header_says_when_docker_is_not_answering() {
+    let mut a = app_with(false, None);
+    assert!(!text(&render(&a)).contains("docker"), "{}", text(&render(&a)));
+    a.handle(Event::Daemon(Update::Health { version: None, docker: Some(DockerState::Unresponsive) }));
+    let screen = text(&render(&a));
+    assert!(screen.lines().next().unwrap_or_default().contains("docker unresponsive"), "{screen}");
+    a.handle(Event::Daemon(Update::Health { version: None, docker: Some(DockerState::Reachable) }));
+    assert!(!text(&render(&a)).lines().next().unwrap_or_default().contains("docker"));
 }
 
 #[test]
