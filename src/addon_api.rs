@@ -30,7 +30,7 @@ use crate::api::{self, ApiError, ApiResult, BodyLimit, JsonBody};
 use crate::config::Config;
 use crate::connections::{Admission, Listener, Registry};
 use crate::events::Events;
-use crate::gateway::keys::{ct_eq, hash_secret};
+use crate::secret::{ct_eq, hash_secret};
 use crate::isolation::Subnet;
 use crate::lifecycle::{AddonNetworks, Lifecycle};
 use crate::runtime::NetInfo;

@@ -1359,7 +1359,7 @@ async fn create_grant(State(st): State<AppState>, JsonBody(b): JsonBody<GrantBod
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no addon is installed as `{}`", b.addon)).field("addon"));
     }
     check_limits(&b.rate_limit, &b.allowed_origins)?;
-    let key = crate::gateway::keys::generate(None).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("no randomness: {e}")))?;
+    let key = crate::secret::generate(None).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("no randomness: {e}")))?;
     let row = crate::store::GrantRow {
         id: format!("grant_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         application_id: app.id.clone(),
@@ -1435,7 +1435,7 @@ async fn rotate_grant(State(st): State<AppState>, Path(id): Path<String>, req: R
     if !(0.0..=30.0 * 86_400.0).contains(&grace) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", "grace_seconds must be between 0 and 2592000").field("grace_seconds"));
     }
-    let key = crate::gateway::keys::generate(Some(&g.key_id)).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("no randomness: {e}")))?;
+    let key = crate::secret::generate(Some(&g.key_id)).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("no randomness: {e}")))?;
     let until = (grace > 0.0).then(|| now_ms() + (grace * 1000.0) as i64);
     st.lifecycle.store().rotate_grant(&g.id, key.key_id.clone(), key.hash, until).await?;
     reload_keys(&st).await?;
