@@ -26,9 +26,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::addons::manifest::Manifest;
 use crate::addons::Addons;
-use crate::api::{self, ApiError, ApiResult, BodyLimit, JsonBody};
+use crate::http::{self, ApiError, ApiResult, BodyLimit, JsonBody};
 use crate::config::Config;
-use crate::connections::{Admission, Listener, Registry};
+use crate::http::conn::{Admission, Listener, Registry};
 use crate::events::Events;
 use crate::secret::{ct_eq, hash_secret};
 use crate::isolation::Subnet;
@@ -244,7 +244,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, registry: Arc<Reg
         let slot = match registry.admit() {
             Admission::Admitted(slot) => slot,
             Admission::Refused => {
-                crate::connections::refuse_overloaded(stream, Listener::AddonApi);
+                crate::http::conn::refuse_overloaded(stream, Listener::AddonApi);
                 continue;
             }
         };
@@ -257,7 +257,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, registry: Arc<Reg
                 req.extensions_mut().insert(ConnectInfo(peer));
                 async move { app.oneshot(req).await.unwrap_or_else(|e| match e {}) }
             };
-            crate::connections::serve_connection(stream, slot, &shutdown, handler).await;
+            crate::http::conn::serve_connection(stream, slot, &shutdown, handler).await;
         });
     }
     tracker.close();
@@ -265,7 +265,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, registry: Arc<Reg
 }
 
 async fn health(caller: Caller) -> ApiResult {
-    api::ok(StatusCode::OK, json!({"addon": caller.addon_instance, "name": caller.manifest.name, "permissions": caller.manifest.permissions}), "")
+    http::ok(StatusCode::OK, json!({"addon": caller.addon_instance, "name": caller.manifest.name, "permissions": caller.manifest.permissions}), "")
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,7 +287,7 @@ async fn emit(State(st): State<Arc<AddonApi>>, caller: Caller, JsonBody(b): Json
         .field_name("name"));
     }
     let ev = st.events.emit(&b.name, b.data, &caller.addon_instance).await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e))?;
-    api::ok(StatusCode::CREATED, ev.to_json(), "event stored")
+    http::ok(StatusCode::CREATED, ev.to_json(), "event stored")
 }
 
 fn check_key(key: &str) -> Result<(), ApiError> {
@@ -311,7 +311,7 @@ async fn kv_put(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path
     check_key(&key)?;
     let max = st.cfg.addon_api.kv_max_value_bytes;
     // One byte more than the quota tells "over the quota" apart from "exactly at it".
-    let body: Bytes = match api::read_body(req.into_body(), max + 1, "addon_api.kv_max_value_bytes").await {
+    let body: Bytes = match http::read_body(req.into_body(), max + 1, "addon_api.kv_max_value_bytes").await {
         Ok(b) => b,
         Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => return Err(quota_exceeded(max)),
         Err(e) => return Err(e),
@@ -323,7 +323,7 @@ async fn kv_put(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path
     if !st.lifecycle.store().kv_put(&caller.addon_instance, &key, body.to_vec(), st.cfg.addon_api.kv_max_keys).await? {
         return Err(ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded", format!("this addon already stores {} keys (addon_api.kv_max_keys)", st.cfg.addon_api.kv_max_keys)));
     }
-    api::ok(StatusCode::OK, json!({"key": key, "bytes": n}), "stored")
+    http::ok(StatusCode::OK, json!({"key": key, "bytes": n}), "stored")
 }
 
 fn quota_exceeded(max: usize) -> ApiError {
@@ -334,10 +334,10 @@ async fn kv_delete(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): P
     caller.require("storage", "deleting from storage")?;
     check_key(&key)?;
     let existed = st.lifecycle.store().kv_delete(&caller.addon_instance, &key).await?;
-    api::ok(StatusCode::OK, json!({"key": key, "deleted": existed}), "")
+    http::ok(StatusCode::OK, json!({"key": key, "deleted": existed}), "")
 }
 
-async fn execute(State(st): State<Arc<AddonApi>>, caller: Caller, Path(name): Path<String>, JsonBody(b): JsonBody<api::ExecuteBody>) -> ApiResult {
+async fn execute(State(st): State<Arc<AddonApi>>, caller: Caller, Path(name): Path<String>, JsonBody(b): JsonBody<http::ExecuteBody>) -> ApiResult {
     caller.require("addons.execute", "calling other addons")?;
     let target = st.addons.installed_manifest(&name).await?;
     if !caller.manifest.dependencies.contains_key(&target.name) {
@@ -348,5 +348,5 @@ async fn execute(State(st): State<Arc<AddonApi>>, caller: Caller, Path(name): Pa
         ));
     }
     let out = st.addons.execute_json(&name, &b.action, crate::addons::ActionInput::Raw(b.data.as_deref())).await?;
-    api::ok_json(StatusCode::OK, &out, "")
+    http::ok_json(StatusCode::OK, &out, "")
 }

@@ -11,14 +11,13 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use futures_util::StreamExt;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
@@ -27,13 +26,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::addons::dispatch::DispatchError;
 use crate::addons::manifest::ManifestRequest;
-use crate::addons::{AddonError, Addons, InstallRequest};
+use crate::addons::{Addons, InstallRequest};
 use crate::lifecycle::{Lifecycle, LifecycleError};
-use crate::model::{template, CreateRequest, FieldError, Health, Phase, Service, TemplateCreateRequest, TEMPLATES};
-use crate::ports::PortError;
+use crate::model::{template, CreateRequest, Health, Phase, Service, TemplateCreateRequest, TEMPLATES};
 use crate::runtime::RuntimeError;
+use crate::http::{frame_reply, ok, ok_json, parse_json, read_body, render_reply, ApiError, ApiResult, BodyLimit, ExecuteBody, JsonBody, RenderBody, RenderQuery};
 use crate::store::{now_ms, AuditEntry, StoreError};
 
 /// Shared by every handler.
@@ -56,257 +54,6 @@ pub struct Caller {
     pub gid: u32,
     pub pid: Option<i32>,
 }
-
-// ---- errors and envelopes -------------------------------------------------------------
-
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    pub field: Option<String>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), field: None }
-    }
-    fn field(mut self, f: impl Into<String>) -> Self {
-        self.field = Some(f.into());
-        self
-    }
-
-    /// Names the request field the error is about.
-    pub fn field_name(self, f: impl Into<String>) -> Self {
-        self.field(f)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut err = json!({"code": self.code, "message": self.message});
-        if let Some(f) = self.field {
-            err["field"] = Value::String(f);
-        }
-        (self.status, axum::Json(json!({"success": false, "error": err}))).into_response()
-    }
-}
-
-impl From<FieldError> for ApiError {
-    fn from(e: FieldError) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message).field(e.field)
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NameTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()).field("name"),
-            StoreError::PortTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
-            StoreError::DiskFull { .. } => {
-                tracing::error!(error = %e, "database write refused: disk full");
-                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", e.to_string())
-            }
-            e => {
-                tracing::error!(error = %e, "database error");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{e}; see the daemon log"))
-            }
-        }
-    }
-}
-
-impl From<LifecycleError> for ApiError {
-    fn from(e: LifecycleError) -> Self {
-        use LifecycleError as L;
-        match e {
-            L::Store(e) => e.into(),
-            L::Runtime(RuntimeError::Unavailable(_) | RuntimeError::Unresponsive { .. }) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "docker_unavailable", e.to_string()),
-            L::Runtime(RuntimeError::ImageNotFound { .. }) => ApiError::new(StatusCode::NOT_FOUND, "image_not_found", e.to_string()).field("image"),
-            L::Runtime(RuntimeError::InvalidVolume(m)) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_volume", m).field("volumes"),
-            L::Runtime(RuntimeError::Api(m)) => ApiError::new(StatusCode::BAD_GATEWAY, "docker_error", m),
-            L::Runtime(RuntimeError::NoSubnet(m)) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "subnets_exhausted", m),
-            L::Ports(p @ PortError::Exhausted { .. }) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ports_exhausted", p.to_string()),
-            L::Ports(p) => ApiError::new(StatusCode::CONFLICT, "conflict", p.to_string()).field("host_port"),
-            L::NotFound(what) => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no service `{what}`; list them with `addonctl services list`")),
-            L::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            L::Failed { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "service_failed", e.to_string()),
-            L::WaitTimeout { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "wait_timeout", e.to_string()),
-        }
-    }
-}
-
-impl From<AddonError> for ApiError {
-    fn from(e: AddonError) -> Self {
-        match e {
-            AddonError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
-            AddonError::Invalid(f) => f.into(),
-            AddonError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            AddonError::Lifecycle(l) => l.into(),
-            AddonError::Store(s) => s.into(),
-            AddonError::Dispatch(d @ (DispatchError::NoHealthy(_) | DispatchError::AllOpen(_))) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_healthy_instance", d.to_string()),
-            AddonError::Dispatch(d @ DispatchError::Timeout(_)) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", d.to_string()),
-            AddonError::Dispatch(d @ DispatchError::Upstream(_)) => ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", d.to_string()),
-            AddonError::Addon { message, .. } => ApiError::new(StatusCode::BAD_GATEWAY, "addon_error", message),
-        }
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(e: QueryRejection) -> Self {
-        let text = e.body_text();
-        let text = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("the query string is not valid ({text}); send only this route's parameters, each with a value of its type"))
-    }
-}
-
-pub(crate) type ApiResult = Result<Response, ApiError>;
-
-pub(crate) fn ok(status: StatusCode, data: Value, message: &str) -> ApiResult {
-    Ok((status, axum::Json(json!({"success": true, "data": data, "message": message}))).into_response())
-}
-
-/// The success envelope around `data`, JSON text that is already known to be valid (an
-/// addon's answer), spliced in without being parsed again.
-pub(crate) fn ok_json(status: StatusCode, data: &[u8], message: &str) -> ApiResult {
-    let message = serde_json::to_string(message).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    let mut out = Vec::with_capacity(data.len() + message.len() + 40);
-    out.extend_from_slice(b"{\"success\":true,\"data\":");
-    out.extend_from_slice(data);
-    out.extend_from_slice(b",\"message\":");
-    out.extend_from_slice(message.as_bytes());
-    out.push(b'}');
-    Ok((status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], out).into_response())
-}
-
-/// A JSON body read with the configured size limit and parsed so that a wrong shape names
-/// the field at fault.
-pub struct JsonBody<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let limit = req.extensions().get::<BodyLimit>().copied().unwrap_or(BodyLimit(1 << 20, "api.max_body_bytes"));
-        let bytes = read_body(req.into_body(), limit.0, limit.1).await?;
-        parse_json(&bytes).map(JsonBody)
-    }
-}
-
-/// Reads a whole request body of at most `limit` bytes (`limit_key`: the setting that says
-/// so): 413 when it is larger, 408 when it does not arrive in time, 400 when its framing is
-/// broken (a malformed chunk).
-pub(crate) async fn read_body(body: Body, limit: usize, limit_key: &str) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| body_read_error(&e, limit as u64, limit_key))
-}
-
-/// The answer for a request body that could not be read (see [`read_body`]).
-pub(crate) fn body_read_error(e: &(dyn std::error::Error + 'static), limit: u64, limit_key: &str) -> ApiError {
-    use crate::connections::{body_failure, error_chain, BodyFailure};
-    match body_failure(e) {
-        BodyFailure::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body is larger than {limit} bytes ({limit_key}); send a smaller body")).field("body"),
-        BodyFailure::Timeout => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            format!("{}; send the whole body right after the request head", error_chain(e).rsplit(": ").next().unwrap_or("the request body did not arrive in time")),
-        )
-        .field("body"),
-        BodyFailure::Malformed => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!("the request body could not be read ({}); frame it with one Content-Length or with valid chunked encoding", error_chain(e)),
-        )
-        .field("body"),
-    }
-}
-
-/// Parses a JSON body so that a wrong shape names the field at fault, and refuses anything
-/// after the JSON value.
-pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the request needs a JSON body: send a JSON object like {\"name\": \"…\"}").field("body"));
-    }
-    // Every route takes an object; serde would also read a struct from an array by position,
-    // which only makes for confusing messages.
-    if let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()).filter(|b| **b != b'{') {
-        let shape = match first {
-            b'[' => "an array",
-            b'"' => "a string",
-            b'-' | b'0'..=b'9' => "a number",
-            b't' | b'f' => "a boolean",
-            b'n' => "null",
-            _ => "not JSON",
-        };
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid request body: it is {shape}; send a JSON object like {{\"name\": \"…\"}}")).field("body"));
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        json_error(bytes, &path, e.inner())
-    })?;
-    de.end().map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("invalid request body: it goes on after its JSON value (at byte {}); send exactly one JSON object and nothing after it", json_error_offset(bytes, &e)),
-        )
-        .field("body")
-    })?;
-    Ok(value)
-}
-
-/// Where (0-based byte offset) a serde_json error points, from its line and column.
-fn json_error_offset(bytes: &[u8], e: &serde_json::Error) -> usize {
-    let mut line = 1;
-    let mut offset = 0;
-    for (i, b) in bytes.iter().enumerate() {
-        if line == e.line() {
-            offset = i;
-            break;
-        }
-        if *b == b'\n' {
-            line += 1;
-        }
-        offset = i + 1;
-    }
-    (offset + e.column()).saturating_sub(1).min(bytes.len())
-}
-
-/// A serde_json error's own text without its ` at line L column C` suffix.
-pub(crate) fn json_error_text(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    let suffix = format!(" at line {} column {}", e.line(), e.column());
-    text.strip_suffix(&suffix).unwrap_or(&text).to_string()
-}
-
-/// The 400 for a body that is not the JSON the route takes: syntax errors say where, data
-/// errors name the field (see [`FieldError::from_serde`]).
-fn json_error(bytes: &[u8], path: &str, e: &serde_json::Error) -> ApiError {
-    use serde_json::error::Category;
-    let path = path.trim_end_matches('?').trim_end_matches('.');
-    let field = if path.is_empty() { "body".to_string() } else { path.to_string() };
-    match e.classify() {
-        Category::Eof => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("invalid request body: it ends in the middle of its JSON (after {} byte{}); send a complete JSON object", bytes.len(), if bytes.len() == 1 { "" } else { "s" }),
-        )
-        .field(field),
-        Category::Syntax | Category::Io => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("invalid request body: not valid JSON at byte {} ({}); send a JSON object like {{\"name\": \"…\"}}", json_error_offset(bytes, e), json_error_text(e)),
-        )
-        .field(field),
-        Category::Data => {
-            let f = FieldError::from_serde(path, &json_error_text(e));
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid request body: {}", f.message)).field(f.field)
-        }
-    }
-}
-
-/// The body limit of a router's routes and the setting that sets it.
-#[derive(Clone, Copy)]
-pub(crate) struct BodyLimit(pub usize, pub &'static str);
 
 // ---- routes ---------------------------------------------------------------------------
 
@@ -614,7 +361,7 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         st.started.elapsed().as_secs()
     ));
     st.addons.metrics.render_text(&mut out);
-    crate::connections::render_metrics(&mut out);
+    crate::http::conn::render_metrics(&mut out);
     out.push_str(&format!(
         "# HELP addond_admin_refused_total Admin socket connections refused because the peer is not allowed.\n# TYPE addond_admin_refused_total counter\naddond_admin_refused_total {}\n",
         ADMIN_REFUSED.load(std::sync::atomic::Ordering::Relaxed)
@@ -1075,15 +822,6 @@ async fn restart_addon(State(st): State<AppState>, Path(name): Path<String>, wai
     addon_op(&st, &name, "restart", wait).await
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecuteBody {
-    pub action: String,
-    /// Kept as text: without an input schema it goes to the addon as it came.
-    #[serde(default)]
-    pub data: Option<Box<serde_json::value::RawValue>>,
-}
-
 async fn execute_action(State(st): State<AppState>, Path(name): Path<String>, JsonBody(body): JsonBody<ExecuteBody>) -> ApiResult {
     let out = st.addons.execute_json(&name, &body.action, crate::addons::ActionInput::Raw(body.data.as_deref())).await?;
     ok_json(StatusCode::OK, &out, "")
@@ -1119,36 +857,6 @@ async fn widget_catalogue(State(st): State<AppState>, q: Result<Query<CategoryQu
     ok(StatusCode::OK, Value::Array(list), &format!("{n} widget(s)"))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RenderQuery {
-    config: Option<String>,
-    context: Option<String>,
-}
-
-impl RenderQuery {
-    pub(crate) fn parse(&self) -> Result<(Value, Value), ApiError> {
-        let parse = |v: &Option<String>, field: &str| -> Result<Value, ApiError> {
-            match v {
-                None => Ok(json!({})),
-                Some(text) => serde_json::from_str(text).map_err(|e| {
-                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("`{field}` is not JSON ({}); send it URL-encoded, like {field}=%7B%22k%22%3A1%7D for {{\"k\":1}}", json_error_text(&e))).field(field)
-                }),
-            }
-        };
-        Ok((parse(&self.config, "config")?, parse(&self.context, "context")?))
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RenderBody {
-    #[serde(default)]
-    pub config: Value,
-    #[serde(default)]
-    pub context: Value,
-}
-
 async fn render_widget_get(
     State(st): State<AppState>,
     Path((addon, widget)): Path<(String, String)>,
@@ -1171,47 +879,10 @@ async fn render_widget_post(
     render_reply(&st.addons, &addon, &widget, config, context, &headers).await
 }
 
-/// The rendered widget with its ETag; 304 when the caller already has this version.
-pub(crate) async fn render_reply(addons: &Addons, addon: &str, widget: &str, config: Value, context: Value, headers: &axum::http::HeaderMap) -> ApiResult {
-    let r = addons.render(addon, widget, config, context).await?;
-    let etag = HeaderValue::from_str(&r.widget.etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
-    let cache = HeaderValue::from_static(if r.cached { "hit" } else { "miss" });
-    let matches = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == r.widget.etag || t.trim() == "*"));
-    if matches {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::HeaderName::from_static("x-cache"), cache)]).into_response());
-    }
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json")), (header::ETAG, etag), (header::HeaderName::from_static("x-cache"), cache)],
-        r.widget.envelope.clone(),
-    )
-        .into_response())
-}
-
 async fn widget_frame(State(st): State<AppState>, Path((addon, widget)): Path<(String, String)>, q: Result<Query<RenderQuery>, QueryRejection>) -> ApiResult {
     let Query(q) = q?;
     let (config, context) = q.parse()?;
     frame_reply(&st.addons, &addon, &widget, config, context).await
-}
-
-/// The widget as a complete HTML document for a sandboxed iframe.
-pub(crate) async fn frame_reply(addons: &Addons, addon: &str, widget: &str, config: Value, context: Value) -> ApiResult {
-    let r = addons.render(addon, widget, config, context).await?;
-    let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let (html, csp) = crate::addons::frame_document(&r.widget.widget, &nonce);
-    let csp = HeaderValue::from_str(&csp).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    Ok((
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
-            (header::CONTENT_SECURITY_POLICY, csp),
-            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-        html,
-    )
-        .into_response())
 }
 
 // ---- applications and grants -----------------------------------------------------------
@@ -1703,8 +1374,8 @@ impl RefusalReports {
 /// Connections count against `registry` (the admin socket's own budget and timeouts).
 /// Refused peers are logged and, when `audit` is given, written to the audit log — both
 /// at most once per uid per minute, with a count.
-pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, registry: Arc<crate::connections::Registry>, audit: Option<crate::store::Store>, shutdown: CancellationToken) {
-    use crate::connections::{Admission, Listener};
+pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, registry: Arc<crate::http::conn::Registry>, audit: Option<crate::store::Store>, shutdown: CancellationToken) {
+    use crate::http::conn::{Admission, Listener};
     let tracker = TaskTracker::new();
     let mut reports = RefusalReports::default();
     let refusals = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
@@ -1790,7 +1461,7 @@ pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, regi
         let slot = match registry.admit() {
             Admission::Admitted(slot) => slot,
             Admission::Refused => {
-                crate::connections::refuse_overloaded(stream, Listener::Admin);
+                crate::http::conn::refuse_overloaded(stream, Listener::Admin);
                 continue;
             }
         };
@@ -1802,7 +1473,7 @@ pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, regi
                 let app = app.clone();
                 async move { app.oneshot(req).await.unwrap_or_else(|e| match e {}) }
             };
-            crate::connections::serve_connection(stream, slot, &shutdown, handler).await;
+            crate::http::conn::serve_connection(stream, slot, &shutdown, handler).await;
         });
     }
     tracker.close();
@@ -1965,34 +1636,6 @@ mod tests {
         }
         assert_eq!(r.note(1000, t0), Some(1), "another uid has its own report");
         assert_eq!(r.note(65534, t0 + Duration::from_secs(61)), Some(6), "the next report counts what was held back");
-    }
-
-    #[test]
-    fn json_bodies_are_one_object_and_errors_name_the_field() {
-        let err = |body: &str| parse_json::<CreateRequest>(body.as_bytes()).expect_err(body);
-        let ok = parse_json::<CleanupBody>(br#" {"days": 3} "#).expect("one object, whitespace around it");
-        assert_eq!(ok.days, 3.0);
-        for (body, field, needle) in [
-            (r#"{"name":"x"}{"name":"#, "body", "after its JSON value"),
-            (r#"{"name":"x"} x"#, "body", "after its JSON value"),
-            ("[1]", "body", "an array"),
-            ("", "body", "needs a JSON body"),
-            (r#"{"name": "#, "name", "ends in the middle"),
-            (r#"{"nmae": "x"}"#, "nmae", "the fields are `name`"),
-            (r#"{"port": "80"}"#, "port", "expected a whole number"),
-            (r#"{"volumes": [1]}"#, "volumes[0]", "a string like"),
-            (r#"{"volumes": [{"source": "a"}]}"#, "volumes[0].target", "is required"),
-            (r#"{"volumes": [{"source": "a", "target": "/a", "readonly": true}]}"#, "volumes[0].readonly", "not a field"),
-            (r#"{"resource_limits": {"cpu": []}}"#, "resource_limits.cpu", "a number like"),
-            (r#"{"restart_policy": "sometimes"}"#, "restart_policy", "`on-failure`"),
-        ] {
-            let e = err(body);
-            assert_eq!((e.status, e.field.as_deref()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {}", e.message);
-            assert!(e.message.contains(needle), "{body}: {}", e.message);
-            for raw in ["line 1", "column", "untagged", "struct ", "i64", "u16"] {
-                assert!(!e.message.contains(raw), "{body}: parser text `{raw}` in {}", e.message);
-            }
-        }
     }
 
     #[test]

@@ -179,14 +179,14 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
         tracing::info!(listen = ?gateway_addr, "gateway listening");
         tokio::spawn(crate::gateway::serve(l, gateway.clone(), shutdown.clone()))
     });
-    let budgets = crate::connections::Budgets::for_config(&cfg.http);
+    let budgets = crate::http::conn::Budgets::for_config(&cfg.http);
     if budgets.scaled {
         tracing::warn!(
             fd_limit = budgets.fd_limit, gateway = budgets.gateway, admin = budgets.admin, addon_api = budgets.addon_api,
             "the file-descriptor limit cannot hold http.*_max_connections; the caps are scaled down to fit (raise LimitNOFILE= to keep them)"
         );
     }
-    let admin_registry = crate::connections::Registry::for_listener(crate::connections::Listener::Admin, &cfg.http);
+    let admin_registry = crate::http::conn::Registry::for_listener(crate::http::conn::Listener::Admin, &cfg.http);
     let api_task = tokio::spawn(api::serve(listener, app, policy, admin_registry, Some(db.clone()), shutdown.clone()));
     if docker_up {
         notifier.status("adopting containers (first resync)");

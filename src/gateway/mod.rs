@@ -7,7 +7,7 @@
 //! configured proxies. Denials are audited (batched, so a flood cannot stall the database);
 //! a refusal reads a small request body first, so the connection stays usable, and closes
 //! it (`Connection: close`) when the body is larger. Connections are bounded like every
-//! listener's (`crate::connections`): a cap with the oldest idle shed first, and timeouts. `/gw/{addon}/…` streams requests and
+//! listener's (`crate::http::conn`): a cap with the oldest idle shed first, and timeouts. `/gw/{addon}/…` streams requests and
 //! responses to the addon's service, with WebSocket upgrades spliced through.
 //!
 //! It runs like nginx does: one worker thread per core (`gateway.workers`), each with its own
@@ -36,13 +36,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::addons::Addons;
-use crate::api::{self, ApiError, ExecuteBody, RenderBody, RenderQuery};
+use crate::http::{self, ApiError, ExecuteBody, RenderBody, RenderQuery};
 use crate::config::{cidr_contains, parse_any_cidr, Config};
 use crate::lifecycle::Lifecycle;
 use crate::store::{now_ms, AuditEntry, Store};
 use keys::{GrantAuth, KeyError, Keyring};
 use limits::FailureLimiter;
-use crate::connections::{Admission, Listener, Registry, Slot};
+use crate::http::conn::{Admission, Listener, Registry, Slot};
 
 /// How a route is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,7 +287,7 @@ impl Gateway {
             return refuse(req, resp).await;
         }
         let result = match spec.handler {
-            Handler::Health => api::ok(StatusCode::OK, json!({"status": "ok", "docker": self.lifecycle.runtime().is_available()}), "gateway is up"),
+            Handler::Health => http::ok(StatusCode::OK, json!({"status": "ok", "docker": self.lifecycle.runtime().is_available()}), "gateway is up"),
             Handler::Execute => self.execute(&addon, req).await,
             Handler::Render => self.render(&addon, &widget, req).await,
             Handler::Frame => self.frame(&addon, &widget, req.uri()).await,
@@ -365,17 +365,17 @@ impl Gateway {
     /// A JSON request body, at most `gateway.max_body_bytes`.
     async fn json_body<T: serde::de::DeserializeOwned>(&self, body: Body) -> Result<T, ApiError> {
         let limit = self.cfg.gateway.max_body_bytes as usize;
-        let bytes = api::read_body(body, limit, "gateway.max_body_bytes").await?;
-        api::parse_json(&bytes)
+        let bytes = http::read_body(body, limit, "gateway.max_body_bytes").await?;
+        http::parse_json(&bytes)
     }
 
-    async fn execute(&self, addon: &str, req: axum::extract::Request) -> api::ApiResult {
+    async fn execute(&self, addon: &str, req: axum::extract::Request) -> http::ApiResult {
         let body: ExecuteBody = self.json_body(req.into_body()).await?;
         let out = self.addons.execute_json(addon, &body.action, crate::addons::ActionInput::Raw(body.data.as_deref())).await?;
-        api::ok_json(StatusCode::OK, &out, "")
+        http::ok_json(StatusCode::OK, &out, "")
     }
 
-    async fn render(&self, addon: &str, widget: &str, req: axum::extract::Request) -> api::ApiResult {
+    async fn render(&self, addon: &str, widget: &str, req: axum::extract::Request) -> http::ApiResult {
         let (parts, body) = req.into_parts();
         let (config, context) = if parts.method == Method::POST {
             let body: RenderBody = self.json_body(body).await?;
@@ -385,13 +385,13 @@ impl Gateway {
             let Query(q) = Query::<RenderQuery>::try_from_uri(&parts.uri)?;
             q.parse()?
         };
-        api::render_reply(&self.addons, addon, widget, config, context, &parts.headers).await
+        http::render_reply(&self.addons, addon, widget, config, context, &parts.headers).await
     }
 
-    async fn frame(&self, addon: &str, widget: &str, uri: &axum::http::Uri) -> api::ApiResult {
+    async fn frame(&self, addon: &str, widget: &str, uri: &axum::http::Uri) -> http::ApiResult {
         let Query(q) = Query::<RenderQuery>::try_from_uri(uri)?;
         let (config, context) = q.parse()?;
-        api::frame_reply(&self.addons, addon, widget, config, context).await
+        http::frame_reply(&self.addons, addon, widget, config, context).await
     }
 }
 
@@ -481,7 +481,7 @@ pub async fn serve(listener: tokio::net::TcpListener, gw: Arc<Gateway>, shutdown
         let slot = match registry.admit() {
             Admission::Admitted(slot) => slot,
             Admission::Refused => {
-                crate::connections::refuse_overloaded(stream, Listener::Gateway);
+                crate::http::conn::refuse_overloaded(stream, Listener::Gateway);
                 continue;
             }
         };
@@ -564,7 +564,7 @@ async fn worker(mut handoffs: mpsc::UnboundedReceiver<Handoff>, gw: Arc<Gateway>
         tracker.spawn(async move {
             let _guard = guard;
             let handler = move |req| gw.clone().handle(req, peer);
-            crate::connections::serve_connection(stream, slot, &shutdown, handler).await;
+            crate::http::conn::serve_connection(stream, slot, &shutdown, handler).await;
         });
     }
     tracker.close();
@@ -588,14 +588,14 @@ const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
 
 /// Answers `resp`, a refusal given before the request's body was read: a small body is read
 /// first so the connection can carry the next request; a larger (or malformed, or slow)
-/// one is left, and [`crate::connections::serve_connection`] closes the connection after
+/// one is left, and [`crate::http::conn::serve_connection`] closes the connection after
 /// the answer, lingering so the client reads it.
 async fn refuse(req: axum::extract::Request, resp: Response) -> Response {
     // A client that asked `Expect: 100-continue` has not sent its body: reading it would
     // make hyper invite it first. The refusal goes at once, and the connection closes.
     let expects = req.headers().get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if !expects {
-        crate::connections::drain(req.into_body(), REFUSAL_DRAIN_BYTES).await;
+        crate::http::conn::drain(req.into_body(), REFUSAL_DRAIN_BYTES).await;
     }
     resp
 }

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use super::{too_large, Gateway};
 use crate::addons::dispatch::DispatchError;
 use crate::addons::AddonError;
-use crate::api::ApiError;
+use crate::http::ApiError;
 use crate::model::ServiceType;
 use crate::upstream::{self, OutBody, UpstreamError, HOP_BY_HOP};
 

@@ -13,6 +13,7 @@
 //! keep-alive connection waits for its next request, so it cannot tell an idle client
 //! from a slow one, and it offers no idle flag for the cap to shed by.
 
+pub use crate::body_error::{body_failure, error_chain, BodyFailure, BodyTimeout};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -705,11 +706,6 @@ fn protocol_refusal(head: &[u8]) -> Option<Vec<u8>> {
 
 // ---- request and answer bodies ------------------------------------------------------------
 
-/// The request body did not arrive within `http.body_read_timeout_seconds`.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within {0:?} (http.body_read_timeout_seconds)")]
-pub struct BodyTimeout(pub Duration);
-
 /// A request body that must arrive whole within a deadline counted from its head, and
 /// that records whether it was read to its end.
 struct TimedBody {
@@ -798,47 +794,6 @@ impl Drop for TrackedBody {
     fn drop(&mut self) {
         self.state.answered();
     }
-}
-
-/// Why a request body could not be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyFailure {
-    /// Larger than the route's limit.
-    TooLarge,
-    /// Did not arrive in time ([`BodyTimeout`]).
-    Timeout,
-    /// Malformed framing (a bad chunk) or a broken connection.
-    Malformed,
-}
-
-/// Classifies a body-reading error by what is in its chain of sources.
-pub fn body_failure(e: &(dyn std::error::Error + 'static)) -> BodyFailure {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return BodyFailure::TooLarge;
-        }
-        if err.is::<BodyTimeout>() {
-            return BodyFailure::Timeout;
-        }
-        cur = err.source();
-    }
-    BodyFailure::Malformed
-}
-
-/// The error and its sources in one line, for a message.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 /// Reads and discards a request body of at most `limit` bytes, so the connection can carry
