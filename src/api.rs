@@ -31,7 +31,7 @@ use crate::addons::{Addons, InstallRequest};
 use crate::lifecycle::{Lifecycle, LifecycleError};
 use crate::model::{template, CreateRequest, Health, Phase, Service, TemplateCreateRequest, TEMPLATES};
 use crate::runtime::RuntimeError;
-use crate::http::{frame_reply, ok, ok_json, parse_json, read_body, render_reply, ApiError, ApiResult, BodyLimit, ExecuteBody, JsonBody, RenderBody, RenderQuery};
+use crate::http::{frame_reply, ok, ErrorCode, ok_json, parse_json, read_body, render_reply, ApiError, ApiResult, BodyLimit, ExecuteBody, JsonBody, RenderBody, RenderQuery};
 use crate::store::{now_ms, AuditEntry, StoreError};
 
 /// Shared by every handler.
@@ -113,11 +113,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route {} {}", req.method(), req.uri().path()))
+    ApiError::new(ErrorCode::NotFound,  format!("no route {} {}", req.method(), req.uri().path()))
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not allowed on {}", req.method(), req.uri().path()))
+    ApiError::new(ErrorCode::MethodNotAllowed,  format!("{} is not allowed on {}", req.method(), req.uri().path()))
 }
 
 /// Records every change (any method but GET/HEAD) with the caller and the outcome.
@@ -278,11 +278,11 @@ fn wait_target(wait: Option<&str>, timeout: Option<f64>, max: u64) -> Result<Opt
         "started" => Phase::Started,
         "stopped" => Phase::Stopped,
         "deleted" => Phase::Deleted,
-        _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("wait=`{w}`: use started, stopped or deleted")).field("wait")),
+        _ => return Err(ApiError::new(ErrorCode::InvalidQuery,  format!("wait=`{w}`: use started, stopped or deleted")).field("wait")),
     };
     let t = timeout.unwrap_or(60.0);
     if !(t > 0.0 && t <= max as f64) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("timeout={t}: must be more than 0 and at most {max} seconds")).field("timeout"));
+        return Err(ApiError::new(ErrorCode::InvalidQuery,  format!("timeout={t}: must be more than 0 and at most {max} seconds")).field("timeout"));
     }
     Ok(Some((phase, Duration::from_secs_f64(t))))
 }
@@ -437,7 +437,7 @@ async fn scale_service(
 ) -> ApiResult {
     let max = st.lifecycle.config().limits.max_replicas;
     if body.replicas < 0 || body.replicas > max as i64 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", format!("replicas {} must be between 0 and {max}", body.replicas)).field("replicas"));
+        return Err(ApiError::new(ErrorCode::ValidationFailed,  format!("replicas {} must be between 0 and {max}", body.replicas)).field("replicas"));
     }
     let svc = st.lifecycle.scale(&id, body.replicas as u32).await?;
     reply_service(&st, svc, wait, StatusCode::OK, &format!("scaling to {}", body.replicas)).await
@@ -463,7 +463,7 @@ async fn service_logs(State(st): State<AppState>, Path(id): Path<String>, q: Res
     let follow = q.follow.unwrap_or(false);
     let targets: Vec<_> = svc.instances.iter().filter(|i| i.wanted && q.instance.is_none_or(|k| i.ordinal == k)).collect();
     if targets.is_empty() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("service `{}` has no instance{}", svc.spec.name, q.instance.map(|k| format!(" {k}")).unwrap_or_default())).field("instance"));
+        return Err(ApiError::new(ErrorCode::NotFound,  format!("service `{}` has no instance{}", svc.spec.name, q.instance.map(|k| format!(" {k}")).unwrap_or_default())).field("instance"));
     }
     let multi = targets.len() > 1;
     let mut streams = Vec::new();
@@ -648,7 +648,7 @@ async fn create_from_template(
 ) -> ApiResult {
     let t = template(&id).ok_or_else(|| {
         let known: Vec<&str> = TEMPLATES.iter().map(|t| t.id).collect();
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no template `{id}`; known templates: {}", known.join(", "))).field("template")
+        ApiError::new(ErrorCode::NotFound,  format!("no template `{id}`; known templates: {}", known.join(", "))).field("template")
     })?;
     let (spec, replicas) = t.request(body, &st.lifecycle.config().templates.image).validate(&st.lifecycle.live_config())?;
     let svc = st.lifecycle.create(spec, replicas, None).await?;
@@ -663,7 +663,7 @@ struct CleanupBody {
 
 async fn cleanup(State(st): State<AppState>, JsonBody(body): JsonBody<CleanupBody>) -> ApiResult {
     if !(body.days.is_finite() && body.days >= 0.0 && body.days <= 36_500.0) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", "days must be between 0 and 36500").field("days"));
+        return Err(ApiError::new(ErrorCode::ValidationFailed,  "days must be between 0 and 36500").field("days"));
     }
     let removed = st.lifecycle.cleanup(body.days).await?;
     let list: Vec<Value> = removed.iter().map(|s| json!({"id": s.id, "name": s.spec.name, "phase": s.phase.as_str()})).collect();
@@ -683,7 +683,7 @@ struct PullBody {
 async fn pull_image(State(st): State<AppState>, JsonBody(body): JsonBody<PullBody>) -> ApiResult {
     let image = body.image.trim().to_string();
     if let Err(why) = crate::image_ref::check(&image) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", crate::image_ref::message(&image, &why)).field("image"));
+        return Err(ApiError::new(ErrorCode::ValidationFailed,  crate::image_ref::message(&image, &why)).field("image"));
     }
     let lc = st.lifecycle.clone();
     if lc.runtime().image_present(&image).await.map_err(LifecycleError::from)? {
@@ -849,7 +849,7 @@ async fn widget_catalogue(State(st): State<AppState>, q: Result<Query<CategoryQu
     let Query(q) = q?;
     if let Some(c) = &q.category {
         if !crate::addons::manifest::WIDGET_CATEGORIES.contains(&c.as_str()) {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("category `{c}` is not one of {}", crate::addons::manifest::WIDGET_CATEGORIES.join(", "))).field("category"));
+            return Err(ApiError::new(ErrorCode::InvalidQuery,  format!("category `{c}` is not one of {}", crate::addons::manifest::WIDGET_CATEGORIES.join(", "))).field("category"));
         }
     }
     let list = st.addons.widgets(q.category.as_deref()).await?;
@@ -921,13 +921,13 @@ fn grant_view(g: &crate::store::GrantRow) -> Value {
 
 async fn find_application(st: &AppState, id_or_name: &str) -> Result<crate::store::ApplicationRow, ApiError> {
     st.lifecycle.store().list_applications().await?.into_iter().find(|a| a.id == id_or_name || a.name == id_or_name).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no application `{id_or_name}`; list them with `addonctl apps list`"))
+        ApiError::new(ErrorCode::NotFound,  format!("no application `{id_or_name}`; list them with `addonctl apps list`"))
     })
 }
 
 async fn find_grant(st: &AppState, id: &str) -> Result<crate::store::GrantRow, ApiError> {
     st.lifecycle.store().list_grants().await?.into_iter().find(|g| g.id == id || g.key_id == id).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no grant `{id}`; list them with `addonctl grants list`"))
+        ApiError::new(ErrorCode::NotFound,  format!("no grant `{id}`; list them with `addonctl grants list`"))
     })
 }
 
@@ -944,10 +944,10 @@ async fn list_applications(State(st): State<AppState>) -> ApiResult {
 
 async fn create_application(State(st): State<AppState>, JsonBody(b): JsonBody<ApplicationBody>) -> ApiResult {
     if !crate::model::valid_name(&b.name) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", format!("`{}`: 1–63 lowercase letters, digits and `-`", b.name)).field("name"));
+        return Err(ApiError::new(ErrorCode::ValidationFailed,  format!("`{}`: 1–63 lowercase letters, digits and `-`", b.name)).field("name"));
     }
     if b.description.len() > 1024 || b.organization.len() > 256 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", "description (1024) or organization (256) too long").field(if b.organization.len() > 256 { "organization" } else { "description" }));
+        return Err(ApiError::new(ErrorCode::ValidationFailed,  "description (1024) or organization (256) too long").field(if b.organization.len() > 256 { "organization" } else { "description" }));
     }
     let row = crate::store::ApplicationRow {
         id: format!("app_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
@@ -957,7 +957,7 @@ async fn create_application(State(st): State<AppState>, JsonBody(b): JsonBody<Ap
         created_at: now_ms(),
     };
     st.lifecycle.store().insert_application(row.clone()).await.map_err(|e| match e {
-        StoreError::NameTaken(n) => ApiError::new(StatusCode::CONFLICT, "conflict", format!("an application named `{n}` exists")).field("name"),
+        StoreError::NameTaken(n) => ApiError::new(ErrorCode::Conflict,  format!("an application named `{n}` exists")).field("name"),
         e => e.into(),
     })?;
     ok(StatusCode::CREATED, app_view(&row, &[]), "application created")
@@ -996,16 +996,16 @@ struct GrantBody {
 fn check_limits(rate: &Option<RateLimitBody>, origins: &[String]) -> Result<(), ApiError> {
     if let Some(r) = rate {
         if !(r.requests_per_second > 0.0 && r.requests_per_second <= 1_000_000.0) {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", "requests_per_second must be more than 0 and at most 1000000").field("rate_limit.requests_per_second"));
+            return Err(ApiError::new(ErrorCode::ValidationFailed,  "requests_per_second must be more than 0 and at most 1000000").field("rate_limit.requests_per_second"));
         }
         if r.burst == Some(0) {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", "burst must be at least 1").field("rate_limit.burst"));
+            return Err(ApiError::new(ErrorCode::ValidationFailed,  "burst must be at least 1").field("rate_limit.burst"));
         }
     }
     for (i, o) in origins.iter().enumerate() {
         let ok = o == "*" || ((o.starts_with("http://") || o.starts_with("https://")) && !o.ends_with('/') && !o.contains(char::is_whitespace));
         if !ok {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", format!("`{o}` is not an origin like https://shop.example (scheme and host, no path)")).field(format!("allowed_origins[{i}]")));
+            return Err(ApiError::new(ErrorCode::ValidationFailed,  format!("`{o}` is not an origin like https://shop.example (scheme and host, no path)")).field(format!("allowed_origins[{i}]")));
         }
     }
     Ok(())
@@ -1027,10 +1027,10 @@ async fn list_grants(State(st): State<AppState>, q: Result<Query<HashMap<String,
 async fn create_grant(State(st): State<AppState>, JsonBody(b): JsonBody<GrantBody>) -> ApiResult {
     let app = find_application(&st, &b.application).await.map_err(|e| e.field("application"))?;
     if st.lifecycle.store().get_install(&b.addon).await?.is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no addon is installed as `{}`", b.addon)).field("addon"));
+        return Err(ApiError::new(ErrorCode::NotFound,  format!("no addon is installed as `{}`", b.addon)).field("addon"));
     }
     check_limits(&b.rate_limit, &b.allowed_origins)?;
-    let key = crate::secret::generate(None).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("no randomness: {e}")))?;
+    let key = crate::secret::generate(None).map_err(|e| ApiError::new(ErrorCode::Internal,  format!("no randomness: {e}")))?;
     let row = crate::store::GrantRow {
         id: format!("grant_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         application_id: app.id.clone(),
@@ -1047,7 +1047,7 @@ async fn create_grant(State(st): State<AppState>, JsonBody(b): JsonBody<GrantBod
         rotated_at: None,
     };
     st.lifecycle.store().insert_grant(row.clone()).await.map_err(|e| match e {
-        StoreError::NameTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", format!("`{}` already has a grant for `{}`; rotate its key instead", app.name, b.addon)),
+        StoreError::NameTaken(_) => ApiError::new(ErrorCode::Conflict,  format!("`{}` already has a grant for `{}`; rotate its key instead", app.name, b.addon)),
         e => e.into(),
     })?;
     reload_keys(&st).await?;
@@ -1100,13 +1100,13 @@ async fn rotate_grant(State(st): State<AppState>, Path(id): Path<String>, req: R
     let b: RotateBody = if bytes.iter().all(|c| c.is_ascii_whitespace()) { RotateBody::default() } else { parse_json(&bytes)? };
     let g = find_grant(&st, &id).await?;
     if g.revoked_at.is_some() {
-        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "this grant is revoked; create a new grant instead"));
+        return Err(ApiError::new(ErrorCode::Conflict,  "this grant is revoked; create a new grant instead"));
     }
     let grace = b.grace_seconds.unwrap_or(st.lifecycle.config().gateway.rotation_grace_seconds);
     if !(0.0..=30.0 * 86_400.0).contains(&grace) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", "grace_seconds must be between 0 and 2592000").field("grace_seconds"));
+        return Err(ApiError::new(ErrorCode::ValidationFailed,  "grace_seconds must be between 0 and 2592000").field("grace_seconds"));
     }
-    let key = crate::secret::generate(Some(&g.key_id)).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("no randomness: {e}")))?;
+    let key = crate::secret::generate(Some(&g.key_id)).map_err(|e| ApiError::new(ErrorCode::Internal,  format!("no randomness: {e}")))?;
     let until = (grace > 0.0).then(|| now_ms() + (grace * 1000.0) as i64);
     st.lifecycle.store().rotate_grant(&g.id, key.key_id.clone(), key.hash, until).await?;
     reload_keys(&st).await?;
@@ -1141,13 +1141,13 @@ struct EmitBody {
 
 async fn emit_event(State(st): State<AppState>, caller: Option<Extension<Caller>>, JsonBody(b): JsonBody<EmitBody>) -> ApiResult {
     if !crate::events::valid_name(&b.name) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", format!("`{}` is not an event name like payment.completed", b.name)).field("name"));
+        return Err(ApiError::new(ErrorCode::ValidationFailed,  format!("`{}` is not an event name like payment.completed", b.name)).field("name"));
     }
     let source = match caller {
         Some(Extension(c)) => format!("admin:{}", c.uid),
         None => "admin".to_string(),
     };
-    let ev = st.events.emit(&b.name, b.data, &source).await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e))?;
+    let ev = st.events.emit(&b.name, b.data, &source).await.map_err(|e| ApiError::new(ErrorCode::Unavailable,  e))?;
     ok(StatusCode::CREATED, ev.to_json(), "event stored")
 }
 
@@ -1163,7 +1163,7 @@ fn check_pattern(p: &Option<String>) -> Result<(), ApiError> {
     if let Some(p) = p {
         let body = if p == "*" { "x" } else { p.strip_suffix(".*").unwrap_or(p) };
         if !crate::events::valid_name(body) {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("name `{p}`: an event name, `prefix.*` or `*`")).field("name"));
+            return Err(ApiError::new(ErrorCode::InvalidQuery,  format!("name `{p}`: an event name, `prefix.*` or `*`")).field("name"));
         }
     }
     Ok(())
@@ -1184,7 +1184,7 @@ async fn event_stream(State(st): State<AppState>, q: Result<Query<EventsQuery>, 
     let Query(q) = q?;
     check_pattern(&q.name)?;
     let last: i64 = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
-        Some(v) => v.trim().parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "Last-Event-ID must be an event id").field("Last-Event-ID"))?,
+        Some(v) => v.trim().parse().map_err(|_| ApiError::new(ErrorCode::InvalidQuery,  "Last-Event-ID must be an event id").field("Last-Event-ID"))?,
         None => q.after.unwrap_or(0),
     };
     let live = st.events.subscribe();
@@ -1322,7 +1322,15 @@ pub fn group_id(name: &str) -> Option<u32> {
     }
 }
 
-const FORBIDDEN: &str = "{\"success\":false,\"error\":{\"code\":\"forbidden\",\"message\":\"permission denied: the admin socket serves root, the daemon's user and members of its group (daemon.socket_group); run as root or add your user to that group\"}}";
+/// What a refused peer reads: the envelope with `forbidden`, built once.
+static FORBIDDEN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    crate::http::error_body(
+        ErrorCode::Forbidden,
+        "permission denied: the admin socket serves root, the daemon's user and members of its group (daemon.socket_group); run as root or add your user to that group",
+        None,
+    )
+    .to_string()
+});
 
 /// Connections the admin socket refused (peer not allowed), for `/metrics`.
 pub static ADMIN_REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -1430,8 +1438,9 @@ pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, regi
                 }
             }
             let resp = format!(
-                "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{FORBIDDEN}",
-                FORBIDDEN.len()
+                "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                FORBIDDEN.len(),
+                *FORBIDDEN
             );
             let Ok(permit) = refusals.clone().try_acquire_owned() else {
                 let _ = stream.try_write(resp.as_bytes());
@@ -1493,7 +1502,7 @@ async fn backup_archive(State(st): State<AppState>) -> ApiResult {
     let snapshot = data_dir.join(format!(".backup-{}.db", uuid::Uuid::new_v4().simple()));
     let internal = |what: &str, e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "backup: {what}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "backup_failed", format!("{what}: {e}"))
+        ApiError::new(ErrorCode::BackupFailed,  format!("{what}: {e}"))
     };
     let schema = match lc.store().snapshot_to(&snapshot).await {
         Ok(v) => v,

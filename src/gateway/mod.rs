@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::addons::Addons;
-use crate::http::{self, ApiError, ExecuteBody, RenderBody, RenderQuery};
+use crate::http::{self, ApiError, ErrorCode, ExecuteBody, RenderBody, RenderQuery};
 use crate::config::{cidr_contains, parse_any_cidr, Config};
 use crate::lifecycle::Lifecycle;
 use crate::store::{now_ms, AuditEntry, Store};
@@ -262,11 +262,11 @@ impl Gateway {
     async fn handle(self: Arc<Self>, req: axum::extract::Request, peer: SocketAddr) -> Response {
         let matched = ROUTES.iter().find_map(|r| match_route(r.path, req.uri().path()).map(|p| (r, p)));
         let Some((spec, params)) = matched else {
-            let resp = ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no gateway route {} {}; the gateway serves /health, /api/addons/{{addon}}/execute, /api/widgets/… and /gw/{{addon}}/…", req.method(), req.uri().path())).into_response();
+            let resp = ApiError::new(ErrorCode::NotFound,  format!("no gateway route {} {}; the gateway serves /health, /api/addons/{{addon}}/execute, /api/widgets/… and /gw/{{addon}}/…", req.method(), req.uri().path())).into_response();
             return refuse(req, resp).await;
         };
         let (Some(addon), Some(widget)) = (percent_decode(params.addon), percent_decode(params.widget)) else {
-            let resp = ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", "the path is not valid UTF-8 once decoded; percent-encode UTF-8 text only").field_name("path").into_response();
+            let resp = ApiError::new(ErrorCode::InvalidPath,  "the path is not valid UTF-8 once decoded; percent-encode UTF-8 text only").field_name("path").into_response();
             return refuse(req, resp).await;
         };
         let (addon, widget) = (addon.into_owned(), widget.into_owned());
@@ -280,7 +280,7 @@ impl Gateway {
         };
         if !spec.methods.is_empty() && !spec.methods.contains(&req.method().as_str()) {
             let allow = spec.methods.join(", ");
-            let mut resp = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not served on {}; use {allow}", req.method(), spec.path)).into_response();
+            let mut resp = ApiError::new(ErrorCode::MethodNotAllowed,  format!("{} is not served on {}; use {allow}", req.method(), spec.path)).into_response();
             if let Ok(v) = HeaderValue::from_str(&allow) {
                 resp.headers_mut().insert(header::ALLOW, v);
             }
@@ -313,7 +313,7 @@ impl Gateway {
         if method == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
             let Some(origin) = origin.filter(|o| self.keyring.any_origin_allowed(o, Some(addon))) else {
                 self.deny(source, method, path, StatusCode::FORBIDDEN, "CORS preflight from an origin no grant allows", None);
-                return Gate::Answered(ApiError::new(StatusCode::FORBIDDEN, "cors_forbidden", "this origin is not allowed to call this addon; add it to a grant's allowed_origins").into_response());
+                return Gate::Answered(ApiError::new(ErrorCode::CorsForbidden,  "this origin is not allowed to call this addon; add it to a grant's allowed_origins").into_response());
             };
             let mut resp = StatusCode::NO_CONTENT.into_response();
             cors_headers(&mut resp, origin);
@@ -330,30 +330,30 @@ impl Gateway {
             Err(e) => {
                 let key_id = presented.and_then(keys::parse).map(|(id, _)| id);
                 let (code, msg) = match e {
-                    KeyError::Missing => ("missing_api_key", "this route needs an API key: send it as `apikey: …` or `Authorization: Bearer …`"),
-                    KeyError::Malformed | KeyError::Unknown => ("invalid_api_key", "the API key is not valid; ask the operator for a key (`addonctl grants create`)"),
-                    KeyError::Revoked => ("revoked_api_key", "this API key has been revoked; ask the operator for a new one"),
+                    KeyError::Missing => (ErrorCode::MissingApiKey, "this route needs an API key: send it as `apikey: …` or `Authorization: Bearer …`"),
+                    KeyError::Malformed | KeyError::Unknown => (ErrorCode::InvalidApiKey, "the API key is not valid; ask the operator for a key (`addonctl grants create`)"),
+                    KeyError::Revoked => (ErrorCode::RevokedApiKey, "this API key has been revoked; ask the operator for a new one"),
                 };
                 if let Err(wait) = self.failures.fail(source, proxy) {
                     self.deny(source, method, path, StatusCode::TOO_MANY_REQUESTS, &format!("too many failed authentications ({code})"), key_id);
                     return Gate::Answered(with_retry_after(
-                        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_failures", "too many failed authentications from your address; wait and retry with a valid key"),
+                        ApiError::new(ErrorCode::TooManyFailures,  "too many failed authentications from your address; wait and retry with a valid key"),
                         wait,
                     ));
                 }
-                self.deny(source, method, path, StatusCode::UNAUTHORIZED, code, key_id);
-                return Gate::Answered(ApiError::new(StatusCode::UNAUTHORIZED, code, msg).into_response());
+                self.deny(source, method, path, StatusCode::UNAUTHORIZED, code.as_str(), key_id);
+                return Gate::Answered(ApiError::new(code, msg).into_response());
             }
         };
         if grant.addon_instance != addon {
             self.deny(source, method, path, StatusCode::FORBIDDEN, &format!("grant {} covers `{}`, not `{addon}`", grant.grant_id, grant.addon_instance), None);
-            return Gate::Answered(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this key's grant covers the addon `{}`, not `{addon}`", grant.addon_instance)).into_response());
+            return Gate::Answered(ApiError::new(ErrorCode::Forbidden,  format!("this key's grant covers the addon `{}`, not `{addon}`", grant.addon_instance)).into_response());
         }
         if let Some(limiter) = &grant.limiter {
             if let Err(wait) = limiter.try_take() {
                 self.deny(source, method, path, StatusCode::TOO_MANY_REQUESTS, &format!("rate limit of grant {}", grant.grant_id), None);
                 return Gate::Answered(with_retry_after(
-                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("rate limit of {} requests/s reached; retry later", limiter.rate())),
+                    ApiError::new(ErrorCode::RateLimited,  format!("rate limit of {} requests/s reached; retry later", limiter.rate())),
                     wait,
                 ));
             }
@@ -601,7 +601,7 @@ async fn refuse(req: axum::extract::Request, resp: Response) -> Response {
 }
 
 fn too_large(limit: u64) -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body is larger than {limit} bytes (gateway.max_body_bytes)"))
+    ApiError::new(ErrorCode::PayloadTooLarge,  format!("request body is larger than {limit} bytes (gateway.max_body_bytes)"))
 }
 
 fn with_retry_after(err: ApiError, wait: Duration) -> Response {

@@ -7,6 +7,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::code::ErrorCode;
 use super::envelope::{json_error_text, ApiError, ApiResult};
 use crate::addons::Addons;
 
@@ -32,7 +33,7 @@ impl RenderQuery {
             match v {
                 None => Ok(json!({})),
                 Some(text) => serde_json::from_str(text).map_err(|e| {
-                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("`{field}` is not JSON ({}); send it URL-encoded, like {field}=%7B%22k%22%3A1%7D for {{\"k\":1}}", json_error_text(&e))).field(field)
+                    ApiError::new(ErrorCode::InvalidQuery,  format!("`{field}` is not JSON ({}); send it URL-encoded, like {field}=%7B%22k%22%3A1%7D for {{\"k\":1}}", json_error_text(&e))).field(field)
                 }),
             }
         };
@@ -71,7 +72,7 @@ pub async fn frame_reply(addons: &Addons, addon: &str, widget: &str, config: Val
     let r = addons.render(addon, widget, config, context).await?;
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let (html, csp) = crate::addons::frame_document(&r.widget.widget, &nonce);
-    let csp = HeaderValue::from_str(&csp).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let csp = HeaderValue::from_str(&csp).map_err(|e| ApiError::new(ErrorCode::Internal,  e.to_string()))?;
     Ok((
         StatusCode::OK,
         [

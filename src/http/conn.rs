@@ -13,6 +13,8 @@
 //! keep-alive connection waits for its next request, so it cannot tell an idle client
 //! from a slow one, and it offers no idle flag for the cap to shed by.
 
+use super::code::ErrorCode;
+use super::envelope::error_body;
 pub use crate::body_error::{body_failure, error_chain, BodyFailure, BodyTimeout};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -502,11 +504,12 @@ where
 
 /// The answer to a connection refused at the cap (written as is, then closed).
 pub fn overloaded_response(listener: Listener) -> Vec<u8> {
-    let body = serde_json::json!({"success": false, "error": {"code": "overloaded", "message": format!(
+    let message = format!(
         "the {} listener holds as many connections as it may (http.{}_max_connections), all of them busy; retry shortly",
-        listener.as_str(), listener.as_str()
-    )}})
-    .to_string();
+        listener.as_str(),
+        listener.as_str()
+    );
+    let body = error_body(ErrorCode::Overloaded, &message, None).to_string();
     format!("HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}", body.len()).into_bytes()
 }
 
@@ -678,29 +681,25 @@ fn protocol_refusal(head: &[u8]) -> Option<Vec<u8>> {
     let (status, code_name, message, field) = match code {
         414 => (
             "414 URI Too Long",
-            "uri_too_long",
+            ErrorCode::UriTooLong,
             "the request target (path and query) is longer than this server reads; send a shorter path and query",
             Some("path"),
         ),
         431 => (
             "431 Request Header Fields Too Large",
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             "the request head is too large (more than 100 headers, or more bytes than this server buffers); send fewer or smaller headers",
             Some("headers"),
         ),
         400..=499 => (
             "400 Bad Request",
-            "bad_request",
+            ErrorCode::BadRequest,
             "the request is not valid HTTP/1.1: its request line, a header (name, value, or a NUL or other control byte in it), or its framing (a Content-Length that is not one non-negative number, or a Transfer-Encoding that does not end in chunked) is malformed; send a well-formed request",
             None,
         ),
         _ => return None,
     };
-    let mut err = serde_json::json!({"code": code_name, "message": message});
-    if let Some(f) = field {
-        err["field"] = serde_json::Value::String(f.to_string());
-    }
-    let body = serde_json::json!({"success": false, "error": err}).to_string();
+    let body = error_body(code_name, message, field).to_string();
     Some(format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).into_bytes())
 }
 

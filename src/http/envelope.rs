@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+use super::code::ErrorCode;
 use crate::addons::dispatch::DispatchError;
 use crate::addons::AddonError;
 use crate::lifecycle::LifecycleError;
@@ -19,18 +20,30 @@ use crate::ports::PortError;
 use crate::runtime::RuntimeError;
 use crate::store::StoreError;
 
+/// A failed request, as the envelope's `error` object says it.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status; the code's own unless [`ApiError::with_status`] set another.
     pub status: StatusCode,
-    pub code: &'static str,
+    /// What went wrong, for programs.
+    pub code: ErrorCode,
+    /// What went wrong and what to do about it, for people.
     pub message: String,
+    /// The request field at fault, when there is one.
     pub field: Option<String>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), field: None }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { status: code.status(), code, message: message.into(), field: None }
     }
+
+    /// The same code with another status, where one code covers two situations.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
     pub fn field(mut self, f: impl Into<String>) -> Self {
         self.field = Some(f.into());
         self
@@ -42,34 +55,42 @@ impl ApiError {
     }
 }
 
+/// The error envelope as JSON, for the answers that are written without axum (connection
+/// refusals before a request is read).
+pub fn error_body(code: ErrorCode, message: &str, field: Option<&str>) -> Value {
+    let mut err = json!({"code": code.as_str(), "message": message});
+    if let Some(f) = field {
+        err["field"] = Value::String(f.to_string());
+    }
+    json!({"success": false, "error": err})
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut err = json!({"code": self.code, "message": self.message});
-        if let Some(f) = self.field {
-            err["field"] = Value::String(f);
-        }
-        (self.status, axum::Json(json!({"success": false, "error": err}))).into_response()
+        (self.status, axum::Json(error_body(self.code, &self.message, self.field.as_deref()))).into_response()
     }
 }
 
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message).field(e.field)
+        // FieldError carries its code as text (the model has no HTTP types); an unknown one is
+        // still a validation failure.
+        ApiError::new(ErrorCode::from_str(e.code).unwrap_or(ErrorCode::ValidationFailed), e.message).with_status(StatusCode::BAD_REQUEST).field(e.field)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NameTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()).field("name"),
-            StoreError::PortTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            StoreError::NameTaken(_) => ApiError::new(ErrorCode::Conflict,  e.to_string()).field("name"),
+            StoreError::PortTaken(_) => ApiError::new(ErrorCode::Conflict,  e.to_string()),
             StoreError::DiskFull { .. } => {
                 tracing::error!(error = %e, "database write refused: disk full");
-                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", e.to_string())
+                ApiError::new(ErrorCode::InsufficientStorage,  e.to_string())
             }
             e => {
                 tracing::error!(error = %e, "database error");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{e}; see the daemon log"))
+                ApiError::new(ErrorCode::Internal,  format!("{e}; see the daemon log"))
             }
         }
     }
@@ -80,17 +101,17 @@ impl From<LifecycleError> for ApiError {
         use LifecycleError as L;
         match e {
             L::Store(e) => e.into(),
-            L::Runtime(RuntimeError::Unavailable(_) | RuntimeError::Unresponsive { .. }) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "docker_unavailable", e.to_string()),
-            L::Runtime(RuntimeError::ImageNotFound { .. }) => ApiError::new(StatusCode::NOT_FOUND, "image_not_found", e.to_string()).field("image"),
-            L::Runtime(RuntimeError::InvalidVolume(m)) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_volume", m).field("volumes"),
-            L::Runtime(RuntimeError::Api(m)) => ApiError::new(StatusCode::BAD_GATEWAY, "docker_error", m),
-            L::Runtime(RuntimeError::NoSubnet(m)) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "subnets_exhausted", m),
-            L::Ports(p @ PortError::Exhausted { .. }) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ports_exhausted", p.to_string()),
-            L::Ports(p) => ApiError::new(StatusCode::CONFLICT, "conflict", p.to_string()).field("host_port"),
-            L::NotFound(what) => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no service `{what}`; list them with `addonctl services list`")),
-            L::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            L::Failed { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "service_failed", e.to_string()),
-            L::WaitTimeout { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "wait_timeout", e.to_string()),
+            L::Runtime(RuntimeError::Unavailable(_) | RuntimeError::Unresponsive { .. }) => ApiError::new(ErrorCode::DockerUnavailable,  e.to_string()),
+            L::Runtime(RuntimeError::ImageNotFound { .. }) => ApiError::new(ErrorCode::ImageNotFound,  e.to_string()).field("image"),
+            L::Runtime(RuntimeError::InvalidVolume(m)) => ApiError::new(ErrorCode::InvalidVolume,  m).field("volumes"),
+            L::Runtime(RuntimeError::Api(m)) => ApiError::new(ErrorCode::DockerError,  m),
+            L::Runtime(RuntimeError::NoSubnet(m)) => ApiError::new(ErrorCode::SubnetsExhausted,  m),
+            L::Ports(p @ PortError::Exhausted { .. }) => ApiError::new(ErrorCode::PortsExhausted,  p.to_string()),
+            L::Ports(p) => ApiError::new(ErrorCode::Conflict,  p.to_string()).field("host_port"),
+            L::NotFound(what) => ApiError::new(ErrorCode::NotFound,  format!("no service `{what}`; list them with `addonctl services list`")),
+            L::Conflict(m) => ApiError::new(ErrorCode::Conflict,  m),
+            L::Failed { .. } => ApiError::new(ErrorCode::ServiceFailed,  e.to_string()),
+            L::WaitTimeout { .. } => ApiError::new(ErrorCode::WaitTimeout,  e.to_string()),
         }
     }
 }
@@ -98,15 +119,15 @@ impl From<LifecycleError> for ApiError {
 impl From<AddonError> for ApiError {
     fn from(e: AddonError) -> Self {
         match e {
-            AddonError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            AddonError::NotFound(m) => ApiError::new(ErrorCode::NotFound,  m),
             AddonError::Invalid(f) => f.into(),
-            AddonError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            AddonError::Conflict(m) => ApiError::new(ErrorCode::Conflict,  m),
             AddonError::Lifecycle(l) => l.into(),
             AddonError::Store(s) => s.into(),
-            AddonError::Dispatch(d @ (DispatchError::NoHealthy(_) | DispatchError::AllOpen(_))) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_healthy_instance", d.to_string()),
-            AddonError::Dispatch(d @ DispatchError::Timeout(_)) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", d.to_string()),
-            AddonError::Dispatch(d @ DispatchError::Upstream(_)) => ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", d.to_string()),
-            AddonError::Addon { message, .. } => ApiError::new(StatusCode::BAD_GATEWAY, "addon_error", message),
+            AddonError::Dispatch(d @ (DispatchError::NoHealthy(_) | DispatchError::AllOpen(_))) => ApiError::new(ErrorCode::NoHealthyInstance,  d.to_string()),
+            AddonError::Dispatch(d @ DispatchError::Timeout(_)) => ApiError::new(ErrorCode::Timeout,  d.to_string()),
+            AddonError::Dispatch(d @ DispatchError::Upstream(_)) => ApiError::new(ErrorCode::UpstreamError,  d.to_string()),
+            AddonError::Addon { message, .. } => ApiError::new(ErrorCode::AddonError,  message),
         }
     }
 }
@@ -115,7 +136,7 @@ impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> Self {
         let text = e.body_text();
         let text = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("the query string is not valid ({text}); send only this route's parameters, each with a value of its type"))
+        ApiError::new(ErrorCode::InvalidQuery,  format!("the query string is not valid ({text}); send only this route's parameters, each with a value of its type"))
     }
 }
 
@@ -128,7 +149,7 @@ pub fn ok(status: StatusCode, data: Value, message: &str) -> ApiResult {
 /// The success envelope around `data`, JSON text that is already known to be valid (an
 /// addon's answer), spliced in without being parsed again.
 pub fn ok_json(status: StatusCode, data: &[u8], message: &str) -> ApiResult {
-    let message = serde_json::to_string(message).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let message = serde_json::to_string(message).map_err(|e| ApiError::new(ErrorCode::Internal,  e.to_string()))?;
     let mut out = Vec::with_capacity(data.len() + message.len() + 40);
     out.extend_from_slice(b"{\"success\":true,\"data\":");
     out.extend_from_slice(data);
@@ -163,16 +184,16 @@ pub async fn read_body(body: Body, limit: usize, limit_key: &str) -> Result<byte
 pub fn body_read_error(e: &(dyn std::error::Error + 'static), limit: u64, limit_key: &str) -> ApiError {
     use super::conn::{body_failure, error_chain, BodyFailure};
     match body_failure(e) {
-        BodyFailure::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body is larger than {limit} bytes ({limit_key}); send a smaller body")).field("body"),
+        BodyFailure::TooLarge => ApiError::new(ErrorCode::PayloadTooLarge,  format!("request body is larger than {limit} bytes ({limit_key}); send a smaller body")).field("body"),
         BodyFailure::Timeout => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
+            
             format!("{}; send the whole body right after the request head", error_chain(e).rsplit(": ").next().unwrap_or("the request body did not arrive in time")),
         )
         .field("body"),
         BodyFailure::Malformed => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
+            ErrorCode::InvalidBody,
+            
             format!("the request body could not be read ({}); frame it with one Content-Length or with valid chunked encoding", error_chain(e)),
         )
         .field("body"),
@@ -183,7 +204,7 @@ pub fn body_read_error(e: &(dyn std::error::Error + 'static), limit: u64, limit_
 /// after the JSON value.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the request needs a JSON body: send a JSON object like {\"name\": \"…\"}").field("body"));
+        return Err(ApiError::new(ErrorCode::InvalidJson,  "the request needs a JSON body: send a JSON object like {\"name\": \"…\"}").field("body"));
     }
     // Every route takes an object; serde would also read a struct from an array by position,
     // which only makes for confusing messages.
@@ -196,7 +217,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             b'n' => "null",
             _ => "not JSON",
         };
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid request body: it is {shape}; send a JSON object like {{\"name\": \"…\"}}")).field("body"));
+        return Err(ApiError::new(ErrorCode::InvalidJson,  format!("invalid request body: it is {shape}; send a JSON object like {{\"name\": \"…\"}}")).field("body"));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -205,8 +226,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })?;
     de.end().map_err(|e| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
+            ErrorCode::InvalidJson,
+            
             format!("invalid request body: it goes on after its JSON value (at byte {}); send exactly one JSON object and nothing after it", json_error_offset(bytes, &e)),
         )
         .field("body")
@@ -246,20 +267,20 @@ fn json_error(bytes: &[u8], path: &str, e: &serde_json::Error) -> ApiError {
     let field = if path.is_empty() { "body".to_string() } else { path.to_string() };
     match e.classify() {
         Category::Eof => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
+            ErrorCode::InvalidJson,
+            
             format!("invalid request body: it ends in the middle of its JSON (after {} byte{}); send a complete JSON object", bytes.len(), if bytes.len() == 1 { "" } else { "s" }),
         )
         .field(field),
         Category::Syntax | Category::Io => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
+            ErrorCode::InvalidJson,
+            
             format!("invalid request body: not valid JSON at byte {} ({}); send a JSON object like {{\"name\": \"…\"}}", json_error_offset(bytes, e), json_error_text(e)),
         )
         .field(field),
         Category::Data => {
             let f = FieldError::from_serde(path, &json_error_text(e));
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid request body: {}", f.message)).field(f.field)
+            ApiError::new(ErrorCode::InvalidJson,  format!("invalid request body: {}", f.message)).field(f.field)
         }
     }
 }

@@ -5,8 +5,10 @@
 //! `api`.
 
 pub mod answers;
+pub mod code;
 pub mod conn;
 pub mod envelope;
 
 pub use answers::{frame_reply, render_reply, ExecuteBody, RenderBody, RenderQuery};
-pub use envelope::{body_read_error, json_error_text, ok, ok_json, parse_json, read_body, ApiError, ApiResult, BodyLimit, JsonBody};
+pub use code::ErrorCode;
+pub use envelope::{body_read_error, error_body, json_error_text, ok, ok_json, parse_json, read_body, ApiError, ApiResult, BodyLimit, JsonBody};
