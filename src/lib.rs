@@ -11,6 +11,7 @@ pub mod voldirs;
 pub mod lifecycle;
 pub mod client;
 pub mod sanitize;
+pub mod access;
 pub mod api;
 pub mod http;
 pub mod body_error;

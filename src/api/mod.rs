@@ -43,7 +43,7 @@ use crate::lifecycle::{Lifecycle, LifecycleError};
 use crate::model::{template, CreateRequest, Health, Phase, Service, TemplateCreateRequest, TEMPLATES};
 use crate::runtime::RuntimeError;
 use crate::http::{frame_reply, ok, ErrorCode, ok_json, parse_json, read_body, render_reply, ApiError, ApiResult, BodyLimit, ExecuteBody, JsonBody, RenderBody, RenderQuery};
-use crate::store::{now_ms, AuditEntry, StoreError};
+use crate::store::{now_ms, AuditEntry};
 
 /// Shared by every handler.
 #[derive(Clone)]

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::code::ErrorCode;
+use crate::access::AccessError;
 use crate::addons::dispatch::DispatchError;
 use crate::addons::AddonError;
 use crate::lifecycle::LifecycleError;
@@ -129,6 +130,25 @@ impl From<AddonError> for ApiError {
             AddonError::Dispatch(d @ DispatchError::Upstream(_)) => ApiError::new(ErrorCode::UpstreamError,  d.to_string()),
             AddonError::Addon { message, .. } => ApiError::new(ErrorCode::AddonError,  message),
         }
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::NotFound { field, message } => with_field(ApiError::new(ErrorCode::NotFound, message), field),
+            AccessError::Invalid { field, message } => ApiError::new(ErrorCode::ValidationFailed, message).field(field),
+            AccessError::Conflict { field, message } => with_field(ApiError::new(ErrorCode::Conflict, message), field),
+            e @ AccessError::Randomness(_) => ApiError::new(ErrorCode::Internal, e.to_string()),
+            AccessError::Store(s) => s.into(),
+        }
+    }
+}
+
+fn with_field(e: ApiError, field: Option<&str>) -> ApiError {
+    match field {
+        Some(f) => e.field(f),
+        None => e,
     }
 }
 
