@@ -4,9 +4,17 @@
 //! before the change is acknowledged (so a revoked key is refused from the very next
 //! request). The admin API's handlers only read the request and shape the answer.
 
-use crate::gateway::Gateway;
 use crate::secret::NewKey;
 use crate::store::{now_ms, ApplicationRow, GrantRow, Store, StoreError};
+
+/// Whatever checks keys and must hear of every change before it is acknowledged (the
+/// gateway's keyring). A trait so this module does not depend on the gateway, which
+/// depends on the HTTP layer that maps this module's errors.
+#[allow(async_fn_in_trait)]
+pub trait Keyring {
+    /// Reloads every application and grant from the store.
+    async fn reload_keys(&self) -> Result<(), StoreError>;
+}
 
 /// Why a change to applications or grants was refused.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +95,7 @@ pub async fn create_application(store: &Store, b: NewApplication) -> Result<Appl
 }
 
 /// Deletes an application with its grants; their keys stop working before this returns.
-pub async fn delete_application(store: &Store, gateway: &Gateway, id_or_name: &str) -> Result<ApplicationRow, AccessError> {
+pub async fn delete_application(store: &Store, gateway: &impl Keyring, id_or_name: &str) -> Result<ApplicationRow, AccessError> {
     let app = find_application(store, id_or_name).await?;
     store.delete_application(&app.id).await?;
     gateway.reload_keys().await?;
@@ -115,7 +123,7 @@ pub fn check_limits(rate: &Option<RateLimit>, origins: &[String]) -> Result<(), 
 
 /// Creates a grant for an application on an installed addon; the key comes back in clear
 /// this once, and works before this returns.
-pub async fn create_grant(store: &Store, gateway: &Gateway, application: &str, addon: &str, rate: Option<RateLimit>, origins: Vec<String>) -> Result<(GrantRow, NewKey), AccessError> {
+pub async fn create_grant(store: &Store, gateway: &impl Keyring, application: &str, addon: &str, rate: Option<RateLimit>, origins: Vec<String>) -> Result<(GrantRow, NewKey), AccessError> {
     let app = find_application(store, application).await.map_err(|e| match e {
         AccessError::NotFound { message, .. } => AccessError::NotFound { field: Some("application"), message },
         e => e,
@@ -150,7 +158,7 @@ pub async fn create_grant(store: &Store, gateway: &Gateway, application: &str, a
 
 /// Changes a grant's limits: `rate` absent keeps the current one, `Some(None)` removes it;
 /// `origins` absent keeps the current list.
-pub async fn update_grant(store: &Store, gateway: &Gateway, id: &str, rate: Option<Option<RateLimit>>, origins: Option<Vec<String>>) -> Result<GrantRow, AccessError> {
+pub async fn update_grant(store: &Store, gateway: &impl Keyring, id: &str, rate: Option<Option<RateLimit>>, origins: Option<Vec<String>>) -> Result<GrantRow, AccessError> {
     let g = find_grant(store, id).await?;
     let rate = match rate {
         Some(r) => r,
@@ -165,7 +173,7 @@ pub async fn update_grant(store: &Store, gateway: &Gateway, id: &str, rate: Opti
 
 /// A new key for a grant; the old one keeps working for `grace_seconds` (0: refused from
 /// the next request).
-pub async fn rotate_grant(store: &Store, gateway: &Gateway, id: &str, grace_seconds: f64) -> Result<(GrantRow, NewKey), AccessError> {
+pub async fn rotate_grant(store: &Store, gateway: &impl Keyring, id: &str, grace_seconds: f64) -> Result<(GrantRow, NewKey), AccessError> {
     let g = find_grant(store, id).await?;
     if g.revoked_at.is_some() {
         return Err(AccessError::Conflict { field: None, message: "this grant is revoked; create a new grant instead".into() });
@@ -180,14 +188,14 @@ pub async fn rotate_grant(store: &Store, gateway: &Gateway, id: &str, grace_seco
     Ok((find_grant(store, &g.id).await?, key))
 }
 
-pub async fn revoke_grant(store: &Store, gateway: &Gateway, id: &str) -> Result<GrantRow, AccessError> {
+pub async fn revoke_grant(store: &Store, gateway: &impl Keyring, id: &str) -> Result<GrantRow, AccessError> {
     let g = find_grant(store, id).await?;
     store.revoke_grant(&g.id).await?;
     gateway.reload_keys().await?;
     find_grant(store, &g.id).await
 }
 
-pub async fn delete_grant(store: &Store, gateway: &Gateway, id: &str) -> Result<GrantRow, AccessError> {
+pub async fn delete_grant(store: &Store, gateway: &impl Keyring, id: &str) -> Result<GrantRow, AccessError> {
     let g = find_grant(store, id).await?;
     store.delete_grant(&g.id).await?;
     gateway.reload_keys().await?;

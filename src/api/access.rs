@@ -68,7 +68,7 @@ pub(super) async fn show_application(State(st): State<AppState>, Path(id): Path<
 }
 
 pub(super) async fn delete_application(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let app = access::delete_application(st.lifecycle.store(), &st.gateway, &id).await?;
+    let app = access::delete_application(st.lifecycle.store(), st.gateway.as_ref(), &id).await?;
     ok(StatusCode::OK, json!({"id": app.id, "name": app.name}), "application and its grants deleted; their keys stop working now")
 }
 
@@ -96,7 +96,7 @@ pub(super) async fn list_grants(State(st): State<AppState>, q: Result<Query<Hash
 
 /// Creates a grant and returns its key, in clear, this once.
 pub(super) async fn create_grant(State(st): State<AppState>, JsonBody(b): JsonBody<GrantBody>) -> ApiResult {
-    let (row, key) = access::create_grant(st.lifecycle.store(), &st.gateway, &b.application, &b.addon, b.rate_limit, b.allowed_origins).await?;
+    let (row, key) = access::create_grant(st.lifecycle.store(), st.gateway.as_ref(), &b.application, &b.addon, b.rate_limit, b.allowed_origins).await?;
     let mut v = grant_view(&row);
     v["api_key"] = json!(key.full);
     ok(StatusCode::CREATED, v, "grant created; store api_key now: it is never shown again")
@@ -121,7 +121,7 @@ pub(super) fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: 
 }
 
 pub(super) async fn update_grant(State(st): State<AppState>, Path(id): Path<String>, JsonBody(b): JsonBody<GrantUpdate>) -> ApiResult {
-    let g = access::update_grant(st.lifecycle.store(), &st.gateway, &id, b.rate_limit, b.allowed_origins).await?;
+    let g = access::update_grant(st.lifecycle.store(), st.gateway.as_ref(), &id, b.rate_limit, b.allowed_origins).await?;
     ok(StatusCode::OK, grant_view(&g), "grant updated")
 }
 
@@ -137,18 +137,18 @@ pub(super) async fn rotate_grant(State(st): State<AppState>, Path(id): Path<Stri
     let bytes = read_body(req.into_body(), 64 * 1024, "64 KiB for this route").await?;
     let b: RotateBody = if bytes.iter().all(|c| c.is_ascii_whitespace()) { RotateBody::default() } else { parse_json(&bytes)? };
     let grace = b.grace_seconds.unwrap_or(st.lifecycle.config().gateway.rotation_grace_seconds);
-    let (g, key) = access::rotate_grant(st.lifecycle.store(), &st.gateway, &id, grace).await?;
+    let (g, key) = access::rotate_grant(st.lifecycle.store(), st.gateway.as_ref(), &id, grace).await?;
     let mut v = grant_view(&g);
     v["api_key"] = json!(key.full);
     ok(StatusCode::OK, v, "key rotated; store api_key now: it is never shown again")
 }
 
 pub(super) async fn revoke_grant(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let g = access::revoke_grant(st.lifecycle.store(), &st.gateway, &id).await?;
+    let g = access::revoke_grant(st.lifecycle.store(), st.gateway.as_ref(), &id).await?;
     ok(StatusCode::OK, grant_view(&g), "grant revoked; its key is refused from now on")
 }
 
 pub(super) async fn delete_grant(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let g = access::delete_grant(st.lifecycle.store(), &st.gateway, &id).await?;
+    let g = access::delete_grant(st.lifecycle.store(), st.gateway.as_ref(), &id).await?;
     ok(StatusCode::OK, json!({"id": g.id}), "grant deleted")
 }

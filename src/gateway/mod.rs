@@ -622,6 +622,12 @@ fn cors_headers(resp: &mut Response, origin: &str) {
     }
 }
 
+impl crate::access::Keyring for Gateway {
+    async fn reload_keys(&self) -> Result<(), crate::store::StoreError> {
+        Gateway::reload_keys(self).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
