@@ -348,4 +348,87 @@ mod tests {
             }
         }
     }
+
+    fn status_code_field(e: ApiError) -> (u16, &'static str, Option<String>) {
+        (e.status.as_u16(), e.code.as_str(), e.field)
+    }
+
+    #[test]
+    fn store_errors_map_to_their_codes() {
+        let cases: Vec<(StoreError, (u16, &str, Option<&str>))> = vec![
+            (StoreError::NameTaken("a".into()), (409, "conflict", Some("name"))),
+            (StoreError::PortTaken(8080), (409, "conflict", None)),
+            (StoreError::DiskFull { dir: "/tmp".into(), free: Some(0), total: Some(1) }, (507, "insufficient_storage", None)),
+            (StoreError::Integrity("x".into()), (500, "internal", None)),
+            (StoreError::Corrupt("x".into()), (500, "internal", None)),
+            (StoreError::Join("x".into()), (500, "internal", None)),
+            (StoreError::TooNew { found: 2, known: 1 }, (500, "internal", None)),
+        ];
+        for (e, (status, code, field)) in cases {
+            let text = e.to_string();
+            let got = status_code_field(e.into());
+            assert_eq!((got.0, got.1, got.2.as_deref()), (status, code, field), "{text}");
+        }
+    }
+
+    #[test]
+    fn lifecycle_and_runtime_errors_map_to_their_codes() {
+        use LifecycleError as L;
+        let cases: Vec<(LifecycleError, (u16, &str, Option<&str>))> = vec![
+            (L::Store(StoreError::PortTaken(1)), (409, "conflict", None)),
+            (L::Runtime(RuntimeError::Unavailable("x".into())), (503, "docker_unavailable", None)),
+            (L::Runtime(RuntimeError::Unresponsive { host: "x".into(), secs: 1.0 }), (503, "docker_unavailable", None)),
+            (L::Runtime(RuntimeError::ImageNotFound { image: "i".into(), reason: "r".into() }), (404, "image_not_found", Some("image"))),
+            (L::Runtime(RuntimeError::InvalidVolume("v".into())), (400, "invalid_volume", Some("volumes"))),
+            (L::Runtime(RuntimeError::Api("x".into())), (502, "docker_error", None)),
+            (L::Runtime(RuntimeError::NoSubnet("x".into())), (503, "subnets_exhausted", None)),
+            (L::Ports(PortError::Exhausted { start: 1, end: 2, booked: 1, busy: 1 }), (503, "ports_exhausted", None)),
+            (L::Ports(PortError::PreferredBooked(1)), (409, "conflict", Some("host_port"))),
+            (L::Ports(PortError::PreferredBusy(1)), (409, "conflict", Some("host_port"))),
+            (L::NotFound("s".into()), (404, "not_found", None)),
+            (L::Conflict("c".into()), (409, "conflict", None)),
+            (L::Failed { name: "s".into(), reason: "r".into() }, (502, "service_failed", None)),
+            (L::WaitTimeout { name: "s".into(), want: "running", phase: "creating", secs: 1 }, (504, "wait_timeout", None)),
+        ];
+        for (e, (status, code, field)) in cases {
+            let text = e.to_string();
+            let got = status_code_field(e.into());
+            assert_eq!((got.0, got.1, got.2.as_deref()), (status, code, field), "{text}");
+        }
+    }
+
+    #[test]
+    fn addon_access_and_field_errors_map_to_their_codes() {
+        let field = |code: &'static str| FieldError { field: "f".into(), message: "m".into(), code };
+        let cases: Vec<(ApiError, (u16, &str, Option<&str>))> = vec![
+            (AddonError::NotFound("x".into()).into(), (404, "not_found", None)),
+            (AddonError::Invalid(field("validation_failed")).into(), (400, "validation_failed", Some("f"))),
+            (AddonError::Conflict("x".into()).into(), (409, "conflict", None)),
+            (AddonError::Lifecycle(LifecycleError::NotFound("s".into())).into(), (404, "not_found", None)),
+            (AddonError::Store(StoreError::PortTaken(1)).into(), (409, "conflict", None)),
+            (AddonError::Dispatch(DispatchError::NoHealthy("a".into())).into(), (503, "no_healthy_instance", None)),
+            (AddonError::Dispatch(DispatchError::AllOpen("a".into())).into(), (503, "no_healthy_instance", None)),
+            (AddonError::Dispatch(DispatchError::Timeout(1.0)).into(), (504, "timeout", None)),
+            (AddonError::Dispatch(DispatchError::Upstream("x".into())).into(), (502, "upstream_error", None)),
+            (AddonError::Addon { status: 500, message: "x".into() }.into(), (502, "addon_error", None)),
+            (field("validation_failed").into(), (400, "validation_failed", Some("f"))),
+            (field("invalid_volume").into(), (400, "invalid_volume", Some("f"))),
+            (AccessError::NotFound { field: Some("addon"), message: "m".into() }.into(), (404, "not_found", Some("addon"))),
+            (AccessError::NotFound { field: None, message: "m".into() }.into(), (404, "not_found", None)),
+            (AccessError::Invalid { field: "allowed_origins[0]".into(), message: "m".into() }.into(), (400, "validation_failed", Some("allowed_origins[0]"))),
+            (AccessError::Conflict { field: Some("name"), message: "m".into() }.into(), (409, "conflict", Some("name"))),
+            (AccessError::Store(StoreError::PortTaken(1)).into(), (409, "conflict", None)),
+        ];
+        for (e, (status, code, field)) in cases {
+            let got = status_code_field(e);
+            assert_eq!((got.0, got.1, got.2.as_deref()), (status, code, field));
+        }
+    }
+
+    #[test]
+    fn error_envelope_shape() {
+        let v = error_body(ErrorCode::Forbidden, "no", Some("f"));
+        assert_eq!(v, json!({"success": false, "error": {"code": "forbidden", "message": "no", "field": "f"}}));
+        assert_eq!(error_body(ErrorCode::Overloaded, "m", None)["error"].get("field"), None);
+    }
 }
