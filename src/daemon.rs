@@ -142,8 +142,7 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
     }
     let lifecycle = Lifecycle::new(cfg.clone(), store, runtime, daemon_id, shutdown.clone());
     let (listener, group) = bind_socket(&cfg)?;
-    // SAFETY: getuid cannot fail.
-    let policy = PeerPolicy { daemon_uid: unsafe { libc::getuid() }, group };
+    let policy = PeerPolicy { daemon_uid: nix::unistd::getuid().as_raw(), group };
     let addons = Addons::new(cfg.clone(), lifecycle.clone(), Arc::new(Metrics::default()));
     let gateway = Gateway::new(cfg.clone(), addons.clone(), lifecycle.clone());
     gateway.reload_keys().await?;

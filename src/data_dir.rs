@@ -4,39 +4,40 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use nix::fcntl::{Flock, FlockArg};
 
 /// Holds `<data_dir>/addond.pid` locked for the daemon's lifetime; a second daemon on the
 /// same data dir is refused with the first one's pid.
 pub struct DataDirLock {
-    _file: File,
+    _file: Flock<File>,
     pub path: PathBuf,
 }
 
 pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<DataDirLock> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let path = data_dir.join("addond.pid");
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: flock on a descriptor we own; no memory is shared.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let mut pid = String::new();
-        let _ = file.read_to_string(&mut pid);
-        bail!(
-            "another addond (pid {}) is already using data dir {}; stop it first",
-            pid.trim().parse::<u32>().map(|p| p.to_string()).unwrap_or_else(|_| "unknown".into()),
-            data_dir.display()
-        );
-    }
+    let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => locked,
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            bail!(
+                "another addond (pid {}) is already using data dir {}; stop it first",
+                pid.trim().parse::<u32>().map(|p| p.to_string()).unwrap_or_else(|_| "unknown".into()),
+                data_dir.display()
+            );
+        }
+    };
     file.set_len(0)?;
     file.rewind()?;
     writeln!(file, "{}", std::process::id())?;

@@ -9,8 +9,7 @@ pub fn debug_failpoint(point: &str) {
     #[cfg(debug_assertions)]
     if std::env::var("ADDOND_DEBUG_HOOKS").as_deref() == Ok("1") && std::env::var("ADDOND_DEBUG_ABORT_AT").as_deref() == Ok(point) {
         tracing::warn!("debug hook: failpoint {point}, killing the daemon");
-        // SAFETY: signalling our own process.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
     }
     #[cfg(not(debug_assertions))]
     let _ = point;

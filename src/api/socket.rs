@@ -68,16 +68,8 @@ pub fn group_id(name: &str) -> Option<u32> {
     if let Ok(n) = name.parse::<u32>() {
         return Some(n);
     }
-    let cname = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getgrnam returns a pointer to static storage or null; read gr_gid at once.
-    unsafe {
-        let g = libc::getgrnam(cname.as_ptr());
-        if g.is_null() {
-            None
-        } else {
-            Some((*g).gr_gid)
-        }
-    }
+    // getgrnam_r underneath: getgrnam's static buffer is not safe with other threads.
+    nix::unistd::Group::from_name(name).ok().flatten().map(|g| g.gid.as_raw())
 }
 
 /// What a refused peer reads: the envelope with `forbidden`, built once.
