@@ -88,7 +88,7 @@ pub async fn create_application(store: &Store, b: NewApplication) -> Result<Appl
         created_at: now_ms(),
     };
     store.insert_application(row.clone()).await.map_err(|e| match e {
-        StoreError::NameTaken(n) => AccessError::Conflict { field: Some("name"), message: format!("an application named `{n}` exists") },
+        StoreError::ApplicationNameTaken(n) => AccessError::Conflict { field: Some("name"), message: format!("an application named `{n}` exists") },
         e => e.into(),
     })?;
     Ok(row)
@@ -149,7 +149,7 @@ pub async fn create_grant(store: &Store, gateway: &impl Keyring, application: &s
         rotated_at: None,
     };
     store.insert_grant(row.clone()).await.map_err(|e| match e {
-        StoreError::NameTaken(_) => AccessError::Conflict { field: None, message: format!("`{}` already has a grant for `{addon}`; rotate its key instead", app.name) },
+        StoreError::GrantTaken(_) => AccessError::Conflict { field: None, message: format!("`{}` already has a grant for `{addon}`; rotate its key instead", app.name) },
         e => e.into(),
     })?;
     gateway.reload_keys().await?;

@@ -446,7 +446,7 @@ pub(super) async fn pull_image(State(st): State<AppState>, JsonBody(body): JsonB
             .await;
         let last = match result {
             Ok(()) => json!({"done": true, "image": image}),
-            Err(e) => json!({"error": {"code": "image_not_found", "message": e.to_string(), "field": "image"}}),
+            Err(e) => json!({"error": {"code": ErrorCode::ImageNotFound.as_str(), "message": e.to_string(), "field": "image"}}),
         };
         let _ = tx.send(last.to_string());
     });

@@ -83,7 +83,8 @@ impl From<FieldError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NameTaken(_) => ApiError::new(ErrorCode::Conflict,  e.to_string()).field("name"),
+            StoreError::NameTaken(_) | StoreError::ApplicationNameTaken(_) => ApiError::new(ErrorCode::Conflict, e.to_string()).field("name"),
+            StoreError::GrantTaken(_) => ApiError::new(ErrorCode::Conflict, e.to_string()),
             StoreError::PortTaken(_) => ApiError::new(ErrorCode::Conflict,  e.to_string()),
             StoreError::DiskFull { .. } => {
                 tracing::error!(error = %e, "database write refused: disk full");
@@ -357,6 +358,8 @@ mod tests {
     fn store_errors_map_to_their_codes() {
         let cases: Vec<(StoreError, (u16, &str, Option<&str>))> = vec![
             (StoreError::NameTaken("a".into()), (409, "conflict", Some("name"))),
+            (StoreError::ApplicationNameTaken("a".into()), (409, "conflict", Some("name"))),
+            (StoreError::GrantTaken("app_1 → pay".into()), (409, "conflict", None)),
             (StoreError::PortTaken(8080), (409, "conflict", None)),
             (StoreError::DiskFull { dir: "/tmp".into(), free: Some(0), total: Some(1) }, (507, "insufficient_storage", None)),
             (StoreError::Integrity("x".into()), (500, "internal", None)),
@@ -369,6 +372,9 @@ mod tests {
             let got = status_code_field(e.into());
             assert_eq!((got.0, got.1, got.2.as_deref()), (status, code, field), "{text}");
         }
+        // Each kind of name says what it names.
+        assert!(StoreError::ApplicationNameTaken("a".into()).to_string().starts_with("an application named"));
+        assert!(StoreError::GrantTaken("x".into()).to_string().starts_with("a grant"));
     }
 
     #[test]
