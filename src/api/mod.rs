@@ -48,9 +48,13 @@ use crate::store::{now_ms, AuditEntry};
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
+    /// Services: their specs, phases and containers.
     pub lifecycle: Arc<Lifecycle>,
+    /// Addons and widgets.
     pub addons: Arc<Addons>,
+    /// Its keyring hears of every change to applications or grants before it is answered.
     pub gateway: Arc<crate::gateway::Gateway>,
+    /// The event log, its stream and its subscribers.
     pub events: Arc<crate::events::Events>,
     /// Where the gateway listens (its configured port may be 0 in tests).
     pub gateway_addr: Option<std::net::SocketAddr>,
@@ -61,8 +65,11 @@ pub struct AppState {
 /// Who is calling, from the socket's peer credentials.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
+    /// The peer's uid, recorded in the audit log.
     pub uid: u32,
+    /// The peer's primary gid, checked against the socket group.
     pub gid: u32,
+    /// The peer's pid when the kernel knows it, for the audit log.
     pub pid: Option<i32>,
 }
 

@@ -9,6 +9,7 @@ use super::*;
 /// Who may use the admin socket.
 #[derive(Debug, Clone)]
 pub struct PeerPolicy {
+    /// The daemon's own uid, always allowed (besides root).
     pub daemon_uid: u32,
     /// The socket group's gid, when the group exists.
     pub group: Option<u32>,

@@ -143,13 +143,21 @@ fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
 }
 
 pub struct Gateway {
+    /// Limits, timeouts, CORS and proxy settings, read on every request.
     cfg: Arc<Config>,
+    /// Where `/gw/{addon}/execute` and widget renders go, with their caches and breakers.
     addons: Arc<Addons>,
+    /// The store and the instances' addresses, for proxied calls and the keyring reload.
     lifecycle: Arc<Lifecycle>,
+    /// The keys in memory, so a request is authenticated without a database read.
     pub keyring: Keyring,
+    /// Failed authentications per address and per proxy, to slow down key guessing.
     failures: FailureLimiter,
+    /// The proxies (`gateway.trusted_proxies`) whose `X-Forwarded-For` is believed.
     trusted: Vec<(IpAddr, u8)>,
+    /// Refusals to audit, queued so a request never waits on a database write.
     audit_tx: mpsc::Sender<AuditEntry>,
+    /// The other end of `audit_tx`, taken once by [`Gateway::run_audit_writer`].
     audit_rx: std::sync::Mutex<Option<mpsc::Receiver<AuditEntry>>>,
 }
 
