@@ -4,7 +4,8 @@
 
 use std::hint::black_box;
 
-use addond::gateway::keys::{generate, Keyring};
+use addond::gateway::keys::Keyring;
+use addond::secret::generate;
 use addond::gateway::limits::TokenBucket;
 use addond::store::GrantRow;
 use criterion::{criterion_group, criterion_main, Criterion};

@@ -26,11 +26,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::addons::manifest::Manifest;
 use crate::addons::Addons;
-use crate::api::{self, ApiError, ApiResult, BodyLimit, JsonBody};
+use crate::http::{self, ApiError, ApiResult, BodyLimit, ErrorCode, JsonBody};
 use crate::config::Config;
-use crate::connections::{Admission, Listener, Registry};
+use crate::http::conn::{Admission, Listener, Registry};
 use crate::events::Events;
-use crate::gateway::keys::{ct_eq, hash_secret};
+use crate::secret::{ct_eq, hash_secret};
 use crate::isolation::Subnet;
 use crate::lifecycle::{AddonNetworks, Lifecycle};
 use crate::runtime::NetInfo;
@@ -68,14 +68,14 @@ struct Caller {
 }
 
 fn forbidden(permission: &str, detail: &str) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "permission_denied", format!("{detail}: the addon's manifest lacks the `{permission}` permission"))
+    ApiError::new(ErrorCode::PermissionDenied,  format!("{detail}: the addon's manifest lacks the `{permission}` permission"))
 }
 
 impl FromRequestParts<Arc<AddonApi>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &Arc<AddonApi>) -> Result<Self, Self::Rejection> {
-        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", m.to_string());
+        let unauthorized = |m: &str| ApiError::new(ErrorCode::InvalidToken,  m.to_string());
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -87,7 +87,7 @@ impl FromRequestParts<Arc<AddonApi>> for Caller {
         if !ct_eq(hash_secret(secret).as_bytes(), hash.as_bytes()) {
             return Err(unauthorized("unknown or revoked token"));
         }
-        let addon_instance = addon.ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "permission_denied", "only installed addons use the addon API"))?;
+        let addon_instance = addon.ok_or_else(|| ApiError::new(ErrorCode::PermissionDenied,  "only installed addons use the addon API"))?;
         let manifest = st.addons.installed_manifest(&addon_instance).await?;
         Ok(Caller { addon_instance, manifest })
     }
@@ -130,7 +130,7 @@ impl AddonApi {
             .route("/v1/events", post(emit))
             .route("/v1/kv/{key}", get(kv_get).put(kv_put).delete(kv_delete))
             .route("/v1/addons/{name}/execute", post(execute))
-            .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such addon API route") })
+            .fallback(|| async { ApiError::new(ErrorCode::NotFound,  "no such addon API route") })
             .layer(Extension(limit))
             .with_state(self.clone())
     }
@@ -160,8 +160,8 @@ impl AddonApi {
             async move {
                 if !on_network(subnet, peer) {
                     return ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "permission_denied",
+                        ErrorCode::PermissionDenied,
+                        
                         format!("this address serves the containers of network {name}; call the addon API at ADDOND_API, on your own network's gateway"),
                     )
                     .into_response();
@@ -244,7 +244,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, registry: Arc<Reg
         let slot = match registry.admit() {
             Admission::Admitted(slot) => slot,
             Admission::Refused => {
-                crate::connections::refuse_overloaded(stream, Listener::AddonApi);
+                crate::http::conn::refuse_overloaded(stream, Listener::AddonApi);
                 continue;
             }
         };
@@ -257,7 +257,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, registry: Arc<Reg
                 req.extensions_mut().insert(ConnectInfo(peer));
                 async move { app.oneshot(req).await.unwrap_or_else(|e| match e {}) }
             };
-            crate::connections::serve_connection(stream, slot, &shutdown, handler).await;
+            crate::http::conn::serve_connection(stream, slot, &shutdown, handler).await;
         });
     }
     tracker.close();
@@ -265,7 +265,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, registry: Arc<Reg
 }
 
 async fn health(caller: Caller) -> ApiResult {
-    api::ok(StatusCode::OK, json!({"addon": caller.addon_instance, "name": caller.manifest.name, "permissions": caller.manifest.permissions}), "")
+    http::ok(StatusCode::OK, json!({"addon": caller.addon_instance, "name": caller.manifest.name, "permissions": caller.manifest.permissions}), "")
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,19 +280,19 @@ async fn emit(State(st): State<Arc<AddonApi>>, caller: Caller, JsonBody(b): Json
     caller.require("events.emit", "emitting events")?;
     if !caller.manifest.events.emits.iter().any(|e| e == &b.name) {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "permission_denied",
+            ErrorCode::PermissionDenied,
+            
             format!("`{}` is not among the events this addon's manifest emits ({})", b.name, caller.manifest.events.emits.join(", ")),
         )
         .field_name("name"));
     }
-    let ev = st.events.emit(&b.name, b.data, &caller.addon_instance).await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e))?;
-    api::ok(StatusCode::CREATED, ev.to_json(), "event stored")
+    let ev = st.events.emit(&b.name, b.data, &caller.addon_instance).await.map_err(|e| ApiError::new(ErrorCode::Unavailable,  e))?;
+    http::ok(StatusCode::CREATED, ev.to_json(), "event stored")
 }
 
 fn check_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() || key.len() > 256 || key.chars().any(|c| c.is_control()) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", "keys are 1–256 printable characters").field_name("key"));
+        return Err(ApiError::new(ErrorCode::ValidationFailed,  "keys are 1–256 printable characters").field_name("key"));
     }
     Ok(())
 }
@@ -302,7 +302,7 @@ async fn kv_get(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path
     check_key(&key)?;
     match st.lifecycle.store().kv_get(&caller.addon_instance, &key).await? {
         Some(v) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], v).into_response()),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no key `{key}`"))),
+        None => Err(ApiError::new(ErrorCode::NotFound,  format!("no key `{key}`"))),
     }
 }
 
@@ -311,7 +311,7 @@ async fn kv_put(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path
     check_key(&key)?;
     let max = st.cfg.addon_api.kv_max_value_bytes;
     // One byte more than the quota tells "over the quota" apart from "exactly at it".
-    let body: Bytes = match api::read_body(req.into_body(), max + 1, "addon_api.kv_max_value_bytes").await {
+    let body: Bytes = match http::read_body(req.into_body(), max + 1, "addon_api.kv_max_value_bytes").await {
         Ok(b) => b,
         Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => return Err(quota_exceeded(max)),
         Err(e) => return Err(e),
@@ -321,32 +321,32 @@ async fn kv_put(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path
     }
     let n = body.len();
     if !st.lifecycle.store().kv_put(&caller.addon_instance, &key, body.to_vec(), st.cfg.addon_api.kv_max_keys).await? {
-        return Err(ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded", format!("this addon already stores {} keys (addon_api.kv_max_keys)", st.cfg.addon_api.kv_max_keys)));
+        return Err(ApiError::new(ErrorCode::QuotaExceeded,  format!("this addon already stores {} keys (addon_api.kv_max_keys)", st.cfg.addon_api.kv_max_keys)));
     }
-    api::ok(StatusCode::OK, json!({"key": key, "bytes": n}), "stored")
+    http::ok(StatusCode::OK, json!({"key": key, "bytes": n}), "stored")
 }
 
 fn quota_exceeded(max: usize) -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded", format!("values are at most {max} bytes (addon_api.kv_max_value_bytes); store a smaller value")).field_name("body")
+    ApiError::new(ErrorCode::QuotaExceeded, format!("values are at most {max} bytes (addon_api.kv_max_value_bytes); store a smaller value")).with_status(StatusCode::PAYLOAD_TOO_LARGE).field_name("body")
 }
 
 async fn kv_delete(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path<String>) -> ApiResult {
     caller.require("storage", "deleting from storage")?;
     check_key(&key)?;
     let existed = st.lifecycle.store().kv_delete(&caller.addon_instance, &key).await?;
-    api::ok(StatusCode::OK, json!({"key": key, "deleted": existed}), "")
+    http::ok(StatusCode::OK, json!({"key": key, "deleted": existed}), "")
 }
 
-async fn execute(State(st): State<Arc<AddonApi>>, caller: Caller, Path(name): Path<String>, JsonBody(b): JsonBody<api::ExecuteBody>) -> ApiResult {
+async fn execute(State(st): State<Arc<AddonApi>>, caller: Caller, Path(name): Path<String>, JsonBody(b): JsonBody<http::ExecuteBody>) -> ApiResult {
     caller.require("addons.execute", "calling other addons")?;
     let target = st.addons.installed_manifest(&name).await?;
     if !caller.manifest.dependencies.contains_key(&target.name) {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "permission_denied",
+            ErrorCode::PermissionDenied,
+            
             format!("`{}` ({}) is not among this addon's dependencies; declare it in the manifest's dependencies", name, target.name),
         ));
     }
     let out = st.addons.execute_json(&name, &b.action, crate::addons::ActionInput::Raw(b.data.as_deref())).await?;
-    api::ok_json(StatusCode::OK, &out, "")
+    http::ok_json(StatusCode::OK, &out, "")
 }

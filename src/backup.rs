@@ -314,7 +314,7 @@ pub fn restore(archive: &Path, data_dir: &Path, socket: &Path) -> anyhow::Result
         bail!("addond is running (it answers on {}); stop it first (systemctl stop addond), then restore", socket.display());
     }
     let summary = inspect_archive(archive)?;
-    let _lock = crate::daemon::lock_data_dir(data_dir)
+    let _lock = crate::data_dir::lock_data_dir(data_dir)
         .map_err(|e| anyhow::anyhow!("{e:#}; addond must be stopped to restore"))?;
     let root = unsafe { libc::geteuid() } == 0;
 

@@ -2,11 +2,8 @@
 //! runtime, the lifecycle and the admin socket, and owns their tasks from start to a
 //! graceful stop. `addond`'s `main` only parses flags and calls [`run`].
 
-use std::fs::File;
-use std::io::{Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,45 +17,11 @@ use crate::events::Events;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::config::Config;
+use crate::data_dir::lock_data_dir;
 use crate::lifecycle::Lifecycle;
 use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::systemd::{LogControl, Notifier};
-
-/// Holds `<data_dir>/addond.pid` locked for the daemon's lifetime; a second daemon on the
-/// same data dir is refused with the first one's pid.
-pub struct DataDirLock {
-    _file: File,
-    pub path: PathBuf,
-}
-
-pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<DataDirLock> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let path = data_dir.join("addond.pid");
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: flock on a descriptor we own; no memory is shared.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let mut pid = String::new();
-        let _ = file.read_to_string(&mut pid);
-        bail!(
-            "another addond (pid {}) is already using data dir {}; stop it first",
-            pid.trim().parse::<u32>().map(|p| p.to_string()).unwrap_or_else(|_| "unknown".into()),
-            data_dir.display()
-        );
-    }
-    file.set_len(0)?;
-    file.rewind()?;
-    writeln!(file, "{}", std::process::id())?;
-    file.sync_all()?;
-    Ok(DataDirLock { _file: file, path })
-}
 
 /// Binds the admin socket: mode 0660, group from the config. A leftover socket file from a
 /// crashed daemon is replaced; one that still answers belongs to a live daemon and is not.
@@ -179,8 +142,7 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
     }
     let lifecycle = Lifecycle::new(cfg.clone(), store, runtime, daemon_id, shutdown.clone());
     let (listener, group) = bind_socket(&cfg)?;
-    // SAFETY: getuid cannot fail.
-    let policy = PeerPolicy { daemon_uid: unsafe { libc::getuid() }, group };
+    let policy = PeerPolicy { daemon_uid: nix::unistd::getuid().as_raw(), group };
     let addons = Addons::new(cfg.clone(), lifecycle.clone(), Arc::new(Metrics::default()));
     let gateway = Gateway::new(cfg.clone(), addons.clone(), lifecycle.clone());
     gateway.reload_keys().await?;
@@ -216,14 +178,14 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
         tracing::info!(listen = ?gateway_addr, "gateway listening");
         tokio::spawn(crate::gateway::serve(l, gateway.clone(), shutdown.clone()))
     });
-    let budgets = crate::connections::Budgets::for_config(&cfg.http);
+    let budgets = crate::http::conn::Budgets::for_config(&cfg.http);
     if budgets.scaled {
         tracing::warn!(
             fd_limit = budgets.fd_limit, gateway = budgets.gateway, admin = budgets.admin, addon_api = budgets.addon_api,
             "the file-descriptor limit cannot hold http.*_max_connections; the caps are scaled down to fit (raise LimitNOFILE= to keep them)"
         );
     }
-    let admin_registry = crate::connections::Registry::for_listener(crate::connections::Listener::Admin, &cfg.http);
+    let admin_registry = crate::http::conn::Registry::for_listener(crate::http::conn::Listener::Admin, &cfg.http);
     let api_task = tokio::spawn(api::serve(listener, app, policy, admin_registry, Some(db.clone()), shutdown.clone()));
     if docker_up {
         notifier.status("adopting containers (first resync)");
@@ -433,21 +395,6 @@ fn debug_stall_signal() -> Option<(tokio::signal::unix::Signal, Duration)> {
     let ms = std::env::var("ADDOND_DEBUG_STALL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
     let sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok()?;
     Some((sig, Duration::from_millis(ms)))
-}
-
-/// Debug builds, with `ADDOND_DEBUG_HOOKS=1`: when `ADDOND_DEBUG_ABORT_AT` names `point`,
-/// the daemon kills itself there with SIGKILL, exactly as a `kill -9` at that moment would,
-/// so the crash tests can stop it between two writes every time instead of by chance.
-/// Release builds have no such hook.
-pub fn debug_failpoint(point: &str) {
-    #[cfg(debug_assertions)]
-    if std::env::var("ADDOND_DEBUG_HOOKS").as_deref() == Ok("1") && std::env::var("ADDOND_DEBUG_ABORT_AT").as_deref() == Ok(point) {
-        tracing::warn!("debug hook: failpoint {point}, killing the daemon");
-        // SAFETY: signalling our own process.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-    }
-    #[cfg(not(debug_assertions))]
-    let _ = point;
 }
 
 #[cfg(not(debug_assertions))]

@@ -22,6 +22,11 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("a service named `{0}` already exists")]
     NameTaken(String),
+    #[error("an application named `{0}` already exists")]
+    ApplicationNameTaken(String),
+    /// An application already has a grant for this addon (`<application id> → <addon>`).
+    #[error("a grant {0} already exists")]
+    GrantTaken(String),
     #[error("host port {0} is already booked")]
     PortTaken(u16),
     #[error("corrupt row: {0}")]
@@ -893,7 +898,7 @@ impl Store {
                 params![app.id, app.name, app.description, app.organization, app.created_at],
             ) {
                 Ok(_) => Ok(()),
-                Err(e) if is_unique_violation(&e) => Err(StoreError::NameTaken(app.name.clone())),
+                Err(e) if is_unique_violation(&e) => Err(StoreError::ApplicationNameTaken(app.name.clone())),
                 Err(e) => Err(e.into()),
             }
         })
@@ -923,7 +928,7 @@ impl Store {
                 params![g.id, g.application_id, g.addon_instance, g.rate_per_second, g.burst, origins, g.key_id, g.key_hash, g.old_key_hash, g.old_valid_until, g.revoked_at, g.created_at, g.rotated_at],
             ) {
                 Ok(_) => Ok(()),
-                Err(e) if is_unique_violation(&e) => Err(StoreError::NameTaken(format!("{} → {}", g.application_id, g.addon_instance))),
+                Err(e) if is_unique_violation(&e) => Err(StoreError::GrantTaken(format!("{} → {}", g.application_id, g.addon_instance))),
                 Err(e) => Err(e.into()),
             }
         })

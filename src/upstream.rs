@@ -304,9 +304,9 @@ async fn stream_body(conn: &mut Conn, mut body: axum::body::Body, length: Option
     let mut sent: u64 = 0;
     let write = |e| broken("sending the request body to the addon", e);
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| match crate::connections::body_failure(&e) {
-            crate::connections::BodyFailure::Timeout => UpstreamError::ClientBodyTimeout(crate::connections::error_chain(&e)),
-            _ => UpstreamError::ClientBody(crate::connections::error_chain(&e)),
+        let frame = frame.map_err(|e| match crate::body_error::body_failure(&e) {
+            crate::body_error::BodyFailure::Timeout => UpstreamError::ClientBodyTimeout(crate::body_error::error_chain(&e)),
+            _ => UpstreamError::ClientBody(crate::body_error::error_chain(&e)),
         })?;
         let Ok(data) = frame.into_data() else { continue }; // trailers are not forwarded
         if data.is_empty() {

@@ -396,7 +396,7 @@ impl Addons {
         // installed whole or not at all.
         let row = InstallRow { instance: instance.clone(), addon: m.name.clone(), version: m.version.clone(), config: config.to_string(), created_at: 0, updated_at: 0 };
         self.lifecycle.create_group(Some(row), &instance, specs).await?;
-        crate::daemon::debug_failpoint("install");
+        crate::failpoint::debug_failpoint("install");
         self.bump_generation(&instance);
         tracing::info!(addon = %m.name, version = %m.version, %instance, "installed");
         self.lifecycle.notice("addon.installed", json!({"addon": m.name, "version": m.version, "instance": instance}));
@@ -506,7 +506,7 @@ impl Addons {
         if self.lifecycle.uninstall(instance).await?.is_none() {
             return Err(AddonError::NotFound(format!("no addon is installed as `{instance}`")));
         }
-        crate::daemon::debug_failpoint("uninstall");
+        crate::failpoint::debug_failpoint("uninstall");
         self.bump_generation(instance);
         tracing::info!(%instance, "uninstalled");
         self.lifecycle.notice("addon.uninstalled", json!({"addon": row.addon, "version": row.version, "instance": instance}));

@@ -96,7 +96,7 @@ fn main() -> anyhow::Result<()> {
             let log = addond::systemd::init_logging(&cfg.daemon.log_level);
             // Every connection is a descriptor: the soft default (1024) would let a flood of
             // idle gateway connections starve the admin socket and the database.
-            match addond::connections::raise_fd_limit() {
+            match addond::http::conn::raise_fd_limit() {
                 Ok((before, after)) if after > before => tracing::debug!(before, after, "raised the soft file-descriptor limit to the hard one"),
                 Ok((before, _)) => tracing::debug!(limit = before, "file-descriptor limit"),
                 Err(e) => tracing::warn!(error = %e, "cannot raise the file-descriptor limit"),

@@ -7,49 +7,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use sha2::{Digest, Sha256};
-
 use super::limits::TokenBucket;
+use crate::secret::{ct_eq, hash_secret};
 use crate::store::{now_ms, ApplicationRow, GrantRow};
-
-/// A freshly made key: the full text (shown once), its public id and the hash to store.
-pub struct NewKey {
-    pub full: String,
-    pub key_id: String,
-    pub hash: String,
-}
-
-/// Lower-case hex. Runs on every gateway request (the presented secret's hash), so no
-/// formatting machinery and one allocation.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
-}
-
-pub fn hash_secret(secret: &str) -> String {
-    hex(&Sha256::digest(secret.as_bytes()))
-}
-
-/// Makes a key with a new id, or a new secret for an existing id (rotation).
-pub fn generate(key_id: Option<&str>) -> Result<NewKey, getrandom::Error> {
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret)?;
-    let key_id = match key_id {
-        Some(k) => k.to_string(),
-        None => {
-            let mut id = [0u8; 6];
-            getrandom::fill(&mut id)?;
-            hex(&id)
-        }
-    };
-    let secret = hex(&secret);
-    Ok(NewKey { full: format!("ak_{key_id}_{secret}"), hash: hash_secret(&secret), key_id })
-}
 
 /// Splits `ak_<id>_<secret>`; `None` for anything else.
 pub fn parse(key: &str) -> Option<(&str, &str)> {
@@ -57,14 +17,6 @@ pub fn parse(key: &str) -> Option<(&str, &str)> {
     let (id, secret) = rest.split_once('_')?;
     let ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     (ok(id, 12) && ok(secret, 64)).then_some((id, secret))
-}
-
-/// Equal-length comparison that does not stop at the first difference.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// What the gateway needs to know about a grant, per request.
@@ -167,12 +119,7 @@ impl Keyring {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hashes_are_lower_case_hex_sha256() {
-        assert_eq!(hash_secret("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
-    }
+    use crate::secret::{generate, NewKey};
 
     fn grant(id: &str, key: &NewKey, revoked: bool) -> GrantRow {
         GrantRow {
@@ -229,10 +176,4 @@ mod tests {
         assert_eq!(ring.check(Some(&old.full)).err(), Some(KeyError::Unknown));
     }
 
-    #[test]
-    fn constant_time_eq() {
-        assert!(ct_eq(b"abc", b"abc"));
-        assert!(!ct_eq(b"abc", b"abd"));
-        assert!(!ct_eq(b"abc", b"ab"));
-    }
 }

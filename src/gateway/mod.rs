@@ -7,7 +7,7 @@
 //! configured proxies. Denials are audited (batched, so a flood cannot stall the database);
 //! a refusal reads a small request body first, so the connection stays usable, and closes
 //! it (`Connection: close`) when the body is larger. Connections are bounded like every
-//! listener's (`crate::connections`): a cap with the oldest idle shed first, and timeouts. `/gw/{addon}/…` streams requests and
+//! listener's (`crate::http::conn`): a cap with the oldest idle shed first, and timeouts. `/gw/{addon}/…` streams requests and
 //! responses to the addon's service, with WebSocket upgrades spliced through.
 //!
 //! It runs like nginx does: one worker thread per core (`gateway.workers`), each with its own
@@ -36,13 +36,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::addons::Addons;
-use crate::api::{self, ApiError, ExecuteBody, RenderBody, RenderQuery};
+use crate::http::{self, ApiError, ErrorCode, ExecuteBody, RenderBody, RenderQuery};
 use crate::config::{cidr_contains, parse_any_cidr, Config};
 use crate::lifecycle::Lifecycle;
 use crate::store::{now_ms, AuditEntry, Store};
 use keys::{GrantAuth, KeyError, Keyring};
 use limits::FailureLimiter;
-use crate::connections::{Admission, Listener, Registry, Slot};
+use crate::http::conn::{Admission, Listener, Registry, Slot};
 
 /// How a route is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,13 +143,21 @@ fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
 }
 
 pub struct Gateway {
+    /// Limits, timeouts, CORS and proxy settings, read on every request.
     cfg: Arc<Config>,
+    /// Where `/gw/{addon}/execute` and widget renders go, with their caches and breakers.
     addons: Arc<Addons>,
+    /// The store and the instances' addresses, for proxied calls and the keyring reload.
     lifecycle: Arc<Lifecycle>,
+    /// The keys in memory, so a request is authenticated without a database read.
     pub keyring: Keyring,
+    /// Failed authentications per address and per proxy, to slow down key guessing.
     failures: FailureLimiter,
+    /// The proxies (`gateway.trusted_proxies`) whose `X-Forwarded-For` is believed.
     trusted: Vec<(IpAddr, u8)>,
+    /// Refusals to audit, queued so a request never waits on a database write.
     audit_tx: mpsc::Sender<AuditEntry>,
+    /// The other end of `audit_tx`, taken once by [`Gateway::run_audit_writer`].
     audit_rx: std::sync::Mutex<Option<mpsc::Receiver<AuditEntry>>>,
 }
 
@@ -262,11 +270,11 @@ impl Gateway {
     async fn handle(self: Arc<Self>, req: axum::extract::Request, peer: SocketAddr) -> Response {
         let matched = ROUTES.iter().find_map(|r| match_route(r.path, req.uri().path()).map(|p| (r, p)));
         let Some((spec, params)) = matched else {
-            let resp = ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no gateway route {} {}; the gateway serves /health, /api/addons/{{addon}}/execute, /api/widgets/… and /gw/{{addon}}/…", req.method(), req.uri().path())).into_response();
+            let resp = ApiError::new(ErrorCode::NotFound,  format!("no gateway route {} {}; the gateway serves /health, /api/addons/{{addon}}/execute, /api/widgets/… and /gw/{{addon}}/…", req.method(), req.uri().path())).into_response();
             return refuse(req, resp).await;
         };
         let (Some(addon), Some(widget)) = (percent_decode(params.addon), percent_decode(params.widget)) else {
-            let resp = ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", "the path is not valid UTF-8 once decoded; percent-encode UTF-8 text only").field_name("path").into_response();
+            let resp = ApiError::new(ErrorCode::InvalidPath,  "the path is not valid UTF-8 once decoded; percent-encode UTF-8 text only").field_name("path").into_response();
             return refuse(req, resp).await;
         };
         let (addon, widget) = (addon.into_owned(), widget.into_owned());
@@ -280,14 +288,14 @@ impl Gateway {
         };
         if !spec.methods.is_empty() && !spec.methods.contains(&req.method().as_str()) {
             let allow = spec.methods.join(", ");
-            let mut resp = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not served on {}; use {allow}", req.method(), spec.path)).into_response();
+            let mut resp = ApiError::new(ErrorCode::MethodNotAllowed,  format!("{} is not served on {}; use {allow}", req.method(), spec.path)).into_response();
             if let Ok(v) = HeaderValue::from_str(&allow) {
                 resp.headers_mut().insert(header::ALLOW, v);
             }
             return refuse(req, resp).await;
         }
         let result = match spec.handler {
-            Handler::Health => api::ok(StatusCode::OK, json!({"status": "ok", "docker": self.lifecycle.runtime().is_available()}), "gateway is up"),
+            Handler::Health => http::ok(StatusCode::OK, json!({"status": "ok", "docker": self.lifecycle.runtime().is_available()}), "gateway is up"),
             Handler::Execute => self.execute(&addon, req).await,
             Handler::Render => self.render(&addon, &widget, req).await,
             Handler::Frame => self.frame(&addon, &widget, req.uri()).await,
@@ -313,7 +321,7 @@ impl Gateway {
         if method == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
             let Some(origin) = origin.filter(|o| self.keyring.any_origin_allowed(o, Some(addon))) else {
                 self.deny(source, method, path, StatusCode::FORBIDDEN, "CORS preflight from an origin no grant allows", None);
-                return Gate::Answered(ApiError::new(StatusCode::FORBIDDEN, "cors_forbidden", "this origin is not allowed to call this addon; add it to a grant's allowed_origins").into_response());
+                return Gate::Answered(ApiError::new(ErrorCode::CorsForbidden,  "this origin is not allowed to call this addon; add it to a grant's allowed_origins").into_response());
             };
             let mut resp = StatusCode::NO_CONTENT.into_response();
             cors_headers(&mut resp, origin);
@@ -330,30 +338,30 @@ impl Gateway {
             Err(e) => {
                 let key_id = presented.and_then(keys::parse).map(|(id, _)| id);
                 let (code, msg) = match e {
-                    KeyError::Missing => ("missing_api_key", "this route needs an API key: send it as `apikey: …` or `Authorization: Bearer …`"),
-                    KeyError::Malformed | KeyError::Unknown => ("invalid_api_key", "the API key is not valid; ask the operator for a key (`addonctl grants create`)"),
-                    KeyError::Revoked => ("revoked_api_key", "this API key has been revoked; ask the operator for a new one"),
+                    KeyError::Missing => (ErrorCode::MissingApiKey, "this route needs an API key: send it as `apikey: …` or `Authorization: Bearer …`"),
+                    KeyError::Malformed | KeyError::Unknown => (ErrorCode::InvalidApiKey, "the API key is not valid; ask the operator for a key (`addonctl grants create`)"),
+                    KeyError::Revoked => (ErrorCode::RevokedApiKey, "this API key has been revoked; ask the operator for a new one"),
                 };
                 if let Err(wait) = self.failures.fail(source, proxy) {
                     self.deny(source, method, path, StatusCode::TOO_MANY_REQUESTS, &format!("too many failed authentications ({code})"), key_id);
                     return Gate::Answered(with_retry_after(
-                        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_failures", "too many failed authentications from your address; wait and retry with a valid key"),
+                        ApiError::new(ErrorCode::TooManyFailures,  "too many failed authentications from your address; wait and retry with a valid key"),
                         wait,
                     ));
                 }
-                self.deny(source, method, path, StatusCode::UNAUTHORIZED, code, key_id);
-                return Gate::Answered(ApiError::new(StatusCode::UNAUTHORIZED, code, msg).into_response());
+                self.deny(source, method, path, StatusCode::UNAUTHORIZED, code.as_str(), key_id);
+                return Gate::Answered(ApiError::new(code, msg).into_response());
             }
         };
         if grant.addon_instance != addon {
             self.deny(source, method, path, StatusCode::FORBIDDEN, &format!("grant {} covers `{}`, not `{addon}`", grant.grant_id, grant.addon_instance), None);
-            return Gate::Answered(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this key's grant covers the addon `{}`, not `{addon}`", grant.addon_instance)).into_response());
+            return Gate::Answered(ApiError::new(ErrorCode::Forbidden,  format!("this key's grant covers the addon `{}`, not `{addon}`", grant.addon_instance)).into_response());
         }
         if let Some(limiter) = &grant.limiter {
             if let Err(wait) = limiter.try_take() {
                 self.deny(source, method, path, StatusCode::TOO_MANY_REQUESTS, &format!("rate limit of grant {}", grant.grant_id), None);
                 return Gate::Answered(with_retry_after(
-                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("rate limit of {} requests/s reached; retry later", limiter.rate())),
+                    ApiError::new(ErrorCode::RateLimited,  format!("rate limit of {} requests/s reached; retry later", limiter.rate())),
                     wait,
                 ));
             }
@@ -365,17 +373,17 @@ impl Gateway {
     /// A JSON request body, at most `gateway.max_body_bytes`.
     async fn json_body<T: serde::de::DeserializeOwned>(&self, body: Body) -> Result<T, ApiError> {
         let limit = self.cfg.gateway.max_body_bytes as usize;
-        let bytes = api::read_body(body, limit, "gateway.max_body_bytes").await?;
-        api::parse_json(&bytes)
+        let bytes = http::read_body(body, limit, "gateway.max_body_bytes").await?;
+        http::parse_json(&bytes)
     }
 
-    async fn execute(&self, addon: &str, req: axum::extract::Request) -> api::ApiResult {
+    async fn execute(&self, addon: &str, req: axum::extract::Request) -> http::ApiResult {
         let body: ExecuteBody = self.json_body(req.into_body()).await?;
         let out = self.addons.execute_json(addon, &body.action, crate::addons::ActionInput::Raw(body.data.as_deref())).await?;
-        api::ok_json(StatusCode::OK, &out, "")
+        http::ok_json(StatusCode::OK, &out, "")
     }
 
-    async fn render(&self, addon: &str, widget: &str, req: axum::extract::Request) -> api::ApiResult {
+    async fn render(&self, addon: &str, widget: &str, req: axum::extract::Request) -> http::ApiResult {
         let (parts, body) = req.into_parts();
         let (config, context) = if parts.method == Method::POST {
             let body: RenderBody = self.json_body(body).await?;
@@ -385,13 +393,13 @@ impl Gateway {
             let Query(q) = Query::<RenderQuery>::try_from_uri(&parts.uri)?;
             q.parse()?
         };
-        api::render_reply(&self.addons, addon, widget, config, context, &parts.headers).await
+        http::render_reply(&self.addons, addon, widget, config, context, &parts.headers).await
     }
 
-    async fn frame(&self, addon: &str, widget: &str, uri: &axum::http::Uri) -> api::ApiResult {
+    async fn frame(&self, addon: &str, widget: &str, uri: &axum::http::Uri) -> http::ApiResult {
         let Query(q) = Query::<RenderQuery>::try_from_uri(uri)?;
         let (config, context) = q.parse()?;
-        api::frame_reply(&self.addons, addon, widget, config, context).await
+        http::frame_reply(&self.addons, addon, widget, config, context).await
     }
 }
 
@@ -481,7 +489,7 @@ pub async fn serve(listener: tokio::net::TcpListener, gw: Arc<Gateway>, shutdown
         let slot = match registry.admit() {
             Admission::Admitted(slot) => slot,
             Admission::Refused => {
-                crate::connections::refuse_overloaded(stream, Listener::Gateway);
+                crate::http::conn::refuse_overloaded(stream, Listener::Gateway);
                 continue;
             }
         };
@@ -564,7 +572,7 @@ async fn worker(mut handoffs: mpsc::UnboundedReceiver<Handoff>, gw: Arc<Gateway>
         tracker.spawn(async move {
             let _guard = guard;
             let handler = move |req| gw.clone().handle(req, peer);
-            crate::connections::serve_connection(stream, slot, &shutdown, handler).await;
+            crate::http::conn::serve_connection(stream, slot, &shutdown, handler).await;
         });
     }
     tracker.close();
@@ -588,20 +596,20 @@ const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
 
 /// Answers `resp`, a refusal given before the request's body was read: a small body is read
 /// first so the connection can carry the next request; a larger (or malformed, or slow)
-/// one is left, and [`crate::connections::serve_connection`] closes the connection after
+/// one is left, and [`crate::http::conn::serve_connection`] closes the connection after
 /// the answer, lingering so the client reads it.
 async fn refuse(req: axum::extract::Request, resp: Response) -> Response {
     // A client that asked `Expect: 100-continue` has not sent its body: reading it would
     // make hyper invite it first. The refusal goes at once, and the connection closes.
     let expects = req.headers().get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if !expects {
-        crate::connections::drain(req.into_body(), REFUSAL_DRAIN_BYTES).await;
+        crate::http::conn::drain(req.into_body(), REFUSAL_DRAIN_BYTES).await;
     }
     resp
 }
 
 fn too_large(limit: u64) -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body is larger than {limit} bytes (gateway.max_body_bytes)"))
+    ApiError::new(ErrorCode::PayloadTooLarge,  format!("request body is larger than {limit} bytes (gateway.max_body_bytes)"))
 }
 
 fn with_retry_after(err: ApiError, wait: Duration) -> Response {
@@ -619,6 +627,12 @@ fn cors_headers(resp: &mut Response, origin: &str) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
         h.append(header::VARY, HeaderValue::from_static("Origin"));
         h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("etag, retry-after, x-cache"));
+    }
+}
+
+impl crate::access::Keyring for Gateway {
+    async fn reload_keys(&self) -> Result<(), crate::store::StoreError> {
+        Gateway::reload_keys(self).await
     }
 }
 

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use super::{too_large, Gateway};
 use crate::addons::dispatch::DispatchError;
 use crate::addons::AddonError;
-use crate::api::ApiError;
+use crate::http::{ApiError, ErrorCode};
 use crate::model::ServiceType;
 use crate::upstream::{self, OutBody, UpstreamError, HOP_BY_HOP};
 
@@ -79,7 +79,7 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketA
                 .ok()
                 .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "content-length is not a number; send the body's length in decimal digits").field_name("content-length"))?,
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest,  "content-length is not a number; send the body's length in decimal digits").field_name("content-length"))?,
         ),
     };
     if declared.is_some_and(|n| n > limit) {
@@ -146,16 +146,16 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketA
                 Ok(answer)
             }
             Err(UpstreamError::BodyTooLarge(_)) => Err(too_large(limit)),
-            Err(UpstreamError::ClientBody(e)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("the request body could not be read ({e}); frame it with one Content-Length or with valid chunked encoding")).field_name("body")),
-            Err(UpstreamError::ClientBodyTimeout(e)) => Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", format!("{e}; send the whole body right after the request head")).field_name("body")),
+            Err(UpstreamError::ClientBody(e)) => Err(ApiError::new(ErrorCode::InvalidBody,  format!("the request body could not be read ({e}); frame it with one Content-Length or with valid chunked encoding")).field_name("body")),
+            Err(UpstreamError::ClientBodyTimeout(e)) => Err(ApiError::new(ErrorCode::RequestTimeout,  format!("{e}; send the whole body right after the request head")).field_name("body")),
             Err(e) => {
                 dispatcher.report(&service_id, id, false);
-                Err(ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", format!("the addon's connection failed mid-request (not retried): {e}")))
+                Err(ApiError::new(ErrorCode::UpstreamError,  format!("the addon's connection failed mid-request (not retried): {e}")))
             }
         };
     }
     Err(match last_err {
-        Some(e) => ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", format!("no instance of `{addon}` accepted the connection: {e}")),
+        Some(e) => ApiError::new(ErrorCode::UpstreamError,  format!("no instance of `{addon}` accepted the connection: {e}")),
         None => ApiError::from(AddonError::Dispatch(DispatchError::AllOpen(addon.to_string()))),
     })
 }
@@ -163,7 +163,7 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketA
 /// Opens the upgrade to the instance, answers the client with the instance's 101, and
 /// splices the two connections for as long as either side keeps them open.
 async fn websocket(addr: std::net::SocketAddr, path_q: &str, method: &axum::http::Method, headers: HeaderMap, client_upgrade: hyper::upgrade::OnUpgrade) -> Result<Response, ApiError> {
-    let bad = |e: String| ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", e);
+    let bad = |e: String| ApiError::new(ErrorCode::UpstreamError,  e);
     let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| bad(format!("cannot connect to the addon: {e}")))?;
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| bad(e.to_string()))?;

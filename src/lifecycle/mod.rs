@@ -849,7 +849,7 @@ impl Lifecycle {
                 let (api_url, token) = match &svc.addon_instance {
                     Some(_) => {
                         let api = net.api.map(|a| format!("http://{a}"));
-                        let key = crate::gateway::keys::generate(Some(inst.id.as_str())).map_err(|e| RuntimeError::Api(format!("no randomness: {e}")))?;
+                        let key = crate::secret::generate(Some(inst.id.as_str())).map_err(|e| RuntimeError::Api(format!("no randomness: {e}")))?;
                         self.store.set_instance_token(&inst.id, key.hash).await?;
                         (api, Some(key.full.replacen("ak_", "at_", 1)))
                     }

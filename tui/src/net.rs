@@ -20,6 +20,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use addond::client::{encode_path_segment, Client, ClientError, LineSplitter, Method, Response, SseParser};
+use addond::http::ErrorCode;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -70,7 +71,7 @@ fn api_error(r: &Response) -> Option<String> {
 /// when the route is missing, so the envelope's typed code decides; its message is for
 /// people and is never read.
 fn no_route(r: &Response) -> bool {
-    r.status == 404 && r.error().is_some_and(|e| e.code == "not_found")
+    r.status == 404 && r.error().is_some_and(|e| e.code == ErrorCode::NotFound.as_str())
 }
 
 /// Owns the background tasks; [`Net::dispatch`] carries out the app's commands.
@@ -415,7 +416,7 @@ async fn follow_events(client: &Client, tx: &Tx, last: &mut Option<i64>) -> Even
     };
     let mut stream = match timeout(READ_TIMEOUT, client.stream(Method::GET, &format!("/api/events/stream?after={after}"))).await {
         Ok(Ok(s)) => s,
-        Ok(Err(ClientError::Api(e))) if e.status == 404 && e.code == "not_found" => return EventsEnd::NotAvailable,
+        Ok(Err(ClientError::Api(e))) if e.status == 404 && e.code == ErrorCode::NotFound.as_str() => return EventsEnd::NotAvailable,
         Ok(Err(_)) => return EventsEnd::Broken,
         Err(_) => return EventsEnd::Broken,
     };

@@ -282,7 +282,7 @@ impl Ctl {
             if !is_instance(&d) {
                 return Err(ApiError {
                     status: 404,
-                    code: "not_found".into(),
+                    code: addond::http::ErrorCode::NotFound.as_str().into(),
                     message: format!(
                         "addon `{0}` is registered but not installed; install it with `addonctl addons install {0}`",
                         cell(&a.name)

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use addond::client::{self, ApiError, Client, ClientError, Method};
+use addond::http::ErrorCode;
 use addond::sanitize::sanitize_line;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
@@ -184,9 +185,9 @@ const EXIT_WAIT: u8 = 5;
 /// table in docs/api.md), never by its message, which is free to change wording; the
 /// status only backs up `forbidden` for a 403 whose body is not our envelope.
 fn api_exit_code(e: &ApiError) -> u8 {
-    match e.code.as_str() {
-        "forbidden" => EXIT_PERMISSION,
-        "wait_timeout" | "service_failed" => EXIT_WAIT,
+    match ErrorCode::from_str(&e.code) {
+        Some(ErrorCode::Forbidden) => EXIT_PERMISSION,
+        Some(ErrorCode::WaitTimeout | ErrorCode::ServiceFailed) => EXIT_WAIT,
         _ if e.status == 403 => EXIT_PERMISSION,
         _ => EXIT_ERROR,
     }

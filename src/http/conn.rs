@@ -13,6 +13,9 @@
 //! keep-alive connection waits for its next request, so it cannot tell an idle client
 //! from a slow one, and it offers no idle flag for the cap to shed by.
 
+use super::code::ErrorCode;
+use super::envelope::error_body;
+pub use crate::body_error::{body_failure, error_chain, BodyFailure, BodyTimeout};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -501,11 +504,12 @@ where
 
 /// The answer to a connection refused at the cap (written as is, then closed).
 pub fn overloaded_response(listener: Listener) -> Vec<u8> {
-    let body = serde_json::json!({"success": false, "error": {"code": "overloaded", "message": format!(
+    let message = format!(
         "the {} listener holds as many connections as it may (http.{}_max_connections), all of them busy; retry shortly",
-        listener.as_str(), listener.as_str()
-    )}})
-    .to_string();
+        listener.as_str(),
+        listener.as_str()
+    );
+    let body = error_body(ErrorCode::Overloaded, &message, None).to_string();
     format!("HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}", body.len()).into_bytes()
 }
 
@@ -677,38 +681,29 @@ fn protocol_refusal(head: &[u8]) -> Option<Vec<u8>> {
     let (status, code_name, message, field) = match code {
         414 => (
             "414 URI Too Long",
-            "uri_too_long",
+            ErrorCode::UriTooLong,
             "the request target (path and query) is longer than this server reads; send a shorter path and query",
             Some("path"),
         ),
         431 => (
             "431 Request Header Fields Too Large",
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             "the request head is too large (more than 100 headers, or more bytes than this server buffers); send fewer or smaller headers",
             Some("headers"),
         ),
         400..=499 => (
             "400 Bad Request",
-            "bad_request",
+            ErrorCode::BadRequest,
             "the request is not valid HTTP/1.1: its request line, a header (name, value, or a NUL or other control byte in it), or its framing (a Content-Length that is not one non-negative number, or a Transfer-Encoding that does not end in chunked) is malformed; send a well-formed request",
             None,
         ),
         _ => return None,
     };
-    let mut err = serde_json::json!({"code": code_name, "message": message});
-    if let Some(f) = field {
-        err["field"] = serde_json::Value::String(f.to_string());
-    }
-    let body = serde_json::json!({"success": false, "error": err}).to_string();
+    let body = error_body(code_name, message, field).to_string();
     Some(format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).into_bytes())
 }
 
 // ---- request and answer bodies ------------------------------------------------------------
-
-/// The request body did not arrive within `http.body_read_timeout_seconds`.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within {0:?} (http.body_read_timeout_seconds)")]
-pub struct BodyTimeout(pub Duration);
 
 /// A request body that must arrive whole within a deadline counted from its head, and
 /// that records whether it was read to its end.
@@ -798,47 +793,6 @@ impl Drop for TrackedBody {
     fn drop(&mut self) {
         self.state.answered();
     }
-}
-
-/// Why a request body could not be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyFailure {
-    /// Larger than the route's limit.
-    TooLarge,
-    /// Did not arrive in time ([`BodyTimeout`]).
-    Timeout,
-    /// Malformed framing (a bad chunk) or a broken connection.
-    Malformed,
-}
-
-/// Classifies a body-reading error by what is in its chain of sources.
-pub fn body_failure(e: &(dyn std::error::Error + 'static)) -> BodyFailure {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return BodyFailure::TooLarge;
-        }
-        if err.is::<BodyTimeout>() {
-            return BodyFailure::Timeout;
-        }
-        cur = err.source();
-    }
-    BodyFailure::Malformed
-}
-
-/// The error and its sources in one line, for a message.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 /// Reads and discards a request body of at most `limit` bytes, so the connection can carry

@@ -1,0 +1,167 @@
+//! Addons (catalogue, register, install, configure, start/stop, actions, schedules) and
+//! their widgets (catalogue, render, frame).
+
+use super::*;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CategoryQuery {
+    category: Option<String>,
+}
+
+pub(super) async fn addon_catalogue(State(st): State<AppState>, q: Result<Query<CategoryQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    let list = st.addons.catalogue(q.category.as_deref()).await?;
+    let installed = st.addons.installs().await?;
+    let n = list.len();
+    ok(StatusCode::OK, json!({"addons": list, "installed": installed}), &format!("{n} addon(s) registered"))
+}
+
+/// Registers a manifest; the body limit is the manifest limit, not the API's.
+pub(super) async fn register_addon(State(st): State<AppState>, req: Request) -> ApiResult {
+    let limit = st.addons.config().addons.max_manifest_bytes;
+    let bytes = read_body(req.into_body(), limit, "addons.max_manifest_bytes").await?;
+    let manifest: ManifestRequest = parse_json(&bytes)?;
+    let (m, new) = st.addons.register(manifest).await?;
+    let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+    let msg = if new { format!("registered {} {}", m.name, m.version) } else { format!("{} {} was already registered", m.name, m.version) };
+    ok(status, serde_json::to_value(&m).unwrap_or(Value::Null), &msg)
+}
+
+pub(super) async fn show_addon(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    ok(StatusCode::OK, st.addons.show(&name).await?, "")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UninstallQuery {
+    force: Option<bool>,
+    unregister: Option<bool>,
+    wait: Option<String>,
+    timeout: Option<f64>,
+}
+
+pub(super) async fn uninstall_addon(State(st): State<AppState>, Path(name): Path<String>, q: Result<Query<UninstallQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    if q.unregister.unwrap_or(false) {
+        let n = st.addons.unregister(&name).await?;
+        return ok(StatusCode::OK, json!({"name": name, "versions_removed": n}), &format!("removed {name} from the catalogue"));
+    }
+    let wait = wait_target(q.wait.as_deref(), q.timeout, st.lifecycle.config().api.max_wait_seconds)?;
+    let services = st.lifecycle.store().services_of_addon(&name).await?;
+    let v = st.addons.uninstall(&name, q.force.unwrap_or(false)).await?;
+    if let Some((phase, timeout)) = wait {
+        for s in services {
+            st.lifecycle.wait(&s.id, phase, timeout).await?;
+        }
+        let mut v = v;
+        v["phase"] = json!("Deleted");
+        return ok(StatusCode::OK, v, &format!("uninstalled {name}"));
+    }
+    ok(StatusCode::OK, v, &format!("uninstalling {name}"))
+}
+
+pub(super) async fn install_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait, JsonBody(req): JsonBody<InstallRequest>) -> ApiResult {
+    let v = st.addons.install(&name, req).await?;
+    let instance = v["instance"].as_str().unwrap_or(&name).to_string();
+    let v = match wait.0 {
+        Some((phase, timeout)) => st.addons.wait(&instance, phase, timeout).await?,
+        None => v,
+    };
+    ok(StatusCode::CREATED, v, &format!("installing {name} as {instance}"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConfigBody {
+    config: Value,
+}
+
+pub(super) async fn set_addon_config(State(st): State<AppState>, Path(name): Path<String>, JsonBody(body): JsonBody<ConfigBody>) -> ApiResult {
+    let v = st.addons.set_config(&name, body.config).await?;
+    ok(StatusCode::OK, v, "config stored and pushed")
+}
+
+pub(super) async fn addon_op(st: &AppState, name: &str, op: &str, wait: Wait) -> ApiResult {
+    let v = st.addons.lifecycle_op(name, op).await?;
+    let v = match wait.0 {
+        Some((phase, timeout)) => st.addons.wait(name, phase, timeout).await?,
+        None => v,
+    };
+    ok(StatusCode::OK, v, &format!("{op} {name}"))
+}
+
+pub(super) async fn start_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
+    addon_op(&st, &name, "start", wait).await
+}
+
+pub(super) async fn stop_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
+    addon_op(&st, &name, "stop", wait).await
+}
+
+pub(super) async fn restart_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
+    addon_op(&st, &name, "restart", wait).await
+}
+
+pub(super) async fn execute_action(State(st): State<AppState>, Path(name): Path<String>, JsonBody(body): JsonBody<ExecuteBody>) -> ApiResult {
+    let out = st.addons.execute_json(&name, &body.action, crate::addons::ActionInput::Raw(body.data.as_deref())).await?;
+    ok_json(StatusCode::OK, &out, "")
+}
+
+/// The addon's schedules and their recent runs.
+pub(super) async fn schedule_runs(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let m = st.addons.installed_manifest(&name).await?;
+    let runs = st.lifecycle.store().schedule_runs(&name, 100).await?;
+    let runs: Vec<Value> = runs
+        .into_iter()
+        .map(|mut r| {
+            for k in ["scheduled_for", "ran_at"] {
+                if let Some(ms) = r[k].as_i64() {
+                    r[k] = json!(crate::events::rfc3339_ms(ms));
+                }
+            }
+            r
+        })
+        .collect();
+    ok(StatusCode::OK, json!({"schedules": m.schedules, "runs": runs}), "")
+}
+
+pub(super) async fn widget_catalogue(State(st): State<AppState>, q: Result<Query<CategoryQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    if let Some(c) = &q.category {
+        if !crate::addons::manifest::WIDGET_CATEGORIES.contains(&c.as_str()) {
+            return Err(ApiError::new(ErrorCode::InvalidQuery,  format!("category `{c}` is not one of {}", crate::addons::manifest::WIDGET_CATEGORIES.join(", "))).field("category"));
+        }
+    }
+    let list = st.addons.widgets(q.category.as_deref()).await?;
+    let n = list.len();
+    ok(StatusCode::OK, Value::Array(list), &format!("{n} widget(s)"))
+}
+
+pub(super) async fn render_widget_get(
+    State(st): State<AppState>,
+    Path((addon, widget)): Path<(String, String)>,
+    q: Result<Query<RenderQuery>, QueryRejection>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult {
+    let Query(q) = q?;
+    let (config, context) = q.parse()?;
+    render_reply(&st.addons, &addon, &widget, config, context, &headers).await
+}
+
+pub(super) async fn render_widget_post(
+    State(st): State<AppState>,
+    Path((addon, widget)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    JsonBody(body): JsonBody<RenderBody>,
+) -> ApiResult {
+    let config = if body.config.is_null() { json!({}) } else { body.config };
+    let context = if body.context.is_null() { json!({}) } else { body.context };
+    render_reply(&st.addons, &addon, &widget, config, context, &headers).await
+}
+
+pub(super) async fn widget_frame(State(st): State<AppState>, Path((addon, widget)): Path<(String, String)>, q: Result<Query<RenderQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    let (config, context) = q.parse()?;
+    frame_reply(&st.addons, &addon, &widget, config, context).await
+}

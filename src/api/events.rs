@@ -1,0 +1,119 @@
+//! Events: emit, list, the live stream (SSE with a backlog from `Last-Event-ID`), the
+//! subscribers and redrive.
+
+use super::*;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EmitBody {
+    name: String,
+    #[serde(default)]
+    data: Value,
+}
+
+pub(super) async fn emit_event(State(st): State<AppState>, caller: Option<Extension<Caller>>, JsonBody(b): JsonBody<EmitBody>) -> ApiResult {
+    if !crate::events::valid_name(&b.name) {
+        return Err(ApiError::new(ErrorCode::ValidationFailed,  format!("`{}` is not an event name like payment.completed", b.name)).field("name"));
+    }
+    let source = match caller {
+        Some(Extension(c)) => format!("admin:{}", c.uid),
+        None => "admin".to_string(),
+    };
+    let ev = st.events.emit(&b.name, b.data, &source).await.map_err(|e| ApiError::new(ErrorCode::Unavailable,  e))?;
+    ok(StatusCode::CREATED, ev.to_json(), "event stored")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EventsQuery {
+    name: Option<String>,
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+pub(super) fn check_pattern(p: &Option<String>) -> Result<(), ApiError> {
+    if let Some(p) = p {
+        let body = if p == "*" { "x" } else { p.strip_suffix(".*").unwrap_or(p) };
+        if !crate::events::valid_name(body) {
+            return Err(ApiError::new(ErrorCode::InvalidQuery,  format!("name `{p}`: an event name, `prefix.*` or `*`")).field("name"));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn list_events(State(st): State<AppState>, q: Result<Query<EventsQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    check_pattern(&q.name)?;
+    let list = st.events.list(q.after.unwrap_or(0), q.name, q.limit.unwrap_or(100).min(10_000)).await?;
+    let n = list.len();
+    ok(StatusCode::OK, Value::Array(list.iter().map(|e| e.to_json()).collect()), &format!("{n} event(s)"))
+}
+
+/// Server-sent events of the log: replays what follows `Last-Event-ID` (or `?after=`), then
+/// follows live. Subscribes before replaying, so nothing falls between the two.
+pub(super) async fn event_stream(State(st): State<AppState>, q: Result<Query<EventsQuery>, QueryRejection>, headers: axum::http::HeaderMap) -> ApiResult {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    let Query(q) = q?;
+    check_pattern(&q.name)?;
+    let last: i64 = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+        Some(v) => v.trim().parse().map_err(|_| ApiError::new(ErrorCode::InvalidQuery,  "Last-Event-ID must be an event id").field("Last-Event-ID"))?,
+        None => q.after.unwrap_or(0),
+    };
+    let live = st.events.subscribe();
+    let pattern = q.name.clone();
+    let to_sse = |e: &crate::events::Event| SseEvent::default().id(e.id.to_string()).event(e.name.clone()).data(e.to_json().to_string());
+    struct S {
+        events: Arc<crate::events::Events>,
+        live: tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>,
+        last: i64,
+        pattern: Option<String>,
+        backlog: std::collections::VecDeque<crate::events::Event>,
+        replaying: bool,
+    }
+    let state = S { events: st.events.clone(), live, last, pattern, backlog: Default::default(), replaying: true };
+    let stream = futures_util::stream::unfold(state, move |mut s| async move {
+        loop {
+            if let Some(e) = s.backlog.pop_front() {
+                s.last = e.id;
+                return Some((Ok::<_, Infallible>(to_sse(&e)), s));
+            }
+            if s.replaying {
+                match s.events.list(s.last, s.pattern.clone(), 500).await {
+                    Ok(page) if !page.is_empty() => {
+                        s.backlog.extend(page);
+                        continue;
+                    }
+                    Ok(_) => s.replaying = false,
+                    Err(_) => return None,
+                }
+                continue;
+            }
+            match s.live.recv().await {
+                Ok(e) if e.id > s.last && s.pattern.as_deref().is_none_or(|p| crate::events::matches(p, &e.name)) => {
+                    s.last = e.id;
+                    return Some((Ok(to_sse(&e)), s));
+                }
+                Ok(_) => continue,
+                // Fell behind the bus: read the gap from the log.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => s.replaying = true,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}
+
+pub(super) async fn event_subscribers(State(st): State<AppState>) -> ApiResult {
+    ok(StatusCode::OK, st.events.status().await?, "")
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RedriveBody {
+    subscriber: Option<String>,
+}
+
+pub(super) async fn redrive_events(State(st): State<AppState>, JsonBody(b): JsonBody<RedriveBody>) -> ApiResult {
+    let n = st.lifecycle.store().mark_redrive(b.subscriber.clone()).await?;
+    ok(StatusCode::OK, json!({"redriven": n, "subscriber": b.subscriber}), &format!("{n} dead letter(s) will be delivered again"))
+}

@@ -1,0 +1,192 @@
+//! The operator's routes: the daemon's `/health` and `/metrics`, the backup archive and
+//! the doctor's report. Thin: the work is in `backup`, `metrics` and `doctor`.
+
+use super::*;
+
+pub(super) async fn daemon_health(State(st): State<AppState>) -> ApiResult {
+    let lc = &st.lifecycle;
+    // Cheap on purpose (dashboards poll it): one query that proves the database answers.
+    // The full integrity check runs at every start, and in `addonctl doctor`.
+    let (db, services) = match lc.store().count_services().await {
+        Ok(n) => ("ok".to_string(), n),
+        Err(e) => (e.to_string(), 0),
+    };
+    ok(
+        StatusCode::OK,
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": st.started.elapsed().as_secs(),
+            "database": db,
+            "docker": lc.runtime().state().as_str(),
+            "services": services,
+            "pid": std::process::id(),
+            "gateway": st.gateway_addr.map(|a| a.to_string()),
+            "ports": {"range_start": lc.port_range().0, "range_end": lc.port_range().1},
+        }),
+        "addond is running",
+    )
+}
+
+pub(super) async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let lc = &st.lifecycle;
+    let services = lc.store().list_services().await?;
+    let mut out = String::new();
+    let mut by_phase: HashMap<&str, usize> = HashMap::new();
+    for s in &services {
+        *by_phase.entry(s.phase.as_str()).or_default() += 1;
+    }
+    out.push_str("# HELP addond_services Services by lifecycle phase.\n# TYPE addond_services gauge\n");
+    for p in ["Creating", "Created", "Starting", "Started", "Stopping", "Stopped", "Deleting", "Deleted", "Failed"] {
+        out.push_str(&format!("addond_services{{phase=\"{p}\"}} {}\n", by_phase.get(p).copied().unwrap_or(0)));
+    }
+    let instances: Vec<_> = services.iter().flat_map(|s| s.instances.iter().map(move |i| (s, i))).collect();
+    out.push_str("# HELP addond_instances Instances by health.\n# TYPE addond_instances gauge\n");
+    for h in [Health::Unknown, Health::Starting, Health::Healthy, Health::Unhealthy] {
+        out.push_str(&format!("addond_instances{{health=\"{}\"}} {}\n", h.as_str(), instances.iter().filter(|(_, i)| i.health == h).count()));
+    }
+    out.push_str("# HELP addond_instance_restarts_total Restarts of each instance by the daemon.\n# TYPE addond_instance_restarts_total counter\n");
+    for (s, i) in &instances {
+        out.push_str(&format!("addond_instance_restarts_total{{service=\"{}\",instance=\"{}\"}} {}\n", s.spec.name, i.ordinal, i.restarts));
+    }
+    let (start, end) = lc.port_range();
+    let total = (end - start) as usize + 1;
+    out.push_str(&format!(
+        "# HELP addond_ports_in_use Host ports booked by addond.\n# TYPE addond_ports_in_use gauge\naddond_ports_in_use {}\n# HELP addond_ports_free Host ports of the range not booked by addond.\n# TYPE addond_ports_free gauge\naddond_ports_free {}\n",
+        instances.len(),
+        total.saturating_sub(instances.len())
+    ));
+    crate::metrics::render_docker_state(&mut out, lc.runtime().state());
+    out.push_str(&format!(
+        "# HELP addond_uptime_seconds Seconds since the daemon started.\n# TYPE addond_uptime_seconds gauge\naddond_uptime_seconds {}\n",
+        st.started.elapsed().as_secs()
+    ));
+    st.addons.metrics.render_text(&mut out);
+    crate::http::conn::render_metrics(&mut out);
+    out.push_str(&format!(
+        "# HELP addond_admin_refused_total Admin socket connections refused because the peer is not allowed.\n# TYPE addond_admin_refused_total counter\naddond_admin_refused_total {}\n",
+        ADMIN_REFUSED.load(std::sync::atomic::Ordering::Relaxed)
+    ));
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], out).into_response())
+}
+
+/// `POST /api/backup`: a tar stream (see [`crate::backup`]) of a consistent database copy
+/// taken now with `VACUUM INTO`, plus every directory volume. The database copy is made
+/// before the first byte is sent, so a failure there is a proper error envelope; a failure
+/// while streaming volumes ends the body abnormally and the client discards the file.
+pub(super) async fn backup_archive(State(st): State<AppState>) -> ApiResult {
+    use crate::backup;
+    let lc = st.lifecycle.clone();
+    let data_dir = lc.config().daemon.data_dir.clone();
+    let snapshot = data_dir.join(format!(".backup-{}.db", uuid::Uuid::new_v4().simple()));
+    let internal = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "backup: {what}");
+        ApiError::new(ErrorCode::BackupFailed,  format!("{what}: {e}"))
+    };
+    let schema = match lc.store().snapshot_to(&snapshot).await {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&snapshot);
+            return Err(internal("cannot copy the database (is the disk full?)", &e));
+        }
+    };
+    let services = lc.store().list_services().await.map(|s| s.len()).unwrap_or(0);
+    let daemon_id = lc.store().daemon_id().await?;
+    let snap = snapshot.clone();
+    let sum = tokio::task::spawn_blocking(move || backup::sha256_file(&snap)).await.map_err(|e| internal("checksum task failed", &e))?;
+    let (sha, bytes) = match sum {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&snapshot);
+            return Err(internal("cannot read the database copy", &e));
+        }
+    };
+    let (uid, gid) = backup::owner_of(&data_dir);
+    let created_at = now_ms();
+    let manifest = backup::BackupManifest {
+        format: backup::FORMAT,
+        addond_version: env!("CARGO_PKG_VERSION").to_string(),
+        schema_version: schema,
+        created_at,
+        daemon_id,
+        data_dir_uid: uid,
+        data_dir_gid: gid,
+        database_bytes: bytes,
+        database_sha256: sha,
+        services,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut w = backup::ChannelWriter::new(tx);
+        let res = backup::write_archive(&mut w, &manifest, &snapshot, &data_dir).and_then(|w| w.flush());
+        let _ = std::fs::remove_file(&snapshot);
+        match res {
+            Ok(()) => tracing::info!(services = manifest.services, schema = manifest.schema_version, "backup streamed"),
+            Err(e) => {
+                tracing::error!(error = %e, "backup failed while streaming");
+                w.fail(e);
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let name = format!("attachment; filename=\"addond-backup-{}.tar\"", crate::backup::timestamp_for_path(created_at));
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar")),
+            (header::CONTENT_DISPOSITION, HeaderValue::from_str(&name).unwrap_or_else(|_| HeaderValue::from_static("attachment"))),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// `GET /api/doctor`: the daemon's own view for `addonctl doctor`: the database's full
+/// integrity check, Docker as reached by the daemon's user, the booked ports and the
+/// config values the host checks need.
+pub(super) async fn doctor_report(State(st): State<AppState>) -> ApiResult {
+    let lc = &st.lifecycle;
+    let cfg = lc.config();
+    let store = lc.store();
+    let integrity = store.integrity_report().await.unwrap_or_else(|e| vec![e.to_string()]);
+    let schema = store.schema_version().await.unwrap_or(-1);
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let booked: Vec<u16> = {
+        let mut v: Vec<u16> = store.booked_ports().await?.into_iter().collect();
+        v.sort_unstable();
+        v
+    };
+    let docker_state = lc.runtime().probe().await;
+    let reachable = docker_state == crate::runtime::DockerState::Reachable;
+    let docker_error = match docker_state {
+        crate::runtime::DockerState::Reachable => Value::Null,
+        crate::runtime::DockerState::Unresponsive => json!(format!("connected, but no answer to ping within {}s", cfg.docker.ping_timeout_seconds)),
+        crate::runtime::DockerState::Unreachable => json!("no answer to ping"),
+    };
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    ok(
+        StatusCode::OK,
+        json!({
+            "daemon": {"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id(), "uid": uid, "gid": gid, "uptime_seconds": st.started.elapsed().as_secs()},
+            "config": {
+                "data_dir": cfg.daemon.data_dir,
+                "socket_path": cfg.daemon.socket_path,
+                "socket_group": cfg.daemon.socket_group,
+                "port_range": [cfg.ports.range_start, cfg.ports.range_end],
+                "publish_address": cfg.ports.publish_address.to_string(),
+            },
+            "docker": {"host": cfg.docker.host, "reachable": reachable, "state": docker_state.as_str(), "error": docker_error},
+            "database": {
+                "path": store.path,
+                "integrity": integrity,
+                "schema_version": schema,
+                "known_schema_version": crate::store::Store::known_schema_version(),
+                "size_bytes": size(&store.path),
+                "wal_bytes": size(&store.path.with_extension("db-wal")),
+            },
+            "booked_ports": booked,
+        }),
+        "",
+    )
+}

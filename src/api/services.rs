@@ -1,0 +1,473 @@
+//! Services: their views, list/create/show/delete, start/stop/restart/scale, logs and
+//! metrics, discovery and health, the watch stream, templates, cleanup and image pulls;
+//! and the `?wait=` that lets a change answer once the service reached a phase.
+
+use super::*;
+
+pub(super) fn health_summary(s: &Service) -> Health {
+    let wanted: Vec<_> = s.instances.iter().filter(|i| i.wanted).collect();
+    if s.phase == Phase::Failed {
+        Health::Unhealthy
+    } else if wanted.is_empty() || s.desired != crate::model::Desired::Started {
+        Health::Unknown
+    } else if wanted.iter().any(|i| i.health == Health::Unhealthy) {
+        Health::Unhealthy
+    } else if wanted.iter().all(|i| i.health == Health::Healthy) {
+        Health::Healthy
+    } else {
+        Health::Starting
+    }
+}
+
+pub(super) fn status_of(s: &Service) -> &'static str {
+    let wanted = s.instances.iter().filter(|i| i.wanted).count();
+    let running = s.instances.iter().filter(|i| i.wanted && i.container_id.is_some() && i.health != Health::Unknown).count();
+    match s.phase {
+        Phase::Failed => "failed",
+        Phase::Stopped | Phase::Deleted => "stopped",
+        _ if wanted > 0 && running == wanted => "running",
+        _ if running > 0 => "partial",
+        Phase::Started => "running",
+        _ => "pending",
+    }
+}
+
+pub(super) fn endpoint(st: &AppState, port: u16) -> String {
+    let addr = st.lifecycle.config().ports.publish_address;
+    let host = if addr.is_unspecified() { "127.0.0.1".to_string() } else { addr.to_string() };
+    format!("http://{host}:{port}")
+}
+
+pub(super) fn instance_state(s: &Service, i: &crate::model::Instance) -> &'static str {
+    if !i.wanted {
+        "removing"
+    } else if i.container_id.is_none() {
+        "pending"
+    } else if s.phase == Phase::Failed || i.next_restart_at.is_some() {
+        "exited"
+    } else if s.desired == crate::model::Desired::Started {
+        "running"
+    } else {
+        "stopped"
+    }
+}
+
+pub fn service_view(st: &AppState, s: &Service) -> Value {
+    let spec = &s.spec;
+    let wanted: Vec<_> = s.instances.iter().filter(|i| i.wanted).collect();
+    let first_port = wanted.first().map(|i| i.host_port);
+    json!({
+        "id": s.id,
+        "name": spec.name,
+        "plugin_id": spec.plugin_id,
+        "service_type": spec.service_type,
+        "image": spec.image,
+        "port": spec.port,
+        "host": st.lifecycle.config().ports.publish_address.to_string(),
+        "environment": spec.environment,
+        "volumes": spec.volumes,
+        "networks": spec.networks,
+        "depends_on": spec.depends_on,
+        "health_check": spec.health_check,
+        "resource_limits": spec.resource_limits,
+        "restart_policy": spec.restart_policy,
+        "version": spec.version,
+        "replicas": s.replicas,
+        "desired": s.desired.as_str(),
+        "phase": s.phase.as_str(),
+        "status": status_of(s),
+        "health_status": health_summary(s).as_str(),
+        "host_port": first_port,
+        "endpoint": first_port.map(|p| endpoint(st, p)),
+        "last_error": s.last_error,
+        "exit_code": s.exit_code,
+        "created_at": ms_to_rfc3339(s.created_at),
+        "updated_at": ms_to_rfc3339(s.updated_at),
+        "instances": s.instances.iter().map(|i| json!({
+            "id": i.id,
+            "ordinal": i.ordinal,
+            "container_id": i.container_id,
+            "container_name": i.container_name(),
+            "host_port": i.host_port,
+            "health": i.health.as_str(),
+            "restarts": i.restarts,
+            "started_at": i.started_at.map(ms_to_rfc3339),
+            "last_error": i.last_error,
+            "exit_code": i.exit_code,
+            "state": instance_state(s, i),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Replies with the service, after waiting for a phase when the caller asked to.
+pub(super) async fn reply_service(st: &AppState, svc: Service, wait: Wait, status: StatusCode, message: &str) -> ApiResult {
+    let Some((phase, timeout)) = wait.0 else {
+        return ok(status, service_view(st, &svc), message);
+    };
+    match st.lifecycle.wait(&svc.id, phase, timeout).await? {
+        Some(s) => ok(status, service_view(st, &s), message),
+        None => {
+            let mut v = service_view(st, &svc);
+            v["phase"] = json!("Deleted");
+            v["status"] = json!("stopped");
+            ok(status, v, message)
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    plugin_id: Option<String>,
+    status: Option<String>,
+}
+
+pub(super) async fn list_services(State(st): State<AppState>, q: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    let all = st.lifecycle.store().list_services().await?;
+    let list: Vec<Value> = all
+        .iter()
+        .filter(|s| q.plugin_id.as_deref().is_none_or(|p| s.spec.plugin_id.as_deref() == Some(p)))
+        .filter(|s| q.status.as_deref().is_none_or(|f| s.phase.as_str().eq_ignore_ascii_case(f) || status_of(s) == f.to_ascii_lowercase()))
+        .map(|s| service_view(&st, s))
+        .collect();
+    let n = list.len();
+    ok(StatusCode::OK, Value::Array(list), &format!("{n} service(s)"))
+}
+
+pub(super) async fn create_service(State(st): State<AppState>, wait: Wait, JsonBody(req): JsonBody<CreateRequest>) -> ApiResult {
+    let (spec, replicas) = req.validate(&st.lifecycle.live_config())?;
+    let svc = st.lifecycle.create(spec, replicas, None).await?;
+    reply_service(&st, svc, wait, StatusCode::CREATED, "service created").await
+}
+
+pub(super) async fn show_service(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let svc = st.lifecycle.store().get_service(&id).await?.ok_or_else(|| ApiError::from(LifecycleError::NotFound(id)))?;
+    ok(StatusCode::OK, service_view(&st, &svc), "")
+}
+
+pub(super) async fn delete_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
+    let svc = st.lifecycle.delete(&id).await?;
+    if let Some(instance) = &svc.addon_instance {
+        st.addons.forget(instance);
+    }
+    reply_service(&st, svc, wait, StatusCode::OK, "service is being deleted").await
+}
+
+pub(super) async fn start_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
+    let svc = st.lifecycle.start(&id).await?;
+    reply_service(&st, svc, wait, StatusCode::OK, "service is starting").await
+}
+
+pub(super) async fn stop_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
+    let svc = st.lifecycle.stop(&id).await?;
+    reply_service(&st, svc, wait, StatusCode::OK, "service is stopping").await
+}
+
+pub(super) async fn restart_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
+    let svc = st.lifecycle.restart(&id).await?;
+    reply_service(&st, svc, wait, StatusCode::OK, "service is restarting").await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ScaleBody {
+    replicas: i64,
+}
+
+pub(super) async fn scale_service(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    wait: Wait,
+    JsonBody(body): JsonBody<ScaleBody>,
+) -> ApiResult {
+    let max = st.lifecycle.config().limits.max_replicas;
+    if body.replicas < 0 || body.replicas > max as i64 {
+        return Err(ApiError::new(ErrorCode::ValidationFailed,  format!("replicas {} must be between 0 and {max}", body.replicas)).field("replicas"));
+    }
+    let svc = st.lifecycle.scale(&id, body.replicas as u32).await?;
+    reply_service(&st, svc, wait, StatusCode::OK, &format!("scaling to {}", body.replicas)).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LogsQuery {
+    lines: Option<u32>,
+    follow: Option<bool>,
+    timestamps: Option<bool>,
+    instance: Option<u32>,
+}
+
+pub(super) async fn service_logs(State(st): State<AppState>, Path(id): Path<String>, q: Result<Query<LogsQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    let lc = &st.lifecycle;
+    let svc = lc.store().get_service(&id).await?.ok_or_else(|| ApiError::from(LifecycleError::NotFound(id)))?;
+    if !lc.runtime().is_available() {
+        return Err(LifecycleError::Runtime(lc.runtime().unavailable_error()).into());
+    }
+    let lines = q.lines.unwrap_or(100).min(100_000);
+    let follow = q.follow.unwrap_or(false);
+    let targets: Vec<_> = svc.instances.iter().filter(|i| i.wanted && q.instance.is_none_or(|k| i.ordinal == k)).collect();
+    if targets.is_empty() {
+        return Err(ApiError::new(ErrorCode::NotFound,  format!("service `{}` has no instance{}", svc.spec.name, q.instance.map(|k| format!(" {k}")).unwrap_or_default())).field("instance"));
+    }
+    let multi = targets.len() > 1;
+    let mut streams = Vec::new();
+    for inst in &targets {
+        let prefix = if multi { format!("[{}] ", inst.ordinal) } else { String::new() };
+        let s = lc.runtime().logs(&inst.container_name(), lines, follow, q.timestamps.unwrap_or(false)).await.map_err(LifecycleError::from)?;
+        streams.push(s.map(move |r| r.map(|b| prefix_lines(&prefix, &b))).boxed());
+    }
+    let merged = futures_util::stream::select_all(streams);
+    if follow {
+        let body = Body::from_stream(merged.map(|r| r.map_err(std::io::Error::other)));
+        return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))], body).into_response());
+    }
+    let chunks: Vec<_> = merged.collect().await;
+    let mut text = String::new();
+    for c in chunks {
+        match c {
+            Ok(b) => text.push_str(&String::from_utf8_lossy(&b)),
+            // A container without logs yet (just created) is not an error.
+            Err(RuntimeError::Api(m)) if m.contains("No such container") => {}
+            Err(e) => return Err(LifecycleError::from(e).into()),
+        }
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    ok(StatusCode::OK, json!({"lines": lines}), &format!("{} line(s)", lines.len()))
+}
+
+pub(super) fn prefix_lines(prefix: &str, b: &[u8]) -> bytes::Bytes {
+    if prefix.is_empty() {
+        return bytes::Bytes::copy_from_slice(b);
+    }
+    let text = String::from_utf8_lossy(b);
+    let mut out = String::with_capacity(text.len() + prefix.len());
+    for line in text.split_inclusive('\n') {
+        out.push_str(prefix);
+        out.push_str(line);
+    }
+    bytes::Bytes::from(out)
+}
+
+pub(super) async fn service_metrics(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let lc = &st.lifecycle;
+    let svc = lc.store().get_service(&id).await?.ok_or_else(|| ApiError::from(LifecycleError::NotFound(id)))?;
+    if !lc.runtime().is_available() {
+        return Err(LifecycleError::Runtime(lc.runtime().unavailable_error()).into());
+    }
+    let running: Vec<_> = svc.instances.iter().filter(|i| i.wanted && i.container_id.is_some()).collect();
+    let samples = futures_util::future::join_all(running.iter().map(|i| async move { (i.ordinal, lc.runtime().stats(&i.container_name()).await) })).await;
+    let mut total = crate::runtime::StatsSample::default();
+    let mut per = Vec::new();
+    for (ordinal, s) in samples {
+        let s = match s {
+            Ok(s) => s,
+            // No answer from the engine is not "no usage": say so rather than report zeros.
+            Err(e @ (RuntimeError::Unavailable(_) | RuntimeError::Unresponsive { .. })) => return Err(LifecycleError::Runtime(e).into()),
+            Err(_) => continue,
+        };
+        total.cpu_percent += s.cpu_percent;
+        total.memory_usage_mb += s.memory_usage_mb;
+        total.memory_limit_mb += s.memory_limit_mb;
+        total.network_rx_mb += s.network_rx_mb;
+        total.network_tx_mb += s.network_tx_mb;
+        per.push(json!({"ordinal": ordinal, "metrics": s}));
+    }
+    if total.memory_limit_mb > 0.0 {
+        total.memory_percent = (total.memory_usage_mb / total.memory_limit_mb * 10_000.0).round() / 100.0;
+    }
+    let r = |v: f64| (v * 100.0).round() / 100.0;
+    ok(
+        StatusCode::OK,
+        json!({
+            "cpu_percent": r(total.cpu_percent),
+            "memory_usage_mb": r(total.memory_usage_mb),
+            "memory_limit_mb": r(total.memory_limit_mb),
+            "memory_percent": total.memory_percent,
+            "network_rx_mb": r(total.network_rx_mb),
+            "network_tx_mb": r(total.network_tx_mb),
+            "timestamp": ms_to_rfc3339(now_ms()),
+            "instances": per,
+        }),
+        "",
+    )
+}
+
+pub(super) async fn discovery(State(st): State<AppState>) -> ApiResult {
+    let cfg = st.lifecycle.config();
+    let all = st.lifecycle.store().list_services().await?;
+    let mut healthy = 0;
+    let mut unhealthy = 0;
+    let mut instances = 0;
+    let services: Vec<Value> = all
+        .iter()
+        .map(|s| {
+            let wanted: Vec<_> = s.instances.iter().filter(|i| i.wanted).collect();
+            instances += wanted.len();
+            healthy += wanted.iter().filter(|i| i.health == Health::Healthy).count();
+            unhealthy += wanted.iter().filter(|i| i.health == Health::Unhealthy).count();
+            json!({
+                "id": s.id, "name": s.spec.name, "plugin_id": s.spec.plugin_id, "service_type": s.spec.service_type,
+                "endpoint": wanted.first().map(|i| endpoint(&st, i.host_port)),
+                "endpoints": wanted.iter().filter(|i| i.health == Health::Healthy).map(|i| endpoint(&st, i.host_port)).collect::<Vec<_>>(),
+                "health_status": health_summary(s).as_str(), "phase": s.phase.as_str(), "networks": s.spec.networks,
+            })
+        })
+        .collect();
+    ok(
+        StatusCode::OK,
+        json!({
+            "services": services,
+            // The two kinds a service may ask for; each owner's network of that kind takes a
+            // /subnet_prefix of this pool.
+            "networks": [
+                {"name": cfg.docker.network, "subnet": cfg.docker.subnet_pool, "subnet_prefix": cfg.docker.subnet_prefix, "internal": false},
+                {"name": cfg.docker.isolated_network, "subnet": cfg.docker.subnet_pool, "subnet_prefix": cfg.docker.subnet_prefix, "internal": true},
+            ],
+            "totals": {"services": all.len(), "instances": instances, "healthy": healthy, "unhealthy": unhealthy},
+        }),
+        "",
+    )
+}
+
+pub(super) async fn services_health(State(st): State<AppState>) -> ApiResult {
+    let all = st.lifecycle.store().list_services().await?;
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    let list: Vec<Value> = all
+        .iter()
+        .map(|s| {
+            let h = health_summary(s).as_str();
+            *counts.entry(h).or_default() += 1;
+            json!({"id": s.id, "name": s.spec.name, "health_status": h, "phase": s.phase.as_str()})
+        })
+        .collect();
+    let c = |k| counts.get(k).copied().unwrap_or(0);
+    ok(
+        StatusCode::OK,
+        json!({"total": all.len(), "healthy": c("healthy"), "unhealthy": c("unhealthy"), "starting": c("starting"), "unknown": c("unknown"), "services": list}),
+        "",
+    )
+}
+
+/// Server-sent events: one `service` event with the service's JSON (or `{"id", "deleted":
+/// true}`) each time a service changes, so dashboards update without polling. A client
+/// that falls behind gets a `resync` event and should list the services again.
+pub(super) async fn watch_services(State(st): State<AppState>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let rx = st.lifecycle.subscribe();
+    let stream = futures_util::stream::unfold((rx, st), |(mut rx, st)| async move {
+        let event = match rx.recv().await {
+            Ok(id) => match st.lifecycle.store().get_service(id.as_str()).await {
+                Ok(Some(svc)) => Event::default().event("service").data(service_view(&st, &svc).to_string()),
+                Ok(None) => Event::default().event("service").data(json!({"id": id, "deleted": true}).to_string()),
+                Err(_) => Event::default().event("resync").data("{}"),
+            },
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Event::default().event("resync").data("{}"),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, Infallible>(event), (rx, st)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+pub(super) async fn list_templates(State(st): State<AppState>) -> ApiResult {
+    let image = &st.lifecycle.config().templates.image;
+    let list: Vec<Value> = TEMPLATES
+        .iter()
+        .map(|t| {
+            json!({
+                "id": t.id, "name": t.name, "description": t.description, "service_type": t.service_type,
+                "resource_limits": {"memory": t.memory, "cpu": t.cpu}, "port": t.port,
+                "health_check": {"path": t.health_path}, "image": image,
+            })
+        })
+        .collect();
+    ok(StatusCode::OK, Value::Array(list), "")
+}
+
+pub(super) async fn create_from_template(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    wait: Wait,
+    JsonBody(body): JsonBody<TemplateCreateRequest>,
+) -> ApiResult {
+    let t = template(&id).ok_or_else(|| {
+        let known: Vec<&str> = TEMPLATES.iter().map(|t| t.id).collect();
+        ApiError::new(ErrorCode::NotFound,  format!("no template `{id}`; known templates: {}", known.join(", "))).field("template")
+    })?;
+    let (spec, replicas) = t.request(body, &st.lifecycle.config().templates.image).validate(&st.lifecycle.live_config())?;
+    let svc = st.lifecycle.create(spec, replicas, None).await?;
+    reply_service(&st, svc, wait, StatusCode::CREATED, &format!("service created from template {id}")).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CleanupBody {
+    days: f64,
+}
+
+pub(super) async fn cleanup(State(st): State<AppState>, JsonBody(body): JsonBody<CleanupBody>) -> ApiResult {
+    if !(body.days.is_finite() && body.days >= 0.0 && body.days <= 36_500.0) {
+        return Err(ApiError::new(ErrorCode::ValidationFailed,  "days must be between 0 and 36500").field("days"));
+    }
+    let removed = st.lifecycle.cleanup(body.days).await?;
+    let list: Vec<Value> = removed.iter().map(|s| json!({"id": s.id, "name": s.spec.name, "phase": s.phase.as_str()})).collect();
+    let n = list.len();
+    ok(StatusCode::OK, json!({"removed": list}), &format!("{n} service(s) marked for deletion"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PullBody {
+    image: String,
+}
+
+/// Pulls an image unless present. When a pull is needed, the reply is a stream of JSON
+/// lines (`application/x-ndjson`): progress steps, then `{"done": …}` or `{"error": …}`,
+/// so `addonctl` can show progress while a large image downloads.
+pub(super) async fn pull_image(State(st): State<AppState>, JsonBody(body): JsonBody<PullBody>) -> ApiResult {
+    let image = body.image.trim().to_string();
+    if let Err(why) = crate::image_ref::check(&image) {
+        return Err(ApiError::new(ErrorCode::ValidationFailed,  crate::image_ref::message(&image, &why)).field("image"));
+    }
+    let lc = st.lifecycle.clone();
+    if lc.runtime().image_present(&image).await.map_err(LifecycleError::from)? {
+        return ok(StatusCode::OK, json!({"image": image, "present": true, "pulled": false}), "image is present");
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        let progress_tx = tx.clone();
+        let result = lc
+            .runtime()
+            .pull_image(&image, move |p| {
+                let _ = progress_tx.send(json!({"progress": p}).to_string());
+            })
+            .await;
+        let last = match result {
+            Ok(()) => json!({"done": true, "image": image}),
+            Err(e) => json!({"error": {"code": ErrorCode::ImageNotFound.as_str(), "message": e.to_string(), "field": "image"}}),
+        };
+        let _ = tx.send(last.to_string());
+    });
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|l| (Ok::<_, Infallible>(bytes::Bytes::from(l + "\n")), rx)) });
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"))], Body::from_stream(lines)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_format() {
+        assert_eq!(ms_to_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(ms_to_rfc3339(1_795_303_913_500), "2026-11-21T23:31:53Z");
+        assert_eq!(ms_to_rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn prefixing_log_lines() {
+        assert_eq!(&prefix_lines("[1] ", b"a\nb\n")[..], b"[1] a\n[1] b\n");
+        assert_eq!(&prefix_lines("", b"a\n")[..], b"a\n");
+    }
+}
