@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::client::{self, ClientError, Outgoing};
-use crate::http::{percent_decode, Request};
+use crate::net::client::{self, ClientError, Outgoing};
+use crate::net::http::{percent_decode, Request};
+use crate::net::response::{join_headers, json_body, method_not_allowed, After, Response};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const MAX_EVENTS: usize = 1000;
@@ -91,64 +92,6 @@ impl State {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// What the connection handler does after the response has been written and flushed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum After {
-    Nothing,
-    /// Exit the process with this code (shortly after the response went out).
-    Exit(i32),
-    /// Allocate and touch memory until the kernel kills the process.
-    Oom,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Response {
-    pub status: u16,
-    pub body: Value,
-    pub headers: Vec<(&'static str, String)>,
-    pub after: After,
-    /// Close the connection after this response.
-    pub close: bool,
-}
-
-impl Response {
-    pub fn json(status: u16, body: Value) -> Self {
-        Response {
-            status,
-            body,
-            headers: Vec::new(),
-            after: After::Nothing,
-            close: false,
-        }
-    }
-
-    pub fn error(status: u16, message: impl Into<String>) -> Self {
-        Response::json(status, json!({ "error": message.into() }))
-    }
-
-    pub fn body_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.body).unwrap_or_else(|_| b"{}".to_vec())
-    }
-}
-
-fn method_not_allowed(allowed: &[&str]) -> Response {
-    let mut r = Response::error(
-        405,
-        format!("method not allowed; use {}", allowed.join(", ")),
-    );
-    r.headers.push(("Allow", allowed.join(", ")));
-    r
-}
-
-/// Parse a JSON request body; an empty body is `null`.
-fn json_body(req: &Request) -> Result<Value, Response> {
-    if req.body.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(&req.body)
-        .map_err(|e| Response::error(400, format!("invalid JSON body: {e}")))
 }
 
 /// Dispatch one request. Never panics on client input.
@@ -249,23 +192,6 @@ pub fn route(state: &State, req: &Request) -> Response {
             json!({ "error": format!("no route for {} {}", req.method, req.path) }),
         ),
     }
-}
-
-/// Headers as an object: repeated names joined with ", " in order of arrival.
-fn join_headers(headers: &[(String, String)]) -> Map<String, Value> {
-    let mut out = Map::new();
-    for (name, value) in headers {
-        match out.get_mut(name) {
-            Some(Value::String(prev)) => {
-                prev.push_str(", ");
-                prev.push_str(value);
-            }
-            _ => {
-                out.insert(name.clone(), Value::String(value.clone()));
-            }
-        }
-    }
-    out
 }
 
 fn health(state: &State) -> Response {
@@ -997,7 +923,7 @@ mod tests {
     #[test]
     fn api_action_json_round_trip() {
         let reply = r#"{"success":true,"data":{"id":"e1"}}"#;
-        let (base, rx) = crate::client::tests::one_shot(
+        let (base, rx) = crate::net::client::tests::one_shot(
             format!(
                 "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}",
                 reply.len()
@@ -1034,7 +960,7 @@ mod tests {
 
     #[test]
     fn api_action_raw_and_text_replies() {
-        let (base, rx) = crate::client::tests::one_shot(
+        let (base, rx) = crate::net::client::tests::one_shot(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n7\r\n{\"a\":1}\r\n0\r\n\r\n"
                 .to_vec(),
         );
@@ -1062,7 +988,7 @@ mod tests {
         assert_eq!(body, b"raw bytes");
 
         // A JSON Content-Type with a body that is not JSON: text as well.
-        let (base, _rx) = crate::client::tests::one_shot(
+        let (base, _rx) = crate::net::client::tests::one_shot(
             b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 4\r\n\r\nnope".to_vec(),
         );
         let (st, b) = call(

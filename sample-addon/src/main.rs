@@ -13,11 +13,9 @@
 //! writes `instance=<id>` to `PATH` at every start, so a test can see where a volume led.
 
 mod app;
-mod client;
-mod http;
-mod server;
-mod stream;
-mod ws;
+mod net;
+#[cfg(test)]
+mod serve_tests;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -27,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use app::{Secret, Settings, State};
-use server::ServerConfig;
+use net::server::ServerConfig;
 
 // Signal handling without the libc crate: std already links the C library.
 extern "C" {
@@ -248,8 +246,12 @@ fn main() {
         }
     }
 
-    let state = Arc::new(State::new(startup.settings));
-    server::serve(listener, state, Arc::new(startup.server));
+    let state = State::new(startup.settings);
+    net::server::serve(
+        listener,
+        Arc::new(move |req: &net::http::Request| app::route(&state, req)),
+        Arc::new(startup.server),
+    );
 }
 
 #[cfg(test)]
