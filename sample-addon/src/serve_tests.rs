@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::app::{route, Settings, State};
+use crate::app::route;
+use crate::state::{Settings, State};
 use crate::net::server::{serve, ServerConfig};
 use crate::net::{stream, ws};
 
