@@ -5,10 +5,10 @@
 //!
 //! | route                            | who calls it | what it must do |
 //! |----------------------------------|--------------|-----------------|
-//! | `GET /health`                    | addond, after a start and periodically | 200 when ready |
+//! | `GET /health`                    | addond, after a start and periodically | 2xx when ready |
 //! | `POST /execute/{action}`         | addond's execute API | run the action on the JSON body |
 //! | `POST /widgets/{widget}/render`  | addond's widget API | answer `{"html", "css", "javascript"}` |
-//! | `POST /events`                   | addond's event delivery | 2xx to acknowledge one event |
+//! | `POST /events`                   | addond's event delivery | 2xx to acknowledge one event; else it is retried |
 //! | `POST /config`                   | addond, when the configuration changes | 2xx if applied live, 404 to be restarted |
 //!
 //! `GET /` and `GET /config` are not required; this addon answers them to show its identity
@@ -34,7 +34,7 @@ pub const ADDOND_SERVICE: &str = "ADDOND_SERVICE";
 pub const ADDOND_INSTANCE: &str = "ADDOND_INSTANCE";
 /// The service's configuration as a JSON object, as it was when the container started.
 pub const ADDOND_CONFIG: &str = "ADDOND_CONFIG";
-/// Base URL (`http://ip:port`) of addond's addon API, reachable from the container only.
+/// Base URL (`http://ip:port`) of addond's addon API, on the container's own network.
 pub const ADDOND_API: &str = "ADDOND_API";
 /// The instance's bearer token for `ADDOND_API`; a secret: never log or echo it.
 pub const ADDOND_TOKEN: &str = "ADDOND_TOKEN";
@@ -104,8 +104,8 @@ pub fn root(state: &State) -> Response {
     )
 }
 
-/// `GET /health`: 200 `{"status": "ok"}` when the instance can serve. addond polls it after
-/// a start and while running; anything else counts as unhealthy. Knobs: 503 "starting"
+/// `GET /health`: 2xx (here 200 `{"status": "ok"}`) when the instance can serve. addond polls
+/// it after a start and while running; anything else counts as unhealthy. Knobs: 503 "starting"
 /// during `SAMPLE_HEALTH_DELAY_MS`, 500 "failing" after `POST /admin/health/fail`.
 pub fn health(state: &State) -> Response {
     let uptime_ms = state.uptime_ms();
@@ -229,7 +229,8 @@ pub fn render_widget(widget: &str, req: &Request) -> Response {
 }
 
 /// `POST /events`: one event addond delivers to a subscribed service (the body is the
-/// event); any 2xx acknowledges it, anything else makes addond retry. Kept for `GET /events`.
+/// event); any 2xx acknowledges it, anything else makes addond retry it with backoff (and
+/// dead-letter it after its last attempt). Kept for `GET /events`.
 /// Knob: 500 while `SAMPLE_EVENTS_FAIL` / `POST /admin/events/fail` is on.
 pub fn post_event(state: &State, req: &Request) -> Response {
     if state.events_fail.load(Ordering::SeqCst) {
