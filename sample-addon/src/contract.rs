@@ -69,7 +69,10 @@ pub struct ContractEnv {
 
 /// Read the contract's variables. A bad `PORT` is fatal; a bad `ADDOND_CONFIG` only warns.
 pub fn read_env(env: &Env, warnings: &mut Vec<String>) -> Result<ContractEnv, String> {
-    let port = env.num(PORT, 65535)?.map(|n| n as u16).unwrap_or(DEFAULT_PORT);
+    let port = env
+        .num(PORT, 65535)?
+        .map(|n| n as u16)
+        .unwrap_or(DEFAULT_PORT);
     let initial_config = match env.get(ADDOND_CONFIG) {
         None => serde_json::json!({}),
         Some(raw) => serde_json::from_str(&raw).unwrap_or_else(|e| {

@@ -119,7 +119,9 @@ pub fn read_env(env: &Env) -> Result<Knobs, String> {
             .filter(|n| *n > 0)
             .map(|n| n as usize),
         max_upload_bytes: env.num(SAMPLE_MAX_UPLOAD_BYTES, 1 << 40)?,
-        ws_max_message_bytes: env.num(SAMPLE_WS_MAX_MESSAGE_BYTES, 1 << 30)?.map(|n| n as usize),
+        ws_max_message_bytes: env
+            .num(SAMPLE_WS_MAX_MESSAGE_BYTES, 1 << 30)?
+            .map(|n| n as usize),
         ws_idle_timeout: env
             .num(SAMPLE_WS_IDLE_TIMEOUT_MS, 86_400_000)?
             .filter(|n| *n > 0)

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::response::Response;
 use super::http::{BodyReader, ReadError, Request};
+use super::response::Response;
 use super::ws;
 
 /// Default cap of `/upload` bodies (`SAMPLE_MAX_UPLOAD_BYTES`).
