@@ -1,155 +1,15 @@
-//! Routes of the addon container contract, plus test helpers (`/admin/*`, `GET /events`,
-//! `/headers`, …). Streaming routes (`/upload`, `/download`, `/ws`) are in `stream` and `ws`.
-//! The `api` action calls the daemon's addon API (`ADDOND_API`) through `client`.
+//! The one list of routes: which handler answers which method and path. The handlers of the
+//! container contract are in [`crate::contract`], the test-only ones in [`crate::knobs`];
+//! the streaming routes (`/upload`, `/download`, `/ws`) never get here, the connection
+//! serves them itself ([`crate::net::stream`]).
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use serde_json::json;
 
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
-
-use crate::client::{self, ClientError, Outgoing};
-use crate::http::{percent_decode, Request};
-
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub const MAX_EVENTS: usize = 1000;
-pub const MAX_SLEEP_MS: u64 = 600_000;
-pub const ACTIONS: [&str; 10] = ["add", "api", "echo", "env", "fail", "fetch", "read_file", "sleep", "whoami", "write_file"];
-pub const WIDGETS: [&str; 1] = ["checkout"];
-
-/// A string kept out of `Debug` output (the addon API token).
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-/// Settings read from the environment once at start.
-#[derive(Debug, Clone, Default)]
-pub struct Settings {
-    pub addon: Option<String>,
-    pub service: Option<String>,
-    pub instance: Option<String>,
-    /// `ADDOND_API`: base URL of the daemon's addon API (`http://ip:port`).
-    pub api: Option<String>,
-    /// `ADDOND_TOKEN`, sent as `Authorization: Bearer …` to the addon API.
-    pub token: Option<Secret>,
-    pub port: u16,
-    pub initial_config: Value,
-    /// `SAMPLE_HEALTH_DELAY_MS`: /health answers 503 until this long after start.
-    pub health_delay: Duration,
-    /// `SAMPLE_CONFIG_RESTART=1`: `POST /config` answers 404 ("restart me").
-    pub config_restart: bool,
-    /// `SAMPLE_EVENTS_FAIL=1`: `POST /events` answers 500 (toggled by `/admin/events/*`).
-    pub events_fail: bool,
-}
-
-impl Settings {
-    pub fn token_present(&self) -> bool {
-        self.token.is_some()
-    }
-}
-
-/// Shared, mutable state of the running addon.
-pub struct State {
-    pub settings: Settings,
-    pub started: Instant,
-    health_fail: AtomicBool,
-    events_fail: AtomicBool,
-    config: Mutex<Value>,
-    config_updates: AtomicU64,
-    events: Mutex<VecDeque<Value>>,
-    events_total: AtomicU64,
-    events_rejected: AtomicU64,
-}
-
-impl State {
-    pub fn new(settings: Settings) -> Self {
-        let config = settings.initial_config.clone();
-        State {
-            events_fail: AtomicBool::new(settings.events_fail),
-            settings,
-            started: Instant::now(),
-            health_fail: AtomicBool::new(false),
-            config: Mutex::new(config),
-            config_updates: AtomicU64::new(0),
-            events: Mutex::new(VecDeque::new()),
-            events_total: AtomicU64::new(0),
-            events_rejected: AtomicU64::new(0),
-        }
-    }
-
-    fn uptime_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// What the connection handler does after the response has been written and flushed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum After {
-    Nothing,
-    /// Exit the process with this code (shortly after the response went out).
-    Exit(i32),
-    /// Allocate and touch memory until the kernel kills the process.
-    Oom,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Response {
-    pub status: u16,
-    pub body: Value,
-    pub headers: Vec<(&'static str, String)>,
-    pub after: After,
-    /// Close the connection after this response.
-    pub close: bool,
-}
-
-impl Response {
-    pub fn json(status: u16, body: Value) -> Self {
-        Response {
-            status,
-            body,
-            headers: Vec::new(),
-            after: After::Nothing,
-            close: false,
-        }
-    }
-
-    pub fn error(status: u16, message: impl Into<String>) -> Self {
-        Response::json(status, json!({ "error": message.into() }))
-    }
-
-    pub fn body_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.body).unwrap_or_else(|_| b"{}".to_vec())
-    }
-}
-
-fn method_not_allowed(allowed: &[&str]) -> Response {
-    let mut r = Response::error(
-        405,
-        format!("method not allowed; use {}", allowed.join(", ")),
-    );
-    r.headers.push(("Allow", allowed.join(", ")));
-    r
-}
-
-/// Parse a JSON request body; an empty body is `null`.
-fn json_body(req: &Request) -> Result<Value, Response> {
-    if req.body.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(&req.body)
-        .map_err(|e| Response::error(400, format!("invalid JSON body: {e}")))
-}
+use crate::contract;
+use crate::knobs;
+use crate::net::http::{percent_decode, Request};
+use crate::net::response::{method_not_allowed, Response};
+use crate::state::State;
 
 /// Dispatch one request. Never panics on client input.
 pub fn route(state: &State, req: &Request) -> Response {
@@ -162,86 +22,53 @@ pub fn route(state: &State, req: &Request) -> Response {
     let segments: Vec<&str> = req.path.split('/').skip(1).collect();
     match segments.as_slice() {
         [""] => match method {
-            "GET" => Response::json(
-                200,
-                json!({
-                    "name": "sample-addon",
-                    "version": VERSION,
-                    "addon": state.settings.addon,
-                    "service": state.settings.service,
-                    "instance": state.settings.instance,
-                }),
-            ),
+            "GET" => contract::root(state),
             _ => method_not_allowed(&["GET"]),
         },
         ["health"] => match method {
-            "GET" => health(state),
+            "GET" => contract::health(state),
             _ => method_not_allowed(&["GET"]),
         },
         ["execute", action] => match method {
             "POST" => match percent_decode(action) {
-                Some(action) => execute(state, &action, req),
+                Some(action) => contract::execute(state, &action, req),
                 None => Response::error(400, "malformed action name"),
             },
             _ => method_not_allowed(&["POST"]),
         },
         ["widgets", widget, "render"] => match method {
             "POST" => match percent_decode(widget) {
-                Some(widget) => render_widget(&widget, req),
+                Some(widget) => contract::render_widget(&widget, req),
                 None => Response::error(400, "malformed widget name"),
             },
             _ => method_not_allowed(&["POST"]),
         },
         ["events"] => match method {
-            "POST" => post_event(state, req),
-            "GET" => get_events(state),
-            "DELETE" => {
-                lock(&state.events).clear();
-                Response::json(200, json!({ "ok": true }))
-            }
+            "POST" => contract::post_event(state, req),
+            "GET" => knobs::get_events(state),
+            "DELETE" => knobs::clear_events(state),
             _ => method_not_allowed(&["GET", "POST", "DELETE"]),
         },
-        // Any method: the request headers as received (names lower-cased; repeated headers
-        // joined with ", " in order of arrival), to check what a proxy forwards.
-        ["headers"] => Response::json(200, Value::Object(join_headers(&req.headers))),
+        ["headers"] => knobs::headers(req),
         ["config"] => match method {
-            "GET" => Response::json(200, lock(&state.config).clone()),
-            "POST" => post_config(state, req),
+            "GET" => contract::get_config(state),
+            "POST" => contract::post_config(state, req),
             _ => method_not_allowed(&["GET", "POST"]),
         },
         ["admin", "health", which @ ("fail" | "ok")] => match method {
-            "POST" => {
-                let fail = *which == "fail";
-                state.health_fail.store(fail, Ordering::SeqCst);
-                Response::json(
-                    200,
-                    json!({ "ok": true, "health": if fail { "failing" } else { "ok" } }),
-                )
-            }
+            "POST" => knobs::set_health_failing(state, *which == "fail"),
             _ => method_not_allowed(&["POST"]),
         },
         ["admin", "events", which @ ("fail" | "ok")] => match method {
-            "POST" => {
-                let fail = *which == "fail";
-                state.events_fail.store(fail, Ordering::SeqCst);
-                Response::json(
-                    200,
-                    json!({ "ok": true, "events": if fail { "failing" } else { "ok" } }),
-                )
-            }
+            "POST" => knobs::set_events_failing(state, *which == "fail"),
             _ => method_not_allowed(&["POST"]),
         },
         ["admin", "exit"] => match method {
-            "POST" => admin_exit(req),
+            "POST" => knobs::admin_exit(req),
             _ => method_not_allowed(&["POST"]),
         },
         ["admin", "oom"] => match method {
-            "POST" => {
-                let mut r =
-                    Response::json(200, json!({ "ok": true, "oom": "allocating until killed" }));
-                r.after = After::Oom;
-                r
-            }
+            "POST" => knobs::admin_oom(),
             _ => method_not_allowed(&["POST"]),
         },
         _ => Response::json(
@@ -251,460 +78,15 @@ pub fn route(state: &State, req: &Request) -> Response {
     }
 }
 
-/// Headers as an object: repeated names joined with ", " in order of arrival.
-fn join_headers(headers: &[(String, String)]) -> Map<String, Value> {
-    let mut out = Map::new();
-    for (name, value) in headers {
-        match out.get_mut(name) {
-            Some(Value::String(prev)) => {
-                prev.push_str(", ");
-                prev.push_str(value);
-            }
-            _ => {
-                out.insert(name.clone(), Value::String(value.clone()));
-            }
-        }
-    }
-    out
-}
-
-fn health(state: &State) -> Response {
-    let uptime_ms = state.uptime_ms();
-    let instance = &state.settings.instance;
-    if uptime_ms < state.settings.health_delay.as_millis() as u64 {
-        return Response::json(
-            503,
-            json!({ "status": "starting", "instance": instance, "uptime_ms": uptime_ms }),
-        );
-    }
-    if state.health_fail.load(Ordering::SeqCst) {
-        return Response::json(
-            500,
-            json!({ "status": "failing", "instance": instance, "uptime_ms": uptime_ms }),
-        );
-    }
-    Response::json(
-        200,
-        json!({ "status": "ok", "instance": instance, "uptime_ms": uptime_ms }),
-    )
-}
-
-fn execute(state: &State, action: &str, req: &Request) -> Response {
-    if !ACTIONS.contains(&action) {
-        return Response::json(
-            404,
-            json!({ "error": format!("unknown action {action}"), "known": ACTIONS }),
-        );
-    }
-    let input = match json_body(req) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    match action {
-        "echo" => Response::json(
-            200,
-            json!({ "echo": input, "instance": state.settings.instance }),
-        ),
-        "add" => add(&input),
-        "sleep" => {
-            let ms = match serde_json::from_value::<SleepArgs>(input) {
-                Ok(SleepArgs { ms }) if ms <= MAX_SLEEP_MS => ms,
-                _ => {
-                    return Response::error(
-                        400,
-                        format!("sleep expects {{\"ms\": N}} with 0 <= N <= {MAX_SLEEP_MS}"),
-                    )
-                }
-            };
-            std::thread::sleep(Duration::from_millis(ms));
-            Response::json(200, json!({ "slept_ms": ms }))
-        }
-        "fail" => Response::error(500, "action 'fail' failed on purpose"),
-        "whoami" => {
-            let (uid, gid) = proc_ids();
-            Response::json(
-                200,
-                json!({
-                    "instance": state.settings.instance,
-                    "service": state.settings.service,
-                    "addon": state.settings.addon,
-                    "pid": std::process::id(),
-                    "uid": uid,
-                    "gid": gid,
-                    "api": state.settings.api,
-                    "token_present": state.settings.token_present(),
-                }),
-            )
-        }
-        "env" => Response::json(
-            200,
-            json!({
-                "api": state.settings.api,
-                "token_present": state.settings.token_present(),
-                "addon": state.settings.addon,
-                "service": state.settings.service,
-                "instance": state.settings.instance,
-            }),
-        ),
-        "api" => api_call(state, &input),
-        "fetch" => fetch(&input),
-        "read_file" => read_file(&input),
-        "write_file" => write_file(&input),
-        _ => Response::error(500, "unreachable action"),
-    }
-}
-
-#[derive(Deserialize)]
-struct SleepArgs {
-    ms: u64,
-}
-
-const API_USAGE: &str = "api expects {\"method\": \"GET|POST|PUT|DELETE\", \"path\": \"/v1/...\", \
-     \"body\": <JSON, optional>, \"raw\": <string, optional>, \"headers\": {<name>: <string|null>}}";
-
-/// Action `api`: one request to the daemon's addon API (`ADDOND_API`) with
-/// `Authorization: Bearer $ADDOND_TOKEN`. `body` is sent as JSON, `raw` as the raw body
-/// (`application/octet-stream`); `headers` adds or overrides request headers (`null` drops
-/// one, e.g. `{"Authorization": null}`). Answers 200 `{"status", "body", "content_type",
-/// "headers"}` whatever the API answered (`body` parsed when it is JSON, else text), 400 for a
-/// bad input, 502 when `ADDOND_API` is unset or the request failed.
-fn api_call(state: &State, input: &Value) -> Response {
-    let Some(obj) = input.as_object() else {
-        return Response::error(400, API_USAGE);
-    };
-    let (Some(Value::String(method)), Some(Value::String(path))) =
-        (obj.get("method"), obj.get("path"))
-    else {
-        return Response::error(400, API_USAGE);
-    };
-    let mut headers: Vec<(String, String)> = Vec::new();
-    if let Some(token) = &state.settings.token {
-        headers.push(("Authorization".into(), format!("Bearer {}", token.0)));
-    }
-    let body = match (obj.get("body"), obj.get("raw")) {
-        (Some(_), Some(_)) => return Response::error(400, "give either body or raw, not both"),
-        (Some(v), None) => {
-            headers.push(("Content-Type".into(), "application/json".into()));
-            Some(serde_json::to_vec(v).unwrap_or_default())
-        }
-        (None, Some(Value::String(raw))) => {
-            headers.push(("Content-Type".into(), "application/octet-stream".into()));
-            Some(raw.as_bytes().to_vec())
-        }
-        (None, Some(_)) => return Response::error(400, "raw must be a string"),
-        (None, None) => None,
-    };
-    match obj.get("headers") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(extra)) => {
-            for (name, value) in extra {
-                headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-                match value {
-                    Value::String(v) => headers.push((name.clone(), v.clone())),
-                    Value::Null => {}
-                    _ => return Response::error(400, "header values must be strings or null"),
-                }
-            }
-        }
-        Some(_) => return Response::error(400, "headers must be an object"),
-    }
-    let Some(api) = state.settings.api.as_deref() else {
-        return Response::error(502, "ADDOND_API is not set: no addon API to call");
-    };
-    let out = Outgoing {
-        method: method.to_ascii_uppercase(),
-        path: path.clone(),
-        headers,
-        body,
-    };
-    match client::send(api, &out, client::DEFAULT_TIMEOUT) {
-        Ok(reply) => Response::json(
-            200,
-            json!({
-                "status": reply.status,
-                "body": reply_body(&reply),
-                "content_type": reply.header("content-type"),
-                "headers": join_headers(&reply.headers),
-            }),
-        ),
-        Err(ClientError::Invalid(m)) => Response::error(400, m),
-        Err(ClientError::Failed(m)) => {
-            Response::error(502, format!("addon API request failed: {m}"))
-        }
-    }
-}
-
-const FETCH_USAGE: &str = "fetch expects {\"url\": \"http://host[:port]\", \"path\": \"/...\" (default /), \
-     \"method\": \"GET|POST|...\" (default GET), \"body\": <JSON, optional>, \"timeout_ms\": N (default 3000)}";
-
-/// Action `fetch`: one request to any URL, as a hostile addon would try to reach another
-/// addon's container directly. Always answers 200 (for a valid input): `{"ok": true,
-/// "status", "body"}` when a reply came, `{"ok": false, "error"}` when none did.
-fn fetch(input: &Value) -> Response {
-    let Some(obj) = input.as_object() else {
-        return Response::error(400, FETCH_USAGE);
-    };
-    let Some(Value::String(url)) = obj.get("url") else {
-        return Response::error(400, FETCH_USAGE);
-    };
-    let path = match obj.get("path") {
-        None => "/".to_string(),
-        Some(Value::String(p)) => p.clone(),
-        Some(_) => return Response::error(400, FETCH_USAGE),
-    };
-    let method = match obj.get("method") {
-        None => "GET".to_string(),
-        Some(Value::String(m)) => m.to_ascii_uppercase(),
-        Some(_) => return Response::error(400, FETCH_USAGE),
-    };
-    let timeout = match obj.get("timeout_ms") {
-        None => Duration::from_millis(3000),
-        Some(v) => match v.as_u64() {
-            Some(ms) if ms <= 60_000 => Duration::from_millis(ms),
-            _ => return Response::error(400, FETCH_USAGE),
-        },
-    };
-    let mut headers = Vec::new();
-    let body = obj.get("body").map(|v| {
-        headers.push(("Content-Type".to_string(), "application/json".to_string()));
-        serde_json::to_vec(v).unwrap_or_default()
-    });
-    let out = Outgoing { method, path, headers, body };
-    match client::send(url, &out, timeout) {
-        Ok(reply) => Response::json(200, json!({ "ok": true, "status": reply.status, "body": reply_body(&reply) })),
-        Err(e) => Response::json(200, json!({ "ok": false, "error": e.to_string() })),
-    }
-}
-
-/// Action `write_file`: `{"path", "text"}`, to see what a volume holds from inside.
-fn write_file(input: &Value) -> Response {
-    let (Some(Value::String(path)), Some(Value::String(text))) = (input.get("path"), input.get("text")) else {
-        return Response::error(400, "write_file expects {\"path\": \"/dir/file\", \"text\": \"...\"}");
-    };
-    match std::fs::write(path, text) {
-        Ok(()) => Response::json(200, json!({ "written": text.len(), "path": path })),
-        Err(e) => Response::error(500, format!("cannot write {path}: {e}")),
-    }
-}
-
-/// Action `read_file`: `{"path"}`; 404 when there is no such file.
-fn read_file(input: &Value) -> Response {
-    let Some(Value::String(path)) = input.get("path") else {
-        return Response::error(400, "read_file expects {\"path\": \"/dir/file\"}");
-    };
-    match std::fs::read_to_string(path) {
-        Ok(text) => Response::json(200, json!({ "text": text, "path": path })),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Response::error(404, format!("no file {path}")),
-        Err(e) => Response::error(500, format!("cannot read {path}: {e}")),
-    }
-}
-
-/// The reply body as JSON when it is JSON (by Content-Type, or when none is given), else as
-/// text (invalid UTF-8 replaced).
-fn reply_body(reply: &client::Reply) -> Value {
-    let json_type = reply.header("content-type").is_none_or(|ct| {
-        let mime = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        mime == "application/json" || mime.ends_with("+json")
-    });
-    if json_type && !reply.body.iter().all(|b| b.is_ascii_whitespace()) {
-        if let Ok(v) = serde_json::from_slice(&reply.body) {
-            return v;
-        }
-    }
-    Value::String(String::from_utf8_lossy(&reply.body).into_owned())
-}
-
-fn add(input: &Value) -> Response {
-    let (Some(a), Some(b)) = (input.get("a"), input.get("b")) else {
-        return Response::error(400, "add expects {\"a\": number, \"b\": number}");
-    };
-    if !a.is_number() || !b.is_number() {
-        return Response::error(
-            400,
-            "add expects {\"a\": number, \"b\": number}; got a non-number",
-        );
-    }
-    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
-        if let Some(sum) = x.checked_add(y) {
-            return Response::json(200, json!({ "sum": sum }));
-        }
-    }
-    let sum = a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0);
-    match serde_json::Number::from_f64(sum) {
-        Some(n) => Response::json(200, json!({ "sum": n })),
-        None => Response::error(400, "sum is not a finite number"),
-    }
-}
-
-/// Real uid and gid from `/proc/self/status` (`Uid:` / `Gid:` lines, first field).
-fn proc_ids() -> (Option<u64>, Option<u64>) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-    };
-    (field("Uid:"), field("Gid:"))
-}
-
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn object_or_empty(v: Option<&Value>, name: &str) -> Result<Map<String, Value>, Response> {
-    match v {
-        None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(m)) => Ok(m.clone()),
-        Some(_) => Err(Response::error(400, format!("{name} must be an object"))),
-    }
-}
-
-fn render_widget(widget: &str, req: &Request) -> Response {
-    if !WIDGETS.contains(&widget) {
-        return Response::json(
-            404,
-            json!({ "error": format!("unknown widget {widget}"), "known": WIDGETS }),
-        );
-    }
-    let body = match json_body(req) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if !(body.is_object() || body.is_null()) {
-        return Response::error(400, "body must be {\"config\": {...}, \"context\": {...}}");
-    }
-    let config = match object_or_empty(body.get("config"), "config") {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let context = match object_or_empty(body.get("context"), "context") {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let title = match config.get("title") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => "Checkout".to_string(),
-        Some(other) => other.to_string(),
-    };
-    let mut html = String::new();
-    html.push_str("<div class=\"addond-checkout\">");
-    html.push_str(&format!(
-        "<h2 class=\"addond-checkout__title\">{}</h2>",
-        html_escape(&title)
-    ));
-    html.push_str("<dl class=\"addond-checkout__context\">");
-    for (key, value) in &context {
-        let text = match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        html.push_str(&format!(
-            "<dt>{}</dt><dd>{}</dd>",
-            html_escape(key),
-            html_escape(&text)
-        ));
-    }
-    html.push_str("</dl><button type=\"button\" class=\"addond-checkout__pay\">Pay</button></div>");
-    let css = ".addond-checkout{font-family:sans-serif;border:1px solid #ccc;padding:1em;border-radius:4px}\
-               .addond-checkout__title{margin:0 0 .5em}\
-               .addond-checkout__pay{padding:.5em 1em}";
-    let javascript = "document.querySelectorAll('.addond-checkout__pay').forEach(function(b){\
-                      b.addEventListener('click',function(){b.textContent='Paid';});});";
-    Response::json(
-        200,
-        json!({ "html": html, "css": css, "javascript": javascript }),
-    )
-}
-
-fn post_event(state: &State, req: &Request) -> Response {
-    if state.events_fail.load(Ordering::SeqCst) {
-        state.events_rejected.fetch_add(1, Ordering::SeqCst);
-        return Response::error(
-            500,
-            "POST /events is failing on purpose (SAMPLE_EVENTS_FAIL / POST /admin/events/fail)",
-        );
-    }
-    let event = match json_body(req) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let total = state.events_total.fetch_add(1, Ordering::SeqCst) + 1;
-    let mut events = lock(&state.events);
-    events.push_back(event);
-    while events.len() > MAX_EVENTS {
-        events.pop_front();
-    }
-    Response::json(200, json!({ "ok": true, "received": total }))
-}
-
-fn get_events(state: &State) -> Response {
-    let events: Vec<Value> = lock(&state.events).iter().cloned().collect();
-    Response::json(
-        200,
-        json!({
-            "count": events.len(),
-            "total_received": state.events_total.load(Ordering::SeqCst),
-            "rejected": state.events_rejected.load(Ordering::SeqCst),
-            "failing": state.events_fail.load(Ordering::SeqCst),
-            "events": events,
-        }),
-    )
-}
-
-fn post_config(state: &State, req: &Request) -> Response {
-    if state.settings.config_restart {
-        return Response::error(
-            404,
-            "live config updates are not supported; restart the container",
-        );
-    }
-    let config = match json_body(req) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    *lock(&state.config) = config.clone();
-    let updates = state.config_updates.fetch_add(1, Ordering::SeqCst) + 1;
-    Response::json(
-        200,
-        json!({ "ok": true, "config": config, "updates": updates }),
-    )
-}
-
-fn admin_exit(req: &Request) -> Response {
-    let code = match req.query_param("code") {
-        None => 0,
-        Some(s) => match s.parse::<i32>() {
-            Ok(n) if (0..=255).contains(&n) => n,
-            _ => return Response::error(400, "code must be an integer 0-255"),
-        },
-    };
-    let mut r = Response::json(200, json!({ "ok": true, "exiting_with": code }));
-    r.after = After::Exit(code);
-    r.close = true;
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actions::ACTIONS;
+    use crate::contract::{html_escape, VERSION, WIDGETS};
+    use crate::net::response::After;
+    use crate::state::{Secret, Settings, MAX_EVENTS};
+    use serde_json::Value;
+    use std::time::{Duration, Instant};
 
     fn settings() -> Settings {
         Settings {
@@ -997,7 +379,7 @@ mod tests {
     #[test]
     fn api_action_json_round_trip() {
         let reply = r#"{"success":true,"data":{"id":"e1"}}"#;
-        let (base, rx) = crate::client::tests::one_shot(
+        let (base, rx) = crate::net::client::tests::one_shot(
             format!(
                 "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}",
                 reply.len()
@@ -1034,7 +416,7 @@ mod tests {
 
     #[test]
     fn api_action_raw_and_text_replies() {
-        let (base, rx) = crate::client::tests::one_shot(
+        let (base, rx) = crate::net::client::tests::one_shot(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n7\r\n{\"a\":1}\r\n0\r\n\r\n"
                 .to_vec(),
         );
@@ -1062,7 +444,7 @@ mod tests {
         assert_eq!(body, b"raw bytes");
 
         // A JSON Content-Type with a body that is not JSON: text as well.
-        let (base, _rx) = crate::client::tests::one_shot(
+        let (base, _rx) = crate::net::client::tests::one_shot(
             b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 4\r\n\r\nnope".to_vec(),
         );
         let (st, b) = call(

@@ -1,33 +1,31 @@
-//! sample-addon: a tiny HTTP/1.1 server implementing the addond addon container contract.
+//! sample-addon: a std-only HTTP/1.1 server implementing the addond container contract, and
+//! a test double for addond's own tests. See `sample-addon/README.md`.
 //!
-//! Contract env: ADDOND_ADDON, ADDOND_SERVICE, ADDOND_INSTANCE, ADDOND_CONFIG (JSON),
-//! ADDOND_API, ADDOND_TOKEN, PORT (default 8080).
-//! Test knobs: SAMPLE_HEALTH_DELAY_MS, SAMPLE_CONFIG_RESTART, SAMPLE_EVENTS_FAIL,
-//! SAMPLE_EXIT_ON_START, SAMPLE_LOG_EVERY_MS, SAMPLE_LOG_TEXT, SAMPLE_QUIET, SAMPLE_IDLE_TIMEOUT_MS,
-//! SAMPLE_MAX_CONNECTIONS, SAMPLE_MAX_BODY_BYTES, SAMPLE_OOM_MAX_MB, SAMPLE_MAX_UPLOAD_BYTES,
-//! SAMPLE_WS_MAX_MESSAGE_BYTES, SAMPLE_WS_IDLE_TIMEOUT_MS, SAMPLE_SWAP_SYMLINK, SAMPLE_WRITE_PROBE.
-//!
-//! The last two play a hostile addon for the sandbox tests: `SAMPLE_SWAP_SYMLINK=LINK=TARGET`
-//! moves `LINK` aside (`LINK.orig`), puts a symlink to `TARGET` in its place and exits 1,
-//! unless `LINK` already is a symlink (then it starts normally); `SAMPLE_WRITE_PROBE=PATH`
-//! writes `instance=<id>` to `PATH` at every start, so a test can see where a volume led.
+//! Where things are: [`contract`] (what every addon must answer, and the variables addond
+//! sets), [`actions`] (what this addon's `/execute` does), [`knobs`] (test-only behaviour:
+//! every `SAMPLE_*` variable and `/admin/*` route), [`app`] (the one list of routes),
+//! [`state`] (settings and what the routes change), [`env`] (reading variables), [`net`]
+//! (HTTP parsing, connections, streaming routes, WebSocket, the API client). This file reads
+//! the environment, does what the knobs ask at start, and serves.
 
+mod actions;
 mod app;
-mod client;
-mod http;
-mod server;
-mod stream;
-mod ws;
+mod contract;
+mod env;
+mod knobs;
+mod net;
+#[cfg(test)]
+mod serve_tests;
+mod state;
 
-use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::os::raw::{c_int, c_void};
-use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use app::{Secret, Settings, State};
-use server::ServerConfig;
+use env::Env;
+use net::server::ServerConfig;
+use state::{Settings, State};
 
 // Signal handling without the libc crate: std already links the C library.
 extern "C" {
@@ -63,125 +61,50 @@ fn install_signal_handlers() {
 /// Everything read from the environment.
 #[derive(Debug)]
 struct Startup {
+    /// What the routes see: the contract's variables and the knobs that change the answers.
     settings: Settings,
+    /// Connection limits (knobs, else defaults).
     server: ServerConfig,
+    /// `SAMPLE_EXIT_ON_START`.
     exit_on_start: Option<i32>,
+    /// `SAMPLE_LOG_EVERY_MS`.
     log_every: Option<Duration>,
     /// `SAMPLE_SWAP_SYMLINK=LINK=TARGET`.
     swap_symlink: Option<(String, String)>,
     /// `SAMPLE_WRITE_PROBE=PATH`.
     write_probe: Option<String>,
+    /// Printed at start; not fatal.
     warnings: Vec<String>,
 }
 
 /// Parse the environment through `get` (so tests need not touch the process env).
 /// Empty values count as unset. Errors name the variable and are fatal.
 fn parse_env(get: impl Fn(&str) -> Option<String>) -> Result<Startup, String> {
-    let get = |k: &str| get(k).filter(|v| !v.is_empty());
-    let num = |k: &str, max: u64| -> Result<Option<u64>, String> {
-        match get(k) {
-            None => Ok(None),
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(n) if n <= max => Ok(Some(n)),
-                _ => Err(format!("{k}={v:?} is not an integer between 0 and {max}")),
-            },
-        }
-    };
-    let flag = |k: &str| get(k).is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes" | "on"));
+    let env = Env::new(&get);
     let mut warnings = Vec::new();
-
-    let port = num("PORT", 65535)?.unwrap_or(8080) as u16;
-    let initial_config = match get("ADDOND_CONFIG") {
-        None => serde_json::json!({}),
-        Some(raw) => serde_json::from_str(&raw).unwrap_or_else(|e| {
-            warnings.push(format!(
-                "ADDOND_CONFIG is not valid JSON ({e}); starting with {{}}"
-            ));
-            serde_json::json!({})
-        }),
-    };
-    let quiet = flag("SAMPLE_QUIET");
-    let swap_symlink = match get("SAMPLE_SWAP_SYMLINK") {
-        None => None,
-        Some(v) => match v.split_once('=') {
-            Some((link, target)) if !link.is_empty() && !target.is_empty() => {
-                Some((link.to_string(), target.to_string()))
-            }
-            _ => return Err(format!("SAMPLE_SWAP_SYMLINK={v:?} is not LINK=TARGET")),
-        },
-    };
-    let write_probe = get("SAMPLE_WRITE_PROBE");
+    let contract = contract::read_env(&env, &mut warnings)?;
+    let knobs = knobs::read_env(&env)?;
     let settings = Settings {
-        addon: get("ADDOND_ADDON"),
-        service: get("ADDOND_SERVICE"),
-        instance: get("ADDOND_INSTANCE"),
-        api: get("ADDOND_API"),
-        token: get("ADDOND_TOKEN").map(Secret),
-        port,
-        initial_config,
-        health_delay: Duration::from_millis(
-            num("SAMPLE_HEALTH_DELAY_MS", 86_400_000)?.unwrap_or(0),
-        ),
-        config_restart: flag("SAMPLE_CONFIG_RESTART"),
-        events_fail: flag("SAMPLE_EVENTS_FAIL"),
-    };
-    let defaults = ServerConfig::default();
-    let server = ServerConfig {
-        idle_timeout: num("SAMPLE_IDLE_TIMEOUT_MS", 86_400_000)?
-            .filter(|n| *n > 0)
-            .map(Duration::from_millis)
-            .unwrap_or(defaults.idle_timeout),
-        max_body_bytes: num("SAMPLE_MAX_BODY_BYTES", 1 << 30)?
-            .map(|n| n as usize)
-            .unwrap_or(defaults.max_body_bytes),
-        max_connections: num("SAMPLE_MAX_CONNECTIONS", 100_000)?
-            .filter(|n| *n > 0)
-            .map(|n| n as usize)
-            .unwrap_or(defaults.max_connections),
-        max_upload_bytes: num("SAMPLE_MAX_UPLOAD_BYTES", 1 << 40)?
-            .unwrap_or(defaults.max_upload_bytes),
-        ws_max_message_bytes: num("SAMPLE_WS_MAX_MESSAGE_BYTES", 1 << 30)?
-            .map(|n| n as usize)
-            .unwrap_or(defaults.ws_max_message_bytes),
-        ws_idle_timeout: num("SAMPLE_WS_IDLE_TIMEOUT_MS", 86_400_000)?
-            .filter(|n| *n > 0)
-            .map(Duration::from_millis)
-            .unwrap_or(defaults.ws_idle_timeout),
-        oom_max_mb: num("SAMPLE_OOM_MAX_MB", 1 << 20)?
-            .map(|n| n as usize)
-            .unwrap_or(defaults.oom_max_mb),
-        quiet,
+        addon: contract.addon,
+        service: contract.service,
+        instance: contract.instance,
+        api: contract.api,
+        token: contract.token,
+        port: contract.port,
+        initial_config: contract.initial_config,
+        health_delay: knobs.health_delay,
+        config_restart: knobs.config_restart,
+        events_fail: knobs.events_fail,
     };
     Ok(Startup {
         settings,
-        server,
-        exit_on_start: num("SAMPLE_EXIT_ON_START", 255)?.map(|n| n as i32),
-        log_every: num("SAMPLE_LOG_EVERY_MS", 86_400_000)?
-            .filter(|n| *n > 0)
-            .map(Duration::from_millis),
-        swap_symlink,
-        write_probe,
+        server: knobs.server_config(),
+        exit_on_start: knobs.exit_on_start,
+        log_every: knobs.log_every,
+        swap_symlink: knobs.swap_symlink,
+        write_probe: knobs.write_probe,
         warnings,
     })
-}
-
-/// What a hostile addon does to a directory volume nested in another one it can write:
-/// replace the inner directory with a symlink to a host path, then exit so that the daemon
-/// starts the container again (and, unguarded, Docker follows the link).
-fn swap_symlink(link: &str, target: &str) {
-    if std::fs::symlink_metadata(link).is_ok_and(|m| m.file_type().is_symlink()) {
-        eprintln!("sample-addon: {link} already is a symlink; starting normally");
-        return;
-    }
-    let aside = format!("{link}.orig");
-    if let Err(e) = std::fs::rename(link, &aside) {
-        eprintln!("sample-addon: cannot move {link} to {aside}: {e}");
-    }
-    match std::os::unix::fs::symlink(target, link) {
-        Ok(()) => eprintln!("sample-addon: {link} now points to {target}; exiting 1"),
-        Err(e) => eprintln!("sample-addon: cannot make {link} a symlink: {e}; exiting 1"),
-    }
-    std::process::exit(1);
 }
 
 fn main() {
@@ -201,22 +124,12 @@ fn main() {
         eprintln!("sample-addon: warning: {w}");
     }
     if let Some((link, target)) = &startup.swap_symlink {
-        swap_symlink(link, target);
+        knobs::swap_symlink(link, target);
     }
     if let Some(path) = &startup.write_probe {
-        let text = format!("instance={}\n", startup.settings.instance.as_deref().unwrap_or("-"));
-        match std::fs::write(path, text) {
-            Ok(()) => eprintln!("sample-addon: wrote probe {path}"),
-            Err(e) => eprintln!("sample-addon: cannot write probe {path}: {e}"),
-        }
+        knobs::write_probe(path, startup.settings.instance.as_deref());
     }
-    if let Some(text) = std::env::var_os("SAMPLE_LOG_TEXT") {
-        // Printed verbatim (raw bytes, escape sequences included).
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(text.as_bytes());
-        let _ = out.write_all(b"\n");
-        let _ = out.flush();
-    }
+    knobs::print_log_text();
 
     let port = startup.settings.port;
     let listener = match TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))) {
@@ -233,28 +146,21 @@ fn main() {
     );
 
     if let Some(every) = startup.log_every {
-        let spawned = std::thread::Builder::new()
-            .name("ticker".into())
-            .spawn(move || {
-                let mut n: u64 = 0;
-                loop {
-                    std::thread::sleep(every);
-                    n += 1;
-                    println!("sample-addon log line {n}");
-                }
-            });
-        if let Err(e) = spawned {
-            eprintln!("sample-addon: warning: cannot start the SAMPLE_LOG_EVERY_MS thread: {e}");
-        }
+        knobs::start_ticker(every);
     }
 
-    let state = Arc::new(State::new(startup.settings));
-    server::serve(listener, state, Arc::new(startup.server));
+    let state = State::new(startup.settings);
+    net::server::serve(
+        listener,
+        Arc::new(move |req: &net::http::Request| app::route(&state, req)),
+        Arc::new(startup.server),
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Secret;
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Result<Startup, String> {

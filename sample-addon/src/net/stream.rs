@@ -1,15 +1,15 @@
 //! Routes that stream instead of buffering, for testing a proxy's passthrough:
 //! `POST|PUT /upload` (counts and hashes the body), `GET /download?bytes=N` (a deterministic
-//! byte pattern), and the dispatch deciding which requests bypass [`crate::app::route`].
+//! byte pattern), and the dispatch deciding which requests bypass the route handler.
 
 use std::io::{self, BufRead, Write};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::app::Response;
-use crate::http::{BodyReader, ReadError, Request};
-use crate::ws;
+use super::http::{BodyReader, ReadError, Request};
+use super::response::Response;
+use super::ws;
 
 /// Default cap of `/upload` bodies (`SAMPLE_MAX_UPLOAD_BYTES`).
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 256 * 1024 * 1024;
@@ -24,7 +24,7 @@ pub const PATTERN_PERIOD: u64 = 251;
 /// How the connection handler serves a request whose head has been read.
 #[derive(Debug)]
 pub enum Plan {
-    /// Read the body (normal cap) and dispatch with [`crate::app::route`].
+    /// Read the body (normal cap) and dispatch with the route handler.
     Route,
     /// Stream the body through FNV-1a (upload cap) and answer its size and hash.
     Upload,
@@ -237,7 +237,7 @@ pub fn write_download<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{read_request_head, ReadOutcome};
+    use crate::net::http::{read_request_head, ReadOutcome};
     use std::io::{Cursor, Read};
 
     #[test]

@@ -7,8 +7,8 @@ use std::io::{self, BufRead, Read, Write};
 
 use serde_json::json;
 
-use crate::app::Response;
-use crate::http::Request;
+use super::response::Response;
+use super::http::Request;
 
 /// The GUID of RFC 6455 §1.3 appended to `Sec-WebSocket-Key`.
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
