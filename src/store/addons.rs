@@ -1,0 +1,114 @@
+//! The addon catalogue (registered manifest versions) and installed addon instances.
+
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::services::load_service;
+use super::{now_ms, Store, StoreError};
+use crate::model::Service;
+
+/// A registered manifest version, as stored.
+#[derive(Debug, Clone)]
+pub struct ManifestRow {
+    pub name: String,
+    pub version: String,
+    pub manifest: String,
+    pub registered_at: i64,
+}
+
+/// An installed addon instance.
+#[derive(Debug, Clone)]
+pub struct InstallRow {
+    pub instance: String,
+    pub addon: String,
+    pub version: String,
+    pub config: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Store {
+    /// Adds a manifest version to the catalogue; `false` if that exact version exists.
+    pub async fn insert_manifest(&self, name: &str, version: &str, manifest: String) -> Result<bool, StoreError> {
+        let (name, version) = (name.to_string(), version.to_string());
+        self.call(move |c| {
+            let n = c.execute(
+                "INSERT OR IGNORE INTO addon_manifests (name, version, manifest, registered_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, version, manifest, now_ms()],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// Every registered manifest version (all addons, or one addon's).
+    pub async fn list_manifests(&self, name: Option<&str>) -> Result<Vec<ManifestRow>, StoreError> {
+        let name = name.map(str::to_string);
+        self.call(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT name, version, manifest, registered_at FROM addon_manifests WHERE ?1 IS NULL OR name = ?1 ORDER BY name, registered_at",
+            )?;
+            let rows = st.query_map([name], |r| Ok(ManifestRow { name: r.get(0)?, version: r.get(1)?, manifest: r.get(2)?, registered_at: r.get(3)? }))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Removes every registered version of an addon (none may be installed).
+    pub async fn delete_manifests(&self, name: &str) -> Result<usize, StoreError> {
+        let name = name.to_string();
+        self.call(move |c| Ok(c.execute("DELETE FROM addon_manifests WHERE name = ?1", [name])?)).await
+    }
+
+    pub async fn list_installs(&self) -> Result<Vec<InstallRow>, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare_cached("SELECT instance, addon, version, config, created_at, updated_at FROM addon_installs ORDER BY instance")?;
+            let rows = st.query_map([], install_from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn get_install(&self, instance: &str) -> Result<Option<InstallRow>, StoreError> {
+        let instance = instance.to_string();
+        self.call(move |c| {
+            Ok(c
+                .prepare_cached("SELECT instance, addon, version, config, created_at, updated_at FROM addon_installs WHERE instance = ?1")?
+                .query_row([instance], install_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    pub async fn set_install_config(&self, instance: &str, config: String) -> Result<(), StoreError> {
+        let instance = instance.to_string();
+        self.call(move |c| {
+            c.execute("UPDATE addon_installs SET config = ?2, updated_at = ?3 WHERE instance = ?1", params![instance, config, now_ms()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The services that belong to an installed addon instance.
+    pub async fn services_of_addon(&self, instance: &str) -> Result<Vec<Service>, StoreError> {
+        let instance = instance.to_string();
+        self.call(move |c| {
+            let ids: Vec<String> = {
+                let mut st = c.prepare_cached("SELECT id FROM services WHERE addon_instance = ?1 ORDER BY created_at, id")?;
+                let rows = st.query_map([&instance], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some(s) = load_service(c, &id)? {
+                    out.push(s);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+pub(super) fn install_from_row(r: &Row<'_>) -> rusqlite::Result<InstallRow> {
+    Ok(InstallRow { instance: r.get(0)?, addon: r.get(1)?, version: r.get(2)?, config: r.get(3)?, created_at: r.get(4)?, updated_at: r.get(5)? })
+}
