@@ -90,21 +90,17 @@ impl Store {
     }
 
     pub async fn list_audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        self.call(move |c| {
-            let mut st = c.prepare("SELECT at, uid, pid, method, path, status, detail, source FROM audit ORDER BY id DESC LIMIT ?1")?;
-            let rows = st.query_map([limit], |r| {
-                Ok(AuditEntry {
-                    at: r.get(0)?,
-                    uid: r.get(1)?,
-                    pid: r.get(2)?,
-                    method: r.get(3)?,
-                    path: r.get(4)?,
-                    status: r.get(5)?,
-                    detail: r.get(6)?,
-                    source: r.get(7)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+        self.query("SELECT at, uid, pid, method, path, status, detail, source FROM audit ORDER BY id DESC LIMIT ?1", [limit], |r| {
+            Ok(AuditEntry {
+                at: r.get(0)?,
+                uid: r.get(1)?,
+                pid: r.get(2)?,
+                method: r.get(3)?,
+                path: r.get(4)?,
+                status: r.get(5)?,
+                detail: r.get(6)?,
+                source: r.get(7)?,
+            })
         })
         .await
     }
@@ -124,18 +120,15 @@ impl Store {
     }
 
     pub async fn list_applications(&self) -> Result<Vec<ApplicationRow>, StoreError> {
-        self.call(|c| {
-            let mut st = c.prepare_cached("SELECT id, name, description, organization, created_at FROM applications ORDER BY name")?;
-            let rows = st.query_map([], |r| Ok(ApplicationRow { id: r.get(0)?, name: r.get(1)?, description: r.get(2)?, organization: r.get(3)?, created_at: r.get(4)? }))?;
-            Ok(rows.collect::<Result<_, _>>()?)
+        self.query("SELECT id, name, description, organization, created_at FROM applications ORDER BY name", [], |r| {
+            Ok(ApplicationRow { id: r.get(0)?, name: r.get(1)?, description: r.get(2)?, organization: r.get(3)?, created_at: r.get(4)? })
         })
         .await
     }
 
     /// Deletes an application and (by cascade) its grants; false if there was none.
     pub async fn delete_application(&self, id: &str) -> Result<bool, StoreError> {
-        let id = id.to_string();
-        self.call(move |c| Ok(c.execute("DELETE FROM applications WHERE id = ?1", [id])? == 1)).await
+        Ok(self.exec("DELETE FROM applications WHERE id = ?1", [id.to_string()]).await? == 1)
     }
 
     pub async fn insert_grant(&self, g: GrantRow) -> Result<(), StoreError> {
@@ -164,35 +157,27 @@ impl Store {
 
     /// Replaces a grant's key: the new hash, and the old one valid until `old_valid_until`.
     pub async fn rotate_grant(&self, id: &str, key_id: String, key_hash: String, old_valid_until: Option<i64>) -> Result<bool, StoreError> {
-        let id = id.to_string();
-        self.call(move |c| {
-            let n = c.execute(
+        let n = self
+            .exec(
                 "UPDATE grants SET old_key_hash = CASE WHEN ?4 IS NULL THEN NULL ELSE key_hash END,
                    old_valid_until = ?4, key_id = ?2, key_hash = ?3, rotated_at = ?5
                  WHERE id = ?1 AND revoked_at IS NULL",
-                params![id, key_id, key_hash, old_valid_until, now_ms()],
-            )?;
-            Ok(n == 1)
-        })
-        .await
+                (id.to_string(), key_id, key_hash, old_valid_until, now_ms()),
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     pub async fn revoke_grant(&self, id: &str) -> Result<bool, StoreError> {
-        let id = id.to_string();
-        self.call(move |c| Ok(c.execute("UPDATE grants SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id, now_ms()])? == 1)).await
+        Ok(self.exec("UPDATE grants SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", (id.to_string(), now_ms())).await? == 1)
     }
 
     pub async fn update_grant_limits(&self, id: &str, rate: Option<f64>, burst: Option<u32>, origins: Vec<String>) -> Result<bool, StoreError> {
-        let id = id.to_string();
-        self.call(move |c| {
-            let origins = serde_json::to_string(&origins).unwrap_or_else(|_| "[]".into());
-            Ok(c.execute("UPDATE grants SET rate_per_second = ?2, burst = ?3, allowed_origins = ?4 WHERE id = ?1", params![id, rate, burst, origins])? == 1)
-        })
-        .await
+        let origins = serde_json::to_string(&origins).unwrap_or_else(|_| "[]".into());
+        Ok(self.exec("UPDATE grants SET rate_per_second = ?2, burst = ?3, allowed_origins = ?4 WHERE id = ?1", (id.to_string(), rate, burst, origins)).await? == 1)
     }
 
     pub async fn delete_grant(&self, id: &str) -> Result<bool, StoreError> {
-        let id = id.to_string();
-        self.call(move |c| Ok(c.execute("DELETE FROM grants WHERE id = ?1", [id])? == 1)).await
+        Ok(self.exec("DELETE FROM grants WHERE id = ?1", [id.to_string()]).await? == 1)
     }
 }

@@ -1,6 +1,6 @@
 //! The addon catalogue (registered manifest versions) and installed addon instances.
 
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{OptionalExtension, Row};
 
 use super::services::load_service;
 use super::{now_ms, Store, StoreError};
@@ -29,15 +29,13 @@ pub struct InstallRow {
 impl Store {
     /// Adds a manifest version to the catalogue; `false` if that exact version exists.
     pub async fn insert_manifest(&self, name: &str, version: &str, manifest: String) -> Result<bool, StoreError> {
-        let (name, version) = (name.to_string(), version.to_string());
-        self.call(move |c| {
-            let n = c.execute(
+        let n = self
+            .exec(
                 "INSERT OR IGNORE INTO addon_manifests (name, version, manifest, registered_at) VALUES (?1, ?2, ?3, ?4)",
-                params![name, version, manifest, now_ms()],
-            )?;
-            Ok(n == 1)
-        })
-        .await
+                (name.to_string(), version.to_string(), manifest, now_ms()),
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     /// Every registered manifest version (all addons, or one addon's).
@@ -55,17 +53,11 @@ impl Store {
 
     /// Removes every registered version of an addon (none may be installed).
     pub async fn delete_manifests(&self, name: &str) -> Result<usize, StoreError> {
-        let name = name.to_string();
-        self.call(move |c| Ok(c.execute("DELETE FROM addon_manifests WHERE name = ?1", [name])?)).await
+        self.exec("DELETE FROM addon_manifests WHERE name = ?1", [name.to_string()]).await
     }
 
     pub async fn list_installs(&self) -> Result<Vec<InstallRow>, StoreError> {
-        self.call(|c| {
-            let mut st = c.prepare_cached("SELECT instance, addon, version, config, created_at, updated_at FROM addon_installs ORDER BY instance")?;
-            let rows = st.query_map([], install_from_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-        .await
+        self.query("SELECT instance, addon, version, config, created_at, updated_at FROM addon_installs ORDER BY instance", [], install_from_row).await
     }
 
     pub async fn get_install(&self, instance: &str) -> Result<Option<InstallRow>, StoreError> {
@@ -80,12 +72,8 @@ impl Store {
     }
 
     pub async fn set_install_config(&self, instance: &str, config: String) -> Result<(), StoreError> {
-        let instance = instance.to_string();
-        self.call(move |c| {
-            c.execute("UPDATE addon_installs SET config = ?2, updated_at = ?3 WHERE instance = ?1", params![instance, config, now_ms()])?;
-            Ok(())
-        })
-        .await
+        self.exec("UPDATE addon_installs SET config = ?2, updated_at = ?3 WHERE instance = ?1", (instance.to_string(), config, now_ms())).await?;
+        Ok(())
     }
 
     /// The services that belong to an installed addon instance.

@@ -134,22 +134,19 @@ impl Store {
     }
 
     pub async fn cursors(&self) -> Result<Vec<(String, Cursor)>, StoreError> {
-        self.call(|c| {
-            let mut st = c.prepare("SELECT subscriber, delivered_up_to, attempts, next_attempt_at, last_error FROM event_cursors ORDER BY subscriber")?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, Cursor { delivered_up_to: r.get(1)?, attempts: r.get(2)?, next_attempt_at: r.get(3)?, last_error: r.get(4)? })))?;
-            Ok(rows.collect::<Result<_, _>>()?)
+        self.query("SELECT subscriber, delivered_up_to, attempts, next_attempt_at, last_error FROM event_cursors ORDER BY subscriber", [], |r| {
+            Ok((r.get(0)?, Cursor { delivered_up_to: r.get(1)?, attempts: r.get(2)?, next_attempt_at: r.get(3)?, last_error: r.get(4)? }))
         })
         .await
     }
 
     pub async fn set_cursor(&self, subscriber: &str, cur: Cursor) -> Result<(), StoreError> {
-        let sub = subscriber.to_string();
-        self.call(move |c| {
-            c.prepare_cached("UPDATE event_cursors SET delivered_up_to = ?2, attempts = ?3, next_attempt_at = ?4, last_error = ?5 WHERE subscriber = ?1")?
-                .execute(params![sub, cur.delivered_up_to, cur.attempts, cur.next_attempt_at, cur.last_error])?;
-            Ok(())
-        })
-        .await
+        self.exec(
+            "UPDATE event_cursors SET delivered_up_to = ?2, attempts = ?3, next_attempt_at = ?4, last_error = ?5 WHERE subscriber = ?1",
+            (subscriber.to_string(), cur.delivered_up_to, cur.attempts, cur.next_attempt_at, cur.last_error),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Gives up on one event for one subscriber: dead-letters it and moves the cursor past.
@@ -173,27 +170,22 @@ impl Store {
     }
 
     pub async fn dead_letters(&self, subscriber: Option<String>) -> Result<Vec<DeadLetter>, StoreError> {
-        self.call(move |c| {
-            let mut st = c.prepare("SELECT id, subscriber, event_id, attempts, last_error, at, redrive FROM dead_letters WHERE ?1 IS NULL OR subscriber = ?1 ORDER BY subscriber, event_id")?;
-            let rows = st.query_map([subscriber], |r| {
-                Ok(DeadLetter { id: r.get(0)?, subscriber: r.get(1)?, event_id: r.get(2)?, attempts: r.get(3)?, last_error: r.get(4)?, at: r.get(5)?, redrive: r.get(6)? })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
+        self.query(
+            "SELECT id, subscriber, event_id, attempts, last_error, at, redrive FROM dead_letters WHERE ?1 IS NULL OR subscriber = ?1 ORDER BY subscriber, event_id",
+            [subscriber],
+            |r| Ok(DeadLetter { id: r.get(0)?, subscriber: r.get(1)?, event_id: r.get(2)?, attempts: r.get(3)?, last_error: r.get(4)?, at: r.get(5)?, redrive: r.get(6)? }),
+        )
         .await
     }
 
     /// Marks dead letters to be sent again; returns how many.
     pub async fn mark_redrive(&self, subscriber: Option<String>) -> Result<usize, StoreError> {
-        self.call(move |c| Ok(c.execute("UPDATE dead_letters SET redrive = 1 WHERE ?1 IS NULL OR subscriber = ?1", [subscriber])?)).await
+        self.exec("UPDATE dead_letters SET redrive = 1 WHERE ?1 IS NULL OR subscriber = ?1", [subscriber]).await
     }
 
     pub async fn delete_dead_letter(&self, id: i64) -> Result<(), StoreError> {
-        self.call(move |c| {
-            c.execute("DELETE FROM dead_letters WHERE id = ?1", [id])?;
-            Ok(())
-        })
-        .await
+        self.exec("DELETE FROM dead_letters WHERE id = ?1", [id]).await?;
+        Ok(())
     }
 
     /// Forgets a subscriber (uninstalled): its progress and dead letters.

@@ -33,7 +33,6 @@ impl Store {
     }
 
     pub async fn kv_delete(&self, addon: &str, key: &str) -> Result<bool, StoreError> {
-        let (a, k) = (addon.to_string(), key.to_string());
-        self.call(move |c| Ok(c.execute("DELETE FROM kv WHERE addon_instance = ?1 AND key = ?2", [a, k])? == 1)).await
+        Ok(self.exec("DELETE FROM kv WHERE addon_instance = ?1 AND key = ?2", [addon.to_string(), key.to_string()]).await? == 1)
     }
 }

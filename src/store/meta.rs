@@ -29,10 +29,7 @@ impl Store {
 
     pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         let (key, value) = (key.to_string(), value.to_string());
-        self.call(move |c| {
-            c.execute("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value])?;
-            Ok(())
-        })
-        .await
+        self.exec("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value]).await?;
+        Ok(())
     }
 }

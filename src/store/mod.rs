@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Params, Row};
 
 mod access;
 mod addons;
@@ -126,6 +126,8 @@ impl Store {
         Ok(Store { conn: Arc::new(Mutex::new(conn)), path: path.to_path_buf() })
     }
 
+    /// Runs `f` on the connection off the async runtime; a full disk becomes
+    /// [`StoreError::DiskFull`] with the space measured at that moment.
     async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
@@ -146,6 +148,29 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Runs one statement and answers how many rows it changed: the whole body of most
+    /// writes. `params` is owned (a tuple or an array) because it crosses to the blocking pool.
+    async fn exec<P>(&self, sql: &'static str, params: P) -> Result<usize, StoreError>
+    where
+        P: Params + Send + 'static,
+    {
+        self.call(move |c| Ok(c.prepare_cached(sql)?.execute(params)?)).await
+    }
+
+    /// Runs one query and maps every row with `row`: the whole body of most listings.
+    async fn query<T, P>(&self, sql: &'static str, params: P, row: fn(&Row<'_>) -> rusqlite::Result<T>) -> Result<Vec<T>, StoreError>
+    where
+        T: Send + 'static,
+        P: Params + Send + 'static,
+    {
+        self.call(move |c| {
+            let mut st = c.prepare_cached(sql)?;
+            let rows = st.query_map(params, row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
     }
 }
 

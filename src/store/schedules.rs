@@ -1,7 +1,5 @@
 //! The record of schedule runs: when each schedule last ran and how its runs ended.
 
-use rusqlite::params;
-
 use super::{now_ms, Store, StoreError};
 
 /// One run of a schedule, as recorded.
@@ -32,27 +30,21 @@ impl Store {
     }
 
     pub async fn record_schedule_run(&self, addon: &str, action: &str, cron: &str, scheduled_for: i64, status: &str, detail: Option<String>) -> Result<(), StoreError> {
-        let (a, ac, cr, st) = (addon.to_string(), action.to_string(), cron.to_string(), status.to_string());
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO schedule_runs (addon_instance, action, cron, scheduled_for, ran_at, status, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![a, ac, cr, scheduled_for, now_ms(), st, detail],
-            )?;
-            Ok(())
-        })
-        .await
+        self.exec(
+            "INSERT INTO schedule_runs (addon_instance, action, cron, scheduled_for, ran_at, status, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            (addon.to_string(), action.to_string(), cron.to_string(), scheduled_for, now_ms(), status.to_string(), detail),
+        )
+        .await?;
+        Ok(())
     }
 
     /// The newest `limit` runs of an addon's schedules, newest first.
     pub async fn schedule_runs(&self, addon: &str, limit: u32) -> Result<Vec<ScheduleRun>, StoreError> {
-        let a = addon.to_string();
-        self.call(move |c| {
-            let mut st = c.prepare("SELECT action, cron, scheduled_for, ran_at, status, detail FROM schedule_runs WHERE addon_instance = ?1 ORDER BY id DESC LIMIT ?2")?;
-            let rows = st.query_map(params![a, limit], |r| {
-                Ok(ScheduleRun { action: r.get(0)?, cron: r.get(1)?, scheduled_for: r.get(2)?, ran_at: r.get(3)?, status: r.get(4)?, detail: r.get(5)? })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
+        self.query(
+            "SELECT action, cron, scheduled_for, ran_at, status, detail FROM schedule_runs WHERE addon_instance = ?1 ORDER BY id DESC LIMIT ?2",
+            (addon.to_string(), limit),
+            |r| Ok(ScheduleRun { action: r.get(0)?, cron: r.get(1)?, scheduled_for: r.get(2)?, ran_at: r.get(3)?, status: r.get(4)?, detail: r.get(5)? }),
+        )
         .await
     }
 }

@@ -233,16 +233,13 @@ impl Store {
         last_error: Option<String>,
         exit_code: Option<i64>,
     ) -> Result<(), StoreError> {
-        let id = id.clone();
-        self.call(move |c| {
-            c.execute(
-                "UPDATE services SET phase = ?2, last_error = ?3, exit_code = ?4, updated_at = ?5
-                 WHERE id = ?1 AND (phase IS NOT ?2 OR last_error IS NOT ?3 OR exit_code IS NOT ?4)",
-                params![id.as_str(), phase.as_str(), last_error, exit_code, now_ms()],
-            )?;
-            Ok(())
-        })
-        .await
+        self.exec(
+            "UPDATE services SET phase = ?2, last_error = ?3, exit_code = ?4, updated_at = ?5
+             WHERE id = ?1 AND (phase IS NOT ?2 OR last_error IS NOT ?3 OR exit_code IS NOT ?4)",
+            (id.0.clone(), phase.as_str(), last_error, exit_code, now_ms()),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Sets the wanted replica count: ordinals below `replicas` are wanted (new ones are
@@ -297,13 +294,8 @@ impl Store {
     /// Records a health transition without touching restart bookkeeping (called by the
     /// health monitor, which does not hold the service lease).
     pub async fn set_instance_health(&self, id: &InstanceId, health: Health, healthy_since: Option<i64>) -> Result<(), StoreError> {
-        let id = id.clone();
-        self.call(move |c| {
-            c.prepare_cached("UPDATE instances SET health = ?2, healthy_since = ?3 WHERE id = ?1")?
-                .execute(params![id.as_str(), health.as_str(), healthy_since])?;
-            Ok(())
-        })
-        .await
+        self.exec("UPDATE instances SET health = ?2, healthy_since = ?3 WHERE id = ?1", (id.0.clone(), health.as_str(), healthy_since)).await?;
+        Ok(())
     }
 
     /// Moves an instance to another host port (its old one was taken by another program).
@@ -319,22 +311,14 @@ impl Store {
 
     /// Removes an instance row, which frees its host port in the same commit.
     pub async fn delete_instance(&self, id: &InstanceId) -> Result<(), StoreError> {
-        let id = id.clone();
-        self.call(move |c| {
-            c.execute("DELETE FROM instances WHERE id = ?1", [id.as_str()])?;
-            Ok(())
-        })
-        .await
+        self.exec("DELETE FROM instances WHERE id = ?1", [id.0.clone()]).await?;
+        Ok(())
     }
 
     /// Removes a service and (by cascade) its instances and port bookings.
     pub async fn delete_service(&self, id: &ServiceId) -> Result<(), StoreError> {
-        let id = id.clone();
-        self.call(move |c| {
-            c.execute("DELETE FROM services WHERE id = ?1", [id.as_str()])?;
-            Ok(())
-        })
-        .await
+        self.exec("DELETE FROM services WHERE id = ?1", [id.0.clone()]).await?;
+        Ok(())
     }
 
     /// Records a failed restart and returns how many fell inside the window.

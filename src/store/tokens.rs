@@ -1,18 +1,18 @@
 //! Instance tokens: the hash of the token each addon container presents to the addon API.
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::OptionalExtension;
 
 use super::{Store, StoreError};
 use crate::model::InstanceId;
 
 impl Store {
     pub async fn set_instance_token(&self, instance: &InstanceId, hash: String) -> Result<(), StoreError> {
-        let id = instance.clone();
-        self.call(move |c| {
-            c.execute("INSERT INTO instance_tokens (instance_id, hash) VALUES (?1, ?2) ON CONFLICT (instance_id) DO UPDATE SET hash = excluded.hash", params![id.as_str(), hash])?;
-            Ok(())
-        })
-        .await
+        self.exec(
+            "INSERT INTO instance_tokens (instance_id, hash) VALUES (?1, ?2) ON CONFLICT (instance_id) DO UPDATE SET hash = excluded.hash",
+            (instance.0.clone(), hash),
+        )
+        .await?;
+        Ok(())
     }
 
     /// The token hash of an instance, with the addon instance it belongs to.
