@@ -1096,8 +1096,8 @@ async fn schedule_runs(State(st): State<AppState>, Path(name): Path<String>) -> 
     let runs: Vec<Value> = runs
         .into_iter()
         .map(|r| {
-            json!({"action": r.action, "cron": r.cron, "scheduled_for": crate::events::rfc3339_ms(r.scheduled_for),
-                   "ran_at": crate::events::rfc3339_ms(r.ran_at), "status": r.status, "detail": r.detail})
+            json!({"action": r.action, "cron": r.cron, "scheduled_for": crate::time::rfc3339_ms(r.scheduled_for),
+                   "ran_at": crate::time::rfc3339_ms(r.ran_at), "status": r.status, "detail": r.detail})
         })
         .collect();
     ok(StatusCode::OK, json!({"schedules": m.schedules, "runs": runs}), "")

@@ -27,7 +27,8 @@ use crate::addons::Addons;
 use crate::config::Config;
 use crate::lifecycle::Lifecycle;
 use crate::model::backoff_ms;
-use crate::store::{now_ms, Cursor, EventRow, Store, StoreError};
+use crate::store::{Cursor, EventRow, Store, StoreError};
+use crate::time::now_ms;
 
 /// An event as the API and subscribers see it.
 #[derive(Debug, Clone)]
@@ -39,9 +40,8 @@ pub struct Event {
     pub ts: i64,
 }
 
-pub fn rfc3339_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).unwrap_or_default()
-}
+/// Re-exported for the API, which formats event times as the events do.
+pub use crate::time::rfc3339_ms;
 
 impl Event {
     pub fn to_json(&self) -> Value {

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::addons::Addons;
 use crate::lifecycle::Lifecycle;
-use crate::store::now_ms;
+use crate::time::{now_ms, rfc3339_ms};
 
 /// Parses a schedule expression; the message says what is wrong.
 pub fn parse(expr: &str) -> Result<Cron, String> {
@@ -87,7 +87,7 @@ impl Scheduler {
                 let me = self.clone();
                 tokio::spawn(async move {
                     let (instance, action, cron) = &key;
-                    let data = json!({"schedule": cron, "scheduled_for": crate::events::rfc3339_ms(when)});
+                    let data = json!({"schedule": cron, "scheduled_for": rfc3339_ms(when)});
                     let (status, detail) = match me.addons.execute(instance, action, data).await {
                         Ok(_) => ("ok", None),
                         Err(e) => ("error", Some(e.to_string())),

@@ -30,7 +30,8 @@ use crate::isolation::{network_plan, NetworkPlan};
 use crate::model::{backoff_ms, running_phase, Desired, Health, Instance, InstanceId, Phase, Service, ServiceId, ServiceSpec};
 use crate::ports::{PortAllocator, PortError};
 use crate::runtime::{ContainerInfo, DockerState, InstanceContext, NetInfo, Runtime, RuntimeError};
-use crate::store::{now_ms, InstallRow, NewInstance, NewService, Store, StoreError};
+use crate::store::{InstallRow, NewInstance, NewService, Store, StoreError};
+use crate::time::{now_ms, parse_rfc3339_ms};
 use health::{HealthMonitor, Target, Verdict};
 
 /// Where the addon API listens: told as addon networks appear and go, so it listens on the
@@ -1268,25 +1269,5 @@ fn refused(r: Result<(), RuntimeError>) -> Result<Option<String>, RuntimeError> 
         Ok(()) => Ok(None),
         Err(RuntimeError::InvalidVolume(m)) => Ok(Some(m)),
         Err(e) => Err(e),
-    }
-}
-
-/// Parses Docker's `2026-11-21T23:31:53.675490230Z` into Unix millis.
-pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    use chrono::Datelike as _;
-    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
-    // Docker's zero time (year 1) means "never".
-    (t.year() >= 1970).then(|| t.timestamp_millis())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339_ms("2026-11-21T23:31:53.5Z"), Some(1_795_303_913_500));
-        assert_eq!(parse_rfc3339_ms("0001-01-01T00:00:00Z"), None);
     }
 }

@@ -86,15 +86,9 @@ fn human_bytes(b: u64) -> String {
 
 /// Free bytes (for an unprivileged writer) and total bytes of the filesystem holding `dir`.
 pub fn disk_space(dir: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid NUL-terminated path and a zeroed struct for the kernel to fill.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    let frsize = if st.f_frsize > 0 { st.f_frsize as u64 } else { st.f_bsize as u64 };
-    Some((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    let frsize = if st.fragment_size() > 0 { st.fragment_size() as u64 } else { st.block_size() as u64 };
+    Some((st.blocks_available() as u64 * frsize, st.blocks() as u64 * frsize))
 }
 
 /// True for SQLite's "database or disk is full".
@@ -102,12 +96,8 @@ fn is_disk_full(e: &StoreError) -> bool {
     matches!(e, StoreError::Sql(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DiskFull)
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+/// Re-exported: the store stamps rows with it, and its callers reached it here first.
+pub use crate::time::now_ms;
 
 #[derive(Clone)]
 pub struct Store {
