@@ -3,6 +3,7 @@
 //! services themselves are run by the lifecycle like any other; this module decides which
 //! services an addon has, and talks to them through the dispatcher.
 
+pub mod cron;
 pub mod dispatch;
 pub mod manifest;
 pub mod schema;

@@ -2,9 +2,7 @@
 
 use rusqlite::{OptionalExtension, Row};
 
-use super::services::load_service;
 use super::{now_ms, Store, StoreError};
-use crate::model::Service;
 
 /// A registered manifest version, as stored.
 #[derive(Debug, Clone)]
@@ -75,28 +73,8 @@ impl Store {
         self.exec("UPDATE addon_installs SET config = ?2, updated_at = ?3 WHERE instance = ?1", (instance.to_string(), config, now_ms())).await?;
         Ok(())
     }
-
-    /// The services that belong to an installed addon instance.
-    pub async fn services_of_addon(&self, instance: &str) -> Result<Vec<Service>, StoreError> {
-        let instance = instance.to_string();
-        self.call(move |c| {
-            let ids: Vec<String> = {
-                let mut st = c.prepare_cached("SELECT id FROM services WHERE addon_instance = ?1 ORDER BY created_at, id")?;
-                let rows = st.query_map([&instance], |r| r.get(0))?;
-                rows.collect::<Result<_, _>>()?
-            };
-            let mut out = Vec::new();
-            for id in ids {
-                if let Some(s) = load_service(c, &id)? {
-                    out.push(s);
-                }
-            }
-            Ok(out)
-        })
-        .await
-    }
 }
 
-pub(super) fn install_from_row(r: &Row<'_>) -> rusqlite::Result<InstallRow> {
+fn install_from_row(r: &Row<'_>) -> rusqlite::Result<InstallRow> {
     Ok(InstallRow { instance: r.get(0)?, addon: r.get(1)?, version: r.get(2)?, config: r.get(3)?, created_at: r.get(4)?, updated_at: r.get(5)? })
 }

@@ -336,6 +336,26 @@ impl Store {
         .await
     }
 
+    /// The services that belong to an installed addon instance.
+    pub async fn services_of_addon(&self, instance: &str) -> Result<Vec<Service>, StoreError> {
+        let instance = instance.to_string();
+        self.call(move |c| {
+            let ids: Vec<String> = {
+                let mut st = c.prepare_cached("SELECT id FROM services WHERE addon_instance = ?1 ORDER BY created_at, id")?;
+                let rows = st.query_map([&instance], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some(s) = load_service(c, &id)? {
+                    out.push(s);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Services stopped or failed, unchanged for longer than `older_than_ms`.
     pub async fn stale_services(&self, older_than_ms: i64) -> Result<Vec<ServiceId>, StoreError> {
         self.call(move |c| {
@@ -361,7 +381,7 @@ fn insert_instance(tx: &rusqlite::Transaction<'_>, service: &ServiceId, inst: Ne
     }
 }
 
-pub(super) fn load_service(c: &Connection, id: &str) -> Result<Option<Service>, StoreError> {
+fn load_service(c: &Connection, id: &str) -> Result<Option<Service>, StoreError> {
     let row = c
         .prepare_cached(
             "SELECT id, spec, replicas, desired, phase, last_error, exit_code, created_at, updated_at, addon_instance FROM services WHERE id = ?1",
