@@ -16,7 +16,9 @@ use crate::lifecycle::Lifecycle;
 use crate::time::{now_ms, rfc3339_ms};
 
 pub struct Scheduler {
+    /// Its store records runs and knows the installs.
     lifecycle: Arc<Lifecycle>,
+    /// Runs the scheduled actions.
     addons: Arc<Addons>,
     /// Runs under way, so a slow action is not started twice for one occurrence.
     running: Mutex<HashSet<(String, String, String)>>,

@@ -72,11 +72,17 @@ pub enum LifecycleError {
 }
 
 pub struct Lifecycle {
+    /// The config the daemon started with (see `live` for what a reload may change).
     cfg: Arc<Config>,
+    /// Where services, instances and their ports are recorded before anything is done.
     store: Store,
+    /// Docker: containers, networks and volumes.
     runtime: Arc<Runtime>,
+    /// Books host ports for new instances, never two alike.
     ports: PortAllocator,
+    /// Probes running instances and reports the unhealthy ones.
     health: Arc<HealthMonitor>,
+    /// This daemon's id: its containers carry it, so two daemons never adopt each other's.
     daemon_id: String,
     /// The per-service lease.
     leases: Mutex<HashMap<ServiceId, Arc<tokio::sync::Mutex<()>>>>,
@@ -91,7 +97,9 @@ pub struct Lifecycle {
     /// When Docker last came back: containers that died before that were taken down with
     /// the engine, and restarting them is not charged to the service.
     docker_back_at: AtomicI64,
+    /// Every background task, so a stop waits for them.
     tracker: TaskTracker,
+    /// Cancelled when the daemon stops: background loops end on it.
     shutdown: CancellationToken,
     /// The config as last reloaded (SIGHUP): only the keys `daemon::LIVE_KEYS` lists may
     /// differ from `cfg`, which keeps the values the daemon started with.

@@ -8,42 +8,67 @@ use super::{is_unique_violation, now_ms, Store, StoreError};
 /// One audit record: who changed what, and how it ended.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AuditEntry {
+    /// When it happened (ms since the epoch).
     pub at: i64,
+    /// The peer's uid on the admin socket (none for gateway requests).
     pub uid: Option<u32>,
+    /// The peer's pid on the admin socket, to find the process that did it.
     pub pid: Option<i32>,
     /// For gateway requests: the client address.
     pub source: Option<String>,
+    /// The HTTP method of the request.
     pub method: String,
+    /// The request path: what was changed.
     pub path: String,
+    /// The HTTP status it was answered with: how it ended.
     pub status: u16,
+    /// A short note (the error, or what was made).
     pub detail: Option<String>,
 }
 
 /// An API consumer.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ApplicationRow {
+    /// The stable id grants refer to.
     pub id: String,
+    /// Its unique name, what operators type.
     pub name: String,
+    /// Free text for the operator.
     pub description: String,
+    /// Who runs it, for the operator.
     pub organization: String,
+    /// When it was registered (ms since the epoch).
     pub created_at: i64,
 }
 
 /// A grant: an application's permission to call one addon instance, with its key's hash.
 #[derive(Debug, Clone)]
 pub struct GrantRow {
+    /// The grant's id, what rotate and revoke name.
     pub id: String,
+    /// The application it belongs to (deleted with it).
     pub application_id: String,
+    /// The one addon instance it lets the application call.
     pub addon_instance: String,
+    /// Its own request rate limit, when it has one.
     pub rate_per_second: Option<f64>,
+    /// Its own burst allowance, when it has one.
     pub burst: Option<u32>,
+    /// Browser origins it may be used from (CORS); empty for none.
     pub allowed_origins: Vec<String>,
+    /// The public part of the key, to find the grant without trying every hash.
     pub key_id: String,
+    /// The hash of the key's secret: the key itself is never stored.
     pub key_hash: String,
+    /// The previous key's hash during a rotation's grace period.
     pub old_key_hash: Option<String>,
+    /// When the previous key stops working (ms since the epoch).
     pub old_valid_until: Option<i64>,
+    /// When it was revoked; a revoked grant stays listed for the record.
     pub revoked_at: Option<i64>,
+    /// When it was made (ms since the epoch).
     pub created_at: i64,
+    /// When its key was last rotated.
     pub rotated_at: Option<i64>,
 }
 

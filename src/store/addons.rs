@@ -7,20 +7,30 @@ use super::{now_ms, Store, StoreError};
 /// A registered manifest version, as stored.
 #[derive(Debug, Clone)]
 pub struct ManifestRow {
+    /// The addon it describes.
     pub name: String,
+    /// Its semver version; one row per version, so upgrades and rollbacks can pick one.
     pub version: String,
+    /// The parsed manifest, stored as JSON text.
     pub manifest: String,
+    /// When it was registered (ms since the epoch): the catalogue lists in that order.
     pub registered_at: i64,
 }
 
 /// An installed addon instance.
 #[derive(Debug, Clone)]
 pub struct InstallRow {
+    /// The instance name (unique): an addon can be installed more than once.
     pub instance: String,
+    /// Which addon of the catalogue it is.
     pub addon: String,
+    /// Which registered version is installed.
     pub version: String,
+    /// Its configuration as JSON text, handed to its containers.
     pub config: String,
+    /// When it was installed (ms since the epoch): schedules count from it.
     pub created_at: i64,
+    /// When its config or version last changed.
     pub updated_at: i64,
 }
 

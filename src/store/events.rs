@@ -7,30 +7,46 @@ use super::{now_ms, Store, StoreError};
 /// A stored event.
 #[derive(Debug, Clone)]
 pub struct EventRow {
+    /// Its place in the log: cursors and `after=` count in ids.
     pub id: i64,
+    /// The dotted name subscriptions match against.
     pub name: String,
+    /// The payload as JSON text, stored as the emitter sent it.
     pub data: String,
+    /// Who emitted it (an addon instance or the daemon), for subscribers to tell apart.
     pub source: String,
+    /// When it was emitted (ms since the epoch); old events are pruned by it.
     pub ts: i64,
 }
 
 /// A subscriber's delivery progress.
 #[derive(Debug, Clone, Default)]
 pub struct Cursor {
+    /// The last event id this subscriber has been handed (or given up on).
     pub delivered_up_to: i64,
+    /// Failed attempts at the next event, for the backoff and the dead-letter limit.
     pub attempts: u32,
+    /// When to try the next event again (ms since the epoch), while backing off.
     pub next_attempt_at: Option<i64>,
+    /// Why the last attempt failed, for the operator.
     pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DeadLetter {
+    /// The row id, to delete it once redriven.
     pub id: i64,
+    /// The subscribing addon instance that could not take it.
     pub subscriber: String,
+    /// The event it gave up on (still in the log until pruned).
     pub event_id: i64,
+    /// How many attempts were made before giving up.
     pub attempts: u32,
+    /// Why the last one failed.
     pub last_error: Option<String>,
+    /// When it was given up on (ms since the epoch).
     pub at: i64,
+    /// Set by an operator: the deliverer sends it again.
     pub redrive: bool,
 }
 

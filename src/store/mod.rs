@@ -103,6 +103,7 @@ pub use crate::time::now_ms;
 pub struct Store {
     /// One connection: SQLite serialises writers anyway, and reads are short.
     conn: Arc<Mutex<Connection>>,
+    /// The database file: its directory is where backups snapshot and where free space is measured.
     pub path: PathBuf,
 }
 

@@ -13,16 +13,22 @@ use crate::model::{Desired, Health, Instance, InstanceId, Phase, Service, Servic
 /// A new instance to insert: its ordinal and the host port booked for it.
 #[derive(Debug, Clone, Copy)]
 pub struct NewInstance {
+    /// Its place in the service (0-based): instances at or above the replica count are the ones scaled away.
     pub ordinal: u32,
+    /// The host port booked for it; the row holds it, so a crash cannot leave it booked twice.
     pub host_port: u16,
 }
 
 /// A new service to insert with its instances (see [`Store::insert_services`]).
 #[derive(Debug, Clone)]
 pub struct NewService {
+    /// Chosen by the caller, so it can name the service before the commit returns.
     pub id: ServiceId,
+    /// What the operator or the manifest asked for, stored as JSON.
     pub spec: ServiceSpec,
+    /// How many instances are wanted.
     pub replicas: u32,
+    /// Started or stopped: what the reconciler drives it towards.
     pub desired: Desired,
     /// The phase it starts in (`Creating`, or `Started` with no replicas).
     pub phase: Phase,
