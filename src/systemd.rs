@@ -91,7 +91,7 @@ pub fn stderr_is_journal() -> bool {
     let Some((dev, ino)) = v.to_str().and_then(|s| s.split_once(':')) else { return false };
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else { return false };
     let Ok(st) = nix::sys::stat::fstat(std::io::stderr()) else { return false };
-    st.st_dev as u64 == dev && st.st_ino as u64 == ino
+    st.st_dev == dev && st.st_ino == ino
 }
 
 /// Changes the log filter of a running daemon (`daemon.log_level` on SIGHUP).
