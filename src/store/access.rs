@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Row};
 
-use super::{is_unique_violation, now_ms, NameKind, Store, StoreError, TakenName};
+use super::{is_unique_violation, now_ms, Store, StoreError};
 
 /// One audit record: who changed what, and how it ended.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -137,7 +137,7 @@ impl Store {
                 params![app.id, app.name, app.description, app.organization, app.created_at],
             ) {
                 Ok(_) => Ok(()),
-                Err(e) if is_unique_violation(&e) => Err(StoreError::NameTaken(TakenName::new(NameKind::Application, app.name.clone()))),
+                Err(e) if is_unique_violation(&e) => Err(StoreError::NameTaken(app.name.clone())),
                 Err(e) => Err(e.into()),
             }
         })
@@ -164,7 +164,7 @@ impl Store {
                 params![g.id, g.application_id, g.addon_instance, g.rate_per_second, g.burst, origins, g.key_id, g.key_hash, g.old_key_hash, g.old_valid_until, g.revoked_at, g.created_at, g.rotated_at],
             ) {
                 Ok(_) => Ok(()),
-                Err(e) if is_unique_violation(&e) => Err(StoreError::NameTaken(TakenName::new(NameKind::Grant, format!("{} → {}", g.application_id, g.addon_instance)))),
+                Err(e) if is_unique_violation(&e) => Err(StoreError::NameTaken(format!("{} → {}", g.application_id, g.addon_instance))),
                 Err(e) => Err(e.into()),
             }
         })

@@ -37,9 +37,8 @@ pub enum StoreError {
     Integrity(String),
     #[error("database schema version {found} is newer than this addond understands ({known}); upgrade addond")]
     TooNew { found: i64, known: i64 },
-    /// A unique name is in use; the message says by what kind of thing.
-    #[error("{}", .0.message())]
-    NameTaken(TakenName),
+    #[error("a service named `{0}` already exists")]
+    NameTaken(String),
     #[error("host port {0} is already booked")]
     PortTaken(u16),
     #[error("corrupt row: {0}")]
@@ -56,63 +55,6 @@ pub enum StoreError {
         /// The filesystem's size, when `statvfs` could tell.
         total: Option<u64>,
     },
-}
-
-/// What kind of thing holds a name that is already taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NameKind {
-    /// A service (services have unique names).
-    Service,
-    /// An installed addon instance.
-    AddonInstance,
-    /// An API application.
-    Application,
-    /// A grant, named `application → addon instance` (one per pair).
-    Grant,
-}
-
-/// A name already in use and what holds it. Displays as the bare name, so callers that
-/// word their own message (`format!("… `{n}` …")`) keep doing so.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TakenName {
-    /// What holds the name, so the generic message names the right thing.
-    pub kind: NameKind,
-    /// The name itself.
-    pub name: String,
-}
-
-impl TakenName {
-    pub fn new(kind: NameKind, name: impl Into<String>) -> TakenName {
-        TakenName { kind, name: name.into() }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.name
-    }
-
-    /// The sentence of [`StoreError::NameTaken`].
-    fn message(&self) -> String {
-        let n = &self.name;
-        match self.kind {
-            NameKind::Service => format!("a service named `{n}` already exists"),
-            NameKind::AddonInstance => format!("an addon instance named `{n}` already exists"),
-            NameKind::Application => format!("an application named `{n}` already exists"),
-            NameKind::Grant => format!("a grant for `{n}` already exists"),
-        }
-    }
-}
-
-impl std::fmt::Display for TakenName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.name)
-    }
-}
-
-/// A service's name (what most taken names are, and what tests write).
-impl From<&str> for TakenName {
-    fn from(name: &str) -> TakenName {
-        TakenName::new(NameKind::Service, name)
-    }
 }
 
 fn disk_full_message(dir: &Path, free: Option<u64>, total: Option<u64>) -> String {

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::addons::InstallRow;
-use super::{is_unique_violation, now_ms, NameKind, Store, StoreError, TakenName};
+use super::{is_unique_violation, now_ms, Store, StoreError};
 use crate::model::{Desired, Health, Instance, InstanceId, Phase, Service, ServiceId, ServiceSpec};
 
 /// A new instance to insert: its ordinal and the host port booked for it.
@@ -76,7 +76,7 @@ impl Store {
                 params![id.as_str(), spec.name, spec.plugin_id, spec_json, replicas, desired.as_str(), phase.as_str(), now, addon_instance],
             );
             if let Err(e) = res {
-                return Err(if is_unique_violation(&e) { StoreError::NameTaken(TakenName::new(NameKind::Service, spec.name.clone())) } else { e.into() });
+                return Err(if is_unique_violation(&e) { StoreError::NameTaken(spec.name.clone()) } else { e.into() });
             }
             for inst in &instances {
                 insert_instance(&tx, &id, *inst)?;
@@ -101,7 +101,7 @@ impl Store {
                 );
                 match res {
                     Ok(_) => {}
-                    Err(e) if is_unique_violation(&e) => return Err(StoreError::NameTaken(TakenName::new(NameKind::AddonInstance, row.instance.clone()))),
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::NameTaken(row.instance.clone())),
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -113,7 +113,7 @@ impl Store {
                     params![s.id.as_str(), s.spec.name, s.spec.plugin_id, spec_json, s.replicas, s.desired.as_str(), s.phase.as_str(), now, addon_instance],
                 );
                 if let Err(e) = res {
-                    return Err(if is_unique_violation(&e) { StoreError::NameTaken(TakenName::new(NameKind::Service, s.spec.name.clone())) } else { e.into() });
+                    return Err(if is_unique_violation(&e) { StoreError::NameTaken(s.spec.name.clone()) } else { e.into() });
                 }
                 for inst in &s.instances {
                     insert_instance(&tx, &s.id, *inst)?;
