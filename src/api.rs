@@ -101,7 +101,8 @@ impl From<FieldError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NameTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()).field("name"),
+            StoreError::NameTaken(_) | StoreError::ApplicationNameTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()).field("name"),
+            StoreError::GrantTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             StoreError::PortTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             StoreError::DiskFull { .. } => {
                 tracing::error!(error = %e, "database write refused: disk full");
@@ -1282,7 +1283,7 @@ async fn create_application(State(st): State<AppState>, JsonBody(b): JsonBody<Ap
         created_at: now_ms(),
     };
     st.lifecycle.store().insert_application(row.clone()).await.map_err(|e| match e {
-        StoreError::NameTaken(n) => ApiError::new(StatusCode::CONFLICT, "conflict", format!("an application named `{n}` exists")).field("name"),
+        StoreError::ApplicationNameTaken(n) => ApiError::new(StatusCode::CONFLICT, "conflict", format!("an application named `{n}` exists")).field("name"),
         e => e.into(),
     })?;
     ok(StatusCode::CREATED, app_view(&row, &[]), "application created")
@@ -1372,7 +1373,7 @@ async fn create_grant(State(st): State<AppState>, JsonBody(b): JsonBody<GrantBod
         rotated_at: None,
     };
     st.lifecycle.store().insert_grant(row.clone()).await.map_err(|e| match e {
-        StoreError::NameTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", format!("`{}` already has a grant for `{}`; rotate its key instead", app.name, b.addon)),
+        StoreError::GrantTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", format!("`{}` already has a grant for `{}`; rotate its key instead", app.name, b.addon)),
         e => e.into(),
     })?;
     reload_keys(&st).await?;

@@ -137,7 +137,7 @@ impl Store {
                 params![app.id, app.name, app.description, app.organization, app.created_at],
             ) {
                 Ok(_) => Ok(()),
-                Err(e) if is_unique_violation(&e) => Err(StoreError::NameTaken(app.name.clone())),
+                Err(e) if is_unique_violation(&e) => Err(StoreError::ApplicationNameTaken(app.name.clone())),
                 Err(e) => Err(e.into()),
             }
         })
@@ -164,7 +164,7 @@ impl Store {
                 params![g.id, g.application_id, g.addon_instance, g.rate_per_second, g.burst, origins, g.key_id, g.key_hash, g.old_key_hash, g.old_valid_until, g.revoked_at, g.created_at, g.rotated_at],
             ) {
                 Ok(_) => Ok(()),
-                Err(e) if is_unique_violation(&e) => Err(StoreError::NameTaken(format!("{} → {}", g.application_id, g.addon_instance))),
+                Err(e) if is_unique_violation(&e) => Err(StoreError::GrantTaken(format!("{} → {}", g.application_id, g.addon_instance))),
                 Err(e) => Err(e.into()),
             }
         })

@@ -39,6 +39,11 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("a service named `{0}` already exists")]
     NameTaken(String),
+    #[error("an application named `{0}` already exists")]
+    ApplicationNameTaken(String),
+    /// An application already has a grant for this addon (`<application id> → <addon>`).
+    #[error("a grant {0} already exists")]
+    GrantTaken(String),
     #[error("host port {0} is already booked")]
     PortTaken(u16),
     #[error("corrupt row: {0}")]
