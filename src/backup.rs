@@ -422,10 +422,7 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// `20261121-234000` (UTC) for directory names.
-pub fn timestamp_for_path(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map(|d| d.format("%Y%m%d-%H%M%S").to_string()).unwrap_or_default()
-}
+pub use crate::time::timestamp_for_path;
 
 /// The owner of a path (for the manifest).
 pub fn owner_of(path: &Path) -> (u32, u32) {

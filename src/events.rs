@@ -27,21 +27,26 @@ use crate::addons::Addons;
 use crate::config::Config;
 use crate::lifecycle::Lifecycle;
 use crate::model::backoff_ms;
-use crate::store::{now_ms, Cursor, EventRow, Store, StoreError};
+use crate::store::{Cursor, EventRow, Store, StoreError};
+use crate::time::now_ms;
 
 /// An event as the API and subscribers see it.
 #[derive(Debug, Clone)]
 pub struct Event {
+    /// Its place in the log.
     pub id: i64,
+    /// The dotted name subscriptions match.
     pub name: String,
+    /// The payload.
     pub data: Value,
+    /// Who emitted it.
     pub source: String,
+    /// When it was emitted (ms since the epoch).
     pub ts: i64,
 }
 
-pub fn rfc3339_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).unwrap_or_default()
-}
+/// Re-exported for the API, which formats event times as the events do.
+pub use crate::time::rfc3339_ms;
 
 impl Event {
     pub fn to_json(&self) -> Value {
@@ -70,22 +75,34 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 struct EmitRequest {
+    /// The event's name.
     name: String,
+    /// The payload as JSON text.
     data: String,
+    /// Who emitted it.
     source: String,
+    /// When (ms since the epoch).
     ts: i64,
+    /// Answers the emitter with the id once the batch holding it committed.
     reply: oneshot::Sender<Result<i64, String>>,
 }
 
 pub struct Events {
+    /// Retention, batching and delivery limits.
     cfg: Arc<Config>,
+    /// Its store holds the log and the cursors.
     lifecycle: Arc<Lifecycle>,
+    /// Delivers events to subscribing addons.
     addons: Arc<Addons>,
+    /// Emitters queue here; one writer commits them in batches.
     tx: mpsc::Sender<EmitRequest>,
+    /// The writer's end, taken once when it starts.
     rx: Mutex<Option<mpsc::Receiver<EmitRequest>>>,
+    /// Committed events for live followers (`addonctl events --follow`, the dashboard).
     bus: broadcast::Sender<Arc<Event>>,
     /// One deliverer per subscribing addon instance: its patterns and its stop switch.
     deliverers: Mutex<HashMap<String, (Vec<String>, CancellationToken)>>,
+    /// The writer and deliverer tasks, so a stop waits for them.
     tracker: TaskTracker,
 }
 

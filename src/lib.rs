@@ -31,3 +31,4 @@ pub mod upstream;
 pub mod events;
 pub mod addon_api;
 pub mod schedules;
+pub mod time;

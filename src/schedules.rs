@@ -4,44 +4,21 @@
 //! recorded with its outcome. Times are UTC.
 
 use std::collections::HashSet;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use croner::Cron;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::addons::cron::{due, parse};
 use crate::addons::Addons;
 use crate::lifecycle::Lifecycle;
-use crate::store::now_ms;
-
-/// Parses a schedule expression; the message says what is wrong.
-pub fn parse(expr: &str) -> Result<Cron, String> {
-    let fields = expr.split_whitespace().count();
-    if !(5..=6).contains(&fields) {
-        return Err(format!("`{expr}` has {fields} fields; use 5 (minute hour day month weekday) or 6 (seconds first)"));
-    }
-    Cron::from_str(expr).map_err(|e| format!("`{expr}`: {e}"))
-}
-
-fn at(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
-/// The occurrence to run now, if one is due: the latest occurrence in (`last`, `now`].
-pub fn due(cron: &Cron, last_ms: i64, now_ms: i64) -> Option<i64> {
-    let next = cron.find_next_occurrence(&at(last_ms), false).ok()?;
-    if next.timestamp_millis() > now_ms {
-        return None;
-    }
-    let latest = cron.find_previous_occurrence(&at(now_ms), true).ok()?;
-    Some(latest.timestamp_millis().max(next.timestamp_millis()))
-}
+use crate::time::{now_ms, rfc3339_ms};
 
 pub struct Scheduler {
+    /// Its store records runs and knows the installs.
     lifecycle: Arc<Lifecycle>,
+    /// Runs the scheduled actions.
     addons: Arc<Addons>,
     /// Runs under way, so a slow action is not started twice for one occurrence.
     running: Mutex<HashSet<(String, String, String)>>,
@@ -87,7 +64,7 @@ impl Scheduler {
                 let me = self.clone();
                 tokio::spawn(async move {
                     let (instance, action, cron) = &key;
-                    let data = json!({"schedule": cron, "scheduled_for": crate::events::rfc3339_ms(when)});
+                    let data = json!({"schedule": cron, "scheduled_for": rfc3339_ms(when)});
                     let (status, detail) = match me.addons.execute(instance, action, data).await {
                         Ok(_) => ("ok", None),
                         Err(e) => ("error", Some(e.to_string())),
@@ -101,29 +78,5 @@ impl Scheduler {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parsing() {
-        assert!(parse("*/5 * * * *").is_ok());
-        assert!(parse("*/2 * * * * *").is_ok());
-        assert!(parse("* * *").unwrap_err().contains("3 fields"));
-        assert!(parse("61 * * * *").is_err());
-    }
-
-    #[test]
-    fn due_runs_the_latest_missed_occurrence_once() {
-        let every_min = parse("* * * * *").unwrap();
-        let t0 = 1_795_000_000_000 - 1_795_000_000_000 % 60_000; // a whole minute
-        assert_eq!(due(&every_min, t0, t0 + 30_000), None, "next occurrence not yet");
-        assert_eq!(due(&every_min, t0, t0 + 60_000), Some(t0 + 60_000));
-        // down for ten minutes: one run, for the latest occurrence
-        assert_eq!(due(&every_min, t0, t0 + 600_500), Some(t0 + 600_000));
-        assert_eq!(due(&every_min, t0 + 600_000, t0 + 600_500), None);
     }
 }

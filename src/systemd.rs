@@ -51,7 +51,7 @@ impl Notifier {
 
     /// `RELOADING=1` (with `MONOTONIC_USEC`, which systemd ≥ 253 wants); end it with `ready`.
     pub fn reloading(&self) {
-        let now = monotonic_usec().to_string();
+        let now = crate::time::monotonic_usec().to_string();
         self.send(&[("RELOADING", "1"), ("MONOTONIC_USEC", &now), ("STATUS", "reloading the configuration")]);
     }
 
@@ -73,12 +73,6 @@ fn one_line(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
-fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
-}
 
 /// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC` (as systemd recommends), or
 /// `None` when the watchdog is off or meant for another process (`WATCHDOG_PID`).
@@ -96,12 +90,8 @@ pub fn stderr_is_journal() -> bool {
     let Some(v) = std::env::var_os("JOURNAL_STREAM") else { return false };
     let Some((dev, ino)) = v.to_str().and_then(|s| s.split_once(':')) else { return false };
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else { return false };
-    // SAFETY: fstat on fd 2 into a stat we own.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(2, &mut st) } != 0 {
-        return false;
-    }
-    st.st_dev as u64 == dev && st.st_ino as u64 == ino
+    let Ok(st) = nix::sys::stat::fstat(std::io::stderr()) else { return false };
+    st.st_dev == dev && st.st_ino == ino
 }
 
 /// Changes the log filter of a running daemon (`daemon.log_level` on SIGHUP).
@@ -172,8 +162,8 @@ mod tests {
 
     #[test]
     fn monotonic_clock_moves() {
-        let a = monotonic_usec();
+        let a = crate::time::monotonic_usec();
         std::thread::sleep(Duration::from_millis(2));
-        assert!(monotonic_usec() > a);
+        assert!(crate::time::monotonic_usec() > a);
     }
 }

@@ -11,9 +11,14 @@
 //! that the sandbox user owns or anyone may write is refused.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag};
+use nix::unistd::{Gid, Uid};
 
 /// Why a directory volume cannot be used; the text names the path and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -35,51 +40,40 @@ fn cstr(name: &std::ffi::OsStr, shown: &Path) -> Result<CString, VolumeDirError>
 /// Opens `name` in `dir` as a directory without following a symlink; makes it first when
 /// missing. Returns the descriptor and whether it was made now.
 fn open_dir_at(dir: &OwnedFd, name: &CString, shown: &Path) -> Result<(OwnedFd, bool), VolumeDirError> {
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let mut made = false;
     for _ in 0..2 {
-        // SAFETY: a valid directory descriptor and a NUL-terminated name.
-        let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
-        if fd >= 0 {
-            // SAFETY: openat returned a fresh descriptor that nothing else owns.
-            return Ok((unsafe { OwnedFd::from_raw_fd(fd) }, made));
-        }
-        let err = std::io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::ENOENT) if !made => {
-                // SAFETY: as above; mode as create_dir_all would use (before the umask).
-                if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o777) } != 0 {
-                    let e = std::io::Error::last_os_error();
+        let err = match nix::fcntl::openat(dir, name.as_c_str(), flags, Mode::empty()) {
+            Ok(fd) => return Ok((fd, made)),
+            Err(e) => e,
+        };
+        match err {
+            Errno::ENOENT if !made => {
+                // Mode as create_dir_all would use (before the umask).
+                if let Err(e) = nix::sys::stat::mkdirat(dir, name.as_c_str(), Mode::from_bits_truncate(0o777)) {
                     // Made by someone else in between: open what is there (checked the same way).
-                    if e.raw_os_error() != Some(libc::EEXIST) {
-                        return Err(VolumeDirError(format!("cannot create {}: {e}", shown.display())));
+                    if e != Errno::EEXIST {
+                        return Err(VolumeDirError(format!("cannot create {}: {}", shown.display(), std::io::Error::from(e))));
                     }
                 }
                 made = true;
             }
             // A symlink gives ELOOP or (with O_DIRECTORY, on Linux) ENOTDIR; which one it
             // was is told by looking at the name itself.
-            Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
-                // SAFETY: `st` is plain data; a valid descriptor and a NUL-terminated name.
-                let mut st: libc::stat = unsafe { std::mem::zeroed() };
-                let link = unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } == 0
-                    && st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+            Errno::ELOOP | Errno::ENOTDIR => {
+                let link = nix::sys::stat::fstatat(dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK);
                 let what = if link { "is a symlink" } else { "is not a directory" };
                 return Err(VolumeDirError(format!("{} {what}", shown.display())));
             }
-            _ => return Err(VolumeDirError(format!("cannot open {}: {err}", shown.display()))),
+            _ => return Err(VolumeDirError(format!("cannot open {}: {}", shown.display(), std::io::Error::from(err)))),
         }
     }
     Err(VolumeDirError(format!("{} keeps disappearing", shown.display())))
 }
 
-fn stat(fd: &OwnedFd, shown: &Path) -> Result<libc::stat, VolumeDirError> {
-    // SAFETY: `st` is plain data filled by fstat on a valid descriptor.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(VolumeDirError(format!("cannot stat {}: {}", shown.display(), std::io::Error::last_os_error())));
-    }
-    Ok(st)
+fn stat(fd: &OwnedFd, shown: &Path) -> Result<FileStat, VolumeDirError> {
+    nix::sys::stat::fstat(fd).map_err(|e| VolumeDirError(format!("cannot stat {}: {}", shown.display(), std::io::Error::from(e))))
 }
 
 /// Makes (or finds) the host directory of a directory volume and checks the whole way to it:
@@ -93,13 +87,8 @@ pub fn prepare(data_dir: &Path, service: &str, rel: &str, user: &str) -> Result<
     std::fs::create_dir_all(data_dir).map_err(|e| VolumeDirError(format!("cannot create {}: {e}", data_dir.display())))?;
     let root = data_dir.canonicalize().map_err(|e| VolumeDirError(format!("{}: {e}", data_dir.display())))?;
     let root_c = cstr(root.as_os_str(), &root)?;
-    // SAFETY: a NUL-terminated path.
-    let fd = unsafe { libc::open(root_c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(VolumeDirError(format!("cannot open {}: {}", root.display(), std::io::Error::last_os_error())));
-    }
-    // SAFETY: a fresh descriptor from open.
-    let mut dir = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut dir = nix::fcntl::open(root_c.as_c_str(), OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| VolumeDirError(format!("cannot open {}: {}", root.display(), std::io::Error::from(e))))?;
     let (uid, gid) = sandbox_ids(user);
     let rel_path = Path::new(rel);
     let mut names: Vec<&std::ffi::OsStr> = vec![std::ffi::OsStr::new("volumes"), std::ffi::OsStr::new(service)];
@@ -121,9 +110,9 @@ pub fn prepare(data_dir: &Path, service: &str, rel: &str, user: &str) -> Result<
         let (next, _made) = open_dir_at(&dir, &cstr(name, &shown)?, &shown)?;
         let st = stat(&next, &shown)?;
         if i < 2 {
-            // SAFETY: geteuid cannot fail. (A daemon running as the sandbox user owns its
-            // own directories; nothing to tell apart then.)
-            let daemon = unsafe { libc::geteuid() };
+            // A daemon running as the sandbox user owns its own directories; nothing to
+            // tell apart then.
+            let daemon = nix::unistd::geteuid().as_raw();
             if uid == Some(st.st_uid) && st.st_uid != 0 && st.st_uid != daemon {
                 return Err(VolumeDirError(format!(
                     "{} belongs to the sandbox user (uid {}); it is the daemon's: give it back (`chown` to the daemon's user)",
@@ -143,8 +132,7 @@ pub fn prepare(data_dir: &Path, service: &str, rel: &str, user: &str) -> Result<
             if let Some(uid) = uid {
                 // Best effort: a non-root dev daemon cannot chown; the directory then keeps
                 // its owner. Through the descriptor: the directory checked is the one changed.
-                // SAFETY: a valid descriptor.
-                let _ = unsafe { libc::fchown(next.as_raw_fd(), uid, gid.unwrap_or(uid)) };
+                let _ = nix::unistd::fchown(&next, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid.unwrap_or(uid))));
             }
         }
         dir = next;
@@ -198,8 +186,7 @@ mod tests {
         let e = prepare(dir.path(), "svc", "x", "65534").unwrap_err().to_string();
         assert!(e.contains("may be written by others"), "{e}");
         std::fs::set_permissions(&svc, std::fs::Permissions::from_mode(0o755)).unwrap();
-        // SAFETY: getuid cannot fail.
-        if unsafe { libc::getuid() } == 0 {
+        if nix::unistd::getuid().is_root() {
             std::os::unix::fs::chown(&svc, Some(65534), Some(65534)).unwrap();
             let e = prepare(dir.path(), "svc", "x", "65534").unwrap_err().to_string();
             assert!(e.contains("belongs to the sandbox user"), "{e}");

@@ -349,7 +349,7 @@ impl ManifestRequest {
         schema::check_schema(&config_schema, "config_schema").map_err(|m| err("config_schema", m))?;
         let mut schedules = Vec::new();
         for (i, s) in self.schedules.into_iter().flatten().enumerate() {
-            if let Err(m) = crate::schedules::parse(&s.cron) {
+            if let Err(m) = super::cron::parse(&s.cron) {
                 return Err(err(format!("schedules[{i}].cron"), format!("{m}; a cron expression looks like */5 * * * *")));
             }
             if !actions.iter().any(|a| a.name == s.action) {

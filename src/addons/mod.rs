@@ -3,6 +3,7 @@
 //! services themselves are run by the lifecycle like any other; this module decides which
 //! services an addon has, and talks to them through the dispatcher.
 
+pub mod cron;
 pub mod dispatch;
 pub mod manifest;
 pub mod schema;
@@ -63,8 +64,11 @@ fn invalid(field: &str, message: impl Into<String>) -> AddonError {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstallRequest {
+    /// The instance name (default: the addon's name).
     pub instance: Option<String>,
+    /// The version to install (default: the newest registered).
     pub version: Option<String>,
+    /// Its configuration, checked against the manifest's schema.
     pub config: Option<Value>,
 }
 
@@ -72,20 +76,28 @@ pub struct InstallRequest {
 /// envelope around it already serialised (a cache hit is answered with those bytes as
 /// they are).
 pub struct Rendered {
+    /// The render, shared with the cache.
     pub widget: Arc<RenderedWidget>,
+    /// Whether it came from the cache (told to the client in a header).
     pub cached: bool,
 }
 
 pub struct RenderedWidget {
+    /// The addon's `{html, css, javascript}`.
     pub widget: Value,
+    /// Its ETag, so an unchanged widget is answered `304`.
     pub etag: String,
+    /// The success envelope already serialised: a cache hit is these bytes.
     pub envelope: Bytes,
 }
 
 /// What the hot paths need about an installed instance.
 pub struct Installed {
+    /// The install as stored.
     pub row: InstallRow,
+    /// The installed version's manifest, parsed once.
     pub manifest: Manifest,
+    /// Its services and their types, to find the one that takes calls.
     pub services: Vec<(ServiceId, ServiceType)>,
 }
 
@@ -102,11 +114,17 @@ impl Installed {
 }
 
 pub struct Addons {
+    /// The daemon's config (limits, timeouts).
     cfg: Arc<Config>,
+    /// Installed instances by name, read on every call without touching the database.
     installed: std::sync::RwLock<HashMap<String, Arc<Installed>>>,
+    /// Runs the addons' services.
     lifecycle: Arc<Lifecycle>,
+    /// Sends calls to the addon containers (bounded, with timeouts).
     pub dispatcher: Arc<Dispatcher>,
+    /// Counts calls and renders for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Rendered widgets by instance, generation and widget, so a dashboard refresh does not call the addon.
     cache: moka::sync::Cache<String, Arc<RenderedWidget>>,
     /// Bumped on config change, upgrade and uninstall: part of every cache key, so old
     /// renders of that addon instance are unreachable at once.

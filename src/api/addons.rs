@@ -114,14 +114,7 @@ pub(super) async fn schedule_runs(State(st): State<AppState>, Path(name): Path<S
     let runs = st.lifecycle.store().schedule_runs(&name, 100).await?;
     let runs: Vec<Value> = runs
         .into_iter()
-        .map(|mut r| {
-            for k in ["scheduled_for", "ran_at"] {
-                if let Some(ms) = r[k].as_i64() {
-                    r[k] = json!(crate::events::rfc3339_ms(ms));
-                }
-            }
-            r
-        })
+        .map(|r| json!({"action": r.action, "cron": r.cron, "scheduled_for": crate::time::rfc3339_ms(r.scheduled_for), "ran_at": crate::time::rfc3339_ms(r.ran_at), "status": r.status, "detail": r.detail}))
         .collect();
     ok(StatusCode::OK, json!({"schedules": m.schedules, "runs": runs}), "")
 }

@@ -30,7 +30,8 @@ use crate::isolation::{network_plan, NetworkPlan};
 use crate::model::{backoff_ms, running_phase, Desired, Health, Instance, InstanceId, Phase, Service, ServiceId, ServiceSpec};
 use crate::ports::{PortAllocator, PortError};
 use crate::runtime::{ContainerInfo, DockerState, InstanceContext, NetInfo, Runtime, RuntimeError};
-use crate::store::{now_ms, InstallRow, NewInstance, NewService, Store, StoreError};
+use crate::store::{InstallRow, NewInstance, NewService, Store, StoreError};
+use crate::time::{now_ms, parse_rfc3339_ms};
 use health::{HealthMonitor, Target, Verdict};
 
 /// Where the addon API listens: told as addon networks appear and go, so it listens on the
@@ -71,11 +72,17 @@ pub enum LifecycleError {
 }
 
 pub struct Lifecycle {
+    /// The config the daemon started with (see `live` for what a reload may change).
     cfg: Arc<Config>,
+    /// Where services, instances and their ports are recorded before anything is done.
     store: Store,
+    /// Docker: containers, networks and volumes.
     runtime: Arc<Runtime>,
+    /// Books host ports for new instances, never two alike.
     ports: PortAllocator,
+    /// Probes running instances and reports the unhealthy ones.
     health: Arc<HealthMonitor>,
+    /// This daemon's id: its containers carry it, so two daemons never adopt each other's.
     daemon_id: String,
     /// The per-service lease.
     leases: Mutex<HashMap<ServiceId, Arc<tokio::sync::Mutex<()>>>>,
@@ -90,7 +97,9 @@ pub struct Lifecycle {
     /// When Docker last came back: containers that died before that were taken down with
     /// the engine, and restarting them is not charged to the service.
     docker_back_at: AtomicI64,
+    /// Every background task, so a stop waits for them.
     tracker: TaskTracker,
+    /// Cancelled when the daemon stops: background loops end on it.
     shutdown: CancellationToken,
     /// The config as last reloaded (SIGHUP): only the keys `daemon::LIVE_KEYS` lists may
     /// differ from `cfg`, which keeps the values the daemon started with.
@@ -1268,25 +1277,5 @@ fn refused(r: Result<(), RuntimeError>) -> Result<Option<String>, RuntimeError> 
         Ok(()) => Ok(None),
         Err(RuntimeError::InvalidVolume(m)) => Ok(Some(m)),
         Err(e) => Err(e),
-    }
-}
-
-/// Parses Docker's `2026-11-21T23:31:53.675490230Z` into Unix millis.
-pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    use chrono::Datelike as _;
-    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
-    // Docker's zero time (year 1) means "never".
-    (t.year() >= 1970).then(|| t.timestamp_millis())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339_ms("2026-11-21T23:31:53.5Z"), Some(1_795_303_913_500));
-        assert_eq!(parse_rfc3339_ms("0001-01-01T00:00:00Z"), None);
     }
 }

@@ -5,7 +5,6 @@
 //! (`sanitize_line` for lines, `cell` for one-line table cells and labels).
 
 use std::io::{self, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use addond::sanitize::{sanitize as cell, sanitize_line};
 use serde_json::Value;
@@ -192,9 +191,7 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
 // ---------------------------------------------------------------------------------------
 // Time.
 
-pub(crate) fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
+pub(crate) use addond::time::{local_offset, now_secs, rfc3339_secs as rfc3339};
 
 /// Unix seconds from an RFC 3339 timestamp (`2026-11-21T23:40:00Z`, fractions and offsets
 /// allowed) or a number (seconds, or milliseconds when it is that large).
@@ -225,11 +222,6 @@ pub(crate) fn timestamp(v: &Value) -> Option<i64> {
     };
     let date = chrono::NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, u32::try_from(mo).ok()?, u32::try_from(d).ok()?)?;
     Some(i64::from(date.to_epoch_days()) * 86400 + h * 3600 + mi * 60 + se - offset)
-}
-
-/// Unix seconds as `2026-11-21T23:40:00Z` (UTC).
-pub(crate) fn rfc3339(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
 }
 
 /// Compact age: `45s`, `12m`, `5h`, `3d`.
@@ -278,20 +270,6 @@ pub(crate) fn rfc3339_offset(t: i64, offset: i64) -> String {
     format!("{}{sign}{:02}:{:02}", utc.trim_end_matches('Z'), o / 3600, (o % 3600) / 60)
 }
 
-/// The local time zone's offset from UTC at `t`, in seconds (0 when it cannot be known).
-pub(crate) fn local_offset(t: i64) -> i64 {
-    // time_t is 64 bits on the targets addond supports.
-    let tt = t as libc::time_t;
-    // SAFETY: an all-zero `tm` is a valid value; localtime_r only reads `tt` and writes
-    // into `tm`, both owned here, and is thread-safe.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::localtime_r(&tt, &mut tm) };
-    if r.is_null() {
-        0
-    } else {
-        tm.tm_gmtoff as i64
-    }
-}
 
 #[cfg(test)]
 pub(crate) mod tests {

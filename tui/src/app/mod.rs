@@ -550,17 +550,13 @@ pub struct App {
     pub quit: bool,
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
 impl App {
     pub fn new(opts: Options) -> App {
         App {
             socket: opts.socket,
             color: opts.color,
             size: (80, 24),
-            now: unix_now(),
+            now: addond::time::now_secs(),
             instant: Instant::now(),
             conn: Conn::Connecting,
             view: View::Services,
@@ -631,7 +627,7 @@ impl App {
     /// Applies one event; returns what the network side must do.
     pub fn handle(&mut self, ev: Event) -> Vec<Command> {
         self.instant = Instant::now();
-        self.now = unix_now();
+        self.now = addond::time::now_secs();
         let mut cmds = Vec::new();
         match ev {
             Event::Key(k) if k.kind != KeyEventKind::Release => self.key(k, &mut cmds),
