@@ -5,8 +5,8 @@
 use std::hint::black_box;
 
 use addond::gateway::keys::Keyring;
-use addond::secret::generate;
 use addond::gateway::limits::TokenBucket;
+use addond::secret::generate;
 use addond::store::GrantRow;
 use criterion::{criterion_group, criterion_main, Criterion};
 

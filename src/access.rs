@@ -78,7 +78,10 @@ pub async fn create_application(store: &Store, b: NewApplication) -> Result<Appl
         return Err(invalid("name", format!("`{}`: 1–63 lowercase letters, digits and `-`", b.name)));
     }
     if b.description.len() > 1024 || b.organization.len() > 256 {
-        return Err(invalid(if b.organization.len() > 256 { "organization" } else { "description" }, "description (1024) or organization (256) too long"));
+        return Err(invalid(
+            if b.organization.len() > 256 { "organization" } else { "description" },
+            "description (1024) or organization (256) too long",
+        ));
     }
     let row = ApplicationRow {
         id: format!("app_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
@@ -88,7 +91,9 @@ pub async fn create_application(store: &Store, b: NewApplication) -> Result<Appl
         created_at: now_ms(),
     };
     store.insert_application(row.clone()).await.map_err(|e| match e {
-        StoreError::ApplicationNameTaken(n) => AccessError::Conflict { field: Some("name"), message: format!("an application named `{n}` exists") },
+        StoreError::ApplicationNameTaken(n) => {
+            AccessError::Conflict { field: Some("name"), message: format!("an application named `{n}` exists") }
+        }
         e => e.into(),
     })?;
     Ok(row)
@@ -113,9 +118,13 @@ pub fn check_limits(rate: &Option<RateLimit>, origins: &[String]) -> Result<(), 
         }
     }
     for (i, o) in origins.iter().enumerate() {
-        let ok = o == "*" || ((o.starts_with("http://") || o.starts_with("https://")) && !o.ends_with('/') && !o.contains(char::is_whitespace));
+        let ok =
+            o == "*" || ((o.starts_with("http://") || o.starts_with("https://")) && !o.ends_with('/') && !o.contains(char::is_whitespace));
         if !ok {
-            return Err(invalid(format!("allowed_origins[{i}]"), format!("`{o}` is not an origin like https://shop.example (scheme and host, no path)")));
+            return Err(invalid(
+                format!("allowed_origins[{i}]"),
+                format!("`{o}` is not an origin like https://shop.example (scheme and host, no path)"),
+            ));
         }
     }
     Ok(())
@@ -123,7 +132,14 @@ pub fn check_limits(rate: &Option<RateLimit>, origins: &[String]) -> Result<(), 
 
 /// Creates a grant for an application on an installed addon; the key comes back in clear
 /// this once, and works before this returns.
-pub async fn create_grant(store: &Store, gateway: &impl Keyring, application: &str, addon: &str, rate: Option<RateLimit>, origins: Vec<String>) -> Result<(GrantRow, NewKey), AccessError> {
+pub async fn create_grant(
+    store: &Store,
+    gateway: &impl Keyring,
+    application: &str,
+    addon: &str,
+    rate: Option<RateLimit>,
+    origins: Vec<String>,
+) -> Result<(GrantRow, NewKey), AccessError> {
     let app = find_application(store, application).await.map_err(|e| match e {
         AccessError::NotFound { message, .. } => AccessError::NotFound { field: Some("application"), message },
         e => e,
@@ -149,7 +165,10 @@ pub async fn create_grant(store: &Store, gateway: &impl Keyring, application: &s
         rotated_at: None,
     };
     store.insert_grant(row.clone()).await.map_err(|e| match e {
-        StoreError::GrantTaken(_) => AccessError::Conflict { field: None, message: format!("`{}` already has a grant for `{addon}`; rotate its key instead", app.name) },
+        StoreError::GrantTaken(_) => AccessError::Conflict {
+            field: None,
+            message: format!("`{}` already has a grant for `{addon}`; rotate its key instead", app.name),
+        },
         e => e.into(),
     })?;
     gateway.reload_keys().await?;
@@ -158,7 +177,13 @@ pub async fn create_grant(store: &Store, gateway: &impl Keyring, application: &s
 
 /// Changes a grant's limits: `rate` absent keeps the current one, `Some(None)` removes it;
 /// `origins` absent keeps the current list.
-pub async fn update_grant(store: &Store, gateway: &impl Keyring, id: &str, rate: Option<Option<RateLimit>>, origins: Option<Vec<String>>) -> Result<GrantRow, AccessError> {
+pub async fn update_grant(
+    store: &Store,
+    gateway: &impl Keyring,
+    id: &str,
+    rate: Option<Option<RateLimit>>,
+    origins: Option<Vec<String>>,
+) -> Result<GrantRow, AccessError> {
     let g = find_grant(store, id).await?;
     let rate = match rate {
         Some(r) => r,

@@ -26,14 +26,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::addons::manifest::Manifest;
 use crate::addons::Addons;
-use crate::http::{self, ApiError, ApiResult, BodyLimit, ErrorCode, JsonBody};
 use crate::config::Config;
-use crate::http::conn::{Admission, Listener, Registry};
 use crate::events::Events;
-use crate::secret::{ct_eq, hash_secret};
+use crate::http::conn::{Admission, Listener, Registry};
+use crate::http::{self, ApiError, ApiResult, BodyLimit, ErrorCode, JsonBody};
 use crate::isolation::Subnet;
 use crate::lifecycle::{AddonNetworks, Lifecycle};
 use crate::runtime::NetInfo;
+use crate::secret::{ct_eq, hash_secret};
 
 pub struct AddonApi {
     cfg: Arc<Config>,
@@ -68,14 +68,14 @@ struct Caller {
 }
 
 fn forbidden(permission: &str, detail: &str) -> ApiError {
-    ApiError::new(ErrorCode::PermissionDenied,  format!("{detail}: the addon's manifest lacks the `{permission}` permission"))
+    ApiError::new(ErrorCode::PermissionDenied, format!("{detail}: the addon's manifest lacks the `{permission}` permission"))
 }
 
 impl FromRequestParts<Arc<AddonApi>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &Arc<AddonApi>) -> Result<Self, Self::Rejection> {
-        let unauthorized = |m: &str| ApiError::new(ErrorCode::InvalidToken,  m.to_string());
+        let unauthorized = |m: &str| ApiError::new(ErrorCode::InvalidToken, m.to_string());
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -87,7 +87,7 @@ impl FromRequestParts<Arc<AddonApi>> for Caller {
         if !ct_eq(hash_secret(secret).as_bytes(), hash.as_bytes()) {
             return Err(unauthorized("unknown or revoked token"));
         }
-        let addon_instance = addon.ok_or_else(|| ApiError::new(ErrorCode::PermissionDenied,  "only installed addons use the addon API"))?;
+        let addon_instance = addon.ok_or_else(|| ApiError::new(ErrorCode::PermissionDenied, "only installed addons use the addon API"))?;
         let manifest = st.addons.installed_manifest(&addon_instance).await?;
         Ok(Caller { addon_instance, manifest })
     }
@@ -106,7 +106,13 @@ impl Caller {
 impl AddonApi {
     /// Made before the first resync and handed to the lifecycle, which has it listen on
     /// each addon network as the network appears.
-    pub fn new(cfg: Arc<Config>, lifecycle: Arc<Lifecycle>, addons: Arc<Addons>, events: Arc<Events>, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        cfg: Arc<Config>,
+        lifecycle: Arc<Lifecycle>,
+        addons: Arc<Addons>,
+        events: Arc<Events>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         let registry = Registry::for_listener(Listener::AddonApi, &cfg.http);
         let api = Arc::new_cyclic(|me| AddonApi {
             cfg,
@@ -130,7 +136,7 @@ impl AddonApi {
             .route("/v1/events", post(emit))
             .route("/v1/kv/{key}", get(kv_get).put(kv_put).delete(kv_delete))
             .route("/v1/addons/{name}/execute", post(execute))
-            .fallback(|| async { ApiError::new(ErrorCode::NotFound,  "no such addon API route") })
+            .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such addon API route") })
             .layer(Extension(limit))
             .with_state(self.clone())
     }
@@ -142,7 +148,9 @@ impl AddonApi {
         for attempt in 0..20 {
             match tokio::net::TcpListener::bind(addr).await {
                 Ok(l) => return Some(l),
-                Err(e) if attempt == 19 => tracing::warn!(network = %net.name, %addr, error = %e, "cannot bind the addon API; its containers get no ADDOND_API"),
+                Err(e) if attempt == 19 => {
+                    tracing::warn!(network = %net.name, %addr, error = %e, "cannot bind the addon API; its containers get no ADDOND_API")
+                }
                 Err(_) => {}
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -265,7 +273,11 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, registry: Arc<Reg
 }
 
 async fn health(caller: Caller) -> ApiResult {
-    http::ok(StatusCode::OK, json!({"addon": caller.addon_instance, "name": caller.manifest.name, "permissions": caller.manifest.permissions}), "")
+    http::ok(
+        StatusCode::OK,
+        json!({"addon": caller.addon_instance, "name": caller.manifest.name, "permissions": caller.manifest.permissions}),
+        "",
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,18 +293,17 @@ async fn emit(State(st): State<Arc<AddonApi>>, caller: Caller, JsonBody(b): Json
     if !caller.manifest.events.emits.iter().any(|e| e == &b.name) {
         return Err(ApiError::new(
             ErrorCode::PermissionDenied,
-            
             format!("`{}` is not among the events this addon's manifest emits ({})", b.name, caller.manifest.events.emits.join(", ")),
         )
         .field_name("name"));
     }
-    let ev = st.events.emit(&b.name, b.data, &caller.addon_instance).await.map_err(|e| ApiError::new(ErrorCode::Unavailable,  e))?;
+    let ev = st.events.emit(&b.name, b.data, &caller.addon_instance).await.map_err(|e| ApiError::new(ErrorCode::Unavailable, e))?;
     http::ok(StatusCode::CREATED, ev.to_json(), "event stored")
 }
 
 fn check_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() || key.len() > 256 || key.chars().any(|c| c.is_control()) {
-        return Err(ApiError::new(ErrorCode::ValidationFailed,  "keys are 1–256 printable characters").field_name("key"));
+        return Err(ApiError::new(ErrorCode::ValidationFailed, "keys are 1–256 printable characters").field_name("key"));
     }
     Ok(())
 }
@@ -302,7 +313,7 @@ async fn kv_get(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path
     check_key(&key)?;
     match st.lifecycle.store().kv_get(&caller.addon_instance, &key).await? {
         Some(v) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], v).into_response()),
-        None => Err(ApiError::new(ErrorCode::NotFound,  format!("no key `{key}`"))),
+        None => Err(ApiError::new(ErrorCode::NotFound, format!("no key `{key}`"))),
     }
 }
 
@@ -321,13 +332,18 @@ async fn kv_put(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path
     }
     let n = body.len();
     if !st.lifecycle.store().kv_put(&caller.addon_instance, &key, body.to_vec(), st.cfg.addon_api.kv_max_keys).await? {
-        return Err(ApiError::new(ErrorCode::QuotaExceeded,  format!("this addon already stores {} keys (addon_api.kv_max_keys)", st.cfg.addon_api.kv_max_keys)));
+        return Err(ApiError::new(
+            ErrorCode::QuotaExceeded,
+            format!("this addon already stores {} keys (addon_api.kv_max_keys)", st.cfg.addon_api.kv_max_keys),
+        ));
     }
     http::ok(StatusCode::OK, json!({"key": key, "bytes": n}), "stored")
 }
 
 fn quota_exceeded(max: usize) -> ApiError {
-    ApiError::new(ErrorCode::QuotaExceeded, format!("values are at most {max} bytes (addon_api.kv_max_value_bytes); store a smaller value")).with_status(StatusCode::PAYLOAD_TOO_LARGE).field_name("body")
+    ApiError::new(ErrorCode::QuotaExceeded, format!("values are at most {max} bytes (addon_api.kv_max_value_bytes); store a smaller value"))
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        .field_name("body")
 }
 
 async fn kv_delete(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path<String>) -> ApiResult {
@@ -337,13 +353,17 @@ async fn kv_delete(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): P
     http::ok(StatusCode::OK, json!({"key": key, "deleted": existed}), "")
 }
 
-async fn execute(State(st): State<Arc<AddonApi>>, caller: Caller, Path(name): Path<String>, JsonBody(b): JsonBody<http::ExecuteBody>) -> ApiResult {
+async fn execute(
+    State(st): State<Arc<AddonApi>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    JsonBody(b): JsonBody<http::ExecuteBody>,
+) -> ApiResult {
     caller.require("addons.execute", "calling other addons")?;
     let target = st.addons.installed_manifest(&name).await?;
     if !caller.manifest.dependencies.contains_key(&target.name) {
         return Err(ApiError::new(
             ErrorCode::PermissionDenied,
-            
             format!("`{}` ({}) is not among this addon's dependencies; declare it in the manifest's dependencies", name, target.name),
         ));
     }

@@ -218,10 +218,7 @@ pub async fn download(client: &crate::client::Client, file: &Path) -> anyhow::Re
 /// Reads the manifest (which must be the first entry) and checks that it is a backup this
 /// build can restore.
 fn read_manifest<R: Read>(entries: &mut tar::Entries<'_, R>) -> anyhow::Result<BackupManifest> {
-    let mut first = entries
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("the archive is empty"))?
-        .context("the archive is not a tar file")?;
+    let mut first = entries.next().ok_or_else(|| anyhow::anyhow!("the archive is empty"))?.context("the archive is not a tar file")?;
     let name = first.path()?.to_string_lossy().into_owned();
     if name != MANIFEST_NAME {
         bail!("not an addond backup: the first entry is `{name}`, not {MANIFEST_NAME}");
@@ -314,8 +311,7 @@ pub fn restore(archive: &Path, data_dir: &Path, socket: &Path) -> anyhow::Result
         bail!("addond is running (it answers on {}); stop it first (systemctl stop addond), then restore", socket.display());
     }
     let summary = inspect_archive(archive)?;
-    let _lock = crate::data_dir::lock_data_dir(data_dir)
-        .map_err(|e| anyhow::anyhow!("{e:#}; addond must be stopped to restore"))?;
+    let _lock = crate::data_dir::lock_data_dir(data_dir).map_err(|e| anyhow::anyhow!("{e:#}; addond must be stopped to restore"))?;
     let root = unsafe { libc::geteuid() } == 0;
 
     // 1. Unpack into a staging directory next to the data, so the final moves are renames.
@@ -411,7 +407,10 @@ fn unpack_and_check(archive: &Path, staging: &Path, m: &BackupManifest, root: bo
     }
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > Store::known_schema_version() {
-        bail!("the database in the backup has schema {version}, newer than this addond knows ({}); upgrade addond first", Store::known_schema_version());
+        bail!(
+            "the database in the backup has schema {version}, newer than this addond knows ({}); upgrade addond first",
+            Store::known_schema_version()
+        );
     }
     Ok(())
 }

@@ -307,7 +307,14 @@ impl Default for HttpConfig {
 
 impl Default for EventsConfig {
     fn default() -> Self {
-        EventsConfig { retention_days: 7.0, retention_max_events: 1_000_000, max_attempts: 10, retry_base_seconds: 1.0, retry_max_seconds: 300.0, delivery_timeout_seconds: 10.0 }
+        EventsConfig {
+            retention_days: 7.0,
+            retention_max_events: 1_000_000,
+            max_attempts: 10,
+            retry_base_seconds: 1.0,
+            retry_max_seconds: 300.0,
+            delivery_timeout_seconds: 10.0,
+        }
     }
 }
 
@@ -427,12 +434,7 @@ impl Default for DockerConfig {
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        SandboxConfig {
-            user: "65534:65534".into(),
-            tmpfs_size: "64m".into(),
-            log_max_size: "10m".into(),
-            log_max_files: 3,
-        }
+        SandboxConfig { user: "65534:65534".into(), tmpfs_size: "64m".into(), log_max_size: "10m".into(), log_max_files: 3 }
     }
 }
 
@@ -452,13 +454,7 @@ impl Default for LimitsConfig {
 
 impl Default for HealthConfig {
     fn default() -> Self {
-        HealthConfig {
-            interval_seconds: 30.0,
-            timeout_seconds: 10.0,
-            retries: 3,
-            start_period_seconds: 0.0,
-            startup_probe_ms: 25,
-        }
+        HealthConfig { interval_seconds: 30.0, timeout_seconds: 10.0, retries: 3, start_period_seconds: 0.0, startup_probe_ms: 25 }
     }
 }
 
@@ -516,18 +512,18 @@ pub fn parse_cidr(s: &str) -> Option<(std::net::Ipv4Addr, u8)> {
 
 /// The netmask of an IPv4 prefix length, as a number.
 pub fn prefix_mask(len: u8) -> u32 {
-    if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) }
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len.min(32)))
+    }
 }
 
 /// Total host memory in bytes, from /proc/meminfo.
 pub fn host_memory_bytes() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
         .map(|kb| kb * 1024)
         .unwrap_or(1 << 30)
 }
@@ -544,49 +540,33 @@ impl Config {
         Self::load_with_env(path, dev, &env)
     }
 
-    pub fn load_with_env(
-        path: Option<&Path>,
-        dev: bool,
-        env: &[(String, String)],
-    ) -> Result<Config, ConfigError> {
-        let default_path = if dev {
-            PathBuf::from(DEV_DIR).join("config.toml")
-        } else {
-            PathBuf::from(DEFAULT_CONFIG_PATH)
-        };
+    pub fn load_with_env(path: Option<&Path>, dev: bool, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let default_path = if dev { PathBuf::from(DEV_DIR).join("config.toml") } else { PathBuf::from(DEFAULT_CONFIG_PATH) };
         let (file_path, required) = match path {
             Some(p) => (p.to_path_buf(), true),
             None => (default_path, false),
         };
         let mut table = match std::fs::read_to_string(&file_path) {
-            Ok(text) => text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
-                path: file_path.display().to_string(),
-                message: e.to_string(),
-            })?,
+            Ok(text) => text
+                .parse::<toml::Table>()
+                .map_err(|e| ConfigError::Parse { path: file_path.display().to_string(), message: e.to_string() })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => toml::Table::new(),
             Err(source) => return Err(ConfigError::Read { path: file_path, source }),
         };
         if dev {
-            let base = std::env::current_dir()
-                .map_err(|e| invalid("daemon.data_dir", e.to_string()))?
-                .join(DEV_DIR);
-            let daemon = table
-                .entry("daemon")
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let base = std::env::current_dir().map_err(|e| invalid("daemon.data_dir", e.to_string()))?.join(DEV_DIR);
+            let daemon = table.entry("daemon").or_insert_with(|| toml::Value::Table(toml::Table::new()));
             if let toml::Value::Table(d) = daemon {
-                d.entry("data_dir")
-                    .or_insert_with(|| base.join("data").display().to_string().into());
-                d.entry("socket_path")
-                    .or_insert_with(|| base.join("addond.sock").display().to_string().into());
+                d.entry("data_dir").or_insert_with(|| base.join("data").display().to_string().into());
+                d.entry("socket_path").or_insert_with(|| base.join("addond.sock").display().to_string().into());
             }
         }
         apply_env(&mut table, env)?;
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
-                let key = e.path().to_string();
-                let inner = e.into_inner().to_string();
-                invalid(&key, inner.trim().to_string())
-            })?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            invalid(&key, inner.trim().to_string())
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -595,10 +575,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let p = &self.ports;
         if p.range_start == 0 || p.range_start > p.range_end {
-            return Err(invalid(
-                "ports.range_start",
-                format!("must be between 1 and ports.range_end ({})", p.range_end),
-            ));
+            return Err(invalid("ports.range_start", format!("must be between 1 and ports.range_end ({})", p.range_end)));
         }
         if p.range_start < 1024 {
             return Err(invalid("ports.range_start", "ports below 1024 are privileged; use 1024 or more"));
@@ -627,7 +604,13 @@ impl Config {
             return Err(invalid("docker.subnet_pool", format!("`{pool}` must be an IPv4 range like 172.20.0.0/14 (prefix 8 to 30)")));
         };
         if u32::from(pool_ip) & !prefix_mask(pool_len) != 0 {
-            return Err(invalid("docker.subnet_pool", format!("`{pool}` must be written from its first address, like {}/{pool_len}", std::net::Ipv4Addr::from(u32::from(pool_ip) & prefix_mask(pool_len)))));
+            return Err(invalid(
+                "docker.subnet_pool",
+                format!(
+                    "`{pool}` must be written from its first address, like {}/{pool_len}",
+                    std::net::Ipv4Addr::from(u32::from(pool_ip) & prefix_mask(pool_len))
+                ),
+            ));
         }
         let prefix = self.docker.subnet_prefix;
         if prefix < pool_len || prefix > 28 {
@@ -636,9 +619,15 @@ impl Config {
         if self.docker.timeout_seconds == 0 {
             return Err(invalid("docker.timeout_seconds", "must be at least 1"));
         }
-        for (key, v) in [("docker.ping_timeout_seconds", self.docker.ping_timeout_seconds), ("docker.call_timeout_seconds", self.docker.call_timeout_seconds)] {
+        for (key, v) in [
+            ("docker.ping_timeout_seconds", self.docker.ping_timeout_seconds),
+            ("docker.call_timeout_seconds", self.docker.call_timeout_seconds),
+        ] {
             if !(v.is_finite() && v > 0.0 && v <= self.docker.timeout_seconds as f64) {
-                return Err(invalid(key, format!("must be more than 0 and at most docker.timeout_seconds ({})", self.docker.timeout_seconds)));
+                return Err(invalid(
+                    key,
+                    format!("must be more than 0 and at most docker.timeout_seconds ({})", self.docker.timeout_seconds),
+                ));
             }
         }
         let user_ok = self
@@ -652,7 +641,11 @@ impl Config {
         if !user_ok {
             return Err(invalid("sandbox.user", "must be a numeric non-root uid[:gid], like 65534:65534"));
         }
-        for (key, val) in [("sandbox.tmpfs_size", &self.sandbox.tmpfs_size), ("sandbox.log_max_size", &self.sandbox.log_max_size), ("limits.memory", &self.limits.memory)] {
+        for (key, val) in [
+            ("sandbox.tmpfs_size", &self.sandbox.tmpfs_size),
+            ("sandbox.log_max_size", &self.sandbox.log_max_size),
+            ("limits.memory", &self.limits.memory),
+        ] {
             if parse_size(val).is_none() {
                 return Err(invalid(key, format!("`{val}` is not a size like 64m or 1g")));
             }
@@ -697,7 +690,11 @@ impl Config {
         if r.max_failures == 0 {
             return Err(invalid("restart.max_failures", "must be at least 1"));
         }
-        for (key, v) in [("restart.reset_after_seconds", r.reset_after_seconds), ("restart.failure_window_seconds", r.failure_window_seconds), ("reconcile.interval_seconds", self.reconcile.interval_seconds)] {
+        for (key, v) in [
+            ("restart.reset_after_seconds", r.reset_after_seconds),
+            ("restart.failure_window_seconds", r.failure_window_seconds),
+            ("reconcile.interval_seconds", self.reconcile.interval_seconds),
+        ] {
             if !(v > 0.0 && v.is_finite()) {
                 return Err(invalid(key, "must be a positive number of seconds"));
             }
@@ -712,7 +709,12 @@ impl Config {
         if a.breaker_failures == 0 {
             return Err(invalid("addons.breaker_failures", "must be at least 1"));
         }
-        for (key, v) in [("addons.execute_timeout_seconds", a.execute_timeout_seconds), ("addons.breaker_cooldown_seconds", a.breaker_cooldown_seconds), ("addons.config_push_timeout_seconds", a.config_push_timeout_seconds), ("widgets.cache_ttl_seconds", self.widgets.cache_ttl_seconds)] {
+        for (key, v) in [
+            ("addons.execute_timeout_seconds", a.execute_timeout_seconds),
+            ("addons.breaker_cooldown_seconds", a.breaker_cooldown_seconds),
+            ("addons.config_push_timeout_seconds", a.config_push_timeout_seconds),
+            ("widgets.cache_ttl_seconds", self.widgets.cache_ttl_seconds),
+        ] {
             if !(v > 0.0 && v <= 86_400.0) {
                 return Err(invalid(key, "must be more than 0 and at most 86400 seconds"));
             }
@@ -763,7 +765,11 @@ impl Config {
                 return Err(invalid(key, "must be between 0.1 and 86400 seconds"));
             }
         }
-        for (key, v) in [("http.gateway_max_connections", h.gateway_max_connections), ("http.admin_max_connections", h.admin_max_connections), ("http.addon_api_max_connections", h.addon_api_max_connections)] {
+        for (key, v) in [
+            ("http.gateway_max_connections", h.gateway_max_connections),
+            ("http.admin_max_connections", h.admin_max_connections),
+            ("http.addon_api_max_connections", h.addon_api_max_connections),
+        ] {
             if !(8..=1_000_000).contains(&v) {
                 return Err(invalid(key, "must be between 8 and 1000000 connections"));
             }
@@ -780,7 +786,11 @@ impl Config {
     }
 
     pub fn max_cpu(&self) -> f64 {
-        if self.limits.max_cpu > 0.0 { self.limits.max_cpu } else { host_cpus() }
+        if self.limits.max_cpu > 0.0 {
+            self.limits.max_cpu
+        } else {
+            host_cpus()
+        }
     }
 
     pub fn to_toml(&self) -> String {
@@ -789,7 +799,22 @@ impl Config {
 }
 
 const SECTIONS: &[&str] = &[
-    "daemon", "api", "ports", "docker", "sandbox", "limits", "health", "restart", "reconcile", "templates", "addons", "widgets", "gateway", "events", "addon_api", "http",
+    "daemon",
+    "api",
+    "ports",
+    "docker",
+    "sandbox",
+    "limits",
+    "health",
+    "restart",
+    "reconcile",
+    "templates",
+    "addons",
+    "widgets",
+    "gateway",
+    "events",
+    "addon_api",
+    "http",
 ];
 
 /// Applies `ADDOND_<SECTION>_<KEY>=value` overrides. The value is read as a TOML literal
@@ -821,9 +846,7 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
             (toml::Value::Float(_), toml::Value::Integer(i)) => toml::Value::Float(i as f64),
             (_, v) => v,
         };
-        let sec = table
-            .entry(section.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let sec = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         if let toml::Value::Table(t) = sec {
             t.insert(key.to_string(), val);
         }
@@ -901,7 +924,16 @@ mod tests {
 
     #[test]
     fn env_overrides_apply_and_unknown_env_keys_fail() {
-        let c = load_str("", &[("ADDOND_PORTS_RANGE_START", "8100"), ("ADDOND_HEALTH_INTERVAL_SECONDS", "2"), ("ADDOND_DAEMON_SOCKET_GROUP", "123"), ("ADDOND_SOCKET", "/x")]).unwrap();
+        let c = load_str(
+            "",
+            &[
+                ("ADDOND_PORTS_RANGE_START", "8100"),
+                ("ADDOND_HEALTH_INTERVAL_SECONDS", "2"),
+                ("ADDOND_DAEMON_SOCKET_GROUP", "123"),
+                ("ADDOND_SOCKET", "/x"),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.ports.range_start, 8100);
         assert_eq!(c.health.interval_seconds, 2.0);
         assert_eq!(c.daemon.socket_group, "123");

@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tokio_util::sync::CancellationToken;
 
+use crate::addon_api::AddonApi;
 use crate::addons::Addons;
 use crate::api::{self, AppState, PeerPolicy};
-use crate::addon_api::AddonApi;
-use crate::events::Events;
-use crate::gateway::Gateway;
-use crate::metrics::Metrics;
 use crate::config::Config;
 use crate::data_dir::lock_data_dir;
+use crate::events::Events;
+use crate::gateway::Gateway;
 use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::systemd::{LogControl, Notifier};
@@ -45,7 +45,9 @@ fn bind_socket(cfg: &Config) -> anyhow::Result<(tokio::net::UnixListener, Option
                 tracing::warn!(group = %cfg.daemon.socket_group, error = %e, "cannot give the socket to its group; only root and the daemon's user can use it");
             }
         }
-        None => tracing::warn!(group = %cfg.daemon.socket_group, "socket group does not exist; only root and the daemon's user can use the socket"),
+        None => {
+            tracing::warn!(group = %cfg.daemon.socket_group, "socket group does not exist; only root and the daemon's user can use the socket")
+        }
     }
     Ok((listener, group))
 }
@@ -122,10 +124,8 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
     let started = Instant::now();
     // Signals the main loop handles, registered first: a SIGHUP during start-up waits for
     // the loop instead of killing the process (its default action).
-    let signals = LoopSignals {
-        hup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
-        stall: debug_stall_signal(),
-    };
+    let signals =
+        LoopSignals { hup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(), stall: debug_stall_signal() };
     let notifier = opts.notifier.clone();
     let cfg = Arc::new(cfg);
     let _lock = lock_data_dir(&cfg.daemon.data_dir)?;
@@ -147,7 +147,11 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
     let gateway = Gateway::new(cfg.clone(), addons.clone(), lifecycle.clone());
     gateway.reload_keys().await?;
     let gateway_listener = if cfg.gateway.enabled {
-        Some(tokio::net::TcpListener::bind(cfg.gateway.listen).await.with_context(|| format!("cannot listen on {} (gateway.listen)", cfg.gateway.listen))?)
+        Some(
+            tokio::net::TcpListener::bind(cfg.gateway.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (gateway.listen)", cfg.gateway.listen))?,
+        )
     } else {
         None
     };
@@ -157,7 +161,14 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
     // the reconciler makes (or finds) it, before that network's first container is made, so
     // containers get ADDOND_API.
     let addon_api = AddonApi::new(cfg.clone(), lifecycle.clone(), addons.clone(), events.clone(), shutdown.clone());
-    let app = api::router(AppState { lifecycle: lifecycle.clone(), addons: addons.clone(), gateway: gateway.clone(), events: events.clone(), gateway_addr, started });
+    let app = api::router(AppState {
+        lifecycle: lifecycle.clone(),
+        addons: addons.clone(),
+        gateway: gateway.clone(),
+        events: events.clone(),
+        gateway_addr,
+        started,
+    });
     let lc_task = tokio::spawn(lifecycle.clone().run());
     let routes_task = tokio::spawn(addons.dispatcher.clone().follow_changes(shutdown.clone()));
     let audit_task = tokio::spawn(gateway.clone().run_audit_writer(shutdown.clone()));
@@ -264,7 +275,8 @@ impl Supervisor {
                 let failed = all.iter().filter(|s| s.phase == Phase::Failed).count();
                 let stopped = all.iter().filter(|s| s.phase == Phase::Stopped).count();
                 let changing = all.len() - started - failed - stopped;
-                let wanted: Vec<_> = all.iter().filter(|s| s.phase != Phase::Stopped).flat_map(|s| s.instances.iter().filter(|i| i.wanted)).collect();
+                let wanted: Vec<_> =
+                    all.iter().filter(|s| s.phase != Phase::Stopped).flat_map(|s| s.instances.iter().filter(|i| i.wanted)).collect();
                 let healthy = wanted.iter().filter(|i| i.health == Health::Healthy).count();
                 format!(
                     "{} services ({started} started, {failed} failed, {stopped} stopped, {changing} changing), {healthy}/{} instances healthy, Docker {docker}",

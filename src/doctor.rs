@@ -83,7 +83,11 @@ pub async fn run(inp: &Inputs) -> Vec<Finding> {
             "config",
             Level::Fail,
             format!("addond will refuse to start: {e}"),
-            Some(format!("fix the key named above in {}; check with `addond check-config --config {}`", inp.config_path.display(), inp.config_path.display())),
+            Some(format!(
+                "fix the key named above in {}; check with `addond check-config --config {}`",
+                inp.config_path.display(),
+                inp.config_path.display()
+            )),
         )),
     }
     let fallback = inp.config.clone().unwrap_or_default();
@@ -95,14 +99,24 @@ pub async fn run(inp: &Inputs) -> Vec<Finding> {
             out.push(finding(
                 "daemon",
                 Level::Ok,
-                format!("addond {} (pid {}) answers on {}", d["daemon"]["version"].as_str().unwrap_or("?"), d["daemon"]["pid"], inp.client.socket().display()),
+                format!(
+                    "addond {} (pid {}) answers on {}",
+                    d["daemon"]["version"].as_str().unwrap_or("?"),
+                    d["daemon"]["pid"],
+                    inp.client.socket().display()
+                ),
                 None,
             ));
             Some(d)
         }
         Ok(r) => {
             let msg = r.error().map(|e| e.message).unwrap_or_else(|| format!("HTTP {}", r.status));
-            out.push(finding("daemon", Level::Fail, format!("addond answered {}: {msg}", r.status), Some("upgrade addonctl and addond together (the doctor needs GET /api/doctor)".into())));
+            out.push(finding(
+                "daemon",
+                Level::Fail,
+                format!("addond answered {}: {msg}", r.status),
+                Some("upgrade addonctl and addond together (the doctor needs GET /api/doctor)".into()),
+            ));
             None
         }
         Err(ClientError::NotRunning { socket }) => {
@@ -119,7 +133,10 @@ pub async fn run(inp: &Inputs) -> Vec<Finding> {
                 "daemon",
                 Level::Fail,
                 format!("permission denied on {}", socket.display()),
-                Some(format!("add your user to the `{}` group (`sudo usermod -aG {} $USER`, then log in again) or use sudo", fallback.daemon.socket_group, fallback.daemon.socket_group)),
+                Some(format!(
+                    "add your user to the `{}` group (`sudo usermod -aG {} $USER`, then log in again) or use sudo",
+                    fallback.daemon.socket_group, fallback.daemon.socket_group
+                )),
             ));
             None
         }
@@ -128,7 +145,10 @@ pub async fn run(inp: &Inputs) -> Vec<Finding> {
                 "daemon",
                 Level::Fail,
                 "addond refused this user (403)".to_string(),
-                Some(format!("add your user to the `{}` group (`sudo usermod -aG {} $USER`, then log in again) or use sudo", fallback.daemon.socket_group, fallback.daemon.socket_group)),
+                Some(format!(
+                    "add your user to the `{}` group (`sudo usermod -aG {} $USER`, then log in again) or use sudo",
+                    fallback.daemon.socket_group, fallback.daemon.socket_group
+                )),
             ));
             None
         }
@@ -137,8 +157,14 @@ pub async fn run(inp: &Inputs) -> Vec<Finding> {
             None
         }
     };
-    let data_dir = report.as_ref().and_then(|d| d["config"]["data_dir"].as_str().map(PathBuf::from)).unwrap_or_else(|| fallback.daemon.data_dir.clone());
-    let socket_group = report.as_ref().and_then(|d| d["config"]["socket_group"].as_str().map(str::to_string)).unwrap_or_else(|| fallback.daemon.socket_group.clone());
+    let data_dir = report
+        .as_ref()
+        .and_then(|d| d["config"]["data_dir"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| fallback.daemon.data_dir.clone());
+    let socket_group = report
+        .as_ref()
+        .and_then(|d| d["config"]["socket_group"].as_str().map(str::to_string))
+        .unwrap_or_else(|| fallback.daemon.socket_group.clone());
     let range = report
         .as_ref()
         .and_then(|d| Some((d["config"]["port_range"][0].as_u64()? as u16, d["config"]["port_range"][1].as_u64()? as u16)))
@@ -174,14 +200,19 @@ pub async fn run(inp: &Inputs) -> Vec<Finding> {
 
     // 4. The port range.
     let booked: Option<HashSet<u16>> = match &report {
-        Some(d) => Some(d["booked_ports"].as_array().map(|a| a.iter().filter_map(|p| p.as_u64().map(|p| p as u16)).collect()).unwrap_or_default()),
+        Some(d) => {
+            Some(d["booked_ports"].as_array().map(|a| a.iter().filter_map(|p| p.as_u64().map(|p| p as u16)).collect()).unwrap_or_default())
+        }
         None => booked_ports_from_db(&data_dir.join("addond.db")),
     };
     out.extend(check_ports(range, booked.as_ref(), report.is_some()));
 
     // 5. Disk space where the data and the images live.
     out.push(check_disk("disk", &data_dir, "the data directory"));
-    let docker_root = report.as_ref().and_then(|d| d["docker"]["root_dir"].as_str().map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("/var/lib/docker"));
+    let docker_root = report
+        .as_ref()
+        .and_then(|d| d["docker"]["root_dir"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/docker"));
     if docker_root.exists() {
         out.push(check_disk("disk", &docker_root, "Docker's images and containers"));
     }
@@ -202,7 +233,14 @@ pub fn exit_code(findings: &[Finding]) -> u8 {
 fn check_socket(path: &Path, group: &str) -> Finding {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        Err(e) => return finding("socket", Level::Warn, format!("cannot inspect {}: {e}", path.display()), Some("the socket appears when addond starts".into())),
+        Err(e) => {
+            return finding(
+                "socket",
+                Level::Warn,
+                format!("cannot inspect {}: {e}", path.display()),
+                Some("the socket appears when addond starts".into()),
+            )
+        }
     };
     if !meta.file_type().is_socket() {
         return finding("socket", Level::Fail, format!("{} is not a socket", path.display()), Some("remove it and restart addond".into()));
@@ -221,7 +259,10 @@ fn check_socket(path: &Path, group: &str) -> Finding {
         return finding(
             "socket",
             Level::Warn,
-            format!("{} has mode {mode:04o}, but group `{group}` does not exist: only root and the daemon's user may use addonctl", path.display()),
+            format!(
+                "{} has mode {mode:04o}, but group `{group}` does not exist: only root and the daemon's user may use addonctl",
+                path.display()
+            ),
             Some(format!("create it (`groupadd --system {group}`; the package does this) and restart addond")),
         );
     };
@@ -249,7 +290,9 @@ async fn probe_docker(host: &str) -> Finding {
         Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).into_owned())
     };
     match tokio::time::timeout(std::time::Duration::from_secs(5), ping).await {
-        Ok(Ok(text)) if text.starts_with("HTTP/1.") && text.contains(" 200 ") => finding("docker", Level::Ok, format!("Docker answers at {host} (checked directly: addond is down)"), None),
+        Ok(Ok(text)) if text.starts_with("HTTP/1.") && text.contains(" 200 ") => {
+            finding("docker", Level::Ok, format!("Docker answers at {host} (checked directly: addond is down)"), None)
+        }
         Ok(Ok(text)) => finding("docker", Level::Fail, format!("Docker at {host} answered: {}", text.lines().next().unwrap_or("")), fix),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => finding(
             "docker",
@@ -392,7 +435,8 @@ fn check_disk(check: &'static str, path: &Path, what: &str) -> Finding {
 }
 
 fn database_finding(d: &Value) -> Finding {
-    let problems: Vec<String> = d["integrity"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    let problems: Vec<String> =
+        d["integrity"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
     let path = d["path"].as_str().unwrap_or("addond.db");
     if problems != ["ok"] {
         return finding(
@@ -405,7 +449,12 @@ fn database_finding(d: &Value) -> Finding {
     finding(
         "database",
         Level::Ok,
-        format!("{path}: integrity ok, schema {} of {}, {} KiB", d["schema_version"], d["known_schema_version"], d["size_bytes"].as_u64().unwrap_or(0) / 1024),
+        format!(
+            "{path}: integrity ok, schema {} of {}, {} KiB",
+            d["schema_version"],
+            d["known_schema_version"],
+            d["size_bytes"].as_u64().unwrap_or(0) / 1024
+        ),
         None,
     )
 }
@@ -431,7 +480,9 @@ fn check_db_directly(path: &Path) -> Finding {
     })();
     let known = crate::store::Store::known_schema_version();
     match res {
-        Ok((rows, v)) if rows == ["ok"] && v <= known => finding("database", Level::Ok, format!("{}: integrity ok, schema {v} of {known} (checked directly)", path.display()), None),
+        Ok((rows, v)) if rows == ["ok"] && v <= known => {
+            finding("database", Level::Ok, format!("{}: integrity ok, schema {v} of {known} (checked directly)", path.display()), None)
+        }
         Ok((rows, v)) if rows == ["ok"] => finding(
             "database",
             Level::Fail,
@@ -444,12 +495,14 @@ fn check_db_directly(path: &Path) -> Finding {
             format!("{} fails its integrity check: {}", path.display(), rows.join("; ")),
             Some("restore the last backup: `addonctl restore FILE` (addond is already stopped)".into()),
         ),
-        Err(e) if matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::CannotOpen || f.code == rusqlite::ErrorCode::PermissionDenied || f.code == rusqlite::ErrorCode::ReadOnly) => finding(
-            "database",
-            Level::Warn,
-            format!("cannot open {} as this user: {e}", path.display()),
-            Some("run the doctor with sudo to check the database while addond is down".into()),
-        ),
+        Err(e) if matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::CannotOpen || f.code == rusqlite::ErrorCode::PermissionDenied || f.code == rusqlite::ErrorCode::ReadOnly) => {
+            finding(
+                "database",
+                Level::Warn,
+                format!("cannot open {} as this user: {e}", path.display()),
+                Some("run the doctor with sudo to check the database while addond is down".into()),
+            )
+        }
         Err(e) => finding(
             "database",
             Level::Fail,

@@ -110,7 +110,16 @@ impl Events {
     pub fn new(cfg: Arc<Config>, lifecycle: Arc<Lifecycle>, addons: Arc<Addons>) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(65_536);
         let (bus, _) = broadcast::channel(4096);
-        Arc::new(Events { cfg, lifecycle, addons, tx, rx: Mutex::new(Some(rx)), bus, deliverers: Mutex::new(HashMap::new()), tracker: TaskTracker::new() })
+        Arc::new(Events {
+            cfg,
+            lifecycle,
+            addons,
+            tx,
+            rx: Mutex::new(Some(rx)),
+            bus,
+            deliverers: Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+        })
     }
 
     fn store(&self) -> &Store {
@@ -146,11 +155,18 @@ impl Events {
                     Err(_) => break,
                 }
             }
-            let rows: Vec<(String, String, String, i64)> = batch.iter().map(|r| (r.name.clone(), r.data.clone(), r.source.clone(), r.ts)).collect();
+            let rows: Vec<(String, String, String, i64)> =
+                batch.iter().map(|r| (r.name.clone(), r.data.clone(), r.source.clone(), r.ts)).collect();
             match self.store().insert_events(rows).await {
                 Ok(ids) => {
                     for (req, id) in batch.into_iter().zip(ids) {
-                        let ev = Arc::new(Event { id, name: req.name, data: serde_json::from_str(&req.data).unwrap_or(Value::Null), source: req.source, ts: req.ts });
+                        let ev = Arc::new(Event {
+                            id,
+                            name: req.name,
+                            data: serde_json::from_str(&req.data).unwrap_or(Value::Null),
+                            source: req.source,
+                            ts: req.ts,
+                        });
                         let _ = req.reply.send(Ok(id));
                         let _ = self.bus.send(ev);
                     }
@@ -397,7 +413,8 @@ mod tests {
         let names = ["stock.low", "stock_x.low", "stockpile.x", "stock", "payment.completed", "stock.low.critical"];
         store.insert_events(names.iter().map(|n| (n.to_string(), "{}".into(), "t".into(), 0)).collect()).await.unwrap();
         for pattern in ["stock.*", "stock_x.*", "payment.completed", "*"] {
-            let got: Vec<String> = store.events_after(0, Some(vec![pattern.into()]), 100).await.unwrap().into_iter().map(|e| e.name).collect();
+            let got: Vec<String> =
+                store.events_after(0, Some(vec![pattern.into()]), 100).await.unwrap().into_iter().map(|e| e.name).collect();
             let want: Vec<String> = names.iter().filter(|n| matches(pattern, n)).map(|n| n.to_string()).collect();
             assert_eq!(got, want, "{pattern}");
         }

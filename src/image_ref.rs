@@ -44,13 +44,18 @@ pub fn check(image: &str) -> Result<(), String> {
     // The first of several components may name a registry (`host[:port]`).
     if parts.len() > 1 && !is_path_component(parts[0]) {
         if !is_domain_and_port(parts[0]) {
-            return Err(format!("`{}` is neither a registry (a host name with an optional numeric port) nor a lowercase repository path component", parts[0]));
+            return Err(format!(
+                "`{}` is neither a registry (a host name with an optional numeric port) nor a lowercase repository path component",
+                parts[0]
+            ));
         }
         parts.remove(0);
     }
     for p in parts {
         if !is_path_component(p) {
-            return Err(format!("the repository path component `{p}` must be lowercase letters and digits, joined by `.`, `_`, `__` or dashes"));
+            return Err(format!(
+                "the repository path component `{p}` must be lowercase letters and digits, joined by `.`, `_`, `__` or dashes"
+            ));
         }
     }
     Ok(())
@@ -117,7 +122,10 @@ fn is_domain_and_port(s: &str) -> bool {
     !host.is_empty()
         && host.split('.').all(|label| {
             let b = label.as_bytes();
-            !b.is_empty() && b[0].is_ascii_alphanumeric() && b[b.len() - 1].is_ascii_alphanumeric() && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+            !b.is_empty()
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
         })
 }
 

@@ -187,7 +187,9 @@ mod tests {
         assert_eq!((p.name.as_str(), p.owner.as_str(), p.internal, p.addon), ("addond_d1_s_web", "s_web", false, false));
         let offline = spec(serde_json::json!({"name": "web", "image": "i", "networks": ["addond_isolated"]}));
         assert_eq!(network_plan(&cfg, "d1", &offline, None).name, "addond_d1_s_web_internal");
-        let grouped = spec(serde_json::json!({"name": "web", "image": "i", "plugin_id": "shop", "volumes": [{"source": "c", "target": "/c", "shared": true}, "own:/own"]}));
+        let grouped = spec(
+            serde_json::json!({"name": "web", "image": "i", "plugin_id": "shop", "volumes": [{"source": "c", "target": "/c", "shared": true}, "own:/own"]}),
+        );
         assert_eq!(network_plan(&cfg, "d1", &grouped, None).name, "addond_d1_p_shop");
         let p = network_plan(&cfg, "d1", &grouped, Some("shop-eu"));
         assert_eq!((p.name.as_str(), p.addon), ("addond_d1_a_shop-eu", true));

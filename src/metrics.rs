@@ -14,7 +14,11 @@ use std::sync::{Arc, Mutex, RwLock};
 /// one that is gone.
 pub fn render_docker_state(out: &mut String, state: crate::runtime::DockerState) {
     use crate::runtime::DockerState;
-    let _ = writeln!(out, "# HELP addond_docker_up Whether the Docker engine is reachable.\n# TYPE addond_docker_up gauge\naddond_docker_up {}", u8::from(state == DockerState::Reachable));
+    let _ = writeln!(
+        out,
+        "# HELP addond_docker_up Whether the Docker engine is reachable.\n# TYPE addond_docker_up gauge\naddond_docker_up {}",
+        u8::from(state == DockerState::Reachable)
+    );
     let _ = writeln!(out, "# HELP addond_docker_state The Docker engine's state: reachable, unresponsive (connected, no answer in time) or unreachable.\n# TYPE addond_docker_state gauge");
     for s in [DockerState::Reachable, DockerState::Unresponsive, DockerState::Unreachable] {
         let _ = writeln!(out, "addond_docker_state{{state=\"{}\"}} {}", s.as_str(), u8::from(s == state));
@@ -89,7 +93,12 @@ fn stats_of(map: &ByAddon, addon: &str, name: &str) -> Arc<CallStats> {
 
 /// Every (addon, name, stats), sorted, for a stable exposition.
 fn sorted(map: &ByAddon) -> Vec<(String, String, Arc<CallStats>)> {
-    let mut out: Vec<_> = map.read().unwrap_or_else(|e| e.into_inner()).iter().flat_map(|(a, m)| m.iter().map(|(n, s)| (a.clone(), n.clone(), s.clone()))).collect();
+    let mut out: Vec<_> = map
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .flat_map(|(a, m)| m.iter().map(|(n, s)| (a.clone(), n.clone(), s.clone())))
+        .collect();
     out.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
     out
 }
@@ -131,19 +140,34 @@ impl Metrics {
             for (i, outcome) in OUTCOMES.iter().enumerate() {
                 let n = stats.outcomes[i].load(Ordering::Relaxed);
                 if n > 0 {
-                    let _ = writeln!(out, "addon_executions_total{{addon_id=\"{}\",function_name=\"{}\",status=\"{outcome}\"}} {n}", escape(addon), escape(function));
+                    let _ = writeln!(
+                        out,
+                        "addon_executions_total{{addon_id=\"{}\",function_name=\"{}\",status=\"{outcome}\"}} {n}",
+                        escape(addon),
+                        escape(function)
+                    );
                 }
             }
         }
         out.push_str("# HELP addon_response_time_seconds Time addon actions took, as seen by addond.\n# TYPE addon_response_time_seconds histogram\n");
         for (addon, function, stats) in &executions {
-            stats.time.render(out, "addon_response_time_seconds", &format!("addon_id=\"{}\",function_name=\"{}\"", escape(addon), escape(function)));
+            stats.time.render(
+                out,
+                "addon_response_time_seconds",
+                &format!("addon_id=\"{}\",function_name=\"{}\"", escape(addon), escape(function)),
+            );
         }
         out.push_str("# HELP widget_render_time_seconds Time addons took to render a widget (cache misses).\n# TYPE widget_render_time_seconds histogram\n");
         for (addon, widget, stats) in sorted(&self.renders) {
-            stats.time.render(out, "widget_render_time_seconds", &format!("addon_id=\"{}\",widget=\"{}\"", escape(&addon), escape(&widget)));
+            stats.time.render(
+                out,
+                "widget_render_time_seconds",
+                &format!("addon_id=\"{}\",widget=\"{}\"", escape(&addon), escape(&widget)),
+            );
         }
-        out.push_str("# HELP addon_breaker_opens_total Times an instance's circuit breaker opened.\n# TYPE addon_breaker_opens_total counter\n");
+        out.push_str(
+            "# HELP addon_breaker_opens_total Times an instance's circuit breaker opened.\n# TYPE addon_breaker_opens_total counter\n",
+        );
         for (labels, n) in self.breaker_opens.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "addon_breaker_opens_total{{{}}} {}", label_text(labels), n.load(Ordering::Relaxed));
         }

@@ -463,7 +463,8 @@ impl FieldError {
         let what = if here == "body" { "the request body".to_string() } else { format!("`{here}`") };
         if let Some(rest) = text.strip_prefix("unknown field `") {
             let name = rest.split('`').next().unwrap_or("");
-            let allowed = rest.split_once(", expected ").map(|(_, e)| e.trim_start_matches("one of ").replace("` or `", "`, `")).unwrap_or_default();
+            let allowed =
+                rest.split_once(", expected ").map(|(_, e)| e.trim_start_matches("one of ").replace("` or `", "`, `")).unwrap_or_default();
             // The path already ends at the unknown key.
             let field = if here == name || here.ends_with(&format!(".{name}")) { here.clone() } else { join(name) };
             let message = if allowed.is_empty() || allowed.starts_with("there are no fields") {
@@ -479,7 +480,8 @@ impl FieldError {
         }
         if let Some(rest) = text.strip_prefix("unknown variant `") {
             let value = rest.split('`').next().unwrap_or("");
-            let allowed = rest.split_once(", expected ").map(|(_, e)| e.trim_start_matches("one of ").replace("` or `", "`, `")).unwrap_or_default();
+            let allowed =
+                rest.split_once(", expected ").map(|(_, e)| e.trim_start_matches("one of ").replace("` or `", "`, `")).unwrap_or_default();
             return field_err(here, format!("{what}: `{value}` is not one of its values; use {allowed}"));
         }
         let text = humanize_serde(text);
@@ -641,7 +643,10 @@ impl CreateRequest {
     pub fn validate(self, cfg: &Config) -> Result<(ServiceSpec, u32), FieldError> {
         let name = self.name.ok_or_else(|| field_err("name", "a service needs a name"))?;
         if !valid_name(&name) {
-            return Err(field_err("name", format!("`{name}` is not a valid name: use 1–63 lowercase letters, digits and `-`, starting with a letter or digit")));
+            return Err(field_err(
+                "name",
+                format!("`{name}` is not a valid name: use 1–63 lowercase letters, digits and `-`, starting with a letter or digit"),
+            ));
         }
         if let Some(p) = &self.plugin_id {
             if !valid_name(p) {
@@ -658,7 +663,10 @@ impl CreateRequest {
             None => None,
             Some(p) if p >= cfg.ports.range_start as i64 && p <= cfg.ports.range_end as i64 => Some(p as u16),
             Some(p) => {
-                return Err(field_err("host_port", format!("host port {p} is outside the configured range {}–{}", cfg.ports.range_start, cfg.ports.range_end)))
+                return Err(field_err(
+                    "host_port",
+                    format!("host port {p} is outside the configured range {}–{}", cfg.ports.range_start, cfg.ports.range_end),
+                ))
             }
         };
         if let Some(h) = &self.host {
@@ -700,11 +708,17 @@ impl CreateRequest {
         }
         let networks = self.networks.unwrap_or_else(|| vec![cfg.docker.network.clone()]);
         if networks.len() != 1 {
-            return Err(field_err("networks", format!("name exactly one network: `{}` or `{}`", cfg.docker.network, cfg.docker.isolated_network)));
+            return Err(field_err(
+                "networks",
+                format!("name exactly one network: `{}` or `{}`", cfg.docker.network, cfg.docker.isolated_network),
+            ));
         }
         for (i, n) in networks.iter().enumerate() {
             if n != &cfg.docker.network && n != &cfg.docker.isolated_network {
-                return Err(field_err(format!("networks[{i}]"), format!("unknown network `{n}`: use `{}` or `{}`", cfg.docker.network, cfg.docker.isolated_network)));
+                return Err(field_err(
+                    format!("networks[{i}]"),
+                    format!("unknown network `{n}`: use `{}` or `{}`", cfg.docker.network, cfg.docker.isolated_network),
+                ));
             }
         }
         let depends_on = self.depends_on.unwrap_or_default();
@@ -743,9 +757,13 @@ impl CreateRequest {
         }
         let lim = self.resource_limits.unwrap_or_default();
         let memory = lim.memory.map(|m| m.text()).unwrap_or_else(|| cfg.limits.memory.clone());
-        let mem_bytes = parse_size(&memory).ok_or_else(|| field_err("resource_limits.memory", format!("`{memory}` is not a size like 512m or 1g")))?;
+        let mem_bytes =
+            parse_size(&memory).ok_or_else(|| field_err("resource_limits.memory", format!("`{memory}` is not a size like 512m or 1g")))?;
         if mem_bytes < 6 << 20 || mem_bytes > cfg.max_memory_bytes() {
-            return Err(field_err("resource_limits.memory", format!("`{memory}` must be between 6m and {} MiB", cfg.max_memory_bytes() >> 20)));
+            return Err(field_err(
+                "resource_limits.memory",
+                format!("`{memory}` must be between 6m and {} MiB", cfg.max_memory_bytes() >> 20),
+            ));
         }
         let cpu = lim.cpu.map(|c| c.text()).unwrap_or_else(|| cfg.limits.cpu.to_string());
         let cpu_v: f64 = cpu.parse().map_err(|_| field_err("resource_limits.cpu", format!("`{cpu}` is not a number of CPUs like 0.5")))?;
@@ -830,10 +848,46 @@ pub struct Template {
 }
 
 pub const TEMPLATES: &[Template] = &[
-    Template { id: "rest_api_basic", name: "REST API", description: "An HTTP JSON API behind the gateway", service_type: ServiceType::RestApi, memory: "512m", cpu: "0.5", port: 8080, health_path: "/health" },
-    Template { id: "websocket_service", name: "WebSocket service", description: "Long-lived WebSocket connections", service_type: ServiceType::Websocket, memory: "256m", cpu: "0.3", port: 8080, health_path: "/health" },
-    Template { id: "background_worker", name: "Background worker", description: "Queue consumer or batch worker", service_type: ServiceType::BackgroundWorker, memory: "1g", cpu: "1.0", port: 8080, health_path: "/health" },
-    Template { id: "scheduler_service", name: "Scheduler", description: "Runs jobs on a schedule", service_type: ServiceType::Scheduler, memory: "256m", cpu: "0.2", port: 8080, health_path: "/health" },
+    Template {
+        id: "rest_api_basic",
+        name: "REST API",
+        description: "An HTTP JSON API behind the gateway",
+        service_type: ServiceType::RestApi,
+        memory: "512m",
+        cpu: "0.5",
+        port: 8080,
+        health_path: "/health",
+    },
+    Template {
+        id: "websocket_service",
+        name: "WebSocket service",
+        description: "Long-lived WebSocket connections",
+        service_type: ServiceType::Websocket,
+        memory: "256m",
+        cpu: "0.3",
+        port: 8080,
+        health_path: "/health",
+    },
+    Template {
+        id: "background_worker",
+        name: "Background worker",
+        description: "Queue consumer or batch worker",
+        service_type: ServiceType::BackgroundWorker,
+        memory: "1g",
+        cpu: "1.0",
+        port: 8080,
+        health_path: "/health",
+    },
+    Template {
+        id: "scheduler_service",
+        name: "Scheduler",
+        description: "Runs jobs on a schedule",
+        service_type: ServiceType::Scheduler,
+        memory: "256m",
+        cpu: "0.2",
+        port: 8080,
+        health_path: "/health",
+    },
 ];
 
 pub fn template(id: &str) -> Option<&'static Template> {
@@ -1003,13 +1057,16 @@ mod tests {
         assert_eq!(nested_dir_volumes(&vols(&["./d:/a", "./d:/b"])), Some((0, 1)));
         assert_eq!(nested_dir_volumes(&vols(&["x:/x", "./a:/a", "./b:/b", "./a/b/c:/c"])), Some((1, 3)));
         assert_eq!(nested_dir_volumes(&vols(&["./d:/d", "./dd:/dd", "./d2/d:/e", "d:/named"])), None);
-        let e = req(serde_json::json!({"name": "n", "image": "i", "volumes": ["./d:/d", "./d/inner:/inner"]})).validate(&Config::default()).unwrap_err();
+        let e = req(serde_json::json!({"name": "n", "image": "i", "volumes": ["./d:/d", "./d/inner:/inner"]}))
+            .validate(&Config::default())
+            .unwrap_err();
         assert_eq!((e.field.as_str(), e.code), ("volumes[1]", "invalid_volume"));
         assert!(e.message.contains("sibling"), "{}", e.message);
         let shared = serde_json::json!([{"source": "c", "target": "/c", "shared": true}]);
         let e = req(serde_json::json!({"name": "n", "image": "i", "volumes": shared})).validate(&Config::default()).unwrap_err();
         assert_eq!(e.field, "volumes[0].shared");
-        let (spec, _) = req(serde_json::json!({"name": "n", "image": "i", "plugin_id": "p", "volumes": shared})).validate(&Config::default()).unwrap();
+        let (spec, _) =
+            req(serde_json::json!({"name": "n", "image": "i", "plugin_id": "p", "volumes": shared})).validate(&Config::default()).unwrap();
         assert!(spec.volumes[0].shared);
         let e = req(serde_json::json!({"name": "n", "image": "i", "plugin_id": "p", "volumes": [{"source": "./c", "target": "/c", "shared": true}]})).validate(&Config::default()).unwrap_err();
         assert_eq!(e.field, "volumes[0].shared");

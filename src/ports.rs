@@ -85,13 +85,7 @@ impl PortAllocator {
 
     /// Chooses `n` ports and runs `book` with them while holding the allocation lock;
     /// `booked` reads the current bookings (inside the lock, so it is up to date).
-    pub async fn allocate<T, E, B, BF, F, FF>(
-        &self,
-        n: usize,
-        preferred: Option<u16>,
-        booked: B,
-        book: F,
-    ) -> Result<T, E>
+    pub async fn allocate<T, E, B, BF, F, FF>(&self, n: usize, preferred: Option<u16>, booked: B, book: F) -> Result<T, E>
     where
         B: FnOnce() -> BF,
         BF: Future<Output = Result<HashSet<u16>, E>>,
@@ -105,12 +99,7 @@ impl PortAllocator {
     /// [`allocate`](Self::allocate) for several services booked in one transaction (an
     /// addon install): `wants` holds each service's port count and preferred port, and
     /// `book` gets each service's ports in the same order.
-    pub async fn allocate_many<T, E, B, BF, F, FF>(
-        &self,
-        wants: &[(usize, Option<u16>)],
-        booked: B,
-        book: F,
-    ) -> Result<T, E>
+    pub async fn allocate_many<T, E, B, BF, F, FF>(&self, wants: &[(usize, Option<u16>)], booked: B, book: F) -> Result<T, E>
     where
         B: FnOnce() -> BF,
         BF: Future<Output = Result<HashSet<u16>, E>>,
@@ -185,7 +174,12 @@ mod tests {
     #[tokio::test]
     async fn concurrent_allocations_never_collide() {
         use std::sync::Arc;
-        let cfg = PortsConfig { range_start: 38000, range_end: 38099, publish_address: IpAddr::V4(Ipv4Addr::LOCALHOST), ..PortsConfig::default() };
+        let cfg = PortsConfig {
+            range_start: 38000,
+            range_end: 38099,
+            publish_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ..PortsConfig::default()
+        };
         let alloc = Arc::new(PortAllocator::new(&cfg));
         let booked = Arc::new(std::sync::Mutex::new(HashSet::new()));
         let mut tasks = Vec::new();
@@ -215,9 +209,8 @@ mod tests {
             results.push(t.await.unwrap());
         }
         assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 50);
-        let third = alloc
-            .allocate(1, None, || async { Ok::<_, PortError>(booked.lock().unwrap().clone()) }, |p| async move { Ok(p) })
-            .await;
+        let third =
+            alloc.allocate(1, None, || async { Ok::<_, PortError>(booked.lock().unwrap().clone()) }, |p| async move { Ok(p) }).await;
         assert!(matches!(third, Err(PortError::Exhausted { .. })));
     }
 }

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerStatsResponse, EndpointSettings, EventMessage, HostConfig, HostConfigLogConfig, Ipam,
-    IpamConfig, Mount, MountType, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy as DockerRestart,
-    RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, ContainerStatsResponse, EndpointSettings, EventMessage, HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount,
+    MountType, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy as DockerRestart, RestartPolicyNameEnum,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, ListNetworksOptions, LogsOptions,
@@ -237,7 +237,10 @@ impl Runtime {
         if changed {
             match new {
                 DockerState::Reachable => tracing::info!("Docker engine reachable"),
-                DockerState::Unresponsive => tracing::warn!(waited_s = self.cfg.docker.ping_timeout_seconds, "Docker engine not answering (it accepts connections, but no answer in time)"),
+                DockerState::Unresponsive => tracing::warn!(
+                    waited_s = self.cfg.docker.ping_timeout_seconds,
+                    "Docker engine not answering (it accepts connections, but no answer in time)"
+                ),
                 DockerState::Unreachable => tracing::warn!("Docker engine unreachable"),
             }
         }
@@ -400,13 +403,16 @@ impl Runtime {
         if stale {
             let mut seen = Vec::new();
             for n in d.list_networks(None::<ListNetworksOptions>).await.map_err(|e| self.map_err(e))? {
-                seen.extend(n.ipam.and_then(|i| i.config).unwrap_or_default().iter().filter_map(|c| c.subnet.as_deref().and_then(Subnet::parse)));
+                seen.extend(
+                    n.ipam.and_then(|i| i.config).unwrap_or_default().iter().filter_map(|c| c.subnet.as_deref().and_then(Subnet::parse)),
+                );
             }
             let mut book = self.subnets.lock().unwrap_or_else(|e| e.into_inner());
             book.seen = seen;
             book.seen_at = Some(std::time::Instant::now());
         }
-        let pool = Subnet::parse(&self.cfg.docker.subnet_pool).ok_or_else(|| RuntimeError::NoSubnet("docker.subnet_pool is not an IPv4 range".into()))?;
+        let pool = Subnet::parse(&self.cfg.docker.subnet_pool)
+            .ok_or_else(|| RuntimeError::NoSubnet("docker.subnet_pool is not an IPv4 range".into()))?;
         let prefix = self.cfg.docker.subnet_prefix;
         let mut used = isolation::host_routes();
         used.extend_from_slice(refused);
@@ -457,7 +463,8 @@ impl Runtime {
                         plan.name, plan.name
                     )));
                 }
-                let info = Self::net_info(&plan.name, n.id.as_deref().unwrap_or_default(), n.ipam.as_ref()).ok_or_else(|| RuntimeError::Api(format!("network {} has no IPv4 subnet", plan.name)))?;
+                let info = Self::net_info(&plan.name, n.id.as_deref().unwrap_or_default(), n.ipam.as_ref())
+                    .ok_or_else(|| RuntimeError::Api(format!("network {} has no IPv4 subnet", plan.name)))?;
                 self.networks.lock().unwrap_or_else(|e| e.into_inner()).insert(plan.name.clone(), info.clone());
                 return Ok(info);
             }
@@ -467,7 +474,11 @@ impl Runtime {
                 driver: Some("bridge".into()),
                 internal: Some(plan.internal),
                 ipam: Some(Ipam {
-                    config: Some(vec![IpamConfig { subnet: Some(subnet.to_string()), gateway: Some(subnet.gateway().to_string()), ..Default::default() }]),
+                    config: Some(vec![IpamConfig {
+                        subnet: Some(subnet.to_string()),
+                        gateway: Some(subnet.gateway().to_string()),
+                        ..Default::default()
+                    }]),
                     ..Default::default()
                 }),
                 labels: Some(HashMap::from([
@@ -538,7 +549,8 @@ impl Runtime {
     /// Every network carrying this daemon's label.
     pub async fn list_owned_networks(&self, daemon_id: &str) -> Result<Vec<OwnedNetwork>, RuntimeError> {
         let d = self.client().await?;
-        let opts = ListNetworksOptions { filters: Some(HashMap::from([("label".to_string(), vec![format!("{LABEL_DAEMON}={daemon_id}")])])) };
+        let opts =
+            ListNetworksOptions { filters: Some(HashMap::from([("label".to_string(), vec![format!("{LABEL_DAEMON}={daemon_id}")])])) };
         let list = d.list_networks(Some(opts)).await.map_err(|e| self.map_err(e))?;
         Ok(list
             .into_iter()
@@ -682,7 +694,9 @@ impl Runtime {
                 self.networks.lock().unwrap_or_else(|e| e.into_inner()).remove(&ctx.network.name);
                 Err(self.map_err(e))
             }
-            Err(e) if Self::status_of(&e) == Some(404) => Err(RuntimeError::ImageNotFound { image: spec.image.clone(), reason: "not present locally".into() }),
+            Err(e) if Self::status_of(&e) == Some(404) => {
+                Err(RuntimeError::ImageNotFound { image: spec.image.clone(), reason: "not present locally".into() })
+            }
             Err(e) => Err(self.map_err(e)),
         }
     }
@@ -718,7 +732,13 @@ impl Runtime {
                 None => (MountType::VOLUME, v.docker_name.clone().unwrap_or_else(|| format!("addond_{}", v.source))),
                 Some(dir) => (MountType::BIND, dir.display().to_string()),
             };
-            mounts.push(Mount { target: Some(v.target.clone()), source: Some(source), typ: Some(typ), read_only: Some(v.read_only), ..Default::default() });
+            mounts.push(Mount {
+                target: Some(v.target.clone()),
+                source: Some(source),
+                typ: Some(typ),
+                read_only: Some(v.read_only),
+                ..Default::default()
+            });
         }
         let sb = &self.cfg.sandbox;
         let tmpfs_bytes = parse_size(&sb.tmpfs_size).unwrap_or(64 << 20);
@@ -730,7 +750,10 @@ impl Runtime {
         let host_config = HostConfig {
             port_bindings: Some(HashMap::from([(
                 cport.clone(),
-                Some(vec![PortBinding { host_ip: Some(self.cfg.ports.publish_address.to_string()), host_port: Some(inst.host_port.to_string()) }]),
+                Some(vec![PortBinding {
+                    host_ip: Some(self.cfg.ports.publish_address.to_string()),
+                    host_port: Some(inst.host_port.to_string()),
+                }]),
             )])),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges:true".into()]),
@@ -748,7 +771,10 @@ impl Runtime {
             mounts: Some(mounts),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".into()),
-                config: Some(HashMap::from([("max-size".to_string(), sb.log_max_size.clone()), ("max-file".to_string(), sb.log_max_files.to_string())])),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), sb.log_max_size.clone()),
+                    ("max-file".to_string(), sb.log_max_files.to_string()),
+                ])),
             }),
             init: Some(false),
             ..Default::default()
@@ -790,7 +816,9 @@ impl Runtime {
     /// one and says so (the call is worth repeating).
     async fn resolve_ambiguity(&self, e: &bollard::errors::Error) -> Result<bool, RuntimeError> {
         let text = e.to_string();
-        let Some(name) = text.split("network ").nth(1).and_then(|t| t.split(" is ambiguous").next()).filter(|_| text.contains(" is ambiguous")) else {
+        let Some(name) =
+            text.split("network ").nth(1).and_then(|t| t.split(" is ambiguous").next()).filter(|_| text.contains(" is ambiguous"))
+        else {
             return Ok(false);
         };
         let _held = self.network_lock(name).await;
@@ -872,7 +900,13 @@ impl Runtime {
     }
 
     /// Log lines of a container: the last `tail` lines, then more while `follow`.
-    pub async fn logs(&self, id: &str, tail: u32, follow: bool, timestamps: bool) -> Result<impl Stream<Item = Result<bytes::Bytes, RuntimeError>> + Send + 'static, RuntimeError> {
+    pub async fn logs(
+        &self,
+        id: &str,
+        tail: u32,
+        follow: bool,
+        timestamps: bool,
+    ) -> Result<impl Stream<Item = Result<bytes::Bytes, RuntimeError>> + Send + 'static, RuntimeError> {
         let d = self.client().await?;
         // A followed stream may rightly stay silent, so a hung engine is told apart by
         // something that must answer: the container, asked within the per-call deadline.
@@ -904,7 +938,10 @@ impl Runtime {
     }
 
     /// The engine's container events for this daemon's containers.
-    pub async fn events(&self, daemon_id: &str) -> Result<impl Stream<Item = Result<EventMessage, RuntimeError>> + Send + 'static, RuntimeError> {
+    pub async fn events(
+        &self,
+        daemon_id: &str,
+    ) -> Result<impl Stream<Item = Result<EventMessage, RuntimeError>> + Send + 'static, RuntimeError> {
         let d = self.client().await?;
         let opts = EventsOptions {
             filters: Some(HashMap::from([
@@ -923,7 +960,11 @@ impl Runtime {
 /// at once while the engine is known to be unresponsive, and abandoned when it is found so
 /// while this one waits: nobody waits `docker.timeout_seconds` on a hung engine, least of
 /// all the reconciler, which holds a service's lease meanwhile.
-async fn send_to_engine<B>(socket: PathBuf, guard: Option<watch::Receiver<DockerState>>, req: hyper::Request<B>) -> Result<hyper::Response<hyper::body::Incoming>, bollard::errors::Error>
+async fn send_to_engine<B>(
+    socket: PathBuf,
+    guard: Option<watch::Receiver<DockerState>>,
+    req: hyper::Request<B>,
+) -> Result<hyper::Response<hyper::body::Incoming>, bollard::errors::Error>
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
@@ -958,7 +999,8 @@ fn sample_from(st: &ContainerStatsResponse) -> StatsSample {
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     let cpu = st.cpu_stats.as_ref();
     let pre = st.precpu_stats.as_ref();
-    let total = |c: Option<&bollard::models::ContainerCpuStats>| c.and_then(|c| c.cpu_usage.as_ref()).and_then(|u| u.total_usage).unwrap_or(0);
+    let total =
+        |c: Option<&bollard::models::ContainerCpuStats>| c.and_then(|c| c.cpu_usage.as_ref()).and_then(|u| u.total_usage).unwrap_or(0);
     let system = |c: Option<&bollard::models::ContainerCpuStats>| c.and_then(|c| c.system_cpu_usage).unwrap_or(0);
     let cpu_delta = total(cpu).saturating_sub(total(pre)) as f64;
     let sys_delta = system(cpu).saturating_sub(system(pre)) as f64;

@@ -73,7 +73,6 @@ fn one_line(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
-
 /// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC` (as systemd recommends), or
 /// `None` when the watchdog is off or meant for another process (`WATCHDOG_PID`).
 pub fn watchdog_period() -> Option<Duration> {
@@ -110,9 +109,7 @@ impl LogControl {
         if self.env_override {
             return Ok(());
         }
-        self.handle
-            .reload(filter_for(level))
-            .map_err(|e| anyhow::anyhow!("cannot change the log filter: {e}"))
+        self.handle.reload(filter_for(level)).map_err(|e| anyhow::anyhow!("cannot change the log filter: {e}"))
     }
 }
 
@@ -135,9 +132,7 @@ pub fn init_logging(level: &str) -> LogControl {
             prio.info = tracing_journald::Priority::Informational;
             prio.debug = tracing_journald::Priority::Debug;
             prio.trace = tracing_journald::Priority::Debug;
-            l.with_field_prefix(Some("ADDOND".into()))
-                .with_syslog_identifier("addond".into())
-                .with_priority_mappings(prio)
+            l.with_field_prefix(Some("ADDOND".into())).with_syslog_identifier("addond".into()).with_priority_mappings(prio)
         })
     } else {
         None

@@ -7,10 +7,7 @@ use chrono::{DateTime, Datelike as _, Local, Offset as _, SecondsFormat, TimeZon
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Wall-clock seconds since the Unix epoch (0 if the clock is before it).

@@ -43,7 +43,17 @@ const INLINE_BODY_BYTES: usize = 16 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Headers that belong to one connection, not to the message (never forwarded).
-pub(crate) const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+pub(crate) const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -203,7 +213,11 @@ pub enum OutBody {
     Empty,
     Full(Bytes),
     /// Streamed from the caller: `length` when the caller declared one, else sent chunked.
-    Stream { body: axum::body::Body, length: Option<u64>, limit: u64 },
+    Stream {
+        body: axum::body::Body,
+        length: Option<u64>,
+        limit: u64,
+    },
 }
 
 /// An addon's answer: status, headers (hop-by-hop ones removed) and the body, still to read.
@@ -237,7 +251,14 @@ impl Connection {
         self.send_inner(method, path, headers, body, true).await
     }
 
-    async fn send_inner(self, method: &Method, path: &str, headers: &HeaderMap, body: OutBody, want_headers: bool) -> Result<Response, UpstreamError> {
+    async fn send_inner(
+        self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: OutBody,
+        want_headers: bool,
+    ) -> Result<Response, UpstreamError> {
         use std::io::Write as _;
         let mut conn = self.0;
         if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
@@ -600,7 +621,9 @@ impl Framing {
                         // A trailer is a header field: a token, a colon, a value; a line
                         // starting with whitespace is an obsolete fold, refused like
                         // everywhere else.
-                        let name_ok = line.iter().position(|b| *b == b':').is_some_and(|i| i > 0 && line[..i].iter().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b)));
+                        let name_ok = line.iter().position(|b| *b == b':').is_some_and(|i| {
+                            i > 0 && line[..i].iter().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+                        });
                         if !name_ok {
                             return Err("a trailer line is not a header field".into());
                         }
@@ -838,7 +861,11 @@ mod tests {
             ("an agreeing length list", format!("{OK}content-length: 5, 5\r\n\r\nhello"), Some("hello")),
             ("a space before the colon", format!("{OK}content-length : 5\r\n\r\nhello"), None),
             ("an obsolete line fold", format!("{OK}x-a: 1\r\n folded\r\ncontent-length: 5\r\n\r\nhello"), None),
-            ("length and chunked: chunked wins", format!("{OK}content-length: 3\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), Some("hello")),
+            (
+                "length and chunked: chunked wins",
+                format!("{OK}content-length: 3\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+                Some("hello"),
+            ),
             ("a coding after chunked", format!("{OK}transfer-encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), None),
             ("chunked twice", format!("{OK}transfer-encoding: chunked, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), None),
             ("chunked in two headers", format!("{OK}transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"), None),
@@ -872,7 +899,8 @@ mod tests {
             }
         }
         // An answer framed both ways is read by its chunks and its connection not reused.
-        let (_, keep) = read_answer(format!("{OK}content-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n").as_bytes()).expect("read");
+        let (_, keep) =
+            read_answer(format!("{OK}content-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n").as_bytes()).expect("read");
         assert!(!keep, "a connection that carried an answer framed both ways is not reused");
     }
 
@@ -892,7 +920,9 @@ mod tests {
     /// A loopback HTTP/1.1 server answering each request with `answer(request, n)` (raw
     /// bytes; `n` counts requests on the connection) and closing the connection when the
     /// answer asks for it. Returns its address and the number of connections accepted.
-    async fn server(answer: fn(&Seen, usize) -> (Vec<u8>, bool)) -> (SocketAddr, Arc<AtomicUsize>, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+    async fn server(
+        answer: fn(&Seen, usize) -> (Vec<u8>, bool),
+    ) -> (SocketAddr, Arc<AtomicUsize>, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let conns = Arc::new(AtomicUsize::new(0));
@@ -925,7 +955,8 @@ mod tests {
             let mut req = httparse::Request::new(&mut slots);
             if let Ok(httparse::Status::Complete(n)) = req.parse(buf) {
                 let path = req.path.unwrap_or("").to_string();
-                let headers: Vec<(String, String)> = req.headers.iter().map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned())).collect();
+                let headers: Vec<(String, String)> =
+                    req.headers.iter().map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned())).collect();
                 buf.advance(n);
                 let get = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
                 let mut body = Vec::new();
@@ -1006,7 +1037,8 @@ mod tests {
             _ => (b"HTTP/1.0 200 OK\r\n\r\nuntil close".to_vec(), true),
         })
         .await;
-        let resp = connect(addr).await.expect("connect").send(&Method::GET, "/chunked", &HeaderMap::new(), OutBody::Empty).await.expect("call");
+        let resp =
+            connect(addr).await.expect("connect").send(&Method::GET, "/chunked", &HeaderMap::new(), OutBody::Empty).await.expect("call");
         assert_eq!(resp.headers.get("x-a").map(HeaderValue::as_bytes), Some(&b"1"[..]));
         assert!(resp.headers.get("transfer-encoding").is_none(), "framing is ours to choose");
         let body = axum::body::to_bytes(resp.body.into_body(), 1 << 20).await.expect("stream");
@@ -1025,7 +1057,8 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-keep", HeaderValue::from_static("1"));
         headers.insert("content-length", HeaderValue::from_static("999"));
-        let resp = request(addr, &Method::PUT, "/up?q=1", &headers, OutBody::Stream { body, length: None, limit: 100 }).await.expect("call");
+        let resp =
+            request(addr, &Method::PUT, "/up?q=1", &headers, OutBody::Stream { body, length: None, limit: 100 }).await.expect("call");
         assert_eq!(&resp.body.collect(100).await.expect("body")[..], b"7");
         let seen = rx.recv().await.expect("seen");
         assert_eq!(seen.path, "/up?q=1");
@@ -1037,12 +1070,17 @@ mod tests {
         assert_eq!(header("host"), Some(addr.to_string().as_str()));
 
         let body = axum::body::Body::from_stream(chunks());
-        let resp = request(addr, &Method::POST, "/", &HeaderMap::new(), OutBody::Stream { body, length: Some(7), limit: 100 }).await.expect("call");
+        let resp = request(addr, &Method::POST, "/", &HeaderMap::new(), OutBody::Stream { body, length: Some(7), limit: 100 })
+            .await
+            .expect("call");
         assert_eq!(&resp.body.collect(100).await.expect("body")[..], b"7");
         assert_eq!(rx.recv().await.expect("seen").headers.iter().find(|(n, _)| n == "content-length").map(|(_, v)| v.as_str()), Some("7"));
 
         let body = axum::body::Body::from_stream(chunks());
-        let err = request(addr, &Method::POST, "/", &HeaderMap::new(), OutBody::Stream { body, length: None, limit: 5 }).await.err().expect("over the limit");
+        let err = request(addr, &Method::POST, "/", &HeaderMap::new(), OutBody::Stream { body, length: None, limit: 5 })
+            .await
+            .err()
+            .expect("over the limit");
         assert!(matches!(err, UpstreamError::BodyTooLarge(5)), "{err}");
 
         let (_, body) = get(addr, "/").await.expect("the pool is still usable after a failed call");

@@ -191,7 +191,11 @@ mod tests {
             let e = prepare(dir.path(), "svc", "x", "65534").unwrap_err().to_string();
             assert!(e.contains("belongs to the sandbox user"), "{e}");
             std::os::unix::fs::chown(&svc, Some(0), Some(0)).unwrap();
-            assert_eq!(std::fs::metadata(svc.join("x")).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap(), 65534, "the directory itself is the sandbox user's");
+            assert_eq!(
+                std::fs::metadata(svc.join("x")).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap(),
+                65534,
+                "the directory itself is the sandbox user's"
+            );
         }
         assert!(prepare(dir.path(), "svc", "x", "65534").is_ok());
     }

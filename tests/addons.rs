@@ -57,7 +57,11 @@ async fn manifest_fixture_table() {
     let d = Daemon::start().await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/manifests");
     let expected: HashMap<String, Value> = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|f| f != "expected.json" && f.ends_with(".json")).collect();
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|f| f != "expected.json" && f.ends_with(".json"))
+        .collect();
     assert_eq!(files.len(), expected.len(), "every fixture needs an expected outcome and vice versa");
     for f in files {
         let want = &expected[&f];
@@ -87,7 +91,9 @@ async fn manifest_fixture_table() {
     // a newer version keeps the older one listed; re-registering the same version is a no-op,
     // a different manifest under the same version is a conflict
     register(&d, json!({"name": "payment-gateway", "version": "1.1.0", "endpoints": ["process-payment", "refund"]})).await;
-    let r = d.post("/api/addons/register", json!({"name": "payment-gateway", "version": "1.1.0", "endpoints": ["process-payment", "refund"]})).await;
+    let r = d
+        .post("/api/addons/register", json!({"name": "payment-gateway", "version": "1.1.0", "endpoints": ["process-payment", "refund"]}))
+        .await;
     assert_eq!(r.status, 200);
     let r = d.post("/api/addons/register", json!({"name": "payment-gateway", "version": "1.1.0", "endpoints": ["other"]})).await;
     assert_eq!(r.status, 409, "{:?}", r.body);
@@ -106,7 +112,10 @@ async fn manifest_fixture_table() {
 async fn raw_post(d: &Daemon, path: &str, body: &[u8]) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::UnixStream::connect(&d.socket).await.unwrap();
-    let head = format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
     s.write_all(head.as_bytes()).await.unwrap();
     let _ = s.write_all(body).await;
     let mut out = Vec::new();
@@ -199,7 +208,13 @@ async fn register_install_execute_render_and_metrics() {
     assert!(text.contains("widget_render_time_seconds_bucket"));
     // hits: the second GET, the 304, the POST and the second frame
     assert!(text.contains("widget_cache_hits_total 4"), "{text}");
-    if let Ok(mut child) = std::process::Command::new("promtool").args(["check", "metrics"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn() {
+    if let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
         use std::io::Write;
         child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
@@ -228,7 +243,8 @@ async fn replicas_share_load_and_a_killed_one_costs_only_in_flight_calls() {
     let d = Daemon::start_with(Options { extra: "[addons]\nbreaker_cooldown_seconds = 1.0\n".into(), ..Default::default() }).await;
     register(&d, sample_manifest("lb", "1.0.0", 3, json!({}))).await;
     let v = install(&d, "lb", json!({})).await;
-    let instances: Vec<String> = v["services"][0]["instances"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
+    let instances: Vec<String> =
+        v["services"][0]["instances"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(instances.len(), 3);
     // each replica serves some calls
     let mut served: HashMap<String, usize> = HashMap::new();
@@ -280,7 +296,10 @@ async fn replicas_share_load_and_a_killed_one_costs_only_in_flight_calls() {
     // its breaker opened
     let raw = d.client.request_raw(addond::client::Method::GET, "/metrics", None).await.unwrap();
     let text = String::from_utf8_lossy(&raw.body).to_string();
-    assert!(text.contains(&format!("instance=\"{victim_id}\"")) && text.contains("addon_breaker_opens_total"), "breaker never opened:\n{text}");
+    assert!(
+        text.contains(&format!("instance=\"{victim_id}\"")) && text.contains("addon_breaker_opens_total"),
+        "breaker never opened:\n{text}"
+    );
     // it comes back (restarted by the daemon) and gets traffic again
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -391,7 +410,11 @@ async fn dependencies_two_instances_and_uninstall() {
     let r = d.delete("/api/addons/shop-eu?wait=deleted&timeout=30").await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(d.get("/api/addons/shop-eu").await.status, 404, "shop-eu is gone");
-    assert_eq!(d.get("/api/addons/shop").await.data()["installed"], json!([{"instance": "shop-us", "version": "1.0.0"}]), "the catalogue entry stays");
+    assert_eq!(
+        d.get("/api/addons/shop").await.data()["installed"],
+        json!([{"instance": "shop-us", "version": "1.0.0"}]),
+        "the catalogue entry stays"
+    );
     let r = d.delete("/api/addons/inventory?force=true&wait=deleted&timeout=30").await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert!(d.get("/api/addons/inventory").await.data()["installed"].as_array().unwrap().is_empty());

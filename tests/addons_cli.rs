@@ -118,7 +118,10 @@ async fn addons_and_widgets_through_addonctl() {
     // Execute: the addon's JSON result, pretty.
     let o = ctl(&d, &["addons", "execute", name, "add", "--data", r#"{"a":1,"b":2}"#]).await;
     assert_eq!(ok(&o, "execute add"), "{\n  \"sum\": 3\n}\n");
-    assert_eq!(json_out(&ctl(&d, &["addons", "exec", name, "add", "--set", "a=2", "--set", "b=40"]).await, "exec --set"), json!({"sum": 42}));
+    assert_eq!(
+        json_out(&ctl(&d, &["addons", "exec", name, "add", "--set", "a=2", "--set", "b=40"]).await, "exec --set"),
+        json!({"sum": 42})
+    );
     let input = dir.join("echo.toml");
     std::fs::write(&input, "greeting = \"hi\"\n[order]\nid = 7\nitems = [\"a\", \"b\"]\n").unwrap();
     let o = ctl(&d, &["addons", "execute", name, "echo", "--data-file", input.to_str().unwrap(), "--set", "extra=true"]).await;
@@ -138,8 +141,12 @@ async fn addons_and_widgets_through_addonctl() {
     // Widgets: listed, rendered as JSON, and as the sandboxed frame document.
     let widgets = ok(&ctl(&d, &["widgets", "list"]).await, "widgets list");
     assert_eq!(row(&widgets, name), [name, "checkout", "form", "1.0.0", "title", "-"]);
-    assert_eq!(ok(&ctl(&d, &["widgets", "list", "--category", "display"]).await, "no display widgets"), "no widgets (install an addon that has some)\n");
-    let o = ctl(&d, &["widgets", "render", name, "checkout", "--config", r#"{"title":"Hello CLI"}"#, "--context", r#"{"user":"ada"}"#]).await;
+    assert_eq!(
+        ok(&ctl(&d, &["widgets", "list", "--category", "display"]).await, "no display widgets"),
+        "no widgets (install an addon that has some)\n"
+    );
+    let o =
+        ctl(&d, &["widgets", "render", name, "checkout", "--config", r#"{"title":"Hello CLI"}"#, "--context", r#"{"user":"ada"}"#]).await;
     let w = json_out(&o, "render");
     assert!(w["html"].as_str().unwrap().contains("Hello CLI") && w["html"].as_str().unwrap().contains("ada"), "{w}");
     assert!(w["css"].as_str().unwrap().contains(".addond-checkout") && w["javascript"].is_string(), "{w}");

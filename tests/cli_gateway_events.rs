@@ -118,7 +118,12 @@ async fn apps_grants_keys_and_audit() {
 
     // Update: limits and origins; a burst without any rate is a usage error.
     let o = ok(&ctl(&d, &["grants", "update", &grant, "--rate", "20", "--burst", "40", "--origin", "https://b.example"]).await, "update");
-    assert!(o.starts_with(&format!("updated grant {grant}\n")) && o.contains("20/s, burst 40") && o.contains("https://shop.example,https://b.example"), "{o}");
+    assert!(
+        o.starts_with(&format!("updated grant {grant}\n"))
+            && o.contains("20/s, burst 40")
+            && o.contains("https://shop.example,https://b.example"),
+        "{o}"
+    );
     let o = ok(&ctl(&d, &["--json", "grants", "update", &grant, "--clear-origins"]).await, "update --clear-origins");
     let g: Value = serde_json::from_str(&o).unwrap();
     assert_eq!(g["allowed_origins"], json!([]), "{g}");
@@ -198,7 +203,8 @@ async fn grants_update_no_rate_removes_the_limit() {
     let o = ctl(&d, &["--json", "grants", "create", "--app", "shop", "--addon", "pay", "--rate", "5"]).await;
     assert!(o.status.success(), "{}", err(&o));
     let grant = serde_json::from_str::<Value>(&out(&o)).unwrap()["id"].as_str().unwrap().to_string();
-    let g: Value = serde_json::from_str(&ok(&ctl(&d, &["--json", "grants", "update", &grant, "--no-rate"]).await, "update --no-rate")).unwrap();
+    let g: Value =
+        serde_json::from_str(&ok(&ctl(&d, &["--json", "grants", "update", &grant, "--no-rate"]).await, "update --no-rate")).unwrap();
     assert_eq!(g["rate_limit"], Value::Null, "{g}");
     let list = ok(&ctl(&d, &["grants", "list"]).await, "grants list");
     assert_eq!(row(&list, &grant).unwrap()[4], "-", "{list}");
@@ -298,7 +304,11 @@ async fn events_emit_list_follow_and_reconnect() {
     assert_eq!(cells[4], r#"{"n":1}"#);
     assert!(list.contains(r#"{"amount":5,"currency":"EUR"}"#), "{list}");
     assert_eq!(ok(&ctl(&d, &["-q", "events", "list", "--name", "test.one"]).await, "list -q"), format!("{id1}\n"));
-    let json: Value = serde_json::from_str(&ok(&ctl(&d, &["--json", "events", "list", "--after", &id1.to_string(), "--limit", "1"]).await, "list --json")).unwrap();
+    let json: Value = serde_json::from_str(&ok(
+        &ctl(&d, &["--json", "events", "list", "--after", &id1.to_string(), "--limit", "1"]).await,
+        "list --json",
+    ))
+    .unwrap();
     assert_eq!(json.as_array().unwrap().len(), 1);
     assert!(json[0]["id"].as_u64().unwrap() > id1);
     failed(&ctl(&d, &["events", "list", "--name", "Bad"]).await, 1, "a bad pattern");
@@ -354,7 +364,10 @@ async fn events_emit_list_follow_and_reconnect() {
     let last: u64 = s.lines().next().unwrap().trim_start_matches("last event id: ").parse().unwrap();
     assert!(last > id5, "{s}");
     assert_eq!(ok(&ctl(&d, &["events", "redrive"]).await, "redrive"), "0 dead letter(s) will be delivered again\n");
-    assert_eq!(ok(&ctl(&d, &["events", "redrive", "--subscriber", "mail"]).await, "redrive"), "0 dead letter(s) of mail will be delivered again\n");
+    assert_eq!(
+        ok(&ctl(&d, &["events", "redrive", "--subscriber", "mail"]).await, "redrive"),
+        "0 dead letter(s) of mail will be delivered again\n"
+    );
 
     // No daemon: exit 3.
     let o = ctl_at(std::path::Path::new("/nonexistent/addond.sock"), &["events", "list"], None);

@@ -83,9 +83,10 @@ fn addon_invariant(d: &Daemon) -> Result<HashSet<String>, String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_dash_nine_at_random_points_loses_nothing() {
-    let seed = std::env::var("ADDOND_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
+    let seed = std::env::var("ADDOND_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
     eprintln!("crash test seed {seed} (rerun with ADDOND_CRASH_SEED={seed})");
     let mut rng = Rng(seed);
     let mut d = Daemon::start_with(Options { ports: port_slice(48), ..Default::default() }).await;
@@ -111,9 +112,14 @@ async fn kill_dash_nine_at_random_points_loses_nothing() {
             let was = acked[name];
             tasks.push(tokio::spawn(async move {
                 let r = match (was, op) {
-                    (Want::Gone, Want::Replicas(n)) => {
-                        client.post(SVC, Some(&json!({"name": name, "image": IMAGE, "replicas": n, "resource_limits": {"memory": "16m", "cpu": "0.05"}}))).await
-                    }
+                    (Want::Gone, Want::Replicas(n)) => client
+                        .post(
+                            SVC,
+                            Some(
+                                &json!({"name": name, "image": IMAGE, "replicas": n, "resource_limits": {"memory": "16m", "cpu": "0.05"}}),
+                            ),
+                        )
+                        .await,
                     (_, Want::Gone) => client.delete(&format!("{SVC}/{name}")).await,
                     (_, Want::Replicas(n)) => client.post(&format!("{SVC}/{name}/scale"), Some(&json!({"replicas": n}))).await,
                 };
@@ -168,7 +174,11 @@ async fn kill_dash_nine_at_random_points_loses_nothing() {
                 }
                 Err(p) => last_problem = p,
             }
-            assert!(Instant::now() < deadline, "round {round} (seed {seed}) did not converge in 10 s: {last_problem}\n{}", tail(&d.log(), 60));
+            assert!(
+                Instant::now() < deadline,
+                "round {round} (seed {seed}) did not converge in 10 s: {last_problem}\n{}",
+                tail(&d.log(), 60)
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let installed: Vec<&str> = addons.iter().copied().filter(|a| acked[a] != Want::Gone).collect();
@@ -180,13 +190,19 @@ async fn kill_dash_nine_at_random_points_loses_nothing() {
 }
 
 /// Checks every invariant; returns the resolved state of each name when all hold.
-async fn check<'a>(d: &Daemon, services_named: &[&str], acked: &HashMap<&'a str, Want>, maybe: &HashMap<&'a str, Want>) -> Result<Vec<(&'a str, Want)>, String> {
+async fn check<'a>(
+    d: &Daemon,
+    services_named: &[&str],
+    acked: &HashMap<&'a str, Want>,
+    maybe: &HashMap<&'a str, Want>,
+) -> Result<Vec<(&'a str, Want)>, String> {
     // the list first, the invariant second: a service on its way out that the list still
     // shows as settled is then seen missing by the invariant
     let list = d.get(SVC).await;
     let services = list.data().as_array().unwrap().clone();
     let installed = addon_invariant(d)?;
-    let by_name: HashMap<String, serde_json::Value> = services.iter().map(|s| (s["name"].as_str().unwrap().to_string(), s.clone())).collect();
+    let by_name: HashMap<String, serde_json::Value> =
+        services.iter().map(|s| (s["name"].as_str().unwrap().to_string(), s.clone())).collect();
     let mut resolved = Vec::new();
     for (name, want) in acked {
         let have = if services_named.contains(name) {
@@ -229,7 +245,8 @@ async fn check<'a>(d: &Daemon, services_named: &[&str], acked: &HashMap<&'a str,
         return Err(format!("stopped containers: {containers:?}"));
     }
     // no duplicate or leaked port
-    let ports: Vec<u64> = services.iter().flat_map(|s| s["instances"].as_array().unwrap().iter().map(|i| i["host_port"].as_u64().unwrap())).collect();
+    let ports: Vec<u64> =
+        services.iter().flat_map(|s| s["instances"].as_array().unwrap().iter().map(|i| i["host_port"].as_u64().unwrap())).collect();
     let uniq: HashSet<u64> = ports.iter().copied().collect();
     if uniq.len() != ports.len() {
         return Err(format!("duplicate ports {ports:?}"));
@@ -267,7 +284,12 @@ async fn settled(d: &Daemon, secs: u64) -> HashSet<String> {
     loop {
         // the list first, the invariant second (see `check`)
         let services = d.get(SVC).await.data().as_array().unwrap().clone();
-        let problem = match (addon_invariant(d), services.iter().find(|s| s["phase"] != "Started" || s["instances"].as_array().unwrap().iter().any(|i| i["health"] != "healthy"))) {
+        let problem = match (
+            addon_invariant(d),
+            services
+                .iter()
+                .find(|s| s["phase"] != "Started" || s["instances"].as_array().unwrap().iter().any(|i| i["health"] != "healthy")),
+        ) {
             (Err(p), _) => p,
             (Ok(installed), None) => return installed,
             (Ok(_), Some(s)) => format!("{} is {}", s["name"], s["phase"]),
@@ -341,7 +363,8 @@ async fn half_installs_left_by_an_older_daemon_are_repaired_at_start() {
     d.spawn().await;
     let installed = settled(&d, 30).await;
     assert_eq!(installed, HashSet::from(["half".to_string()]));
-    let names: HashSet<String> = d.get(SVC).await.data().as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
+    let names: HashSet<String> =
+        d.get(SVC).await.data().as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(names, HashSet::from(["half-api".to_string(), "half-worker".to_string()]));
     let deadline = Instant::now() + Duration::from_secs(10);
     while d.containers().await.len() != 2 {

@@ -27,7 +27,8 @@ async fn a_second_daemon_on_the_same_data_dir_is_refused_naming_the_first() {
 async fn sigterm_leaves_containers_running_and_the_next_start_adopts_them() {
     let mut d = Daemon::start().await;
     let svc = d.create_started("keeper", json!({"replicas": 2})).await;
-    let before: Vec<String> = svc["instances"].as_array().unwrap().iter().map(|i| i["container_id"].as_str().unwrap().to_string()).collect();
+    let before: Vec<String> =
+        svc["instances"].as_array().unwrap().iter().map(|i| i["container_id"].as_str().unwrap().to_string()).collect();
     // A request in flight when SIGTERM arrives is finished: a backup streaming 32 MiB.
     let big = d.data_dir().join("volumes/keeper/big");
     std::fs::create_dir_all(&big).unwrap();
@@ -127,7 +128,9 @@ async fn docker_outage_answers_503_keeps_the_api_up_and_charges_no_restart() {
     // Docker comes back: the instance is restarted, and the restart is not charged.
     let _proxy2 = DockerProxy::start(&proxy_path);
     let s = d
-        .wait_for("survivor", 15, |s| s.is_some_and(|s| s["phase"] == "Started" && s["instances"][0]["health"] == "healthy" && s["instances"][0]["restarts"] == 1))
+        .wait_for("survivor", 15, |s| {
+            s.is_some_and(|s| s["phase"] == "Started" && s["instances"][0]["health"] == "healthy" && s["instances"][0]["restarts"] == 1)
+        })
         .await
         .unwrap();
     assert_eq!(s["last_error"], serde_json::Value::Null);
@@ -264,7 +267,12 @@ async fn a_hung_docker_engine_is_reported_and_no_request_waits_on_it() {
 
     proxy.resume();
     // generous: a loaded machine slows Docker down, and speed is not the point here
-    d.wait_for("steady", 120, |s| s.is_some_and(|s| s["phase"] == "Started" && s["instances"].as_array().unwrap().iter().filter(|i| i["health"] == "healthy").count() == 2)).await;
+    d.wait_for("steady", 120, |s| {
+        s.is_some_and(|s| {
+            s["phase"] == "Started" && s["instances"].as_array().unwrap().iter().filter(|i| i["health"] == "healthy").count() == 2
+        })
+    })
+    .await;
     d.wait_for("queued", 120, |s| s.is_some_and(|s| s["phase"] == "Started")).await;
     assert_eq!(d.get("/health").await.data()["docker"], "reachable");
 }
@@ -276,7 +284,12 @@ async fn a_daemon_started_on_a_hung_engine_comes_up_and_says_so() {
     let proxy = HangingProxy::start(&proxy_path);
     proxy.hang();
     let t0 = Instant::now();
-    let d = Daemon::start_with(Options { docker_host: format!("unix://{}", proxy_path.display()), wait_for_docker: false, ..Default::default() }).await;
+    let d = Daemon::start_with(Options {
+        docker_host: format!("unix://{}", proxy_path.display()),
+        wait_for_docker: false,
+        ..Default::default()
+    })
+    .await;
     // serving within the probe's deadline, not after docker.timeout_seconds
     assert!(t0.elapsed() < Duration::from_secs(10), "came up after {:?}", t0.elapsed());
     assert_eq!(d.get("/health").await.data()["docker"], "unresponsive");
@@ -297,7 +310,8 @@ impl SmallDisk {
     fn mount(data: &Path, bytes: u64) -> SmallDisk {
         let _ = std::fs::remove_dir_all(data);
         std::fs::create_dir_all(data).unwrap();
-        let st = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"]).arg(data).status().unwrap();
+        let st =
+            std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"]).arg(data).status().unwrap();
         assert!(st.success(), "mount a tmpfs (the tests run as root)");
         SmallDisk(data.to_path_buf())
     }

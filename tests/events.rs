@@ -70,7 +70,12 @@ async fn wait_received(port: u16, n: usize, secs: u64, d: &Daemon) -> Vec<Value>
 #[tokio::test(flavor = "multi_thread")]
 async fn payment_to_email_and_inventory_in_order_with_wildcards() {
     let d = Daemon::start().await;
-    let pay = install(&d, manifest("payment", json!({"permissions": ["network.internet", "events.emit"], "events": {"emits": ["payment.completed"]}})), None).await;
+    let pay = install(
+        &d,
+        manifest("payment", json!({"permissions": ["network.internet", "events.emit"], "events": {"emits": ["payment.completed"]}})),
+        None,
+    )
+    .await;
     let email = install(&d, manifest("email", json!({"events": {"subscribes": ["payment.completed"]}})), None).await;
     let inv = install(&d, manifest("inventory", json!({"events": {"subscribes": ["payment.*", "stock.*"]}})), None).await;
     // deliverers start within a second of the install; events from then on are delivered
@@ -147,7 +152,15 @@ async fn at_least_once_across_kill_dash_nine_during_a_burst() {
         assert!(Instant::now() < deadline, "{} acknowledged events never arrived\n{}", acked.difference(&got).count(), tail(&d.log(), 30));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let log: HashSet<i64> = d.get("/api/events?name=payment.completed&limit=10000").await.data().as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    let log: HashSet<i64> = d
+        .get("/api/events?name=payment.completed&limit=10000")
+        .await
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
     assert!(acked.is_subset(&log), "an acknowledged event is missing from the log");
     // in order: first arrivals strictly increase; duplicates only re-send an earlier tail
     let got: Vec<i64> = received(port(&email)).await.iter().map(|e| e["id"].as_i64().unwrap()).collect();
@@ -244,7 +257,9 @@ async fn sse_resumes_from_last_event_id() {
 
 /// Calls the addon API from inside an instance, through the sample addon's `api` action.
 async fn api_call(d: &Daemon, instance: &str, method: &str, path: &str, body: Value) -> (u64, Value) {
-    let r = d.post(&format!("/api/addons/{instance}/execute"), json!({"action": "api", "data": {"method": method, "path": path, "body": body}})).await;
+    let r = d
+        .post(&format!("/api/addons/{instance}/execute"), json!({"action": "api", "data": {"method": method, "path": path, "body": body}}))
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     (r.data()["status"].as_u64().unwrap(), r.data()["body"].clone())
 }
@@ -253,12 +268,25 @@ async fn api_call(d: &Daemon, instance: &str, method: &str, path: &str, body: Va
 async fn addon_api_permissions_and_storage_isolation() {
     let d = Daemon::start().await;
     // payment may emit payment.completed and call inventory; email may do nothing
-    install(&d, manifest("inventory", json!({"permissions": ["network.internet", "storage"], "actions": ["echo", "api", "env", "add"]})), None).await;
-    install(&d, manifest("payment", json!({
-        "permissions": ["network.internet", "events.emit", "addons.execute", "storage"],
-        "events": {"emits": ["payment.completed"]},
-        "dependencies": {"inventory": "^1.0"}
-    })), None).await;
+    install(
+        &d,
+        manifest("inventory", json!({"permissions": ["network.internet", "storage"], "actions": ["echo", "api", "env", "add"]})),
+        None,
+    )
+    .await;
+    install(
+        &d,
+        manifest(
+            "payment",
+            json!({
+                "permissions": ["network.internet", "events.emit", "addons.execute", "storage"],
+                "events": {"emits": ["payment.completed"]},
+                "dependencies": {"inventory": "^1.0"}
+            }),
+        ),
+        None,
+    )
+    .await;
     install(&d, manifest("email", json!({"events": {"subscribes": ["payment.completed"]}})), None).await;
     let env = d.post("/api/addons/payment/execute", json!({"action": "env"})).await;
     assert!(env.data()["api"].as_str().unwrap().starts_with("http://172."), "{:?}", env.body);
@@ -278,7 +306,8 @@ async fn addon_api_permissions_and_storage_isolation() {
     let (st, body) = api_call(&d, "email", "POST", "/v1/addons/inventory/execute", json!({"action": "echo"})).await;
     assert_eq!(st, 403);
     assert!(body["error"]["message"].as_str().unwrap().contains("addons.execute"), "{body}");
-    let (st, body) = api_call(&d, "payment", "POST", "/v1/addons/inventory/execute", json!({"action": "add", "data": {"a": 2, "b": 3}})).await;
+    let (st, body) =
+        api_call(&d, "payment", "POST", "/v1/addons/inventory/execute", json!({"action": "add", "data": {"a": 2, "b": 3}})).await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["data"]["sum"], 5);
     let (st, body) = api_call(&d, "payment", "POST", "/v1/addons/email/execute", json!({"action": "echo"})).await;
@@ -299,7 +328,12 @@ async fn addon_api_permissions_and_storage_isolation() {
     let r = d.post("/api/addons/payment/execute", json!({"action": "api", "data": {"method": "GET", "path": "/v1/health"}})).await;
     assert_eq!(r.data()["status"], 200, "{:?}", r.body);
     assert_eq!(r.data()["body"]["data"]["permissions"], json!(["network.internet", "events.emit", "addons.execute", "storage"]));
-    let r = d.post("/api/addons/payment/execute", json!({"action": "api", "data": {"method": "GET", "path": "/v1/health", "headers": {"Authorization": null}}})).await;
+    let r = d
+        .post(
+            "/api/addons/payment/execute",
+            json!({"action": "api", "data": {"method": "GET", "path": "/v1/health", "headers": {"Authorization": null}}}),
+        )
+        .await;
     assert_eq!(r.data()["status"], 401, "{:?}", r.body);
 }
 

@@ -163,7 +163,10 @@ async fn revoked_and_rotated_keys() {
     let r = d.get("/api/audit?limit=200").await;
     let entries = r.data().as_array().unwrap();
     assert!(entries.iter().any(|e| e["path"].as_str().unwrap().ends_with("/revoke") && e["uid"].is_number()));
-    assert!(entries.iter().any(|e| e["status"] == 401 && e["source"] == "127.0.0.1" && e["detail"].as_str().unwrap().contains("revoked")), "{entries:?}");
+    assert!(
+        entries.iter().any(|e| e["status"] == 401 && e["source"] == "127.0.0.1" && e["detail"].as_str().unwrap().contains("revoked")),
+        "{entries:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -229,22 +232,34 @@ async fn failed_auth_is_limited_per_source_and_forged_forwarded_for_changes_noth
     assert_eq!(code(&b), "too_many_failures");
     assert!(h.iter().any(|(k, v)| k == "retry-after" && v.parse::<u64>().unwrap() >= 1));
     let r = d.get("/api/audit?limit=20").await;
-    assert!(r.data().as_array().unwrap().iter().filter(|e| e["source"].is_string()).all(|e| e["source"] == "127.0.0.1"), "the forged address must not be recorded as the source");
+    assert!(
+        r.data().as_array().unwrap().iter().filter(|e| e["source"].is_string()).all(|e| e["source"] == "127.0.0.1"),
+        "the forged address must not be recorded as the source"
+    );
 
     // with the peer configured as a trusted proxy, the forwarded address counts
-    let d2 = Daemon::start_with(Options { gateway_extra: "failed_auth_per_minute = 5\ntrusted_proxies = [\"127.0.0.1\"]".into(), ..Default::default() }).await;
+    let d2 = Daemon::start_with(Options {
+        gateway_extra: "failed_auth_per_minute = 5\ntrusted_proxies = [\"127.0.0.1\"]".into(),
+        ..Default::default()
+    })
+    .await;
     let gw2 = d2.gateway().await;
     for _ in 0..5 {
         assert_eq!(req(gw2, "GET", "/gw/pay/x", &[("apikey", bad), ("x-forwarded-for", "10.1.1.1")], b"").await.0, 401);
     }
     assert_eq!(req(gw2, "GET", "/gw/pay/x", &[("apikey", bad), ("x-forwarded-for", "10.1.1.1")], b"").await.0, 429);
-    assert_eq!(req(gw2, "GET", "/gw/pay/x", &[("apikey", bad), ("x-forwarded-for", "10.2.2.2")], b"").await.0, 401, "another client behind the proxy has its own budget");
+    assert_eq!(
+        req(gw2, "GET", "/gw/pay/x", &[("apikey", bad), ("x-forwarded-for", "10.2.2.2")], b"").await.0,
+        401,
+        "another client behind the proxy has its own budget"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forwarded_for_rotation_through_a_trusted_proxy_still_hits_a_limit() {
     let d = Daemon::start_with(Options {
-        gateway_extra: "failed_auth_per_minute = 3\nfailed_auth_per_proxy_per_minute = 20\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]".into(),
+        gateway_extra:
+            "failed_auth_per_minute = 3\nfailed_auth_per_proxy_per_minute = 20\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]".into(),
         ..Default::default()
     })
     .await;
@@ -288,7 +303,14 @@ async fn passthrough_headers_body_limit_and_cors() {
     // the passthrough reaches the addon and strips the key and hop-by-hop headers
     let (st, _, b) = req(gw, "GET", "/gw/pay/config?x=1", &[("apikey", &key)], b"").await;
     assert_eq!(st, 200, "{b}");
-    let (st, _, b) = req(gw, "POST", "/gw/pay/execute/echo", &[("authorization", &format!("Bearer {key}")), ("content-type", "application/json")], br#"{"hello":"world"}"#).await;
+    let (st, _, b) = req(
+        gw,
+        "POST",
+        "/gw/pay/execute/echo",
+        &[("authorization", &format!("Bearer {key}")), ("content-type", "application/json")],
+        br#"{"hello":"world"}"#,
+    )
+    .await;
     assert_eq!(st, 200, "{b}");
     assert!(b.contains("world"), "{b}");
     // 413 on an oversized body, before it reaches the addon
@@ -298,18 +320,40 @@ async fn passthrough_headers_body_limit_and_cors() {
     let (st, _, _) = req(gw, "POST", "/api/addons/pay/execute", &[("apikey", &key)], &big).await;
     assert_eq!(st, 413);
     // CORS: preflight answered without a key for an allowed origin, refused otherwise
-    let (st, h, _) = req(gw, "OPTIONS", "/api/addons/pay/execute", &[("origin", "https://shop.example"), ("access-control-request-method", "POST")], b"").await;
+    let (st, h, _) = req(
+        gw,
+        "OPTIONS",
+        "/api/addons/pay/execute",
+        &[("origin", "https://shop.example"), ("access-control-request-method", "POST")],
+        b"",
+    )
+    .await;
     assert_eq!(st, 204);
     assert!(h.iter().any(|(k, v)| k == "access-control-allow-origin" && v == "https://shop.example"));
     assert!(h.iter().any(|(k, v)| k == "access-control-allow-headers" && v.contains("apikey")));
-    let (st, _, _) = req(gw, "OPTIONS", "/api/addons/pay/execute", &[("origin", "https://evil.example"), ("access-control-request-method", "POST")], b"").await;
+    let (st, _, _) = req(
+        gw,
+        "OPTIONS",
+        "/api/addons/pay/execute",
+        &[("origin", "https://evil.example"), ("access-control-request-method", "POST")],
+        b"",
+    )
+    .await;
     assert_eq!(st, 403);
     let (_, h, _) = req(gw, "GET", "/gw/pay/health", &[("apikey", &key), ("origin", "https://shop.example")], b"").await;
     assert!(h.iter().any(|(k, v)| k == "access-control-allow-origin" && v == "https://shop.example"));
     let (_, h, _) = req(gw, "GET", "/gw/pay/health", &[("apikey", &key), ("origin", "https://evil.example")], b"").await;
     assert!(!h.iter().any(|(k, _)| k == "access-control-allow-origin"));
     // origins are validated when a grant is changed
-    let r = d.client.request(addond::client::Method::PATCH, &format!("/api/application-grants/{grant}"), Some(&json!({"allowed_origins": ["shop.example/"]}))).await.unwrap();
+    let r = d
+        .client
+        .request(
+            addond::client::Method::PATCH,
+            &format!("/api/application-grants/{grant}"),
+            Some(&json!({"allowed_origins": ["shop.example/"]})),
+        )
+        .await
+        .unwrap();
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"]["field"], "allowed_origins[0]");
 }
@@ -330,7 +374,12 @@ async fn large_bodies_stream_through_without_buffering() {
     // 64 MiB up, sent in chunks as they are produced
     let total: usize = 64 << 20;
     let mut s = tokio::net::TcpStream::connect(gw).await.unwrap();
-    s.write_all(format!("POST /gw/pay/upload HTTP/1.1\r\nhost: gw\r\napikey: {key}\r\ncontent-length: {total}\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(
+        format!("POST /gw/pay/upload HTTP/1.1\r\nhost: gw\r\napikey: {key}\r\ncontent-length: {total}\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
     let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
     let mut hash: u64 = 0xcbf29ce484222325;
     for _ in 0..total / chunk.len() {
@@ -347,7 +396,11 @@ async fn large_bodies_stream_through_without_buffering() {
     assert!(out.contains(&format!("{hash:016x}")), "checksum differs: {out}");
     // 64 MiB down
     let mut s = tokio::net::TcpStream::connect(gw).await.unwrap();
-    s.write_all(format!("GET /gw/pay/download?bytes={total} HTTP/1.1\r\nhost: gw\r\napikey: {key}\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(
+        format!("GET /gw/pay/download?bytes={total} HTTP/1.1\r\nhost: gw\r\napikey: {key}\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut got = 0usize;
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -410,7 +463,14 @@ async fn forwarded_headers_reach_the_addon_without_the_key() {
     let d = Daemon::start().await;
     let gw = d.gateway().await;
     let (key, _) = setup(&d, "pay", "shop", json!({})).await;
-    let (st, _, b) = req(gw, "GET", "/gw/pay/headers", &[("authorization", &format!("Bearer {key}")), ("x-custom", "kept"), ("x-forwarded-for", "6.6.6.6")], b"").await;
+    let (st, _, b) = req(
+        gw,
+        "GET",
+        "/gw/pay/headers",
+        &[("authorization", &format!("Bearer {key}")), ("x-custom", "kept"), ("x-forwarded-for", "6.6.6.6")],
+        b"",
+    )
+    .await;
     assert_eq!(st, 200, "{b}");
     let h: Value = serde_json::from_str(&b).unwrap();
     assert_eq!(h["x-custom"], "kept");
@@ -435,8 +495,14 @@ async fn instances_are_called_where_instance_address_says() {
         let view = d.get("/api/addons/pay").await;
         let svc = d.get(&format!("/api/plugin-microservice/services/{}", view.data()["services"][0]["id"].as_str().unwrap())).await;
         let inst = &svc.data()["instances"][0];
-        let container = docker().inspect_container(inst["container_id"].as_str().unwrap(), None::<bollard::query_parameters::InspectContainerOptions>).await.unwrap();
-        let ip = container.network_settings.unwrap().networks.unwrap()[&format!("addond_{}_a_pay", d.daemon_id().unwrap())].ip_address.clone().unwrap();
+        let container = docker()
+            .inspect_container(inst["container_id"].as_str().unwrap(), None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .unwrap();
+        let ip = container.network_settings.unwrap().networks.unwrap()[&format!("addond_{}_a_pay", d.daemon_id().unwrap())]
+            .ip_address
+            .clone()
+            .unwrap();
         match mode {
             "container" => assert_eq!(host, format!("{ip}:8080"), "called on the container's address"),
             _ => assert_eq!(host, format!("127.0.0.1:{}", inst["host_port"]), "called through the host port"),

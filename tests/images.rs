@@ -140,7 +140,11 @@ async fn invalid_image_references_are_refused_naming_the_field() {
     assert_eq!(service_count(&d).await, 0);
     // what Docker accepts still goes through validation (and then fails only for being absent)
     // (port 1 of localhost refuses at once: no registry is reachable in the tests)
-    for image in ["localhost:1/team/app:v1.2_3", "localhost:1/a.b_c__d-e---f:1", "localhost:1/alpine@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"] {
+    for image in [
+        "localhost:1/team/app:v1.2_3",
+        "localhost:1/a.b_c__d-e---f:1",
+        "localhost:1/alpine@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    ] {
         let r = d.post(SVC, json!({"name": "img", "image": image})).await;
         assert_eq!(r.body["error"]["code"], "image_not_found", "{image}: {:?}", r.body);
     }

@@ -74,7 +74,12 @@ async fn our_networks(d: &Daemon) -> HashMap<String, HashMap<String, String>> {
 #[tokio::test(flavor = "multi_thread")]
 async fn containers_cannot_call_other_addons_or_services_directly() {
     let d = Daemon::start().await;
-    let alpha = register_and_install(&d, manifest("alpha", json!([svc("main", json!({})), svc("worker", json!({}))]), json!(["network.internet"])), None).await;
+    let alpha = register_and_install(
+        &d,
+        manifest("alpha", json!([svc("main", json!({})), svc("worker", json!({}))]), json!(["network.internet"])),
+        None,
+    )
+    .await;
     let beta = register_and_install(&d, manifest("beta", json!([svc("main", json!({}))]), json!([])), None).await;
     let loner = d.create_started("loner", json!({"resource_limits": {"memory": "32m", "cpu": "0.2"}})).await;
     let (alpha_main, alpha_port) = first_instance(&alpha, "main");
@@ -111,7 +116,9 @@ async fn containers_cannot_call_other_addons_or_services_directly() {
     let (_, b) = action(loner_port, "fetch", fetch(format!("http://{alpha_ip}:8080"), "/execute/whoami")).await;
     assert_eq!(b["ok"], false, "loner reached alpha: {b}");
     // beta (no internet, internal network) reaches nobody either
-    let r = d.post("/api/addons/beta/execute", json!({"action": "fetch", "data": fetch(format!("http://{alpha_ip}:8080"), "/execute/whoami")})).await;
+    let r = d
+        .post("/api/addons/beta/execute", json!({"action": "fetch", "data": fetch(format!("http://{alpha_ip}:8080"), "/execute/whoami")}))
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.data()["ok"], false, "beta reached alpha: {:?}", r.body);
 
@@ -159,7 +166,8 @@ async fn named_volumes_belong_to_their_service_unless_an_addon_shares_them() {
     // Inside one addon, a volume declared `shared` is seen by each of its services; others
     // stay each service's own, and another instance of the addon has its own.
     let vols = json!([{"source": "common", "target": "/common", "shared": true}, "own:/own"]);
-    let m = manifest("vault", json!([svc("one", json!({"volumes": vols})), svc("two", json!({"volumes": vols}))]), json!(["network.internet"]));
+    let m =
+        manifest("vault", json!([svc("one", json!({"volumes": vols})), svc("two", json!({"volumes": vols}))]), json!(["network.internet"]));
     let v1 = register_and_install(&d, m, None).await;
     let (one_c, _) = first_instance(&v1, "one");
     let (_, two) = first_instance(&v1, "two");
@@ -189,12 +197,16 @@ async fn networks_come_and_go_with_their_owners_and_strays_are_removed() {
     d.create_started("solo", json!({"resource_limits": {"memory": "32m", "cpu": "0.2"}})).await;
     let nets = our_networks(&d).await;
     assert_eq!(nets.len(), 2, "one network for the addon, one for the plain service: {nets:?}");
-    let (addon_net, labels) = nets.iter().find(|(_, l)| l.get("addond.owner").is_some_and(|o| o.contains("netty"))).expect("the addon's network");
+    let (addon_net, labels) =
+        nets.iter().find(|(_, l)| l.get("addond.owner").is_some_and(|o| o.contains("netty"))).expect("the addon's network");
     assert_eq!(labels.get("addond.managed").map(String::as_str), Some("true"));
     let inspected = docker().inspect_network(addon_net, None::<bollard::query_parameters::InspectNetworkOptions>).await.unwrap();
     assert_eq!(inspected.internal, Some(true), "an addon without network.internet gets an internal network");
     let subnet = inspected.ipam.unwrap().config.unwrap()[0].subnet.clone().unwrap();
-    assert!(["172.24.", "172.25.", "172.26.", "172.27."].iter().any(|p| subnet.starts_with(p)) && subnet.ends_with("/26"), "from the configured pool: {subnet}");
+    assert!(
+        ["172.24.", "172.25.", "172.26.", "172.27."].iter().any(|p| subnet.starts_with(p)) && subnet.ends_with("/26"),
+        "from the configured pool: {subnet}"
+    );
 
     let r = d.delete("/api/addons/netty?wait=deleted&timeout=60").await;
     assert_eq!(r.status, 200, "{:?}", r.body);
@@ -208,7 +220,11 @@ async fn networks_come_and_go_with_their_owners_and_strays_are_removed() {
 
     // A stray network of ours goes at the next resync; another daemon's stays.
     let make = |name: String, daemon: String| async move {
-        let labels = HashMap::from([("addond.managed".to_string(), "true".to_string()), ("addond.daemon".to_string(), daemon), ("addond.owner".to_string(), "s_ghost".to_string())]);
+        let labels = HashMap::from([
+            ("addond.managed".to_string(), "true".to_string()),
+            ("addond.daemon".to_string(), daemon),
+            ("addond.owner".to_string(), "s_ghost".to_string()),
+        ]);
         // A subnet of its own, out of every pool the tests use.
         for n in 0..64u32 {
             let subnet = format!("10.251.{}.{}/29", (std::process::id() + n) % 250, (n % 32) * 8);
@@ -248,7 +264,10 @@ async fn subnets_in_use_are_skipped() {
     let req = NetworkCreateRequest {
         name: blocker.clone(),
         driver: Some("bridge".into()),
-        ipam: Some(Ipam { config: Some(vec![IpamConfig { subnet: Some(format!("10.244.{third}.0/28")), ..Default::default() }]), ..Default::default() }),
+        ipam: Some(Ipam {
+            config: Some(vec![IpamConfig { subnet: Some(format!("10.244.{third}.0/28")), ..Default::default() }]),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     docker().create_network(req).await.unwrap();

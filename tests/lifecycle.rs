@@ -85,9 +85,12 @@ async fn template_to_started_then_stop_start_restart_scale_delete() {
 async fn containers_removed_or_killed_behind_our_back_come_back() {
     let d = Daemon::start().await;
     let svc = d.create_started("healer", json!({"replicas": 2})).await;
-    let names: Vec<String> = svc["instances"].as_array().unwrap().iter().map(|i| i["container_name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<String> =
+        svc["instances"].as_array().unwrap().iter().map(|i| i["container_name"].as_str().unwrap().to_string()).collect();
     let dk = docker();
-    dk.remove_container(&names[0], Some(bollard::query_parameters::RemoveContainerOptions { force: true, ..Default::default() })).await.unwrap();
+    dk.remove_container(&names[0], Some(bollard::query_parameters::RemoveContainerOptions { force: true, ..Default::default() }))
+        .await
+        .unwrap();
     dk.kill_container(&names[1], None::<bollard::query_parameters::KillContainerOptions>).await.unwrap();
     let t0 = Instant::now();
     d.wait_for("healer", 20, |s| {
@@ -137,7 +140,8 @@ async fn crash_loop_backs_off_and_ends_failed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_policy_no_fails_at_first_exit() {
     let d = Daemon::start().await;
-    let r = d.post(SVC, json!({"name": "once", "image": IMAGE, "environment": {"SAMPLE_EXIT_ON_START": "7"}, "restart_policy": "no"})).await;
+    let r =
+        d.post(SVC, json!({"name": "once", "image": IMAGE, "environment": {"SAMPLE_EXIT_ON_START": "7"}, "restart_policy": "no"})).await;
     assert_eq!(r.status, 201);
     let s = d.wait_for("once", 20, |s| s.is_some_and(|s| s["phase"] == "Failed")).await.unwrap();
     assert!(s["last_error"].as_str().unwrap().contains("exited with code 7"), "{s:#}");

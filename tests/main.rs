@@ -4,19 +4,19 @@
 
 mod common;
 
-mod lifecycle;
-mod validation;
-mod security;
-mod isolation;
-mod crash;
-mod ports;
-mod daemon;
-mod images;
 mod addons;
-mod gateway;
 mod addons_cli;
-mod system;
-mod events;
 mod cli_gateway_events;
+mod crash;
+mod daemon;
+mod events;
+mod gateway;
+mod images;
+mod isolation;
+mod lifecycle;
+mod ports;
+mod security;
 mod slow_clients;
 mod strict_http;
+mod system;
+mod validation;

@@ -100,10 +100,12 @@ async fn callers_outside_the_allowed_users_get_403() {
     assert!(lines[0].contains("uid=65534") && lines[0].contains("pid=Some("), "{}", lines[0]);
     let metrics = d.client.request_raw(addond::client::Method::GET, "/metrics", None).await.unwrap().body;
     let metrics = String::from_utf8_lossy(&metrics).to_string();
-    let refused: u64 = metrics.lines().find_map(|l| l.strip_prefix("addond_admin_refused_total ")).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let refused: u64 =
+        metrics.lines().find_map(|l| l.strip_prefix("addond_admin_refused_total ")).and_then(|v| v.parse().ok()).unwrap_or(0);
     assert!(refused >= 12, "every refusal is counted: {refused}");
     let audit = d.get("/api/audit?limit=50").await;
-    let denied: Vec<&serde_json::Value> = audit.data().as_array().unwrap().iter().filter(|e| e["uid"] == 65534 && e["status"] == 403).collect();
+    let denied: Vec<&serde_json::Value> =
+        audit.data().as_array().unwrap().iter().filter(|e| e["uid"] == 65534 && e["status"] == 403).collect();
     assert_eq!(denied.len(), 1, "{:?}", audit.body);
     assert!(denied[0]["pid"].is_number() && denied[0]["detail"].as_str().unwrap().contains("admin socket"), "{:?}", denied[0]);
     // root is served
@@ -171,7 +173,9 @@ async fn a_nested_volume_swapped_for_a_symlink_does_not_escape_on_restart() {
     let mut d = Daemon::start().await;
     let outside = outside_dir(&d);
     let env = json!({"SAMPLE_SWAP_SYMLINK": format!("/d/inner={}", outside.display()), "SAMPLE_WRITE_PROBE": "/inner/probe"});
-    let r = d.post(SVC, json!({"name": "escape", "image": IMAGE, "replicas": 0, "environment": env, "volumes": ["./d:/d", "./e:/inner"]})).await;
+    let r = d
+        .post(SVC, json!({"name": "escape", "image": IMAGE, "replicas": 0, "environment": env, "volumes": ["./d:/d", "./e:/inner"]}))
+        .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     // Make the row what an older daemon stored: `./d/inner` nested in `./d`.
     assert!(d.terminate().success());

@@ -19,7 +19,10 @@ async fn metric(d: &Daemon, name: &str, listener: &str) -> u64 {
     let text = d.client.request_raw(addond::client::Method::GET, "/metrics", None).await.expect("metrics").body;
     let text = String::from_utf8_lossy(&text).to_string();
     let prefix = format!("{name}{{listener=\"{listener}\"}} ");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -101,7 +104,10 @@ async fn idle_and_slow_connections_are_closed_after_their_timeouts() {
     let mut partial = TcpStream::connect(gw).await.expect("connect");
     partial.write_all(b"GET /health HTTP/1.1\r\nhost: gw\r\n").await.expect("write");
     let took = closed_within(&mut partial, Duration::from_secs(6)).await;
-    assert!(took.is_some_and(|t| t >= Duration::from_millis(800) && t < Duration::from_secs(3)), "a partial head was closed after {took:?}");
+    assert!(
+        took.is_some_and(|t| t >= Duration::from_millis(800) && t < Duration::from_secs(3)),
+        "a partial head was closed after {took:?}"
+    );
 
     // A head sent one byte every 300 ms never completes in time either.
     let mut dribble = TcpStream::connect(gw).await.expect("connect");
@@ -129,16 +135,26 @@ async fn idle_and_slow_connections_are_closed_after_their_timeouts() {
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     let took = closed_within(&mut ka, Duration::from_secs(8)).await;
-    assert!(took.is_some_and(|t| t >= Duration::from_millis(900) && t < Duration::from_secs(4)), "an idle keep-alive connection was closed after {took:?} (idle timeout 2 s, 0.7 s already idle)");
+    assert!(
+        took.is_some_and(|t| t >= Duration::from_millis(900) && t < Duration::from_secs(4)),
+        "an idle keep-alive connection was closed after {took:?} (idle timeout 2 s, 0.7 s already idle)"
+    );
     // A connection that never sends anything is idle too.
     let mut silent = TcpStream::connect(gw).await.expect("connect");
     let took = closed_within(&mut silent, Duration::from_secs(8)).await;
-    assert!(took.is_some_and(|t| t >= Duration::from_millis(1500) && t < Duration::from_secs(4)), "a silent connection was closed after {took:?}");
+    assert!(
+        took.is_some_and(|t| t >= Duration::from_millis(1500) && t < Duration::from_secs(4)),
+        "a silent connection was closed after {took:?}"
+    );
 
     // The admin socket has the same timeouts; a body that stops coming is answered 408.
     let mut admin = tokio::net::UnixStream::connect(&d.socket).await.expect("admin socket");
     let t0 = Instant::now();
-    let r = exchange(&mut admin, format!("POST {SVC} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"name\":").as_bytes()).await;
+    let r = exchange(
+        &mut admin,
+        format!("POST {SVC} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"name\":").as_bytes(),
+    )
+    .await;
     let (st, headers, body) = r.expect("an answer");
     assert_eq!(st, 408, "{body}");
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());

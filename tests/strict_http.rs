@@ -40,7 +40,11 @@ async fn protocol_refusals_answer_with_the_envelope() {
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("a bad request line", b"NOT AN HTTP REQUEST\r\n\r\n".to_vec(), 400),
         ("a NUL in a header", b"GET /health HTTP/1.1\r\nhost: x\r\nx-a: a\0b\r\n\r\n".to_vec(), 400),
-        ("conflicting Content-Lengths", b"POST /health HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab".to_vec(), 400),
+        (
+            "conflicting Content-Lengths",
+            b"POST /health HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab".to_vec(),
+            400,
+        ),
         ("a negative Content-Length", b"POST /health HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n".to_vec(), 400),
         ("a Transfer-Encoding not ending in chunked", b"POST /health HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\n".to_vec(), 400),
         ("a 70,000-byte path", long_path.into_bytes(), 414),
@@ -63,7 +67,10 @@ async fn a_malformed_chunked_body_is_a_400_and_trailing_json_is_refused() {
     let d = Daemon::start().await;
     let out = raw_exchange(
         tokio::net::UnixStream::connect(&d.socket).await.expect("admin socket"),
-        format!("POST {SVC} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n").as_bytes(),
+        format!(
+            "POST {SVC} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+        )
+        .as_bytes(),
     )
     .await;
     let (status, v) = envelope(&out, "a malformed chunk");
@@ -110,7 +117,10 @@ async fn refusals_keep_keep_alive_clients_whole() {
                 // Small bodies most of the time, now and then one too large to read first.
                 let size = if (c + i) % 5 == 0 { 300 * 1024 } else { 2 * 1024 };
                 let body = vec![b'x'; size];
-                let mut req = format!("POST /api/addons/pay/execute HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n").into_bytes();
+                let mut req = format!(
+                    "POST /api/addons/pay/execute HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n"
+                )
+                .into_bytes();
                 req.extend_from_slice(&body);
                 let s = match conn.as_mut() {
                     Some(s) => s,
@@ -145,7 +155,10 @@ async fn refusals_keep_keep_alive_clients_whole() {
     let (errors, reconnects) = (errors.load(Ordering::Relaxed), reconnects.load(Ordering::Relaxed));
     eprintln!("{} requests, {errors} broken, {reconnects} connections", clients * per_client);
     assert_eq!(errors, 0, "requests that died (EPIPE, reset, no answer); first: {first:?}");
-    assert!(reconnects < clients * per_client / 2, "small refused bodies are read so the connection stays usable: {reconnects} connections");
+    assert!(
+        reconnects < clients * per_client / 2,
+        "small refused bodies are read so the connection stays usable: {reconnects} connections"
+    );
 }
 
 /// Where a bad body goes: the admin socket, or the gateway with an API key.
@@ -156,10 +169,14 @@ enum Target<'a> {
 
 /// Sends `body` to `path` and returns the answer's status and envelope.
 async fn post_raw(d: &Daemon, to: &Target<'_>, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let head = |extra: &str| format!("{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{extra}\r\n{body}", body.len());
+    let head = |extra: &str| {
+        format!("{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{extra}\r\n{body}", body.len())
+    };
     let out = match to {
         Target::Admin => raw_exchange(tokio::net::UnixStream::connect(&d.socket).await.expect("admin socket"), head("").as_bytes()).await,
-        Target::Gateway(gw, key) => raw_exchange(tokio::net::TcpStream::connect(gw).await.expect("gateway"), head(&format!("apikey: {key}\r\n")).as_bytes()).await,
+        Target::Gateway(gw, key) => {
+            raw_exchange(tokio::net::TcpStream::connect(gw).await.expect("gateway"), head(&format!("apikey: {key}\r\n")).as_bytes()).await
+        }
     };
     let (head, rest) = out.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{method} {path} {body}: no answer"));
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -231,7 +248,20 @@ async fn bad_bodies_get_messages_that_name_the_field() {
             let (status, v) = post_raw(&d, to, method, path, body).await;
             assert!((400..500).contains(&status), "{method} {path} {body}: {status} {v}");
             let message = v["error"]["message"].as_str().unwrap_or_else(|| panic!("{method} {path} {body}: no envelope: {v}"));
-            for raw in ["line 1 column", "untagged enum", "struct ", "EOF while", "expected u16", "expected u32", "expected u64", "expected i64", "expected f64", "expected usize", "sequence", "expected a map"] {
+            for raw in [
+                "line 1 column",
+                "untagged enum",
+                "struct ",
+                "EOF while",
+                "expected u16",
+                "expected u32",
+                "expected u64",
+                "expected i64",
+                "expected f64",
+                "expected usize",
+                "sequence",
+                "expected a map",
+            ] {
                 assert!(!message.contains(raw), "{method} {path} {body}: the parser's own text `{raw}` in: {message}");
             }
             if status == 400 {

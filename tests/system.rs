@@ -174,9 +174,14 @@ async fn notify_ready_only_when_serving_then_watchdog_status_reload_and_stop() {
     assert_eq!(s["instances"][0]["container_id"], container.as_str());
 
     // Watchdog: WATCHDOG_USEC=600ms → a ping about every 300 ms.
-    let pings: Vec<Instant> = notify.collect(Duration::from_millis(1600)).into_iter().filter(|(_, m)| m == "WATCHDOG=1").map(|(t, _)| t).collect();
+    let pings: Vec<Instant> =
+        notify.collect(Duration::from_millis(1600)).into_iter().filter(|(_, m)| m == "WATCHDOG=1").map(|(t, _)| t).collect();
     assert!(pings.len() >= 4, "expected a ping every ~300ms, got {}", pings.len());
-    assert!(pings.windows(2).all(|w| w[1] - w[0] < Duration::from_millis(600)), "gaps: {:?}", pings.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>());
+    assert!(
+        pings.windows(2).all(|w| w[1] - w[0] < Duration::from_millis(600)),
+        "gaps: {:?}",
+        pings.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>()
+    );
 
     // A status change is reported without being asked: scale the service.
     let r = d.post(&format!("{SVC}/ready-probe/scale?wait=started&timeout=60"), json!({"replicas": 2})).await;
@@ -191,13 +196,8 @@ async fn notify_ready_only_when_serving_then_watchdog_status_reload_and_stop() {
         signal(&d, libc::SIGUSR1);
         let msgs = notify.collect(Duration::from_millis(3500));
         let pings: Vec<Duration> = msgs.iter().filter(|(_, m)| m == "WATCHDOG=1").map(|(t, _)| t.saturating_duration_since(sent)).collect();
-        let gap = pings
-            .iter()
-            .zip(pings.iter().skip(1))
-            .map(|(a, b)| *b - *a)
-            .chain(pings.first().copied())
-            .max()
-            .unwrap_or(Duration::ZERO);
+        let gap =
+            pings.iter().zip(pings.iter().skip(1)).map(|(a, b)| *b - *a).chain(pings.first().copied()).max().unwrap_or(Duration::ZERO);
         assert!(gap >= Duration::from_millis(1500), "pings went on while the database was held: {pings:?}");
         assert!(pings.last().is_some_and(|t| *t >= Duration::from_millis(2000)), "pings did not resume: {pings:?}");
         assert!(d.log().contains("not feeding the watchdog"), "{}", tail(&d.log(), 20));
@@ -325,7 +325,9 @@ async fn sighup_applies_live_keys_and_refuses_a_reload_that_changes_others() {
     assert_eq!((hc["interval"].as_f64(), hc["retries"].as_i64()), (Some(7.0), Some(5)), "{hc}");
 
     // A non-live key in the same file: the whole reload is refused, the live keys stay.
-    let mixed = live.replace("interval_seconds = 7.0", "interval_seconds = 9.0").replace(&format!("range_end = {}", d.ports.1), &format!("range_end = {}", d.ports.1 - 1));
+    let mixed = live
+        .replace("interval_seconds = 7.0", "interval_seconds = 9.0")
+        .replace(&format!("range_end = {}", d.ports.1), &format!("range_end = {}", d.ports.1 - 1));
     std::fs::write(&d.config, &mixed).unwrap();
     signal(&d, libc::SIGHUP);
     wait_log(&d, "reload refused: ports.range_end cannot change while addond runs", 10).await;
@@ -516,7 +518,18 @@ fn unit_exposure_is_at_most_two() {
         .unwrap_or_else(|| panic!("no score in:\n{text}{}", String::from_utf8_lossy(&out.stderr)));
     assert!(score <= 2.0, "exposure {score} > 2.0:\n{text}");
     let unit_text = std::fs::read_to_string(&unit).unwrap();
-    for line in ["Type=notify", "WatchdogSec=", "Restart=on-failure", "StateDirectory=addond", "RuntimeDirectory=addond", "ConfigurationDirectory=addond", "User=addond", "Group=addond", "SupplementaryGroups=docker", "LimitNOFILE="] {
+    for line in [
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "StateDirectory=addond",
+        "RuntimeDirectory=addond",
+        "ConfigurationDirectory=addond",
+        "User=addond",
+        "Group=addond",
+        "SupplementaryGroups=docker",
+        "LimitNOFILE=",
+    ] {
         assert!(unit_text.lines().any(|l| l.starts_with(line)), "unit lacks {line}");
     }
 }
@@ -600,7 +613,12 @@ fn deb_and_rpm_build_lint_install_and_purge_cleanly() {
     assert!(modes.lines().any(|l| l == "-rw-r----- root:addond cn /etc/addond/config.toml"), "{modes}");
     assert!(modes.lines().any(|l| l.starts_with("-rwxr-xr-x root:root") && l.ends_with("/usr/sbin/addond")), "{modes}");
     let scripts = must(&format!("rpm -qp --scripts {rpm} 2>/dev/null"));
-    assert!(scripts.contains("useradd -r -g addond") && scripts.contains("systemctl enable --now addond.service") && scripts.contains("try-restart"), "{scripts}");
+    assert!(
+        scripts.contains("useradd -r -g addond")
+            && scripts.contains("systemctl enable --now addond.service")
+            && scripts.contains("try-restart"),
+        "{scripts}"
+    );
     let requires = must(&format!("rpm -qp --requires {rpm} 2>/dev/null"));
     assert!(requires.contains("libsystemd.so.0") && requires.contains("(docker-ce or moby-engine or docker)"), "{requires}");
 

@@ -51,20 +51,31 @@ async fn bad_input_is_refused_with_the_field_and_nothing_changes() {
         expect_refused(&d, SVC, body, status, code, field).await;
     }
     expect_refused(&d, "/api/plugin-microservice/templates/nope/create", json!({"name": "x"}), 404, "not_found", Some("template")).await;
-    expect_refused(&d, "/api/plugin-microservice/templates/rest_api_basic/create", json!({"name": "Bad Name"}), 400, "validation_failed", Some("name")).await;
+    expect_refused(
+        &d,
+        "/api/plugin-microservice/templates/rest_api_basic/create",
+        json!({"name": "Bad Name"}),
+        400,
+        "validation_failed",
+        Some("name"),
+    )
+    .await;
 
     // malformed and oversized bodies, bad queries
     let socket = d.socket.clone();
     let raw = |body: &'static str| {
         let socket = socket.clone();
         async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::UnixStream::connect(&socket).await.unwrap();
-        let req = format!("POST {SVC} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::UnixStream::connect(&socket).await.unwrap();
+            let req = format!(
+                "POST {SVC} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
         }
     };
     let out = raw("{\"name\": ").await;
@@ -119,7 +130,9 @@ async fn symlink_escape_in_a_volume_is_refused() {
 async fn config_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.toml");
-    for (text, key) in [("[ports]\nrange_start = 99999\n", "ports.range_start"), ("[portz]\n", "portz"), ("[sandbox]\nuser = \"root\"\n", "sandbox.user")] {
+    for (text, key) in
+        [("[ports]\nrange_start = 99999\n", "ports.range_start"), ("[portz]\n", "portz"), ("[sandbox]\nuser = \"root\"\n", "sandbox.user")]
+    {
         std::fs::write(&p, text).unwrap();
         let out = std::process::Command::new(addond_bin()).args(["check-config", "--config"]).arg(&p).output().unwrap();
         assert!(!out.status.success());
@@ -127,7 +140,12 @@ async fn config_errors_name_the_key() {
         assert!(err.contains(key), "{text}: {err}");
     }
     std::fs::write(&p, "[ports]\nrange_start = 8100\n").unwrap();
-    let out = std::process::Command::new(addond_bin()).args(["print-config", "--config"]).arg(&p).env("ADDOND_PORTS_RANGE_END", "8200").output().unwrap();
+    let out = std::process::Command::new(addond_bin())
+        .args(["print-config", "--config"])
+        .arg(&p)
+        .env("ADDOND_PORTS_RANGE_END", "8200")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("range_start = 8100") && text.contains("range_end = 8200"), "{text}");

@@ -21,20 +21,12 @@ pub const MAX_SLEEP_MS: u64 = 600_000;
 /// Run a known action (see [`ACTIONS`]) on its parsed JSON input.
 pub fn run(state: &State, action: &str, input: Value) -> Response {
     match action {
-        "echo" => Response::json(
-            200,
-            json!({ "echo": input, "instance": state.settings.instance }),
-        ),
+        "echo" => Response::json(200, json!({ "echo": input, "instance": state.settings.instance })),
         "add" => add(&input),
         "sleep" => {
             let ms = match serde_json::from_value::<SleepArgs>(input) {
                 Ok(SleepArgs { ms }) if ms <= MAX_SLEEP_MS => ms,
-                _ => {
-                    return Response::error(
-                        400,
-                        format!("sleep expects {{\"ms\": N}} with 0 <= N <= {MAX_SLEEP_MS}"),
-                    )
-                }
+                _ => return Response::error(400, format!("sleep expects {{\"ms\": N}} with 0 <= N <= {MAX_SLEEP_MS}")),
             };
             std::thread::sleep(Duration::from_millis(ms));
             Response::json(200, json!({ "slept_ms": ms }))
@@ -74,7 +66,6 @@ pub fn run(state: &State, action: &str, input: Value) -> Response {
     }
 }
 
-
 #[derive(Deserialize)]
 struct SleepArgs {
     ms: u64,
@@ -93,9 +84,7 @@ fn api_call(state: &State, input: &Value) -> Response {
     let Some(obj) = input.as_object() else {
         return Response::error(400, API_USAGE);
     };
-    let (Some(Value::String(method)), Some(Value::String(path))) =
-        (obj.get("method"), obj.get("path"))
-    else {
+    let (Some(Value::String(method)), Some(Value::String(path))) = (obj.get("method"), obj.get("path")) else {
         return Response::error(400, API_USAGE);
     };
     let mut headers: Vec<(String, String)> = Vec::new();
@@ -132,12 +121,7 @@ fn api_call(state: &State, input: &Value) -> Response {
     let Some(api) = state.settings.api.as_deref() else {
         return Response::error(502, "ADDOND_API is not set: no addon API to call");
     };
-    let out = Outgoing {
-        method: method.to_ascii_uppercase(),
-        path: path.clone(),
-        headers,
-        body,
-    };
+    let out = Outgoing { method: method.to_ascii_uppercase(), path: path.clone(), headers, body };
     match client::send(api, &out, client::DEFAULT_TIMEOUT) {
         Ok(reply) => Response::json(
             200,
@@ -149,9 +133,7 @@ fn api_call(state: &State, input: &Value) -> Response {
             }),
         ),
         Err(ClientError::Invalid(m)) => Response::error(400, m),
-        Err(ClientError::Failed(m)) => {
-            Response::error(502, format!("addon API request failed: {m}"))
-        }
+        Err(ClientError::Failed(m)) => Response::error(502, format!("addon API request failed: {m}")),
     }
 }
 
@@ -224,12 +206,7 @@ fn read_file(input: &Value) -> Response {
 /// text (invalid UTF-8 replaced).
 fn reply_body(reply: &client::Reply) -> Value {
     let json_type = reply.header("content-type").is_none_or(|ct| {
-        let mime = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         mime == "application/json" || mime.ends_with("+json")
     });
     if json_type && !reply.body.iter().all(|b| b.is_ascii_whitespace()) {
@@ -245,10 +222,7 @@ fn add(input: &Value) -> Response {
         return Response::error(400, "add expects {\"a\": number, \"b\": number}");
     };
     if !a.is_number() || !b.is_number() {
-        return Response::error(
-            400,
-            "add expects {\"a\": number, \"b\": number}; got a non-number",
-        );
+        return Response::error(400, "add expects {\"a\": number, \"b\": number}; got a non-number");
     }
     if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
         if let Some(sum) = x.checked_add(y) {
@@ -266,11 +240,7 @@ fn add(input: &Value) -> Response {
 fn proc_ids() -> (Option<u64>, Option<u64>) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
+        status.lines().find_map(|l| l.strip_prefix(key)).and_then(|rest| rest.split_whitespace().next()).and_then(|v| v.parse().ok())
     };
     (field("Uid:"), field("Gid:"))
 }

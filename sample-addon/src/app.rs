@@ -14,11 +14,7 @@ use crate::state::State;
 /// Dispatch one request. Never panics on client input.
 pub fn route(state: &State, req: &Request) -> Response {
     // HEAD is answered like GET (the connection handler drops the body).
-    let method = if req.method == "HEAD" {
-        "GET"
-    } else {
-        req.method.as_str()
-    };
+    let method = if req.method == "HEAD" { "GET" } else { req.method.as_str() };
     let segments: Vec<&str> = req.path.split('/').skip(1).collect();
     match segments.as_slice() {
         [""] => match method {
@@ -71,10 +67,7 @@ pub fn route(state: &State, req: &Request) -> Response {
             "POST" => knobs::admin_oom(),
             _ => method_not_allowed(&["POST"]),
         },
-        _ => Response::json(
-            404,
-            json!({ "error": format!("no route for {} {}", req.method, req.path) }),
-        ),
+        _ => Response::json(404, json!({ "error": format!("no route for {} {}", req.method, req.path) })),
     }
 }
 
@@ -153,10 +146,7 @@ mod tests {
 
     #[test]
     fn health_start_delay() {
-        let s = State::new(Settings {
-            health_delay: Duration::from_millis(150),
-            ..settings()
-        });
+        let s = State::new(Settings { health_delay: Duration::from_millis(150), ..settings() });
         let (st, b) = call(&s, "GET", "/health", "");
         assert_eq!((st, b["status"].as_str()), (503, Some("starting")));
         std::thread::sleep(Duration::from_millis(200));
@@ -171,14 +161,8 @@ mod tests {
         assert_eq!(b, json!({ "echo": { "x": [1, 2] }, "instance": "inst_1" }));
         assert_eq!(call(&s, "POST", "/execute/echo", "").1["echo"], Value::Null);
 
-        assert_eq!(
-            call(&s, "POST", "/execute/add", r#"{"a":1,"b":2}"#),
-            (200, json!({ "sum": 3 }))
-        );
-        assert_eq!(
-            call(&s, "POST", "/execute/add", r#"{"a":1.5,"b":2}"#),
-            (200, json!({ "sum": 3.5 }))
-        );
+        assert_eq!(call(&s, "POST", "/execute/add", r#"{"a":1,"b":2}"#), (200, json!({ "sum": 3 })));
+        assert_eq!(call(&s, "POST", "/execute/add", r#"{"a":1.5,"b":2}"#), (200, json!({ "sum": 3.5 })));
         let big = format!(r#"{{"a":{},"b":1}}"#, i64::MAX);
         assert_eq!(call(&s, "POST", "/execute/add", &big).0, 200);
         let (st, b) = call(&s, "POST", "/execute/add", r#"{"a":"1","b":2}"#);
@@ -189,17 +173,11 @@ mod tests {
         assert_eq!(call(&s, "POST", "/execute/add", "{not json").0, 400);
 
         let t = Instant::now();
-        assert_eq!(
-            call(&s, "POST", "/execute/sleep", r#"{"ms":50}"#),
-            (200, json!({ "slept_ms": 50 }))
-        );
+        assert_eq!(call(&s, "POST", "/execute/sleep", r#"{"ms":50}"#), (200, json!({ "slept_ms": 50 })));
         assert!(t.elapsed() >= Duration::from_millis(50));
         assert_eq!(call(&s, "POST", "/execute/sleep", r#"{"ms":-1}"#).0, 400);
         assert_eq!(call(&s, "POST", "/execute/sleep", "{}").0, 400);
-        assert_eq!(
-            call(&s, "POST", "/execute/sleep", r#"{"ms":99999999}"#).0,
-            400
-        );
+        assert_eq!(call(&s, "POST", "/execute/sleep", r#"{"ms":99999999}"#).0, 400);
 
         let (st, b) = call(&s, "POST", "/execute/fail", "{}");
         assert_eq!(st, 500);
@@ -247,12 +225,8 @@ mod tests {
     #[test]
     fn widget_render() {
         let s = State::new(settings());
-        let (st, b) = call(
-            &s,
-            "POST",
-            "/widgets/checkout/render",
-            r#"{"config":{"title":"Pay <now>"},"context":{"user":"a&b","amount":12.5}}"#,
-        );
+        let (st, b) =
+            call(&s, "POST", "/widgets/checkout/render", r#"{"config":{"title":"Pay <now>"},"context":{"user":"a&b","amount":12.5}}"#);
         assert_eq!(st, 200);
         let html = b["html"].as_str().unwrap();
         assert!(html.contains("Pay &lt;now&gt;"), "{html}");
@@ -264,10 +238,7 @@ mod tests {
         let (st, b) = call(&s, "POST", "/widgets/checkout/render", "");
         assert_eq!(st, 200);
         assert!(b["html"].as_str().unwrap().contains(">Checkout</h2>"));
-        assert_eq!(
-            call(&s, "POST", "/widgets/checkout/render", r#"{"config":3}"#).0,
-            400
-        );
+        assert_eq!(call(&s, "POST", "/widgets/checkout/render", r#"{"config":3}"#).0, 400);
         assert_eq!(call(&s, "POST", "/widgets/checkout/render", "[]").0, 400);
         let (st, b) = call(&s, "POST", "/widgets/cart/render", "{}");
         assert_eq!(st, 404);
@@ -311,31 +282,19 @@ mod tests {
         }
         let (_, b) = call(&s, "GET", "/events", "");
         assert_eq!(b["events"], json!(sent));
-        assert_eq!(
-            (b["rejected"].as_u64(), b["failing"].as_bool()),
-            (Some(0), Some(false))
-        );
+        assert_eq!((b["rejected"].as_u64(), b["failing"].as_bool()), (Some(0), Some(false)));
     }
 
     #[test]
     fn events_can_fail_on_purpose() {
-        let s = State::new(Settings {
-            events_fail: true,
-            ..settings()
-        });
+        let s = State::new(Settings { events_fail: true, ..settings() });
         let (st, b) = call(&s, "POST", "/events", r#"{"name":"x"}"#);
         assert_eq!(st, 500);
         assert!(b["error"].is_string());
         let (_, b) = call(&s, "GET", "/events", "");
-        assert_eq!(
-            (b["count"].as_u64(), b["rejected"].as_u64()),
-            (Some(0), Some(1))
-        );
+        assert_eq!((b["count"].as_u64(), b["rejected"].as_u64()), (Some(0), Some(1)));
         assert_eq!(b["failing"], true);
-        assert_eq!(
-            call(&s, "POST", "/admin/events/ok", ""),
-            (200, json!({ "ok": true, "events": "ok" }))
-        );
+        assert_eq!(call(&s, "POST", "/admin/events/ok", ""), (200, json!({ "ok": true, "events": "ok" })));
         assert_eq!(call(&s, "POST", "/events", r#"{"name":"y"}"#).0, 200);
         assert_eq!(call(&s, "POST", "/admin/events/fail", "").0, 200);
         assert_eq!(call(&s, "POST", "/events", r#"{"name":"z"}"#).0, 500);
@@ -357,59 +316,33 @@ mod tests {
         assert_eq!(b["token_present"], true);
         assert_eq!(b["addon"], "payment-gateway");
         assert_eq!(b["instance"], "inst_1");
-        let s = State::new(Settings {
-            api: None,
-            token: None,
-            ..settings()
-        });
+        let s = State::new(Settings { api: None, token: None, ..settings() });
         let (_, b) = call(&s, "POST", "/execute/env", "{}");
-        assert_eq!(
-            (b["api"].clone(), b["token_present"].clone()),
-            (Value::Null, json!(false))
-        );
+        assert_eq!((b["api"].clone(), b["token_present"].clone()), (Value::Null, json!(false)));
     }
 
     fn with_api(api: &str) -> State {
-        State::new(Settings {
-            api: Some(api.to_string()),
-            ..settings()
-        })
+        State::new(Settings { api: Some(api.to_string()), ..settings() })
     }
 
     #[test]
     fn api_action_json_round_trip() {
         let reply = r#"{"success":true,"data":{"id":"e1"}}"#;
         let (base, rx) = crate::net::client::tests::one_shot(
-            format!(
-                "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}",
-                reply.len()
-            )
-            .into_bytes(),
+            format!("HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}", reply.len())
+                .into_bytes(),
         );
         let s = with_api(&base);
-        let (st, b) = call(
-            &s,
-            "POST",
-            "/execute/api",
-            r#"{"method":"post","path":"/v1/events","body":{"name":"order.created","data":{"n":1}}}"#,
-        );
+        let (st, b) =
+            call(&s, "POST", "/execute/api", r#"{"method":"post","path":"/v1/events","body":{"name":"order.created","data":{"n":1}}}"#);
         assert_eq!(st, 200, "{b}");
         assert_eq!(b["status"], 201);
-        assert_eq!(
-            b["body"],
-            json!({ "success": true, "data": { "id": "e1" } })
-        );
+        assert_eq!(b["body"], json!({ "success": true, "data": { "id": "e1" } }));
         assert_eq!(b["content_type"], "application/json");
         let (head, body) = rx.recv().unwrap();
         assert!(head.starts_with("POST /v1/events HTTP/1.1\r\n"), "{head}");
-        assert!(
-            head.contains("Authorization: Bearer at_x_secret\r\n"),
-            "{head}"
-        );
-        assert!(
-            head.contains("Content-Type: application/json\r\n"),
-            "{head}"
-        );
+        assert!(head.contains("Authorization: Bearer at_x_secret\r\n"), "{head}");
+        assert!(head.contains("Content-Type: application/json\r\n"), "{head}");
         let sent: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(sent, json!({ "name": "order.created", "data": { "n": 1 } }));
     }
@@ -433,60 +366,29 @@ mod tests {
         assert_eq!(b["headers"]["transfer-encoding"], "chunked");
         let (head, body) = rx.recv().unwrap();
         assert!(head.starts_with("PUT /v1/kv/k HTTP/1.1\r\n"), "{head}");
-        assert!(
-            !head.to_ascii_lowercase().contains("authorization"),
-            "{head}"
-        );
-        assert!(
-            head.contains("X-Test: 1\r\n")
-                && head.contains("Content-Type: application/octet-stream\r\n")
-        );
+        assert!(!head.to_ascii_lowercase().contains("authorization"), "{head}");
+        assert!(head.contains("X-Test: 1\r\n") && head.contains("Content-Type: application/octet-stream\r\n"));
         assert_eq!(body, b"raw bytes");
 
         // A JSON Content-Type with a body that is not JSON: text as well.
         let (base, _rx) = crate::net::client::tests::one_shot(
             b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 4\r\n\r\nnope".to_vec(),
         );
-        let (st, b) = call(
-            &with_api(&base),
-            "POST",
-            "/execute/api",
-            r#"{"method":"GET","path":"/v1/kv/x"}"#,
-        );
-        assert_eq!(
-            (st, b["status"].clone(), b["body"].clone()),
-            (200, json!(404), json!("nope"))
-        );
+        let (st, b) = call(&with_api(&base), "POST", "/execute/api", r#"{"method":"GET","path":"/v1/kv/x"}"#);
+        assert_eq!((st, b["status"].clone(), b["body"].clone()), (200, json!(404), json!("nope")));
     }
 
     #[test]
     fn api_action_errors() {
         // No ADDOND_API: 502.
-        let s = State::new(Settings {
-            api: None,
-            ..settings()
-        });
-        let (st, b) = call(
-            &s,
-            "POST",
-            "/execute/api",
-            r#"{"method":"GET","path":"/v1/health"}"#,
-        );
+        let s = State::new(Settings { api: None, ..settings() });
+        let (st, b) = call(&s, "POST", "/execute/api", r#"{"method":"GET","path":"/v1/health"}"#);
         assert_eq!(st, 502);
         assert!(b["error"].as_str().unwrap().contains("ADDOND_API"));
         // Nothing listening: 502.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let s = with_api(&format!("http://127.0.0.1:{port}"));
-        let (st, b) = call(
-            &s,
-            "POST",
-            "/execute/api",
-            r#"{"method":"GET","path":"/v1/health"}"#,
-        );
+        let (st, b) = call(&s, "POST", "/execute/api", r#"{"method":"GET","path":"/v1/health"}"#);
         assert_eq!(st, 502, "{b}");
         assert!(b["error"].is_string());
         // Bad inputs: 400 (before any connection is tried).
@@ -509,27 +411,15 @@ mod tests {
     #[test]
     fn config_live_and_restart() {
         let s = State::new(settings());
-        assert_eq!(
-            call(&s, "GET", "/config", ""),
-            (200, json!({ "currency": "EUR" }))
-        );
+        assert_eq!(call(&s, "GET", "/config", ""), (200, json!({ "currency": "EUR" })));
         let (st, b) = call(&s, "POST", "/config", r#"{"currency":"USD"}"#);
         assert_eq!((st, b["ok"].as_bool()), (200, Some(true)));
-        assert_eq!(
-            call(&s, "GET", "/config", "").1,
-            json!({ "currency": "USD" })
-        );
+        assert_eq!(call(&s, "GET", "/config", "").1, json!({ "currency": "USD" }));
         assert_eq!(call(&s, "POST", "/config", "{oops").0, 400);
 
-        let s = State::new(Settings {
-            config_restart: true,
-            ..settings()
-        });
+        let s = State::new(Settings { config_restart: true, ..settings() });
         assert_eq!(call(&s, "POST", "/config", r#"{"currency":"USD"}"#).0, 404);
-        assert_eq!(
-            call(&s, "GET", "/config", "").1,
-            json!({ "currency": "EUR" })
-        );
+        assert_eq!(call(&s, "GET", "/config", "").1, json!({ "currency": "EUR" }));
     }
 
     #[test]
@@ -537,18 +427,9 @@ mod tests {
         let s = State::new(settings());
         let r = route(&s, &req("POST", "/admin/exit?code=3", ""));
         assert_eq!((r.status, r.after, r.close), (200, After::Exit(3), true));
-        assert_eq!(
-            route(&s, &req("POST", "/admin/exit", "")).after,
-            After::Exit(0)
-        );
-        assert_eq!(
-            route(&s, &req("POST", "/admin/exit?code=300", "")).status,
-            400
-        );
-        assert_eq!(
-            route(&s, &req("POST", "/admin/exit?code=x", "")).after,
-            After::Nothing
-        );
+        assert_eq!(route(&s, &req("POST", "/admin/exit", "")).after, After::Exit(0));
+        assert_eq!(route(&s, &req("POST", "/admin/exit?code=300", "")).status, 400);
+        assert_eq!(route(&s, &req("POST", "/admin/exit?code=x", "")).after, After::Nothing);
         assert_eq!(route(&s, &req("POST", "/admin/oom", "")).after, After::Oom);
         assert_eq!(route(&s, &req("GET", "/admin/oom", "")).status, 405);
     }
@@ -557,25 +438,16 @@ mod tests {
     fn headers_echo() {
         let s = State::new(settings());
         let mut r = req("POST", "/headers", "ignored");
-        r.headers = vec![
-            ("host".into(), "h".into()),
-            ("x-forwarded-for".into(), "1.2.3.4".into()),
-            ("x-forwarded-for".into(), "5.6.7.8".into()),
-        ];
+        r.headers =
+            vec![("host".into(), "h".into()), ("x-forwarded-for".into(), "1.2.3.4".into()), ("x-forwarded-for".into(), "5.6.7.8".into())];
         let resp = route(&s, &r);
         assert_eq!(resp.status, 200);
-        assert_eq!(
-            resp.body,
-            json!({ "host": "h", "x-forwarded-for": "1.2.3.4, 5.6.7.8" })
-        );
+        assert_eq!(resp.body, json!({ "host": "h", "x-forwarded-for": "1.2.3.4, 5.6.7.8" }));
         assert_eq!(call(&s, "GET", "/headers", ""), (200, json!({})));
     }
 
     #[test]
     fn escapes_html() {
-        assert_eq!(
-            html_escape(r#"<a href="x">'&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
+        assert_eq!(html_escape(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
     }
 }

@@ -69,16 +69,11 @@ pub struct ContractEnv {
 
 /// Read the contract's variables. A bad `PORT` is fatal; a bad `ADDOND_CONFIG` only warns.
 pub fn read_env(env: &Env, warnings: &mut Vec<String>) -> Result<ContractEnv, String> {
-    let port = env
-        .num(PORT, 65535)?
-        .map(|n| n as u16)
-        .unwrap_or(DEFAULT_PORT);
+    let port = env.num(PORT, 65535)?.map(|n| n as u16).unwrap_or(DEFAULT_PORT);
     let initial_config = match env.get(ADDOND_CONFIG) {
         None => serde_json::json!({}),
         Some(raw) => serde_json::from_str(&raw).unwrap_or_else(|e| {
-            warnings.push(format!(
-                "ADDOND_CONFIG is not valid JSON ({e}); starting with {{}}"
-            ));
+            warnings.push(format!("ADDOND_CONFIG is not valid JSON ({e}); starting with {{}}"));
             serde_json::json!({})
         }),
     };
@@ -114,21 +109,12 @@ pub fn health(state: &State) -> Response {
     let uptime_ms = state.uptime_ms();
     let instance = &state.settings.instance;
     if uptime_ms < state.settings.health_delay.as_millis() as u64 {
-        return Response::json(
-            503,
-            json!({ "status": "starting", "instance": instance, "uptime_ms": uptime_ms }),
-        );
+        return Response::json(503, json!({ "status": "starting", "instance": instance, "uptime_ms": uptime_ms }));
     }
     if state.health_fail.load(Ordering::SeqCst) {
-        return Response::json(
-            500,
-            json!({ "status": "failing", "instance": instance, "uptime_ms": uptime_ms }),
-        );
+        return Response::json(500, json!({ "status": "failing", "instance": instance, "uptime_ms": uptime_ms }));
     }
-    Response::json(
-        200,
-        json!({ "status": "ok", "instance": instance, "uptime_ms": uptime_ms }),
-    )
+    Response::json(200, json!({ "status": "ok", "instance": instance, "uptime_ms": uptime_ms }))
 }
 
 /// `POST /execute/{action}`: run an action on a JSON body (empty means `null`) and answer
@@ -136,10 +122,7 @@ pub fn health(state: &State) -> Response {
 /// when the action failed. addond forwards calls of its execute API here.
 pub fn execute(state: &State, action: &str, req: &Request) -> Response {
     if !ACTIONS.contains(&action) {
-        return Response::json(
-            404,
-            json!({ "error": format!("unknown action {action}"), "known": ACTIONS }),
-        );
+        return Response::json(404, json!({ "error": format!("unknown action {action}"), "known": ACTIONS }));
     }
     let input = match json_body(req) {
         Ok(v) => v,
@@ -176,10 +159,7 @@ fn object_or_empty(v: Option<&Value>, name: &str) -> Result<Map<String, Value>, 
 /// "css", "javascript"}` out, embedded by addond's widget API in a host page.
 pub fn render_widget(widget: &str, req: &Request) -> Response {
     if !WIDGETS.contains(&widget) {
-        return Response::json(
-            404,
-            json!({ "error": format!("unknown widget {widget}"), "known": WIDGETS }),
-        );
+        return Response::json(404, json!({ "error": format!("unknown widget {widget}"), "known": WIDGETS }));
     }
     let body = match json_body(req) {
         Ok(v) => v,
@@ -203,21 +183,14 @@ pub fn render_widget(widget: &str, req: &Request) -> Response {
     };
     let mut html = String::new();
     html.push_str("<div class=\"addond-checkout\">");
-    html.push_str(&format!(
-        "<h2 class=\"addond-checkout__title\">{}</h2>",
-        html_escape(&title)
-    ));
+    html.push_str(&format!("<h2 class=\"addond-checkout__title\">{}</h2>", html_escape(&title)));
     html.push_str("<dl class=\"addond-checkout__context\">");
     for (key, value) in &context {
         let text = match value {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        html.push_str(&format!(
-            "<dt>{}</dt><dd>{}</dd>",
-            html_escape(key),
-            html_escape(&text)
-        ));
+        html.push_str(&format!("<dt>{}</dt><dd>{}</dd>", html_escape(key), html_escape(&text)));
     }
     html.push_str("</dl><button type=\"button\" class=\"addond-checkout__pay\">Pay</button></div>");
     let css = ".addond-checkout{font-family:sans-serif;border:1px solid #ccc;padding:1em;border-radius:4px}\
@@ -225,10 +198,7 @@ pub fn render_widget(widget: &str, req: &Request) -> Response {
                .addond-checkout__pay{padding:.5em 1em}";
     let javascript = "document.querySelectorAll('.addond-checkout__pay').forEach(function(b){\
                       b.addEventListener('click',function(){b.textContent='Paid';});});";
-    Response::json(
-        200,
-        json!({ "html": html, "css": css, "javascript": javascript }),
-    )
+    Response::json(200, json!({ "html": html, "css": css, "javascript": javascript }))
 }
 
 /// `POST /events`: one event addond delivers to a subscribed service (the body is the
@@ -238,10 +208,7 @@ pub fn render_widget(widget: &str, req: &Request) -> Response {
 pub fn post_event(state: &State, req: &Request) -> Response {
     if state.events_fail.load(Ordering::SeqCst) {
         state.events_rejected.fetch_add(1, Ordering::SeqCst);
-        return Response::error(
-            500,
-            "POST /events is failing on purpose (SAMPLE_EVENTS_FAIL / POST /admin/events/fail)",
-        );
+        return Response::error(500, "POST /events is failing on purpose (SAMPLE_EVENTS_FAIL / POST /admin/events/fail)");
     }
     let event = match json_body(req) {
         Ok(v) => v,
@@ -265,10 +232,7 @@ pub fn get_config(state: &State) -> Response {
 /// asks addond to restart the container instead (what `SAMPLE_CONFIG_RESTART` answers).
 pub fn post_config(state: &State, req: &Request) -> Response {
     if state.settings.config_restart {
-        return Response::error(
-            404,
-            "live config updates are not supported; restart the container",
-        );
+        return Response::error(404, "live config updates are not supported; restart the container");
     }
     let config = match json_body(req) {
         Ok(v) => v,
@@ -276,8 +240,5 @@ pub fn post_config(state: &State, req: &Request) -> Response {
     };
     *lock(&state.config) = config.clone();
     let updates = state.config_updates.fetch_add(1, Ordering::SeqCst) + 1;
-    Response::json(
-        200,
-        json!({ "ok": true, "config": config, "updates": updates }),
-    )
+    Response::json(200, json!({ "ok": true, "config": config, "updates": updates }))
 }

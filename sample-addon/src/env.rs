@@ -31,7 +31,6 @@ impl<'a> Env<'a> {
 
     /// On for `1`, `true`, `yes` or `on`; off otherwise.
     pub fn flag(&self, k: &str) -> bool {
-        self.get(k)
-            .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes" | "on"))
+        self.get(k).is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes" | "on"))
     }
 }

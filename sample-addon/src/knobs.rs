@@ -94,9 +94,7 @@ pub fn read_env(env: &Env) -> Result<Knobs, String> {
     let swap_symlink = match env.get(SAMPLE_SWAP_SYMLINK) {
         None => None,
         Some(v) => match v.split_once('=') {
-            Some((link, target)) if !link.is_empty() && !target.is_empty() => {
-                Some((link.to_string(), target.to_string()))
-            }
+            Some((link, target)) if !link.is_empty() && !target.is_empty() => Some((link.to_string(), target.to_string())),
             _ => return Err(format!("SAMPLE_SWAP_SYMLINK={v:?} is not LINK=TARGET")),
         },
     };
@@ -104,34 +102,18 @@ pub fn read_env(env: &Env) -> Result<Knobs, String> {
         quiet: env.flag(SAMPLE_QUIET),
         write_probe: env.get(SAMPLE_WRITE_PROBE),
         swap_symlink,
-        health_delay: Duration::from_millis(
-            env.num(SAMPLE_HEALTH_DELAY_MS, 86_400_000)?.unwrap_or(0),
-        ),
+        health_delay: Duration::from_millis(env.num(SAMPLE_HEALTH_DELAY_MS, 86_400_000)?.unwrap_or(0)),
         config_restart: env.flag(SAMPLE_CONFIG_RESTART),
         events_fail: env.flag(SAMPLE_EVENTS_FAIL),
-        idle_timeout: env
-            .num(SAMPLE_IDLE_TIMEOUT_MS, 86_400_000)?
-            .filter(|n| *n > 0)
-            .map(Duration::from_millis),
+        idle_timeout: env.num(SAMPLE_IDLE_TIMEOUT_MS, 86_400_000)?.filter(|n| *n > 0).map(Duration::from_millis),
         max_body_bytes: env.num(SAMPLE_MAX_BODY_BYTES, 1 << 30)?.map(|n| n as usize),
-        max_connections: env
-            .num(SAMPLE_MAX_CONNECTIONS, 100_000)?
-            .filter(|n| *n > 0)
-            .map(|n| n as usize),
+        max_connections: env.num(SAMPLE_MAX_CONNECTIONS, 100_000)?.filter(|n| *n > 0).map(|n| n as usize),
         max_upload_bytes: env.num(SAMPLE_MAX_UPLOAD_BYTES, 1 << 40)?,
-        ws_max_message_bytes: env
-            .num(SAMPLE_WS_MAX_MESSAGE_BYTES, 1 << 30)?
-            .map(|n| n as usize),
-        ws_idle_timeout: env
-            .num(SAMPLE_WS_IDLE_TIMEOUT_MS, 86_400_000)?
-            .filter(|n| *n > 0)
-            .map(Duration::from_millis),
+        ws_max_message_bytes: env.num(SAMPLE_WS_MAX_MESSAGE_BYTES, 1 << 30)?.map(|n| n as usize),
+        ws_idle_timeout: env.num(SAMPLE_WS_IDLE_TIMEOUT_MS, 86_400_000)?.filter(|n| *n > 0).map(Duration::from_millis),
         oom_max_mb: env.num(SAMPLE_OOM_MAX_MB, 1 << 20)?.map(|n| n as usize),
         exit_on_start: env.num(SAMPLE_EXIT_ON_START, 255)?.map(|n| n as i32),
-        log_every: env
-            .num(SAMPLE_LOG_EVERY_MS, 86_400_000)?
-            .filter(|n| *n > 0)
-            .map(Duration::from_millis),
+        log_every: env.num(SAMPLE_LOG_EVERY_MS, 86_400_000)?.filter(|n| *n > 0).map(Duration::from_millis),
     })
 }
 
@@ -144,9 +126,7 @@ impl Knobs {
             max_body_bytes: self.max_body_bytes.unwrap_or(defaults.max_body_bytes),
             max_connections: self.max_connections.unwrap_or(defaults.max_connections),
             max_upload_bytes: self.max_upload_bytes.unwrap_or(defaults.max_upload_bytes),
-            ws_max_message_bytes: self
-                .ws_max_message_bytes
-                .unwrap_or(defaults.ws_max_message_bytes),
+            ws_max_message_bytes: self.ws_max_message_bytes.unwrap_or(defaults.ws_max_message_bytes),
             ws_idle_timeout: self.ws_idle_timeout.unwrap_or(defaults.ws_idle_timeout),
             oom_max_mb: self.oom_max_mb.unwrap_or(defaults.oom_max_mb),
             quiet: self.quiet,
@@ -195,16 +175,14 @@ pub fn print_log_text() {
 
 /// [`SAMPLE_LOG_EVERY_MS`]: a thread printing a numbered line every `every`.
 pub fn start_ticker(every: Duration) {
-    let spawned = std::thread::Builder::new()
-        .name("ticker".into())
-        .spawn(move || {
-            let mut n: u64 = 0;
-            loop {
-                std::thread::sleep(every);
-                n += 1;
-                println!("sample-addon log line {n}");
-            }
-        });
+    let spawned = std::thread::Builder::new().name("ticker".into()).spawn(move || {
+        let mut n: u64 = 0;
+        loop {
+            std::thread::sleep(every);
+            n += 1;
+            println!("sample-addon log line {n}");
+        }
+    });
     if let Err(e) = spawned {
         eprintln!("sample-addon: warning: cannot start the SAMPLE_LOG_EVERY_MS thread: {e}");
     }
@@ -213,19 +191,13 @@ pub fn start_ticker(every: Duration) {
 /// `POST /admin/health/fail` (`fail`) and `/admin/health/ok`: `/health` answers 500 or not.
 pub fn set_health_failing(state: &State, fail: bool) -> Response {
     state.health_fail.store(fail, Ordering::SeqCst);
-    Response::json(
-        200,
-        json!({ "ok": true, "health": if fail { "failing" } else { "ok" } }),
-    )
+    Response::json(200, json!({ "ok": true, "health": if fail { "failing" } else { "ok" } }))
 }
 
 /// `POST /admin/events/fail` (`fail`) and `/admin/events/ok`: `POST /events` answers 500 or not.
 pub fn set_events_failing(state: &State, fail: bool) -> Response {
     state.events_fail.store(fail, Ordering::SeqCst);
-    Response::json(
-        200,
-        json!({ "ok": true, "events": if fail { "failing" } else { "ok" } }),
-    )
+    Response::json(200, json!({ "ok": true, "events": if fail { "failing" } else { "ok" } }))
 }
 
 /// `POST /admin/exit?code=N`: answer, then exit with `N` (default 0), as a crash would.

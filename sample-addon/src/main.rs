@@ -39,11 +39,8 @@ const SIGTERM: c_int = 15;
 
 /// Async-signal-safe: one write(2) and _exit(2). Exit code 0 on SIGTERM (a clean stop), 130 on SIGINT.
 extern "C" fn on_signal(sig: c_int) {
-    let (msg, code): (&[u8], c_int) = if sig == SIGTERM {
-        (b"sample-addon: SIGTERM received, exiting\n", 0)
-    } else {
-        (b"sample-addon: SIGINT received, exiting\n", 130)
-    };
+    let (msg, code): (&[u8], c_int) =
+        if sig == SIGTERM { (b"sample-addon: SIGTERM received, exiting\n", 0) } else { (b"sample-addon: SIGINT received, exiting\n", 130) };
     unsafe {
         write(2, msg.as_ptr().cast(), msg.len());
         _exit(code);
@@ -140,21 +137,14 @@ fn main() {
         }
     };
     let bound = listener.local_addr().map(|a| a.port()).unwrap_or(port);
-    println!(
-        "sample-addon listening on :{bound} instance={}",
-        startup.settings.instance.as_deref().unwrap_or("-")
-    );
+    println!("sample-addon listening on :{bound} instance={}", startup.settings.instance.as_deref().unwrap_or("-"));
 
     if let Some(every) = startup.log_every {
         knobs::start_ticker(every);
     }
 
     let state = State::new(startup.settings);
-    net::server::serve(
-        listener,
-        Arc::new(move |req: &net::http::Request| app::route(&state, req)),
-        Arc::new(startup.server),
-    );
+    net::server::serve(listener, Arc::new(move |req: &net::http::Request| app::route(&state, req)), Arc::new(startup.server));
 }
 
 #[cfg(test)]
@@ -164,10 +154,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Result<Startup, String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         parse_env(move |k| map.get(k).cloned())
     }
 

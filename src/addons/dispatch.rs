@@ -211,7 +211,9 @@ impl Dispatcher {
                 Err(SendError::Refused(e)) => last_refused = Some(e),
                 Err(SendError::Timeout) => return Err(DispatchError::Timeout(timeout.as_secs_f64())),
                 Err(SendError::Broken(e)) => {
-                    return Err(DispatchError::Upstream(format!("the addon's connection failed mid-call (not retried: it may have run): {e}")));
+                    return Err(DispatchError::Upstream(format!(
+                        "the addon's connection failed mid-call (not retried: it may have run): {e}"
+                    )));
                 }
             }
         }
@@ -232,14 +234,15 @@ impl Dispatcher {
     }
 
     async fn send(&self, addr: SocketAddr, path: &str, body: Bytes, timeout: Duration) -> Result<(u16, Bytes), SendError> {
-        let call = async {
-            let resp = upstream::request(addr, &Method::POST, path, &JSON_HEADERS, upstream::OutBody::Full(body))
-                .await
-                .map_err(|e| if e.is_connect() { SendError::Refused(e.to_string()) } else { SendError::Broken(e.to_string()) })?;
-            let status = resp.status.as_u16();
-            let body = resp.body.collect(MAX_REPLY_BYTES).await.map_err(|e| SendError::Broken(format!("reading the reply: {e}")))?;
-            Ok((status, body))
-        };
+        let call =
+            async {
+                let resp = upstream::request(addr, &Method::POST, path, &JSON_HEADERS, upstream::OutBody::Full(body))
+                    .await
+                    .map_err(|e| if e.is_connect() { SendError::Refused(e.to_string()) } else { SendError::Broken(e.to_string()) })?;
+                let status = resp.status.as_u16();
+                let body = resp.body.collect(MAX_REPLY_BYTES).await.map_err(|e| SendError::Broken(format!("reading the reply: {e}")))?;
+                Ok((status, body))
+            };
         tokio::time::timeout(timeout, call).await.unwrap_or(Err(SendError::Timeout))
     }
 }

@@ -50,11 +50,13 @@ pub enum ActionRequest {
 
 impl<'de> Deserialize<'de> for ActionRequest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NameOr::<ActionLong>::new("an action: its name like \"add\", or an object like {\"name\": \"add\", \"input_schema\": {…}, \"timeout_seconds\": 30}"))
-            .map(|v| match v {
-                Either::Name(n) => ActionRequest::Short(n),
-                Either::Long(l) => ActionRequest::Long(l),
-            })
+        d.deserialize_any(NameOr::<ActionLong>::new(
+            "an action: its name like \"add\", or an object like {\"name\": \"add\", \"input_schema\": {…}, \"timeout_seconds\": 30}",
+        ))
+        .map(|v| match v {
+            Either::Name(n) => ActionRequest::Short(n),
+            Either::Long(l) => ActionRequest::Long(l),
+        })
     }
 }
 
@@ -111,11 +113,13 @@ pub enum WidgetRequest {
 
 impl<'de> Deserialize<'de> for WidgetRequest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NameOr::<WidgetLong>::new("a widget: its name like \"checkout\", or an object like {\"name\": \"checkout\", \"category\": \"form\"}"))
-            .map(|v| match v {
-                Either::Name(n) => WidgetRequest::Short(n),
-                Either::Long(l) => WidgetRequest::Long(l),
-            })
+        d.deserialize_any(NameOr::<WidgetLong>::new(
+            "a widget: its name like \"checkout\", or an object like {\"name\": \"checkout\", \"category\": \"form\"}",
+        ))
+        .map(|v| match v {
+            Either::Name(n) => WidgetRequest::Short(n),
+            Either::Long(l) => WidgetRequest::Long(l),
+        })
     }
 }
 
@@ -291,7 +295,12 @@ impl ManifestRequest {
                     return Err(err(format!("{field}.timeout_seconds"), "must be more than 0 and at most 3600"));
                 }
             }
-            actions.push(Action { name: a.name, description: a.description.unwrap_or_default(), input_schema: schema, timeout_seconds: a.timeout_seconds });
+            actions.push(Action {
+                name: a.name,
+                description: a.description.unwrap_or_default(),
+                input_schema: schema,
+                timeout_seconds: a.timeout_seconds,
+            });
         }
         let mut widgets = Vec::new();
         for (i, w) in self.widgets.into_iter().flatten().enumerate() {
@@ -324,7 +333,10 @@ impl ManifestRequest {
         let subscribes = ev.subscribes.unwrap_or_default();
         for (i, e) in subscribes.iter().enumerate() {
             if !valid_event(e, true) {
-                return Err(err(format!("events.subscribes[{i}]"), format!("`{e}` is not an event name or a trailing wildcard like stock.*")));
+                return Err(err(
+                    format!("events.subscribes[{i}]"),
+                    format!("`{e}` is not an event name or a trailing wildcard like stock.*"),
+                ));
             }
         }
         let permissions = self.permissions.unwrap_or_default();
@@ -405,7 +417,15 @@ impl Manifest {
             if v.get("image").is_none() {
                 match &self.image {
                     Some(img) => v["image"] = json!(img),
-                    None => return Err(err(format!("services[{i}].image"), format!("addon `{}` {} names no image: register a manifest with `image` to install it", self.name, self.version))),
+                    None => {
+                        return Err(err(
+                            format!("services[{i}].image"),
+                            format!(
+                                "addon `{}` {} names no image: register a manifest with `image` to install it",
+                                self.name, self.version
+                            ),
+                        ))
+                    }
                 }
             }
             // Without the permission, always the internal kind, whatever the service asks.
@@ -428,7 +448,8 @@ mod tests {
 
     #[test]
     fn short_form_expands() {
-        let m = validate(json!({"name": "payment-gateway", "version": "1.0.0", "widgets": ["checkout"], "endpoints": ["process-payment"]})).unwrap();
+        let m = validate(json!({"name": "payment-gateway", "version": "1.0.0", "widgets": ["checkout"], "endpoints": ["process-payment"]}))
+            .unwrap();
         assert_eq!(m.actions[0].name, "process-payment");
         assert_eq!(m.actions[0].input_schema, json!({}));
         assert_eq!(m.widgets[0].name, "checkout");

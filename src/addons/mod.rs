@@ -211,7 +211,10 @@ impl Addons {
         let existing = store.list_manifests(Some(&m.name)).await?.into_iter().find(|r| r.version == m.version);
         match existing {
             Some(r) if r.manifest == text => Ok((m, false)),
-            _ => Err(AddonError::Conflict(format!("{} {} is already registered with a different manifest; versions are immutable, so bump the version", m.name, m.version))),
+            _ => Err(AddonError::Conflict(format!(
+                "{} {} is already registered with a different manifest; versions are immutable, so bump the version",
+                m.name, m.version
+            ))),
         }
     }
 
@@ -219,7 +222,8 @@ impl Addons {
         let rows = self.lifecycle.store().list_manifests(name).await?;
         let mut out = Vec::new();
         for r in rows {
-            let m: Manifest = serde_json::from_str(&r.manifest).map_err(|e| StoreError::Corrupt(format!("manifest {} {}: {e}", r.name, r.version)))?;
+            let m: Manifest =
+                serde_json::from_str(&r.manifest).map_err(|e| StoreError::Corrupt(format!("manifest {} {}: {e}", r.name, r.version)))?;
             out.push(m);
         }
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.semver().cmp(&b.semver())));
@@ -242,11 +246,9 @@ impl Addons {
     }
 
     async fn install_row(&self, instance: &str) -> Result<InstallRow, AddonError> {
-        self.lifecycle
-            .store()
-            .get_install(instance)
-            .await?
-            .ok_or_else(|| AddonError::NotFound(format!("no addon is installed as `{instance}`; install it with `addonctl addons install NAME`")))
+        self.lifecycle.store().get_install(instance).await?.ok_or_else(|| {
+            AddonError::NotFound(format!("no addon is installed as `{instance}`; install it with `addonctl addons install NAME`"))
+        })
     }
 
     /// An installed instance with its manifest and services, from memory after the first
@@ -302,7 +304,8 @@ impl Addons {
                 if category.is_some_and(|c| c != latest.category) {
                     return None;
                 }
-                let installed: Vec<Value> = installs.iter().filter(|i| i.addon == name).map(|i| json!({"instance": i.instance, "version": i.version})).collect();
+                let installed: Vec<Value> =
+                    installs.iter().filter(|i| i.addon == name).map(|i| json!({"instance": i.instance, "version": i.version})).collect();
                 Some(json!({
                     "name": name,
                     "version": latest.version,
@@ -389,7 +392,9 @@ impl Addons {
         }
         let store = self.lifecycle.store();
         if store.get_install(&instance).await?.is_some() {
-            return Err(AddonError::Conflict(format!("an addon is already installed as `{instance}`; give this one another name with \"instance\"")));
+            return Err(AddonError::Conflict(format!(
+                "an addon is already installed as `{instance}`; give this one another name with \"instance\""
+            )));
         }
         let config = schema::normalize(&m.config_schema, req.config.unwrap_or_else(|| json!({})), "config").map_err(|msg| {
             let field = msg.split(':').next().unwrap_or("config").to_string();
@@ -403,7 +408,11 @@ impl Addons {
             let ok = installs.iter().any(|i| &i.addon == dep && semver::Version::parse(&i.version).is_ok_and(|v| want.matches(&v)));
             if !ok {
                 let have: Vec<String> = installs.iter().filter(|i| &i.addon == dep).map(|i| i.version.clone()).collect();
-                missing.push(if have.is_empty() { format!("{dep} {req} (not installed)") } else { format!("{dep} {req} (installed: {})", have.join(", ")) });
+                missing.push(if have.is_empty() {
+                    format!("{dep} {req} (not installed)")
+                } else {
+                    format!("{dep} {req} (installed: {})", have.join(", "))
+                });
             }
         }
         if !missing.is_empty() {
@@ -412,7 +421,14 @@ impl Addons {
         let specs = self.service_specs(&m, &instance)?;
         // The install row and every service in one transaction: a crash leaves the addon
         // installed whole or not at all.
-        let row = InstallRow { instance: instance.clone(), addon: m.name.clone(), version: m.version.clone(), config: config.to_string(), created_at: 0, updated_at: 0 };
+        let row = InstallRow {
+            instance: instance.clone(),
+            addon: m.name.clone(),
+            version: m.version.clone(),
+            config: config.to_string(),
+            created_at: 0,
+            updated_at: 0,
+        };
         self.lifecycle.create_group(Some(row), &instance, specs).await?;
         crate::failpoint::debug_failpoint("install");
         self.bump_generation(&instance);
@@ -423,11 +439,12 @@ impl Addons {
 
     /// The services an addon instance runs, validated like a create request.
     fn service_specs(&self, m: &Manifest, instance: &str) -> Result<Vec<(crate::model::ServiceSpec, u32)>, AddonError> {
-        Ok(m
-            .service_requests(instance, &self.cfg)?
+        Ok(m.service_requests(instance, &self.cfg)?
             .into_iter()
             .enumerate()
-            .map(|(i, r)| r.validate(&self.lifecycle.live_config()).map_err(|e| FieldError { field: format!("services[{i}].{}", e.field), ..e }))
+            .map(|(i, r)| {
+                r.validate(&self.lifecycle.live_config()).map_err(|e| FieldError { field: format!("services[{i}].{}", e.field), ..e })
+            })
             .collect::<Result<Vec<_>, _>>()?)
     }
 
@@ -477,8 +494,10 @@ impl Addons {
                     continue;
                 }
             };
-            let have: std::collections::HashSet<String> = store.services_of_addon(&row.instance).await?.into_iter().map(|s| s.spec.name).collect();
-            let missing: Vec<_> = self.service_specs(&m, &row.instance)?.into_iter().filter(|(spec, _)| !have.contains(&spec.name)).collect();
+            let have: std::collections::HashSet<String> =
+                store.services_of_addon(&row.instance).await?.into_iter().map(|s| s.spec.name).collect();
+            let missing: Vec<_> =
+                self.service_specs(&m, &row.instance)?.into_iter().filter(|(spec, _)| !have.contains(&spec.name)).collect();
             if missing.is_empty() {
                 continue;
             }
@@ -528,7 +547,9 @@ impl Addons {
         self.bump_generation(instance);
         tracing::info!(%instance, "uninstalled");
         self.lifecycle.notice("addon.uninstalled", json!({"addon": row.addon, "version": row.version, "instance": instance}));
-        Ok(json!({"instance": instance, "name": row.addon, "version": row.version, "phase": "Deleting", "services": services.iter().map(|s| s.spec.name.clone()).collect::<Vec<_>>()}))
+        Ok(
+            json!({"instance": instance, "name": row.addon, "version": row.version, "phase": "Deleting", "services": services.iter().map(|s| s.spec.name.clone()).collect::<Vec<_>>()}),
+        )
     }
 
     /// Removes an addon from the catalogue (every version); refused while installed.
@@ -665,7 +686,8 @@ impl Addons {
     /// Runs an action and returns the addon's answer as a value.
     pub async fn execute(&self, instance: &str, action: &str, data: Value) -> Result<Value, AddonError> {
         let reply = self.execute_json(instance, action, ActionInput::Value(data)).await?;
-        serde_json::from_slice(&reply).map_err(|_| AddonError::Addon { status: 502, message: format!("addon `{instance}` answered `{action}` with invalid JSON") })
+        serde_json::from_slice(&reply)
+            .map_err(|_| AddonError::Addon { status: 502, message: format!("addon `{instance}` answered `{action}` with invalid JSON") })
     }
 
     /// Runs an action and returns the addon's answer as JSON text, checked to be JSON but
@@ -709,14 +731,27 @@ impl Addons {
         let (status, out) = match result {
             Ok(reply) if (200..300).contains(&reply.status) => match serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body) {
                 Ok(_) => ("success", Ok(reply.body)),
-                Err(_) => ("error", Err(AddonError::Addon { status: 502, message: format!("addon `{instance}` answered `{action}` with invalid JSON") })),
+                Err(_) => (
+                    "error",
+                    Err(AddonError::Addon { status: 502, message: format!("addon `{instance}` answered `{action}` with invalid JSON") }),
+                ),
             },
             Ok(reply) => {
                 let msg = serde_json::from_slice::<Value>(&reply.body)
                     .ok()
-                    .and_then(|v| v.get("error").map(|e| e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string())).or_else(|| v.get("message").and_then(Value::as_str).map(str::to_string)))
+                    .and_then(|v| {
+                        v.get("error")
+                            .map(|e| e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string()))
+                            .or_else(|| v.get("message").and_then(Value::as_str).map(str::to_string))
+                    })
                     .unwrap_or_else(|| String::from_utf8_lossy(&reply.body).chars().take(500).collect());
-                ("error", Err(AddonError::Addon { status: reply.status, message: format!("addon `{instance}` failed `{action}` (HTTP {}): {msg}", reply.status) }))
+                (
+                    "error",
+                    Err(AddonError::Addon {
+                        status: reply.status,
+                        message: format!("addon `{instance}` failed `{action}` (HTTP {}): {msg}", reply.status),
+                    }),
+                )
             }
             Err(e @ DispatchError::Timeout(_)) => ("timeout", Err(e.into())),
             Err(e) => ("unavailable", Err(e.into())),
@@ -763,7 +798,12 @@ impl Addons {
             let field = msg.split(':').next().unwrap_or("config").to_string();
             invalid(&field, msg)
         })?;
-        let key = format!("{instance}\u{0}{}\u{0}{}\u{0}{widget}\u{0}{}", row.version, self.generation(instance), canonical_hash(&[&config, &context]));
+        let key = format!(
+            "{instance}\u{0}{}\u{0}{}\u{0}{widget}\u{0}{}",
+            row.version,
+            self.generation(instance),
+            canonical_hash(&[&config, &context])
+        );
         if let Some(hit) = self.cache.get(&key) {
             self.metrics.widget_cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(Rendered { widget: hit, cached: true });
@@ -773,12 +813,21 @@ impl Addons {
         let body = json!({"config": config, "context": context});
         let t0 = Instant::now();
         let timeout = Duration::from_secs_f64(self.cfg.addons.execute_timeout_seconds);
-        let reply = self.dispatcher.post(svc, instance, &format!("/widgets/{widget}/render"), Bytes::from(body.to_string()), timeout).await?;
+        let reply =
+            self.dispatcher.post(svc, instance, &format!("/widgets/{widget}/render"), Bytes::from(body.to_string()), timeout).await?;
         self.metrics.render(&row.addon, widget, t0.elapsed().as_secs_f64());
         if !(200..300).contains(&reply.status) {
-            return Err(AddonError::Addon { status: reply.status, message: format!("addon `{instance}` could not render `{widget}` (HTTP {}): {}", reply.status, String::from_utf8_lossy(&reply.body).chars().take(500).collect::<String>()) });
+            return Err(AddonError::Addon {
+                status: reply.status,
+                message: format!(
+                    "addon `{instance}` could not render `{widget}` (HTTP {}): {}",
+                    reply.status,
+                    String::from_utf8_lossy(&reply.body).chars().take(500).collect::<String>()
+                ),
+            });
         }
-        let v: Value = serde_json::from_slice(&reply.body).map_err(|_| AddonError::Addon { status: 502, message: format!("addon `{instance}` rendered `{widget}` as invalid JSON") })?;
+        let v: Value = serde_json::from_slice(&reply.body)
+            .map_err(|_| AddonError::Addon { status: 502, message: format!("addon `{instance}` rendered `{widget}` as invalid JSON") })?;
         let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let widget_v = json!({"html": text("html"), "css": text("css"), "javascript": text("javascript")});
         let etag = format!("\"{}\"", &canonical_hash(&[&widget_v])[..32]);

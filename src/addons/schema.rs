@@ -9,9 +9,28 @@
 use serde_json::{Map, Value};
 
 const KEYWORDS: &[&str] = &[
-    "type", "properties", "required", "additionalProperties", "items", "enum", "const", "minimum", "maximum",
-    "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems", "default", "title",
-    "description", "format", "examples", "$schema", "$comment",
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "enum",
+    "const",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "default",
+    "title",
+    "description",
+    "format",
+    "examples",
+    "$schema",
+    "$comment",
 ];
 
 const TYPES: &[&str] = &["object", "array", "string", "number", "integer", "boolean", "null"];
@@ -105,7 +124,11 @@ pub fn validate(schema: &Value, value: &Value, path: &str) -> Result<(), String>
             _ => true,
         };
         if !ok {
-            return Err(format!("{path}: expected {}, got {}", t.as_str().map(str::to_string).unwrap_or_else(|| t.to_string()), kind(value)));
+            return Err(format!(
+                "{path}: expected {}, got {}",
+                t.as_str().map(str::to_string).unwrap_or_else(|| t.to_string()),
+                kind(value)
+            ));
         }
     }
     if let Some(e) = s.get("enum").and_then(Value::as_array) {

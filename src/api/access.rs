@@ -96,7 +96,8 @@ pub(super) async fn list_grants(State(st): State<AppState>, q: Result<Query<Hash
 
 /// Creates a grant and returns its key, in clear, this once.
 pub(super) async fn create_grant(State(st): State<AppState>, JsonBody(b): JsonBody<GrantBody>) -> ApiResult {
-    let (row, key) = access::create_grant(st.lifecycle.store(), st.gateway.as_ref(), &b.application, &b.addon, b.rate_limit, b.allowed_origins).await?;
+    let (row, key) =
+        access::create_grant(st.lifecycle.store(), st.gateway.as_ref(), &b.application, &b.addon, b.rate_limit, b.allowed_origins).await?;
     let mut v = grant_view(&row);
     v["api_key"] = json!(key.full);
     ok(StatusCode::CREATED, v, "grant created; store api_key now: it is never shown again")

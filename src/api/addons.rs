@@ -41,7 +41,11 @@ pub(super) struct UninstallQuery {
     timeout: Option<f64>,
 }
 
-pub(super) async fn uninstall_addon(State(st): State<AppState>, Path(name): Path<String>, q: Result<Query<UninstallQuery>, QueryRejection>) -> ApiResult {
+pub(super) async fn uninstall_addon(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    q: Result<Query<UninstallQuery>, QueryRejection>,
+) -> ApiResult {
     let Query(q) = q?;
     if q.unregister.unwrap_or(false) {
         let n = st.addons.unregister(&name).await?;
@@ -61,7 +65,12 @@ pub(super) async fn uninstall_addon(State(st): State<AppState>, Path(name): Path
     ok(StatusCode::OK, v, &format!("uninstalling {name}"))
 }
 
-pub(super) async fn install_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait, JsonBody(req): JsonBody<InstallRequest>) -> ApiResult {
+pub(super) async fn install_addon(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    wait: Wait,
+    JsonBody(req): JsonBody<InstallRequest>,
+) -> ApiResult {
     let v = st.addons.install(&name, req).await?;
     let instance = v["instance"].as_str().unwrap_or(&name).to_string();
     let v = match wait.0 {
@@ -77,7 +86,11 @@ pub(super) struct ConfigBody {
     config: Value,
 }
 
-pub(super) async fn set_addon_config(State(st): State<AppState>, Path(name): Path<String>, JsonBody(body): JsonBody<ConfigBody>) -> ApiResult {
+pub(super) async fn set_addon_config(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<ConfigBody>,
+) -> ApiResult {
     let v = st.addons.set_config(&name, body.config).await?;
     ok(StatusCode::OK, v, "config stored and pushed")
 }
@@ -103,7 +116,11 @@ pub(super) async fn restart_addon(State(st): State<AppState>, Path(name): Path<S
     addon_op(&st, &name, "restart", wait).await
 }
 
-pub(super) async fn execute_action(State(st): State<AppState>, Path(name): Path<String>, JsonBody(body): JsonBody<ExecuteBody>) -> ApiResult {
+pub(super) async fn execute_action(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<ExecuteBody>,
+) -> ApiResult {
     let out = st.addons.execute_json(&name, &body.action, crate::addons::ActionInput::Raw(body.data.as_deref())).await?;
     ok_json(StatusCode::OK, &out, "")
 }
@@ -123,7 +140,11 @@ pub(super) async fn widget_catalogue(State(st): State<AppState>, q: Result<Query
     let Query(q) = q?;
     if let Some(c) = &q.category {
         if !crate::addons::manifest::WIDGET_CATEGORIES.contains(&c.as_str()) {
-            return Err(ApiError::new(ErrorCode::InvalidQuery,  format!("category `{c}` is not one of {}", crate::addons::manifest::WIDGET_CATEGORIES.join(", "))).field("category"));
+            return Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("category `{c}` is not one of {}", crate::addons::manifest::WIDGET_CATEGORIES.join(", ")),
+            )
+            .field("category"));
         }
     }
     let list = st.addons.widgets(q.category.as_deref()).await?;
@@ -153,7 +174,11 @@ pub(super) async fn render_widget_post(
     render_reply(&st.addons, &addon, &widget, config, context, &headers).await
 }
 
-pub(super) async fn widget_frame(State(st): State<AppState>, Path((addon, widget)): Path<(String, String)>, q: Result<Query<RenderQuery>, QueryRejection>) -> ApiResult {
+pub(super) async fn widget_frame(
+    State(st): State<AppState>,
+    Path((addon, widget)): Path<(String, String)>,
+    q: Result<Query<RenderQuery>, QueryRejection>,
+) -> ApiResult {
     let Query(q) = q?;
     let (config, context) = q.parse()?;
     frame_reply(&st.addons, &addon, &widget, config, context).await

@@ -11,15 +11,21 @@ pub(super) struct EmitBody {
     data: Value,
 }
 
-pub(super) async fn emit_event(State(st): State<AppState>, caller: Option<Extension<Caller>>, JsonBody(b): JsonBody<EmitBody>) -> ApiResult {
+pub(super) async fn emit_event(
+    State(st): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    JsonBody(b): JsonBody<EmitBody>,
+) -> ApiResult {
     if !crate::events::valid_name(&b.name) {
-        return Err(ApiError::new(ErrorCode::ValidationFailed,  format!("`{}` is not an event name like payment.completed", b.name)).field("name"));
+        return Err(
+            ApiError::new(ErrorCode::ValidationFailed, format!("`{}` is not an event name like payment.completed", b.name)).field("name")
+        );
     }
     let source = match caller {
         Some(Extension(c)) => format!("admin:{}", c.uid),
         None => "admin".to_string(),
     };
-    let ev = st.events.emit(&b.name, b.data, &source).await.map_err(|e| ApiError::new(ErrorCode::Unavailable,  e))?;
+    let ev = st.events.emit(&b.name, b.data, &source).await.map_err(|e| ApiError::new(ErrorCode::Unavailable, e))?;
     ok(StatusCode::CREATED, ev.to_json(), "event stored")
 }
 
@@ -35,7 +41,7 @@ pub(super) fn check_pattern(p: &Option<String>) -> Result<(), ApiError> {
     if let Some(p) = p {
         let body = if p == "*" { "x" } else { p.strip_suffix(".*").unwrap_or(p) };
         if !crate::events::valid_name(body) {
-            return Err(ApiError::new(ErrorCode::InvalidQuery,  format!("name `{p}`: an event name, `prefix.*` or `*`")).field("name"));
+            return Err(ApiError::new(ErrorCode::InvalidQuery, format!("name `{p}`: an event name, `prefix.*` or `*`")).field("name"));
         }
     }
     Ok(())
@@ -51,12 +57,19 @@ pub(super) async fn list_events(State(st): State<AppState>, q: Result<Query<Even
 
 /// Server-sent events of the log: replays what follows `Last-Event-ID` (or `?after=`), then
 /// follows live. Subscribes before replaying, so nothing falls between the two.
-pub(super) async fn event_stream(State(st): State<AppState>, q: Result<Query<EventsQuery>, QueryRejection>, headers: axum::http::HeaderMap) -> ApiResult {
+pub(super) async fn event_stream(
+    State(st): State<AppState>,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult {
     use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
     let Query(q) = q?;
     check_pattern(&q.name)?;
     let last: i64 = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
-        Some(v) => v.trim().parse().map_err(|_| ApiError::new(ErrorCode::InvalidQuery,  "Last-Event-ID must be an event id").field("Last-Event-ID"))?,
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| ApiError::new(ErrorCode::InvalidQuery, "Last-Event-ID must be an event id").field("Last-Event-ID"))?,
         None => q.after.unwrap_or(0),
     };
     let live = st.events.subscribe();

@@ -39,10 +39,13 @@ use tower::ServiceExt;
 
 use crate::addons::manifest::ManifestRequest;
 use crate::addons::{Addons, InstallRequest};
+use crate::http::{
+    frame_reply, ok, ok_json, parse_json, read_body, render_reply, ApiError, ApiResult, BodyLimit, ErrorCode, ExecuteBody, JsonBody,
+    RenderBody, RenderQuery,
+};
 use crate::lifecycle::{Lifecycle, LifecycleError};
 use crate::model::{template, CreateRequest, Health, Phase, Service, TemplateCreateRequest, TEMPLATES};
 use crate::runtime::RuntimeError;
-use crate::http::{frame_reply, ok, ErrorCode, ok_json, parse_json, read_body, render_reply, ApiError, ApiResult, BodyLimit, ExecuteBody, JsonBody, RenderBody, RenderQuery};
 use crate::store::{now_ms, AuditEntry};
 
 /// Shared by every handler.
@@ -102,11 +105,13 @@ fn wait_target(wait: Option<&str>, timeout: Option<f64>, max: u64) -> Result<Opt
         "started" => Phase::Started,
         "stopped" => Phase::Stopped,
         "deleted" => Phase::Deleted,
-        _ => return Err(ApiError::new(ErrorCode::InvalidQuery,  format!("wait=`{w}`: use started, stopped or deleted")).field("wait")),
+        _ => return Err(ApiError::new(ErrorCode::InvalidQuery, format!("wait=`{w}`: use started, stopped or deleted")).field("wait")),
     };
     let t = timeout.unwrap_or(60.0);
     if !(t > 0.0 && t <= max as f64) {
-        return Err(ApiError::new(ErrorCode::InvalidQuery,  format!("timeout={t}: must be more than 0 and at most {max} seconds")).field("timeout"));
+        return Err(
+            ApiError::new(ErrorCode::InvalidQuery, format!("timeout={t}: must be more than 0 and at most {max} seconds")).field("timeout")
+        );
     }
     Ok(Some((phase, Duration::from_secs_f64(t))))
 }
@@ -167,11 +172,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::new(ErrorCode::NotFound,  format!("no route {} {}", req.method(), req.uri().path()))
+    ApiError::new(ErrorCode::NotFound, format!("no route {} {}", req.method(), req.uri().path()))
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed,  format!("{} is not allowed on {}", req.method(), req.uri().path()))
+    ApiError::new(ErrorCode::MethodNotAllowed, format!("{} is not allowed on {}", req.method(), req.uri().path()))
 }
 
 /// Records every change (any method but GET/HEAD) with the caller and the outcome.
@@ -181,7 +186,9 @@ async fn audit(State(st): State<AppState>, req: Request, next: Next) -> Response
     // as source), and widget renders by POST are reads: auditing them would only put a
     // second write on the hot path.
     let path = req.uri().path();
-    let not_a_change = method == Method::GET || method == Method::HEAD || (method == Method::POST && (path == "/api/events" || path.starts_with("/api/widgets/")));
+    let not_a_change = method == Method::GET
+        || method == Method::HEAD
+        || (method == Method::POST && (path == "/api/events" || path.starts_with("/api/widgets/")));
     if not_a_change {
         return next.run(req).await;
     }

@@ -42,9 +42,15 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Result<Response, ApiE
     let instances: Vec<_> = services.iter().flat_map(|s| s.instances.iter().map(move |i| (s, i))).collect();
     out.push_str("# HELP addond_instances Instances by health.\n# TYPE addond_instances gauge\n");
     for h in [Health::Unknown, Health::Starting, Health::Healthy, Health::Unhealthy] {
-        out.push_str(&format!("addond_instances{{health=\"{}\"}} {}\n", h.as_str(), instances.iter().filter(|(_, i)| i.health == h).count()));
+        out.push_str(&format!(
+            "addond_instances{{health=\"{}\"}} {}\n",
+            h.as_str(),
+            instances.iter().filter(|(_, i)| i.health == h).count()
+        ));
     }
-    out.push_str("# HELP addond_instance_restarts_total Restarts of each instance by the daemon.\n# TYPE addond_instance_restarts_total counter\n");
+    out.push_str(
+        "# HELP addond_instance_restarts_total Restarts of each instance by the daemon.\n# TYPE addond_instance_restarts_total counter\n",
+    );
     for (s, i) in &instances {
         out.push_str(&format!("addond_instance_restarts_total{{service=\"{}\",instance=\"{}\"}} {}\n", s.spec.name, i.ordinal, i.restarts));
     }
@@ -80,7 +86,7 @@ pub(super) async fn backup_archive(State(st): State<AppState>) -> ApiResult {
     let snapshot = data_dir.join(format!(".backup-{}.db", uuid::Uuid::new_v4().simple()));
     let internal = |what: &str, e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "backup: {what}");
-        ApiError::new(ErrorCode::BackupFailed,  format!("{what}: {e}"))
+        ApiError::new(ErrorCode::BackupFailed, format!("{what}: {e}"))
     };
     let schema = match lc.store().snapshot_to(&snapshot).await {
         Ok(v) => v,
@@ -160,7 +166,9 @@ pub(super) async fn doctor_report(State(st): State<AppState>) -> ApiResult {
     let reachable = docker_state == crate::runtime::DockerState::Reachable;
     let docker_error = match docker_state {
         crate::runtime::DockerState::Reachable => Value::Null,
-        crate::runtime::DockerState::Unresponsive => json!(format!("connected, but no answer to ping within {}s", cfg.docker.ping_timeout_seconds)),
+        crate::runtime::DockerState::Unresponsive => {
+            json!(format!("connected, but no answer to ping within {}s", cfg.docker.ping_timeout_seconds))
+        }
         crate::runtime::DockerState::Unreachable => json!("no answer to ping"),
     };
     // SAFETY: getuid/getgid cannot fail.

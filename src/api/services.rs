@@ -183,7 +183,9 @@ pub(super) async fn scale_service(
 ) -> ApiResult {
     let max = st.lifecycle.config().limits.max_replicas;
     if body.replicas < 0 || body.replicas > max as i64 {
-        return Err(ApiError::new(ErrorCode::ValidationFailed,  format!("replicas {} must be between 0 and {max}", body.replicas)).field("replicas"));
+        return Err(
+            ApiError::new(ErrorCode::ValidationFailed, format!("replicas {} must be between 0 and {max}", body.replicas)).field("replicas")
+        );
     }
     let svc = st.lifecycle.scale(&id, body.replicas as u32).await?;
     reply_service(&st, svc, wait, StatusCode::OK, &format!("scaling to {}", body.replicas)).await
@@ -198,7 +200,11 @@ pub(super) struct LogsQuery {
     instance: Option<u32>,
 }
 
-pub(super) async fn service_logs(State(st): State<AppState>, Path(id): Path<String>, q: Result<Query<LogsQuery>, QueryRejection>) -> ApiResult {
+pub(super) async fn service_logs(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<LogsQuery>, QueryRejection>,
+) -> ApiResult {
     let Query(q) = q?;
     let lc = &st.lifecycle;
     let svc = lc.store().get_service(&id).await?.ok_or_else(|| ApiError::from(LifecycleError::NotFound(id)))?;
@@ -209,13 +215,18 @@ pub(super) async fn service_logs(State(st): State<AppState>, Path(id): Path<Stri
     let follow = q.follow.unwrap_or(false);
     let targets: Vec<_> = svc.instances.iter().filter(|i| i.wanted && q.instance.is_none_or(|k| i.ordinal == k)).collect();
     if targets.is_empty() {
-        return Err(ApiError::new(ErrorCode::NotFound,  format!("service `{}` has no instance{}", svc.spec.name, q.instance.map(|k| format!(" {k}")).unwrap_or_default())).field("instance"));
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("service `{}` has no instance{}", svc.spec.name, q.instance.map(|k| format!(" {k}")).unwrap_or_default()),
+        )
+        .field("instance"));
     }
     let multi = targets.len() > 1;
     let mut streams = Vec::new();
     for inst in &targets {
         let prefix = if multi { format!("[{}] ", inst.ordinal) } else { String::new() };
-        let s = lc.runtime().logs(&inst.container_name(), lines, follow, q.timestamps.unwrap_or(false)).await.map_err(LifecycleError::from)?;
+        let s =
+            lc.runtime().logs(&inst.container_name(), lines, follow, q.timestamps.unwrap_or(false)).await.map_err(LifecycleError::from)?;
         streams.push(s.map(move |r| r.map(|b| prefix_lines(&prefix, &b))).boxed());
     }
     let merged = futures_util::stream::select_all(streams);
@@ -257,7 +268,9 @@ pub(super) async fn service_metrics(State(st): State<AppState>, Path(id): Path<S
         return Err(LifecycleError::Runtime(lc.runtime().unavailable_error()).into());
     }
     let running: Vec<_> = svc.instances.iter().filter(|i| i.wanted && i.container_id.is_some()).collect();
-    let samples = futures_util::future::join_all(running.iter().map(|i| async move { (i.ordinal, lc.runtime().stats(&i.container_name()).await) })).await;
+    let samples =
+        futures_util::future::join_all(running.iter().map(|i| async move { (i.ordinal, lc.runtime().stats(&i.container_name()).await) }))
+            .await;
     let mut total = crate::runtime::StatsSample::default();
     let mut per = Vec::new();
     for (ordinal, s) in samples {
@@ -394,7 +407,7 @@ pub(super) async fn create_from_template(
 ) -> ApiResult {
     let t = template(&id).ok_or_else(|| {
         let known: Vec<&str> = TEMPLATES.iter().map(|t| t.id).collect();
-        ApiError::new(ErrorCode::NotFound,  format!("no template `{id}`; known templates: {}", known.join(", "))).field("template")
+        ApiError::new(ErrorCode::NotFound, format!("no template `{id}`; known templates: {}", known.join(", "))).field("template")
     })?;
     let (spec, replicas) = t.request(body, &st.lifecycle.config().templates.image).validate(&st.lifecycle.live_config())?;
     let svc = st.lifecycle.create(spec, replicas, None).await?;
@@ -409,7 +422,7 @@ pub(super) struct CleanupBody {
 
 pub(super) async fn cleanup(State(st): State<AppState>, JsonBody(body): JsonBody<CleanupBody>) -> ApiResult {
     if !(body.days.is_finite() && body.days >= 0.0 && body.days <= 36_500.0) {
-        return Err(ApiError::new(ErrorCode::ValidationFailed,  "days must be between 0 and 36500").field("days"));
+        return Err(ApiError::new(ErrorCode::ValidationFailed, "days must be between 0 and 36500").field("days"));
     }
     let removed = st.lifecycle.cleanup(body.days).await?;
     let list: Vec<Value> = removed.iter().map(|s| json!({"id": s.id, "name": s.spec.name, "phase": s.phase.as_str()})).collect();
@@ -429,7 +442,7 @@ pub(super) struct PullBody {
 pub(super) async fn pull_image(State(st): State<AppState>, JsonBody(body): JsonBody<PullBody>) -> ApiResult {
     let image = body.image.trim().to_string();
     if let Err(why) = crate::image_ref::check(&image) {
-        return Err(ApiError::new(ErrorCode::ValidationFailed,  crate::image_ref::message(&image, &why)).field("image"));
+        return Err(ApiError::new(ErrorCode::ValidationFailed, crate::image_ref::message(&image, &why)).field("image"));
     }
     let lc = st.lifecycle.clone();
     if lc.runtime().image_present(&image).await.map_err(LifecycleError::from)? {
@@ -450,7 +463,9 @@ pub(super) async fn pull_image(State(st): State<AppState>, JsonBody(body): JsonB
         };
         let _ = tx.send(last.to_string());
     });
-    let lines = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|l| (Ok::<_, Infallible>(bytes::Bytes::from(l + "\n")), rx)) });
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|l| (Ok::<_, Infallible>(bytes::Bytes::from(l + "\n")), rx))
+    });
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"))], Body::from_stream(lines)).into_response())
 }
 

@@ -60,7 +60,9 @@ pub(super) fn peer_groups(stream: &tokio::net::UnixStream) -> Option<Vec<u32>> {
 pub(super) fn supplementary_groups(pid: i32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Groups:")).map(|l| l[7..].split_whitespace().filter_map(|g| g.parse().ok()).collect()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("Groups:")).map(|l| l[7..].split_whitespace().filter_map(|g| g.parse().ok()).collect())
+        })
         .unwrap_or_default()
 }
 
@@ -133,7 +135,14 @@ impl RefusalReports {
 /// Connections count against `registry` (the admin socket's own budget and timeouts).
 /// Refused peers are logged and, when `audit` is given, written to the audit log — both
 /// at most once per uid per minute, with a count.
-pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, registry: Arc<crate::http::conn::Registry>, audit: Option<crate::store::Store>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: UnixListener,
+    app: Router,
+    policy: PeerPolicy,
+    registry: Arc<crate::http::conn::Registry>,
+    audit: Option<crate::store::Store>,
+    shutdown: CancellationToken,
+) {
     use crate::http::conn::{Admission, Listener};
     let tracker = TaskTracker::new();
     let mut reports = RefusalReports::default();
@@ -177,7 +186,10 @@ pub async fn serve(listener: UnixListener, app: Router, policy: PeerPolicy, regi
                         method: "CONNECT".into(),
                         path: "/".into(),
                         status: 403,
-                        detail: Some(format!("admin socket: peer not allowed (gid {}; {n} refused from this uid since the last record)", caller.gid)),
+                        detail: Some(format!(
+                            "admin socket: peer not allowed (gid {}; {n} refused from this uid since the last record)",
+                            caller.gid
+                        )),
                         source: None,
                     };
                     let store = store.clone();

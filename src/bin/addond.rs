@@ -97,18 +97,16 @@ fn main() -> anyhow::Result<()> {
             // Every connection is a descriptor: the soft default (1024) would let a flood of
             // idle gateway connections starve the admin socket and the database.
             match addond::http::conn::raise_fd_limit() {
-                Ok((before, after)) if after > before => tracing::debug!(before, after, "raised the soft file-descriptor limit to the hard one"),
+                Ok((before, after)) if after > before => {
+                    tracing::debug!(before, after, "raised the soft file-descriptor limit to the hard one")
+                }
                 Ok((before, _)) => tracing::debug!(limit = before, "file-descriptor limit"),
                 Err(e) => tracing::warn!(error = %e, "cannot raise the file-descriptor limit"),
             }
             let notifier = Notifier::from_env();
             tracing::debug!(logs = log.sink, systemd = notifier.is_enabled(), "starting");
             let (path, dev) = (cli.config.clone(), cli.dev);
-            let opts = RunOptions {
-                notifier,
-                reload: Some(Box::new(move || Config::load(path.as_deref(), dev))),
-                log: Some(log),
-            };
+            let opts = RunOptions { notifier, reload: Some(Box::new(move || Config::load(path.as_deref(), dev))), log: Some(log) };
             // Every SQLite call waits on one connection, so more blocking threads than a few
             // would only queue there (and each costs memory): cap them.
             let rt = tokio::runtime::Builder::new_multi_thread().max_blocking_threads(8).enable_all().build()?;

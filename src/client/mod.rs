@@ -301,12 +301,8 @@ impl Client {
         };
         let status = resp.status().as_u16();
         let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Protocol(format!("reading the reply failed: {e}")))?
-            .to_bytes();
+        let body =
+            resp.into_body().collect().await.map_err(|e| ClientError::Protocol(format!("reading the reply failed: {e}")))?.to_bytes();
         Ok(RawResponse { status, content_type, body })
     }
 
@@ -379,9 +375,8 @@ impl Client {
             return Err(ClientError::Protocol(format!("request path must start with '/': {path_and_query}")));
         }
         let stream = self.connect().await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.hyper_error(e))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await.map_err(|e| self.hyper_error(e))?;
         // The driver owns the socket; it ends when the reply (or the stream) is consumed or
         // dropped. Its errors surface through `send_request` or the body, so drop them here.
         tokio::spawn(async move {
@@ -391,17 +386,12 @@ impl Client {
             Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Protocol(e.to_string()))?),
             None => Bytes::new(),
         };
-        let mut builder = hyper::Request::builder()
-            .method(method)
-            .uri(path_and_query)
-            .header(HOST, "addond")
-            .header(CONTENT_TYPE, "application/json");
+        let mut builder =
+            hyper::Request::builder().method(method).uri(path_and_query).header(HOST, "addond").header(CONTENT_TYPE, "application/json");
         if body.is_some() {
             builder = builder.header(CONTENT_LENGTH, payload.len());
         }
-        let req = builder
-            .body(Full::new(payload))
-            .map_err(|e| ClientError::Protocol(format!("bad request {path_and_query}: {e}")))?;
+        let req = builder.body(Full::new(payload)).map_err(|e| ClientError::Protocol(format!("bad request {path_and_query}: {e}")))?;
         match sender.send_request(req).await {
             Ok(resp) => Ok(Sent::Reply(resp)),
             Err(e) => {
@@ -448,10 +438,8 @@ impl Client {
             }
             source = s.source();
         }
-        let hung_up = matches!(
-            io_kind,
-            Some(io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof)
-        ) || e.is_incomplete_message()
+        let hung_up = matches!(io_kind, Some(io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof))
+            || e.is_incomplete_message()
             || e.is_canceled()
             || e.is_closed();
         if hung_up {
@@ -546,7 +534,10 @@ mod tests {
             body: serde_json::json!({"success": false, "error": {"code": "validation_failed", "message": "name is bad", "field": "name"}}),
         };
         let e = bad.error().unwrap();
-        assert_eq!((e.status, e.code.as_str(), e.message.as_str(), e.field.as_deref()), (400, "validation_failed", "name is bad", Some("name")));
+        assert_eq!(
+            (e.status, e.code.as_str(), e.message.as_str(), e.field.as_deref()),
+            (400, "validation_failed", "name is bad", Some("name"))
+        );
         assert_eq!(e.to_string(), "name is bad (field: name)");
 
         // A 5xx without an error object is still an error.
@@ -578,12 +569,9 @@ mod tests {
                     let body = req.into_body().collect().await.unwrap().to_bytes();
                     let body: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap() };
                     let (status, out): (u16, Bytes) = match uri.split('?').next().unwrap() {
-                        "/forbidden" => (
-                            403,
-                            Bytes::from(
-                                r#"{"success":false,"error":{"code":"forbidden","message":"uid 1000 is not allowed"}}"#,
-                            ),
-                        ),
+                        "/forbidden" => {
+                            (403, Bytes::from(r#"{"success":false,"error":{"code":"forbidden","message":"uid 1000 is not allowed"}}"#))
+                        }
                         "/metrics" => (200, Bytes::from("addond_up 1\n")),
                         "/garbage" => (200, Bytes::from("<html>nope</html>")),
                         "/logs" => {
@@ -616,20 +604,14 @@ mod tests {
                                 .unwrap();
                             return Ok::<_, Infallible>(resp);
                         }
-                        "/missing" => (
-                            404,
-                            Bytes::from(r#"{"success":false,"error":{"code":"not_found","message":"no service x"}}"#),
-                        ),
+                        "/missing" => (404, Bytes::from(r#"{"success":false,"error":{"code":"not_found","message":"no service x"}}"#)),
                         _ => {
                             let echo = serde_json::json!({"success": true, "data": {
                                 "method": method, "uri": uri, "host": host, "content_type": ctype, "body": body}, "message": "echo"});
                             (200, Bytes::from(serde_json::to_vec(&echo).unwrap()))
                         }
                     };
-                    Ok(hyper::Response::builder()
-                        .status(status)
-                        .body(http_body_util::Either::Left(Full::new(out)))
-                        .unwrap())
+                    Ok(hyper::Response::builder().status(status).body(http_body_util::Either::Left(Full::new(out))).unwrap())
                 });
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
             });
@@ -709,10 +691,7 @@ mod tests {
         // The chunks arrive as the server sent them, never joined into one.
         assert!(chunks.len() >= 2, "{chunks:?}");
         let all: Vec<u8> = chunks.concat();
-        assert_eq!(
-            String::from_utf8(all).unwrap(),
-            "{\"progress\":{\"layer\":\"my/img:1\"}}\n{\"done\":true,\"image\":\"my/img:1\"}\n"
-        );
+        assert_eq!(String::from_utf8(all).unwrap(), "{\"progress\":{\"layer\":\"my/img:1\"}}\n{\"done\":true,\"image\":\"my/img:1\"}\n");
 
         // A plain envelope through the same call: no content type set by this server, and
         // the body (which saw our JSON) can be read whole.

@@ -175,5 +175,4 @@ mod tests {
         ring.load(&[], &[g]);
         assert_eq!(ring.check(Some(&old.full)).err(), Some(KeyError::Unknown));
     }
-
 }

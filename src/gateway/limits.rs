@@ -124,11 +124,13 @@ impl FailureLimiter {
 
     fn take(&self, b: &mut HashMap<FailureKey, TokenBucket>, key: FailureKey, now: Instant) -> Result<(), Duration> {
         let key = if b.contains_key(&key) || b.len() < self.max_buckets { key } else { FailureKey::Overflow };
-        let per_minute = f64::from(match key {
-            FailureKey::Proxy(_) => self.per_proxy_per_minute,
-            _ => self.per_minute,
-        }
-        .max(1));
+        let per_minute = f64::from(
+            match key {
+                FailureKey::Proxy(_) => self.per_proxy_per_minute,
+                _ => self.per_minute,
+            }
+            .max(1),
+        );
         b.entry(key).or_insert_with(|| TokenBucket::new(per_minute / 60.0, per_minute)).try_take_at(now)
     }
 

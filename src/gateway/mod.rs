@@ -36,13 +36,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::addons::Addons;
-use crate::http::{self, ApiError, ErrorCode, ExecuteBody, RenderBody, RenderQuery};
 use crate::config::{cidr_contains, parse_any_cidr, Config};
+use crate::http::conn::{Admission, Listener, Registry, Slot};
+use crate::http::{self, ApiError, ErrorCode, ExecuteBody, RenderBody, RenderQuery};
 use crate::lifecycle::Lifecycle;
 use crate::store::{now_ms, AuditEntry, Store};
 use keys::{GrantAuth, KeyError, Keyring};
 use limits::FailureLimiter;
-use crate::http::conn::{Admission, Listener, Registry, Slot};
 
 /// How a route is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,11 +77,35 @@ pub struct RouteSpec {
 /// `{name}` is one path segment and `{*rest}` the rest of the path (possibly empty).
 pub const ROUTES: &[RouteSpec] = &[
     RouteSpec { path: "/health", example: "/health", auth: AuthRule::Public, methods: &["GET", "HEAD"], handler: Handler::Health },
-    RouteSpec { path: "/api/addons/{addon}/execute", example: "/api/addons/pay/execute", auth: AuthRule::GrantForAddon, methods: &["POST"], handler: Handler::Execute },
-    RouteSpec { path: "/api/widgets/{addon}/{widget}", example: "/api/widgets/pay/checkout", auth: AuthRule::GrantForAddon, methods: &["GET", "HEAD", "POST"], handler: Handler::Render },
-    RouteSpec { path: "/api/widgets/{addon}/{widget}/frame", example: "/api/widgets/pay/checkout/frame", auth: AuthRule::GrantForAddon, methods: &["GET", "HEAD"], handler: Handler::Frame },
+    RouteSpec {
+        path: "/api/addons/{addon}/execute",
+        example: "/api/addons/pay/execute",
+        auth: AuthRule::GrantForAddon,
+        methods: &["POST"],
+        handler: Handler::Execute,
+    },
+    RouteSpec {
+        path: "/api/widgets/{addon}/{widget}",
+        example: "/api/widgets/pay/checkout",
+        auth: AuthRule::GrantForAddon,
+        methods: &["GET", "HEAD", "POST"],
+        handler: Handler::Render,
+    },
+    RouteSpec {
+        path: "/api/widgets/{addon}/{widget}/frame",
+        example: "/api/widgets/pay/checkout/frame",
+        auth: AuthRule::GrantForAddon,
+        methods: &["GET", "HEAD"],
+        handler: Handler::Frame,
+    },
     RouteSpec { path: "/gw/{addon}", example: "/gw/pay", auth: AuthRule::GrantForAddon, methods: &[], handler: Handler::Passthrough },
-    RouteSpec { path: "/gw/{addon}/{*rest}", example: "/gw/pay/some/path", auth: AuthRule::GrantForAddon, methods: &[], handler: Handler::Passthrough },
+    RouteSpec {
+        path: "/gw/{addon}/{*rest}",
+        example: "/gw/pay/some/path",
+        auth: AuthRule::GrantForAddon,
+        methods: &[],
+        handler: Handler::Passthrough,
+    },
 ];
 
 /// The path parameters of a matched route, as they appear in the path (not yet decoded).
@@ -270,11 +294,21 @@ impl Gateway {
     async fn handle(self: Arc<Self>, req: axum::extract::Request, peer: SocketAddr) -> Response {
         let matched = ROUTES.iter().find_map(|r| match_route(r.path, req.uri().path()).map(|p| (r, p)));
         let Some((spec, params)) = matched else {
-            let resp = ApiError::new(ErrorCode::NotFound,  format!("no gateway route {} {}; the gateway serves /health, /api/addons/{{addon}}/execute, /api/widgets/… and /gw/{{addon}}/…", req.method(), req.uri().path())).into_response();
+            let resp = ApiError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "no gateway route {} {}; the gateway serves /health, /api/addons/{{addon}}/execute, /api/widgets/… and /gw/{{addon}}/…",
+                    req.method(),
+                    req.uri().path()
+                ),
+            )
+            .into_response();
             return refuse(req, resp).await;
         };
         let (Some(addon), Some(widget)) = (percent_decode(params.addon), percent_decode(params.widget)) else {
-            let resp = ApiError::new(ErrorCode::InvalidPath,  "the path is not valid UTF-8 once decoded; percent-encode UTF-8 text only").field_name("path").into_response();
+            let resp = ApiError::new(ErrorCode::InvalidPath, "the path is not valid UTF-8 once decoded; percent-encode UTF-8 text only")
+                .field_name("path")
+                .into_response();
             return refuse(req, resp).await;
         };
         let (addon, widget) = (addon.into_owned(), widget.into_owned());
@@ -288,14 +322,18 @@ impl Gateway {
         };
         if !spec.methods.is_empty() && !spec.methods.contains(&req.method().as_str()) {
             let allow = spec.methods.join(", ");
-            let mut resp = ApiError::new(ErrorCode::MethodNotAllowed,  format!("{} is not served on {}; use {allow}", req.method(), spec.path)).into_response();
+            let mut resp =
+                ApiError::new(ErrorCode::MethodNotAllowed, format!("{} is not served on {}; use {allow}", req.method(), spec.path))
+                    .into_response();
             if let Ok(v) = HeaderValue::from_str(&allow) {
                 resp.headers_mut().insert(header::ALLOW, v);
             }
             return refuse(req, resp).await;
         }
         let result = match spec.handler {
-            Handler::Health => http::ok(StatusCode::OK, json!({"status": "ok", "docker": self.lifecycle.runtime().is_available()}), "gateway is up"),
+            Handler::Health => {
+                http::ok(StatusCode::OK, json!({"status": "ok", "docker": self.lifecycle.runtime().is_available()}), "gateway is up")
+            }
             Handler::Execute => self.execute(&addon, req).await,
             Handler::Render => self.render(&addon, &widget, req).await,
             Handler::Frame => self.frame(&addon, &widget, req.uri()).await,
@@ -321,7 +359,13 @@ impl Gateway {
         if method == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
             let Some(origin) = origin.filter(|o| self.keyring.any_origin_allowed(o, Some(addon))) else {
                 self.deny(source, method, path, StatusCode::FORBIDDEN, "CORS preflight from an origin no grant allows", None);
-                return Gate::Answered(ApiError::new(ErrorCode::CorsForbidden,  "this origin is not allowed to call this addon; add it to a grant's allowed_origins").into_response());
+                return Gate::Answered(
+                    ApiError::new(
+                        ErrorCode::CorsForbidden,
+                        "this origin is not allowed to call this addon; add it to a grant's allowed_origins",
+                    )
+                    .into_response(),
+                );
             };
             let mut resp = StatusCode::NO_CONTENT.into_response();
             cors_headers(&mut resp, origin);
@@ -338,14 +382,28 @@ impl Gateway {
             Err(e) => {
                 let key_id = presented.and_then(keys::parse).map(|(id, _)| id);
                 let (code, msg) = match e {
-                    KeyError::Missing => (ErrorCode::MissingApiKey, "this route needs an API key: send it as `apikey: …` or `Authorization: Bearer …`"),
-                    KeyError::Malformed | KeyError::Unknown => (ErrorCode::InvalidApiKey, "the API key is not valid; ask the operator for a key (`addonctl grants create`)"),
+                    KeyError::Missing => {
+                        (ErrorCode::MissingApiKey, "this route needs an API key: send it as `apikey: …` or `Authorization: Bearer …`")
+                    }
+                    KeyError::Malformed | KeyError::Unknown => {
+                        (ErrorCode::InvalidApiKey, "the API key is not valid; ask the operator for a key (`addonctl grants create`)")
+                    }
                     KeyError::Revoked => (ErrorCode::RevokedApiKey, "this API key has been revoked; ask the operator for a new one"),
                 };
                 if let Err(wait) = self.failures.fail(source, proxy) {
-                    self.deny(source, method, path, StatusCode::TOO_MANY_REQUESTS, &format!("too many failed authentications ({code})"), key_id);
+                    self.deny(
+                        source,
+                        method,
+                        path,
+                        StatusCode::TOO_MANY_REQUESTS,
+                        &format!("too many failed authentications ({code})"),
+                        key_id,
+                    );
                     return Gate::Answered(with_retry_after(
-                        ApiError::new(ErrorCode::TooManyFailures,  "too many failed authentications from your address; wait and retry with a valid key"),
+                        ApiError::new(
+                            ErrorCode::TooManyFailures,
+                            "too many failed authentications from your address; wait and retry with a valid key",
+                        ),
                         wait,
                     ));
                 }
@@ -354,14 +412,24 @@ impl Gateway {
             }
         };
         if grant.addon_instance != addon {
-            self.deny(source, method, path, StatusCode::FORBIDDEN, &format!("grant {} covers `{}`, not `{addon}`", grant.grant_id, grant.addon_instance), None);
-            return Gate::Answered(ApiError::new(ErrorCode::Forbidden,  format!("this key's grant covers the addon `{}`, not `{addon}`", grant.addon_instance)).into_response());
+            self.deny(
+                source,
+                method,
+                path,
+                StatusCode::FORBIDDEN,
+                &format!("grant {} covers `{}`, not `{addon}`", grant.grant_id, grant.addon_instance),
+                None,
+            );
+            return Gate::Answered(
+                ApiError::new(ErrorCode::Forbidden, format!("this key's grant covers the addon `{}`, not `{addon}`", grant.addon_instance))
+                    .into_response(),
+            );
         }
         if let Some(limiter) = &grant.limiter {
             if let Err(wait) = limiter.try_take() {
                 self.deny(source, method, path, StatusCode::TOO_MANY_REQUESTS, &format!("rate limit of grant {}", grant.grant_id), None);
                 return Gate::Answered(with_retry_after(
-                    ApiError::new(ErrorCode::RateLimited,  format!("rate limit of {} requests/s reached; retry later", limiter.rate())),
+                    ApiError::new(ErrorCode::RateLimited, format!("rate limit of {} requests/s reached; retry later", limiter.rate())),
                     wait,
                 ));
             }
@@ -609,7 +677,7 @@ async fn refuse(req: axum::extract::Request, resp: Response) -> Response {
 }
 
 fn too_large(limit: u64) -> ApiError {
-    ApiError::new(ErrorCode::PayloadTooLarge,  format!("request body is larger than {limit} bytes (gateway.max_body_bytes)"))
+    ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is larger than {limit} bytes (gateway.max_body_bytes)"))
 }
 
 fn with_retry_after(err: ApiError, wait: Duration) -> Response {
@@ -658,7 +726,21 @@ mod tests {
         assert_eq!((p, params.rest), ("/gw/{addon}/{*rest}", Some("")));
         let (_, params) = route_of("/gw/pay/a/b%20c/").expect("gw rest");
         assert_eq!(params.rest, Some("a/b%20c/"), "the rest stays as sent");
-        for miss in ["/", "", "/health/", "/healthz", "/api/addons/pay", "/api/addons//execute", "/api/addons/pay/execute/x", "/api/widgets/pay", "/api/widgets/pay/checkout/frame/x", "/gw", "/gw/", "/metrics", "/api/applications"] {
+        for miss in [
+            "/",
+            "",
+            "/health/",
+            "/healthz",
+            "/api/addons/pay",
+            "/api/addons//execute",
+            "/api/addons/pay/execute/x",
+            "/api/widgets/pay",
+            "/api/widgets/pay/checkout/frame/x",
+            "/gw",
+            "/gw/",
+            "/metrics",
+            "/api/applications",
+        ] {
             assert!(route_of(miss).is_none(), "{miss} must not match");
         }
         for r in ROUTES {

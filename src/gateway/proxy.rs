@@ -48,19 +48,39 @@ fn forwardable(headers: &HeaderMap, keep_upgrade: bool) -> HeaderMap {
 
 fn is_upgrade(req: &Request) -> bool {
     req.headers().get(header::UPGRADE).is_some()
-        && req.headers().get(header::CONNECTION).and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().split(',').any(|t| t.trim() == "upgrade"))
+        && req
+            .headers()
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().split(',').any(|t| t.trim() == "upgrade"))
 }
 
 /// Passes `req` to the addon installed as `addon`, at `/{rest}` with the same query.
 /// `client_ip` is the client's address as the auth rule found it.
-pub async fn forward(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketAddr, client_ip: IpAddr, application: &str, req: Request) -> Response {
+pub async fn forward(
+    gw: &Arc<Gateway>,
+    addon: &str,
+    rest: &str,
+    peer: SocketAddr,
+    client_ip: IpAddr,
+    application: &str,
+    req: Request,
+) -> Response {
     match forward_inner(gw, addon, rest, peer, client_ip, application, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketAddr, client_ip: IpAddr, application: &str, mut req: Request) -> Result<Response, ApiError> {
+async fn forward_inner(
+    gw: &Arc<Gateway>,
+    addon: &str,
+    rest: &str,
+    peer: SocketAddr,
+    client_ip: IpAddr,
+    application: &str,
+    mut req: Request,
+) -> Result<Response, ApiError> {
     let upgrade = is_upgrade(&req);
     let services = gw.addons.services_of(addon).await.map_err(ApiError::from)?;
     let want = if upgrade { ServiceType::Websocket } else { ServiceType::RestApi };
@@ -79,7 +99,10 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketA
                 .ok()
                 .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest,  "content-length is not a number; send the body's length in decimal digits").field_name("content-length"))?,
+                .ok_or_else(|| {
+                    ApiError::new(ErrorCode::InvalidRequest, "content-length is not a number; send the body's length in decimal digits")
+                        .field_name("content-length")
+                })?,
         ),
     };
     if declared.is_some_and(|n| n > limit) {
@@ -146,24 +169,37 @@ async fn forward_inner(gw: &Arc<Gateway>, addon: &str, rest: &str, peer: SocketA
                 Ok(answer)
             }
             Err(UpstreamError::BodyTooLarge(_)) => Err(too_large(limit)),
-            Err(UpstreamError::ClientBody(e)) => Err(ApiError::new(ErrorCode::InvalidBody,  format!("the request body could not be read ({e}); frame it with one Content-Length or with valid chunked encoding")).field_name("body")),
-            Err(UpstreamError::ClientBodyTimeout(e)) => Err(ApiError::new(ErrorCode::RequestTimeout,  format!("{e}; send the whole body right after the request head")).field_name("body")),
+            Err(UpstreamError::ClientBody(e)) => Err(ApiError::new(
+                ErrorCode::InvalidBody,
+                format!("the request body could not be read ({e}); frame it with one Content-Length or with valid chunked encoding"),
+            )
+            .field_name("body")),
+            Err(UpstreamError::ClientBodyTimeout(e)) => {
+                Err(ApiError::new(ErrorCode::RequestTimeout, format!("{e}; send the whole body right after the request head"))
+                    .field_name("body"))
+            }
             Err(e) => {
                 dispatcher.report(&service_id, id, false);
-                Err(ApiError::new(ErrorCode::UpstreamError,  format!("the addon's connection failed mid-request (not retried): {e}")))
+                Err(ApiError::new(ErrorCode::UpstreamError, format!("the addon's connection failed mid-request (not retried): {e}")))
             }
         };
     }
     Err(match last_err {
-        Some(e) => ApiError::new(ErrorCode::UpstreamError,  format!("no instance of `{addon}` accepted the connection: {e}")),
+        Some(e) => ApiError::new(ErrorCode::UpstreamError, format!("no instance of `{addon}` accepted the connection: {e}")),
         None => ApiError::from(AddonError::Dispatch(DispatchError::AllOpen(addon.to_string()))),
     })
 }
 
 /// Opens the upgrade to the instance, answers the client with the instance's 101, and
 /// splices the two connections for as long as either side keeps them open.
-async fn websocket(addr: std::net::SocketAddr, path_q: &str, method: &axum::http::Method, headers: HeaderMap, client_upgrade: hyper::upgrade::OnUpgrade) -> Result<Response, ApiError> {
-    let bad = |e: String| ApiError::new(ErrorCode::UpstreamError,  e);
+async fn websocket(
+    addr: std::net::SocketAddr,
+    path_q: &str,
+    method: &axum::http::Method,
+    headers: HeaderMap,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+) -> Result<Response, ApiError> {
+    let bad = |e: String| ApiError::new(ErrorCode::UpstreamError, e);
     let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| bad(format!("cannot connect to the addon: {e}")))?;
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| bad(e.to_string()))?;

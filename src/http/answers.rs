@@ -33,7 +33,14 @@ impl RenderQuery {
             match v {
                 None => Ok(json!({})),
                 Some(text) => serde_json::from_str(text).map_err(|e| {
-                    ApiError::new(ErrorCode::InvalidQuery,  format!("`{field}` is not JSON ({}); send it URL-encoded, like {field}=%7B%22k%22%3A1%7D for {{\"k\":1}}", json_error_text(&e))).field(field)
+                    ApiError::new(
+                        ErrorCode::InvalidQuery,
+                        format!(
+                            "`{field}` is not JSON ({}); send it URL-encoded, like {field}=%7B%22k%22%3A1%7D for {{\"k\":1}}",
+                            json_error_text(&e)
+                        ),
+                    )
+                    .field(field)
                 }),
             }
         };
@@ -51,17 +58,31 @@ pub struct RenderBody {
 }
 
 /// The rendered widget with its ETag; 304 when the caller already has this version.
-pub async fn render_reply(addons: &Addons, addon: &str, widget: &str, config: Value, context: Value, headers: &axum::http::HeaderMap) -> ApiResult {
+pub async fn render_reply(
+    addons: &Addons,
+    addon: &str,
+    widget: &str,
+    config: Value,
+    context: Value,
+    headers: &axum::http::HeaderMap,
+) -> ApiResult {
     let r = addons.render(addon, widget, config, context).await?;
     let etag = HeaderValue::from_str(&r.widget.etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
     let cache = HeaderValue::from_static(if r.cached { "hit" } else { "miss" });
-    let matches = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == r.widget.etag || t.trim() == "*"));
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == r.widget.etag || t.trim() == "*"));
     if matches {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::HeaderName::from_static("x-cache"), cache)]).into_response());
     }
     Ok((
         StatusCode::OK,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json")), (header::ETAG, etag), (header::HeaderName::from_static("x-cache"), cache)],
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::ETAG, etag),
+            (header::HeaderName::from_static("x-cache"), cache),
+        ],
         r.widget.envelope.clone(),
     )
         .into_response())
@@ -72,7 +93,7 @@ pub async fn frame_reply(addons: &Addons, addon: &str, widget: &str, config: Val
     let r = addons.render(addon, widget, config, context).await?;
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let (html, csp) = crate::addons::frame_document(&r.widget.widget, &nonce);
-    let csp = HeaderValue::from_str(&csp).map_err(|e| ApiError::new(ErrorCode::Internal,  e.to_string()))?;
+    let csp = HeaderValue::from_str(&csp).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     Ok((
         StatusCode::OK,
         [

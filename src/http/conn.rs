@@ -109,7 +109,9 @@ pub fn render_metrics(out: &mut String) {
         ("addond_http_connections", "gauge", "Open connections per listener.", |s| &s.open),
         ("addond_http_connections_shed_total", "counter", "Idle connections closed to make room at the listener's cap.", |s| &s.shed),
         ("addond_http_connections_refused_total", "counter", "New connections refused at the listener's cap.", |s| &s.refused),
-        ("addond_http_header_timeouts_total", "counter", "Connections closed because a request head took too long.", |s| &s.header_timeouts),
+        ("addond_http_header_timeouts_total", "counter", "Connections closed because a request head took too long.", |s| {
+            &s.header_timeouts
+        }),
         ("addond_http_idle_closed_total", "counter", "Keep-alive connections closed after sitting idle.", |s| &s.idle_closed),
         ("addond_http_body_timeouts_total", "counter", "Requests answered 408 because the body took too long.", |s| &s.body_timeouts),
         ("addond_http_protocol_errors_total", "counter", "Requests refused by the HTTP parser (400, 414, 431).", |s| &s.protocol_errors),
@@ -282,7 +284,13 @@ pub struct ConnState {
 
 impl ConnState {
     fn new() -> ConnState {
-        ConnState { phase: AtomicU8::new(Phase::Idle as u8), since: AtomicU64::new(now_ns()), pipelined: AtomicBool::new(false), killed: AtomicBool::new(false), kill: Notify::new() }
+        ConnState {
+            phase: AtomicU8::new(Phase::Idle as u8),
+            since: AtomicU64::new(now_ns()),
+            pipelined: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
+            kill: Notify::new(),
+        }
     }
 
     fn phase(&self) -> Phase {
@@ -353,7 +361,14 @@ pub enum Admission {
 
 impl Registry {
     pub fn new(listener: Listener, limits: Limits) -> Arc<Registry> {
-        Arc::new(Registry { listener, limits, conns: Mutex::new(HashMap::new()), next: AtomicU64::new(1), dying: Default::default(), room: Notify::new() })
+        Arc::new(Registry {
+            listener,
+            limits,
+            conns: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            dying: Default::default(),
+            room: Notify::new(),
+        })
     }
 
     /// The registry of `listener` with the budget [`Budgets::for_config`] gives it.
@@ -462,7 +477,8 @@ impl Drop for Slot {
 /// hold many descriptors.
 const MAX_REFUSALS_IN_FLIGHT: usize = 16;
 
-static REFUSALS: LazyLock<[Arc<tokio::sync::Semaphore>; 3]> = LazyLock::new(|| std::array::from_fn(|_| Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS_IN_FLIGHT))));
+static REFUSALS: LazyLock<[Arc<tokio::sync::Semaphore>; 3]> =
+    LazyLock::new(|| std::array::from_fn(|_| Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS_IN_FLIGHT))));
 
 /// Answers a connection refused at the cap with the 503 envelope and closes it, reading and
 /// dropping what the client sends meanwhile for up to a second (so its request write does
@@ -700,7 +716,10 @@ fn protocol_refusal(head: &[u8]) -> Option<Vec<u8>> {
         _ => return None,
     };
     let body = error_body(code_name, message, field).to_string();
-    Some(format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).into_bytes())
+    Some(
+        format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+            .into_bytes(),
+    )
 }
 
 // ---- request and answer bodies ------------------------------------------------------------
@@ -864,7 +883,16 @@ where
             req.map(Body::new)
         } else {
             let c = complete.clone();
-            req.map(move |b| Body::new(TimedBody { inner: b, start: Instant::now(), timeout: limits.body_timeout, deadline: None, complete: c, listener }))
+            req.map(move |b| {
+                Body::new(TimedBody {
+                    inner: b,
+                    start: Instant::now(),
+                    timeout: limits.body_timeout,
+                    deadline: None,
+                    complete: c,
+                    listener,
+                })
+            })
         };
         let fut = handler(req);
         let state = svc_state.clone();
@@ -933,7 +961,15 @@ mod tests {
     }
 
     fn registry(max: usize) -> Arc<Registry> {
-        Registry::new(Listener::Admin, Limits { max_connections: max, header_timeout: Duration::from_secs(1), body_timeout: Duration::from_secs(1), idle_timeout: Duration::from_secs(1) })
+        Registry::new(
+            Listener::Admin,
+            Limits {
+                max_connections: max,
+                header_timeout: Duration::from_secs(1),
+                body_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(1),
+            },
+        )
     }
 
     fn admitted(a: Admission) -> Slot {
@@ -1014,7 +1050,8 @@ mod tests {
 
     #[test]
     fn hypers_refusals_become_envelopes() {
-        let out = String::from_utf8(protocol_refusal(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").expect("400")).expect("utf8");
+        let out =
+            String::from_utf8(protocol_refusal(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").expect("400")).expect("utf8");
         assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n") && out.contains("connection: close"), "{out}");
         let body: serde_json::Value = serde_json::from_str(out.split("\r\n\r\n").nth(1).expect("body")).expect("json");
         assert_eq!(body["error"]["code"], "bad_request");
@@ -1027,7 +1064,10 @@ mod tests {
     #[tokio::test]
     async fn body_failures_are_told_apart() {
         use http_body_util::BodyExt;
-        let over = http_body_util::Limited::new(http_body_util::Full::new(Bytes::from_static(b"abc")), 1).collect().await.expect_err("over the limit");
+        let over = http_body_util::Limited::new(http_body_util::Full::new(Bytes::from_static(b"abc")), 1)
+            .collect()
+            .await
+            .expect_err("over the limit");
         assert_eq!(body_failure(&*over), BodyFailure::TooLarge);
         let over = axum::body::to_bytes(Body::from("abc"), 1).await.expect_err("over the limit");
         assert_eq!(body_failure(&over), BodyFailure::TooLarge, "through axum's error too");

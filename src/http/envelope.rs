@@ -76,23 +76,27 @@ impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
         // FieldError carries its code as text (the model has no HTTP types); an unknown one is
         // still a validation failure.
-        ApiError::new(ErrorCode::from_str(e.code).unwrap_or(ErrorCode::ValidationFailed), e.message).with_status(StatusCode::BAD_REQUEST).field(e.field)
+        ApiError::new(ErrorCode::from_str(e.code).unwrap_or(ErrorCode::ValidationFailed), e.message)
+            .with_status(StatusCode::BAD_REQUEST)
+            .field(e.field)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NameTaken(_) | StoreError::ApplicationNameTaken(_) => ApiError::new(ErrorCode::Conflict, e.to_string()).field("name"),
+            StoreError::NameTaken(_) | StoreError::ApplicationNameTaken(_) => {
+                ApiError::new(ErrorCode::Conflict, e.to_string()).field("name")
+            }
             StoreError::GrantTaken(_) => ApiError::new(ErrorCode::Conflict, e.to_string()),
-            StoreError::PortTaken(_) => ApiError::new(ErrorCode::Conflict,  e.to_string()),
+            StoreError::PortTaken(_) => ApiError::new(ErrorCode::Conflict, e.to_string()),
             StoreError::DiskFull { .. } => {
                 tracing::error!(error = %e, "database write refused: disk full");
-                ApiError::new(ErrorCode::InsufficientStorage,  e.to_string())
+                ApiError::new(ErrorCode::InsufficientStorage, e.to_string())
             }
             e => {
                 tracing::error!(error = %e, "database error");
-                ApiError::new(ErrorCode::Internal,  format!("{e}; see the daemon log"))
+                ApiError::new(ErrorCode::Internal, format!("{e}; see the daemon log"))
             }
         }
     }
@@ -103,17 +107,21 @@ impl From<LifecycleError> for ApiError {
         use LifecycleError as L;
         match e {
             L::Store(e) => e.into(),
-            L::Runtime(RuntimeError::Unavailable(_) | RuntimeError::Unresponsive { .. }) => ApiError::new(ErrorCode::DockerUnavailable,  e.to_string()),
-            L::Runtime(RuntimeError::ImageNotFound { .. }) => ApiError::new(ErrorCode::ImageNotFound,  e.to_string()).field("image"),
-            L::Runtime(RuntimeError::InvalidVolume(m)) => ApiError::new(ErrorCode::InvalidVolume,  m).field("volumes"),
-            L::Runtime(RuntimeError::Api(m)) => ApiError::new(ErrorCode::DockerError,  m),
-            L::Runtime(RuntimeError::NoSubnet(m)) => ApiError::new(ErrorCode::SubnetsExhausted,  m),
-            L::Ports(p @ PortError::Exhausted { .. }) => ApiError::new(ErrorCode::PortsExhausted,  p.to_string()),
-            L::Ports(p) => ApiError::new(ErrorCode::Conflict,  p.to_string()).field("host_port"),
-            L::NotFound(what) => ApiError::new(ErrorCode::NotFound,  format!("no service `{what}`; list them with `addonctl services list`")),
-            L::Conflict(m) => ApiError::new(ErrorCode::Conflict,  m),
-            L::Failed { .. } => ApiError::new(ErrorCode::ServiceFailed,  e.to_string()),
-            L::WaitTimeout { .. } => ApiError::new(ErrorCode::WaitTimeout,  e.to_string()),
+            L::Runtime(RuntimeError::Unavailable(_) | RuntimeError::Unresponsive { .. }) => {
+                ApiError::new(ErrorCode::DockerUnavailable, e.to_string())
+            }
+            L::Runtime(RuntimeError::ImageNotFound { .. }) => ApiError::new(ErrorCode::ImageNotFound, e.to_string()).field("image"),
+            L::Runtime(RuntimeError::InvalidVolume(m)) => ApiError::new(ErrorCode::InvalidVolume, m).field("volumes"),
+            L::Runtime(RuntimeError::Api(m)) => ApiError::new(ErrorCode::DockerError, m),
+            L::Runtime(RuntimeError::NoSubnet(m)) => ApiError::new(ErrorCode::SubnetsExhausted, m),
+            L::Ports(p @ PortError::Exhausted { .. }) => ApiError::new(ErrorCode::PortsExhausted, p.to_string()),
+            L::Ports(p) => ApiError::new(ErrorCode::Conflict, p.to_string()).field("host_port"),
+            L::NotFound(what) => {
+                ApiError::new(ErrorCode::NotFound, format!("no service `{what}`; list them with `addonctl services list`"))
+            }
+            L::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
+            L::Failed { .. } => ApiError::new(ErrorCode::ServiceFailed, e.to_string()),
+            L::WaitTimeout { .. } => ApiError::new(ErrorCode::WaitTimeout, e.to_string()),
         }
     }
 }
@@ -121,15 +129,17 @@ impl From<LifecycleError> for ApiError {
 impl From<AddonError> for ApiError {
     fn from(e: AddonError) -> Self {
         match e {
-            AddonError::NotFound(m) => ApiError::new(ErrorCode::NotFound,  m),
+            AddonError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m),
             AddonError::Invalid(f) => f.into(),
-            AddonError::Conflict(m) => ApiError::new(ErrorCode::Conflict,  m),
+            AddonError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
             AddonError::Lifecycle(l) => l.into(),
             AddonError::Store(s) => s.into(),
-            AddonError::Dispatch(d @ (DispatchError::NoHealthy(_) | DispatchError::AllOpen(_))) => ApiError::new(ErrorCode::NoHealthyInstance,  d.to_string()),
-            AddonError::Dispatch(d @ DispatchError::Timeout(_)) => ApiError::new(ErrorCode::Timeout,  d.to_string()),
-            AddonError::Dispatch(d @ DispatchError::Upstream(_)) => ApiError::new(ErrorCode::UpstreamError,  d.to_string()),
-            AddonError::Addon { message, .. } => ApiError::new(ErrorCode::AddonError,  message),
+            AddonError::Dispatch(d @ (DispatchError::NoHealthy(_) | DispatchError::AllOpen(_))) => {
+                ApiError::new(ErrorCode::NoHealthyInstance, d.to_string())
+            }
+            AddonError::Dispatch(d @ DispatchError::Timeout(_)) => ApiError::new(ErrorCode::Timeout, d.to_string()),
+            AddonError::Dispatch(d @ DispatchError::Upstream(_)) => ApiError::new(ErrorCode::UpstreamError, d.to_string()),
+            AddonError::Addon { message, .. } => ApiError::new(ErrorCode::AddonError, message),
         }
     }
 }
@@ -157,7 +167,10 @@ impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> Self {
         let text = e.body_text();
         let text = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
-        ApiError::new(ErrorCode::InvalidQuery,  format!("the query string is not valid ({text}); send only this route's parameters, each with a value of its type"))
+        ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("the query string is not valid ({text}); send only this route's parameters, each with a value of its type"),
+        )
     }
 }
 
@@ -170,7 +183,7 @@ pub fn ok(status: StatusCode, data: Value, message: &str) -> ApiResult {
 /// The success envelope around `data`, JSON text that is already known to be valid (an
 /// addon's answer), spliced in without being parsed again.
 pub fn ok_json(status: StatusCode, data: &[u8], message: &str) -> ApiResult {
-    let message = serde_json::to_string(message).map_err(|e| ApiError::new(ErrorCode::Internal,  e.to_string()))?;
+    let message = serde_json::to_string(message).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     let mut out = Vec::with_capacity(data.len() + message.len() + 40);
     out.extend_from_slice(b"{\"success\":true,\"data\":");
     out.extend_from_slice(data);
@@ -205,17 +218,25 @@ pub async fn read_body(body: Body, limit: usize, limit_key: &str) -> Result<byte
 pub fn body_read_error(e: &(dyn std::error::Error + 'static), limit: u64, limit_key: &str) -> ApiError {
     use super::conn::{body_failure, error_chain, BodyFailure};
     match body_failure(e) {
-        BodyFailure::TooLarge => ApiError::new(ErrorCode::PayloadTooLarge,  format!("request body is larger than {limit} bytes ({limit_key}); send a smaller body")).field("body"),
+        BodyFailure::TooLarge => ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body is larger than {limit} bytes ({limit_key}); send a smaller body"),
+        )
+        .field("body"),
         BodyFailure::Timeout => ApiError::new(
             ErrorCode::RequestTimeout,
-            
-            format!("{}; send the whole body right after the request head", error_chain(e).rsplit(": ").next().unwrap_or("the request body did not arrive in time")),
+            format!(
+                "{}; send the whole body right after the request head",
+                error_chain(e).rsplit(": ").next().unwrap_or("the request body did not arrive in time")
+            ),
         )
         .field("body"),
         BodyFailure::Malformed => ApiError::new(
             ErrorCode::InvalidBody,
-            
-            format!("the request body could not be read ({}); frame it with one Content-Length or with valid chunked encoding", error_chain(e)),
+            format!(
+                "the request body could not be read ({}); frame it with one Content-Length or with valid chunked encoding",
+                error_chain(e)
+            ),
         )
         .field("body"),
     }
@@ -225,7 +246,9 @@ pub fn body_read_error(e: &(dyn std::error::Error + 'static), limit: u64, limit_
 /// after the JSON value.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(ApiError::new(ErrorCode::InvalidJson,  "the request needs a JSON body: send a JSON object like {\"name\": \"…\"}").field("body"));
+        return Err(
+            ApiError::new(ErrorCode::InvalidJson, "the request needs a JSON body: send a JSON object like {\"name\": \"…\"}").field("body")
+        );
     }
     // Every route takes an object; serde would also read a struct from an array by position,
     // which only makes for confusing messages.
@@ -238,7 +261,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             b'n' => "null",
             _ => "not JSON",
         };
-        return Err(ApiError::new(ErrorCode::InvalidJson,  format!("invalid request body: it is {shape}; send a JSON object like {{\"name\": \"…\"}}")).field("body"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("invalid request body: it is {shape}; send a JSON object like {{\"name\": \"…\"}}"),
+        )
+        .field("body"));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -248,8 +275,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end().map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidJson,
-            
-            format!("invalid request body: it goes on after its JSON value (at byte {}); send exactly one JSON object and nothing after it", json_error_offset(bytes, &e)),
+            format!(
+                "invalid request body: it goes on after its JSON value (at byte {}); send exactly one JSON object and nothing after it",
+                json_error_offset(bytes, &e)
+            ),
         )
         .field("body")
     })?;
@@ -289,19 +318,25 @@ fn json_error(bytes: &[u8], path: &str, e: &serde_json::Error) -> ApiError {
     match e.classify() {
         Category::Eof => ApiError::new(
             ErrorCode::InvalidJson,
-            
-            format!("invalid request body: it ends in the middle of its JSON (after {} byte{}); send a complete JSON object", bytes.len(), if bytes.len() == 1 { "" } else { "s" }),
+            format!(
+                "invalid request body: it ends in the middle of its JSON (after {} byte{}); send a complete JSON object",
+                bytes.len(),
+                if bytes.len() == 1 { "" } else { "s" }
+            ),
         )
         .field(field),
         Category::Syntax | Category::Io => ApiError::new(
             ErrorCode::InvalidJson,
-            
-            format!("invalid request body: not valid JSON at byte {} ({}); send a JSON object like {{\"name\": \"…\"}}", json_error_offset(bytes, e), json_error_text(e)),
+            format!(
+                "invalid request body: not valid JSON at byte {} ({}); send a JSON object like {{\"name\": \"…\"}}",
+                json_error_offset(bytes, e),
+                json_error_text(e)
+            ),
         )
         .field(field),
         Category::Data => {
             let f = FieldError::from_serde(path, &json_error_text(e));
-            ApiError::new(ErrorCode::InvalidJson,  format!("invalid request body: {}", f.message)).field(f.field)
+            ApiError::new(ErrorCode::InvalidJson, format!("invalid request body: {}", f.message)).field(f.field)
         }
     }
 }
@@ -421,7 +456,10 @@ mod tests {
             (field("invalid_volume").into(), (400, "invalid_volume", Some("f"))),
             (AccessError::NotFound { field: Some("addon"), message: "m".into() }.into(), (404, "not_found", Some("addon"))),
             (AccessError::NotFound { field: None, message: "m".into() }.into(), (404, "not_found", None)),
-            (AccessError::Invalid { field: "allowed_origins[0]".into(), message: "m".into() }.into(), (400, "validation_failed", Some("allowed_origins[0]"))),
+            (
+                AccessError::Invalid { field: "allowed_origins[0]".into(), message: "m".into() }.into(),
+                (400, "validation_failed", Some("allowed_origins[0]")),
+            ),
             (AccessError::Conflict { field: Some("name"), message: "m".into() }.into(), (409, "conflict", Some("name"))),
             (AccessError::Store(StoreError::PortTaken(1)).into(), (409, "conflict", None)),
         ];

@@ -11,4 +11,6 @@ pub mod envelope;
 
 pub use answers::{frame_reply, render_reply, ExecuteBody, RenderBody, RenderQuery};
 pub use code::ErrorCode;
-pub use envelope::{body_read_error, error_body, json_error_text, ok, ok_json, parse_json, read_body, ApiError, ApiResult, BodyLimit, JsonBody};
+pub use envelope::{
+    body_read_error, error_body, json_error_text, ok, ok_json, parse_json, read_body, ApiError, ApiResult, BodyLimit, JsonBody,
+};

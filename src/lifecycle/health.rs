@@ -68,7 +68,12 @@ impl HealthMonitor {
         // Idle connections are dropped well before addons close them (the sample closes
         // after 60 s), so a probe never races a server-side close.
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(20)).build(conn);
-        HealthMonitor { targets: Mutex::new(HashMap::new()), added: tokio::sync::Notify::new(), client, startup_probe: Duration::from_millis(startup_probe_ms) }
+        HealthMonitor {
+            targets: Mutex::new(HashMap::new()),
+            added: tokio::sync::Notify::new(),
+            client,
+            startup_probe: Duration::from_millis(startup_probe_ms),
+        }
     }
 
     pub fn register(&self, id: InstanceId, target: Target) {
@@ -76,7 +81,15 @@ impl HealthMonitor {
         let mut t = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         t.insert(
             id,
-            ProbeState { registered: now, health: target.initial, fails: 0, ever_healthy: target.initial == Health::Healthy, next_due: now, in_flight: false, target },
+            ProbeState {
+                registered: now,
+                health: target.initial,
+                fails: 0,
+                ever_healthy: target.initial == Health::Healthy,
+                next_due: now,
+                in_flight: false,
+                target,
+            },
         );
         drop(t);
         self.added.notify_one();
@@ -101,7 +114,11 @@ impl HealthMonitor {
     /// Instances of a service that passed their last check, with the address they answer on.
     pub fn healthy_of(&self, service: &ServiceId) -> Vec<(InstanceId, SocketAddr)> {
         let t = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<_> = t.iter().filter(|(_, s)| &s.target.service == service && s.health == Health::Healthy).map(|(id, s)| (id.clone(), s.target.addr)).collect();
+        let mut out: Vec<_> = t
+            .iter()
+            .filter(|(_, s)| &s.target.service == service && s.health == Health::Healthy)
+            .map(|(id, s)| (id.clone(), s.target.addr))
+            .collect();
         out.sort();
         out
     }

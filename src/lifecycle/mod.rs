@@ -232,7 +232,14 @@ impl Lifecycle {
                 return Ok(());
             }
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Err(_) => return Err(LifecycleError::WaitTimeout { name: svc.spec.name, want: "healthy", phase: svc.phase.as_str(), secs: timeout.as_secs() }),
+                Err(_) => {
+                    return Err(LifecycleError::WaitTimeout {
+                        name: svc.spec.name,
+                        want: "healthy",
+                        phase: svc.phase.as_str(),
+                        secs: timeout.as_secs(),
+                    })
+                }
                 Ok(_) => continue,
             }
         }
@@ -397,10 +404,12 @@ impl Lifecycle {
                 |ports| async move {
                     let instances = ports.iter().enumerate().map(|(i, p)| NewInstance { ordinal: i as u32, host_port: *p }).collect();
                     let phase = if replicas == 0 { Phase::Started } else { Phase::Creating };
-                    self.store.insert_service(id.clone(), spec, replicas, Desired::Started, phase, instances, addon_instance).await.map_err(|e| match e {
-                        StoreError::NameTaken(n) => LifecycleError::Conflict(format!("a service named `{n}` already exists")),
-                        e => e.into(),
-                    })
+                    self.store.insert_service(id.clone(), spec, replicas, Desired::Started, phase, instances, addon_instance).await.map_err(
+                        |e| match e {
+                            StoreError::NameTaken(n) => LifecycleError::Conflict(format!("a service named `{n}` already exists")),
+                            e => e.into(),
+                        },
+                    )
                 },
             )
             .await?;
@@ -413,7 +422,12 @@ impl Lifecycle {
     /// when it is an install (`install`), so the install is recorded whole or not at all;
     /// containers come from the reconciler. Without `install` it adds services to an
     /// instance that is installed already (the repair of an older database).
-    pub async fn create_group(&self, install: Option<InstallRow>, addon_instance: &str, mut specs: Vec<(ServiceSpec, u32)>) -> Result<Vec<Service>, LifecycleError> {
+    pub async fn create_group(
+        &self,
+        install: Option<InstallRow>,
+        addon_instance: &str,
+        mut specs: Vec<(ServiceSpec, u32)>,
+    ) -> Result<Vec<Service>, LifecycleError> {
         self.require_docker()?;
         for (spec, _) in &mut specs {
             self.prepare_create(spec, Some(addon_instance)).await?;
@@ -441,10 +455,12 @@ impl Lifecycle {
                         })
                         .collect();
                     self.store.insert_services(install, addon_instance, new).await.map_err(|e| match e {
-                        StoreError::NameTaken(n) if install_name.as_deref() == Some(n.as_str()) => {
-                            LifecycleError::Conflict(format!("an addon is already installed as `{n}`; give this one another name with \"instance\""))
-                        }
-                        StoreError::NameTaken(n) => LifecycleError::Conflict(format!("a service named `{n}` already exists; delete it or install under another instance name")),
+                        StoreError::NameTaken(n) if install_name.as_deref() == Some(n.as_str()) => LifecycleError::Conflict(format!(
+                            "an addon is already installed as `{n}`; give this one another name with \"instance\""
+                        )),
+                        StoreError::NameTaken(n) => LifecycleError::Conflict(format!(
+                            "a service named `{n}` already exists; delete it or install under another instance name"
+                        )),
                         e => e.into(),
                     })
                 },
@@ -485,13 +501,19 @@ impl Lifecycle {
         let names: Vec<Option<String>> = spec
             .volumes
             .iter()
-            .map(|v| (v.kind == crate::model::VolumeKind::Named).then(|| crate::isolation::volume_name(&self.daemon_id, spec, addon_instance, v).0))
+            .map(|v| {
+                (v.kind == crate::model::VolumeKind::Named)
+                    .then(|| crate::isolation::volume_name(&self.daemon_id, spec, addon_instance, v).0)
+            })
             .collect();
         for (v, name) in spec.volumes.iter_mut().zip(names) {
             v.docker_name = name;
         }
         if self.store.get_service(&spec.name).await?.is_some() {
-            return Err(LifecycleError::Conflict(format!("a service named `{}` already exists; pick another name or delete it first", spec.name)));
+            return Err(LifecycleError::Conflict(format!(
+                "a service named `{}` already exists; pick another name or delete it first",
+                spec.name
+            )));
         }
         for v in spec.volumes.iter().filter(|v| v.kind == crate::model::VolumeKind::Dir) {
             self.runtime.prepare_volume_dir(&spec.name, &v.source)?;
@@ -582,7 +604,10 @@ impl Lifecycle {
             )
             .await?
             .ok_or_else(|| LifecycleError::NotFound(id_or_name.to_string()))?;
-        if svc.desired == Desired::Started && svc.phase == Phase::Started && replicas as usize > cur.instances.iter().filter(|i| i.wanted).count() {
+        if svc.desired == Desired::Started
+            && svc.phase == Phase::Started
+            && replicas as usize > cur.instances.iter().filter(|i| i.wanted).count()
+        {
             self.store.set_phase(&svc.id, Phase::Starting, None, None).await?;
         }
         self.changed(&svc.id);
@@ -616,7 +641,10 @@ impl Lifecycle {
                         return Ok(Some(s));
                     }
                     if s.phase == Phase::Failed {
-                        return Err(LifecycleError::Failed { name: s.spec.name, reason: s.last_error.unwrap_or_else(|| "unknown error".into()) });
+                        return Err(LifecycleError::Failed {
+                            name: s.spec.name,
+                            reason: s.last_error.unwrap_or_else(|| "unknown error".into()),
+                        });
                     }
                     last = s.phase;
                     name = s.spec.name;
@@ -625,7 +653,12 @@ impl Lifecycle {
             loop {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Err(_) => {
-                        return Err(LifecycleError::WaitTimeout { name, want: want.as_str(), phase: last.as_str(), secs: timeout.as_secs() });
+                        return Err(LifecycleError::WaitTimeout {
+                            name,
+                            want: want.as_str(),
+                            phase: last.as_str(),
+                            secs: timeout.as_secs(),
+                        });
                     }
                     Ok(Ok(changed)) if &changed != id => continue,
                     Ok(_) => break,
@@ -723,11 +756,8 @@ impl Lifecycle {
     }
 
     async fn reconcile_running(&self, svc: Service) -> Result<(), LifecycleError> {
-        let mut failed: Option<(String, Option<i64>)> = if svc.phase == Phase::Failed {
-            Some((svc.last_error.clone().unwrap_or_default(), svc.exit_code))
-        } else {
-            None
-        };
+        let mut failed: Option<(String, Option<i64>)> =
+            if svc.phase == Phase::Failed { Some((svc.last_error.clone().unwrap_or_default(), svc.exit_code)) } else { None };
         let mut creating = false;
         let mut instances = Vec::new();
         let mut net = None;
@@ -858,7 +888,8 @@ impl Lifecycle {
                 let (api_url, token) = match &svc.addon_instance {
                     Some(_) => {
                         let api = net.api.map(|a| format!("http://{a}"));
-                        let key = crate::secret::generate(Some(inst.id.as_str())).map_err(|e| RuntimeError::Api(format!("no randomness: {e}")))?;
+                        let key = crate::secret::generate(Some(inst.id.as_str()))
+                            .map_err(|e| RuntimeError::Api(format!("no randomness: {e}")))?;
                         self.store.set_instance_token(&inst.id, key.hash).await?;
                         (api, Some(key.full.replacen("ak_", "at_", 1)))
                     }
@@ -927,7 +958,8 @@ impl Lifecycle {
                     Some(_) => {}
                 }
                 // A long healthy run forgets the restart streak.
-                if inst.streak > 0 && inst.healthy_since.is_some_and(|t| now - t >= (self.cfg.restart.reset_after_seconds * 1000.0) as i64) {
+                if inst.streak > 0 && inst.healthy_since.is_some_and(|t| now - t >= (self.cfg.restart.reset_after_seconds * 1000.0) as i64)
+                {
                     inst.streak = 0;
                     dirty = true;
                 }
@@ -988,12 +1020,19 @@ impl Lifecycle {
                                 inst,
                                 // `n` counts failures (exits and unhealthy verdicts), not the
                                 // restarts between them: say what is counted.
-                                Outcome::Failed(format!("{reason}; gave up after {n} failures within {}s", self.cfg.restart.failure_window_seconds), code),
+                                Outcome::Failed(
+                                    format!("{reason}; gave up after {n} failures within {}s", self.cfg.restart.failure_window_seconds),
+                                    code,
+                                ),
                             ));
                         }
                     }
                     // First restart at once, then base × 2^n, capped.
-                    let delay = if inst.streak == 0 || uncharged { 0 } else { backoff_ms(self.cfg.restart.backoff_base_seconds, self.cfg.restart.backoff_max_seconds, inst.streak - 1) };
+                    let delay = if inst.streak == 0 || uncharged {
+                        0
+                    } else {
+                        backoff_ms(self.cfg.restart.backoff_base_seconds, self.cfg.restart.backoff_max_seconds, inst.streak - 1)
+                    };
                     if !uncharged {
                         inst.streak += 1;
                     }
@@ -1011,7 +1050,11 @@ impl Lifecycle {
                     self.store.update_instance(&inst).await?;
                     return Ok((inst, Outcome::Failed(refusal, code)));
                 }
-                self.service_notice("service.restarted", svc, serde_json::json!({"instance": inst.ordinal, "reason": reason, "restarts": inst.restarts + 1}));
+                self.service_notice(
+                    "service.restarted",
+                    svc,
+                    serde_json::json!({"instance": inst.ordinal, "reason": reason, "restarts": inst.restarts + 1}),
+                );
                 inst.restarts += 1;
                 inst.next_restart_at = None;
                 inst.started_at = Some(now);
@@ -1101,7 +1144,10 @@ impl Lifecycle {
             let host = if publish.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { publish };
             SocketAddr::new(host, inst.host_port)
         };
-        self.health.register(inst.id.clone(), Target { service: inst.service_id.clone(), addr, check: spec.health_check.clone(), initial: inst.health });
+        self.health.register(
+            inst.id.clone(),
+            Target { service: inst.service_id.clone(), addr, check: spec.health_check.clone(), initial: inst.health },
+        );
     }
 
     /// Applies a health verdict: persist it, recompute the phase, restart if unhealthy.

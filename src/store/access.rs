@@ -103,7 +103,9 @@ impl Store {
         self.call(move |c| {
             let tx = c.transaction()?;
             {
-                let mut st = tx.prepare_cached("INSERT INTO audit (at, uid, pid, method, path, status, detail, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO audit (at, uid, pid, method, path, status, detail, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
                 for e in entries {
                     st.execute(params![e.at, e.uid, e.pid, e.method, e.path, e.status, e.detail, e.source])?;
                 }
@@ -161,7 +163,21 @@ impl Store {
             let origins = serde_json::to_string(&g.allowed_origins).unwrap_or_else(|_| "[]".into());
             match c.execute(
                 &format!("INSERT INTO grants ({GRANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
-                params![g.id, g.application_id, g.addon_instance, g.rate_per_second, g.burst, origins, g.key_id, g.key_hash, g.old_key_hash, g.old_valid_until, g.revoked_at, g.created_at, g.rotated_at],
+                params![
+                    g.id,
+                    g.application_id,
+                    g.addon_instance,
+                    g.rate_per_second,
+                    g.burst,
+                    origins,
+                    g.key_id,
+                    g.key_hash,
+                    g.old_key_hash,
+                    g.old_valid_until,
+                    g.revoked_at,
+                    g.created_at,
+                    g.rotated_at
+                ],
             ) {
                 Ok(_) => Ok(()),
                 Err(e) if is_unique_violation(&e) => Err(StoreError::GrantTaken(format!("{} → {}", g.application_id, g.addon_instance))),
@@ -197,9 +213,21 @@ impl Store {
         Ok(self.exec("UPDATE grants SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", (id.to_string(), now_ms())).await? == 1)
     }
 
-    pub async fn update_grant_limits(&self, id: &str, rate: Option<f64>, burst: Option<u32>, origins: Vec<String>) -> Result<bool, StoreError> {
+    pub async fn update_grant_limits(
+        &self,
+        id: &str,
+        rate: Option<f64>,
+        burst: Option<u32>,
+        origins: Vec<String>,
+    ) -> Result<bool, StoreError> {
         let origins = serde_json::to_string(&origins).unwrap_or_else(|_| "[]".into());
-        Ok(self.exec("UPDATE grants SET rate_per_second = ?2, burst = ?3, allowed_origins = ?4 WHERE id = ?1", (id.to_string(), rate, burst, origins)).await? == 1)
+        Ok(self
+            .exec(
+                "UPDATE grants SET rate_per_second = ?2, burst = ?3, allowed_origins = ?4 WHERE id = ?1",
+                (id.to_string(), rate, burst, origins),
+            )
+            .await?
+            == 1)
     }
 
     pub async fn delete_grant(&self, id: &str) -> Result<bool, StoreError> {

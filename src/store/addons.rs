@@ -65,14 +65,18 @@ impl Store {
     }
 
     pub async fn list_installs(&self) -> Result<Vec<InstallRow>, StoreError> {
-        self.query("SELECT instance, addon, version, config, created_at, updated_at FROM addon_installs ORDER BY instance", [], install_from_row).await
+        self.query(
+            "SELECT instance, addon, version, config, created_at, updated_at FROM addon_installs ORDER BY instance",
+            [],
+            install_from_row,
+        )
+        .await
     }
 
     pub async fn get_install(&self, instance: &str) -> Result<Option<InstallRow>, StoreError> {
         let instance = instance.to_string();
         self.call(move |c| {
-            Ok(c
-                .prepare_cached("SELECT instance, addon, version, config, created_at, updated_at FROM addon_installs WHERE instance = ?1")?
+            Ok(c.prepare_cached("SELECT instance, addon, version, config, created_at, updated_at FROM addon_installs WHERE instance = ?1")?
                 .query_row([instance], install_from_row)
                 .optional()?)
         })
@@ -80,11 +84,19 @@ impl Store {
     }
 
     pub async fn set_install_config(&self, instance: &str, config: String) -> Result<(), StoreError> {
-        self.exec("UPDATE addon_installs SET config = ?2, updated_at = ?3 WHERE instance = ?1", (instance.to_string(), config, now_ms())).await?;
+        self.exec("UPDATE addon_installs SET config = ?2, updated_at = ?3 WHERE instance = ?1", (instance.to_string(), config, now_ms()))
+            .await?;
         Ok(())
     }
 }
 
 fn install_from_row(r: &Row<'_>) -> rusqlite::Result<InstallRow> {
-    Ok(InstallRow { instance: r.get(0)?, addon: r.get(1)?, version: r.get(2)?, config: r.get(3)?, created_at: r.get(4)?, updated_at: r.get(5)? })
+    Ok(InstallRow {
+        instance: r.get(0)?,
+        addon: r.get(1)?,
+        version: r.get(2)?,
+        config: r.get(3)?,
+        created_at: r.get(4)?,
+        updated_at: r.get(5)?,
+    })
 }

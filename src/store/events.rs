@@ -103,12 +103,15 @@ impl Store {
                 None => "1".to_string(),
             };
             let n = params.len();
-            let sql = format!("SELECT id, name, data, source, ts FROM events WHERE id > ?{} AND {filter} ORDER BY id LIMIT ?{}", n + 1, n + 2);
+            let sql =
+                format!("SELECT id, name, data, source, ts FROM events WHERE id > ?{} AND {filter} ORDER BY id LIMIT ?{}", n + 1, n + 2);
             let mut st = c.prepare_cached(&sql)?;
             let mut values: Vec<rusqlite::types::Value> = params.into_iter().map(rusqlite::types::Value::from).collect();
             values.push(rusqlite::types::Value::from(after));
             values.push(rusqlite::types::Value::from(limit as i64));
-            let rows = st.query_map(rusqlite::params_from_iter(values), |r| Ok(EventRow { id: r.get(0)?, name: r.get(1)?, data: r.get(2)?, source: r.get(3)?, ts: r.get(4)? }))?;
+            let rows = st.query_map(rusqlite::params_from_iter(values), |r| {
+                Ok(EventRow { id: r.get(0)?, name: r.get(1)?, data: r.get(2)?, source: r.get(3)?, ts: r.get(4)? })
+            })?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
@@ -141,18 +144,30 @@ impl Store {
     pub async fn cursor(&self, subscriber: &str) -> Result<Cursor, StoreError> {
         let sub = subscriber.to_string();
         self.call(move |c| {
-            c.execute("INSERT OR IGNORE INTO event_cursors (subscriber, delivered_up_to) SELECT ?1, COALESCE(MAX(id), 0) FROM events", [&sub])?;
-            Ok(c.query_row("SELECT delivered_up_to, attempts, next_attempt_at, last_error FROM event_cursors WHERE subscriber = ?1", [&sub], |r| {
-                Ok(Cursor { delivered_up_to: r.get(0)?, attempts: r.get(1)?, next_attempt_at: r.get(2)?, last_error: r.get(3)? })
-            })?)
+            c.execute(
+                "INSERT OR IGNORE INTO event_cursors (subscriber, delivered_up_to) SELECT ?1, COALESCE(MAX(id), 0) FROM events",
+                [&sub],
+            )?;
+            Ok(c.query_row(
+                "SELECT delivered_up_to, attempts, next_attempt_at, last_error FROM event_cursors WHERE subscriber = ?1",
+                [&sub],
+                |r| Ok(Cursor { delivered_up_to: r.get(0)?, attempts: r.get(1)?, next_attempt_at: r.get(2)?, last_error: r.get(3)? }),
+            )?)
         })
         .await
     }
 
     pub async fn cursors(&self) -> Result<Vec<(String, Cursor)>, StoreError> {
-        self.query("SELECT subscriber, delivered_up_to, attempts, next_attempt_at, last_error FROM event_cursors ORDER BY subscriber", [], |r| {
-            Ok((r.get(0)?, Cursor { delivered_up_to: r.get(1)?, attempts: r.get(2)?, next_attempt_at: r.get(3)?, last_error: r.get(4)? }))
-        })
+        self.query(
+            "SELECT subscriber, delivered_up_to, attempts, next_attempt_at, last_error FROM event_cursors ORDER BY subscriber",
+            [],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    Cursor { delivered_up_to: r.get(1)?, attempts: r.get(2)?, next_attempt_at: r.get(3)?, last_error: r.get(4)? },
+                ))
+            },
+        )
         .await
     }
 

@@ -7,7 +7,12 @@ use super::{now_ms, Store, StoreError};
 impl Store {
     pub async fn kv_get(&self, addon: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let (a, k) = (addon.to_string(), key.to_string());
-        self.call(move |c| Ok(c.prepare_cached("SELECT value FROM kv WHERE addon_instance = ?1 AND key = ?2")?.query_row([a, k], |r| r.get(0)).optional()?)).await
+        self.call(move |c| {
+            Ok(c.prepare_cached("SELECT value FROM kv WHERE addon_instance = ?1 AND key = ?2")?
+                .query_row([a, k], |r| r.get(0))
+                .optional()?)
+        })
+        .await
     }
 
     /// Stores a value unless that would exceed `max_keys` for the addon; false if it would.

@@ -9,8 +9,7 @@ impl Store {
     /// never adopt or remove each other's containers.
     pub async fn daemon_id(&self) -> Result<String, StoreError> {
         self.call(|c| {
-            let existing: Option<String> =
-                c.query_row("SELECT value FROM meta WHERE key = 'daemon_id'", [], |r| r.get(0)).optional()?;
+            let existing: Option<String> = c.query_row("SELECT value FROM meta WHERE key = 'daemon_id'", [], |r| r.get(0)).optional()?;
             if let Some(id) = existing {
                 return Ok(id);
             }
@@ -29,7 +28,8 @@ impl Store {
 
     pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         let (key, value) = (key.to_string(), value.to_string());
-        self.exec("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value]).await?;
+        self.exec("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value])
+            .await?;
         Ok(())
     }
 }

@@ -116,9 +116,7 @@ impl Store {
     /// Opens (creating if needed) the database, migrates it and checks its integrity.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         let p = path.to_path_buf();
-        let conn = tokio::task::spawn_blocking(move || migrations::open_sync(&p))
-            .await
-            .map_err(|e| StoreError::Join(e.to_string()))??;
+        let conn = tokio::task::spawn_blocking(move || migrations::open_sync(&p)).await.map_err(|e| StoreError::Join(e.to_string()))??;
         Ok(Store { conn: Arc::new(Mutex::new(conn)), path: path.to_path_buf() })
     }
 
@@ -193,7 +191,15 @@ mod tests {
         assert_eq!(store.schema_version().await.unwrap(), MIGRATIONS.len() as i64);
         let id = ServiceId::generate();
         let s = store
-            .insert_service(id.clone(), spec("a"), 1, Desired::Started, Phase::Creating, vec![NewInstance { ordinal: 0, host_port: 8000 }], None)
+            .insert_service(
+                id.clone(),
+                spec("a"),
+                1,
+                Desired::Started,
+                Phase::Creating,
+                vec![NewInstance { ordinal: 0, host_port: 8000 }],
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(s.instances.len(), 1);
@@ -202,7 +208,15 @@ mod tests {
         let dup = store.insert_service(ServiceId::generate(), spec("a"), 0, Desired::Started, Phase::Creating, vec![], None).await;
         assert!(matches!(dup, Err(StoreError::NameTaken(_))));
         let dup = store
-            .insert_service(ServiceId::generate(), spec("b"), 1, Desired::Started, Phase::Creating, vec![NewInstance { ordinal: 0, host_port: 8000 }], None)
+            .insert_service(
+                ServiceId::generate(),
+                spec("b"),
+                1,
+                Desired::Started,
+                Phase::Creating,
+                vec![NewInstance { ordinal: 0, host_port: 8000 }],
+                None,
+            )
             .await;
         assert!(matches!(dup, Err(StoreError::PortTaken(8000))));
         assert!(store.get_service("b").await.unwrap().is_none(), "failed insert must roll back");

@@ -24,12 +24,24 @@ impl Store {
     pub async fn last_schedule_run(&self, addon: &str, action: &str, cron: &str) -> Result<Option<i64>, StoreError> {
         let (a, ac, cr) = (addon.to_string(), action.to_string(), cron.to_string());
         self.call(move |c| {
-            Ok(c.query_row("SELECT MAX(scheduled_for) FROM schedule_runs WHERE addon_instance = ?1 AND action = ?2 AND cron = ?3", [a, ac, cr], |r| r.get(0))?)
+            Ok(c.query_row(
+                "SELECT MAX(scheduled_for) FROM schedule_runs WHERE addon_instance = ?1 AND action = ?2 AND cron = ?3",
+                [a, ac, cr],
+                |r| r.get(0),
+            )?)
         })
         .await
     }
 
-    pub async fn record_schedule_run(&self, addon: &str, action: &str, cron: &str, scheduled_for: i64, status: &str, detail: Option<String>) -> Result<(), StoreError> {
+    pub async fn record_schedule_run(
+        &self,
+        addon: &str,
+        action: &str,
+        cron: &str,
+        scheduled_for: i64,
+        status: &str,
+        detail: Option<String>,
+    ) -> Result<(), StoreError> {
         self.exec(
             "INSERT INTO schedule_runs (addon_instance, action, cron, scheduled_for, ran_at, status, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             (addon.to_string(), action.to_string(), cron.to_string(), scheduled_for, now_ms(), status.to_string(), detail),

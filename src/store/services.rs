@@ -90,7 +90,12 @@ impl Store {
     /// Inserts several services of one addon instance, and (for an install) the install
     /// row, in one transaction: an install is recorded whole or not at all, so a crash can
     /// never leave an addon installed with some of its services missing.
-    pub async fn insert_services(&self, install: Option<InstallRow>, addon_instance: String, services: Vec<NewService>) -> Result<Vec<Service>, StoreError> {
+    pub async fn insert_services(
+        &self,
+        install: Option<InstallRow>,
+        addon_instance: String,
+        services: Vec<NewService>,
+    ) -> Result<Vec<Service>, StoreError> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_ms();
@@ -110,7 +115,17 @@ impl Store {
                 let res = tx.execute(
                     "INSERT INTO services (id, name, plugin_id, spec, replicas, desired, phase, created_at, updated_at, addon_instance)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
-                    params![s.id.as_str(), s.spec.name, s.spec.plugin_id, spec_json, s.replicas, s.desired.as_str(), s.phase.as_str(), now, addon_instance],
+                    params![
+                        s.id.as_str(),
+                        s.spec.name,
+                        s.spec.plugin_id,
+                        spec_json,
+                        s.replicas,
+                        s.desired.as_str(),
+                        s.phase.as_str(),
+                        now,
+                        addon_instance
+                    ],
                 );
                 if let Err(e) = res {
                     return Err(if is_unique_violation(&e) { StoreError::NameTaken(s.spec.name.clone()) } else { e.into() });
@@ -193,8 +208,7 @@ impl Store {
             if let Some(s) = load_service(c, &key)? {
                 return Ok(Some(s));
             }
-            let id: Option<String> =
-                c.query_row("SELECT id FROM services WHERE name = ?1", [&key], |r| r.get(0)).optional()?;
+            let id: Option<String> = c.query_row("SELECT id FROM services WHERE name = ?1", [&key], |r| r.get(0)).optional()?;
             match id {
                 Some(id) => load_service(c, &id),
                 None => Ok(None),
@@ -221,10 +235,7 @@ impl Store {
             }
             if desired == Desired::Started {
                 tx.execute("DELETE FROM restart_failures WHERE service_id = ?1", [id.as_str()])?;
-                tx.execute(
-                    "UPDATE instances SET streak = 0, next_restart_at = NULL WHERE service_id = ?1",
-                    [id.as_str()],
-                )?;
+                tx.execute("UPDATE instances SET streak = 0, next_restart_at = NULL WHERE service_id = ?1", [id.as_str()])?;
             }
             tx.commit()?;
             load_service(c, id.as_str())
@@ -254,10 +265,8 @@ impl Store {
         let id = id.clone();
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx.execute(
-                "UPDATE services SET replicas = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id.as_str(), replicas, now_ms()],
-            )?;
+            let n =
+                tx.execute("UPDATE services SET replicas = ?2, updated_at = ?3 WHERE id = ?1", params![id.as_str(), replicas, now_ms()])?;
             if n == 0 {
                 return Ok(None);
             }
@@ -300,7 +309,8 @@ impl Store {
     /// Records a health transition without touching restart bookkeeping (called by the
     /// health monitor, which does not hold the service lease).
     pub async fn set_instance_health(&self, id: &InstanceId, health: Health, healthy_since: Option<i64>) -> Result<(), StoreError> {
-        self.exec("UPDATE instances SET health = ?2, healthy_since = ?3 WHERE id = ?1", (id.0.clone(), health.as_str(), healthy_since)).await?;
+        self.exec("UPDATE instances SET health = ?2, healthy_since = ?3 WHERE id = ?1", (id.0.clone(), health.as_str(), healthy_since))
+            .await?;
         Ok(())
     }
 
@@ -365,9 +375,8 @@ impl Store {
     /// Services stopped or failed, unchanged for longer than `older_than_ms`.
     pub async fn stale_services(&self, older_than_ms: i64) -> Result<Vec<ServiceId>, StoreError> {
         self.call(move |c| {
-            let mut st = c.prepare(
-                "SELECT id FROM services WHERE phase IN ('Stopped','Failed') AND updated_at < ?1 AND desired != 'deleted'",
-            )?;
+            let mut st =
+                c.prepare("SELECT id FROM services WHERE phase IN ('Stopped','Failed') AND updated_at < ?1 AND desired != 'deleted'")?;
             let rows = st.query_map([now_ms() - older_than_ms], |r| r.get::<_, String>(0))?;
             Ok(rows.map(|r| r.map(ServiceId)).collect::<Result<_, _>>()?)
         })

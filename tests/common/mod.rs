@@ -40,7 +40,8 @@ pub struct Daemon {
 }
 
 pub fn docker() -> Docker {
-    Docker::connect_with_unix("/var/run/docker.sock", 60, &bollard::ClientVersion { major_version: 1, minor_version: 41 }).expect("docker socket")
+    Docker::connect_with_unix("/var/run/docker.sock", 60, &bollard::ClientVersion { major_version: 1, minor_version: 41 })
+        .expect("docker socket")
 }
 
 pub fn addond_bin() -> &'static str {
@@ -119,7 +120,17 @@ impl Daemon {
         let config = dir.path().join("config.toml");
         let text = config_toml(dir.path(), &socket, &opts);
         std::fs::write(&config, text).unwrap();
-        let mut d = Daemon { client: Client::new(socket.clone()), dir, socket, config, child: None, ports: opts.ports, env: Vec::new(), wait_for_docker: opts.wait_for_docker, nofile: opts.nofile };
+        let mut d = Daemon {
+            client: Client::new(socket.clone()),
+            dir,
+            socket,
+            config,
+            child: None,
+            ports: opts.ports,
+            env: Vec::new(),
+            wait_for_docker: opts.wait_for_docker,
+            nofile: opts.nofile,
+        };
         d.spawn().await;
         d
     }
@@ -318,7 +329,10 @@ pub fn raise_own_fd_limit() -> u64 {
 /// One HTTP/1.1 exchange on an open connection, reading the answer by its Content-Length
 /// (the connection stays usable): status, lower-cased headers and body, or what went wrong
 /// (a failed write, a reset, the connection closing before a whole answer).
-pub async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S, request: &[u8]) -> Result<(u16, Vec<(String, String)>, String), String> {
+pub async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    request: &[u8],
+) -> Result<(u16, Vec<(String, String)>, String), String> {
     use tokio::io::AsyncWriteExt;
     s.write_all(request).await.map_err(|e| format!("write: {e}"))?;
     read_answer(s).await
@@ -333,7 +347,10 @@ pub async fn read_answer<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<(
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.map_err(|_| "no answer within 10 s".to_string())?.map_err(|e| format!("read: {e}"))?;
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .map_err(|_| "no answer within 10 s".to_string())?
+            .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             return Err(format!("the connection closed before a whole answer ({} bytes)", buf.len()));
         }
@@ -341,10 +358,18 @@ pub async fn read_answer<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<(
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("not an HTTP answer: {head}"))?;
-    let headers: Vec<(String, String)> = head.lines().skip(1).filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
     let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
     while buf.len() < head_end + len {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.map_err(|_| "no body within 10 s".to_string())?.map_err(|e| format!("read body: {e}"))?;
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .map_err(|_| "no body within 10 s".to_string())?
+            .map_err(|e| format!("read body: {e}"))?;
         if n == 0 {
             return Err("the connection closed in the middle of a body".into());
         }
@@ -381,7 +406,10 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 pub async fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(("127.0.0.1", port))).await.ok()?.ok()?;
-    let req = format!("{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
     s.write_all(req.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await.ok()?.ok()?;

@@ -58,11 +58,8 @@ impl Service {
     /// A service object of the admin API; `None` without an `id`.
     pub fn from_json(v: &Value) -> Option<Service> {
         let id = text(v, "id")?;
-        let instances = v
-            .get("instances")
-            .and_then(Value::as_array)
-            .map(|list| list.iter().map(Instance::from_json).collect())
-            .unwrap_or_default();
+        let instances =
+            v.get("instances").and_then(Value::as_array).map(|list| list.iter().map(Instance::from_json).collect()).unwrap_or_default();
         let limits = v.get("resource_limits").unwrap_or(&Value::Null);
         Some(Service {
             name: text(v, "name").unwrap_or_else(|| id.clone()),
@@ -260,7 +257,11 @@ impl Grant {
             key_prefix: text(v, "key_prefix").unwrap_or_default(),
             status: text(v, "status").unwrap_or_default(),
             rate,
-            origins: v.get("allowed_origins").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(sanitize).collect()).unwrap_or_default(),
+            origins: v
+                .get("allowed_origins")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(sanitize).collect())
+                .unwrap_or_default(),
         })
     }
 }
@@ -396,7 +397,8 @@ mod tests {
     #[test]
     fn addon_events() {
         let e = AddonEvent::from_json(&json!({"id": 42, "name": "payment.completed", "source": "payment",
-            "timestamp": "2026-11-22T00:01:02.345Z", "data": {"order": "A\u{1b}[2J1"}})).unwrap();
+            "timestamp": "2026-11-22T00:01:02.345Z", "data": {"order": "A\u{1b}[2J1"}}))
+        .unwrap();
         assert_eq!((e.id, e.name.as_str(), e.source.as_str()), (42, "payment.completed", "payment"));
         // JSON escapes the control character: shown as text, harmless.
         assert_eq!(e.data, r#"{"order":"A\u001b[2J1"}"#);

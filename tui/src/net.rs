@@ -168,7 +168,9 @@ impl Net {
                     let r = match limited(READ_TIMEOUT, "templates", client.get(TEMPLATES)).await {
                         Ok(resp) => match api_error(&resp) {
                             Some(e) => Err(e),
-                            None => Ok(resp.data().as_array().map(|a| a.iter().filter_map(Template::from_json).collect()).unwrap_or_default()),
+                            None => {
+                                Ok(resp.data().as_array().map(|a| a.iter().filter_map(Template::from_json).collect()).unwrap_or_default())
+                            }
                         },
                         Err(e) => Err(e),
                     };
@@ -209,7 +211,8 @@ async fn report(tx: &Tx, r: Result<Response, String>, what: &str) {
         Ok(resp) => match api_error(&resp) {
             Some(e) => (false, format!("{what} failed: {e}")),
             None => {
-                let phase = resp.data().get("phase").and_then(Value::as_str).map(|p| format!(" (phase {})", sanitize(p))).unwrap_or_default();
+                let phase =
+                    resp.data().get("phase").and_then(Value::as_str).map(|p| format!(" (phase {})", sanitize(p))).unwrap_or_default();
                 (true, format!("{what}: accepted{phase}"))
             }
         },
@@ -364,7 +367,8 @@ pub fn docker_state(text: &str) -> Option<DockerState> {
         let (state, value) = rest.split_once("\"} ")?;
         (value.trim().parse::<f64>().ok()? > 0.0).then(|| DockerState::parse(state))
     });
-    labelled.or_else(|| prom_value(text, "addond_docker_up").map(|up| if up > 0.0 { DockerState::Reachable } else { DockerState::Unreachable }))
+    labelled
+        .or_else(|| prom_value(text, "addond_docker_up").map(|up| if up > 0.0 { DockerState::Reachable } else { DockerState::Unreachable }))
 }
 
 /// `addond_ports_in_use` and `addond_ports_free` from the Prometheus text.
@@ -658,7 +662,10 @@ mod tests {
     /// missing: the typed code decides, whatever the message says.
     #[test]
     fn missing_route_by_code_not_message() {
-        let r = |status: u16, code: &str, msg: &str| Response { status, body: json!({"success": false, "error": {"code": code, "message": msg}}) };
+        let r = |status: u16, code: &str, msg: &str| Response {
+            status,
+            body: json!({"success": false, "error": {"code": code, "message": msg}}),
+        };
         assert!(no_route(&r(404, "not_found", "no route GET /api/applications")));
         assert!(no_route(&r(404, "not_found", "this daemon has no /api/applications")), "a reworded message");
         assert!(!no_route(&r(404, "image_not_found", "no route to the registry")), "another code");

@@ -63,11 +63,13 @@ fn addond_bin() -> PathBuf {
     let bin = tui_bin().with_file_name("addond");
     let root = workspace_root();
     let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    let sources = newest_mtime(&root.join("src")).max(std::fs::metadata(root.join("Cargo.toml")).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH));
+    let sources = newest_mtime(&root.join("src"))
+        .max(std::fs::metadata(root.join("Cargo.toml")).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH));
     if built.is_none_or(|b| b < sources) {
         eprintln!("e2e: building addond ({})", if built.is_none() { "missing" } else { "older than src/" });
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo).current_dir(&root).args(["build", "--bin", "addond"]).status().expect("run cargo build --bin addond");
+        let status =
+            Command::new(cargo).current_dir(&root).args(["build", "--bin", "addond"]).status().expect("run cargo build --bin addond");
         // A tree being edited may not build; an existing binary is still a real daemon.
         assert!(status.success() || built.is_some(), "cargo build --bin addond failed");
         if !status.success() {
@@ -96,10 +98,16 @@ fn ensure_tmux() {
 }
 
 fn ensure_image() {
-    let present = Command::new("docker").args(["image", "inspect", IMAGE]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let present = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     if !present {
         eprintln!("e2e: building {IMAGE}");
-        let status = Command::new("bash").arg(workspace_root().join("scripts/build-sample-image.sh")).status().expect("run build-sample-image.sh");
+        let status =
+            Command::new("bash").arg(workspace_root().join("scripts/build-sample-image.sh")).status().expect("run build-sample-image.sh");
         assert!(status.success(), "scripts/build-sample-image.sh failed");
     }
 }
@@ -355,7 +363,8 @@ fn dashboard_against_a_real_daemon() {
         status_file.display()
     );
     tmux.start(&cmd);
-    let s = tmux.wait("both services and the connection", 30, |s| s.contains("● connected") && s.contains("tui-alpha") && s.contains("tui-beta"));
+    let s = tmux
+        .wait("both services and the connection", 30, |s| s.contains("● connected") && s.contains("tui-alpha") && s.contains("tui-beta"));
     assert!(s.contains("1:Services") && s.contains("NAME"), "{s}");
     assert!(s.contains("▶ tui-alpha"), "the first row starts selected:\n{s}");
 
@@ -375,7 +384,9 @@ fn dashboard_against_a_real_daemon() {
     let before = d.service("tui-beta")["instances"][0]["started_at"].clone();
     tmux.key("r");
     tmux.wait("the restart to be accepted", 30, |s| s.contains("restart tui-beta: accepted"));
-    d.wait_for("tui-beta", "restarted and started again", 60, |s| s["instances"][0]["started_at"] != before && s["phase"] == "Started" && s["health_status"] == "healthy");
+    d.wait_for("tui-beta", "restarted and started again", 60, |s| {
+        s["instances"][0]["started_at"] != before && s["phase"] == "Started" && s["health_status"] == "healthy"
+    });
 
     // Scale to 2 through the prompt.
     tmux.key("=");
@@ -385,16 +396,22 @@ fn dashboard_against_a_real_daemon() {
     tmux.key("Enter");
     tmux.wait("the scale to be accepted", 30, |s| s.contains("scale tui-beta to 2: accepted"));
     let svc = d.wait_for("tui-beta", "two healthy instances", 60, |s| {
-        s["replicas"] == 2 && s["phase"] == "Started" && s["instances"].as_array().is_some_and(|i| i.len() == 2 && i.iter().all(|i| i["state"] == "running"))
+        s["replicas"] == 2
+            && s["phase"] == "Started"
+            && s["instances"].as_array().is_some_and(|i| i.len() == 2 && i.iter().all(|i| i["state"] == "running"))
     });
     let ports: Vec<u64> = svc["instances"].as_array().unwrap().iter().map(|i| i["host_port"].as_u64().unwrap()).collect();
-    tmux.wait("2/2 on screen, pushed by the daemon", 20, |s| s.lines().any(|l| l.contains("tui-beta") && l.contains("2/2")) && s.contains(&format!("#1 :{}", ports[1])));
+    tmux.wait("2/2 on screen, pushed by the daemon", 20, |s| {
+        s.lines().any(|l| l.contains("tui-beta") && l.contains("2/2")) && s.contains(&format!("#1 :{}", ports[1]))
+    });
     assert!(!ports.contains(&u64::from(held_port)), "the daemon skipped the held port {held_port}: {ports:?}");
 
     // Logs of all instances: the hostile line shows as plain text, nothing it asked for
     // (title, clear screen, clipboard) happened.
     tmux.key("l");
-    let s = tmux.wait("the log stream", 30, |s| s.contains("Logs: tui-beta (all instances)") && s.contains("EVIL-LINE") && s.contains("sample-addon log line"));
+    let s = tmux.wait("the log stream", 30, |s| {
+        s.contains("Logs: tui-beta (all instances)") && s.contains("EVIL-LINE") && s.contains("sample-addon log line")
+    });
     assert!(s.contains("[0] ") && s.contains("[1] "), "both instances are prefixed:\n{s}");
     assert!(!s.contains("pwned") && !s.contains("cHduZWQ") && !s.contains("[31m") && !s.contains("]0;"), "{s}");
     assert!(s.contains("1:Services") && s.lines().count() >= 23, "the screen was not cleared by the log line:\n{s}");
@@ -423,7 +440,10 @@ fn dashboard_against_a_real_daemon() {
     // The port map: ours by service and instance, the held port as another program's.
     tmux.key("Escape");
     tmux.key("3");
-    let s = tmux.wait("the port map", 20, |s| s.contains(&format!("Port map {}–{} (from --ports)", range().0, range().1)) && s.contains(&format!("{held_port}  held by another program")));
+    let s = tmux.wait("the port map", 20, |s| {
+        s.contains(&format!("Port map {}–{} (from --ports)", range().0, range().1))
+            && s.contains(&format!("{held_port}  held by another program"))
+    });
     for p in &ports {
         assert!(s.contains(&format!("{p}  tui-beta #")), "port {p} missing:\n{s}");
     }

@@ -109,7 +109,13 @@ fn services_table_at_80x24() {
     let mut a = three_services();
     a.handle(Event::Daemon(Update::Metrics {
         id: "svc_b".into(),
-        result: Ok(MetricsSample { cpu_percent: 12.5, memory_usage_mb: 40.0, memory_limit_mb: 512.0, memory_percent: 7.8, ..Default::default() }),
+        result: Ok(MetricsSample {
+            cpu_percent: 12.5,
+            memory_usage_mb: 40.0,
+            memory_limit_mb: 512.0,
+            memory_percent: 7.8,
+            ..Default::default()
+        }),
     }));
     a.now = T0;
     let buf = render(&a);
@@ -235,7 +241,15 @@ fn help_overlay() {
     let mut a = three_services();
     key(&mut a, KeyCode::Char('?'));
     let screen = text(&render(&a));
-    for s in [" Keys ", "filter (Esc clears)", "scale (asks for N)", "stop, delete (confirm)", "search, next, previous", "save to a file, clear", "Esc or ? closes"] {
+    for s in [
+        " Keys ",
+        "filter (Esc clears)",
+        "scale (asks for N)",
+        "stop, delete (confirm)",
+        "search, next, previous",
+        "save to a file, clear",
+        "Esc or ? closes",
+    ] {
         assert!(screen.contains(s), "{s} missing\n{screen}");
     }
     key(&mut a, KeyCode::Esc);
@@ -334,7 +348,10 @@ fn logs_with_search_highlight_wrap_and_timestamps() {
     let screen = text(&render(&a));
     assert!(screen.contains("01:00:39 [1] request 39 ok"), "{screen}");
     let session = a.logs.session;
-    a.handle(Event::Daemon(Update::LogLines { session, lines: vec![parse_log_line(&format!("2024-01-01T01:01:00Z {}END", "x".repeat(150)))] }));
+    a.handle(Event::Daemon(Update::LogLines {
+        session,
+        lines: vec![parse_log_line(&format!("2024-01-01T01:01:00Z {}END", "x".repeat(150)))],
+    }));
     key(&mut a, KeyCode::Char('w'));
     let buf = render(&a);
     let l = lines(&buf);
@@ -373,7 +390,10 @@ fn escape_sequences_in_names_and_logs_render_harmlessly() {
         assert!(screen.contains(want), "{want}\n{screen}");
     }
     for c in buf.content() {
-        assert!(!c.symbol().chars().any(|ch| ch.is_control() || ('\u{202a}'..='\u{202e}').contains(&ch)), "control character in cell {c:?}");
+        assert!(
+            !c.symbol().chars().any(|ch| ch.is_control() || ('\u{202a}'..='\u{202e}').contains(&ch)),
+            "control character in cell {c:?}"
+        );
     }
     assert!(!screen.contains("pwned") && !screen.contains("title") && !screen.contains("aGk="), "{screen}");
 }
@@ -446,9 +466,11 @@ fn events_view_lists_pushed_changes() {
     a.handle(Event::Daemon(Update::EventsApi(true)));
     a.handle(Event::Daemon(Update::AddonEvents(vec![
         addond_tui::model::AddonEvent::from_json(&json!({"id": 42, "name": "payment.completed", "source": "payment",
-            "timestamp": "2024-01-01T01:00:05Z", "data": {"order": 1}})).unwrap(),
+            "timestamp": "2024-01-01T01:00:05Z", "data": {"order": 1}}))
+        .unwrap(),
         addond_tui::model::AddonEvent::from_json(&json!({"id": 43, "name": "service.failed", "source": "addond",
-            "timestamp": "2024-01-01T01:00:06Z", "data": {"service": "mailer"}})).unwrap(),
+            "timestamp": "2024-01-01T01:00:06Z", "data": {"service": "mailer"}}))
+        .unwrap(),
     ])));
     key(&mut a, KeyCode::Char('4'));
     let buf = render(&a);
@@ -473,7 +495,11 @@ fn tiny_terminal_says_so() {
 #[test]
 fn two_hundred_services_and_a_full_log_stay_fast() {
     let mut a = app_with(true, None);
-    let list: Vec<Service> = (0..200).map(|k| service(&format!("svc_{k:03}"), &format!("svc-{k:03}"), ["healthy", "unhealthy", "starting"][k % 3], &[8000 + k as u16], T0)).collect();
+    let list: Vec<Service> = (0..200)
+        .map(|k| {
+            service(&format!("svc_{k:03}"), &format!("svc-{k:03}"), ["healthy", "unhealthy", "starting"][k % 3], &[8000 + k as u16], T0)
+        })
+        .collect();
     a.handle(Event::Daemon(Update::Services(list)));
     let started = Instant::now();
     for k in 0..200u16 {

@@ -43,9 +43,7 @@ pub fn parse_base(url: &str) -> Result<Endpoint, String> {
         return Err(format!("{url:?} has no usable host"));
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("unterminated IPv6 address in {url:?}"))?;
+        let (host, after) = v6.split_once(']').ok_or_else(|| format!("unterminated IPv6 address in {url:?}"))?;
         match after {
             "" => (host, None),
             p => match p.strip_prefix(':') {
@@ -61,21 +59,12 @@ pub fn parse_base(url: &str) -> Result<Endpoint, String> {
     };
     let port = match port {
         None | Some("") => 80,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| format!("bad port {p:?} in {url:?}"))?,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("bad port {p:?} in {url:?}"))?,
     };
     if host.is_empty() || host.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(format!("bad host in {url:?}"));
     }
-    Ok(Endpoint {
-        host: host.to_string(),
-        port,
-        authority: authority.to_string(),
-        prefix: prefix.trim_end_matches('/').to_string(),
-    })
+    Ok(Endpoint { host: host.to_string(), port, authority: authority.to_string(), prefix: prefix.trim_end_matches('/').to_string() })
 }
 
 /// Percent-encode what may not appear raw in a request target: controls, space, `#`, DEL
@@ -116,10 +105,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -148,13 +134,7 @@ pub fn encode_request(ep: &Endpoint, req: &Outgoing) -> Result<Vec<u8>, ClientEr
     if !req.path.starts_with('/') {
         return Err(invalid(format!("path must start with '/': {:?}", req.path)));
     }
-    let mut head = format!(
-        "{} {}{} HTTP/1.1\r\nHost: {}\r\n",
-        req.method,
-        ep.prefix,
-        encode_target(&req.path),
-        ep.authority
-    );
+    let mut head = format!("{} {}{} HTTP/1.1\r\nHost: {}\r\n", req.method, ep.prefix, encode_target(&req.path), ep.authority);
     for (name, value) in &req.headers {
         if name.is_empty() || !name.bytes().all(is_tchar) {
             return Err(invalid(format!("malformed header name {name:?}")));
@@ -162,10 +142,7 @@ pub fn encode_request(ep: &Endpoint, req: &Outgoing) -> Result<Vec<u8>, ClientEr
         if value.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
             return Err(invalid(format!("control character in header {name}")));
         }
-        if ["host", "content-length", "transfer-encoding", "connection"]
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h))
-        {
+        if ["host", "content-length", "transfer-encoding", "connection"].iter().any(|h| name.eq_ignore_ascii_case(h)) {
             return Err(invalid(format!("header {name} is set by the client")));
         }
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -240,9 +217,7 @@ pub fn send(base: &str, req: &Outgoing, timeout: Duration) -> Result<Reply, Clie
     let ep = parse_base(base).map_err(ClientError::Failed)?;
     let bytes = encode_request(&ep, req)?;
     let deadline = Instant::now() + timeout;
-    let failed = |what: &str, e: io::Error| {
-        ClientError::Failed(format!("{what} {}:{}: {e}", ep.host, ep.port))
-    };
+    let failed = |what: &str, e: io::Error| ClientError::Failed(format!("{what} {}:{}: {e}", ep.host, ep.port));
     let mut last_err = None;
     let mut stream = None;
     for addr in resolve(&ep)? {
@@ -258,43 +233,25 @@ pub fn send(base: &str, req: &Outgoing, timeout: Duration) -> Result<Reply, Clie
             Err(e) => last_err = Some(e),
         }
     }
-    let stream = stream.ok_or_else(|| {
-        failed(
-            "cannot connect to",
-            last_err.unwrap_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "timed out")),
-        )
-    })?;
+    let stream = stream
+        .ok_or_else(|| failed("cannot connect to", last_err.unwrap_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "timed out"))))?;
     let _ = stream.set_nodelay(true);
     let mut conn = Deadlined { stream, deadline };
-    conn.write_all(&bytes)
-        .and_then(|_| conn.flush())
-        .map_err(|e| failed("cannot send the request to", e))?;
+    conn.write_all(&bytes).and_then(|_| conn.flush()).map_err(|e| failed("cannot send the request to", e))?;
     let head_only = req.method == "HEAD";
-    read_reply(&mut BufReader::new(conn), head_only).map_err(|e| {
-        ClientError::Failed(format!(
-            "reading the reply from {}:{}: {e}",
-            ep.host, ep.port
-        ))
-    })
+    read_reply(&mut BufReader::new(conn), head_only)
+        .map_err(|e| ClientError::Failed(format!("reading the reply from {}:{}: {e}", ep.host, ep.port)))
 }
 
 /// Read one line (ending in LF, at most `limit` bytes) without its CRLF/LF; `None` at EOF.
 fn read_line<R: BufRead>(r: &mut R, limit: usize) -> Result<Option<Vec<u8>>, String> {
     let mut line = Vec::new();
-    let n = r
-        .by_ref()
-        .take(limit as u64 + 1)
-        .read_until(b'\n', &mut line)
-        .map_err(|e| e.to_string())?;
+    let n = r.by_ref().take(limit as u64 + 1).read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
     if n == 0 {
         return Ok(None);
     }
     if line.last() != Some(&b'\n') {
-        return Err(if line.len() > limit {
-            "line too long".into()
-        } else {
-            "connection closed in the middle of a line".into()
-        });
+        return Err(if line.len() > limit { "line too long".into() } else { "connection closed in the middle of a line".into() });
     }
     line.pop();
     if line.last() == Some(&b'\r') {
@@ -313,11 +270,8 @@ fn read_head<R: BufRead>(r: &mut R) -> Result<(u16, Vec<(String, String)>), Stri
     if !version.starts_with("HTTP/1.") || code.len() != 3 {
         return Err(format!("malformed status line {status_line:?}"));
     }
-    let status = code
-        .parse::<u16>()
-        .ok()
-        .filter(|s| (100..=999).contains(s))
-        .ok_or_else(|| format!("malformed status line {status_line:?}"))?;
+    let status =
+        code.parse::<u16>().ok().filter(|s| (100..=999).contains(s)).ok_or_else(|| format!("malformed status line {status_line:?}"))?;
     let mut headers = Vec::new();
     let mut used = status_line.len();
     loop {
@@ -330,13 +284,8 @@ fn read_head<R: BufRead>(r: &mut R) -> Result<(u16, Vec<(String, String)>), Stri
             return Err("reply head too large".into());
         }
         let line = String::from_utf8_lossy(&line);
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| format!("malformed header line {line:?}"))?;
-        headers.push((
-            name.trim().to_ascii_lowercase(),
-            value.trim_matches([' ', '\t']).to_string(),
-        ));
+        let (name, value) = line.split_once(':').ok_or_else(|| format!("malformed header line {line:?}"))?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim_matches([' ', '\t']).to_string()));
     }
 }
 
@@ -350,14 +299,8 @@ pub fn read_reply<R: BufRead>(r: &mut R, head_only: bool) -> Result<Reply, Strin
             _ => break (status, headers),
         }
     };
-    fn all<'a>(
-        headers: &'a [(String, String)],
-        name: &'a str,
-    ) -> impl Iterator<Item = &'a str> + 'a {
-        headers
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+    fn all<'a>(headers: &'a [(String, String)], name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
     }
     let get_all = |name: &'static str| all(&headers, name);
     let body = if head_only || status == 204 || status == 304 {
@@ -372,10 +315,7 @@ pub fn read_reply<R: BufRead>(r: &mut R, head_only: bool) -> Result<Reply, Strin
     } else if get_all("content-length").next().is_some() {
         let mut len: Option<u64> = None;
         for v in get_all("content-length").flat_map(|v| v.split(',')) {
-            let n = v
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| format!("malformed Content-Length {v:?}"))?;
+            let n = v.trim().parse::<u64>().map_err(|_| format!("malformed Content-Length {v:?}"))?;
             if len.is_some_and(|l| l != n) {
                 return Err("conflicting Content-Length headers".into());
             }
@@ -397,18 +337,12 @@ pub fn read_reply<R: BufRead>(r: &mut R, head_only: bool) -> Result<Reply, Strin
     } else {
         read_to_end(r)?
     };
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
+    Ok(Reply { status, headers, body })
 }
 
 fn read_to_end<R: Read>(r: &mut R) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
-    r.take(MAX_RESPONSE_BYTES as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| e.to_string())?;
+    r.take(MAX_RESPONSE_BYTES as u64 + 1).read_to_end(&mut body).map_err(|e| e.to_string())?;
     if body.len() > MAX_RESPONSE_BYTES {
         return Err("reply body is too large".into());
     }
@@ -422,10 +356,7 @@ fn read_chunked<R: BufRead>(r: &mut R) -> Result<Vec<u8>, String> {
         let line = read_line(r, 1024)?.ok_or_else(eof)?;
         let line = String::from_utf8_lossy(&line);
         let size_hex = line.split(';').next().unwrap_or("").trim();
-        if size_hex.is_empty()
-            || size_hex.len() > 15
-            || !size_hex.bytes().all(|b| b.is_ascii_hexdigit())
-        {
+        if size_hex.is_empty() || size_hex.len() > 15 || !size_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!("malformed chunk size {line:?}"));
         }
         let size = usize::from_str_radix(size_hex, 16).map_err(|e| e.to_string())?;
@@ -448,13 +379,7 @@ fn read_chunked<R: BufRead>(r: &mut R) -> Result<Vec<u8>, String> {
         }
         let start = body.len();
         body.resize(start + size, 0);
-        r.read_exact(&mut body[start..]).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                eof()
-            } else {
-                e.to_string()
-            }
-        })?;
+        r.read_exact(&mut body[start..]).map_err(|e| if e.kind() == io::ErrorKind::UnexpectedEof { eof() } else { e.to_string() })?;
         match read_line(r, 2)? {
             Some(l) if l.is_empty() => {}
             Some(_) => return Err("chunk data not followed by CRLF".into()),
@@ -479,9 +404,7 @@ pub mod tests {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut reader = BufReader::new(&stream);
             let mut head = String::new();
             loop {
@@ -493,11 +416,7 @@ pub mod tests {
             }
             let len = head
                 .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().unwrap())
-                })
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
                 .unwrap_or(0);
             let mut body = vec![0; len];
             reader.read_exact(&mut body).unwrap();
@@ -515,34 +434,15 @@ pub mod tests {
     #[test]
     fn parses_base_urls() {
         let ep = parse_base("http://172.30.0.1:7081").unwrap();
-        assert_eq!(
-            ep,
-            Endpoint {
-                host: "172.30.0.1".into(),
-                port: 7081,
-                authority: "172.30.0.1:7081".into(),
-                prefix: String::new(),
-            }
-        );
+        assert_eq!(ep, Endpoint { host: "172.30.0.1".into(), port: 7081, authority: "172.30.0.1:7081".into(), prefix: String::new() });
         let ep = parse_base("HTTP://[::1]:9/base/").unwrap();
-        assert_eq!(
-            (ep.host.as_str(), ep.port, ep.prefix.as_str()),
-            ("::1", 9, "/base")
-        );
+        assert_eq!((ep.host.as_str(), ep.port, ep.prefix.as_str()), ("::1", 9, "/base"));
         assert_eq!(ep.authority, "[::1]:9");
         let ep = parse_base("http://api.local").unwrap();
         assert_eq!((ep.host.as_str(), ep.port), ("api.local", 80));
-        for bad in [
-            "",
-            "172.30.0.1:7081",
-            "https://x:1",
-            "http://",
-            "http://:80",
-            "http://x:0",
-            "http://x:99999",
-            "http://u@x:1",
-            "http://[::1",
-        ] {
+        for bad in
+            ["", "172.30.0.1:7081", "https://x:1", "http://", "http://:80", "http://x:0", "http://x:99999", "http://u@x:1", "http://[::1"]
+        {
             assert!(parse_base(bad).is_err(), "{bad:?}");
         }
     }
@@ -562,36 +462,17 @@ pub mod tests {
             "PUT /v1/kv/a%20b%23%C3%BC HTTP/1.1\r\nHost: 10.0.0.1:7081\r\nAuthorization: Bearer t\r\n\
              Content-Length: 3\r\nConnection: close\r\n\r\nxyz"
         );
-        let get = Outgoing {
-            method: "GET".into(),
-            path: "/v1/health".into(),
-            ..Outgoing::default()
-        };
+        let get = Outgoing { method: "GET".into(), path: "/v1/health".into(), ..Outgoing::default() };
         let bytes = String::from_utf8(encode_request(&ep, &get).unwrap()).unwrap();
         assert!(!bytes.contains("Content-Length"), "{bytes}");
-        let post = Outgoing {
-            method: "POST".into(),
-            ..get.clone()
-        };
+        let post = Outgoing { method: "POST".into(), ..get.clone() };
         let bytes = String::from_utf8(encode_request(&ep, &post).unwrap()).unwrap();
         assert!(bytes.contains("Content-Length: 0\r\n"), "{bytes}");
         let invalid = |r: Outgoing| matches!(encode_request(&ep, &r), Err(ClientError::Invalid(_)));
-        assert!(invalid(Outgoing {
-            method: "G T".into(),
-            ..get.clone()
-        }));
-        assert!(invalid(Outgoing {
-            path: "v1/health".into(),
-            ..get.clone()
-        }));
-        assert!(invalid(Outgoing {
-            headers: vec![("X-A".into(), "a\r\nb".into())],
-            ..get.clone()
-        }));
-        assert!(invalid(Outgoing {
-            headers: vec![("Content-Length".into(), "5".into())],
-            ..get.clone()
-        }));
+        assert!(invalid(Outgoing { method: "G T".into(), ..get.clone() }));
+        assert!(invalid(Outgoing { path: "v1/health".into(), ..get.clone() }));
+        assert!(invalid(Outgoing { headers: vec![("X-A".into(), "a\r\nb".into())], ..get.clone() }));
+        assert!(invalid(Outgoing { headers: vec![("Content-Length".into(), "5".into())], ..get.clone() }));
     }
 
     #[test]
@@ -600,17 +481,14 @@ pub mod tests {
         let r = parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-A: b \r\n\r\nokEXTRA").unwrap();
         assert_eq!((r.status, r.body.as_slice()), (201, &b"ok"[..]));
         assert_eq!(r.header("x-a"), Some("b"));
-        let r = parse(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n").unwrap();
+        let r = parse(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n")
+            .unwrap();
         assert_eq!(r.body, b"abc0123456789");
         let r = parse(b"HTTP/1.0 200 OK\r\n\r\nuntil eof").unwrap();
         assert_eq!(r.body, b"until eof");
         let r = parse(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n").unwrap();
         assert!(r.body.is_empty());
-        let r = read_reply(
-            &mut Cursor::new(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n".to_vec()),
-            true,
-        )
-        .unwrap();
+        let r = read_reply(&mut Cursor::new(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n".to_vec()), true).unwrap();
         assert!(r.body.is_empty());
         for bad in [
             &b""[..],
@@ -631,10 +509,8 @@ pub mod tests {
 
     #[test]
     fn round_trip_content_length() {
-        let (base, rx) = one_shot(
-            b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{\"success\":true}"
-                .to_vec(),
-        );
+        let (base, rx) =
+            one_shot(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{\"success\":true}".to_vec());
         let req = Outgoing {
             method: "POST".into(),
             path: "/v1/events".into(),
@@ -655,44 +531,21 @@ pub mod tests {
     #[test]
     fn round_trip_chunked() {
         let (base, rx) = one_shot(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
-                .to_vec(),
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n".to_vec(),
         );
-        let req = Outgoing {
-            method: "GET".into(),
-            path: "/v1/kv/k".into(),
-            ..Outgoing::default()
-        };
+        let req = Outgoing { method: "GET".into(), path: "/v1/kv/k".into(), ..Outgoing::default() };
         let reply = send(&base, &req, DEFAULT_TIMEOUT).unwrap();
-        assert_eq!(
-            (reply.status, reply.body.as_slice()),
-            (200, &b"hello world"[..])
-        );
-        assert!(rx
-            .recv()
-            .unwrap()
-            .0
-            .starts_with("GET /v1/kv/k HTTP/1.1\r\n"));
+        assert_eq!((reply.status, reply.body.as_slice()), (200, &b"hello world"[..]));
+        assert!(rx.recv().unwrap().0.starts_with("GET /v1/kv/k HTTP/1.1\r\n"));
     }
 
     #[test]
     fn connection_failures_and_timeouts() {
         // Nothing listens on a port just freed.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let req = Outgoing {
-            method: "GET".into(),
-            path: "/v1/health".into(),
-            ..Outgoing::default()
-        };
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let req = Outgoing { method: "GET".into(), path: "/v1/health".into(), ..Outgoing::default() };
         let err = send(&format!("http://127.0.0.1:{port}"), &req, DEFAULT_TIMEOUT).unwrap_err();
-        assert!(
-            matches!(&err, ClientError::Failed(m) if m.contains("cannot connect")),
-            "{err:?}"
-        );
+        assert!(matches!(&err, ClientError::Failed(m) if m.contains("cannot connect")), "{err:?}");
         // A server that accepts but never answers: the deadline ends the request.
         let silent = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", silent.local_addr().unwrap());
@@ -703,9 +556,6 @@ pub mod tests {
         drop(silent);
         // The server closes after a partial body.
         let (base, _rx) = one_shot(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec());
-        assert!(matches!(
-            send(&base, &req, DEFAULT_TIMEOUT),
-            Err(ClientError::Failed(_))
-        ));
+        assert!(matches!(send(&base, &req, DEFAULT_TIMEOUT), Err(ClientError::Failed(_))));
     }
 }

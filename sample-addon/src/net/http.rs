@@ -35,10 +35,7 @@ impl Request {
     /// First value of a header (name compared case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 
     /// Whether the connection may be reused after this request.
@@ -67,8 +64,7 @@ impl Request {
     pub fn query_param(&self, key: &str) -> Option<String> {
         self.query.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k).as_deref() == Some(key))
-                .then(|| percent_decode(v).unwrap_or_default())
+            (percent_decode(k).as_deref() == Some(key)).then(|| percent_decode(v).unwrap_or_default())
         })
     }
 }
@@ -82,10 +78,7 @@ pub struct HttpError {
 
 impl HttpError {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        HttpError {
-            status,
-            message: message.into(),
-        }
+        HttpError { status, message: message.into() }
     }
 }
 
@@ -105,17 +98,12 @@ pub enum ReadOutcome {
 /// interim response when the client asked for it (tests pass a `Vec`). The server itself reads
 /// the head first and then the body, to pick the body's handling by route.
 #[cfg(test)]
-pub fn read_request<R: BufRead, W: Write>(
-    reader: &mut R,
-    interim: &mut W,
-    max_body: usize,
-) -> ReadOutcome {
+pub fn read_request<R: BufRead, W: Write>(reader: &mut R, interim: &mut W, max_body: usize) -> ReadOutcome {
     let mut req = match read_request_head(reader) {
         ReadOutcome::Request(r) => r,
         other => return other,
     };
-    match BodyReader::start(&req, interim, max_body as u64).and_then(|mut b| b.read_to_vec(reader))
-    {
+    match BodyReader::start(&req, interim, max_body as u64).and_then(|mut b| b.read_to_vec(reader)) {
         Ok(body) => {
             req.body = body;
             ReadOutcome::Request(req)
@@ -166,25 +154,16 @@ impl BodyReader {
         let framing = body_framing(req).map_err(ReadError::Bad)?;
         if let BodyFraming::Length(n) = framing {
             if n > max {
-                return Err(ReadError::Bad(HttpError::new(
-                    413,
-                    format!("request body of {n} bytes exceeds the limit of {max} bytes"),
-                )));
+                return Err(ReadError::Bad(HttpError::new(413, format!("request body of {n} bytes exceeds the limit of {max} bytes"))));
             }
         }
         let expects_body = !matches!(framing, BodyFraming::Length(0));
         if expects_body && req.version == (1, 1) {
             if let Some(expect) = req.header("expect") {
                 if expect.eq_ignore_ascii_case("100-continue") {
-                    interim
-                        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                        .and_then(|_| interim.flush())
-                        .map_err(|_| ReadError::Io)?;
+                    interim.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").and_then(|_| interim.flush()).map_err(|_| ReadError::Io)?;
                 } else {
-                    return Err(ReadError::Bad(HttpError::new(
-                        417,
-                        format!("unsupported Expect: {expect}"),
-                    )));
+                    return Err(ReadError::Bad(HttpError::new(417, format!("unsupported Expect: {expect}"))));
                 }
             }
         }
@@ -192,14 +171,7 @@ impl BodyReader {
             BodyFraming::Length(n) => n,
             BodyFraming::Chunked => 0,
         };
-        Ok(BodyReader {
-            framing,
-            remaining,
-            need_crlf: false,
-            done: false,
-            total: 0,
-            max,
-        })
+        Ok(BodyReader { framing, remaining, need_crlf: false, done: false, total: 0, max })
     }
 
     /// Read the rest of the body into memory (bounded by the reader's limit).
@@ -253,9 +225,7 @@ impl BodyReader {
                 }
             }
         }
-        let want = buf
-            .len()
-            .min(self.remaining.min(usize::MAX as u64) as usize);
+        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
         let n = loop {
             match reader.read(&mut buf[..want]) {
                 Ok(n) => break n,
@@ -264,10 +234,7 @@ impl BodyReader {
             }
         };
         if n == 0 {
-            return Err(ReadError::Bad(HttpError::new(
-                400,
-                "connection closed in the middle of a request body",
-            )));
+            return Err(ReadError::Bad(HttpError::new(400, "connection closed in the middle of a request body")));
         }
         self.remaining -= n as u64;
         self.total += n as u64;
@@ -288,15 +255,8 @@ impl BodyReader {
         }
         let line = read_line(reader, 1024, "chunk size line", 400)?.ok_or_else(eof)?;
         let line = std::str::from_utf8(&line).map_err(|_| bad("malformed chunk size"))?;
-        let size_hex = line
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim_matches([' ', '\t']);
-        if size_hex.is_empty()
-            || size_hex.len() > 15
-            || !size_hex.bytes().all(|b| b.is_ascii_hexdigit())
-        {
+        let size_hex = line.split(';').next().unwrap_or("").trim_matches([' ', '\t']);
+        if size_hex.is_empty() || size_hex.len() > 15 || !size_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad("malformed chunk size"));
         }
         let size = u64::from_str_radix(size_hex, 16).map_err(|_| bad("malformed chunk size"))?;
@@ -315,10 +275,7 @@ impl BodyReader {
             }
         }
         if self.total + size > self.max {
-            return Err(ReadError::Bad(HttpError::new(
-                413,
-                format!("request body exceeds the limit of {} bytes", self.max),
-            )));
+            return Err(ReadError::Bad(HttpError::new(413, format!("request body exceeds the limit of {} bytes", self.max))));
         }
         self.remaining = size;
         self.need_crlf = true;
@@ -338,10 +295,7 @@ pub enum ReadError {
 impl From<io::Error> for ReadError {
     fn from(e: io::Error) -> Self {
         if e.kind() == io::ErrorKind::UnexpectedEof {
-            ReadError::Bad(HttpError::new(
-                400,
-                "connection closed in the middle of a request",
-            ))
+            ReadError::Bad(HttpError::new(400, "connection closed in the middle of a request"))
         } else {
             ReadError::Io
         }
@@ -350,31 +304,17 @@ impl From<io::Error> for ReadError {
 
 /// Read one line (ending in LF) of at most `limit` bytes. Returns the line without CRLF/LF.
 /// `Ok(None)` means EOF before any byte.
-fn read_line<R: BufRead>(
-    reader: &mut R,
-    limit: usize,
-    what: &str,
-    too_long: u16,
-) -> Result<Option<Vec<u8>>, ReadError> {
+fn read_line<R: BufRead>(reader: &mut R, limit: usize, what: &str, too_long: u16) -> Result<Option<Vec<u8>>, ReadError> {
     let mut line = Vec::new();
-    let n = reader
-        .by_ref()
-        .take(limit as u64 + 1)
-        .read_until(b'\n', &mut line)?;
+    let n = reader.by_ref().take(limit as u64 + 1).read_until(b'\n', &mut line)?;
     if n == 0 {
         return Ok(None);
     }
     if line.last() != Some(&b'\n') {
         if line.len() > limit {
-            return Err(ReadError::Bad(HttpError::new(
-                too_long,
-                format!("{what} too long"),
-            )));
+            return Err(ReadError::Bad(HttpError::new(too_long, format!("{what} too long"))));
         }
-        return Err(ReadError::Bad(HttpError::new(
-            400,
-            "connection closed in the middle of a request",
-        )));
+        return Err(ReadError::Bad(HttpError::new(400, "connection closed in the middle of a request")));
     }
     line.pop();
     if line.last() == Some(&b'\r') {
@@ -391,20 +331,12 @@ fn read_head<R: BufRead>(reader: &mut R) -> Result<Option<Vec<Vec<u8>>>, ReadErr
     loop {
         let remaining = MAX_HEAD_BYTES.saturating_sub(used);
         if remaining == 0 {
-            return Err(ReadError::Bad(HttpError::new(
-                431,
-                "request head too large",
-            )));
+            return Err(ReadError::Bad(HttpError::new(431, "request head too large")));
         }
         let line = match read_line(reader, remaining, "request head", 431)? {
             Some(l) => l,
             None if lines.is_empty() => return Ok(None),
-            None => {
-                return Err(ReadError::Bad(HttpError::new(
-                    400,
-                    "connection closed in the middle of a request",
-                )))
-            }
+            None => return Err(ReadError::Bad(HttpError::new(400, "connection closed in the middle of a request"))),
         };
         used += line.len() + 2;
         if line.is_empty() {
@@ -445,19 +377,14 @@ fn parse_head(lines: &[Vec<u8>]) -> Result<Request, HttpError> {
     let version = match version {
         "HTTP/1.1" => (1, 1),
         "HTTP/1.0" => (1, 0),
-        v if v.starts_with("HTTP/") => {
-            return Err(HttpError::new(505, format!("unsupported HTTP version {v}")))
-        }
+        v if v.starts_with("HTTP/") => return Err(HttpError::new(505, format!("unsupported HTTP version {v}"))),
         _ => return Err(bad("malformed HTTP version")),
     };
     if target.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(bad("malformed request target"));
     }
     // Accept absolute-form (`http://host/path`) by dropping scheme and authority.
-    let target = match target
-        .strip_prefix("http://")
-        .or_else(|| target.strip_prefix("https://"))
-    {
+    let target = match target.strip_prefix("http://").or_else(|| target.strip_prefix("https://")) {
         Some(rest) => match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => rest[i..].to_string(),
             Some(i) => format!("/{}", &rest[i..]),
@@ -487,25 +414,17 @@ fn parse_headers(lines: &[Vec<u8>]) -> Result<Vec<(String, String)>, HttpError> 
         if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
             return Err(bad("obsolete header line folding is not supported".into()));
         }
-        let colon = line
-            .iter()
-            .position(|b| *b == b':')
-            .ok_or_else(|| bad("header line without ':'".into()))?;
+        let colon = line.iter().position(|b| *b == b':').ok_or_else(|| bad("header line without ':'".into()))?;
         let (name, value) = (&line[..colon], &line[colon + 1..]);
         if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
             return Err(bad("malformed header name".into()));
         }
-        if value
-            .iter()
-            .any(|b| (*b < b' ' && *b != b'\t') || *b == 0x7f)
-        {
+        if value.iter().any(|b| (*b < b' ' && *b != b'\t') || *b == 0x7f) {
             return Err(bad("control character in header value".into()));
         }
         // Header names are ASCII (checked above); values may be obs-text, keep them lossily.
         let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-        let value = String::from_utf8_lossy(value)
-            .trim_matches([' ', '\t'])
-            .to_string();
+        let value = String::from_utf8_lossy(value).trim_matches([' ', '\t']).to_string();
         headers.push((name, value));
     }
     Ok(headers)
@@ -518,44 +437,21 @@ enum BodyFraming {
 }
 
 fn body_framing(req: &Request) -> Result<BodyFraming, HttpError> {
-    let te: Vec<&str> = req
-        .headers
-        .iter()
-        .filter(|(n, _)| n == "transfer-encoding")
-        .map(|(_, v)| v.as_str())
-        .collect();
-    let cl: Vec<&str> = req
-        .headers
-        .iter()
-        .filter(|(n, _)| n == "content-length")
-        .map(|(_, v)| v.as_str())
-        .collect();
+    let te: Vec<&str> = req.headers.iter().filter(|(n, _)| n == "transfer-encoding").map(|(_, v)| v.as_str()).collect();
+    let cl: Vec<&str> = req.headers.iter().filter(|(n, _)| n == "content-length").map(|(_, v)| v.as_str()).collect();
     if !te.is_empty() {
         if !cl.is_empty() {
-            return Err(HttpError::new(
-                400,
-                "both Transfer-Encoding and Content-Length present",
-            ));
+            return Err(HttpError::new(400, "both Transfer-Encoding and Content-Length present"));
         }
         if req.version == (1, 0) {
-            return Err(HttpError::new(
-                400,
-                "Transfer-Encoding in an HTTP/1.0 request",
-            ));
+            return Err(HttpError::new(400, "Transfer-Encoding in an HTTP/1.0 request"));
         }
-        let codings: Vec<String> = te
-            .iter()
-            .flat_map(|v| v.split(','))
-            .map(|c| c.trim().to_ascii_lowercase())
-            .filter(|c| !c.is_empty())
-            .collect();
+        let codings: Vec<String> =
+            te.iter().flat_map(|v| v.split(',')).map(|c| c.trim().to_ascii_lowercase()).filter(|c| !c.is_empty()).collect();
         return if codings == ["chunked"] {
             Ok(BodyFraming::Chunked)
         } else {
-            Err(HttpError::new(
-                501,
-                format!("unsupported Transfer-Encoding: {}", codings.join(", ")),
-            ))
+            Err(HttpError::new(501, format!("unsupported Transfer-Encoding: {}", codings.join(", "))))
         };
     }
     let mut length: Option<u64> = None;
@@ -564,9 +460,7 @@ fn body_framing(req: &Request) -> Result<BodyFraming, HttpError> {
         if v.is_empty() || v.len() > 18 || !v.bytes().all(|b| b.is_ascii_digit()) {
             return Err(HttpError::new(400, "malformed Content-Length"));
         }
-        let n: u64 = v
-            .parse()
-            .map_err(|_| HttpError::new(400, "malformed Content-Length"))?;
+        let n: u64 = v.parse().map_err(|_| HttpError::new(400, "malformed Content-Length"))?;
         if length.is_some_and(|l| l != n) {
             return Err(HttpError::new(400, "conflicting Content-Length values"));
         }
@@ -621,24 +515,14 @@ pub fn reason_phrase(status: u16) -> &'static str {
 
 /// Serialize a complete response (status line, headers, body) into one buffer.
 /// `head_only` omits the body but keeps its `Content-Length` (for HEAD requests).
-pub fn encode_response(
-    status: u16,
-    headers: &[(&str, String)],
-    body: &[u8],
-    keep_alive: bool,
-    head_only: bool,
-) -> Vec<u8> {
+pub fn encode_response(status: u16, headers: &[(&str, String)], body: &[u8], keep_alive: bool, head_only: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + body.len());
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason_phrase(status));
     for (name, value) in headers {
         let _ = write!(out, "{name}: {value}\r\n");
     }
     let _ = write!(out, "Content-Length: {}\r\n", body.len());
-    let _ = write!(
-        out,
-        "Connection: {}\r\n\r\n",
-        if keep_alive { "keep-alive" } else { "close" }
-    );
+    let _ = write!(out, "Connection: {}\r\n\r\n", if keep_alive { "keep-alive" } else { "close" });
     if !head_only {
         out.extend_from_slice(body);
     }
@@ -696,48 +580,27 @@ mod tests {
         let raw = b"POST /execute/echo HTTP/1.1\r\nContent-Length: 7\r\n\r\n{\"a\":1}GET /health HTTP/1.1\r\n\r\n";
         let mut cur = Cursor::new(raw.to_vec());
         let mut sink = Vec::new();
-        let ReadOutcome::Request(first) = read_request(&mut cur, &mut sink, 1024) else {
-            panic!()
-        };
+        let ReadOutcome::Request(first) = read_request(&mut cur, &mut sink, 1024) else { panic!() };
         assert_eq!(first.body, b"{\"a\":1}");
-        let ReadOutcome::Request(second) = read_request(&mut cur, &mut sink, 1024) else {
-            panic!()
-        };
+        let ReadOutcome::Request(second) = read_request(&mut cur, &mut sink, 1024) else { panic!() };
         assert_eq!(second.path, "/health");
-        assert!(matches!(
-            read_request(&mut cur, &mut sink, 1024),
-            ReadOutcome::Closed
-        ));
+        assert!(matches!(read_request(&mut cur, &mut sink, 1024), ReadOutcome::Closed));
     }
 
     #[test]
     fn chunked_body_with_extensions_and_trailers() {
-        let r = ok(b"POST /events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nX-Trailer: y\r\n\r\n");
+        let r =
+            ok(b"POST /events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nX-Trailer: y\r\n\r\n");
         assert_eq!(r.body, b"Wikipedia");
     }
 
     #[test]
     fn chunked_errors() {
-        assert_eq!(
-            bad(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
-            400
-        );
-        assert_eq!(
-            bad(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n"),
-            400
-        );
-        assert_eq!(
-            bad(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab"),
-            400
-        );
-        assert_eq!(
-            bad(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
-            501
-        );
-        assert_eq!(
-            bad(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"),
-            400
-        );
+        assert_eq!(bad(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), 400);
+        assert_eq!(bad(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n"), 400);
+        assert_eq!(bad(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab"), 400);
+        assert_eq!(bad(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 501);
+        assert_eq!(bad(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"), 400);
         let mut cur = Cursor::new(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n".to_vec());
         match read_request(&mut cur, &mut Vec::new(), 8) {
             ReadOutcome::Bad(e) => assert_eq!(e.status, 413),
@@ -765,31 +628,17 @@ mod tests {
     fn content_length_errors() {
         assert_eq!(bad(b"POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n"), 400);
         assert_eq!(bad(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), 400);
-        assert_eq!(
-            bad(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"),
-            400
-        );
-        assert_eq!(
-            bad(b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n"),
-            413
-        );
-        assert_eq!(
-            bad(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort"),
-            400
-        );
+        assert_eq!(bad(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"), 400);
+        assert_eq!(bad(b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n"), 413);
+        assert_eq!(bad(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort"), 400);
         // Identical duplicates are fine.
-        assert_eq!(
-            ok(b"POST / HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\nab").body,
-            b"ab"
-        );
+        assert_eq!(ok(b"POST / HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\nab").body, b"ab");
     }
 
     #[test]
     fn head_too_large() {
         let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
-        raw.extend(
-            std::iter::repeat_n(b"X-A: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n", 500).flatten(),
-        );
+        raw.extend(std::iter::repeat_n(b"X-A: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n", 500).flatten());
         raw.extend_from_slice(b"\r\n");
         assert_eq!(bad(&raw), 431);
         let mut long = b"GET /".to_vec();
@@ -809,18 +658,13 @@ mod tests {
 
     #[test]
     fn expect_continue() {
-        let (out, interim) =
-            read(b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi");
+        let (out, interim) = read(b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi");
         assert!(matches!(out, ReadOutcome::Request(ref r) if r.body == b"hi"));
         assert_eq!(interim, b"HTTP/1.1 100 Continue\r\n\r\n");
         // No interim response when there is no body.
-        let (_, interim) =
-            read(b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n");
+        let (_, interim) = read(b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n");
         assert!(interim.is_empty());
-        assert_eq!(
-            bad(b"POST /x HTTP/1.1\r\nExpect: something\r\nContent-Length: 2\r\n\r\nhi"),
-            417
-        );
+        assert_eq!(bad(b"POST /x HTTP/1.1\r\nExpect: something\r\nContent-Length: 2\r\n\r\nhi"), 417);
     }
 
     #[test]
@@ -848,13 +692,7 @@ mod tests {
 
     #[test]
     fn encodes_response() {
-        let out = encode_response(
-            404,
-            &[("Content-Type", "application/json".into())],
-            b"{}",
-            true,
-            false,
-        );
+        let out = encode_response(404, &[("Content-Type", "application/json".into())], b"{}", true, false);
         assert_eq!(
             out,
             b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n{}"

@@ -34,13 +34,7 @@ pub struct Response {
 
 impl Response {
     pub fn json(status: u16, body: Value) -> Self {
-        Response {
-            status,
-            body,
-            headers: Vec::new(),
-            after: After::Nothing,
-            close: false,
-        }
+        Response { status, body, headers: Vec::new(), after: After::Nothing, close: false }
     }
 
     pub fn error(status: u16, message: impl Into<String>) -> Self {
@@ -54,10 +48,7 @@ impl Response {
 
 /// 405 with an `Allow` header listing `allowed`.
 pub fn method_not_allowed(allowed: &[&str]) -> Response {
-    let mut r = Response::error(
-        405,
-        format!("method not allowed; use {}", allowed.join(", ")),
-    );
+    let mut r = Response::error(405, format!("method not allowed; use {}", allowed.join(", ")));
     r.headers.push(("Allow", allowed.join(", ")));
     r
 }
@@ -67,8 +58,7 @@ pub fn json_body(req: &Request) -> Result<Value, Response> {
     if req.body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(&req.body)
-        .map_err(|e| Response::error(400, format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&req.body).map_err(|e| Response::error(400, format!("invalid JSON body: {e}")))
 }
 
 /// Headers as an object: repeated names joined with ", " in order of arrival.

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::http::{
-    encode_response, read_request_head, BodyReader, HttpError, ReadError, ReadOutcome, Request,
-};
+use super::http::{encode_response, read_request_head, BodyReader, HttpError, ReadError, ReadOutcome, Request};
 use super::response::{After, Response};
 use super::stream::{self, Plan};
 use super::ws::{self, WsConfig, WsEnd, WsStats};
@@ -82,38 +80,21 @@ pub fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, cfg: Arc<Server
         }
         let guard = ConnGuard(active.clone());
         let (h, c, s) = (handler.clone(), cfg.clone(), stream.clone());
-        let spawned = std::thread::Builder::new()
-            .name("conn".into())
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                let _guard = guard;
-                handle_connection(&s, &*h, &c);
-            });
+        let spawned = std::thread::Builder::new().name("conn".into()).stack_size(256 * 1024).spawn(move || {
+            let _guard = guard;
+            handle_connection(&s, &*h, &c);
+        });
         if let Err(e) = spawned {
             // Typically the pids limit; the guard was dropped with the closure.
-            reject_busy(
-                &stream,
-                &format!("cannot start a connection thread: {e}"),
-                cfg.quiet,
-            );
+            reject_busy(&stream, &format!("cannot start a connection thread: {e}"), cfg.quiet);
         }
     }
 }
 
 fn reject_busy(stream: &TcpStream, why: &str, quiet: bool) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let body =
-        serde_json::to_vec(&json!({ "error": format!("server busy: {why}") })).unwrap_or_default();
-    let bytes = encode_response(
-        503,
-        &[
-            ("Content-Type", "application/json".into()),
-            ("Retry-After", "1".into()),
-        ],
-        &body,
-        false,
-        false,
-    );
+    let body = serde_json::to_vec(&json!({ "error": format!("server busy: {why}") })).unwrap_or_default();
+    let bytes = encode_response(503, &[("Content-Type", "application/json".into()), ("Retry-After", "1".into())], &body, false, false);
     let mut w = stream;
     let _ = w.write_all(&bytes);
     let _ = stream.shutdown(Shutdown::Both);
@@ -175,14 +156,7 @@ pub fn handle_connection(stream: &TcpStream, handler: &dyn Handler, cfg: &Server
         if let Plan::Download(d) = &plan {
             let keep_alive = req.keep_alive();
             let head_only = req.method == "HEAD";
-            let written = stream::write_download(
-                &mut writer,
-                d,
-                req.version == (1, 0),
-                keep_alive,
-                head_only,
-            )
-            .is_ok();
+            let written = stream::write_download(&mut writer, d, req.version == (1, 0), keep_alive, head_only).is_ok();
             if !cfg.quiet {
                 log_request(&req, 200, started);
             }
@@ -223,14 +197,7 @@ pub fn handle_connection(stream: &TcpStream, handler: &dyn Handler, cfg: &Server
 
 /// Complete a WebSocket handshake (`head` is the 101 response) and run the echo session on
 /// this connection until it closes.
-fn websocket(
-    stream: &TcpStream,
-    reader: &mut BufReader<&TcpStream>,
-    req: &Request,
-    head: &[u8],
-    cfg: &ServerConfig,
-    started: Instant,
-) {
+fn websocket(stream: &TcpStream, reader: &mut BufReader<&TcpStream>, req: &Request, head: &[u8], cfg: &ServerConfig, started: Instant) {
     let mut writer = stream;
     if writer.write_all(head).and_then(|_| writer.flush()).is_err() {
         return;
@@ -240,9 +207,7 @@ fn websocket(
     }
     // Only complete silence for this long ends the session; traffic of any kind resets it.
     let _ = stream.set_read_timeout(Some(cfg.ws_idle_timeout));
-    let ws_cfg = WsConfig {
-        max_message_bytes: cfg.ws_max_message_bytes,
-    };
+    let ws_cfg = WsConfig { max_message_bytes: cfg.ws_max_message_bytes };
     let mut stats = WsStats::default();
     let end = ws::echo_session(reader, &mut writer, &ws_cfg, &mut stats);
     match end {
@@ -281,28 +246,13 @@ fn lingering_close<R: Read>(stream: &TcpStream, reader: &mut R) {
 fn send(writer: &mut &TcpStream, req: &Request, resp: &Response, keep_alive: bool) -> bool {
     let mut headers: Vec<(&str, String)> = vec![("Content-Type", "application/json".into())];
     headers.extend(resp.headers.iter().map(|(k, v)| (*k, v.clone())));
-    let bytes = encode_response(
-        resp.status,
-        &headers,
-        &resp.body_bytes(),
-        keep_alive,
-        req.method == "HEAD",
-    );
-    writer
-        .write_all(&bytes)
-        .and_then(|_| writer.flush())
-        .is_ok()
+    let bytes = encode_response(resp.status, &headers, &resp.body_bytes(), keep_alive, req.method == "HEAD");
+    writer.write_all(&bytes).and_then(|_| writer.flush()).is_ok()
 }
 
 fn write_error(writer: &mut &TcpStream, e: &HttpError, quiet: bool) {
     let body = serde_json::to_vec(&json!({ "error": e.message })).unwrap_or_default();
-    let bytes = encode_response(
-        e.status,
-        &[("Content-Type", "application/json".into())],
-        &body,
-        false,
-        false,
-    );
+    let bytes = encode_response(e.status, &[("Content-Type", "application/json".into())], &body, false, false);
     let _ = writer.write_all(&bytes).and_then(|_| writer.flush());
     if !quiet {
         println!("- - {} ({})", e.status, e.message);

@@ -102,10 +102,7 @@ pub fn fnv1a64(data: &[u8]) -> u64 {
 }
 
 /// Read the whole body through `body` without keeping it; answer its size and FNV-1a 64.
-pub fn consume_upload<R: BufRead>(
-    reader: &mut R,
-    body: &mut BodyReader,
-) -> Result<Value, ReadError> {
+pub fn consume_upload<R: BufRead>(reader: &mut R, body: &mut BodyReader) -> Result<Value, ReadError> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut hash = Fnv1a64::default();
     loop {
@@ -141,21 +138,14 @@ fn num_param(req: &Request, key: &str, max: u64) -> Result<Option<u64>, Response
         None => Ok(None),
         Some(v) => match v.parse::<u64>() {
             Ok(n) if n <= max => Ok(Some(n)),
-            _ => Err(Response::error(
-                400,
-                format!("{key} must be an integer between 0 and {max}"),
-            )),
+            _ => Err(Response::error(400, format!("{key} must be an integer between 0 and {max}"))),
         },
     }
 }
 
 pub fn parse_download(req: &Request) -> Result<Download, Response> {
-    let bytes = num_param(req, "bytes", MAX_DOWNLOAD_BYTES)?.ok_or_else(|| {
-        Response::error(
-            400,
-            "download expects ?bytes=N (optional: framing=chunked|length, chunk=N, delay_ms=N)",
-        )
-    })?;
+    let bytes = num_param(req, "bytes", MAX_DOWNLOAD_BYTES)?
+        .ok_or_else(|| Response::error(400, "download expects ?bytes=N (optional: framing=chunked|length, chunk=N, delay_ms=N)"))?;
     let chunked = match req.query_param("framing").as_deref() {
         None | Some("chunked") => true,
         Some("length") => false,
@@ -166,14 +156,8 @@ pub fn parse_download(req: &Request) -> Result<Download, Response> {
         Some(0) => return Err(Response::error(400, "chunk must be at least 1")),
         Some(n) => n as usize,
     };
-    let delay =
-        Duration::from_millis(num_param(req, "delay_ms", MAX_DOWNLOAD_DELAY_MS)?.unwrap_or(0));
-    Ok(Download {
-        bytes,
-        chunked,
-        chunk,
-        delay,
-    })
+    let delay = Duration::from_millis(num_param(req, "delay_ms", MAX_DOWNLOAD_DELAY_MS)?.unwrap_or(0));
+    Ok(Download { bytes, chunked, chunk, delay })
 }
 
 pub fn pattern_byte(i: u64) -> u8 {
@@ -182,19 +166,9 @@ pub fn pattern_byte(i: u64) -> u8 {
 
 /// Write the download response. HTTP/1.0 requests always get Content-Length (no chunked
 /// coding in 1.0). `head_only` sends the head alone (HEAD).
-pub fn write_download<W: Write>(
-    w: &mut W,
-    d: &Download,
-    http10: bool,
-    keep_alive: bool,
-    head_only: bool,
-) -> io::Result<()> {
+pub fn write_download<W: Write>(w: &mut W, d: &Download, http10: bool, keep_alive: bool, head_only: bool) -> io::Result<()> {
     let chunked = d.chunked && !http10;
-    let framing = if chunked {
-        "Transfer-Encoding: chunked".to_string()
-    } else {
-        format!("Content-Length: {}", d.bytes)
-    };
+    let framing = if chunked { "Transfer-Encoding: chunked".to_string() } else { format!("Content-Length: {}", d.bytes) };
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nX-Pattern: byte[i] = i % 251\r\n{framing}\r\nConnection: {}\r\n\r\n",
         if keep_alive { "keep-alive" } else { "close" }
@@ -204,9 +178,7 @@ pub fn write_download<W: Write>(
         return w.flush();
     }
     // The pattern repeats every 251 bytes: any window of `chunk` bytes is a slice of this.
-    let pattern: Vec<u8> = (0..d.chunk as u64 + PATTERN_PERIOD)
-        .map(pattern_byte)
-        .collect();
+    let pattern: Vec<u8> = (0..d.chunk as u64 + PATTERN_PERIOD).map(pattern_byte).collect();
     let mut out = Vec::with_capacity(if chunked { d.chunk + 32 } else { 0 });
     let mut sent = 0u64;
     while sent < d.bytes {
@@ -262,27 +234,18 @@ mod tests {
 
     #[test]
     fn upload_streams_length_and_chunked() {
-        let (req, mut c) =
-            head(b"POST /upload HTTP/1.1\r\nContent-Length: 6\r\n\r\nfoobarGET /next");
+        let (req, mut c) = head(b"POST /upload HTTP/1.1\r\nContent-Length: 6\r\n\r\nfoobarGET /next");
         let mut b = BodyReader::start(&req, &mut Vec::new(), 100).unwrap();
         let v = consume_upload(&mut c, &mut b).unwrap();
-        assert_eq!(
-            v,
-            json!({ "bytes": 6, "fnv1a64": "85944171f73967e8", "chunked": false })
-        );
+        assert_eq!(v, json!({ "bytes": 6, "fnv1a64": "85944171f73967e8", "chunked": false }));
         let mut rest = String::new();
         c.read_to_string(&mut rest).unwrap();
         assert_eq!(rest, "GET /next"); // positioned at the next request
 
-        let (req, mut c) = head(
-            b"PUT /upload HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nfoo\r\n3;x=y\r\nbar\r\n0\r\nT: 1\r\n\r\n",
-        );
+        let (req, mut c) = head(b"PUT /upload HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nfoo\r\n3;x=y\r\nbar\r\n0\r\nT: 1\r\n\r\n");
         let mut b = BodyReader::start(&req, &mut Vec::new(), 100).unwrap();
         let v = consume_upload(&mut c, &mut b).unwrap();
-        assert_eq!(
-            v,
-            json!({ "bytes": 6, "fnv1a64": "85944171f73967e8", "chunked": true })
-        );
+        assert_eq!(v, json!({ "bytes": 6, "fnv1a64": "85944171f73967e8", "chunked": true }));
 
         // Over the cap: 413 up front (Content-Length) or when the chunk arrives (chunked).
         let (req, _) = head(b"POST /upload HTTP/1.1\r\nContent-Length: 101\r\n\r\n");
@@ -290,18 +253,13 @@ mod tests {
             BodyReader::start(&req, &mut Vec::new(), 100),
             Err(ReadError::Bad(e)) if e.status == 413
         ));
-        let (req, mut c) =
-            head(b"POST /upload HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n");
+        let (req, mut c) = head(b"POST /upload HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n");
         let mut b = BodyReader::start(&req, &mut Vec::new(), 10).unwrap();
-        assert!(
-            matches!(consume_upload(&mut c, &mut b), Err(ReadError::Bad(e)) if e.status == 413)
-        );
+        assert!(matches!(consume_upload(&mut c, &mut b), Err(ReadError::Bad(e)) if e.status == 413));
         // Truncated body: 400.
         let (req, mut c) = head(b"POST /upload HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
         let mut b = BodyReader::start(&req, &mut Vec::new(), 100).unwrap();
-        assert!(
-            matches!(consume_upload(&mut c, &mut b), Err(ReadError::Bad(e)) if e.status == 400)
-        );
+        assert!(matches!(consume_upload(&mut c, &mut b), Err(ReadError::Bad(e)) if e.status == 400));
     }
 
     #[test]
@@ -310,44 +268,18 @@ mod tests {
         assert!(matches!(p(b"POST /upload HTTP/1.1\r\n\r\n"), Plan::Upload));
         assert!(matches!(p(b"PUT /upload HTTP/1.1\r\n\r\n"), Plan::Upload));
         assert!(matches!(p(b"GET /upload HTTP/1.1\r\n\r\n"), Plan::Respond(r) if r.status == 405));
-        assert!(
-            matches!(p(b"GET /download HTTP/1.1\r\n\r\n"), Plan::Respond(r) if r.status == 400)
-        );
-        assert!(
-            matches!(p(b"POST /download?bytes=1 HTTP/1.1\r\n\r\n"), Plan::Respond(r) if r.status == 405)
-        );
+        assert!(matches!(p(b"GET /download HTTP/1.1\r\n\r\n"), Plan::Respond(r) if r.status == 400));
+        assert!(matches!(p(b"POST /download?bytes=1 HTTP/1.1\r\n\r\n"), Plan::Respond(r) if r.status == 405));
         assert!(matches!(p(b"GET /ws HTTP/1.1\r\n\r\n"), Plan::Respond(r) if r.status == 426));
         assert!(matches!(p(b"GET /health HTTP/1.1\r\n\r\n"), Plan::Route));
         assert!(matches!(p(b"GET /uploads HTTP/1.1\r\n\r\n"), Plan::Route));
-        let d = |q: &str| {
-            parse_download(&head(format!("GET /download?{q} HTTP/1.1\r\n\r\n").as_bytes()).0)
-        };
-        assert_eq!(
-            d("bytes=5").unwrap(),
-            Download {
-                bytes: 5,
-                chunked: true,
-                chunk: DEFAULT_DOWNLOAD_CHUNK,
-                delay: Duration::ZERO
-            }
-        );
+        let d = |q: &str| parse_download(&head(format!("GET /download?{q} HTTP/1.1\r\n\r\n").as_bytes()).0);
+        assert_eq!(d("bytes=5").unwrap(), Download { bytes: 5, chunked: true, chunk: DEFAULT_DOWNLOAD_CHUNK, delay: Duration::ZERO });
         assert_eq!(
             d("bytes=5&framing=length&chunk=2&delay_ms=7").unwrap(),
-            Download {
-                bytes: 5,
-                chunked: false,
-                chunk: 2,
-                delay: Duration::from_millis(7)
-            }
+            Download { bytes: 5, chunked: false, chunk: 2, delay: Duration::from_millis(7) }
         );
-        for bad in [
-            "bytes=-1",
-            "bytes=x",
-            "bytes=1&framing=gzip",
-            "bytes=1&chunk=0",
-            "bytes=1&delay_ms=99999",
-            "bytes=2000000000000",
-        ] {
+        for bad in ["bytes=-1", "bytes=x", "bytes=1&framing=gzip", "bytes=1&chunk=0", "bytes=1&delay_ms=99999", "bytes=2000000000000"] {
             assert_eq!(d(bad).unwrap_err().status, 400, "{bad}");
         }
     }
@@ -357,8 +289,7 @@ mod tests {
         let mut out = Vec::new();
         loop {
             let nl = raw.iter().position(|b| *b == b'\n').unwrap();
-            let size =
-                usize::from_str_radix(std::str::from_utf8(&raw[..nl - 1]).unwrap(), 16).unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&raw[..nl - 1]).unwrap(), 16).unwrap();
             raw = &raw[nl + 1..];
             if size == 0 {
                 assert_eq!(raw, b"\r\n");
@@ -378,32 +309,15 @@ mod tests {
     #[test]
     fn download_pattern_and_framing() {
         let expect: Vec<u8> = (0..1000u64).map(|i| (i % 251) as u8).collect();
-        let d = Download {
-            bytes: 1000,
-            chunked: true,
-            chunk: 300,
-            delay: Duration::ZERO,
-        };
+        let d = Download { bytes: 1000, chunked: true, chunk: 300, delay: Duration::ZERO };
         let mut out = Vec::new();
         write_download(&mut out, &d, false, true, false).unwrap();
         let (h, body) = split_head(&out);
-        assert!(
-            h.contains("Transfer-Encoding: chunked\r\n") && h.contains("Connection: keep-alive")
-        );
+        assert!(h.contains("Transfer-Encoding: chunked\r\n") && h.contains("Connection: keep-alive"));
         assert_eq!(dechunk(body), expect);
 
         let mut out = Vec::new();
-        write_download(
-            &mut out,
-            &Download {
-                chunked: false,
-                ..d.clone()
-            },
-            false,
-            false,
-            false,
-        )
-        .unwrap();
+        write_download(&mut out, &Download { chunked: false, ..d.clone() }, false, false, false).unwrap();
         let (h, body) = split_head(&out);
         assert!(h.contains("Content-Length: 1000\r\n") && h.contains("Connection: close"));
         assert_eq!(body, expect);

@@ -7,8 +7,8 @@ use std::io::{self, BufRead, Read, Write};
 
 use serde_json::json;
 
-use super::response::Response;
 use super::http::Request;
+use super::response::Response;
 
 /// The GUID of RFC 6455 §1.3 appended to `Sec-WebSocket-Key`.
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -31,13 +31,7 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 // SHA-1 (FIPS 180-4) and base64 (RFC 4648), just enough for Sec-WebSocket-Accept.
 
 pub fn sha1(data: &[u8]) -> [u8; 20] {
-    let mut h: [u32; 5] = [
-        0x6745_2301,
-        0xEFCD_AB89,
-        0x98BA_DCFE,
-        0x1032_5476,
-        0xC3D2_E1F0,
-    ];
+    let mut h: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
     let bit_len = (data.len() as u64).wrapping_mul(8);
     let mut msg = data.to_vec();
     msg.push(0x80);
@@ -61,12 +55,7 @@ pub fn sha1(data: &[u8]) -> [u8; 20] {
                 40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
                 _ => (b ^ c ^ d, 0xCA62_C1D6),
             };
-            let t = a
-                .rotate_left(5)
-                .wrapping_add(f)
-                .wrapping_add(e)
-                .wrapping_add(k)
-                .wrapping_add(*wi);
+            let t = a.rotate_left(5).wrapping_add(f).wrapping_add(e).wrapping_add(k).wrapping_add(*wi);
             e = d;
             d = c;
             c = b.rotate_left(30);
@@ -88,11 +77,7 @@ pub fn base64_encode(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -112,11 +97,7 @@ fn base64_decoded_len(s: &str) -> Option<usize> {
         return None;
     }
     let pad = b.iter().rev().take_while(|c| **c == b'=').count();
-    if pad > 2
-        || !b[..b.len() - pad]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
-    {
+    if pad > 2 || !b[..b.len() - pad].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/') {
         return None;
     }
     Some(b.len() / 4 * 3 - pad)
@@ -138,11 +119,7 @@ pub fn is_ws_path(path: &str) -> bool {
 }
 
 fn header_has_token(req: &Request, name: &str, token: &str) -> bool {
-    req.headers
-        .iter()
-        .filter(|(n, _)| n == name)
-        .flat_map(|(_, v)| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    req.headers.iter().filter(|(n, _)| n == name).flat_map(|(_, v)| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// Whether the request asks for a WebSocket upgrade (`Upgrade: websocket`).
@@ -163,35 +140,22 @@ pub fn handshake(req: &Request) -> Result<Vec<u8>, Response> {
         return Err(Response::error(400, "WebSocket upgrades need HTTP/1.1"));
     }
     if !wants_upgrade(req) || !header_has_token(req, "connection", "upgrade") {
-        let mut r = Response::json(
-            426,
-            json!({ "error": "this is a WebSocket endpoint: send Upgrade: websocket and Connection: Upgrade" }),
-        );
+        let mut r =
+            Response::json(426, json!({ "error": "this is a WebSocket endpoint: send Upgrade: websocket and Connection: Upgrade" }));
         r.headers.push(("Upgrade", "websocket".into()));
         return Err(r);
     }
     if req.header("sec-websocket-version") != Some("13") {
-        let mut r = Response::json(
-            426,
-            json!({ "error": "unsupported Sec-WebSocket-Version (need 13)" }),
-        );
+        let mut r = Response::json(426, json!({ "error": "unsupported Sec-WebSocket-Version (need 13)" }));
         r.headers.push(("Sec-WebSocket-Version", "13".into()));
         return Err(r);
     }
     let key = req.header("sec-websocket-key").unwrap_or("");
     if base64_decoded_len(key) != Some(16) {
-        return Err(Response::error(
-            400,
-            "Sec-WebSocket-Key must be 16 bytes in base64",
-        ));
+        return Err(Response::error(400, "Sec-WebSocket-Key must be 16 bytes in base64"));
     }
-    if req.header("content-length").is_some_and(|v| v != "0")
-        || req.header("transfer-encoding").is_some()
-    {
-        return Err(Response::error(
-            400,
-            "a WebSocket upgrade request has no body",
-        ));
+    if req.header("content-length").is_some_and(|v| v != "0") || req.header("transfer-encoding").is_some() {
+        return Err(Response::error(400, "a WebSocket upgrade request has no body"));
     }
     let protocol = req
         .headers
@@ -275,13 +239,7 @@ pub fn read_frame_header<R: Read>(r: &mut R) -> Result<FrameHeader, WsError> {
     } else {
         None
     };
-    Ok(FrameHeader {
-        fin: b[0] & 0x80 != 0,
-        rsv: (b[0] >> 4) & 0x7,
-        opcode: b[0] & 0x0f,
-        mask,
-        len,
-    })
+    Ok(FrameHeader { fin: b[0] & 0x80 != 0, rsv: (b[0] >> 4) & 0x7, opcode: b[0] & 0x0f, mask, len })
 }
 
 /// XOR `data` with `mask`, where `data` starts at byte `offset` of the payload.
@@ -327,12 +285,7 @@ pub fn write_frame<W: Write>(w: &mut W, opcode: u8, payload: &[u8]) -> io::Resul
     if payload.len() <= 64 * 1024 {
         w.write_all(&encode_frame(true, opcode, None, payload))?;
     } else {
-        w.write_all(&encode_frame_header(
-            true,
-            opcode,
-            None,
-            payload.len() as u64,
-        ))?;
+        w.write_all(&encode_frame_header(true, opcode, None, payload.len() as u64))?;
         w.write_all(payload)?;
     }
     w.flush()
@@ -386,12 +339,7 @@ pub struct WsStats {
 /// Run the echo session until it ends. The caller sets the socket's read timeout (the idle
 /// timeout: it only fires when nothing at all arrives for that long) and closes the socket
 /// afterwards (with a lingering close after `ServerClosed`).
-pub fn echo_session<R: BufRead, W: Write>(
-    reader: &mut R,
-    writer: &mut W,
-    cfg: &WsConfig,
-    stats: &mut WsStats,
-) -> WsEnd {
+pub fn echo_session<R: BufRead, W: Write>(reader: &mut R, writer: &mut W, cfg: &WsConfig, stats: &mut WsStats) -> WsEnd {
     let fail = |writer: &mut W, code: u16, why: &str| {
         let _ = write_frame(writer, OP_CLOSE, &close_payload(code, why));
         WsEnd::ServerClosed(code, why.to_string())
@@ -402,53 +350,30 @@ pub fn echo_session<R: BufRead, W: Write>(
         let h = match read_frame_header(reader) {
             Ok(h) => h,
             Err(WsError::Timeout) => {
-                let _ = write_frame(
-                    writer,
-                    OP_CLOSE,
-                    &close_payload(CLOSE_GOING_AWAY, "idle timeout"),
-                );
+                let _ = write_frame(writer, OP_CLOSE, &close_payload(CLOSE_GOING_AWAY, "idle timeout"));
                 return WsEnd::IdleTimeout;
             }
             Err(WsError::Eof | WsError::Io) => return WsEnd::Gone,
         };
         if h.rsv != 0 {
-            return fail(
-                writer,
-                CLOSE_PROTOCOL_ERROR,
-                "RSV bits set without an extension",
-            );
+            return fail(writer, CLOSE_PROTOCOL_ERROR, "RSV bits set without an extension");
         }
         let Some(mask) = h.mask else {
             return fail(writer, CLOSE_PROTOCOL_ERROR, "client frames must be masked");
         };
         let is_control = h.opcode & 0x8 != 0;
         if is_control && (!h.fin || h.len > 125) {
-            return fail(
-                writer,
-                CLOSE_PROTOCOL_ERROR,
-                "control frames must be unfragmented with at most 125 bytes",
-            );
+            return fail(writer, CLOSE_PROTOCOL_ERROR, "control frames must be unfragmented with at most 125 bytes");
         }
-        if !matches!(
-            h.opcode,
-            OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG
-        ) {
+        if !matches!(h.opcode, OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG) {
             return fail(writer, CLOSE_PROTOCOL_ERROR, "reserved opcode");
         }
         match h.opcode {
             OP_CONTINUATION if partial.is_none() => {
-                return fail(
-                    writer,
-                    CLOSE_PROTOCOL_ERROR,
-                    "continuation without a message",
-                );
+                return fail(writer, CLOSE_PROTOCOL_ERROR, "continuation without a message");
             }
             OP_TEXT | OP_BINARY if partial.is_some() => {
-                return fail(
-                    writer,
-                    CLOSE_PROTOCOL_ERROR,
-                    "new message before the previous one was finished",
-                );
+                return fail(writer, CLOSE_PROTOCOL_ERROR, "new message before the previous one was finished");
             }
             _ => {}
         }
@@ -529,38 +454,18 @@ mod tests {
     #[test]
     fn sha1_vectors() {
         assert_eq!(hex(&sha1(b"")), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
-        assert_eq!(
-            hex(&sha1(b"abc")),
-            "a9993e364706816aba3e25717850c26c9cd0d89d"
-        );
-        assert_eq!(
-            hex(&sha1(
-                b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
-            )),
-            "84983e441c3bd26ebaae4aa1f95129e5e54670f1"
-        );
+        assert_eq!(hex(&sha1(b"abc")), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(hex(&sha1(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")), "84983e441c3bd26ebaae4aa1f95129e5e54670f1");
         // 55/56/64-byte boundaries of the padding.
-        assert_eq!(
-            hex(&sha1(&[b'a'; 64])),
-            "0098ba824b5c16427bd7a1122a5a442a25ec644d"
-        );
-        assert_eq!(
-            hex(&sha1(&vec![b'a'; 1_000_000])),
-            "34aa973cd4c4daa4f61eeb2bdbad27316534016f"
-        );
+        assert_eq!(hex(&sha1(&[b'a'; 64])), "0098ba824b5c16427bd7a1122a5a442a25ec644d");
+        assert_eq!(hex(&sha1(&vec![b'a'; 1_000_000])), "34aa973cd4c4daa4f61eeb2bdbad27316534016f");
     }
 
     #[test]
     fn base64_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
+        for (i, o) in
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")]
+        {
             assert_eq!(base64_encode(i.as_bytes()), o);
         }
         assert_eq!(base64_decoded_len("dGhlIHNhbXBsZSBub25jZQ=="), Some(16));
@@ -572,10 +477,7 @@ mod tests {
 
     #[test]
     fn rfc6455_accept_vector() {
-        assert_eq!(
-            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     fn upgrade_req(extra: &[(&str, &str)]) -> Request {
@@ -595,14 +497,7 @@ mod tests {
                 headers.push((k.to_string(), v.to_string()));
             }
         }
-        Request {
-            method: "GET".into(),
-            path: "/ws".into(),
-            query: String::new(),
-            version: (1, 1),
-            headers,
-            body: Vec::new(),
-        }
+        Request { method: "GET".into(), path: "/ws".into(), query: String::new(), version: (1, 1), headers, body: Vec::new() }
     }
 
     #[test]
@@ -612,22 +507,14 @@ mod tests {
         assert!(ok.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(!ok.contains("Sec-WebSocket-Protocol"));
         assert!(ok.ends_with("\r\n\r\n"));
-        let proto = handshake(&upgrade_req(&[(
-            "sec-websocket-protocol",
-            "chat, superchat",
-        )]));
-        assert!(String::from_utf8(proto.unwrap())
-            .unwrap()
-            .contains("Sec-WebSocket-Protocol: chat\r\n"));
+        let proto = handshake(&upgrade_req(&[("sec-websocket-protocol", "chat, superchat")]));
+        assert!(String::from_utf8(proto.unwrap()).unwrap().contains("Sec-WebSocket-Protocol: chat\r\n"));
         let status = |r: Request| handshake(&r).unwrap_err().status;
         assert_eq!(status(upgrade_req(&[("sec-websocket-version", "8")])), 426);
         assert_eq!(status(upgrade_req(&[("connection", "keep-alive")])), 426);
         assert_eq!(status(upgrade_req(&[("upgrade", "")])), 426);
         assert_eq!(status(upgrade_req(&[("sec-websocket-key", "")])), 400);
-        assert_eq!(
-            status(upgrade_req(&[("sec-websocket-key", "c2hvcnQ=")])),
-            400
-        );
+        assert_eq!(status(upgrade_req(&[("sec-websocket-key", "c2hvcnQ=")])), 400);
         let mut post = upgrade_req(&[]);
         post.method = "POST".into();
         assert_eq!(status(post), 405);
@@ -654,16 +541,7 @@ mod tests {
                 };
             assert_eq!(enc.len(), expect_len, "len {len}");
             let h = read_frame_header(&mut Cursor::new(enc)).unwrap();
-            assert_eq!(
-                h,
-                FrameHeader {
-                    fin: true,
-                    rsv: 0,
-                    opcode: OP_BINARY,
-                    mask,
-                    len
-                }
-            );
+            assert_eq!(h, FrameHeader { fin: true, rsv: 0, opcode: OP_BINARY, mask, len });
         }
         // RFC 6455 §5.7 examples.
         let h = read_frame_header(&mut Cursor::new(vec![0x81, 0x05])).unwrap();
@@ -675,22 +553,10 @@ mod tests {
             encode_frame(true, OP_TEXT, Some([0x37, 0xfa, 0x21, 0x3d]), b"Hello"),
             [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
         );
-        assert_eq!(
-            encode_frame(false, OP_TEXT, None, b"Hel"),
-            [0x01, 0x03, b'H', b'e', b'l']
-        );
-        assert_eq!(
-            encode_frame_header(true, OP_BINARY, None, 256),
-            [0x82, 0x7e, 0x01, 0x00]
-        );
-        assert!(matches!(
-            read_frame_header(&mut Cursor::new(Vec::new())),
-            Err(WsError::Eof)
-        ));
-        assert!(matches!(
-            read_frame_header(&mut Cursor::new(vec![0x81, 0xfe, 0x01])),
-            Err(WsError::Io)
-        ));
+        assert_eq!(encode_frame(false, OP_TEXT, None, b"Hel"), [0x01, 0x03, b'H', b'e', b'l']);
+        assert_eq!(encode_frame_header(true, OP_BINARY, None, 256), [0x82, 0x7e, 0x01, 0x00]);
+        assert!(matches!(read_frame_header(&mut Cursor::new(Vec::new())), Err(WsError::Eof)));
+        assert!(matches!(read_frame_header(&mut Cursor::new(vec![0x81, 0xfe, 0x01])), Err(WsError::Io)));
     }
 
     /// Run a session on canned client frames; returns (end, server frames as (opcode, payload)).
@@ -698,14 +564,7 @@ mod tests {
         let mut r = Cursor::new(input);
         let mut out = Vec::new();
         let mut stats = WsStats::default();
-        let end = echo_session(
-            &mut r,
-            &mut out,
-            &WsConfig {
-                max_message_bytes: max,
-            },
-            &mut stats,
-        );
+        let end = echo_session(&mut r, &mut out, &WsConfig { max_message_bytes: max }, &mut stats);
         let mut frames = Vec::new();
         let mut c = Cursor::new(out);
         while let Ok(h) = read_frame_header(&mut c) {
@@ -731,12 +590,7 @@ mod tests {
         let big: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
         input.extend(encode_frame(true, OP_BINARY, M, &big));
         input.extend(encode_frame(true, OP_TEXT, M, b""));
-        input.extend(encode_frame(
-            true,
-            OP_CLOSE,
-            M,
-            &close_payload(CLOSE_NORMAL, "bye"),
-        ));
+        input.extend(encode_frame(true, OP_CLOSE, M, &close_payload(CLOSE_NORMAL, "bye")));
         input.extend(encode_frame(true, OP_TEXT, M, b"after close: ignored"));
         let (end, frames) = session(input, 1 << 20);
         assert_eq!(end, WsEnd::ClientClosed(Some(1000)));
@@ -768,10 +622,7 @@ mod tests {
             (encode_frame(false, OP_PING, M, b"x"), 1002),
             (encode_frame(true, OP_PING, M, &[0; 126]), 1002),
             (encode_frame(true, OP_CLOSE, M, &[3]), 1002),
-            (
-                encode_frame(true, OP_CLOSE, M, &close_payload(1005, "")),
-                1002,
-            ),
+            (encode_frame(true, OP_CLOSE, M, &close_payload(1005, "")), 1002),
             (encode_frame(true, OP_TEXT, M, &[0xff, 0xfe]), 1007),
             (encode_frame(true, OP_BINARY, M, &[0; 2000]), 1009),
             (
@@ -804,10 +655,7 @@ mod tests {
         ];
         for (i, (input, code)) in cases.into_iter().enumerate() {
             let (end, frames) = session(input, 1024);
-            assert!(
-                matches!(end, WsEnd::ServerClosed(c, _) if c == code),
-                "case {i}: {end:?}"
-            );
+            assert!(matches!(end, WsEnd::ServerClosed(c, _) if c == code), "case {i}: {end:?}");
             assert_eq!(close_code(&frames), code, "case {i}");
         }
         // Close without a code: empty close reply. EOF without close: Gone.

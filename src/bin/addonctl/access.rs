@@ -434,9 +434,7 @@ pub(crate) fn render_audit(d: &Value) -> String {
     }
     let rows: Vec<Vec<String>> = list
         .iter()
-        .map(|e| {
-            vec![local_time(e.get("at")), audit_who(e), text(e, "method"), text(e, "path"), text(e, "status"), text(e, "detail")]
-        })
+        .map(|e| vec![local_time(e.get("at")), audit_who(e), text(e, "method"), text(e, "path"), text(e, "status"), text(e, "detail")])
         .collect();
     render_table(&["AT", "WHO", "METHOD", "PATH", "STATUS", "DETAIL"], &rows)
 }
@@ -522,7 +520,22 @@ mod tests {
 
     #[test]
     fn gateway_command_lines() {
-        let c = parse(&["grants", "create", "--app", "shop", "--addon", "pay", "--rate", "10", "--burst", "20", "--origin", "https://a.example", "--origin", "https://b.example"]);
+        let c = parse(&[
+            "grants",
+            "create",
+            "--app",
+            "shop",
+            "--addon",
+            "pay",
+            "--rate",
+            "10",
+            "--burst",
+            "20",
+            "--origin",
+            "https://a.example",
+            "--origin",
+            "https://b.example",
+        ]);
         let Command::Grants(GrantCmd::Create(a)) = c.command else { panic!() };
         assert_eq!(
             grant_create_body(&a),
@@ -541,8 +554,14 @@ mod tests {
         };
         let g = sample_grant();
         // --rate keeps the burst; --burst alone keeps the rate; --no-rate removes the limit.
-        assert_eq!(grant_update_body(&update(&["--rate", "5"]), &g).unwrap(), json!({"rate_limit": {"requests_per_second": 5.0, "burst": 20}}));
-        assert_eq!(grant_update_body(&update(&["--burst", "3"]), &g).unwrap(), json!({"rate_limit": {"requests_per_second": 10.0, "burst": 3}}));
+        assert_eq!(
+            grant_update_body(&update(&["--rate", "5"]), &g).unwrap(),
+            json!({"rate_limit": {"requests_per_second": 5.0, "burst": 20}})
+        );
+        assert_eq!(
+            grant_update_body(&update(&["--burst", "3"]), &g).unwrap(),
+            json!({"rate_limit": {"requests_per_second": 10.0, "burst": 3}})
+        );
         assert_eq!(grant_update_body(&update(&["--no-rate"]), &g).unwrap(), json!({"rate_limit": null}));
         let mut unlimited = g.clone();
         unlimited["rate_limit"] = Value::Null;
@@ -559,7 +578,9 @@ mod tests {
             json!({"allowed_origins": ["https://c.example"]})
         );
 
-        assert!(matches!(parse(&["grants", "rotate", "g", "--grace", "30"]).command, Command::Grants(GrantCmd::Rotate { grace: Some(g), .. }) if g == 30.0));
+        assert!(
+            matches!(parse(&["grants", "rotate", "g", "--grace", "30"]).command, Command::Grants(GrantCmd::Rotate { grace: Some(g), .. }) if g == 30.0)
+        );
         assert!(matches!(parse(&["apps", "ls"]).command, Command::Apps(AppCmd::List)));
         assert!(matches!(parse(&["apps", "create", "shop", "--organization", "Acme"]).command,
             Command::Apps(AppCmd::Create { ref name, organization: Some(ref o), description: None }) if name == "shop" && o == "Acme"));

@@ -10,7 +10,9 @@ use clap::{ArgGroup, Args, Subcommand};
 use serde_json::{json, Map, Value};
 
 use crate::input::{apply_sets, parse_json_arg, parse_set, read_document};
-use crate::render::{age, display, emit, joined, list_of, names, now_secs, render_kv, render_table, rfc3339, text, timestamp, sanitized_lines};
+use crate::render::{
+    age, display, emit, joined, list_of, names, now_secs, render_kv, render_table, rfc3339, sanitized_lines, text, timestamp,
+};
 use crate::services::{wait_query, Op, WaitArgs};
 use crate::{query, Ctl, UsageError};
 
@@ -327,11 +329,7 @@ impl Ctl {
             WidgetCmd::Render(a) => {
                 let config = a.config.as_deref().map(|t| parse_json_arg("--config", t)).transpose()?;
                 let context = a.context.as_deref().map(|t| parse_json_arg("--context", t)).transpose()?;
-                let path = format!(
-                    "{WIDGETS}/{}/{}",
-                    client::encode_path_segment(&a.addon),
-                    client::encode_path_segment(&a.widget)
-                );
+                let path = format!("{WIDGETS}/{}/{}", client::encode_path_segment(&a.addon), client::encode_path_segment(&a.widget));
                 if a.html {
                     return self.widget_frame(&path, config, context).await;
                 }
@@ -421,7 +419,11 @@ pub(crate) fn render_addon_list(d: &Value) -> String {
                     .iter()
                     .map(|i| {
                         let (inst, ver) = (text(i, "instance"), text(i, "version"));
-                        if ver == text(a, "version") { inst } else { format!("{inst}@{ver}") }
+                        if ver == text(a, "version") {
+                            inst
+                        } else {
+                            format!("{inst}@{ver}")
+                        }
                     })
                     .collect();
                 vec![
@@ -681,7 +683,20 @@ mod tests {
 
     #[test]
     fn addon_command_lines() {
-        let c = parse(&["addons", "install", "shop", "--instance", "shop-eu", "--version", "1.0.0", "--set", "currency=USD", "--set", "n=2", "--wait"]);
+        let c = parse(&[
+            "addons",
+            "install",
+            "shop",
+            "--instance",
+            "shop-eu",
+            "--version",
+            "1.0.0",
+            "--set",
+            "currency=USD",
+            "--set",
+            "n=2",
+            "--wait",
+        ]);
         let Command::Addons(AddonCmd::Install(a)) = c.command else { panic!() };
         assert_eq!((a.name.as_str(), a.instance.as_deref(), a.version.as_deref()), ("shop", Some("shop-eu"), Some("1.0.0")));
         assert_eq!(a.config.set, vec![("currency".to_string(), json!("USD")), ("n".to_string(), json!(2))]);
@@ -707,7 +722,10 @@ mod tests {
         assert!(matches!(c.command, Command::Addons(AddonCmd::Execute(ref a)) if a.action == "add" && a.set.len() == 2));
         let c = parse(&["addons", "uninstall", "shop", "--force", "--wait"]);
         assert!(matches!(c.command, Command::Addons(AddonCmd::Uninstall(ref a)) if a.force && a.wait.wait));
-        assert!(matches!(parse(&["addons", "ls", "--category", "ecommerce"]).command, Command::Addons(AddonCmd::List { category: Some(_) })));
+        assert!(matches!(
+            parse(&["addons", "ls", "--category", "ecommerce"]).command,
+            Command::Addons(AddonCmd::List { category: Some(_) })
+        ));
         let c = parse(&["widgets", "render", "shop", "checkout", "--config", "{}", "--context", "{\"user\":\"a\"}", "--html"]);
         assert!(matches!(c.command, Command::Widgets(WidgetCmd::Render(ref a)) if a.html && a.widget == "checkout"));
         assert!(matches!(parse(&["widgets", "ls"]).command, Command::Widgets(WidgetCmd::List { category: None })));
@@ -757,12 +775,14 @@ mod tests {
         let out = render_addon_list(&data);
         assert_eq!(
             norm(&out),
-            norm("NAME VERSION VERSIONS CATEGORY ACTIONS WIDGETS INSTALLED\n\
+            norm(
+                "NAME VERSION VERSIONS CATEGORY ACTIONS WIDGETS INSTALLED\n\
                   shop 1.1.0 1.0.0,1.1.0 ecommerce add,echo checkout shop,shop-eu@1.0.0\n\
                   evil 0.1.0 0.1.0 utilities - - -\n\
                   \n\
                   INSTANCE ADDON VERSION PHASE SERVICES HEALTHY\n\
-                  shop-eu shop 1.0.0 Started 1 2/3")
+                  shop-eu shop 1.0.0 Started 1 2/3"
+            )
         );
         assert!(!out.contains('\u{1b}'));
         assert_eq!(render_addon_list(&json!({"addons": [], "installed": []})), "no addons registered\n\nno addons installed\n");
@@ -782,7 +802,10 @@ mod tests {
         assert!(out.contains("Installed:     2026-11-21T23:40:00Z (5m ago)\n"), "{out}");
         let table: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("SERVICE")).collect();
         assert_eq!(table.len(), 4, "{out}");
-        assert_eq!(table[1].split_whitespace().collect::<Vec<_>>(), ["shop-eu-api", "Started", "3", "0", "inst_a", "8004", "healthy", "0", "closed", "-"]);
+        assert_eq!(
+            table[1].split_whitespace().collect::<Vec<_>>(),
+            ["shop-eu-api", "Started", "3", "0", "inst_a", "8004", "healthy", "0", "closed", "-"]
+        );
         // Further instances of a service leave its columns blank.
         assert_eq!(table[2].split_whitespace().collect::<Vec<_>>(), ["1", "inst_b", "8005", "unhealthy", "2", "open"]);
 
@@ -795,7 +818,10 @@ mod tests {
                          "services": [{"name": "api", "replicas": 3, "resource_limits": {"memory": "32m"}}]}});
         assert!(!is_instance(&entry));
         let out = render_addon_entry(&entry);
-        assert!(out.contains("Versions:      1.0.0, 1.1.0\n") && out.contains("Installed:     -\n") && out.contains("Dependencies:  -\n"), "{out}");
+        assert!(
+            out.contains("Versions:      1.0.0, 1.1.0\n") && out.contains("Installed:     -\n") && out.contains("Dependencies:  -\n"),
+            "{out}"
+        );
         let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
         assert!(rows.contains(&vec!["add", "a,", "b", "-", "-"]), "{out}");
         assert!(rows.contains(&vec!["sleep", "-", "1s", "waits"]), "{out}");
@@ -814,7 +840,10 @@ mod tests {
         // Uninstall replies: service names only; after --wait only the instance and phase.
         let gone = json!({"instance": "shop-eu", "name": "shop", "version": "1.0.0", "phase": "Deleting", "services": ["shop-eu-api"]});
         assert_eq!(render_addon_report("uninstalled", &gone), "uninstalled shop 1.0.0 as shop-eu: Deleting\n");
-        assert_eq!(render_addon_report("uninstalled", &json!({"instance": "shop-eu", "phase": "Deleted"})), "uninstalled shop-eu: Deleted\n");
+        assert_eq!(
+            render_addon_report("uninstalled", &json!({"instance": "shop-eu", "phase": "Deleted"})),
+            "uninstalled shop-eu: Deleted\n"
+        );
 
         let r = render_config_result(&json!({"instance": "shop", "config": {}, "applied": 2, "replacing": 1,
             "failed": [{"instance": "inst_c", "error": "connection \u{1b}[31mrefused"}]}));

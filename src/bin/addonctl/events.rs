@@ -88,11 +88,7 @@ impl Ctl {
                 self.show(&ev, |e| format!("stored event {} ({})\n", cell(&text(e, "id")), cell(&text(e, "name"))))
             }
             EventCmd::List { name, after, limit } => {
-                let q = query(&[
-                    ("name", name),
-                    ("after", after.map(|a| a.to_string())),
-                    ("limit", limit.map(|l| l.to_string())),
-                ]);
+                let q = query(&[("name", name), ("after", after.map(|a| a.to_string())), ("limit", limit.map(|l| l.to_string()))]);
                 let data = self.call(Method::GET, &format!("{EVENTS}{q}"), None).await?;
                 if self.quiet && !self.json {
                     return emit(&event_ids(&data));
@@ -246,13 +242,7 @@ pub(crate) fn render_subscribers(d: &Value) -> String {
         let rows: Vec<Vec<String>> = subs
             .iter()
             .map(|s| {
-                vec![
-                    text(s, "subscriber"),
-                    text(s, "delivered_up_to"),
-                    text(s, "attempts"),
-                    text(s, "last_error"),
-                    text(s, "dead_letters"),
-                ]
+                vec![text(s, "subscriber"), text(s, "delivered_up_to"), text(s, "attempts"), text(s, "last_error"), text(s, "dead_letters")]
             })
             .collect();
         out.push_str(&render_table(&["SUBSCRIBER", "DELIVERED_UP_TO", "ATTEMPTS", "LAST_ERROR", "DEAD_LETTERS"], &rows));
@@ -297,12 +287,19 @@ mod tests {
 
     #[test]
     fn followed_events_and_their_lines() {
-        let e = ev(Some("12"), Some("payment.completed"), r#"{"id":12,"name":"payment.completed","source":"admin:0","timestamp":"2026-11-22T00:01:02.345Z","data":{"amount":5,"note":"a\u001b[31mb\nc"}}"#);
+        let e = ev(
+            Some("12"),
+            Some("payment.completed"),
+            r#"{"id":12,"name":"payment.completed","source":"admin:0","timestamp":"2026-11-22T00:01:02.345Z","data":{"amount":5,"note":"a\u001b[31mb\nc"}}"#,
+        );
         let (id, v) = followed_event(&e).unwrap();
         assert_eq!(id, 12);
         assert_eq!(
             follow_line(&v),
-            format!("12 {} payment.completed admin:0 {{\"amount\":5,\"note\":\"a\\u001b[31mb\\nc\"}}\n", local_time(Some(&json!("2026-11-22T00:01:02.345Z"))))
+            format!(
+                "12 {} payment.completed admin:0 {{\"amount\":5,\"note\":\"a\\u001b[31mb\\nc\"}}\n",
+                local_time(Some(&json!("2026-11-22T00:01:02.345Z")))
+            )
         );
         // The SSE id when the JSON has none; not JSON: skipped.
         assert_eq!(followed_event(&ev(Some("5"), None, r#"{"name":"x"}"#)).unwrap().0, 5);
@@ -361,14 +358,18 @@ mod tests {
 
     #[test]
     fn event_command_lines() {
-        assert!(matches!(parse(&["events", "emit", "a.b", "--set", "n=1"]).command, Command::Events(EventCmd::Emit { ref set, .. }) if set[0] == ("n".to_string(), json!(1))));
-        assert!(matches!(parse(&["events", "follow", "--name", "a.*", "--after", "7"]).command,
-            Command::Events(EventCmd::Follow { name: Some(_), after: Some(7) })));
-        assert!(matches!(parse(&["events", "redrive", "--subscriber", "mail"]).command, Command::Events(EventCmd::Redrive { subscriber: Some(_) })));
-        for bad in [
-            vec!["events", "emit", "a.b", "--set", "noequals"],
-            vec!["events", "list", "--after", "-1"],
-        ] {
+        assert!(
+            matches!(parse(&["events", "emit", "a.b", "--set", "n=1"]).command, Command::Events(EventCmd::Emit { ref set, .. }) if set[0] == ("n".to_string(), json!(1)))
+        );
+        assert!(matches!(
+            parse(&["events", "follow", "--name", "a.*", "--after", "7"]).command,
+            Command::Events(EventCmd::Follow { name: Some(_), after: Some(7) })
+        ));
+        assert!(matches!(
+            parse(&["events", "redrive", "--subscriber", "mail"]).command,
+            Command::Events(EventCmd::Redrive { subscriber: Some(_) })
+        ));
+        for bad in [vec!["events", "emit", "a.b", "--set", "noequals"], vec!["events", "list", "--after", "-1"]] {
             let e = Cli::try_parse_from(std::iter::once("addonctl").chain(bad.iter().copied())).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad:?}");
         }

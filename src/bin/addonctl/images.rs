@@ -28,9 +28,9 @@ impl Ctl {
     /// `images pull`: the result on stdout, progress on stderr (none with `--quiet`).
     pub(crate) async fn image_pull(&self, image: &str) -> anyhow::Result<()> {
         match self.pull(image).await? {
-            Pulled::Present(data) => self.show(&data, |d| {
-                format!("image {} is present\n", cell(d.get("image").and_then(Value::as_str).unwrap_or(image)))
-            }),
+            Pulled::Present(data) => {
+                self.show(&data, |d| format!("image {} is present\n", cell(d.get("image").and_then(Value::as_str).unwrap_or(image))))
+            }
             Pulled::Pulled(name) => {
                 self.show(&json!({"image": name, "present": false, "pulled": true}), |_| format!("pulled {}\n", cell(&name)))
             }
@@ -125,7 +125,12 @@ pub(crate) struct PullStream {
 
 impl PullStream {
     fn new(image: &str) -> Self {
-        PullStream { image: image.to_string(), lines: LineSplitter::with_max_line(usize::MAX), throttle: ProgressThrottle::default(), outcome: None }
+        PullStream {
+            image: image.to_string(),
+            lines: LineSplitter::with_max_line(usize::MAX),
+            throttle: ProgressThrottle::default(),
+            outcome: None,
+        }
     }
 
     /// Feeds a chunk received at `now`; returns the progress lines to print (sanitised,
@@ -268,7 +273,9 @@ mod tests {
 
     #[test]
     fn image_commands_and_no_pull() {
-        assert!(matches!(parse(&["images", "pull", "my/img:1"]).command, Command::Images(ImageCmd::Pull { ref image }) if image == "my/img:1"));
+        assert!(
+            matches!(parse(&["images", "pull", "my/img:1"]).command, Command::Images(ImageCmd::Pull { ref image }) if image == "my/img:1")
+        );
         let c = parse(&["services", "create", "--name", "a", "--image", "i", "--no-pull"]);
         assert!(matches!(c.command, Command::Services(ServiceCmd::Create(ref a)) if a.no_pull));
         let c = parse(&["services", "create", "--name", "a", "--image", "i"]);
@@ -306,9 +313,7 @@ mod tests {
     fn progress_is_throttled_per_layer_but_status_changes_always_print() {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let step = |layer: Option<&str>, status: &str, cur: Option<u64>| {
-            json!({"layer": layer, "status": status, "current": cur, "total": cur.map(|_| 10_000_000u64)})
-        };
+        let step = |layer: Option<&str>, status: &str, cur: Option<u64>| json!({"layer": layer, "status": status, "current": cur, "total": cur.map(|_| 10_000_000u64)});
         let mut t = ProgressThrottle::default();
         // The first step of a layer prints.
         assert_eq!(t.line(&step(Some("aaa"), "Downloading", Some(1_000_000)), at(0)).as_deref(), Some("aaa: Downloading 1.0/10.0 MB"));
@@ -342,13 +347,19 @@ mod tests {
         let t0 = Instant::now();
         let mut s = PullStream::new("my/img:1");
         let body = concat!(
-            r#"{"progress":{"layer":"abc123","status":"Pulling fs layer","current":null,"total":null}}"#, "\n",
-            r#"{"progress":{"layer":"abc123","status":"Downloading","current":1000000,"total":4000000}}"#, "\n",
-            r#"{"progress":{"layer":"abc123","status":"Downloading","current":2000000,"total":4000000}}"#, "\n",
+            r#"{"progress":{"layer":"abc123","status":"Pulling fs layer","current":null,"total":null}}"#,
+            "\n",
+            r#"{"progress":{"layer":"abc123","status":"Downloading","current":1000000,"total":4000000}}"#,
+            "\n",
+            r#"{"progress":{"layer":"abc123","status":"Downloading","current":2000000,"total":4000000}}"#,
+            "\n",
             "not json\n\n",
-            r#"{"progress":{"layer":"abc123","status":"Pull complete","current":null,"total":null}}"#, "\n",
-            r#"{"done":true,"image":"my/img:1"}"#, "\n",
-            r#"{"progress":{"layer":"late","status":"ignored","current":null,"total":null}}"#, "\n",
+            r#"{"progress":{"layer":"abc123","status":"Pull complete","current":null,"total":null}}"#,
+            "\n",
+            r#"{"done":true,"image":"my/img:1"}"#,
+            "\n",
+            r#"{"progress":{"layer":"late","status":"ignored","current":null,"total":null}}"#,
+            "\n",
         );
         // Split mid-line (and mid-number) to check the buffering.
         let (a, b) = body.as_bytes().split_at(130);
@@ -418,11 +429,15 @@ mod tests {
             let parts: Vec<String> = match image.as_str() {
                 "present:1" => vec![
                     head("200 OK", "application/json"),
-                    json!({"success": true, "data": {"image": image, "present": true, "pulled": false}, "message": "image is present"}).to_string(),
+                    json!({"success": true, "data": {"image": image, "present": true, "pulled": false}, "message": "image is present"})
+                        .to_string(),
                 ],
                 "streamed:1" | "broken:1" => {
                     let mut v = vec![head("200 OK", "application/x-ndjson")];
-                    v.push(r#"{"progress":{"layer":"abc123","status":"Downloading","current":1000000,"total":2000000}}"#.to_string() + "\n{\"progr");
+                    v.push(
+                        r#"{"progress":{"layer":"abc123","status":"Downloading","current":1000000,"total":2000000}}"#.to_string()
+                            + "\n{\"progr",
+                    );
                     v.push(r#"ess":{"layer":"abc123","status":"Pull complete","current":null,"total":null}}"#.to_string() + "\n");
                     if image == "streamed:1" {
                         v.push(format!("{}\n", json!({"done": true, "image": image})));
@@ -431,7 +446,8 @@ mod tests {
                 }
                 _ => vec![
                     head("400 Bad Request", "application/json"),
-                    json!({"success": false, "error": {"code": "validation_failed", "message": "not an image", "field": "image"}}).to_string(),
+                    json!({"success": false, "error": {"code": "validation_failed", "message": "not an image", "field": "image"}})
+                        .to_string(),
                 ],
             };
             for p in parts {

@@ -91,9 +91,9 @@ pub(crate) fn toml_to_json(v: toml::Value, path: &str) -> Result<Value, String> 
         },
         toml::Value::Boolean(b) => Value::Bool(b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
-        toml::Value::Array(items) => Value::Array(
-            items.into_iter().enumerate().map(|(i, x)| toml_to_json(x, &format!("{path}[{i}]"))).collect::<Result<_, _>>()?,
-        ),
+        toml::Value::Array(items) => {
+            Value::Array(items.into_iter().enumerate().map(|(i, x)| toml_to_json(x, &format!("{path}[{i}]"))).collect::<Result<_, _>>()?)
+        }
         toml::Value::Table(t) => {
             let mut m = Map::new();
             for (k, x) in t {
@@ -179,7 +179,8 @@ action = "echo"
         );
         // Integers stay integers, datetimes become strings, sub-tables of array elements land
         // in the last element.
-        let v = toml_to_json_document("n = 3\nf = 2.0\nt = true\nd = 1979-05-27T07:32:00Z\n[[a]]\nx = 1\n[[a]]\nx = 2\n[a.sub]\ny = -1\n").unwrap();
+        let v = toml_to_json_document("n = 3\nf = 2.0\nt = true\nd = 1979-05-27T07:32:00Z\n[[a]]\nx = 1\n[[a]]\nx = 2\n[a.sub]\ny = -1\n")
+            .unwrap();
         assert_eq!(v, json!({"n": 3, "f": 2.0, "t": true, "d": "1979-05-27T07:32:00Z", "a": [{"x": 1}, {"x": 2, "sub": {"y": -1}}]}));
         assert!(v["n"].is_i64() && v["f"].is_f64());
         // What JSON cannot hold is named by its path.
@@ -241,7 +242,10 @@ action = "echo"
         assert!(parse_set(" =x").is_err());
 
         let sets = vec![("currency".to_string(), json!("USD")), ("n".to_string(), json!(1)), ("n".to_string(), json!(2))];
-        assert_eq!(apply_sets(json!({"currency": "EUR", "keep": true}), &sets, "the config").unwrap(), json!({"currency": "USD", "keep": true, "n": 2}));
+        assert_eq!(
+            apply_sets(json!({"currency": "EUR", "keep": true}), &sets, "the config").unwrap(),
+            json!({"currency": "USD", "keep": true, "n": 2})
+        );
         assert_eq!(apply_sets(json!([1]), &[], "the input").unwrap(), json!([1]), "nothing to set: left as it is");
         let e = apply_sets(json!([1]), &sets, "the input").unwrap_err();
         assert!(e.0.contains("--set needs the input to be a JSON object"), "{e}");

@@ -234,11 +234,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctl = Ctl {
-        client: Client::new(client::discover_socket(cli.socket)),
-        json: cli.json,
-        quiet: cli.quiet,
-    };
+    let ctl = Ctl { client: Client::new(client::discover_socket(cli.socket)), json: cli.json, quiet: cli.quiet };
     match cli.command {
         Command::Health => ctl.health().await,
         Command::Services(cmd) => ctl.services(cmd).await,
@@ -295,10 +291,8 @@ struct Ctl {
 
 /// `?k=v&…` from the parameters that are set (values percent-encoded), or "" when none is.
 fn query(params: &[(&str, Option<String>)]) -> String {
-    let parts: Vec<String> = params
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", client::encode_query_value(v))))
-        .collect();
+    let parts: Vec<String> =
+        params.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", client::encode_query_value(v)))).collect();
     if parts.is_empty() {
         String::new()
     } else {

@@ -37,7 +37,10 @@ impl Ctl {
         let (path, cfg) = addond::doctor::resolve_config(config, self.client.socket());
         let cfg = cfg.map_err(|e| anyhow::anyhow!("cannot read addond's config {}: {e}", path.display()))?;
         if std::os::unix::net::UnixStream::connect(self.client.socket()).is_ok() {
-            anyhow::bail!("addond is running (it answers on {}); stop it first (systemctl stop addond), then restore", self.client.socket().display());
+            anyhow::bail!(
+                "addond is running (it answers on {}); stop it first (systemctl stop addond), then restore",
+                self.client.socket().display()
+            );
         }
         let r = addond::backup::restore(file, &cfg.daemon.data_dir, &cfg.daemon.socket_path)?;
         let data = serde_json::to_value(&r)?;

@@ -270,7 +270,6 @@ pub(crate) fn rfc3339_offset(t: i64, offset: i64) -> String {
     format!("{}{sign}{:02}:{:02}", utc.trim_end_matches('Z'), o / 3600, (o % 3600) / 60)
 }
 
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -279,10 +278,7 @@ pub(crate) mod tests {
 
     pub(crate) fn rows(table: &str) -> Vec<Vec<String>> {
         // Columns are three or more spaces apart; cells may hold single spaces.
-        table
-            .lines()
-            .map(|l| l.split("   ").map(str::trim).filter(|c| !c.is_empty()).map(str::to_string).collect())
-            .collect()
+        table.lines().map(|l| l.split("   ").map(str::trim).filter(|c| !c.is_empty()).map(str::to_string).collect()).collect()
     }
 
     #[test]
@@ -305,7 +301,10 @@ pub(crate) mod tests {
 
     #[test]
     fn table_alignment() {
-        let t = render_table(&["ID", "NAME", "X"], &[vec!["a".into(), "longer-name".into(), "1".into()], vec!["bbbb".into(), "n\x1b[31m".into(), "".into()]]);
+        let t = render_table(
+            &["ID", "NAME", "X"],
+            &[vec!["a".into(), "longer-name".into(), "1".into()], vec!["bbbb".into(), "n\x1b[31m".into(), "".into()]],
+        );
         assert_eq!(t, "ID     NAME          X\na      longer-name   1\nbbbb   n\n");
     }
 

@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 
 use crate::input::parse_seconds;
-use crate::render::{age, display, emit, fixed, ids, now_secs, num, render_kv, render_table, text, sanitized_lines};
+use crate::render::{age, display, emit, fixed, ids, now_secs, num, render_kv, render_table, sanitized_lines, text};
 use crate::{query, Ctl, UsageError};
 
 pub(crate) const SERVICES: &str = "/api/plugin-microservice/services";
@@ -422,11 +422,7 @@ impl Ctl {
         if let (Some(image), false) = (&a.image, a.no_pull) {
             self.pull_before_create(image).await?;
         }
-        let path = format!(
-            "{API}/templates/{}/create{}",
-            client::encode_path_segment(&a.template),
-            wait_query(Op::Create, &a.wait)
-        );
+        let path = format!("{API}/templates/{}/create{}", client::encode_path_segment(&a.template), wait_query(Op::Create, &a.wait));
         let data = self.call(Method::POST, &path, Some(&body)).await?;
         self.report(Op::Create, waiting(&a.wait), &data)
     }
@@ -443,11 +439,9 @@ pub(crate) fn read_body_file(path: &PathBuf) -> anyhow::Result<Value> {
         io::stdin().read_to_string(&mut s).context("reading the body from stdin")?;
         s
     } else {
-        std::fs::read_to_string(path)
-            .map_err(|e| UsageError(format!("cannot read --file {}: {e}", path.display())))?
+        std::fs::read_to_string(path).map_err(|e| UsageError(format!("cannot read --file {}: {e}", path.display())))?
     };
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| UsageError(format!("--file {} is not valid JSON: {e}", path.display())))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| UsageError(format!("--file {} is not valid JSON: {e}", path.display())))?;
     if !v.is_object() {
         return Err(UsageError(format!("--file {} must hold a JSON object", path.display())).into());
     }
@@ -492,14 +486,11 @@ pub(crate) fn build_create_body(a: &CreateArgs, file: Option<Value>) -> Result<V
     append(&mut body, "networks", a.networks.iter().cloned().map(Value::from))?;
     append(&mut body, "depends_on", a.depends_on.iter().cloned().map(Value::from))?;
 
-    let limits: Vec<(&str, Value)> = [
-        ("memory", a.memory.clone().map(Value::from)),
-        ("cpu", a.cpu.clone().map(Value::from)),
-        ("pids", a.pids.map(Value::from)),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.map(|v| (k, v)))
-    .collect();
+    let limits: Vec<(&str, Value)> =
+        [("memory", a.memory.clone().map(Value::from)), ("cpu", a.cpu.clone().map(Value::from)), ("pids", a.pids.map(Value::from))]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
     if !limits.is_empty() {
         let obj = object_at(&mut body, "resource_limits")?;
         for (k, v) in limits {
@@ -719,10 +710,7 @@ pub(crate) fn render_service(s: &Value, now: i64) -> String {
             ]
         })
         .collect();
-    out.push_str(&render_table(
-        &["#", "INSTANCE", "CONTAINER", "STATE", "HEALTH", "PORT", "RESTARTS", "UPTIME", "LAST ERROR"],
-        &rows,
-    ));
+    out.push_str(&render_table(&["#", "INSTANCE", "CONTAINER", "STATE", "HEALTH", "PORT", "RESTARTS", "UPTIME", "LAST ERROR"], &rows));
     out
 }
 
@@ -828,8 +816,7 @@ pub(crate) fn render_discovery(d: &Value) -> String {
     let networks = d.get("networks").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
     if !networks.is_empty() {
         out.push('\n');
-        let rows: Vec<Vec<String>> =
-            networks.iter().map(|n| vec![text(n, "name"), text(n, "subnet"), text(n, "internal")]).collect();
+        let rows: Vec<Vec<String>> = networks.iter().map(|n| vec![text(n, "name"), text(n, "subnet"), text(n, "internal")]).collect();
         out.push_str(&render_table(&["NETWORK", "SUBNET", "INTERNAL"], &rows));
     }
     if let Some(t) = d.get("totals").filter(|t| t.is_object()) {
@@ -856,10 +843,8 @@ pub(crate) fn render_services_health(d: &Value) -> String {
     let services = d.get("services").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
     if !services.is_empty() {
         out.push('\n');
-        let rows: Vec<Vec<String>> = services
-            .iter()
-            .map(|s| vec![text(s, "id"), text(s, "name"), text(s, "phase"), text(s, "health_status")])
-            .collect();
+        let rows: Vec<Vec<String>> =
+            services.iter().map(|s| vec![text(s, "id"), text(s, "name"), text(s, "phase"), text(s, "health_status")]).collect();
         out.push_str(&render_table(&["ID", "NAME", "PHASE", "HEALTH"], &rows));
     }
     out
@@ -908,11 +893,46 @@ mod tests {
     #[test]
     fn create_body_from_flags() {
         let c = parse(&[
-            "services", "create", "--name", "payments-api", "--image", "addond-sample:latest", "--plugin-id", "pay",
-            "--type", "rest_api", "--port", "8080", "--replicas", "2", "--env", "A=B", "--env", "URL=http://x?a=b",
-            "--volume", "data:/data:ro", "-v", "./files:/files", "--network", "addond", "--memory", "256m", "--cpu",
-            "0.5", "--pids", "64", "--health-path", "/healthz", "--health-interval", "5", "--health-retries", "2",
-            "--restart-policy", "on-failure", "--version", "1.2.3",
+            "services",
+            "create",
+            "--name",
+            "payments-api",
+            "--image",
+            "addond-sample:latest",
+            "--plugin-id",
+            "pay",
+            "--type",
+            "rest_api",
+            "--port",
+            "8080",
+            "--replicas",
+            "2",
+            "--env",
+            "A=B",
+            "--env",
+            "URL=http://x?a=b",
+            "--volume",
+            "data:/data:ro",
+            "-v",
+            "./files:/files",
+            "--network",
+            "addond",
+            "--memory",
+            "256m",
+            "--cpu",
+            "0.5",
+            "--pids",
+            "64",
+            "--health-path",
+            "/healthz",
+            "--health-interval",
+            "5",
+            "--health-retries",
+            "2",
+            "--restart-policy",
+            "on-failure",
+            "--version",
+            "1.2.3",
         ]);
         let Command::Services(ServiceCmd::Create(a)) = c.command else { panic!() };
         let body = build_create_body(&a, None).unwrap();
@@ -934,7 +954,20 @@ mod tests {
 
     #[test]
     fn create_body_flags_override_file() {
-        let c = parse(&["services", "create", "--file", "body.json", "--replicas", "3", "--env", "A=flag", "--memory", "1g", "--volume", "b:/b"]);
+        let c = parse(&[
+            "services",
+            "create",
+            "--file",
+            "body.json",
+            "--replicas",
+            "3",
+            "--env",
+            "A=flag",
+            "--memory",
+            "1g",
+            "--volume",
+            "b:/b",
+        ]);
         let Command::Services(ServiceCmd::Create(a)) = c.command else { panic!() };
         let file = json!({
             "name": "from-file", "image": "img", "replicas": 1, "environment": {"A": "file", "B": "keep"},
@@ -1091,10 +1124,14 @@ svc_2             evil-name      -                 rest_api   Started   unhealth
         assert!(d.ends_with("\n1 services, 2 instances, 2 healthy, 0 unhealthy\n"), "{d}");
         let t = render_templates(&json!([{"id": "rest_api_basic", "name": "REST API", "description": "A basic REST API",
             "service_type": "rest_api", "resource_limits": {"memory": "512m", "cpu": "0.5"}, "health_check": {"path": "/health"}, "port": 8080}]));
-        assert_eq!(t.lines().nth(1).unwrap().split_whitespace().collect::<Vec<_>>(),
-            ["rest_api_basic", "rest_api", "8080", "512m", "0.5", "/health", "A", "basic", "REST", "API"]);
+        assert_eq!(
+            t.lines().nth(1).unwrap().split_whitespace().collect::<Vec<_>>(),
+            ["rest_api_basic", "rest_api", "8080", "512m", "0.5", "/health", "A", "basic", "REST", "API"]
+        );
         assert_eq!(render_cleanup(&json!({"removed": []})), "nothing to remove\n");
-        assert!(render_cleanup(&json!({"removed": [{"id": "svc_1", "name": "a", "phase": "Stopped"}]})).starts_with("removed 1 service(s)\nID"));
+        assert!(
+            render_cleanup(&json!({"removed": [{"id": "svc_1", "name": "a", "phase": "Stopped"}]})).starts_with("removed 1 service(s)\nID")
+        );
     }
 
     #[test]

@@ -136,7 +136,11 @@ impl App {
                     KeyCode::Enter => {
                         if let Avail::Ready(t) = &self.templates {
                             if let Some(t) = t.get(index) {
-                                self.mode = Mode::Prompt { kind: PromptKind::NewService { template: t.id.clone() }, input: String::new(), error: None };
+                                self.mode = Mode::Prompt {
+                                    kind: PromptKind::NewService { template: t.id.clone() },
+                                    input: String::new(),
+                                    error: None,
+                                };
                             }
                         }
                     }
@@ -300,8 +304,14 @@ impl App {
     }
 
     fn open_logs(&mut self, id: String, name: String, instance: Option<u32>, cmds: &mut Vec<Command>) {
-        let keep = LogView { wrap: self.logs.wrap, timestamps: self.logs.timestamps, search: self.logs.search.clone(), ..Default::default() };
-        self.logs = LogView { session: self.logs.session + 1, target: Some(LogTarget { id: id.clone(), name, instance }), status: "opening…".into(), ..keep };
+        let keep =
+            LogView { wrap: self.logs.wrap, timestamps: self.logs.timestamps, search: self.logs.search.clone(), ..Default::default() };
+        self.logs = LogView {
+            session: self.logs.session + 1,
+            target: Some(LogTarget { id: id.clone(), name, instance }),
+            status: "opening…".into(),
+            ..keep
+        };
         cmds.push(Command::OpenLogs { session: self.logs.session, id, instance });
     }
 
@@ -344,7 +354,8 @@ impl App {
             }
             KeyCode::Char('i') => {
                 let Some(t) = self.logs.target.clone() else { return };
-                let ordinals: Vec<u32> = self.service_by_id(&t.id).map(|s| s.instances.iter().map(|i| i.ordinal).collect()).unwrap_or_default();
+                let ordinals: Vec<u32> =
+                    self.service_by_id(&t.id).map(|s| s.instances.iter().map(|i| i.ordinal).collect()).unwrap_or_default();
                 let next = match t.instance {
                     None => ordinals.iter().min().copied(),
                     Some(k) => ordinals.iter().filter(|o| **o > k).min().copied(),
@@ -452,7 +463,8 @@ impl App {
 
     fn submit_prompt(&mut self, kind: PromptKind, input: String, cmds: &mut Vec<Command>) {
         let value = input.trim().to_string();
-        let fail = |app: &mut App, msg: &str| app.mode = Mode::Prompt { kind: kind.clone(), input: input.clone(), error: Some(msg.to_string()) };
+        let fail =
+            |app: &mut App, msg: &str| app.mode = Mode::Prompt { kind: kind.clone(), input: input.clone(), error: Some(msg.to_string()) };
         match &kind {
             PromptKind::Scale { id, name } => match value.parse::<u32>() {
                 Ok(0) => self.mode = Mode::Confirm(Confirm::ScaleZero { id: id.clone(), name: name.clone() }),
@@ -570,7 +582,6 @@ mod tests {
         assert_eq!(names(&a), ["alpha"]);
     }
 
-
     #[test]
     fn actions_and_confirmations() {
         let mut a = app();
@@ -617,6 +628,9 @@ mod tests {
         assert!(a.handle(code(KeyCode::Enter)).is_empty());
         a.handle(Event::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)));
         typed(&mut a, "chat");
-        assert_eq!(a.handle(code(KeyCode::Enter)), vec![Command::CreateFromTemplate { template: "websocket_service".into(), name: "chat".into() }]);
+        assert_eq!(
+            a.handle(code(KeyCode::Enter)),
+            vec![Command::CreateFromTemplate { template: "websocket_service".into(), name: "chat".into() }]
+        );
     }
 }

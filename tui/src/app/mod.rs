@@ -50,23 +50,52 @@ pub enum Update {
     Connecting,
     /// The event stream is open and the service list was loaded. `polling`: the daemon
     /// has no `/watch`, the list is polled instead.
-    Connected { version: Option<String>, docker: Option<DockerState>, polling: bool },
-    Down { error: String, retry_in: Duration },
-    Health { version: Option<String>, docker: Option<DockerState> },
+    Connected {
+        version: Option<String>,
+        docker: Option<DockerState>,
+        polling: bool,
+    },
+    Down {
+        error: String,
+        retry_in: Duration,
+    },
+    Health {
+        version: Option<String>,
+        docker: Option<DockerState>,
+    },
     /// The whole list (at connect, and after a `resync`).
     Services(Vec<Service>),
     Service(Service),
     Deleted(String),
     Resync,
     /// `addond_ports_in_use`, `addond_ports_free` of `GET /metrics`.
-    PortTotals { in_use: usize, free: usize },
+    PortTotals {
+        in_use: usize,
+        free: usize,
+    },
     /// The configured range, if the daemon reports it (`GET /health` → `ports`).
     PortRange(u16, u16),
-    PortsHeld { range: (u16, u16), held: BTreeSet<u16> },
-    Metrics { id: String, result: Result<MetricsSample, String> },
-    LogLines { session: u64, lines: Vec<LogLine> },
-    LogStatus { session: u64, status: String, live: bool },
-    ActionDone { ok: bool, message: String },
+    PortsHeld {
+        range: (u16, u16),
+        held: BTreeSet<u16>,
+    },
+    Metrics {
+        id: String,
+        result: Result<MetricsSample, String>,
+    },
+    LogLines {
+        session: u64,
+        lines: Vec<LogLine>,
+    },
+    LogStatus {
+        session: u64,
+        status: String,
+        live: bool,
+    },
+    ActionDone {
+        ok: bool,
+        message: String,
+    },
     Templates(Result<Vec<Template>, String>),
     Addons(Avail<Vec<Addon>>),
     Grants(Avail<Vec<Application>>),
@@ -79,15 +108,36 @@ pub enum Update {
 /// Work for the network side.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Lifecycle { id: String, name: String, op: Op },
-    Scale { id: String, name: String, replicas: u32 },
-    CreateFromTemplate { template: String, name: String },
-    InstallAddon { addon: String, instance: String },
+    Lifecycle {
+        id: String,
+        name: String,
+        op: Op,
+    },
+    Scale {
+        id: String,
+        name: String,
+        replicas: u32,
+    },
+    CreateFromTemplate {
+        template: String,
+        name: String,
+    },
+    InstallAddon {
+        addon: String,
+        instance: String,
+    },
     /// Poll `…/metrics` of this service every 2 s (`None`: stop).
     WatchMetrics(Option<String>),
-    OpenLogs { session: u64, id: String, instance: Option<u32> },
+    OpenLogs {
+        session: u64,
+        id: String,
+        instance: Option<u32>,
+    },
     CloseLogs,
-    SaveLogs { path: PathBuf, text: String },
+    SaveLogs {
+        path: PathBuf,
+        text: String,
+    },
     /// Probe the range for ports held by other programs every few seconds (`None`: stop).
     ProbePorts(Option<(u16, u16)>),
     LoadTemplates,
@@ -257,9 +307,15 @@ pub enum Mode {
     Filter,
     /// Typing the log search (applied as it is typed).
     LogSearch,
-    Prompt { kind: PromptKind, input: String, error: Option<String> },
+    Prompt {
+        kind: PromptKind,
+        input: String,
+        error: Option<String>,
+    },
     Confirm(Confirm),
-    PickTemplate { index: usize },
+    PickTemplate {
+        index: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -959,7 +1015,13 @@ pub(super) mod tests {
             instances: ports
                 .iter()
                 .enumerate()
-                .map(|(k, p)| model::Instance { ordinal: k as u32, host_port: Some(*p), health: health.into(), state: "running".into(), ..Default::default() })
+                .map(|(k, p)| model::Instance {
+                    ordinal: k as u32,
+                    host_port: Some(*p),
+                    health: health.into(),
+                    state: "running".into(),
+                    ..Default::default()
+                })
                 .collect(),
             ..Default::default()
         }
@@ -1013,7 +1075,10 @@ pub(super) mod tests {
         let t0 = Instant::now();
         let mut h = MetricsHistory::default();
         h.push(MetricsSample { cpu_percent: 1.5, memory_usage_mb: 2.0, network_rx_mb: 1.0, ..Default::default() }, t0);
-        h.push(MetricsSample { cpu_percent: 3.0, memory_usage_mb: 2.0, network_rx_mb: 2.0, ..Default::default() }, t0 + Duration::from_secs(2));
+        h.push(
+            MetricsSample { cpu_percent: 3.0, memory_usage_mb: 2.0, network_rx_mb: 2.0, ..Default::default() },
+            t0 + Duration::from_secs(2),
+        );
         assert_eq!(h.cpu, [150, 300]);
         assert_eq!(h.mem, [2048, 2048]);
         assert_eq!(h.rx, [512 * 1024]);

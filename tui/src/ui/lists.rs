@@ -13,7 +13,10 @@ use crate::model;
 
 pub(super) fn draw_events(app: &App, t: Theme, f: &mut Frame, area: Rect) {
     let block = Block::bordered()
-        .title(Line::from(vec![Span::styled(" Events ", t.accent()), Span::styled("service changes and the daemon's event log, live ", t.dim())]))
+        .title(Line::from(vec![
+            Span::styled(" Events ", t.accent()),
+            Span::styled("service changes and the daemon's event log, live ", t.dim()),
+        ]))
         .title_bottom(Line::styled(
             match app.events_api {
                 Some(false) => " event log: not available in this daemon version ",
@@ -29,7 +32,12 @@ pub(super) fn draw_events(app: &App, t: Theme, f: &mut Frame, area: Rect) {
         .iter()
         .skip(top)
         .take(page)
-        .map(|e| Line::from(vec![Span::styled(format!("{} ", model::clock(e.at)), t.dim()), Span::styled(e.text.clone(), if e.ok { Style::new() } else { t.bad() })]))
+        .map(|e| {
+            Line::from(vec![
+                Span::styled(format!("{} ", model::clock(e.at)), t.dim()),
+                Span::styled(e.text.clone(), if e.ok { Style::new() } else { t.bad() }),
+            ])
+        })
         .collect();
     let body = if lines.is_empty() { vec![Line::styled("No events yet.", t.dim())] } else { lines };
     f.render_widget(Paragraph::new(body).block(block), area);
@@ -63,7 +71,9 @@ pub(super) fn draw_addons(app: &App, t: Theme, f: &mut Frame, area: Rect) {
 }
 
 pub(super) fn draw_grants(app: &App, t: Theme, f: &mut Frame, area: Rect) {
-    let block = Block::bordered().title(Line::styled(" Applications and grants ", t.accent())).title_bottom(Line::styled(" R reload · manage with addonctl apps / grants ", t.dim()));
+    let block = Block::bordered()
+        .title(Line::styled(" Applications and grants ", t.accent()))
+        .title_bottom(Line::styled(" R reload · manage with addonctl apps / grants ", t.dim()));
     if draw_avail_message(t, f, area, block.clone(), &app.grants, "Applications and grants", "/api/applications") {
         return;
     }
@@ -76,16 +86,24 @@ pub(super) fn draw_grants(app: &App, t: Theme, f: &mut Frame, area: Rect) {
     let mut rows = Vec::new();
     for a in list {
         let org = if a.organization.is_empty() { String::new() } else { format!(" ({})", a.organization) };
-        rows.push(Row::new([Cell::from(format!("{}{org}", a.name)).style(Style::new().add_modifier(Modifier::BOLD)), Cell::from(format!("{} grant(s)", a.grants.len())).style(t.dim())]));
+        rows.push(Row::new([
+            Cell::from(format!("{}{org}", a.name)).style(Style::new().add_modifier(Modifier::BOLD)),
+            Cell::from(format!("{} grant(s)", a.grants.len())).style(t.dim()),
+        ]));
         for g in &a.grants {
             let style = if g.status == "active" { Style::new() } else { t.dim() };
             let origins = if g.origins.is_empty() { String::new() } else { format!(" · {}", g.origins.join(" ")) };
-            rows.push(Row::new([
-                Cell::from(format!("  └ {}", g.addon)),
-                Cell::from(format!("{} · {} · {}{origins}", g.key_prefix, g.status, g.rate)),
-            ]).style(style));
+            rows.push(
+                Row::new([
+                    Cell::from(format!("  └ {}", g.addon)),
+                    Cell::from(format!("{} · {} · {}{origins}", g.key_prefix, g.status, g.rate)),
+                ])
+                .style(style),
+            );
         }
     }
-    let table = Table::new(rows, [Constraint::Length(20), Constraint::Min(20)]).header(Row::new(["APPLICATION / ADDON", "KEY · STATUS · RATE LIMIT · ORIGINS"]).style(Style::new().add_modifier(Modifier::BOLD))).block(block);
+    let table = Table::new(rows, [Constraint::Length(20), Constraint::Min(20)])
+        .header(Row::new(["APPLICATION / ADDON", "KEY · STATUS · RATE LIMIT · ORIGINS"]).style(Style::new().add_modifier(Modifier::BOLD)))
+        .block(block);
     f.render_widget(table, area);
 }

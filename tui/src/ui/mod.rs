@@ -142,7 +142,9 @@ fn draw_tabs(app: &App, t: Theme, f: &mut Frame, area: Rect) {
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
     let badge = match &app.conn {
-        Conn::Up { docker: Some(d @ (DockerState::Unresponsive | DockerState::Unreachable)), .. } => Span::styled(format!("● connected · docker {} ", d.as_str()), t.warn()),
+        Conn::Up { docker: Some(d @ (DockerState::Unresponsive | DockerState::Unreachable)), .. } => {
+            Span::styled(format!("● connected · docker {} ", d.as_str()), t.warn())
+        }
         Conn::Up { polling: false, .. } => Span::styled("● connected ", t.good()),
         Conn::Up { polling: true, .. } => Span::styled("● polling ", t.warn()),
         Conn::Connecting => Span::styled("… connecting ", t.warn()),

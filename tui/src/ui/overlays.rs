@@ -115,7 +115,9 @@ pub(super) fn draw_confirm(t: Theme, f: &mut Frame, area: Rect, c: &Confirm) {
 pub(super) fn draw_templates(app: &App, t: Theme, f: &mut Frame, area: Rect, index: usize) {
     let r = centered(area, 70, 10);
     f.render_widget(Clear, r);
-    let block = Block::bordered().title(Line::styled(" New service from a template ", t.accent())).title_bottom(Line::styled(" ↑↓ choose · Enter next · Esc cancel ", t.dim()));
+    let block = Block::bordered()
+        .title(Line::styled(" New service from a template ", t.accent()))
+        .title_bottom(Line::styled(" ↑↓ choose · Enter next · Esc cancel ", t.dim()));
     if draw_avail_message(t, f, r, block.clone(), &app.templates, "Templates", "/api/plugin-microservice/templates") {
         return;
     }

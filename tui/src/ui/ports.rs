@@ -39,7 +39,8 @@ pub(super) fn draw_ports(app: &App, t: Theme, f: &mut Frame, area: Rect) {
         RangeSource::Daemon => "reported by the daemon",
         RangeSource::Inferred => "inferred; --ports names it",
     };
-    let block = Block::bordered().title(Line::from(vec![Span::styled(format!(" Port map {a}–{b} "), t.accent()), Span::styled(format!("({src}) "), t.dim())]));
+    let block = Block::bordered()
+        .title(Line::from(vec![Span::styled(format!(" Port map {a}–{b} "), t.accent()), Span::styled(format!("({src}) "), t.dim())]));
     let inner = block.inner(area);
     f.render_widget(block, area);
 

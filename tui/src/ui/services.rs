@@ -103,7 +103,8 @@ pub(super) fn draw_services(app: &App, t: Theme, f: &mut Frame) {
         }))
         .style(if s.health == "unhealthy" || s.phase == "Failed" { t.bad() } else { Style::new() })
     });
-    let widths: Vec<Constraint> = cols.iter().map(|&i| if i == 0 { Constraint::Min(COLS[0].width) } else { Constraint::Length(COLS[i].width) }).collect();
+    let widths: Vec<Constraint> =
+        cols.iter().map(|&i| if i == 0 { Constraint::Min(COLS[0].width) } else { Constraint::Length(COLS[i].width) }).collect();
     let mut title = vec![Span::styled(" Services ", t.accent()), Span::raw(format!("{}/{} ", app.rows.len(), app.services.len()))];
     if !app.filter.is_empty() {
         title.push(Span::styled(format!("filter \"{}\" ", app.filter), t.warn()));
@@ -125,7 +126,8 @@ pub(super) fn draw_services(app: &App, t: Theme, f: &mut Frame) {
             .row_highlight_style(t.selected())
             .highlight_symbol("▶ ")
             .highlight_spacing(HighlightSpacing::Always);
-        let mut state = TableState::new().with_selected(app.selected_row().and_then(|r| r.checked_sub(offset)).filter(|r| *r < visible.len()));
+        let mut state =
+            TableState::new().with_selected(app.selected_row().and_then(|r| r.checked_sub(offset)).filter(|r| *r < visible.len()));
         f.render_stateful_widget(table, area, &mut state);
     }
     if let Some(d) = detail {
@@ -142,7 +144,8 @@ fn draw_detail(app: &App, t: Theme, f: &mut Frame, area: Rect) {
         f.render_widget(Block::bordered().title(" Detail "), area);
         return;
     };
-    let block = Block::bordered().title(Line::from(vec![Span::styled(format!(" {} ", s.name), t.accent()), Span::styled(format!("{} ", s.id), t.dim())]));
+    let block = Block::bordered()
+        .title(Line::from(vec![Span::styled(format!(" {} ", s.name), t.accent()), Span::styled(format!("{} ", s.id), t.dim())]));
     let inner = block.inner(area);
     f.render_widget(block, area);
     let [left, right] = Layout::horizontal([Constraint::Percentage(56), Constraint::Percentage(44)]).spacing(1).areas(inner);
@@ -171,7 +174,8 @@ fn draw_detail(app: &App, t: Theme, f: &mut Frame, area: Rect) {
     lines.push(Line::from(l));
     for i in &s.instances {
         let port = i.host_port.map(|p| format!(":{p}")).unwrap_or_else(|| "-".into());
-        let up = i.started_at.filter(|_| i.state == "running").map(|st| format!(" up {}", model::duration(app.now - st))).unwrap_or_default();
+        let up =
+            i.started_at.filter(|_| i.state == "running").map(|st| format!(" up {}", model::duration(app.now - st))).unwrap_or_default();
         let mut spans = vec![
             Span::raw(format!("#{} {port} ", i.ordinal)),
             Span::raw(format!("{} ", i.state)),
