@@ -169,7 +169,6 @@ impl AddonApi {
                 if !on_network(subnet, peer) {
                     return ApiError::new(
                         ErrorCode::PermissionDenied,
-                        
                         format!("this address serves the containers of network {name}; call the addon API at ADDOND_API, on your own network's gateway"),
                     )
                     .into_response();
