@@ -389,9 +389,12 @@ mod tests {
         (e.status.as_u16(), e.code.as_str(), e.field)
     }
 
+    /// What an error must become: status, wire code, field.
+    type Expect = (u16, &'static str, Option<&'static str>);
+
     #[test]
     fn store_errors_map_to_their_codes() {
-        let cases: Vec<(StoreError, (u16, &str, Option<&str>))> = vec![
+        let cases: Vec<(StoreError, Expect)> = vec![
             (StoreError::NameTaken("a".into()), (409, "conflict", Some("name"))),
             (StoreError::ApplicationNameTaken("a".into()), (409, "conflict", Some("name"))),
             (StoreError::GrantTaken("app_1 → pay".into()), (409, "conflict", None)),
@@ -415,7 +418,7 @@ mod tests {
     #[test]
     fn lifecycle_and_runtime_errors_map_to_their_codes() {
         use LifecycleError as L;
-        let cases: Vec<(LifecycleError, (u16, &str, Option<&str>))> = vec![
+        let cases: Vec<(LifecycleError, Expect)> = vec![
             (L::Store(StoreError::PortTaken(1)), (409, "conflict", None)),
             (L::Runtime(RuntimeError::Unavailable("x".into())), (503, "docker_unavailable", None)),
             (L::Runtime(RuntimeError::Unresponsive { host: "x".into(), secs: 1.0 }), (503, "docker_unavailable", None)),
@@ -441,7 +444,7 @@ mod tests {
     #[test]
     fn addon_access_and_field_errors_map_to_their_codes() {
         let field = |code: &'static str| FieldError { field: "f".into(), message: "m".into(), code };
-        let cases: Vec<(ApiError, (u16, &str, Option<&str>))> = vec![
+        let cases: Vec<(ApiError, Expect)> = vec![
             (AddonError::NotFound("x".into()).into(), (404, "not_found", None)),
             (AddonError::Invalid(field("validation_failed")).into(), (400, "validation_failed", Some("f"))),
             (AddonError::Conflict("x".into()).into(), (409, "conflict", None)),

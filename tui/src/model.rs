@@ -432,3 +432,31 @@ mod tests {
         assert_eq!(clock(3661), "01:01:01");
     }
 }
+
+/// The Docker engine as the daemon sees it (`docker` in `/health`, `addond_docker_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerState {
+    Reachable,
+    /// It accepts connections but does not answer in time: a hung engine.
+    Unresponsive,
+    Unreachable,
+}
+
+impl DockerState {
+    /// The daemon's word for it; anything unknown counts as unreachable.
+    pub fn parse(s: &str) -> DockerState {
+        match s {
+            "reachable" => DockerState::Reachable,
+            "unresponsive" => DockerState::Unresponsive,
+            _ => DockerState::Unreachable,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DockerState::Reachable => "reachable",
+            DockerState::Unresponsive => "unresponsive",
+            DockerState::Unreachable => "unreachable",
+        }
+    }
+}
