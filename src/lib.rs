@@ -1,5 +1,35 @@
 //! addond: a self-hosted addon appliance. The library holds every part of the daemon and
 //! the client the command-line tools share; the binaries in `src/bin/` only wire them.
+//!
+//! # Layout
+//!
+//! Leaves first; each module imports only from the ones above it or beside it, never in a
+//! circle (`scripts/check-cycles.py`, run by CI, checks it).
+//!
+//! - **Leaves** — [`time`] (clocks and RFC 3339), [`secret`] (key minting, hashing,
+//!   constant-time compare), [`data_dir`] (the data-dir lock), [`failpoint`] (debug-build
+//!   crash hooks for the tests), [`sanitize`], [`image_ref`] (Docker's reference grammar),
+//!   [`body_error`], [`config`], [`model`] (services, instances, phases, ids),
+//!   [`addons::cron`] (schedule parsing).
+//! - **State** — [`store`]: the SQLite file, the only place with SQL; `migrations.rs` and one
+//!   file per area returning typed rows.
+//! - **Docker and the host** — [`runtime`] (bollard, the engine's state, containers;
+//!   `networks.rs` per-owner networks and volumes), [`isolation`] (which network and volume
+//!   a service gets), [`voldirs`] (directory volumes checked before every start), [`ports`],
+//!   [`systemd`].
+//! - **Domain** — [`lifecycle`] (requests write desired state; `reconcile.rs` drives Docker
+//!   to it; `health.rs` the monitor), [`addons`] (catalogue, manifests, installs, dispatch of
+//!   actions and widgets), [`events`], [`schedules`], [`access`] (applications and grants).
+//! - **HTTP** — [`http`] (the JSON envelope, the one `ErrorCode` enum, body parsing, the
+//!   connection loop with budgets and timeouts, shared answers), [`upstream`] (the strict
+//!   HTTP/1.1 client to addon containers), and the three servers on top of it: [`api`] (the
+//!   admin API on the Unix socket: `mod.rs` lists every route, handlers by area,
+//!   `socket.rs` the peer check), [`gateway`] (API keys, limits, proxy), [`addon_api`] (what
+//!   containers call). Nothing imports from `api`.
+//! - **Operations** — [`backup`], [`doctor`], [`metrics`], [`cli_docs`], and [`daemon`],
+//!   which builds all of the above, spawns every task and joins them at shutdown.
+//! - **Client** — [`client`] (the admin-socket client with one SSE parser and one line
+//!   splitter, shared by `addonctl` and `addond-tui`).
 
 pub mod access;
 pub mod addon_api;

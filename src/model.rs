@@ -834,7 +834,7 @@ pub fn running_phase(instances: &[Instance], failed: bool) -> Phase {
     }
 }
 
-/// A ready service definition (PRODUCT.md's templates).
+/// A ready service definition (the templates of docs/product.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct Template {
     pub id: &'static str,

@@ -1,4 +1,4 @@
-//! The Docker side, through bollard: containers (create with the sandbox of PRODUCT.md,
+//! The Docker side, through bollard: containers (create with the sandbox of docs/product.md,
 //! start, stop, remove, inspect, logs, stats), the per-owner networks and named volumes
 //! (`crate::isolation` decides which), images, volume directories (checked again before
 //! every start, `crate::voldirs`), and the engine's event stream. It also owns "how is

@@ -500,7 +500,7 @@ pub struct PortView {
 /// Most ports the port map shows and probes (the product's range has 1001).
 pub const MAP_MAX: u16 = 4096;
 
-/// Default port range of the product (PRODUCT.md), the first guess for the position.
+/// Default port range of the product (docs/product.md), the first guess for the position.
 pub const DEFAULT_RANGE: (u16, u16) = (8000, 9000);
 
 impl PortView {
