@@ -312,7 +312,7 @@ pub fn restore(archive: &Path, data_dir: &Path, socket: &Path) -> anyhow::Result
     }
     let summary = inspect_archive(archive)?;
     let _lock = crate::data_dir::lock_data_dir(data_dir).map_err(|e| anyhow::anyhow!("{e:#}; addond must be stopped to restore"))?;
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = nix::unistd::geteuid().is_root();
 
     // 1. Unpack into a staging directory next to the data, so the final moves are renames.
     let staging = data_dir.join(format!(".restore-{}", std::process::id()));
@@ -425,7 +425,7 @@ pub use crate::time::timestamp_for_path;
 
 /// The owner of a path (for the manifest).
 pub fn owner_of(path: &Path) -> (u32, u32) {
-    fs::metadata(path).map(|m| (m.uid(), m.gid())).unwrap_or_else(|_| unsafe { (libc::geteuid(), libc::getegid()) })
+    fs::metadata(path).map(|m| (m.uid(), m.gid())).unwrap_or_else(|_| (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()))
 }
 
 #[cfg(test)]

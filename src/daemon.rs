@@ -38,7 +38,7 @@ fn bind_socket(cfg: &Config) -> anyhow::Result<(tokio::net::UnixListener, Option
     }
     let listener = tokio::net::UnixListener::bind(path).with_context(|| format!("cannot bind admin socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    let group = api::group_id(&cfg.daemon.socket_group);
+    let group = crate::users::group_id(&cfg.daemon.socket_group);
     match group {
         Some(gid) => {
             if let Err(e) = std::os::unix::fs::chown(path, None, Some(gid)) {

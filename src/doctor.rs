@@ -254,7 +254,7 @@ fn check_socket(path: &Path, group: &str) -> Finding {
             Some(format!("chmod 0660 {} (addond sets 0660 itself; something changed it)", path.display())),
         );
     }
-    let gid = crate::api::group_id(group);
+    let gid = crate::users::group_id(group);
     let Some(gid) = gid else {
         return finding(
             "socket",
@@ -406,14 +406,9 @@ pub fn disk_free(path: &Path) -> Option<(u64, u64, PathBuf)> {
     while !p.exists() {
         p = p.parent()?.to_path_buf();
     }
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs fills the struct we own.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
-    let avail = s.f_bavail as u64 * s.f_frsize as u64;
-    let total = s.f_blocks as u64 * s.f_frsize as u64;
+    let s = nix::sys::statvfs::statvfs(&p).ok()?;
+    let avail = s.blocks_available() as u64 * s.fragment_size() as u64;
+    let total = s.blocks() as u64 * s.fragment_size() as u64;
     Some((avail, total, p))
 }
 

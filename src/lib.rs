@@ -8,7 +8,8 @@
 //!
 //! - **Leaves** — [`time`] (clocks and RFC 3339), [`secret`] (key minting, hashing,
 //!   constant-time compare), [`data_dir`] (the data-dir lock), [`failpoint`] (debug-build
-//!   crash hooks for the tests), [`sanitize`], [`image_ref`] (Docker's reference grammar),
+//!   crash hooks for the tests), [`users`] (the socket group's lookup), [`sanitize`],
+//!   [`image_ref`] (Docker's reference grammar),
 //!   [`body_error`], [`config`], [`model`] (services, instances, phases, ids),
 //!   [`addons::cron`] (schedule parsing).
 //! - **State** — [`store`]: the SQLite file, the only place with SQL; `migrations.rs` and one
@@ -61,4 +62,5 @@ pub mod store;
 pub mod systemd;
 pub mod time;
 pub mod upstream;
+pub mod users;
 pub mod voldirs;

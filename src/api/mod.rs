@@ -13,7 +13,7 @@ mod services;
 mod socket;
 
 pub use services::service_view;
-pub use socket::{group_id, serve, PeerPolicy, ADMIN_REFUSED};
+pub use socket::{serve, PeerPolicy, ADMIN_REFUSED};
 
 use std::collections::HashMap;
 use std::convert::Infallible;

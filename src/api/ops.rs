@@ -172,7 +172,7 @@ pub(super) async fn doctor_report(State(st): State<AppState>) -> ApiResult {
         crate::runtime::DockerState::Unreachable => json!("no answer to ping"),
     };
     // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
     ok(
         StatusCode::OK,
         json!({

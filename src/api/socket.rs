@@ -66,15 +66,6 @@ pub(super) fn supplementary_groups(pid: i32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// Looks a group up by name (or numeric id) in the system's group database.
-pub fn group_id(name: &str) -> Option<u32> {
-    if let Ok(n) = name.parse::<u32>() {
-        return Some(n);
-    }
-    // getgrnam_r underneath: getgrnam's static buffer is not safe with other threads.
-    nix::unistd::Group::from_name(name).ok().flatten().map(|g| g.gid.as_raw())
-}
-
 /// What a refused peer reads: the envelope with `forbidden`, built once.
 pub(super) static FORBIDDEN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     crate::http::error_body(

@@ -364,7 +364,9 @@ impl Client {
             io::ErrorKind::PermissionDenied => ClientError::PermissionDenied { socket },
             _ => match e.raw_os_error() {
                 // A directory in the path is missing (ENOTDIR), or the path is not a socket.
-                Some(libc::ENOTDIR) | Some(libc::ENOTSOCK) => ClientError::NotRunning { socket },
+                Some(e) if e == nix::errno::Errno::ENOTDIR as i32 || e == nix::errno::Errno::ENOTSOCK as i32 => {
+                    ClientError::NotRunning { socket }
+                }
                 _ => ClientError::Io { socket, error: e },
             },
         }
@@ -822,7 +824,7 @@ mod tests {
         let e = ClientError::PermissionDenied { socket: PathBuf::from("/run/addond/addond.sock") };
         assert_eq!(e.to_string(), "permission denied on /run/addond/addond.sock: run as root or join the `addond` group");
         let c = Client::new(PathBuf::from("/x.sock"));
-        let e = c.connect_error(io::Error::from_raw_os_error(libc::EACCES));
+        let e = c.connect_error(io::Error::from_raw_os_error(nix::errno::Errno::EACCES as i32));
         assert!(matches!(e, ClientError::PermissionDenied { .. }));
     }
 }

@@ -128,32 +128,18 @@ pub fn render_metrics(out: &mut String) {
 
 /// The soft `RLIMIT_NOFILE`.
 pub fn fd_limit() -> u64 {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
-        r.rlim_cur
-    } else {
-        1024
-    }
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map(|(soft, _)| soft).unwrap_or(1024)
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard one (at most 2^20): the soft default of
 /// 1024 is for programs that still use `select(2)`, which addond does not. Returns the
 /// limit before and after.
 pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit read and write the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let before = r.rlim_cur;
-    let want = r.rlim_max.min(FD_CEILING).max(before);
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (before, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    let want = hard.min(FD_CEILING).max(before);
     if want > before {
-        r.rlim_cur = want;
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        setrlimit(Resource::RLIMIT_NOFILE, want, hard).map_err(io::Error::from)?;
     }
     Ok((before, want))
 }
