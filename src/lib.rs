@@ -8,7 +8,8 @@
 //!
 //! - **Leaves** — [`time`] (clocks and RFC 3339), [`secret`] (key minting, hashing,
 //!   constant-time compare), [`data_dir`] (the data-dir lock), [`failpoint`] (debug-build
-//!   crash hooks for the tests), [`users`] (the socket group's lookup), [`sanitize`],
+//!   crash hooks for the tests), [`users`] (the socket group's lookup), [`wire`] (the
+//!   envelope's success shape), [`sanitize`],
 //!   [`image_ref`] (Docker's reference grammar),
 //!   [`body_error`], [`config`], [`model`] (services, instances, phases, ids),
 //!   [`addons::cron`] (schedule parsing).
@@ -64,3 +65,4 @@ pub mod time;
 pub mod upstream;
 pub mod users;
 pub mod voldirs;
+pub mod wire;

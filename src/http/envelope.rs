@@ -177,7 +177,7 @@ impl From<QueryRejection> for ApiError {
 pub type ApiResult = Result<Response, ApiError>;
 
 pub fn ok(status: StatusCode, data: Value, message: &str) -> ApiResult {
-    Ok((status, axum::Json(json!({"success": true, "data": data, "message": message}))).into_response())
+    Ok((status, axum::Json(crate::wire::success(data, message))).into_response())
 }
 
 /// The success envelope around `data`, JSON text that is already known to be valid (an
