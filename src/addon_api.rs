@@ -83,7 +83,8 @@ impl FromRequestParts<Arc<AddonApi>> for Caller {
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .ok_or_else(|| unauthorized("send ADDOND_TOKEN as `Authorization: Bearer …`"))?;
         let (id, secret) = token.strip_prefix("at_").and_then(|t| t.rsplit_once('_')).ok_or_else(|| unauthorized("malformed token"))?;
-        let (hash, addon) = st.lifecycle.store().instance_token(id).await?.ok_or_else(|| unauthorized("unknown or revoked token"))?;
+        let crate::store::TokenRow { hash, addon_instance: addon } =
+            st.lifecycle.store().instance_token(id).await?.ok_or_else(|| unauthorized("unknown or revoked token"))?;
         if !ct_eq(hash_secret(secret).as_bytes(), hash.as_bytes()) {
             return Err(unauthorized("unknown or revoked token"));
         }

@@ -27,7 +27,7 @@ use crate::addons::Addons;
 use crate::config::Config;
 use crate::lifecycle::Lifecycle;
 use crate::model::backoff_ms;
-use crate::store::{Cursor, EventRow, Store, StoreError};
+use crate::store::{Cursor, EventRow, NewEvent, Store, StoreError};
 use crate::time::now_ms;
 
 /// An event as the API and subscribers see it.
@@ -155,8 +155,8 @@ impl Events {
                     Err(_) => break,
                 }
             }
-            let rows: Vec<(String, String, String, i64)> =
-                batch.iter().map(|r| (r.name.clone(), r.data.clone(), r.source.clone(), r.ts)).collect();
+            let rows: Vec<NewEvent> =
+                batch.iter().map(|r| NewEvent { name: r.name.clone(), data: r.data.clone(), source: r.source.clone(), ts: r.ts }).collect();
             match self.store().insert_events(rows).await {
                 Ok(ids) => {
                     for (req, id) in batch.into_iter().zip(ids) {
@@ -411,7 +411,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("a.db")).await.unwrap();
         let names = ["stock.low", "stock_x.low", "stockpile.x", "stock", "payment.completed", "stock.low.critical"];
-        store.insert_events(names.iter().map(|n| (n.to_string(), "{}".into(), "t".into(), 0)).collect()).await.unwrap();
+        store
+            .insert_events(names.iter().map(|n| NewEvent { name: n.to_string(), data: "{}".into(), source: "t".into(), ts: 0 }).collect())
+            .await
+            .unwrap();
         for pattern in ["stock.*", "stock_x.*", "payment.completed", "*"] {
             let got: Vec<String> =
                 store.events_after(0, Some(vec![pattern.into()]), 100).await.unwrap().into_iter().map(|e| e.name).collect();

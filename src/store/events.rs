@@ -75,16 +75,29 @@ fn pattern_sql(patterns: &[String], params: &mut Vec<String>) -> String {
     }
 }
 
+/// An event to append: what the log stores of it before it has an id.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The event's name (`payment.completed`).
+    pub name: String,
+    /// Its data, JSON text as the emitter sent it.
+    pub data: String,
+    /// Who emitted it (an addon instance, `admin`, `addond`).
+    pub source: String,
+    /// When it was emitted (ms since the epoch).
+    pub ts: i64,
+}
+
 impl Store {
     /// Appends events in one transaction (group commit); returns their ids in order.
-    pub async fn insert_events(&self, events: Vec<(String, String, String, i64)>) -> Result<Vec<i64>, StoreError> {
+    pub async fn insert_events(&self, events: Vec<NewEvent>) -> Result<Vec<i64>, StoreError> {
         self.call(move |c| {
             let tx = c.transaction()?;
             let mut ids = Vec::with_capacity(events.len());
             {
                 let mut st = tx.prepare_cached("INSERT INTO events (name, data, source, ts) VALUES (?1, ?2, ?3, ?4)")?;
-                for (name, data, source, ts) in events {
-                    st.execute(params![name, data, source, ts])?;
+                for e in events {
+                    st.execute(params![e.name, e.data, e.source, e.ts])?;
                     ids.push(tx.last_insert_rowid());
                 }
             }

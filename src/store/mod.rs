@@ -25,9 +25,10 @@ mod tokens;
 
 pub use access::{ApplicationRow, AuditEntry, GrantRow};
 pub use addons::{InstallRow, ManifestRow};
-pub use events::{Cursor, DeadLetter, EventRow};
+pub use events::{Cursor, DeadLetter, EventRow, NewEvent};
 pub use schedules::ScheduleRun;
 pub use services::{NewInstance, NewService};
+pub use tokens::TokenRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
