@@ -236,19 +236,7 @@ impl AddonNetworks for AddonApi {
 async fn serve(listener: tokio::net::TcpListener, app: Router, registry: Arc<Registry>, shutdown: CancellationToken) {
     use tower::ServiceExt;
     let tracker = tokio_util::task::TaskTracker::new();
-    loop {
-        registry.room().await;
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "addon API: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer)) = registry.next_connection(&shutdown, || listener.accept()).await {
         let slot = match registry.admit() {
             Admission::Admitted(slot) => slot,
             Admission::Refused => {

@@ -138,19 +138,7 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     let mut reports = RefusalReports::default();
     let refusals = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
-    loop {
-        registry.room().await;
-        let (stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, _)) = registry.next_connection(&shutdown, || listener.accept()).await {
         let cred = match stream.peer_cred() {
             Ok(c) => c,
             Err(e) => {

@@ -541,19 +541,7 @@ pub async fn serve(listener: tokio::net::TcpListener, gw: Arc<Gateway>, shutdown
     }
     let mut next = 0usize;
     while !handoffs.is_empty() {
-        registry.room().await;
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    // Out of file descriptors, most likely: wait rather than spin.
-                    tracing::warn!(error = %e, "gateway: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+        let Some((stream, peer)) = registry.next_connection(&shutdown, || listener.accept()).await else { break };
         let slot = match registry.admit() {
             Admission::Admitted(slot) => slot,
             Admission::Refused => {

@@ -394,6 +394,29 @@ impl Registry {
         }
     }
 
+    /// The next connection of an accept loop, once the budget has room; `None` at
+    /// shutdown. A failed accept (out of descriptors, most likely) is logged and retried
+    /// after 50 ms rather than spun on. Every listener's loop goes through here.
+    pub async fn next_connection<T, F, Fut>(&self, shutdown: &CancellationToken, mut accept: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = io::Result<T>>,
+    {
+        loop {
+            self.room().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                r = accept() => match r {
+                    Ok(conn) => return Some(conn),
+                    Err(e) => {
+                        tracing::warn!(listener = self.listener.as_str(), error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+    }
+
     /// Takes a new connection in. At the cap the oldest idle connection is told to close
     /// (else the oldest one still sending its head: neither has a request being served);
     /// with neither, the new connection is refused.
