@@ -25,19 +25,6 @@ fn manifest(name: &str, extra: Value) -> Value {
     m
 }
 
-async fn install(d: &Daemon, m: Value, instance: Option<&str>) -> Value {
-    let name = m["name"].as_str().unwrap().to_string();
-    let r = d.post("/api/addons/register", m).await;
-    assert!(r.status == 201 || r.status == 200, "{:?}", r.body);
-    let body = match instance {
-        Some(i) => json!({"instance": i}),
-        None => json!({}),
-    };
-    let r = d.post(&format!("/api/addons/{name}/install?wait=started&timeout=180"), body).await;
-    assert_eq!(r.status, 201, "{:?}\n{}", r.body, tail(&d.log(), 30));
-    r.data().clone()
-}
-
 fn port(view: &Value) -> u16 {
     view["services"][0]["instances"][0]["host_port"].as_u64().unwrap() as u16
 }
@@ -70,14 +57,14 @@ async fn wait_received(port: u16, n: usize, secs: u64, d: &Daemon) -> Vec<Value>
 #[tokio::test(flavor = "multi_thread")]
 async fn payment_to_email_and_inventory_in_order_with_wildcards() {
     let d = Daemon::start().await;
-    let pay = install(
+    let pay = install_addon(
         &d,
         manifest("payment", json!({"permissions": ["network.internet", "events.emit"], "events": {"emits": ["payment.completed"]}})),
         None,
     )
     .await;
-    let email = install(&d, manifest("email", json!({"events": {"subscribes": ["payment.completed"]}})), None).await;
-    let inv = install(&d, manifest("inventory", json!({"events": {"subscribes": ["payment.*", "stock.*"]}})), None).await;
+    let email = install_addon(&d, manifest("email", json!({"events": {"subscribes": ["payment.completed"]}})), None).await;
+    let inv = install_addon(&d, manifest("inventory", json!({"events": {"subscribes": ["payment.*", "stock.*"]}})), None).await;
     // deliverers start within a second of the install; events from then on are delivered
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut ids = Vec::new();
@@ -118,7 +105,7 @@ async fn payment_to_email_and_inventory_in_order_with_wildcards() {
 #[tokio::test(flavor = "multi_thread")]
 async fn at_least_once_across_kill_dash_nine_during_a_burst() {
     let mut d = Daemon::start().await;
-    let email = install(&d, manifest("email", json!({"events": {"subscribes": ["payment.completed"]}})), None).await;
+    let email = install_addon(&d, manifest("email", json!({"events": {"subscribes": ["payment.completed"]}})), None).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut tasks = Vec::new();
     for w in 0..8 {
@@ -175,7 +162,7 @@ async fn at_least_once_across_kill_dash_nine_during_a_burst() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subscriber_down_for_a_while_gets_everything_when_it_recovers() {
     let d = Daemon::start().await;
-    let email = install(&d, manifest("email", json!({"events": {"subscribes": ["payment.*"]}})), None).await;
+    let email = install_addon(&d, manifest("email", json!({"events": {"subscribes": ["payment.*"]}})), None).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let r = d.post("/api/addons/email/stop?wait=stopped&timeout=30", json!({})).await;
     assert_eq!(r.status, 200);
@@ -197,7 +184,7 @@ async fn a_subscriber_down_for_a_while_gets_everything_when_it_recovers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_and_redrive() {
     let d = Daemon::start_with(Options { events_extra: "max_attempts = 3".into(), ..Default::default() }).await;
-    let email = install(&d, manifest("email", json!({"events": {"subscribes": ["payment.*"]}})), None).await;
+    let email = install_addon(&d, manifest("email", json!({"events": {"subscribes": ["payment.*"]}})), None).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     d.post("/api/addons/email/stop?wait=stopped&timeout=30", json!({})).await;
     let id = emit(&d, "payment.failed", json!({"why": "card"})).await;
@@ -268,13 +255,13 @@ async fn api_call(d: &Daemon, instance: &str, method: &str, path: &str, body: Va
 async fn addon_api_permissions_and_storage_isolation() {
     let d = Daemon::start().await;
     // payment may emit payment.completed and call inventory; email may do nothing
-    install(
+    install_addon(
         &d,
         manifest("inventory", json!({"permissions": ["network.internet", "storage"], "actions": ["echo", "api", "env", "add"]})),
         None,
     )
     .await;
-    install(
+    install_addon(
         &d,
         manifest(
             "payment",
@@ -287,7 +274,7 @@ async fn addon_api_permissions_and_storage_isolation() {
         None,
     )
     .await;
-    install(&d, manifest("email", json!({"events": {"subscribes": ["payment.completed"]}})), None).await;
+    install_addon(&d, manifest("email", json!({"events": {"subscribes": ["payment.completed"]}})), None).await;
     let env = d.post("/api/addons/payment/execute", json!({"action": "env"})).await;
     assert!(env.data()["api"].as_str().unwrap().starts_with("http://172."), "{:?}", env.body);
     assert_eq!(env.data()["token_present"], true);
@@ -340,7 +327,7 @@ async fn addon_api_permissions_and_storage_isolation() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_schedule_fires_and_each_run_is_recorded() {
     let d = Daemon::start().await;
-    install(&d, manifest("ticker", json!({"schedules": [{"cron": "*/2 * * * * *", "action": "echo"}]})), None).await;
+    install_addon(&d, manifest("ticker", json!({"schedules": [{"cron": "*/2 * * * * *", "action": "echo"}]})), None).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let r = d.get("/api/addons/ticker/schedules").await;

@@ -28,19 +28,6 @@ fn svc(name: &str, extra: Value) -> Value {
     s
 }
 
-async fn register_and_install(d: &Daemon, m: Value, instance: Option<&str>) -> Value {
-    let name = m["name"].as_str().unwrap().to_string();
-    let r = d.post("/api/addons/register", m).await;
-    assert!(r.status == 201 || r.status == 200, "{:?}", r.body);
-    let body = match instance {
-        Some(i) => json!({"instance": i}),
-        None => json!({}),
-    };
-    let r = d.post(&format!("/api/addons/{name}/install?wait=started&timeout=180"), body).await;
-    assert_eq!(r.status, 201, "{:?}\n{}", r.body, tail(&d.log(), 30));
-    r.data().clone()
-}
-
 /// An action run in a container through its published port: `(status, body)`.
 async fn action(port: u16, name: &str, input: Value) -> (u16, Value) {
     let (st, body) = http(port, "POST", &format!("/execute/{name}"), &input.to_string()).await.expect("the instance answers");
@@ -74,13 +61,10 @@ async fn our_networks(d: &Daemon) -> HashMap<String, HashMap<String, String>> {
 #[tokio::test(flavor = "multi_thread")]
 async fn containers_cannot_call_other_addons_or_services_directly() {
     let d = Daemon::start().await;
-    let alpha = register_and_install(
-        &d,
-        manifest("alpha", json!([svc("main", json!({})), svc("worker", json!({}))]), json!(["network.internet"])),
-        None,
-    )
-    .await;
-    let beta = register_and_install(&d, manifest("beta", json!([svc("main", json!({}))]), json!([])), None).await;
+    let alpha =
+        install_addon(&d, manifest("alpha", json!([svc("main", json!({})), svc("worker", json!({}))]), json!(["network.internet"])), None)
+            .await;
+    let beta = install_addon(&d, manifest("beta", json!([svc("main", json!({}))]), json!([])), None).await;
     let loner = d.create_started("loner", json!({"resource_limits": {"memory": "32m", "cpu": "0.2"}})).await;
     let (alpha_main, alpha_port) = first_instance(&alpha, "main");
     let (alpha_worker, _) = first_instance(&alpha, "worker");
@@ -168,7 +152,7 @@ async fn named_volumes_belong_to_their_service_unless_an_addon_shares_them() {
     let vols = json!([{"source": "common", "target": "/common", "shared": true}, "own:/own"]);
     let m =
         manifest("vault", json!([svc("one", json!({"volumes": vols})), svc("two", json!({"volumes": vols}))]), json!(["network.internet"]));
-    let v1 = register_and_install(&d, m, None).await;
+    let v1 = install_addon(&d, m, None).await;
     let (one_c, _) = first_instance(&v1, "one");
     let (_, two) = first_instance(&v1, "two");
     let (_, common) = volume_at(&one_c, "/common").await;
@@ -193,7 +177,7 @@ async fn named_volumes_belong_to_their_service_unless_an_addon_shares_them() {
 async fn networks_come_and_go_with_their_owners_and_strays_are_removed() {
     let d = Daemon::start().await;
     let id = d.daemon_id().unwrap();
-    register_and_install(&d, manifest("netty", json!([svc("main", json!({})), svc("side", json!({}))]), json!([])), None).await;
+    install_addon(&d, manifest("netty", json!([svc("main", json!({})), svc("side", json!({}))]), json!([])), None).await;
     d.create_started("solo", json!({"resource_limits": {"memory": "32m", "cpu": "0.2"}})).await;
     let nets = our_networks(&d).await;
     assert_eq!(nets.len(), 2, "one network for the addon, one for the plain service: {nets:?}");

@@ -422,3 +422,18 @@ pub async fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u1
 pub fn ports_of(svc: &Value) -> Vec<u16> {
     svc["instances"].as_array().unwrap().iter().map(|i| i["host_port"].as_u64().unwrap() as u16).collect()
 }
+
+/// Registers the manifest `m` and installs it (as `instance` when given), waiting until
+/// its services are Started; the install's answer.
+pub async fn install_addon(d: &Daemon, m: Value, instance: Option<&str>) -> Value {
+    let name = m["name"].as_str().unwrap().to_string();
+    let r = d.post("/api/addons/register", m).await;
+    assert!(r.status == 201 || r.status == 200, "{:?}", r.body);
+    let body = match instance {
+        Some(i) => json!({"instance": i}),
+        None => json!({}),
+    };
+    let r = d.post(&format!("/api/addons/{name}/install?wait=started&timeout=180"), body).await;
+    assert_eq!(r.status, 201, "{:?}\n{}", r.body, tail(&d.log(), 30));
+    r.data().clone()
+}
