@@ -42,6 +42,7 @@ pub struct Config {
     pub reconcile: ReconcileConfig,
     pub templates: TemplatesConfig,
     pub addons: AddonsConfig,
+    pub deploy: DeployConfig,
     pub widgets: WidgetsConfig,
     pub gateway: GatewayConfig,
     pub events: EventsConfig,
@@ -209,6 +210,30 @@ pub struct AddonsConfig {
     pub breaker_cooldown_seconds: f64,
     /// How long a live config push (`POST /config` on each instance) may take.
     pub config_push_timeout_seconds: f64,
+}
+
+/// Upgrades, rollbacks and the images they keep (`[deploy]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeployConfig {
+    /// How long a new instance may take to pass its health check before the deployment is
+    /// rolled back.
+    pub health_timeout_seconds: f64,
+    /// How long an old instance taken out of routing may finish the calls it has before it
+    /// is stopped anyway.
+    pub drain_timeout_seconds: f64,
+    /// New instances started at once per service (each replacing one old instance); 1 is
+    /// one at a time. A request may ask for more with `"surge"`.
+    pub surge: u32,
+    /// Built images (`addond/…`) of this many newest succeeded deployments per addon
+    /// instance are kept for rollbacks; older ones no service runs are removed.
+    pub keep_deployments: u32,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        DeployConfig { health_timeout_seconds: 120.0, drain_timeout_seconds: 30.0, surge: 1, keep_deployments: 5 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -709,10 +734,18 @@ impl Config {
         if a.breaker_failures == 0 {
             return Err(invalid("addons.breaker_failures", "must be at least 1"));
         }
+        if !(1..=64).contains(&self.deploy.surge) {
+            return Err(invalid("deploy.surge", "must be between 1 and 64"));
+        }
+        if self.deploy.keep_deployments == 0 {
+            return Err(invalid("deploy.keep_deployments", "must be at least 1 (the running deployment)"));
+        }
         for (key, v) in [
             ("addons.execute_timeout_seconds", a.execute_timeout_seconds),
             ("addons.breaker_cooldown_seconds", a.breaker_cooldown_seconds),
             ("addons.config_push_timeout_seconds", a.config_push_timeout_seconds),
+            ("deploy.health_timeout_seconds", self.deploy.health_timeout_seconds),
+            ("deploy.drain_timeout_seconds", self.deploy.drain_timeout_seconds),
             ("widgets.cache_ttl_seconds", self.widgets.cache_ttl_seconds),
         ] {
             if !(v > 0.0 && v <= 86_400.0) {

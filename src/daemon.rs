@@ -175,12 +175,16 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
     let events_task = tokio::spawn(events.clone().run(shutdown.clone()));
     let addon_api_task = tokio::spawn(addon_api.run());
     let schedules_task = tokio::spawn(crate::schedules::Scheduler::new(lifecycle.clone(), addons.clone()).run(shutdown.clone()));
-    // Half installs an older addond may have left (it waits for the first resync).
+    // Half installs an older addond may have left, then deployments a killed daemon left
+    // running (both wait for the first resync).
     tokio::spawn({
         let (addons, shutdown) = (addons.clone(), shutdown.clone());
         async move {
             tokio::select! {
-                _ = addons.repair_installs_once() => {}
+                _ = async {
+                    addons.clone().repair_installs_once().await;
+                    addons.recover_deployments_once().await;
+                } => {}
                 _ = shutdown.cancelled() => {}
             }
         }

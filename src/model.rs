@@ -286,11 +286,19 @@ pub struct Instance {
     /// Consecutive failed restarts since the last healthy period (backoff exponent).
     pub streak: u32,
     pub healthy_since: Option<i64>,
+    /// The spec of a rollout's new instance, until the rollout commits and it becomes the
+    /// service's; `None` for every other instance (it runs the service's spec).
+    pub spec: Option<Box<ServiceSpec>>,
 }
 
 impl Instance {
     pub fn container_name(&self) -> String {
         container_name(&self.service_id, self.ordinal)
+    }
+
+    /// True for a rollout's new instance that has not been committed yet.
+    pub fn is_candidate(&self) -> bool {
+        self.spec.is_some()
     }
 }
 
@@ -824,9 +832,11 @@ pub fn running_phase(instances: &[Instance], failed: bool) -> Phase {
     if failed {
         return Phase::Failed;
     }
-    let wanted: Vec<&Instance> = instances.iter().filter(|i| i.wanted).collect();
+    // A rollout's new instances do not count until it commits: the service keeps its phase
+    // while its replacement proves itself beside it.
+    let wanted: Vec<&Instance> = instances.iter().filter(|i| i.wanted && !i.is_candidate()).collect();
     // Instances still being removed after a scale-down keep the service in transition.
-    let removing = instances.iter().any(|i| !i.wanted);
+    let removing = instances.iter().any(|i| !i.wanted && !i.is_candidate());
     if !removing && wanted.iter().all(|i| i.container_id.is_some() && i.health == Health::Healthy) {
         Phase::Started
     } else {

@@ -9,6 +9,7 @@ mod addons_cli;
 mod cli_gateway_events;
 mod crash;
 mod daemon;
+mod deployments;
 mod events;
 mod gateway;
 mod images;

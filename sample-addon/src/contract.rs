@@ -30,6 +30,8 @@ use crate::state::{lock, Secret, State, MAX_EVENTS};
 pub const ADDOND_ADDON: &str = "ADDOND_ADDON";
 /// The service of the addon this container runs (one image may serve several).
 pub const ADDOND_SERVICE: &str = "ADDOND_SERVICE";
+/// The addon version this container runs (set by addond from the manifest).
+pub const ADDOND_VERSION: &str = "ADDOND_VERSION";
 /// This instance's id: unique among the running containers of the service.
 pub const ADDOND_INSTANCE: &str = "ADDOND_INSTANCE";
 /// The service's configuration as a JSON object, as it was when the container started.
@@ -57,6 +59,8 @@ pub struct ContractEnv {
     pub service: Option<String>,
     /// [`ADDOND_INSTANCE`].
     pub instance: Option<String>,
+    /// [`ADDOND_VERSION`].
+    pub version: Option<String>,
     /// [`ADDOND_API`].
     pub api: Option<String>,
     /// [`ADDOND_TOKEN`].
@@ -81,6 +85,7 @@ pub fn read_env(env: &Env, warnings: &mut Vec<String>) -> Result<ContractEnv, St
         addon: env.get(ADDOND_ADDON),
         service: env.get(ADDOND_SERVICE),
         instance: env.get(ADDOND_INSTANCE),
+        version: env.get(ADDOND_VERSION),
         api: env.get(ADDOND_API),
         token: env.get(ADDOND_TOKEN).map(Secret),
         port,

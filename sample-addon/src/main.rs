@@ -84,6 +84,7 @@ fn parse_env(get: impl Fn(&str) -> Option<String>) -> Result<Startup, String> {
     let settings = Settings {
         addon: contract.addon,
         service: contract.service,
+        version: contract.version,
         instance: contract.instance,
         api: contract.api,
         token: contract.token,

@@ -31,6 +31,8 @@ pub struct Settings {
     pub service: Option<String>,
     /// `ADDOND_INSTANCE`: this container's instance id, echoed so tests can tell replicas apart.
     pub instance: Option<String>,
+    /// `ADDOND_VERSION`: the addon version it runs, echoed so tests can watch an upgrade.
+    pub version: Option<String>,
     /// `ADDOND_API`: base URL of the daemon's addon API (`http://ip:port`).
     pub api: Option<String>,
     /// `ADDOND_TOKEN`, sent as `Authorization: Bearer …` to the addon API.

@@ -96,12 +96,32 @@ pub struct Dispatcher {
     /// call failed on a gateway worker: the Docker client's pooled connections then stay
     /// with the runtime that outlives the workers.
     main: Option<tokio::runtime::Handle>,
+    /// Calls under way per instance, so a rollout retires an old instance only once the
+    /// calls it already had are answered (see [`Dispatcher::wait_idle`]).
+    inflight: Mutex<HashMap<InstanceId, Arc<AtomicUsize>>>,
+}
+
+/// Counts one call on an instance for as long as it lives.
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Dispatcher {
     pub fn new(cfg: Arc<Config>, lifecycle: Arc<Lifecycle>, metrics: Arc<Metrics>) -> Arc<Self> {
         let main = tokio::runtime::Handle::try_current().ok();
-        Arc::new(Dispatcher { cfg, metrics, lifecycle, routes: RwLock::new(HashMap::new()), breakers: Mutex::new(HashMap::new()), main })
+        Arc::new(Dispatcher {
+            cfg,
+            metrics,
+            lifecycle,
+            routes: RwLock::new(HashMap::new()),
+            breakers: Mutex::new(HashMap::new()),
+            main,
+            inflight: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Drops cached routes whenever a service changes, and sweeps the shared pool of idle
@@ -135,6 +155,30 @@ impl Dispatcher {
         let route = Arc::new(Route { endpoints: self.lifecycle.healthy_endpoints(service), next: AtomicUsize::new(0) });
         self.routes.write().unwrap_or_else(|e| e.into_inner()).insert(service.clone(), route.clone());
         route
+    }
+
+    /// Counts a call on `instance` until the guard is dropped.
+    pub fn enter(&self, instance: &InstanceId) -> InFlight {
+        let counter = self.inflight.lock().unwrap_or_else(|e| e.into_inner()).entry(instance.clone()).or_default().clone();
+        counter.fetch_add(1, Ordering::AcqRel);
+        InFlight(counter)
+    }
+
+    /// Waits until no call is under way on `instance` (true), or `timeout` passes (false).
+    /// The caller has taken the instance out of routing first, so no new call starts there.
+    pub async fn wait_idle(&self, instance: &InstanceId, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let busy = self.inflight.lock().unwrap_or_else(|e| e.into_inner()).get(instance).map_or(0, |c| c.load(Ordering::Acquire));
+            if busy == 0 {
+                self.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(instance);
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Whether an instance's breaker is open (for views and tests).
@@ -196,7 +240,9 @@ impl Dispatcher {
             }
             tried += 1;
             let started_ms = crate::store::now_ms();
+            let counted = self.enter(id);
             let mut outcome = self.send(addr, path, body.clone(), timeout).await;
+            drop(counted);
             if let Err(SendError::Broken(e)) = &outcome {
                 // A pooled connection to an instance that died just before this call fails
                 // on write; if the container was already gone when the call started, the

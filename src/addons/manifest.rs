@@ -39,6 +39,8 @@ pub struct ManifestRequest {
     pub dependencies: Option<BTreeMap<String, String>>,
     pub config_schema: Option<Value>,
     pub schedules: Option<Vec<ScheduleRequest>>,
+    /// An action an upgrade calls on each new instance before it takes traffic.
+    pub smoke: Option<String>,
 }
 
 /// An action as declared: its name, or an object with its name and details.
@@ -164,6 +166,11 @@ pub struct Manifest {
     pub dependencies: BTreeMap<String, String>,
     pub config_schema: Value,
     pub schedules: Vec<Schedule>,
+    /// An action (with no input) a deployment calls on each new instance once it is
+    /// healthy; anything but 2xx rolls the deployment back. Left out of the stored text
+    /// when unset, so manifests registered before it existed compare equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -369,6 +376,11 @@ impl ManifestRequest {
             }
             schedules.push(Schedule { cron: s.cron, action: s.action });
         }
+        if let Some(smoke) = &self.smoke {
+            if !actions.iter().any(|a| &a.name == smoke) {
+                return Err(err("smoke", format!("`{smoke}` is not one of this addon's actions; name one it declares")));
+            }
+        }
         Ok(Manifest {
             name,
             version,
@@ -384,6 +396,7 @@ impl ManifestRequest {
             dependencies,
             config_schema,
             schedules,
+            smoke: self.smoke,
         })
     }
 }

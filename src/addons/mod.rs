@@ -4,6 +4,7 @@
 //! services an addon has, and talks to them through the dispatcher.
 
 pub mod cron;
+pub mod deploy;
 pub mod dispatch;
 pub mod manifest;
 pub mod schema;
@@ -40,6 +41,9 @@ pub enum AddonError {
     Invalid(FieldError),
     #[error("{0}")]
     Conflict(String),
+    /// Another deployment of the same addon instance is under way.
+    #[error("{0}")]
+    DeploymentRunning(String),
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
     #[error(transparent)]
@@ -131,6 +135,8 @@ pub struct Addons {
     generations: Mutex<HashMap<String, u64>>,
     /// Serialises installs and uninstalls, so dependency checks see a settled catalogue.
     install_lock: tokio::sync::Mutex<()>,
+    /// Addon instances with a deployment under way: one at a time each.
+    deploying: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The phase of an addon follows from its services'.
@@ -181,6 +187,7 @@ impl Addons {
             generations: Mutex::new(HashMap::new()),
             installed: std::sync::RwLock::new(HashMap::new()),
             install_lock: tokio::sync::Mutex::new(()),
+            deploying: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -342,7 +349,10 @@ impl Addons {
         let (row, m) = (&inst.row, &inst.manifest);
         let services = self.lifecycle.store().services_of_addon(instance).await?;
         let config: Value = serde_json::from_str(&row.config).unwrap_or(Value::Null);
+        let last_deployment = self.last_deployment(instance).await;
         Ok(json!({
+            "deploying": self.is_deploying(instance),
+            "last_deployment": last_deployment,
             "instance": row.instance,
             "name": row.addon,
             "version": row.version,
@@ -363,6 +373,8 @@ impl Addons {
                 "instances": s.instances.iter().filter(|i| i.wanted).map(|i| json!({
                     "id": i.id,
                     "ordinal": i.ordinal,
+                    "version": i.spec.as_ref().map_or(&s.spec.version, |spec| &spec.version),
+                    "new": i.is_candidate(),
                     "host_port": i.host_port,
                     "health": i.health.as_str(),
                     "restarts": i.restarts,
@@ -383,7 +395,8 @@ impl Addons {
 
     // ---- install / uninstall ------------------------------------------------------------
 
-    pub async fn install(&self, name: &str, req: InstallRequest) -> Result<Value, AddonError> {
+    /// Installs a registered version; `who` is recorded in its first deployment.
+    pub async fn install(&self, name: &str, req: InstallRequest, req_who: String) -> Result<Value, AddonError> {
         let _guard = self.install_lock.lock().await;
         let m = self.manifest(name, req.version.as_deref()).await?;
         let instance = req.instance.unwrap_or_else(|| name.to_string());
@@ -429,7 +442,28 @@ impl Addons {
             created_at: 0,
             updated_at: 0,
         };
-        self.lifecycle.create_group(Some(row), &instance, specs).await?;
+        let images: Vec<deploy::ImageRecord> =
+            specs.iter().map(|(s, _)| deploy::ImageRecord { service: s.name.clone(), image: s.image.clone(), image_id: None }).collect();
+        let mut images_with_ids = Vec::with_capacity(images.len());
+        for mut r in images {
+            r.image_id = self.lifecycle.runtime().image_id(&r.image).await.ok().flatten();
+            images_with_ids.push(r);
+        }
+        let deployment = crate::store::NewDeployment {
+            instance: instance.clone(),
+            addon: m.name.clone(),
+            kind: "install",
+            from_version: None,
+            to_version: m.version.clone(),
+            images: serde_json::to_string(&images_with_ids).unwrap_or_else(|_| "[]".into()),
+            config: config.to_string(),
+            config_hash: deploy::config_hash(&config),
+            who: req_who.clone(),
+            outcome: "succeeded",
+            source: None,
+            plan: None,
+        };
+        self.lifecycle.create_group(Some((row, deployment)), &instance, specs).await?;
         crate::failpoint::debug_failpoint("install");
         self.bump_generation(&instance);
         tracing::info!(addon = %m.name, version = %m.version, %instance, "installed");
@@ -513,6 +547,11 @@ impl Addons {
     /// addon depends on this addon (and no other instance of it would remain), unless forced.
     pub async fn uninstall(&self, instance: &str, force: bool) -> Result<Value, AddonError> {
         let _guard = self.install_lock.lock().await;
+        if self.is_deploying(instance) {
+            return Err(AddonError::DeploymentRunning(format!(
+                "a deployment of `{instance}` is under way; uninstall it once that finished (addonctl addons history {instance})"
+            )));
+        }
         let row = self.installed(instance).await?.row.clone();
         let store = self.lifecycle.store();
         if !force {
@@ -595,14 +634,34 @@ impl Addons {
 
     /// Validates and stores a new config, pushes it to every running instance, and replaces
     /// (one at a time, in the background) the instances that cannot apply it live.
-    pub async fn set_config(self: &Arc<Self>, instance: &str, config: Value) -> Result<Value, AddonError> {
+    pub async fn set_config(self: &Arc<Self>, instance: &str, config: Value, who: String) -> Result<Value, AddonError> {
         let inst = self.installed(instance).await?;
         let m = &inst.manifest;
         let config = schema::normalize(&m.config_schema, config, "config").map_err(|msg| {
             let field = msg.split(':').next().unwrap_or("config").to_string();
             invalid(&field, msg)
         })?;
-        self.lifecycle.store().set_install_config(instance, config.to_string()).await?;
+        if self.is_deploying(instance) {
+            return Err(AddonError::DeploymentRunning(format!(
+                "a deployment of `{instance}` is under way; change the config once it finished, or pass it with the upgrade"
+            )));
+        }
+        let last = self.lifecycle.store().deployments_of(instance).await?.into_iter().rev().find(|d| d.outcome == "succeeded");
+        let deployment = crate::store::NewDeployment {
+            instance: instance.to_string(),
+            addon: m.name.clone(),
+            kind: "config",
+            from_version: Some(inst.row.version.clone()),
+            to_version: inst.row.version.clone(),
+            images: last.map(|d| d.images).unwrap_or_else(|| "[]".into()),
+            config: config.to_string(),
+            config_hash: deploy::config_hash(&config),
+            who,
+            outcome: "succeeded",
+            source: None,
+            plan: None,
+        };
+        self.lifecycle.store().set_install_config(instance, config.to_string(), deployment).await?;
         self.bump_generation(instance);
         let body = Bytes::from(config.to_string());
         let timeout = Duration::from_secs_f64(self.cfg.addons.config_push_timeout_seconds);

@@ -65,13 +65,19 @@ pub(super) async fn uninstall_addon(
     ok(StatusCode::OK, v, &format!("uninstalling {name}"))
 }
 
+/// Who asked, as deployments record it: the admin-socket peer's uid.
+fn who(caller: Option<Extension<Caller>>) -> String {
+    caller.map_or_else(|| "admin".to_string(), |Extension(c)| format!("uid:{}", c.uid))
+}
+
 pub(super) async fn install_addon(
     State(st): State<AppState>,
     Path(name): Path<String>,
+    caller: Option<Extension<Caller>>,
     wait: Wait,
     JsonBody(req): JsonBody<InstallRequest>,
 ) -> ApiResult {
-    let v = st.addons.install(&name, req).await?;
+    let v = st.addons.install(&name, req, who(caller)).await?;
     let instance = v["instance"].as_str().unwrap_or(&name).to_string();
     let v = match wait.0 {
         Some((phase, timeout)) => st.addons.wait(&instance, phase, timeout).await?,
@@ -89,9 +95,10 @@ pub(super) struct ConfigBody {
 pub(super) async fn set_addon_config(
     State(st): State<AppState>,
     Path(name): Path<String>,
+    caller: Option<Extension<Caller>>,
     JsonBody(body): JsonBody<ConfigBody>,
 ) -> ApiResult {
-    let v = st.addons.set_config(&name, body.config).await?;
+    let v = st.addons.set_config(&name, body.config, who(caller)).await?;
     ok(StatusCode::OK, v, "config stored and pushed")
 }
 
@@ -182,4 +189,52 @@ pub(super) async fn widget_frame(
     let Query(q) = q?;
     let (config, context) = q.parse()?;
     frame_reply(&st.addons, &addon, &widget, config, context).await
+}
+
+/// `POST /api/addons/{name}/upgrade`: health-gated, rolled back on any failure. Answers
+/// when the deployment finished: 200 with the addon and the deployment, whose `outcome`
+/// says whether it succeeded or was rolled back.
+pub(super) async fn upgrade_addon(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    caller: Option<Extension<Caller>>,
+    JsonBody(req): JsonBody<UpgradeRequest>,
+) -> ApiResult {
+    let v = st.addons.upgrade(&name, req, who(caller)).await?;
+    let msg = deployment_message(&name, &v);
+    ok(StatusCode::OK, v, &msg)
+}
+
+/// `POST /api/addons/{name}/rollback`: an earlier deployment, through the same path.
+pub(super) async fn rollback_addon(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    caller: Option<Extension<Caller>>,
+    JsonBody(req): JsonBody<RollbackRequest>,
+) -> ApiResult {
+    let v = st.addons.rollback(&name, req, who(caller)).await?;
+    let msg = deployment_message(&name, &v);
+    ok(StatusCode::OK, v, &msg)
+}
+
+fn deployment_message(name: &str, v: &Value) -> String {
+    let d = &v["deployment"];
+    match d["outcome"].as_str() {
+        Some("succeeded") => format!("{name} is on {} (deployment {})", d["to_version"].as_str().unwrap_or("?"), d["id"]),
+        Some(o) => format!(
+            "deployment {} of {name} to {} {o}: {}; {name} stays on {}",
+            d["id"],
+            d["to_version"].as_str().unwrap_or("?"),
+            d["reason"].as_str().unwrap_or("no reason recorded"),
+            v["version"].as_str().unwrap_or("its version")
+        ),
+        None => format!("deployed {name}"),
+    }
+}
+
+/// `GET /api/addons/{name}/deployments`: the history, oldest first.
+pub(super) async fn addon_deployments(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let list = st.addons.deployments(&name).await?;
+    let n = list.len();
+    ok(StatusCode::OK, json!(list), &format!("{n} deployment(s) of {name}"))
 }

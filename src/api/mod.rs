@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::addons::deploy::{RollbackRequest, UpgradeRequest};
 use crate::addons::manifest::ManifestRequest;
 use crate::addons::{Addons, InstallRequest};
 use crate::http::{
@@ -147,6 +148,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/addons/{name}/stop", post(addons::stop_addon))
         .route("/api/addons/{name}/restart", post(addons::restart_addon))
         .route("/api/addons/{name}/execute", post(addons::execute_action))
+        .route("/api/addons/{name}/upgrade", post(addons::upgrade_addon))
+        .route("/api/addons/{name}/rollback", post(addons::rollback_addon))
+        .route("/api/addons/{name}/deployments", get(addons::addon_deployments))
         .route("/api/addons/{name}/schedules", get(addons::schedule_runs))
         .route("/api/widgets", get(addons::widget_catalogue))
         .route("/api/widgets/{addon}/{widget}", get(addons::render_widget_get).post(addons::render_widget_post))

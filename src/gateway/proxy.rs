@@ -160,7 +160,11 @@ async fn forward_inner(
             Some(b) if has_body => OutBody::Stream { body: b, length: declared, limit },
             _ => OutBody::Empty,
         };
-        return match conn.send(&method, &path_q, &headers, out).await {
+        // Counted until the answer's head is here: a rollout drains an instance by this.
+        let counted = dispatcher.enter(id);
+        let sent = conn.send(&method, &path_q, &headers, out).await;
+        drop(counted);
+        return match sent {
             Ok(resp) => {
                 dispatcher.report(&service_id, id, !matches!(resp.status.as_u16(), 502..=504));
                 let mut answer = Response::new(resp.body.into_body());

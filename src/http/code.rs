@@ -58,6 +58,7 @@ codes! {
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
     RequestTimeout = "request_timeout", REQUEST_TIMEOUT;
     Conflict = "conflict", CONFLICT;
+    DeploymentRunning = "deployment_running", CONFLICT;
     PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE;
     UriTooLong = "uri_too_long", URI_TOO_LONG;
     HeadersTooLarge = "headers_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE;
@@ -129,6 +130,7 @@ mod tests {
             (ErrorCode::MethodNotAllowed, "method_not_allowed", 405),
             (ErrorCode::RequestTimeout, "request_timeout", 408),
             (ErrorCode::Conflict, "conflict", 409),
+            (ErrorCode::DeploymentRunning, "deployment_running", 409),
             (ErrorCode::PayloadTooLarge, "payload_too_large", 413),
             (ErrorCode::UriTooLong, "uri_too_long", 414),
             (ErrorCode::HeadersTooLarge, "headers_too_large", 431),

@@ -132,6 +132,7 @@ impl From<AddonError> for ApiError {
             AddonError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m),
             AddonError::Invalid(f) => f.into(),
             AddonError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
+            AddonError::DeploymentRunning(m) => ApiError::new(ErrorCode::DeploymentRunning, m),
             AddonError::Lifecycle(l) => l.into(),
             AddonError::Store(s) => s.into(),
             AddonError::Dispatch(d @ (DispatchError::NoHealthy(_) | DispatchError::AllOpen(_))) => {

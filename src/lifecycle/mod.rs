@@ -14,6 +14,7 @@
 
 pub mod health;
 mod reconcile;
+mod rollout;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -31,7 +32,7 @@ use crate::isolation::{network_plan, NetworkPlan};
 use crate::model::{backoff_ms, running_phase, Desired, Health, Instance, InstanceId, Phase, Service, ServiceId, ServiceSpec};
 use crate::ports::{PortAllocator, PortError};
 use crate::runtime::{ContainerInfo, DockerState, InstanceContext, NetInfo, Runtime, RuntimeError};
-use crate::store::{InstallRow, NewInstance, NewService, Store, StoreError};
+use crate::store::{InstallRow, NewDeployment, NewInstance, NewService, Store, StoreError};
 use crate::time::{now_ms, parse_rfc3339_ms};
 use health::{HealthMonitor, Target, Verdict};
 
@@ -117,6 +118,16 @@ pub struct Lifecycle {
     notices: broadcast::Sender<(String, serde_json::Value)>,
     /// Lets `&self` methods hand an owning handle to the tasks they spawn.
     me: std::sync::Weak<Lifecycle>,
+    /// The config a rollout's new instances get, per addon instance, while it runs (the
+    /// install row keeps the old config until the commit). Not persisted: a crash aborts
+    /// the rollout, whose new instances go.
+    rollout_configs: Mutex<HashMap<String, String>>,
+    /// Instances a rollout took out of routing before retiring them: never probed (so never
+    /// routed to) again, whatever a reconcile pass finds.
+    draining: Mutex<HashSet<InstanceId>>,
+    /// A rollout's new instances that failed: they are not restarted, and the rollout that
+    /// waits on them is told.
+    candidate_failures: Mutex<HashSet<InstanceId>>,
 }
 
 impl Lifecycle {
@@ -143,6 +154,9 @@ impl Lifecycle {
             notices: broadcast::channel(1024).0,
             addon_networks: std::sync::OnceLock::new(),
             network_removals: Arc::new(tokio::sync::Semaphore::new(2)),
+            rollout_configs: Mutex::new(HashMap::new()),
+            draining: Mutex::new(HashSet::new()),
+            candidate_failures: Mutex::new(HashSet::new()),
         })
     }
 
@@ -425,7 +439,7 @@ impl Lifecycle {
     /// instance that is installed already (the repair of an older database).
     pub async fn create_group(
         &self,
-        install: Option<InstallRow>,
+        install: Option<(InstallRow, NewDeployment)>,
         addon_instance: &str,
         mut specs: Vec<(ServiceSpec, u32)>,
     ) -> Result<Vec<Service>, LifecycleError> {
@@ -433,7 +447,7 @@ impl Lifecycle {
         for (spec, _) in &mut specs {
             self.prepare_create(spec, Some(addon_instance)).await?;
         }
-        let install_name = install.as_ref().map(|r| r.instance.clone());
+        let install_name = install.as_ref().map(|(r, _)| r.instance.clone());
         let wants: Vec<(usize, Option<u16>)> = specs.iter().map(|(s, r)| (*r as usize, s.preferred_host_port)).collect();
         let store = self.store.clone();
         let addon_instance = addon_instance.to_string();
@@ -497,6 +511,18 @@ impl Lifecycle {
     /// What a create needs before anything is stored: the name is free, the volume
     /// directories exist, and the image is present (pulled now if missing).
     async fn prepare_create(&self, spec: &mut ServiceSpec, addon_instance: Option<&str>) -> Result<(), LifecycleError> {
+        if self.store.get_service(&spec.name).await?.is_some() {
+            return Err(LifecycleError::Conflict(format!(
+                "a service named `{}` already exists; pick another name or delete it first",
+                spec.name
+            )));
+        }
+        self.prepare_spec(spec, addon_instance).await
+    }
+
+    /// What any container of `spec` needs: volume names fixed, volume directories made,
+    /// the image present.
+    async fn prepare_spec(&self, spec: &mut ServiceSpec, addon_instance: Option<&str>) -> Result<(), LifecycleError> {
         // Each named volume's Docker volume is fixed now (scoped to this daemon and the
         // service, or its owner when shared) and kept in the spec.
         let names: Vec<Option<String>> = spec
@@ -509,12 +535,6 @@ impl Lifecycle {
             .collect();
         for (v, name) in spec.volumes.iter_mut().zip(names) {
             v.docker_name = name;
-        }
-        if self.store.get_service(&spec.name).await?.is_some() {
-            return Err(LifecycleError::Conflict(format!(
-                "a service named `{}` already exists; pick another name or delete it first",
-                spec.name
-            )));
         }
         for v in spec.volumes.iter().filter(|v| v.kind == crate::model::VolumeKind::Dir) {
             self.runtime.prepare_volume_dir(&spec.name, &v.source)?;

@@ -111,6 +111,12 @@ impl Lifecycle {
                 self.health.unregister(&inst.id);
                 self.runtime.remove(&inst.container_name()).await?;
                 self.store.delete_instance(&inst.id).await?;
+                self.draining.lock().unwrap_or_else(|e| e.into_inner()).remove(&inst.id);
+                self.candidate_failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&inst.id);
+                continue;
+            }
+            if inst.is_candidate() && self.candidate_failures.lock().unwrap_or_else(|e| e.into_inner()).contains(&inst.id) {
+                // Failed once: left stopped until its rollout removes it.
                 continue;
             }
             if failed.is_some() {
@@ -131,10 +137,22 @@ impl Lifecycle {
                 instances.push(inst);
                 continue;
             };
-            let (inst, outcome) = self.reconcile_instance(&svc, inst, net).await?;
+            let (mut inst, outcome) = self.reconcile_instance(&svc, inst, net).await?;
             match outcome {
                 Outcome::Running | Outcome::Starting => {}
+                Outcome::Creating if inst.is_candidate() => {}
                 Outcome::Creating => creating = true,
+                Outcome::Failed(reason, code) if inst.is_candidate() => {
+                    // A rollout's new instance fails alone: its rollout is told and removes
+                    // it; the service and its old instances are untouched.
+                    tracing::warn!(service = %svc.spec.name, instance = inst.ordinal, %reason, "new instance of a rollout failed");
+                    self.health.unregister(&inst.id);
+                    let _ = self.runtime.stop(&inst.container_name()).await;
+                    inst.last_error = Some(reason);
+                    inst.exit_code = code;
+                    self.store.update_instance(&inst).await?;
+                    self.candidate_failures.lock().unwrap_or_else(|e| e.into_inner()).insert(inst.id.clone());
+                }
                 Outcome::Failed(reason, code) => failed = Some((reason, code)),
                 Outcome::Exited => {}
             }
@@ -165,6 +183,15 @@ impl Lifecycle {
     }
 
     async fn reconcile_instance(&self, svc: &Service, mut inst: Instance, net: &Net) -> Result<(Instance, Outcome), LifecycleError> {
+        // A rollout's new instance runs its own spec; everything else about it is the service's.
+        let view;
+        let svc = match &inst.spec {
+            Some(spec) => {
+                view = Service { spec: (**spec).clone(), instances: Vec::new(), ..svc.clone() };
+                &view
+            }
+            None => svc,
+        };
         let name = inst.container_name();
         let now = now_ms();
         let unhealthy = self.unhealthy.lock().unwrap_or_else(|e| e.into_inner()).remove(&inst.id);
@@ -217,8 +244,12 @@ impl Lifecycle {
                 // behind our back. Create and start it.
                 self.health.unregister(&inst.id);
                 // An addon's containers get its installed config; plain services get `{}`.
+                // A rollout's new instance gets the config the rollout validated.
                 let config_json = match &svc.addon_instance {
-                    Some(a) => self.store.get_install(a).await?.map(|i| i.config).unwrap_or_else(|| "{}".into()),
+                    Some(a) => match self.rollout_config(a).filter(|_| inst.is_candidate()) {
+                        Some(c) => c,
+                        None => self.store.get_install(a).await?.map(|i| i.config).unwrap_or_else(|| "{}".into()),
+                    },
                     None => "{}".to_string(),
                 };
                 // A fresh addon API token per container, its hash stored before the
@@ -336,12 +367,20 @@ impl Lifecycle {
                 } else {
                     format!("exited with code {}{}", code.unwrap_or(-1), info.error.map(|e| format!(": {e}")).unwrap_or_default())
                 };
-                if !svc.spec.restart_policy.restarts_after(code.unwrap_or(1)) && !reason.starts_with("health check") {
+                // A rollout's new instance is not restarted: its first exit fails the rollout.
+                if inst.is_candidate()
+                    || (!svc.spec.restart_policy.restarts_after(code.unwrap_or(1)) && !reason.starts_with("health check"))
+                {
                     inst.last_error = Some(reason.clone());
                     inst.exit_code = code;
                     inst.health = Health::Unknown;
                     self.store.update_instance(&inst).await?;
-                    return Ok((inst, Outcome::Failed(format!("{reason} (restart policy {})", svc.spec.restart_policy.as_str()), code)));
+                    let why = if inst.is_candidate() {
+                        reason
+                    } else {
+                        format!("{reason} (restart policy {})", svc.spec.restart_policy.as_str())
+                    };
+                    return Ok((inst, Outcome::Failed(why, code)));
                 }
                 let finished = info.finished_at.as_deref().and_then(parse_rfc3339_ms).unwrap_or(now);
                 let uncharged = finished <= self.docker_back_at.load(Ordering::SeqCst);
@@ -471,6 +510,9 @@ impl Lifecycle {
     /// its container's address on its network, or its published host port. On the internal
     /// network, where Docker publishes no ports, always the container's address.
     async fn register_health(&self, spec: &ServiceSpec, inst: &Instance) {
+        if self.draining.lock().unwrap_or_else(|e| e.into_inner()).contains(&inst.id) {
+            return; // taken out of routing by a rollout, for good
+        }
         let isolated = spec.networks.first() == Some(&self.cfg.docker.isolated_network);
         let addr = if isolated || self.cfg.ports.instance_address == InstanceAddress::Container {
             match self.runtime.inspect(&inst.container_name()).await {

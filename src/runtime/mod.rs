@@ -32,7 +32,10 @@ use crate::config::{parse_size, Config};
 use crate::isolation::{self, NetworkPlan, Subnet, LABEL_OWNER};
 use crate::model::{Instance, ServiceSpec, VolumeKind};
 
+mod images;
 mod networks;
+
+pub use images::BUILT_PREFIX;
 
 pub const LABEL_MANAGED: &str = "addond.managed";
 pub const LABEL_DAEMON: &str = "addond.daemon";
@@ -469,6 +472,8 @@ impl Runtime {
         env.push(format!("PORT={}", spec.port));
         env.push(format!("ADDOND_ADDON={}", spec.plugin_id.as_deref().unwrap_or("")));
         env.push(format!("ADDOND_SERVICE={}", spec.name));
+        // The version it runs, so an addon (and a test watching an upgrade) can tell.
+        env.push(format!("ADDOND_VERSION={}", spec.version.as_deref().unwrap_or("")));
         env.push(format!("ADDOND_INSTANCE={}", inst.id));
         env.push(format!("ADDOND_CONFIG={}", ctx.config_json));
         if let Some(api) = &ctx.api_url {

@@ -83,10 +83,17 @@ impl Store {
         .await
     }
 
-    pub async fn set_install_config(&self, instance: &str, config: String) -> Result<(), StoreError> {
-        self.exec("UPDATE addon_installs SET config = ?2, updated_at = ?3 WHERE instance = ?1", (instance.to_string(), config, now_ms()))
-            .await?;
-        Ok(())
+    /// Stores a new config and records its deployment in the same commit.
+    pub async fn set_install_config(&self, instance: &str, config: String, deployment: super::NewDeployment) -> Result<(), StoreError> {
+        let instance = instance.to_string();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute("UPDATE addon_installs SET config = ?2, updated_at = ?3 WHERE instance = ?1", (&instance, &config, now_ms()))?;
+            super::deployments::insert(&tx, &deployment)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -160,6 +160,31 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX schedule_runs_last ON schedule_runs (addon_instance, action, cron, scheduled_for);
     "#,
+    // 5: deployments (every install, upgrade, config change and rollback of an addon
+    // instance, kept after an uninstall as its history), and the spec a rollout's new
+    // instance runs until the rollout commits (NULL: the service's own spec).
+    r#"
+    ALTER TABLE instances ADD COLUMN spec TEXT;
+    CREATE TABLE deployments (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance     TEXT NOT NULL,
+        addon        TEXT NOT NULL,
+        kind         TEXT NOT NULL CHECK (kind IN ('install','upgrade','config','rollback','promotion')),
+        from_version TEXT,
+        to_version   TEXT NOT NULL,
+        images       TEXT NOT NULL,
+        config       TEXT NOT NULL,
+        config_hash  TEXT NOT NULL,
+        who          TEXT NOT NULL,
+        started_at   INTEGER NOT NULL,
+        finished_at  INTEGER,
+        outcome      TEXT NOT NULL CHECK (outcome IN ('running','succeeded','rolled_back','failed')),
+        reason       TEXT,
+        source       INTEGER,
+        plan         TEXT
+    );
+    CREATE INDEX deployments_by_instance ON deployments (instance, id);
+    "#,
 ];
 
 pub(super) fn open_sync(path: &Path) -> Result<Connection, StoreError> {

@@ -1,6 +1,6 @@
 //! All SQL lives here, one file per area: `services` (services and instances), `addons`
 //! (catalogue and installs), `access` (applications, grants, audit), `events` (log, cursors,
-//! dead letters), `tokens`, `kv`, `schedules` (run records), `meta` and `ops` (the database
+//! dead letters), `deployments` (the history of each addon instance), `tokens`, `kv`, `schedules` (run records), `meta` and `ops` (the database
 //! as a whole), and `migrations` (the schema). Each returns typed rows, never API shapes.
 //! SQLite runs in WAL mode with foreign keys on; every call goes through `spawn_blocking`,
 //! so no SQLite call ever blocks the async runtime. A method that changes something returns
@@ -14,6 +14,7 @@ use rusqlite::{Connection, Params, Row};
 
 mod access;
 mod addons;
+mod deployments;
 mod events;
 mod kv;
 mod meta;
@@ -25,9 +26,10 @@ mod tokens;
 
 pub use access::{ApplicationRow, AuditEntry, GrantRow};
 pub use addons::{InstallRow, ManifestRow};
+pub use deployments::{DeploymentRow, NewDeployment};
 pub use events::{Cursor, DeadLetter, EventRow, NewEvent};
 pub use schedules::ScheduleRun;
-pub use services::{NewInstance, NewService};
+pub use services::{NewInstance, NewService, RolloutCommit};
 pub use tokens::TokenRow;
 
 #[derive(Debug, thiserror::Error)]

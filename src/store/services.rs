@@ -19,6 +19,21 @@ pub struct NewInstance {
     pub host_port: u16,
 }
 
+/// What [`Store::commit_rollout`] writes.
+#[derive(Debug, Clone)]
+pub struct RolloutCommit {
+    /// The addon instance rolled out.
+    pub instance: String,
+    /// Its new version, for the install row.
+    pub version: String,
+    /// Its config (JSON text) as the new version validated it.
+    pub config: String,
+    /// The deployment row marked succeeded in the same commit.
+    pub deployment: i64,
+    /// Each service with its new spec and replica count.
+    pub services: Vec<(ServiceId, ServiceSpec, u32)>,
+}
+
 /// A new service to insert with its instances (see [`Store::insert_services`]).
 #[derive(Debug, Clone)]
 pub struct NewService {
@@ -92,14 +107,15 @@ impl Store {
     /// never leave an addon installed with some of its services missing.
     pub async fn insert_services(
         &self,
-        install: Option<InstallRow>,
+        install: Option<(InstallRow, super::NewDeployment)>,
         addon_instance: String,
         services: Vec<NewService>,
     ) -> Result<Vec<Service>, StoreError> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_ms();
-            if let Some(row) = &install {
+            if let Some((row, deployment)) = &install {
+                super::deployments::insert(&tx, deployment)?;
                 let res = tx.execute(
                     "INSERT INTO addon_installs (instance, addon, version, config, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
                     params![row.instance, row.addon, row.version, row.config, now],
@@ -259,7 +275,7 @@ impl Store {
         Ok(())
     }
 
-    /// Sets the wanted replica count: ordinals below `replicas` are wanted (new ones are
+    /// Sets the wanted replica count: the `replicas` lowest ordinals are wanted (new ones are
     /// inserted with the ports in `new`), the rest are marked unwanted for removal.
     pub async fn scale(&self, id: &ServiceId, replicas: u32, new: Vec<NewInstance>) -> Result<Option<Service>, StoreError> {
         let id = id.clone();
@@ -270,7 +286,14 @@ impl Store {
             if n == 0 {
                 return Ok(None);
             }
-            tx.execute("UPDATE instances SET wanted = (ordinal < ?2) WHERE service_id = ?1", params![id.as_str(), replicas])?;
+            // The `replicas` lowest ordinals are wanted: after a rollout the instances need not
+            // be numbered from 0, so it is a count, not `ordinal < replicas`.
+            tx.execute(
+                "UPDATE instances SET wanted = (id IN (SELECT id FROM instances WHERE service_id = ?1 AND spec IS NULL
+                                                       ORDER BY ordinal LIMIT ?2))
+                 WHERE service_id = ?1 AND spec IS NULL",
+                params![id.as_str(), replicas],
+            )?;
             for inst in &new {
                 insert_instance(&tx, &id, *inst)?;
             }
@@ -372,6 +395,88 @@ impl Store {
         .await
     }
 
+    /// Adds a rollout's new instance beside the old ones: its own ordinal and booked port,
+    /// running `spec` until [`Store::commit_rollout`] makes that the service's.
+    pub async fn add_candidate(&self, service: &ServiceId, inst: NewInstance, spec: &ServiceSpec) -> Result<InstanceId, StoreError> {
+        let (service, spec) = (service.clone(), serde_json::to_string(spec).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        self.call(move |c| {
+            let id = InstanceId::generate();
+            let res = c.execute(
+                "INSERT INTO instances (id, service_id, ordinal, host_port, wanted, spec) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+                params![id.as_str(), service.as_str(), inst.ordinal, inst.host_port, spec],
+            );
+            match res {
+                Ok(_) => Ok(id),
+                Err(e) if is_unique_violation(&e) => Err(StoreError::PortTaken(inst.host_port)),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    /// Marks one instance unwanted: the reconciler removes its container, then the row.
+    pub async fn retire_instance(&self, id: &InstanceId) -> Result<(), StoreError> {
+        self.exec("UPDATE instances SET wanted = 0 WHERE id = ?1", [id.0.clone()]).await?;
+        Ok(())
+    }
+
+    /// Makes a rollout's outcome the services' own, in one transaction: each service gets
+    /// its new spec (and replica count), its new instances become ordinary ones and any old
+    /// one still there is retired; the install row gets the new version and config, and the
+    /// deployment is marked succeeded. A crash before this commit leaves the old version
+    /// recorded, which the restart's recovery rolls back to.
+    pub async fn commit_rollout(&self, commit: RolloutCommit) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_ms();
+            for (id, spec, replicas) in &commit.services {
+                let spec_json = serde_json::to_string(spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                tx.execute(
+                    "UPDATE services SET spec = ?2, plugin_id = ?3, replicas = ?4, updated_at = ?5 WHERE id = ?1",
+                    params![id.as_str(), spec_json, spec.plugin_id, replicas, now],
+                )?;
+                tx.execute("UPDATE instances SET wanted = 0 WHERE service_id = ?1 AND spec IS NULL", [id.as_str()])?;
+                tx.execute("UPDATE instances SET spec = NULL WHERE service_id = ?1 AND spec IS NOT NULL", [id.as_str()])?;
+            }
+            tx.execute(
+                "UPDATE addon_installs SET version = ?2, config = ?3, updated_at = ?4 WHERE instance = ?1",
+                params![commit.instance, commit.version, commit.config, now],
+            )?;
+            tx.execute(
+                "UPDATE deployments SET outcome = 'succeeded', finished_at = ?2 WHERE id = ?1 AND outcome = 'running'",
+                params![commit.deployment, now],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Undoes a rollout that did not commit, in one transaction: every new instance of the
+    /// services is retired (the reconciler removes them) and the deployment is marked with
+    /// its outcome and reason. The old instances are untouched.
+    pub async fn abort_rollout(
+        &self,
+        services: Vec<ServiceId>,
+        deployment: i64,
+        outcome: &'static str,
+        reason: String,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for id in &services {
+                tx.execute("UPDATE instances SET wanted = 0 WHERE service_id = ?1 AND spec IS NOT NULL", [id.as_str()])?;
+            }
+            tx.execute(
+                "UPDATE deployments SET outcome = ?2, reason = ?3, finished_at = ?4 WHERE id = ?1 AND outcome = 'running'",
+                params![deployment, outcome, reason, now_ms()],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Services stopped or failed, unchanged for longer than `older_than_ms`.
     pub async fn stale_services(&self, older_than_ms: i64) -> Result<Vec<ServiceId>, StoreError> {
         self.call(move |c| {
@@ -424,7 +529,7 @@ fn load_service(c: &Connection, id: &str) -> Result<Option<Service>, StoreError>
     let phase = Phase::parse(&phase).ok_or_else(|| StoreError::Corrupt(format!("service {id} phase `{phase}`")))?;
     let mut st = c.prepare_cached(
         "SELECT id, service_id, ordinal, host_port, wanted, container_id, health, restarts, started_at, last_error,
-                exit_code, next_restart_at, streak, healthy_since
+                exit_code, next_restart_at, streak, healthy_since, spec
          FROM instances WHERE service_id = ?1 ORDER BY ordinal",
     )?;
     let instances = st.query_map([&id], instance_from_row)?.collect::<Result<Vec<_>, _>>()?;
@@ -459,5 +564,12 @@ fn instance_from_row(r: &Row<'_>) -> rusqlite::Result<Instance> {
         next_restart_at: r.get(11)?,
         streak: r.get(12)?,
         healthy_since: r.get(13)?,
+        spec: match r.get::<_, Option<String>>(14)? {
+            None => None,
+            Some(text) => Some(Box::new(
+                serde_json::from_str(&text)
+                    .map_err(|e| rusqlite::Error::FromSqlConversionFailure(14, rusqlite::types::Type::Text, Box::new(e)))?,
+            )),
+        },
     })
 }

@@ -55,6 +55,12 @@ pub(crate) enum AddonCmd {
     /// Run an action of an installed addon and print its JSON result
     #[command(visible_alias = "exec")]
     Execute(ExecuteArgs),
+    /// Replace every instance with a registered version, health-gated, rolled back on failure
+    Upgrade(Box<crate::deployments::UpgradeArgs>),
+    /// Redeploy an earlier deployment's version, images and config
+    Rollback(crate::deployments::RollbackArgs),
+    /// Every install, upgrade, config change and rollback of an addon instance
+    History(AddonNameArg),
 }
 
 #[derive(Subcommand, Debug)]
@@ -250,6 +256,9 @@ impl Ctl {
             AddonCmd::Stop(a) => self.addon_lifecycle(Op::Stop, "stop", &a).await,
             AddonCmd::Restart(a) => self.addon_lifecycle(Op::Restart, "restart", &a).await,
             AddonCmd::Config(a) => self.addon_config(&a).await,
+            AddonCmd::Upgrade(a) => self.addon_upgrade(&a).await,
+            AddonCmd::Rollback(a) => self.addon_rollback(&a).await,
+            AddonCmd::History(a) => self.addon_history(&a.name).await,
             AddonCmd::Execute(a) => {
                 let base = match (&a.data, &a.data_file) {
                     (Some(text), _) => Some(parse_json_arg("--data", text)?),

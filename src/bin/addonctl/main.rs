@@ -14,6 +14,7 @@
 
 mod access;
 mod addons;
+mod deployments;
 mod events;
 mod images;
 mod input;
