@@ -8,6 +8,7 @@
 //! code) and the [`Ctl`] every command runs on. Each command group lives in a module of
 //! its own with its clap enum, its calls, its renderers and its tests: [`services`]
 //! (services, templates, discovery, cleanup), [`images`], [`addons`] (addons and widgets),
+//! [`deployments`] (upgrade, rollback, history),
 //! [`access`] (applications, grants, the audit log), [`events`] and [`ops`] (health,
 //! metrics, backup, restore, doctor). [`render`] has the table and text helpers they
 //! share, [`input`] the values and documents a user hands over.
