@@ -21,7 +21,7 @@ pub const MAX_SLEEP_MS: u64 = 600_000;
 /// Run a known action (see [`ACTIONS`]) on its parsed JSON input.
 pub fn run(state: &State, action: &str, input: Value) -> Response {
     match action {
-        "echo" => Response::json(200, json!({ "echo": input, "instance": state.settings.instance, "version": state.settings.version })),
+        "echo" => Response::json(200, json!({ "echo": input, "instance": state.settings.instance })),
         "add" => add(&input),
         "sleep" => {
             let ms = match serde_json::from_value::<SleepArgs>(input) {
