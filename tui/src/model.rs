@@ -179,6 +179,62 @@ pub struct Addon {
     pub image: Option<String>,
     /// Instances it is installed as (`name@version`).
     pub installed: Vec<String>,
+    /// Each installed instance with its deployments (loaded after the catalogue).
+    pub instances: Vec<InstalledAddon>,
+}
+
+/// An installed addon instance as the addon view shows it: its version and phase, whether a
+/// deployment is under way, and its history, newest first.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InstalledAddon {
+    pub instance: String,
+    pub version: String,
+    pub phase: String,
+    pub deploying: bool,
+    pub history: Vec<Deployment>,
+}
+
+/// One deployment (`GET /api/addons/{name}/deployments`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Deployment {
+    pub id: i64,
+    pub kind: String,
+    pub from_version: Option<String>,
+    pub to_version: String,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub started_at: String,
+    pub who: String,
+}
+
+impl Deployment {
+    pub fn from_json(v: &Value) -> Option<Deployment> {
+        Some(Deployment {
+            id: v.get("id")?.as_i64()?,
+            kind: text(v, "kind").unwrap_or_default(),
+            from_version: text(v, "from_version"),
+            to_version: text(v, "to_version").unwrap_or_default(),
+            outcome: text(v, "outcome").unwrap_or_default(),
+            reason: text(v, "reason"),
+            started_at: text(v, "started_at").unwrap_or_default(),
+            who: text(v, "who").unwrap_or_default(),
+        })
+    }
+}
+
+impl InstalledAddon {
+    /// From `GET /api/addons/{instance}` and its `…/deployments` (oldest first there).
+    pub fn from_json(view: &Value, history: &Value) -> Option<InstalledAddon> {
+        let mut h: Vec<Deployment> = history.as_array().map(|a| a.iter().filter_map(Deployment::from_json).collect()).unwrap_or_default();
+        h.reverse();
+        Some(InstalledAddon {
+            instance: text(view, "instance")?,
+            version: text(view, "version").unwrap_or_default(),
+            phase: text(view, "phase").unwrap_or_default(),
+            deploying: view.get("deploying").and_then(Value::as_bool).unwrap_or(false),
+            history: h,
+        })
+    }
 }
 
 impl Addon {
@@ -194,6 +250,7 @@ impl Addon {
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(|i| text(i, "instance")).collect())
                 .unwrap_or_default(),
+            instances: Vec::new(),
         })
     }
 

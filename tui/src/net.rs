@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::app::{Avail, Command, DockerState, Event, LogLine, Op, Update};
-use crate::model::{parse_rfc3339, Addon, AddonEvent, Application, MetricsSample, Service, Template};
+use crate::model::{parse_rfc3339, Addon, AddonEvent, Application, InstalledAddon, MetricsSample, Service, Template};
 use crate::sanitize::{sanitize, sanitize_log_line};
 
 pub const SVC: &str = "/api/plugin-microservice/services";
@@ -230,7 +230,35 @@ async fn load_addons(client: &Client, tx: &Tx) {
         },
         Err(e) => Avail::Error(e),
     };
+    let a = match a {
+        Avail::Ready(mut list) => {
+            for addon in &mut list {
+                addon.instances = load_installed(client, &addon.installed).await;
+            }
+            Avail::Ready(list)
+        }
+        other => other,
+    };
     send(tx, Update::Addons(a)).await;
+}
+
+/// Each installed instance's view and deployments; one that cannot be read is left out
+/// (an older daemon has no deployments: its instances show without history).
+async fn load_installed(client: &Client, instances: &[String]) -> Vec<InstalledAddon> {
+    let mut out = Vec::new();
+    for i in instances {
+        let base = format!("/api/addons/{}", encode_path_segment(i));
+        let Ok(view) = limited(READ_TIMEOUT, "addon", client.get(&base)).await else { continue };
+        if api_error(&view).is_some() {
+            continue;
+        }
+        let history = match limited(READ_TIMEOUT, "deployments", client.get(&format!("{base}/deployments"))).await {
+            Ok(r) if api_error(&r).is_none() => r.data().clone(),
+            _ => Value::Null,
+        };
+        out.extend(InstalledAddon::from_json(view.data(), &history));
+    }
+    out
 }
 
 // ---- watcher --------------------------------------------------------------------------

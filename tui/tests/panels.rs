@@ -552,3 +552,32 @@ fn events_view_without_an_event_log() {
     assert!(screen.contains("event log: not available in this daemon version"), "{screen}");
     assert!(screen.contains("service list loaded"), "{screen}");
 }
+
+#[test]
+fn addon_view_shows_deployments_and_a_rollback_with_its_reason() {
+    let mut a = three_services();
+    key(&mut a, KeyCode::Char('5'));
+    let mut list = addond_tui::model::Addon::list_from_json(&json!({"addons": [
+        {"name": "pay", "version": "2.0.0", "category": "ecommerce", "description": "Payments",
+         "installed": [{"instance": "pay", "version": "1.0.0"}]}
+    ]}));
+    list[0].instances = vec![addond_tui::model::InstalledAddon::from_json(
+        &json!({"instance": "pay", "version": "1.0.0", "phase": "Started", "deploying": false}),
+        &json!([
+            {"id": 1, "kind": "install", "to_version": "1.0.0", "outcome": "succeeded", "started_at": "2026-12-06T06:00:00Z", "who": "uid:0"},
+            {"id": 2, "kind": "upgrade", "from_version": "1.0.0", "to_version": "2.0.0", "outcome": "rolled_back",
+             "reason": "pay-api: the new instance failed: exited with code 3", "started_at": "2026-12-06T06:05:00Z", "who": "uid:0"}
+        ]),
+    )
+    .unwrap()];
+    a.handle(Event::Daemon(Update::Addons(Avail::Ready(list))));
+    let buf = render(&a);
+    let screen = text(&buf);
+    assert!(screen.contains("Deployments of pay"), "{screen}");
+    assert!(screen.contains("pay  1.0.0  Started"), "{screen}");
+    // Newest first: the rolled-back upgrade above the install, with its reason.
+    let up = screen.find("upgrade   1.0.0 → 2.0.0  rolled_back").unwrap_or_else(|| panic!("{screen}"));
+    let inst = screen.find("install   1.0.0  succeeded").unwrap_or_else(|| panic!("{screen}"));
+    assert!(up < inst, "{screen}");
+    assert!(screen.contains("exited with code 3"), "{screen}");
+}

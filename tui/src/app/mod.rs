@@ -844,8 +844,15 @@ impl App {
             Update::Grants(g) => self.grants = g,
             Update::EventsApi(on) => self.events_api = Some(on),
             Update::AddonEvents(list) => {
+                // A deployment started or ended: the addon view shows it at once.
+                if self.view == View::Addons
+                    && list.iter().any(|e| e.name.starts_with("deployment."))
+                    && !cmds.contains(&Command::LoadAddons)
+                {
+                    cmds.push(Command::LoadAddons);
+                }
                 for e in list {
-                    let ok = !(e.name.ends_with("failed") || e.name.ends_with("unhealthy"));
+                    let ok = !(e.name.ends_with("failed") || e.name.ends_with("unhealthy") || e.name.ends_with("rolled_back"));
                     let data = if e.data.is_empty() || e.data == "{}" { String::new() } else { format!(" {}", e.data) };
                     let from = if e.source.is_empty() { String::new() } else { format!(" from {}", e.source) };
                     self.log_event(ok, format!("event #{} {}{from}{data}", e.id, e.name));

@@ -179,3 +179,17 @@ fn names_and_stamps() {
     assert!(contains_ci("Hello World", "WORLD"));
     assert!(contains_ci("Ünïcode", "ÜNÏ"));
 }
+
+#[test]
+fn a_deployment_event_reloads_the_addon_view() {
+    let mut a = app();
+    assert_eq!(a.handle(key('5')), vec![Command::LoadAddons]);
+    let ev = crate::model::AddonEvent::from_json(
+        &serde_json::json!({"id": 7, "name": "deployment.rolled_back", "source": "addond", "data": {}}),
+    )
+    .unwrap();
+    assert_eq!(a.handle(Event::Daemon(Update::AddonEvents(vec![ev.clone()]))), vec![Command::LoadAddons]);
+    assert!(!a.events.back().unwrap().ok, "a rollback is logged as a failure");
+    a.handle(key('1'));
+    assert!(a.handle(Event::Daemon(Update::AddonEvents(vec![ev]))).is_empty(), "only while the addon view is shown");
+}

@@ -67,7 +67,56 @@ pub(super) fn draw_addons(app: &App, t: Theme, f: &mut Frame, area: Rect) {
         .highlight_symbol("▶ ")
         .highlight_spacing(HighlightSpacing::Always);
     let mut state = TableState::new().with_selected(Some(app.addon_selected));
-    f.render_stateful_widget(table, area, &mut state);
+    let selected = list.get(app.addon_selected).filter(|a| !a.instances.is_empty());
+    let (top, bottom) = match selected {
+        // The list keeps at least 5 rows; the deployments of the selected addon get the rest.
+        Some(_) if area.height >= 14 => {
+            let [top, bottom] = ratatui::layout::Layout::vertical([Constraint::Min(5), Constraint::Length(area.height / 2)]).areas(area);
+            (top, Some(bottom))
+        }
+        _ => (area, None),
+    };
+    f.render_stateful_widget(table, top, &mut state);
+    if let (Some(addon), Some(bottom)) = (selected, bottom) {
+        draw_deployments(addon, t, f, bottom);
+    }
+}
+
+/// The selected addon's installed instances: version, phase, a deployment under way, and
+/// the newest deployments with their outcome (a rolled-back one in the warning colour, with
+/// its reason).
+fn draw_deployments(addon: &model::Addon, t: Theme, f: &mut Frame, area: Rect) {
+    let block = Block::bordered().title(Line::styled(format!(" Deployments of {} ", addon.name), t.accent()));
+    let mut lines = Vec::new();
+    for i in &addon.instances {
+        let mut head = vec![
+            Span::styled(i.instance.clone(), Style::new().add_modifier(Modifier::BOLD)),
+            Span::raw(format!("  {}  {}", i.version, i.phase)),
+        ];
+        if i.deploying {
+            head.push(Span::styled("  deploying…", t.accent()));
+        }
+        lines.push(Line::from(head));
+        for d in i.history.iter().take(area.height.saturating_sub(2) as usize) {
+            let from = d.from_version.as_deref().map(|f| format!("{f} → ")).unwrap_or_default();
+            let style = match d.outcome.as_str() {
+                "succeeded" => Style::new(),
+                "running" => t.accent(),
+                _ => t.bad(),
+            };
+            let mut spans = vec![
+                Span::styled(format!("  #{:<4} ", d.id), t.dim()),
+                Span::raw(format!("{:<9} {from}{}  ", d.kind, d.to_version)),
+                Span::styled(d.outcome.clone(), style),
+                Span::styled(format!("  {} {}", d.started_at, d.who), t.dim()),
+            ];
+            lines.push(Line::from(spans));
+            if let Some(r) = &d.reason {
+                lines.push(Line::styled(format!("        ↳ {r}"), t.bad()));
+            }
+        }
+    }
+    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(block), area);
 }
 
 pub(super) fn draw_grants(app: &App, t: Theme, f: &mut Frame, area: Rect) {
