@@ -104,7 +104,7 @@ fn draw_deployments(addon: &model::Addon, t: Theme, f: &mut Frame, area: Rect) {
                 "running" => t.accent(),
                 _ => t.bad(),
             };
-            let mut spans = vec![
+            let spans = vec![
                 Span::styled(format!("  #{:<4} ", d.id), t.dim()),
                 Span::raw(format!("{:<9} {from}{}  ", d.kind, d.to_version)),
                 Span::styled(d.outcome.clone(), style),
