@@ -265,3 +265,175 @@ async fn subnets_in_use_are_skipped() {
     assert!(subnet.starts_with(&format!("10.244.{third}.")) && subnet.ends_with("/28"), "{subnet}");
     assert!(ip.starts_with(&format!("10.244.{third}.")), "{ip}");
 }
+
+/// Deletes an nftables table when the test ends, however it ends.
+struct DropTable(String);
+
+impl Drop for DropTable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft").args(["delete", "table", "ip", &self.0]).output();
+    }
+}
+
+/// Docker 20.10 takes its isolation jump out of `FORWARD` and puts it back each time it
+/// makes or removes a network; for that moment traffic between two bridges passes. Here
+/// addon `knock` keeps calling addon `target`'s container by address while the test makes
+/// and removes networks: not one call may get through.
+#[tokio::test(flavor = "multi_thread")]
+async fn isolation_holds_while_docker_rewrites_its_rules() {
+    // A pool of this test's own, so the table protecting it is this daemon's alone (and
+    // removed when the test ends); the churned networks lie outside it.
+    let third = 10 + std::process::id() % 200;
+    let pool = format!("10.243.{third}.0/24");
+    let table = format!("addond_10_243_{third}_0_24");
+    let _cleanup = DropTable(table.clone());
+    let d = Daemon::start_with(Options { subnet_pool: (pool.clone(), 28), ..Default::default() }).await;
+    let internet = json!(["network.internet"]);
+    let knock = install_addon(
+        &d,
+        manifest("knock", json!([svc("main", json!({"environment": {"SAMPLE_MAX_CONNECTIONS": "64"}}))]), internet.clone()),
+        None,
+    )
+    .await;
+    let target = install_addon(&d, manifest("target", json!([svc("main", json!({}))]), internet), None).await;
+    let (knock_c, knock_port) = first_instance(&knock, "main");
+    let (target_c, _) = first_instance(&target, "main");
+    let (_, knock_ip) = network_of(&knock_c).await;
+    let (_, target_ip) = network_of(&target_c).await;
+    let probe = |ip: String| json!({"url": format!("http://{ip}:8080"), "path": "/health", "timeout_ms": 250});
+    // The probe itself works: the container reaches its own address.
+    let (st, b) = action(knock_port, "fetch", probe(knock_ip.clone())).await;
+    assert_eq!((st, &b["ok"]), (200, &json!(true)), "{b}");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut cycles = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let name = format!("addond-test-churn-{}-{}", std::process::id(), cycles % 4);
+                let req = NetworkCreateRequest {
+                    name: name.clone(),
+                    driver: Some("bridge".into()),
+                    ipam: Some(Ipam {
+                        config: Some(vec![IpamConfig {
+                            subnet: Some(format!("10.242.{third}.{}/29", (cycles % 4) * 8)),
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                if docker().create_network(req).await.is_ok() {
+                    let _ = docker().remove_network(&name).await;
+                    cycles += 1;
+                } else {
+                    let _ = docker().remove_network(&name).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+            cycles
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let mut knockers = Vec::new();
+    for _ in 0..32 {
+        let target_ip = target_ip.clone();
+        knockers.push(tokio::spawn(async move {
+            let (mut tries, mut through) = (0u32, Vec::new());
+            while std::time::Instant::now() < deadline {
+                let (st, b) = action(knock_port, "fetch", probe(target_ip.clone())).await;
+                assert_eq!(st, 200, "{b}");
+                tries += 1;
+                if b["ok"] == true {
+                    through.push(b);
+                }
+            }
+            (tries, through)
+        }));
+    }
+    let (mut tries, mut through) = (0u32, Vec::new());
+    for k in knockers {
+        let (t, th) = k.await.unwrap();
+        tries += t;
+        through.extend(th);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let cycles = churn.await.unwrap();
+    eprintln!("{tries} calls from {knock_ip} to {target_ip} while {cycles} networks were made and removed; {} got through", through.len());
+    assert!(cycles >= 20 && tries >= 1000, "too little happened to tell: {cycles} networks, {tries} calls");
+    assert!(through.is_empty(), "{} of {tries} calls reached the other addon's container, e.g. {}", through.len(), through[0]);
+    // The doctor names the table and counts what it dropped.
+    let f = firewall_finding(&d).await;
+    assert_eq!(f["level"], "ok", "{f}");
+    let msg = f["message"].as_str().unwrap();
+    let dropped: u64 = msg.split("; ").nth(1).and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(msg.contains(&table) && dropped > 0, "{msg}");
+}
+
+/// The doctor's `firewall` finding.
+async fn firewall_finding(d: &Daemon) -> Value {
+    let cfg = d.config.to_str().unwrap().to_string();
+    let o = ctl(d, &["--json", "doctor", "--config", &cfg]).await;
+    let findings: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", err(&o)));
+    findings.into_iter().find(|f| f["check"] == "firewall").expect("a firewall finding")
+}
+
+fn nft_table(name: &str) -> Option<String> {
+    let o = std::process::Command::new("nft").args(["list", "table", "ip", name]).output().unwrap();
+    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// The table is applied at start and outlives the daemon; `addond firewall` applies it
+/// (and only as root); the doctor fails while it is missing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_firewall_table_is_applied_at_start_and_the_doctor_misses_it() {
+    let third = 10 + std::process::id() % 200;
+    let table = format!("addond_10_241_{third}_0_24");
+    let _cleanup = DropTable(table.clone());
+    let mut d = Daemon::start_with(Options { subnet_pool: (format!("10.241.{third}.0/24"), 28), ..Default::default() }).await;
+    let listed = nft_table(&table).expect("the table is there once the daemon runs");
+    assert!(
+        listed.contains("hook forward") && listed.contains(&format!("ip saddr 10.241.{third}.0/24 ip daddr 10.241.{third}.0/24")),
+        "{listed}"
+    );
+    assert!(d.log().contains("applied the firewall table"), "{}", tail(&d.log(), 20));
+    assert_eq!(firewall_finding(&d).await["level"], "ok");
+
+    // Gone (a firewall tool flushed it): the doctor fails and says how to put it back.
+    let o = std::process::Command::new("nft").args(["delete", "table", "ip", &table]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let f = firewall_finding(&d).await;
+    assert_eq!(f["level"], "fail", "{f}");
+    assert!(f["message"].as_str().unwrap().contains("missing") && f["fix"].as_str().unwrap().contains("addond firewall"), "{f}");
+
+    // `addond firewall` puts it back; `--print` shows it without applying.
+    let cfg = d.config.to_str().unwrap().to_string();
+    let run = |args: &[&str]| std::process::Command::new(addond_bin()).args(args).env_remove("ADDOND_CONFIG_FILE").output().unwrap();
+    let o = run(&["firewall", "--print", "--config", &cfg]);
+    assert!(o.status.success() && out(&o).contains(&format!("table ip {table} {{")), "{}", err(&o));
+    assert!(nft_table(&table).is_none(), "--print applies nothing");
+    let o = run(&["firewall", "--config", &cfg]);
+    assert!(o.status.success() && out(&o).contains(&table), "{}{}", out(&o), err(&o));
+    assert!(nft_table(&table).is_some());
+    assert_eq!(firewall_finding(&d).await["level"], "ok");
+
+    // Not as an unprivileged user: it says what is needed.
+    let open = tempfile::Builder::new().prefix("addond-fw-").tempdir().unwrap();
+    std::fs::set_permissions(open.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let copy = open.path().join("config.toml");
+    std::fs::copy(&d.config, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", addond_bin(), "firewall", "--config"])
+        .arg(&copy)
+        .env_remove("ADDOND_CONFIG_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    assert!(err(&o).contains("not permitted") && err(&o).contains("root"), "{}", err(&o));
+
+    // The daemon leaves it when it stops: containers it leaves running stay apart.
+    assert!(d.terminate().success());
+    assert!(nft_table(&table).is_some(), "the table went with the daemon");
+}
