@@ -301,7 +301,7 @@ pub fn ensure_at_start(pool: &str, data_dir: &Path) -> Result<Status, FirewallEr
         (Err(e), true) => tracing::info!(table = %table.name, reason = %e, "{} (not applied by the daemon itself)", st.describe(&table)),
         (Err(e), false) => tracing::warn!(
             table = %table.name, error = %e,
-            "{}. Run `addond firewall` as root (the unit's ExecStartPre=+ does); see docs/security.md",
+            "{}. Run `sudo addond firewall` (the unit's ExecStartPre=+ does it before every start)",
             st.describe(&table)
         ),
     }

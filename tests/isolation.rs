@@ -255,6 +255,8 @@ async fn subnets_in_use_are_skipped() {
         ..Default::default()
     };
     docker().create_network(req).await.unwrap();
+    // The daemon applies a firewall table for its pool; this pool is the test's own.
+    let _table = DropTable(format!("addond_10_244_{third}_0_24"));
     let d = Daemon::start_with(Options { subnet_pool: (pool, 28), ..Default::default() }).await;
     let s = d.create_started("skipper", json!({"resource_limits": {"memory": "32m", "cpu": "0.2"}})).await;
     let (net, ip) = network_of(s["instances"][0]["container_name"].as_str().unwrap()).await;
