@@ -32,7 +32,7 @@ pub enum FirewallError {
     Pool(String),
     #[error("the `nft` command cannot be run ({0}); install the nftables package (`apt-get install nftables`)")]
     NoNft(String),
-    #[error("not permitted to read or change the host firewall ({0}); run `addond firewall` as root (the unit's ExecStartPre does)")]
+    #[error("not permitted to read or change the host firewall ({0}): that needs root or CAP_NET_ADMIN")]
     Denied(String),
     #[error("nft failed: {0}")]
     Nft(String),
@@ -263,7 +263,7 @@ impl Status {
             Status::Altered => format!("{t} exists but its drop rule is missing or changed"),
             Status::Absent => format!("{t} is missing: addon networks are kept apart by Docker's own rules only, which open for a moment each time a network is made or removed"),
             Status::Recorded(r) => format!("{t} was applied by `{}` at {} (this boot); this user cannot read the firewall to confirm it", r.by, r.applied_at),
-            Status::Unknown { reason } => format!("{t}: cannot read the firewall ({reason}) and it was not applied during this boot"),
+            Status::Unknown { .. } => format!("{t} cannot be read by this user and was not applied during this boot: addon networks may be kept apart by Docker's own rules only, which open for a moment each time a network is made or removed"),
         }
     }
 }

@@ -2,7 +2,9 @@
 //! (and each plain service) has its own Docker network, so a container cannot call another
 //! one directly past the gateway's keys and grants; named volumes belong to the service (or,
 //! declared `shared`, to the services of one addon); networks come and go with their owners,
-//! and stray ones of this daemon (never another daemon's) are removed.
+//! and stray ones of this daemon (never another daemon's) are removed. The networks stay
+//! apart while Docker rewrites its own rules, thanks to addond's firewall table, which the
+//! daemon applies at start (or `addond firewall` as root), and the doctor checks.
 
 use std::collections::HashMap;
 
@@ -438,4 +440,70 @@ async fn the_firewall_table_is_applied_at_start_and_the_doctor_misses_it() {
     // The daemon leaves it when it stops: containers it leaves running stay apart.
     assert!(d.terminate().success());
     assert!(nft_table(&table).is_some(), "the table went with the daemon");
+}
+
+/// The packaged daemon runs as an unprivileged user, which may neither change nor read the
+/// firewall: it warns when nothing says the table was applied during this boot, and
+/// trusts the record that `addond firewall`, run as root before it, leaves.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unprivileged_daemon_warns_unless_addond_firewall_applied_the_table() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let third = 10 + std::process::id() % 200;
+    let table = format!("addond_10_240_{third}_0_24");
+    let _cleanup = DropTable(table.clone());
+    let dir = tempfile::Builder::new().prefix("addond-fw-").tempdir().unwrap();
+    let opts = Options {
+        subnet_pool: (format!("10.240.{third}.0/24"), 28),
+        docker_host: format!("unix://{}/no-docker.sock", dir.path().display()),
+        wait_for_docker: false,
+        ..Default::default()
+    };
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, config_toml(dir.path(), &dir.path().join("addond.sock"), &opts)).unwrap();
+    for p in [dir.path(), cfg.as_path()] {
+        std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+    }
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Runs the daemon as uid 65534 until it has said what it knows of the table: that line.
+    let firewall_line = |round: u32| {
+        let log_path = dir.path().join(format!("run{round}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = std::process::Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", addond_bin(), "run", "--config"])
+            .arg(&cfg)
+            .env_remove("ADDOND_CONFIG_FILE")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let line = loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(l) = text.lines().find(|l| l.contains("addond::firewall")) {
+                break l.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "the daemon said nothing of the firewall:\n{text}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        line
+    };
+    let line = firewall_line(1);
+    assert!(line.contains("WARN") && line.contains(&table), "{line}");
+    assert!(line.contains("was not applied during this boot") && line.contains("sudo addond firewall"), "{line}");
+    assert!(nft_table(&table).is_none(), "an unprivileged daemon applied the table");
+
+    // `addond firewall` as root (the unit's ExecStartPre=+), then the daemon again.
+    let o = std::process::Command::new(addond_bin())
+        .args(["firewall", "--config"])
+        .arg(&cfg)
+        .env_remove("ADDOND_CONFIG_FILE")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    let record = dir.path().join("data/firewall.json");
+    assert_eq!(std::fs::metadata(&record).unwrap().permissions().mode() & 0o777, 0o644, "readable by the daemon's user");
+    let line = firewall_line(2);
+    assert!(line.contains("INFO") && line.contains("was applied by `addond firewall`") && line.contains("(this boot)"), "{line}");
 }

@@ -211,11 +211,16 @@ async fn firewall_report(pool: &str, data_dir: &std::path::Path) -> Value {
     let status = tokio::task::spawn_blocking(move || crate::firewall::status(&t, &dir))
         .await
         .unwrap_or_else(|e| crate::firewall::Status::Unknown { reason: e.to_string() });
+    let error = match &status {
+        crate::firewall::Status::Unknown { reason } => json!(reason),
+        _ => Value::Null,
+    };
     json!({
         "table": table.name,
         "pool": table.pool.to_string(),
         "state": status.as_str(),
         "holds": status.holds(),
         "message": status.describe(&table),
+        "error": error,
     })
 }
