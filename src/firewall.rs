@@ -60,16 +60,16 @@ impl Table {
     /// The whole table as one `nft -f` script. `add` then `delete` then the definition, in
     /// one transaction: the kernel swaps the old table for the new one at once (there is no
     /// moment without the rule), whether or not it existed and whatever an older version
-    /// put in it.
+    /// put in it. Plain syntax that nft 0.9 and kernels from 4.19 take too: a numeric
+    /// priority (`filter - 10`, before Docker's filter rules at 0), no table comment.
     pub fn ruleset(&self) -> String {
         let (name, pool) = (&self.name, self.pool);
         format!(
             "add table ip {name}\n\
              delete table ip {name}\n\
              table ip {name} {{\n\
-             \tcomment \"addond: keeps the networks of docker.subnet_pool {pool} apart\"\n\
              \tchain forward {{\n\
-             \t\ttype filter hook forward priority filter - 10; policy accept;\n\
+             \t\ttype filter hook forward priority -10; policy accept;\n\
              \t\tip saddr {pool} ip daddr {pool} {RULE_MARK} counter drop comment \"from one network of the pool to another\"\n\
              \t}}\n\
              }}\n"
@@ -321,9 +321,8 @@ mod tests {
             "add table ip addond_172_20_0_0_14\n\
              delete table ip addond_172_20_0_0_14\n\
              table ip addond_172_20_0_0_14 {\n\
-             \tcomment \"addond: keeps the networks of docker.subnet_pool 172.20.0.0/14 apart\"\n\
              \tchain forward {\n\
-             \t\ttype filter hook forward priority filter - 10; policy accept;\n\
+             \t\ttype filter hook forward priority -10; policy accept;\n\
              \t\tip saddr 172.20.0.0/14 ip daddr 172.20.0.0/14 fib daddr . iif oif missing counter drop comment \"from one network of the pool to another\"\n\
              \t}\n\
              }\n"
