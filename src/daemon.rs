@@ -141,7 +141,7 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
     // the daemon says whether `addond firewall` did and carries on.
     notifier.status("applying the firewall table");
     let (pool, dir) = (cfg.docker.subnet_pool.clone(), cfg.daemon.data_dir.clone());
-    tokio::task::spawn_blocking(move || crate::firewall::ensure_at_start(&pool, &dir)).await?.context("docker.subnet_pool")?;
+    tokio::task::spawn_blocking(move || crate::firewall::ensure_at_start(&pool, &dir)).await??;
     let docker_up = runtime.ping().await;
     if !docker_up {
         tracing::warn!(docker = %cfg.docker.host, "Docker is not reachable; serving the API and retrying");

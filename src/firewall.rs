@@ -23,7 +23,9 @@ use crate::isolation::Subnet;
 /// The record's file name in the data directory.
 pub const RECORD_NAME: &str = "firewall.json";
 
-/// What the kernel's nftables says, as text only the tests and logs read.
+/// The match that makes the rule: the destination is not routed out of the interface the
+/// packet came in on (nft cannot compare `iifname` with `oifname` directly). Also what a
+/// listing is searched for, as `nft` prints it back the same way.
 const RULE_MARK: &str = "fib daddr . iif oif missing";
 
 #[derive(Debug, thiserror::Error)]
