@@ -153,7 +153,8 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, FirewallError> {
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
-    if err.contains("Operation not permitted") || err.contains("Permission denied") {
+    // The last: netlink sockets refused by a sandbox (the unit's RestrictAddressFamilies=).
+    if ["Operation not permitted", "Permission denied", "Address family not supported"].iter().any(|m| err.contains(m)) {
         return Err(FirewallError::Denied(first_line(&err)));
     }
     Err(FirewallError::Nft(if err.is_empty() { format!("{bin} exited with {}", out.status) } else { err }))
