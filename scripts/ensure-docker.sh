@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make sure a working Docker engine (and the build packages addond needs) is present.
+# Make sure a working Docker engine (and the build packages and host tools addond needs)
+# is present.
 # Idempotent; a fast no-op when everything is installed and `docker info` answers.
 # For CI on a fresh Debian 12 machine (as root) and for developers (uses sudo when needed).
 #   ENSURE_DOCKER_TIMEOUT  seconds to wait for a freshly started dockerd (default 60)
@@ -51,8 +52,10 @@ missing=()
 if ! have_cmd docker || ! have_cmd dockerd; then
     missing+=(docker.io)
 fi
+# nftables: `nft`, with which addond applies the table that keeps addon networks apart
+# (the daemon and the tests need it, as the packaged unit does).
 if command -v dpkg-query >/dev/null; then
-    for p in libsystemd-dev pkg-config; do
+    for p in libsystemd-dev pkg-config nftables; do
         pkg_installed "$p" || missing+=("$p")
     done
 fi

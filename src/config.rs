@@ -119,7 +119,8 @@ pub struct DockerConfig {
     /// No longer used, like `subnet`.
     pub isolated_subnet: String,
     /// IPv4 range the per-addon and per-service networks take their subnets from. Subnets
-    /// that overlap any existing Docker network or host route are skipped.
+    /// that overlap any existing Docker network or host route are skipped. The firewall
+    /// table that keeps them apart is named after it (`firewall::Table`).
     pub subnet_pool: String,
     /// Prefix length of each network's subnet within `subnet_pool` (24: 253 containers).
     pub subnet_prefix: u8,

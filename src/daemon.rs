@@ -134,6 +134,12 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
     let store = Store::open(&cfg.daemon.data_dir.join("addond.db")).await.context("cannot open the database")?;
     let daemon_id = store.daemon_id().await?;
     let db = store.clone();
+    // Before any container is made or started: the table that keeps addon networks apart
+    // while Docker rewrites its own rules (`firewall`). Without the privilege to apply it,
+    // the daemon says whether `addond firewall` did and carries on.
+    notifier.status("applying the firewall table");
+    let (pool, dir) = (cfg.docker.subnet_pool.clone(), cfg.daemon.data_dir.clone());
+    tokio::task::spawn_blocking(move || crate::firewall::ensure_at_start(&pool, &dir)).await??;
     notifier.status("probing Docker");
     let runtime = Arc::new(Runtime::new(cfg.clone()));
     let docker_up = runtime.ping().await;

@@ -222,7 +222,53 @@ pub async fn run(inp: &Inputs) -> Vec<Finding> {
         Some(d) => out.push(database_finding(&d["database"])),
         None => out.push(check_db_directly(&data_dir.join("addond.db"))),
     }
+
+    // 7. The firewall table that keeps addon networks apart.
+    let pool = report
+        .as_ref()
+        .and_then(|d| d["firewall"]["pool"].as_str().map(str::to_string))
+        .unwrap_or_else(|| fallback.docker.subnet_pool.clone());
+    out.push(check_firewall(report.as_ref().map(|d| &d["firewall"]), &pool, &data_dir, &inp.config_path).await);
     out
+}
+
+/// The firewall table: the daemon's view when it could read the kernel's, else this user's
+/// own look (as root it can), else the record of this boot.
+async fn check_firewall(daemon: Option<&Value>, pool: &str, data_dir: &Path, config_path: &Path) -> Finding {
+    use crate::firewall::{self, Status};
+    let Ok(table) = firewall::Table::for_pool(pool) else {
+        return finding("firewall", Level::Fail, format!("docker.subnet_pool `{pool}` is not an IPv4 range"), None);
+    };
+    let definitive = |state: &str| matches!(state, "present" | "absent" | "altered");
+    let from_daemon = daemon.filter(|f| f["state"].as_str().is_some_and(definitive));
+    let (level, message) = match from_daemon {
+        Some(f) => (if f["holds"] == true { Level::Ok } else { Level::Fail }, f["message"].as_str().unwrap_or("").to_string()),
+        None => {
+            let (t, dir) = (table.clone(), data_dir.to_path_buf());
+            let local = tokio::task::spawn_blocking(move || firewall::status(&t, &dir))
+                .await
+                .unwrap_or_else(|e| Status::Unknown { reason: e.to_string() });
+            match (&local, daemon) {
+                (Status::Unknown { .. }, Some(f)) if f["holds"] == true => (Level::Ok, f["message"].as_str().unwrap_or("").to_string()),
+                (Status::Unknown { .. }, _) => (Level::Warn, local.describe(&table)),
+                (s, _) if s.holds() => (Level::Ok, s.describe(&table)),
+                (s, _) => (Level::Fail, s.describe(&table)),
+            }
+        }
+    };
+    let fix = match level {
+        Level::Ok => None,
+        Level::Warn => Some(format!(
+            "run the doctor as root to read the firewall; apply the table with `sudo addond firewall --config {}` (the unit does at every start)",
+            config_path.display()
+        )),
+        Level::Fail => Some(format!(
+            "apply it: `sudo addond firewall --config {}` (the unit does at every start: `systemctl restart addond`); if it keeps going, a firewall tool is flushing the whole ruleset (`flush ruleset` in /etc/nftables.conf): make it leave `table ip {}` alone",
+            config_path.display(),
+            table.name
+        )),
+    };
+    finding("firewall", level, message, fix)
 }
 
 /// Exit status for a report: 1 when any check failed, else 0 (warnings alone pass).

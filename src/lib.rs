@@ -17,8 +17,9 @@
 //!   file per area returning typed rows.
 //! - **Docker and the host** — [`runtime`] (bollard, the engine's state, containers;
 //!   `networks.rs` per-owner networks and volumes), [`isolation`] (which network and volume
-//!   a service gets), [`voldirs`] (directory volumes checked before every start), [`ports`],
-//!   [`systemd`].
+//!   a service gets), [`firewall`] (the nftables table that keeps those networks apart
+//!   while Docker rewrites its own rules), [`voldirs`] (directory volumes checked before
+//!   every start), [`ports`], [`systemd`].
 //! - **Domain** — [`lifecycle`] (requests write desired state; `reconcile.rs` drives Docker
 //!   to it; `health.rs` the monitor), [`addons`] (catalogue, manifests, installs, dispatch of
 //!   actions and widgets), [`events`], [`schedules`], [`access`] (applications and grants).
@@ -47,6 +48,7 @@ pub mod data_dir;
 pub mod doctor;
 pub mod events;
 pub mod failpoint;
+pub mod firewall;
 pub mod gateway;
 pub mod http;
 pub mod image_ref;

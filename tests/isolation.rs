@@ -2,7 +2,9 @@
 //! (and each plain service) has its own Docker network, so a container cannot call another
 //! one directly past the gateway's keys and grants; named volumes belong to the service (or,
 //! declared `shared`, to the services of one addon); networks come and go with their owners,
-//! and stray ones of this daemon (never another daemon's) are removed.
+//! and stray ones of this daemon (never another daemon's) are removed. The networks stay
+//! apart while Docker rewrites its own rules, thanks to addond's firewall table, which the
+//! daemon applies at start (or `addond firewall` as root), and the doctor checks.
 
 use std::collections::HashMap;
 
@@ -255,6 +257,8 @@ async fn subnets_in_use_are_skipped() {
         ..Default::default()
     };
     docker().create_network(req).await.unwrap();
+    // The daemon applies a firewall table for its pool; this pool is the test's own.
+    let _table = DropTable(format!("addond_10_244_{third}_0_24"));
     let d = Daemon::start_with(Options { subnet_pool: (pool, 28), ..Default::default() }).await;
     let s = d.create_started("skipper", json!({"resource_limits": {"memory": "32m", "cpu": "0.2"}})).await;
     let (net, ip) = network_of(s["instances"][0]["container_name"].as_str().unwrap()).await;
@@ -264,4 +268,242 @@ async fn subnets_in_use_are_skipped() {
     assert_ne!(subnet, format!("10.244.{third}.0/28"), "took a subnet in use");
     assert!(subnet.starts_with(&format!("10.244.{third}.")) && subnet.ends_with("/28"), "{subnet}");
     assert!(ip.starts_with(&format!("10.244.{third}.")), "{ip}");
+}
+
+/// Deletes an nftables table when the test ends, however it ends.
+struct DropTable(String);
+
+impl Drop for DropTable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft").args(["delete", "table", "ip", &self.0]).output();
+    }
+}
+
+/// Docker 20.10 takes its isolation jump out of `FORWARD` and puts it back each time it
+/// makes or removes a network; for that moment traffic between two bridges passes. Here
+/// addon `knock` keeps calling addon `target`'s container by address while the test makes
+/// and removes networks: not one call may get through.
+#[tokio::test(flavor = "multi_thread")]
+async fn isolation_holds_while_docker_rewrites_its_rules() {
+    // A pool of this test's own, so the table protecting it is this daemon's alone (and
+    // removed when the test ends); the churned networks lie outside it.
+    let third = 10 + std::process::id() % 200;
+    let pool = format!("10.243.{third}.0/24");
+    let table = format!("addond_10_243_{third}_0_24");
+    let _cleanup = DropTable(table.clone());
+    let d = Daemon::start_with(Options { subnet_pool: (pool.clone(), 28), ..Default::default() }).await;
+    let internet = json!(["network.internet"]);
+    let knock = install_addon(
+        &d,
+        manifest("knock", json!([svc("main", json!({"environment": {"SAMPLE_MAX_CONNECTIONS": "64"}}))]), internet.clone()),
+        None,
+    )
+    .await;
+    let target = install_addon(&d, manifest("target", json!([svc("main", json!({}))]), internet), None).await;
+    let (knock_c, knock_port) = first_instance(&knock, "main");
+    let (target_c, _) = first_instance(&target, "main");
+    let (_, knock_ip) = network_of(&knock_c).await;
+    let (_, target_ip) = network_of(&target_c).await;
+    let probe = |ip: String| json!({"url": format!("http://{ip}:8080"), "path": "/health", "timeout_ms": 250});
+    // The probe itself works: the container reaches its own address.
+    let (st, b) = action(knock_port, "fetch", probe(knock_ip.clone())).await;
+    assert_eq!((st, &b["ok"]), (200, &json!(true)), "{b}");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut cycles = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let name = format!("addond-test-churn-{}-{}", std::process::id(), cycles % 4);
+                let req = NetworkCreateRequest {
+                    name: name.clone(),
+                    driver: Some("bridge".into()),
+                    ipam: Some(Ipam {
+                        config: Some(vec![IpamConfig {
+                            subnet: Some(format!("10.242.{third}.{}/29", (cycles % 4) * 8)),
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                if docker().create_network(req).await.is_ok() {
+                    let _ = docker().remove_network(&name).await;
+                    cycles += 1;
+                } else {
+                    let _ = docker().remove_network(&name).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+            cycles
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let mut knockers = Vec::new();
+    for _ in 0..32 {
+        let target_ip = target_ip.clone();
+        knockers.push(tokio::spawn(async move {
+            let (mut tries, mut through) = (0u32, Vec::new());
+            while std::time::Instant::now() < deadline {
+                let (st, b) = action(knock_port, "fetch", probe(target_ip.clone())).await;
+                assert_eq!(st, 200, "{b}");
+                tries += 1;
+                if b["ok"] == true {
+                    through.push(b);
+                }
+            }
+            (tries, through)
+        }));
+    }
+    let (mut tries, mut through) = (0u32, Vec::new());
+    for k in knockers {
+        let (t, th) = k.await.unwrap();
+        tries += t;
+        through.extend(th);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let cycles = churn.await.unwrap();
+    eprintln!("{tries} calls from {knock_ip} to {target_ip} while {cycles} networks were made and removed; {} got through", through.len());
+    assert!(cycles >= 20 && tries >= 1000, "too little happened to tell: {cycles} networks, {tries} calls");
+    assert!(through.is_empty(), "{} of {tries} calls reached the other addon's container, e.g. {}", through.len(), through[0]);
+    // The doctor names the table and counts what it dropped.
+    let f = firewall_finding(&d).await;
+    assert_eq!(f["level"], "ok", "{f}");
+    let msg = f["message"].as_str().unwrap();
+    let dropped: u64 = msg.split("; ").nth(1).and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(msg.contains(&table) && dropped > 0, "{msg}");
+}
+
+/// The doctor's `firewall` finding.
+async fn firewall_finding(d: &Daemon) -> Value {
+    let cfg = d.config.to_str().unwrap().to_string();
+    let o = ctl(d, &["--json", "doctor", "--config", &cfg]).await;
+    let findings: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", err(&o)));
+    findings.into_iter().find(|f| f["check"] == "firewall").expect("a firewall finding")
+}
+
+fn nft_table(name: &str) -> Option<String> {
+    let o = std::process::Command::new("nft").args(["list", "table", "ip", name]).output().unwrap();
+    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// The table is applied at start and outlives the daemon; `addond firewall` applies it
+/// (and only as root); the doctor fails while it is missing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_firewall_table_is_applied_at_start_and_the_doctor_misses_it() {
+    let third = 10 + std::process::id() % 200;
+    let table = format!("addond_10_241_{third}_0_24");
+    let _cleanup = DropTable(table.clone());
+    let mut d = Daemon::start_with(Options { subnet_pool: (format!("10.241.{third}.0/24"), 28), ..Default::default() }).await;
+    let listed = nft_table(&table).expect("the table is there once the daemon runs");
+    assert!(
+        listed.contains("hook forward") && listed.contains(&format!("ip saddr 10.241.{third}.0/24 ip daddr 10.241.{third}.0/24")),
+        "{listed}"
+    );
+    assert!(d.log().contains("applied the firewall table"), "{}", tail(&d.log(), 20));
+    assert_eq!(firewall_finding(&d).await["level"], "ok");
+
+    // Gone (a firewall tool flushed it): the doctor fails and says how to put it back.
+    let o = std::process::Command::new("nft").args(["delete", "table", "ip", &table]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let f = firewall_finding(&d).await;
+    assert_eq!(f["level"], "fail", "{f}");
+    assert!(f["message"].as_str().unwrap().contains("missing") && f["fix"].as_str().unwrap().contains("addond firewall"), "{f}");
+
+    // `addond firewall` puts it back; `--print` shows it without applying.
+    let cfg = d.config.to_str().unwrap().to_string();
+    let run = |args: &[&str]| std::process::Command::new(addond_bin()).args(args).env_remove("ADDOND_CONFIG_FILE").output().unwrap();
+    let o = run(&["firewall", "--print", "--config", &cfg]);
+    assert!(o.status.success() && out(&o).contains(&format!("table ip {table} {{")), "{}", err(&o));
+    assert!(nft_table(&table).is_none(), "--print applies nothing");
+    let o = run(&["firewall", "--config", &cfg]);
+    assert!(o.status.success() && out(&o).contains(&table), "{}{}", out(&o), err(&o));
+    assert!(nft_table(&table).is_some());
+    assert_eq!(firewall_finding(&d).await["level"], "ok");
+
+    // Not as an unprivileged user: it says what is needed.
+    let open = tempfile::Builder::new().prefix("addond-fw-").tempdir().unwrap();
+    std::fs::set_permissions(open.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let copy = open.path().join("config.toml");
+    std::fs::copy(&d.config, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", addond_bin(), "firewall", "--config"])
+        .arg(&copy)
+        .env_remove("ADDOND_CONFIG_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    assert!(err(&o).contains("not permitted") && err(&o).contains("root"), "{}", err(&o));
+
+    // The daemon leaves it when it stops: containers it leaves running stay apart.
+    assert!(d.terminate().success());
+    assert!(nft_table(&table).is_some(), "the table went with the daemon");
+}
+
+/// The packaged daemon runs as an unprivileged user, which may neither change nor read the
+/// firewall: it warns when nothing says the table was applied during this boot, and
+/// trusts the record that `addond firewall`, run as root before it, leaves.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unprivileged_daemon_warns_unless_addond_firewall_applied_the_table() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let third = 10 + std::process::id() % 200;
+    let table = format!("addond_10_240_{third}_0_24");
+    let _cleanup = DropTable(table.clone());
+    let dir = tempfile::Builder::new().prefix("addond-fw-").tempdir().unwrap();
+    let opts = Options {
+        subnet_pool: (format!("10.240.{third}.0/24"), 28),
+        docker_host: format!("unix://{}/no-docker.sock", dir.path().display()),
+        wait_for_docker: false,
+        ..Default::default()
+    };
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, config_toml(dir.path(), &dir.path().join("addond.sock"), &opts)).unwrap();
+    for p in [dir.path(), cfg.as_path()] {
+        std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+    }
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Runs the daemon as uid 65534 until it has said what it knows of the table: that line.
+    let firewall_line = |round: u32| {
+        let log_path = dir.path().join(format!("run{round}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = std::process::Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", addond_bin(), "run", "--config"])
+            .arg(&cfg)
+            .env_remove("ADDOND_CONFIG_FILE")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let line = loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(l) = text.lines().find(|l| l.contains("addond::firewall")) {
+                break l.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "the daemon said nothing of the firewall:\n{text}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        line
+    };
+    let line = firewall_line(1);
+    assert!(line.contains("WARN") && line.contains(&table), "{line}");
+    assert!(line.contains("was not applied during this boot") && line.contains("sudo addond firewall"), "{line}");
+    assert!(nft_table(&table).is_none(), "an unprivileged daemon applied the table");
+
+    // `addond firewall` as root (the unit's ExecStartPre=+), then the daemon again.
+    let o = std::process::Command::new(addond_bin())
+        .args(["firewall", "--config"])
+        .arg(&cfg)
+        .env_remove("ADDOND_CONFIG_FILE")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    let record = dir.path().join("data/firewall.json");
+    assert_eq!(std::fs::metadata(&record).unwrap().permissions().mode() & 0o777, 0o644, "readable by the daemon's user");
+    let line = firewall_line(2);
+    assert!(line.contains("INFO") && line.contains("was applied by `addond firewall`") && line.contains("(this boot)"), "{line}");
 }

@@ -620,11 +620,14 @@ fn deb_and_rpm_build_lint_install_and_purge_cleanly() {
         "{scripts}"
     );
     let requires = must(&format!("rpm -qp --requires {rpm} 2>/dev/null"));
-    assert!(requires.contains("libsystemd.so.0") && requires.contains("(docker-ce or moby-engine or docker)"), "{requires}");
+    assert!(
+        requires.contains("libsystemd.so.0") && requires.contains("(docker-ce or moby-engine or docker)") && requires.contains("nftables"),
+        "{requires}"
+    );
 
     // The .deb: metadata, then a real install on this machine.
     let info = must(&format!("dpkg-deb -f {deb} Depends Section"));
-    assert!(info.contains("docker.io | docker-ce") && info.contains("libsystemd0"), "{info}");
+    assert!(info.contains("docker.io | docker-ce") && info.contains("libsystemd0") && info.contains("nftables"), "{info}");
     let _cleanup = Uninstall;
     // Docker may be installed without a package (static binaries): dpkg cannot see it then.
     let (docker_pkg, _) = sh("dpkg-query -W -f '${Status}' docker.io docker-ce 2>/dev/null | grep -q 'install ok'");

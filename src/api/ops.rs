@@ -171,6 +171,7 @@ pub(super) async fn doctor_report(State(st): State<AppState>) -> ApiResult {
         }
         crate::runtime::DockerState::Unreachable => json!("no answer to ping"),
     };
+    let firewall = firewall_report(&cfg.docker.subnet_pool, &cfg.daemon.data_dir).await;
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
     ok(
@@ -194,7 +195,32 @@ pub(super) async fn doctor_report(State(st): State<AppState>) -> ApiResult {
                 "wal_bytes": size(&store.path.with_extension("db-wal")),
             },
             "booked_ports": booked,
+            "firewall": firewall,
         }),
         "",
     )
+}
+
+/// The firewall table as the daemon's user sees it (`firewall::status`, run off the async
+/// threads: it runs `nft`).
+async fn firewall_report(pool: &str, data_dir: &std::path::Path) -> Value {
+    let Ok(table) = crate::firewall::Table::for_pool(pool) else {
+        return json!({"state": "unknown", "message": format!("docker.subnet_pool `{pool}` is not an IPv4 range")});
+    };
+    let (t, dir) = (table.clone(), data_dir.to_path_buf());
+    let status = tokio::task::spawn_blocking(move || crate::firewall::status(&t, &dir))
+        .await
+        .unwrap_or_else(|e| crate::firewall::Status::Unknown { reason: e.to_string() });
+    let error = match &status {
+        crate::firewall::Status::Unknown { reason } => json!(reason),
+        _ => Value::Null,
+    };
+    json!({
+        "table": table.name,
+        "pool": table.pool.to_string(),
+        "state": status.as_str(),
+        "holds": status.holds(),
+        "message": status.describe(&table),
+        "error": error,
+    })
 }

@@ -54,6 +54,13 @@ enum Command {
     CheckConfig,
     /// Print the effective configuration (file, environment and defaults) as TOML.
     PrintConfig,
+    /// Apply the nftables table that keeps the addon networks of docker.subnet_pool apart,
+    /// and exit (needs root or CAP_NET_ADMIN; the unit runs it before the daemon starts).
+    Firewall {
+        /// Print the table as an `nft -f` script instead of applying it.
+        #[arg(long)]
+        print: bool,
+    },
     /// Write the man page (addond.8) into DIR (for packaging).
     #[command(hide = true)]
     GenerateMan { dir: PathBuf },
@@ -89,6 +96,23 @@ fn main() -> anyhow::Result<()> {
         }
         Command::PrintConfig => {
             print!("{}", cfg.to_toml());
+            Ok(())
+        }
+        Command::Firewall { print } => {
+            let table = addond::firewall::Table::for_pool(&cfg.docker.subnet_pool)?;
+            if print {
+                print!("{}", table.ruleset());
+                return Ok(());
+            }
+            table.apply().with_context(|| format!("cannot apply the nftables table ip {}", table.name))?;
+            // The daemon reads this to know the table is in place (it may not read the firewall).
+            if let Err(e) = addond::firewall::write_record(&cfg.daemon.data_dir, &table, "addond firewall") {
+                eprintln!("note: cannot record it in {}: {e}", cfg.daemon.data_dir.display());
+            }
+            println!(
+                "applied the nftables table ip {} (docker.subnet_pool {}): traffic between two networks of the pool is dropped",
+                table.name, table.pool
+            );
             Ok(())
         }
         Command::GenerateMan { .. } | Command::Completions { .. } => Ok(()),
