@@ -39,6 +39,9 @@ pub struct ManifestRequest {
     pub dependencies: Option<BTreeMap<String, String>>,
     pub config_schema: Option<Value>,
     pub schedules: Option<Vec<ScheduleRequest>>,
+    /// The Dockerfile's path in a build context (`addonctl addons build`); registering
+    /// takes and ignores it, so one `addon.toml` serves both.
+    pub dockerfile: Option<String>,
 }
 
 /// An action as declared: its name, or an object with its name and details.

@@ -58,6 +58,8 @@ codes! {
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
     RequestTimeout = "request_timeout", REQUEST_TIMEOUT;
     Conflict = "conflict", CONFLICT;
+    BuildRunning = "build_running", CONFLICT;
+    InvalidBuildContext = "invalid_build_context", BAD_REQUEST;
     PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE;
     UriTooLong = "uri_too_long", URI_TOO_LONG;
     HeadersTooLarge = "headers_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE;
@@ -85,6 +87,7 @@ codes! {
     DockerError = "docker_error", BAD_GATEWAY;
     ImageNotFound = "image_not_found", NOT_FOUND;
     ServiceFailed = "service_failed", BAD_GATEWAY;
+    BuildFailed = "build_failed", UNPROCESSABLE_ENTITY;
     UpstreamError = "upstream_error", BAD_GATEWAY;
     AddonError = "addon_error", BAD_GATEWAY;
     Timeout = "timeout", GATEWAY_TIMEOUT;
@@ -129,6 +132,8 @@ mod tests {
             (ErrorCode::MethodNotAllowed, "method_not_allowed", 405),
             (ErrorCode::RequestTimeout, "request_timeout", 408),
             (ErrorCode::Conflict, "conflict", 409),
+            (ErrorCode::BuildRunning, "build_running", 409),
+            (ErrorCode::InvalidBuildContext, "invalid_build_context", 400),
             (ErrorCode::PayloadTooLarge, "payload_too_large", 413),
             (ErrorCode::UriTooLong, "uri_too_long", 414),
             (ErrorCode::HeadersTooLarge, "headers_too_large", 431),
@@ -154,6 +159,7 @@ mod tests {
             (ErrorCode::DockerError, "docker_error", 502),
             (ErrorCode::ImageNotFound, "image_not_found", 404),
             (ErrorCode::ServiceFailed, "service_failed", 502),
+            (ErrorCode::BuildFailed, "build_failed", 422),
             (ErrorCode::UpstreamError, "upstream_error", 502),
             (ErrorCode::AddonError, "addon_error", 502),
             (ErrorCode::Timeout, "timeout", 504),

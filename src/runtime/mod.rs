@@ -32,7 +32,10 @@ use crate::config::{parse_size, Config};
 use crate::isolation::{self, NetworkPlan, Subnet, LABEL_OWNER};
 use crate::model::{Instance, ServiceSpec, VolumeKind};
 
+mod build;
 mod networks;
+
+pub use build::BuildParams;
 
 pub const LABEL_MANAGED: &str = "addond.managed";
 pub const LABEL_DAEMON: &str = "addond.daemon";

@@ -1,5 +1,5 @@
 //! All SQL lives here, one file per area: `services` (services and instances), `addons`
-//! (catalogue and installs), `access` (applications, grants, audit), `events` (log, cursors,
+//! (catalogue and installs), `builds` (image builds), `access` (applications, grants, audit), `events` (log, cursors,
 //! dead letters), `tokens`, `kv`, `schedules` (run records), `meta` and `ops` (the database
 //! as a whole), and `migrations` (the schema). Each returns typed rows, never API shapes.
 //! SQLite runs in WAL mode with foreign keys on; every call goes through `spawn_blocking`,
@@ -14,6 +14,7 @@ use rusqlite::{Connection, Params, Row};
 
 mod access;
 mod addons;
+mod builds;
 mod events;
 mod kv;
 mod meta;
@@ -25,6 +26,7 @@ mod tokens;
 
 pub use access::{ApplicationRow, AuditEntry, GrantRow};
 pub use addons::{InstallRow, ManifestRow};
+pub use builds::{BuildRow, BuiltManifest, Recorded};
 pub use events::{Cursor, DeadLetter, EventRow, NewEvent};
 pub use schedules::ScheduleRun;
 pub use services::{NewInstance, NewService};
