@@ -55,6 +55,8 @@ pub(crate) enum AddonCmd {
     /// Run an action of an installed addon and print its JSON result
     #[command(visible_alias = "exec")]
     Execute(ExecuteArgs),
+    /// Build an addon's image from a directory (Dockerfile + addon.toml) and register it
+    Build(crate::builds::BuildArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -250,6 +252,7 @@ impl Ctl {
             AddonCmd::Stop(a) => self.addon_lifecycle(Op::Stop, "stop", &a).await,
             AddonCmd::Restart(a) => self.addon_lifecycle(Op::Restart, "restart", &a).await,
             AddonCmd::Config(a) => self.addon_config(&a).await,
+            AddonCmd::Build(a) => self.addon_build(a).await,
             AddonCmd::Execute(a) => {
                 let base = match (&a.data, &a.data_file) {
                     (Some(text), _) => Some(parse_json_arg("--data", text)?),

@@ -14,6 +14,7 @@
 
 mod access;
 mod addons;
+mod builds;
 mod events;
 mod images;
 mod input;
