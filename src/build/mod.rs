@@ -426,24 +426,12 @@ impl Builds {
         let store = self.lifecycle.store();
         let keep = cfg.build.log_lines;
         let temp = temp_tag(job.kind, &job.target, job.id);
-        let daemon_id = store.daemon_id().await.unwrap_or_default();
-        let mut labels = HashMap::from([
-            ("addond.daemon".to_string(), daemon_id),
-            ("addond.build".to_string(), job.id.to_string()),
-            ("addond.version".to_string(), job.version.clone()),
-        ]);
-        labels.insert(format!("addond.{}", job.kind.as_str()), job.target.clone());
         tracing::info!(build = job.id, kind = job.kind.as_str(), target = %job.target, version = %job.version, "build started");
         let mut step = 0u32;
         let mut steps = 0u32;
         let mut step_log: std::collections::VecDeque<String> = Default::default();
-        let params = BuildParams {
-            context: job.context.clone(),
-            dockerfile: job.dockerfile.clone(),
-            tag: temp.clone(),
-            network: job.network,
-            labels,
-        };
+        let params =
+            BuildParams { context: job.context.clone(), dockerfile: job.dockerfile.clone(), tag: temp.clone(), network: job.network };
         let timeout = Duration::from_secs_f64(cfg.build.timeout_seconds);
         let built = tokio::time::timeout(
             timeout,

@@ -2,8 +2,6 @@
 //! would pick: no session, no registry), and the image tags a build leaves: its own
 //! temporary tag, the final tag put on afterwards, and removing either.
 
-use std::collections::HashMap;
-
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion, RemoveImageOptions, TagImageOptions};
 use futures_util::StreamExt;
 
@@ -19,8 +17,6 @@ pub struct BuildParams {
     pub tag: String,
     /// Whether build steps may reach the network (else network mode `none`).
     pub network: bool,
-    /// Labels put on the image.
-    pub labels: HashMap<String, String>,
 }
 
 impl Runtime {
@@ -43,7 +39,6 @@ impl Runtime {
             cpuquota: Some((self.cfg.build.cpus * period as f64).round().max(1000.0) as i32),
             // No network unless the manifest asks for the internet; else the engine's default.
             networkmode: (!p.network).then(|| "none".to_string()),
-            labels: Some(p.labels),
             version: BuilderVersion::BuilderV1,
             ..Default::default()
         };
