@@ -105,11 +105,11 @@ async fn refused(d: &Daemon, path: &str, body: Vec<u8>) -> ApiError {
     }
 }
 
-/// Reads a build's stream to its end: every line, parsed.
+/// Reads a build's stream to its end (or until it breaks): every complete line, parsed.
 async fn lines(mut s: ByteStream) -> Vec<Value> {
     let mut text = Vec::new();
-    while let Some(c) = s.next_chunk().await {
-        text.extend_from_slice(&c.unwrap());
+    while let Some(Ok(c)) = s.next_chunk().await {
+        text.extend_from_slice(&c);
     }
     String::from_utf8(text).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
@@ -283,6 +283,18 @@ async fn build_step_containers() -> Vec<String> {
         .collect()
 }
 
+/// The one build step container running, once it runs.
+async fn wait_for_step_container() -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(id) = build_step_containers().await.into_iter().next() {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "no build step container appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn one_build_at_a_time_a_time_limit_and_kill_9() {
     let mut d = Daemon::start_with(Options { extra: "[build]\ntimeout_seconds = 6.0\n".into(), ..Default::default() }).await;
@@ -295,6 +307,12 @@ async fn one_build_at_a_time_a_time_limit_and_kill_9() {
     let path = format!("/api/addons/{name}/builds");
     let s = send(&d, &path, ctx.clone()).await.unwrap();
     let (_, s) = until(s, |l| l["type"] == "step" && l["step"] == 3).await;
+    // The step runs with no network and the build limits (`build.memory` 1g, `build.cpus` 1).
+    let step = wait_for_step_container().await;
+    let hc = docker().inspect_container(&step, None).await.unwrap().host_config.unwrap();
+    assert_eq!(hc.network_mode.as_deref(), Some("none"));
+    assert_eq!((hc.memory, hc.memory_swap), (Some(1 << 30), Some(1 << 30)));
+    assert_eq!((hc.cpu_period, hc.cpu_quota), (Some(100_000), Some(100_000)));
     // A second build of the same addon meanwhile: 409.
     let e = refused(&d, &path, ctx.clone()).await;
     assert_eq!((e.status, e.code.as_str()), (409, "build_running"), "{e}");
@@ -313,8 +331,15 @@ async fn one_build_at_a_time_a_time_limit_and_kill_9() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // The next build runs (no 409), into build.timeout_seconds: stopped, failed, cleaned up.
+    // Its manifest grants the internet, so its steps get the engine's default network.
+    let m = m.replace("actions = [\"add\"]\n", "actions = [\"add\"]\npermissions = [\"network.internet\"]\n");
+    let ctx = tar_of(&[("Dockerfile", slow.as_bytes()), ("addon.toml", m.as_bytes()), ("sample-addon", &bin)]);
     let t0 = Instant::now();
-    let all = lines(send(&d, &path, ctx).await.unwrap()).await;
+    let s = send(&d, &path, ctx).await.unwrap();
+    let step = wait_for_step_container().await;
+    let hc = docker().inspect_container(&step, None).await.unwrap().host_config.unwrap();
+    assert_ne!(hc.network_mode.as_deref(), Some("none"));
+    let all = lines(s).await;
     let last = all.last().unwrap();
     assert_eq!(last["type"], "failed", "{all:?}");
     assert_eq!(last["step"], 3);
@@ -422,5 +447,47 @@ async fn plugin_services_are_built_from_the_data_dir() {
 
     let r = d.delete(&format!("{SVC}/{id}-svc?wait=deleted&timeout=60")).await;
     assert_eq!(r.status, 200);
+    remove_images(&[image]).await;
+}
+
+/// `kill -9` after a build's success was committed but before its tag was set: the next
+/// start puts the tag on the recorded image; the catalogue and the engine agree.
+#[tokio::test]
+async fn a_build_recorded_before_a_crash_is_tagged_at_the_next_start() {
+    let mut d = Daemon::start().await;
+    let name = unique("br");
+    let bin = sample_binary().await;
+    let m = manifest(&name).replace("1.0.0", "4.0.0");
+    let ctx = tar_of(&[("Dockerfile", DOCKERFILE.as_bytes()), ("addon.toml", m.as_bytes()), ("sample-addon", &bin)]);
+    d.kill9();
+    d.env = vec![("ADDOND_DEBUG_HOOKS".into(), "1".into()), ("ADDOND_DEBUG_ABORT_AT".into(), "build_recorded".into())];
+    d.spawn().await;
+    let all = lines(send(&d, &format!("/api/addons/{name}/builds"), ctx).await.unwrap()).await;
+    assert!(!all.iter().any(|l| l["type"] == "succeeded"), "the daemon died before answering: {all:?}");
+    let image = format!("addond/{name}:4.0.0");
+    assert!(docker().inspect_image(&image).await.is_err(), "killed before the tag");
+    d.kill9();
+    d.env.clear();
+    d.spawn().await;
+    let r = d.get(&format!("/api/addons/{name}/builds")).await;
+    let b = r.data()["builds"][0].clone();
+    assert_eq!(b["status"], "succeeded", "{b}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        if let Ok(i) = docker().inspect_image(&image).await {
+            break i.id.unwrap();
+        }
+        assert!(Instant::now() < deadline, "the tag was never set\n{}", tail(&d.log(), 20));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(Some(id.as_str()), b["image_id"].as_str());
+    let temp = format!("addond/{name}:build-{}", b["build"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while docker().inspect_image(&temp).await.is_ok() {
+        assert!(Instant::now() < deadline, "the temporary tag stayed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let shown = d.get(&format!("/api/addons/{name}")).await;
+    assert_eq!(shown.data()["manifest"]["image"], image.as_str());
     remove_images(&[image]).await;
 }
