@@ -436,6 +436,15 @@ async fn plugin_services_are_built_from_the_data_dir() {
     let (st, _) = http_get(port, "/health").await.expect("the built plugin answers");
     assert_eq!(st, 200);
 
+    // addonctl takes --plugin-id in place of --image.
+    let o = ctl(&d, &["services", "create", "--name", &format!("{id}-ctl"), "--plugin-id", &id, "--wait"]).await;
+    assert!(o.status.success(), "{}\n{}", out(&o), err(&o));
+    let svc = d.service(&format!("{id}-ctl")).await.unwrap();
+    assert_eq!(svc["image"], image.as_str());
+    let o = ctl(&d, &["services", "create", "--name", &format!("{id}-none")]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("--image"), "{}", err(&o));
+
     // A plugin whose build fails: 422 with the failing step's lines, no service.
     std::fs::write(dir.join("Dockerfile"), "FROM scratch\nCOPY nope /x\n").unwrap();
     let r = d.post(SVC, json!({"name": format!("{id}-two"), "plugin_id": id})).await;
@@ -445,8 +454,10 @@ async fn plugin_services_are_built_from_the_data_dir() {
     assert!(e.message.contains("Step 2/2 : COPY nope /x"), "{e}");
     assert!(d.service(&format!("{id}-two")).await.is_none());
 
-    let r = d.delete(&format!("{SVC}/{id}-svc?wait=deleted&timeout=60")).await;
-    assert_eq!(r.status, 200);
+    for svc in ["svc", "ctl"] {
+        let r = d.delete(&format!("{SVC}/{id}-{svc}?wait=deleted&timeout=60")).await;
+        assert_eq!(r.status, 200);
+    }
     remove_images(&[image]).await;
 }
 
