@@ -162,7 +162,8 @@ async fn build_install_execute_and_a_failing_step() {
     assert_eq!(inspect.id.as_deref(), last["image_id"].as_str());
     let tags = inspect.repo_tags.unwrap_or_default();
     // (The same layers as the sample image: the engine's cache may give both one id.)
-    assert!(tags.contains(&image) && !tags.iter().any(|t| t.contains(":build-")), "the final tag only: {tags:?}");
+    let temp_prefix = format!("addond/{name}:build-");
+    assert!(tags.contains(&image) && !tags.iter().any(|t| t.starts_with(&temp_prefix)), "the final tag only: {tags:?}");
 
     // Registered with the built image; it installs and answers.
     let shown = d.get(&format!("/api/addons/{name}")).await;
@@ -206,13 +207,23 @@ async fn build_install_execute_and_a_failing_step() {
     let temp = format!("addond/{name}:build-{}", last["build"]);
     assert!(docker().inspect_image(&temp).await.is_err(), "the temporary tag went");
 
+    // A Dockerfile the engine cannot parse fails before its first step: step 0.
+    let ctx4 = tar_of(&[("Dockerfile", b"FROM scratch\nBOGUS x\n"), ("addon.toml", m3.as_bytes())]);
+    let parse = lines(send(&d, &format!("/api/addons/{name}/builds"), ctx4).await.unwrap()).await;
+    let last4 = parse.last().unwrap();
+    assert_eq!((last4["type"].as_str(), last4["step"].as_u64()), (Some("failed"), Some(0)), "{parse:?}");
+    assert!(last4["error"]["message"].as_str().unwrap().to_lowercase().contains("bogus"), "{last4}");
+
     // The history, newest first.
     let r = d.get(&format!("/api/addons/{name}/builds")).await;
     let builds = r.data()["builds"].as_array().unwrap().clone();
     let statuses: Vec<(&str, &str)> = builds.iter().map(|b| (b["version"].as_str().unwrap(), b["status"].as_str().unwrap())).collect();
-    assert_eq!(statuses, vec![("2.0.0", "failed"), ("1.1.0", "succeeded"), ("1.0.0", "succeeded"), ("1.0.0", "succeeded")]);
-    assert_eq!(builds[0]["step"], 3);
-    assert_eq!(builds[0]["log"][0], "Step 3/4 : COPY missing-file /x");
+    assert_eq!(
+        statuses,
+        vec![("2.0.0", "failed"), ("2.0.0", "failed"), ("1.1.0", "succeeded"), ("1.0.0", "succeeded"), ("1.0.0", "succeeded")]
+    );
+    assert_eq!(builds[1]["step"], 3);
+    assert_eq!(builds[1]["log"][0], "Step 3/4 : COPY missing-file /x");
 
     let r = d.delete(&format!("/api/addons/{name}?wait=deleted&timeout=60")).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
