@@ -517,7 +517,8 @@ pub(crate) fn build_create_body(a: &CreateArgs, file: Option<Value>) -> Result<V
     let plugin = matches!(body.get("plugin_id"), Some(Value::String(s)) if !s.is_empty());
     for key in ["name", "image"] {
         let present = matches!(body.get(key), Some(Value::String(s)) if !s.is_empty());
-        if !present && !(key == "image" && plugin && body.get("image").is_none()) {
+        let built = key == "image" && plugin && body.get("image").is_none();
+        if !present && !built {
             return Err(UsageError(format!("--{key} is required (as a flag or in --file)")));
         }
     }
