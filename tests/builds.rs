@@ -214,6 +214,20 @@ async fn build_install_execute_and_a_failing_step() {
     assert_eq!((last4["type"].as_str(), last4["step"].as_u64()), (Some("failed"), Some(0)), "{parse:?}");
     assert!(last4["error"]["message"].as_str().unwrap().to_lowercase().contains("bogus"), "{last4}");
 
+    // Both ends of a build are events.
+    let ev = d.get("/api/events?name=addon.*&limit=100").await;
+    let evs: Vec<(String, String)> = ev
+        .data()
+        .as_array()
+        .unwrap_or_else(|| panic!("{:?}", ev.body))
+        .iter()
+        .filter(|e| e["data"]["addon"] == name.as_str())
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e["data"]["version"].as_str().unwrap_or("").to_string()))
+        .collect();
+    for want in [("addon.built", "1.0.0"), ("addon.built", "1.1.0"), ("addon.build_failed", "2.0.0")] {
+        assert!(evs.iter().any(|(n, v)| (n.as_str(), v.as_str()) == want), "{want:?} in {evs:?}");
+    }
+
     // The history, newest first.
     let r = d.get(&format!("/api/addons/{name}/builds")).await;
     let builds = r.data()["builds"].as_array().unwrap().clone();

@@ -493,6 +493,12 @@ impl Builds {
                     tracing::warn!(build = job.id, error = %e, "cannot record a failed build");
                 }
                 tracing::info!(build = job.id, step, error = %message, "build failed");
+                if job.kind == Kind::Addon {
+                    self.lifecycle.notice(
+                        "addon.build_failed",
+                        serde_json::json!({"addon": job.target, "version": job.version, "build": job.id, "step": step, "error": message}),
+                    );
+                }
                 let _ = tx.send(BuildEvent::Failed { build: job.id, step, message, log });
             }
         }
