@@ -527,3 +527,19 @@ async fn a_build_recorded_before_a_crash_is_tagged_at_the_next_start() {
     assert_eq!(shown.data()["manifest"]["image"], image.as_str());
     remove_images(&[image]).await;
 }
+
+/// Without Docker a build is refused at once (503), not started to fail.
+#[tokio::test]
+async fn no_build_starts_without_docker() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("no-docker.sock");
+    let d = Daemon::start_with(Options { docker_host: format!("unix://{}", sock.display()), wait_for_docker: false, ..Default::default() })
+        .await;
+    let name = unique("bd");
+    let m = manifest(&name);
+    let ctx = tar_of(&[("Dockerfile", DOCKERFILE.as_bytes()), ("addon.toml", m.as_bytes())]);
+    let e = refused(&d, &format!("/api/addons/{name}/builds"), ctx).await;
+    assert_eq!((e.status, e.code.as_str()), (503, "docker_unavailable"), "{e}");
+    let r = d.get(&format!("/api/addons/{name}/builds")).await;
+    assert_eq!(r.data()["builds"], json!([]), "nothing recorded");
+}

@@ -50,6 +50,8 @@ pub(super) async fn start_build(
             .field("Content-Type"));
         }
     }
+    // Refused before the context is read, when that is already certain.
+    st.builds.running(Kind::Addon, &name)?;
     let limit = st.lifecycle.config().build.max_context_bytes;
     let body = read_body(req.into_body(), usize::try_from(limit).unwrap_or(usize::MAX), "build.max_context_bytes").await?;
     let build = AddonBuild { name, version: q.version, replace: q.replace.unwrap_or(false), body, uid };

@@ -385,6 +385,11 @@ impl Builds {
         network: bool,
         manifest: Option<BuiltManifest>,
     ) -> Result<(Job, Slot), BuildError> {
+        // Nothing would come of a build now: say so instead of starting one that fails.
+        let rt = self.lifecycle.runtime();
+        if !rt.is_available() {
+            return Err(rt.unavailable_error().into());
+        }
         let key = (kind, target.to_string());
         let what = match kind {
             Kind::Addon => format!("addon `{target}`"),
@@ -554,9 +559,13 @@ impl Builds {
         Ok(image_id)
     }
 
-    /// Whether a build of this target is running in this daemon.
-    pub fn is_running(&self, kind: Kind, target: &str) -> bool {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&(kind, target.to_string()))
+    /// The refusal for a target whose build is running in this daemon, if one is: lets
+    /// a request be refused before its context is read.
+    pub fn running(&self, kind: Kind, target: &str) -> Result<(), BuildError> {
+        match self.running.lock().unwrap_or_else(|e| e.into_inner()).get(&(kind, target.to_string())) {
+            Some(id) => Err(BuildError::Running { what: format!("{} `{target}`", kind.as_str()), id: id.to_string() }),
+            None => Ok(()),
+        }
     }
 }
 
