@@ -543,3 +543,46 @@ async fn no_build_starts_without_docker() {
     let r = d.get(&format!("/api/addons/{name}/builds")).await;
     assert_eq!(r.data()["builds"], json!([]), "nothing recorded");
 }
+
+/// A directory over `build.max_context_bytes`: addonctl reports the daemon's 413, naming
+/// the key, even though the daemon answers before reading the whole context.
+#[tokio::test]
+async fn addonctl_reports_an_oversize_context() {
+    let d = Daemon::start_with(Options { extra: "[build]\nmax_context_bytes = 65536\n".into(), ..Default::default() }).await;
+    let name = unique("bo");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(dir.path().join("addon.toml"), manifest(&name)).unwrap();
+    std::fs::write(dir.path().join("big"), vec![1u8; 40 << 20]).unwrap();
+    let o = ctl(&d, &["addons", "build", dir.path().to_str().unwrap()]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("build.max_context_bytes"), "{}", err(&o));
+}
+
+/// On a terminal (a pty from util-linux's `script`), progress is one line redrawn with a
+/// spinner, and cleared before the result.
+#[tokio::test]
+async fn addonctl_shows_a_spinner_on_a_terminal() {
+    let d = Daemon::start().await;
+    let name = unique("bs");
+    let bin = sample_binary().await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(p.join("addon.toml"), manifest(&name)).unwrap();
+    std::fs::write(p.join("sample-addon"), &bin).unwrap();
+    std::fs::set_permissions(p.join("sample-addon"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cmd = format!("{} --socket {} addons build {}", addonctl_bin(), d.socket.display(), p.display());
+    let o = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("script").args(["-qefc", &cmd, "/dev/null"]).env_remove("ADDOND_SOCKET").output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("\r\x1b[2K⠋ step 1/5: FROM scratch"), "{text:?}");
+    assert!(text.contains("step 5/5: "), "{text:?}");
+    assert!(!text.contains("step 1/5: FROM scratch\n"), "no plain step lines on a terminal: {text:?}");
+    assert!(text.contains(&format!("\r\x1b[2Kbuilt {name} 1.0.0: addond/{name}:1.0.0")), "{text:?}");
+    remove_images(&[format!("addond/{name}:1.0.0")]).await;
+}
