@@ -118,17 +118,23 @@ pub struct AddonBuild {
 
 /// A build that passed its checks and is about to run.
 struct Job {
+    /// The build's row.
     id: i64,
+    /// What is built, and its name (addon or plugin id) and version.
     kind: Kind,
     target: String,
     version: String,
     /// The final tag, `addond/<addon>:<version>`.
     image: String,
+    /// The checked context, as the tar the engine gets.
     context: Bytes,
+    /// The Dockerfile's path in it.
     dockerfile: String,
+    /// Whether build steps may reach the network (`network.internet`).
     network: bool,
     /// For addon builds: what to register on success.
     manifest: Option<BuiltManifest>,
+    /// When the build was claimed, for `duration_ms`.
     started: Instant,
 }
 
@@ -452,8 +458,13 @@ impl Builds {
                     let _ = tx.send(BuildEvent::Step { step: n, of, text });
                     return;
                 }
+                // The `Step` line stays first; the oldest output after it goes.
                 if step_log.len() >= keep {
-                    step_log.pop_front();
+                    if step_log.len() > 1 {
+                        step_log.remove(1);
+                    } else {
+                        step_log.pop_front();
+                    }
                 }
                 step_log.push_back(line.clone());
                 let _ = tx.send(BuildEvent::Log(line));
