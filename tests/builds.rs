@@ -187,6 +187,16 @@ async fn build_install_execute_and_a_failing_step() {
     let v2 = lines(send(&d, &format!("/api/addons/{name}/builds?version=1.1.0"), ctx2).await.unwrap()).await;
     assert_eq!(v2.last().unwrap()["image"], format!("addond/{name}:1.1.0").as_str(), "{v2:?}");
 
+    // The Dockerfile the manifest names, elsewhere in the context.
+    let m5 = m.replace("1.0.0", "1.2.0").replace("actions = [\"add\"]\n", "actions = [\"add\"]\ndockerfile = \"./build/Containerfile\"\n");
+    let ctx5 = tar_of(&[("build/Containerfile", DOCKERFILE.as_bytes()), ("addon.toml", m5.as_bytes()), ("sample-addon", &bin)]);
+    let v3 = lines(send(&d, &format!("/api/addons/{name}/builds"), ctx5).await.unwrap()).await;
+    assert_eq!(v3.last().unwrap()["type"], "succeeded", "{v3:?}");
+    let ctx6 = tar_of(&[("Dockerfile", DOCKERFILE.as_bytes()), ("addon.toml", m5.replace("1.2.0", "1.3.0").as_bytes())]);
+    let e = refused(&d, &format!("/api/addons/{name}/builds"), ctx6).await;
+    assert_eq!((e.status, e.field.as_deref()), (400, Some("build/Containerfile")), "{e}");
+    assert!(e.message.contains("named by `dockerfile` in addon.toml"), "{e}");
+
     // A failing step: its number, and its log, in the last line.
     let bad = "FROM scratch\nCOPY sample-addon /sample-addon\nCOPY missing-file /x\nENTRYPOINT [\"/sample-addon\"]\n";
     let m3 = m.replace("1.0.0", "2.0.0");
@@ -202,7 +212,7 @@ async fn build_install_execute_and_a_failing_step() {
     // Nothing registered, no tag.
     let cat = d.get("/api/addons").await;
     let entry = cat.data()["addons"].as_array().unwrap().iter().find(|a| a["name"] == name.as_str()).unwrap().clone();
-    assert_eq!(entry["versions"], json!(["1.0.0", "1.1.0"]), "{entry}");
+    assert_eq!(entry["versions"], json!(["1.0.0", "1.1.0", "1.2.0"]), "{entry}");
     assert!(docker().inspect_image(&format!("addond/{name}:2.0.0")).await.is_err());
     let temp = format!("addond/{name}:build-{}", last["build"]);
     assert!(docker().inspect_image(&temp).await.is_err(), "the temporary tag went");
@@ -234,14 +244,21 @@ async fn build_install_execute_and_a_failing_step() {
     let statuses: Vec<(&str, &str)> = builds.iter().map(|b| (b["version"].as_str().unwrap(), b["status"].as_str().unwrap())).collect();
     assert_eq!(
         statuses,
-        vec![("2.0.0", "failed"), ("2.0.0", "failed"), ("1.1.0", "succeeded"), ("1.0.0", "succeeded"), ("1.0.0", "succeeded")]
+        vec![
+            ("2.0.0", "failed"),
+            ("2.0.0", "failed"),
+            ("1.2.0", "succeeded"),
+            ("1.1.0", "succeeded"),
+            ("1.0.0", "succeeded"),
+            ("1.0.0", "succeeded")
+        ]
     );
     assert_eq!(builds[1]["step"], 3);
     assert_eq!(builds[1]["log"][0], "Step 3/4 : COPY missing-file /x");
 
     let r = d.delete(&format!("/api/addons/{name}?wait=deleted&timeout=60")).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    remove_images(&[image, format!("addond/{name}:1.1.0")]).await;
+    remove_images(&[image, format!("addond/{name}:1.1.0"), format!("addond/{name}:1.2.0")]).await;
 }
 
 #[tokio::test]
