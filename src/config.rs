@@ -48,6 +48,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub addon_api: AddonApiConfig,
     pub http: HttpConfig,
+    pub build: BuildConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -316,6 +317,30 @@ pub struct HttpConfig {
     pub admin_max_connections: usize,
     /// Most connections the addon API holds at once, over all its addresses.
     pub addon_api_max_connections: usize,
+}
+
+/// Image builds from addon code (`POST /api/addons/{name}/builds`, plugin directories).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuildConfig {
+    /// Largest build context accepted, counted while it streams in and again once
+    /// unpacked (a small tar.gz cannot expand past it); 413 above.
+    pub max_context_bytes: u64,
+    /// A build running longer is stopped, its partial result removed, and recorded as failed.
+    pub timeout_seconds: f64,
+    /// Memory (and memory + swap: no swap) of each build step's container.
+    pub memory: String,
+    /// CPUs each build step's container may use.
+    pub cpus: f64,
+    /// Lines of the failing step's output kept with a failed build and sent in its
+    /// `failed` line.
+    pub log_lines: usize,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        BuildConfig { max_context_bytes: 64 * 1024 * 1024, timeout_seconds: 600.0, memory: "1g".into(), cpus: 1.0, log_lines: 50 }
+    }
 }
 
 impl Default for HttpConfig {
@@ -782,6 +807,24 @@ impl Config {
         }
         if e.delivery_timeout_seconds.is_nan() || e.delivery_timeout_seconds <= 0.0 {
             return Err(invalid("events.delivery_timeout_seconds", "must be more than 0"));
+        }
+        let b = &self.build;
+        if b.max_context_bytes < 1024 {
+            return Err(invalid("build.max_context_bytes", "must be at least 1024"));
+        }
+        if !(b.timeout_seconds > 0.0 && b.timeout_seconds <= 86_400.0) {
+            return Err(invalid("build.timeout_seconds", "must be more than 0 and at most 86400 seconds"));
+        }
+        // Docker's build API takes the memory limit as a 32-bit number of bytes.
+        match parse_size(&b.memory) {
+            Some(m) if (6 * 1024 * 1024..=i32::MAX as u64).contains(&m) => {}
+            _ => return Err(invalid("build.memory", format!("`{}` must be a size from 6m to 2047m, like 1g", b.memory))),
+        }
+        if !(b.cpus > 0.0 && b.cpus <= 1024.0) {
+            return Err(invalid("build.cpus", "must be a positive number of CPUs, like 1.0"));
+        }
+        if b.log_lines == 0 || b.log_lines > 10_000 {
+            return Err(invalid("build.log_lines", "must be between 1 and 10000"));
         }
         if self.addon_api.kv_max_value_bytes == 0 {
             return Err(invalid("addon_api.kv_max_value_bytes", "must be at least 1"));

@@ -167,9 +167,12 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
     // the reconciler makes (or finds) it, before that network's first container is made, so
     // containers get ADDOND_API.
     let addon_api = AddonApi::new(cfg.clone(), lifecycle.clone(), addons.clone(), events.clone(), shutdown.clone());
+    // Builds a previous run left `building` are marked failed before anything is served.
+    let builds = crate::build::Builds::open(lifecycle.clone(), addons.clone()).await?;
     let app = api::router(AppState {
         lifecycle: lifecycle.clone(),
         addons: addons.clone(),
+        builds: builds.clone(),
         gateway: gateway.clone(),
         events: events.clone(),
         gateway_addr,
@@ -191,6 +194,16 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
                     addons.clone().repair_installs_once().await;
                     addons.recover_deployments_once().await;
                 } => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    });
+    // Tags a build recorded before a restart did not get (it waits for the first resync).
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                _ = builds.repair() => {}
                 _ = shutdown.cancelled() => {}
             }
         }

@@ -22,7 +22,8 @@
 //!   every start), [`ports`], [`systemd`].
 //! - **Domain** — [`lifecycle`] (requests write desired state; `reconcile.rs` drives Docker
 //!   to it; `health.rs` the monitor), [`addons`] (catalogue, manifests, installs, dispatch of
-//!   actions and widgets), [`events`], [`schedules`], [`access`] (applications and grants).
+//!   actions and widgets), [`events`], [`schedules`], [`access`] (applications and grants),
+//!   [`build`] (addon code to images: `context.rs` checks and writes build contexts).
 //! - **HTTP** — [`http`] (the JSON envelope, the one `ErrorCode` enum, body parsing, the
 //!   connection loop with budgets and timeouts, shared answers), [`upstream`] (the strict
 //!   HTTP/1.1 client to addon containers), and the three servers on top of it: [`api`] (the
@@ -40,6 +41,7 @@ pub mod addons;
 pub mod api;
 pub mod backup;
 pub mod body_error;
+pub mod build;
 pub mod cli_docs;
 pub mod client;
 pub mod config;

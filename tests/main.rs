@@ -6,6 +6,7 @@ mod common;
 
 mod addons;
 mod addons_cli;
+mod builds;
 mod cli_gateway_events;
 mod crash;
 mod daemon;

@@ -41,6 +41,9 @@ pub struct ManifestRequest {
     pub schedules: Option<Vec<ScheduleRequest>>,
     /// An action an upgrade calls on each new instance before it takes traffic.
     pub smoke: Option<String>,
+    /// The Dockerfile's path in a build context (`addonctl addons build`); registering
+    /// takes and ignores it, so one `addon.toml` serves both.
+    pub dockerfile: Option<String>,
 }
 
 /// An action as declared: its name, or an object with its name and details.

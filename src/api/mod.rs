@@ -1,12 +1,13 @@
 //! The admin API on the Unix socket. This file holds the state every handler shares, the
 //! request extractors they share (the caller, `?wait=`), the audit middleware and the ONE
 //! list of routes ([`router`]): a new route is one line here and one handler in its area's
-//! file — `services`, `addons` (and widgets), `access` (applications, grants, audit),
+//! file — `services`, `addons` (and widgets), `builds`, `access` (applications, grants, audit),
 //! `events` and `ops` (health, metrics, backup, doctor). Handlers are thin: the work is in
 //! the domain modules, and the envelope and error codes are in [`crate::http`].
 //! [`serve`] (in `socket`) owns the peer-checked accept loop.
 mod access;
 mod addons;
+mod builds;
 mod events;
 mod ops;
 mod services;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub lifecycle: Arc<Lifecycle>,
     /// Addons and widgets.
     pub addons: Arc<Addons>,
+    /// Image builds from addon code and plugin directories.
+    pub builds: Arc<crate::build::Builds>,
     /// Its keyring hears of every change to applications or grants before it is answered.
     pub gateway: Arc<crate::gateway::Gateway>,
     /// The event log, its stream and its subscribers.
@@ -143,6 +146,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/addons/register", post(addons::register_addon))
         .route("/api/addons/{name}", get(addons::show_addon).delete(addons::uninstall_addon))
         .route("/api/addons/{name}/install", post(addons::install_addon))
+        .route("/api/addons/{name}/builds", get(builds::list_builds).post(builds::start_build))
         .route("/api/addons/{name}/config", axum::routing::put(addons::set_addon_config))
         .route("/api/addons/{name}/start", post(addons::start_addon))
         .route("/api/addons/{name}/stop", post(addons::stop_addon))

@@ -135,7 +135,19 @@ pub(super) async fn list_services(State(st): State<AppState>, q: Result<Query<Li
     ok(StatusCode::OK, Value::Array(list), &format!("{n} service(s)"))
 }
 
-pub(super) async fn create_service(State(st): State<AppState>, wait: Wait, JsonBody(req): JsonBody<CreateRequest>) -> ApiResult {
+pub(super) async fn create_service(
+    State(st): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    wait: Wait,
+    JsonBody(mut req): JsonBody<CreateRequest>,
+) -> ApiResult {
+    // No image but a plugin: built from `<data_dir>/plugins/<plugin_id>/` (a plugin id that
+    // is not a valid name is left to the validation below to refuse).
+    if let (None, Some(p)) = (&req.image, &req.plugin_id) {
+        if crate::model::valid_name(p) {
+            req.image = Some(st.builds.build_plugin(p, caller.map(|Extension(c)| c.uid)).await?);
+        }
+    }
     let (spec, replicas) = req.validate(&st.lifecycle.live_config())?;
     let svc = st.lifecycle.create(spec, replicas, None).await?;
     reply_service(&st, svc, wait, StatusCode::CREATED, "service created").await

@@ -327,7 +327,25 @@ impl Client {
         path_and_query: &str,
         body: Option<&Value>,
     ) -> Result<(Option<String>, ByteStream), ClientError> {
-        let (status, bytes) = match self.send(method, path_and_query, body).await? {
+        let sent = self.send(method, path_and_query, body).await?;
+        Self::stream_reply(sent).await
+    }
+
+    /// [`Client::stream_with`] with a body of another kind than JSON: `body` sent as
+    /// `content_type` (a build context as `application/x-tar`).
+    pub async fn stream_bytes(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: &'static str,
+        body: Bytes,
+    ) -> Result<(Option<String>, ByteStream), ClientError> {
+        let sent = self.send_payload(method, path_and_query, content_type, Some(body)).await?;
+        Self::stream_reply(sent).await
+    }
+
+    async fn stream_reply(sent: Sent) -> Result<(Option<String>, ByteStream), ClientError> {
+        let (status, bytes) = match sent {
             Sent::Reply(resp) if resp.status().is_success() => {
                 let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
                 return Ok((content_type, ByteStream { inner: resp.into_body().into_data_stream() }));
@@ -373,6 +391,20 @@ impl Client {
     }
 
     async fn send(&self, method: Method, path_and_query: &str, body: Option<&Value>) -> Result<Sent, ClientError> {
+        let payload = match body {
+            Some(v) => Some(Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Protocol(e.to_string()))?)),
+            None => None,
+        };
+        self.send_payload(method, path_and_query, "application/json", payload).await
+    }
+
+    async fn send_payload(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: &'static str,
+        body: Option<Bytes>,
+    ) -> Result<Sent, ClientError> {
         if !path_and_query.starts_with('/') {
             return Err(ClientError::Protocol(format!("request path must start with '/': {path_and_query}")));
         }
@@ -384,13 +416,11 @@ impl Client {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let payload = match body {
-            Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Protocol(e.to_string()))?),
-            None => Bytes::new(),
-        };
+        let has_body = body.is_some();
+        let payload = body.unwrap_or_default();
         let mut builder =
-            hyper::Request::builder().method(method).uri(path_and_query).header(HOST, "addond").header(CONTENT_TYPE, "application/json");
-        if body.is_some() {
+            hyper::Request::builder().method(method).uri(path_and_query).header(HOST, "addond").header(CONTENT_TYPE, content_type);
+        if has_body {
             builder = builder.header(CONTENT_LENGTH, payload.len());
         }
         let req = builder.body(Full::new(payload)).map_err(|e| ClientError::Protocol(format!("bad request {path_and_query}: {e}")))?;

@@ -59,6 +59,8 @@ codes! {
     RequestTimeout = "request_timeout", REQUEST_TIMEOUT;
     Conflict = "conflict", CONFLICT;
     DeploymentRunning = "deployment_running", CONFLICT;
+    BuildRunning = "build_running", CONFLICT;
+    InvalidBuildContext = "invalid_build_context", BAD_REQUEST;
     PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE;
     UriTooLong = "uri_too_long", URI_TOO_LONG;
     HeadersTooLarge = "headers_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE;
@@ -86,6 +88,7 @@ codes! {
     DockerError = "docker_error", BAD_GATEWAY;
     ImageNotFound = "image_not_found", NOT_FOUND;
     ServiceFailed = "service_failed", BAD_GATEWAY;
+    BuildFailed = "build_failed", UNPROCESSABLE_ENTITY;
     UpstreamError = "upstream_error", BAD_GATEWAY;
     AddonError = "addon_error", BAD_GATEWAY;
     Timeout = "timeout", GATEWAY_TIMEOUT;
@@ -131,6 +134,8 @@ mod tests {
             (ErrorCode::RequestTimeout, "request_timeout", 408),
             (ErrorCode::Conflict, "conflict", 409),
             (ErrorCode::DeploymentRunning, "deployment_running", 409),
+            (ErrorCode::BuildRunning, "build_running", 409),
+            (ErrorCode::InvalidBuildContext, "invalid_build_context", 400),
             (ErrorCode::PayloadTooLarge, "payload_too_large", 413),
             (ErrorCode::UriTooLong, "uri_too_long", 414),
             (ErrorCode::HeadersTooLarge, "headers_too_large", 431),
@@ -156,6 +161,7 @@ mod tests {
             (ErrorCode::DockerError, "docker_error", 502),
             (ErrorCode::ImageNotFound, "image_not_found", 404),
             (ErrorCode::ServiceFailed, "service_failed", 502),
+            (ErrorCode::BuildFailed, "build_failed", 422),
             (ErrorCode::UpstreamError, "upstream_error", 502),
             (ErrorCode::AddonError, "addon_error", 502),
             (ErrorCode::Timeout, "timeout", 504),

@@ -126,6 +126,35 @@ impl From<LifecycleError> for ApiError {
     }
 }
 
+impl From<crate::build::BuildError> for ApiError {
+    fn from(e: crate::build::BuildError) -> Self {
+        use crate::build::context::ContextError as C;
+        use crate::build::BuildError as B;
+        match e {
+            B::Context(C::TooLarge { .. }) => ApiError::new(ErrorCode::PayloadTooLarge, e.to_string()).field("body"),
+            B::Context(C::Entry { ref entry, .. }) => {
+                let entry = entry.clone();
+                ApiError::new(ErrorCode::InvalidBuildContext, e.to_string()).field(&entry)
+            }
+            B::Context(C::Unreadable(_)) => ApiError::new(ErrorCode::InvalidBuildContext, e.to_string()).field("body"),
+            B::Invalid(f) => f.into(),
+            B::Running { .. } => ApiError::new(ErrorCode::BuildRunning, e.to_string()),
+            B::Conflict(m) => ApiError::new(ErrorCode::Conflict, m).field("version"),
+            B::NoPluginDir { .. } => ApiError::new(ErrorCode::ValidationFailed, e.to_string()).field("plugin_id"),
+            B::Failed { ref log, .. } => {
+                let mut message = e.to_string();
+                if !log.is_empty() {
+                    message.push_str("; the step's last lines:\n");
+                    message.push_str(&log.join("\n"));
+                }
+                ApiError::new(ErrorCode::BuildFailed, message)
+            }
+            B::Store(s) => s.into(),
+            B::Runtime(r) => LifecycleError::from(r).into(),
+        }
+    }
+}
+
 impl From<AddonError> for ApiError {
     fn from(e: AddonError) -> Self {
         match e {

@@ -32,9 +32,11 @@ use crate::config::{parse_size, Config};
 use crate::isolation::{self, NetworkPlan, Subnet, LABEL_OWNER};
 use crate::model::{Instance, ServiceSpec, VolumeKind};
 
+mod build;
 mod images;
 mod networks;
 
+pub use build::BuildParams;
 pub use images::BUILT_PREFIX;
 
 pub const LABEL_MANAGED: &str = "addond.managed";

@@ -185,6 +185,31 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX deployments_by_instance ON deployments (instance, id);
     "#,
+    // 6: image builds: one row per build of an addon (kind `addon`) or a plugin directory
+    // (kind `plugin`). At most one `building` row per target, so two daemons' requests or a
+    // row left by a `kill -9` can never let a second build of it run.
+    r#"
+    CREATE TABLE builds (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind        TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        image       TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        image_id    TEXT,
+        tagged      INTEGER NOT NULL DEFAULT 0,
+        replace     INTEGER NOT NULL DEFAULT 0,
+        step        INTEGER NOT NULL DEFAULT 0,
+        steps       INTEGER NOT NULL DEFAULT 0,
+        error       TEXT,
+        log         TEXT,
+        uid         INTEGER,
+        started_at  INTEGER NOT NULL,
+        finished_at INTEGER
+    );
+    CREATE INDEX builds_by_target ON builds (kind, target, id);
+    CREATE UNIQUE INDEX builds_one_running ON builds (kind, target) WHERE status = 'building';
+    "#,
 ];
 
 pub(super) fn open_sync(path: &Path) -> Result<Connection, StoreError> {

@@ -1,6 +1,7 @@
 //! All SQL lives here, one file per area: `services` (services and instances), `addons`
-//! (catalogue and installs), `access` (applications, grants, audit), `events` (log, cursors,
-//! dead letters), `deployments` (the history of each addon instance), `tokens`, `kv`, `schedules` (run records), `meta` and `ops` (the database
+//! (catalogue and installs), `builds` (image builds), `deployments` (the history of each addon
+//! instance), `access` (applications, grants, audit), `events` (log, cursors, dead letters),
+//! `tokens`, `kv`, `schedules` (run records), `meta` and `ops` (the database
 //! as a whole), and `migrations` (the schema). Each returns typed rows, never API shapes.
 //! SQLite runs in WAL mode with foreign keys on; every call goes through `spawn_blocking`,
 //! so no SQLite call ever blocks the async runtime. A method that changes something returns
@@ -15,6 +16,7 @@ use rusqlite::{Connection, Params, Row};
 mod access;
 mod addons;
 mod deployments;
+mod builds;
 mod events;
 mod kv;
 mod meta;
@@ -27,6 +29,7 @@ mod tokens;
 pub use access::{ApplicationRow, AuditEntry, GrantRow};
 pub use addons::{InstallRow, ManifestRow};
 pub use deployments::{DeploymentRow, NewDeployment};
+pub use builds::{BuildRow, BuiltManifest, Recorded};
 pub use events::{Cursor, DeadLetter, EventRow, NewEvent};
 pub use schedules::ScheduleRun;
 pub use services::{NewInstance, NewService, RolloutCommit};

@@ -61,6 +61,8 @@ pub(crate) enum AddonCmd {
     Rollback(crate::deployments::RollbackArgs),
     /// Every install, upgrade, config change and rollback of an addon instance
     History(AddonNameArg),
+    /// Build an addon's image from a directory (Dockerfile + addon.toml) and register it
+    Build(crate::builds::BuildArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -259,6 +261,7 @@ impl Ctl {
             AddonCmd::Upgrade(a) => self.addon_upgrade(&a).await,
             AddonCmd::Rollback(a) => self.addon_rollback(&a).await,
             AddonCmd::History(a) => self.addon_history(&a.name).await,
+            AddonCmd::Build(a) => self.addon_build(a).await,
             AddonCmd::Execute(a) => {
                 let base = match (&a.data, &a.data_file) {
                     (Some(text), _) => Some(parse_json_arg("--data", text)?),

@@ -16,6 +16,7 @@
 mod access;
 mod addons;
 mod deployments;
+mod builds;
 mod events;
 mod images;
 mod input;

@@ -127,8 +127,8 @@ pub(crate) struct CreateArgs {
     /// Service name: [a-z0-9][a-z0-9-]{0,62}, unique
     #[arg(long, required_unless_present = "file")]
     pub(crate) name: Option<String>,
-    /// Container image
-    #[arg(long, required_unless_present = "file")]
+    /// Container image (without one, --plugin-id builds <data_dir>/plugins/ID/ on the daemon's host)
+    #[arg(long, required_unless_present_any = ["file", "plugin_id"])]
     pub(crate) image: Option<String>,
     /// Plugin (addon) the service belongs to
     #[arg(long, value_name = "ID")]
@@ -316,9 +316,10 @@ impl Ctl {
                     None => None,
                 };
                 let body = build_create_body(&a, file)?;
-                if !a.no_pull {
-                    // build_create_body made sure `image` is a non-empty string.
-                    self.pull_before_create(body["image"].as_str().unwrap_or_default()).await?;
+                // build_create_body made sure `image` is a non-empty string, or that a
+                // plugin id stands in for it (the daemon builds that image).
+                if let (false, Some(image)) = (a.no_pull, body.get("image").and_then(Value::as_str)) {
+                    self.pull_before_create(image).await?;
                 }
                 let path = format!("{SERVICES}{}", wait_query(Op::Create, &a.wait));
                 let data = self.call(Method::POST, &path, Some(&body)).await?;
@@ -512,9 +513,12 @@ pub(crate) fn build_create_body(a: &CreateArgs, file: Option<Value>) -> Result<V
             obj.insert(k.into(), v);
         }
     }
+    // Without an image, a plugin id makes the daemon build one from its plugin directory.
+    let plugin = matches!(body.get("plugin_id"), Some(Value::String(s)) if !s.is_empty());
     for key in ["name", "image"] {
         let present = matches!(body.get(key), Some(Value::String(s)) if !s.is_empty());
-        if !present {
+        let built = key == "image" && plugin && body.get("image").is_none();
+        if !present && !built {
             return Err(UsageError(format!("--{key} is required (as a flag or in --file)")));
         }
     }
