@@ -47,6 +47,54 @@ pub struct Config {
     pub events: EventsConfig,
     pub addon_api: AddonApiConfig,
     pub http: HttpConfig,
+    pub metrics: MetricsConfig,
+    pub notify: NotifyConfig,
+}
+
+/// The TCP metrics listener: `GET /metrics` for Prometheus, off unless `listen` is set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where to serve `GET /metrics` over TCP; unset: only on the admin socket.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Lets `listen` be an address other hosts reach. The series name services, addons
+    /// and subscribers and need no key, so loopback is the rule unless the operator says so.
+    pub allow_non_loopback: bool,
+}
+
+/// Webhook notifications of what an operator must hear about (a service `Failed`, Docker
+/// gone and back, a rolled-back deployment).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// `http://` URL that receives one JSON `POST` per notification; empty: off.
+    pub webhook_url: String,
+    /// Time one `POST` may take, connecting included (seconds).
+    pub timeout_seconds: f64,
+    /// Attempts after a failed first one (an error, a timeout or a non-2xx answer).
+    pub retries: u32,
+    /// Backoff between attempts: base, doubling, capped (seconds).
+    pub retry_base_seconds: f64,
+    pub retry_max_seconds: f64,
+    /// When set, every `POST` carries `X-Addond-Signature: sha256=<hex HMAC-SHA256 of the
+    /// body under this secret>`, so the receiver can tell addond's posts from anyone's.
+    pub secret: String,
+    /// Notifications waiting at most; when it is full the oldest is dropped (and counted).
+    pub queue_size: usize,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            webhook_url: String::new(),
+            timeout_seconds: 5.0,
+            retries: 5,
+            retry_base_seconds: 1.0,
+            retry_max_seconds: 60.0,
+            secret: String::new(),
+            queue_size: 256,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -290,6 +338,8 @@ pub struct HttpConfig {
     pub admin_max_connections: usize,
     /// Most connections the addon API holds at once, over all its addresses.
     pub addon_api_max_connections: usize,
+    /// Most connections the metrics listener (`metrics.listen`) holds at once.
+    pub metrics_max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -301,6 +351,7 @@ impl Default for HttpConfig {
             gateway_max_connections: 8192,
             admin_max_connections: 1024,
             addon_api_max_connections: 512,
+            metrics_max_connections: 64,
         }
     }
 }
@@ -774,8 +825,50 @@ impl Config {
                 return Err(invalid(key, "must be between 8 and 1000000 connections"));
             }
         }
+        if !(1..=128).contains(&h.metrics_max_connections) {
+            // Taken from the descriptors kept beside the budgets, so it stays small.
+            return Err(invalid("http.metrics_max_connections", "must be between 1 and 128 connections"));
+        }
         if self.templates.image.trim().is_empty() {
             return Err(invalid("templates.image", "must name an image"));
+        }
+        if let Some(addr) = self.metrics.listen {
+            if !addr.ip().is_loopback() && !self.metrics.allow_non_loopback {
+                return Err(invalid(
+                    "metrics.listen",
+                    format!("`{addr}` is not a loopback address; the series need no key, so listen on 127.0.0.1 or ::1, or set metrics.allow_non_loopback = true to serve them to other hosts"),
+                ));
+            }
+        }
+        self.validate_notify()
+    }
+
+    fn validate_notify(&self) -> Result<(), ConfigError> {
+        let n = &self.notify;
+        if !n.webhook_url.is_empty() {
+            if n.webhook_url.starts_with("https://") {
+                return Err(invalid(
+                    "notify.webhook_url",
+                    "https:// is not supported (addond has no TLS client); use an http:// URL, such as a receiver or relay on this host",
+                ));
+            }
+            let ok = n.webhook_url.starts_with("http://")
+                && n.webhook_url.parse::<hyper::Uri>().ok().and_then(|u| u.host().map(|h| !h.is_empty())).unwrap_or(false);
+            if !ok {
+                return Err(invalid("notify.webhook_url", format!("`{}` is not a URL like http://127.0.0.1:9000/hook", n.webhook_url)));
+            }
+        }
+        if !(n.timeout_seconds > 0.0 && n.timeout_seconds <= 300.0) {
+            return Err(invalid("notify.timeout_seconds", "must be more than 0 and at most 300"));
+        }
+        if n.retries > 100 {
+            return Err(invalid("notify.retries", "must be at most 100"));
+        }
+        if !(n.retry_base_seconds > 0.0 && n.retry_base_seconds <= n.retry_max_seconds && n.retry_max_seconds <= 86_400.0) {
+            return Err(invalid("notify.retry_base_seconds", "must be more than 0 and at most notify.retry_max_seconds (at most 86400)"));
+        }
+        if !(1..=100_000).contains(&n.queue_size) {
+            return Err(invalid("notify.queue_size", "must be between 1 and 100000"));
         }
         Ok(())
     }
@@ -815,6 +908,8 @@ const SECTIONS: &[&str] = &[
     "events",
     "addon_api",
     "http",
+    "metrics",
+    "notify",
 ];
 
 /// Applies `ADDOND_<SECTION>_<KEY>=value` overrides. The value is read as a TOML literal
