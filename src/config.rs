@@ -55,11 +55,19 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// Where to serve `GET /metrics` over TCP; unset: only on the admin socket.
-    pub listen: Option<std::net::SocketAddr>,
+    /// Where to serve `GET /metrics` over TCP (`127.0.0.1:9464`); empty: only on the
+    /// admin socket. Read with [`MetricsConfig::listen_addr`].
+    pub listen: String,
     /// Lets `listen` be an address other hosts reach. The series name services, addons
     /// and subscribers and need no key, so loopback is the rule unless the operator says so.
     pub allow_non_loopback: bool,
+}
+
+impl MetricsConfig {
+    /// `listen` as an address; `None` when it is empty (or invalid, which validation refuses).
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.trim().parse().ok()
+    }
 }
 
 /// Webhook notifications of what an operator must hear about (a service `Failed`, Docker
@@ -832,7 +840,13 @@ impl Config {
         if self.templates.image.trim().is_empty() {
             return Err(invalid("templates.image", "must name an image"));
         }
-        if let Some(addr) = self.metrics.listen {
+        if !self.metrics.listen.trim().is_empty() {
+            let Some(addr) = self.metrics.listen_addr() else {
+                return Err(invalid(
+                    "metrics.listen",
+                    format!("`{}` is not an address and port like 127.0.0.1:9464 (empty: off)", self.metrics.listen),
+                ));
+            };
             if !addr.ip().is_loopback() && !self.metrics.allow_non_loopback {
                 return Err(invalid(
                     "metrics.listen",
@@ -978,6 +992,30 @@ mod tests {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml")).unwrap();
         let c = load_str(&text, &[]).unwrap();
         assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn metrics_listen_is_loopback_unless_allowed_and_webhooks_are_http() {
+        let c = load_str("[metrics]\nlisten = \"127.0.0.1:9464\"\n", &[]).unwrap();
+        assert_eq!(c.metrics.listen_addr(), Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(Config::default().metrics.listen_addr(), None, "off by default");
+        let err = load_str("[metrics]\nlisten = \"localhost\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("metrics.listen") && err.contains("127.0.0.1:9464"), "{err}");
+        assert!(load_str("[metrics]\nlisten = \"[::1]:9464\"\n", &[]).is_ok());
+        let err = load_str("[metrics]\nlisten = \"0.0.0.0:9464\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("metrics.listen") && err.contains("metrics.allow_non_loopback = true"), "{err}");
+        assert!(load_str("[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_non_loopback = true\n", &[]).is_ok());
+        let env = [("ADDOND_METRICS_LISTEN", "127.0.0.1:9999")];
+        assert_eq!(load_str("", &env).unwrap().metrics.listen_addr(), Some("127.0.0.1:9999".parse().unwrap()));
+        assert!(load_str("[notify]\nwebhook_url = \"http://127.0.0.1:9000/hook\"\n", &[]).is_ok());
+        let err = load_str("[notify]\nwebhook_url = \"https://hooks.example/x\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("notify.webhook_url") && err.contains("http://"), "{err}");
+        let err = load_str("[notify]\nwebhook_url = \"127.0.0.1:9000\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("notify.webhook_url"), "{err}");
+        let err = load_str("[notify]\nqueue_size = 0\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("notify.queue_size"), "{err}");
+        let err = load_str("[http]\nmetrics_max_connections = 1000\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("http.metrics_max_connections"), "{err}");
     }
 
     #[test]

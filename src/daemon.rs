@@ -146,8 +146,7 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
     let metrics = Arc::new(Metrics::default());
     let addons = Addons::new(cfg.clone(), lifecycle.clone(), metrics.clone());
     // Before the first resync, so a service found failed there is notified too.
-    let notify_task =
-        crate::notify::Notifier::new(&cfg.notify, metrics.clone()).map(|n| n.spawn(lifecycle.clone(), shutdown.clone()));
+    let notify_task = crate::notify::Notifier::new(&cfg.notify, metrics.clone()).map(|n| n.spawn(lifecycle.clone(), shutdown.clone()));
     let gateway = Gateway::new(cfg.clone(), addons.clone(), lifecycle.clone());
     gateway.reload_keys().await?;
     let gateway_listener = if cfg.gateway.enabled {
@@ -160,10 +159,8 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
         None
     };
     let gateway_addr = gateway_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let metrics_listener = match cfg.metrics.listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?,
-        ),
+    let metrics_listener = match cfg.metrics.listen_addr() {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?),
         None => None,
     };
     let events = Events::new(cfg.clone(), lifecycle.clone(), addons.clone());

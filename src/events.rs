@@ -289,7 +289,12 @@ impl Events {
         use std::fmt::Write as _;
         let subs: Vec<(String, Vec<String>)> =
             self.deliverers.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(s, (p, _))| (s.clone(), p.clone())).collect();
-        crate::metrics::family(out, "addond_event_subscriber_lag", "gauge", "Events a subscriber has yet to receive (of its patterns, after its cursor).");
+        crate::metrics::family(
+            out,
+            "addond_event_subscriber_lag",
+            "gauge",
+            "Events a subscriber has yet to receive (of its patterns, after its cursor).",
+        );
         let mut lines = Vec::with_capacity(subs.len());
         for (sub, patterns) in subs {
             let cur = self.store().cursor(&sub).await?;

@@ -241,7 +241,11 @@ pub fn render_process(out: &mut String) {
         let _ = writeln!(out, "process_open_fds {n}");
     }
     family(out, "process_max_fds", "gauge", "The daemon's soft limit of open file descriptors.");
-    let _ = writeln!(out, "process_max_fds {}", crate::http::conn::fd_limit());
+    let _ = writeln!(
+        out,
+        "process_max_fds {}",
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map(|(soft, _)| soft).unwrap_or(0)
+    );
     let btime = std::fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse::<u64>().ok()));
@@ -377,7 +381,10 @@ mod tests {
         let mut out = String::new();
         render_process(&mut out);
         let value = |name: &str| -> f64 {
-            out.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} in {out}"))
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in {out}"))
         };
         assert!(value("process_resident_memory_bytes") > 1e6);
         assert!(value("process_open_fds") >= 3.0);

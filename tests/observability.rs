@@ -104,7 +104,9 @@ async fn tcp_metrics_listener_serves_only_metrics_and_promtool_accepts_the_serie
     let text = loop {
         let (st, text) = tcp(metrics, "GET", "/metrics", &[], "").await;
         assert_eq!(st, 200, "{text}");
-        if sample(&text, "addond_event_deliveries_total") >= Some(3.0) && sample(&text, "addond_event_subscriber_lag{subscriber=\"meter\"}") == Some(0.0) {
+        if sample(&text, "addond_event_deliveries_total") >= Some(3.0)
+            && sample(&text, "addond_event_subscriber_lag{subscriber=\"meter\"}") == Some(0.0)
+        {
             break text;
         }
         assert!(Instant::now() < deadline, "the deliveries never showed up:\n{text}\n{}", tail(&d.log(), 30));
@@ -169,11 +171,14 @@ async fn metrics_listener_is_off_by_default_and_refuses_a_public_address() {
     assert!(o.status.success(), "{}", err(&o));
 }
 
+/// Every POST a [`Receiver`] got: its headers (with `:method` and `:path`) and its body.
+type Posts = std::sync::Arc<std::sync::Mutex<Vec<(std::collections::HashMap<String, String>, String)>>>;
+
 /// A webhook receiver on loopback: records every POST (its headers and JSON body) and
 /// answers 500 to the first `fail_first` of them, 200 after.
 struct Receiver {
     addr: SocketAddr,
-    got: std::sync::Arc<std::sync::Mutex<Vec<(std::collections::HashMap<String, String>, String)>>>,
+    got: Posts,
 }
 
 impl Receiver {
@@ -181,7 +186,7 @@ impl Receiver {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let got: std::sync::Arc<std::sync::Mutex<Vec<_>>> = Default::default();
+        let got: Posts = Default::default();
         let seen = std::sync::Arc::new(AtomicUsize::new(0));
         let g = got.clone();
         tokio::spawn(async move {

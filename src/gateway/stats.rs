@@ -74,7 +74,12 @@ impl GatewayStats {
                 }
             }
         }
-        family(out, "addond_gateway_auth_failures_total", "counter", "Gateway requests refused for their API key, by the error code answered.");
+        family(
+            out,
+            "addond_gateway_auth_failures_total",
+            "counter",
+            "Gateway requests refused for their API key, by the error code answered.",
+        );
         for (i, code) in AUTH_REASONS.iter().enumerate() {
             let _ = writeln!(
                 out,
