@@ -303,14 +303,14 @@ impl Gateway {
     /// Serves one request and counts its answer by route and status.
     async fn handle(self: Arc<Self>, req: axum::extract::Request, peer: SocketAddr) -> Response {
         let mut route = ROUTES.len();
-        let resp = self.clone().route_request(req, peer, &mut route).await;
+        let resp = self.route_request(req, peer, &mut route).await;
         self.stats.request(route, resp.status().as_u16());
         resp
     }
 
     /// Serves one request: the route from [`ROUTES`] (its index goes to `route`), its auth
     /// rule, its handler.
-    async fn route_request(self: Arc<Self>, req: axum::extract::Request, peer: SocketAddr, route: &mut usize) -> Response {
+    async fn route_request(self: &Arc<Self>, req: axum::extract::Request, peer: SocketAddr, route: &mut usize) -> Response {
         let matched = ROUTES.iter().enumerate().find_map(|(i, r)| match_route(r.path, req.uri().path()).map(|p| (i, r, p)));
         let Some((index, spec, params)) = matched else {
             let resp = ApiError::new(
@@ -359,7 +359,7 @@ impl Gateway {
             Handler::Frame => self.frame(&addon, &widget, req.uri()).await,
             Handler::Passthrough => {
                 let (application, source) = grant.as_ref().map_or(("", peer.ip()), |(g, source)| (g.application.as_str(), *source));
-                Ok(proxy::forward(&self, &addon, rest.as_deref().unwrap_or(""), peer, source, application, req).await)
+                Ok(proxy::forward(self, &addon, rest.as_deref().unwrap_or(""), peer, source, application, req).await)
             }
         };
         let mut resp = result.unwrap_or_else(IntoResponse::into_response);
