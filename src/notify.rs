@@ -206,7 +206,12 @@ impl Notifier {
             );
             let mut attempt = 0u32;
             loop {
-                match self.post(&n, body.clone()).await {
+                // A stop does not wait for a receiver that is slow to answer.
+                let sent = tokio::select! {
+                    r = self.post(&n, body.clone()) => r,
+                    _ = shutdown.cancelled() => return,
+                };
+                match sent {
                     Ok(()) => {
                         self.metrics.notify.sent.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(event = %n.event, id = %n.id, attempts = attempt + 1, "notification sent");

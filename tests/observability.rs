@@ -137,6 +137,9 @@ async fn tcp_metrics_listener_serves_only_metrics_and_promtool_accepts_the_serie
         );
     }
     assert!(text.contains("addon_executions_total{addon_id=\"meter\",function_name=\"add\",status=\"success\"} 1"), "{text}");
+    let t0 = Instant::now();
+    let (_, again) = tcp(metrics, "GET", "/metrics", &[], "").await;
+    eprintln!("scrape over TCP: {} bytes, {} lines in {:?}", again.len(), again.lines().count(), t0.elapsed());
     promtool_check(&text);
 
     // The same exposition on the admin socket.
@@ -259,8 +262,12 @@ async fn a_service_crashing_until_failed_is_posted_and_a_failing_receiver_is_ret
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     d.wait_for("crasher", 40, |s| s.is_some_and(|s| s["phase"] == "Failed")).await.expect("the service fails");
+    let failed_at = Instant::now();
+    receiver.wait_for("service.failed", 1, 20, &d).await;
+    eprintln!("first POST {:?} after Failed was seen", failed_at.elapsed());
     // two 500s, then the third attempt is taken
     let posts = receiver.wait_for("service.failed", 3, 20, &d).await;
+    eprintln!("third (accepted) POST {:?} after Failed was seen", failed_at.elapsed());
     assert_eq!(posts.len(), 3, "only the failure is notified (not the restarts): {posts:?}");
     let (h, body) = &posts[2];
     assert_eq!(h[":method"], "POST");
@@ -297,11 +304,65 @@ async fn docker_going_away_and_coming_back_is_posted() {
     })
     .await;
     proxy.cut().await;
+    let cut_at = Instant::now();
     let posts = receiver.wait_for("docker.unreachable", 1, 15, &d).await;
+    eprintln!("docker.unreachable POST {:?} after the engine went away", cut_at.elapsed());
     assert_eq!(posts[0].1["data"]["state"], "unreachable", "{posts:?}");
     assert_eq!(posts[0].1["data"]["docker"], format!("unix://{}", proxy_path.display()));
     let _back = DockerProxy::start(&proxy_path);
+    let back_at = Instant::now();
     let posts = receiver.wait_for("docker.recovered", 1, 15, &d).await;
+    eprintln!("docker.recovered POST {:?} after the engine came back", back_at.elapsed());
     let events: Vec<&Value> = posts.iter().map(|(_, b)| &b["event"]).collect();
     assert_eq!(events, ["docker.unreachable", "docker.recovered"], "{posts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_that_never_answers_holds_up_nothing_and_the_queue_drops_the_oldest() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            h.lock().unwrap().push(s);
+        }
+    });
+    let extra = format!("[notify]\nwebhook_url = \"http://{addr}/\"\ntimeout_seconds = 120\nqueue_size = 1\n");
+    let d = Daemon::start_with(Options { extra, ..Options::default() }).await;
+    let t0 = Instant::now();
+    for n in 0..3 {
+        let body =
+            json!({"name": format!("once{n}"), "image": IMAGE, "environment": {"SAMPLE_EXIT_ON_START": "7"}, "restart_policy": "no"});
+        let r = d.post("/api/plugin-microservice/services", body).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    for n in 0..3 {
+        let s = d.wait_for(&format!("once{n}"), 30, |s| s.is_some_and(|s| s["phase"] == "Failed")).await;
+        assert!(s.is_some(), "once{n} never reached Failed while the receiver hung\n{}", tail(&d.log(), 30));
+    }
+    eprintln!("three services Failed in {:?} with the receiver hanging", t0.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let raw = d.client.request_raw(addond::client::Method::GET, "/metrics", None).await.unwrap();
+        let text = String::from_utf8_lossy(&raw.body).to_string();
+        let dropped = sample(&text, "addond_notifications_dropped_total").unwrap_or(0.0);
+        if dropped >= 1.0 {
+            assert_eq!(sample(&text, "addond_notifications_sent_total"), Some(0.0), "{text}");
+            assert!(sample(&text, "addond_notifications_queued") <= Some(1.0), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing was dropped from a full queue:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(held.lock().unwrap().len(), 1, "one POST at a time, the first still waiting");
+    // The admin API answers meanwhile, and a stop does not wait for the receiver.
+    assert_eq!(d.get("/health").await.status, 200);
+    let mut d = d;
+    let t0 = Instant::now();
+    let status = d.terminate();
+    assert!(status.success(), "{status}");
+    eprintln!("stopped in {:?} with a POST hanging", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(15), "the stop waited {:?} for the receiver", t0.elapsed());
 }
