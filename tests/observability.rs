@@ -74,7 +74,12 @@ fn manifest(name: &str, extra: Value) -> Value {
 async fn tcp_metrics_listener_serves_only_metrics_and_promtool_accepts_the_series() {
     let (port, _) = port_slice(1);
     let metrics: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let d = Daemon::start_with(Options { extra: format!("[metrics]\nlisten = \"{metrics}\"\n"), ..Options::default() }).await;
+    let d = Daemon::start_with(Options {
+        extra: format!("[metrics]\nlisten = \"{metrics}\"\n"),
+        events_extra: "max_attempts = 2".into(),
+        ..Options::default()
+    })
+    .await;
 
     // Gateway traffic: one call, one bad key, one path no route serves.
     install_addon(&d, manifest("meter", json!({"events": {"subscribes": ["tick.*"]}})), None).await;
@@ -140,6 +145,24 @@ async fn tcp_metrics_listener_serves_only_metrics_and_promtool_accepts_the_serie
     let t0 = Instant::now();
     let (_, again) = tcp(metrics, "GET", "/metrics", &[], "").await;
     eprintln!("scrape over TCP: {} bytes, {} lines in {:?}", again.len(), again.lines().count(), t0.elapsed());
+    promtool_check(&text);
+
+    // A subscriber that is down: one retry, then a dead letter.
+    let r = d.post("/api/addons/meter/stop?wait=stopped&timeout=30", json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = d.post("/api/events", json!({"name": "tick.late", "data": {}})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let (_, text) = tcp(metrics, "GET", "/metrics", &[], "").await;
+        if sample(&text, "addond_events_dead_lettered_total") == Some(1.0) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "never dead-lettered:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(sample(&text, "addond_event_delivery_retries_total"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "addond_event_deliveries_total"), Some(3.0), "{text}");
     promtool_check(&text);
 
     // The same exposition on the admin socket.
