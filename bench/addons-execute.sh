@@ -65,7 +65,7 @@ for conns in 1 64; do
 done
 
 # Widgets: the cache counters of /metrics tell hits from misses.
-cache_counts() { api GET /metrics | awk '/^widget_cache_hits_total/ { h = $2 } /^widget_cache_misses_total/ { m = $2 } END { print h + 0, m + 0 }'; }
+cache_counts() { api GET /metrics | awk '/^addond_widget_cache_hits_total/ { h = $2 } /^addond_widget_cache_misses_total/ { m = $2 } END { print h + 0, m + 0 }'; }
 enc() { jq -rn --arg v "$1" '$v | @uri'; }
 WIDGET_URL="http://$GATEWAY_ADDR/api/widgets/$ECHO_ADDON/checkout"
 warm_q="config=$(enc '{"title":"Pay now"}')&context=$(enc '{"cart":"c-1","user":"bench"}')"

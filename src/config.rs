@@ -49,6 +49,62 @@ pub struct Config {
     pub addon_api: AddonApiConfig,
     pub http: HttpConfig,
     pub build: BuildConfig,
+    pub metrics: MetricsConfig,
+    pub notify: NotifyConfig,
+}
+
+/// The TCP metrics listener: `GET /metrics` for Prometheus, off unless `listen` is set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where to serve `GET /metrics` over TCP (`127.0.0.1:9464`); empty: only on the
+    /// admin socket. Read with [`MetricsConfig::listen_addr`].
+    pub listen: String,
+    /// Lets `listen` be an address other hosts reach. The series name services, addons
+    /// and subscribers and need no key, so loopback is the rule unless the operator says so.
+    pub allow_non_loopback: bool,
+}
+
+impl MetricsConfig {
+    /// `listen` as an address; `None` when it is empty (or invalid, which validation refuses).
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.trim().parse().ok()
+    }
+}
+
+/// Webhook notifications of what an operator must hear about (a service `Failed`, Docker
+/// gone and back, a rolled-back deployment).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// `http://` URL that receives one JSON `POST` per notification; empty: off.
+    pub webhook_url: String,
+    /// Time one `POST` may take, connecting included (seconds).
+    pub timeout_seconds: f64,
+    /// Attempts after a failed first one (an error, a timeout or a non-2xx answer).
+    pub retries: u32,
+    /// Backoff between attempts: base, doubling, capped (seconds).
+    pub retry_base_seconds: f64,
+    pub retry_max_seconds: f64,
+    /// When set, every `POST` carries `X-Addond-Signature: sha256=<hex HMAC-SHA256 of the
+    /// body under this secret>`, so the receiver can tell addond's posts from anyone's.
+    pub secret: String,
+    /// Notifications waiting at most; when it is full the oldest is dropped (and counted).
+    pub queue_size: usize,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            webhook_url: String::new(),
+            timeout_seconds: 5.0,
+            retries: 5,
+            retry_base_seconds: 1.0,
+            retry_max_seconds: 60.0,
+            secret: String::new(),
+            queue_size: 256,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -317,6 +373,8 @@ pub struct HttpConfig {
     pub admin_max_connections: usize,
     /// Most connections the addon API holds at once, over all its addresses.
     pub addon_api_max_connections: usize,
+    /// Most connections the metrics listener (`metrics.listen`) holds at once.
+    pub metrics_max_connections: usize,
 }
 
 /// Image builds from addon code (`POST /api/addons/{name}/builds`, plugin directories).
@@ -352,6 +410,7 @@ impl Default for HttpConfig {
             gateway_max_connections: 8192,
             admin_max_connections: 1024,
             addon_api_max_connections: 512,
+            metrics_max_connections: 64,
         }
     }
 }
@@ -851,8 +910,56 @@ impl Config {
                 return Err(invalid(key, "must be between 8 and 1000000 connections"));
             }
         }
+        if !(1..=128).contains(&h.metrics_max_connections) {
+            // Taken from the descriptors kept beside the budgets, so it stays small.
+            return Err(invalid("http.metrics_max_connections", "must be between 1 and 128 connections"));
+        }
         if self.templates.image.trim().is_empty() {
             return Err(invalid("templates.image", "must name an image"));
+        }
+        if !self.metrics.listen.trim().is_empty() {
+            let Some(addr) = self.metrics.listen_addr() else {
+                return Err(invalid(
+                    "metrics.listen",
+                    format!("`{}` is not an address and port like 127.0.0.1:9464 (empty: off)", self.metrics.listen),
+                ));
+            };
+            if !addr.ip().is_loopback() && !self.metrics.allow_non_loopback {
+                return Err(invalid(
+                    "metrics.listen",
+                    format!("`{addr}` is not a loopback address; the series need no key, so listen on 127.0.0.1 or ::1, or set metrics.allow_non_loopback = true to serve them to other hosts"),
+                ));
+            }
+        }
+        self.validate_notify()
+    }
+
+    fn validate_notify(&self) -> Result<(), ConfigError> {
+        let n = &self.notify;
+        if !n.webhook_url.is_empty() {
+            if n.webhook_url.starts_with("https://") {
+                return Err(invalid(
+                    "notify.webhook_url",
+                    "https:// is not supported (addond has no TLS client); use an http:// URL, such as a receiver or relay on this host",
+                ));
+            }
+            let ok = n.webhook_url.starts_with("http://")
+                && n.webhook_url.parse::<hyper::Uri>().ok().and_then(|u| u.host().map(|h| !h.is_empty())).unwrap_or(false);
+            if !ok {
+                return Err(invalid("notify.webhook_url", format!("`{}` is not a URL like http://127.0.0.1:9000/hook", n.webhook_url)));
+            }
+        }
+        if !(n.timeout_seconds > 0.0 && n.timeout_seconds <= 300.0) {
+            return Err(invalid("notify.timeout_seconds", "must be more than 0 and at most 300"));
+        }
+        if n.retries > 100 {
+            return Err(invalid("notify.retries", "must be at most 100"));
+        }
+        if !(n.retry_base_seconds > 0.0 && n.retry_base_seconds <= n.retry_max_seconds && n.retry_max_seconds <= 86_400.0) {
+            return Err(invalid("notify.retry_base_seconds", "must be more than 0 and at most notify.retry_max_seconds (at most 86400)"));
+        }
+        if !(1..=100_000).contains(&n.queue_size) {
+            return Err(invalid("notify.queue_size", "must be between 1 and 100000"));
         }
         Ok(())
     }
@@ -892,6 +999,8 @@ const SECTIONS: &[&str] = &[
     "events",
     "addon_api",
     "http",
+    "metrics",
+    "notify",
 ];
 
 /// Applies `ADDOND_<SECTION>_<KEY>=value` overrides. The value is read as a TOML literal
@@ -960,6 +1069,30 @@ mod tests {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml")).unwrap();
         let c = load_str(&text, &[]).unwrap();
         assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn metrics_listen_is_loopback_unless_allowed_and_webhooks_are_http() {
+        let c = load_str("[metrics]\nlisten = \"127.0.0.1:9464\"\n", &[]).unwrap();
+        assert_eq!(c.metrics.listen_addr(), Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(Config::default().metrics.listen_addr(), None, "off by default");
+        let err = load_str("[metrics]\nlisten = \"localhost\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("metrics.listen") && err.contains("127.0.0.1:9464"), "{err}");
+        assert!(load_str("[metrics]\nlisten = \"[::1]:9464\"\n", &[]).is_ok());
+        let err = load_str("[metrics]\nlisten = \"0.0.0.0:9464\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("metrics.listen") && err.contains("metrics.allow_non_loopback = true"), "{err}");
+        assert!(load_str("[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_non_loopback = true\n", &[]).is_ok());
+        let env = [("ADDOND_METRICS_LISTEN", "127.0.0.1:9999")];
+        assert_eq!(load_str("", &env).unwrap().metrics.listen_addr(), Some("127.0.0.1:9999".parse().unwrap()));
+        assert!(load_str("[notify]\nwebhook_url = \"http://127.0.0.1:9000/hook\"\n", &[]).is_ok());
+        let err = load_str("[notify]\nwebhook_url = \"https://hooks.example/x\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("notify.webhook_url") && err.contains("http://"), "{err}");
+        let err = load_str("[notify]\nwebhook_url = \"127.0.0.1:9000\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("notify.webhook_url"), "{err}");
+        let err = load_str("[notify]\nqueue_size = 0\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("notify.queue_size"), "{err}");
+        let err = load_str("[http]\nmetrics_max_connections = 1000\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("http.metrics_max_connections"), "{err}");
     }
 
     #[test]

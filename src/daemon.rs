@@ -149,7 +149,10 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
     let lifecycle = Lifecycle::new(cfg.clone(), store, runtime, daemon_id, shutdown.clone());
     let (listener, group) = bind_socket(&cfg)?;
     let policy = PeerPolicy { daemon_uid: nix::unistd::getuid().as_raw(), group };
-    let addons = Addons::new(cfg.clone(), lifecycle.clone(), Arc::new(Metrics::default()));
+    let metrics = Arc::new(Metrics::default());
+    let addons = Addons::new(cfg.clone(), lifecycle.clone(), metrics.clone());
+    // Before the first resync, so a service found failed there is notified too.
+    let notify_task = crate::notify::Notifier::new(&cfg.notify, metrics.clone()).map(|n| n.spawn(lifecycle.clone(), shutdown.clone()));
     let gateway = Gateway::new(cfg.clone(), addons.clone(), lifecycle.clone());
     gateway.reload_keys().await?;
     let gateway_listener = if cfg.gateway.enabled {
@@ -162,6 +165,10 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
         None
     };
     let gateway_addr = gateway_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let metrics_listener = match cfg.metrics.listen_addr() {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?),
+        None => None,
+    };
     let events = Events::new(cfg.clone(), lifecycle.clone(), addons.clone());
     // Handed to the lifecycle before the first resync: it listens on each addon network as
     // the reconciler makes (or finds) it, before that network's first container is made, so
@@ -208,6 +215,17 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
             }
         }
     });
+    let metrics_task = metrics_listener.map(|l| {
+        tracing::info!(listen = ?l.local_addr().ok(), "metrics listening");
+        let sources = crate::scrape::Sources {
+            lifecycle: lifecycle.clone(),
+            addons: addons.clone(),
+            gateway: gateway.clone(),
+            events: events.clone(),
+            started,
+        };
+        tokio::spawn(crate::scrape::listener::serve(l, sources, shutdown.clone()))
+    });
     let gateway_task = gateway_listener.map(|l| {
         tracing::info!(listen = ?gateway_addr, "gateway listening");
         tokio::spawn(crate::gateway::serve(l, gateway.clone(), shutdown.clone()))
@@ -241,6 +259,12 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
     let _ = lc_task.await;
     let _ = routes_task.await;
     if let Some(t) = gateway_task {
+        let _ = t.await;
+    }
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    if let Some(t) = notify_task {
         let _ = t.await;
     }
     let _ = audit_task.await;

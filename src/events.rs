@@ -14,6 +14,7 @@
 //! (visible, re-driven on request) and the subscriber moves on.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -159,6 +160,7 @@ impl Events {
                 batch.iter().map(|r| NewEvent { name: r.name.clone(), data: r.data.clone(), source: r.source.clone(), ts: r.ts }).collect();
             match self.store().insert_events(rows).await {
                 Ok(ids) => {
+                    self.addons.metrics.events.emitted.fetch_add(ids.len() as u64, Ordering::Relaxed);
                     for (req, id) in batch.into_iter().zip(ids) {
                         let ev = Arc::new(Event {
                             id,
@@ -270,10 +272,40 @@ impl Events {
         Ok(())
     }
 
+    /// One delivery attempt, counted as delivered when acknowledged.
     async fn deliver(&self, sub: &str, ev: &Event) -> Result<(), String> {
         let body = Bytes::from(ev.to_json().to_string());
         let timeout = Duration::from_secs_f64(self.cfg.events.delivery_timeout_seconds);
-        self.addons.deliver_event(sub, body, timeout).await
+        let r = self.addons.deliver_event(sub, body, timeout).await;
+        if r.is_ok() {
+            self.addons.metrics.events.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// `addond_event_subscriber_lag`: per running subscriber, the events of its patterns
+    /// in the log after its cursor (what it has yet to receive).
+    pub async fn render_lag(&self, out: &mut String) -> Result<(), StoreError> {
+        use std::fmt::Write as _;
+        let subs: Vec<(String, Vec<String>)> =
+            self.deliverers.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(s, (p, _))| (s.clone(), p.clone())).collect();
+        crate::metrics::family(
+            out,
+            "addond_event_subscriber_lag",
+            "gauge",
+            "Events a subscriber has yet to receive (of its patterns, after its cursor).",
+        );
+        let mut lines = Vec::with_capacity(subs.len());
+        for (sub, patterns) in subs {
+            let cur = self.store().cursor(&sub).await?;
+            let n = self.store().count_events_after(cur.delivered_up_to, patterns).await?;
+            lines.push((sub, n));
+        }
+        lines.sort();
+        for (sub, n) in lines {
+            let _ = writeln!(out, "addond_event_subscriber_lag{{subscriber=\"{}\"}} {n}", crate::metrics::escape(&sub));
+        }
+        Ok(())
     }
 
     async fn deliver_loop(self: Arc<Self>, sub: String, patterns: Vec<String>, stop: CancellationToken) {
@@ -322,6 +354,7 @@ impl Events {
             match self.deliver(sub, &Event::from_row(row)).await {
                 Ok(()) => store.delete_dead_letter(dl.id).await?,
                 Err(e) => {
+                    self.addons.metrics.events.retried.fetch_add(1, Ordering::Relaxed);
                     store.dead_letter(sub, dl.event_id, dl.attempts + 1, e).await?;
                     return Ok(Some(Duration::from_secs_f64(self.cfg.events.retry_base_seconds)));
                 }
@@ -350,10 +383,12 @@ impl Events {
                                 store.set_cursor(sub, cur.clone()).await?;
                             }
                             tracing::warn!(subscriber = %sub, event = ev.id, error = %e, "event dead-lettered");
+                            self.addons.metrics.events.dead_lettered.fetch_add(1, Ordering::Relaxed);
                             store.dead_letter(sub, ev.id, attempts, e).await?;
                             cur = store.cursor(sub).await?;
                             break;
                         }
+                        self.addons.metrics.events.retried.fetch_add(1, Ordering::Relaxed);
                         let wait = backoff_ms(self.cfg.events.retry_base_seconds, self.cfg.events.retry_max_seconds, attempts - 1);
                         cur = Cursor { attempts, next_attempt_at: Some(now_ms() + wait), last_error: Some(e), ..cur };
                         store.set_cursor(sub, cur).await?;

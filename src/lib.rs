@@ -30,7 +30,9 @@
 //!   admin API on the Unix socket: `mod.rs` lists every route, handlers by area,
 //!   `socket.rs` the peer check), [`gateway`] (API keys, limits, proxy), [`addon_api`] (what
 //!   containers call). Nothing imports from `api`.
-//! - **Operations** — [`backup`], [`doctor`], [`metrics`], [`cli_docs`], and [`daemon`],
+//! - **Operations** — [`backup`], [`doctor`], [`metrics`] (counters and the build and
+//!   process series), [`scrape`] (the exposition assembled from every area, and the TCP
+//!   metrics listener), [`notify`] (webhook notifications), [`cli_docs`], and [`daemon`],
 //!   which builds all of the above, spawns every task and joins them at shutdown.
 //! - **Client** — [`client`] (the admin-socket client with one SSE parser and one line
 //!   splitter, shared by `addonctl` and `addond-tui`).
@@ -58,10 +60,12 @@ pub mod isolation;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod ports;
 pub mod runtime;
 pub mod sanitize;
 pub mod schedules;
+pub mod scrape;
 pub mod secret;
 pub mod store;
 pub mod systemd;

@@ -1,8 +1,10 @@
 //! Counters and histograms for the Prometheus exposition at `GET /metrics`: addon
-//! executions, response and render times, widget cache hits and misses, and the Docker
-//! engine's state. Hand-rolled and lock-light (a shared read lock to find an addon's
-//! counters by name, atomics inside), because the hot paths record into them on every call
-//! and the text format is simple.
+//! executions, response and render times, widget cache hits and misses, event deliveries,
+//! notifications, and the Docker engine's state; the build and process series; and the
+//! helpers every area's series are written with (families, label escaping). Hand-rolled and
+//! lock-light (a shared read lock to find an addon's counters by name, atomics inside),
+//! because the hot paths record into them on every call and the text format is simple.
+//! `crate::scrape` assembles one exposition from these and the other areas' counters.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
@@ -66,9 +68,19 @@ fn label_text(labels: &Labels) -> String {
     labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect::<Vec<_>>().join(",")
 }
 
-fn escape(v: &str) -> String {
+/// A label value as the exposition format writes it: backslash, double quote and newline
+/// escaped.
+pub fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
+
+/// Writes a family's `# HELP` and `# TYPE` lines.
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Admin-socket connections refused because the peer is not allowed.
+pub static ADMIN_REFUSED: AtomicU64 = AtomicU64::new(0);
 
 /// The outcomes an action call is counted under (`status` label).
 const OUTCOMES: [&str; 4] = ["success", "error", "timeout", "unavailable"];
@@ -105,11 +117,160 @@ fn sorted(map: &ByAddon) -> Vec<(String, String, Arc<CallStats>)> {
 
 #[derive(Default)]
 pub struct Metrics {
+    /// Action calls by addon and action.
     executions: ByAddon,
+    /// Widget renders (cache misses) by addon and widget.
     renders: ByAddon,
+    /// Circuit breaker openings by service and instance.
     breaker_opens: Mutex<BTreeMap<Labels, Arc<AtomicU64>>>,
+    /// Widget renders served from the cache.
     pub widget_cache_hits: AtomicU64,
+    /// Widget renders that went to the addon.
     pub widget_cache_misses: AtomicU64,
+    /// The event log and its deliveries.
+    pub events: EventStats,
+    /// Webhook notifications.
+    pub notify: NotifyStats,
+}
+
+/// Counters of the event log and its deliveries to subscribers (`crate::events`).
+#[derive(Default)]
+pub struct EventStats {
+    /// Events committed to the log.
+    pub emitted: AtomicU64,
+    /// Deliveries a subscriber acknowledged.
+    pub delivered: AtomicU64,
+    /// Failed deliveries that will be tried again.
+    pub retried: AtomicU64,
+    /// Events given up on for a subscriber (moved to its dead letters).
+    pub dead_lettered: AtomicU64,
+}
+
+impl EventStats {
+    /// The event counters; the lag per subscriber is written by `crate::events`.
+    pub fn render(&self, out: &mut String) {
+        for (name, help, v) in [
+            ("addond_events_emitted_total", "Events committed to the event log.", &self.emitted),
+            ("addond_event_deliveries_total", "Event deliveries a subscriber acknowledged.", &self.delivered),
+            ("addond_event_delivery_retries_total", "Failed event deliveries that are tried again after a backoff.", &self.retried),
+            ("addond_events_dead_lettered_total", "Events given up on for a subscriber after events.max_attempts.", &self.dead_lettered),
+        ] {
+            family(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// Counters of the webhook notifier (`crate::notify`).
+#[derive(Default)]
+pub struct NotifyStats {
+    /// Notifications the receiver accepted (2xx).
+    pub sent: AtomicU64,
+    /// Attempts that failed and were tried again.
+    pub retried: AtomicU64,
+    /// Notifications given up on after every retry.
+    pub failed: AtomicU64,
+    /// Notifications dropped because the queue was full (the oldest goes).
+    pub dropped: AtomicU64,
+    /// Notifications waiting in the queue now.
+    pub queued: AtomicU64,
+}
+
+impl NotifyStats {
+    pub fn render(&self, out: &mut String) {
+        for (name, kind, help, v) in [
+            ("addond_notifications_sent_total", "counter", "Webhook notifications the receiver accepted.", &self.sent),
+            ("addond_notification_retries_total", "counter", "Webhook attempts that failed and were tried again.", &self.retried),
+            ("addond_notifications_failed_total", "counter", "Webhook notifications given up on after notify.retries.", &self.failed),
+            (
+                "addond_notifications_dropped_total",
+                "counter",
+                "Webhook notifications dropped (oldest first) because the queue was full.",
+                &self.dropped,
+            ),
+            ("addond_notifications_queued", "gauge", "Webhook notifications waiting to be sent.", &self.queued),
+        ] {
+            family(out, name, kind, help);
+            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// `addond_build_info{version, commit}`: 1, with the version and (when the build was given
+/// `ADDOND_GIT_COMMIT`) the commit it was built from.
+pub fn render_build_info(out: &mut String) {
+    family(out, "addond_build_info", "gauge", "The running addond's version (and commit, when the build knew it); always 1.");
+    match option_env!("ADDOND_GIT_COMMIT").filter(|c| !c.is_empty()) {
+        Some(c) => {
+            let _ = writeln!(out, "addond_build_info{{version=\"{}\",commit=\"{}\"}} 1", env!("CARGO_PKG_VERSION"), escape(c));
+        }
+        None => {
+            let _ = writeln!(out, "addond_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+        }
+    }
+}
+
+/// The process series every Prometheus client library exports, under their usual names
+/// (`process_*`), read from `/proc/self`: resident and virtual memory, CPU seconds, open
+/// and allowed descriptors, and the start time. A file that cannot be read leaves its
+/// series out rather than writing a wrong value.
+pub fn render_process(out: &mut String) {
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().filter(|t| *t > 0).unwrap_or(100) as f64;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| parse_stat(&s));
+    if let Some(st) = &stat {
+        family(out, "process_cpu_seconds_total", "counter", "User and system CPU time the daemon has used, in seconds.");
+        let _ = writeln!(out, "process_cpu_seconds_total {}", (st.utime + st.stime) as f64 / ticks);
+    }
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        let kib = |key: &str| -> Option<u64> {
+            status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+        };
+        if let Some(rss) = kib("VmRSS:") {
+            family(out, "process_resident_memory_bytes", "gauge", "Resident memory of the daemon, in bytes.");
+            let _ = writeln!(out, "process_resident_memory_bytes {}", rss * 1024);
+        }
+        if let Some(vm) = kib("VmSize:") {
+            family(out, "process_virtual_memory_bytes", "gauge", "Virtual memory of the daemon, in bytes.");
+            let _ = writeln!(out, "process_virtual_memory_bytes {}", vm * 1024);
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        // The count includes the directory handle read_dir holds while it counts.
+        let n = dir.count().saturating_sub(1);
+        family(out, "process_open_fds", "gauge", "File descriptors the daemon holds open.");
+        let _ = writeln!(out, "process_open_fds {n}");
+    }
+    family(out, "process_max_fds", "gauge", "The daemon's soft limit of open file descriptors.");
+    let _ = writeln!(
+        out,
+        "process_max_fds {}",
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map(|(soft, _)| soft).unwrap_or(0)
+    );
+    let btime = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse::<u64>().ok()));
+    if let (Some(st), Some(btime)) = (&stat, btime) {
+        family(out, "process_start_time_seconds", "gauge", "When the daemon started, in seconds since the Unix epoch.");
+        let _ = writeln!(out, "process_start_time_seconds {}", btime as f64 + st.starttime as f64 / ticks);
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` the process series need, in clock ticks.
+#[derive(Debug, PartialEq)]
+struct ProcStat {
+    utime: u64,
+    stime: u64,
+    starttime: u64,
+}
+
+/// Reads `/proc/<pid>/stat`: the fields after the command name, which is in parentheses
+/// and may itself hold spaces and parentheses (so the last `)` ends it).
+fn parse_stat(s: &str) -> Option<ProcStat> {
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); field n is f[n - 3].
+    let field = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
+    Some(ProcStat { utime: field(14)?, stime: field(15)?, starttime: field(22)? })
 }
 
 impl Metrics {
@@ -165,18 +326,18 @@ impl Metrics {
                 &format!("addon_id=\"{}\",widget=\"{}\"", escape(&addon), escape(&widget)),
             );
         }
-        out.push_str(
-            "# HELP addon_breaker_opens_total Times an instance's circuit breaker opened.\n# TYPE addon_breaker_opens_total counter\n",
-        );
+        family(out, "addond_breaker_opens_total", "counter", "Times an instance's circuit breaker opened.");
         for (labels, n) in self.breaker_opens.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "addon_breaker_opens_total{{{}}} {}", label_text(labels), n.load(Ordering::Relaxed));
+            let _ = writeln!(out, "addond_breaker_opens_total{{{}}} {}", label_text(labels), n.load(Ordering::Relaxed));
         }
         let _ = writeln!(
             out,
-            "# HELP widget_cache_hits_total Widget renders served from the cache.\n# TYPE widget_cache_hits_total counter\nwidget_cache_hits_total {}\n# HELP widget_cache_misses_total Widget renders that went to the addon.\n# TYPE widget_cache_misses_total counter\nwidget_cache_misses_total {}",
+            "# HELP addond_widget_cache_hits_total Widget renders served from the cache.\n# TYPE addond_widget_cache_hits_total counter\naddond_widget_cache_hits_total {}\n# HELP addond_widget_cache_misses_total Widget renders that went to the addon.\n# TYPE addond_widget_cache_misses_total counter\naddond_widget_cache_misses_total {}",
             self.widget_cache_hits.load(Ordering::Relaxed),
             self.widget_cache_misses.load(Ordering::Relaxed)
         );
+        self.events.render(out);
+        self.notify.render(out);
     }
 }
 
@@ -197,5 +358,39 @@ mod tests {
         assert!(out.contains("addon_response_time_seconds_bucket{addon_id=\"pay\",function_name=\"charge\",le=\"0.25\"} 2"), "{out}");
         assert!(out.contains("addon_response_time_seconds_bucket{addon_id=\"pay\",function_name=\"charge\",le=\"+Inf\"} 3"), "{out}");
         assert!(out.contains("addon_response_time_seconds_count{addon_id=\"pay\",function_name=\"charge\"} 3"), "{out}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::default();
+        m.execution("a\"b", "c\\d\ne", "success", 0.1);
+        let mut out = String::new();
+        m.render_text(&mut out);
+        assert!(out.contains("addon_executions_total{addon_id=\"a\\\"b\",function_name=\"c\\\\d\\ne\",status=\"success\"} 1"), "{out}");
+    }
+
+    #[test]
+    fn proc_stat_fields_after_an_awkward_command_name() {
+        let line = "4242 (add ond) (x) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 123456 1000000 500 18446744073709551615";
+        assert_eq!(parse_stat(line), Some(ProcStat { utime: 250, stime: 75, starttime: 123456 }));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn process_series_come_from_proc() {
+        let mut out = String::new();
+        render_process(&mut out);
+        let value = |name: &str| -> f64 {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in {out}"))
+        };
+        assert!(value("process_resident_memory_bytes") > 1e6);
+        assert!(value("process_open_fds") >= 3.0);
+        let now = crate::time::now_secs() as f64;
+        let start = value("process_start_time_seconds");
+        assert!(start <= now + 1.0 && start > now - 86_400.0, "{start} vs {now}");
+        assert!(value("process_cpu_seconds_total") >= 0.0);
     }
 }

@@ -297,7 +297,7 @@ async fn replicas_share_load_and_a_killed_one_costs_only_in_flight_calls() {
     let raw = d.client.request_raw(addond::client::Method::GET, "/metrics", None).await.unwrap();
     let text = String::from_utf8_lossy(&raw.body).to_string();
     assert!(
-        text.contains(&format!("instance=\"{victim_id}\"")) && text.contains("addon_breaker_opens_total"),
+        text.contains(&format!("instance=\"{victim_id}\"")) && text.contains("addond_breaker_opens_total"),
         "breaker never opened:\n{text}"
     );
     // it comes back (restarted by the daemon) and gets traffic again

@@ -62,40 +62,6 @@ async fn sigterm_leaves_containers_running_and_the_next_start_adopts_them() {
     assert!(s["instances"].as_array().unwrap().iter().all(|i| i["restarts"] == 0));
 }
 
-/// A Unix-socket proxy in front of the Docker engine that a test can cut and restore.
-struct DockerProxy {
-    path: PathBuf,
-    task: Option<JoinHandle<()>>,
-}
-
-impl DockerProxy {
-    fn start(path: &Path) -> DockerProxy {
-        let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path).unwrap();
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else { return };
-                conns.spawn(async move {
-                    if let Ok(mut engine) = UnixStream::connect("/var/run/docker.sock").await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
-                    }
-                });
-            }
-        });
-        DockerProxy { path: path.to_path_buf(), task: Some(task) }
-    }
-
-    /// Cuts every connection and refuses new ones, like an engine that went away.
-    async fn cut(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-            let _ = t.await;
-        }
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_outage_answers_503_keeps_the_api_up_and_charges_no_restart() {
     let proxy_dir = tempfile::tempdir().unwrap();

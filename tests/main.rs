@@ -16,6 +16,7 @@ mod gateway;
 mod images;
 mod isolation;
 mod lifecycle;
+mod observability;
 mod ports;
 mod security;
 mod slow_clients;

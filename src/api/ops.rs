@@ -28,51 +28,15 @@ pub(super) async fn daemon_health(State(st): State<AppState>) -> ApiResult {
 }
 
 pub(super) async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let lc = &st.lifecycle;
-    let services = lc.store().list_services().await?;
-    let mut out = String::new();
-    let mut by_phase: HashMap<&str, usize> = HashMap::new();
-    for s in &services {
-        *by_phase.entry(s.phase.as_str()).or_default() += 1;
-    }
-    out.push_str("# HELP addond_services Services by lifecycle phase.\n# TYPE addond_services gauge\n");
-    for p in ["Creating", "Created", "Starting", "Started", "Stopping", "Stopped", "Deleting", "Deleted", "Failed"] {
-        out.push_str(&format!("addond_services{{phase=\"{p}\"}} {}\n", by_phase.get(p).copied().unwrap_or(0)));
-    }
-    let instances: Vec<_> = services.iter().flat_map(|s| s.instances.iter().map(move |i| (s, i))).collect();
-    out.push_str("# HELP addond_instances Instances by health.\n# TYPE addond_instances gauge\n");
-    for h in [Health::Unknown, Health::Starting, Health::Healthy, Health::Unhealthy] {
-        out.push_str(&format!(
-            "addond_instances{{health=\"{}\"}} {}\n",
-            h.as_str(),
-            instances.iter().filter(|(_, i)| i.health == h).count()
-        ));
-    }
-    out.push_str(
-        "# HELP addond_instance_restarts_total Restarts of each instance by the daemon.\n# TYPE addond_instance_restarts_total counter\n",
-    );
-    for (s, i) in &instances {
-        out.push_str(&format!("addond_instance_restarts_total{{service=\"{}\",instance=\"{}\"}} {}\n", s.spec.name, i.ordinal, i.restarts));
-    }
-    let (start, end) = lc.port_range();
-    let total = (end - start) as usize + 1;
-    out.push_str(&format!(
-        "# HELP addond_ports_in_use Host ports booked by addond.\n# TYPE addond_ports_in_use gauge\naddond_ports_in_use {}\n# HELP addond_ports_free Host ports of the range not booked by addond.\n# TYPE addond_ports_free gauge\naddond_ports_free {}\n",
-        instances.len(),
-        total.saturating_sub(instances.len())
-    ));
-    crate::metrics::render_docker_state(&mut out, lc.runtime().state());
-    out.push_str(&format!(
-        "# HELP addond_uptime_seconds Seconds since the daemon started.\n# TYPE addond_uptime_seconds gauge\naddond_uptime_seconds {}\n",
-        st.started.elapsed().as_secs()
-    ));
-    st.addons.metrics.render_text(&mut out);
-    crate::http::conn::render_metrics(&mut out);
-    out.push_str(&format!(
-        "# HELP addond_admin_refused_total Admin socket connections refused because the peer is not allowed.\n# TYPE addond_admin_refused_total counter\naddond_admin_refused_total {}\n",
-        ADMIN_REFUSED.load(std::sync::atomic::Ordering::Relaxed)
-    ));
-    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], out).into_response())
+    let sources = crate::scrape::Sources {
+        lifecycle: st.lifecycle.clone(),
+        addons: st.addons.clone(),
+        gateway: st.gateway.clone(),
+        events: st.events.clone(),
+        started: st.started,
+    };
+    let out = crate::scrape::render(&sources).await?;
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(crate::scrape::CONTENT_TYPE))], out).into_response())
 }
 
 /// `POST /api/backup`: a tar stream (see [`crate::backup`]) of a consistent database copy

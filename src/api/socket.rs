@@ -77,7 +77,7 @@ pub(super) static FORBIDDEN: std::sync::LazyLock<String> = std::sync::LazyLock::
 });
 
 /// Connections the admin socket refused (peer not allowed), for `/metrics`.
-pub static ADMIN_REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub use crate::metrics::ADMIN_REFUSED;
 
 /// A refused peer is logged and audited at most once per this long per uid; the refusals
 /// in between are counted and reported with the next line.

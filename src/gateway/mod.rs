@@ -20,6 +20,7 @@
 pub mod keys;
 pub mod limits;
 mod proxy;
+pub mod stats;
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -183,6 +184,8 @@ pub struct Gateway {
     audit_tx: mpsc::Sender<AuditEntry>,
     /// The other end of `audit_tx`, taken once by [`Gateway::run_audit_writer`].
     audit_rx: std::sync::Mutex<Option<mpsc::Receiver<AuditEntry>>>,
+    /// Requests by route and status, failed authentications, rate-limit refusals.
+    stats: stats::GatewayStats,
 }
 
 /// What the auth rule decided for a request.
@@ -207,6 +210,7 @@ impl Gateway {
             trusted,
             audit_tx,
             audit_rx: std::sync::Mutex::new(Some(audit_rx)),
+            stats: stats::GatewayStats::new(ROUTES.len()),
         })
     }
 
@@ -290,10 +294,25 @@ impl Gateway {
         }
     }
 
-    /// Serves one request: the route from [`ROUTES`], its auth rule, its handler.
+    /// The gateway's series for `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        let routes: Vec<&str> = ROUTES.iter().map(|r| r.path).collect();
+        self.stats.render(out, &routes);
+    }
+
+    /// Serves one request and counts its answer by route and status.
     async fn handle(self: Arc<Self>, req: axum::extract::Request, peer: SocketAddr) -> Response {
-        let matched = ROUTES.iter().find_map(|r| match_route(r.path, req.uri().path()).map(|p| (r, p)));
-        let Some((spec, params)) = matched else {
+        let mut route = ROUTES.len();
+        let resp = self.route_request(req, peer, &mut route).await;
+        self.stats.request(route, resp.status().as_u16());
+        resp
+    }
+
+    /// Serves one request: the route from [`ROUTES`] (its index goes to `route`), its auth
+    /// rule, its handler.
+    async fn route_request(self: &Arc<Self>, req: axum::extract::Request, peer: SocketAddr, route: &mut usize) -> Response {
+        let matched = ROUTES.iter().enumerate().find_map(|(i, r)| match_route(r.path, req.uri().path()).map(|p| (i, r, p)));
+        let Some((index, spec, params)) = matched else {
             let resp = ApiError::new(
                 ErrorCode::NotFound,
                 format!(
@@ -305,6 +324,7 @@ impl Gateway {
             .into_response();
             return refuse(req, resp).await;
         };
+        *route = index;
         let (Some(addon), Some(widget)) = (percent_decode(params.addon), percent_decode(params.widget)) else {
             let resp = ApiError::new(ErrorCode::InvalidPath, "the path is not valid UTF-8 once decoded; percent-encode UTF-8 text only")
                 .field_name("path")
@@ -339,7 +359,7 @@ impl Gateway {
             Handler::Frame => self.frame(&addon, &widget, req.uri()).await,
             Handler::Passthrough => {
                 let (application, source) = grant.as_ref().map_or(("", peer.ip()), |(g, source)| (g.application.as_str(), *source));
-                Ok(proxy::forward(&self, &addon, rest.as_deref().unwrap_or(""), peer, source, application, req).await)
+                Ok(proxy::forward(self, &addon, rest.as_deref().unwrap_or(""), peer, source, application, req).await)
             }
         };
         let mut resp = result.unwrap_or_else(IntoResponse::into_response);
@@ -358,6 +378,7 @@ impl Gateway {
         // Preflights carry no credentials: answer them for origins some grant of this addon allows.
         if method == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
             let Some(origin) = origin.filter(|o| self.keyring.any_origin_allowed(o, Some(addon))) else {
+                self.stats.auth_failure(ErrorCode::CorsForbidden);
                 self.deny(source, method, path, StatusCode::FORBIDDEN, "CORS preflight from an origin no grant allows", None);
                 return Gate::Answered(
                     ApiError::new(
@@ -391,6 +412,7 @@ impl Gateway {
                     KeyError::Revoked => (ErrorCode::RevokedApiKey, "this API key has been revoked; ask the operator for a new one"),
                 };
                 if let Err(wait) = self.failures.fail(source, proxy) {
+                    self.stats.auth_failure(ErrorCode::TooManyFailures);
                     self.deny(
                         source,
                         method,
@@ -407,11 +429,13 @@ impl Gateway {
                         wait,
                     ));
                 }
+                self.stats.auth_failure(code);
                 self.deny(source, method, path, StatusCode::UNAUTHORIZED, code.as_str(), key_id);
                 return Gate::Answered(ApiError::new(code, msg).into_response());
             }
         };
         if grant.addon_instance != addon {
+            self.stats.auth_failure(ErrorCode::Forbidden);
             self.deny(
                 source,
                 method,
@@ -427,6 +451,7 @@ impl Gateway {
         }
         if let Some(limiter) = &grant.limiter {
             if let Err(wait) = limiter.try_take() {
+                self.stats.rate_limited();
                 self.deny(source, method, path, StatusCode::TOO_MANY_REQUESTS, &format!("rate limit of grant {}", grant.grant_id), None);
                 return Gate::Answered(with_retry_after(
                     ApiError::new(ErrorCode::RateLimited, format!("rate limit of {} requests/s reached; retry later", limiter.rate())),

@@ -1,5 +1,5 @@
-//! The connections of the daemon's three HTTP listeners — the admin socket, the gateway
-//! and the addon API — and what bounds them. Each listener has its own budget of
+//! The connections of the daemon's HTTP listeners — the admin socket, the gateway, the
+//! addon API and the optional metrics listener — and what bounds them. Each listener has its own budget of
 //! connections (a [`Registry`]), so a flood on one never takes the file descriptors
 //! another needs; at the cap the oldest idle connection makes room for a new one. Every
 //! connection has a watchdog that closes it when it sits idle between requests, or sends
@@ -47,18 +47,23 @@ const LINGER_MAX_BYTES: usize = 16 << 20;
 /// refuses new connections instead of marking more (their tasks are not keeping up).
 const MAX_DYING: usize = 64;
 /// Descriptors kept out of the listeners' budgets: the database, Docker, logs, health
-/// checks, event deliveries.
+/// checks, event deliveries, notifications, and the metrics listener's few connections.
 const FD_RESERVE: u64 = 256;
 /// The soft descriptor limit is raised at most this far, whatever the hard limit allows.
 const FD_CEILING: u64 = 1 << 20;
 
-/// The three listeners, each with its own budget and counters.
+/// The listeners, each with its own budget and counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
     Admin,
     Gateway,
     AddonApi,
+    /// `metrics.listen`: `GET /metrics` for Prometheus.
+    Metrics,
 }
+
+/// Every listener, in [`Listener::index`] order.
+const LISTENERS: [Listener; 4] = [Listener::Admin, Listener::Gateway, Listener::AddonApi, Listener::Metrics];
 
 impl Listener {
     pub fn as_str(self) -> &'static str {
@@ -66,6 +71,7 @@ impl Listener {
             Listener::Admin => "admin",
             Listener::Gateway => "gateway",
             Listener::AddonApi => "addon_api",
+            Listener::Metrics => "metrics",
         }
     }
 
@@ -93,7 +99,7 @@ pub struct ListenerStats {
     pub protocol_errors: AtomicU64,
 }
 
-static STATS: LazyLock<[ListenerStats; 3]> = LazyLock::new(Default::default);
+static STATS: LazyLock<[ListenerStats; LISTENERS.len()]> = LazyLock::new(Default::default);
 
 /// The counters of `listener`.
 pub fn stats(listener: Listener) -> &'static ListenerStats {
@@ -103,7 +109,7 @@ pub fn stats(listener: Listener) -> &'static ListenerStats {
 /// Appends the listeners' counters to a Prometheus text exposition.
 pub fn render_metrics(out: &mut String) {
     use std::fmt::Write as _;
-    let all = [Listener::Admin, Listener::Gateway, Listener::AddonApi];
+    let all = LISTENERS;
     type Series = (&'static str, &'static str, &'static str, fn(&ListenerStats) -> &AtomicU64);
     let series: [Series; 7] = [
         ("addond_http_connections", "gauge", "Open connections per listener.", |s| &s.open),
@@ -156,6 +162,8 @@ pub struct Budgets {
     pub gateway: usize,
     /// Connections the addon API may hold, all its addresses together.
     pub addon_api: usize,
+    /// Connections the metrics listener may hold (when it is on).
+    pub metrics: usize,
     /// The descriptor limit they were computed for.
     pub fd_limit: u64,
     /// Whether the configured caps had to be scaled down.
@@ -170,10 +178,13 @@ impl Budgets {
 
     pub fn compute(cfg: &HttpConfig, fd_limit: u64) -> Budgets {
         let (admin, gateway, addon_api) = (cfg.admin_max_connections, cfg.gateway_max_connections, cfg.addon_api_max_connections);
+        // The metrics listener's small cap (at most 128) is taken from the reserve, not
+        // scaled: scrapes are few and must keep working when the other listeners are full.
+        let metrics = cfg.metrics_max_connections;
         let avail = fd_limit.saturating_sub(FD_RESERVE) as usize;
         let wanted = admin + 2 * gateway + 2 * addon_api;
         if wanted <= avail {
-            return Budgets { admin, gateway, addon_api, fd_limit, scaled: false };
+            return Budgets { admin, gateway, addon_api, metrics, fd_limit, scaled: false };
         }
         // The admin socket keeps its share first (it is how an operator gets in), then the
         // other two share what is left in proportion to what they asked for.
@@ -181,7 +192,7 @@ impl Budgets {
         let rest = avail.saturating_sub(admin) as f64;
         let scale = rest / (2 * gateway + 2 * addon_api) as f64;
         let shrink = |n: usize| ((n as f64 * scale).floor() as usize).clamp(8, n);
-        Budgets { admin, gateway: shrink(gateway), addon_api: shrink(addon_api), fd_limit, scaled: true }
+        Budgets { admin, gateway: shrink(gateway), addon_api: shrink(addon_api), metrics, fd_limit, scaled: true }
     }
 
     pub fn of(&self, listener: Listener) -> usize {
@@ -189,6 +200,7 @@ impl Budgets {
             Listener::Admin => self.admin,
             Listener::Gateway => self.gateway,
             Listener::AddonApi => self.addon_api,
+            Listener::Metrics => self.metrics,
         }
     }
 }
@@ -486,7 +498,7 @@ impl Drop for Slot {
 /// hold many descriptors.
 const MAX_REFUSALS_IN_FLIGHT: usize = 16;
 
-static REFUSALS: LazyLock<[Arc<tokio::sync::Semaphore>; 3]> =
+static REFUSALS: LazyLock<[Arc<tokio::sync::Semaphore>; LISTENERS.len()]> =
     LazyLock::new(|| std::array::from_fn(|_| Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS_IN_FLIGHT))));
 
 /// Answers a connection refused at the cap with the 503 envelope and closes it, reading and

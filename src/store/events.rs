@@ -130,6 +130,21 @@ impl Store {
         .await
     }
 
+    /// How many events after `after` match any of `patterns` (a subscriber's lag).
+    pub async fn count_events_after(&self, after: i64, patterns: Vec<String>) -> Result<u64, StoreError> {
+        self.call(move |c| {
+            let mut params: Vec<String> = Vec::new();
+            let filter = pattern_sql(&patterns, &mut params);
+            let sql = format!("SELECT COUNT(*) FROM events WHERE id > ?{} AND {filter}", params.len() + 1);
+            let mut st = c.prepare_cached(&sql)?;
+            let mut values: Vec<rusqlite::types::Value> = params.into_iter().map(rusqlite::types::Value::from).collect();
+            values.push(rusqlite::types::Value::from(after));
+            let n: i64 = st.query_row(rusqlite::params_from_iter(values), |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        })
+        .await
+    }
+
     pub async fn event(&self, id: i64) -> Result<Option<EventRow>, StoreError> {
         self.call(move |c| {
             Ok(c.prepare_cached("SELECT id, name, data, source, ts FROM events WHERE id = ?1")?

@@ -437,3 +437,37 @@ pub async fn install_addon(d: &Daemon, m: Value, instance: Option<&str>) -> Valu
     assert_eq!(r.status, 201, "{:?}\n{}", r.body, tail(&d.log(), 30));
     r.data().clone()
 }
+
+/// A Unix-socket proxy in front of the Docker engine that a test can cut and restore.
+pub struct DockerProxy {
+    path: PathBuf,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl DockerProxy {
+    pub fn start(path: &Path) -> DockerProxy {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                conns.spawn(async move {
+                    if let Ok(mut engine) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                    }
+                });
+            }
+        });
+        DockerProxy { path: path.to_path_buf(), task: Some(task) }
+    }
+
+    /// Cuts every connection and refuses new ones, like an engine that went away.
+    pub async fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
