@@ -15,8 +15,8 @@ use rusqlite::{Connection, Params, Row};
 
 mod access;
 mod addons;
-mod deployments;
 mod builds;
+mod deployments;
 mod events;
 mod kv;
 mod meta;
@@ -28,8 +28,8 @@ mod tokens;
 
 pub use access::{ApplicationRow, AuditEntry, GrantRow};
 pub use addons::{InstallRow, ManifestRow};
-pub use deployments::{DeploymentRow, NewDeployment};
 pub use builds::{BuildRow, BuiltManifest, Recorded};
+pub use deployments::{DeploymentRow, NewDeployment};
 pub use events::{Cursor, DeadLetter, EventRow, NewEvent};
 pub use schedules::ScheduleRun;
 pub use services::{NewInstance, NewService, RolloutCommit};

@@ -15,8 +15,8 @@
 
 mod access;
 mod addons;
-mod deployments;
 mod builds;
+mod deployments;
 mod events;
 mod images;
 mod input;
