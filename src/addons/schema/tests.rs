@@ -60,6 +60,9 @@ fn what_cannot_be_validated_is_refused() {
     // `pattern` runs on the linear-time engine: look-around is refused, not backtracked.
     let e = check_schema(&json!({"type": "string", "pattern": "^(?=a)a+$"}), "s").unwrap_err();
     assert!(e.contains("cannot be used"), "{e}");
+    // What the meta-schema refuses names the path inside the schema.
+    let e = check_schema(&json!({"type": "object", "oneOf": []}), "actions[0].input_schema").unwrap_err();
+    assert!(e.starts_with("actions[0].input_schema.oneOf: "), "{e}");
     let e = check_schema(&json!(3), "s").unwrap_err();
     assert!(e.contains("must be an object"), "{e}");
 }
