@@ -5,7 +5,7 @@
 //! the manifest is registered, naming the keyword, so a typo is not silently ignored), the
 //! defaults filled into missing object properties before validation, and the error messages,
 //! which name the path of the bad value (`data.items[2].sku: …`). Compiled validators are
-//! kept, keyed by the schema's text, so a call costs one validation, not a compilation.
+//! kept, so a call costs one validation, not a compilation.
 
 use std::sync::{Arc, LazyLock};
 
@@ -102,22 +102,34 @@ const ONE: &[&str] = &[
 const LIST: &[&str] = &["allOf", "anyOf", "oneOf", "prefixItems", "items"];
 const MAP: &[&str] = &["properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies"];
 
-/// Compiled validators by schema text. Manifests are few and change rarely; the bound only
-/// keeps a stream of re-registrations from growing it without end.
-static COMPILED: LazyLock<moka::sync::Cache<String, Arc<Validator>>> = LazyLock::new(|| moka::sync::Cache::new(1024));
+/// A compiled validator and the schema it was compiled from.
+struct Compiled {
+    /// The schema, compared on every lookup: the key is only where it lived.
+    schema: Value,
+    /// What validates against it.
+    validator: Validator,
+}
+
+/// Compiled validators by the address of the schema they were asked for. Manifests keep
+/// their schemas in place, so a call finds its validator with one pointer lookup and one
+/// comparison (cheaper than serialising the schema into a key); a schema that moved or
+/// changed fails the comparison and is compiled again. The bound keeps temporaries and a
+/// stream of re-registrations from growing it without end.
+static COMPILED: LazyLock<moka::sync::Cache<usize, Arc<Compiled>>> = LazyLock::new(|| moka::sync::Cache::new(1024));
 
 /// Compiles `schema`: offline (a `$ref` outside the schema fails here), and with the `regex`
 /// engine for `pattern`, which runs in linear time (no look-around or back-references: a
 /// pattern that needs them is refused rather than risking catastrophic backtracking on
 /// what callers send).
-fn compile(schema: &Value) -> Result<Arc<Validator>, ValidationError<'static>> {
-    let key = schema.to_string();
-    if let Some(v) = COMPILED.get(&key) {
-        return Ok(v);
+fn compile(schema: &Value) -> Result<Arc<Compiled>, ValidationError<'static>> {
+    let key = schema as *const Value as usize;
+    if let Some(c) = COMPILED.get(&key).filter(|c| c.schema == *schema) {
+        return Ok(c);
     }
-    let v = Arc::new(jsonschema::options().offline().with_pattern_options(PatternOptions::regex()).build(schema)?);
-    COMPILED.insert(key, v.clone());
-    Ok(v)
+    let validator = jsonschema::options().offline().with_pattern_options(PatternOptions::regex()).build(schema)?;
+    let c = Arc::new(Compiled { schema: schema.clone(), validator });
+    COMPILED.insert(key, c.clone());
+    Ok(c)
 }
 
 /// Checks that `schema` can be validated: standard keywords only, valid against its draft's
@@ -183,7 +195,7 @@ fn check_defaults(schema: &Value, root: &Value, path: &str) -> Result<(), String
             }
         }
         let v = compile(&alone).map_err(|e| format!("{path}: this schema cannot be used: {e}"))?;
-        first_error(&v, d, &format!("{path}.default")).map_err(|e| format!("the default does not match its own schema: {e}"))?;
+        first_error(&v.validator, d, &format!("{path}.default")).map_err(|e| format!("the default does not match its own schema: {e}"))?;
     }
     if let Some(props) = obj.get("properties").and_then(Value::as_object) {
         for (name, sub) in props {
@@ -199,7 +211,7 @@ pub fn validate(schema: &Value, value: &Value, path: &str) -> Result<(), String>
         return Ok(());
     }
     let v = compile(schema).map_err(|e| format!("{path}: the schema cannot be used: {e}"))?;
-    first_error(&v, value, path)
+    first_error(&v.validator, value, path)
 }
 
 fn first_error(v: &Validator, value: &Value, path: &str) -> Result<(), String> {
