@@ -10,13 +10,17 @@
 #   --no-build                package binaries that are already built for that profile
 #   --deb | --rpm             build only one of the two
 #   --out DIR                 where the packages go (default target/dist)
-#   --lint                    run lintian and rpmlint (installed with apt-get when missing)
-#   --ensure-tools            only install cargo-deb, cargo-generate-rpm, lintian, rpmlint and rpm, then exit
+#   --lint                    run lintian and rpmlint (they, and rpm which rpmlint runs, are installed when missing)
+#   --ensure-tools            only install what building and linting need (below), then exit
 #   ADDOND_RPM_SIGNING_KEY    a PGP private key file: the .rpm is signed with it
 #
-# Installs cargo-deb and cargo-generate-rpm with `cargo install --locked` (pinned versions)
-# when they are missing; a no-op when they are there. Needs: cargo, strip (binutils),
-# libsystemd-dev and pkg-config to build (scripts/ensure-docker.sh installs those).
+# Works from nothing on Debian/Ubuntu: installs what is missing, idempotently (a no-op when it
+# is all there): cargo-deb and cargo-generate-rpm with `cargo install --locked` (pinned
+# versions); with apt-get: pkg-config, libsystemd-dev and binutils (strip) to build, and for
+# --lint lintian, rpmlint and rpm (rpmlint runs `rpm -K`; Debian only recommends rpm).
+# Needs cargo and a Docker engine (scripts/ensure-docker.sh installs one): the packages ship
+# the sample addon image addond-sample:latest as /usr/share/addond/addond-sample.tar.gz (what
+# the templates run; built with scripts/build-sample-image.sh when Docker lacks it).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,7 +49,7 @@ while [[ $# -gt 0 ]]; do
         --out) out="${2:?--out needs a directory}"; shift 2 ;;
         --lint) lint=1; shift ;;
         --ensure-tools) ensure_only=1; shift ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -67,22 +71,42 @@ ensure_cargo_tool() { # subcommand crate version
     cargo install --locked --quiet "$crate" --version "$version"
 }
 
-ensure_apt() { # command package
-    command -v "$1" >/dev/null && return
-    say "installing $2 (apt-get)"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null \
-        || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null; }
+apt_install() { # package…
+    command -v apt-get >/dev/null || die "apt-get not found; install these by hand: $*"
+    say "installing $* (apt-get)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+        || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
 }
 
+ensure_apt() { # command package
+    command -v "$1" >/dev/null && return
+    apt_install "$2"
+}
+
+# What `cargo build` of addond needs besides cargo (libsystemd through pkg-config) and strip.
+ensure_build_tools() {
+    ensure_apt pkg-config pkg-config
+    ensure_apt strip binutils
+    pkg-config --exists libsystemd 2>/dev/null || apt_install libsystemd-dev
+}
+
+# What --lint runs: lintian for the .deb; rpmlint for the .rpm, which itself runs `rpm -K`
+# and rpm2cpio (rpm is only a recommendation of Debian's rpmlint). rpm also serves the
+# package tests' `rpm -qlp`.
+ensure_lint_tools() {
+    if [[ $want_deb -eq 1 ]]; then ensure_apt lintian lintian; fi
+    if [[ $want_rpm -eq 1 ]]; then
+        ensure_apt rpmlint rpmlint
+        ensure_apt rpm rpm
+        ensure_apt rpm2cpio rpm2cpio
+    fi
+}
+
+ensure_build_tools
 if [[ $want_deb -eq 1 ]]; then ensure_cargo_tool deb cargo-deb "$CARGO_DEB_VERSION"; fi
 if [[ $want_rpm -eq 1 ]]; then ensure_cargo_tool generate-rpm cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"; fi
-if [[ $ensure_only -eq 1 ]]; then
-    # What the package tests use besides: the linters and rpm (for `rpm -qlp`).
-    ensure_apt lintian lintian
-    ensure_apt rpmlint rpmlint
-    ensure_apt rpm rpm
-    exit 0
-fi
+if [[ $ensure_only -eq 1 || $lint -eq 1 ]]; then ensure_lint_tools; fi
+if [[ $ensure_only -eq 1 ]]; then exit 0; fi
 
 # 1. Build (addond and addonctl, and the dashboard when its crate is in the tree).
 bins=(addond addonctl)
@@ -100,7 +124,7 @@ fi
 # 2. Stage stripped copies where the metadata's `target/release/` will point.
 dist="$repo/target/dist"
 rm -rf "$dist/release" "$dist/extra"
-mkdir -p "$dist/release" "$dist/extra/man/man1" "$dist/extra/man/man8" \
+mkdir -p "$dist/release" "$dist/extra/man/man1" "$dist/extra/man/man5" "$dist/extra/man/man8" \
     "$dist/extra/completions/bash" "$dist/extra/completions/zsh" "$dist/extra/completions/fish" "$out"
 for b in "${bins[@]}"; do
     src="$target_dir/$profile_dir/$b"
@@ -110,7 +134,7 @@ for b in "${bins[@]}"; do
 done
 
 # 3. Man pages and completions, generated by the binaries themselves.
-"$dist/release/addond" generate-man "$dist/extra/man/man8" >/dev/null
+"$dist/release/addond" generate-man "$dist/extra/man/man8" --man5 "$dist/extra/man/man5" >/dev/null
 "$dist/release/addonctl" generate-man "$dist/extra/man/man1" >/dev/null
 for b in "${bins[@]}"; do
     "$dist/release/$b" completions bash >"$dist/extra/completions/bash/$b" 2>/dev/null || rm -f "$dist/extra/completions/bash/$b"
@@ -132,7 +156,17 @@ if [[ " ${bins[*]} " == *" addond-tui "* ]] && ! "$dist/release/addond-tui" gene
         echo 'addonctl(1), addond(8)'
     } >"$dist/extra/man/man1/addond-tui.1"
 fi
-find "$dist/extra/man" -type f -name '*.[18]' -exec gzip -9nf {} +
+find "$dist/extra/man" -type f -name '*.[158]' -exec gzip -9nf {} +
+
+# 3b. The sample addon image as a `docker load` archive: what the templates run on a packaged
+# install (addond loads it when Docker lacks templates.image; the postinst when Docker is up).
+sample_image=addond-sample:latest
+command -v docker >/dev/null || die "docker not found: the packages ship the sample image (scripts/ensure-docker.sh installs Docker)"
+if ! docker image inspect "$sample_image" >/dev/null 2>&1; then
+    say "building the sample image $sample_image (scripts/build-sample-image.sh)"
+    bash "$repo/scripts/build-sample-image.sh" >/dev/null
+fi
+docker save "$sample_image" | gzip -9n >"$dist/extra/addond-sample.tar.gz"
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
 made=()
@@ -162,12 +196,10 @@ if [[ $lint -eq 1 ]]; then
     for p in "${made[@]}"; do
         case "$p" in
             *.deb)
-                ensure_apt lintian lintian
                 say "lintian $p"
                 lintian --fail-on error "$p" || status=1
                 ;;
             *.rpm)
-                ensure_apt rpmlint rpmlint
                 say "rpmlint $p"
                 rpmlint --config "$repo/packaging/rpmlint.toml" "$p" || status=1
                 ;;

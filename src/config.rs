@@ -253,6 +253,9 @@ pub struct ReconcileConfig {
 pub struct TemplatesConfig {
     /// Image used by `templates/{id}/create` when the request names none.
     pub image: String,
+    /// A `docker save` archive loaded when Docker lacks `image` at a template create (the
+    /// packages install the sample image's here); empty: none.
+    pub image_archive: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -588,7 +591,7 @@ impl Default for ReconcileConfig {
 
 impl Default for TemplatesConfig {
     fn default() -> Self {
-        TemplatesConfig { image: "addond-sample:latest".into() }
+        TemplatesConfig { image: "addond-sample:latest".into(), image_archive: "/usr/share/addond/addond-sample.tar.gz".into() }
     }
 }
 

@@ -149,3 +149,73 @@ async fn invalid_image_references_are_refused_naming_the_field() {
         assert_eq!(r.body["error"]["code"], "image_not_found", "{image}: {:?}", r.body);
     }
 }
+
+/// Removes a private image tag however the test ends (the image itself stays: the shared
+/// sample tag still names it).
+struct Untag(String);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker").args(["rmi", &self.0]).output();
+    }
+}
+
+fn docker_has(image: &str) -> bool {
+    std::process::Command::new("docker").args(["image", "inspect", image]).output().unwrap().status.success()
+}
+
+/// On a packaged install Docker lacks the template image until something loads it: a
+/// template create loads `templates.image_archive` (the `docker save` archive the packages
+/// ship) and goes ahead. With neither the image nor the archive, the refusal says how to
+/// get one. A private tag stands in for the sample image, which other tests share.
+#[tokio::test(flavor = "multi_thread")]
+async fn templates_load_their_image_from_the_archive_when_docker_lacks_it() {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let tag = format!("addond-template-test-{}-{stamp}:packaged", std::process::id());
+    let _untag = Untag(tag.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("addond-sample.tar.gz");
+    let made = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("docker tag {IMAGE} {tag} && docker save {tag} | gzip -1 > {} && docker rmi {tag} >/dev/null", archive.display()))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    assert!(!docker_has(&tag), "the private tag is gone before the test");
+
+    let d = Daemon::start_with(Options {
+        extra: format!("[templates]\nimage = \"{tag}\"\nimage_archive = \"{}\"\n", archive.display()),
+        ..Options::default()
+    })
+    .await;
+    let out = ctl(&d, &["templates", "create", "rest_api_basic", "--name", "x", "--wait"]).await;
+    assert!(out.status.success(), "{out:?}\nlog:\n{}", tail(&d.log(), 30));
+    assert!(docker_has(&tag), "the archive was loaded");
+    assert!(d.log().contains("template image loaded from its archive"), "{}", tail(&d.log(), 30));
+    let r = d.get(&format!("{SVC}/x")).await;
+    assert_eq!(
+        (r.status, r.data()["image"].as_str(), r.data()["phase"].as_str()),
+        (200, Some(tag.as_str()), Some("Started")),
+        "{:?}",
+        r.body
+    );
+    let out = ctl(&d, &["delete", "x", "--wait"]).await;
+    assert!(out.status.success(), "{out:?}");
+    drop(d);
+
+    // Neither the image nor the archive: refused, saying how to get an image.
+    let missing = format!("addond-template-test-{}-{stamp}:absent", std::process::id());
+    let gone = dir.path().join("gone.tar.gz");
+    let d = Daemon::start_with(Options {
+        extra: format!("[templates]\nimage = \"{missing}\"\nimage_archive = \"{}\"\n", gone.display()),
+        ..Options::default()
+    })
+    .await;
+    let out = ctl(&d, &["templates", "create", "rest_api_basic", "--name", "y"]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = text(&out.stderr);
+    for want in [missing.as_str(), "templates.image_archive", &format!("docker load -i {}", gone.display()), "--image"] {
+        assert!(err.contains(want), "the refusal lacks {want:?}: {err}");
+    }
+    assert_eq!(service_count(&d).await, 0);
+}

@@ -562,19 +562,145 @@ fn mode_owner(path: &str) -> (u32, String, String) {
     (u32::from_str_radix(it.next().unwrap(), 8).unwrap(), it.next().unwrap().into(), it.next().unwrap().into())
 }
 
+/// Every page the packages ship (addond(8), addonctl(1) and each of its subcommands,
+/// addond-tui(1), addond.toml(5)) has the sections a man page is expected to have, and
+/// groff reads each without a warning. addond.toml(5) has every section of the example
+/// config; addond-tui(1) has its keys.
 #[test]
-fn deb_and_rpm_build_lint_install_and_purge_cleanly() {
-    let (installed, _) = sh("dpkg-query -W -f '${Status}' addond 2>/dev/null | grep -q 'install ok'");
-    assert!(!installed, "the addond package is installed on this machine; this test installs and purges it, so run it elsewhere");
-    assert!(!Path::new("/var/lib/addond/addond.db").exists(), "/var/lib/addond holds a database; not touching it");
+fn man_pages_have_the_standard_sections() {
+    ensure_apt("groff", "groff-base");
+    let target_dir = package_target_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let (m1, m5, m8) = (dir.path().join("man1"), dir.path().join("man5"), dir.path().join("man8"));
+    let run = |bin: PathBuf, args: &[&std::ffi::OsStr]| {
+        let o = Command::new(&bin).args(args).output().unwrap();
+        assert!(o.status.success(), "{} {args:?}: {o:?}", bin.display());
+        String::from_utf8_lossy(&o.stdout).lines().map(PathBuf::from).collect::<Vec<_>>()
+    };
+    let mut pages = run(PathBuf::from(addond_bin()), &["generate-man".as_ref(), m8.as_os_str(), "--man5".as_ref(), m5.as_os_str()]);
+    pages.extend(run(PathBuf::from(addonctl_bin()), &["generate-man".as_ref(), m1.as_os_str()]));
+    pages.extend(run(target_dir.join("debug/addond-tui"), &["generate-man".as_ref(), m1.as_os_str()]));
+    for name in ["man8/addond.8", "man5/addond.toml.5", "man1/addonctl.1", "man1/addonctl-services-create.1", "man1/addond-tui.1"] {
+        assert!(pages.contains(&dir.path().join(name)), "{name} not written: {pages:?}");
+    }
+    for p in &pages {
+        let text = std::fs::read_to_string(p).unwrap();
+        let sections: Vec<&str> = if p.ends_with("addond.toml.5") {
+            vec![".SH NAME", ".SH DESCRIPTION", ".SH FILES", ".SH \"SEE ALSO\""]
+        } else {
+            vec![
+                ".SH NAME",
+                ".SH SYNOPSIS",
+                ".SH \"FILES\"",
+                ".SH \"ENVIRONMENT\"",
+                ".SH \"EXIT STATUS\"",
+                ".SH \"SIGNALS\"",
+                ".SH \"SEE ALSO\"",
+            ]
+        };
+        for s in sections {
+            assert!(text.lines().any(|l| l == s), "{} lacks {s}", p.display());
+        }
+        let o = Command::new("groff").args(["-k", "-man", "-ww", "-z"]).arg(p).output().unwrap();
+        assert!(o.status.success() && o.stderr.is_empty(), "groff on {}: {}", p.display(), String::from_utf8_lossy(&o.stderr));
+    }
+    let config = std::fs::read_to_string(m5.join("addond.toml.5")).unwrap();
+    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml")).unwrap();
+    for section in example.lines().filter(|l| l.starts_with('[')) {
+        assert!(config.contains(&format!(".SS \"{section}\"")), "addond.toml.5 lacks {section}");
+    }
+    assert!(config.contains("\\fBimage_archive\\fR"), "addond.toml.5 lacks templates.image_archive");
+    let tui = std::fs::read_to_string(m1.join("addond-tui.1")).unwrap();
+    assert!(tui.contains(".SH \"KEYS\"") && tui.contains("\\fB?\\fR") && tui.contains("scale (asks for N)"), "{tui}");
+    let addond = std::fs::read_to_string(m8.join("addond.8")).unwrap();
+    assert!(addond.contains("\\fBSIGHUP\\fR") && addond.contains("addond.toml(5)"), "{addond}");
+}
+
+/// `scripts/package.sh` stages its files in one place (`target/dist/`): one run at a time.
+static PACKAGING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The target dir this test run was built in, with the dashboard built too: the package
+/// tests package these debug binaries.
+fn package_target_dir() -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // Package the debug binaries this test run was built with.
     let target_dir = Path::new(addond_bin()).parent().unwrap().parent().unwrap().to_path_buf();
     if repo.join("tui/Cargo.toml").exists() && !target_dir.join("debug/addond-tui").exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = Command::new(cargo).args(["build", "-q", "-p", "addond-tui", "--bin", "addond-tui"]).current_dir(repo).status().unwrap();
         assert!(st.success());
     }
+    target_dir
+}
+
+/// `--lint` on a machine that has never run the script: rpm, rpmlint, rpm2cpio and
+/// lintian are hidden from its PATH and a stand-in apt-get "installs" each one asked for
+/// (links the real one into that PATH), so the test sees what the script installs, and
+/// that the linters then pass. The .rpm carries the project's URL (rpmlint `no-url-tag`).
+#[test]
+fn package_lint_installs_what_the_linters_need() {
+    let _one = PACKAGING.lock().unwrap_or_else(|e| e.into_inner());
+    ensure_apt("rpm", "rpm");
+    ensure_apt("rpmlint", "rpmlint");
+    ensure_apt("lintian", "lintian");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target_dir = package_target_dir();
+    let shim = tempfile::tempdir().unwrap();
+    let bin = shim.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let hidden = ["rpm", "rpmlint", "rpm2cpio", "lintian", "apt-get"];
+    let path = std::env::var("PATH").unwrap_or_default();
+    for dir in path.split(':').chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"]) {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if hidden.iter().any(|h| name == *h) || bin.join(&name).exists() {
+                continue;
+            }
+            let _ = std::os::unix::fs::symlink(e.path(), bin.join(&name));
+        }
+    }
+    let asked = shim.path().join("apt-get.log");
+    let fake = format!(
+        "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in -*|install|update) ;; *) echo \"$a\" >>{log}; ln -sf /usr/bin/$a {bin}/$a ;; esac; done\n",
+        log = asked.display(),
+        bin = bin.display()
+    );
+    std::fs::write(bin.join("apt-get"), fake).unwrap();
+    std::fs::set_permissions(bin.join("apt-get"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::new("bash")
+        .arg(repo.join("scripts/package.sh"))
+        .args(["--profile", "debug", "--no-build", "--lint", "--out"])
+        .arg(out.path())
+        .env("PATH", &bin)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .output()
+        .unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let installed = std::fs::read_to_string(&asked).unwrap_or_default();
+    assert!(
+        o.status.success(),
+        "scripts/package.sh --lint failed on a PATH without the linters (apt-get asked for: {installed:?}):\n{log}"
+    );
+    for p in ["lintian", "rpmlint", "rpm", "rpm2cpio"] {
+        assert!(installed.lines().any(|l| l == p), "--lint did not install {p} (asked for {installed:?}):\n{log}");
+    }
+    let rpm = String::from_utf8_lossy(&o.stdout).lines().find(|l| l.ends_with(".rpm")).expect("an .rpm").to_string();
+    let url = must(&format!("rpm -qp --qf '%{{URL}}' {rpm} 2>/dev/null"));
+    assert!(url.starts_with("https://"), "the .rpm has no URL tag: {url:?}");
+    assert!(!log.contains("no-url-tag"), "{log}");
+    let deb = String::from_utf8_lossy(&o.stdout).lines().find(|l| l.ends_with(".deb")).expect("a .deb").to_string();
+    assert!(must(&format!("dpkg-deb -f {deb} Homepage")).trim() == url, "the .deb's Homepage is not the .rpm's URL");
+}
+
+#[test]
+fn deb_and_rpm_build_lint_install_and_purge_cleanly() {
+    let _one = PACKAGING.lock().unwrap_or_else(|e| e.into_inner());
+    let (installed, _) = sh("dpkg-query -W -f '${Status}' addond 2>/dev/null | grep -q 'install ok'");
+    assert!(!installed, "the addond package is installed on this machine; this test installs and purges it, so run it elsewhere");
+    assert!(!Path::new("/var/lib/addond/addond.db").exists(), "/var/lib/addond holds a database; not touching it");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target_dir = package_target_dir();
     let out = tempfile::tempdir().unwrap();
     let o = Command::new("bash")
         .arg(repo.join("scripts/package.sh"))
@@ -603,6 +729,9 @@ fn deb_and_rpm_build_lint_install_and_purge_cleanly() {
         "/usr/lib/tmpfiles.d/addond.conf",
         "/usr/share/man/man8/addond.8.gz",
         "/usr/share/man/man1/addonctl.1.gz",
+        "/usr/share/man/man1/addond-tui.1.gz",
+        "/usr/share/man/man5/addond.toml.5.gz",
+        "/usr/share/addond/addond-sample.tar.gz",
         "/usr/share/doc/addond/README.md",
         "/usr/share/doc/addond/config.example.toml",
         "/usr/share/bash-completion/completions/addonctl",
@@ -647,6 +776,8 @@ fn deb_and_rpm_build_lint_install_and_purge_cleanly() {
         ("/usr/lib/tmpfiles.d/addond.conf", 0o644, "root", "root"),
         ("/usr/share/man/man8/addond.8.gz", 0o644, "root", "root"),
         ("/usr/share/man/man1/addonctl.1.gz", 0o644, "root", "root"),
+        ("/usr/share/man/man5/addond.toml.5.gz", 0o644, "root", "root"),
+        ("/usr/share/addond/addond-sample.tar.gz", 0o644, "root", "root"),
         ("/usr/share/doc/addond/README.md", 0o644, "root", "root"),
         ("/usr/share/doc/addond/config.example.toml", 0o644, "root", "root"),
         ("/usr/share/bash-completion/completions/addonctl", 0o644, "root", "root"),
@@ -654,6 +785,11 @@ fn deb_and_rpm_build_lint_install_and_purge_cleanly() {
         assert_eq!(mode_owner(path), (mode, owner.to_string(), group.to_string()), "{path}");
     }
     assert!(must("dpkg-query -W -f '${Conffiles}' addond").contains("/etc/addond/config.toml"));
+    // The archive the templates load (templates.image_archive's default) holds the image
+    // templates.image names by default, in `docker load`'s format.
+    let manifest = must("tar -xzOf /usr/share/addond/addond-sample.tar.gz manifest.json");
+    assert!(manifest.contains("\"addond-sample:latest\""), "{manifest}");
+    assert!(must("/usr/sbin/addond print-config").contains("image_archive = \"/usr/share/addond/addond-sample.tar.gz\""));
     assert!(Path::new("/etc/systemd/system/multi-user.target.wants/addond.service").exists(), "enabled on install");
     assert!(must("/usr/sbin/addond --version").contains(env!("CARGO_PKG_VERSION")));
     // The daemon's user can read its config (and the shipped config is valid).

@@ -1,103 +1,284 @@
-//! A small JSON Schema validator for the subset addon manifests use: `type`, `properties`,
-//! `required`, `additionalProperties` (boolean), `items`, `enum`, `const`, `minimum`,
-//! `maximum`, `exclusiveMinimum`, `exclusiveMaximum`, `minLength`, `maxLength`, `minItems`,
-//! `maxItems`, `default`, and the annotations `title`, `description`, `format`, `examples`,
-//! `$schema`, `$comment`. A schema using anything else is refused when the manifest is
-//! registered, naming the keyword, rather than silently half-checked at run time.
-//! Defaults are applied to missing object properties.
+//! JSON Schema for what addons declare: action inputs, addon and widget config. Validation is
+//! the `jsonschema` crate's (draft 2020-12 unless `$schema` names another draft), with no
+//! network or file resolution: a `$ref` must point inside the schema. What stays addond's own:
+//! the keywords a schema may use (the standard vocabularies; anything else is refused when
+//! the manifest is registered, naming the keyword, so a typo is not silently ignored), the
+//! defaults filled into missing object properties before validation, and the error messages,
+//! which name the path of the bad value (`data.items[2].sku: …`). Compiled validators are
+//! kept, so a call costs one validation, not a compilation.
 
+use std::sync::{Arc, LazyLock};
+
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::paths::LocationSegment;
+use jsonschema::{PatternOptions, ValidationError, Validator};
 use serde_json::{Map, Value};
 
+/// Every keyword of the standard vocabularies (2020-12, and draft 7's names), plus the
+/// annotations. A schema with any other key is refused.
 const KEYWORDS: &[&str] = &[
-    "type",
-    "properties",
-    "required",
-    "additionalProperties",
+    // core
+    "$schema",
+    "$id",
+    "$ref",
+    "$defs",
+    "$anchor",
+    "$dynamicRef",
+    "$dynamicAnchor",
+    "$vocabulary",
+    "$comment",
+    "definitions",
+    // applicators
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "if",
+    "then",
+    "else",
+    "dependentSchemas",
+    "dependencies",
+    "prefixItems",
     "items",
+    "additionalItems",
+    "contains",
+    "properties",
+    "patternProperties",
+    "additionalProperties",
+    "propertyNames",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+    // validation
+    "type",
     "enum",
     "const",
-    "minimum",
+    "multipleOf",
     "maximum",
-    "exclusiveMinimum",
     "exclusiveMaximum",
-    "minLength",
+    "minimum",
+    "exclusiveMinimum",
     "maxLength",
-    "minItems",
+    "minLength",
+    "pattern",
     "maxItems",
-    "default",
+    "minItems",
+    "uniqueItems",
+    "maxContains",
+    "minContains",
+    "maxProperties",
+    "minProperties",
+    "required",
+    "dependentRequired",
+    // annotations (`format` included: an annotation in 2020-12, not checked)
+    "format",
+    "contentEncoding",
+    "contentMediaType",
+    "contentSchema",
     "title",
     "description",
-    "format",
+    "default",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
     "examples",
-    "$schema",
-    "$comment",
 ];
 
-const TYPES: &[&str] = &["object", "array", "string", "number", "integer", "boolean", "null"];
+/// Keywords whose value is one schema, a list of schemas, or a map of names to schemas:
+/// where [`check_keywords`] descends.
+const ONE: &[&str] = &[
+    "not",
+    "if",
+    "then",
+    "else",
+    "items",
+    "additionalItems",
+    "contains",
+    "additionalProperties",
+    "propertyNames",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+    "contentSchema",
+];
+const LIST: &[&str] = &["allOf", "anyOf", "oneOf", "prefixItems", "items"];
+const MAP: &[&str] = &["properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies"];
 
-/// Checks that `schema` only uses the supported subset; `path` prefixes the error.
+/// A compiled validator and the schema it was compiled from.
+struct Compiled {
+    /// The schema, compared on every lookup: the key is only where it lived.
+    schema: Value,
+    /// What validates against it.
+    validator: Validator,
+}
+
+/// Compiled validators by the address of the schema they were asked for. Manifests keep
+/// their schemas in place, so a call finds its validator with one pointer lookup and one
+/// comparison (cheaper than serialising the schema into a key); a schema that moved or
+/// changed fails the comparison and is compiled again. The bound keeps temporaries and a
+/// stream of re-registrations from growing it without end.
+static COMPILED: LazyLock<moka::sync::Cache<usize, Arc<Compiled>>> = LazyLock::new(|| moka::sync::Cache::new(1024));
+
+/// Compiles `schema`: offline (a `$ref` outside the schema fails here), and with the `regex`
+/// engine for `pattern`, which runs in linear time (no look-around or back-references: a
+/// pattern that needs them is refused rather than risking catastrophic backtracking on
+/// what callers send).
+fn compile(schema: &Value) -> Result<Arc<Compiled>, ValidationError<'static>> {
+    let key = schema as *const Value as usize;
+    if let Some(c) = COMPILED.get(&key).filter(|c| c.schema == *schema) {
+        return Ok(c);
+    }
+    let validator = jsonschema::options().offline().with_pattern_options(PatternOptions::regex()).build(schema)?;
+    let c = Arc::new(Compiled { schema: schema.clone(), validator });
+    COMPILED.insert(key, c.clone());
+    Ok(c)
+}
+
+/// Checks that `schema` can be validated: standard keywords only, valid against its draft's
+/// meta-schema, every `$ref` resolvable inside it, every `pattern` one the linear-time engine
+/// takes, and every `default` valid against its own schema. `path` prefixes the error.
 pub fn check_schema(schema: &Value, path: &str) -> Result<(), String> {
+    check_keywords(schema, path)?;
+    compile(schema).map_err(|e| {
+        let at = e.instance_path().as_str();
+        let what = at.trim_start_matches('/').replace('/', ".");
+        let here = if what.is_empty() { path.to_string() } else { format!("{path}.{what}") };
+        format!("{here}: this schema cannot be used: {e}")
+    })?;
+    check_defaults(schema, schema, path)
+}
+
+fn check_keywords(schema: &Value, path: &str) -> Result<(), String> {
     let Some(obj) = schema.as_object() else {
         return match schema {
             Value::Bool(_) => Ok(()),
-            _ => Err(format!("{path}: a schema must be an object")),
+            _ => Err(format!("{path}: a schema must be an object (or true / false)")),
         };
     };
     for (k, v) in obj {
         if !KEYWORDS.contains(&k.as_str()) {
-            return Err(format!("{path}: unsupported schema keyword `{k}` (supported: {})", KEYWORDS.join(", ")));
+            return Err(format!(
+                "{path}: unknown schema keyword `{k}` (JSON Schema 2020-12 keywords are supported; annotations of your own are not, to catch typos)"
+            ));
         }
-        match k.as_str() {
-            "type" => {
-                let names: Vec<&Value> = match v {
-                    Value::Array(a) => a.iter().collect(),
-                    other => vec![other],
-                };
-                for n in names {
-                    if !n.as_str().is_some_and(|t| TYPES.contains(&t)) {
-                        return Err(format!("{path}.type: `{n}` is not one of {}", TYPES.join(", ")));
+        let here = format!("{path}.{k}");
+        match v {
+            Value::Object(m) if MAP.contains(&k.as_str()) => {
+                for (name, sub) in m {
+                    // `dependencies` (draft 7) maps to a schema or to a list of names.
+                    if !(k == "dependencies" && sub.is_array()) {
+                        check_keywords(sub, &format!("{here}.{name}"))?;
                     }
                 }
             }
-            "properties" => {
-                let props = v.as_object().ok_or_else(|| format!("{path}.properties: must be an object"))?;
-                for (name, sub) in props {
-                    check_schema(sub, &format!("{path}.properties.{name}"))?;
+            Value::Array(a) if LIST.contains(&k.as_str()) => {
+                for (i, sub) in a.iter().enumerate() {
+                    check_keywords(sub, &format!("{here}[{i}]"))?;
                 }
             }
-            "items" => check_schema(v, &format!("{path}.items"))?,
-            "required" if !v.as_array().is_some_and(|a| a.iter().all(Value::is_string)) => {
-                return Err(format!("{path}.required: must be a list of property names"));
-            }
-            "additionalProperties" if !v.is_boolean() => {
-                return Err(format!("{path}.additionalProperties: only true or false is supported"));
-            }
-            "enum" if !v.is_array() => return Err(format!("{path}.enum: must be a list")),
-            "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" if !v.is_number() => {
-                return Err(format!("{path}.{k}: must be a number"));
-            }
-            "minLength" | "maxLength" | "minItems" | "maxItems" if !v.is_u64() => {
-                return Err(format!("{path}.{k}: must be a non-negative integer"));
-            }
+            _ if ONE.contains(&k.as_str()) => check_keywords(v, &here)?,
             _ => {}
         }
-    }
-    if let Some(d) = obj.get("default") {
-        validate(schema, d, &format!("{path}.default")).map_err(|e| format!("the default does not match its own schema: {e}"))?;
     }
     Ok(())
 }
 
-fn type_matches(t: &str, v: &Value) -> bool {
-    match t {
-        "object" => v.is_object(),
-        "array" => v.is_array(),
-        "string" => v.is_string(),
-        "number" => v.is_number(),
-        "integer" => v.is_i64() || v.is_u64() || v.as_f64().is_some_and(|f| f.fract() == 0.0),
-        "boolean" => v.is_boolean(),
-        "null" => v.is_null(),
-        _ => false,
+/// Every `default` along `properties` (what [`apply_defaults`] fills in) must pass its own
+/// schema; `root` lends its `$defs` so a `$ref` inside still resolves.
+fn check_defaults(schema: &Value, root: &Value, path: &str) -> Result<(), String> {
+    let Some(obj) = schema.as_object() else { return Ok(()) };
+    if let Some(d) = obj.get("default") {
+        let mut alone = schema.clone();
+        if let (Some(a), Some(r)) = (alone.as_object_mut(), root.as_object()) {
+            for k in ["$defs", "definitions"] {
+                if let (false, Some(defs)) = (a.contains_key(k), r.get(k)) {
+                    a.insert(k.to_string(), defs.clone());
+                }
+            }
+        }
+        let v = compile(&alone).map_err(|e| format!("{path}: this schema cannot be used: {e}"))?;
+        first_error(&v.validator, d, &format!("{path}.default")).map_err(|e| format!("the default does not match its own schema: {e}"))?;
+    }
+    if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+        for (name, sub) in props {
+            check_defaults(sub, root, &format!("{path}.properties.{name}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Validates `value` against `schema`; the error names the path of the first bad value.
+pub fn validate(schema: &Value, value: &Value, path: &str) -> Result<(), String> {
+    if schema.is_null() {
+        return Ok(());
+    }
+    let v = compile(schema).map_err(|e| format!("{path}: the schema cannot be used: {e}"))?;
+    first_error(&v.validator, value, path)
+}
+
+fn first_error(v: &Validator, value: &Value, path: &str) -> Result<(), String> {
+    match v.validate(value) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(describe(&e, path)),
+    }
+}
+
+/// One error in addond's words: `<path of the value>: <what is wrong>`.
+fn describe(e: &ValidationError<'_>, base: &str) -> String {
+    let mut path = base.to_string();
+    for seg in e.instance_path().iter() {
+        match seg {
+            LocationSegment::Property(p) => path = join(&path, &p),
+            LocationSegment::Index(i) => path.push_str(&format!("[{i}]")),
+        }
+    }
+    let value = e.instance();
+    let num = |v: &Value| v.to_string();
+    match e.kind() {
+        ValidationErrorKind::Required { property } => {
+            format!("{}: required property is missing", join(&path, property.as_str().unwrap_or_default()))
+        }
+        ValidationErrorKind::AdditionalProperties { unexpected } | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+            format!("{}: unknown property", join(&path, unexpected.first().map(String::as_str).unwrap_or_default()))
+        }
+        ValidationErrorKind::Type { kind: want } => {
+            let want = match want {
+                TypeKind::Single(t) => t.to_string(),
+                TypeKind::Multiple(ts) => ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or "),
+            };
+            format!("{path}: expected {want}, got {}", kind(value))
+        }
+        ValidationErrorKind::Enum { options } => format!("{path}: {value} is not one of {options}"),
+        ValidationErrorKind::Constant { expected_value } => format!("{path}: must be {expected_value}"),
+        ValidationErrorKind::Minimum { limit } => format!("{path}: {value} is less than the minimum {}", num(limit)),
+        ValidationErrorKind::Maximum { limit } => format!("{path}: {value} is more than the maximum {}", num(limit)),
+        ValidationErrorKind::ExclusiveMinimum { limit } => format!("{path}: {value} must be more than {}", num(limit)),
+        ValidationErrorKind::ExclusiveMaximum { limit } => format!("{path}: {value} must be less than {}", num(limit)),
+        ValidationErrorKind::MinLength { limit } => format!("{path}: shorter than {limit} characters"),
+        ValidationErrorKind::MaxLength { limit } => format!("{path}: longer than {limit} characters"),
+        ValidationErrorKind::MinItems { limit } => format!("{path}: fewer than {limit} items"),
+        ValidationErrorKind::MaxItems { limit } => format!("{path}: more than {limit} items"),
+        ValidationErrorKind::MinProperties { limit } => format!("{path}: fewer than {limit} properties"),
+        ValidationErrorKind::MaxProperties { limit } => format!("{path}: more than {limit} properties"),
+        ValidationErrorKind::FalseSchema => format!("{path}: no value is allowed here"),
+        ValidationErrorKind::Pattern { pattern } => format!("{path}: does not match the pattern `{pattern}`"),
+        ValidationErrorKind::MultipleOf { multiple_of } => format!("{path}: {value} is not a multiple of {multiple_of}"),
+        ValidationErrorKind::UniqueItems => format!("{path}: the items must be unique (some appear twice)"),
+        ValidationErrorKind::Contains => format!("{path}: no item matches the `contains` schema"),
+        ValidationErrorKind::Not { .. } => format!("{path}: must not match the `not` schema"),
+        ValidationErrorKind::OneOfMultipleValid { .. } => format!("{path}: matches more than one of the `oneOf` choices"),
+        ValidationErrorKind::OneOfNotValid { context } => choices(&path, "oneOf", context, base),
+        ValidationErrorKind::AnyOf { context } => choices(&path, "anyOf", context, base),
+        ValidationErrorKind::PropertyNames { error } => {
+            format!("{path}: the property name {}: {}", error.instance(), describe(error, "name").trim_start_matches("name: "))
+        }
+        _ => format!("{path}: {e}"),
+    }
+}
+
+/// None of `oneOf` / `anyOf` matched: say so, with the first choice's own complaint.
+fn choices(path: &str, keyword: &str, context: &[Vec<ValidationError<'static>>], base: &str) -> String {
+    match context.first().and_then(|c| c.first()) {
+        Some(first) => format!("{path}: matches none of the `{keyword}` choices (the first: {})", describe(first, base)),
+        None => format!("{path}: matches none of the `{keyword}` choices"),
     }
 }
 
@@ -110,95 +291,6 @@ fn kind(v: &Value) -> &'static str {
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     }
-}
-
-/// Validates `value` against `schema`; the error names the path of the first bad value.
-pub fn validate(schema: &Value, value: &Value, path: &str) -> Result<(), String> {
-    let Some(s) = schema.as_object() else {
-        return if schema == &Value::Bool(false) { Err(format!("{path}: no value is allowed here")) } else { Ok(()) };
-    };
-    if let Some(t) = s.get("type") {
-        let ok = match t {
-            Value::String(t) => type_matches(t, value),
-            Value::Array(ts) => ts.iter().filter_map(Value::as_str).any(|t| type_matches(t, value)),
-            _ => true,
-        };
-        if !ok {
-            return Err(format!(
-                "{path}: expected {}, got {}",
-                t.as_str().map(str::to_string).unwrap_or_else(|| t.to_string()),
-                kind(value)
-            ));
-        }
-    }
-    if let Some(e) = s.get("enum").and_then(Value::as_array) {
-        if !e.contains(value) {
-            return Err(format!("{path}: {value} is not one of {}", Value::Array(e.clone())));
-        }
-    }
-    if let Some(c) = s.get("const") {
-        if c != value {
-            return Err(format!("{path}: must be {c}"));
-        }
-    }
-    if let Some(n) = value.as_f64() {
-        let bound = |k: &str| s.get(k).and_then(Value::as_f64);
-        if let Some(m) = bound("minimum").filter(|m| n < *m) {
-            return Err(format!("{path}: {n} is less than the minimum {m}"));
-        }
-        if let Some(m) = bound("maximum").filter(|m| n > *m) {
-            return Err(format!("{path}: {n} is more than the maximum {m}"));
-        }
-        if let Some(m) = bound("exclusiveMinimum").filter(|m| n <= *m) {
-            return Err(format!("{path}: {n} must be more than {m}"));
-        }
-        if let Some(m) = bound("exclusiveMaximum").filter(|m| n >= *m) {
-            return Err(format!("{path}: {n} must be less than {m}"));
-        }
-    }
-    if let Some(text) = value.as_str() {
-        let len = text.chars().count() as u64;
-        if let Some(m) = s.get("minLength").and_then(Value::as_u64).filter(|m| len < *m) {
-            return Err(format!("{path}: shorter than {m} characters"));
-        }
-        if let Some(m) = s.get("maxLength").and_then(Value::as_u64).filter(|m| len > *m) {
-            return Err(format!("{path}: longer than {m} characters"));
-        }
-    }
-    if let Some(items) = value.as_array() {
-        let n = items.len() as u64;
-        if let Some(m) = s.get("minItems").and_then(Value::as_u64).filter(|m| n < *m) {
-            return Err(format!("{path}: fewer than {m} items"));
-        }
-        if let Some(m) = s.get("maxItems").and_then(Value::as_u64).filter(|m| n > *m) {
-            return Err(format!("{path}: more than {m} items"));
-        }
-        if let Some(item_schema) = s.get("items") {
-            for (i, item) in items.iter().enumerate() {
-                validate(item_schema, item, &format!("{path}[{i}]"))?;
-            }
-        }
-    }
-    if let Some(obj) = value.as_object() {
-        let props = s.get("properties").and_then(Value::as_object);
-        if let Some(req) = s.get("required").and_then(Value::as_array) {
-            for r in req.iter().filter_map(Value::as_str) {
-                if !obj.contains_key(r) {
-                    return Err(format!("{}: required property is missing", join(path, r)));
-                }
-            }
-        }
-        for (k, v) in obj {
-            match props.and_then(|p| p.get(k)) {
-                Some(sub) => validate(sub, v, &join(path, k))?,
-                None if s.get("additionalProperties") == Some(&Value::Bool(false)) => {
-                    return Err(format!("{}: unknown property", join(path, k)));
-                }
-                None => {}
-            }
-        }
-    }
-    Ok(())
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -248,67 +340,4 @@ pub fn normalize(schema: &Value, value: Value, path: &str) -> Result<Value, Stri
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn schema() -> Value {
-        json!({
-            "type": "object",
-            "required": ["amount"],
-            "additionalProperties": false,
-            "properties": {
-                "amount": {"type": "number", "exclusiveMinimum": 0},
-                "currency": {"type": "string", "enum": ["EUR", "USD"], "default": "EUR"},
-                "note": {"type": "string", "maxLength": 5},
-                "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 2},
-                "opts": {"type": "object", "properties": {"fast": {"type": "boolean", "default": true}}}
-            }
-        })
-    }
-
-    #[test]
-    fn defaults_then_validation() {
-        let v = normalize(&schema(), json!({"amount": 3}), "data").unwrap();
-        assert_eq!(v, json!({"amount": 3, "currency": "EUR", "opts": {"fast": true}}));
-    }
-
-    #[test]
-    fn errors_name_the_path() {
-        let s = schema();
-        let cases = [
-            (json!({}), "data.amount: required"),
-            (json!({"amount": "x"}), "data.amount: expected number"),
-            (json!({"amount": 0}), "must be more than 0"),
-            (json!({"amount": 1, "currency": "GBP"}), "data.currency"),
-            (json!({"amount": 1, "note": "toolong"}), "data.note: longer than 5"),
-            (json!({"amount": 1, "tags": ["a", 1]}), "data.tags[1]: expected string"),
-            (json!({"amount": 1, "tags": ["a", "b", "c"]}), "more than 2 items"),
-            (json!({"amount": 1, "bogus": 1}), "data.bogus: unknown property"),
-            (json!([1]), "data: expected object"),
-        ];
-        for (v, want) in cases {
-            let e = normalize(&s, v.clone(), "data").unwrap_err();
-            assert!(e.contains(want), "{v}: {e}");
-        }
-    }
-
-    #[test]
-    fn unsupported_keywords_are_refused() {
-        check_schema(&schema(), "s").unwrap();
-        let e = check_schema(&json!({"oneOf": []}), "actions[0].input_schema").unwrap_err();
-        assert!(e.contains("actions[0].input_schema") && e.contains("oneOf"), "{e}");
-        let e = check_schema(&json!({"type": "text"}), "s").unwrap_err();
-        assert!(e.contains("s.type"), "{e}");
-        let e = check_schema(&json!({"properties": {"a": {"type": "number", "default": "x"}}}), "s").unwrap_err();
-        assert!(e.contains("default"), "{e}");
-        let e = check_schema(&json!({"properties": {"a": {"pattern": "x"}}}), "s").unwrap_err();
-        assert!(e.contains("s.properties.a") && e.contains("pattern"), "{e}");
-    }
-
-    #[test]
-    fn integers() {
-        assert!(validate(&json!({"type": "integer"}), &json!(3), "x").is_ok());
-        assert!(validate(&json!({"type": "integer"}), &json!(3.5), "x").is_err());
-    }
-}
+mod tests;

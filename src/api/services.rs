@@ -421,6 +421,14 @@ pub(super) async fn create_from_template(
         let known: Vec<&str> = TEMPLATES.iter().map(|t| t.id).collect();
         ApiError::new(ErrorCode::NotFound, format!("no template `{id}`; known templates: {}", known.join(", "))).field("template")
     })?;
+    if body.image.is_none() {
+        // The configured template image, loaded from its archive when Docker lacks it. An
+        // engine that does not answer is left to the create (which tolerates it).
+        match st.lifecycle.runtime().ensure_template_image().await {
+            Err(crate::runtime::RuntimeError::Unresponsive { .. }) => {}
+            r => r.map_err(LifecycleError::from)?,
+        }
+    }
     let (spec, replicas) = t.request(body, &st.lifecycle.config().templates.image).validate(&st.lifecycle.live_config())?;
     let svc = st.lifecycle.create(spec, replicas, None).await?;
     reply_service(&st, svc, wait, StatusCode::CREATED, &format!("service created from template {id}")).await

@@ -61,9 +61,14 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
-    /// Write the man page (addond.8) into DIR (for packaging).
+    /// Write the man page (addond.8) into DIR, and addond.toml.5 into --man5 (for packaging).
     #[command(hide = true)]
-    GenerateMan { dir: PathBuf },
+    GenerateMan {
+        dir: PathBuf,
+        /// Where the config file's page (addond.toml.5) goes.
+        #[arg(long, value_name = "DIR")]
+        man5: Option<PathBuf>,
+    },
     /// Print a shell completion script.
     #[command(hide = true)]
     Completions {
@@ -72,12 +77,53 @@ enum Command {
     },
 }
 
+/// The sections of addond(8) clap does not know.
+fn page_extras() -> addond::cli_docs::PageExtras {
+    use addond::cli_docs::PageExtras;
+    PageExtras {
+        files: PageExtras::pairs(&[
+            ("/etc/addond/config.toml", "the configuration, every key described in addond.toml(5)"),
+            ("/var/lib/addond/addond.db", "the SQLite database (WAL): services, instances, addons, grants, events"),
+            ("/var/lib/addond/volumes/", "directory volumes of each service"),
+            ("/run/addond/addond.sock", "the admin API (mode 0660, group addond), used by addonctl and addond-tui"),
+            ("/usr/share/addond/addond-sample.tar.gz", "the sample addon image the templates run, loaded into Docker when it lacks it (templates.image_archive)"),
+            ("./.addond/", "with --dev: config.toml, the data dir and addond.sock"),
+        ]),
+        environment: PageExtras::pairs(&[
+            ("ADDOND_CONFIG_FILE", "the config file, as --config"),
+            ("ADDOND_<SECTION>_<KEY>", "overrides one config key, e.g. ADDOND_DAEMON_LOG_LEVEL=debug (see addond.toml(5))"),
+            ("RUST_LOG", "a log filter that wins over daemon.log_level"),
+            ("NO_COLOR", "no colours in the log on a terminal"),
+            ("NOTIFY_SOCKET, WATCHDOG_USEC", "set by systemd: readiness, status and watchdog notifications"),
+            ("JOURNAL_STREAM", "set by systemd: log to the journal with structured fields"),
+        ]),
+        exit_status: PageExtras::pairs(&[
+            ("0", "stopped cleanly (SIGTERM or SIGINT), or check-config found the configuration valid"),
+            ("1", "an error, printed on stderr: an invalid configuration (the key is named), the data dir locked by another daemon, a socket or port that cannot be bound, a database that cannot be opened"),
+            ("2", "usage error (unknown flag or subcommand)"),
+        ]),
+        signals: PageExtras::pairs(&[
+            ("SIGTERM, SIGINT", "stop: refuse new connections, finish requests in flight (10 s at most), checkpoint the database and exit; addon containers keep running and are adopted at the next start"),
+            ("SIGHUP", "reload the config file and environment and apply the live keys (daemon.log_level, reconcile.interval_seconds, the health.* and limits.* defaults); a change to any other key refuses the whole reload"),
+            ("SIGKILL", "loses nothing: every change is in the database before it is answered, and the next start finds the containers"),
+        ]),
+        see_also: ["addonctl(1)", "addond-tui(1)", "addond.toml(5)", "systemctl(1)", "journalctl(1)", "docker(1)"].map(String::from).to_vec(),
+        ..Default::default()
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
-        Some(Command::GenerateMan { dir }) => {
+        Some(Command::GenerateMan { dir, man5 }) => {
             // The hidden subcommands stay out of the page.
-            for p in addond::cli_docs::generate_man(Cli::command(), dir, "8")? {
+            for p in addond::cli_docs::generate_man(Cli::command(), dir, "8", &page_extras())? {
+                println!("{}", p.display());
+            }
+            if let Some(d) = man5 {
+                std::fs::create_dir_all(d)?;
+                let p = d.join("addond.toml.5");
+                std::fs::write(&p, addond::cli_docs::config_page())?;
                 println!("{}", p.display());
             }
             return Ok(());

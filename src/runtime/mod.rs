@@ -21,7 +21,7 @@ use bollard::models::{
     VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, ListNetworksOptions, LogsOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ImportImageOptions, ListContainersOptions, ListNetworksOptions, LogsOptions,
     RemoveContainerOptions, StatsOptions, StopContainerOptions,
 };
 use bollard::{BollardRequest, ClientVersion, Docker};
@@ -400,6 +400,75 @@ impl Runtime {
             return Ok(());
         }
         self.pull_image(image, |p| tracing::debug!(status = %p.status, layer = ?p.layer, "pull")).await
+    }
+
+    /// Loads a `docker save` archive (plain or gzip-compressed tar) into the engine, as
+    /// `docker load -i` does, streamed from the file. Bounded by `docker.pull_timeout_seconds`.
+    /// The error is a reason for a person (the caller says what it was loading for).
+    pub async fn load_image_archive(&self, path: &Path) -> Result<(), String> {
+        use tokio::io::AsyncReadExt;
+        let file = tokio::fs::File::open(path).await.map_err(|e| e.to_string())?;
+        let d = self.client().await.map_err(|e| e.to_string())?;
+        tracing::info!(archive = %path.display(), "loading image archive");
+        // The file in 64 KiB pieces; after a read error the stream ends with that error.
+        let body = futures_util::stream::unfold(Some(file), |f| async move {
+            let mut f = f?;
+            let mut buf = vec![0u8; 64 * 1024];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), Some(f)))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        });
+        let load = async {
+            let mut stream = d.import_image_stream(ImportImageOptions { quiet: true, ..Default::default() }, body, None);
+            while let Some(item) = stream.next().await {
+                item.map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(Duration::from_secs(self.cfg.docker.pull_timeout_seconds), load).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("not loaded within {} s (docker.pull_timeout_seconds)", self.cfg.docker.pull_timeout_seconds)),
+        }
+    }
+
+    /// Makes sure `templates.image` is present for a template that names no image: when
+    /// Docker lacks it, `templates.image_archive` (the archive the packages ship) is loaded,
+    /// then a pull is tried. When none of that gives the image, the error says how to get it.
+    pub async fn ensure_template_image(&self) -> Result<(), RuntimeError> {
+        let image = &self.cfg.templates.image;
+        let archive = self.cfg.templates.image_archive.trim();
+        if self.image_present(image).await? {
+            return Ok(());
+        }
+        let loaded = if archive.is_empty() {
+            "templates.image_archive is empty, so no archive was loaded".to_string()
+        } else {
+            match self.load_image_archive(Path::new(archive)).await {
+                Ok(()) if self.image_present(image).await? => {
+                    tracing::info!(%image, %archive, "template image loaded from its archive");
+                    return Ok(());
+                }
+                Ok(()) => format!("`{archive}` (templates.image_archive) was loaded but holds no `{image}`"),
+                Err(why) => format!("`{archive}` (templates.image_archive) could not be loaded: {why}"),
+            }
+        };
+        match self.pull_image(image, |p| tracing::debug!(status = %p.status, layer = ?p.layer, "pull")).await {
+            Err(RuntimeError::ImageNotFound { reason, .. }) => Err(RuntimeError::ImageNotFound {
+                image: image.clone(),
+                reason: format!(
+                    "{reason}; {loaded}. To get it: `docker load -i {}` (the archive the addond package installs), or \
+                     scripts/build-sample-image.sh in the source tree; or set templates.image to an image Docker has; or \
+                     name one with \"image\" in the request (`addonctl templates create … --image IMAGE`)",
+                    if archive.is_empty() { "/usr/share/addond/addond-sample.tar.gz" } else { archive }
+                ),
+            }),
+            r => r,
+        }
     }
 
     /// Host directory backing a `Dir` volume, created on demand and checked not to

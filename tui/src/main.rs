@@ -40,6 +40,46 @@ struct Args {
     /// Leave the mouse to the terminal (text selection) instead of using clicks and the wheel.
     #[arg(long)]
     no_mouse: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Write the man page (addond-tui.1) into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateMan { dir: PathBuf },
+}
+
+/// The sections of addond-tui(1) clap does not know: the keys (from the table the `?`
+/// overlay shows), files, environment, exit status, signals.
+fn page_extras() -> addond::cli_docs::PageExtras {
+    use addond::cli_docs::PageExtras;
+    let keys =
+        ui::key_table().map(|(k, what)| if k.is_empty() { (String::new(), format!("{what}:")) } else { (k.to_string(), what.to_string()) });
+    PageExtras {
+        sections: vec![("KEYS".to_string(), keys.collect())],
+        files: PageExtras::pairs(&[
+            ("/run/addond/addond.sock", "the admin socket of the system daemon (group addond may use it)"),
+            ("./.addond/addond.sock", "the socket of a development daemon (addond --dev) in this directory, used when it exists"),
+        ]),
+        environment: PageExtras::pairs(&[
+            ("ADDOND_SOCKET", "the daemon's admin socket, unless --socket is given"),
+            ("NO_COLOR", "when set and not empty: no colours (selection and states shown by reverse video and text)"),
+        ]),
+        exit_status: PageExtras::pairs(&[
+            ("0", "quit with q or Ctrl-C"),
+            ("1", "the terminal could not be set up or drawn on"),
+            ("2", "usage error, or standard output is not a terminal (use addonctl in scripts)"),
+            ("101", "an internal error (a panic); the terminal is restored first"),
+        ]),
+        signals: PageExtras::pairs(&[
+            ("SIGWINCH", "redraw at the new size (columns are dropped by priority when narrow)"),
+            ("SIGINT", "in raw mode Ctrl-C is a key, and quits like q"),
+            ("SIGTERM, SIGHUP", "end the program; the terminal may need `reset`"),
+        ]),
+        see_also: ["addond(8)", "addonctl(1)", "addond.toml(5)"].map(String::from).to_vec(),
+    }
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -68,6 +108,21 @@ impl Drop for TerminalGuard {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::GenerateMan { dir }) = &args.command {
+        use clap::CommandFactory;
+        return match addond::cli_docs::generate_man(Args::command(), dir, "1", &page_extras()) {
+            Ok(pages) => {
+                for p in pages {
+                    println!("{}", p.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("addond-tui: cannot write the man page: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if !stdout().is_terminal() {
         eprintln!("addond-tui: standard output is not a terminal; use addonctl for scripts");
         return ExitCode::from(2);
@@ -199,7 +254,29 @@ fn spawn_input(tx: mpsc::Sender<Event>, stop: Arc<AtomicBool>) -> std::io::Resul
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::*;
+
+    /// The man page lists every key of the `?` overlay, under the overlay's groups.
+    #[test]
+    fn man_page_lists_every_key() {
+        use clap::CommandFactory;
+        let dir = tempfile::tempdir().unwrap();
+        let pages = addond::cli_docs::generate_man(Args::command(), dir.path(), "1", &page_extras()).unwrap();
+        assert_eq!(pages, [dir.path().join("addond-tui.1")], "one page (the hidden generate-man has none)");
+        let page = std::fs::read_to_string(&pages[0]).unwrap();
+        let keys = page.split(".SH \"KEYS\"").nth(1).and_then(|s| s.split(".SH ").next()).expect("a KEYS section").to_string();
+        let plain = keys.replace("\\-", "-").replace("\\[u2191]", "↑").replace("\\[u2193]", "↓");
+        let mut n = 0;
+        for (k, what) in ui::key_table() {
+            if k.is_empty() {
+                assert!(plain.contains(&format!("{what}:")), "group {what} missing:\n{plain}");
+            } else {
+                assert!(plain.contains(&format!("\\fB{k}\\fR\n{what}\n")), "{k} ({what}) missing:\n{plain}");
+                n += 1;
+            }
+        }
+        assert!(n >= 20, "{n} keys");
+    }
 
     #[test]
     fn ranges() {

@@ -214,6 +214,32 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     EXIT_ERROR
 }
 
+/// The sections of addonctl's pages clap does not know (the exit codes are the ones above).
+fn page_extras() -> addond::cli_docs::PageExtras {
+    use addond::cli_docs::PageExtras;
+    PageExtras {
+        files: PageExtras::pairs(&[
+            ("/run/addond/addond.sock", "the admin socket of the system daemon (group addond may use it)"),
+            ("./.addond/addond.sock", "the socket of a development daemon (addond --dev) in this directory, used when it exists"),
+        ]),
+        environment: PageExtras::pairs(&[("ADDOND_SOCKET", "the daemon's admin socket, unless --socket is given")]),
+        exit_status: PageExtras::pairs(&[
+            ("0", "ok"),
+            ("1", "the daemon answered an error (printed as `error: <message>` on stderr), or another failure"),
+            ("2", "usage error (bad flags, unreadable or invalid --file)"),
+            ("3", "addond is not running (no socket, or nothing listening on it)"),
+            ("4", "permission denied (socket not accessible, or the daemon answered 403 forbidden)"),
+            ("5", "--wait ended in wait_timeout or service_failed"),
+        ]),
+        signals: PageExtras::pairs(&[
+            ("SIGINT", "stops addonctl at once (a --wait, a follow); what was already sent is carried out by the daemon"),
+            ("SIGPIPE", "a reader that goes away (addonctl logs -f | head) ends addonctl with status 0"),
+        ]),
+        see_also: ["addonctl(1)", "addond(8)", "addond-tui(1)", "addond.toml(5)"].map(String::from).to_vec(),
+        ..Default::default()
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Main: wiring only.
 
@@ -270,7 +296,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::GenerateMan { dir } => {
-            for p in addond::cli_docs::generate_man(<Cli as clap::CommandFactory>::command(), &dir, "1")? {
+            for p in addond::cli_docs::generate_man(<Cli as clap::CommandFactory>::command(), &dir, "1", &page_extras())? {
                 println!("{}", p.display());
             }
             Ok(())

@@ -8,6 +8,7 @@ use std::io::{self, Write};
 
 use addond::sanitize::{sanitize as cell, sanitize_line};
 use serde_json::Value;
+use unicode_width::UnicodeWidthStr;
 
 use crate::Ctl;
 
@@ -60,13 +61,15 @@ pub(crate) fn sanitized_lines(lines: impl IntoIterator<Item = String>) -> String
 // Rendering.
 
 /// Plain aligned columns, three spaces apart, no trailing spaces. Cells are sanitised.
+/// Widths are terminal columns (`unicode-width`), not characters: a CJK name or an emoji
+/// takes two, a combining mark none.
 pub(crate) fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| cell(c)).collect()).collect();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.width()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
             if i < widths.len() {
-                widths[i] = widths[i].max(c.chars().count());
+                widths[i] = widths[i].max(c.width());
             }
         }
     }
@@ -79,7 +82,7 @@ pub(crate) fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
             }
             l.push_str(c);
             if i + 1 < widths.len() {
-                l.extend(std::iter::repeat_n(' ', widths[i] - c.chars().count()));
+                l.extend(std::iter::repeat_n(' ', widths[i].saturating_sub(c.width())));
             }
         }
         out.push_str(l.trim_end());
@@ -306,6 +309,24 @@ pub(crate) mod tests {
             &[vec!["a".into(), "longer-name".into(), "1".into()], vec!["bbbb".into(), "n\x1b[31m".into(), "".into()]],
         );
         assert_eq!(t, "ID     NAME          X\na      longer-name   1\nbbbb   n\n");
+    }
+
+    #[test]
+    fn table_alignment_by_display_width() {
+        // CJK ideographs and most emoji take two terminal columns; combining marks none.
+        let t = render_table(
+            &["NAME", "PHASE"],
+            &[
+                vec!["商店-api".into(), "Running".into()],
+                vec!["🚀rocket".into(), "Failed".into()],
+                vec!["cafe\u{301}".into(), "Stopped".into()],
+                vec!["plain".into(), "Running".into()],
+            ],
+        );
+        assert_eq!(t, "NAME       PHASE\n商店-api   Running\n🚀rocket   Failed\ncafe\u{301}       Stopped\nplain      Running\n");
+        // Every second column starts at the same terminal column.
+        let starts: Vec<usize> = t.lines().map(|l| UnicodeWidthStr::width(&l[..l.rfind("   ").unwrap() + 3])).collect();
+        assert!(starts.iter().all(|&s| s == starts[0]), "{starts:?}\n{t}");
     }
 
     #[test]

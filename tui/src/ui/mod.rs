@@ -103,6 +103,12 @@ impl Theme {
     }
 }
 
+/// Every key binding as `(keys, what it does)`, in the order the `?` overlay shows them; an
+/// entry with no keys names the group below it. The man page lists the same table.
+pub fn key_table() -> impl Iterator<Item = (&'static str, &'static str)> {
+    overlays::HELP_LEFT.iter().chain(overlays::HELP_RIGHT).copied()
+}
+
 // ---- drawing --------------------------------------------------------------------------
 
 /// Renders the whole screen for `app`.

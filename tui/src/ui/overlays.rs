@@ -16,7 +16,8 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
     Rect::new(area.x + (area.width - w) / 2, area.y + (area.height - h) / 2, w, h)
 }
 
-const HELP_LEFT: &[(&str, &str)] = &[
+/// The keys, shown by `?` and listed in addond-tui(1); an empty key starts a group.
+pub(super) const HELP_LEFT: &[(&str, &str)] = &[
     ("", "Anywhere"),
     ("1-6 Tab", "switch view"),
     ("?", "this help"),
@@ -33,7 +34,7 @@ const HELP_LEFT: &[(&str, &str)] = &[
     ("n", "new from a template"),
 ];
 
-const HELP_RIGHT: &[(&str, &str)] = &[
+pub(super) const HELP_RIGHT: &[(&str, &str)] = &[
     ("", "Logs"),
     ("↑↓ PgUp/Dn g G", "scroll, top, bottom"),
     ("f", "follow on/off"),

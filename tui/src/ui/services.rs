@@ -233,4 +233,36 @@ mod tests {
         assert_eq!(names(78), ["NAME", "PHASE", "HEALTH", "REPL", "PORTS", "CPU", "MEM", "RST", "UP"]);
         assert_eq!(names(20), ["NAME"]);
     }
+
+    /// Wide names (CJK, emoji) take two terminal columns each: the columns after them
+    /// still start where they do on a plain row, and nothing is drawn past the border.
+    #[test]
+    fn wide_names_keep_the_columns_aligned() {
+        use crate::app::{Event, Options, Update};
+        use ratatui::backend::TestBackend;
+        use ratatui::Terminal;
+        let mut app = App::new(Options { socket: "/tmp/x.sock".into(), color: false, ports: None });
+        let names = ["plain-name", "商店-api", "🚀rocket", "数据库服务很长的名字啊", "cafe\u{301}"];
+        let services =
+            names.iter().enumerate().map(|(i, n)| crate::app::tests::svc(&i.to_string(), n, "healthy", &[8000 + i as u16])).collect();
+        app.handle(Event::Daemon(Update::Services(services)));
+        let mut term = Terminal::new(TestBackend::new(120, 30)).unwrap();
+        term.draw(|f| super::super::draw(&app, f)).unwrap();
+        let buf = term.backend().buffer().clone();
+        // The terminal column where the PHASE cell ("Started") starts on each service's row
+        // (a wide character fills two cells, the second one empty).
+        let started: Vec<&str> = "Started".split("").filter(|c| !c.is_empty()).collect();
+        let mut starts = Vec::new();
+        for y in 0..buf.area.height {
+            let row: Vec<&str> = (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect();
+            if !row.windows(3).any(|w| w == ["1", "/", "1"]) {
+                continue;
+            }
+            if let Some(x) = row.windows(started.len()).position(|w| w == started.as_slice()) {
+                starts.push(x);
+            }
+        }
+        assert_eq!(starts.len(), names.len(), "{buf:?}");
+        assert!(starts.iter().all(|&x| x == starts[0]), "PHASE starts at {starts:?}\n{buf:?}");
+    }
 }
