@@ -26,8 +26,9 @@
 //!   connection loop with budgets and timeouts, shared answers), [`upstream`] (the strict
 //!   HTTP/1.1 client to addon containers), and the three servers on top of it: [`api`] (the
 //!   admin API on the Unix socket: `mod.rs` lists every route, handlers by area,
-//!   `socket.rs` the peer check), [`gateway`] (API keys, limits, proxy), [`addon_api`] (what
-//!   containers call). Nothing imports from `api`.
+//!   `socket.rs` the peer check), [`gateway`] (API keys, limits, proxy, and `/mcp`),
+//!   [`addon_api`] (what containers call), and [`mcp`] (the MCP tools made from addon actions
+//!   and registered tools, and the MCP server the gateway and `addonctl mcp` serve). Nothing imports from `api`.
 //! - **Operations** — [`backup`], [`doctor`], [`metrics`], [`cli_docs`], and [`daemon`],
 //!   which builds all of the above, spawns every task and joins them at shutdown.
 //! - **Client** — [`client`] (the admin-socket client with one SSE parser and one line
@@ -52,6 +53,7 @@ pub mod http;
 pub mod image_ref;
 pub mod isolation;
 pub mod lifecycle;
+pub mod mcp;
 pub mod metrics;
 pub mod model;
 pub mod ports;

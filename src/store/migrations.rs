@@ -160,6 +160,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX schedule_runs_last ON schedule_runs (addon_instance, action, cron, scheduled_for);
     "#,
+    // Registered MCP tools (src/mcp): each calls one addon's action or a path on its service.
+    r#"
+    CREATE TABLE mcp_tools (
+        name           TEXT PRIMARY KEY,
+        description    TEXT NOT NULL,
+        addon_instance TEXT NOT NULL,
+        action         TEXT,
+        path           TEXT,
+        input_schema   TEXT NOT NULL,
+        created_at     INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub(super) fn open_sync(path: &Path) -> Result<Connection, StoreError> {

@@ -1,6 +1,6 @@
 //! All SQL lives here, one file per area: `services` (services and instances), `addons`
 //! (catalogue and installs), `access` (applications, grants, audit), `events` (log, cursors,
-//! dead letters), `tokens`, `kv`, `schedules` (run records), `meta` and `ops` (the database
+//! dead letters), `tokens`, `kv`, `mcp_tools` (registered MCP tools), `schedules` (run records), `meta` and `ops` (the database
 //! as a whole), and `migrations` (the schema). Each returns typed rows, never API shapes.
 //! SQLite runs in WAL mode with foreign keys on; every call goes through `spawn_blocking`,
 //! so no SQLite call ever blocks the async runtime. A method that changes something returns
@@ -16,6 +16,7 @@ mod access;
 mod addons;
 mod events;
 mod kv;
+mod mcp_tools;
 mod meta;
 mod migrations;
 mod ops;
@@ -26,6 +27,7 @@ mod tokens;
 pub use access::{ApplicationRow, AuditEntry, GrantRow};
 pub use addons::{InstallRow, ManifestRow};
 pub use events::{Cursor, DeadLetter, EventRow, NewEvent};
+pub use mcp_tools::McpToolRow;
 pub use schedules::ScheduleRun;
 pub use services::{NewInstance, NewService};
 pub use tokens::TokenRow;
