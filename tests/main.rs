@@ -14,6 +14,7 @@ mod gateway;
 mod images;
 mod isolation;
 mod lifecycle;
+mod mcp;
 mod ports;
 mod security;
 mod slow_clients;

@@ -378,7 +378,7 @@ impl Mcp {
             ));
         }
         let (addon, target) = match (req.function_url, req.addon, req.action, req.path) {
-            (Some(url), None, None, None) => parse_function_url(&url, gateway).map_err(|m| invalid("functionUrl", m))?,
+            (Some(url), None, None, None) => parse_function_url(&url, gateway).map_err(|m| invalid("functionUrl", format!("functionUrl {m}")))?,
             (None, Some(addon), Some(action), None) => (addon, Target::Action(action)),
             (None, Some(addon), None, Some(path)) => {
                 let path = check_path(&path).map_err(|m| invalid("path", m))?;
