@@ -193,7 +193,9 @@ impl Metrics {
 
     fn render_tool_calls(&self, out: &mut String) {
         let calls = sorted(&self.tool_calls);
-        out.push_str("# HELP addond_mcp_tool_calls_total MCP tool calls by addon, tool and outcome.\n# TYPE addond_mcp_tool_calls_total counter\n");
+        out.push_str(
+            "# HELP addond_mcp_tool_calls_total MCP tool calls by addon, tool and outcome.\n# TYPE addond_mcp_tool_calls_total counter\n",
+        );
         for (addon, tool, stats) in &calls {
             for (i, outcome) in OUTCOMES.iter().enumerate() {
                 let n = stats.outcomes[i].load(Ordering::Relaxed);

@@ -43,10 +43,10 @@ use crate::lifecycle::Lifecycle;
 use crate::mcp::server::{GrantScope, McpServer};
 use crate::mcp::Mcp;
 use crate::store::{now_ms, AuditEntry, Store};
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::streamable_http_server::StreamableHttpService;
 use keys::{GrantAuth, KeyError, Keyring};
 use limits::FailureLimiter;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::StreamableHttpService;
 
 /// How a route is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

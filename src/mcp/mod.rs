@@ -300,8 +300,14 @@ impl Mcp {
                 out.push(tool(tool_name(&row.instance, &a.name), &a.description, &a.input_schema));
             }
         }
-        let mut registered: Vec<Arc<Registered>> =
-            self.registered.read().unwrap_or_else(|e| e.into_inner()).values().filter(|r| started.contains(&r.row.addon)).cloned().collect();
+        let mut registered: Vec<Arc<Registered>> = self
+            .registered
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|r| started.contains(&r.row.addon))
+            .cloned()
+            .collect();
         registered.sort_by(|a, b| a.row.name.cmp(&b.row.name));
         out.extend(registered.iter().map(|r| tool(r.row.name.clone(), &r.row.description, &r.schema)));
         Ok(out)
@@ -374,11 +380,16 @@ impl Mcp {
         if !valid_registered_name(&req.name) {
             return Err(invalid(
                 "name",
-                format!("`{}`: 1 to 128 letters, digits, `_` and `-` (no `.`: `<addon>.<action>` names are the actions' own tools)", req.name),
+                format!(
+                    "`{}`: 1 to 128 letters, digits, `_` and `-` (no `.`: `<addon>.<action>` names are the actions' own tools)",
+                    req.name
+                ),
             ));
         }
         let (addon, target) = match (req.function_url, req.addon, req.action, req.path) {
-            (Some(url), None, None, None) => parse_function_url(&url, gateway).map_err(|m| invalid("functionUrl", format!("functionUrl {m}")))?,
+            (Some(url), None, None, None) => {
+                parse_function_url(&url, gateway).map_err(|m| invalid("functionUrl", format!("functionUrl {m}")))?
+            }
             (None, Some(addon), Some(action), None) => (addon, Target::Action(action)),
             (None, Some(addon), None, Some(path)) => {
                 let path = check_path(&path).map_err(|m| invalid("path", m))?;
@@ -388,7 +399,12 @@ impl Mcp {
             (None, None, _, _) => {
                 return Err(invalid("functionUrl", "send `functionUrl` (/gw/<addon>/…), or `addon` with `action` or `path`".into()))
             }
-            _ => return Err(invalid("functionUrl", "send one target: `functionUrl`, or `addon` with `action`, or `addon` with `path`".into())),
+            _ => {
+                return Err(invalid(
+                    "functionUrl",
+                    "send one target: `functionUrl`, or `addon` with `action`, or `addon` with `path`".into(),
+                ))
+            }
         };
         let manifest = self.addons.installed_manifest(&addon).await.map_err(|e| {
             let e: ApiError = e.into();
@@ -403,12 +419,18 @@ impl Mcp {
         if let Target::Action(a) = &target {
             if manifest.action(a).is_none() {
                 let known: Vec<&str> = manifest.actions.iter().map(|a| a.name.as_str()).collect();
-                return Err(ApiError::new(ErrorCode::NotFound, format!("addon `{addon}` has no action `{a}`; known actions: {}", known.join(", ")))
-                    .field("action"));
+                return Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("addon `{addon}` has no action `{a}`; known actions: {}", known.join(", ")),
+                )
+                .field("action"));
             }
         }
         if !schema.is_object() || schema.get("type").is_some_and(|t| t != "object") {
-            return Err(invalid("inputSchema", "must be a JSON Schema object of type \"object\", like {\"type\": \"object\", \"properties\": {…}}".into()));
+            return Err(invalid(
+                "inputSchema",
+                "must be a JSON Schema object of type \"object\", like {\"type\": \"object\", \"properties\": {…}}".into(),
+            ));
         }
         schema::check_schema(&schema, "inputSchema").map_err(|m| invalid("inputSchema", m))?;
         let row = McpToolRow {
@@ -427,7 +449,9 @@ impl Mcp {
             created_at: now_ms(),
         };
         if !self.lifecycle.store().insert_mcp_tool(row.clone()).await? {
-            return Err(ApiError::new(ErrorCode::Conflict, format!("a tool named `{}` exists already; delete it first", req.name)).field("name"));
+            return Err(
+                ApiError::new(ErrorCode::Conflict, format!("a tool named `{}` exists already; delete it first", req.name)).field("name")
+            );
         }
         let reg = Arc::new(Registered::from_row(row));
         self.registered.write().unwrap_or_else(|e| e.into_inner()).insert(reg.row.name.clone(), reg.clone());
@@ -529,10 +553,7 @@ mod tests {
         let gw: std::net::SocketAddr = "127.0.0.1:7080".parse().unwrap();
         assert_eq!(parse_function_url("/gw/pay/charge", None).unwrap(), ("pay".into(), Target::Path("/charge".into())));
         assert_eq!(parse_function_url("/gw/pay", None).unwrap(), ("pay".into(), Target::Path("/".into())));
-        assert_eq!(
-            parse_function_url("/api/addons/pay/execute?action=add", None).unwrap(),
-            ("pay".into(), Target::Action("add".into()))
-        );
+        assert_eq!(parse_function_url("/api/addons/pay/execute?action=add", None).unwrap(), ("pay".into(), Target::Action("add".into())));
         assert_eq!(parse_function_url("http://127.0.0.1:7080/gw/pay/x", Some(gw)).unwrap().0, "pay");
         for bad in [
             "https://evil.example/gw/pay/x",

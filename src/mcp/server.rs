@@ -25,7 +25,12 @@ pub trait ToolSource: Send + Sync + 'static {
     /// The tools `scope` may see.
     fn list(&self, scope: Scope) -> impl Future<Output = Result<Vec<Tool>, CallError>> + Send;
     /// Runs a tool for a caller of `scope`.
-    fn call(&self, scope: Scope, name: String, arguments: Option<JsonObject>) -> impl Future<Output = Result<CallToolResult, CallError>> + Send;
+    fn call(
+        &self,
+        scope: Scope,
+        name: String,
+        arguments: Option<JsonObject>,
+    ) -> impl Future<Output = Result<CallToolResult, CallError>> + Send;
     /// Ticks when the set of tools changes.
     fn changes(&self) -> watch::Receiver<u64>;
 }
@@ -100,7 +105,11 @@ impl<S: ToolSource> ServerHandler for McpServer<S> {
             .with_instructions("Each tool runs one action of an addon installed on this addond appliance: `<addon>.<action>`, or a tool the operator registered.")
     }
 
-    async fn list_tools(&self, _request: Option<PaginatedRequestParams>, context: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
         let tools = self.source.list(self.scope_of(&context.extensions)).await.map_err(protocol_error)?;
         // Tools follow installs and the caller's key: never cached for long, never shared.
         Ok(ListToolsResult::with_all_items(tools).with_ttl_ms(0).with_cache_scope(CacheScope::Private))

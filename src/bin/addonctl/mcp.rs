@@ -82,7 +82,8 @@ impl Ctl {
             }
             ToolCmd::Create { name, description, function_url, addon, action, path, input_schema } => {
                 let mut body = json!({"name": name});
-                let fields = [("description", description), ("functionUrl", function_url), ("addon", addon), ("action", action), ("path", path)];
+                let fields =
+                    [("description", description), ("functionUrl", function_url), ("addon", addon), ("action", action), ("path", path)];
                 for (k, v) in fields {
                     if let Some(v) = v {
                         body[k] = json!(v);
@@ -95,8 +96,7 @@ impl Ctl {
                 self.show(&data, |t| format!("registered tool {} → {}\n", cell(&text(t, "name")), cell(&text(t, "functionUrl"))))
             }
             ToolCmd::Delete { name } => {
-                let data =
-                    self.call(Method::DELETE, &format!("{REGISTERED}/{}", addond::client::encode_path_segment(&name)), None).await?;
+                let data = self.call(Method::DELETE, &format!("{REGISTERED}/{}", addond::client::encode_path_segment(&name)), None).await?;
                 self.show(&data, |t| format!("deleted tool {}\n", cell(&text(t, "name"))))
             }
         }
