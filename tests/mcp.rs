@@ -19,7 +19,7 @@ fn manifest(name: &str) -> Value {
             {"name": "add", "description": "Adds a and b", "input_schema": {
                 "type": "object", "required": ["a", "b"],
                 "properties": {"a": {"type": "number"}, "b": {"type": "number"}}
-            }},
+            }, "output_schema": {"type": "object", "properties": {"sum": {"type": "number"}}}},
             "echo"
         ]
     })

@@ -297,7 +297,11 @@ impl Mcp {
             started.insert(row.instance.clone());
             let Ok(m) = self.addons.installed_manifest(&row.instance).await else { continue };
             for a in &m.actions {
-                out.push(tool(tool_name(&row.instance, &a.name), &a.description, &a.input_schema));
+                let mut t = tool(tool_name(&row.instance, &a.name), &a.description, &a.input_schema);
+                if let Some(o) = a.output_schema.as_object() {
+                    t.output_schema = Some(Arc::new(o.clone()));
+                }
+                out.push(t);
             }
         }
         let mut registered: Vec<Arc<Registered>> = self

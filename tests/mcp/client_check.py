@@ -89,7 +89,10 @@ async def scoped_calls(mode):
         add = next(t for t in listed.tools if t.name == "pay.add")
         check(add.description == "Adds a and b", f"{mode}: the description is the manifest's: {add.description}")
         check(add.input_schema.get("required") == ["a", "b"], f"{mode}: the input schema is the action's: {add.input_schema}")
+        check(add.output_schema == {"type": "object", "properties": {"sum": {"type": "number"}}},
+              f"{mode}: a declared output schema is the tool's: {add.output_schema}")
         echo = next(t for t in listed.tools if t.name == "pay.echo")
+        check(echo.output_schema is None, f"{mode}: no output schema declared, none shown: {echo.output_schema}")
         check(echo.input_schema == {"type": "object"}, f"{mode}: no schema is an object schema: {echo.input_schema}")
 
         r = await client.call_tool("pay.add", {"a": 20, "b": 22})
