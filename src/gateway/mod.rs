@@ -358,13 +358,7 @@ impl Gateway {
             Handler::Execute => self.execute(&addon, req).await,
             Handler::Render => self.render(&addon, &widget, req).await,
             Handler::Frame => self.frame(&addon, &widget, req.uri()).await,
-            Handler::Mcp => {
-                let mut req = req;
-                if let Some((g, _)) = &grant {
-                    req.extensions_mut().insert(GrantScope(g.addon_instance.clone()));
-                }
-                Ok(self.mcp_http.handle(req).await.map(Body::new))
-            }
+            Handler::Mcp => self.mcp(req, grant.as_ref().map(|(g, _)| g.addon_instance.clone())).await,
             Handler::Passthrough => {
                 let (application, source) = grant.as_ref().map_or(("", peer.ip()), |(g, source)| (g.application.as_str(), *source));
                 Ok(proxy::forward(&self, &addon, rest.as_deref().unwrap_or(""), peer, source, application, req).await)
@@ -481,6 +475,26 @@ impl Gateway {
         let body: ExecuteBody = self.json_body(req.into_body()).await?;
         let out = self.addons.execute_json(addon, &body.action, crate::addons::ActionInput::Raw(body.data.as_deref())).await?;
         http::ok_json(StatusCode::OK, &out, "")
+    }
+
+    /// `/mcp` for a key whose grant covers `addon`: a stateless `tools/call` by the fast
+    /// path when it can take it (`crate::mcp::fast`), everything else by rmcp's service.
+    async fn mcp(&self, mut req: axum::extract::Request, addon: Option<String>) -> http::ApiResult {
+        let scope = addon.clone().map_or(crate::mcp::Scope::Nothing, crate::mcp::Scope::Addon);
+        if let Some(a) = addon {
+            req.extensions_mut().insert(GrantScope(a));
+        }
+        if req.method() != Method::POST {
+            return Ok(self.mcp_http.handle(req).await.map(Body::new));
+        }
+        let (parts, body) = req.into_parts();
+        let bytes = http::read_body(body, self.cfg.gateway.max_body_bytes as usize, "gateway.max_body_bytes").await?;
+        match crate::mcp::fast::try_call(&self.mcp, &scope, parts, bytes, &self.mcp_http.config.allowed_hosts).await {
+            Ok(resp) => Ok(resp),
+            Err((parts, bytes)) => {
+                Ok(self.mcp_http.handle(axum::extract::Request::from_parts(parts, Body::from(bytes))).await.map(Body::new))
+            }
+        }
     }
 
     async fn render(&self, addon: &str, widget: &str, req: axum::extract::Request) -> http::ApiResult {

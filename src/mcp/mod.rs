@@ -10,6 +10,7 @@
 //! protocol error. When the set of tools changes, [`Mcp::changes`] ticks, and the sessions
 //! of [`server`] tell their clients `notifications/tools/list_changed`.
 
+pub mod fast;
 pub mod server;
 
 use std::collections::{BTreeSet, HashMap};
