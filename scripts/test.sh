@@ -15,6 +15,8 @@ if ((${#missing[@]})); then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 bash scripts/build-sample-image.sh >/dev/null
+# The official MCP Python client, which tests/mcp.rs drives the MCP server with.
+bash scripts/mcp-venv.sh
 # The package tests (tests/system.rs) build, lint and install the .deb and .rpm.
 bash scripts/package.sh --ensure-tools
 cargo test --workspace "$@"

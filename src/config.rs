@@ -327,6 +327,9 @@ pub struct GatewayConfig {
     /// Worker threads serving the gateway, each a whole request start to end (0: one per
     /// CPU core the daemon may use).
     pub workers: usize,
+    /// `Host` values the MCP endpoint (`/mcp`) accepts, as `host` or `host:port`; empty:
+    /// the loopback names and the listen address only (a guard against DNS rebinding).
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -448,6 +451,7 @@ impl Default for GatewayConfig {
             failed_auth_per_proxy_per_minute: 600,
             rotation_grace_seconds: 0.0,
             workers: 0,
+            mcp_allowed_hosts: Vec::new(),
         }
     }
 }

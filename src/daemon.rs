@@ -189,6 +189,8 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
     let routes_task = tokio::spawn(addons.dispatcher.clone().follow_changes(shutdown.clone()));
     let audit_task = tokio::spawn(gateway.clone().run_audit_writer(shutdown.clone()));
     let events_task = tokio::spawn(events.clone().run(shutdown.clone()));
+    // The MCP catalogue follows installs and stops, and ends MCP sessions at shutdown.
+    let mcp_task = tokio::spawn(gateway.mcp.clone().run(shutdown.clone()));
     let addon_api_task = tokio::spawn(addon_api.run());
     let schedules_task = tokio::spawn(crate::schedules::Scheduler::new(lifecycle.clone(), addons.clone()).run(shutdown.clone()));
     // Half installs an older addond may have left, then deployments a killed daemon left
@@ -269,6 +271,7 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
     }
     let _ = audit_task.await;
     let _ = events_task.await;
+    let _ = mcp_task.await;
     let _ = addon_api_task.await;
     let _ = schedules_task.await;
     let _ = std::fs::remove_file(&cfg.daemon.socket_path);

@@ -28,8 +28,10 @@
 //!   connection loop with budgets and timeouts, shared answers), [`upstream`] (the strict
 //!   HTTP/1.1 client to addon containers), and the three servers on top of it: [`api`] (the
 //!   admin API on the Unix socket: `mod.rs` lists every route, handlers by area,
-//!   `socket.rs` the peer check), [`gateway`] (API keys, limits, proxy), [`addon_api`] (what
-//!   containers call). Nothing imports from `api`.
+//!   `socket.rs` the peer check), [`gateway`] (API keys, limits, proxy, and `/mcp`),
+//!   [`addon_api`] (what containers call), and [`mcp`] (the MCP tools made from addon actions
+//!   and registered tools, and the MCP server the gateway and `addonctl mcp` serve). Nothing
+//!   imports from `api`.
 //! - **Operations** — [`backup`], [`doctor`], [`metrics`] (counters and the build and
 //!   process series), [`scrape`] (the exposition assembled from every area, and the TCP
 //!   metrics listener), [`notify`] (webhook notifications), [`cli_docs`], and [`daemon`],
@@ -58,6 +60,7 @@ pub mod http;
 pub mod image_ref;
 pub mod isolation;
 pub mod lifecycle;
+pub mod mcp;
 pub mod metrics;
 pub mod model;
 pub mod notify;

@@ -1,5 +1,5 @@
 //! Counters and histograms for the Prometheus exposition at `GET /metrics`: addon
-//! executions, response and render times, widget cache hits and misses, event deliveries,
+//! executions, MCP tool calls, response and render times, widget cache hits and misses, event deliveries,
 //! notifications, and the Docker engine's state; the build and process series; and the
 //! helpers every area's series are written with (families, label escaping). Hand-rolled and
 //! lock-light (a shared read lock to find an addon's counters by name, atomics inside),
@@ -123,6 +123,8 @@ pub struct Metrics {
     renders: ByAddon,
     /// Circuit breaker openings by service and instance.
     breaker_opens: Mutex<BTreeMap<Labels, Arc<AtomicU64>>>,
+    /// MCP `tools/call`s by addon and tool, with their outcomes (`crate::mcp`).
+    tool_calls: ByAddon,
     /// Widget renders served from the cache.
     pub widget_cache_hits: AtomicU64,
     /// Widget renders that went to the addon.
@@ -283,6 +285,15 @@ impl Metrics {
         stats.time.observe(secs);
     }
 
+    /// One MCP `tools/call` of a tool of `addon`: its outcome (as for [`Metrics::execution`])
+    /// and how long it took.
+    pub fn tool_call(&self, addon: &str, tool: &str, status: &str, secs: f64) {
+        let stats = stats_of(&self.tool_calls, addon, tool);
+        let i = OUTCOMES.iter().position(|o| *o == status).unwrap_or(1);
+        stats.outcomes[i].fetch_add(1, Ordering::Relaxed);
+        stats.time.observe(secs);
+    }
+
     /// An instance's circuit breaker opened.
     pub fn breaker_opened(&self, service: &str, instance: &str) {
         let key: Labels = vec![("service", service.to_string()), ("instance", instance.to_string())];
@@ -338,6 +349,31 @@ impl Metrics {
         );
         self.events.render(out);
         self.notify.render(out);
+        self.render_tool_calls(out);
+    }
+
+    fn render_tool_calls(&self, out: &mut String) {
+        let calls = sorted(&self.tool_calls);
+        out.push_str(
+            "# HELP addond_mcp_tool_calls_total MCP tool calls by addon, tool and outcome.\n# TYPE addond_mcp_tool_calls_total counter\n",
+        );
+        for (addon, tool, stats) in &calls {
+            for (i, outcome) in OUTCOMES.iter().enumerate() {
+                let n = stats.outcomes[i].load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "addond_mcp_tool_calls_total{{addon_id=\"{}\",tool=\"{}\",status=\"{outcome}\"}} {n}",
+                        escape(addon),
+                        escape(tool)
+                    );
+                }
+            }
+        }
+        out.push_str("# HELP addond_mcp_tool_call_seconds Time MCP tool calls took, as seen by addond.\n# TYPE addond_mcp_tool_call_seconds histogram\n");
+        for (addon, tool, stats) in &calls {
+            stats.time.render(out, "addond_mcp_tool_call_seconds", &format!("addon_id=\"{}\",tool=\"{}\"", escape(addon), escape(tool)));
+        }
     }
 }
 

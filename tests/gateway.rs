@@ -98,6 +98,16 @@ async fn every_route_has_an_auth_rule_and_enforces_it() {
                 let (st, _, b) = req(gw, method, route.example, &[("authorization", &format!("Bearer {key}"))], body).await;
                 assert!(st != 401 && st != 403, "{} with its key: {st} {b}", route.path);
             }
+            AuthRule::AnyGrant => {
+                assert_eq!(st, 401, "{} without a key: {b}", route.path);
+                assert_eq!(code(&b), "missing_api_key");
+                let (st, _, b) = req(gw, method, route.example, &[("apikey", &wrong_secret(&key))], body).await;
+                assert_eq!(st, 401, "{} with a wrong secret: {b}", route.path);
+                assert_eq!(code(&b), "invalid_api_key");
+                // Past the key check (what answers then is the route's own business: tests/mcp.rs).
+                let (st, _, b) = req(gw, method, route.example, &[("authorization", &format!("Bearer {key}"))], body).await;
+                assert!(st != 401, "{} with its key: {st} {b}", route.path);
+            }
         }
     }
     // the admin API is never served on the gateway

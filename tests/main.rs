@@ -16,6 +16,7 @@ mod gateway;
 mod images;
 mod isolation;
 mod lifecycle;
+mod mcp;
 mod observability;
 mod ports;
 mod security;

@@ -106,6 +106,9 @@ pub struct ActionLong {
     pub name: String,
     pub description: Option<String>,
     pub input_schema: Option<Value>,
+    /// The schema of the action's answer (an object schema), shown to MCP clients.
+    #[serde(default)]
+    pub output_schema: Option<Value>,
     pub timeout_seconds: Option<f64>,
 }
 
@@ -181,6 +184,9 @@ pub struct Action {
     pub name: String,
     pub description: String,
     pub input_schema: Value,
+    /// The declared schema of the answer (null: none); manifests stored before it had none.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub output_schema: Value,
     pub timeout_seconds: Option<f64>,
 }
 
@@ -289,7 +295,9 @@ impl ManifestRequest {
         for (i, a) in raw_actions.enumerate() {
             let field = format!("actions[{i}]");
             let a = match a {
-                ActionRequest::Short(n) => ActionLong { name: n, description: None, input_schema: None, timeout_seconds: None },
+                ActionRequest::Short(n) => {
+                    ActionLong { name: n, description: None, input_schema: None, output_schema: None, timeout_seconds: None }
+                }
                 ActionRequest::Long(l) => l,
             };
             if !valid_item_name(&a.name) {
@@ -300,6 +308,17 @@ impl ManifestRequest {
             }
             let schema = a.input_schema.unwrap_or_else(|| json!({}));
             schema::check_schema(&schema, &format!("{field}.input_schema")).map_err(|m| err(format!("{field}.input_schema"), m))?;
+            let output_schema = a.output_schema.unwrap_or(Value::Null);
+            if !output_schema.is_null() {
+                let f = format!("{field}.output_schema");
+                if output_schema.get("type").and_then(Value::as_str) != Some("object") {
+                    return Err(err(
+                        f,
+                        "an object schema, like {\"type\": \"object\", \"properties\": {…}} (MCP's structured content is an object)",
+                    ));
+                }
+                schema::check_schema(&output_schema, &f).map_err(|m| err(f.clone(), m))?;
+            }
             if let Some(t) = a.timeout_seconds {
                 if !(t > 0.0 && t <= 3600.0) {
                     return Err(err(format!("{field}.timeout_seconds"), "must be more than 0 and at most 3600"));
@@ -309,6 +328,7 @@ impl ManifestRequest {
                 name: a.name,
                 description: a.description.unwrap_or_default(),
                 input_schema: schema,
+                output_schema,
                 timeout_seconds: a.timeout_seconds,
             });
         }
@@ -473,6 +493,19 @@ mod tests {
         assert_eq!(m.category, "utilities");
         assert_eq!(m.services.len(), 1);
         assert!(m.service_requests("pg", &Config::default()).is_err(), "no image: cannot install");
+    }
+
+    #[test]
+    fn output_schemas_are_object_schemas() {
+        let with = |o: Value| validate(json!({"name": "p", "version": "1.0.0", "actions": [{"name": "a", "output_schema": o}]}));
+        let m = with(json!({"type": "object", "properties": {"sum": {"type": "number"}}})).unwrap();
+        assert_eq!(m.actions[0].output_schema["properties"]["sum"]["type"], "number");
+        assert_eq!(with(json!({"type": "array"})).unwrap_err().field, "actions[0].output_schema");
+        assert_eq!(with(json!({"type": "object", "oneOf": []})).unwrap_err().field, "actions[0].output_schema");
+        // Stored manifests without one read back the same, and write back the same text.
+        let m = validate(json!({"name": "p", "version": "1.0.0", "actions": ["a"]})).unwrap();
+        assert!(m.actions[0].output_schema.is_null());
+        assert!(!serde_json::to_string(&m).unwrap().contains("output_schema"));
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! request extractors they share (the caller, `?wait=`), the audit middleware and the ONE
 //! list of routes ([`router`]): a new route is one line here and one handler in its area's
 //! file — `services`, `addons` (and widgets), `builds`, `access` (applications, grants, audit),
-//! `events` and `ops` (health, metrics, backup, doctor). Handlers are thin: the work is in
+//! `events`, `mcp` (registered MCP tools, and the tools `addonctl mcp` serves) and `ops`
+//! (health, metrics, backup, doctor). Handlers are thin: the work is in
 //! the domain modules, and the envelope and error codes are in [`crate::http`].
 //! [`serve`] (in `socket`) owns the peer-checked accept loop.
 mod access;
 mod addons;
 mod builds;
 mod events;
+mod mcp;
 mod ops;
 mod services;
 mod socket;
@@ -169,6 +171,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events/stream", get(events::event_stream))
         .route("/api/events/subscribers", get(events::event_subscribers))
         .route("/api/events/redrive", post(events::redrive_events))
+        .route("/api/ai-gateway/mcp-tools", get(mcp::list_registered).post(mcp::create_registered))
+        .route("/api/ai-gateway/mcp-tools/{name}", get(mcp::show_registered).delete(mcp::delete_registered))
+        .route("/api/ai-gateway/tools", get(mcp::list_tools))
+        .route("/api/ai-gateway/tools/{name}/call", post(mcp::call_tool))
         .route("/api/audit", get(access::audit_log))
         .route("/api/backup", post(ops::backup_archive))
         .route("/api/doctor", get(ops::doctor_report))

@@ -41,9 +41,13 @@ use crate::config::{cidr_contains, parse_any_cidr, Config};
 use crate::http::conn::{Admission, Listener, Registry, Slot};
 use crate::http::{self, ApiError, ErrorCode, ExecuteBody, RenderBody, RenderQuery};
 use crate::lifecycle::Lifecycle;
+use crate::mcp::server::{GrantScope, McpServer};
+use crate::mcp::Mcp;
 use crate::store::{now_ms, AuditEntry, Store};
 use keys::{GrantAuth, KeyError, Keyring};
 use limits::FailureLimiter;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::StreamableHttpService;
 
 /// How a route is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +56,9 @@ pub enum AuthRule {
     Public,
     /// An API key whose grant covers the `{addon}` of the path, within its rate limit.
     GrantForAddon,
+    /// Any valid API key within its grant's rate limit; what it reaches is its grant's
+    /// addon (the MCP endpoint shows and runs only that addon's tools).
+    AnyGrant,
 }
 
 /// What answers a route.
@@ -62,6 +69,7 @@ enum Handler {
     Render,
     Frame,
     Passthrough,
+    Mcp,
 }
 
 /// One gateway route: path pattern, an example path for tests, its auth rule, the methods
@@ -99,6 +107,7 @@ pub const ROUTES: &[RouteSpec] = &[
         methods: &["GET", "HEAD"],
         handler: Handler::Frame,
     },
+    RouteSpec { path: "/mcp", example: "/mcp", auth: AuthRule::AnyGrant, methods: &["GET", "POST", "DELETE"], handler: Handler::Mcp },
     RouteSpec { path: "/gw/{addon}", example: "/gw/pay", auth: AuthRule::GrantForAddon, methods: &[], handler: Handler::Passthrough },
     RouteSpec {
         path: "/gw/{addon}/{*rest}",
@@ -186,6 +195,10 @@ pub struct Gateway {
     audit_rx: std::sync::Mutex<Option<mpsc::Receiver<AuditEntry>>>,
     /// Requests by route and status, failed authentications, rate-limit refusals.
     stats: stats::GatewayStats,
+    /// The MCP tools of the installed addons (shared with the admin API).
+    pub mcp: Arc<Mcp>,
+    /// rmcp's Streamable HTTP service behind `/mcp`, called once the key is checked.
+    mcp_http: StreamableHttpService<McpServer<Mcp>, LocalSessionManager>,
 }
 
 /// What the auth rule decided for a request.
@@ -201,7 +214,11 @@ impl Gateway {
     pub fn new(cfg: Arc<Config>, addons: Arc<Addons>, lifecycle: Arc<Lifecycle>) -> Arc<Self> {
         let (audit_tx, audit_rx) = mpsc::channel(10_000);
         let trusted = cfg.gateway.trusted_proxies.iter().filter_map(|p| parse_any_cidr(p)).collect();
+        let mcp = Mcp::new(addons.clone(), lifecycle.clone());
+        let mcp_http = crate::mcp::server::http_service(mcp.clone(), mcp_allowed_hosts(&cfg), cfg.gateway.max_body_bytes as usize);
         Arc::new(Gateway {
+            mcp,
+            mcp_http,
             failures: FailureLimiter::new(cfg.gateway.failed_auth_per_minute, cfg.gateway.failed_auth_per_proxy_per_minute),
             cfg,
             addons,
@@ -316,7 +333,7 @@ impl Gateway {
             let resp = ApiError::new(
                 ErrorCode::NotFound,
                 format!(
-                    "no gateway route {} {}; the gateway serves /health, /api/addons/{{addon}}/execute, /api/widgets/… and /gw/{{addon}}/…",
+                    "no gateway route {} {}; the gateway serves /health, /api/addons/{{addon}}/execute, /api/widgets/…, /mcp and /gw/{{addon}}/…",
                     req.method(),
                     req.uri().path()
                 ),
@@ -335,7 +352,11 @@ impl Gateway {
         let rest = params.rest.map(str::to_string);
         let (grant, cors_origin) = match spec.auth {
             AuthRule::Public => (None, None),
-            AuthRule::GrantForAddon => match self.admit(peer, &addon, &req) {
+            AuthRule::GrantForAddon => match self.admit(peer, Some(&addon), &req) {
+                Gate::Admitted { grant, cors_origin, source } => (Some((grant, source)), cors_origin),
+                Gate::Answered(resp) => return refuse(req, resp).await,
+            },
+            AuthRule::AnyGrant => match self.admit(peer, None, &req) {
                 Gate::Admitted { grant, cors_origin, source } => (Some((grant, source)), cors_origin),
                 Gate::Answered(resp) => return refuse(req, resp).await,
             },
@@ -357,6 +378,7 @@ impl Gateway {
             Handler::Execute => self.execute(&addon, req).await,
             Handler::Render => self.render(&addon, &widget, req).await,
             Handler::Frame => self.frame(&addon, &widget, req.uri()).await,
+            Handler::Mcp => self.mcp(req, grant.as_ref().map(|(g, _)| g.addon_instance.clone())).await,
             Handler::Passthrough => {
                 let (application, source) = grant.as_ref().map_or(("", peer.ip()), |(g, source)| (g.application.as_str(), *source));
                 Ok(proxy::forward(self, &addon, rest.as_deref().unwrap_or(""), peer, source, application, req).await)
@@ -369,15 +391,16 @@ impl Gateway {
         resp
     }
 
-    /// The auth rule `GrantForAddon`: CORS preflight, key, scope, rate limit.
-    fn admit(&self, peer: SocketAddr, addon: &str, req: &axum::extract::Request) -> Gate {
+    /// The auth rules `GrantForAddon` (`addon` given: the grant must cover it) and
+    /// `AnyGrant`: CORS preflight, key, scope, rate limit.
+    fn admit(&self, peer: SocketAddr, addon: Option<&str>, req: &axum::extract::Request) -> Gate {
         let (source, proxy) = self.client_ip(peer.ip(), req.headers());
         let (method, path) = (req.method(), req.uri().path());
         let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
 
         // Preflights carry no credentials: answer them for origins some grant of this addon allows.
         if method == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
-            let Some(origin) = origin.filter(|o| self.keyring.any_origin_allowed(o, Some(addon))) else {
+            let Some(origin) = origin.filter(|o| self.keyring.any_origin_allowed(o, addon)) else {
                 self.stats.auth_failure(ErrorCode::CorsForbidden);
                 self.deny(source, method, path, StatusCode::FORBIDDEN, "CORS preflight from an origin no grant allows", None);
                 return Gate::Answered(
@@ -431,10 +454,13 @@ impl Gateway {
                 }
                 self.stats.auth_failure(code);
                 self.deny(source, method, path, StatusCode::UNAUTHORIZED, code.as_str(), key_id);
-                return Gate::Answered(ApiError::new(code, msg).into_response());
+                // RFC 9110 asks a 401 to name the scheme; MCP clients read it too.
+                let mut resp = ApiError::new(code, msg).into_response();
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"addond\""));
+                return Gate::Answered(resp);
             }
         };
-        if grant.addon_instance != addon {
+        if let Some(addon) = addon.filter(|a| *a != grant.addon_instance) {
             self.stats.auth_failure(ErrorCode::Forbidden);
             self.deny(
                 source,
@@ -474,6 +500,26 @@ impl Gateway {
         let body: ExecuteBody = self.json_body(req.into_body()).await?;
         let out = self.addons.execute_json(addon, &body.action, crate::addons::ActionInput::Raw(body.data.as_deref())).await?;
         http::ok_json(StatusCode::OK, &out, "")
+    }
+
+    /// `/mcp` for a key whose grant covers `addon`: a stateless `tools/call` by the fast
+    /// path when it can take it (`crate::mcp::fast`), everything else by rmcp's service.
+    async fn mcp(&self, mut req: axum::extract::Request, addon: Option<String>) -> http::ApiResult {
+        let scope = addon.clone().map_or(crate::mcp::Scope::Nothing, crate::mcp::Scope::Addon);
+        if let Some(a) = addon {
+            req.extensions_mut().insert(GrantScope(a));
+        }
+        if req.method() != Method::POST {
+            return Ok(self.mcp_http.handle(req).await.map(Body::new));
+        }
+        let (parts, body) = req.into_parts();
+        let bytes = http::read_body(body, self.cfg.gateway.max_body_bytes as usize, "gateway.max_body_bytes").await?;
+        match crate::mcp::fast::try_call(&self.mcp, &scope, parts, bytes, &self.mcp_http.config.allowed_hosts).await {
+            Ok(resp) => Ok(resp),
+            Err((parts, bytes)) => {
+                Ok(self.mcp_http.handle(axum::extract::Request::from_parts(parts, Body::from(bytes))).await.map(Body::new))
+            }
+        }
     }
 
     async fn render(&self, addon: &str, widget: &str, req: axum::extract::Request) -> http::ApiResult {
@@ -659,6 +705,20 @@ async fn worker(mut handoffs: mpsc::UnboundedReceiver<Handoff>, gw: Arc<Gateway>
     tracker.close();
     tracker.wait().await;
     crate::upstream::clear_thread_pool();
+}
+
+/// The `Host` values `/mcp` accepts: `gateway.mcp_allowed_hosts`, or when that is empty
+/// the loopback names and the listen address.
+fn mcp_allowed_hosts(cfg: &Config) -> Vec<String> {
+    if !cfg.gateway.mcp_allowed_hosts.is_empty() {
+        return cfg.gateway.mcp_allowed_hosts.clone();
+    }
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].iter().map(|s| s.to_string()).collect();
+    let ip = cfg.gateway.listen.ip();
+    if !ip.is_unspecified() && !ip.is_loopback() {
+        hosts.push(ip.to_string());
+    }
+    hosts
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {

@@ -210,6 +210,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX builds_by_target ON builds (kind, target, id);
     CREATE UNIQUE INDEX builds_one_running ON builds (kind, target) WHERE status = 'building';
     "#,
+    // 7: registered MCP tools (src/mcp): each calls one addon's action or a path on its service.
+    r#"
+    CREATE TABLE mcp_tools (
+        name           TEXT PRIMARY KEY,
+        description    TEXT NOT NULL,
+        addon_instance TEXT NOT NULL,
+        action         TEXT,
+        path           TEXT,
+        input_schema   TEXT NOT NULL,
+        created_at     INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub(super) fn open_sync(path: &Path) -> Result<Connection, StoreError> {

@@ -1,7 +1,7 @@
 //! All SQL lives here, one file per area: `services` (services and instances), `addons`
 //! (catalogue and installs), `builds` (image builds), `deployments` (the history of each addon
 //! instance), `access` (applications, grants, audit), `events` (log, cursors, dead letters),
-//! `tokens`, `kv`, `schedules` (run records), `meta` and `ops` (the database
+//! `tokens`, `kv`, `mcp_tools` (registered MCP tools), `schedules` (run records), `meta` and `ops` (the database
 //! as a whole), and `migrations` (the schema). Each returns typed rows, never API shapes.
 //! SQLite runs in WAL mode with foreign keys on; every call goes through `spawn_blocking`,
 //! so no SQLite call ever blocks the async runtime. A method that changes something returns
@@ -19,6 +19,7 @@ mod builds;
 mod deployments;
 mod events;
 mod kv;
+mod mcp_tools;
 mod meta;
 mod migrations;
 mod ops;
@@ -31,6 +32,7 @@ pub use addons::{InstallRow, ManifestRow};
 pub use builds::{BuildRow, BuiltManifest, Recorded};
 pub use deployments::{DeploymentRow, NewDeployment};
 pub use events::{Cursor, DeadLetter, EventRow, NewEvent};
+pub use mcp_tools::McpToolRow;
 pub use schedules::ScheduleRun;
 pub use services::{NewInstance, NewService, RolloutCommit};
 pub use tokens::TokenRow;

@@ -9,7 +9,8 @@
 //! its own with its clap enum, its calls, its renderers and its tests: [`services`]
 //! (services, templates, discovery, cleanup), [`images`], [`addons`] (addons and widgets),
 //! [`deployments`] (upgrade, rollback, history),
-//! [`access`] (applications, grants, the audit log), [`events`] and [`ops`] (health,
+//! [`access`] (applications, grants, the audit log), [`events`], [`mcp`] (the stdio MCP
+//! server and the registered tools) and [`ops`] (health,
 //! metrics, backup, restore, doctor). [`render`] has the table and text helpers they
 //! share, [`input`] the values and documents a user hands over.
 
@@ -20,6 +21,7 @@ mod deployments;
 mod events;
 mod images;
 mod input;
+mod mcp;
 mod ops;
 mod render;
 mod services;
@@ -38,6 +40,7 @@ use crate::access::{AppCmd, GrantCmd};
 use crate::addons::{AddonCmd, WidgetCmd};
 use crate::events::EventCmd;
 use crate::images::ImageCmd;
+use crate::mcp::McpCmd;
 use crate::render::StdoutClosed;
 use crate::services::{IdArg, LifecycleArgs, ListArgs, LogsArgs, ScaleArgs, ServiceCmd, TemplateCmd};
 
@@ -118,6 +121,12 @@ enum Command {
     /// Events: emit, list, follow live, subscribers and dead letters
     #[command(subcommand)]
     Events(EventCmd),
+    /// Serve MCP on stdin/stdout (every installed addon's actions as tools), for a local
+    /// agent; or manage the registered tools (`mcp tools …`)
+    Mcp {
+        #[command(subcommand)]
+        cmd: Option<McpCmd>,
+    },
     /// Remove services stopped or dead for longer than N days
     Cleanup {
         /// Age in days
@@ -279,6 +288,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Grants(cmd) => ctl.grants(cmd).await,
         Command::Audit { limit } => ctl.audit(limit).await,
         Command::Events(cmd) => ctl.events(cmd).await,
+        Command::Mcp { cmd } => ctl.mcp(cmd).await,
         Command::Cleanup { days } => ctl.cleanup(days).await,
         Command::Ls(a) => ctl.services(ServiceCmd::List(a)).await,
         Command::Show(a) => ctl.services(ServiceCmd::Show(a)).await,
