@@ -157,6 +157,7 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
     };
     let gateway_addr = gateway_listener.as_ref().and_then(|l| l.local_addr().ok());
     let events = Events::new(cfg.clone(), lifecycle.clone(), addons.clone());
+    addons.set_event_sink(events.clone());
     // Handed to the lifecycle before the first resync: it listens on each addon network as
     // the reconciler makes (or finds) it, before that network's first container is made, so
     // containers get ADDOND_API.

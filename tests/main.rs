@@ -21,3 +21,4 @@ mod slow_clients;
 mod strict_http;
 mod system;
 mod validation;
+mod wasm;

@@ -373,6 +373,47 @@ impl Client {
     }
 
     async fn send(&self, method: Method, path_and_query: &str, body: Option<&Value>) -> Result<Sent, ClientError> {
+        let payload = match body {
+            Some(v) => Some(Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Protocol(e.to_string()))?)),
+            None => None,
+        };
+        self.send_payload(method, path_and_query, "application/json", payload).await
+    }
+
+    /// Sends a body that is not JSON (a WebAssembly module to publish) and parses the
+    /// envelope of the reply, whatever its status.
+    pub async fn request_bytes(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<Response, ClientError> {
+        let resp = match self.send_payload(method, path_and_query, content_type, Some(body)).await? {
+            Sent::Reply(resp) => resp,
+            Sent::Refused(raw) => {
+                let parsed: Value = serde_json::from_slice(&raw.body).map_err(|e| {
+                    ClientError::Protocol(format!("the daemon answered HTTP {} with a body that is not JSON ({e})", raw.status))
+                })?;
+                return Ok(Response { status: raw.status, body: parsed });
+            }
+        };
+        let status = resp.status().as_u16();
+        let bytes =
+            resp.into_body().collect().await.map_err(|e| ClientError::Protocol(format!("reading the reply failed: {e}")))?.to_bytes();
+        let parsed: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ClientError::Protocol(format!("the daemon answered HTTP {status} with a body that is not JSON ({e}): {}", snippet(&bytes)))
+        })?;
+        Ok(Response { status, body: parsed })
+    }
+
+    async fn send_payload(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: &str,
+        body: Option<Bytes>,
+    ) -> Result<Sent, ClientError> {
         if !path_and_query.starts_with('/') {
             return Err(ClientError::Protocol(format!("request path must start with '/': {path_and_query}")));
         }
@@ -384,13 +425,11 @@ impl Client {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let payload = match body {
-            Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Protocol(e.to_string()))?),
-            None => Bytes::new(),
-        };
+        let has_body = body.is_some();
+        let payload = body.unwrap_or_default();
         let mut builder =
-            hyper::Request::builder().method(method).uri(path_and_query).header(HOST, "addond").header(CONTENT_TYPE, "application/json");
-        if body.is_some() {
+            hyper::Request::builder().method(method).uri(path_and_query).header(HOST, "addond").header(CONTENT_TYPE, content_type);
+        if has_body {
             builder = builder.header(CONTENT_LENGTH, payload.len());
         }
         let req = builder.body(Full::new(payload)).map_err(|e| ClientError::Protocol(format!("bad request {path_and_query}: {e}")))?;

@@ -61,6 +61,8 @@ pub(crate) enum AddonCmd {
     Rollback(crate::deployments::RollbackArgs),
     /// Every install, upgrade, config change and rollback of an addon instance
     History(AddonNameArg),
+    /// Publish a WebAssembly module to an installed runtime = "wasm" addon (live at once)
+    Publish(crate::deployments::PublishArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -258,6 +260,7 @@ impl Ctl {
             AddonCmd::Config(a) => self.addon_config(&a).await,
             AddonCmd::Upgrade(a) => self.addon_upgrade(&a).await,
             AddonCmd::Rollback(a) => self.addon_rollback(&a).await,
+            AddonCmd::Publish(a) => self.addon_publish(&a).await,
             AddonCmd::History(a) => self.addon_history(&a.name).await,
             AddonCmd::Execute(a) => {
                 let base = match (&a.data, &a.data_file) {
