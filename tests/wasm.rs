@@ -271,7 +271,13 @@ async fn wasm_storage_events_rollback_and_two_tenants() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(*r.data(), "hello", "{:?}", r.body);
 
-    // Events reach `on_event`, which stores them; the guest reads them back.
+    // Events reach `on_event`, which stores them; the guest reads them back. A new
+    // subscriber takes events from when its deliverer starts (within a second).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.get("/api/events/subscribers").await.data()["subscribers"].as_array().map_or(0, |a| a.len()) < 2 {
+        assert!(Instant::now() < deadline, "the subscribers never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let r = d.post("/api/events", json!({"name": "order.placed", "data": {"order": 42}})).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -283,7 +289,13 @@ async fn wasm_storage_events_rollback_and_two_tenants() {
             assert_eq!(ev["data"]["order"], 42, "{ev}");
             break;
         }
-        assert!(Instant::now() < deadline, "the event never reached on_event: {:?}\n{}", r.body, tail(&d.log(), 30));
+        assert!(
+            Instant::now() < deadline,
+            "the event never reached on_event: {:?}\nsubscribers: {:?}\n{}",
+            r.body,
+            d.get("/api/events/subscribers").await.body,
+            tail(&d.log(), 30)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 

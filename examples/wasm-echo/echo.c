@@ -59,11 +59,19 @@ static u64 wrap(const char *prefix, const unsigned char *body, u32 body_len, con
 
 static u64 text(const char *s) { return wrap(s, 0, 0, ""); }
 
-/* execute(action, input): `echo` answers its input as it came. */
+/* What `version` answers: build.sh passes WASM_ECHO_CFLAGS, e.g. -DTAG=2. */
+#ifndef TAG
+#define TAG 1
+#endif
+#define STR2(x) #x
+#define STR(x) STR2(x)
+
+/* execute(action, input): `echo` answers its input as it came, `version` the build's TAG. */
 __attribute__((export_name("execute"))) u64 execute(const unsigned char *action, u32 action_len,
                                                      const unsigned char *input, u32 input_len) {
     if (equals(action, action_len, "echo")) return wrap("{\"ok\":", input, input_len, "}");
-    return text("{\"error\":\"wasm-echo knows only the action echo\"}");
+    if (equals(action, action_len, "version")) return text("{\"ok\":\"" STR(TAG) "\"}");
+    return text("{\"error\":\"wasm-echo knows only the actions echo and version\"}");
 }
 
 /* render(widget, {"config", "context"}): a static card. */

@@ -140,9 +140,12 @@ impl Addons {
     pub(super) async fn deliver_event_wasm(&self, inst: &Installed, body: &Bytes, timeout: Duration) -> Result<(), AddonError> {
         let module = self.module(&inst.row.instance).await?;
         if !module.has_on_event {
+            tracing::debug!(instance = %inst.row.instance, "the module has no on_event; event dropped");
             return Ok(());
         }
-        self.call_wasm(inst, Entry::OnEvent { event: body }, timeout).await.map(|_| ())
+        let r = self.call_wasm(inst, Entry::OnEvent { event: body }, timeout).await;
+        tracing::debug!(instance = %inst.row.instance, ok = r.is_ok(), answer = ?r.as_ref().map(|a| String::from_utf8_lossy(a).into_owned()), "event handed to on_event");
+        r.map(|_| ())
     }
 
     /// Publishes a module to an installed WASM addon instance (optionally moving it to
