@@ -51,6 +51,7 @@ pub struct Config {
     pub build: BuildConfig,
     pub metrics: MetricsConfig,
     pub notify: NotifyConfig,
+    pub wasm: WasmConfig,
 }
 
 /// The TCP metrics listener: `GET /metrics` for Prometheus, off unless `listen` is set.
@@ -294,6 +295,37 @@ pub struct DeployConfig {
 impl Default for DeployConfig {
     fn default() -> Self {
         DeployConfig { health_timeout_seconds: 120.0, drain_timeout_seconds: 30.0, surge: 1, keep_deployments: 5 }
+    }
+}
+
+/// WebAssembly addons (`[wasm]`): the limits every call of a guest runs under.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WasmConfig {
+    /// Fuel (roughly one unit per WebAssembly instruction) a single call may burn; a call
+    /// that runs out is stopped like one past its deadline.
+    pub fuel_per_call: u64,
+    /// Guest instances alive at once, across every WASM addon; calls beyond it wait (up
+    /// to their deadline) for a free slot. Also sizes the pooling allocator.
+    pub max_concurrent: u32,
+    /// Largest module `POST /api/addons/{name}/publish` accepts, in bytes.
+    pub max_module_bytes: usize,
+    /// Linear memory of a guest when its manifest sets no `resource_limits.memory`, and the
+    /// most a manifest may ask for (bytes: the pool's slot size).
+    pub default_memory_bytes: u64,
+    /// The largest `resource_limits.memory` a WASM manifest may set (bytes).
+    pub max_memory_bytes: u64,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        WasmConfig {
+            fuel_per_call: 10_000_000_000,
+            max_concurrent: 64,
+            max_module_bytes: 16 << 20,
+            default_memory_bytes: 64 << 20,
+            max_memory_bytes: 256 << 20,
+        }
     }
 }
 
@@ -828,6 +860,21 @@ impl Config {
         }
         if !(1..=64).contains(&self.deploy.surge) {
             return Err(invalid("deploy.surge", "must be between 1 and 64"));
+        }
+        if !(1..=4096).contains(&self.wasm.max_concurrent) {
+            return Err(invalid("wasm.max_concurrent", "must be between 1 and 4096"));
+        }
+        if self.wasm.fuel_per_call == 0 {
+            return Err(invalid("wasm.fuel_per_call", "must be at least 1"));
+        }
+        if self.wasm.max_module_bytes < 64 {
+            return Err(invalid("wasm.max_module_bytes", "must be at least 64 bytes"));
+        }
+        if self.wasm.max_memory_bytes < 65536 || self.wasm.max_memory_bytes > (4 << 30) {
+            return Err(invalid("wasm.max_memory_bytes", "must be between 64 KiB (one page) and 4 GiB"));
+        }
+        if self.wasm.default_memory_bytes < 65536 || self.wasm.default_memory_bytes > self.wasm.max_memory_bytes {
+            return Err(invalid("wasm.default_memory_bytes", "must be between 64 KiB and wasm.max_memory_bytes"));
         }
         if self.deploy.keep_deployments == 0 {
             return Err(invalid("deploy.keep_deployments", "must be at least 1 (the running deployment)"));

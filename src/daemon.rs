@@ -170,6 +170,7 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
         None => None,
     };
     let events = Events::new(cfg.clone(), lifecycle.clone(), addons.clone());
+    addons.set_event_sink(events.clone());
     // Handed to the lifecycle before the first resync: it listens on each addon network as
     // the reconciler makes (or finds) it, before that network's first container is made, so
     // containers get ADDOND_API.

@@ -107,6 +107,13 @@ pub struct Events {
     tracker: TaskTracker,
 }
 
+/// WASM guests emit through the bus like containers do through the addon API.
+impl crate::addons::wasm::EventSink for Events {
+    fn emit<'a>(&'a self, name: &'a str, data: Value, source: &'a str) -> futures_util::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { Events::emit(self, name, data, source).await.map(|_| ()) })
+    }
+}
+
 impl Events {
     pub fn new(cfg: Arc<Config>, lifecycle: Arc<Lifecycle>, addons: Arc<Addons>) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(65_536);

@@ -22,8 +22,12 @@
 //!   every start), [`ports`], [`systemd`].
 //! - **Domain** — [`lifecycle`] (requests write desired state; `reconcile.rs` drives Docker
 //!   to it; `health.rs` the monitor), [`addons`] (catalogue, manifests, installs, dispatch of
-//!   actions and widgets), [`events`], [`schedules`], [`access`] (applications and grants),
-//!   [`build`] (addon code to images: `context.rs` checks and writes build contexts).
+//!   actions and widgets; `wasm.rs` publishes and calls WebAssembly addons), [`events`],
+//!   [`schedules`], [`access`] (applications and grants), [`build`] (addon code to images:
+//!   `context.rs` checks and writes build contexts).
+//! - **WebAssembly** — [`wasm`] (wasmtime: the engine and pool, per-call limits, the host
+//!   functions a guest imports, modules and their compiled form on disk); below [`addons`],
+//!   which hands it the host side through a trait.
 //! - **HTTP** — [`http`] (the JSON envelope, the one `ErrorCode` enum, body parsing, the
 //!   connection loop with budgets and timeouts, shared answers), [`upstream`] (the strict
 //!   HTTP/1.1 client to addon containers), and the three servers on top of it: [`api`] (the
@@ -76,4 +80,5 @@ pub mod time;
 pub mod upstream;
 pub mod users;
 pub mod voldirs;
+pub mod wasm;
 pub mod wire;

@@ -429,7 +429,7 @@ impl<'de> Deserialize<'de> for StringOrNumber {
 }
 
 impl StringOrNumber {
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         match self {
             StringOrNumber::S(s) => s.trim().to_string(),
             StringOrNumber::N(n) => n.to_string(),

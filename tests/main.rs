@@ -24,3 +24,4 @@ mod slow_clients;
 mod strict_http;
 mod system;
 mod validation;
+mod wasm;

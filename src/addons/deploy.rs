@@ -81,7 +81,7 @@ struct Target {
 }
 
 /// Removes the instance from the set of running deployments when dropped.
-struct Running<'a> {
+pub(super) struct Running<'a> {
     addons: &'a Addons,
     instance: String,
 }
@@ -102,7 +102,7 @@ impl Addons {
         self.deploying.lock().unwrap_or_else(|e| e.into_inner()).contains(instance)
     }
 
-    fn claim(&self, instance: &str) -> Result<Running<'_>, AddonError> {
+    pub(super) fn claim(&self, instance: &str) -> Result<Running<'_>, AddonError> {
         if !self.deploying.lock().unwrap_or_else(|e| e.into_inner()).insert(instance.to_string()) {
             return Err(AddonError::DeploymentRunning(format!(
                 "a deployment of `{instance}` is under way; wait for it (addonctl addons history {instance}) and send this again"
@@ -202,6 +202,16 @@ impl Addons {
     }
 
     async fn deploy(self: &Arc<Self>, instance: &str, t: Target) -> Result<Value, AddonError> {
+        if t.manifest.is_wasm() {
+            // A rollback names the module it redeploys; an upgrade keeps the current one.
+            let module = match t.images.get(super::wasm::SERVICE) {
+                Some(image) => super::wasm::ModuleChoice::Hash(image.trim_start_matches("sha256:").to_string()),
+                None => super::wasm::ModuleChoice::Current,
+            };
+            let target =
+                super::wasm::WasmTarget { kind: t.kind, manifest: t.manifest, config: t.config, module, source: t.source, who: t.who };
+            return self.deploy_wasm(instance, target).await;
+        }
         let _running = self.claim(instance)?;
         let inst = self.installed(instance).await?;
         let from_version = inst.row.version.clone();
@@ -445,7 +455,7 @@ impl Addons {
     }
 
     /// Refuses a version that breaks what an installed dependent requires of this addon.
-    async fn check_dependents(&self, instance: &str, m: &Manifest) -> Result<(), AddonError> {
+    pub(super) async fn check_dependents(&self, instance: &str, m: &Manifest) -> Result<(), AddonError> {
         let new = semver::Version::parse(&m.version).map_err(|e| invalid("version", e.to_string()))?;
         for row in self.lifecycle.store().list_installs().await? {
             if row.instance == instance {

@@ -44,7 +44,23 @@ pub struct ManifestRequest {
     /// The Dockerfile's path in a build context (`addonctl addons build`); registering
     /// takes and ignores it, so one `addon.toml` serves both.
     pub dockerfile: Option<String>,
+    /// `container` (the default) or `wasm`: actions and widgets served by a published
+    /// WebAssembly module, with no services.
+    pub runtime: Option<String>,
+    /// A WASM addon's limits: `{"memory": "64m"}` caps each call's linear memory.
+    pub resource_limits: Option<AddonLimitsRequest>,
 }
+
+/// The limits of a WASM addon as declared.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddonLimitsRequest {
+    /// A size like `64m`: the most linear memory one call may have.
+    pub memory: Option<crate::model::StringOrNumber>,
+}
+
+/// The runtimes an addon can declare.
+pub const RUNTIMES: &[&str] = &["container", "wasm"];
 
 /// An action as declared: its name, or an object with its name and details.
 #[derive(Debug, Clone)]
@@ -177,6 +193,13 @@ pub struct Manifest {
     /// when unset, so manifests registered before it existed compare equal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smoke: Option<String>,
+    /// `wasm` for a WebAssembly addon; left out (a container addon) otherwise, so manifests
+    /// registered before it existed compare equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// A WASM addon's linear-memory cap per call, in bytes (none: `wasm.default_memory_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -264,8 +287,45 @@ impl ManifestRequest {
         if description.len() > 4096 || author.len() > 256 {
             return Err(err(if author.len() > 256 { "author" } else { "description" }, "too long"));
         }
+        let runtime = match self.runtime.as_deref() {
+            None | Some("container") => None,
+            Some("wasm") => Some("wasm".to_string()),
+            Some(r) => return Err(err("runtime", format!("`{r}` is not one of {}", RUNTIMES.join(", ")))),
+        };
+        let wasm = runtime.is_some();
+        let mut memory_bytes = None;
+        if let Some(lim) = &self.resource_limits {
+            if !wasm {
+                return Err(err(
+                    "resource_limits",
+                    "addon-level resource_limits are for runtime = \"wasm\"; set a container addon's limits per service",
+                ));
+            }
+            if let Some(m) = &lim.memory {
+                let text = m.text();
+                let bytes = crate::config::parse_size(&text)
+                    .ok_or_else(|| err("resource_limits.memory", format!("`{text}` is not a size like 64m")))?;
+                if bytes < 65536 || bytes > cfg.wasm.max_memory_bytes {
+                    return Err(err(
+                        "resource_limits.memory",
+                        format!("`{text}` must be between 64k and {} KiB (wasm.max_memory_bytes)", cfg.wasm.max_memory_bytes >> 10),
+                    ));
+                }
+                memory_bytes = Some(bytes);
+            }
+        }
+        if wasm && self.services.as_ref().is_some_and(|s| !s.is_empty()) {
+            return Err(err("services", "a WASM addon has no services: its module serves the actions and widgets; leave services out"));
+        }
+        if wasm && self.image.is_some() {
+            return Err(err("image", "a WASM addon has no image: publish its module with `addonctl addons publish NAME FILE.wasm`"));
+        }
+        if wasm && permissions_ask_internet(&self.permissions) {
+            return Err(err("permissions", "`network.internet` is not offered to WASM addons: a guest has no sockets"));
+        }
         // Services: each must be a valid create request once named and given an image.
         let services = match self.services {
+            _ if wasm => Vec::new(),
             Some(s) if !s.is_empty() => s,
             _ => vec![json!({"name": "main", "service_type": "rest_api", "port": 8080})],
         };
@@ -420,11 +480,27 @@ impl ManifestRequest {
             config_schema,
             schedules,
             smoke: self.smoke,
+            runtime,
+            memory_bytes,
         })
     }
 }
 
+fn permissions_ask_internet(p: &Option<Vec<String>>) -> bool {
+    p.as_ref().is_some_and(|p| p.iter().any(|p| p == "network.internet"))
+}
+
 impl Manifest {
+    /// Whether a published WebAssembly module serves this addon (no services).
+    pub fn is_wasm(&self) -> bool {
+        self.runtime.as_deref() == Some("wasm")
+    }
+
+    /// `container` or `wasm`.
+    pub fn runtime_name(&self) -> &str {
+        self.runtime.as_deref().unwrap_or("container")
+    }
+
     pub fn semver(&self) -> semver::Version {
         semver::Version::parse(&self.version).unwrap_or_else(|_| semver::Version::new(0, 0, 0))
     }
@@ -506,6 +582,30 @@ mod tests {
         let m = validate(json!({"name": "p", "version": "1.0.0", "actions": ["a"]})).unwrap();
         assert!(m.actions[0].output_schema.is_null());
         assert!(!serde_json::to_string(&m).unwrap().contains("output_schema"));
+    }
+
+    #[test]
+    fn wasm_addons_have_no_services_image_or_internet() {
+        let m = validate(
+            json!({"name": "echo", "version": "1.0.0", "runtime": "wasm", "actions": ["echo"], "resource_limits": {"memory": "1m"}}),
+        )
+        .unwrap();
+        assert!(m.is_wasm());
+        assert!(m.services.is_empty());
+        assert_eq!(m.memory_bytes, Some(1 << 20));
+        assert!(m.service_requests("echo", &Config::default()).unwrap().is_empty());
+        let e = validate(json!({"name": "e", "version": "1.0.0", "runtime": "wasm", "image": "x:1"})).unwrap_err();
+        assert_eq!(e.field, "image");
+        let e = validate(json!({"name": "e", "version": "1.0.0", "runtime": "wasm", "services": [{"name": "a"}]})).unwrap_err();
+        assert_eq!(e.field, "services");
+        let e = validate(json!({"name": "e", "version": "1.0.0", "runtime": "wasm", "permissions": ["network.internet"]})).unwrap_err();
+        assert_eq!(e.field, "permissions");
+        let e = validate(json!({"name": "e", "version": "1.0.0", "runtime": "lambda"})).unwrap_err();
+        assert_eq!(e.field, "runtime");
+        let e = validate(json!({"name": "e", "version": "1.0.0", "resource_limits": {"memory": "1m"}})).unwrap_err();
+        assert_eq!(e.field, "resource_limits");
+        let e = validate(json!({"name": "e", "version": "1.0.0", "runtime": "wasm", "resource_limits": {"memory": "100g"}})).unwrap_err();
+        assert_eq!(e.field, "resource_limits.memory");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod dispatch;
 pub mod manifest;
 pub mod schema;
+pub mod wasm;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,9 @@ pub enum AddonError {
     /// The addon answered, with an error of its own.
     #[error("{message}")]
     Addon { status: u16, message: String },
+    /// A WebAssembly addon's module or call failed.
+    #[error(transparent)]
+    Wasm(#[from] crate::wasm::WasmError),
 }
 
 impl From<FieldError> for AddonError {
@@ -137,6 +141,17 @@ pub struct Addons {
     install_lock: tokio::sync::Mutex<()>,
     /// Addon instances with a deployment under way: one at a time each.
     deploying: Mutex<std::collections::HashSet<String>>,
+    /// The WebAssembly runtime (none if this host cannot run it: WASM calls are then 503).
+    wasm: Option<Arc<crate::wasm::Wasm>>,
+    /// The module each WASM addon instance runs; a publish replaces the entry, and calls
+    /// under way keep the `Arc` of the module they started with.
+    modules: std::sync::RwLock<HashMap<String, Arc<crate::wasm::LoadedModule>>>,
+    /// One module load from disk at a time (the first call after a start loads it).
+    module_load: tokio::sync::Mutex<()>,
+    /// Where WASM guests' events go (the events bus, set by the daemon once it exists).
+    event_sink: std::sync::OnceLock<Arc<dyn wasm::EventSink>>,
+    /// Lets `&self` hand the guests' host functions an owning handle.
+    me: std::sync::Weak<Addons>,
 }
 
 /// The phase of an addon follows from its services'.
@@ -178,7 +193,19 @@ impl Addons {
             .max_capacity(cfg.widgets.cache_max_entries)
             .time_to_live(Duration::from_secs_f64(cfg.widgets.cache_ttl_seconds))
             .build();
-        Arc::new(Addons {
+        let wasm = match crate::wasm::Wasm::new(&cfg) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "WebAssembly addons cannot run on this host");
+                None
+            }
+        };
+        Arc::new_cyclic(|me| Addons {
+            wasm,
+            modules: std::sync::RwLock::new(HashMap::new()),
+            module_load: tokio::sync::Mutex::new(()),
+            event_sink: std::sync::OnceLock::new(),
+            me: me.clone(),
             dispatcher: Dispatcher::new(cfg.clone(), lifecycle.clone(), metrics.clone()),
             cfg,
             lifecycle,
@@ -321,6 +348,7 @@ impl Addons {
                     "author": latest.author,
                     "category": latest.category,
                     "image": latest.image,
+                    "runtime": latest.runtime_name(),
                     "actions": latest.actions.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
                     "widgets": latest.widgets.iter().map(|w| w.name.clone()).collect::<Vec<_>>(),
                     "permissions": latest.permissions,
@@ -350,14 +378,26 @@ impl Addons {
         let services = self.lifecycle.store().services_of_addon(instance).await?;
         let config: Value = serde_json::from_str(&row.config).unwrap_or(Value::Null);
         let last_deployment = self.last_deployment(instance).await;
+        let module = if m.is_wasm() { self.module_view(instance).await } else { Value::Null };
+        let phase = if m.is_wasm() {
+            if module.is_null() {
+                "Stopped"
+            } else {
+                "Started"
+            }
+        } else {
+            addon_phase(&services).as_str()
+        };
         Ok(json!({
+            "runtime": m.runtime_name(),
+            "module": module,
             "deploying": self.is_deploying(instance),
             "last_deployment": last_deployment,
             "instance": row.instance,
             "name": row.addon,
             "version": row.version,
             "category": m.category,
-            "phase": addon_phase(&services).as_str(),
+            "phase": phase,
             "config": config,
             "actions": m.actions.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
             "widgets": m.widgets.iter().map(|w| w.name.clone()).collect::<Vec<_>>(),
@@ -464,6 +504,7 @@ impl Addons {
             plan: None,
         };
         self.lifecycle.create_group(Some((row, deployment)), &instance, specs).await?;
+        self.drop_module(&instance);
         crate::failpoint::debug_failpoint("install");
         self.bump_generation(&instance);
         tracing::info!(addon = %m.name, version = %m.version, %instance, "installed");
@@ -583,6 +624,7 @@ impl Addons {
             return Err(AddonError::NotFound(format!("no addon is installed as `{instance}`")));
         }
         crate::failpoint::debug_failpoint("uninstall");
+        self.drop_module(instance);
         self.bump_generation(instance);
         tracing::info!(%instance, "uninstalled");
         self.lifecycle.notice("addon.uninstalled", json!({"addon": row.addon, "version": row.version, "instance": instance}));
@@ -719,6 +761,9 @@ impl Addons {
     /// `POST /events` on one healthy instance of a subscriber; Ok only on 2xx.
     pub async fn deliver_event(&self, instance: &str, body: Bytes, timeout: Duration) -> Result<(), String> {
         let inst = self.installed(instance).await.map_err(|e| e.to_string())?;
+        if inst.manifest.is_wasm() {
+            return self.deliver_event_wasm(&inst, &body, timeout).await.map_err(|e| e.to_string());
+        }
         let svc = inst.entry().map_err(|e| e.to_string())?;
         match self.dispatcher.post(svc, instance, "/events", body, timeout).await {
             Ok(r) if (200..300).contains(&r.status) => Ok(()),
@@ -729,6 +774,11 @@ impl Addons {
 
     /// Whether every service of an installed addon instance is Started.
     pub async fn is_started(&self, instance: &str) -> bool {
+        if let Ok(inst) = self.installed(instance).await {
+            if inst.manifest.is_wasm() {
+                return self.module(instance).await.is_ok();
+            }
+        }
         match self.lifecycle.store().services_of_addon(instance).await {
             Ok(services) => addon_phase(&services) == Phase::Started,
             Err(_) => false,
@@ -782,9 +832,19 @@ impl Addons {
                 Bytes::from(data.to_string())
             }
         };
-        let svc = inst.entry()?;
         let timeout = Duration::from_secs_f64(a.timeout_seconds.unwrap_or(self.cfg.addons.execute_timeout_seconds));
         let t0 = Instant::now();
+        if m.is_wasm() {
+            let r = self.call_wasm(&inst, crate::wasm::Entry::Execute { action, input: &body }, timeout).await;
+            let status = match &r {
+                Ok(_) => "success",
+                Err(AddonError::Wasm(crate::wasm::WasmError::Timeout(_))) => "timeout",
+                Err(_) => "error",
+            };
+            self.metrics.execution(&row.addon, action, status, t0.elapsed().as_secs_f64());
+            return r.map(Bytes::from);
+        }
+        let svc = inst.entry()?;
         let result = self.dispatcher.post(svc, instance, &format!("/execute/{action}"), body, timeout).await;
         let secs = t0.elapsed().as_secs_f64();
         let (status, out) = match result {
@@ -868,24 +928,31 @@ impl Addons {
             return Ok(Rendered { widget: hit, cached: true });
         }
         self.metrics.widget_cache_misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let svc = inst.entry()?;
         let body = json!({"config": config, "context": context});
         let t0 = Instant::now();
         let timeout = Duration::from_secs_f64(self.cfg.addons.execute_timeout_seconds);
-        let reply =
-            self.dispatcher.post(svc, instance, &format!("/widgets/{widget}/render"), Bytes::from(body.to_string()), timeout).await?;
+        let (reply_status, reply_body) = if m.is_wasm() {
+            let input = body.to_string();
+            let out = self.call_wasm(&inst, crate::wasm::Entry::Render { widget, input: input.as_bytes() }, timeout).await?;
+            (200, Bytes::from(out))
+        } else {
+            let svc = inst.entry()?;
+            let r =
+                self.dispatcher.post(svc, instance, &format!("/widgets/{widget}/render"), Bytes::from(body.to_string()), timeout).await?;
+            (r.status, r.body)
+        };
         self.metrics.render(&row.addon, widget, t0.elapsed().as_secs_f64());
-        if !(200..300).contains(&reply.status) {
+        if !(200..300).contains(&reply_status) {
             return Err(AddonError::Addon {
-                status: reply.status,
+                status: reply_status,
                 message: format!(
                     "addon `{instance}` could not render `{widget}` (HTTP {}): {}",
-                    reply.status,
-                    String::from_utf8_lossy(&reply.body).chars().take(500).collect::<String>()
+                    reply_status,
+                    String::from_utf8_lossy(&reply_body).chars().take(500).collect::<String>()
                 ),
             });
         }
-        let v: Value = serde_json::from_slice(&reply.body)
+        let v: Value = serde_json::from_slice(&reply_body)
             .map_err(|_| AddonError::Addon { status: 502, message: format!("addon `{instance}` rendered `{widget}` as invalid JSON") })?;
         let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let widget_v = json!({"html": text("html"), "css": text("css"), "javascript": text("javascript")});

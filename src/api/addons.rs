@@ -205,6 +205,37 @@ pub(super) async fn upgrade_addon(
     ok(StatusCode::OK, v, &msg)
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PublishQuery {
+    version: Option<String>,
+}
+
+/// `POST /api/addons/{name}/publish?version=V`: a WebAssembly module as the body
+/// (`application/wasm`, at most `wasm.max_module_bytes`), deployed to a WASM addon.
+pub(super) async fn publish_addon(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    caller: Option<Extension<Caller>>,
+    q: Result<Query<PublishQuery>, QueryRejection>,
+    req: Request,
+) -> ApiResult {
+    let Query(q) = q?;
+    let ct = req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.is_empty() && !ct.starts_with("application/wasm") && !ct.starts_with("application/octet-stream") {
+        return Err(ApiError::new(
+            ErrorCode::InvalidBody,
+            format!("the body is the module itself: send it as Content-Type: application/wasm, not {ct}"),
+        )
+        .field_name("body"));
+    }
+    let limit = st.addons.config().wasm.max_module_bytes;
+    let bytes = read_body(req.into_body(), limit, "wasm.max_module_bytes").await?;
+    let v = st.addons.publish(&name, q.version.as_deref(), bytes, who(caller)).await?;
+    let msg = deployment_message(&name, &v);
+    ok(StatusCode::OK, v, &msg)
+}
+
 /// `POST /api/addons/{name}/rollback`: an earlier deployment, through the same path.
 pub(super) async fn rollback_addon(
     State(st): State<AppState>,

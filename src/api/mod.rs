@@ -156,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/addons/{name}/execute", post(addons::execute_action))
         .route("/api/addons/{name}/upgrade", post(addons::upgrade_addon))
         .route("/api/addons/{name}/rollback", post(addons::rollback_addon))
+        .route("/api/addons/{name}/publish", post(addons::publish_addon))
         .route("/api/addons/{name}/deployments", get(addons::addon_deployments))
         .route("/api/addons/{name}/schedules", get(addons::schedule_runs))
         .route("/api/widgets", get(addons::widget_catalogue))

@@ -398,11 +398,38 @@ impl Client {
         self.send_payload(method, path_and_query, "application/json", payload).await
     }
 
+    /// Sends a body that is not JSON (a WebAssembly module to publish) and parses the
+    /// envelope of the reply, whatever its status.
+    pub async fn request_bytes(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<Response, ClientError> {
+        let resp = match self.send_payload(method, path_and_query, content_type, Some(body)).await? {
+            Sent::Reply(resp) => resp,
+            Sent::Refused(raw) => {
+                let parsed: Value = serde_json::from_slice(&raw.body).map_err(|e| {
+                    ClientError::Protocol(format!("the daemon answered HTTP {} with a body that is not JSON ({e})", raw.status))
+                })?;
+                return Ok(Response { status: raw.status, body: parsed });
+            }
+        };
+        let status = resp.status().as_u16();
+        let bytes =
+            resp.into_body().collect().await.map_err(|e| ClientError::Protocol(format!("reading the reply failed: {e}")))?.to_bytes();
+        let parsed: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ClientError::Protocol(format!("the daemon answered HTTP {status} with a body that is not JSON ({e}): {}", snippet(&bytes)))
+        })?;
+        Ok(Response { status, body: parsed })
+    }
+
     async fn send_payload(
         &self,
         method: Method,
         path_and_query: &str,
-        content_type: &'static str,
+        content_type: &str,
         body: Option<Bytes>,
     ) -> Result<Sent, ClientError> {
         if !path_and_query.starts_with('/') {

@@ -91,6 +91,10 @@ codes! {
     BuildFailed = "build_failed", UNPROCESSABLE_ENTITY;
     UpstreamError = "upstream_error", BAD_GATEWAY;
     AddonError = "addon_error", BAD_GATEWAY;
+    // WebAssembly addons: a guest that trapped, ran out of its memory limit or its deadline.
+    AddonTrapped = "addon_trapped", INTERNAL_SERVER_ERROR;
+    MemoryLimitExceeded = "memory_limit_exceeded", INSUFFICIENT_STORAGE;
+    ActionTimeout = "action_timeout", GATEWAY_TIMEOUT;
     Timeout = "timeout", GATEWAY_TIMEOUT;
     WaitTimeout = "wait_timeout", GATEWAY_TIMEOUT;
 }
@@ -164,6 +168,9 @@ mod tests {
             (ErrorCode::BuildFailed, "build_failed", 422),
             (ErrorCode::UpstreamError, "upstream_error", 502),
             (ErrorCode::AddonError, "addon_error", 502),
+            (ErrorCode::AddonTrapped, "addon_trapped", 500),
+            (ErrorCode::MemoryLimitExceeded, "memory_limit_exceeded", 507),
+            (ErrorCode::ActionTimeout, "action_timeout", 504),
             (ErrorCode::Timeout, "timeout", 504),
             (ErrorCode::WaitTimeout, "wait_timeout", 504),
         ];

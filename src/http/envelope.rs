@@ -170,6 +170,20 @@ impl From<AddonError> for ApiError {
             AddonError::Dispatch(d @ DispatchError::Timeout(_)) => ApiError::new(ErrorCode::Timeout, d.to_string()),
             AddonError::Dispatch(d @ DispatchError::Upstream(_)) => ApiError::new(ErrorCode::UpstreamError, d.to_string()),
             AddonError::Addon { message, .. } => ApiError::new(ErrorCode::AddonError, message),
+            AddonError::Wasm(w) => {
+                use crate::wasm::WasmError as W;
+                match w {
+                    W::Invalid(m) => ApiError::new(ErrorCode::ValidationFailed, m).field_name("body"),
+                    W::Timeout(m) => ApiError::new(ErrorCode::ActionTimeout, m),
+                    W::Trapped(m) => ApiError::new(ErrorCode::AddonTrapped, m),
+                    W::Memory(m) => ApiError::new(ErrorCode::MemoryLimitExceeded, m),
+                    W::Denied(m) => ApiError::new(ErrorCode::PermissionDenied, m),
+                    W::Overloaded(m) => ApiError::new(ErrorCode::Overloaded, m),
+                    W::Unpublished(m) => ApiError::new(ErrorCode::Unavailable, m),
+                    W::Guest(m) => ApiError::new(ErrorCode::AddonError, m),
+                    W::Io(m) => ApiError::new(ErrorCode::Internal, m),
+                }
+            }
         }
     }
 }

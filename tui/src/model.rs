@@ -177,6 +177,8 @@ pub struct Addon {
     pub category: String,
     pub description: String,
     pub image: Option<String>,
+    /// `container` or `wasm` (a daemon before WebAssembly addons sends none: `container`).
+    pub runtime: String,
     /// Instances it is installed as (`name@version`).
     pub installed: Vec<String>,
     /// Each installed instance with its deployments (loaded after the catalogue).
@@ -245,6 +247,7 @@ impl Addon {
             category: text(v, "category").unwrap_or_default(),
             description: text(v, "description").unwrap_or_default(),
             image: text(v, "image"),
+            runtime: text(v, "runtime").unwrap_or_else(|| "container".into()),
             installed: v
                 .get("installed")
                 .and_then(Value::as_array)

@@ -63,6 +63,8 @@ pub(crate) enum AddonCmd {
     History(AddonNameArg),
     /// Build an addon's image from a directory (Dockerfile + addon.toml) and register it
     Build(crate::builds::BuildArgs),
+    /// Publish a WebAssembly module to an installed runtime = "wasm" addon (live at once)
+    Publish(crate::deployments::PublishArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -260,6 +262,7 @@ impl Ctl {
             AddonCmd::Config(a) => self.addon_config(&a).await,
             AddonCmd::Upgrade(a) => self.addon_upgrade(&a).await,
             AddonCmd::Rollback(a) => self.addon_rollback(&a).await,
+            AddonCmd::Publish(a) => self.addon_publish(&a).await,
             AddonCmd::History(a) => self.addon_history(&a.name).await,
             AddonCmd::Build(a) => self.addon_build(a).await,
             AddonCmd::Execute(a) => {

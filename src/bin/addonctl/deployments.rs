@@ -36,7 +36,31 @@ pub(crate) struct RollbackArgs {
     pub(crate) to: Option<i64>,
 }
 
+#[derive(Args, Debug, Clone)]
+pub(crate) struct PublishArgs {
+    /// Installed WASM addon instance
+    pub(crate) name: String,
+    /// The module (.wasm) to publish
+    pub(crate) file: std::path::PathBuf,
+    /// Move the instance to this registered version of its manifest as well
+    #[arg(long)]
+    pub(crate) version: Option<String>,
+}
+
 impl Ctl {
+    /// Sends the module as it is; the daemon validates and compiles it before it changes
+    /// anything, and the deployment swaps it in.
+    pub(crate) async fn addon_publish(&self, a: &PublishArgs) -> anyhow::Result<()> {
+        let bytes = std::fs::read(&a.file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", a.file.display()))?;
+        let mut path = addon_path(&a.name, "publish");
+        if let Some(v) = &a.version {
+            path.push_str(&format!("?version={}", addond::client::encode_query_value(v)));
+        }
+        let reply = self.client.request_bytes(Method::POST, &path, "application/wasm", bytes.into()).await?;
+        let data = reply.into_result()?;
+        self.deployment_outcome(&data)
+    }
+
     pub(crate) async fn addon_upgrade(&self, a: &UpgradeArgs) -> anyhow::Result<()> {
         let mut body = Map::new();
         if let Some(v) = &a.version {

@@ -54,12 +54,20 @@ pub(super) fn draw_addons(app: &App, t: Theme, f: &mut Frame, area: Rect) {
         f.render_widget(Paragraph::new(Line::styled(msg, t.dim())).wrap(Wrap { trim: true }).block(block), area);
         return;
     }
-    let header = Row::new(["NAME", "VERSION", "CATEGORY", "INSTALLED AS", "DESCRIPTION"]).style(Style::new().add_modifier(Modifier::BOLD));
+    let header = Row::new(["NAME", "VERSION", "RUNTIME", "CATEGORY", "INSTALLED AS", "DESCRIPTION"])
+        .style(Style::new().add_modifier(Modifier::BOLD));
     let rows = list.iter().map(|a| {
         let inst = if a.installed.is_empty() { "-".to_string() } else { a.installed.join(",") };
-        Row::new([a.name.clone(), a.version.clone(), a.category.clone(), inst, a.description.clone()])
+        Row::new([a.name.clone(), a.version.clone(), a.runtime.clone(), a.category.clone(), inst, a.description.clone()])
     });
-    let widths = [Constraint::Length(18), Constraint::Length(9), Constraint::Length(13), Constraint::Length(16), Constraint::Min(10)];
+    let widths = [
+        Constraint::Length(18),
+        Constraint::Length(9),
+        Constraint::Length(9),
+        Constraint::Length(13),
+        Constraint::Length(16),
+        Constraint::Min(10),
+    ];
     let table = Table::new(rows, widths)
         .header(header)
         .block(block.title_bottom(Line::styled(" i install · R reload ", t.dim())))
