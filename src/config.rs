@@ -51,6 +51,38 @@ pub struct Config {
     pub build: BuildConfig,
     pub metrics: MetricsConfig,
     pub notify: NotifyConfig,
+    pub environments: EnvironmentsConfig,
+}
+
+/// Longest environment name.
+pub const MAX_ENVIRONMENT_NAME: usize = 12;
+
+/// Checks an environment name: a short name without the separator.
+pub fn check_environment(env: &str) -> Result<(), String> {
+    if !env.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || env.is_empty()
+        || env.starts_with('-')
+        || env.ends_with('-') || env.len() > MAX_ENVIRONMENT_NAME || env.contains("--") {
+        return Err(format!(
+            "`{env}` is not an environment name: 1–{MAX_ENVIRONMENT_NAME} lowercase letters, digits and single `-` (like dev, staging, prod)"
+        ));
+    }
+    Ok(())
+}
+
+/// Environments of installed addons (`[environments]`, docs/deployments.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvironmentsConfig {
+    /// The promotion order: a promotion may only go to the next of these environments the
+    /// addon has (unless forced). `--environments` without a list installs these.
+    pub pipeline: Vec<String>,
+}
+
+impl Default for EnvironmentsConfig {
+    fn default() -> Self {
+        EnvironmentsConfig { pipeline: vec!["dev".into(), "staging".into(), "prod".into()] }
+    }
 }
 
 /// The TCP metrics listener: `GET /metrics` for Prometheus, off unless `listen` is set.
@@ -324,6 +356,9 @@ pub struct GatewayConfig {
     /// Worker threads serving the gateway, each a whole request start to end (0: one per
     /// CPU core the daemon may use).
     pub workers: usize,
+    /// When set (`addons.example.com`), a request to `<addon>.<environment>.<base_domain>`
+    /// is for that environment of the addon; empty: environments only by the key's grant.
+    pub base_domain: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -445,6 +480,7 @@ impl Default for GatewayConfig {
             failed_auth_per_proxy_per_minute: 600,
             rotation_grace_seconds: 0.0,
             workers: 0,
+            base_domain: String::new(),
         }
     }
 }
@@ -683,6 +719,16 @@ impl Config {
 
     /// Refuses values that would make the daemon misbehave later, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (i, env) in self.environments.pipeline.iter().enumerate() {
+            check_environment(env).map_err(|m| invalid(&format!("environments.pipeline[{i}]"), m))?;
+            if self.environments.pipeline[..i].contains(env) {
+                return Err(invalid(&format!("environments.pipeline[{i}]"), format!("`{env}` is listed twice")));
+            }
+        }
+        let bd = &self.gateway.base_domain;
+        if !bd.is_empty() && (bd.starts_with('.') || bd.ends_with('.') || bd.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-'))) {
+            return Err(invalid("gateway.base_domain", format!("`{bd}` is not a domain name like addons.example.com")));
+        }
         let p = &self.ports;
         if p.range_start == 0 || p.range_start > p.range_end {
             return Err(invalid("ports.range_start", format!("must be between 1 and ports.range_end ({})", p.range_end)));

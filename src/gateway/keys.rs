@@ -112,7 +112,11 @@ impl Keyring {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .any(|g| !g.revoked && addon.is_none_or(|a| a == g.addon_instance) && g.allowed_origins.iter().any(|o| o == origin || o == "*"))
+            .any(|g| {
+                !g.revoked
+                    && addon.is_none_or(|a| a == g.addon_instance || crate::model::split_environment(&g.addon_instance).0 == a)
+                    && g.allowed_origins.iter().any(|o| o == origin || o == "*")
+            })
     }
 }
 

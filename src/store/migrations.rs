@@ -210,6 +210,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX builds_by_target ON builds (kind, target, id);
     CREATE UNIQUE INDEX builds_one_running ON builds (kind, target) WHERE status = 'building';
     "#,
+    // 7: environments: an installed instance is one environment (`environment`) of an
+    // addon installed as `base`; installs made before are their own base, in `prod`.
+    r#"
+    ALTER TABLE addon_installs ADD COLUMN base TEXT NOT NULL DEFAULT '';
+    ALTER TABLE addon_installs ADD COLUMN environment TEXT NOT NULL DEFAULT 'prod';
+    UPDATE addon_installs SET base = instance WHERE base = '';
+    "#,
 ];
 
 pub(super) fn open_sync(path: &Path) -> Result<Connection, StoreError> {

@@ -88,10 +88,14 @@ pub(super) fn draw_addons(app: &App, t: Theme, f: &mut Frame, area: Rect) {
 fn draw_deployments(addon: &model::Addon, t: Theme, f: &mut Frame, area: Rect) {
     let block = Block::bordered().title(Line::styled(format!(" Deployments of {} ", addon.name), t.accent()));
     let mut lines = Vec::new();
-    for i in &addon.instances {
+    // Environments of one installation side by side: grouped by base name.
+    let mut instances: Vec<&model::InstalledAddon> = addon.instances.iter().collect();
+    instances.sort_by(|a, b| a.base.cmp(&b.base));
+    for i in instances {
         let mut head = vec![
             Span::styled(i.instance.clone(), Style::new().add_modifier(Modifier::BOLD)),
-            Span::raw(format!("  {}  {}", i.version, i.phase)),
+            Span::styled(format!(" [{}]", i.environment), t.accent()),
+            Span::raw(format!("  {}  {}  {}", i.version, i.phase, i.health)),
         ];
         if i.deploying {
             head.push(Span::styled("  deploying…", t.accent()));
