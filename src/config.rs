@@ -62,7 +62,10 @@ pub fn check_environment(env: &str) -> Result<(), String> {
     if !env.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         || env.is_empty()
         || env.starts_with('-')
-        || env.ends_with('-') || env.len() > MAX_ENVIRONMENT_NAME || env.contains("--") {
+        || env.ends_with('-')
+        || env.len() > MAX_ENVIRONMENT_NAME
+        || env.contains("--")
+    {
         return Err(format!(
             "`{env}` is not an environment name: 1–{MAX_ENVIRONMENT_NAME} lowercase letters, digits and single `-` (like dev, staging, prod)"
         ));
@@ -726,7 +729,9 @@ impl Config {
             }
         }
         let bd = &self.gateway.base_domain;
-        if !bd.is_empty() && (bd.starts_with('.') || bd.ends_with('.') || bd.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-'))) {
+        if !bd.is_empty()
+            && (bd.starts_with('.') || bd.ends_with('.') || bd.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-')))
+        {
             return Err(invalid("gateway.base_domain", format!("`{bd}` is not a domain name like addons.example.com")));
         }
         let p = &self.ports;

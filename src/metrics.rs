@@ -339,11 +339,7 @@ impl Metrics {
         }
         out.push_str("# HELP widget_render_time_seconds Time addons took to render a widget (cache misses).\n# TYPE widget_render_time_seconds histogram\n");
         for (addon, widget, stats) in sorted(&self.renders) {
-            stats.time.render(
-                out,
-                "widget_render_time_seconds",
-                &format!("{},widget=\"{}\"", addon_labels(&addon), escape(&widget)),
-            );
+            stats.time.render(out, "widget_render_time_seconds", &format!("{},widget=\"{}\"", addon_labels(&addon), escape(&widget)));
         }
         family(out, "addond_breaker_opens_total", "counter", "Times an instance's circuit breaker opened.");
         for (labels, n) in self.breaker_opens.lock().unwrap_or_else(|e| e.into_inner()).iter() {
@@ -386,7 +382,10 @@ mod tests {
         m.execution(&addon_key("pay", "prod"), "charge", "success", 0.1);
         let mut out = String::new();
         m.render_text(&mut out);
-        assert!(out.contains("addon_executions_total{addon_id=\"pay\",environment=\"dev\",function_name=\"charge\",status=\"success\"} 1"), "{out}");
+        assert!(
+            out.contains("addon_executions_total{addon_id=\"pay\",environment=\"dev\",function_name=\"charge\",status=\"success\"} 1"),
+            "{out}"
+        );
         assert!(out.contains("addon_executions_total{addon_id=\"pay\",function_name=\"charge\",status=\"success\"} 1"), "{out}");
     }
 

@@ -58,7 +58,11 @@ async fn settled(d: &Daemon, base: &str, want: &[(&str, &str)], secs: u64) -> Va
         let envs = by_env(&v);
         let ok = want.iter().all(|(e, version)| {
             envs.get(*e).is_some_and(|x| {
-                x["phase"] == "Started" && x["version"] == *version && x["health"] == "healthy" && x["instances"] == 1 && !x["deploying"].as_bool().unwrap()
+                x["phase"] == "Started"
+                    && x["version"] == *version
+                    && x["health"] == "healthy"
+                    && x["instances"] == 1
+                    && !x["deploying"].as_bool().unwrap()
             })
         });
         if ok {
@@ -126,19 +130,27 @@ async fn environments_are_isolated_promoted_by_image_and_keyed() {
     assert_ne!(id1, id2);
     register(&d, manifest("pay", "1.0.0", tag1, json!({}), json!({}))).await;
     register(&d, manifest("pay", "2.0.0", tag2, json!({}), json!({}))).await;
-    register(&d, manifest("inv", "1.0.0", IMAGE, json!({}), json!({"events": {"subscribes": ["pay.*"]}, "permissions": ["network.internet"]})))
-        .await;
+    register(
+        &d,
+        manifest("inv", "1.0.0", IMAGE, json!({}), json!({"events": {"subscribes": ["pay.*"]}, "permissions": ["network.internet"]})),
+    )
+    .await;
 
     // A user instance name may not contain the environment separator.
     let r = d.post("/api/addons/pay/install", json!({"instance": "pay--x"})).await;
     assert_eq!((r.status, r.error().and_then(|e| e.field).as_deref()), (400, Some("instance")), "{:?}", r.body);
 
     // Three environments, through addonctl; each its own instance on its own port.
-    let o = ctl(&d, &["addons", "install", "pay", "--version", "1.0.0", "--environments", "dev,staging,prod", "--wait", "--timeout", "180"]).await;
+    let o =
+        ctl(&d, &["addons", "install", "pay", "--version", "1.0.0", "--environments", "dev,staging,prod", "--wait", "--timeout", "180"])
+            .await;
     ok(&o, "install --environments");
     let v = settled(&d, "pay", &[("dev", "1.0.0"), ("staging", "1.0.0"), ("prod", "1.0.0")], 120).await;
     let envs = by_env(&v);
-    assert_eq!(v["environments"].as_array().unwrap().iter().map(|e| e["environment"].as_str().unwrap()).collect::<Vec<_>>(), ["dev", "staging", "prod"]);
+    assert_eq!(
+        v["environments"].as_array().unwrap().iter().map(|e| e["environment"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["dev", "staging", "prod"]
+    );
     assert_eq!((envs["dev"]["instance"].as_str(), envs["prod"]["instance"].as_str()), (Some("pay--dev"), Some("pay")));
     let mut ports: Vec<u64> = envs.values().map(|e| e["host_ports"][0].as_u64().unwrap()).collect();
     ports.sort();
@@ -199,7 +211,13 @@ async fn environments_are_isolated_promoted_by_image_and_keyed() {
         if Instant::now() > deadline {
             let subs = d.get("/api/events/subscribers").await;
             let log: Vec<String> = d.log().lines().filter(|l| l.contains("event") || l.contains("WARN")).map(str::to_string).collect();
-            panic!("events never arrived: dev {:?} prod {:?}\n{:?}\n{}", received(port("dev")).await, received(port("prod")).await, subs.body, tail(&log.join("\n"), 30));
+            panic!(
+                "events never arrived: dev {:?} prod {:?}\n{:?}\n{}",
+                received(port("dev")).await,
+                received(port("prod")).await,
+                subs.body,
+                tail(&log.join("\n"), 30)
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -250,8 +268,12 @@ async fn environments_are_isolated_promoted_by_image_and_keyed() {
     let (st, body) = gw_whoami(gw, "pay", &prod_key).await;
     assert_eq!((st, body["data"]["version"].as_str()), (200, Some("1.0.0")), "a prod key reaches prod: {body}");
     assert!(!body.to_string().contains("pay--"), "{body}");
-    let metrics = String::from_utf8_lossy(&d.client.request_raw(addond::client::Method::GET, "/metrics", None).await.unwrap().body).to_string();
-    assert!(metrics.contains("addon_executions_total{addon_id=\"pay\",environment=\"dev\",function_name=\"whoami\",status=\"success\"}"), "{metrics}");
+    let metrics =
+        String::from_utf8_lossy(&d.client.request_raw(addond::client::Method::GET, "/metrics", None).await.unwrap().body).to_string();
+    assert!(
+        metrics.contains("addon_executions_total{addon_id=\"pay\",environment=\"dev\",function_name=\"whoami\",status=\"success\"}"),
+        "{metrics}"
+    );
     let (st, body) = gw_whoami(gw, "pay--prod", &dev_key).await;
     assert_eq!(st, 403, "a dev key is refused on prod: {body}");
     let (st, body) = gw_whoami(gw, "pay--dev", &prod_key).await;
@@ -268,7 +290,8 @@ async fn failed_promotion_rolls_back_and_kill9_leaves_one_version_each() {
     let mut m2 = manifest("slow", "2.0.0", IMAGE, json!({"SAMPLE_HEALTH_DELAY_MS": "4000"}), json!({}));
     m2["services"][0]["health_check"]["retries"] = json!(10);
     register(&d, m2).await;
-    let r = d.post("/api/addons/slow/install?wait=started&timeout=120", json!({"version": "1.0.0", "environments": ["dev", "staging"]})).await;
+    let r =
+        d.post("/api/addons/slow/install?wait=started&timeout=120", json!({"version": "1.0.0", "environments": ["dev", "staging"]})).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     settled(&d, "slow", &[("dev", "1.0.0"), ("staging", "1.0.0")], 90).await;
     let r = d.post("/api/addons/slow--dev/upgrade", json!({"version": "2.0.0"})).await;

@@ -216,9 +216,10 @@ impl Addons {
         }
         // What `from` runs: its newest succeeded deployment recorded each service's image id.
         let history = self.lifecycle.store().deployments_of(&from.instance).await?;
-        let current = history.iter().rev().find(|d| d.outcome == "succeeded").ok_or_else(|| {
-            AddonError::Conflict(format!("`{}` ({}) has no succeeded deployment to promote", from.instance, req.from))
-        })?;
+        let current =
+            history.iter().rev().find(|d| d.outcome == "succeeded").ok_or_else(|| {
+                AddonError::Conflict(format!("`{}` ({}) has no succeeded deployment to promote", from.instance, req.from))
+            })?;
         let manifest = self.manifest(&from.addon, Some(&from.version)).await?;
         let records: Vec<ImageRecord> = serde_json::from_str(&current.images).unwrap_or_default();
         let mut images = HashMap::new();

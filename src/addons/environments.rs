@@ -32,7 +32,10 @@ pub fn pipeline_gap(pipeline: &[String], have: &[String], from: &str, to: &str) 
     let pos = |e: &str| pipeline.iter().position(|p| p == e);
     let (f, t) = (pos(from)?, pos(to)?);
     if t < f {
-        return Some(format!("`{to}` comes before `{from}` in environments.pipeline ({}); promote forward, or force it", pipeline.join(" → ")));
+        return Some(format!(
+            "`{to}` comes before `{from}` in environments.pipeline ({}); promote forward, or force it",
+            pipeline.join(" → ")
+        ));
     }
     let missing: Vec<&str> = pipeline[f + 1..t].iter().filter(|e| have.contains(e)).map(String::as_str).collect();
     let first = missing.first()?;

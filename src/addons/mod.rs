@@ -424,7 +424,14 @@ impl Addons {
 
     /// Installs environment `env` of the addon installed as `base` (the instance
     /// [`crate::model::environment_instance`] names).
-    async fn install_environment(&self, name: &str, req: InstallRequest, base: &str, env: &str, req_who: String) -> Result<Value, AddonError> {
+    async fn install_environment(
+        &self,
+        name: &str,
+        req: InstallRequest,
+        base: &str,
+        env: &str,
+        req_who: String,
+    ) -> Result<Value, AddonError> {
         let _guard = self.install_lock.lock().await;
         let m = self.manifest(name, req.version.as_deref()).await?;
         let instance = crate::model::environment_instance(base, env);

@@ -102,8 +102,7 @@ pub(super) async fn list_grants(State(st): State<AppState>, q: Result<Query<Hash
 
 /// Creates a grant and returns its key, in clear, this once.
 pub(super) async fn create_grant(State(st): State<AppState>, JsonBody(b): JsonBody<GrantBody>) -> ApiResult {
-    let (row, key) =
-        access::create_grant(
+    let (row, key) = access::create_grant(
         st.lifecycle.store(),
         st.gateway.as_ref(),
         &b.application,

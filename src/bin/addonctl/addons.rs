@@ -248,9 +248,18 @@ impl Ctl {
                 let data = self.call(Method::POST, &path, Some(&Value::Object(body))).await?;
                 if a.environments.is_some() {
                     if self.quiet && !self.json {
-                        let names: Vec<String> =
-                            data["environments"].as_array().into_iter().flatten().map(|e| format!("{}
-", cell(&text(e, "instance")))).collect();
+                        let names: Vec<String> = data["environments"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|e| {
+                                format!(
+                                    "{}
+",
+                                    cell(&text(e, "instance"))
+                                )
+                            })
+                            .collect();
                         return emit(&names.concat());
                     }
                     return self.show(&data, crate::environments::render_environments);
