@@ -62,7 +62,7 @@ pub(super) fn draw_addons(app: &App, t: Theme, f: &mut Frame, area: Rect) {
     let widths = [Constraint::Length(18), Constraint::Length(9), Constraint::Length(13), Constraint::Length(16), Constraint::Min(10)];
     let table = Table::new(rows, widths)
         .header(header)
-        .block(block.title_bottom(Line::styled(" i install · R reload ", t.dim())))
+        .block(block.title_bottom(Line::styled(" i install · p promote · R reload ", t.dim())))
         .row_highlight_style(t.selected())
         .highlight_symbol("▶ ")
         .highlight_spacing(HighlightSpacing::Always);
@@ -94,8 +94,9 @@ fn draw_deployments(addon: &model::Addon, t: Theme, f: &mut Frame, area: Rect) {
     for i in instances {
         let mut head = vec![
             Span::styled(i.instance.clone(), Style::new().add_modifier(Modifier::BOLD)),
-            Span::styled(format!(" [{}]", i.environment), t.accent()),
-            Span::raw(format!("  {}  {}  {}", i.version, i.phase, i.health)),
+            Span::raw(format!("  {}  {}", i.version, i.phase)),
+            Span::styled(format!("  [{}]", i.environment), t.accent()),
+            Span::styled(format!(" {}", i.health), t.dim()),
         ];
         if i.deploying {
             head.push(Span::styled("  deploying…", t.accent()));
