@@ -99,11 +99,16 @@ async fn api_call(d: &Daemon, instance: &str, method: &str, path: &str, body: Va
 
 /// `whoami` through the gateway at `path_addon` with `key`: (status, body).
 async fn gw_whoami(gw: std::net::SocketAddr, path_addon: &str, key: &str) -> (u16, Value) {
+    gw_whoami_at(gw, "gw", path_addon, key).await
+}
+
+/// [`gw_whoami`] with a Host header.
+async fn gw_whoami_at(gw: std::net::SocketAddr, host: &str, path_addon: &str, key: &str) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(gw).await.unwrap();
     let body = r#"{"action":"whoami"}"#;
     let head = format!(
-        "POST /api/addons/{path_addon}/execute HTTP/1.1\r\nhost: gw\r\nconnection: close\r\napikey: {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "POST /api/addons/{path_addon}/execute HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\napikey: {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(head.as_bytes()).await.unwrap();
@@ -282,7 +287,7 @@ async fn environments_are_isolated_promoted_by_image_and_keyed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_promotion_rolls_back_and_kill9_leaves_one_version_each() {
-    let mut d = Daemon::start().await;
+    let mut d = Daemon::start_with(Options { gateway_extra: "base_domain = \"addons.test\"\n".into(), ..Default::default() }).await;
     let tag1 = "addond-envtest/slow:one";
     build_tagged(tag1, "slow-one");
     register(&d, manifest("slow", "1.0.0", tag1, json!({}), json!({}))).await;
@@ -296,6 +301,20 @@ async fn failed_promotion_rolls_back_and_kill9_leaves_one_version_each() {
     settled(&d, "slow", &[("dev", "1.0.0"), ("staging", "1.0.0")], 90).await;
     let r = d.post("/api/addons/slow--dev/upgrade", json!({"version": "2.0.0"})).await;
     assert_eq!(r.data()["deployment"]["outcome"], "succeeded", "{:?}", r.body);
+
+    // Host routing: <addon>.<env>.<gateway.base_domain> must name the key's environment.
+    let r = d.post("/api/applications", json!({"name": "tester"})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = d.post("/api/application-grants", json!({"application": "tester", "addon": "slow", "environment": "dev"})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let dev_key = r.data()["api_key"].as_str().unwrap().to_string();
+    let gw = d.gateway().await;
+    let (st, body) = gw_whoami_at(gw, "slow.dev.addons.test", "slow", &dev_key).await;
+    assert_eq!((st, body["data"]["version"].as_str()), (200, Some("2.0.0")), "{body}");
+    let (st, body) = gw_whoami_at(gw, "slow.staging.addons.test:7080", "slow", &dev_key).await;
+    assert_eq!(st, 403, "a dev key through staging's host: {body}");
+    let r = d.post("/api/application-grants", json!({"application": "tester", "addon": "slow", "environment": "qa"})).await;
+    assert_eq!((r.status, r.error().and_then(|e| e.field).as_deref()), (404, Some("environment")), "{:?}", r.body);
 
     // Now a health check must pass within 2 s: the promotion cannot, and rolls back.
     d.terminate();
