@@ -382,4 +382,12 @@ async fn failed_promotion_rolls_back_and_kill9_leaves_one_version_each() {
         let containers: Vec<String> = d.containers().await.into_keys().filter(|n| n.contains(&sid)).collect();
         assert_eq!(containers.len(), 1, "{inst}: no stray containers: {containers:?}");
     }
+
+    // One more environment, with its own config, on the version the first environment runs.
+    let o = ctl(&d, &["addons", "env", "add", "slow", "qa", "--set", "currency=GBP", "--wait", "--timeout", "120"]).await;
+    ok(&o, "env add");
+    let v = settled(&d, "slow", &[("dev", "2.0.0"), ("staging", "1.0.0"), ("qa", "2.0.0")], 60).await;
+    assert_eq!(by_env(&v)["qa"]["config"]["currency"], "GBP", "{v:#}");
+    let o = ctl(&d, &["addons", "env", "add", "slow", "qa"]).await;
+    failed(&o, 1, "the same environment twice");
 }
