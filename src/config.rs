@@ -78,7 +78,7 @@ pub fn check_environment(env: &str) -> Result<(), String> {
 #[serde(deny_unknown_fields, default)]
 pub struct EnvironmentsConfig {
     /// The promotion order: a promotion may only go to the next of these environments the
-    /// addon has (unless forced). `--environments` without a list installs these.
+    /// addon has (unless forced). An install with an empty `"environments"` list installs these.
     pub pipeline: Vec<String>,
 }
 
@@ -1113,6 +1113,18 @@ mod tests {
         let text = c.to_toml();
         let back = load_str(&text, &[]).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn environment_names_are_checked() {
+        assert!(load_str("[environments]\npipeline = [\"dev\", \"qa-1\", \"prod\"]\n", &[]).is_ok());
+        for bad in ["[\"dev\", \"dev\"]", "[\"a--b\"]", "[\"Dev\"]", "[\"averyveryverylongname\"]", "[\"-x\"]"] {
+            let err = load_str(&format!("[environments]\npipeline = {bad}\n"), &[]).unwrap_err().to_string();
+            assert!(err.contains("environments.pipeline["), "{bad}: {err}");
+        }
+        assert!(load_str("[gateway]\nbase_domain = \"addons.example.com\"\n", &[]).is_ok());
+        let err = load_str("[gateway]\nbase_domain = \"https://x\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("gateway.base_domain"), "{err}");
     }
 
     #[test]
