@@ -137,6 +137,7 @@ pub async fn create_grant(
     gateway: &impl Keyring,
     application: &str,
     addon: &str,
+    environment: Option<&str>,
     rate: Option<RateLimit>,
     origins: Vec<String>,
 ) -> Result<(GrantRow, NewKey), AccessError> {
@@ -144,9 +145,24 @@ pub async fn create_grant(
         AccessError::NotFound { message, .. } => AccessError::NotFound { field: Some("application"), message },
         e => e,
     })?;
-    if store.get_install(addon).await?.is_none() {
-        return Err(AccessError::NotFound { field: Some("addon"), message: format!("no addon is installed as `{addon}`") });
+    // A grant covers one environment of the addon: the instance that is that environment.
+    let target = match environment {
+        Some(env) => {
+            crate::model::check_environment(env).map_err(|m| invalid("environment", m))?;
+            crate::model::environment_instance(addon, env)
+        }
+        None => addon.to_string(),
+    };
+    if store.get_install(&target).await?.is_none() {
+        return Err(match environment {
+            Some(env) => AccessError::NotFound {
+                field: Some("environment"),
+                message: format!("`{addon}` has no environment `{env}` (no addon is installed as `{target}`)"),
+            },
+            None => AccessError::NotFound { field: Some("addon"), message: format!("no addon is installed as `{addon}`") },
+        });
     }
+    let addon = target.as_str();
     check_limits(&rate, &origins)?;
     let key = crate::secret::generate(None).map_err(AccessError::Randomness)?;
     let row = GrantRow {

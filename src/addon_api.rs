@@ -348,6 +348,17 @@ async fn execute(
     JsonBody(b): JsonBody<http::ExecuteBody>,
 ) -> ApiResult {
     caller.require("addons.execute", "calling other addons")?;
+    // An addon calls the other addons of its own environment: `inventory` from `pay--dev`
+    // is `inventory--dev`; naming another environment's instance is refused.
+    let (_, own_env) = crate::model::split_environment(&caller.addon_instance);
+    let (base, env) = crate::model::split_environment(&name);
+    if name.contains(crate::model::ENVIRONMENT_SEPARATOR) && env != own_env {
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            format!("`{name}` is in the environment `{env}`, not this addon's (`{own_env}`); addons call addons of their own environment"),
+        ));
+    }
+    let name = crate::model::environment_instance(base, own_env);
     let target = st.addons.installed_manifest(&name).await?;
     if !caller.manifest.dependencies.contains_key(&target.name) {
         return Err(ApiError::new(

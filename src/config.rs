@@ -52,6 +52,41 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub notify: NotifyConfig,
     pub wasm: WasmConfig,
+    pub environments: EnvironmentsConfig,
+}
+
+/// Longest environment name.
+pub const MAX_ENVIRONMENT_NAME: usize = 12;
+
+/// Checks an environment name: a short name without the separator.
+pub fn check_environment(env: &str) -> Result<(), String> {
+    if !env.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || env.is_empty()
+        || env.starts_with('-')
+        || env.ends_with('-')
+        || env.len() > MAX_ENVIRONMENT_NAME
+        || env.contains("--")
+    {
+        return Err(format!(
+            "`{env}` is not an environment name: 1–{MAX_ENVIRONMENT_NAME} lowercase letters, digits and single `-` (like dev, staging, prod)"
+        ));
+    }
+    Ok(())
+}
+
+/// Environments of installed addons (`[environments]`, docs/deployments.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvironmentsConfig {
+    /// The promotion order: a promotion may only go to the next of these environments the
+    /// addon has (unless forced). An install with an empty `"environments"` list installs these.
+    pub pipeline: Vec<String>,
+}
+
+impl Default for EnvironmentsConfig {
+    fn default() -> Self {
+        EnvironmentsConfig { pipeline: vec!["dev".into(), "staging".into(), "prod".into()] }
+    }
 }
 
 /// The TCP metrics listener: `GET /metrics` for Prometheus, off unless `listen` is set.
@@ -362,6 +397,9 @@ pub struct GatewayConfig {
     /// `Host` values the MCP endpoint (`/mcp`) accepts, as `host` or `host:port`; empty:
     /// the loopback names and the listen address only (a guard against DNS rebinding).
     pub mcp_allowed_hosts: Vec<String>,
+    /// When set (`addons.example.com`), a request to `<addon>.<environment>.<base_domain>`
+    /// is for that environment of the addon; empty: environments only by the key's grant.
+    pub base_domain: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -484,6 +522,7 @@ impl Default for GatewayConfig {
             rotation_grace_seconds: 0.0,
             workers: 0,
             mcp_allowed_hosts: Vec::new(),
+            base_domain: String::new(),
         }
     }
 }
@@ -722,6 +761,18 @@ impl Config {
 
     /// Refuses values that would make the daemon misbehave later, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (i, env) in self.environments.pipeline.iter().enumerate() {
+            check_environment(env).map_err(|m| invalid(&format!("environments.pipeline[{i}]"), m))?;
+            if self.environments.pipeline[..i].contains(env) {
+                return Err(invalid(&format!("environments.pipeline[{i}]"), format!("`{env}` is listed twice")));
+            }
+        }
+        let bd = &self.gateway.base_domain;
+        if !bd.is_empty()
+            && (bd.starts_with('.') || bd.ends_with('.') || bd.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-')))
+        {
+            return Err(invalid("gateway.base_domain", format!("`{bd}` is not a domain name like addons.example.com")));
+        }
         let p = &self.ports;
         if p.range_start == 0 || p.range_start > p.range_end {
             return Err(invalid("ports.range_start", format!("must be between 1 and ports.range_end ({})", p.range_end)));
@@ -1116,6 +1167,18 @@ mod tests {
         let text = c.to_toml();
         let back = load_str(&text, &[]).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn environment_names_are_checked() {
+        assert!(load_str("[environments]\npipeline = [\"dev\", \"qa-1\", \"prod\"]\n", &[]).is_ok());
+        for bad in ["[\"dev\", \"dev\"]", "[\"a--b\"]", "[\"Dev\"]", "[\"averyveryverylongname\"]", "[\"-x\"]"] {
+            let err = load_str(&format!("[environments]\npipeline = {bad}\n"), &[]).unwrap_err().to_string();
+            assert!(err.contains("environments.pipeline["), "{bad}: {err}");
+        }
+        assert!(load_str("[gateway]\nbase_domain = \"addons.example.com\"\n", &[]).is_ok());
+        let err = load_str("[gateway]\nbase_domain = \"https://x\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("gateway.base_domain"), "{err}");
     }
 
     #[test]

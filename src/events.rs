@@ -381,6 +381,10 @@ impl Events {
             let before = cur.delivered_up_to;
             for row in batch {
                 let ev = Event::from_row(row);
+                if !self.same_environment(&ev.source, sub).await {
+                    cur = Cursor { delivered_up_to: ev.id, attempts: 0, next_attempt_at: None, last_error: None };
+                    continue;
+                }
                 match self.deliver(sub, &ev).await {
                     Ok(()) => cur = Cursor { delivered_up_to: ev.id, attempts: 0, next_attempt_at: None, last_error: None },
                     Err(e) => {
@@ -407,6 +411,19 @@ impl Events {
                 store.set_cursor(sub, cur.clone()).await?;
             }
         }
+    }
+
+    /// Whether an event from `source` may reach the subscriber `sub`: an addon's events stay
+    /// in its environment (`pay--dev`'s reach `inventory--dev`, never `inventory`); the
+    /// daemon's and operators' reach every environment.
+    async fn same_environment(&self, source: &str, sub: &str) -> bool {
+        use crate::model::{split_environment, DEFAULT_ENVIRONMENT, ENVIRONMENT_SEPARATOR};
+        let (_, sub_env) = split_environment(sub);
+        if source.contains(ENVIRONMENT_SEPARATOR) {
+            return split_environment(source).1 == sub_env;
+        }
+        // A plain source is `prod`'s when it is an installed addon instance.
+        sub_env == DEFAULT_ENVIRONMENT || self.addons.installed_manifest(source).await.is_err()
     }
 
     /// Delivery progress of every subscriber.

@@ -103,6 +103,25 @@ fn stats_of(map: &ByAddon, addon: &str, name: &str) -> Arc<CallStats> {
     map.write().unwrap_or_else(|e| e.into_inner()).entry(addon.to_string()).or_default().entry(name.to_string()).or_default().clone()
 }
 
+/// The key an addon's calls are counted under: its name, and the environment when it is
+/// not the default one (those series carry an `environment` label; `prod`'s keep the
+/// labels they always had).
+pub fn addon_key(addon: &str, environment: &str) -> String {
+    if environment == crate::model::DEFAULT_ENVIRONMENT {
+        addon.to_string()
+    } else {
+        format!("{addon}\u{0}{environment}")
+    }
+}
+
+/// The labels of an [`addon_key`]: `addon_id="pay"` or `addon_id="pay",environment="dev"`.
+fn addon_labels(key: &str) -> String {
+    match key.split_once('\u{0}') {
+        Some((addon, env)) => format!("addon_id=\"{}\",environment=\"{}\"", escape(addon), escape(env)),
+        None => format!("addon_id=\"{}\"", escape(key)),
+    }
+}
+
 /// Every (addon, name, stats), sorted, for a stable exposition.
 fn sorted(map: &ByAddon) -> Vec<(String, String, Arc<CallStats>)> {
     let mut out: Vec<_> = map
@@ -314,8 +333,8 @@ impl Metrics {
                 if n > 0 {
                     let _ = writeln!(
                         out,
-                        "addon_executions_total{{addon_id=\"{}\",function_name=\"{}\",status=\"{outcome}\"}} {n}",
-                        escape(addon),
+                        "addon_executions_total{{{},function_name=\"{}\",status=\"{outcome}\"}} {n}",
+                        addon_labels(addon),
                         escape(function)
                     );
                 }
@@ -326,16 +345,12 @@ impl Metrics {
             stats.time.render(
                 out,
                 "addon_response_time_seconds",
-                &format!("addon_id=\"{}\",function_name=\"{}\"", escape(addon), escape(function)),
+                &format!("{},function_name=\"{}\"", addon_labels(addon), escape(function)),
             );
         }
         out.push_str("# HELP widget_render_time_seconds Time addons took to render a widget (cache misses).\n# TYPE widget_render_time_seconds histogram\n");
         for (addon, widget, stats) in sorted(&self.renders) {
-            stats.time.render(
-                out,
-                "widget_render_time_seconds",
-                &format!("addon_id=\"{}\",widget=\"{}\"", escape(&addon), escape(&widget)),
-            );
+            stats.time.render(out, "widget_render_time_seconds", &format!("{},widget=\"{}\"", addon_labels(&addon), escape(&widget)));
         }
         family(out, "addond_breaker_opens_total", "counter", "Times an instance's circuit breaker opened.");
         for (labels, n) in self.breaker_opens.lock().unwrap_or_else(|e| e.into_inner()).iter() {
@@ -394,6 +409,20 @@ mod tests {
         assert!(out.contains("addon_response_time_seconds_bucket{addon_id=\"pay\",function_name=\"charge\",le=\"0.25\"} 2"), "{out}");
         assert!(out.contains("addon_response_time_seconds_bucket{addon_id=\"pay\",function_name=\"charge\",le=\"+Inf\"} 3"), "{out}");
         assert!(out.contains("addon_response_time_seconds_count{addon_id=\"pay\",function_name=\"charge\"} 3"), "{out}");
+    }
+
+    #[test]
+    fn environments_other_than_prod_are_labelled() {
+        let m = Metrics::default();
+        m.execution(&addon_key("pay", "dev"), "charge", "success", 0.1);
+        m.execution(&addon_key("pay", "prod"), "charge", "success", 0.1);
+        let mut out = String::new();
+        m.render_text(&mut out);
+        assert!(
+            out.contains("addon_executions_total{addon_id=\"pay\",environment=\"dev\",function_name=\"charge\",status=\"success\"} 1"),
+            "{out}"
+        );
+        assert!(out.contains("addon_executions_total{addon_id=\"pay\",function_name=\"charge\",status=\"success\"} 1"), "{out}");
     }
 
     #[test]

@@ -547,6 +547,35 @@ fn volume_err(field: impl Into<String>, message: impl Into<String>) -> FieldErro
     FieldError { field: field.into(), message: message.into(), code: "invalid_volume" }
 }
 
+/// The environment every addon instance is in unless it is named otherwise: it keeps the
+/// plain instance name, so installs made before environments existed are its.
+pub const DEFAULT_ENVIRONMENT: &str = "prod";
+
+/// Between an addon's base name and an environment in an environment's instance name
+/// (`pay--dev`); user instance names may not contain it.
+pub const ENVIRONMENT_SEPARATOR: &str = "--";
+
+/// The addon instance that is environment `env` of the base instance `base`: `base` itself
+/// for the default environment, `base--env` for any other.
+pub fn environment_instance(base: &str, env: &str) -> String {
+    if env == DEFAULT_ENVIRONMENT {
+        base.to_string()
+    } else {
+        format!("{base}{ENVIRONMENT_SEPARATOR}{env}")
+    }
+}
+
+/// The base instance and environment an instance name stands for (`pay--dev` → `pay`,
+/// `dev`; `pay` → `pay`, `prod`).
+pub fn split_environment(instance: &str) -> (&str, &str) {
+    match instance.rsplit_once(ENVIRONMENT_SEPARATOR) {
+        Some((base, env)) if !base.is_empty() && !env.is_empty() => (base, env),
+        _ => (instance, DEFAULT_ENVIRONMENT),
+    }
+}
+
+pub use crate::config::check_environment;
+
 /// Names of services, plugins and named volumes: lowercase, DNS-label-like.
 pub fn valid_name(s: &str) -> bool {
     let b = s.as_bytes();

@@ -11,6 +11,7 @@ mod cli_gateway_events;
 mod crash;
 mod daemon;
 mod deployments;
+mod environments;
 mod events;
 mod gateway;
 mod images;

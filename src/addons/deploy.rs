@@ -48,6 +48,19 @@ pub struct RollbackRequest {
     pub to: Option<i64>,
 }
 
+/// `POST /api/addons/{name}/promote`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    /// The environment whose version and images go.
+    pub from: String,
+    /// The environment they go to; it keeps its own config.
+    pub to: String,
+    /// Go even when it skips a stage of `environments.pipeline` or goes backwards.
+    #[serde(default)]
+    pub force: bool,
+}
+
 /// What one service ran in a deployment.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ImageRecord {
@@ -186,19 +199,94 @@ impl Addons {
         self.deploy(instance, target).await
     }
 
+    /// Deploys the version and the exact images environment `from` of `base` runs into
+    /// environment `to`, which keeps its own config (validated against that version's
+    /// schema), through the same health-gated path as an upgrade.
+    pub async fn promote(self: &Arc<Self>, base: &str, req: PromoteRequest, who: String) -> Result<Value, AddonError> {
+        if req.from == req.to {
+            return Err(invalid("to", format!("`{}` is both from and to; name two environments", req.to)));
+        }
+        let from = self.environment_row(base, &req.from, "from").await?;
+        let to = self.environment_row(base, &req.to, "to").await?;
+        if !req.force {
+            let have: Vec<String> = self.environment_rows(base).await?.into_iter().map(|r| r.environment).collect();
+            if let Some(why) = super::environments::pipeline_gap(&self.cfg.environments.pipeline, &have, &req.from, &req.to) {
+                return Err(AddonError::Conflict(why));
+            }
+        }
+        // What `from` runs: its newest succeeded deployment recorded each service's image id.
+        let history = self.lifecycle.store().deployments_of(&from.instance).await?;
+        let current =
+            history.iter().rev().find(|d| d.outcome == "succeeded").ok_or_else(|| {
+                AddonError::Conflict(format!("`{}` ({}) has no succeeded deployment to promote", from.instance, req.from))
+            })?;
+        let manifest = self.manifest(&from.addon, Some(&from.version)).await?;
+        let records: Vec<ImageRecord> = serde_json::from_str(&current.images).unwrap_or_default();
+        let mut images = HashMap::new();
+        let prefix = format!("{}-", from.instance);
+        for r in records {
+            let Some(short) = r.service.strip_prefix(&prefix) else { continue };
+            let exact = match &r.image_id {
+                Some(id) if self.lifecycle.runtime().image_id(id).await.ok().flatten().is_some() => id.clone(),
+                Some(id) => {
+                    return Err(AddonError::Conflict(format!(
+                        "the image {id} that `{}` runs for {} is no longer present; upgrade {} again to rebuild it",
+                        from.instance, r.service, req.from
+                    )))
+                }
+                None => r.image.clone(),
+            };
+            images.insert(format!("{}-{short}", to.instance), exact);
+        }
+        let config = serde_json::from_str(&to.config).unwrap_or_else(|_| json!({}));
+        let target = Target {
+            kind: "promotion",
+            manifest,
+            config,
+            images,
+            image: None,
+            surge: self.cfg.deploy.surge,
+            source: Some(current.id),
+            who,
+        };
+        let mut v = self.deploy(&to.instance, target).await?;
+        self.annotate_promotion(&mut v["deployment"]).await;
+        Ok(v)
+    }
+
+    /// Adds `promoted_from` (environment, instance, deployment) to a promotion's view.
+    async fn annotate_promotion(&self, v: &mut Value) {
+        if v["kind"] != "promotion" {
+            return;
+        }
+        let Some(src) = v["source"].as_i64() else { return };
+        if let Ok(Some(row)) = self.lifecycle.store().get_deployment(src).await {
+            let (_, env) = crate::model::split_environment(&row.instance);
+            v["promoted_from"] = json!({"environment": env, "instance": row.instance, "deployment": src, "version": row.to_version});
+        }
+    }
+
     /// The deployments of an instance, oldest first.
     pub async fn deployments(&self, instance: &str) -> Result<Vec<Value>, AddonError> {
         let rows = self.lifecycle.store().deployments_of(instance).await?;
         if rows.is_empty() && self.lifecycle.store().get_install(instance).await?.is_none() {
             return Err(AddonError::NotFound(format!("no addon installed as `{instance}` and no deployment history for it")));
         }
-        Ok(rows.iter().map(deployment_view).collect())
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut v = deployment_view(r);
+            self.annotate_promotion(&mut v).await;
+            out.push(v);
+        }
+        Ok(out)
     }
 
     /// The newest deployment of an instance, for `addons show`.
     pub(super) async fn last_deployment(&self, instance: &str) -> Option<Value> {
         let rows = self.lifecycle.store().deployments_of(instance).await.ok()?;
-        rows.last().map(deployment_view)
+        let mut v = rows.last().map(deployment_view)?;
+        self.annotate_promotion(&mut v).await;
+        Some(v)
     }
 
     async fn deploy(self: &Arc<Self>, instance: &str, t: Target) -> Result<Value, AddonError> {
@@ -292,7 +380,7 @@ impl Addons {
                 plan: serde_json::to_string(&Plan { services: plan_services.clone() }).ok(),
             })
             .await?;
-        let base = json!({"deployment": id, "instance": instance, "addon": m.name, "from": from_version, "to": m.version, "kind": t.kind});
+        let base = json!({"deployment": id, "instance": instance, "environment": inst.row.environment, "addon": m.name, "from": from_version, "to": m.version, "kind": t.kind});
         self.lifecycle.notice("deployment.started", base.clone());
         tracing::info!(%instance, from = %from_version, to = %m.version, deployment = id, "deployment started");
         self.lifecycle.set_rollout_config(instance, Some(config_text.clone()));
@@ -563,5 +651,6 @@ pub fn deployment_view(d: &DeploymentRow) -> Value {
         "outcome": d.outcome,
         "reason": d.reason,
         "source": d.source,
+        "environment": crate::model::split_environment(&d.instance).1,
     })
 }

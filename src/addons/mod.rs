@@ -6,6 +6,7 @@
 pub mod cron;
 pub mod deploy;
 pub mod dispatch;
+pub mod environments;
 pub mod manifest;
 pub mod schema;
 pub mod wasm;
@@ -65,6 +66,20 @@ impl From<FieldError> for AddonError {
     }
 }
 
+/// Checks an instance name a user chose: the environment separator is the daemon's.
+fn check_base_name(instance: &str) -> Result<(), AddonError> {
+    if !valid_name(instance) || instance.len() > manifest::MAX_ADDON_NAME {
+        return Err(invalid("instance", format!("`{instance}`: 1–{} lowercase letters, digits and `-`", manifest::MAX_ADDON_NAME)));
+    }
+    if instance.contains(crate::model::ENVIRONMENT_SEPARATOR) {
+        return Err(invalid(
+            "instance",
+            format!("`{instance}` contains `--`, which names an environment (`pay--dev`); choose a name without it and install environments with \"environments\""),
+        ));
+    }
+    Ok(())
+}
+
 fn invalid(field: &str, message: impl Into<String>) -> AddonError {
     AddonError::Invalid(FieldError { field: field.to_string(), message: message.into(), code: "validation_failed" })
 }
@@ -78,6 +93,9 @@ pub struct InstallRequest {
     pub version: Option<String>,
     /// Its configuration, checked against the manifest's schema.
     pub config: Option<Value>,
+    /// Install these environments of it (each its own instance, same version and config);
+    /// an empty list: `environments.pipeline`. Absent: the one environment `prod`.
+    pub environments: Option<Vec<String>>,
 }
 
 /// A rendered widget: the addon's `{html, css, javascript}`, its ETag, and the success
@@ -394,6 +412,8 @@ impl Addons {
             "deploying": self.is_deploying(instance),
             "last_deployment": last_deployment,
             "instance": row.instance,
+            "base": row.base,
+            "environment": row.environment,
             "name": row.addon,
             "version": row.version,
             "category": m.category,
@@ -437,12 +457,24 @@ impl Addons {
 
     /// Installs a registered version; `who` is recorded in its first deployment.
     pub async fn install(&self, name: &str, req: InstallRequest, req_who: String) -> Result<Value, AddonError> {
+        let base = req.instance.clone().unwrap_or_else(|| name.to_string());
+        check_base_name(&base)?;
+        self.install_environment(name, req, &base, crate::model::DEFAULT_ENVIRONMENT, req_who).await
+    }
+
+    /// Installs environment `env` of the addon installed as `base` (the instance
+    /// [`crate::model::environment_instance`] names).
+    async fn install_environment(
+        &self,
+        name: &str,
+        req: InstallRequest,
+        base: &str,
+        env: &str,
+        req_who: String,
+    ) -> Result<Value, AddonError> {
         let _guard = self.install_lock.lock().await;
         let m = self.manifest(name, req.version.as_deref()).await?;
-        let instance = req.instance.unwrap_or_else(|| name.to_string());
-        if !valid_name(&instance) || instance.len() > manifest::MAX_ADDON_NAME {
-            return Err(invalid("instance", format!("`{instance}`: 1–{} lowercase letters, digits and `-`", manifest::MAX_ADDON_NAME)));
-        }
+        let instance = crate::model::environment_instance(base, env);
         let store = self.lifecycle.store();
         if store.get_install(&instance).await?.is_some() {
             return Err(AddonError::Conflict(format!(
@@ -481,6 +513,8 @@ impl Addons {
             config: config.to_string(),
             created_at: 0,
             updated_at: 0,
+            base: base.to_string(),
+            environment: env.to_string(),
         };
         let images: Vec<deploy::ImageRecord> =
             specs.iter().map(|(s, _)| deploy::ImageRecord { service: s.name.clone(), image: s.image.clone(), image_id: None }).collect();
@@ -508,7 +542,7 @@ impl Addons {
         crate::failpoint::debug_failpoint("install");
         self.bump_generation(&instance);
         tracing::info!(addon = %m.name, version = %m.version, %instance, "installed");
-        self.lifecycle.notice("addon.installed", json!({"addon": m.name, "version": m.version, "instance": instance}));
+        self.lifecycle.notice("addon.installed", json!({"addon": m.name, "version": m.version, "instance": instance, "environment": env}));
         self.instance_view(&instance).await
     }
 
@@ -875,7 +909,7 @@ impl Addons {
             Err(e @ DispatchError::Timeout(_)) => ("timeout", Err(e.into())),
             Err(e) => ("unavailable", Err(e.into())),
         };
-        self.metrics.execution(&row.addon, action, status, secs);
+        self.metrics.execution(&crate::metrics::addon_key(&row.addon, &row.environment), action, status, secs);
         out
     }
 
@@ -941,7 +975,7 @@ impl Addons {
                 self.dispatcher.post(svc, instance, &format!("/widgets/{widget}/render"), Bytes::from(body.to_string()), timeout).await?;
             (r.status, r.body)
         };
-        self.metrics.render(&row.addon, widget, t0.elapsed().as_secs_f64());
+        self.metrics.render(&crate::metrics::addon_key(&row.addon, &row.environment), widget, t0.elapsed().as_secs_f64());
         if !(200..300).contains(&reply_status) {
             return Err(AddonError::Addon {
                 status: reply_status,

@@ -37,7 +37,9 @@ pub(super) fn app_view(a: &crate::store::ApplicationRow, grants: &[crate::store:
 
 pub(super) fn grant_view(g: &crate::store::GrantRow) -> Value {
     json!({
-        "id": g.id, "application_id": g.application_id, "addon": g.addon_instance,
+        "id": g.id, "application_id": g.application_id, "addon": crate::model::split_environment(&g.addon_instance).0,
+        "environment": crate::model::split_environment(&g.addon_instance).1, "instance": g.addon_instance,
+        "grantId": g.id, "applicationId": g.application_id, "credentialId": g.key_id,
         "key_prefix": format!("ak_{}_…", g.key_id),
         "rate_limit": g.rate_per_second.map(|r| json!({"requests_per_second": r, "burst": g.burst})),
         "allowed_origins": g.allowed_origins,
@@ -75,8 +77,12 @@ pub(super) async fn delete_application(State(st): State<AppState>, Path(id): Pat
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct GrantBody {
+    #[serde(alias = "applicationId")]
     application: String,
+    #[serde(alias = "gatewayId")]
     addon: String,
+    /// The environment of the addon the key reaches (default `prod`).
+    environment: Option<String>,
     rate_limit: Option<RateLimit>,
     #[serde(default)]
     allowed_origins: Vec<String>,
@@ -96,10 +102,19 @@ pub(super) async fn list_grants(State(st): State<AppState>, q: Result<Query<Hash
 
 /// Creates a grant and returns its key, in clear, this once.
 pub(super) async fn create_grant(State(st): State<AppState>, JsonBody(b): JsonBody<GrantBody>) -> ApiResult {
-    let (row, key) =
-        access::create_grant(st.lifecycle.store(), st.gateway.as_ref(), &b.application, &b.addon, b.rate_limit, b.allowed_origins).await?;
+    let (row, key) = access::create_grant(
+        st.lifecycle.store(),
+        st.gateway.as_ref(),
+        &b.application,
+        &b.addon,
+        b.environment.as_deref(),
+        b.rate_limit,
+        b.allowed_origins,
+    )
+    .await?;
     let mut v = grant_view(&row);
     v["api_key"] = json!(key.full);
+    v["apiKey"] = json!(key.full);
     ok(StatusCode::CREATED, v, "grant created; store api_key now: it is never shown again")
 }
 
@@ -141,6 +156,7 @@ pub(super) async fn rotate_grant(State(st): State<AppState>, Path(id): Path<Stri
     let (g, key) = access::rotate_grant(st.lifecycle.store(), st.gateway.as_ref(), &id, grace).await?;
     let mut v = grant_view(&g);
     v["api_key"] = json!(key.full);
+    v["apiKey"] = json!(key.full);
     ok(StatusCode::OK, v, "key rotated; store api_key now: it is never shown again")
 }
 

@@ -77,6 +77,21 @@ pub(super) async fn install_addon(
     wait: Wait,
     JsonBody(req): JsonBody<InstallRequest>,
 ) -> ApiResult {
+    if req.environments.is_some() {
+        let v = st.addons.install_environments(&name, req, who(caller)).await?;
+        let base = v["addon"].as_str().unwrap_or(&name).to_string();
+        let v = match wait.0 {
+            Some((phase, timeout)) => {
+                for e in v["environments"].as_array().into_iter().flatten() {
+                    st.addons.wait(e["instance"].as_str().unwrap_or_default(), phase, timeout).await?;
+                }
+                st.addons.environments(&base).await?
+            }
+            None => v,
+        };
+        let n = v["environments"].as_array().map_or(0, Vec::len);
+        return ok(StatusCode::CREATED, v, &format!("installing {name} as {base} in {n} environment(s)"));
+    }
     let v = st.addons.install(&name, req, who(caller)).await?;
     let instance = v["instance"].as_str().unwrap_or(&name).to_string();
     let v = match wait.0 {
@@ -268,4 +283,40 @@ pub(super) async fn addon_deployments(State(st): State<AppState>, Path(name): Pa
     let list = st.addons.deployments(&name).await?;
     let n = list.len();
     ok(StatusCode::OK, json!(list), &format!("{n} deployment(s) of {name}"))
+}
+
+/// `GET /api/addons/{name}/environments`: every environment of an installed addon.
+pub(super) async fn list_environments(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let v = st.addons.environments(&name).await?;
+    ok(StatusCode::OK, v, "")
+}
+
+/// `POST /api/addons/{name}/environments`: one more environment, its own instance.
+pub(super) async fn add_environment(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    caller: Option<Extension<Caller>>,
+    wait: Wait,
+    JsonBody(req): JsonBody<EnvironmentRequest>,
+) -> ApiResult {
+    let env = req.name.clone();
+    let v = st.addons.add_environment(&name, req, who(caller)).await?;
+    let instance = v["instance"].as_str().unwrap_or(&name).to_string();
+    let v = match wait.0 {
+        Some((phase, timeout)) => st.addons.wait(&instance, phase, timeout).await?,
+        None => v,
+    };
+    ok(StatusCode::CREATED, v, &format!("added the environment {env} of {name} as {instance}"))
+}
+
+/// `POST /api/addons/{name}/promote`: what one environment runs, into another.
+pub(super) async fn promote_addon(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    caller: Option<Extension<Caller>>,
+    JsonBody(req): JsonBody<PromoteRequest>,
+) -> ApiResult {
+    let v = st.addons.promote(&name, req, who(caller)).await?;
+    let msg = deployment_message(&name, &v);
+    ok(StatusCode::OK, v, &msg)
 }

@@ -40,7 +40,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::addons::deploy::{RollbackRequest, UpgradeRequest};
+use crate::addons::deploy::{PromoteRequest, RollbackRequest, UpgradeRequest};
+use crate::addons::environments::EnvironmentRequest;
 use crate::addons::manifest::ManifestRequest;
 use crate::addons::{Addons, InstallRequest};
 use crate::http::{
@@ -158,6 +159,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/addons/{name}/rollback", post(addons::rollback_addon))
         .route("/api/addons/{name}/publish", post(addons::publish_addon))
         .route("/api/addons/{name}/deployments", get(addons::addon_deployments))
+        .route("/api/addons/{name}/environments", get(addons::list_environments).post(addons::add_environment))
+        .route("/api/addons/{name}/promote", post(addons::promote_addon))
         .route("/api/addons/{name}/schedules", get(addons::schedule_runs))
         .route("/api/widgets", get(addons::widget_catalogue))
         .route("/api/widgets/{addon}/{widget}", get(addons::render_widget_get).post(addons::render_widget_post))

@@ -337,6 +337,9 @@ pub(super) async fn discovery(State(st): State<AppState>) -> ApiResult {
                 "endpoint": wanted.first().map(|i| endpoint(&st, i.host_port)),
                 "endpoints": wanted.iter().filter(|i| i.health == Health::Healthy).map(|i| endpoint(&st, i.host_port)).collect::<Vec<_>>(),
                 "health_status": health_summary(s).as_str(), "phase": s.phase.as_str(), "networks": s.spec.networks,
+                // An addon's service names its addon installation and environment.
+                "addon": s.addon_instance.as_deref().map(|i| crate::model::split_environment(i).0),
+                "environment": s.addon_instance.as_deref().map(|i| crate::model::split_environment(i).1),
             })
         })
         .collect();

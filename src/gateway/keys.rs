@@ -108,11 +108,11 @@ impl Keyring {
 
     /// Every origin any grant allows (preflight requests carry no key).
     pub fn any_origin_allowed(&self, origin: &str, addon: Option<&str>) -> bool {
-        self.by_key_id
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .any(|g| !g.revoked && addon.is_none_or(|a| a == g.addon_instance) && g.allowed_origins.iter().any(|o| o == origin || o == "*"))
+        self.by_key_id.read().unwrap_or_else(|e| e.into_inner()).values().any(|g| {
+            !g.revoked
+                && addon.is_none_or(|a| a == g.addon_instance || crate::model::split_environment(&g.addon_instance).0 == a)
+                && g.allowed_origins.iter().any(|o| o == origin || o == "*")
+        })
     }
 }
 

@@ -361,6 +361,9 @@ impl Gateway {
                 Gate::Answered(resp) => return refuse(req, resp).await,
             },
         };
+        // The call goes to the environment the key's grant covers (`pay` → `pay--dev` for a
+        // dev key): never to another, whatever the path says.
+        let addon = grant.as_ref().map_or(addon, |(g, _)| g.addon_instance.clone());
         if !spec.methods.is_empty() && !spec.methods.contains(&req.method().as_str()) {
             let allow = spec.methods.join(", ");
             let mut resp =
@@ -460,20 +463,38 @@ impl Gateway {
                 return Gate::Answered(resp);
             }
         };
-        if let Some(addon) = addon.filter(|a| *a != grant.addon_instance) {
-            self.stats.auth_failure(ErrorCode::Forbidden);
-            self.deny(
-                source,
-                method,
-                path,
-                StatusCode::FORBIDDEN,
-                &format!("grant {} covers `{}`, not `{addon}`", grant.grant_id, grant.addon_instance),
-                None,
-            );
-            return Gate::Answered(
-                ApiError::new(ErrorCode::Forbidden, format!("this key's grant covers the addon `{}`, not `{addon}`", grant.addon_instance))
+        // MCP names no addon in its path: its tools are filtered by the grant instead.
+        if let Some(addon) = addon {
+            // The path names the addon (`pay`) or one environment of it (`pay--dev`, `pay--prod`);
+            // with `gateway.base_domain`, the Host `pay.dev.<base_domain>` names one too.
+            let (base, path_env) = crate::model::split_environment(addon);
+            let path_env = addon.contains(crate::model::ENVIRONMENT_SEPARATOR).then_some(path_env);
+            let host_env = self.host_environment(req.headers(), base);
+            let (grant_base, grant_env) = crate::model::split_environment(&grant.addon_instance);
+            let contradicts = path_env.zip(host_env.as_deref()).is_some_and(|(p, h)| p != h);
+            let wanted = path_env.or(host_env.as_deref());
+            if contradicts || grant_base != base || wanted.is_some_and(|w| w != grant_env) {
+                let asked = match wanted {
+                    Some(w) => format!("`{base}` in environment `{w}`"),
+                    None => format!("`{base}`"),
+                };
+                self.stats.auth_failure(ErrorCode::Forbidden);
+                self.deny(
+                    source,
+                    method,
+                    path,
+                    StatusCode::FORBIDDEN,
+                    &format!("grant {} covers `{grant_base}` in `{grant_env}`, not {asked}", grant.grant_id),
+                    None,
+                );
+                return Gate::Answered(
+                    ApiError::new(
+                        ErrorCode::Forbidden,
+                        format!("this key's grant covers the addon `{grant_base}` in environment `{grant_env}`, not {asked}"),
+                    )
                     .into_response(),
-            );
+                );
+            }
         }
         if let Some(limiter) = &grant.limiter {
             if let Err(wait) = limiter.try_take() {
@@ -487,6 +508,19 @@ impl Gateway {
         }
         let cors_origin = origin.filter(|o| grant.allowed_origins.iter().any(|a| a == o || a == "*")).map(str::to_string);
         Gate::Admitted { grant, cors_origin, source }
+    }
+
+    /// The environment a Host `<addon>.<env>.<gateway.base_domain>` names for `addon`.
+    fn host_environment(&self, headers: &HeaderMap, addon: &str) -> Option<String> {
+        let domain = &self.cfg.gateway.base_domain;
+        if domain.is_empty() {
+            return None;
+        }
+        let host = headers.get(header::HOST)?.to_str().ok()?;
+        let host = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+        let prefix = host.strip_suffix(domain.as_str())?.strip_suffix('.')?;
+        let (a, env) = prefix.split_once('.')?;
+        (a == addon && !env.contains('.')).then(|| env.to_string())
     }
 
     /// A JSON request body, at most `gateway.max_body_bytes`.

@@ -32,6 +32,10 @@ pub struct InstallRow {
     pub created_at: i64,
     /// When its config or version last changed.
     pub updated_at: i64,
+    /// The addon installation it is an environment of (the instance name of its `prod`).
+    pub base: String,
+    /// Its environment (`prod` unless installed into another).
+    pub environment: String,
 }
 
 impl Store {
@@ -66,7 +70,7 @@ impl Store {
 
     pub async fn list_installs(&self) -> Result<Vec<InstallRow>, StoreError> {
         self.query(
-            "SELECT instance, addon, version, config, created_at, updated_at FROM addon_installs ORDER BY instance",
+            "SELECT instance, addon, version, config, created_at, updated_at, base, environment FROM addon_installs ORDER BY instance",
             [],
             install_from_row,
         )
@@ -76,7 +80,7 @@ impl Store {
     pub async fn get_install(&self, instance: &str) -> Result<Option<InstallRow>, StoreError> {
         let instance = instance.to_string();
         self.call(move |c| {
-            Ok(c.prepare_cached("SELECT instance, addon, version, config, created_at, updated_at FROM addon_installs WHERE instance = ?1")?
+            Ok(c.prepare_cached("SELECT instance, addon, version, config, created_at, updated_at, base, environment FROM addon_installs WHERE instance = ?1")?
                 .query_row([instance], install_from_row)
                 .optional()?)
         })
@@ -105,5 +109,7 @@ fn install_from_row(r: &Row<'_>) -> rusqlite::Result<InstallRow> {
         config: r.get(3)?,
         created_at: r.get(4)?,
         updated_at: r.get(5)?,
+        base: r.get(6)?,
+        environment: r.get(7)?,
     })
 }

@@ -222,6 +222,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         created_at     INTEGER NOT NULL
     );
     "#,
+    // 8: environments: an installed instance is one environment (`environment`) of an
+    // addon installed as `base`; installs made before are their own base, in `prod`.
+    r#"
+    ALTER TABLE addon_installs ADD COLUMN base TEXT NOT NULL DEFAULT '';
+    ALTER TABLE addon_installs ADD COLUMN environment TEXT NOT NULL DEFAULT 'prod';
+    UPDATE addon_installs SET base = instance WHERE base = '';
+    "#,
 ];
 
 pub(super) fn open_sync(path: &Path) -> Result<Connection, StoreError> {

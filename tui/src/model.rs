@@ -194,6 +194,12 @@ pub struct InstalledAddon {
     pub phase: String,
     pub deploying: bool,
     pub history: Vec<Deployment>,
+    /// The installation it is an environment of (its `prod` instance's name).
+    pub base: String,
+    /// Its environment (`prod` unless installed into another).
+    pub environment: String,
+    /// Its instances' health: `healthy`, `degraded` (some), `unhealthy` or `none`.
+    pub health: String,
 }
 
 /// One deployment (`GET /api/addons/{name}/deployments`).
@@ -224,6 +230,20 @@ impl Deployment {
     }
 }
 
+/// How many of an instance view's instances are healthy, in a word.
+fn health_of(view: &Value) -> String {
+    let all: Vec<&Value> =
+        view["services"].as_array().into_iter().flatten().flat_map(|s| s["instances"].as_array().into_iter().flatten()).collect();
+    let healthy = all.iter().filter(|i| i["health"] == "healthy").count();
+    match (healthy, all.len()) {
+        (_, 0) => "none",
+        (h, n) if h == n => "healthy",
+        (0, _) => "unhealthy",
+        _ => "degraded",
+    }
+    .to_string()
+}
+
 impl InstalledAddon {
     /// From `GET /api/addons/{instance}` and its `…/deployments` (oldest first there).
     pub fn from_json(view: &Value, history: &Value) -> Option<InstalledAddon> {
@@ -235,6 +255,9 @@ impl InstalledAddon {
             phase: text(view, "phase").unwrap_or_default(),
             deploying: view.get("deploying").and_then(Value::as_bool).unwrap_or(false),
             history: h,
+            base: text(view, "base").or_else(|| text(view, "instance")).unwrap_or_default(),
+            environment: text(view, "environment").unwrap_or_else(|| "prod".into()),
+            health: health_of(view),
         })
     }
 }

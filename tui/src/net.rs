@@ -153,6 +153,27 @@ impl Net {
                     load_addons(&client, &tx).await;
                 });
             }
+            Command::Promote { base, from, to } => {
+                tokio::spawn(async move {
+                    let path = format!("/api/addons/{}/promote", encode_path_segment(&base));
+                    let r = limited(SLOW_TIMEOUT, "promote", client.post(&path, Some(&json!({"from": from, "to": to})))).await;
+                    let what = format!("promote {base} {from} → {to}");
+                    let (ok, message) = match r {
+                        Ok(resp) => match api_error(&resp) {
+                            Some(e) => (false, format!("{what} failed: {e}")),
+                            None => {
+                                let d = &resp.data()["deployment"];
+                                let outcome = d["outcome"].as_str().unwrap_or("finished");
+                                let reason = d["reason"].as_str().map(|r| format!(": {}", sanitize(r))).unwrap_or_default();
+                                (outcome == "succeeded", format!("{what}: {}{reason}", sanitize(outcome)))
+                            }
+                        },
+                        Err(e) => (false, format!("{what} failed: {e}")),
+                    };
+                    send(&tx, Update::ActionDone { ok, message }).await;
+                    load_addons(&client, &tx).await;
+                });
+            }
             Command::SaveLogs { path, text } => {
                 tokio::spawn(async move {
                     let n = text.lines().count();

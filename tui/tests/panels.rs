@@ -575,6 +575,7 @@ fn addon_view_shows_deployments_and_a_rollback_with_its_reason() {
     let screen = text(&buf);
     assert!(screen.contains("Deployments of pay"), "{screen}");
     assert!(screen.contains("pay  1.0.0  Started"), "{screen}");
+    assert!(screen.contains("[prod] none"), "an install without environments is prod: {screen}");
     // Newest first: the rolled-back upgrade above the install, with its reason.
     let up = screen.find("upgrade   1.0.0 → 2.0.0  rolled_back").unwrap_or_else(|| panic!("{screen}"));
     let inst = screen.find("install   1.0.0  succeeded").unwrap_or_else(|| panic!("{screen}"));

@@ -87,6 +87,9 @@ pub(crate) struct GrantCreateArgs {
     /// Installed addon instance the key may call
     #[arg(long, value_name = "INSTANCE")]
     pub(crate) addon: String,
+    /// The environment of the addon the key reaches (default: prod)
+    #[arg(long, value_name = "ENV")]
+    pub(crate) environment: Option<String>,
     /// Rate limit in requests per second
     #[arg(long, value_name = "N", value_parser = parse_rate)]
     pub(crate) rate: Option<f64>,
@@ -130,6 +133,9 @@ pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
 /// The body of `POST /api/application-grants`.
 pub(crate) fn grant_create_body(a: &GrantCreateArgs) -> Value {
     let mut body = json!({"application": a.app, "addon": a.addon});
+    if let Some(env) = &a.environment {
+        body["environment"] = json!(env);
+    }
     if let Some(rate) = a.rate {
         let mut limit = json!({"requests_per_second": rate});
         if let Some(b) = a.burst {
@@ -396,6 +402,7 @@ pub(crate) fn render_grant(g: &Value) -> String {
         ("ID", text(g, "id")),
         ("Application", text(g, "application_id")),
         ("Addon", text(g, "addon")),
+        ("Environment", text(g, "environment")),
         ("Key", text(g, "key_prefix")),
         ("Rate limit", rate(g)),
         ("Origins", joined(g, "allowed_origins")),

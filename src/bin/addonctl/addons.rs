@@ -59,8 +59,13 @@ pub(crate) enum AddonCmd {
     Upgrade(Box<crate::deployments::UpgradeArgs>),
     /// Redeploy an earlier deployment's version, images and config
     Rollback(crate::deployments::RollbackArgs),
-    /// Every install, upgrade, config change and rollback of an addon instance
+    /// Every install, upgrade, config change, rollback and promotion of an addon instance
     History(AddonNameArg),
+    /// Environments of an installed addon (dev, staging, prod…): add, list
+    #[command(subcommand)]
+    Env(crate::environments::EnvCmd),
+    /// Deploy the version and exact images one environment runs into another
+    Promote(crate::environments::PromoteArgs),
     /// Build an addon's image from a directory (Dockerfile + addon.toml) and register it
     Build(crate::builds::BuildArgs),
     /// Publish a WebAssembly module to an installed runtime = "wasm" addon (live at once)
@@ -109,6 +114,9 @@ pub(crate) struct InstallArgs {
     /// Version to install (default: the newest registered)
     #[arg(long)]
     pub(crate) version: Option<String>,
+    /// Install these environments, each its own instance (e.g. dev,staging,prod)
+    #[arg(long, value_name = "ENV,...", value_delimiter = ',')]
+    pub(crate) environments: Option<Vec<String>>,
     #[command(flatten)]
     pub(crate) config: ConfigInput,
     #[command(flatten)]
@@ -235,8 +243,29 @@ impl Ctl {
                     let config = apply_sets(base.unwrap_or_else(|| json!({})), &a.config.set, "the config")?;
                     body.insert("config".into(), config);
                 }
+                if let Some(envs) = &a.environments {
+                    body.insert("environments".into(), json!(envs));
+                }
                 let path = format!("{}{}", addon_path(&a.name, "install"), wait_query(Op::Create, &a.wait));
                 let data = self.call(Method::POST, &path, Some(&Value::Object(body))).await?;
+                if a.environments.is_some() {
+                    if self.quiet && !self.json {
+                        let names: Vec<String> = data["environments"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|e| {
+                                format!(
+                                    "{}
+",
+                                    cell(&text(e, "instance"))
+                                )
+                            })
+                            .collect();
+                        return emit(&names.concat());
+                    }
+                    return self.show(&data, crate::environments::render_environments);
+                }
                 if self.quiet && !self.json {
                     return emit(&format!("{}\n", cell(&text(&data, "instance"))));
                 }
@@ -264,6 +293,8 @@ impl Ctl {
             AddonCmd::Rollback(a) => self.addon_rollback(&a).await,
             AddonCmd::Publish(a) => self.addon_publish(&a).await,
             AddonCmd::History(a) => self.addon_history(&a.name).await,
+            AddonCmd::Env(c) => self.addon_env(&c).await,
+            AddonCmd::Promote(a) => self.addon_promote(&a).await,
             AddonCmd::Build(a) => self.addon_build(a).await,
             AddonCmd::Execute(a) => {
                 let base = match (&a.data, &a.data_file) {

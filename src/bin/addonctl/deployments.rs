@@ -96,7 +96,7 @@ impl Ctl {
 
     /// Prints the deployment's outcome; a rolled-back one is an error (exit status 1), so a
     /// script that upgrades notices.
-    fn deployment_outcome(&self, data: &Value) -> anyhow::Result<()> {
+    pub(crate) fn deployment_outcome(&self, data: &Value) -> anyhow::Result<()> {
         self.show(data, render_outcome)?;
         let d = &data["deployment"];
         match d["outcome"].as_str() {
@@ -136,7 +136,10 @@ pub(crate) fn render_history(d: &Value) -> String {
                     let from = x["from_version"].as_str().map(|f| format!("{f} → ")).unwrap_or_default();
                     vec![
                         x["id"].to_string(),
-                        text(x, "kind"),
+                        match x["promoted_from"]["environment"].as_str() {
+                            Some(env) => format!("promotion from {}", cell(env)),
+                            None => text(x, "kind"),
+                        },
                         format!("{from}{}", text(x, "to_version")),
                         text(x, "outcome"),
                         text(x, "started_at"),

@@ -18,6 +18,7 @@ mod access;
 mod addons;
 mod builds;
 mod deployments;
+mod environments;
 mod events;
 mod images;
 mod input;

@@ -116,6 +116,10 @@ impl App {
                             self.say(true, format!("scale {name} to 0: sent"));
                             cmds.push(Command::Scale { id, name, replicas: 0 });
                         }
+                        Confirm::Promote { base, from, to } => {
+                            self.say(true, format!("promote {base} {from} → {to}: sent (health-gated; this takes a while)"));
+                            cmds.push(Command::Promote { base, from, to });
+                        }
                     }
                 }
                 KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc | KeyCode::Char('q') => {
@@ -456,6 +460,16 @@ impl App {
                 }
                 _ => self.say(false, "installing needs the addons API, which this daemon does not offer"),
             },
+            KeyCode::Char('p') => match &self.addons {
+                Avail::Ready(list) => match list.get(self.addon_selected).and_then(|a| a.instances.first()) {
+                    Some(i) => {
+                        let kind = PromptKind::Promote { base: i.base.clone() };
+                        self.mode = Mode::Prompt { kind, input: "dev staging".into(), error: None };
+                    }
+                    None => self.say(false, "install this addon first: only installed addons have environments"),
+                },
+                _ => self.say(false, "promoting needs the addons API, which this daemon does not offer"),
+            },
             KeyCode::Esc => self.view = View::Services,
             _ => {}
         }
@@ -491,6 +505,15 @@ impl App {
                     self.mode = Mode::Normal;
                     self.say(true, format!("install {addon} as {value}: sent"));
                     cmds.push(Command::InstallAddon { addon: addon.clone(), instance: value });
+                }
+            }
+            PromptKind::Promote { base } => {
+                let words: Vec<&str> = value.split_whitespace().collect();
+                match words.as_slice() {
+                    [from, to] if from != to && valid_name(from) && valid_name(to) => {
+                        self.mode = Mode::Confirm(Confirm::Promote { base: base.clone(), from: from.to_string(), to: to.to_string() });
+                    }
+                    _ => fail(self, "two different environments: FROM TO (e.g. dev staging)"),
                 }
             }
             PromptKind::SaveLogs => {

@@ -127,6 +127,12 @@ pub enum Command {
         addon: String,
         instance: String,
     },
+    /// Deploy what environment `from` of `base` runs into `to`.
+    Promote {
+        base: String,
+        from: String,
+        to: String,
+    },
     /// Poll `…/metrics` of this service every 2 s (`None`: stop).
     WatchMetrics(Option<String>),
     OpenLogs {
@@ -260,9 +266,20 @@ impl SortKey {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum PromptKind {
-    Scale { id: String, name: String },
-    NewService { template: String },
-    Install { addon: String },
+    Scale {
+        id: String,
+        name: String,
+    },
+    NewService {
+        template: String,
+    },
+    Install {
+        addon: String,
+    },
+    /// `FROM TO`: the environments of the addon installed as `base` to promote between.
+    Promote {
+        base: String,
+    },
     SaveLogs,
 }
 
@@ -270,6 +287,7 @@ pub enum PromptKind {
 pub enum Confirm {
     Op { id: String, name: String, op: Op },
     ScaleZero { id: String, name: String },
+    Promote { base: String, from: String, to: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -193,3 +193,37 @@ fn a_deployment_event_reloads_the_addon_view() {
     a.handle(key('1'));
     assert!(a.handle(Event::Daemon(Update::AddonEvents(vec![ev]))).is_empty(), "only while the addon view is shown");
 }
+
+#[test]
+fn promotion_asks_which_environments_then_confirms() {
+    let mut a = app();
+    assert_eq!(a.handle(key('5')), vec![Command::LoadAddons]);
+    let inst = |env: &str| model::InstalledAddon {
+        instance: if env == "prod" { "pay".into() } else { format!("pay--{env}") },
+        base: "pay".into(),
+        environment: env.into(),
+        ..Default::default()
+    };
+    let addon = model::Addon {
+        name: "pay".into(),
+        version: "1.0.0".into(),
+        category: "utilities".into(),
+        description: String::new(),
+        image: None,
+        runtime: "container".into(),
+        installed: vec!["pay@1.0.0".into(), "pay--dev@1.0.0".into()],
+        instances: vec![inst("dev"), inst("prod")],
+    };
+    a.handle(Event::Daemon(Update::Addons(Avail::Ready(vec![addon]))));
+    assert!(a.handle(key('p')).is_empty());
+    assert!(matches!(&a.mode, Mode::Prompt { kind: PromptKind::Promote { base }, .. } if base == "pay"));
+    // Replace the suggestion; one name alone is refused.
+    a.handle(Event::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)));
+    typed(&mut a, "dev");
+    assert!(a.handle(code(KeyCode::Enter)).is_empty());
+    assert!(matches!(&a.mode, Mode::Prompt { error: Some(_), .. }));
+    typed(&mut a, " prod");
+    assert!(a.handle(code(KeyCode::Enter)).is_empty(), "nothing is sent before the confirmation");
+    assert!(matches!(&a.mode, Mode::Confirm(Confirm::Promote { .. })));
+    assert_eq!(a.handle(key('y')), vec![Command::Promote { base: "pay".into(), from: "dev".into(), to: "prod".into() }]);
+}

@@ -70,7 +70,7 @@ pub(super) fn draw_addons(app: &App, t: Theme, f: &mut Frame, area: Rect) {
     ];
     let table = Table::new(rows, widths)
         .header(header)
-        .block(block.title_bottom(Line::styled(" i install · R reload ", t.dim())))
+        .block(block.title_bottom(Line::styled(" i install · p promote · R reload ", t.dim())))
         .row_highlight_style(t.selected())
         .highlight_symbol("▶ ")
         .highlight_spacing(HighlightSpacing::Always);
@@ -96,10 +96,15 @@ pub(super) fn draw_addons(app: &App, t: Theme, f: &mut Frame, area: Rect) {
 fn draw_deployments(addon: &model::Addon, t: Theme, f: &mut Frame, area: Rect) {
     let block = Block::bordered().title(Line::styled(format!(" Deployments of {} ", addon.name), t.accent()));
     let mut lines = Vec::new();
-    for i in &addon.instances {
+    // Environments of one installation side by side: grouped by base name.
+    let mut instances: Vec<&model::InstalledAddon> = addon.instances.iter().collect();
+    instances.sort_by(|a, b| a.base.cmp(&b.base));
+    for i in instances {
         let mut head = vec![
             Span::styled(i.instance.clone(), Style::new().add_modifier(Modifier::BOLD)),
             Span::raw(format!("  {}  {}", i.version, i.phase)),
+            Span::styled(format!("  [{}]", i.environment), t.accent()),
+            Span::styled(format!(" {}", i.health), t.dim()),
         ];
         if i.deploying {
             head.push(Span::styled("  deploying…", t.accent()));

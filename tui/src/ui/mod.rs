@@ -165,7 +165,7 @@ fn hints(app: &App) -> &'static str {
         View::Logs => "f follow  / search  n/N next/prev  w wrap  t time  i instance  s save  Esc back  ? help",
         View::Ports => "↑↓ scroll  Esc back  ? help  q quit",
         View::Events => "↑↓ scroll  c clear  Esc back  ? help  q quit",
-        View::Addons => "↑↓ select  i install  R reload  Esc back  ? help  q quit",
+        View::Addons => "↑↓ select  i install  p promote  R reload  Esc back  ? help  q quit",
         View::Grants => "R reload  Esc back  ? help  q quit",
     }
 }

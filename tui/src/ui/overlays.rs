@@ -79,6 +79,7 @@ pub(super) fn draw_prompt(app: &App, t: Theme, f: &mut Frame, area: Rect, kind: 
         PromptKind::Scale { name, .. } => (format!(" Scale {name} "), "replicas (0–64): "),
         PromptKind::NewService { template } => (format!(" New service from {template} "), "name: "),
         PromptKind::Install { addon } => (format!(" Install {addon} "), "instance name: "),
+        PromptKind::Promote { base } => (format!(" Promote {base} "), "from to: "),
         PromptKind::SaveLogs => (format!(" Save {} log line(s) ", app.logs.lines.len()), "file: "),
     };
     let r = centered(area, 64, 6);
@@ -101,6 +102,10 @@ pub(super) fn draw_confirm(t: Theme, f: &mut Frame, area: Rect, c: &Confirm) {
         Confirm::Op { name, op: Op::Stop, .. } => (format!("Stop {name}?"), "Its instances stop; start it again with s."),
         Confirm::Op { name, op, .. } => (format!("{} {name}?", op.verb()), ""),
         Confirm::ScaleZero { name, .. } => (format!("Scale {name} to 0?"), "Every instance stops and its port is freed."),
+        Confirm::Promote { base, from, to } => (
+            format!("Promote {base} from {from} to {to}?"),
+            "The exact images and version of the first replace the second's, health-gated; a failure rolls back.",
+        ),
     };
     let r = centered(area, 60, 6);
     f.render_widget(Clear, r);
