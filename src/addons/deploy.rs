@@ -301,6 +301,14 @@ impl Addons {
             return self.deploy_wasm(instance, target).await;
         }
         let _running = self.claim(instance)?;
+        // One a killed daemon left is rolled back by the recovery first (it may not have
+        // run yet right after a start).
+        if let Some(d) = self.lifecycle.store().running_deployments().await?.into_iter().find(|d| d.instance == instance) {
+            return Err(AddonError::DeploymentRunning(format!(
+                "deployment {} of `{instance}` was cut short by a restart and is being rolled back; send this again in a moment",
+                d.id
+            )));
+        }
         let inst = self.installed(instance).await?;
         let from_version = inst.row.version.clone();
         let m = &t.manifest;

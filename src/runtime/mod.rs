@@ -206,6 +206,10 @@ struct SubnetBook {
     seen_at: Option<std::time::Instant>,
     /// Subnets picked for networks being made right now.
     reserved: Vec<Subnet>,
+    /// Subnets Docker refused as overlapping though no network lists them (Docker 20.10's
+    /// address allocator can keep a removed network's pool), and when: skipped for a while,
+    /// so a retry goes on to the next ones instead of trying the same again.
+    refused: Vec<(Subnet, std::time::Instant)>,
 }
 
 impl Runtime {

@@ -84,7 +84,9 @@ impl Runtime {
         let mut used = isolation::host_routes();
         used.extend_from_slice(refused);
         let mut book = self.subnets.lock().unwrap_or_else(|e| e.into_inner());
+        book.refused.retain(|(_, at)| at.elapsed() < Duration::from_secs(600));
         used.extend(book.seen.iter().chain(book.reserved.iter()).copied());
+        used.extend(book.refused.iter().map(|(s, _)| *s));
         let subnet = isolation::pick(pool, prefix, &used).ok_or_else(|| {
             RuntimeError::NoSubnet(format!(
                 "no /{prefix} of docker.subnet_pool ({pool}) is free for network {name}: every one overlaps a Docker network or a host route. Widen the pool (and the unit's IPAddressAllow=) or remove networks no longer used"
@@ -170,6 +172,7 @@ impl Runtime {
                 Err(e) if Self::status_of(&e) == Some(403) || e.to_string().contains("overlap") => {
                     tracing::debug!(network = %plan.name, %subnet, error = %e, "subnet taken meanwhile; trying the next");
                     refused.push(subnet);
+                    self.subnets.lock().unwrap_or_else(|e| e.into_inner()).refused.push((subnet, std::time::Instant::now()));
                 }
                 Err(e) => return Err(self.map_err(e)),
             }
