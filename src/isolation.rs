@@ -132,12 +132,25 @@ impl std::fmt::Display for Subnet {
 
 /// The first `/prefix` of `pool` that overlaps nothing in `used`.
 pub fn pick(pool: Subnet, prefix: u8, used: &[Subnet]) -> Option<Subnet> {
+    pick_from(pool, prefix, used, 0)
+}
+
+/// [`pick`], starting the search at the `hint`-th subnet of the pool (modulo their number)
+/// and wrapping around: daemons sharing a pool, each starting where its network's name
+/// hashes to, rarely race for the same subnet (from the lowest one they all would).
+pub fn pick_from(pool: Subnet, prefix: u8, used: &[Subnet], hint: u64) -> Option<Subnet> {
     if prefix < pool.len || prefix > 30 {
         return None;
     }
     let size = 1u64 << (32 - prefix);
-    let end = u64::from(pool.last()) + 1;
-    let mut at = u64::from(pool.addr);
+    let slots = 1u64 << (prefix - pool.len);
+    let start = u64::from(pool.addr) + (hint % slots) * size;
+    pick_between(start, u64::from(pool.last()) + 1, prefix, used).or_else(|| pick_between(u64::from(pool.addr), start, prefix, used))
+}
+
+/// The first `prefix` subnet in `[at, end)` that overlaps nothing in `used`.
+fn pick_between(mut at: u64, end: u64, prefix: u8, used: &[Subnet]) -> Option<Subnet> {
+    let size = 1u64 << (32 - prefix);
     while at + size <= end {
         let cand = Subnet { addr: at as u32, len: prefix };
         match used.iter().filter(|u| u.overlaps(&cand)).map(|u| u64::from(u.last()) + 1).max() {
@@ -225,6 +238,13 @@ mod tests {
         let small = Subnet::parse("10.9.9.0/24").unwrap();
         assert_eq!(pick(small, 28, &[Subnet::parse("10.9.9.0/28").unwrap()]).unwrap().to_string(), "10.9.9.16/28");
         assert_eq!(pick(small, 23, &[]), None);
+        // From a hint: the hinted slot, then on, then wrapping round to the start.
+        let used = [Subnet::parse("10.9.9.32/28").unwrap()];
+        assert_eq!(pick_from(small, 28, &used, 1).unwrap().to_string(), "10.9.9.16/28");
+        assert_eq!(pick_from(small, 28, &used, 2).unwrap().to_string(), "10.9.9.48/28");
+        assert_eq!(pick_from(small, 28, &used, 2 + 16).unwrap().to_string(), "10.9.9.48/28");
+        let full: Vec<Subnet> = (1..16).map(|k| Subnet::parse(&format!("10.9.9.{}/28", k * 16)).unwrap()).collect();
+        assert_eq!(pick_from(small, 28, &full, 7).unwrap().to_string(), "10.9.9.0/28");
     }
 
     #[test]

@@ -87,7 +87,9 @@ impl Runtime {
         book.refused.retain(|(_, at)| at.elapsed() < Duration::from_secs(600));
         used.extend(book.seen.iter().chain(book.reserved.iter()).copied());
         used.extend(book.refused.iter().map(|(s, _)| *s));
-        let subnet = isolation::pick(pool, prefix, &used).ok_or_else(|| {
+        // Where the name hashes to: daemons sharing a pool then rarely race for one subnet.
+        let hint = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let subnet = isolation::pick_from(pool, prefix, &used, hint).ok_or_else(|| {
             RuntimeError::NoSubnet(format!(
                 "no /{prefix} of docker.subnet_pool ({pool}) is free for network {name}: every one overlaps a Docker network or a host route. Widen the pool (and the unit's IPAddressAllow=) or remove networks no longer used"
             ))
