@@ -126,7 +126,8 @@ fn entries(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir).map(|r| r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default()
 }
 
-/// Waits until the service is Failed or `escaped` holds; returns the service.
+/// Waits until the service is Failed or `escaped` holds; returns the service. The budget is
+/// generous: while another test churns networks, Docker makes this one's network late.
 async fn failed_or_escaped(d: &Daemon, name: &str, secs: u64, escaped: impl Fn() -> bool) -> serde_json::Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
@@ -189,7 +190,7 @@ async fn a_nested_volume_swapped_for_a_symlink_does_not_escape_on_restart() {
     d.spawn().await;
     let r = d.post(&format!("{SVC}/escape/scale"), json!({"replicas": 1})).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let s = failed_or_escaped(&d, "escape", 30, || outside.join("probe").exists()).await;
+    let s = failed_or_escaped(&d, "escape", 120, || outside.join("probe").exists()).await;
     assert!(entries(&outside).is_empty(), "the container wrote outside its volumes: {:?}\n{}", entries(&outside), tail(&d.log(), 30));
     assert_eq!(s["phase"], "Failed", "{s:#}");
     let err = s["last_error"].as_str().unwrap();
@@ -219,7 +220,7 @@ async fn a_volume_replaced_by_a_symlink_is_refused_at_every_start() {
     // 1. crash restart
     swap();
     docker().kill_container(&cname, None::<bollard::query_parameters::KillContainerOptions>).await.unwrap();
-    let s = failed_or_escaped(&d, "swapped", 30, || outside.join("probe").exists()).await;
+    let s = failed_or_escaped(&d, "swapped", 120, || outside.join("probe").exists()).await;
     assert!(entries(&outside).is_empty(), "restart followed the symlink: {:?}", entries(&outside));
     assert_eq!(s["phase"], "Failed", "{s:#}");
     let err = s["last_error"].as_str().unwrap();
@@ -233,7 +234,7 @@ async fn a_volume_replaced_by_a_symlink_is_refused_at_every_start() {
     swap();
     docker().stop_container(&cname, None::<bollard::query_parameters::StopContainerOptions>).await.unwrap();
     d.spawn().await;
-    let s = failed_or_escaped(&d, "swapped", 30, || outside.join("probe").exists()).await;
+    let s = failed_or_escaped(&d, "swapped", 120, || outside.join("probe").exists()).await;
     assert!(entries(&outside).is_empty(), "adoption followed the symlink: {:?}", entries(&outside));
     assert_eq!(s["phase"], "Failed", "{s:#}");
     // 3. a missing volume directory is made again, not refused
