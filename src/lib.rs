@@ -11,7 +11,8 @@
 //!   crash hooks for the tests), [`users`] (the socket group's lookup), [`wire`] (the
 //!   envelope's success shape), [`sanitize`],
 //!   [`image_ref`] (Docker's reference grammar),
-//!   [`body_error`], [`config`], [`model`] (services, instances, phases, ids),
+//!   [`body_error`], [`config`] (`platform.rs`: the sections of builds, deployments,
+//!   environments, WASM, metrics and notifications), [`model`] (services, instances, phases, ids),
 //!   [`addons::cron`] (schedule parsing).
 //! - **State** — [`store`]: the SQLite file, the only place with SQL; `migrations.rs` and one
 //!   file per area returning typed rows.

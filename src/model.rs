@@ -986,3 +986,26 @@ impl Template {
 
 #[cfg(test)]
 mod tests;
+
+/// The phase of an addon follows from its services'.
+pub fn addon_phase(services: &[Service]) -> Phase {
+    let all = |p: Phase| !services.is_empty() && services.iter().all(|s| s.phase == p);
+    let any = |p: Phase| services.iter().any(|s| s.phase == p);
+    if services.is_empty() {
+        Phase::Deleted
+    } else if any(Phase::Failed) {
+        Phase::Failed
+    } else if all(Phase::Started) {
+        Phase::Started
+    } else if all(Phase::Stopped) {
+        Phase::Stopped
+    } else if any(Phase::Deleting) {
+        Phase::Deleting
+    } else if any(Phase::Stopping) {
+        Phase::Stopping
+    } else if any(Phase::Creating) {
+        Phase::Creating
+    } else {
+        Phase::Starting
+    }
+}

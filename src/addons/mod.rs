@@ -7,6 +7,7 @@ pub mod cron;
 pub mod deploy;
 pub mod dispatch;
 pub mod environments;
+mod frame;
 pub mod manifest;
 pub mod schema;
 pub mod wasm;
@@ -23,9 +24,11 @@ use sha2::{Digest, Sha256};
 use crate::config::Config;
 use crate::lifecycle::{Lifecycle, LifecycleError};
 use crate::metrics::Metrics;
-use crate::model::{valid_name, FieldError, Phase, Service, ServiceId, ServiceType};
+pub use crate::model::addon_phase;
+use crate::model::{valid_name, FieldError, Phase, ServiceId, ServiceType};
 use crate::store::{InstallRow, StoreError};
 use dispatch::{DispatchError, Dispatcher};
+pub use frame::frame_document;
 
 /// An action's input as it arrived: the JSON text of an HTTP body's `data` (`None`: left
 /// out), or a value made in the daemon.
@@ -170,29 +173,6 @@ pub struct Addons {
     event_sink: std::sync::OnceLock<Arc<dyn wasm::EventSink>>,
     /// Lets `&self` hand the guests' host functions an owning handle.
     me: std::sync::Weak<Addons>,
-}
-
-/// The phase of an addon follows from its services'.
-pub fn addon_phase(services: &[Service]) -> Phase {
-    let all = |p: Phase| !services.is_empty() && services.iter().all(|s| s.phase == p);
-    let any = |p: Phase| services.iter().any(|s| s.phase == p);
-    if services.is_empty() {
-        Phase::Deleted
-    } else if any(Phase::Failed) {
-        Phase::Failed
-    } else if all(Phase::Started) {
-        Phase::Started
-    } else if all(Phase::Stopped) {
-        Phase::Stopped
-    } else if any(Phase::Deleting) {
-        Phase::Deleting
-    } else if any(Phase::Stopping) {
-        Phase::Stopping
-    } else if any(Phase::Creating) {
-        Phase::Creating
-    } else {
-        Phase::Starting
-    }
 }
 
 fn canonical_hash(parts: &[&Value]) -> String {
@@ -998,42 +978,5 @@ impl Addons {
     }
 }
 
-/// A complete HTML document for a sandboxed iframe. The CSP `sandbox` directive keeps the
-/// document in an opaque origin even when opened directly, and the nonces allow only the
-/// addon's own inline style and script: no other script, no network, no forms, no plugins.
-pub fn frame_document(widget: &Value, nonce: &str) -> (String, String) {
-    let t = |k: &str| widget.get(k).and_then(Value::as_str).unwrap_or("");
-    // `</` inside inline style/script would end the element early.
-    let css = t("css").replace("</", "<\\/");
-    let js = t("javascript").replace("</", "<\\/");
-    let html = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\n<style nonce=\"{nonce}\">{css}</style></head>\n<body>\n{}\n<script nonce=\"{nonce}\">{js}</script>\n</body></html>\n",
-        t("html")
-    );
-    let csp = format!(
-        "sandbox allow-scripts; default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src data:; font-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'; frame-ancestors *"
-    );
-    (html, csp)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashes_are_canonical() {
-        let a = json!({"b": 1, "a": [1, 2]});
-        let b: Value = serde_json::from_str(r#"{"a":[1,2],"b":1}"#).unwrap();
-        assert_eq!(canonical_hash(&[&a, &json!(null)]), canonical_hash(&[&b, &json!(null)]));
-        assert_ne!(canonical_hash(&[&a, &json!(1)]), canonical_hash(&[&a, &json!(2)]));
-    }
-
-    #[test]
-    fn frame_escapes_closing_tags_and_sets_csp() {
-        let (html, csp) = frame_document(&json!({"html": "<p>x</p>", "css": "p{}", "javascript": "a='</script><script>evil()'"}), "n0nce");
-        assert!(!html.contains("</script><script>evil"));
-        assert!(html.contains("<script nonce=\"n0nce\">"));
-        assert!(csp.starts_with("sandbox allow-scripts;"));
-        assert!(csp.contains("default-src 'none'"));
-    }
-}
+mod tests;

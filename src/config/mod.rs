@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod platform;
+pub use platform::*;
+
 /// Default location of the system configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/addond/config.toml";
 /// Directory dev mode keeps everything in, relative to the working directory.
@@ -53,94 +56,6 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub wasm: WasmConfig,
     pub environments: EnvironmentsConfig,
-}
-
-/// Longest environment name.
-pub const MAX_ENVIRONMENT_NAME: usize = 12;
-
-/// Checks an environment name: a short name without the separator.
-pub fn check_environment(env: &str) -> Result<(), String> {
-    if !env.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        || env.is_empty()
-        || env.starts_with('-')
-        || env.ends_with('-')
-        || env.len() > MAX_ENVIRONMENT_NAME
-        || env.contains("--")
-    {
-        return Err(format!(
-            "`{env}` is not an environment name: 1–{MAX_ENVIRONMENT_NAME} lowercase letters, digits and single `-` (like dev, staging, prod)"
-        ));
-    }
-    Ok(())
-}
-
-/// Environments of installed addons (`[environments]`, docs/deployments.md).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct EnvironmentsConfig {
-    /// The promotion order: a promotion may only go to the next of these environments the
-    /// addon has (unless forced). An install with an empty `"environments"` list installs these.
-    pub pipeline: Vec<String>,
-}
-
-impl Default for EnvironmentsConfig {
-    fn default() -> Self {
-        EnvironmentsConfig { pipeline: vec!["dev".into(), "staging".into(), "prod".into()] }
-    }
-}
-
-/// The TCP metrics listener: `GET /metrics` for Prometheus, off unless `listen` is set.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Where to serve `GET /metrics` over TCP (`127.0.0.1:9464`); empty: only on the
-    /// admin socket. Read with [`MetricsConfig::listen_addr`].
-    pub listen: String,
-    /// Lets `listen` be an address other hosts reach. The series name services, addons
-    /// and subscribers and need no key, so loopback is the rule unless the operator says so.
-    pub allow_non_loopback: bool,
-}
-
-impl MetricsConfig {
-    /// `listen` as an address; `None` when it is empty (or invalid, which validation refuses).
-    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
-        self.listen.trim().parse().ok()
-    }
-}
-
-/// Webhook notifications of what an operator must hear about (a service `Failed`, Docker
-/// gone and back, a rolled-back deployment).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct NotifyConfig {
-    /// `http://` URL that receives one JSON `POST` per notification; empty: off.
-    pub webhook_url: String,
-    /// Time one `POST` may take, connecting included (seconds).
-    pub timeout_seconds: f64,
-    /// Attempts after a failed first one (an error, a timeout or a non-2xx answer).
-    pub retries: u32,
-    /// Backoff between attempts: base, doubling, capped (seconds).
-    pub retry_base_seconds: f64,
-    pub retry_max_seconds: f64,
-    /// When set, every `POST` carries `X-Addond-Signature: sha256=<hex HMAC-SHA256 of the
-    /// body under this secret>`, so the receiver can tell addond's posts from anyone's.
-    pub secret: String,
-    /// Notifications waiting at most; when it is full the oldest is dropped (and counted).
-    pub queue_size: usize,
-}
-
-impl Default for NotifyConfig {
-    fn default() -> Self {
-        NotifyConfig {
-            webhook_url: String::new(),
-            timeout_seconds: 5.0,
-            retries: 5,
-            retry_base_seconds: 1.0,
-            retry_max_seconds: 60.0,
-            secret: String::new(),
-            queue_size: 256,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -309,61 +224,6 @@ pub struct AddonsConfig {
     pub config_push_timeout_seconds: f64,
 }
 
-/// Upgrades, rollbacks and the images they keep (`[deploy]`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct DeployConfig {
-    /// How long a new instance may take to pass its health check before the deployment is
-    /// rolled back.
-    pub health_timeout_seconds: f64,
-    /// How long an old instance taken out of routing may finish the calls it has before it
-    /// is stopped anyway.
-    pub drain_timeout_seconds: f64,
-    /// New instances started at once per service (each replacing one old instance); 1 is
-    /// one at a time. A request may ask for more with `"surge"`.
-    pub surge: u32,
-    /// Built images (`addond/…`) of this many newest succeeded deployments per addon
-    /// instance are kept for rollbacks; older ones no service runs are removed.
-    pub keep_deployments: u32,
-}
-
-impl Default for DeployConfig {
-    fn default() -> Self {
-        DeployConfig { health_timeout_seconds: 120.0, drain_timeout_seconds: 30.0, surge: 1, keep_deployments: 5 }
-    }
-}
-
-/// WebAssembly addons (`[wasm]`): the limits every call of a guest runs under.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct WasmConfig {
-    /// Fuel (roughly one unit per WebAssembly instruction) a single call may burn; a call
-    /// that runs out is stopped like one past its deadline.
-    pub fuel_per_call: u64,
-    /// Guest instances alive at once, across every WASM addon; calls beyond it wait (up
-    /// to their deadline) for a free slot. Also sizes the pooling allocator.
-    pub max_concurrent: u32,
-    /// Largest module `POST /api/addons/{name}/publish` accepts, in bytes.
-    pub max_module_bytes: usize,
-    /// Linear memory of a guest when its manifest sets no `resource_limits.memory`, and the
-    /// most a manifest may ask for (bytes: the pool's slot size).
-    pub default_memory_bytes: u64,
-    /// The largest `resource_limits.memory` a WASM manifest may set (bytes).
-    pub max_memory_bytes: u64,
-}
-
-impl Default for WasmConfig {
-    fn default() -> Self {
-        WasmConfig {
-            fuel_per_call: 10_000_000_000,
-            max_concurrent: 64,
-            max_module_bytes: 16 << 20,
-            default_memory_bytes: 64 << 20,
-            max_memory_bytes: 256 << 20,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WidgetsConfig {
@@ -451,30 +311,6 @@ pub struct HttpConfig {
     pub addon_api_max_connections: usize,
     /// Most connections the metrics listener (`metrics.listen`) holds at once.
     pub metrics_max_connections: usize,
-}
-
-/// Image builds from addon code (`POST /api/addons/{name}/builds`, plugin directories).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct BuildConfig {
-    /// Largest build context accepted, counted while it streams in and again once
-    /// unpacked (a small tar.gz cannot expand past it); 413 above.
-    pub max_context_bytes: u64,
-    /// A build running longer is stopped, its partial result removed, and recorded as failed.
-    pub timeout_seconds: f64,
-    /// Memory (and memory + swap: no swap) of each build step's container.
-    pub memory: String,
-    /// CPUs each build step's container may use.
-    pub cpus: f64,
-    /// Lines of the failing step's output kept with a failed build and sent in its
-    /// `failed` line.
-    pub log_lines: usize,
-}
-
-impl Default for BuildConfig {
-    fn default() -> Self {
-        BuildConfig { max_context_bytes: 64 * 1024 * 1024, timeout_seconds: 600.0, memory: "1g".into(), cpus: 1.0, log_lines: 50 }
-    }
 }
 
 impl Default for HttpConfig {
@@ -1146,158 +982,4 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, text).unwrap();
-        let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
-        Config::load_with_env(Some(&path), false, &env)
-    }
-
-    #[test]
-    fn defaults_are_valid_and_round_trip() {
-        let c = Config::default();
-        c.validate().unwrap();
-        assert_eq!(c.ports.range_start, 8000);
-        assert_eq!(c.ports.range_end, 9000);
-        assert_eq!(c.health.interval_seconds, 30.0);
-        let text = c.to_toml();
-        let back = load_str(&text, &[]).unwrap();
-        assert_eq!(back, c);
-    }
-
-    #[test]
-    fn environment_names_are_checked() {
-        assert!(load_str("[environments]\npipeline = [\"dev\", \"qa-1\", \"prod\"]\n", &[]).is_ok());
-        for bad in ["[\"dev\", \"dev\"]", "[\"a--b\"]", "[\"Dev\"]", "[\"averyveryverylongname\"]", "[\"-x\"]"] {
-            let err = load_str(&format!("[environments]\npipeline = {bad}\n"), &[]).unwrap_err().to_string();
-            assert!(err.contains("environments.pipeline["), "{bad}: {err}");
-        }
-        assert!(load_str("[gateway]\nbase_domain = \"addons.example.com\"\n", &[]).is_ok());
-        let err = load_str("[gateway]\nbase_domain = \"https://x\"\n", &[]).unwrap_err().to_string();
-        assert!(err.contains("gateway.base_domain"), "{err}");
-    }
-
-    #[test]
-    fn example_config_is_the_default() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml")).unwrap();
-        let c = load_str(&text, &[]).unwrap();
-        assert_eq!(c, Config::default());
-    }
-
-    #[test]
-    fn metrics_listen_is_loopback_unless_allowed_and_webhooks_are_http() {
-        let c = load_str("[metrics]\nlisten = \"127.0.0.1:9464\"\n", &[]).unwrap();
-        assert_eq!(c.metrics.listen_addr(), Some("127.0.0.1:9464".parse().unwrap()));
-        assert_eq!(Config::default().metrics.listen_addr(), None, "off by default");
-        let err = load_str("[metrics]\nlisten = \"localhost\"\n", &[]).unwrap_err().to_string();
-        assert!(err.contains("metrics.listen") && err.contains("127.0.0.1:9464"), "{err}");
-        assert!(load_str("[metrics]\nlisten = \"[::1]:9464\"\n", &[]).is_ok());
-        let err = load_str("[metrics]\nlisten = \"0.0.0.0:9464\"\n", &[]).unwrap_err().to_string();
-        assert!(err.contains("metrics.listen") && err.contains("metrics.allow_non_loopback = true"), "{err}");
-        assert!(load_str("[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_non_loopback = true\n", &[]).is_ok());
-        let env = [("ADDOND_METRICS_LISTEN", "127.0.0.1:9999")];
-        assert_eq!(load_str("", &env).unwrap().metrics.listen_addr(), Some("127.0.0.1:9999".parse().unwrap()));
-        assert!(load_str("[notify]\nwebhook_url = \"http://127.0.0.1:9000/hook\"\n", &[]).is_ok());
-        let err = load_str("[notify]\nwebhook_url = \"https://hooks.example/x\"\n", &[]).unwrap_err().to_string();
-        assert!(err.contains("notify.webhook_url") && err.contains("http://"), "{err}");
-        let err = load_str("[notify]\nwebhook_url = \"127.0.0.1:9000\"\n", &[]).unwrap_err().to_string();
-        assert!(err.contains("notify.webhook_url"), "{err}");
-        let err = load_str("[notify]\nqueue_size = 0\n", &[]).unwrap_err().to_string();
-        assert!(err.contains("notify.queue_size"), "{err}");
-        let err = load_str("[http]\nmetrics_max_connections = 1000\n", &[]).unwrap_err().to_string();
-        assert!(err.contains("http.metrics_max_connections"), "{err}");
-    }
-
-    #[test]
-    fn unknown_key_is_named() {
-        let err = load_str("[ports]\nrange_strat = 8100\n", &[]).unwrap_err().to_string();
-        assert!(err.contains("range_strat"), "{err}");
-        let err = load_str("[bogus]\nx = 1\n", &[]).unwrap_err().to_string();
-        assert!(err.contains("bogus"), "{err}");
-    }
-
-    #[test]
-    fn bad_values_are_named() {
-        let err = load_str("[ports]\nrange_start = 9500\n", &[]).unwrap_err().to_string();
-        assert!(err.contains("ports.range_start"), "{err}");
-        let err = load_str("[ports]\nrange_start = \"x\"\n", &[]).unwrap_err().to_string();
-        assert!(err.contains("ports.range_start"), "{err}");
-        let err = load_str("[sandbox]\nuser = \"0:0\"\n", &[]).unwrap_err().to_string();
-        assert!(err.contains("sandbox.user"), "{err}");
-        let err = load_str("[docker]\nsubnet = \"10.0.0.0\"\n", &[]).unwrap_err().to_string();
-        assert!(err.contains("docker.subnet"), "{err}");
-        let err = load_str("[limits]\nmemory = \"lots\"\n", &[]).unwrap_err().to_string();
-        assert!(err.contains("limits.memory"), "{err}");
-        // Each quota and retention bound is named on its own.
-        for (toml, key) in [
-            ("[events]\nretention_days = 0.0\n", "events.retention_days"),
-            ("[events]\nretention_max_events = 0\n", "events.retention_max_events"),
-            ("[events]\ndelivery_timeout_seconds = -1.0\n", "events.delivery_timeout_seconds"),
-            ("[addon_api]\nkv_max_keys = 0\n", "addon_api.kv_max_keys"),
-            ("[docker]\nsubnet_pool = \"10.1.2.3/16\"\n", "docker.subnet_pool"),
-            ("[docker]\nsubnet_pool = \"10.0.0.0\"\n", "docker.subnet_pool"),
-            ("[docker]\nsubnet_prefix = 12\n", "docker.subnet_prefix"),
-            ("[docker]\nsubnet_prefix = 30\n", "docker.subnet_prefix"),
-            ("[addon_api]\nkv_max_value_bytes = 0\n", "addon_api.kv_max_value_bytes"),
-        ] {
-            let err = load_str(toml, &[]).unwrap_err().to_string();
-            assert!(err.contains(key) && err.contains("must be"), "{toml}: {err}");
-        }
-    }
-
-    #[test]
-    fn env_overrides_apply_and_unknown_env_keys_fail() {
-        let c = load_str(
-            "",
-            &[
-                ("ADDOND_PORTS_RANGE_START", "8100"),
-                ("ADDOND_HEALTH_INTERVAL_SECONDS", "2"),
-                ("ADDOND_DAEMON_SOCKET_GROUP", "123"),
-                ("ADDOND_SOCKET", "/x"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(c.ports.range_start, 8100);
-        assert_eq!(c.health.interval_seconds, 2.0);
-        assert_eq!(c.daemon.socket_group, "123");
-        let err = load_str("", &[("ADDOND_PORTS_NOPE", "1")]).unwrap_err().to_string();
-        assert!(err.contains("ports.nope") && err.contains("ADDOND_PORTS_NOPE"), "{err}");
-    }
-
-    #[test]
-    fn missing_explicit_file_is_an_error() {
-        let err = Config::load_with_env(Some(Path::new("/nonexistent/addond.toml")), false, &[]).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/addond.toml"));
-    }
-
-    #[test]
-    fn cidrs() {
-        let (n, l) = parse_any_cidr("10.0.0.0/8").unwrap();
-        assert!(cidr_contains(n, l, "10.2.3.4".parse().unwrap()));
-        assert!(!cidr_contains(n, l, "11.0.0.1".parse().unwrap()));
-        let (n, l) = parse_any_cidr("127.0.0.1").unwrap();
-        assert!(cidr_contains(n, l, "127.0.0.1".parse().unwrap()));
-        assert!(!cidr_contains(n, l, "127.0.0.2".parse().unwrap()));
-        let (n, l) = parse_any_cidr("::1/128").unwrap();
-        assert!(cidr_contains(n, l, "::1".parse().unwrap()));
-        assert!(parse_any_cidr("10.0.0.0/33").is_none());
-        assert!(parse_any_cidr("nope").is_none());
-    }
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("512m"), Some(512 << 20));
-        assert_eq!(parse_size("1g"), Some(1 << 30));
-        assert_eq!(parse_size("1.5g"), Some(3 << 29));
-        assert_eq!(parse_size("1024"), Some(1024));
-        assert_eq!(parse_size("64MB"), Some(64 << 20));
-        assert_eq!(parse_size("-1m"), None);
-        assert_eq!(parse_size(""), None);
-        assert_eq!(parse_size("m"), None);
-        assert_eq!(parse_size("99999999999999999t"), None);
-    }
-}
+mod tests;
