@@ -29,6 +29,7 @@ use crate::addons::Addons;
 use crate::config::Config;
 use crate::events::Events;
 use crate::http::conn::{Admission, Listener, Registry};
+use crate::http::openapi::{finish, ErrorBody, JsonObject, Success, E400, E403, E404, E502, E503, E504};
 use crate::http::{self, ApiError, ApiResult, BodyLimit, ErrorCode, JsonBody};
 use crate::isolation::Subnet;
 use crate::lifecycle::{AddonNetworks, Lifecycle};
@@ -260,6 +261,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, registry: Arc<Reg
     tracker.wait().await;
 }
 
+#[utoipa::path(get, path = "/v1/health", tags = ["addon-api"], security(("addonToken" = [])), responses((status = 200, description = "The calling instance: its name, addon and permissions.", body = Success)))]
 async fn health(caller: Caller) -> ApiResult {
     http::ok(
         StatusCode::OK,
@@ -276,6 +278,7 @@ struct EmitBody {
     data: Value,
 }
 
+#[utoipa::path(post, path = "/v1/events", tags = ["addon-api"], security(("addonToken" = [])), request_body = inline(JsonObject), responses((status = 201, description = "The stored event.", body = Success), E403, E503))]
 async fn emit(State(st): State<Arc<AddonApi>>, caller: Caller, JsonBody(b): JsonBody<EmitBody>) -> ApiResult {
     caller.require("events.emit", "emitting events")?;
     if !caller.manifest.events.emits.iter().any(|e| e == &b.name) {
@@ -296,6 +299,7 @@ fn check_key(key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(get, path = "/v1/kv/{key}", tags = ["addon-api"], security(("addonToken" = [])), params(("key" = String, Path, description = "The key: 1–256 printable characters.")), responses((status = 200, description = "The value as it was stored.", content_type = "application/octet-stream", body = Vec<u8>), E400, E403, E404))]
 async fn kv_get(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path<String>) -> Result<Response, ApiError> {
     caller.require("storage", "reading storage")?;
     check_key(&key)?;
@@ -305,6 +309,7 @@ async fn kv_get(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path
     }
 }
 
+#[utoipa::path(put, path = "/v1/kv/{key}", tags = ["addon-api"], security(("addonToken" = [])), params(("key" = String, Path, description = "The key: 1–256 printable characters.")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, description = "`{key, bytes}`: stored.", body = Success), E400, E403, (status = 413, description = "`quota_exceeded`: the value is larger than `addon_api.kv_max_value_bytes`.", body = ErrorBody), (status = 507, description = "`quota_exceeded`: the addon stores `addon_api.kv_max_keys` keys already.", body = ErrorBody)))]
 async fn kv_put(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path<String>, req: axum::extract::Request) -> ApiResult {
     caller.require("storage", "writing storage")?;
     check_key(&key)?;
@@ -334,6 +339,7 @@ fn quota_exceeded(max: usize) -> ApiError {
         .field_name("body")
 }
 
+#[utoipa::path(delete, path = "/v1/kv/{key}", tags = ["addon-api"], security(("addonToken" = [])), params(("key" = String, Path, description = "The key: 1–256 printable characters.")), responses((status = 200, description = "`{key, deleted}`: whether it existed.", body = Success), E400, E403))]
 async fn kv_delete(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): Path<String>) -> ApiResult {
     caller.require("storage", "deleting from storage")?;
     check_key(&key)?;
@@ -341,6 +347,7 @@ async fn kv_delete(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): P
     http::ok(StatusCode::OK, json!({"key": key, "deleted": existed}), "")
 }
 
+#[utoipa::path(post, path = "/v1/addons/{name}/execute", tags = ["addon-api"], security(("addonToken" = [])), params(("name" = String, Path, description = "The addon to call; one of the caller's dependencies, in its own environment.")), request_body = inline(JsonObject), responses((status = 200, description = "What the action answered.", body = Success), E403, E404, E502, E503, E504))]
 async fn execute(
     State(st): State<Arc<AddonApi>>,
     caller: Caller,
@@ -368,4 +375,19 @@ async fn execute(
     }
     let out = st.addons.execute_json(&name, &b.action, crate::addons::ActionInput::Raw(b.data.as_deref())).await?;
     http::ok_json(StatusCode::OK, &out, "")
+}
+
+/// The addon API's routes (tag `addon-api`), for the admin socket's whole document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(health, emit, kv_get, kv_put, kv_delete, execute))]
+struct AddonApiDoc;
+
+/// The addon API's OpenAPI document, finished: the token scheme, the layers' answers.
+pub fn openapi_document() -> Value {
+    let mut doc = serde_json::to_value(<AddonApiDoc as utoipa::OpenApi>::openapi()).unwrap_or(Value::Null);
+    finish(&mut doc, crate::http::openapi::Listener::AddonApi);
+    doc["components"]["securitySchemes"] = json!({
+        "addonToken": {"type": "http", "scheme": "bearer", "description": "The instance's own token (`ADDOND_TOKEN`), as `Authorization: Bearer …`."}
+    });
+    doc
 }

@@ -9,6 +9,7 @@ pub(super) struct CategoryQuery {
     category: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/addons", tags = ["admin", "addons"], params(("category" = Option<String>, Query, description = "Only addons of this category.")), responses((status = 200, description = "The registered addons and the installed instances.", body = Success)))]
 pub(super) async fn addon_catalogue(State(st): State<AppState>, q: Result<Query<CategoryQuery>, QueryRejection>) -> ApiResult {
     let Query(q) = q?;
     let list = st.addons.catalogue(q.category.as_deref()).await?;
@@ -18,6 +19,7 @@ pub(super) async fn addon_catalogue(State(st): State<AppState>, q: Result<Query<
 }
 
 /// Registers a manifest; the body limit is the manifest limit, not the API's.
+#[utoipa::path(post, path = "/api/addons/register", tags = ["admin", "addons"], request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "The manifest, already registered.", body = Success), (status = 201, description = "The manifest, registered.", body = Success), E409))]
 pub(super) async fn register_addon(State(st): State<AppState>, req: Request) -> ApiResult {
     let limit = st.addons.config().addons.max_manifest_bytes;
     let bytes = read_body(req.into_body(), limit, "addons.max_manifest_bytes").await?;
@@ -28,6 +30,7 @@ pub(super) async fn register_addon(State(st): State<AppState>, req: Request) -> 
     ok(status, serde_json::to_value(&m).unwrap_or(Value::Null), &msg)
 }
 
+#[utoipa::path(get, path = "/api/addons/{name}", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name).")), responses((status = 200, description = "The addon, its versions and its instances.", body = Success), E404))]
 pub(super) async fn show_addon(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
     ok(StatusCode::OK, st.addons.show(&name).await?, "")
 }
@@ -41,6 +44,7 @@ pub(super) struct UninstallQuery {
     timeout: Option<f64>,
 }
 
+#[utoipa::path(delete, path = "/api/addons/{name}", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("force" = Option<bool>, Query, description = "Uninstall even when other addons depend on it."), ("unregister" = Option<bool>, Query, description = "Also remove the addon from the catalogue."), ("wait" = Option<String>, Query, description = "`deleted`: answer once its services are gone."), ("timeout" = Option<f64>, Query, description = "Seconds to wait.")), responses((status = 200, description = "The instance, uninstalled or being uninstalled.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn uninstall_addon(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -70,6 +74,7 @@ fn who(caller: Option<Extension<Caller>>) -> String {
     caller.map_or_else(|| "admin".to_string(), |Extension(c)| format!("uid:{}", c.uid))
 }
 
+#[utoipa::path(post, path = "/api/addons/{name}/install", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The instance, installing.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn install_addon(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -107,6 +112,7 @@ pub(super) struct ConfigBody {
     config: Value,
 }
 
+#[utoipa::path(put, path = "/api/addons/{name}/config", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "The instance with its new config.", body = Success), E404, E502, E503, E504))]
 pub(super) async fn set_addon_config(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -126,18 +132,22 @@ pub(super) async fn addon_op(st: &AppState, name: &str, op: &str, wait: Wait) ->
     ok(StatusCode::OK, v, &format!("{op} {name}"))
 }
 
+#[utoipa::path(post, path = "/api/addons/{name}/start", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), responses((status = 200, description = "The instance, starting.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn start_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
     addon_op(&st, &name, "start", wait).await
 }
 
+#[utoipa::path(post, path = "/api/addons/{name}/stop", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), responses((status = 200, description = "The instance, stopping.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn stop_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
     addon_op(&st, &name, "stop", wait).await
 }
 
+#[utoipa::path(post, path = "/api/addons/{name}/restart", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), responses((status = 200, description = "The instance, restarting.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn restart_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
     addon_op(&st, &name, "restart", wait).await
 }
 
+#[utoipa::path(post, path = "/api/addons/{name}/execute", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "What the action answered.", body = Success), E403, E404, E502, E503, E504))]
 pub(super) async fn execute_action(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -148,6 +158,7 @@ pub(super) async fn execute_action(
 }
 
 /// The addon's schedules and their recent runs.
+#[utoipa::path(get, path = "/api/addons/{name}/schedules", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name).")), responses((status = 200, description = "The addon's schedules and their last runs.", body = Success), E404))]
 pub(super) async fn schedule_runs(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let m = st.addons.installed_manifest(&name).await?;
     let runs = st.lifecycle.store().schedule_runs(&name, 100).await?;
@@ -158,6 +169,7 @@ pub(super) async fn schedule_runs(State(st): State<AppState>, Path(name): Path<S
     ok(StatusCode::OK, json!({"schedules": m.schedules, "runs": runs}), "")
 }
 
+#[utoipa::path(get, path = "/api/widgets", tags = ["admin", "widgets"], params(("category" = Option<String>, Query, description = "Only widgets of this category.")), responses((status = 200, description = "Every widget of the installed addons.", body = Success)))]
 pub(super) async fn widget_catalogue(State(st): State<AppState>, q: Result<Query<CategoryQuery>, QueryRejection>) -> ApiResult {
     let Query(q) = q?;
     if let Some(c) = &q.category {
@@ -174,6 +186,7 @@ pub(super) async fn widget_catalogue(State(st): State<AppState>, q: Result<Query
     ok(StatusCode::OK, Value::Array(list), &format!("{n} widget(s)"))
 }
 
+#[utoipa::path(get, path = "/api/widgets/{addon}/{widget}", tags = ["admin", "widgets"], params(("addon" = String, Path, description = "The addon's name."), ("widget" = String, Path, description = "The widget's id."), ("config" = Option<String>, Query, description = "The widget's config as JSON text."), ("context" = Option<String>, Query, description = "The render context as JSON text.")), responses((status = 200, description = "The rendered widget.", body = Success), E404, E502, E503, E504))]
 pub(super) async fn render_widget_get(
     State(st): State<AppState>,
     Path((addon, widget)): Path<(String, String)>,
@@ -185,6 +198,7 @@ pub(super) async fn render_widget_get(
     render_reply(&st.addons, &addon, &widget, config, context, &headers).await
 }
 
+#[utoipa::path(post, path = "/api/widgets/{addon}/{widget}", tags = ["admin", "widgets"], params(("addon" = String, Path, description = "The addon's name."), ("widget" = String, Path, description = "The widget's id.")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "The rendered widget.", body = Success), E404, E502, E503, E504))]
 pub(super) async fn render_widget_post(
     State(st): State<AppState>,
     Path((addon, widget)): Path<(String, String)>,
@@ -196,6 +210,7 @@ pub(super) async fn render_widget_post(
     render_reply(&st.addons, &addon, &widget, config, context, &headers).await
 }
 
+#[utoipa::path(get, path = "/api/widgets/{addon}/{widget}/frame", tags = ["admin", "widgets"], params(("addon" = String, Path, description = "The addon's name."), ("widget" = String, Path, description = "The widget's id."), ("config" = Option<String>, Query, description = "The widget's config as JSON text."), ("context" = Option<String>, Query, description = "The render context as JSON text.")), responses((status = 200, description = "An HTML page that shows the rendered widget.", content_type = "text/html", body = String), E404, E502, E503, E504))]
 pub(super) async fn widget_frame(
     State(st): State<AppState>,
     Path((addon, widget)): Path<(String, String)>,
@@ -209,6 +224,7 @@ pub(super) async fn widget_frame(
 /// `POST /api/addons/{name}/upgrade`: health-gated, rolled back on any failure. Answers
 /// when the deployment finished: 200 with the addon and the deployment, whose `outcome`
 /// says whether it succeeded or was rolled back.
+#[utoipa::path(post, path = "/api/addons/{name}/upgrade", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "The deployment of the new version.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn upgrade_addon(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -228,6 +244,7 @@ pub(super) struct PublishQuery {
 
 /// `POST /api/addons/{name}/publish?version=V`: a WebAssembly module as the body
 /// (`application/wasm`, at most `wasm.max_module_bytes`), deployed to a WASM addon.
+#[utoipa::path(post, path = "/api/addons/{name}/publish", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("version" = Option<String>, Query, description = "The version the module is published as.")), request_body(description = "The WebAssembly module itself.", content((Vec<u8> = "application/wasm"), (Vec<u8> = "application/octet-stream"))), responses((status = 200, description = "The deployment of the published module.", body = Success), E404, E409))]
 pub(super) async fn publish_addon(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -252,6 +269,7 @@ pub(super) async fn publish_addon(
 }
 
 /// `POST /api/addons/{name}/rollback`: an earlier deployment, through the same path.
+#[utoipa::path(post, path = "/api/addons/{name}/rollback", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "The deployment rolled back to.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn rollback_addon(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -279,6 +297,7 @@ fn deployment_message(name: &str, v: &Value) -> String {
 }
 
 /// `GET /api/addons/{name}/deployments`: the history, oldest first.
+#[utoipa::path(get, path = "/api/addons/{name}/deployments", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name).")), responses((status = 200, description = "The addon's deployments, newest first.", body = Success), E404))]
 pub(super) async fn addon_deployments(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let list = st.addons.deployments(&name).await?;
     let n = list.len();
@@ -286,12 +305,14 @@ pub(super) async fn addon_deployments(State(st): State<AppState>, Path(name): Pa
 }
 
 /// `GET /api/addons/{name}/environments`: every environment of an installed addon.
+#[utoipa::path(get, path = "/api/addons/{name}/environments", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name).")), responses((status = 200, description = "The addon's environments.", body = Success), E404))]
 pub(super) async fn list_environments(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let v = st.addons.environments(&name).await?;
     ok(StatusCode::OK, v, "")
 }
 
 /// `POST /api/addons/{name}/environments`: one more environment, its own instance.
+#[utoipa::path(post, path = "/api/addons/{name}/environments", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The environment's instance, installing.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn add_environment(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -310,6 +331,7 @@ pub(super) async fn add_environment(
 }
 
 /// `POST /api/addons/{name}/promote`: what one environment runs, into another.
+#[utoipa::path(post, path = "/api/addons/{name}/promote", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "The deployment of the promoted version.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn promote_addon(
     State(st): State<AppState>,
     Path(name): Path<String>,

@@ -32,6 +32,7 @@ pub(super) fn event_line(ev: &BuildEvent) -> Value {
     }
 }
 
+#[utoipa::path(post, path = "/api/addons/{name}/builds", tags = ["admin", "builds"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("version" = Option<String>, Query, description = "The version the image is built as."), ("replace" = Option<bool>, Query, description = "Build again a version that was built already.")), request_body(description = "The build context: a tar archive, gzipped or not.", content((Vec<u8> = "application/x-tar"), (Vec<u8> = "application/gzip"), (Vec<u8> = "application/octet-stream"))), responses((status = 200, description = "A stream of JSON lines (`application/x-ndjson`): `step` and `log` events, then `done` or `error`.", content_type = "application/x-ndjson", body = String), E404, E409, E422, E502, E503))]
 pub(super) async fn start_build(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -88,6 +89,7 @@ fn build_view(b: &BuildRow) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/api/addons/{name}/builds", tags = ["admin", "builds"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("limit" = Option<u32>, Query, description = "At most this many.")), responses((status = 200, description = "The addon's builds, newest first.", body = Success), E404))]
 pub(super) async fn list_builds(
     State(st): State<AppState>,
     Path(name): Path<String>,

@@ -11,10 +11,12 @@ mod addons;
 mod builds;
 mod events;
 mod mcp;
+mod openapi;
 mod ops;
 mod services;
 mod socket;
 
+pub use openapi::{document as openapi_document, document_text as openapi_text};
 pub use services::service_view;
 pub use socket::{serve, PeerPolicy, ADMIN_REFUSED};
 
@@ -44,6 +46,7 @@ use crate::addons::deploy::{PromoteRequest, RollbackRequest, UpgradeRequest};
 use crate::addons::environments::EnvironmentRequest;
 use crate::addons::manifest::ManifestRequest;
 use crate::addons::{Addons, InstallRequest};
+use crate::http::openapi::{Success, E403, E404, E409, E422, E502, E503, E504};
 use crate::http::{
     frame_reply, ok, ok_json, parse_json, read_body, render_reply, ApiError, ApiResult, BodyLimit, ErrorCode, ExecuteBody, JsonBody,
     RenderBody, RenderQuery,
@@ -130,6 +133,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(ops::daemon_health))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route(&format!("{S}/services"), get(services::list_services).post(services::create_service))
         .route(&format!("{S}/services/{{id}}"), get(services::show_service).delete(services::delete_service))
         .route(&format!("{S}/services/{{id}}/start"), post(services::start_service))

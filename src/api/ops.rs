@@ -3,6 +3,7 @@
 
 use super::*;
 
+#[utoipa::path(get, path = "/health", tags = ["admin", "operations"], responses((status = 200, description = "The daemon's health: Docker, the store, uptime.", body = Success)))]
 pub(super) async fn daemon_health(State(st): State<AppState>) -> ApiResult {
     let lc = &st.lifecycle;
     // Cheap on purpose (dashboards poll it): one query that proves the database answers.
@@ -27,6 +28,7 @@ pub(super) async fn daemon_health(State(st): State<AppState>) -> ApiResult {
     )
 }
 
+#[utoipa::path(get, path = "/metrics", tags = ["admin", "operations"], responses((status = 200, description = "The Prometheus text exposition.", content_type = "text/plain", body = String)))]
 pub(super) async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     let sources = crate::scrape::Sources {
         lifecycle: st.lifecycle.clone(),
@@ -43,6 +45,7 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Result<Response, ApiE
 /// taken now with `VACUUM INTO`, plus every directory volume. The database copy is made
 /// before the first byte is sent, so a failure there is a proper error envelope; a failure
 /// while streaming volumes ends the body abnormally and the client discards the file.
+#[utoipa::path(post, path = "/api/backup", tags = ["admin", "operations"], responses((status = 200, description = "A tar archive of the data directory.", content_type = "application/x-tar", body = Vec<u8>)))]
 pub(super) async fn backup_archive(State(st): State<AppState>) -> ApiResult {
     use crate::backup;
     let lc = st.lifecycle.clone();
@@ -114,6 +117,7 @@ pub(super) async fn backup_archive(State(st): State<AppState>) -> ApiResult {
 /// `GET /api/doctor`: the daemon's own view for `addonctl doctor`: the database's full
 /// integrity check, Docker as reached by the daemon's user, the booked ports and the
 /// config values the host checks need.
+#[utoipa::path(get, path = "/api/doctor", tags = ["admin", "operations"], responses((status = 200, description = "The checks `addond doctor` runs, with their verdicts.", body = Success)))]
 pub(super) async fn doctor_report(State(st): State<AppState>) -> ApiResult {
     let lc = &st.lifecycle;
     let cfg = lc.config();

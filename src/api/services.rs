@@ -122,6 +122,7 @@ pub(super) struct ListQuery {
     status: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/plugin-microservice/services", tags = ["admin", "services"], params(("plugin_id" = Option<String>, Query, description = "Only this plugin's services."), ("status" = Option<String>, Query, description = "Only services with this status.")), responses((status = 200, description = "The services, each as `service_view`.", body = Success)))]
 pub(super) async fn list_services(State(st): State<AppState>, q: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
     let Query(q) = q?;
     let all = st.lifecycle.store().list_services().await?;
@@ -135,6 +136,7 @@ pub(super) async fn list_services(State(st): State<AppState>, q: Result<Query<Li
     ok(StatusCode::OK, Value::Array(list), &format!("{n} service(s)"))
 }
 
+#[utoipa::path(post, path = "/api/plugin-microservice/services", tags = ["admin", "services"], params(("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The service, created (and, with `wait`, in that phase).", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn create_service(
     State(st): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -153,11 +155,13 @@ pub(super) async fn create_service(
     reply_service(&st, svc, wait, StatusCode::CREATED, "service created").await
 }
 
+#[utoipa::path(get, path = "/api/plugin-microservice/services/{id}", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name.")), responses((status = 200, description = "The service.", body = Success), E404))]
 pub(super) async fn show_service(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let svc = st.lifecycle.store().get_service(&id).await?.ok_or_else(|| ApiError::from(LifecycleError::NotFound(id)))?;
     ok(StatusCode::OK, service_view(&st, &svc), "")
 }
 
+#[utoipa::path(delete, path = "/api/plugin-microservice/services/{id}", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), responses((status = 200, description = "The service, being deleted.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn delete_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
     let svc = st.lifecycle.delete(&id).await?;
     if let Some(instance) = &svc.addon_instance {
@@ -166,16 +170,19 @@ pub(super) async fn delete_service(State(st): State<AppState>, Path(id): Path<St
     reply_service(&st, svc, wait, StatusCode::OK, "service is being deleted").await
 }
 
+#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/start", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), responses((status = 200, description = "The service, starting.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn start_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
     let svc = st.lifecycle.start(&id).await?;
     reply_service(&st, svc, wait, StatusCode::OK, "service is starting").await
 }
 
+#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/stop", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), responses((status = 200, description = "The service, stopping.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn stop_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
     let svc = st.lifecycle.stop(&id).await?;
     reply_service(&st, svc, wait, StatusCode::OK, "service is stopping").await
 }
 
+#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/restart", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), responses((status = 200, description = "The service, restarting.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn restart_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
     let svc = st.lifecycle.restart(&id).await?;
     reply_service(&st, svc, wait, StatusCode::OK, "service is restarting").await
@@ -187,6 +194,7 @@ pub(super) struct ScaleBody {
     replicas: i64,
 }
 
+#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/scale", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "The service, scaling.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn scale_service(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -212,6 +220,7 @@ pub(super) struct LogsQuery {
     instance: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/api/plugin-microservice/services/{id}/logs", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("lines" = Option<u32>, Query, description = "How many of the last lines."), ("follow" = Option<bool>, Query, description = "Keep the answer open and stream new lines."), ("timestamps" = Option<bool>, Query, description = "Prefix each line with its time."), ("instance" = Option<u32>, Query, description = "Only this instance's lines.")), responses((status = 200, description = "The log lines (JSON), or with `follow` a stream of plain text lines.", body = Success), E404, E502, E503))]
 pub(super) async fn service_logs(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -273,6 +282,7 @@ pub(super) fn prefix_lines(prefix: &str, b: &[u8]) -> bytes::Bytes {
     bytes::Bytes::from(out)
 }
 
+#[utoipa::path(get, path = "/api/plugin-microservice/services/{id}/metrics", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name.")), responses((status = 200, description = "CPU, memory and network use of each instance.", body = Success), E404, E502, E503))]
 pub(super) async fn service_metrics(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let lc = &st.lifecycle;
     let svc = lc.store().get_service(&id).await?.ok_or_else(|| ApiError::from(LifecycleError::NotFound(id)))?;
@@ -319,6 +329,7 @@ pub(super) async fn service_metrics(State(st): State<AppState>, Path(id): Path<S
     )
 }
 
+#[utoipa::path(get, path = "/api/plugin-microservice/discovery", tags = ["admin", "services"], responses((status = 200, description = "Where each running service answers.", body = Success)))]
 pub(super) async fn discovery(State(st): State<AppState>) -> ApiResult {
     let cfg = st.lifecycle.config();
     let all = st.lifecycle.store().list_services().await?;
@@ -359,6 +370,7 @@ pub(super) async fn discovery(State(st): State<AppState>) -> ApiResult {
     )
 }
 
+#[utoipa::path(get, path = "/api/plugin-microservice/health", tags = ["admin", "services"], responses((status = 200, description = "The health of every service.", body = Success)))]
 pub(super) async fn services_health(State(st): State<AppState>) -> ApiResult {
     let all = st.lifecycle.store().list_services().await?;
     let mut counts: HashMap<&str, usize> = HashMap::new();
@@ -381,6 +393,7 @@ pub(super) async fn services_health(State(st): State<AppState>) -> ApiResult {
 /// Server-sent events: one `service` event with the service's JSON (or `{"id", "deleted":
 /// true}`) each time a service changes, so dashboards update without polling. A client
 /// that falls behind gets a `resync` event and should list the services again.
+#[utoipa::path(get, path = "/api/plugin-microservice/watch", tags = ["admin", "services"], responses((status = 200, description = "A stream of server-sent events: `service` with the service as JSON at each change, `resync` when some were missed.", content_type = "text/event-stream", body = String)))]
 pub(super) async fn watch_services(State(st): State<AppState>) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let rx = st.lifecycle.subscribe();
@@ -399,6 +412,7 @@ pub(super) async fn watch_services(State(st): State<AppState>) -> Response {
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
 
+#[utoipa::path(get, path = "/api/plugin-microservice/templates", tags = ["admin", "services"], responses((status = 200, description = "The service templates.", body = Success)))]
 pub(super) async fn list_templates(State(st): State<AppState>) -> ApiResult {
     let image = &st.lifecycle.config().templates.image;
     let list: Vec<Value> = TEMPLATES
@@ -414,6 +428,7 @@ pub(super) async fn list_templates(State(st): State<AppState>) -> ApiResult {
     ok(StatusCode::OK, Value::Array(list), "")
 }
 
+#[utoipa::path(post, path = "/api/plugin-microservice/templates/{id}/create", tags = ["admin", "services"], params(("id" = String, Path, description = "The template's id."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The service, created from the template.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn create_from_template(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -443,6 +458,7 @@ pub(super) struct CleanupBody {
     days: f64,
 }
 
+#[utoipa::path(post, path = "/api/plugin-microservice/cleanup", tags = ["admin", "services"], request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "The services marked for deletion.", body = Success)))]
 pub(super) async fn cleanup(State(st): State<AppState>, JsonBody(body): JsonBody<CleanupBody>) -> ApiResult {
     if !(body.days.is_finite() && body.days >= 0.0 && body.days <= 36_500.0) {
         return Err(ApiError::new(ErrorCode::ValidationFailed, "days must be between 0 and 36500").field("days"));
@@ -462,6 +478,7 @@ pub(super) struct PullBody {
 /// Pulls an image unless present. When a pull is needed, the reply is a stream of JSON
 /// lines (`application/x-ndjson`): progress steps, then `{"done": …}` or `{"error": …}`,
 /// so `addonctl` can show progress while a large image downloads.
+#[utoipa::path(post, path = "/api/plugin-microservice/images/pull", tags = ["admin", "services"], request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "`{image, present, pulled}` when the image is present; otherwise a stream of JSON lines (`application/x-ndjson`): progress, then `done` or `error`.", body = Success), E404, E502, E503))]
 pub(super) async fn pull_image(State(st): State<AppState>, JsonBody(body): JsonBody<PullBody>) -> ApiResult {
     let image = body.image.trim().to_string();
     if let Err(why) = crate::image_ref::check(&image) {

@@ -69,6 +69,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         man5: Option<PathBuf>,
     },
+    /// Print the OpenAPI 3.1 document of everything addond serves (admin API, gateway, addon
+    /// API), as `GET /openapi.json` on the admin socket answers it; needs no configuration.
+    Openapi,
     /// Print a shell completion script.
     #[command(hide = true)]
     Completions {
@@ -132,6 +135,10 @@ fn main() -> anyhow::Result<()> {
             addond::cli_docs::completions(Cli::command(), *shell, &mut std::io::stdout());
             return Ok(());
         }
+        Some(Command::Openapi) => {
+            print!("{}", addond::api::openapi_text());
+            return Ok(());
+        }
         _ => {}
     }
     let cfg = Config::load(cli.config.as_deref(), cli.dev).context("invalid configuration")?;
@@ -161,7 +168,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::GenerateMan { .. } | Command::Completions { .. } => Ok(()),
+        Command::GenerateMan { .. } | Command::Completions { .. } | Command::Openapi => Ok(()),
         Command::Run => {
             let log = addond::systemd::init_logging(&cfg.daemon.log_level);
             // Every connection is a descriptor: the soft default (1024) would let a flood of

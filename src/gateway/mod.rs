@@ -19,6 +19,7 @@
 
 pub mod keys;
 pub mod limits;
+pub mod openapi;
 mod proxy;
 pub mod stats;
 
@@ -70,6 +71,7 @@ enum Handler {
     Frame,
     Passthrough,
     Mcp,
+    OpenApi,
 }
 
 /// One gateway route: path pattern, an example path for tests, its auth rule, the methods
@@ -86,6 +88,13 @@ pub struct RouteSpec {
 /// `{name}` is one path segment and `{*rest}` the rest of the path (possibly empty).
 pub const ROUTES: &[RouteSpec] = &[
     RouteSpec { path: "/health", example: "/health", auth: AuthRule::Public, methods: &["GET", "HEAD"], handler: Handler::Health },
+    RouteSpec {
+        path: "/openapi.json",
+        example: "/openapi.json",
+        auth: AuthRule::Public,
+        methods: &["GET", "HEAD"],
+        handler: Handler::OpenApi,
+    },
     RouteSpec {
         path: "/api/addons/{addon}/execute",
         example: "/api/addons/pay/execute",
@@ -377,6 +386,9 @@ impl Gateway {
         let result = match spec.handler {
             Handler::Health => {
                 http::ok(StatusCode::OK, json!({"status": "ok", "docker": self.lifecycle.runtime().is_available()}), "gateway is up")
+            }
+            Handler::OpenApi => {
+                Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], openapi::document_text()).into_response())
             }
             Handler::Execute => self.execute(&addon, req).await,
             Handler::Render => self.render(&addon, &widget, req).await,

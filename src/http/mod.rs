@@ -8,6 +8,7 @@ pub mod answers;
 pub mod code;
 pub mod conn;
 pub mod envelope;
+pub mod openapi;
 
 pub use answers::{frame_reply, render_reply, ExecuteBody, RenderBody, RenderQuery};
 pub use code::ErrorCode;
