@@ -19,6 +19,7 @@ mod isolation;
 mod lifecycle;
 mod mcp;
 mod observability;
+mod openapi;
 mod ports;
 mod security;
 mod slow_clients;

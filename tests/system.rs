@@ -734,6 +734,7 @@ fn deb_and_rpm_build_lint_install_and_purge_cleanly() {
         "/usr/share/addond/addond-sample.tar.gz",
         "/usr/share/doc/addond/README.md",
         "/usr/share/doc/addond/config.example.toml",
+        "/usr/share/doc/addond/openapi.json",
         "/usr/share/bash-completion/completions/addonctl",
     ] {
         assert!(files.lines().any(|l| l == f), "{f} missing from the rpm:\n{files}");
@@ -780,6 +781,7 @@ fn deb_and_rpm_build_lint_install_and_purge_cleanly() {
         ("/usr/share/addond/addond-sample.tar.gz", 0o644, "root", "root"),
         ("/usr/share/doc/addond/README.md", 0o644, "root", "root"),
         ("/usr/share/doc/addond/config.example.toml", 0o644, "root", "root"),
+        ("/usr/share/doc/addond/openapi.json", 0o644, "root", "root"),
         ("/usr/share/bash-completion/completions/addonctl", 0o644, "root", "root"),
     ] {
         assert_eq!(mode_owner(path), (mode, owner.to_string(), group.to_string()), "{path}");

@@ -93,7 +93,7 @@ pub(super) struct GrantBody {
     allowed_origins: Vec<String>,
 }
 
-#[utoipa::path(get, path = "/api/application-grants", tags = ["admin", "grants"], params(("application" = Option<String>, Query, description = "Only this application's grants."), ("addon" = Option<String>, Query, description = "Only grants for this addon.")), responses((status = 200, description = "The grants.", body = Success)))]
+#[utoipa::path(get, path = "/api/application-grants", tags = ["admin", "grants"], params(("application" = Option<String>, Query, description = "Only this application's grants."), ("addon" = Option<String>, Query, description = "Only grants for this addon.")), responses((status = 200, description = "The grants.", body = Success), E404))]
 pub(super) async fn list_grants(State(st): State<AppState>, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> ApiResult {
     let Query(q) = q?;
     let app = match q.get("application") {

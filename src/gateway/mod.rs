@@ -556,14 +556,14 @@ impl Gateway {
             req.extensions_mut().insert(GrantScope(a));
         }
         if req.method() != Method::POST {
-            return Ok(self.mcp_http.handle(req).await.map(Body::new));
+            return Ok(typed(self.mcp_http.handle(req).await.map(Body::new)));
         }
         let (parts, body) = req.into_parts();
         let bytes = http::read_body(body, self.cfg.gateway.max_body_bytes as usize, "gateway.max_body_bytes").await?;
         match crate::mcp::fast::try_call(&self.mcp, &scope, parts, bytes, &self.mcp_http.config.allowed_hosts).await {
             Ok(resp) => Ok(resp),
             Err((parts, bytes)) => {
-                Ok(self.mcp_http.handle(axum::extract::Request::from_parts(parts, Body::from(bytes))).await.map(Body::new))
+                Ok(typed(self.mcp_http.handle(axum::extract::Request::from_parts(parts, Body::from(bytes))).await.map(Body::new)))
             }
         }
     }
@@ -586,6 +586,15 @@ impl Gateway {
         let (config, context) = q.parse()?;
         http::frame_reply(&self.addons, addon, widget, config, context).await
     }
+}
+
+/// rmcp's refusals (400, 404, 406, 415…) are plain text without a `Content-Type`; say so,
+/// as every other answer of the gateway does (and the OpenAPI document promises).
+fn typed(mut resp: Response) -> Response {
+    if !resp.status().is_success() && !resp.headers().contains_key(header::CONTENT_TYPE) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    }
+    resp
 }
 
 /// A connection handed to a worker, its place in the gateway's connection budget, and the

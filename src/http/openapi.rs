@@ -308,7 +308,9 @@ fn merge_operation(mine: &mut Value, other: Value) {
             }
         }
     }
-    if let (Some(rs), Some(more)) = (mine.get_mut("responses").and_then(Value::as_object_mut), other.get("responses").and_then(Value::as_object)) {
+    if let (Some(rs), Some(more)) =
+        (mine.get_mut("responses").and_then(Value::as_object_mut), other.get("responses").and_then(Value::as_object))
+    {
         for (status, r) in more {
             rs.entry(status.clone()).or_insert_with(|| r.clone());
         }
