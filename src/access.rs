@@ -41,7 +41,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> AccessError 
 }
 
 /// A grant's rate limit as the operator sets it.
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Sustained requests a second.

@@ -29,7 +29,7 @@ use crate::addons::Addons;
 use crate::config::Config;
 use crate::events::Events;
 use crate::http::conn::{Admission, Listener, Registry};
-use crate::http::openapi::{finish, ErrorBody, JsonObject, Success, E400, E403, E404, E502, E503, E504};
+use crate::http::openapi::{finish, ErrorBody, Success, E400, E403, E404, E502, E503, E504};
 use crate::http::{self, ApiError, ApiResult, BodyLimit, ErrorCode, JsonBody};
 use crate::isolation::Subnet;
 use crate::lifecycle::{AddonNetworks, Lifecycle};
@@ -270,7 +270,7 @@ async fn health(caller: Caller) -> ApiResult {
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EmitBody {
     name: String,
@@ -278,7 +278,7 @@ struct EmitBody {
     data: Value,
 }
 
-#[utoipa::path(post, path = "/v1/events", tags = ["addon-api"], security(("addonToken" = [])), request_body = inline(JsonObject), responses((status = 201, description = "The stored event.", body = Success), E403, E503))]
+#[utoipa::path(post, path = "/v1/events", tags = ["addon-api"], security(("addonToken" = [])), request_body = EmitBody, responses((status = 201, description = "The stored event.", body = Success), E403, E503))]
 async fn emit(State(st): State<Arc<AddonApi>>, caller: Caller, JsonBody(b): JsonBody<EmitBody>) -> ApiResult {
     caller.require("events.emit", "emitting events")?;
     if !caller.manifest.events.emits.iter().any(|e| e == &b.name) {
@@ -347,7 +347,7 @@ async fn kv_delete(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): P
     http::ok(StatusCode::OK, json!({"key": key, "deleted": existed}), "")
 }
 
-#[utoipa::path(post, path = "/v1/addons/{name}/execute", tags = ["addon-api"], security(("addonToken" = [])), params(("name" = String, Path, description = "The addon to call; one of the caller's dependencies, in its own environment.")), request_body = inline(JsonObject), responses((status = 200, description = "What the action answered.", body = Success), E403, E404, E502, E503, E504))]
+#[utoipa::path(post, path = "/v1/addons/{name}/execute", tags = ["addon-api"], security(("addonToken" = [])), params(("name" = String, Path, description = "The addon to call; one of the caller's dependencies, in its own environment.")), request_body = http::ExecuteBody, responses((status = 200, description = "What the action answered.", body = Success), E403, E404, E502, E503, E504))]
 async fn execute(
     State(st): State<Arc<AddonApi>>,
     caller: Caller,

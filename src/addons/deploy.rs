@@ -27,7 +27,7 @@ use crate::model::{InstanceId, Phase, Service, ServiceId, ServiceSpec};
 use crate::store::{DeploymentRow, NewDeployment, RolloutCommit};
 
 /// `POST /api/addons/{name}/upgrade`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpgradeRequest {
     /// A registered version (default: the newest).
@@ -41,7 +41,7 @@ pub struct UpgradeRequest {
 }
 
 /// `POST /api/addons/{name}/rollback`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// The deployment to go back to (default: the succeeded one before the current).
@@ -49,7 +49,7 @@ pub struct RollbackRequest {
 }
 
 /// `POST /api/addons/{name}/promote`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
     /// The environment whose version and images go.

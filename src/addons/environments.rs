@@ -14,7 +14,7 @@ use crate::model::{check_environment, environment_instance, Health, DEFAULT_ENVI
 use crate::store::InstallRow;
 
 /// `POST /api/addons/{name}/environments`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentRequest {
     /// The environment's name (`staging`).

@@ -87,7 +87,7 @@ fn invalid(field: &str, message: impl Into<String>) -> AddonError {
     AddonError::Invalid(FieldError { field: field.to_string(), message: message.into(), code: "validation_failed" })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstallRequest {
     /// The instance name (default: the addon's name).

@@ -11,14 +11,14 @@ pub(super) struct AuditQuery {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/api/audit", tags = ["admin", "operations"], params(("limit" = Option<u32>, Query, description = "At most this many (default 100).")), responses((status = 200, description = "The audit log, newest first.", body = Success)))]
+#[utoipa::path(get, path = "/api/audit", tags = ["admin", "operations"], params(("limit" = Option<i64>, Query, minimum = 0, maximum = 4294967295.0, description = "At most this many (default 100).")), responses((status = 200, description = "The audit log, newest first.", body = Success)))]
 pub(super) async fn audit_log(State(st): State<AppState>, q: Result<Query<AuditQuery>, QueryRejection>) -> ApiResult {
     let Query(q) = q?;
     let list = st.lifecycle.store().list_audit(q.limit.unwrap_or(100).min(10_000)).await?;
     ok(StatusCode::OK, serde_json::to_value(list).unwrap_or(Value::Null), "")
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ApplicationBody {
     name: String,
@@ -59,7 +59,7 @@ pub(super) async fn list_applications(State(st): State<AppState>) -> ApiResult {
     ok(StatusCode::OK, Value::Array(apps.iter().map(|a| app_view(a, &grants)).collect()), &format!("{} application(s)", apps.len()))
 }
 
-#[utoipa::path(post, path = "/api/applications", tags = ["admin", "applications"], request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The application.", body = Success), E409))]
+#[utoipa::path(post, path = "/api/applications", tags = ["admin", "applications"], request_body = ApplicationBody, responses((status = 201, description = "The application.", body = Success), E409))]
 pub(super) async fn create_application(State(st): State<AppState>, JsonBody(b): JsonBody<ApplicationBody>) -> ApiResult {
     let new = access::NewApplication { name: b.name, description: b.description, organization: b.organization };
     let row = access::create_application(st.lifecycle.store(), new).await?;
@@ -79,7 +79,7 @@ pub(super) async fn delete_application(State(st): State<AppState>, Path(id): Pat
     ok(StatusCode::OK, json!({"id": app.id, "name": app.name}), "application and its grants deleted; their keys stop working now")
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct GrantBody {
     #[serde(alias = "applicationId")]
@@ -107,7 +107,7 @@ pub(super) async fn list_grants(State(st): State<AppState>, q: Result<Query<Hash
 }
 
 /// Creates a grant and returns its key, in clear, this once.
-#[utoipa::path(post, path = "/api/application-grants", tags = ["admin", "grants"], request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The grant with its `api_key`, shown only this once.", body = Success), E404, E409))]
+#[utoipa::path(post, path = "/api/application-grants", tags = ["admin", "grants"], request_body = GrantBody, responses((status = 201, description = "The grant with its `api_key`, shown only this once.", body = Success), E404, E409))]
 pub(super) async fn create_grant(State(st): State<AppState>, JsonBody(b): JsonBody<GrantBody>) -> ApiResult {
     let (row, key) = access::create_grant(
         st.lifecycle.store(),
@@ -130,11 +130,12 @@ pub(super) async fn show_grant(State(st): State<AppState>, Path(id): Path<String
     ok(StatusCode::OK, grant_view(&access::find_grant(st.lifecycle.store(), &id).await?), "")
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct GrantUpdate {
     /// Absent: unchanged; `null`: no rate limit; an object: the new limit.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RateLimit>, nullable)]
     rate_limit: Option<Option<RateLimit>>,
     allowed_origins: Option<Vec<String>>,
 }
@@ -144,13 +145,13 @@ pub(super) fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: 
     T::deserialize(d).map(Some)
 }
 
-#[utoipa::path(patch, path = "/api/application-grants/{id}", tags = ["admin", "grants"], params(("id" = String, Path, description = "The grant's id.")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "The grant, updated.", body = Success), E404))]
+#[utoipa::path(patch, path = "/api/application-grants/{id}", tags = ["admin", "grants"], params(("id" = String, Path, description = "The grant's id.")), request_body = GrantUpdate, responses((status = 200, description = "The grant, updated.", body = Success), E404))]
 pub(super) async fn update_grant(State(st): State<AppState>, Path(id): Path<String>, JsonBody(b): JsonBody<GrantUpdate>) -> ApiResult {
     let g = access::update_grant(st.lifecycle.store(), st.gateway.as_ref(), &id, b.rate_limit, b.allowed_origins).await?;
     ok(StatusCode::OK, grant_view(&g), "grant updated")
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RotateBody {
     grace_seconds: Option<f64>,
@@ -158,7 +159,7 @@ pub(super) struct RotateBody {
 
 /// A new key for a grant; the old one keeps working for the grace period (default from
 /// config, 0: refused from the next request).
-#[utoipa::path(post, path = "/api/application-grants/{id}/rotate", tags = ["admin", "grants"], params(("id" = String, Path, description = "The grant's id.")), request_body = inline(Option<crate::http::openapi::JsonObject>), responses((status = 200, description = "The grant with its new `api_key`, shown only this once.", body = Success), E404))]
+#[utoipa::path(post, path = "/api/application-grants/{id}/rotate", tags = ["admin", "grants"], params(("id" = String, Path, description = "The grant's id.")), request_body = Option<RotateBody>, responses((status = 200, description = "The grant with its new `api_key`, shown only this once.", body = Success), E404))]
 pub(super) async fn rotate_grant(State(st): State<AppState>, Path(id): Path<String>, req: Request) -> ApiResult {
     let bytes = read_body(req.into_body(), 64 * 1024, "64 KiB for this route").await?;
     let b: RotateBody = if bytes.iter().all(|c| c.is_ascii_whitespace()) { RotateBody::default() } else { parse_json(&bytes)? };

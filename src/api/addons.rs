@@ -44,7 +44,7 @@ pub(super) struct UninstallQuery {
     timeout: Option<f64>,
 }
 
-#[utoipa::path(delete, path = "/api/addons/{name}", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("force" = Option<bool>, Query, description = "Uninstall even when other addons depend on it."), ("unregister" = Option<bool>, Query, description = "Also remove the addon from the catalogue."), ("wait" = Option<String>, Query, description = "`deleted`: answer once its services are gone."), ("timeout" = Option<f64>, Query, description = "Seconds to wait.")), responses((status = 200, description = "The instance, uninstalled or being uninstalled.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(delete, path = "/api/addons/{name}", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("force" = Option<bool>, Query, description = "Uninstall even when other addons depend on it."), ("unregister" = Option<bool>, Query, description = "Also remove the addon from the catalogue."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "`deleted`: answer once its services are gone."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait (default 60, at most `api.max_wait_seconds`).")), responses((status = 200, description = "The instance, uninstalled or being uninstalled.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn uninstall_addon(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -74,7 +74,7 @@ fn who(caller: Option<Extension<Caller>>) -> String {
     caller.map_or_else(|| "admin".to_string(), |Extension(c)| format!("uid:{}", c.uid))
 }
 
-#[utoipa::path(post, path = "/api/addons/{name}/install", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The instance, installing.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/addons/{name}/install", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = InstallRequest, responses((status = 201, description = "The instance, installing.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn install_addon(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -106,13 +106,13 @@ pub(super) async fn install_addon(
     ok(StatusCode::CREATED, v, &format!("installing {name} as {instance}"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ConfigBody {
     config: Value,
 }
 
-#[utoipa::path(put, path = "/api/addons/{name}/config", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "The instance with its new config.", body = Success), E404, E502, E503, E504))]
+#[utoipa::path(put, path = "/api/addons/{name}/config", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name).")), request_body = ConfigBody, responses((status = 200, description = "The instance with its new config.", body = Success), E404, E502, E503, E504))]
 pub(super) async fn set_addon_config(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -132,22 +132,22 @@ pub(super) async fn addon_op(st: &AppState, name: &str, op: &str, wait: Wait) ->
     ok(StatusCode::OK, v, &format!("{op} {name}"))
 }
 
-#[utoipa::path(post, path = "/api/addons/{name}/start", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), responses((status = 200, description = "The instance, starting.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/addons/{name}/start", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The instance, starting.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn start_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
     addon_op(&st, &name, "start", wait).await
 }
 
-#[utoipa::path(post, path = "/api/addons/{name}/stop", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), responses((status = 200, description = "The instance, stopping.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/addons/{name}/stop", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The instance, stopping.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn stop_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
     addon_op(&st, &name, "stop", wait).await
 }
 
-#[utoipa::path(post, path = "/api/addons/{name}/restart", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), responses((status = 200, description = "The instance, restarting.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/addons/{name}/restart", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The instance, restarting.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn restart_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
     addon_op(&st, &name, "restart", wait).await
 }
 
-#[utoipa::path(post, path = "/api/addons/{name}/execute", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "What the action answered.", body = Success), E403, E404, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/addons/{name}/execute", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name).")), request_body = ExecuteBody, responses((status = 200, description = "What the action answered.", body = Success), E403, E404, E502, E503, E504))]
 pub(super) async fn execute_action(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -186,7 +186,7 @@ pub(super) async fn widget_catalogue(State(st): State<AppState>, q: Result<Query
     ok(StatusCode::OK, Value::Array(list), &format!("{n} widget(s)"))
 }
 
-#[utoipa::path(get, path = "/api/widgets/{addon}/{widget}", tags = ["admin", "widgets"], params(("addon" = String, Path, description = "The addon's name."), ("widget" = String, Path, description = "The widget's id."), ("config" = Option<String>, Query, description = "The widget's config as JSON text."), ("context" = Option<String>, Query, description = "The render context as JSON text.")), responses((status = 200, description = "The rendered widget.", body = Success), E404, E502, E503, E504))]
+#[utoipa::path(get, path = "/api/widgets/{addon}/{widget}", tags = ["admin", "widgets"], params(("addon" = String, Path, description = "The addon's name."), ("widget" = String, Path, description = "The widget's id."), ("config" = Option<String>, Query, description = "The widget's config: a JSON object as text."), ("context" = Option<String>, Query, description = "The render context: a JSON object as text.")), responses((status = 200, description = "The rendered widget, with its `ETag`.", body = Success), (status = 304, description = "Not modified: the `If-None-Match` ETag is current."), E400, E404, E502, E503, E504))]
 pub(super) async fn render_widget_get(
     State(st): State<AppState>,
     Path((addon, widget)): Path<(String, String)>,
@@ -198,19 +198,18 @@ pub(super) async fn render_widget_get(
     render_reply(&st.addons, &addon, &widget, config, context, &headers).await
 }
 
-#[utoipa::path(post, path = "/api/widgets/{addon}/{widget}", tags = ["admin", "widgets"], params(("addon" = String, Path, description = "The addon's name."), ("widget" = String, Path, description = "The widget's id.")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "The rendered widget.", body = Success), E404, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/widgets/{addon}/{widget}", tags = ["admin", "widgets"], params(("addon" = String, Path, description = "The addon's name."), ("widget" = String, Path, description = "The widget's id.")), request_body = RenderBody, responses((status = 200, description = "The rendered widget, with its `ETag`.", body = Success), (status = 304, description = "Not modified: the `If-None-Match` ETag is current."), E400, E404, E502, E503, E504))]
 pub(super) async fn render_widget_post(
     State(st): State<AppState>,
     Path((addon, widget)): Path<(String, String)>,
     headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody<RenderBody>,
 ) -> ApiResult {
-    let config = if body.config.is_null() { json!({}) } else { body.config };
-    let context = if body.context.is_null() { json!({}) } else { body.context };
+    let (config, context) = body.inputs()?;
     render_reply(&st.addons, &addon, &widget, config, context, &headers).await
 }
 
-#[utoipa::path(get, path = "/api/widgets/{addon}/{widget}/frame", tags = ["admin", "widgets"], params(("addon" = String, Path, description = "The addon's name."), ("widget" = String, Path, description = "The widget's id."), ("config" = Option<String>, Query, description = "The widget's config as JSON text."), ("context" = Option<String>, Query, description = "The render context as JSON text.")), responses((status = 200, description = "An HTML page that shows the rendered widget.", content_type = "text/html", body = String), E404, E502, E503, E504))]
+#[utoipa::path(get, path = "/api/widgets/{addon}/{widget}/frame", tags = ["admin", "widgets"], params(("addon" = String, Path, description = "The addon's name."), ("widget" = String, Path, description = "The widget's id."), ("config" = Option<String>, Query, description = "The widget's config: a JSON object as text."), ("context" = Option<String>, Query, description = "The render context: a JSON object as text.")), responses((status = 200, description = "An HTML page that shows the rendered widget.", content_type = "text/html", body = String), E400, E404, E502, E503, E504))]
 pub(super) async fn widget_frame(
     State(st): State<AppState>,
     Path((addon, widget)): Path<(String, String)>,
@@ -224,7 +223,7 @@ pub(super) async fn widget_frame(
 /// `POST /api/addons/{name}/upgrade`: health-gated, rolled back on any failure. Answers
 /// when the deployment finished: 200 with the addon and the deployment, whose `outcome`
 /// says whether it succeeded or was rolled back.
-#[utoipa::path(post, path = "/api/addons/{name}/upgrade", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "The deployment of the new version.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/addons/{name}/upgrade", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = UpgradeRequest, responses((status = 200, description = "The deployment of the new version.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn upgrade_addon(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -269,7 +268,7 @@ pub(super) async fn publish_addon(
 }
 
 /// `POST /api/addons/{name}/rollback`: an earlier deployment, through the same path.
-#[utoipa::path(post, path = "/api/addons/{name}/rollback", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "The deployment rolled back to.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/addons/{name}/rollback", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = RollbackRequest, responses((status = 200, description = "The deployment rolled back to.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn rollback_addon(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -312,7 +311,7 @@ pub(super) async fn list_environments(State(st): State<AppState>, Path(name): Pa
 }
 
 /// `POST /api/addons/{name}/environments`: one more environment, its own instance.
-#[utoipa::path(post, path = "/api/addons/{name}/environments", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The environment's instance, installing.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/addons/{name}/environments", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = EnvironmentRequest, responses((status = 201, description = "The environment's instance, installing.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn add_environment(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -331,7 +330,7 @@ pub(super) async fn add_environment(
 }
 
 /// `POST /api/addons/{name}/promote`: what one environment runs, into another.
-#[utoipa::path(post, path = "/api/addons/{name}/promote", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "The deployment of the promoted version.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/addons/{name}/promote", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = PromoteRequest, responses((status = 200, description = "The deployment of the promoted version.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn promote_addon(
     State(st): State<AppState>,
     Path(name): Path<String>,

@@ -10,7 +10,7 @@ pub(super) async fn list_registered(State(st): State<AppState>) -> ApiResult {
     ok(StatusCode::OK, Value::Array(st.gateway.mcp.list_registered()), "")
 }
 
-#[utoipa::path(post, path = "/api/ai-gateway/mcp-tools", tags = ["admin", "mcp"], request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The registered tool.", body = Success), E404, E409))]
+#[utoipa::path(post, path = "/api/ai-gateway/mcp-tools", tags = ["admin", "mcp"], request_body = RegisterRequest, responses((status = 201, description = "The registered tool.", body = Success), E404, E409))]
 pub(super) async fn create_registered(State(st): State<AppState>, JsonBody(body): JsonBody<RegisterRequest>) -> ApiResult {
     let name = body.name.clone();
     let view = st.gateway.mcp.create(body, st.gateway_addr).await?;
@@ -35,7 +35,7 @@ pub(super) async fn list_tools(State(st): State<AppState>) -> ApiResult {
     ok(StatusCode::OK, serde_json::to_value(tools).unwrap_or(Value::Null), "")
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CallBody {
     /// The tool's arguments (an object; none: `{}`).
@@ -45,7 +45,7 @@ pub(super) struct CallBody {
 
 /// Runs a tool; the answer is MCP's `CallToolResult` (an action's failure is one with
 /// `isError`, as an MCP client sees it).
-#[utoipa::path(post, path = "/api/ai-gateway/tools/{name}/call", tags = ["admin", "mcp"], params(("name" = String, Path, description = "The tool's name.")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "MCP's `CallToolResult`.", body = Success), E403, E404, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/ai-gateway/tools/{name}/call", tags = ["admin", "mcp"], params(("name" = String, Path, description = "The tool's name.")), request_body = CallBody, responses((status = 200, description = "MCP's `CallToolResult`.", body = Success), E403, E404, E502, E503, E504))]
 pub(super) async fn call_tool(State(st): State<AppState>, Path(name): Path<String>, JsonBody(body): JsonBody<CallBody>) -> ApiResult {
     let result = st.gateway.mcp.call(&Scope::All, &name, body.arguments).await.map_err(call_error)?;
     ok(StatusCode::OK, serde_json::to_value(result).unwrap_or(Value::Null), "")

@@ -46,7 +46,7 @@ use crate::addons::deploy::{PromoteRequest, RollbackRequest, UpgradeRequest};
 use crate::addons::environments::EnvironmentRequest;
 use crate::addons::manifest::ManifestRequest;
 use crate::addons::{Addons, InstallRequest};
-use crate::http::openapi::{Success, E403, E404, E409, E422, E502, E503, E504};
+use crate::http::openapi::{Success, E400, E403, E404, E409, E422, E502, E503, E504};
 use crate::http::{
     frame_reply, ok, ok_json, parse_json, read_body, render_reply, ApiError, ApiResult, BodyLimit, ErrorCode, ExecuteBody, JsonBody,
     RenderBody, RenderQuery,

@@ -43,6 +43,8 @@ use crate::http::openapi::{finish, Listener};
         mcp::list_tools, mcp::call_tool,
         access::audit_log, ops::backup_archive, ops::doctor_report,
     ),
+    // Parameter schemas are not collected from the annotations as body schemas are.
+    components(schemas(WaitFor)),
     tags(
         (name = "admin", description = "The admin API on the Unix socket (`api.socket`); who may call it is decided by the socket's group."),
         (name = "gateway", description = "The gateway (`gateway.listen`): each route but `/health` and `/openapi.json` needs an API key whose grant covers the addon."),
@@ -50,6 +52,16 @@ use crate::http::openapi::{finish, Listener};
     )
 )]
 struct AdminDoc;
+
+/// `?wait=`: the phase a change's answer waits for (case does not matter).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only: `super::wait_target` reads the parameter
+pub(super) enum WaitFor {
+    Started,
+    Stopped,
+    Deleted,
+}
 
 /// `GET /openapi.json`: this listener's OpenAPI document.
 #[utoipa::path(get, path = "/openapi.json", tags = ["admin", "operations"], responses((status = 200, description = "The OpenAPI 3.1 document of everything addond serves.", body = inline(crate::http::openapi::JsonObject))))]

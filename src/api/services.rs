@@ -136,7 +136,7 @@ pub(super) async fn list_services(State(st): State<AppState>, q: Result<Query<Li
     ok(StatusCode::OK, Value::Array(list), &format!("{n} service(s)"))
 }
 
-#[utoipa::path(post, path = "/api/plugin-microservice/services", tags = ["admin", "services"], params(("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The service, created (and, with `wait`, in that phase).", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/plugin-microservice/services", tags = ["admin", "services"], params(("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The service, created (and, with `wait`, in that phase).", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn create_service(
     State(st): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -161,7 +161,7 @@ pub(super) async fn show_service(State(st): State<AppState>, Path(id): Path<Stri
     ok(StatusCode::OK, service_view(&st, &svc), "")
 }
 
-#[utoipa::path(delete, path = "/api/plugin-microservice/services/{id}", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), responses((status = 200, description = "The service, being deleted.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(delete, path = "/api/plugin-microservice/services/{id}", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The service, being deleted.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn delete_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
     let svc = st.lifecycle.delete(&id).await?;
     if let Some(instance) = &svc.addon_instance {
@@ -170,31 +170,31 @@ pub(super) async fn delete_service(State(st): State<AppState>, Path(id): Path<St
     reply_service(&st, svc, wait, StatusCode::OK, "service is being deleted").await
 }
 
-#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/start", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), responses((status = 200, description = "The service, starting.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/start", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The service, starting.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn start_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
     let svc = st.lifecycle.start(&id).await?;
     reply_service(&st, svc, wait, StatusCode::OK, "service is starting").await
 }
 
-#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/stop", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), responses((status = 200, description = "The service, stopping.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/stop", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The service, stopping.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn stop_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
     let svc = st.lifecycle.stop(&id).await?;
     reply_service(&st, svc, wait, StatusCode::OK, "service is stopping").await
 }
 
-#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/restart", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), responses((status = 200, description = "The service, restarting.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/restart", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The service, restarting.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn restart_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
     let svc = st.lifecycle.restart(&id).await?;
     reply_service(&st, svc, wait, StatusCode::OK, "service is restarting").await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ScaleBody {
     replicas: i64,
 }
 
-#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/scale", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "The service, scaling.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/scale", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = ScaleBody, responses((status = 200, description = "The service, scaling.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn scale_service(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -220,7 +220,7 @@ pub(super) struct LogsQuery {
     instance: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/api/plugin-microservice/services/{id}/logs", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("lines" = Option<u32>, Query, description = "How many of the last lines."), ("follow" = Option<bool>, Query, description = "Keep the answer open and stream new lines."), ("timestamps" = Option<bool>, Query, description = "Prefix each line with its time."), ("instance" = Option<u32>, Query, description = "Only this instance's lines.")), responses((status = 200, description = "The log lines (JSON), or with `follow` a stream of plain text lines.", body = Success), E404, E502, E503))]
+#[utoipa::path(get, path = "/api/plugin-microservice/services/{id}/logs", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("lines" = Option<i64>, Query, minimum = 0, maximum = 4294967295.0, description = "How many of the last lines."), ("follow" = Option<bool>, Query, description = "Keep the answer open and stream new lines."), ("timestamps" = Option<bool>, Query, description = "Prefix each line with its time."), ("instance" = Option<i64>, Query, minimum = 0, maximum = 4294967295.0, description = "Only this instance's lines.")), responses((status = 200, description = "The log lines (JSON), or with `follow` a stream of plain text lines.", body = Success), E404, E502, E503))]
 pub(super) async fn service_logs(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -428,7 +428,7 @@ pub(super) async fn list_templates(State(st): State<AppState>) -> ApiResult {
     ok(StatusCode::OK, Value::Array(list), "")
 }
 
-#[utoipa::path(post, path = "/api/plugin-microservice/templates/{id}/create", tags = ["admin", "services"], params(("id" = String, Path, description = "The template's id."), ("wait" = Option<String>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The service, created from the template.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/plugin-microservice/templates/{id}/create", tags = ["admin", "services"], params(("id" = String, Path, description = "The template's id."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The service, created from the template.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn create_from_template(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -452,13 +452,13 @@ pub(super) async fn create_from_template(
     reply_service(&st, svc, wait, StatusCode::CREATED, &format!("service created from template {id}")).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CleanupBody {
     days: f64,
 }
 
-#[utoipa::path(post, path = "/api/plugin-microservice/cleanup", tags = ["admin", "services"], request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "The services marked for deletion.", body = Success)))]
+#[utoipa::path(post, path = "/api/plugin-microservice/cleanup", tags = ["admin", "services"], request_body = CleanupBody, responses((status = 200, description = "The services marked for deletion.", body = Success)))]
 pub(super) async fn cleanup(State(st): State<AppState>, JsonBody(body): JsonBody<CleanupBody>) -> ApiResult {
     if !(body.days.is_finite() && body.days >= 0.0 && body.days <= 36_500.0) {
         return Err(ApiError::new(ErrorCode::ValidationFailed, "days must be between 0 and 36500").field("days"));
@@ -469,7 +469,7 @@ pub(super) async fn cleanup(State(st): State<AppState>, JsonBody(body): JsonBody
     ok(StatusCode::OK, json!({"removed": list}), &format!("{n} service(s) marked for deletion"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PullBody {
     image: String,
@@ -478,7 +478,7 @@ pub(super) struct PullBody {
 /// Pulls an image unless present. When a pull is needed, the reply is a stream of JSON
 /// lines (`application/x-ndjson`): progress steps, then `{"done": …}` or `{"error": …}`,
 /// so `addonctl` can show progress while a large image downloads.
-#[utoipa::path(post, path = "/api/plugin-microservice/images/pull", tags = ["admin", "services"], request_body = inline(crate::http::openapi::JsonObject), responses((status = 200, description = "`{image, present, pulled}` when the image is present; otherwise a stream of JSON lines (`application/x-ndjson`): progress, then `done` or `error`.", body = Success), E404, E502, E503))]
+#[utoipa::path(post, path = "/api/plugin-microservice/images/pull", tags = ["admin", "services"], request_body = PullBody, responses((status = 200, description = "`{image, present, pulled}` when the image is present; otherwise a stream of JSON lines (`application/x-ndjson`): progress, then `done` or `error`.", body = Success), E404, E502, E503))]
 pub(super) async fn pull_image(State(st): State<AppState>, JsonBody(body): JsonBody<PullBody>) -> ApiResult {
     let image = body.image.trim().to_string();
     if let Err(why) = crate::image_ref::check(&image) {

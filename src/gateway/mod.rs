@@ -572,8 +572,7 @@ impl Gateway {
         let (parts, body) = req.into_parts();
         let (config, context) = if parts.method == Method::POST {
             let body: RenderBody = self.json_body(body).await?;
-            let or_empty = |v: serde_json::Value| if v.is_null() { json!({}) } else { v };
-            (or_empty(body.config), or_empty(body.context))
+            body.inputs()?
         } else {
             let Query(q) = Query::<RenderQuery>::try_from_uri(&parts.uri)?;
             q.parse()?

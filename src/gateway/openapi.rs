@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use serde_json::{json, Value};
 use utoipa::OpenApi;
 
-use crate::http::openapi::{finish, JsonObject, Listener, Success, E404, E502, E503, E504};
+use crate::http::openapi::{finish, JsonObject, Listener, Success, E400, E404, E502, E503, E504};
 
 const ADDON: &str = "The addon's name; the grant of the key must cover it.";
 
@@ -39,31 +39,31 @@ fn openapi_json() {}
 
 /// Runs one of the addon's actions.
 #[utoipa::path(post, path = "/api/addons/{addon}/execute", tags = ["gateway", "addons"], security(("apiKey" = []), ("bearer" = [])),
-    params(("addon" = String, Path, description = ADDON)), request_body = inline(JsonObject),
+    params(("addon" = String, Path, description = ADDON)), request_body = crate::http::ExecuteBody,
     responses((status = 200, description = "What the action answered.", body = Success), E404, E502, E503, E504))]
 fn execute() {}
 
 /// Renders a widget with its config and context from the query.
 #[utoipa::path(method(get, head), path = "/api/widgets/{addon}/{widget}", tags = ["gateway", "widgets"], security(("apiKey" = []), ("bearer" = [])),
     params(("addon" = String, Path, description = ADDON), ("widget" = String, Path, description = "The widget's id."),
-        ("config" = Option<String>, Query, description = "The widget's config as JSON text."),
-        ("context" = Option<String>, Query, description = "The render context as JSON text.")),
-    responses((status = 200, description = "The rendered widget, with its `ETag`.", body = Success), (status = 304, description = "Not modified: the `If-None-Match` ETag is current."), E404, E502, E503, E504))]
+        ("config" = Option<String>, Query, description = "The widget's config: a JSON object as text."),
+        ("context" = Option<String>, Query, description = "The render context: a JSON object as text.")),
+    responses((status = 200, description = "The rendered widget, with its `ETag`.", body = Success), (status = 304, description = "Not modified: the `If-None-Match` ETag is current."), E400, E404, E502, E503, E504))]
 fn render_get() {}
 
 /// Renders a widget with its config and context from the body.
 #[utoipa::path(post, path = "/api/widgets/{addon}/{widget}", tags = ["gateway", "widgets"], security(("apiKey" = []), ("bearer" = [])),
     params(("addon" = String, Path, description = ADDON), ("widget" = String, Path, description = "The widget's id.")),
-    request_body = inline(JsonObject),
-    responses((status = 200, description = "The rendered widget, with its `ETag`.", body = Success), (status = 304, description = "Not modified: the `If-None-Match` ETag is current."), E404, E502, E503, E504))]
+    request_body = crate::http::RenderBody,
+    responses((status = 200, description = "The rendered widget, with its `ETag`.", body = Success), (status = 304, description = "Not modified: the `If-None-Match` ETag is current."), E400, E404, E502, E503, E504))]
 fn render_post() {}
 
 /// A widget as a sandboxed HTML page.
 #[utoipa::path(method(get, head), path = "/api/widgets/{addon}/{widget}/frame", tags = ["gateway", "widgets"], security(("apiKey" = []), ("bearer" = [])),
     params(("addon" = String, Path, description = ADDON), ("widget" = String, Path, description = "The widget's id."),
-        ("config" = Option<String>, Query, description = "The widget's config as JSON text."),
-        ("context" = Option<String>, Query, description = "The render context as JSON text.")),
-    responses((status = 200, description = "An HTML page that shows the rendered widget.", content_type = "text/html", body = String), E404, E502, E503, E504))]
+        ("config" = Option<String>, Query, description = "The widget's config: a JSON object as text."),
+        ("context" = Option<String>, Query, description = "The render context: a JSON object as text.")),
+    responses((status = 200, description = "An HTML page that shows the rendered widget.", content_type = "text/html", body = String), E400, E404, E502, E503, E504))]
 fn frame() {}
 
 /// The MCP server (Streamable HTTP) with the tools of the key's addon. Its answers are

@@ -11,12 +11,13 @@ use super::code::ErrorCode;
 use super::envelope::{json_error_text, ApiError, ApiResult};
 use crate::addons::Addons;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecuteBody {
     pub action: String,
     /// Kept as text: without an input schema it goes to the addon as it came.
     #[serde(default)]
+    #[schema(value_type = Option<Value>)]
     pub data: Option<Box<serde_json::value::RawValue>>,
 }
 
@@ -44,17 +45,39 @@ impl RenderQuery {
                 }),
             }
         };
-        Ok((parse(&self.config, "config")?, parse(&self.context, "context")?))
+        render_inputs(parse(&self.config, "config")?, parse(&self.context, "context")?)
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A render's config and context: objects (absent or `null`: `{}`). Anything else is
+/// refused here, naming the field, rather than passed to the addon to fail there (a 502).
+fn render_inputs(config: Value, context: Value) -> Result<(Value, Value), ApiError> {
+    let object = |v: Value, field: &str| match v {
+        Value::Null => Ok(json!({})),
+        v @ Value::Object(_) => Ok(v),
+        _ => Err(ApiError::new(ErrorCode::ValidationFailed, format!("`{field}` must be a JSON object, like {{\"k\": 1}}")).field(field)),
+    };
+    Ok((object(config, "config")?, object(context, "context")?))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenderBody {
+    /// The widget's config (absent or `null`: `{}`).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub config: Value,
+    /// The render context (absent or `null`: `{}`).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub context: Value,
+}
+
+impl RenderBody {
+    /// The config and context to render with; see [`render_inputs`].
+    pub fn inputs(self) -> Result<(Value, Value), ApiError> {
+        render_inputs(self.config, self.context)
+    }
 }
 
 /// The rendered widget with its ETag; 304 when the caller already has this version.

@@ -112,7 +112,7 @@ impl Registered {
 
 /// `POST /api/ai-gateway/mcp-tools`: the platform's shape, plus `addon` with `action` or
 /// `path` as the explicit form of `functionUrl`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RegisterRequest {
     /// The tool's name: letters, digits, `_` and `-` (no `.`: those are the actions' tools).
