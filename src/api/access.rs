@@ -11,7 +11,7 @@ pub(super) struct AuditQuery {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/api/audit", tags = ["admin", "operations"], params(("limit" = Option<i64>, Query, minimum = 0, maximum = 4294967295.0, description = "At most this many (default 100).")), responses((status = 200, description = "The audit log, newest first.", body = Success)))]
+#[utoipa::path(get, path = "/api/audit", tags = ["admin", "operations"], params(("limit" = Option<i64>, Query, minimum = 0, maximum = 4294967295.0, description = "At most this many (default 100).")), responses((status = 200, description = "The audit log, newest first.", body = super::openapi::AuditAnswer)))]
 pub(super) async fn audit_log(State(st): State<AppState>, q: Result<Query<AuditQuery>, QueryRejection>) -> ApiResult {
     let Query(q) = q?;
     let list = st.lifecycle.store().list_audit(q.limit.unwrap_or(100).min(10_000)).await?;
@@ -52,28 +52,28 @@ pub(super) fn grant_view(g: &crate::store::GrantRow) -> Value {
     })
 }
 
-#[utoipa::path(get, path = "/api/applications", tags = ["admin", "applications"], responses((status = 200, description = "The applications with their grants.", body = Success)))]
+#[utoipa::path(get, path = "/api/applications", tags = ["admin", "applications"], responses((status = 200, description = "The applications with their grants.", body = super::openapi::ApplicationListAnswer)))]
 pub(super) async fn list_applications(State(st): State<AppState>) -> ApiResult {
     let apps = st.lifecycle.store().list_applications().await?;
     let grants = st.lifecycle.store().list_grants().await?;
     ok(StatusCode::OK, Value::Array(apps.iter().map(|a| app_view(a, &grants)).collect()), &format!("{} application(s)", apps.len()))
 }
 
-#[utoipa::path(post, path = "/api/applications", tags = ["admin", "applications"], request_body = ApplicationBody, responses((status = 201, description = "The application.", body = Success), E409))]
+#[utoipa::path(post, path = "/api/applications", tags = ["admin", "applications"], request_body = ApplicationBody, responses((status = 201, description = "The application.", body = super::openapi::ApplicationAnswer), E409))]
 pub(super) async fn create_application(State(st): State<AppState>, JsonBody(b): JsonBody<ApplicationBody>) -> ApiResult {
     let new = access::NewApplication { name: b.name, description: b.description, organization: b.organization };
     let row = access::create_application(st.lifecycle.store(), new).await?;
     ok(StatusCode::CREATED, app_view(&row, &[]), "application created")
 }
 
-#[utoipa::path(get, path = "/api/applications/{id}", tags = ["admin", "applications"], params(("id" = String, Path, description = "The application's id or name.")), responses((status = 200, description = "The application with its grants.", body = Success), E404))]
+#[utoipa::path(get, path = "/api/applications/{id}", tags = ["admin", "applications"], params(("id" = String, Path, description = "The application's id or name.")), responses((status = 200, description = "The application with its grants.", body = super::openapi::ApplicationAnswer), E404))]
 pub(super) async fn show_application(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let app = access::find_application(st.lifecycle.store(), &id).await?;
     let grants = st.lifecycle.store().list_grants().await?;
     ok(StatusCode::OK, app_view(&app, &grants), "")
 }
 
-#[utoipa::path(delete, path = "/api/applications/{id}", tags = ["admin", "applications"], params(("id" = String, Path, description = "The application's id or name.")), responses((status = 200, description = "The deleted application's id and name.", body = Success), E404))]
+#[utoipa::path(delete, path = "/api/applications/{id}", tags = ["admin", "applications"], params(("id" = String, Path, description = "The application's id or name.")), responses((status = 200, description = "The deleted application's id and name.", body = super::openapi::DeletedAnswer), E404))]
 pub(super) async fn delete_application(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let app = access::delete_application(st.lifecycle.store(), st.gateway.as_ref(), &id).await?;
     ok(StatusCode::OK, json!({"id": app.id, "name": app.name}), "application and its grants deleted; their keys stop working now")
@@ -93,7 +93,7 @@ pub(super) struct GrantBody {
     allowed_origins: Vec<String>,
 }
 
-#[utoipa::path(get, path = "/api/application-grants", tags = ["admin", "grants"], params(("application" = Option<String>, Query, description = "Only this application's grants."), ("addon" = Option<String>, Query, description = "Only grants for this addon.")), responses((status = 200, description = "The grants.", body = Success), E404))]
+#[utoipa::path(get, path = "/api/application-grants", tags = ["admin", "grants"], params(("application" = Option<String>, Query, description = "Only this application's grants."), ("addon" = Option<String>, Query, description = "Only grants for this addon.")), responses((status = 200, description = "The grants.", body = super::openapi::GrantListAnswer), E404))]
 pub(super) async fn list_grants(State(st): State<AppState>, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> ApiResult {
     let Query(q) = q?;
     let app = match q.get("application") {
@@ -107,7 +107,7 @@ pub(super) async fn list_grants(State(st): State<AppState>, q: Result<Query<Hash
 }
 
 /// Creates a grant and returns its key, in clear, this once.
-#[utoipa::path(post, path = "/api/application-grants", tags = ["admin", "grants"], request_body = GrantBody, responses((status = 201, description = "The grant with its `api_key`, shown only this once.", body = Success), E404, E409))]
+#[utoipa::path(post, path = "/api/application-grants", tags = ["admin", "grants"], request_body = GrantBody, responses((status = 201, description = "The grant with its `api_key`, shown only this once.", body = super::openapi::GrantKeyAnswer), E404, E409))]
 pub(super) async fn create_grant(State(st): State<AppState>, JsonBody(b): JsonBody<GrantBody>) -> ApiResult {
     let (row, key) = access::create_grant(
         st.lifecycle.store(),
@@ -125,7 +125,7 @@ pub(super) async fn create_grant(State(st): State<AppState>, JsonBody(b): JsonBo
     ok(StatusCode::CREATED, v, "grant created; store api_key now: it is never shown again")
 }
 
-#[utoipa::path(get, path = "/api/application-grants/{id}", tags = ["admin", "grants"], params(("id" = String, Path, description = "The grant's id.")), responses((status = 200, description = "The grant.", body = Success), E404))]
+#[utoipa::path(get, path = "/api/application-grants/{id}", tags = ["admin", "grants"], params(("id" = String, Path, description = "The grant's id.")), responses((status = 200, description = "The grant.", body = super::openapi::GrantAnswer), E404))]
 pub(super) async fn show_grant(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
     ok(StatusCode::OK, grant_view(&access::find_grant(st.lifecycle.store(), &id).await?), "")
 }
@@ -145,7 +145,7 @@ pub(super) fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: 
     T::deserialize(d).map(Some)
 }
 
-#[utoipa::path(patch, path = "/api/application-grants/{id}", tags = ["admin", "grants"], params(("id" = String, Path, description = "The grant's id.")), request_body = GrantUpdate, responses((status = 200, description = "The grant, updated.", body = Success), E404))]
+#[utoipa::path(patch, path = "/api/application-grants/{id}", tags = ["admin", "grants"], params(("id" = String, Path, description = "The grant's id.")), request_body = GrantUpdate, responses((status = 200, description = "The grant, updated.", body = super::openapi::GrantAnswer), E404))]
 pub(super) async fn update_grant(State(st): State<AppState>, Path(id): Path<String>, JsonBody(b): JsonBody<GrantUpdate>) -> ApiResult {
     let g = access::update_grant(st.lifecycle.store(), st.gateway.as_ref(), &id, b.rate_limit, b.allowed_origins).await?;
     ok(StatusCode::OK, grant_view(&g), "grant updated")
@@ -159,7 +159,7 @@ pub(super) struct RotateBody {
 
 /// A new key for a grant; the old one keeps working for the grace period (default from
 /// config, 0: refused from the next request).
-#[utoipa::path(post, path = "/api/application-grants/{id}/rotate", tags = ["admin", "grants"], params(("id" = String, Path, description = "The grant's id.")), request_body = Option<RotateBody>, responses((status = 200, description = "The grant with its new `api_key`, shown only this once.", body = Success), E404))]
+#[utoipa::path(post, path = "/api/application-grants/{id}/rotate", tags = ["admin", "grants"], params(("id" = String, Path, description = "The grant's id.")), request_body = Option<RotateBody>, responses((status = 200, description = "The grant with its new `api_key`, shown only this once.", body = super::openapi::GrantKeyAnswer), E404))]
 pub(super) async fn rotate_grant(State(st): State<AppState>, Path(id): Path<String>, req: Request) -> ApiResult {
     let bytes = read_body(req.into_body(), 64 * 1024, "64 KiB for this route").await?;
     let b: RotateBody = if bytes.iter().all(|c| c.is_ascii_whitespace()) { RotateBody::default() } else { parse_json(&bytes)? };
@@ -171,13 +171,13 @@ pub(super) async fn rotate_grant(State(st): State<AppState>, Path(id): Path<Stri
     ok(StatusCode::OK, v, "key rotated; store api_key now: it is never shown again")
 }
 
-#[utoipa::path(post, path = "/api/application-grants/{id}/revoke", tags = ["admin", "grants"], params(("id" = String, Path, description = "The grant's id.")), responses((status = 200, description = "The grant, revoked.", body = Success), E404))]
+#[utoipa::path(post, path = "/api/application-grants/{id}/revoke", tags = ["admin", "grants"], params(("id" = String, Path, description = "The grant's id.")), responses((status = 200, description = "The grant, revoked.", body = super::openapi::GrantAnswer), E404))]
 pub(super) async fn revoke_grant(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let g = access::revoke_grant(st.lifecycle.store(), st.gateway.as_ref(), &id).await?;
     ok(StatusCode::OK, grant_view(&g), "grant revoked; its key is refused from now on")
 }
 
-#[utoipa::path(delete, path = "/api/application-grants/{id}", tags = ["admin", "grants"], params(("id" = String, Path, description = "The grant's id.")), responses((status = 200, description = "The deleted grant's id.", body = Success), E404))]
+#[utoipa::path(delete, path = "/api/application-grants/{id}", tags = ["admin", "grants"], params(("id" = String, Path, description = "The grant's id.")), responses((status = 200, description = "The deleted grant's id.", body = super::openapi::DeletedAnswer), E404))]
 pub(super) async fn delete_grant(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let g = access::delete_grant(st.lifecycle.store(), st.gateway.as_ref(), &id).await?;
     ok(StatusCode::OK, json!({"id": g.id}), "grant deleted")

@@ -11,7 +11,7 @@ pub(super) struct EmitBody {
     data: Value,
 }
 
-#[utoipa::path(post, path = "/api/events", tags = ["admin", "events"], request_body = EmitBody, responses((status = 201, description = "The stored event.", body = Success)))]
+#[utoipa::path(post, path = "/api/events", tags = ["admin", "events"], request_body = EmitBody, responses((status = 201, description = "The stored event.", body = super::openapi::EventAnswer)))]
 pub(super) async fn emit_event(
     State(st): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -48,7 +48,7 @@ pub(super) fn check_pattern(p: &Option<String>) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(get, path = "/api/events", tags = ["admin", "events"], params(("name" = Option<String>, Query, description = "An event name, `prefix.*` or `*`."), ("after" = Option<i64>, Query, description = "Only events after this id."), ("limit" = Option<i64>, Query, minimum = 0, maximum = 4294967295.0, description = "At most this many.")), responses((status = 200, description = "The events, oldest first.", body = Success)))]
+#[utoipa::path(get, path = "/api/events", tags = ["admin", "events"], params(("name" = Option<String>, Query, description = "An event name, `prefix.*` or `*`."), ("after" = Option<i64>, Query, description = "Only events after this id."), ("limit" = Option<i64>, Query, minimum = 0, maximum = 4294967295.0, description = "At most this many.")), responses((status = 200, description = "The events, oldest first.", body = super::openapi::EventListAnswer)))]
 pub(super) async fn list_events(State(st): State<AppState>, q: Result<Query<EventsQuery>, QueryRejection>) -> ApiResult {
     let Query(q) = q?;
     check_pattern(&q.name)?;
@@ -130,7 +130,7 @@ pub(super) struct RedriveBody {
     subscriber: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/events/redrive", tags = ["admin", "events"], request_body = RedriveBody, responses((status = 200, description = "How many dead letters will be delivered again.", body = Success)))]
+#[utoipa::path(post, path = "/api/events/redrive", tags = ["admin", "events"], request_body = RedriveBody, responses((status = 200, description = "How many dead letters will be delivered again.", body = super::openapi::RedriveAnswer)))]
 pub(super) async fn redrive_events(State(st): State<AppState>, JsonBody(b): JsonBody<RedriveBody>) -> ApiResult {
     let n = st.lifecycle.store().mark_redrive(b.subscriber.clone()).await?;
     ok(StatusCode::OK, json!({"redriven": n, "subscriber": b.subscriber}), &format!("{n} dead letter(s) will be delivered again"))

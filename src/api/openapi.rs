@@ -9,11 +9,13 @@
 
 use std::sync::OnceLock;
 
-use serde_json::Value;
+use serde_json::{json, Value};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
 use utoipa::OpenApi;
 
 use super::*;
-use crate::http::openapi::{finish, Listener};
+use crate::http::openapi::{finish, success_with, Listener};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -73,6 +75,9 @@ pub(super) async fn openapi_json() -> Response {
 pub fn document() -> Value {
     let mut admin = serde_json::to_value(AdminDoc::openapi()).unwrap_or(Value::Null);
     finish(&mut admin, Listener::Admin);
+    for (name, schema) in answer_schemas() {
+        admin["components"]["schemas"][name] = schema;
+    }
     crate::http::openapi::merge(&mut admin, crate::gateway::openapi::document());
     crate::http::openapi::merge(&mut admin, crate::addon_api::openapi_document());
     admin
@@ -87,4 +92,128 @@ pub fn document_text() -> &'static str {
         t.push('\n');
         t
     })
+}
+
+/// The success envelope of a route whose `data` has a known shape: one named schema per
+/// shape, written as JSON Schema (the views are built with `json!`, so there is no Rust type
+/// to derive them from). Fields the answer always has are required; more may come (an
+/// addition is not a break), so none is closed.
+///
+/// The annotations name these types (so the document refers to them); their JSON Schema is
+/// put into the components by [`answer_schemas`], as written: utoipa's own schema model
+/// cannot hold all of JSON Schema (a `oneOf` beside `properties`, say).
+macro_rules! answers {
+    ($($(#[$doc:meta])* $name:ident => $data:expr;)*) => {
+        $(
+            $(#[$doc])*
+            pub(super) struct $name;
+
+            impl utoipa::PartialSchema for $name {
+                fn schema() -> RefOr<Schema> {
+                    RefOr::T(utoipa::openapi::schema::empty())
+                }
+            }
+
+            impl utoipa::ToSchema for $name {}
+        )*
+
+        /// Each answer's schema by name, for the components.
+        fn answer_schemas() -> Vec<(&'static str, Value)> {
+            vec![$((stringify!($name), success_with($data)),)*]
+        }
+    };
+}
+
+fn nullable(t: &str) -> Value {
+    json!({"type": [t, "null"]})
+}
+
+fn grant_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["id", "application_id", "addon", "environment", "instance", "key_prefix", "rate_limit", "allowed_origins", "status", "created_at"],
+        "properties": {
+            "id": {"type": "string"}, "grantId": {"type": "string"},
+            "application_id": {"type": "string"}, "applicationId": {"type": "string"},
+            "credentialId": {"type": "string"},
+            "addon": {"type": "string"}, "environment": {"type": "string"}, "instance": {"type": "string"},
+            "key_prefix": {"type": "string"},
+            "rate_limit": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["requests_per_second"], "properties": {
+                "requests_per_second": {"type": "number"}, "burst": nullable("integer")}}]},
+            "allowed_origins": {"type": "array", "items": {"type": "string"}},
+            "status": {"enum": ["active", "revoked"]},
+            "revoked_at": nullable("string"), "rotated_at": nullable("string"), "old_key_valid_until": nullable("string"),
+            "created_at": {"type": "string"}
+        }
+    })
+}
+
+fn application_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["id", "name", "description", "organization", "created_at", "grants"],
+        "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
+            "organization": {"type": "string"}, "created_at": {"type": "string"},
+            "grants": {"type": "array", "items": grant_schema()}
+        }
+    })
+}
+
+fn event_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["id", "name", "data", "source", "timestamp"],
+        "properties": {
+            "id": {"type": "integer"}, "name": {"type": "string"}, "data": {}, "source": {"type": "string"},
+            "timestamp": {"type": "string", "description": "RFC 3339, milliseconds."}
+        }
+    })
+}
+
+answers! {
+    /// `GET /health`.
+    HealthAnswer => json!({
+        "type": "object",
+        "required": ["version", "uptime_seconds", "database", "docker", "services", "pid", "gateway", "ports"],
+        "properties": {
+            "version": {"type": "string"}, "uptime_seconds": {"type": "integer", "minimum": 0},
+            "database": {"type": "string", "description": "`ok`, or why the database did not answer."},
+            "docker": {"enum": ["reachable", "unresponsive", "unreachable"]},
+            "services": {"type": "integer", "minimum": 0}, "pid": {"type": "integer"},
+            "gateway": nullable("string"),
+            "ports": {"type": "object", "required": ["range_start", "range_end"], "properties": {
+                "range_start": {"type": "integer"}, "range_end": {"type": "integer"}}}
+        }
+    });
+    /// One application with its grants.
+    ApplicationAnswer => application_schema();
+    /// Every application.
+    ApplicationListAnswer => json!({"type": "array", "items": application_schema()});
+    /// One grant.
+    GrantAnswer => grant_schema();
+    /// A grant with its key, shown once.
+    GrantKeyAnswer => json!({"allOf": [grant_schema(), {"required": ["api_key"], "properties": {"api_key": {"type": "string"}}}]});
+    /// Every grant (or those the query names).
+    GrantListAnswer => json!({"type": "array", "items": grant_schema()});
+    /// What a delete removed.
+    DeletedAnswer => json!({"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}, "name": {"type": "string"}}});
+    /// One event.
+    EventAnswer => event_schema();
+    /// Events, oldest first.
+    EventListAnswer => json!({"type": "array", "items": event_schema()});
+    /// The audit log, newest first.
+    AuditAnswer => json!({"type": "array", "items": {
+        "type": "object",
+        "required": ["at", "uid", "pid", "source", "method", "path", "status", "detail"],
+        "properties": {
+            "at": {"type": "integer", "description": "Milliseconds since the epoch."},
+            "uid": nullable("integer"), "pid": nullable("integer"), "source": nullable("string"),
+            "method": {"type": "string"}, "path": {"type": "string"},
+            "status": {"type": "integer"}, "detail": nullable("string")
+        }
+    }});
+    /// How many dead letters go out again.
+    RedriveAnswer => json!({"type": "object", "required": ["redriven", "subscriber"], "properties": {
+        "redriven": {"type": "integer", "minimum": 0}, "subscriber": nullable("string")}});
 }

@@ -3,7 +3,7 @@
 
 use super::*;
 
-#[utoipa::path(get, path = "/health", tags = ["admin", "operations"], responses((status = 200, description = "The daemon's health: Docker, the store, uptime.", body = Success)))]
+#[utoipa::path(get, path = "/health", tags = ["admin", "operations"], responses((status = 200, description = "The daemon's health: Docker, the store, uptime.", body = super::openapi::HealthAnswer)))]
 pub(super) async fn daemon_health(State(st): State<AppState>) -> ApiResult {
     let lc = &st.lifecycle;
     // Cheap on purpose (dashboards poll it): one query that proves the database answers.

@@ -150,8 +150,7 @@ pub fn envelope_schemas() -> Value {
 /// The success envelope around `data` (a JSON schema), for a route whose result has a shape.
 pub fn success_with(data: Value) -> Value {
     json!({
-        "allOf": [{"$ref": "#/components/schemas/Success"}],
-        "properties": {"data": data}
+        "allOf": [{"$ref": "#/components/schemas/Success"}, {"type": "object", "properties": {"data": data}}]
     })
 }
 
