@@ -45,6 +45,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> AccessError 
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Sustained requests a second.
+    #[schema(exclusive_minimum = 0, maximum = 1000000)]
     pub requests_per_second: f64,
     /// Requests allowed at once above the rate; the gateway's default when absent.
     pub burst: Option<u32>,

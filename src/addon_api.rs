@@ -272,6 +272,7 @@ async fn health(caller: Caller) -> ApiResult {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AddonEventBody)]
 struct EmitBody {
     name: String,
     #[serde(default)]

@@ -169,7 +169,7 @@ pub(super) async fn schedule_runs(State(st): State<AppState>, Path(name): Path<S
     ok(StatusCode::OK, json!({"schedules": m.schedules, "runs": runs}), "")
 }
 
-#[utoipa::path(get, path = "/api/widgets", tags = ["admin", "widgets"], params(("category" = Option<String>, Query, description = "Only widgets of this category.")), responses((status = 200, description = "Every widget of the installed addons.", body = Success)))]
+#[utoipa::path(get, path = "/api/widgets", tags = ["admin", "widgets"], params(("category" = Option<String>, Query, pattern = "^(content|form|display|interactive|layout)$", description = "Only widgets of this category: content, form, display, interactive or layout.")), responses((status = 200, description = "Every widget of the installed addons.", body = Success)))]
 pub(super) async fn widget_catalogue(State(st): State<AppState>, q: Result<Query<CategoryQuery>, QueryRejection>) -> ApiResult {
     let Query(q) = q?;
     if let Some(c) = &q.category {

@@ -89,7 +89,7 @@ fn build_view(b: &BuildRow) -> Value {
     })
 }
 
-#[utoipa::path(get, path = "/api/addons/{name}/builds", tags = ["admin", "builds"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("limit" = Option<i64>, Query, minimum = 0, maximum = 4294967295.0, description = "At most this many.")), responses((status = 200, description = "The addon's builds, newest first.", body = Success), E404))]
+#[utoipa::path(get, path = "/api/addons/{name}/builds", tags = ["admin", "builds"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 20).")), responses((status = 200, description = "The addon's builds, newest first.", body = Success), E404))]
 pub(super) async fn list_builds(
     State(st): State<AppState>,
     Path(name): Path<String>,

@@ -6,6 +6,8 @@ use super::*;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct EmitBody {
+    /// A dotted name of lowercase words: `payment.completed`.
+    #[schema(pattern = r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$", max_length = 128)]
     name: String,
     #[serde(default)]
     data: Value,
@@ -48,7 +50,7 @@ pub(super) fn check_pattern(p: &Option<String>) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(get, path = "/api/events", tags = ["admin", "events"], params(("name" = Option<String>, Query, description = "An event name, `prefix.*` or `*`."), ("after" = Option<i64>, Query, description = "Only events after this id."), ("limit" = Option<i64>, Query, minimum = 0, maximum = 4294967295.0, description = "At most this many.")), responses((status = 200, description = "The events, oldest first.", body = super::openapi::EventListAnswer)))]
+#[utoipa::path(get, path = "/api/events", tags = ["admin", "events"], params(("name" = Option<String>, Query, pattern = r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)$", max_length = 128, description = "An event name, `prefix.*` or `*`."), ("after" = Option<i64>, Query, description = "Only events after this id."), ("limit" = Option<i64>, Query, minimum = 0, maximum = 4294967295.0, description = "At most this many.")), responses((status = 200, description = "The events, oldest first.", body = super::openapi::EventListAnswer)))]
 pub(super) async fn list_events(State(st): State<AppState>, q: Result<Query<EventsQuery>, QueryRejection>) -> ApiResult {
     let Query(q) = q?;
     check_pattern(&q.name)?;
@@ -59,7 +61,7 @@ pub(super) async fn list_events(State(st): State<AppState>, q: Result<Query<Even
 
 /// Server-sent events of the log: replays what follows `Last-Event-ID` (or `?after=`), then
 /// follows live. Subscribes before replaying, so nothing falls between the two.
-#[utoipa::path(get, path = "/api/events/stream", tags = ["admin", "events"], params(("name" = Option<String>, Query, description = "An event name, `prefix.*` or `*`."), ("after" = Option<i64>, Query, description = "Only events after this id."), ("limit" = Option<i64>, Query, minimum = 0, maximum = 4294967295.0, description = "At most this many.")), responses((status = 200, description = "A stream of server-sent events, one per event (its name as the SSE event, its id as the SSE id).", content_type = "text/event-stream", body = String)))]
+#[utoipa::path(get, path = "/api/events/stream", tags = ["admin", "events"], params(("name" = Option<String>, Query, pattern = r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)$", max_length = 128, description = "An event name, `prefix.*` or `*`."), ("after" = Option<i64>, Query, description = "Only events after this id."), ("limit" = Option<i64>, Query, minimum = 0, maximum = 4294967295.0, description = "At most this many.")), responses((status = 200, description = "A stream of server-sent events, one per event (its name as the SSE event, its id as the SSE id).", content_type = "text/event-stream", body = String)))]
 pub(super) async fn event_stream(
     State(st): State<AppState>,
     q: Result<Query<EventsQuery>, QueryRejection>,

@@ -191,6 +191,8 @@ pub(super) async fn restart_service(State(st): State<AppState>, Path(id): Path<S
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ScaleBody {
+    /// How many instances: 0 up to `limits.max_replicas` (64 by default).
+    #[schema(minimum = 0, maximum = 64)]
     replicas: i64,
 }
 
@@ -455,6 +457,8 @@ pub(super) async fn create_from_template(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CleanupBody {
+    /// Services stopped or failed for longer than this many days are deleted.
+    #[schema(minimum = 0, maximum = 36500)]
     days: f64,
 }
 
