@@ -206,7 +206,8 @@ async fn schemathesis_finds_nothing_on_a_live_daemon() {
     let own: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(own, serde_json::from_str::<Value>(addond::gateway::openapi::document_text()).unwrap());
 
-    // An addon to reach and a key for it, so the gateway's handlers run past the key check.
+    // An addon to reach and a key for it, so the gateway's handlers run past the key check
+    // (with a rate limit the fuzzer does not reach: it would see mostly 429s).
     let m = json!({
         "name": "oa", "version": "1.0.0", "image": IMAGE,
         "services": [{"name": "api", "resource_limits": {"memory": "32m", "cpu": "0.3"}}],
@@ -216,7 +217,9 @@ async fn schemathesis_finds_nothing_on_a_live_daemon() {
     install_addon(&d, m, None).await;
     let r = d.post("/api/applications", json!({"name": "fuzzer"})).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
-    let r = d.post("/api/application-grants", json!({"application": "fuzzer", "addon": "oa"})).await;
+    let r = d
+        .post("/api/application-grants", json!({"application": "fuzzer", "addon": "oa", "rate_limit": {"requests_per_second": 100000}}))
+        .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     let key = r.data()["api_key"].as_str().unwrap().to_string();
 

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use serde_json::{json, Value};
 use utoipa::OpenApi;
 
-use crate::http::openapi::{finish, JsonObject, Listener, Success, E400, E404, E502, E503, E504};
+use crate::http::openapi::{finish, success_with, JsonObject, Listener, Success, E400, E404, E502, E503, E504};
 
 const ADDON: &str = "The addon's name; the grant of the key must cover it.";
 
@@ -30,7 +30,7 @@ const ADDON: &str = "The addon's name; the grant of the key must cover it.";
 struct GatewayDoc;
 
 /// The gateway's liveness; no key needed.
-#[utoipa::path(method(get, head), path = "/health", tags = ["gateway", "operations"], responses((status = 200, description = "`{status, docker}`: the gateway is up.", body = Success)))]
+#[utoipa::path(method(get, head), path = "/health", tags = ["gateway", "operations"], responses((status = 200, description = "`{status, docker}`: the gateway is up.", body = GatewayHealth)))]
 fn health() {}
 
 /// This document; no key needed.
@@ -92,10 +92,27 @@ fn passthrough() {}
     responses((status = "default", description = "The addon service's answer, as it gave it."), E502, E503, E504))]
 fn passthrough_rest() {}
 
+/// The answer of the gateway's `/health`; its schema is put into the components by
+/// [`document`] (as the admin API's typed answers are).
+struct GatewayHealth;
+
+impl utoipa::PartialSchema for GatewayHealth {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::RefOr::T(utoipa::openapi::schema::empty())
+    }
+}
+
+impl utoipa::ToSchema for GatewayHealth {}
+
 /// The gateway's document, finished: its routes only, with the key schemes.
 pub fn document() -> Value {
     let mut doc = serde_json::to_value(GatewayDoc::openapi()).unwrap_or(Value::Null);
     finish(&mut doc, Listener::Gateway);
+    doc["components"]["schemas"]["GatewayHealth"] = success_with(json!({
+        "type": "object",
+        "required": ["status", "docker"],
+        "properties": {"status": {"const": "ok"}, "docker": {"type": "boolean", "description": "Whether the Docker engine answers."}}
+    }));
     doc["components"]["securitySchemes"] = json!({
         "apiKey": {"type": "apiKey", "in": "header", "name": "apikey", "description": "The key of a grant (`addonctl grants create`)."},
         "bearer": {"type": "http", "scheme": "bearer", "description": "The same key as `Authorization: Bearer …`."}

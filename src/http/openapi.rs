@@ -311,7 +311,20 @@ fn merge_operation(mine: &mut Value, other: Value) {
         (mine.get_mut("responses").and_then(Value::as_object_mut), other.get("responses").and_then(Value::as_object))
     {
         for (status, r) in more {
-            rs.entry(status.clone()).or_insert_with(|| r.clone());
+            let Some(existing) = rs.get_mut(status) else {
+                rs.insert(status.clone(), r.clone());
+                continue;
+            };
+            // The same status with another body on the other listener (`/health`): either.
+            let json = "application/json";
+            let (a, b) = (&existing["content"][json]["schema"], &r["content"][json]["schema"]);
+            if !a.is_null() && !b.is_null() && a != b {
+                let either = json!({"anyOf": [a.clone(), b.clone()]});
+                existing["content"][json]["schema"] = either;
+                if let (Some(d), Some(o)) = (existing["description"].as_str(), r["description"].as_str()) {
+                    existing["description"] = Value::String(format!("{d} On the gateway: {o}"));
+                }
+            }
         }
     }
     if let Some(Value::Array(sec)) = other.get("security") {
