@@ -3,6 +3,12 @@
 
 use super::*;
 
+/// The instance an addon path segment names: its instance name, or its display name
+/// (URL-encoded in the path, decoded by the router).
+async fn instance(st: &AppState, name: String) -> Result<String, ApiError> {
+    Ok(st.addons.resolve(&name).await?)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CategoryQuery {
@@ -25,10 +31,11 @@ pub(super) async fn register_addon(State(st): State<AppState>, req: Request) -> 
     let (m, new) = st.addons.register(manifest).await?;
     let status = if new { StatusCode::CREATED } else { StatusCode::OK };
     let msg = if new { format!("registered {} {}", m.name, m.version) } else { format!("{} {} was already registered", m.name, m.version) };
-    ok(status, serde_json::to_value(&m).unwrap_or(Value::Null), &msg)
+    ok(status, m.view(), &msg)
 }
 
 pub(super) async fn show_addon(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let name = instance(&st, name).await?;
     ok(StatusCode::OK, st.addons.show(&name).await?, "")
 }
 
@@ -52,6 +59,7 @@ pub(super) async fn uninstall_addon(
         return ok(StatusCode::OK, json!({"name": name, "versions_removed": n}), &format!("removed {name} from the catalogue"));
     }
     let wait = wait_target(q.wait.as_deref(), q.timeout, st.lifecycle.config().api.max_wait_seconds)?;
+    let name = instance(&st, name).await?;
     let services = st.lifecycle.store().services_of_addon(&name).await?;
     let v = st.addons.uninstall(&name, q.force.unwrap_or(false)).await?;
     if let Some((phase, timeout)) = wait {
@@ -113,6 +121,7 @@ pub(super) async fn set_addon_config(
     caller: Option<Extension<Caller>>,
     JsonBody(body): JsonBody<ConfigBody>,
 ) -> ApiResult {
+    let name = instance(&st, name).await?;
     let v = st.addons.set_config(&name, body.config, who(caller)).await?;
     ok(StatusCode::OK, v, "config stored and pushed")
 }
@@ -127,14 +136,17 @@ pub(super) async fn addon_op(st: &AppState, name: &str, op: &str, wait: Wait) ->
 }
 
 pub(super) async fn start_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
+    let name = instance(&st, name).await?;
     addon_op(&st, &name, "start", wait).await
 }
 
 pub(super) async fn stop_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
+    let name = instance(&st, name).await?;
     addon_op(&st, &name, "stop", wait).await
 }
 
 pub(super) async fn restart_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
+    let name = instance(&st, name).await?;
     addon_op(&st, &name, "restart", wait).await
 }
 
@@ -143,12 +155,14 @@ pub(super) async fn execute_action(
     Path(name): Path<String>,
     JsonBody(body): JsonBody<ExecuteBody>,
 ) -> ApiResult {
+    let name = instance(&st, name).await?;
     let out = st.addons.execute_json(&name, &body.action, crate::addons::ActionInput::Raw(body.data.as_deref())).await?;
     ok_json(StatusCode::OK, &out, "")
 }
 
 /// The addon's schedules and their recent runs.
 pub(super) async fn schedule_runs(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let name = instance(&st, name).await?;
     let m = st.addons.installed_manifest(&name).await?;
     let runs = st.lifecycle.store().schedule_runs(&name, 100).await?;
     let runs: Vec<Value> = runs
@@ -180,6 +194,7 @@ pub(super) async fn render_widget_get(
     q: Result<Query<RenderQuery>, QueryRejection>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult {
+    let addon = instance(&st, addon).await?;
     let Query(q) = q?;
     let (config, context) = q.parse()?;
     render_reply(&st.addons, &addon, &widget, config, context, &headers).await
@@ -191,6 +206,7 @@ pub(super) async fn render_widget_post(
     headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody<RenderBody>,
 ) -> ApiResult {
+    let addon = instance(&st, addon).await?;
     let config = if body.config.is_null() { json!({}) } else { body.config };
     let context = if body.context.is_null() { json!({}) } else { body.context };
     render_reply(&st.addons, &addon, &widget, config, context, &headers).await
@@ -201,6 +217,7 @@ pub(super) async fn widget_frame(
     Path((addon, widget)): Path<(String, String)>,
     q: Result<Query<RenderQuery>, QueryRejection>,
 ) -> ApiResult {
+    let addon = instance(&st, addon).await?;
     let Query(q) = q?;
     let (config, context) = q.parse()?;
     frame_reply(&st.addons, &addon, &widget, config, context).await
@@ -215,6 +232,7 @@ pub(super) async fn upgrade_addon(
     caller: Option<Extension<Caller>>,
     JsonBody(req): JsonBody<UpgradeRequest>,
 ) -> ApiResult {
+    let name = instance(&st, name).await?;
     let v = st.addons.upgrade(&name, req, who(caller)).await?;
     let msg = deployment_message(&name, &v);
     ok(StatusCode::OK, v, &msg)
@@ -235,6 +253,7 @@ pub(super) async fn publish_addon(
     q: Result<Query<PublishQuery>, QueryRejection>,
     req: Request,
 ) -> ApiResult {
+    let name = instance(&st, name).await?;
     let Query(q) = q?;
     let ct = req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.is_empty() && !ct.starts_with("application/wasm") && !ct.starts_with("application/octet-stream") {
@@ -258,6 +277,7 @@ pub(super) async fn rollback_addon(
     caller: Option<Extension<Caller>>,
     JsonBody(req): JsonBody<RollbackRequest>,
 ) -> ApiResult {
+    let name = instance(&st, name).await?;
     let v = st.addons.rollback(&name, req, who(caller)).await?;
     let msg = deployment_message(&name, &v);
     ok(StatusCode::OK, v, &msg)
@@ -280,6 +300,7 @@ fn deployment_message(name: &str, v: &Value) -> String {
 
 /// `GET /api/addons/{name}/deployments`: the history, oldest first.
 pub(super) async fn addon_deployments(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let name = instance(&st, name).await?;
     let list = st.addons.deployments(&name).await?;
     let n = list.len();
     ok(StatusCode::OK, json!(list), &format!("{n} deployment(s) of {name}"))
@@ -287,6 +308,7 @@ pub(super) async fn addon_deployments(State(st): State<AppState>, Path(name): Pa
 
 /// `GET /api/addons/{name}/environments`: every environment of an installed addon.
 pub(super) async fn list_environments(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let name = instance(&st, name).await?;
     let v = st.addons.environments(&name).await?;
     ok(StatusCode::OK, v, "")
 }
@@ -299,6 +321,7 @@ pub(super) async fn add_environment(
     wait: Wait,
     JsonBody(req): JsonBody<EnvironmentRequest>,
 ) -> ApiResult {
+    let name = instance(&st, name).await?;
     let env = req.name.clone();
     let v = st.addons.add_environment(&name, req, who(caller)).await?;
     let instance = v["instance"].as_str().unwrap_or(&name).to_string();
@@ -316,6 +339,7 @@ pub(super) async fn promote_addon(
     caller: Option<Extension<Caller>>,
     JsonBody(req): JsonBody<PromoteRequest>,
 ) -> ApiResult {
+    let name = instance(&st, name).await?;
     let v = st.addons.promote(&name, req, who(caller)).await?;
     let msg = deployment_message(&name, &v);
     ok(StatusCode::OK, v, &msg)

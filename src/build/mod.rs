@@ -268,7 +268,9 @@ impl Builds {
             .into());
         };
         let mut v = manifest_value(file, text)?;
-        v["name"] = Value::String(name.clone());
+        // The addon-server's `id` is the slug when sent (its `name` is then a display name).
+        let slug_key = if v.get("id").is_some() { "id" } else { "name" };
+        v[slug_key] = Value::String(name.clone());
         if let Some(ver) = &req.version {
             v["version"] = Value::String(ver.clone());
         }
@@ -280,10 +282,7 @@ impl Builds {
         }
         let image = image_tag(Kind::Addon, &name, &version);
         v["image"] = Value::String(image.clone());
-        let mreq: ManifestRequest = serde_path_to_error::deserialize(&v).map_err(|e| {
-            let path = e.path().to_string();
-            BuildError::Invalid(FieldError::from_serde_in("", &path, &e.into_inner().to_string()))
-        })?;
+        let mreq = ManifestRequest::from_value(&v).map_err(BuildError::Invalid)?;
         let dockerfile = mreq.dockerfile.clone();
         let m: Manifest = mreq.validate(cfg).map_err(BuildError::Invalid)?;
         let dockerfile = self.dockerfile(&checked, dockerfile.as_deref(), file)?;

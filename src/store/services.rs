@@ -117,8 +117,8 @@ impl Store {
             if let Some((row, deployment)) = &install {
                 super::deployments::insert(&tx, deployment)?;
                 let res = tx.execute(
-                    "INSERT INTO addon_installs (instance, addon, version, config, created_at, updated_at, base, environment) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
-                    params![row.instance, row.addon, row.version, row.config, now, row.base, row.environment],
+                    "INSERT INTO addon_installs (instance, addon, version, config, created_at, updated_at, base, environment, display_name) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
+                    params![row.instance, row.addon, row.version, row.config, now, row.base, row.environment, row.display_name],
                 );
                 match res {
                     Ok(_) => {}
