@@ -17,6 +17,7 @@ mod gateway;
 mod images;
 mod isolation;
 mod lifecycle;
+mod manifest_shapes;
 mod mcp;
 mod observability;
 mod ports;
