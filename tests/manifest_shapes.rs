@@ -57,7 +57,8 @@ fn addon_server_manifest(id: &str) -> Value {
     })
 }
 
-const WIDGET_FIELDS: [&str; 8] = ["id", "displayName", "description", "category", "configSchema", "renderEndpoint", "previewImage", "responsive"];
+const WIDGET_FIELDS: [&str; 8] =
+    ["id", "displayName", "description", "category", "configSchema", "renderEndpoint", "previewImage", "responsive"];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn addon_server_manifest_verbatim() {

@@ -156,8 +156,13 @@ impl Addons {
         }
         let like = rows.iter().find(|r| r.environment == DEFAULT_ENVIRONMENT).unwrap_or(&rows[0]);
         let version = req.version.unwrap_or_else(|| like.version.clone());
-        let one =
-            InstallRequest { instance: None, name: like.display_name.clone(), version: Some(version), config: req.config, environments: None };
+        let one = InstallRequest {
+            instance: None,
+            name: like.display_name.clone(),
+            version: Some(version),
+            config: req.config,
+            environments: None,
+        };
         let addon = like.addon.clone();
         self.install_environment(&addon, one, base, &req.name, who).await
     }

@@ -347,15 +347,14 @@ pub fn check_display_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A value sent for a field, with the field's name (for errors).
+type Sent = Option<(String, &'static str)>;
+
 /// The slug and the display name of something declared by `id` and/or `name` (and maybe
 /// `display_name`): `id` is the slug when sent, and then a `name` that differs from it is
 /// the display name (the addon-server's convention); otherwise `name` is the slug. Answers
 /// the field the slug came from, for errors.
-fn slug_and_display(
-    id: Option<String>,
-    name: Option<String>,
-    display: Option<String>,
-) -> (Option<(String, &'static str)>, Option<(String, &'static str)>) {
+fn slug_and_display(id: Option<String>, name: Option<String>, display: Option<String>) -> (Sent, Sent) {
     match (id, name) {
         (Some(id), name) => {
             let display = match (display, name) {
@@ -584,7 +583,10 @@ impl ManifestRequest {
             }
             if let Some(p) = &w.preview_image {
                 if p.is_empty() || p.len() > 4096 || p.chars().any(char::is_control) {
-                    return Err(err(format!("{field}.preview_image"), "a URL of at most 4096 characters, like https://example.com/checkout.png"));
+                    return Err(err(
+                        format!("{field}.preview_image"),
+                        "a URL of at most 4096 characters, like https://example.com/checkout.png",
+                    ));
                 }
             }
             let category = w.category.unwrap_or_else(|| "content".into());
@@ -911,7 +913,8 @@ mod tests {
 
     #[test]
     fn manifests_without_the_new_fields_store_the_same_text() {
-        let m = validate(json!({"name": "p", "version": "1.0.0", "actions": ["a"], "widgets": [{"name": "w", "category": "form"}]})).unwrap();
+        let m =
+            validate(json!({"name": "p", "version": "1.0.0", "actions": ["a"], "widgets": [{"name": "w", "category": "form"}]})).unwrap();
         let text = serde_json::to_string(&m).unwrap();
         for k in ["display_name", "render_endpoint", "preview_image", "responsive", "displayName"] {
             assert!(!text.contains(k), "{k} in {text}");
@@ -950,12 +953,21 @@ mod tests {
             f(&mut m);
             validate(m).unwrap_err()
         };
-        let cases: [(&dyn Fn(&mut Value), &str, &[&str]); 6] = [
+        type Case<'a> = (&'a dyn Fn(&mut Value), &'a str, &'a [&'a str]);
+        let cases: [Case; 6] = [
             (&|m| m["colour"] = json!("blue"), "colour", &["`apis`", "`displayName`", "`configSchema`"]),
-            (&|m| m["widgets"][0]["previewImg"] = json!("x"), "widgets[0].previewImg", &["`previewImage`", "`renderEndpoint`", "`responsive`"]),
+            (
+                &|m| m["widgets"][0]["previewImg"] = json!("x"),
+                "widgets[0].previewImg",
+                &["`previewImage`", "`renderEndpoint`", "`responsive`"],
+            ),
             (&|m| m["apis"][1]["input"] = json!({}), "apis[1].input", &["`inputSchema`", "`timeoutSeconds`", "`id`"]),
             (&|m| m["events"] = json!({"emit": []}), "events.emit", &["`emits`", "`subscribes`"]),
-            (&|m| m["schedules"] = json!([{"cron": "* * * * *", "action": "refund", "tz": "UTC"}]), "schedules[0].tz", &["`cron`", "`action`"]),
+            (
+                &|m| m["schedules"] = json!([{"cron": "* * * * *", "action": "refund", "tz": "UTC"}]),
+                "schedules[0].tz",
+                &["`cron`", "`action`"],
+            ),
             (&|m| m["dependencies"] = json!({"inventory": {"version": "1"}}), "dependencies.inventory", &[]),
         ];
         for (f, field, known) in cases {
@@ -996,8 +1008,9 @@ mod tests {
         assert_eq!(e.field, "widgets[0].name");
         let e = validate(json!({"name": "p", "version": "1.0.0", "apis": [{"id": "Bad Id"}]})).unwrap_err();
         assert_eq!(e.field, "apis[0].id");
-        let e = validate(json!({"name": "p", "version": "1.0.0", "actions": ["a"], "apis": [{"id": "b", "inputSchema": {"minLenght": 1}}]}))
-            .unwrap_err();
+        let e =
+            validate(json!({"name": "p", "version": "1.0.0", "actions": ["a"], "apis": [{"id": "b", "inputSchema": {"minLenght": 1}}]}))
+                .unwrap_err();
         assert_eq!(e.field, "apis[0].input_schema");
         let e = validate(json!({"name": "p", "version": "1.0.0", "actions": ["a"], "apis": ["a"]})).unwrap_err();
         assert_eq!(e.field, "apis[0].name");
@@ -1008,7 +1021,10 @@ mod tests {
     fn render_endpoints_are_paths_on_the_addon() {
         let with = |p: &str| validate(json!({"name": "p", "version": "1.0.0", "widgets": [{"id": "w", "renderEndpoint": p}]}));
         assert_eq!(with("/render/w").unwrap().widgets[0].render_path(), "/render/w");
-        assert_eq!(validate(json!({"name": "p", "version": "1.0.0", "widgets": ["w"]})).unwrap().widgets[0].render_path(), "/widgets/w/render");
+        assert_eq!(
+            validate(json!({"name": "p", "version": "1.0.0", "widgets": ["w"]})).unwrap().widgets[0].render_path(),
+            "/widgets/w/render"
+        );
         for bad in ["render", "//evil/x", "/a/../b", "/a b", "/a?x=1", "http://x/y"] {
             assert_eq!(with(bad).unwrap_err().field, "widgets[0].render_endpoint", "{bad}");
         }

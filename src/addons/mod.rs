@@ -365,12 +365,15 @@ impl Addons {
     /// instance whose display name it is (the `prod` environment's when its environments
     /// share it), else the name as given (a catalogue name, or one that is not found).
     pub async fn resolve(&self, name: &str) -> Result<String, AddonError> {
+        // The hot paths (execute, render) find their instance in memory, without SQLite.
+        if self.installed.read().unwrap_or_else(|e| e.into_inner()).contains_key(name) {
+            return Ok(name.to_string());
+        }
         let store = self.lifecycle.store();
         if store.get_install(name).await?.is_some() {
             return Ok(name.to_string());
         }
-        let named: Vec<InstallRow> =
-            store.list_installs().await?.into_iter().filter(|r| r.display_name.as_deref() == Some(name)).collect();
+        let named: Vec<InstallRow> = store.list_installs().await?.into_iter().filter(|r| r.display_name.as_deref() == Some(name)).collect();
         let found = named.iter().find(|r| r.environment == crate::model::DEFAULT_ENVIRONMENT).or(named.first());
         Ok(found.map_or_else(|| name.to_string(), |r| r.instance.clone()))
     }
@@ -982,8 +985,7 @@ impl Addons {
             (200, Bytes::from(out))
         } else {
             let svc = inst.entry()?;
-            let r =
-                self.dispatcher.post(svc, instance, &w.render_path(), Bytes::from(body.to_string()), timeout).await?;
+            let r = self.dispatcher.post(svc, instance, &w.render_path(), Bytes::from(body.to_string()), timeout).await?;
             (r.status, r.body)
         };
         self.metrics.render(&crate::metrics::addon_key(&row.addon, &row.environment), widget, t0.elapsed().as_secs_f64());
