@@ -195,6 +195,13 @@ fn manifest_value(file: &str, text: &str) -> Result<Value, BuildError> {
     Ok(v)
 }
 
+/// Names the manifest as the build route says: its `id` when it has one (the
+/// addon-server's slug, beside a display `name`), else its `name`.
+fn set_slug(v: &mut Value, name: &str) {
+    let key = if v.get("id").is_some() { "id" } else { "name" };
+    v[key] = Value::String(name.to_string());
+}
+
 impl Builds {
     /// Marks the builds a previous run left `building` as failed, before any request is
     /// served, so none of them blocks a new build.
@@ -268,9 +275,7 @@ impl Builds {
             .into());
         };
         let mut v = manifest_value(file, text)?;
-        // The addon-server's `id` is the slug when sent (its `name` is then a display name).
-        let slug_key = if v.get("id").is_some() { "id" } else { "name" };
-        v[slug_key] = Value::String(name.clone());
+        set_slug(&mut v, &name);
         if let Some(ver) = &req.version {
             v["version"] = Value::String(ver.clone());
         }
@@ -601,5 +606,13 @@ mod tests {
         assert!(manifest_value("addon.json", "[1]").is_err());
         let e = manifest_value("addon.toml", "name = ").unwrap_err().to_string();
         assert!(e.contains("addon.toml is not valid TOML"), "{e}");
+        // The route's name replaces the slug: `id` when there is one, keeping the display `name`.
+        let mut v = manifest_value("addon.toml", "id = \"a\"\nname = \"가게\"\nversion = \"1.0.0\"\n").unwrap();
+        set_slug(&mut v, "shop");
+        let m = ManifestRequest::from_value(&v).unwrap().validate(&crate::config::Config::default()).unwrap();
+        assert_eq!((m.name.as_str(), m.display_name.as_deref()), ("shop", Some("가게")));
+        let mut v = manifest_value("addon.toml", "name = \"a\"\nversion = \"1.0.0\"\n").unwrap();
+        set_slug(&mut v, "shop");
+        assert_eq!((v["name"].as_str(), v.get("id")), (Some("shop"), None));
     }
 }
