@@ -98,6 +98,7 @@ impl Lifecycle {
             if svc.phase == Phase::Failed { Some((svc.last_error.clone().unwrap_or_default(), svc.exit_code)) } else { None };
         let mut creating = false;
         let mut instances = Vec::new();
+        let mut todo = Vec::new();
         let mut net = None;
         if failed.is_none() && svc.instances.iter().any(|i| i.wanted) {
             match self.network_for(&svc).await {
@@ -133,11 +134,20 @@ impl Lifecycle {
                 instances.push(inst);
                 continue;
             }
-            let Some(net) = net.as_ref() else {
+            if net.is_none() {
                 instances.push(inst);
                 continue;
-            };
-            let (mut inst, outcome) = self.reconcile_instance(&svc, inst, net).await?;
+            }
+            todo.push(inst);
+        }
+        // Side by side: a container's create and start are mostly Docker's waiting, and a
+        // rollout's batch of new instances should cost one start, not one per instance.
+        let results = match net.as_ref() {
+            Some(net) => futures_util::future::join_all(todo.into_iter().map(|inst| self.reconcile_instance(&svc, inst, net))).await,
+            None => Vec::new(),
+        };
+        for r in results {
+            let (mut inst, outcome) = r?;
             match outcome {
                 Outcome::Running | Outcome::Starting => {}
                 Outcome::Creating if inst.is_candidate() => {}

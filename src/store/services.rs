@@ -395,21 +395,33 @@ impl Store {
         .await
     }
 
-    /// Adds a rollout's new instance beside the old ones: its own ordinal and booked port,
-    /// running `spec` until [`Store::commit_rollout`] makes that the service's.
-    pub async fn add_candidate(&self, service: &ServiceId, inst: NewInstance, spec: &ServiceSpec) -> Result<InstanceId, StoreError> {
+    /// Adds a rollout's new instances beside the old ones, all or none: each with its own
+    /// ordinal and booked port, running `spec` until [`Store::commit_rollout`] makes that
+    /// the service's.
+    pub async fn add_candidates(
+        &self,
+        service: &ServiceId,
+        insts: Vec<NewInstance>,
+        spec: &ServiceSpec,
+    ) -> Result<Vec<InstanceId>, StoreError> {
         let (service, spec) = (service.clone(), serde_json::to_string(spec).map_err(|e| StoreError::Corrupt(e.to_string()))?);
         self.call(move |c| {
-            let id = InstanceId::generate();
-            let res = c.execute(
-                "INSERT INTO instances (id, service_id, ordinal, host_port, wanted, spec) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
-                params![id.as_str(), service.as_str(), inst.ordinal, inst.host_port, spec],
-            );
-            match res {
-                Ok(_) => Ok(id),
-                Err(e) if is_unique_violation(&e) => Err(StoreError::PortTaken(inst.host_port)),
-                Err(e) => Err(e.into()),
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut ids = Vec::with_capacity(insts.len());
+            for inst in insts {
+                let id = InstanceId::generate();
+                let res = tx.execute(
+                    "INSERT INTO instances (id, service_id, ordinal, host_port, wanted, spec) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+                    params![id.as_str(), service.as_str(), inst.ordinal, inst.host_port, spec],
+                );
+                match res {
+                    Ok(_) => ids.push(id),
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::PortTaken(inst.host_port)),
+                    Err(e) => return Err(e.into()),
+                }
             }
+            tx.commit()?;
+            Ok(ids)
         })
         .await
     }
