@@ -222,8 +222,12 @@ mod tests {
         let plain_x = spec(serde_json::json!({"name": "web", "image": "i", "plugin_id": "x", "networks": ["plugin_isolated"]}));
         assert_eq!(network_plan(&cfg, "d1", &under, None).name, "addond_d1_p_x.internal");
         assert_ne!(network_plan(&cfg, "d1", &under, None).name, network_plan(&cfg, "d1", &plain_x, None).name);
-        let a_b = spec(serde_json::json!({"name": "web", "image": "i", "plugin_id": "a_b", "volumes": [{"source": "c", "target": "/c", "shared": true}]}));
-        let a = spec(serde_json::json!({"name": "web", "image": "i", "plugin_id": "a", "volumes": [{"source": "b_c", "target": "/c", "shared": true}]}));
+        let a_b = spec(
+            serde_json::json!({"name": "web", "image": "i", "plugin_id": "a_b", "volumes": [{"source": "c", "target": "/c", "shared": true}]}),
+        );
+        let a = spec(
+            serde_json::json!({"name": "web", "image": "i", "plugin_id": "a", "volumes": [{"source": "b_c", "target": "/c", "shared": true}]}),
+        );
         assert_ne!(volume_name("d1", &a_b, None, &a_b.volumes[0]).0, volume_name("d1", &a, None, &a.volumes[0]).0);
     }
 

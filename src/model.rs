@@ -803,7 +803,9 @@ impl CreateRequest {
             if !valid_plugin_id(p) {
                 return Err(field_err(
                     "plugin_id",
-                    format!("`{p}` is not a valid plugin id: use 1–63 lowercase letters, digits, `-` and `_`, starting with a letter or digit"),
+                    format!(
+                        "`{p}` is not a valid plugin id: use 1–63 lowercase letters, digits, `-` and `_`, starting with a letter or digit"
+                    ),
                 ));
             }
         }
@@ -867,7 +869,8 @@ impl CreateRequest {
             }
         }
         let networks = self.networks.unwrap_or_else(|| vec![cfg.docker.network.clone()]);
-        let known = format!("`{PLUGIN_NETWORK}` (or `{}`) or `{PLUGIN_ISOLATED}` (or `{}`)", cfg.docker.network, cfg.docker.isolated_network);
+        let known =
+            format!("`{PLUGIN_NETWORK}` (or `{}`) or `{PLUGIN_ISOLATED}` (or `{}`)", cfg.docker.network, cfg.docker.isolated_network);
         if networks.len() != 1 {
             return Err(field_err("networks", format!("name exactly one network: {known}")));
         }
@@ -1100,8 +1103,7 @@ impl Template {
         if hc.path.is_none() && hc.url.is_none() {
             hc.path = Some(self.health_path.to_string());
         }
-        let mut environment: BTreeMap<String, String> =
-            self.environment.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut environment: BTreeMap<String, String> = self.environment.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         environment.extend(o.environment.unwrap_or_default());
         CreateRequest {
             name: o.name,

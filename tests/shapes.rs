@@ -164,28 +164,43 @@ async fn documented_service_bodies_are_accepted_and_answered_in_the_documented_s
     let r = d.get("/api/plugin-microservice/discovery").await;
     assert_eq!(r.status, 200);
     let data = r.data();
-    assert_eq!((data["total_services"].as_u64(), data["healthy_services"].as_u64(), data["unhealthy_services"].as_u64()), (Some(1), Some(1), Some(0)));
+    assert_eq!(
+        (data["total_services"].as_u64(), data["healthy_services"].as_u64(), data["unhealthy_services"].as_u64()),
+        (Some(1), Some(1), Some(0))
+    );
     assert_eq!(message(&r), "1 service: 1 healthy, 0 unhealthy");
     let s = &data["services"][0];
     for k in ["id", "name", "plugin_id", "type", "status", "health", "endpoint", "port", "start_time"] {
         assert!(!s[k].is_null(), "discovery service lacks `{k}`: {s:#}");
     }
-    assert_eq!((s["name"].as_str(), s["type"].as_str(), s["health"].as_str(), s["status"].as_str()), (Some("테스트 서비스"), Some("rest_api"), Some("healthy"), Some("running")));
+    assert_eq!(
+        (s["name"].as_str(), s["type"].as_str(), s["health"].as_str(), s["status"].as_str()),
+        (Some("테스트 서비스"), Some("rest_api"), Some("healthy"), Some("running"))
+    );
     assert_eq!(s["endpoint"], format!("http://127.0.0.1:{}", svc["host_port"]));
     let kinds: Vec<(&str, &str, &str, bool)> = data["networks"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| (n["name"].as_str().unwrap(), n["driver"].as_str().unwrap(), n["scope"].as_str().unwrap(), n["internal"].as_bool().unwrap()))
+        .map(|n| {
+            (n["name"].as_str().unwrap(), n["driver"].as_str().unwrap(), n["scope"].as_str().unwrap(), n["internal"].as_bool().unwrap())
+        })
         .collect();
     assert_eq!(kinds, vec![("plugin_network", "bridge", "local", false), ("plugin_isolated", "bridge", "local", true)]);
     assert!(data["networks"].as_array().unwrap().iter().all(|n| n["id"].is_string()));
     // The owner's real network, with Docker's id.
     let real = data["docker_networks"].as_array().unwrap();
     let mine = real.iter().find(|n| n["name"] == format!("addond_{daemon}_p_test.plugin")).unwrap_or_else(|| panic!("{real:#?}"));
-    let docker_id = docker().inspect_network(mine["name"].as_str().unwrap(), None::<bollard::query_parameters::InspectNetworkOptions>).await.unwrap().id;
+    let docker_id = docker()
+        .inspect_network(mine["name"].as_str().unwrap(), None::<bollard::query_parameters::InspectNetworkOptions>)
+        .await
+        .unwrap()
+        .id;
     assert_eq!(mine["id"].as_str(), docker_id.as_deref());
-    assert_eq!((mine["driver"].as_str(), mine["scope"].as_str(), mine["kind"].as_str()), (Some("bridge"), Some("local"), Some("plugin_network")));
+    assert_eq!(
+        (mine["driver"].as_str(), mine["scope"].as_str(), mine["kind"].as_str()),
+        (Some("bridge"), Some("local"), Some("plugin_network"))
+    );
 
     // A sentence on every success of these routes.
     for path in [
@@ -251,7 +266,10 @@ async fn documented_templates_and_template_create_with_a_display_name() {
     assert_eq!(r.status, 201, "{:?}\n{}", r.body, tail(&d.log(), 30));
     assert_eq!(message(&r), "service 템플릿 서비스 created from template websocket_service");
     let s = r.data();
-    assert_eq!((s["name"].as_str(), s["service_type"].as_str(), s["port"].as_u64()), (Some("템플릿 서비스"), Some("websocket"), Some(8081)));
+    assert_eq!(
+        (s["name"].as_str(), s["service_type"].as_str(), s["port"].as_u64()),
+        (Some("템플릿 서비스"), Some("websocket"), Some(8081))
+    );
     assert_eq!(s["environment"]["WS_PORT"], "8081");
     assert_eq!(s["health_status"], "healthy", "{s:#}");
 }
