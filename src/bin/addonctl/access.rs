@@ -21,7 +21,7 @@ pub(crate) enum AppCmd {
     List,
     /// Create an application
     Create {
-        /// Application name: any text of 1–100 characters (e.g. "모바일 앱"), unique
+        /// Application name: any text of 1–100 characters (a display name), unique
         name: String,
         /// What the application is
         #[arg(long, value_name = "D")]

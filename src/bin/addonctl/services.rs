@@ -124,7 +124,7 @@ pub(crate) const RESTART_POLICIES: [&str; 4] = ["no", "on-failure", "unless-stop
 
 #[derive(Args, Debug, Clone, Default)]
 pub(crate) struct CreateArgs {
-    /// Service name: a slug like payments-api, or any text of 1–100 characters (e.g. "테스트 서비스"), which gets a slug of its own
+    /// Service name: a slug like payments-api, or any text of 1–100 characters (a display name), which gets a slug of its own
     #[arg(long, required_unless_present = "file")]
     pub(crate) name: Option<String>,
     /// Container image (without one, --plugin-id builds <data_dir>/plugins/ID/ on the daemon's host)
