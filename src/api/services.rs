@@ -263,6 +263,9 @@ pub(super) struct ListQuery {
 pub(super) async fn list_services(State(st): State<AppState>, q: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
     let Query(q) = q?;
     let all = st.lifecycle.store().list_services().await?;
+    // Samples of services that are gone are dropped here, where every service is at hand.
+    let ids: std::collections::HashSet<&str> = all.iter().map(|s| s.id.as_str()).collect();
+    USAGE.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, _| ids.contains(k.as_str()));
     let list: Vec<Value> = all
         .iter()
         .filter(|s| q.plugin_id.as_deref().is_none_or(|p| s.spec.plugin_id.as_deref() == Some(p)))
