@@ -22,6 +22,7 @@ mod mcp;
 mod observability;
 mod ports;
 mod security;
+mod shapes;
 mod slow_clients;
 mod strict_http;
 mod system;

@@ -320,7 +320,7 @@ impl Builds {
     pub async fn build_plugin(self: &Arc<Self>, plugin_id: &str, uid: Option<u32>) -> Result<String, BuildError> {
         let cfg = self.lifecycle.config();
         let dir = cfg.daemon.data_dir.join("plugins").join(plugin_id);
-        if !valid_name(plugin_id) || !dir.is_dir() {
+        if !crate::model::valid_plugin_id(plugin_id) || !dir.is_dir() {
             return Err(BuildError::NoPluginDir { dir: dir.display().to_string() });
         }
         let limit = cfg.build.max_context_bytes;

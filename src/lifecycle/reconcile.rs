@@ -523,15 +523,15 @@ impl Lifecycle {
         if self.draining.lock().unwrap_or_else(|e| e.into_inner()).contains(&inst.id) {
             return; // taken out of routing by a rollout, for good
         }
-        let isolated = spec.networks.first() == Some(&self.cfg.docker.isolated_network);
+        let isolated = crate::model::wants_isolated(&self.cfg.docker, spec);
         let addr = if isolated || self.cfg.ports.instance_address == InstanceAddress::Container {
             match self.runtime.inspect(&inst.container_name()).await {
                 Ok(Some(ContainerInfo { ip: Some(ip), .. })) => SocketAddr::new(ip, spec.port),
                 _ => return, // no address yet: the next pass registers it
             }
         } else {
-            let publish = self.cfg.ports.publish_address;
-            let host = if publish.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { publish };
+            let bound = crate::model::bind_address(spec.host, self.cfg.ports.publish_address);
+            let host = if bound.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { bound };
             SocketAddr::new(host, inst.host_port)
         };
         self.health.register(

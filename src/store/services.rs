@@ -217,7 +217,9 @@ impl Store {
         .await
     }
 
-    /// Looks a service up by id or, failing that, by name.
+    /// Looks a service up by id, failing that by slug (the `name` column), failing that by
+    /// display name; a display name that several services share is
+    /// [`StoreError::AmbiguousName`], naming their ids.
     pub async fn get_service(&self, id_or_name: &str) -> Result<Option<Service>, StoreError> {
         let key = id_or_name.to_string();
         self.call(move |c| {
@@ -225,9 +227,16 @@ impl Store {
                 return Ok(Some(s));
             }
             let id: Option<String> = c.query_row("SELECT id FROM services WHERE name = ?1", [&key], |r| r.get(0)).optional()?;
-            match id {
-                Some(id) => load_service(c, &id),
-                None => Ok(None),
+            if let Some(id) = id {
+                return load_service(c, &id);
+            }
+            // Display names live in the spec; there are few services, so no index.
+            let mut st = c.prepare("SELECT id FROM services WHERE json_extract(spec, '$.display_name') = ?1 ORDER BY created_at, id")?;
+            let ids = st.query_map([&key], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+            match ids.as_slice() {
+                [] => Ok(None),
+                [id] => load_service(c, id),
+                _ => Err(StoreError::AmbiguousName { name: key, ids }),
             }
         })
         .await
