@@ -37,7 +37,7 @@ pub fn route(state: &State, req: &Request) -> Response {
                 Some(widget) => {
                     knobs::burn_cpu(state.settings.render_cpu);
                     contract::render_widget(&widget, req)
-                },
+                }
                 None => Response::error(400, "malformed widget name"),
             },
             _ => method_not_allowed(&["POST"]),

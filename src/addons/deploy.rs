@@ -439,6 +439,7 @@ impl Addons {
                 let batch = left.min(surge as usize);
                 let new = self.lifecycle.add_candidates(&svc.id, spec, batch).await.map_err(|e| e.to_string())?;
                 crate::failpoint::debug_failpoint("deploy.candidates_added");
+                let t0 = std::time::Instant::now();
                 let waits = new.iter().map(|iid| self.lifecycle.wait_candidate(&svc.id, iid, health_timeout));
                 for r in futures_util::future::join_all(waits).await {
                     r.map_err(|e| match e {
@@ -446,6 +447,7 @@ impl Addons {
                         e => e.to_string(),
                     })?;
                 }
+                tracing::debug!(%instance, service = %svc.spec.name, batch, ms = t0.elapsed().as_millis() as u64, "new instances healthy");
                 if let Some(action) = &m.smoke {
                     for iid in &new {
                         self.smoke(svc, iid, action).await?;
@@ -464,8 +466,9 @@ impl Addons {
                     if !idle {
                         tracing::warn!(instance = %instance, old = %o, "calls still under way after the drain timeout; stopping it anyway");
                     }
-                    self.lifecycle.retire(&svc.id, o).await.map_err(|e| e.to_string())?;
                 }
+                self.lifecycle.retire(&svc.id, &leaving).await.map_err(|e| e.to_string())?;
+                tracing::debug!(%instance, service = %svc.spec.name, batch, ms = t0.elapsed().as_millis() as u64, "old instances drained and retired");
                 left -= batch;
             }
             // Scaled up since the plan was made: those go too (the commit retires them).

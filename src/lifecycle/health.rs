@@ -192,6 +192,9 @@ impl HealthMonitor {
         let detail;
         match result {
             Ok(()) => {
+                if !s.ever_healthy {
+                    tracing::debug!(instance = %id, ms = now.duration_since(s.registered).as_millis() as u64, "first health check passed");
+                }
                 s.fails = 0;
                 s.ever_healthy = true;
                 s.health = Health::Healthy;

@@ -284,6 +284,7 @@ impl Lifecycle {
                     network: &net.info,
                     addon_instance: svc.addon_instance.as_deref(),
                 };
+                let t0 = std::time::Instant::now();
                 let cid = match self.create_container_pulling(&svc.spec, &ctx).await {
                     Ok(c) => c,
                     Err(e @ (RuntimeError::ImageNotFound { .. } | RuntimeError::InvalidVolume(_))) => {
@@ -304,6 +305,7 @@ impl Lifecycle {
                         _ => return Err(e.into()),
                     }
                 }
+                tracing::debug!(service = %svc.spec.name, instance = inst.ordinal, ms = t0.elapsed().as_millis() as u64, "container created and started");
                 inst.started_at = Some(now);
                 inst.health = Health::Starting;
                 inst.healthy_since = None;

@@ -138,12 +138,15 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// Marks an instance unwanted: the reconciler removes its container, then its row.
-    pub async fn retire(&self, service: &ServiceId, instance: &InstanceId) -> Result<(), LifecycleError> {
+    /// Marks instances unwanted: the reconciler removes their containers, then their rows,
+    /// in one pass (one at a time, each retire would wait for the pass removing the last).
+    pub async fn retire(&self, service: &ServiceId, instances: &[InstanceId]) -> Result<(), LifecycleError> {
         {
             let lease = self.lease(service);
             let _held = lease.lock().await;
-            self.store.retire_instance(instance).await?;
+            for instance in instances {
+                self.store.retire_instance(instance).await?;
+            }
         }
         self.changed(service);
         self.trigger(service);
