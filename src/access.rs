@@ -75,8 +75,9 @@ pub async fn find_grant(store: &Store, id: &str) -> Result<GrantRow, AccessError
 }
 
 pub async fn create_application(store: &Store, b: NewApplication) -> Result<ApplicationRow, AccessError> {
-    if !crate::model::valid_name(&b.name) {
-        return Err(invalid("name", format!("`{}`: 1–63 lowercase letters, digits and `-`", b.name)));
+    // A display name ("모바일 앱"): the generated id is what URLs and keys carry.
+    if let Err(m) = crate::model::check_display_name(&b.name) {
+        return Err(invalid("name", m));
     }
     if b.description.len() > 1024 || b.organization.len() > 256 {
         return Err(invalid(

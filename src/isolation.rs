@@ -37,12 +37,14 @@ impl Owner {
         }
     }
 
-    /// `a_<instance>`, `p_<plugin>` or `s_<service>`: unambiguous, as none of those names
-    /// may contain `_`.
+    /// `a_<instance>`, `p_<plugin>` or `s_<service>`: unambiguous, as `_` separates the
+    /// parts of network and volume names. Instance and service names never contain `_`;
+    /// a plugin id may (`test_plugin`), so its `_` is written `.`, which no name, plugin id
+    /// or volume name contains (`p_test.plugin`). Plugin ids without `_` keep their key.
     pub fn key(&self) -> String {
         match self {
             Owner::Addon(n) => format!("a_{n}"),
-            Owner::Plugin(n) => format!("p_{n}"),
+            Owner::Plugin(n) => format!("p_{}", n.replace('_', ".")),
             Owner::Service(n) => format!("s_{n}"),
         }
     }
@@ -62,10 +64,10 @@ pub struct NetworkPlan {
 }
 
 /// Where a service's containers go: its owner's network of the kind the service asked for
-/// (`docker.isolated_network` in `networks` means internal).
+/// (`plugin_isolated` or `docker.isolated_network` in `networks` means internal).
 pub fn network_plan(cfg: &DockerConfig, daemon_id: &str, spec: &ServiceSpec, addon_instance: Option<&str>) -> NetworkPlan {
     let owner = Owner::of(spec, addon_instance);
-    let internal = spec.networks.first() == Some(&cfg.isolated_network);
+    let internal = crate::model::wants_isolated(cfg, spec);
     let key = owner.key();
     NetworkPlan {
         name: format!("addond_{daemon_id}_{key}{}", if internal { "_internal" } else { "" }),
@@ -210,6 +212,23 @@ mod tests {
         assert_eq!(volume_name("d1", &grouped, Some("shop-eu"), &grouped.volumes[0]).0, "addond_d1_a_shop-eu_c");
         assert_eq!(volume_name("d1", &grouped, Some("shop-eu"), &grouped.volumes[1]).0, "addond_d1_s_web_own");
         assert_eq!(volume_name("d1", &grouped, None, &grouped.volumes[0]).0, "addond_d1_p_shop_c");
+        // The documented names choose the same kinds.
+        let documented = spec(serde_json::json!({"name": "web", "image": "i", "networks": ["plugin_isolated"]}));
+        assert_eq!(network_plan(&cfg, "d1", &documented, None).name, "addond_d1_s_web_internal");
+        let documented = spec(serde_json::json!({"name": "web", "image": "i", "networks": ["plugin_network"]}));
+        assert_eq!(network_plan(&cfg, "d1", &documented, None).name, "addond_d1_s_web");
+        // A plugin id with `_` cannot pass for another owner's internal network or volume.
+        let under = spec(serde_json::json!({"name": "web", "image": "i", "plugin_id": "x_internal", "networks": ["plugin_network"]}));
+        let plain_x = spec(serde_json::json!({"name": "web", "image": "i", "plugin_id": "x", "networks": ["plugin_isolated"]}));
+        assert_eq!(network_plan(&cfg, "d1", &under, None).name, "addond_d1_p_x.internal");
+        assert_ne!(network_plan(&cfg, "d1", &under, None).name, network_plan(&cfg, "d1", &plain_x, None).name);
+        let a_b = spec(
+            serde_json::json!({"name": "web", "image": "i", "plugin_id": "a_b", "volumes": [{"source": "c", "target": "/c", "shared": true}]}),
+        );
+        let a = spec(
+            serde_json::json!({"name": "web", "image": "i", "plugin_id": "a", "volumes": [{"source": "b_c", "target": "/c", "shared": true}]}),
+        );
+        assert_ne!(volume_name("d1", &a_b, None, &a_b.volumes[0]).0, volume_name("d1", &a, None, &a.volumes[0]).0);
     }
 
     #[test]

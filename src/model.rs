@@ -234,7 +234,17 @@ pub struct Volume {
 /// A service's validated definition, stored as JSON in the `services` row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceSpec {
+    /// The service's slug: what container labels, volume and network owner keys,
+    /// `depends_on` and DNS aliases use. A name that is a valid slug is its own slug.
     pub name: String,
+    /// The name people gave it when that is not a slug itself (`"테스트 서비스"`); shown as
+    /// `name` in every answer. `None` for services named by their slug.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The host address the request asked to publish on (`host`), kept so the answer can
+    /// say where the port was bound; see [`bind_address`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<std::net::IpAddr>,
     pub plugin_id: Option<String>,
     pub service_type: ServiceType,
     pub image: String,
@@ -248,6 +258,24 @@ pub struct ServiceSpec {
     pub resource_limits: ResourceLimits,
     pub restart_policy: RestartPolicy,
     pub version: Option<String>,
+}
+
+impl ServiceSpec {
+    /// What people call it: the display name, else the slug.
+    pub fn display(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// Where a service's ports are published: the config's `ports.publish_address` is the
+/// widest a service may get. A loopback `host` narrows it; any other `host` is honoured
+/// only when the config publishes on every address (`0.0.0.0`/`::`).
+pub fn bind_address(requested: Option<std::net::IpAddr>, publish: std::net::IpAddr) -> std::net::IpAddr {
+    match requested {
+        Some(h) if h.is_loopback() => h,
+        Some(h) if publish.is_unspecified() => h,
+        _ => publish,
+    }
 }
 
 /// A service row with its instances, as the store returns it.
@@ -586,6 +614,97 @@ pub fn valid_name(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// Plugin ids: like [`valid_name`], and `_` as well (`test_plugin`), not at either end.
+pub fn valid_plugin_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
+        && !s.ends_with(['-', '_'])
+}
+
+/// Longest display name, in characters.
+pub const MAX_DISPLAY_NAME: usize = 100;
+
+/// A display name (of a service or an application): any text of 1–100 characters without
+/// control characters and without spaces at either end. The error is the API message.
+pub fn check_display_name(s: &str) -> Result<(), String> {
+    let n = s.chars().count();
+    if s.trim().is_empty() {
+        return Err("a name needs at least one character other than spaces".into());
+    }
+    if n > MAX_DISPLAY_NAME {
+        return Err(format!("a name is at most {MAX_DISPLAY_NAME} characters; this one has {n}"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err("a name may not contain control characters (newlines, tabs, NUL, …); send plain text".into());
+    }
+    if s.trim() != s {
+        return Err(format!("`{s}` starts or ends with spaces; send it without them"));
+    }
+    Ok(())
+}
+
+/// The slug a display name gets: its ASCII letters and digits lowercased, every other run
+/// turned into one `-`, at most 40 of them, then `-` and `suffix` so that two services with
+/// the same display name get different slugs (`"My API"` → `my-api-3f9c2a7b`); a name
+/// without any (`"테스트 서비스"`) gets `svc-<suffix>`.
+pub fn derive_slug(display: &str, suffix: &str) -> String {
+    let mut base = String::new();
+    for c in display.chars() {
+        if c.is_ascii_alphanumeric() {
+            base.push(c.to_ascii_lowercase());
+        } else if !base.is_empty() && !base.ends_with('-') {
+            base.push('-');
+        }
+        if base.len() >= 40 {
+            break;
+        }
+    }
+    let base = base.trim_end_matches('-');
+    if base.is_empty() {
+        format!("svc-{suffix}")
+    } else {
+        format!("{base}-{suffix}")
+    }
+}
+
+/// A service's slug and display name from the `name` it was given: a valid slug is its
+/// own (today's names keep working), anything else is a display name with a derived slug.
+pub fn service_names(given: &str) -> Result<(String, Option<String>), FieldError> {
+    if valid_name(given) {
+        return Ok((given.to_string(), None));
+    }
+    check_display_name(given).map_err(|m| field_err("name", m))?;
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    Ok((derive_slug(given, &suffix[..8]), Some(given.to_string())))
+}
+
+/// The documented name of the network kind with a route out; `docker.network` names it too.
+pub const PLUGIN_NETWORK: &str = "plugin_network";
+
+/// The documented name of the internal network kind; `docker.isolated_network` names it too.
+pub const PLUGIN_ISOLATED: &str = "plugin_isolated";
+
+/// Which kind a name in a service's `networks` asks for: `Some(true)` internal,
+/// `Some(false)` with a route out, `None` unknown. Each owner gets its own network of that
+/// kind (see `crate::isolation`); the names only choose the kind.
+pub fn network_kind(cfg: &crate::config::DockerConfig, name: &str) -> Option<bool> {
+    if name == cfg.isolated_network || name == PLUGIN_ISOLATED {
+        Some(true)
+    } else if name == cfg.network || name == PLUGIN_NETWORK {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Whether a service runs on the internal kind of network.
+pub fn wants_isolated(cfg: &crate::config::DockerConfig, spec: &ServiceSpec) -> bool {
+    spec.networks.first().is_some_and(|n| network_kind(cfg, n) == Some(true))
+}
+
 /// An image reference Docker accepts (see [`crate::image_ref`]); the error is the API
 /// message for the `image` field.
 pub fn check_image(s: &str) -> Result<(), String> {
@@ -678,16 +797,16 @@ pub fn nested_volumes_message(volumes: &[Volume], outer: usize, inner: usize) ->
 impl CreateRequest {
     /// Validates every field, naming the first bad one, and fills defaults from the config.
     pub fn validate(self, cfg: &Config) -> Result<(ServiceSpec, u32), FieldError> {
-        let name = self.name.ok_or_else(|| field_err("name", "a service needs a name"))?;
-        if !valid_name(&name) {
-            return Err(field_err(
-                "name",
-                format!("`{name}` is not a valid name: use 1–63 lowercase letters, digits and `-`, starting with a letter or digit"),
-            ));
-        }
+        let given = self.name.ok_or_else(|| field_err("name", "a service needs a name"))?;
+        let (name, display_name) = service_names(&given)?;
         if let Some(p) = &self.plugin_id {
-            if !valid_name(p) {
-                return Err(field_err("plugin_id", format!("`{p}` is not a valid plugin id: lowercase letters, digits and `-`")));
+            if !valid_plugin_id(p) {
+                return Err(field_err(
+                    "plugin_id",
+                    format!(
+                        "`{p}` is not a valid plugin id: use 1–63 lowercase letters, digits, `-` and `_`, starting with a letter or digit"
+                    ),
+                ));
             }
         }
         let image = self.image.ok_or_else(|| field_err("image", "a service needs an image, e.g. addond-sample:latest"))?;
@@ -706,11 +825,17 @@ impl CreateRequest {
                 ))
             }
         };
-        if let Some(h) = &self.host {
-            if h.parse::<std::net::IpAddr>().is_err() && h != "localhost" && !valid_name(h) {
-                return Err(field_err("host", format!("`{h}` is not an address")));
-            }
-        }
+        let host = match self.host.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some("localhost") => Some(std::net::IpAddr::from([127, 0, 0, 1])),
+            Some(h) => match h.parse::<std::net::IpAddr>() {
+                Ok(ip) => Some(ip),
+                // A host name other than localhost says nothing about where to bind: the
+                // config's address applies, as it always did.
+                Err(_) if valid_name(h) => None,
+                Err(_) => return Err(field_err("host", format!("`{h}` is not an address: send an IP address like 0.0.0.0 or 127.0.0.1"))),
+            },
+        };
         let mut environment = BTreeMap::new();
         for (k, v) in self.environment.unwrap_or_default() {
             if !valid_env_key(&k) {
@@ -744,18 +869,14 @@ impl CreateRequest {
             }
         }
         let networks = self.networks.unwrap_or_else(|| vec![cfg.docker.network.clone()]);
+        let known =
+            format!("`{PLUGIN_NETWORK}` (or `{}`) or `{PLUGIN_ISOLATED}` (or `{}`)", cfg.docker.network, cfg.docker.isolated_network);
         if networks.len() != 1 {
-            return Err(field_err(
-                "networks",
-                format!("name exactly one network: `{}` or `{}`", cfg.docker.network, cfg.docker.isolated_network),
-            ));
+            return Err(field_err("networks", format!("name exactly one network: {known}")));
         }
         for (i, n) in networks.iter().enumerate() {
-            if n != &cfg.docker.network && n != &cfg.docker.isolated_network {
-                return Err(field_err(
-                    format!("networks[{i}]"),
-                    format!("unknown network `{n}`: use `{}` or `{}`", cfg.docker.network, cfg.docker.isolated_network),
-                ));
+            if network_kind(&cfg.docker, n).is_none() {
+                return Err(field_err(format!("networks[{i}]"), format!("unknown network `{n}`: use {known}")));
             }
         }
         let depends_on = self.depends_on.unwrap_or_default();
@@ -822,6 +943,8 @@ impl CreateRequest {
         }
         let spec = ServiceSpec {
             name,
+            display_name,
+            host,
             plugin_id: self.plugin_id,
             service_type: self.service_type.unwrap_or(ServiceType::RestApi),
             image,
@@ -876,14 +999,26 @@ pub fn running_phase(instances: &[Instance], failed: bool) -> Phase {
 /// A ready service definition (the templates of docs/product.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct Template {
+    /// What `POST /templates/{id}/create` names.
     pub id: &'static str,
+    /// Its title.
     pub name: &'static str,
+    /// One line on what it is for.
     pub description: &'static str,
+    /// The service type a service made from it gets.
     pub service_type: ServiceType,
+    /// Memory limit of its services.
     pub memory: &'static str,
+    /// CPU limit of its services.
     pub cpu: &'static str,
+    /// The container port, also in `PORT`.
     pub port: u16,
+    /// The path its health check probes.
     pub health_path: &'static str,
+    /// The service name the documented template carries (`template.name`).
+    pub service_name: &'static str,
+    /// Its environment variables and their defaults; a create request's own win.
+    pub environment: &'static [(&'static str, &'static str)],
 }
 
 pub const TEMPLATES: &[Template] = &[
@@ -896,6 +1031,8 @@ pub const TEMPLATES: &[Template] = &[
         cpu: "0.5",
         port: 8080,
         health_path: "/health",
+        service_name: "rest-api-service",
+        environment: &[("FLASK_ENV", "production"), ("FLASK_DEBUG", "false")],
     },
     Template {
         id: "websocket_service",
@@ -904,8 +1041,10 @@ pub const TEMPLATES: &[Template] = &[
         service_type: ServiceType::Websocket,
         memory: "256m",
         cpu: "0.3",
-        port: 8080,
+        port: 8081,
         health_path: "/health",
+        service_name: "websocket-service",
+        environment: &[("WS_HOST", "0.0.0.0"), ("WS_PORT", "8081")],
     },
     Template {
         id: "background_worker",
@@ -914,8 +1053,10 @@ pub const TEMPLATES: &[Template] = &[
         service_type: ServiceType::BackgroundWorker,
         memory: "1g",
         cpu: "1.0",
-        port: 8080,
+        port: 8082,
         health_path: "/health",
+        service_name: "background-worker",
+        environment: &[("WORKER_POOL_SIZE", "4"), ("TASK_TIMEOUT", "300")],
     },
     Template {
         id: "scheduler_service",
@@ -924,8 +1065,10 @@ pub const TEMPLATES: &[Template] = &[
         service_type: ServiceType::Scheduler,
         memory: "256m",
         cpu: "0.2",
-        port: 8080,
+        port: 8083,
         health_path: "/health",
+        service_name: "scheduler-service",
+        environment: &[("SCHEDULER_INTERVAL", "60"), ("MAX_JOBS", "10")],
     },
 ];
 
@@ -942,6 +1085,7 @@ pub struct TemplateCreateRequest {
     pub plugin_id: Option<String>,
     pub port: Option<i64>,
     pub host_port: Option<i64>,
+    pub host: Option<String>,
     pub replicas: Option<i64>,
     pub environment: Option<BTreeMap<String, String>>,
     pub volumes: Option<Vec<VolumeRequest>>,
@@ -959,6 +1103,8 @@ impl Template {
         if hc.path.is_none() && hc.url.is_none() {
             hc.path = Some(self.health_path.to_string());
         }
+        let mut environment: BTreeMap<String, String> = self.environment.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        environment.extend(o.environment.unwrap_or_default());
         CreateRequest {
             name: o.name,
             plugin_id: o.plugin_id,
@@ -966,8 +1112,8 @@ impl Template {
             image: Some(o.image.unwrap_or_else(|| default_image.to_string())),
             port: Some(o.port.unwrap_or(self.port as i64)),
             host_port: o.host_port,
-            host: None,
-            environment: o.environment,
+            host: o.host,
+            environment: Some(environment),
             volumes: o.volumes,
             networks: o.networks,
             depends_on: None,

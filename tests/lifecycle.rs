@@ -173,7 +173,8 @@ async fn logs_metrics_discovery_and_health_endpoints() {
     let svc = d.create_started("chatty", json!({"environment": {"SAMPLE_LOG_TEXT": "hello-from-chatty"}})).await;
     let r = d.get(&format!("{SVC}/chatty/logs?lines=50")).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let lines: Vec<String> = r.data()["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_string()).collect();
+    // `data` is the list of lines (the documented shape).
+    let lines: Vec<String> = r.data().as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_string()).collect();
     assert!(lines.iter().any(|l| l.contains("hello-from-chatty")), "{lines:?}");
 
     let r = d.get(&format!("{SVC}/chatty/metrics")).await;
@@ -187,7 +188,9 @@ async fn logs_metrics_discovery_and_health_endpoints() {
     let port = svc["host_port"].as_u64().unwrap();
     assert_eq!(r.data()["services"][0]["endpoint"], format!("http://127.0.0.1:{port}"));
     assert_eq!(r.data()["totals"]["healthy"], 1);
-    assert_eq!(r.data()["networks"][0]["name"], "addond_test");
+    // The kinds by their documented names; the config's name is an alias of the first.
+    assert_eq!(r.data()["networks"][0]["name"], "plugin_network");
+    assert_eq!(r.data()["networks"][0]["aliases"], json!(["addond_test"]));
 
     let r = d.get("/api/plugin-microservice/health").await;
     assert_eq!(r.data()["healthy"], 1);

@@ -25,8 +25,10 @@ async fn bad_input_is_refused_with_the_field_and_nothing_changes() {
     };
     let cases: Vec<(Value, u16, &str, Option<&str>)> = vec![
         (json!({"image": IMAGE}), 400, "validation_failed", Some("name")),
-        (base("name", json!("Bad_Name")), 400, "validation_failed", Some("name")),
-        (base("name", json!("x".repeat(80))), 400, "validation_failed", Some("name")),
+        // Names are display names (docs/api.md): any text but control characters, 1–100 long.
+        (base("name", json!("bad\u{7}name")), 400, "validation_failed", Some("name")),
+        (base("name", json!("x".repeat(101))), 400, "validation_failed", Some("name")),
+        (base("plugin_id", json!("Bad Plugin")), 400, "validation_failed", Some("plugin_id")),
         (base("port", json!(-1)), 400, "validation_failed", Some("port")),
         (base("port", json!("eighty")), 400, "invalid_json", Some("port")),
         (base("replicas", json!(-3)), 400, "validation_failed", Some("replicas")),
@@ -54,7 +56,7 @@ async fn bad_input_is_refused_with_the_field_and_nothing_changes() {
     expect_refused(
         &d,
         "/api/plugin-microservice/templates/rest_api_basic/create",
-        json!({"name": "Bad Name"}),
+        json!({"name": "bad\nname"}),
         400,
         "validation_failed",
         Some("name"),

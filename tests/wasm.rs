@@ -18,12 +18,14 @@ use crate::common::*;
 /// its input, `counter` bumps a global and answers it (1 in a fresh instance), `loop`
 /// never ends, `mem` grows memory until refused, `trap` hits `unreachable`, `store`
 /// writes then reads a key, `version` answers VERSION, `get` reads the key `on_event`
-/// wrote. `render` answers a fixed widget naming VERSION.
+/// wrote, `fconf` answers the instance's config (the `config` import). `render` answers a
+/// fixed widget naming VERSION.
 fn guest(version: &str) -> Vec<u8> {
     let wat = r#"
 (module
   (import "addond" "kv_set" (func $kv_set (param i32 i32 i32 i32) (result i64)))
   (import "addond" "kv_get" (func $kv_get (param i32 i32) (result i64)))
+  (import "addond" "config" (func $config (result i64)))
   (memory (export "memory") 1)
   (global $heap (mut i32) (i32.const 4096))
   (global $count (mut i32) (i32.const 0))
@@ -79,6 +81,7 @@ fn guest(version: &str) -> Vec<u8> {
       (return (call $kv_get (i32.const 128) (i32.const 1)))))
     (if (i32.eq (local.get $c) (i32.const 103)) (then
       (return (call $kv_get (i32.const 132) (i32.const 1)))))
+    (if (i32.eq (local.get $c) (i32.const 102)) (then (return (call $config))))
     (if (i32.eq (local.get $c) (i32.const 118)) (then
       (return (call $pack (i32.const 48) (call $strlen (i32.const 48))))))
     (call $pack (i32.const 200) (call $strlen (i32.const 200))))
@@ -94,7 +97,7 @@ fn guest(version: &str) -> Vec<u8> {
 fn manifest(name: &str, permissions: Value, extra: Value) -> Value {
     let mut m = json!({
         "name": name, "version": "1.0.0", "runtime": "wasm", "category": "utilities",
-        "actions": ["echo", "counter", {"name": "loop", "timeout_seconds": 1}, "mem", "trap", "store", "version", "get"],
+        "actions": ["echo", "counter", {"name": "loop", "timeout_seconds": 1}, "mem", "trap", "store", "version", "get", "fconf"],
         "widgets": ["card"],
         "permissions": permissions,
         "resource_limits": {"memory": "1m"},
@@ -332,6 +335,61 @@ async fn wasm_storage_events_rollback_and_two_tenants() {
     assert_eq!(kinds, ["install", "upgrade", "upgrade", "rollback"], "{hist}");
     let o = ctl(&d, &["addons", "history", "tenant-a"]).await;
     assert!(ok(&o, "history").contains("rollback"), "{}", out(&o));
+}
+
+/// A module that answers every action with an error: valid, but broken.
+const BROKEN: &str = r#"
+(module
+  (memory (export "memory") 1)
+  (data (i32.const 16) "{\"error\":\"broken on purpose\"}")
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "execute") (param i32 i32 i32 i32) (result i64)
+    (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 29))))
+"#;
+
+#[tokio::test]
+async fn wasm_smoke_gates_a_publish_and_guests_read_their_config() {
+    let d = Daemon::start().await;
+    let extra = json!({
+        "smoke": "version",
+        "config_schema": {"type": "object", "properties": {"greeting": {"type": "string", "default": "hi"}, "times": {"type": "integer", "default": 2}}},
+    });
+    let r = d.post("/api/addons/register", manifest("wsmoke", json!([]), extra)).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = d.post("/api/addons/wsmoke/install", json!({"config": {"greeting": "hej"}})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = publish(&d, "wsmoke", &guest("v1")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.data()["deployment"]["outcome"], "succeeded", "{:?}", r.body);
+
+    // The guest reads its own config, defaults applied, with no permission.
+    let r = exec(&d, "wsmoke", "fconf", json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(*r.data(), json!({"greeting": "hej", "times": 2}), "{:?}", r.body);
+
+    // A module whose smoke action fails is never swapped in: the deployment is rolled
+    // back with the reason, addonctl says so with exit status 1, v1 keeps answering.
+    let broken = wat::parse_str(BROKEN).unwrap();
+    let r = publish(&d, "wsmoke", &broken).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let dep = &r.data()["deployment"];
+    assert_eq!(dep["outcome"], "rolled_back", "{dep}");
+    let reason = dep["reason"].as_str().or(dep["error"].as_str()).unwrap_or_default().to_string();
+    assert!(reason.contains("smoke action `version`") && reason.contains("broken on purpose"), "{dep}");
+    assert_eq!(exec(&d, "wsmoke", "version", json!({})).await.data().clone(), "v1");
+    let path = d.dir.path().join("broken.wasm");
+    std::fs::write(&path, &broken).unwrap();
+    let o = ctl(&d, &["addons", "publish", "wsmoke", path.to_str().unwrap()]).await;
+    assert!(!o.status.success(), "a rolled-back publish exits non-zero: {}", out(&o));
+    assert_eq!(exec(&d, "wsmoke", "version", json!({})).await.data().clone(), "v1");
+    let hist = d.get("/api/addons/wsmoke/deployments").await.data().clone();
+    let outcomes: Vec<&str> = hist.as_array().unwrap().iter().map(|h| h["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["succeeded", "succeeded", "rolled_back", "rolled_back"], "{hist}");
+
+    // A good module after the failures goes in.
+    let r = publish(&d, "wsmoke", &guest("v2")).await;
+    assert_eq!(r.data()["deployment"]["outcome"], "succeeded", "{:?}", r.body);
+    assert_eq!(exec(&d, "wsmoke", "version", json!({})).await.data().clone(), "v2");
 }
 
 #[tokio::test]

@@ -34,7 +34,10 @@ pub fn route(state: &State, req: &Request) -> Response {
         },
         ["widgets", widget, "render"] => match method {
             "POST" => match percent_decode(widget) {
-                Some(widget) => contract::render_widget(&widget, req),
+                Some(widget) => {
+                    knobs::burn_cpu(state.settings.render_cpu);
+                    contract::render_widget(&widget, req)
+                }
                 None => Response::error(400, "malformed widget name"),
             },
             _ => method_not_allowed(&["POST"]),
@@ -220,6 +223,15 @@ mod tests {
         assert_eq!(st, 200);
         assert_eq!(b["ok"], false, "{b}");
         assert_eq!(call(&s, "POST", "/execute/fetch", r#"{"path": "/"}"#).0, 400);
+    }
+
+    #[test]
+    fn renders_burn_the_configured_cpu() {
+        let s = State::new(Settings { render_cpu: Duration::from_millis(5), ..settings() });
+        let t0 = Instant::now();
+        let (st, _) = call(&s, "POST", "/widgets/checkout/render", "{}");
+        assert_eq!(st, 200);
+        assert!(t0.elapsed() >= Duration::from_millis(5), "{:?}", t0.elapsed());
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub const SAMPLE_WS_MAX_MESSAGE_BYTES: &str = "SAMPLE_WS_MAX_MESSAGE_BYTES";
 pub const SAMPLE_WS_IDLE_TIMEOUT_MS: &str = "SAMPLE_WS_IDLE_TIMEOUT_MS";
 /// `LINK=TARGET`: play a hostile addon against nested volumes, see [`swap_symlink`].
 pub const SAMPLE_SWAP_SYMLINK: &str = "SAMPLE_SWAP_SYMLINK";
+/// Burn this many microseconds of CPU in every widget render (0–1 000 000), so a
+/// benchmark can give the widget cache a render worth caching.
+pub const SAMPLE_RENDER_CPU_US: &str = "SAMPLE_RENDER_CPU_US";
 /// `PATH`: write `instance=<id>` there at every start, so a test sees where a volume led.
 pub const SAMPLE_WRITE_PROBE: &str = "SAMPLE_WRITE_PROBE";
 
@@ -59,6 +62,8 @@ pub const SAMPLE_WRITE_PROBE: &str = "SAMPLE_WRITE_PROBE";
 pub struct Knobs {
     /// [`SAMPLE_HEALTH_DELAY_MS`] (zero when unset).
     pub health_delay: Duration,
+    /// [`SAMPLE_RENDER_CPU_US`] (zero when unset).
+    pub render_cpu: Duration,
     /// [`SAMPLE_CONFIG_RESTART`].
     pub config_restart: bool,
     /// [`SAMPLE_EVENTS_FAIL`].
@@ -103,6 +108,7 @@ pub fn read_env(env: &Env) -> Result<Knobs, String> {
         write_probe: env.get(SAMPLE_WRITE_PROBE),
         swap_symlink,
         health_delay: Duration::from_millis(env.num(SAMPLE_HEALTH_DELAY_MS, 86_400_000)?.unwrap_or(0)),
+        render_cpu: Duration::from_micros(env.num(SAMPLE_RENDER_CPU_US, 1_000_000)?.unwrap_or(0)),
         config_restart: env.flag(SAMPLE_CONFIG_RESTART),
         events_fail: env.flag(SAMPLE_EVENTS_FAIL),
         idle_timeout: env.num(SAMPLE_IDLE_TIMEOUT_MS, 86_400_000)?.filter(|n| *n > 0).map(Duration::from_millis),
@@ -189,6 +195,39 @@ pub fn start_ticker(every: Duration) {
 }
 
 /// `POST /admin/health/fail` (`fail`) and `/admin/health/ok`: `/health` answers 500 or not.
+/// Spins on this thread until it has used `cpu` of CPU time (the thread's own clock, so a
+/// busy machine stretches the wall time, not the work).
+pub fn burn_cpu(cpu: Duration) {
+    if cpu.is_zero() {
+        return;
+    }
+    let start = thread_cpu();
+    let mut x: u64 = 1;
+    while thread_cpu().saturating_sub(start) < cpu {
+        for _ in 0..1000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407));
+        }
+    }
+}
+
+fn thread_cpu() -> Duration {
+    #[repr(C)]
+    struct Timespec {
+        tv_sec: i64,
+        tv_nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clk: i32, tp: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut ts = Timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec to a valid pointer.
+    if unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 pub fn set_health_failing(state: &State, fail: bool) -> Response {
     state.health_fail.store(fail, Ordering::SeqCst);
     Response::json(200, json!({ "ok": true, "health": if fail { "failing" } else { "ok" } }))

@@ -91,6 +91,7 @@ fn parse_env(get: impl Fn(&str) -> Option<String>) -> Result<Startup, String> {
         port: contract.port,
         initial_config: contract.initial_config,
         health_delay: knobs.health_delay,
+        render_cpu: knobs.render_cpu,
         config_restart: knobs.config_restart,
         events_fail: knobs.events_fail,
     };

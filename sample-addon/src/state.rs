@@ -43,6 +43,8 @@ pub struct Settings {
     pub initial_config: Value,
     /// `SAMPLE_HEALTH_DELAY_MS`: /health answers 503 until this long after start.
     pub health_delay: Duration,
+    /// `SAMPLE_RENDER_CPU_US`: CPU every widget render burns.
+    pub render_cpu: Duration,
     /// `SAMPLE_CONFIG_RESTART=1`: `POST /config` answers 404 ("restart me").
     pub config_restart: bool,
     /// `SAMPLE_EVENTS_FAIL=1`: `POST /events` answers 500 (toggled by `/admin/events/*`).

@@ -437,11 +437,9 @@ impl Addons {
             let mut left = svc.replicas as usize;
             while left > 0 {
                 let batch = left.min(surge as usize);
-                let mut new = Vec::with_capacity(batch);
-                for _ in 0..batch {
-                    new.push(self.lifecycle.add_candidate(&svc.id, spec).await.map_err(|e| e.to_string())?);
-                }
+                let new = self.lifecycle.add_candidates(&svc.id, spec, batch).await.map_err(|e| e.to_string())?;
                 crate::failpoint::debug_failpoint("deploy.candidates_added");
+                let t0 = std::time::Instant::now();
                 let waits = new.iter().map(|iid| self.lifecycle.wait_candidate(&svc.id, iid, health_timeout));
                 for r in futures_util::future::join_all(waits).await {
                     r.map_err(|e| match e {
@@ -449,29 +447,35 @@ impl Addons {
                         e => e.to_string(),
                     })?;
                 }
+                tracing::debug!(%instance, service = %svc.spec.name, batch, ms = t0.elapsed().as_millis() as u64, "new instances healthy");
                 if let Some(action) = &m.smoke {
                     for iid in &new {
                         self.smoke(svc, iid, action).await?;
                     }
                 }
-                // The new ones take traffic now; as many old ones leave, their calls finished.
-                for _ in 0..batch {
-                    let Some(o) = old.pop() else { break };
-                    self.lifecycle.drain(&svc.id, &o);
-                    // A call that chose it just before the drain is counted within moments.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    if !self.dispatcher.wait_idle(&o, drain_timeout).await {
+                // The new ones take traffic now; as many old ones leave together, once the
+                // calls they were serving finished.
+                let leaving: Vec<InstanceId> = (0..batch).map_while(|_| old.pop()).collect();
+                for o in &leaving {
+                    self.lifecycle.drain(&svc.id, o);
+                }
+                // A call that chose one just before the drain is counted within moments.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let idle = futures_util::future::join_all(leaving.iter().map(|o| self.dispatcher.wait_idle(o, drain_timeout))).await;
+                for (o, idle) in leaving.iter().zip(idle) {
+                    if !idle {
                         tracing::warn!(instance = %instance, old = %o, "calls still under way after the drain timeout; stopping it anyway");
                     }
-                    self.lifecycle.retire(&svc.id, &o).await.map_err(|e| e.to_string())?;
                 }
+                self.lifecycle.retire(&svc.id, &leaving).await.map_err(|e| e.to_string())?;
+                tracing::debug!(%instance, service = %svc.spec.name, batch, ms = t0.elapsed().as_millis() as u64, "old instances drained and retired");
                 left -= batch;
             }
             // Scaled up since the plan was made: those go too (the commit retires them).
-            for o in old {
-                self.lifecycle.drain(&svc.id, &o);
-                self.dispatcher.wait_idle(&o, drain_timeout).await;
+            for o in &old {
+                self.lifecycle.drain(&svc.id, o);
             }
+            futures_util::future::join_all(old.iter().map(|o| self.dispatcher.wait_idle(o, drain_timeout))).await;
         }
         Ok(())
     }

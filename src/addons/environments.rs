@@ -135,7 +135,13 @@ impl Addons {
             }
         }
         for e in &envs {
-            let one = InstallRequest { instance: None, version: req.version.clone(), config: req.config.clone(), environments: None };
+            let one = InstallRequest {
+                instance: None,
+                name: req.name.clone(),
+                version: req.version.clone(),
+                config: req.config.clone(),
+                environments: None,
+            };
             self.install_environment(name, one, &base, e, who.clone()).await?;
         }
         self.environments(&base).await
@@ -150,7 +156,13 @@ impl Addons {
         }
         let like = rows.iter().find(|r| r.environment == DEFAULT_ENVIRONMENT).unwrap_or(&rows[0]);
         let version = req.version.unwrap_or_else(|| like.version.clone());
-        let one = InstallRequest { instance: None, version: Some(version), config: req.config, environments: None };
+        let one = InstallRequest {
+            instance: None,
+            name: like.display_name.clone(),
+            version: Some(version),
+            config: req.config,
+            environments: None,
+        };
         let addon = like.addon.clone();
         self.install_environment(&addon, one, base, &req.name, who).await
     }

@@ -1,6 +1,7 @@
-//! Addon manifests: the request shapes (full and short form), and their validation into
-//! a [`Manifest`] where every error names its field. Pure: no I/O, unit-tested here and
-//! through the fixture table in `tests/fixtures/manifests/`.
+//! Addon manifests: the request shapes (full and short form, in addond's field names and
+//! in the addon-server's: `id`, `apis`, `displayName`, `configSchema`, …), and their
+//! validation into a [`Manifest`] where every error names its field. Pure: no I/O,
+//! unit-tested here and through the fixture table in `tests/fixtures/manifests/`.
 
 use std::collections::BTreeMap;
 
@@ -19,11 +20,22 @@ pub const PERMISSIONS: &[&str] = &["events.emit", "events.subscribe", "storage",
 /// which must fit the 63-character service name.
 pub const MAX_ADDON_NAME: usize = 40;
 pub const MAX_SERVICE_NAME: usize = 22;
+/// Longest display name (of an addon, an action, a widget or an installed instance), in
+/// characters.
+pub const MAX_DISPLAY_NAME: usize = 100;
 
+/// A manifest as sent (JSON, or TOML read into the same value). Every camelCase spelling
+/// the addon-server uses is an alias of the snake_case field.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestRequest {
+    /// The addon-server's name for the addon's slug; with it, `name` is a display name.
+    pub id: Option<String>,
+    /// The addon's slug (its catalogue name), or its display name when `id` is sent.
     pub name: Option<String>,
+    /// Human text shown for the addon (any language, 1–100 characters).
+    #[serde(alias = "displayName")]
+    pub display_name: Option<String>,
     pub version: Option<String>,
     pub description: Option<String>,
     pub author: Option<String>,
@@ -33,10 +45,13 @@ pub struct ManifestRequest {
     pub actions: Option<Vec<ActionRequest>>,
     /// Short-form alias of `actions`.
     pub endpoints: Option<Vec<ActionRequest>>,
+    /// The addon-server's name for `actions`.
+    pub apis: Option<Vec<ActionRequest>>,
     pub widgets: Option<Vec<WidgetRequest>>,
     pub events: Option<EventsRequest>,
     pub permissions: Option<Vec<String>>,
-    pub dependencies: Option<BTreeMap<String, String>>,
+    pub dependencies: Option<DependenciesRequest>,
+    #[serde(alias = "configSchema")]
     pub config_schema: Option<Value>,
     pub schedules: Option<Vec<ScheduleRequest>>,
     /// An action an upgrade calls on each new instance before it takes traffic.
@@ -48,7 +63,36 @@ pub struct ManifestRequest {
     /// WebAssembly module, with no services.
     pub runtime: Option<String>,
     /// A WASM addon's limits: `{"memory": "64m"}` caps each call's linear memory.
+    #[serde(alias = "resourceLimits")]
     pub resource_limits: Option<AddonLimitsRequest>,
+}
+
+/// Dependencies as declared: a map of addon names to version requirements
+/// (`{"inventory": "^1.0"}`), or the addon-server's list of addon names (`["inventory"]`,
+/// any version).
+#[derive(Debug, Clone)]
+pub enum DependenciesRequest {
+    Map(BTreeMap<String, String>),
+    List(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for DependenciesRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = DependenciesRequest;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("dependencies: a list of addon names like [\"inventory\"], or a map of version requirements like {\"inventory\": \"^1.0\"}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<DependenciesRequest, A::Error> {
+                BTreeMap::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(DependenciesRequest::Map)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<DependenciesRequest, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(DependenciesRequest::List)
+            }
+        }
+        d.deserialize_any(Shape)
+    }
 }
 
 /// The limits of a WASM addon as declared.
@@ -72,7 +116,7 @@ pub enum ActionRequest {
 impl<'de> Deserialize<'de> for ActionRequest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(NameOr::<ActionLong>::new(
-            "an action: its name like \"add\", or an object like {\"name\": \"add\", \"input_schema\": {…}, \"timeout_seconds\": 30}",
+            "an action: its name like \"add\", or an object like {\"name\": \"add\", \"input_schema\": {…}, \"timeout_seconds\": 30} (or {\"id\": \"add\", \"name\": \"Add\", \"inputSchema\": {…}})",
         ))
         .map(|v| match v {
             Either::Name(n) => ActionRequest::Short(n),
@@ -116,15 +160,22 @@ impl<'de, L: Deserialize<'de>> serde::de::Visitor<'de> for NameOr<L> {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// An action's long form. `id` is the addon-server's name for the action's slug; with
+/// it, `name` is a display name.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionLong {
-    pub name: String,
+    pub id: Option<String>,
+    pub name: Option<String>,
+    #[serde(alias = "displayName")]
+    pub display_name: Option<String>,
     pub description: Option<String>,
+    #[serde(alias = "inputSchema")]
     pub input_schema: Option<Value>,
     /// The schema of the action's answer (an object schema), shown to MCP clients.
-    #[serde(default)]
+    #[serde(default, alias = "outputSchema")]
     pub output_schema: Option<Value>,
+    #[serde(alias = "timeoutSeconds")]
     pub timeout_seconds: Option<f64>,
 }
 
@@ -138,7 +189,7 @@ pub enum WidgetRequest {
 impl<'de> Deserialize<'de> for WidgetRequest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(NameOr::<WidgetLong>::new(
-            "a widget: its name like \"checkout\", or an object like {\"name\": \"checkout\", \"category\": \"form\"}",
+            "a widget: its name like \"checkout\", or an object like {\"name\": \"checkout\", \"category\": \"form\"} (or {\"id\": \"checkout\", \"displayName\": \"Checkout\", \"configSchema\": {…}})",
         ))
         .map(|v| match v {
             Either::Name(n) => WidgetRequest::Short(n),
@@ -147,13 +198,28 @@ impl<'de> Deserialize<'de> for WidgetRequest {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A widget's long form, in addond's field names or the addon-server's (camelCase and
+/// snake_case both). `id` is the widget's slug; with it, `name` is a display name.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WidgetLong {
-    pub name: String,
+    pub id: Option<String>,
+    pub name: Option<String>,
+    #[serde(alias = "displayName")]
+    pub display_name: Option<String>,
     pub description: Option<String>,
     pub category: Option<String>,
+    #[serde(alias = "configSchema")]
     pub config_schema: Option<Value>,
+    /// The path on the addon's entry service that renders it (default
+    /// `/widgets/{id}/render`).
+    #[serde(alias = "renderEndpoint")]
+    pub render_endpoint: Option<String>,
+    /// A picture of the widget for a catalogue (a URL), kept and shown as sent.
+    #[serde(alias = "previewImage")]
+    pub preview_image: Option<String>,
+    /// Whether the widget adapts to its container's width, kept and shown as sent.
+    pub responsive: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -174,6 +240,10 @@ pub struct ScheduleRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub name: String,
+    /// Human text shown for the addon (the addon-server's `name` beside its `id`); left
+    /// out when none was sent, so manifests registered before it existed compare equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
     pub version: String,
     pub description: String,
     pub author: String,
@@ -205,6 +275,9 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Action {
     pub name: String,
+    /// Human text for the action, when one was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
     pub description: String,
     pub input_schema: Value,
     /// The declared schema of the answer (null: none); manifests stored before it had none.
@@ -216,9 +289,21 @@ pub struct Action {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Widget {
     pub name: String,
+    /// Human text for the widget (`displayName`), when one was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
     pub description: String,
     pub category: String,
     pub config_schema: Value,
+    /// The path on the addon's entry service that renders it; none: `/widgets/{name}/render`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub render_endpoint: Option<String>,
+    /// A picture of the widget (a URL), as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_image: Option<String>,
+    /// Whether it adapts to its container's width, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responsive: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -244,6 +329,56 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError { field: field.into(), message: message.into(), code: "validation_failed" }
 }
 
+/// Checks human text shown for something (a display name): 1–100 characters, any
+/// language, spaces inside, no control characters.
+pub fn check_display_name(s: &str) -> Result<(), String> {
+    if s.trim().is_empty() {
+        return Err("a display name needs at least one visible character".into());
+    }
+    if s.chars().count() > MAX_DISPLAY_NAME {
+        return Err(format!("a display name has at most {MAX_DISPLAY_NAME} characters; this one has {}", s.chars().count()));
+    }
+    if s.chars().any(char::is_control) {
+        return Err("a display name cannot hold control characters (line breaks, tabs, escapes); send plain text".into());
+    }
+    if s.trim() != s {
+        return Err("a display name cannot start or end with spaces; send it trimmed".into());
+    }
+    Ok(())
+}
+
+/// A value sent for a field, with the field's name (for errors).
+type Sent = Option<(String, &'static str)>;
+
+/// The slug and the display name of something declared by `id` and/or `name` (and maybe
+/// `display_name`): `id` is the slug when sent, and then a `name` that differs from it is
+/// the display name (the addon-server's convention); otherwise `name` is the slug. Answers
+/// the field the slug came from, for errors.
+fn slug_and_display(id: Option<String>, name: Option<String>, display: Option<String>) -> (Sent, Sent) {
+    match (id, name) {
+        (Some(id), name) => {
+            let display = match (display, name) {
+                (Some(d), _) => Some((d, "display_name")),
+                (None, Some(n)) if n != id => Some((n, "name")),
+                _ => None,
+            };
+            (Some((id, "id")), display)
+        }
+        (None, name) => (name.map(|n| (n, "name")), display.map(|d| (d, "display_name"))),
+    }
+}
+
+/// A path on the addon's own service: `/` and then URL-safe characters, no `..`.
+fn check_render_endpoint(p: &str) -> Result<(), String> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-._~/%!$&'()*+,;=:@".contains(c);
+    if !p.starts_with('/') || p.starts_with("//") || p.len() > 256 || !p.chars().all(safe) || p.split('/').any(|s| s == "..") {
+        return Err(format!(
+            "`{p}` is not a path on the addon's service: send one like /widgets/checkout/render (a leading `/`, at most 256 URL-safe characters, no `..`, no query)"
+        ));
+    }
+    Ok(())
+}
+
 fn valid_item_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -266,11 +401,29 @@ fn valid_event(s: &str, wildcard: bool) -> bool {
 }
 
 impl ManifestRequest {
+    /// Reads a manifest from a JSON value (an `addon.json`, or an `addon.toml` turned into
+    /// one): a wrong shape names the field at fault and, for an unknown one, the fields
+    /// known there.
+    pub fn from_value(v: &Value) -> Result<ManifestRequest, FieldError> {
+        serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            FieldError::from_serde_in("", &path, &e.into_inner().to_string())
+        })
+    }
+
     pub fn validate(self, cfg: &Config) -> Result<Manifest, FieldError> {
-        let name = self.name.ok_or_else(|| err("name", "a manifest needs a name"))?;
+        let (slug, display_name) = slug_and_display(self.id, self.name, self.display_name);
+        let (name, name_field) = slug.ok_or_else(|| err("name", "a manifest needs a name (or an id), like \"payment-gateway\""))?;
         if !valid_name(&name) || name.len() > MAX_ADDON_NAME {
-            return Err(err("name", format!("`{name}` is not a valid addon name: 1–{MAX_ADDON_NAME} lowercase letters, digits and `-`")));
+            return Err(err(
+                name_field,
+                format!("`{name}` is not a valid addon name: 1–{MAX_ADDON_NAME} lowercase letters, digits and `-`; put human text in `display_name`"),
+            ));
         }
+        if let Some((d, f)) = &display_name {
+            check_display_name(d).map_err(|m| err(*f, m))?;
+        }
+        let display_name = display_name.map(|(d, _)| d);
         let version = self.version.ok_or_else(|| err("version", "a manifest needs a version, like 1.0.0"))?;
         if semver::Version::parse(&version).is_err() {
             return Err(err("version", format!("`{version}` is not a semantic version like 1.2.3")));
@@ -351,20 +504,30 @@ impl ManifestRequest {
             req.validate(cfg).map_err(|e| FieldError { field: format!("{field}.{}", e.field), ..e })?;
         }
         let mut actions = Vec::new();
-        let raw_actions = self.actions.into_iter().flatten().chain(self.endpoints.into_iter().flatten());
-        for (i, a) in raw_actions.enumerate() {
-            let field = format!("actions[{i}]");
+        // `actions`, `endpoints` and `apis` are one list, in that order; errors name the
+        // list an action was sent in.
+        let lists = [("actions", self.actions), ("endpoints", self.endpoints), ("apis", self.apis)];
+        let raw_actions = lists.into_iter().flat_map(|(key, l)| l.into_iter().flatten().enumerate().map(move |(i, a)| (key, i, a)));
+        for (key, i, a) in raw_actions {
+            let field = format!("{key}[{i}]");
             let a = match a {
-                ActionRequest::Short(n) => {
-                    ActionLong { name: n, description: None, input_schema: None, output_schema: None, timeout_seconds: None }
-                }
+                ActionRequest::Short(n) => ActionLong { name: Some(n), ..ActionLong::default() },
                 ActionRequest::Long(l) => l,
             };
-            if !valid_item_name(&a.name) {
-                return Err(err(format!("{field}.name"), format!("`{}`: lowercase letters, digits, `-` and `_`", a.name)));
+            let (slug, display) = slug_and_display(a.id, a.name, a.display_name);
+            let (a_name, slug_field) =
+                slug.ok_or_else(|| err(format!("{field}.name"), "each action needs a name (or an id), like \"process-payment\""))?;
+            if !valid_item_name(&a_name) {
+                return Err(err(
+                    format!("{field}.{slug_field}"),
+                    format!("`{a_name}`: lowercase letters, digits, `-` and `_`; put human text in `display_name`"),
+                ));
             }
-            if actions.iter().any(|x: &Action| x.name == a.name) {
-                return Err(err(format!("{field}.name"), format!("action `{}` is declared twice", a.name)));
+            if actions.iter().any(|x: &Action| x.name == a_name) {
+                return Err(err(format!("{field}.{slug_field}"), format!("action `{a_name}` is declared twice")));
+            }
+            if let Some((d, f)) = &display {
+                check_display_name(d).map_err(|m| err(format!("{field}.{f}"), m))?;
             }
             let schema = a.input_schema.unwrap_or_else(|| json!({}));
             schema::check_schema(&schema, &format!("{field}.input_schema")).map_err(|m| err(format!("{field}.input_schema"), m))?;
@@ -385,7 +548,8 @@ impl ManifestRequest {
                 }
             }
             actions.push(Action {
-                name: a.name,
+                name: a_name,
+                display_name: display.map(|(d, _)| d),
                 description: a.description.unwrap_or_default(),
                 input_schema: schema,
                 output_schema,
@@ -396,14 +560,34 @@ impl ManifestRequest {
         for (i, w) in self.widgets.into_iter().flatten().enumerate() {
             let field = format!("widgets[{i}]");
             let w = match w {
-                WidgetRequest::Short(n) => WidgetLong { name: n, description: None, category: None, config_schema: None },
+                WidgetRequest::Short(n) => WidgetLong { name: Some(n), ..WidgetLong::default() },
                 WidgetRequest::Long(l) => l,
             };
-            if !valid_item_name(&w.name) {
-                return Err(err(format!("{field}.name"), format!("`{}`: lowercase letters, digits, `-` and `_`", w.name)));
+            let (slug, display) = slug_and_display(w.id, w.name, w.display_name);
+            let (w_name, slug_field) =
+                slug.ok_or_else(|| err(format!("{field}.name"), "each widget needs a name (or an id), like \"checkout\""))?;
+            if !valid_item_name(&w_name) {
+                return Err(err(
+                    format!("{field}.{slug_field}"),
+                    format!("`{w_name}`: lowercase letters, digits, `-` and `_`; put human text in `displayName`"),
+                ));
             }
-            if widgets.iter().any(|x: &Widget| x.name == w.name) {
-                return Err(err(format!("{field}.name"), format!("widget `{}` is declared twice", w.name)));
+            if widgets.iter().any(|x: &Widget| x.name == w_name) {
+                return Err(err(format!("{field}.{slug_field}"), format!("widget `{w_name}` is declared twice")));
+            }
+            if let Some((d, f)) = &display {
+                check_display_name(d).map_err(|m| err(format!("{field}.{f}"), m))?;
+            }
+            if let Some(p) = &w.render_endpoint {
+                check_render_endpoint(p).map_err(|m| err(format!("{field}.render_endpoint"), m))?;
+            }
+            if let Some(p) = &w.preview_image {
+                if p.is_empty() || p.len() > 4096 || p.chars().any(char::is_control) {
+                    return Err(err(
+                        format!("{field}.preview_image"),
+                        "a URL of at most 4096 characters, like https://example.com/checkout.png",
+                    ));
+                }
             }
             let category = w.category.unwrap_or_else(|| "content".into());
             if !WIDGET_CATEGORIES.contains(&category.as_str()) {
@@ -411,7 +595,16 @@ impl ManifestRequest {
             }
             let schema = w.config_schema.unwrap_or_else(|| json!({}));
             schema::check_schema(&schema, &format!("{field}.config_schema")).map_err(|m| err(format!("{field}.config_schema"), m))?;
-            widgets.push(Widget { name: w.name, description: w.description.unwrap_or_default(), category, config_schema: schema });
+            widgets.push(Widget {
+                name: w_name,
+                display_name: display.map(|(d, _)| d),
+                description: w.description.unwrap_or_default(),
+                category,
+                config_schema: schema,
+                render_endpoint: w.render_endpoint,
+                preview_image: w.preview_image,
+                responsive: w.responsive,
+            });
         }
         let ev = self.events.unwrap_or_default();
         let emits = ev.emits.unwrap_or_default();
@@ -435,7 +628,23 @@ impl ManifestRequest {
                 return Err(err(format!("permissions[{i}]"), format!("unknown permission `{p}`; known: {}", PERMISSIONS.join(", "))));
             }
         }
-        let dependencies = self.dependencies.unwrap_or_default();
+        let dependencies = match self.dependencies {
+            None => BTreeMap::new(),
+            Some(DependenciesRequest::Map(m)) => m,
+            // A list names addons, any version of each.
+            Some(DependenciesRequest::List(l)) => {
+                let mut m = BTreeMap::new();
+                for (i, dep) in l.into_iter().enumerate() {
+                    if !valid_name(&dep) {
+                        return Err(err(format!("dependencies[{i}]"), format!("`{dep}` is not an addon name like inventory")));
+                    }
+                    if m.insert(dep.clone(), "*".to_string()).is_some() {
+                        return Err(err(format!("dependencies[{i}]"), format!("`{dep}` is listed twice")));
+                    }
+                }
+                m
+            }
+        };
         for (dep, req) in &dependencies {
             if !valid_name(dep) {
                 return Err(err(format!("dependencies.{dep}"), "not an addon name"));
@@ -466,6 +675,7 @@ impl ManifestRequest {
         }
         Ok(Manifest {
             name,
+            display_name,
             version,
             description,
             author,
@@ -490,7 +700,42 @@ fn permissions_ask_internet(p: &Option<Vec<String>>) -> bool {
     p.as_ref().is_some_and(|p| p.iter().any(|p| p == "network.internet"))
 }
 
+impl Widget {
+    /// The path on the addon's entry service that renders it.
+    pub fn render_path(&self) -> String {
+        self.render_endpoint.clone().unwrap_or_else(|| format!("/widgets/{}/render", self.name))
+    }
+
+    /// The widget as the API shows it: addond's fields (`name`, `config_schema`) and the
+    /// addon-server's (`id`, `displayName`, `configSchema`, `renderEndpoint`,
+    /// `previewImage`, `responsive`), the latter as they were sent (null when not).
+    pub fn view(&self) -> Value {
+        json!({
+            "id": self.name,
+            "name": self.name,
+            "displayName": self.display_name.as_deref().unwrap_or(&self.name),
+            "description": self.description,
+            "category": self.category,
+            "config_schema": self.config_schema,
+            "configSchema": self.config_schema,
+            "renderEndpoint": self.render_endpoint,
+            "previewImage": self.preview_image,
+            "responsive": self.responsive,
+        })
+    }
+}
+
 impl Manifest {
+    /// The manifest as the API shows it: as stored, plus `id` (its name) and each widget
+    /// in the shape of [`Widget::view`].
+    pub fn view(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        v["id"] = json!(self.name);
+        v["displayName"] = json!(self.display_name.as_deref().unwrap_or(&self.name));
+        v["widgets"] = Value::Array(self.widgets.iter().map(Widget::view).collect());
+        v
+    }
+
     /// Whether a published WebAssembly module serves this addon (no services).
     pub fn is_wasm(&self) -> bool {
         self.runtime.as_deref() == Some("wasm")
@@ -555,7 +800,234 @@ mod tests {
     use super::*;
 
     fn validate(v: Value) -> Result<Manifest, FieldError> {
-        serde_json::from_value::<ManifestRequest>(v).map_err(|e| err("", e.to_string()))?.validate(&Config::default())
+        ManifestRequest::from_value(&v)?.validate(&Config::default())
+    }
+
+    /// A manifest written in the addon-server's own field names.
+    fn addon_server() -> Value {
+        json!({
+            "id": "payment-gateway",
+            "name": "결제 게이트웨이",
+            "version": "1.0.0",
+            "author": "Acme Payments",
+            "description": "Takes payments",
+            "category": "ecommerce",
+            "apis": [
+                "refund",
+                {"id": "process-payment", "name": "Process payment", "inputSchema": {"type": "object"}, "timeoutSeconds": 5}
+            ],
+            "dependencies": ["inventory"],
+            "configSchema": {"type": "object", "properties": {"currency": {"type": "string", "default": "KRW"}}},
+            "widgets": [{
+                "id": "checkout",
+                "displayName": "결제 위젯",
+                "description": "A checkout form",
+                "category": "form",
+                "configSchema": {"type": "object", "properties": {"title": {"type": "string"}}},
+                "renderEndpoint": "/widgets/checkout/render",
+                "previewImage": "https://example.com/checkout.png",
+                "responsive": true
+            }]
+        })
+    }
+
+    #[test]
+    fn addon_server_field_names_are_aliases() {
+        let m = validate(addon_server()).unwrap();
+        assert_eq!(m.name, "payment-gateway");
+        assert_eq!(m.display_name.as_deref(), Some("결제 게이트웨이"));
+        assert_eq!(m.author, "Acme Payments");
+        assert_eq!(m.actions.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["refund", "process-payment"]);
+        assert_eq!(m.actions[1].display_name.as_deref(), Some("Process payment"));
+        assert_eq!(m.actions[1].timeout_seconds, Some(5.0));
+        assert_eq!(m.actions[1].input_schema, json!({"type": "object"}));
+        assert_eq!(m.dependencies, BTreeMap::from([("inventory".to_string(), "*".to_string())]));
+        assert_eq!(m.config_schema["properties"]["currency"]["default"], "KRW");
+        let w = &m.widgets[0];
+        assert_eq!((w.name.as_str(), w.display_name.as_deref(), w.category.as_str()), ("checkout", Some("결제 위젯"), "form"));
+        assert_eq!(w.config_schema["properties"]["title"]["type"], "string");
+        assert_eq!(w.render_endpoint.as_deref(), Some("/widgets/checkout/render"));
+        assert_eq!(w.preview_image.as_deref(), Some("https://example.com/checkout.png"));
+        assert_eq!(w.responsive, Some(true));
+        // The view gives every widget field back under the name it was sent with.
+        let v = m.view();
+        assert_eq!(v["id"], "payment-gateway");
+        assert_eq!(v["displayName"], "결제 게이트웨이");
+        let sent = &addon_server()["widgets"][0];
+        for k in ["id", "displayName", "description", "category", "configSchema", "renderEndpoint", "previewImage", "responsive"] {
+            assert_eq!(v["widgets"][0][k], sent[k], "{k}");
+        }
+        // What is stored reads back the same.
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), m);
+    }
+
+    #[test]
+    fn snake_case_camel_case_and_toml_are_one_manifest() {
+        let camel = validate(addon_server()).unwrap();
+        let mut snake = addon_server();
+        let w = snake["widgets"][0].as_object_mut().unwrap();
+        for (from, to) in [
+            ("displayName", "display_name"),
+            ("configSchema", "config_schema"),
+            ("renderEndpoint", "render_endpoint"),
+            ("previewImage", "preview_image"),
+        ] {
+            let x = w.remove(from).unwrap();
+            w.insert(to.into(), x);
+        }
+        let top = snake.as_object_mut().unwrap();
+        let x = top.remove("configSchema").unwrap();
+        top.insert("config_schema".into(), x);
+        let x = top.remove("apis").unwrap();
+        top.insert("actions".into(), x);
+        assert_eq!(validate(snake).unwrap(), camel);
+        // An `addon.toml` is read into the same value, so it takes the same names.
+        let toml_text = r#"
+            id = "payment-gateway"
+            name = "결제 게이트웨이"
+            version = "1.0.0"
+            author = "Acme Payments"
+            description = "Takes payments"
+            category = "ecommerce"
+            dependencies = ["inventory"]
+            apis = ["refund", { id = "process-payment", name = "Process payment", inputSchema = { type = "object" }, timeoutSeconds = 5 }]
+
+            [configSchema]
+            type = "object"
+            properties = { currency = { type = "string", default = "KRW" } }
+
+            [[widgets]]
+            id = "checkout"
+            displayName = "결제 위젯"
+            description = "A checkout form"
+            category = "form"
+            configSchema = { type = "object", properties = { title = { type = "string" } } }
+            renderEndpoint = "/widgets/checkout/render"
+            previewImage = "https://example.com/checkout.png"
+            responsive = true
+        "#;
+        let table: toml::Table = toml::from_str(toml_text).unwrap();
+        assert_eq!(validate(serde_json::to_value(table).unwrap()).unwrap(), camel);
+    }
+
+    #[test]
+    fn manifests_without_the_new_fields_store_the_same_text() {
+        let m =
+            validate(json!({"name": "p", "version": "1.0.0", "actions": ["a"], "widgets": [{"name": "w", "category": "form"}]})).unwrap();
+        let text = serde_json::to_string(&m).unwrap();
+        for k in ["display_name", "render_endpoint", "preview_image", "responsive", "displayName"] {
+            assert!(!text.contains(k), "{k} in {text}");
+        }
+        // `name` alone stays the slug, and `name` equal to `id` is no display name.
+        let m = validate(json!({"id": "p", "name": "p", "version": "1.0.0"})).unwrap();
+        assert_eq!((m.name.as_str(), m.display_name.as_deref()), ("p", None));
+        let m = validate(json!({"name": "p", "display_name": "My P", "version": "1.0.0"})).unwrap();
+        assert_eq!((m.name.as_str(), m.display_name.as_deref()), ("p", Some("My P")));
+    }
+
+    #[test]
+    fn dependencies_are_a_map_or_a_list() {
+        let with = |d: Value| validate(json!({"name": "p", "version": "1.0.0", "dependencies": d}));
+        let m = with(json!({"inventory": "^1.0"})).unwrap();
+        assert_eq!(m.dependencies["inventory"], "^1.0");
+        let m = with(json!(["inventory", "mailer"])).unwrap();
+        assert_eq!(m.dependencies.len(), 2);
+        assert!(semver::VersionReq::parse(&m.dependencies["mailer"]).unwrap().matches(&semver::Version::new(3, 1, 4)));
+        let e = with(json!(["inventory", "Bad Name"])).unwrap_err();
+        assert_eq!(e.field, "dependencies[1]");
+        let e = with(json!(["inventory", "inventory"])).unwrap_err();
+        assert_eq!((e.field.as_str(), e.message.contains("twice")), ("dependencies[1]", true), "{e:?}");
+        let e = with(json!(["p"])).unwrap_err();
+        assert!(e.message.contains("itself"), "{e:?}");
+        let e = with(json!(3)).unwrap_err();
+        assert_eq!(e.field, "dependencies");
+        assert!(e.message.contains("a list of addon names") && e.message.contains("of version requirements"), "{e:?}");
+        assert!(!e.message.contains("untagged") && !e.message.contains("variant"), "{e:?}");
+    }
+
+    #[test]
+    fn unknown_fields_name_their_path_and_the_known_fields() {
+        let with = |f: &dyn Fn(&mut Value)| {
+            let mut m = addon_server();
+            f(&mut m);
+            validate(m).unwrap_err()
+        };
+        type Case<'a> = (&'a dyn Fn(&mut Value), &'a str, &'a [&'a str]);
+        let cases: [Case; 6] = [
+            (&|m| m["colour"] = json!("blue"), "colour", &["`apis`", "`displayName`", "`configSchema`"]),
+            (
+                &|m| m["widgets"][0]["previewImg"] = json!("x"),
+                "widgets[0].previewImg",
+                &["`previewImage`", "`renderEndpoint`", "`responsive`"],
+            ),
+            (&|m| m["apis"][1]["input"] = json!({}), "apis[1].input", &["`inputSchema`", "`timeoutSeconds`", "`id`"]),
+            (&|m| m["events"] = json!({"emit": []}), "events.emit", &["`emits`", "`subscribes`"]),
+            (
+                &|m| m["schedules"] = json!([{"cron": "* * * * *", "action": "refund", "tz": "UTC"}]),
+                "schedules[0].tz",
+                &["`cron`", "`action`"],
+            ),
+            (&|m| m["dependencies"] = json!({"inventory": {"version": "1"}}), "dependencies.inventory", &[]),
+        ];
+        for (f, field, known) in cases {
+            let e = with(f);
+            assert_eq!(e.field, field, "{e:?}");
+            for k in known {
+                assert!(e.message.contains(k), "{k} missing from {e:?}");
+            }
+            assert!(!e.message.contains("untagged") && !e.message.contains("did not match"), "{e:?}");
+        }
+        // Neither a name nor an object: both shapes are named.
+        let e = with(&|m| m["widgets"][0] = json!(7));
+        assert_eq!(e.field, "widgets[0]");
+        assert!(e.message.contains("its name like") && e.message.contains("displayName"), "{e:?}");
+        let e = with(&|m| m["apis"][0] = json!(["refund"]));
+        assert_eq!(e.field, "apis[0]");
+        assert!(e.message.contains("an action"), "{e:?}");
+    }
+
+    #[test]
+    fn display_names_are_human_text_and_slugs_stay_safe() {
+        assert!(check_display_name("모바일 앱").is_ok());
+        assert!(check_display_name("템플릿 서비스").is_ok());
+        assert!(check_display_name(&"가".repeat(100)).is_ok());
+        assert!(check_display_name(&"가".repeat(101)).unwrap_err().contains("at most 100"));
+        assert!(check_display_name("a\nb").unwrap_err().contains("control"));
+        assert!(check_display_name("  ").is_err());
+        assert!(check_display_name(" a").is_err());
+        let e = validate(json!({"id": "Payment Gateway", "version": "1.0.0"})).unwrap_err();
+        assert_eq!(e.field, "id");
+        let e = validate(json!({"name": "Payment Gateway", "version": "1.0.0"})).unwrap_err();
+        assert!(e.message.contains("display_name"), "{e:?}");
+        let e = validate(json!({"id": "p", "name": "a\u{7}b", "version": "1.0.0"})).unwrap_err();
+        assert_eq!(e.field, "name");
+        let e = validate(json!({"name": "p", "version": "1.0.0", "widgets": [{"id": "w", "displayName": ""}]})).unwrap_err();
+        assert_eq!(e.field, "widgets[0].display_name");
+        let e = validate(json!({"name": "p", "version": "1.0.0", "widgets": [{"displayName": "W"}]})).unwrap_err();
+        assert_eq!(e.field, "widgets[0].name");
+        let e = validate(json!({"name": "p", "version": "1.0.0", "apis": [{"id": "Bad Id"}]})).unwrap_err();
+        assert_eq!(e.field, "apis[0].id");
+        let e =
+            validate(json!({"name": "p", "version": "1.0.0", "actions": ["a"], "apis": [{"id": "b", "inputSchema": {"minLenght": 1}}]}))
+                .unwrap_err();
+        assert_eq!(e.field, "apis[0].input_schema");
+        let e = validate(json!({"name": "p", "version": "1.0.0", "actions": ["a"], "apis": ["a"]})).unwrap_err();
+        assert_eq!(e.field, "apis[0].name");
+        assert!(e.message.contains("declared twice"), "{e:?}");
+    }
+
+    #[test]
+    fn render_endpoints_are_paths_on_the_addon() {
+        let with = |p: &str| validate(json!({"name": "p", "version": "1.0.0", "widgets": [{"id": "w", "renderEndpoint": p}]}));
+        assert_eq!(with("/render/w").unwrap().widgets[0].render_path(), "/render/w");
+        assert_eq!(
+            validate(json!({"name": "p", "version": "1.0.0", "widgets": ["w"]})).unwrap().widgets[0].render_path(),
+            "/widgets/w/render"
+        );
+        for bad in ["render", "//evil/x", "/a/../b", "/a b", "/a?x=1", "http://x/y"] {
+            assert_eq!(with(bad).unwrap_err().field, "widgets[0].render_endpoint", "{bad}");
+        }
     }
 
     #[test]

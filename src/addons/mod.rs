@@ -90,8 +90,12 @@ fn invalid(field: &str, message: impl Into<String>) -> AddonError {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstallRequest {
-    /// The instance name (default: the addon's name).
+    /// The instance name (default: the addon's name): the slug URLs and containers use.
     pub instance: Option<String>,
+    /// Human text for the installed addon (`"모바일 앱"`: 1–100 characters, no control
+    /// characters), unique among installed addons; lookups accept it URL-encoded.
+    #[serde(alias = "display_name", alias = "displayName")]
+    pub name: Option<String>,
     /// The version to install (default: the newest registered).
     pub version: Option<String>,
     /// Its configuration, checked against the manifest's schema.
@@ -357,16 +361,35 @@ impl Addons {
             .collect())
     }
 
-    /// An installed instance with its services, or (if none is installed under that name)
-    /// the catalogue entry.
+    /// The instance name an API path means: an installed instance's own name, else the
+    /// instance whose display name it is (the `prod` environment's when its environments
+    /// share it), else the name as given (a catalogue name, or one that is not found).
+    pub async fn resolve(&self, name: &str) -> Result<String, AddonError> {
+        // The hot paths (execute, render) find their instance in memory, without SQLite.
+        if self.installed.read().unwrap_or_else(|e| e.into_inner()).contains_key(name) {
+            return Ok(name.to_string());
+        }
+        let store = self.lifecycle.store();
+        if store.get_install(name).await?.is_some() {
+            return Ok(name.to_string());
+        }
+        let named: Vec<InstallRow> = store.list_installs().await?.into_iter().filter(|r| r.display_name.as_deref() == Some(name)).collect();
+        let found = named.iter().find(|r| r.environment == crate::model::DEFAULT_ENVIRONMENT).or(named.first());
+        Ok(found.map_or_else(|| name.to_string(), |r| r.instance.clone()))
+    }
+
+    /// An installed instance with its services and its version's manifest, or (if none is
+    /// installed under that name) the catalogue entry.
     pub async fn show(&self, name: &str) -> Result<Value, AddonError> {
         if self.lifecycle.store().get_install(name).await?.is_some() {
-            return self.instance_view(name).await;
+            let mut v = self.instance_view(name).await?;
+            v["manifest"] = self.installed(name).await?.manifest.view();
+            return Ok(v);
         }
         let entry = self.catalogue(None).await?.into_iter().find(|e| e["name"] == name);
         let mut entry = entry.ok_or_else(|| AddonError::NotFound(format!("no addon `{name}` is registered or installed")))?;
         let m = self.manifest(name, None).await?;
-        entry["manifest"] = serde_json::to_value(&m).unwrap_or(Value::Null);
+        entry["manifest"] = m.view();
         Ok(entry)
     }
 
@@ -392,6 +415,7 @@ impl Addons {
             "deploying": self.is_deploying(instance),
             "last_deployment": last_deployment,
             "instance": row.instance,
+            "display_name": row.display_name.as_deref().unwrap_or(&row.instance),
             "base": row.base,
             "environment": row.environment,
             "name": row.addon,
@@ -461,6 +485,16 @@ impl Addons {
                 "an addon is already installed as `{instance}`; give this one another name with \"instance\""
             )));
         }
+        if let Some(d) = &req.name {
+            manifest::check_display_name(d).map_err(|m| invalid("name", m))?;
+            // Unique, so a lookup by it finds one installation (its environments share it).
+            if let Some(other) = store.list_installs().await?.into_iter().find(|r| r.display_name.as_ref() == Some(d) && r.base != base) {
+                return Err(AddonError::Conflict(format!(
+                    "the name `{d}` is already used by the installed addon `{}`; choose another \"name\"",
+                    other.instance
+                )));
+            }
+        }
         let config = schema::normalize(&m.config_schema, req.config.unwrap_or_else(|| json!({})), "config").map_err(|msg| {
             let field = msg.split(':').next().unwrap_or("config").to_string();
             invalid(&field, msg)
@@ -495,6 +529,7 @@ impl Addons {
             updated_at: 0,
             base: base.to_string(),
             environment: env.to_string(),
+            display_name: req.name.clone(),
         };
         let images: Vec<deploy::ImageRecord> =
             specs.iter().map(|(s, _)| deploy::ImageRecord { service: s.name.clone(), image: s.image.clone(), image_id: None }).collect();
@@ -901,15 +936,14 @@ impl Addons {
         for row in self.lifecycle.store().list_installs().await? {
             let Ok(m) = self.manifest(&row.addon, Some(&row.version)).await else { continue };
             for w in m.widgets.iter().filter(|w| category.is_none_or(|c| c == w.category)) {
-                out.push(json!({
-                    "addon": row.instance,
-                    "addon_name": m.name,
-                    "version": m.version,
-                    "widget": w.name,
-                    "category": w.category,
-                    "description": w.description,
-                    "config_schema": w.config_schema,
-                }));
+                let mut v = w.view();
+                v["addon"] = json!(row.instance);
+                v["addon_name"] = json!(m.name);
+                v["addon_display_name"] = json!(row.display_name.as_deref().or(m.display_name.as_deref()).unwrap_or(&row.instance));
+                v["version"] = json!(m.version);
+                v["widget"] = json!(w.name);
+                v["render_url"] = json!(format!("/api/widgets/{}/{}", row.instance, w.name));
+                out.push(v);
             }
         }
         Ok(out)
@@ -951,8 +985,7 @@ impl Addons {
             (200, Bytes::from(out))
         } else {
             let svc = inst.entry()?;
-            let r =
-                self.dispatcher.post(svc, instance, &format!("/widgets/{widget}/render"), Bytes::from(body.to_string()), timeout).await?;
+            let r = self.dispatcher.post(svc, instance, &w.render_path(), Bytes::from(body.to_string()), timeout).await?;
             (r.status, r.body)
         };
         self.metrics.render(&crate::metrics::addon_key(&row.addon, &row.environment), widget, t0.elapsed().as_secs_f64());

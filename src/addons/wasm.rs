@@ -116,24 +116,70 @@ impl Addons {
 
     /// Calls a WASM instance's module with its manifest's limits and permissions.
     pub(super) async fn call_wasm(&self, inst: &Installed, entry: Entry<'_>, timeout: Duration) -> Result<Vec<u8>, AddonError> {
+        let module = self.module(&inst.row.instance).await?;
+        let config: Value = serde_json::from_str(&inst.row.config).unwrap_or_else(|_| json!({}));
+        self.call_module(&inst.row.instance, &inst.manifest, config, module, entry, timeout).await
+    }
+
+    /// Calls `module` as `instance` with `m`'s limits and permissions and `config`: the
+    /// running module, or one a deployment is about to swap in (its smoke call).
+    async fn call_module(
+        &self,
+        instance: &str,
+        m: &Manifest,
+        config: Value,
+        module: Arc<LoadedModule>,
+        entry: Entry<'_>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, AddonError> {
         let rt = self.runtime()?;
-        let instance = &inst.row.instance;
-        let module = self.module(instance).await?;
         if matches!(entry, Entry::Render { .. }) && !module.has_render {
             return Err(AddonError::NotFound(format!("the module of `{instance}` exports no `render`; it cannot render widgets")));
         }
         let host: Arc<dyn Host> = self.me.upgrade().ok_or_else(|| WasmError::Unpublished("the daemon is shutting down".into()))?;
-        let m = &inst.manifest;
         let ctx = Arc::new(CallCtx {
-            instance: instance.clone(),
+            instance: instance.to_string(),
             permissions: m.permissions.clone(),
             emits: m.events.emits.clone(),
             dependencies: m.dependencies.keys().cloned().collect(),
+            config,
             host,
             rt: tokio::runtime::Handle::current(),
         });
         let memory = m.memory_bytes.unwrap_or(self.cfg.wasm.default_memory_bytes);
         Ok(rt.call(module, ctx, entry, memory, timeout).await?)
+    }
+
+    /// Calls the manifest's smoke action on a module before it is swapped in; the reason
+    /// when it does not answer `ok`.
+    async fn smoke_wasm(
+        &self,
+        instance: &str,
+        m: &Manifest,
+        config: &Value,
+        module: &Arc<LoadedModule>,
+        action: &str,
+    ) -> Result<(), String> {
+        let timeout = m
+            .actions
+            .iter()
+            .find(|a| a.name == action)
+            .and_then(|a| a.timeout_seconds)
+            .map(Duration::from_secs_f64)
+            .unwrap_or_else(|| Duration::from_secs_f64(self.cfg.addons.execute_timeout_seconds));
+        let input = m
+            .actions
+            .iter()
+            .find(|a| a.name == action)
+            .map(|a| schema::normalize(&a.input_schema, json!({}), "data"))
+            .unwrap_or(Ok(json!({})))
+            .map_err(|e| format!("smoke action `{action}`: its input schema refuses an empty input: {e}"))?;
+        let input = input.to_string();
+        let entry = Entry::Execute { action, input: input.as_bytes() };
+        match self.call_module(instance, m, config.clone(), module.clone(), entry, timeout).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("smoke action `{action}` failed on the new module: {e}")),
+        }
     }
 
     /// Hands an event to the module's `on_event` (a module without it takes none).
@@ -235,6 +281,20 @@ impl Addons {
                 plan: None,
             })
             .await?;
+        if let (Some(action), Some(module)) = (&m.smoke, &module) {
+            if let Err(reason) = self.smoke_wasm(instance, m, &config, module, action).await {
+                // Nothing was swapped: the running module keeps serving.
+                tracing::warn!(%instance, deployment = id, %reason, "WebAssembly deployment failed its smoke call");
+                self.lifecycle.abort_rollout(instance, &[], id, "rolled_back", reason.clone()).await?;
+                let failed = json!({"deployment": id, "instance": instance, "addon": m.name, "from": from_version, "to": m.version, "kind": t.kind, "reason": reason});
+                self.lifecycle.notice("deployment.failed", failed.clone());
+                self.lifecycle.notice("deployment.rolled_back", failed);
+                let row = store.get_deployment(id).await?.ok_or_else(|| AddonError::NotFound(format!("deployment {id}")))?;
+                let mut v = self.instance_view(instance).await?;
+                v["deployment"] = deployment_view(&row);
+                return Ok(v);
+            }
+        }
         let commit = RolloutCommit {
             instance: instance.to_string(),
             version: m.version.clone(),

@@ -3,6 +3,12 @@
 
 use super::*;
 
+/// The instance an addon path segment names: its instance name, or its display name
+/// (URL-encoded in the path, decoded by the router).
+async fn instance(st: &AppState, name: String) -> Result<String, ApiError> {
+    Ok(st.addons.resolve(&name).await?)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CategoryQuery {
@@ -27,11 +33,12 @@ pub(super) async fn register_addon(State(st): State<AppState>, req: Request) -> 
     let (m, new) = st.addons.register(manifest).await?;
     let status = if new { StatusCode::CREATED } else { StatusCode::OK };
     let msg = if new { format!("registered {} {}", m.name, m.version) } else { format!("{} {} was already registered", m.name, m.version) };
-    ok(status, serde_json::to_value(&m).unwrap_or(Value::Null), &msg)
+    ok(status, m.view(), &msg)
 }
 
 #[utoipa::path(get, path = "/api/addons/{name}", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name).")), responses((status = 200, description = "The addon, its versions and its instances.", body = Success), E404))]
 pub(super) async fn show_addon(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let name = instance(&st, name).await?;
     ok(StatusCode::OK, st.addons.show(&name).await?, "")
 }
 
@@ -56,6 +63,7 @@ pub(super) async fn uninstall_addon(
         return ok(StatusCode::OK, json!({"name": name, "versions_removed": n}), &format!("removed {name} from the catalogue"));
     }
     let wait = wait_target(q.wait.as_deref(), q.timeout, st.lifecycle.config().api.max_wait_seconds)?;
+    let name = instance(&st, name).await?;
     let services = st.lifecycle.store().services_of_addon(&name).await?;
     let v = st.addons.uninstall(&name, q.force.unwrap_or(false)).await?;
     if let Some((phase, timeout)) = wait {
@@ -119,6 +127,7 @@ pub(super) async fn set_addon_config(
     caller: Option<Extension<Caller>>,
     JsonBody(body): JsonBody<ConfigBody>,
 ) -> ApiResult {
+    let name = instance(&st, name).await?;
     let v = st.addons.set_config(&name, body.config, who(caller)).await?;
     ok(StatusCode::OK, v, "config stored and pushed")
 }
@@ -134,16 +143,19 @@ pub(super) async fn addon_op(st: &AppState, name: &str, op: &str, wait: Wait) ->
 
 #[utoipa::path(post, path = "/api/addons/{name}/start", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The instance, starting.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn start_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
+    let name = instance(&st, name).await?;
     addon_op(&st, &name, "start", wait).await
 }
 
 #[utoipa::path(post, path = "/api/addons/{name}/stop", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The instance, stopping.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn stop_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
+    let name = instance(&st, name).await?;
     addon_op(&st, &name, "stop", wait).await
 }
 
 #[utoipa::path(post, path = "/api/addons/{name}/restart", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name)."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The instance, restarting.", body = Success), E404, E409, E502, E503, E504))]
 pub(super) async fn restart_addon(State(st): State<AppState>, Path(name): Path<String>, wait: Wait) -> ApiResult {
+    let name = instance(&st, name).await?;
     addon_op(&st, &name, "restart", wait).await
 }
 
@@ -153,6 +165,7 @@ pub(super) async fn execute_action(
     Path(name): Path<String>,
     JsonBody(body): JsonBody<ExecuteBody>,
 ) -> ApiResult {
+    let name = instance(&st, name).await?;
     let out = st.addons.execute_json(&name, &body.action, crate::addons::ActionInput::Raw(body.data.as_deref())).await?;
     ok_json(StatusCode::OK, &out, "")
 }
@@ -160,6 +173,7 @@ pub(super) async fn execute_action(
 /// The addon's schedules and their recent runs.
 #[utoipa::path(get, path = "/api/addons/{name}/schedules", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name).")), responses((status = 200, description = "The addon's schedules and their last runs.", body = Success), E404))]
 pub(super) async fn schedule_runs(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let name = instance(&st, name).await?;
     let m = st.addons.installed_manifest(&name).await?;
     let runs = st.lifecycle.store().schedule_runs(&name, 100).await?;
     let runs: Vec<Value> = runs
@@ -193,6 +207,7 @@ pub(super) async fn render_widget_get(
     q: Result<Query<RenderQuery>, QueryRejection>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult {
+    let addon = instance(&st, addon).await?;
     let Query(q) = q?;
     let (config, context) = q.parse()?;
     render_reply(&st.addons, &addon, &widget, config, context, &headers).await
@@ -205,6 +220,7 @@ pub(super) async fn render_widget_post(
     headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody<RenderBody>,
 ) -> ApiResult {
+    let addon = instance(&st, addon).await?;
     let (config, context) = body.inputs()?;
     render_reply(&st.addons, &addon, &widget, config, context, &headers).await
 }
@@ -215,6 +231,7 @@ pub(super) async fn widget_frame(
     Path((addon, widget)): Path<(String, String)>,
     q: Result<Query<RenderQuery>, QueryRejection>,
 ) -> ApiResult {
+    let addon = instance(&st, addon).await?;
     let Query(q) = q?;
     let (config, context) = q.parse()?;
     frame_reply(&st.addons, &addon, &widget, config, context).await
@@ -230,6 +247,7 @@ pub(super) async fn upgrade_addon(
     caller: Option<Extension<Caller>>,
     JsonBody(req): JsonBody<UpgradeRequest>,
 ) -> ApiResult {
+    let name = instance(&st, name).await?;
     let v = st.addons.upgrade(&name, req, who(caller)).await?;
     let msg = deployment_message(&name, &v);
     ok(StatusCode::OK, v, &msg)
@@ -251,6 +269,7 @@ pub(super) async fn publish_addon(
     q: Result<Query<PublishQuery>, QueryRejection>,
     req: Request,
 ) -> ApiResult {
+    let name = instance(&st, name).await?;
     let Query(q) = q?;
     let ct = req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.is_empty() && !ct.starts_with("application/wasm") && !ct.starts_with("application/octet-stream") {
@@ -275,6 +294,7 @@ pub(super) async fn rollback_addon(
     caller: Option<Extension<Caller>>,
     JsonBody(req): JsonBody<RollbackRequest>,
 ) -> ApiResult {
+    let name = instance(&st, name).await?;
     let v = st.addons.rollback(&name, req, who(caller)).await?;
     let msg = deployment_message(&name, &v);
     ok(StatusCode::OK, v, &msg)
@@ -298,6 +318,7 @@ fn deployment_message(name: &str, v: &Value) -> String {
 /// `GET /api/addons/{name}/deployments`: the history, oldest first.
 #[utoipa::path(get, path = "/api/addons/{name}/deployments", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name).")), responses((status = 200, description = "The addon's deployments, newest first.", body = Success), E404))]
 pub(super) async fn addon_deployments(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let name = instance(&st, name).await?;
     let list = st.addons.deployments(&name).await?;
     let n = list.len();
     ok(StatusCode::OK, json!(list), &format!("{n} deployment(s) of {name}"))
@@ -306,6 +327,7 @@ pub(super) async fn addon_deployments(State(st): State<AppState>, Path(name): Pa
 /// `GET /api/addons/{name}/environments`: every environment of an installed addon.
 #[utoipa::path(get, path = "/api/addons/{name}/environments", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name).")), responses((status = 200, description = "The addon's environments.", body = Success), E404))]
 pub(super) async fn list_environments(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let name = instance(&st, name).await?;
     let v = st.addons.environments(&name).await?;
     ok(StatusCode::OK, v, "")
 }
@@ -319,6 +341,7 @@ pub(super) async fn add_environment(
     wait: Wait,
     JsonBody(req): JsonBody<EnvironmentRequest>,
 ) -> ApiResult {
+    let name = instance(&st, name).await?;
     let env = req.name.clone();
     let v = st.addons.add_environment(&name, req, who(caller)).await?;
     let instance = v["instance"].as_str().unwrap_or(&name).to_string();
@@ -337,6 +360,7 @@ pub(super) async fn promote_addon(
     caller: Option<Extension<Caller>>,
     JsonBody(req): JsonBody<PromoteRequest>,
 ) -> ApiResult {
+    let name = instance(&st, name).await?;
     let v = st.addons.promote(&name, req, who(caller)).await?;
     let msg = deployment_message(&name, &v);
     ok(StatusCode::OK, v, &msg)

@@ -32,8 +32,8 @@ pub(super) fn status_of(s: &Service) -> &'static str {
     }
 }
 
-pub(super) fn endpoint(st: &AppState, port: u16) -> String {
-    let addr = st.lifecycle.config().ports.publish_address;
+pub(super) fn endpoint(st: &AppState, spec: &crate::model::ServiceSpec, port: u16) -> String {
+    let addr = bound_host(st, spec).0;
     let host = if addr.is_unspecified() { "127.0.0.1".to_string() } else { addr.to_string() };
     format!("http://{host}:{port}")
 }
@@ -52,18 +52,153 @@ pub(super) fn instance_state(s: &Service, i: &crate::model::Instance) -> &'stati
     }
 }
 
+/// The last resource sample of each service (by id) and when it was asked for, so that
+/// service objects carry `resource_usage` without making every list wait a second per
+/// container for the engine to measure CPU. A view of a service whose sample is older than
+/// [`USAGE_MAX_AGE_MS`] asks for a new one in the background.
+static USAGE: std::sync::LazyLock<std::sync::Mutex<HashMap<String, Usage>>> = std::sync::LazyLock::new(Default::default);
+
+/// How old a resource sample may be before a view asks for a new one.
+const USAGE_MAX_AGE_MS: i64 = 15_000;
+
+#[derive(Clone, Default)]
+struct Usage {
+    /// The sample's JSON (`cpu_percent`, `memory_usage_mb`, …); `None` until one arrived.
+    sample: Option<Value>,
+    /// When it was taken (Unix millis).
+    sampled_at: Option<i64>,
+    /// When a new sample was last asked for (Unix millis), so one is asked for at a time.
+    asked_at: i64,
+}
+
+/// Sums the samples of one service's running instances.
+/// Sums the samples of one service's running instances, and keeps the sum for its views.
+async fn sample_usage(lc: &Lifecycle, svc: &Service) -> Result<(Value, Vec<Value>), ApiError> {
+    let running: Vec<_> = svc.instances.iter().filter(|i| i.wanted && i.container_id.is_some()).collect();
+    let samples =
+        futures_util::future::join_all(running.iter().map(|i| async move { (i.ordinal, lc.runtime().stats(&i.container_name()).await) }))
+            .await;
+    let mut total = crate::runtime::StatsSample::default();
+    let mut per = Vec::new();
+    for (ordinal, s) in samples {
+        let s = match s {
+            Ok(s) => s,
+            // No answer from the engine is not "no usage": say so rather than report zeros.
+            Err(e @ (RuntimeError::Unavailable(_) | RuntimeError::Unresponsive { .. })) => return Err(LifecycleError::Runtime(e).into()),
+            Err(_) => continue,
+        };
+        total.cpu_percent += s.cpu_percent;
+        total.memory_usage_mb += s.memory_usage_mb;
+        total.memory_limit_mb += s.memory_limit_mb;
+        total.network_rx_mb += s.network_rx_mb;
+        total.network_tx_mb += s.network_tx_mb;
+        per.push(json!({"ordinal": ordinal, "metrics": s}));
+    }
+    if total.memory_limit_mb > 0.0 {
+        total.memory_percent = (total.memory_usage_mb / total.memory_limit_mb * 10_000.0).round() / 100.0;
+    }
+    let r = |v: f64| (v * 100.0).round() / 100.0;
+    let sum = json!({
+        "cpu_percent": r(total.cpu_percent),
+        "memory_usage_mb": r(total.memory_usage_mb),
+        "memory_limit_mb": r(total.memory_limit_mb),
+        "memory_percent": total.memory_percent,
+        "network_rx_mb": r(total.network_rx_mb),
+        "network_tx_mb": r(total.network_tx_mb),
+    });
+    let now = now_ms();
+    let mut cache = USAGE.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = cache.entry(svc.id.to_string()).or_default();
+    entry.sample = Some(sum.clone());
+    entry.sampled_at = Some(now);
+    Ok((sum, per))
+}
+
+/// `resource_usage` of a service object: the last sample with its time and the limits,
+/// asking for a new sample when it is stale and the service has running containers.
+fn resource_usage(st: &AppState, s: &Service) -> Value {
+    let now = now_ms();
+    let running = s.instances.iter().any(|i| i.wanted && i.container_id.is_some());
+    let usage = {
+        let mut cache = USAGE.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = cache.entry(s.id.to_string()).or_default();
+        let stale = entry.sampled_at.is_none_or(|t| now - t > USAGE_MAX_AGE_MS) && now - entry.asked_at > USAGE_MAX_AGE_MS;
+        if running && stale && st.lifecycle.runtime().is_available() && tokio::runtime::Handle::try_current().is_ok() {
+            entry.asked_at = now;
+            let (lc, svc) = (st.lifecycle.clone(), s.clone());
+            tokio::spawn(async move {
+                let _ = sample_usage(&lc, &svc).await;
+            });
+        }
+        entry.clone()
+    };
+    let field = |k: &str| usage.sample.as_ref().and_then(|v| v.get(k).cloned()).unwrap_or(Value::Null);
+    json!({
+        "cpu_percent": field("cpu_percent"),
+        "memory_usage_mb": field("memory_usage_mb"),
+        "memory_limit_mb": field("memory_limit_mb"),
+        "memory_percent": field("memory_percent"),
+        "network_rx_mb": field("network_rx_mb"),
+        "network_tx_mb": field("network_tx_mb"),
+        "memory_limit": s.spec.resource_limits.memory,
+        "cpu_limit": s.spec.resource_limits.cpu,
+        "sampled_at": usage.sampled_at.map(ms_to_rfc3339),
+    })
+}
+
+/// When the service's current run began: the earliest start of its wanted instances.
+fn start_time(s: &Service) -> Option<String> {
+    s.instances.iter().filter(|i| i.wanted && i.container_id.is_some()).filter_map(|i| i.started_at).min().map(ms_to_rfc3339)
+}
+
+/// The address a service's ports are bound to, and a sentence for the answer when that is
+/// not the `host` the request asked for.
+fn bound_host(st: &AppState, spec: &crate::model::ServiceSpec) -> (std::net::IpAddr, Option<String>) {
+    let publish = st.lifecycle.config().ports.publish_address;
+    let bound = crate::model::bind_address(spec.host, publish);
+    let note = spec.host.filter(|h| *h != bound).map(|h| {
+        format!(
+            "host {h} was not honoured: the port is bound to {bound}, as the config's ports.publish_address ({publish}) allows no wider; set ports.publish_address = \"0.0.0.0\" to publish beyond loopback"
+        )
+    });
+    (bound, note)
+}
+
 pub fn service_view(st: &AppState, s: &Service) -> Value {
     let spec = &s.spec;
     let wanted: Vec<_> = s.instances.iter().filter(|i| i.wanted).collect();
     let first_port = wanted.first().map(|i| i.host_port);
-    json!({
+    let last_check = wanted.iter().filter_map(|i| st.lifecycle.last_health_check(&i.id)).max();
+    let error_message = s.last_error.clone().or_else(|| wanted.iter().find_map(|i| i.last_error.clone()));
+    let instances: Vec<Value> = s
+        .instances
+        .iter()
+        .map(|i| {
+            json!({
+                "id": i.id,
+                "ordinal": i.ordinal,
+                "container_id": i.container_id,
+                "container_name": i.container_name(),
+                "host_port": i.host_port,
+                "health": i.health.as_str(),
+                "restarts": i.restarts,
+                "started_at": i.started_at.map(ms_to_rfc3339),
+                "last_error": i.last_error,
+                "exit_code": i.exit_code,
+                "state": instance_state(s, i),
+            })
+        })
+        .collect();
+    // The documented fields of a plugin microservice, then addond's own.
+    let mut v = json!({
         "id": s.id,
-        "name": spec.name,
+        "name": spec.display(),
+        "slug": spec.name,
         "plugin_id": spec.plugin_id,
         "service_type": spec.service_type,
         "image": spec.image,
         "port": spec.port,
-        "host": st.lifecycle.config().ports.publish_address.to_string(),
+        "host": bound_host(st, spec).0.to_string(),
         "environment": spec.environment,
         "volumes": spec.volumes,
         "networks": spec.networks,
@@ -78,25 +213,28 @@ pub fn service_view(st: &AppState, s: &Service) -> Value {
         "status": status_of(s),
         "health_status": health_summary(s).as_str(),
         "host_port": first_port,
-        "endpoint": first_port.map(|p| endpoint(st, p)),
+        "endpoint": first_port.map(|p| endpoint(st, spec, p)),
+        "start_time": start_time(s),
+        "last_health_check": last_check.map(ms_to_rfc3339),
+        "resource_usage": resource_usage(st, s),
+        "error_message": error_message,
+    });
+    let more = json!({
         "last_error": s.last_error,
         "exit_code": s.exit_code,
         "created_at": ms_to_rfc3339(s.created_at),
         "updated_at": ms_to_rfc3339(s.updated_at),
-        "instances": s.instances.iter().map(|i| json!({
-            "id": i.id,
-            "ordinal": i.ordinal,
-            "container_id": i.container_id,
-            "container_name": i.container_name(),
-            "host_port": i.host_port,
-            "health": i.health.as_str(),
-            "restarts": i.restarts,
-            "started_at": i.started_at.map(ms_to_rfc3339),
-            "last_error": i.last_error,
-            "exit_code": i.exit_code,
-            "state": instance_state(s, i),
-        })).collect::<Vec<_>>(),
-    })
+        "instances": instances,
+    });
+    if let (Some(v), Value::Object(more)) = (v.as_object_mut(), more) {
+        v.extend(more);
+    }
+    v
+}
+
+/// "1 service", "3 services".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Replies with the service, after waiting for a phase when the caller asked to.
@@ -126,6 +264,9 @@ pub(super) struct ListQuery {
 pub(super) async fn list_services(State(st): State<AppState>, q: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
     let Query(q) = q?;
     let all = st.lifecycle.store().list_services().await?;
+    // Samples of services that are gone are dropped here, where every service is at hand.
+    let ids: std::collections::HashSet<&str> = all.iter().map(|s| s.id.as_str()).collect();
+    USAGE.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, _| ids.contains(k.as_str()));
     let list: Vec<Value> = all
         .iter()
         .filter(|s| q.plugin_id.as_deref().is_none_or(|p| s.spec.plugin_id.as_deref() == Some(p)))
@@ -133,7 +274,7 @@ pub(super) async fn list_services(State(st): State<AppState>, q: Result<Query<Li
         .map(|s| service_view(&st, s))
         .collect();
     let n = list.len();
-    ok(StatusCode::OK, Value::Array(list), &format!("{n} service(s)"))
+    ok(StatusCode::OK, Value::Array(list), &format!("{} found", count(n, "service", "services")))
 }
 
 #[utoipa::path(post, path = "/api/plugin-microservice/services", tags = ["admin", "services"], params(("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The service, created (and, with `wait`, in that phase).", body = Success), E404, E409, E502, E503, E504))]
@@ -146,19 +287,25 @@ pub(super) async fn create_service(
     // No image but a plugin: built from `<data_dir>/plugins/<plugin_id>/` (a plugin id that
     // is not a valid name is left to the validation below to refuse).
     if let (None, Some(p)) = (&req.image, &req.plugin_id) {
-        if crate::model::valid_name(p) {
+        if crate::model::valid_plugin_id(p) {
             req.image = Some(st.builds.build_plugin(p, caller.map(|Extension(c)| c.uid)).await?);
         }
     }
     let (spec, replicas) = req.validate(&st.lifecycle.live_config())?;
+    let note = bound_host(&st, &spec).1;
     let svc = st.lifecycle.create(spec, replicas, None).await?;
-    reply_service(&st, svc, wait, StatusCode::CREATED, "service created").await
+    let message = match note {
+        Some(n) => format!("service {} created; {n}", svc.spec.display()),
+        None => format!("service {} created", svc.spec.display()),
+    };
+    reply_service(&st, svc, wait, StatusCode::CREATED, &message).await
 }
 
 #[utoipa::path(get, path = "/api/plugin-microservice/services/{id}", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name.")), responses((status = 200, description = "The service.", body = Success), E404))]
 pub(super) async fn show_service(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let svc = st.lifecycle.store().get_service(&id).await?.ok_or_else(|| ApiError::from(LifecycleError::NotFound(id)))?;
-    ok(StatusCode::OK, service_view(&st, &svc), "")
+    let message = format!("service {} is {} ({})", svc.spec.display(), status_of(&svc), svc.phase.as_str());
+    ok(StatusCode::OK, service_view(&st, &svc), &message)
 }
 
 #[utoipa::path(delete, path = "/api/plugin-microservice/services/{id}", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The service, being deleted.", body = Success), E404, E409, E502, E503, E504))]
@@ -268,7 +415,13 @@ pub(super) async fn service_logs(
         }
     }
     let lines: Vec<&str> = text.lines().collect();
-    ok(StatusCode::OK, json!({"lines": lines}), &format!("{} line(s)", lines.len()))
+    let message = format!("{} from {}", count(lines.len(), "log line", "log lines"), count(targets.len(), "instance", "instances"));
+    // `data` is the lines, as documented; who they came from rides beside it.
+    let mut body = crate::wire::success(json!(lines), &message);
+    body["service"] = json!({"id": svc.id, "name": svc.spec.display()});
+    body["instances"] = json!(targets.iter().map(|i| i.ordinal).collect::<Vec<_>>());
+    body["count"] = json!(lines.len());
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
 
 pub(super) fn prefix_lines(prefix: &str, b: &[u8]) -> bytes::Bytes {
@@ -291,53 +444,59 @@ pub(super) async fn service_metrics(State(st): State<AppState>, Path(id): Path<S
     if !lc.runtime().is_available() {
         return Err(LifecycleError::Runtime(lc.runtime().unavailable_error()).into());
     }
-    let running: Vec<_> = svc.instances.iter().filter(|i| i.wanted && i.container_id.is_some()).collect();
-    let samples =
-        futures_util::future::join_all(running.iter().map(|i| async move { (i.ordinal, lc.runtime().stats(&i.container_name()).await) }))
-            .await;
-    let mut total = crate::runtime::StatsSample::default();
-    let mut per = Vec::new();
-    for (ordinal, s) in samples {
-        let s = match s {
-            Ok(s) => s,
-            // No answer from the engine is not "no usage": say so rather than report zeros.
-            Err(e @ (RuntimeError::Unavailable(_) | RuntimeError::Unresponsive { .. })) => return Err(LifecycleError::Runtime(e).into()),
-            Err(_) => continue,
-        };
-        total.cpu_percent += s.cpu_percent;
-        total.memory_usage_mb += s.memory_usage_mb;
-        total.memory_limit_mb += s.memory_limit_mb;
-        total.network_rx_mb += s.network_rx_mb;
-        total.network_tx_mb += s.network_tx_mb;
-        per.push(json!({"ordinal": ordinal, "metrics": s}));
-    }
-    if total.memory_limit_mb > 0.0 {
-        total.memory_percent = (total.memory_usage_mb / total.memory_limit_mb * 10_000.0).round() / 100.0;
-    }
-    let r = |v: f64| (v * 100.0).round() / 100.0;
-    ok(
-        StatusCode::OK,
+    let (mut sum, per) = sample_usage(lc, &svc).await?;
+    sum["timestamp"] = json!(ms_to_rfc3339(now_ms()));
+    sum["instances"] = json!(per);
+    let message = format!("resource usage of service {} ({})", svc.spec.display(), count(per.len(), "instance", "instances"));
+    ok(StatusCode::OK, sum, &message)
+}
+
+/// The two kinds of network a service may name, by their documented names, and each
+/// owner's Docker network of those kinds that exists now (best effort: without Docker the
+/// list is empty).
+async fn discovery_networks(st: &AppState) -> (Vec<Value>, Vec<Value>) {
+    let cfg = st.lifecycle.config();
+    let d = &cfg.docker;
+    let kinds = vec![
         json!({
-            "cpu_percent": r(total.cpu_percent),
-            "memory_usage_mb": r(total.memory_usage_mb),
-            "memory_limit_mb": r(total.memory_limit_mb),
-            "memory_percent": total.memory_percent,
-            "network_rx_mb": r(total.network_rx_mb),
-            "network_tx_mb": r(total.network_tx_mb),
-            "timestamp": ms_to_rfc3339(now_ms()),
-            "instances": per,
+            "name": crate::model::PLUGIN_NETWORK, "id": crate::model::PLUGIN_NETWORK, "driver": "bridge", "scope": "local",
+            "internal": false, "aliases": [d.network], "subnet": d.subnet_pool, "subnet_prefix": d.subnet_prefix,
+            "gateway": crate::isolation::Subnet::parse(&d.subnet_pool).map(|s| s.gateway().to_string()),
         }),
-        "",
-    )
+        json!({
+            "name": crate::model::PLUGIN_ISOLATED, "id": crate::model::PLUGIN_ISOLATED, "driver": "bridge", "scope": "local",
+            "internal": true, "aliases": [d.isolated_network], "subnet": d.subnet_pool, "subnet_prefix": d.subnet_prefix,
+            "gateway": crate::isolation::Subnet::parse(&d.subnet_pool).map(|s| s.gateway().to_string()),
+        }),
+    ];
+    let owned = if st.lifecycle.runtime().is_available() {
+        st.lifecycle.runtime().list_owned_networks(st.lifecycle.daemon_id()).await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut owned: Vec<Value> = owned
+        .into_iter()
+        .map(|n| {
+            let internal = n.name.ends_with("_internal");
+            json!({
+                "name": n.name, "id": n.info.as_ref().map(|i| i.id.clone()), "driver": "bridge", "scope": "local",
+                "kind": if internal { crate::model::PLUGIN_ISOLATED } else { crate::model::PLUGIN_NETWORK },
+                "internal": internal, "owner": n.owner,
+                "subnet": n.info.as_ref().map(|i| i.subnet.to_string()), "gateway": n.info.as_ref().map(|i| i.gateway.to_string()),
+            })
+        })
+        .collect();
+    owned.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    (kinds, owned)
 }
 
 #[utoipa::path(get, path = "/api/plugin-microservice/discovery", tags = ["admin", "services"], responses((status = 200, description = "Where each running service answers.", body = Success)))]
 pub(super) async fn discovery(State(st): State<AppState>) -> ApiResult {
-    let cfg = st.lifecycle.config();
     let all = st.lifecycle.store().list_services().await?;
     let mut healthy = 0;
     let mut unhealthy = 0;
     let mut instances = 0;
+    let (mut healthy_services, mut unhealthy_services) = (0, 0);
     let services: Vec<Value> = all
         .iter()
         .map(|s| {
@@ -345,30 +504,42 @@ pub(super) async fn discovery(State(st): State<AppState>) -> ApiResult {
             instances += wanted.len();
             healthy += wanted.iter().filter(|i| i.health == Health::Healthy).count();
             unhealthy += wanted.iter().filter(|i| i.health == Health::Unhealthy).count();
+            let health = health_summary(s);
+            match health {
+                Health::Healthy => healthy_services += 1,
+                Health::Unhealthy => unhealthy_services += 1,
+                _ => {}
+            }
             json!({
-                "id": s.id, "name": s.spec.name, "plugin_id": s.spec.plugin_id, "service_type": s.spec.service_type,
-                "endpoint": wanted.first().map(|i| endpoint(&st, i.host_port)),
-                "endpoints": wanted.iter().filter(|i| i.health == Health::Healthy).map(|i| endpoint(&st, i.host_port)).collect::<Vec<_>>(),
-                "health_status": health_summary(s).as_str(), "phase": s.phase.as_str(), "networks": s.spec.networks,
+                "id": s.id, "name": s.spec.display(), "slug": s.spec.name, "plugin_id": s.spec.plugin_id,
+                "type": s.spec.service_type, "service_type": s.spec.service_type,
+                "status": status_of(s), "health": health.as_str(), "health_status": health.as_str(),
+                "port": s.spec.port, "host_port": wanted.first().map(|i| i.host_port), "start_time": start_time(s),
+                "endpoint": wanted.first().map(|i| endpoint(&st, &s.spec, i.host_port)),
+                "endpoints": wanted.iter().filter(|i| i.health == Health::Healthy).map(|i| endpoint(&st, &s.spec, i.host_port)).collect::<Vec<_>>(),
+                "phase": s.phase.as_str(), "networks": s.spec.networks,
                 // An addon's service names its addon installation and environment.
                 "addon": s.addon_instance.as_deref().map(|i| crate::model::split_environment(i).0),
                 "environment": s.addon_instance.as_deref().map(|i| crate::model::split_environment(i).1),
             })
         })
         .collect();
+    let (networks, docker_networks) = discovery_networks(&st).await;
+    let message = format!("{}: {healthy_services} healthy, {unhealthy_services} unhealthy", count(all.len(), "service", "services"));
     ok(
         StatusCode::OK,
         json!({
+            "total_services": all.len(),
+            "healthy_services": healthy_services,
+            "unhealthy_services": unhealthy_services,
             "services": services,
             // The two kinds a service may ask for; each owner's network of that kind takes a
-            // /subnet_prefix of this pool.
-            "networks": [
-                {"name": cfg.docker.network, "subnet": cfg.docker.subnet_pool, "subnet_prefix": cfg.docker.subnet_prefix, "internal": false},
-                {"name": cfg.docker.isolated_network, "subnet": cfg.docker.subnet_pool, "subnet_prefix": cfg.docker.subnet_prefix, "internal": true},
-            ],
+            // /subnet_prefix of the pool (`docker_networks`: those that exist now).
+            "networks": networks,
+            "docker_networks": docker_networks,
             "totals": {"services": all.len(), "instances": instances, "healthy": healthy, "unhealthy": unhealthy},
         }),
-        "",
+        &message,
     )
 }
 
@@ -381,14 +552,15 @@ pub(super) async fn services_health(State(st): State<AppState>) -> ApiResult {
         .map(|s| {
             let h = health_summary(s).as_str();
             *counts.entry(h).or_default() += 1;
-            json!({"id": s.id, "name": s.spec.name, "health_status": h, "phase": s.phase.as_str()})
+            json!({"id": s.id, "name": s.spec.display(), "health_status": h, "phase": s.phase.as_str()})
         })
         .collect();
     let c = |k| counts.get(k).copied().unwrap_or(0);
+    let message = format!("{}: {} healthy, {} unhealthy", count(all.len(), "service", "services"), c("healthy"), c("unhealthy"));
     ok(
         StatusCode::OK,
         json!({"total": all.len(), "healthy": c("healthy"), "unhealthy": c("unhealthy"), "starting": c("starting"), "unknown": c("unknown"), "services": list}),
-        "",
+        &message,
     )
 }
 
@@ -420,14 +592,25 @@ pub(super) async fn list_templates(State(st): State<AppState>) -> ApiResult {
     let list: Vec<Value> = TEMPLATES
         .iter()
         .map(|t| {
+            let env: serde_json::Map<String, Value> = t.environment.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+            let cfg = st.lifecycle.config();
             json!({
-                "id": t.id, "name": t.name, "description": t.description, "service_type": t.service_type,
-                "resource_limits": {"memory": t.memory, "cpu": t.cpu}, "port": t.port,
+                "id": t.id, "name": t.name, "description": t.description, "service_type": t.service_type, "port": t.port,
+                "template": {
+                    "name": t.service_name, "service_type": t.service_type, "port": t.port, "environment": env,
+                    "health_check": {
+                        "url": format!("http://localhost:{}{}", t.port, t.health_path),
+                        "interval": cfg.health.interval_seconds, "timeout": cfg.health.timeout_seconds, "retries": cfg.health.retries,
+                    },
+                    "resource_limits": {"memory": t.memory, "cpu": t.cpu},
+                },
+                "resource_limits": {"memory": t.memory, "cpu": t.cpu},
                 "health_check": {"path": t.health_path}, "image": image,
             })
         })
         .collect();
-    ok(StatusCode::OK, Value::Array(list), "")
+    let n = list.len();
+    ok(StatusCode::OK, Value::Array(list), &format!("{} available", count(n, "template", "templates")))
 }
 
 #[utoipa::path(post, path = "/api/plugin-microservice/templates/{id}/create", tags = ["admin", "services"], params(("id" = String, Path, description = "The template's id."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The service, created from the template.", body = Success), E404, E409, E502, E503, E504))]
@@ -450,8 +633,13 @@ pub(super) async fn create_from_template(
         }
     }
     let (spec, replicas) = t.request(body, &st.lifecycle.config().templates.image).validate(&st.lifecycle.live_config())?;
+    let note = bound_host(&st, &spec).1;
     let svc = st.lifecycle.create(spec, replicas, None).await?;
-    reply_service(&st, svc, wait, StatusCode::CREATED, &format!("service created from template {id}")).await
+    let mut message = format!("service {} created from template {id}", svc.spec.display());
+    if let Some(n) = note {
+        message = format!("{message}; {n}");
+    }
+    reply_service(&st, svc, wait, StatusCode::CREATED, &message).await
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -468,9 +656,9 @@ pub(super) async fn cleanup(State(st): State<AppState>, JsonBody(body): JsonBody
         return Err(ApiError::new(ErrorCode::ValidationFailed, "days must be between 0 and 36500").field("days"));
     }
     let removed = st.lifecycle.cleanup(body.days).await?;
-    let list: Vec<Value> = removed.iter().map(|s| json!({"id": s.id, "name": s.spec.name, "phase": s.phase.as_str()})).collect();
+    let list: Vec<Value> = removed.iter().map(|s| json!({"id": s.id, "name": s.spec.display(), "phase": s.phase.as_str()})).collect();
     let n = list.len();
-    ok(StatusCode::OK, json!({"removed": list}), &format!("{n} service(s) marked for deletion"))
+    ok(StatusCode::OK, json!({"removed": list}), &format!("{} marked for deletion", count(n, "service", "services")))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -195,6 +195,13 @@ fn manifest_value(file: &str, text: &str) -> Result<Value, BuildError> {
     Ok(v)
 }
 
+/// Names the manifest as the build route says: its `id` when it has one (the
+/// addon-server's slug, beside a display `name`), else its `name`.
+fn set_slug(v: &mut Value, name: &str) {
+    let key = if v.get("id").is_some() { "id" } else { "name" };
+    v[key] = Value::String(name.to_string());
+}
+
 impl Builds {
     /// Marks the builds a previous run left `building` as failed, before any request is
     /// served, so none of them blocks a new build.
@@ -268,7 +275,7 @@ impl Builds {
             .into());
         };
         let mut v = manifest_value(file, text)?;
-        v["name"] = Value::String(name.clone());
+        set_slug(&mut v, &name);
         if let Some(ver) = &req.version {
             v["version"] = Value::String(ver.clone());
         }
@@ -280,10 +287,7 @@ impl Builds {
         }
         let image = image_tag(Kind::Addon, &name, &version);
         v["image"] = Value::String(image.clone());
-        let mreq: ManifestRequest = serde_path_to_error::deserialize(&v).map_err(|e| {
-            let path = e.path().to_string();
-            BuildError::Invalid(FieldError::from_serde_in("", &path, &e.into_inner().to_string()))
-        })?;
+        let mreq = ManifestRequest::from_value(&v).map_err(BuildError::Invalid)?;
         let dockerfile = mreq.dockerfile.clone();
         let m: Manifest = mreq.validate(cfg).map_err(BuildError::Invalid)?;
         let dockerfile = self.dockerfile(&checked, dockerfile.as_deref(), file)?;
@@ -316,7 +320,7 @@ impl Builds {
     pub async fn build_plugin(self: &Arc<Self>, plugin_id: &str, uid: Option<u32>) -> Result<String, BuildError> {
         let cfg = self.lifecycle.config();
         let dir = cfg.daemon.data_dir.join("plugins").join(plugin_id);
-        if !valid_name(plugin_id) || !dir.is_dir() {
+        if !crate::model::valid_plugin_id(plugin_id) || !dir.is_dir() {
             return Err(BuildError::NoPluginDir { dir: dir.display().to_string() });
         }
         let limit = cfg.build.max_context_bytes;
@@ -602,5 +606,13 @@ mod tests {
         assert!(manifest_value("addon.json", "[1]").is_err());
         let e = manifest_value("addon.toml", "name = ").unwrap_err().to_string();
         assert!(e.contains("addon.toml is not valid TOML"), "{e}");
+        // The route's name replaces the slug: `id` when there is one, keeping the display `name`.
+        let mut v = manifest_value("addon.toml", "id = \"a\"\nname = \"가게\"\nversion = \"1.0.0\"\n").unwrap();
+        set_slug(&mut v, "shop");
+        let m = ManifestRequest::from_value(&v).unwrap().validate(&crate::config::Config::default()).unwrap();
+        assert_eq!((m.name.as_str(), m.display_name.as_deref()), ("shop", Some("가게")));
+        let mut v = manifest_value("addon.toml", "name = \"a\"\nversion = \"1.0.0\"\n").unwrap();
+        set_slug(&mut v, "shop");
+        assert_eq!((v["name"].as_str(), v.get("id")), (Some("shop"), None));
     }
 }

@@ -124,7 +124,7 @@ async fn forward_inner(
     if let Some(h) = req.headers().get(header::HOST) {
         headers.insert(HeaderName::from_static("x-forwarded-host"), h.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(application) {
+    if let Ok(v) = HeaderValue::from_str(&header_text(application)) {
         headers.insert(HeaderName::from_static("x-addond-application"), v);
     }
     let dispatcher = &gw.addons.dispatcher;
@@ -236,8 +236,30 @@ async fn websocket(
     out.body(Body::empty()).map_err(|e| bad(e.to_string()))
 }
 
+/// An application's name as a header value: display names ("모바일 앱") have bytes a header
+/// may not carry, so those bytes and `%` are percent-encoded (`%EB%AA%A8…`); ASCII names
+/// pass unchanged.
+fn header_text(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if ((0x21..0x7f).contains(&b) && b != b'%') || b == b' ' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn application_names_as_header_text() {
+        assert_eq!(super::header_text("shop-app"), "shop-app");
+        assert_eq!(super::header_text("모바일 앱"), "%EB%AA%A8%EB%B0%94%EC%9D%BC %EC%95%B1");
+        assert_eq!(super::header_text("50%"), "50%25");
+    }
+
     use super::*;
 
     #[test]

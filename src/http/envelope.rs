@@ -89,6 +89,7 @@ impl From<StoreError> for ApiError {
                 ApiError::new(ErrorCode::Conflict, e.to_string()).field("name")
             }
             StoreError::GrantTaken(_) => ApiError::new(ErrorCode::Conflict, e.to_string()),
+            StoreError::AmbiguousName { .. } => ApiError::new(ErrorCode::Conflict, e.to_string()).field("id"),
             StoreError::PortTaken(_) => ApiError::new(ErrorCode::Conflict, e.to_string()),
             StoreError::DiskFull { .. } => {
                 tracing::error!(error = %e, "database write refused: disk full");
@@ -443,6 +444,7 @@ mod tests {
             (StoreError::ApplicationNameTaken("a".into()), (409, "conflict", Some("name"))),
             (StoreError::GrantTaken("app_1 → pay".into()), (409, "conflict", None)),
             (StoreError::PortTaken(8080), (409, "conflict", None)),
+            (StoreError::AmbiguousName { name: "앱".into(), ids: vec!["svc_1".into(), "svc_2".into()] }, (409, "conflict", Some("id"))),
             (StoreError::DiskFull { dir: "/tmp".into(), free: Some(0), total: Some(1) }, (507, "insufficient_storage", None)),
             (StoreError::Integrity("x".into()), (500, "internal", None)),
             (StoreError::Corrupt("x".into()), (500, "internal", None)),

@@ -41,6 +41,8 @@ struct ProbeState {
     ever_healthy: bool,
     next_due: Instant,
     in_flight: bool,
+    /// When the last probe finished (Unix millis), whatever it found.
+    last_check: Option<i64>,
 }
 
 /// A verdict change the monitor reports to its owner.
@@ -88,6 +90,7 @@ impl HealthMonitor {
                 ever_healthy: target.initial == Health::Healthy,
                 next_due: now,
                 in_flight: false,
+                last_check: None,
                 target,
             },
         );
@@ -121,6 +124,11 @@ impl HealthMonitor {
             .collect();
         out.sort();
         out
+    }
+
+    /// When the instance was last probed (Unix millis), if it was since it was registered.
+    pub fn last_check_of(&self, id: &InstanceId) -> Option<i64> {
+        self.targets.lock().unwrap_or_else(|e| e.into_inner()).get(id).and_then(|s| s.last_check)
     }
 
     pub fn health_of(&self, id: &InstanceId) -> Option<Health> {
@@ -176,6 +184,7 @@ impl HealthMonitor {
         let mut t = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         let s = t.get_mut(id)?;
         s.in_flight = false;
+        s.last_check = Some(crate::time::now_ms());
         let now = Instant::now();
         let check = &s.target.check;
         let interval = Duration::from_secs_f64(check.interval);
@@ -183,6 +192,9 @@ impl HealthMonitor {
         let detail;
         match result {
             Ok(()) => {
+                if !s.ever_healthy {
+                    tracing::debug!(instance = %id, ms = now.duration_since(s.registered).as_millis() as u64, "first health check passed");
+                }
                 s.fails = 0;
                 s.ever_healthy = true;
                 s.health = Health::Healthy;

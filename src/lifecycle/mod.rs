@@ -194,6 +194,16 @@ impl Lifecycle {
     }
 
     /// Healthy instances of a service and where they answer (for calls into addons).
+    /// This daemon's id, which names its networks and volumes.
+    pub fn daemon_id(&self) -> &str {
+        &self.daemon_id
+    }
+
+    /// When the health monitor last probed an instance (Unix millis).
+    pub fn last_health_check(&self, instance: &InstanceId) -> Option<i64> {
+        self.health.last_check_of(instance)
+    }
+
     pub fn healthy_endpoints(&self, service: &ServiceId) -> Vec<(InstanceId, SocketAddr)> {
         self.health.healthy_of(service)
     }

@@ -98,6 +98,7 @@ impl Lifecycle {
             if svc.phase == Phase::Failed { Some((svc.last_error.clone().unwrap_or_default(), svc.exit_code)) } else { None };
         let mut creating = false;
         let mut instances = Vec::new();
+        let mut todo = Vec::new();
         let mut net = None;
         if failed.is_none() && svc.instances.iter().any(|i| i.wanted) {
             match self.network_for(&svc).await {
@@ -133,11 +134,20 @@ impl Lifecycle {
                 instances.push(inst);
                 continue;
             }
-            let Some(net) = net.as_ref() else {
+            if net.is_none() {
                 instances.push(inst);
                 continue;
-            };
-            let (mut inst, outcome) = self.reconcile_instance(&svc, inst, net).await?;
+            }
+            todo.push(inst);
+        }
+        // Side by side: a container's create and start are mostly Docker's waiting, and a
+        // rollout's batch of new instances should cost one start, not one per instance.
+        let results = match net.as_ref() {
+            Some(net) => futures_util::future::join_all(todo.into_iter().map(|inst| self.reconcile_instance(&svc, inst, net))).await,
+            None => Vec::new(),
+        };
+        for r in results {
+            let (mut inst, outcome) = r?;
             match outcome {
                 Outcome::Running | Outcome::Starting => {}
                 Outcome::Creating if inst.is_candidate() => {}
@@ -274,6 +284,7 @@ impl Lifecycle {
                     network: &net.info,
                     addon_instance: svc.addon_instance.as_deref(),
                 };
+                let t0 = std::time::Instant::now();
                 let cid = match self.create_container_pulling(&svc.spec, &ctx).await {
                     Ok(c) => c,
                     Err(e @ (RuntimeError::ImageNotFound { .. } | RuntimeError::InvalidVolume(_))) => {
@@ -294,6 +305,7 @@ impl Lifecycle {
                         _ => return Err(e.into()),
                     }
                 }
+                tracing::debug!(service = %svc.spec.name, instance = inst.ordinal, ms = t0.elapsed().as_millis() as u64, "container created and started");
                 inst.started_at = Some(now);
                 inst.health = Health::Starting;
                 inst.healthy_since = None;
@@ -513,15 +525,15 @@ impl Lifecycle {
         if self.draining.lock().unwrap_or_else(|e| e.into_inner()).contains(&inst.id) {
             return; // taken out of routing by a rollout, for good
         }
-        let isolated = spec.networks.first() == Some(&self.cfg.docker.isolated_network);
+        let isolated = crate::model::wants_isolated(&self.cfg.docker, spec);
         let addr = if isolated || self.cfg.ports.instance_address == InstanceAddress::Container {
             match self.runtime.inspect(&inst.container_name()).await {
                 Ok(Some(ContainerInfo { ip: Some(ip), .. })) => SocketAddr::new(ip, spec.port),
                 _ => return, // no address yet: the next pass registers it
             }
         } else {
-            let publish = self.cfg.ports.publish_address;
-            let host = if publish.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { publish };
+            let bound = crate::model::bind_address(spec.host, self.cfg.ports.publish_address);
+            let host = if bound.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { bound };
             SocketAddr::new(host, inst.host_port)
         };
         self.health.register(

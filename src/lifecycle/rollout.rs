@@ -38,32 +38,40 @@ impl Lifecycle {
         self.prepare_spec(spec, addon_instance).await
     }
 
-    /// Starts a new instance of `service` running `spec`, beside the old ones, on the lowest
-    /// free ordinal and a newly booked port. The reconciler creates its container.
-    pub async fn add_candidate(&self, service: &ServiceId, spec: &ServiceSpec) -> Result<InstanceId, LifecycleError> {
+    /// Starts `n` new instances of `service` running `spec`, beside the old ones, on the
+    /// lowest free ordinals and newly booked ports. The reconciler creates their containers
+    /// in one pass, side by side, so a batch costs about one container start, not `n`.
+    pub async fn add_candidates(&self, service: &ServiceId, spec: &ServiceSpec, n: usize) -> Result<Vec<InstanceId>, LifecycleError> {
         self.require_docker()?;
         let lease = self.lease(service);
         let held = lease.lock().await;
         let svc = self.get(service.as_str()).await?;
         let used: HashSet<u32> = svc.instances.iter().map(|i| i.ordinal).collect();
-        let ordinal = (0..).find(|o| !used.contains(o)).unwrap_or(0);
+        let ordinals: Vec<u32> = (0..).filter(|o| !used.contains(o)).take(n).collect();
         let store = self.store.clone();
-        let id = self
+        let ids = self
             .ports
             .allocate(
-                1,
+                n,
                 None,
                 || async { store.booked_ports().await.map_err(LifecycleError::from) },
                 |ports| async move {
-                    let host_port = ports.first().copied().ok_or_else(|| LifecycleError::Conflict("no port was booked".into()))?;
-                    self.store.add_candidate(service, NewInstance { ordinal, host_port }, spec).await.map_err(LifecycleError::from)
+                    if ports.len() != ordinals.len() {
+                        return Err(LifecycleError::Conflict(format!(
+                            "{} ports were booked for {} new instances",
+                            ports.len(),
+                            ordinals.len()
+                        )));
+                    }
+                    let insts = ordinals.into_iter().zip(ports).map(|(ordinal, host_port)| NewInstance { ordinal, host_port }).collect();
+                    self.store.add_candidates(service, insts, spec).await.map_err(LifecycleError::from)
                 },
             )
             .await?;
         drop(held);
         self.changed(service);
         self.trigger(service);
-        Ok(id)
+        Ok(ids)
     }
 
     /// Waits until a rollout's new instance is healthy; an error with the reason when its
@@ -130,12 +138,15 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// Marks an instance unwanted: the reconciler removes its container, then its row.
-    pub async fn retire(&self, service: &ServiceId, instance: &InstanceId) -> Result<(), LifecycleError> {
+    /// Marks instances unwanted: the reconciler removes their containers, then their rows,
+    /// in one pass (one at a time, each retire would wait for the pass removing the last).
+    pub async fn retire(&self, service: &ServiceId, instances: &[InstanceId]) -> Result<(), LifecycleError> {
         {
             let lease = self.lease(service);
             let _held = lease.lock().await;
-            self.store.retire_instance(instance).await?;
+            for instance in instances {
+                self.store.retire_instance(instance).await?;
+            }
         }
         self.changed(service);
         self.trigger(service);

@@ -58,8 +58,13 @@ fn bad_fields_are_named() {
         b
     };
     assert_eq!(field_of(serde_json::json!({"image": "x"})).0, "name");
-    assert_eq!(field_of(base(serde_json::json!({"name": "Bad Name"}))).0, "name");
-    assert_eq!(field_of(base(serde_json::json!({"name": "-x"}))).0, "name");
+    // Any text is a display name; these are not.
+    assert_eq!(field_of(base(serde_json::json!({"name": "bad\u{7}name"}))).0, "name");
+    assert_eq!(field_of(base(serde_json::json!({"name": "   "}))).0, "name");
+    assert_eq!(field_of(base(serde_json::json!({"name": "x".repeat(101)}))).0, "name");
+    assert_eq!(field_of(base(serde_json::json!({"plugin_id": "Test Plugin"}))).0, "plugin_id");
+    assert_eq!(field_of(base(serde_json::json!({"plugin_id": "test_"}))).0, "plugin_id");
+    assert_eq!(field_of(base(serde_json::json!({"host": "not an address"}))).0, "host");
     assert_eq!(field_of(base(serde_json::json!({"port": 0}))).0, "port");
     assert_eq!(field_of(base(serde_json::json!({"port": 70000}))).0, "port");
     assert_eq!(field_of(base(serde_json::json!({"host_port": 80}))).0, "host_port");
@@ -156,6 +161,106 @@ fn templates_carry_their_limits() {
     assert_eq!(spec.health_check.path, "/health");
     assert_eq!(template("scheduler_service").unwrap().cpu, "0.2");
     assert!(template("nope").is_none());
+}
+
+#[test]
+fn display_names_get_slugs() {
+    // A valid slug is its own: today's names keep working.
+    let (spec, _) = req(serde_json::json!({"name": "payments-api", "image": "i"})).validate(&cfg()).unwrap();
+    assert_eq!((spec.name.as_str(), spec.display_name.as_deref(), spec.display()), ("payments-api", None, "payments-api"));
+    // Korean, spaces, capitals: a display name beside a derived slug.
+    let (spec, _) = req(serde_json::json!({"name": "테스트 서비스", "image": "i", "plugin_id": "test_plugin"})).validate(&cfg()).unwrap();
+    assert_eq!(spec.display(), "테스트 서비스");
+    assert!(valid_name(&spec.name) && spec.name.starts_with("svc-"), "{}", spec.name);
+    assert_eq!(spec.plugin_id.as_deref(), Some("test_plugin"));
+    let (again, _) = req(serde_json::json!({"name": "테스트 서비스", "image": "i"})).validate(&cfg()).unwrap();
+    assert_ne!(spec.name, again.name, "two services of one display name get two slugs");
+    // The display name is kept in the stored spec, and old specs without it still load.
+    let stored: ServiceSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+    assert_eq!(stored.display_name.as_deref(), Some("테스트 서비스"));
+    let mut old = serde_json::to_value(&again).unwrap();
+    old.as_object_mut().unwrap().remove("display_name");
+    assert_eq!(serde_json::from_value::<ServiceSpec>(old).unwrap().display_name, None);
+
+    assert_eq!(derive_slug("My API v2!", "3f9c2a7b"), "my-api-v2-3f9c2a7b");
+    assert_eq!(derive_slug("모바일 앱", "3f9c2a7b"), "svc-3f9c2a7b");
+    assert_eq!(derive_slug("  --Shop 상점--  ", "ab"), "shop-ab");
+    let long = derive_slug(&"A".repeat(100), "12345678");
+    assert!(valid_name(&long) && long.len() <= 63, "{long}");
+    assert!(valid_name(&derive_slug("x-", "1")));
+
+    assert!(check_display_name("템플릿 서비스").is_ok());
+    assert!(check_display_name(&"가".repeat(100)).is_ok());
+    assert!(check_display_name(&"가".repeat(101)).is_err());
+    assert!(check_display_name("").is_err());
+    assert!(check_display_name("tab\there").is_err());
+    assert!(check_display_name("line\nbreak").is_err());
+    assert!(check_display_name(" padded").is_err());
+}
+
+#[test]
+fn plugin_ids_take_underscores() {
+    for ok in ["test_plugin", "payment-gateway", "p1", "a_b-c"] {
+        assert!(valid_plugin_id(ok), "{ok}");
+    }
+    for bad in ["", "_x", "x_", "x-", "Test", "a.b", "a b", &"p".repeat(64)] {
+        assert!(!valid_plugin_id(bad), "{bad}");
+    }
+}
+
+#[test]
+fn documented_network_names_choose_the_kinds() {
+    let d = cfg().docker;
+    assert_eq!(network_kind(&d, "plugin_network"), Some(false));
+    assert_eq!(network_kind(&d, "addond"), Some(false));
+    assert_eq!(network_kind(&d, "plugin_isolated"), Some(true));
+    assert_eq!(network_kind(&d, "addond_isolated"), Some(true));
+    assert_eq!(network_kind(&d, "host"), None);
+    let (spec, _) = req(serde_json::json!({"name": "n", "image": "i", "networks": ["plugin_isolated"]})).validate(&cfg()).unwrap();
+    assert!(wants_isolated(&d, &spec));
+    assert_eq!(spec.networks, vec!["plugin_isolated".to_string()], "kept as sent");
+}
+
+#[test]
+fn host_binding_follows_the_config() {
+    let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let any: std::net::IpAddr = "0.0.0.0".parse().unwrap();
+    let lan: std::net::IpAddr = "10.0.0.5".parse().unwrap();
+    assert_eq!(bind_address(Some(any), lo), lo, "loopback config: never wider");
+    assert_eq!(bind_address(Some(any), any), any, "honoured when the config publishes everywhere");
+    assert_eq!(bind_address(Some(lo), any), lo, "a loopback host narrows");
+    assert_eq!(bind_address(None, any), any);
+    assert_eq!(bind_address(Some(any), lan), lan);
+    let (spec, _) = req(serde_json::json!({"name": "n", "image": "i", "host": "0.0.0.0"})).validate(&cfg()).unwrap();
+    assert_eq!(spec.host, Some(any));
+    let (spec, _) = req(serde_json::json!({"name": "n", "image": "i", "host": "localhost"})).validate(&cfg()).unwrap();
+    assert_eq!(spec.host, Some(lo));
+}
+
+#[test]
+fn templates_have_their_documented_ports_and_variables() {
+    let expect = [
+        ("rest_api_basic", 8080, ["FLASK_ENV", "FLASK_DEBUG"]),
+        ("websocket_service", 8081, ["WS_HOST", "WS_PORT"]),
+        ("background_worker", 8082, ["WORKER_POOL_SIZE", "TASK_TIMEOUT"]),
+        ("scheduler_service", 8083, ["SCHEDULER_INTERVAL", "MAX_JOBS"]),
+    ];
+    for (id, port, vars) in expect {
+        let t = template(id).unwrap();
+        assert_eq!(t.port, port, "{id}");
+        let keys: Vec<&str> = t.environment.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, vars, "{id}");
+        let body = TemplateCreateRequest {
+            name: Some("템플릿 서비스".into()),
+            plugin_id: Some("test_plugin".into()),
+            environment: Some([(vars[0].to_string(), "mine".to_string())].into()),
+            ..Default::default()
+        };
+        let (spec, _) = t.request(body, "img:1").validate(&cfg()).unwrap();
+        assert_eq!((spec.port, spec.display()), (port, "템플릿 서비스"));
+        assert_eq!(spec.environment[vars[0]], "mine", "the caller's value wins");
+        assert!(spec.environment.contains_key(vars[1]));
+    }
 }
 
 #[test]

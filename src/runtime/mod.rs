@@ -592,7 +592,7 @@ impl Runtime {
             port_bindings: Some(HashMap::from([(
                 cport.clone(),
                 Some(vec![PortBinding {
-                    host_ip: Some(self.cfg.ports.publish_address.to_string()),
+                    host_ip: Some(crate::model::bind_address(spec.host, self.cfg.ports.publish_address).to_string()),
                     host_port: Some(inst.host_port.to_string()),
                 }]),
             )])),

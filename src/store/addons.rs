@@ -36,6 +36,8 @@ pub struct InstallRow {
     pub base: String,
     /// Its environment (`prod` unless installed into another).
     pub environment: String,
+    /// Human text the installer gave it (`"모바일 앱"`), if any; lookups accept it too.
+    pub display_name: Option<String>,
 }
 
 impl Store {
@@ -70,7 +72,7 @@ impl Store {
 
     pub async fn list_installs(&self) -> Result<Vec<InstallRow>, StoreError> {
         self.query(
-            "SELECT instance, addon, version, config, created_at, updated_at, base, environment FROM addon_installs ORDER BY instance",
+            "SELECT instance, addon, version, config, created_at, updated_at, base, environment, display_name FROM addon_installs ORDER BY instance",
             [],
             install_from_row,
         )
@@ -80,7 +82,7 @@ impl Store {
     pub async fn get_install(&self, instance: &str) -> Result<Option<InstallRow>, StoreError> {
         let instance = instance.to_string();
         self.call(move |c| {
-            Ok(c.prepare_cached("SELECT instance, addon, version, config, created_at, updated_at, base, environment FROM addon_installs WHERE instance = ?1")?
+            Ok(c.prepare_cached("SELECT instance, addon, version, config, created_at, updated_at, base, environment, display_name FROM addon_installs WHERE instance = ?1")?
                 .query_row([instance], install_from_row)
                 .optional()?)
         })
@@ -111,5 +113,6 @@ fn install_from_row(r: &Row<'_>) -> rusqlite::Result<InstallRow> {
         updated_at: r.get(5)?,
         base: r.get(6)?,
         environment: r.get(7)?,
+        display_name: r.get(8)?,
     })
 }

@@ -229,6 +229,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE addon_installs ADD COLUMN environment TEXT NOT NULL DEFAULT 'prod';
     UPDATE addon_installs SET base = instance WHERE base = '';
     "#,
+    // 9: an installed addon's display name (any human text; the instance name stays the
+    // slug that URLs and containers use). Installs made before have none.
+    r#"
+    ALTER TABLE addon_installs ADD COLUMN display_name TEXT;
+    "#,
 ];
 
 pub(super) fn open_sync(path: &Path) -> Result<Connection, StoreError> {

@@ -47,6 +47,14 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("a service named `{0}` already exists")]
     NameTaken(String),
+    /// A lookup by display name matched several services.
+    #[error("`{name}` is the name of several services ({}); name one by its id", ids.join(", "))]
+    AmbiguousName {
+        /// The display name looked up.
+        name: String,
+        /// The ids of the services that carry it.
+        ids: Vec<String>,
+    },
     #[error("an application named `{0}` already exists")]
     ApplicationNameTaken(String),
     /// An application already has a grant for this addon (`<application id> → <addon>`).

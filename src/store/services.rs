@@ -117,8 +117,8 @@ impl Store {
             if let Some((row, deployment)) = &install {
                 super::deployments::insert(&tx, deployment)?;
                 let res = tx.execute(
-                    "INSERT INTO addon_installs (instance, addon, version, config, created_at, updated_at, base, environment) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
-                    params![row.instance, row.addon, row.version, row.config, now, row.base, row.environment],
+                    "INSERT INTO addon_installs (instance, addon, version, config, created_at, updated_at, base, environment, display_name) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
+                    params![row.instance, row.addon, row.version, row.config, now, row.base, row.environment, row.display_name],
                 );
                 match res {
                     Ok(_) => {}
@@ -217,7 +217,9 @@ impl Store {
         .await
     }
 
-    /// Looks a service up by id or, failing that, by name.
+    /// Looks a service up by id, failing that by slug (the `name` column), failing that by
+    /// display name; a display name that several services share is
+    /// [`StoreError::AmbiguousName`], naming their ids.
     pub async fn get_service(&self, id_or_name: &str) -> Result<Option<Service>, StoreError> {
         let key = id_or_name.to_string();
         self.call(move |c| {
@@ -225,9 +227,16 @@ impl Store {
                 return Ok(Some(s));
             }
             let id: Option<String> = c.query_row("SELECT id FROM services WHERE name = ?1", [&key], |r| r.get(0)).optional()?;
-            match id {
-                Some(id) => load_service(c, &id),
-                None => Ok(None),
+            if let Some(id) = id {
+                return load_service(c, &id);
+            }
+            // Display names live in the spec; there are few services, so no index.
+            let mut st = c.prepare("SELECT id FROM services WHERE json_extract(spec, '$.display_name') = ?1 ORDER BY created_at, id")?;
+            let ids = st.query_map([&key], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+            match ids.as_slice() {
+                [] => Ok(None),
+                [id] => load_service(c, id),
+                _ => Err(StoreError::AmbiguousName { name: key, ids }),
             }
         })
         .await
@@ -395,21 +404,33 @@ impl Store {
         .await
     }
 
-    /// Adds a rollout's new instance beside the old ones: its own ordinal and booked port,
-    /// running `spec` until [`Store::commit_rollout`] makes that the service's.
-    pub async fn add_candidate(&self, service: &ServiceId, inst: NewInstance, spec: &ServiceSpec) -> Result<InstanceId, StoreError> {
+    /// Adds a rollout's new instances beside the old ones, all or none: each with its own
+    /// ordinal and booked port, running `spec` until [`Store::commit_rollout`] makes that
+    /// the service's.
+    pub async fn add_candidates(
+        &self,
+        service: &ServiceId,
+        insts: Vec<NewInstance>,
+        spec: &ServiceSpec,
+    ) -> Result<Vec<InstanceId>, StoreError> {
         let (service, spec) = (service.clone(), serde_json::to_string(spec).map_err(|e| StoreError::Corrupt(e.to_string()))?);
         self.call(move |c| {
-            let id = InstanceId::generate();
-            let res = c.execute(
-                "INSERT INTO instances (id, service_id, ordinal, host_port, wanted, spec) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
-                params![id.as_str(), service.as_str(), inst.ordinal, inst.host_port, spec],
-            );
-            match res {
-                Ok(_) => Ok(id),
-                Err(e) if is_unique_violation(&e) => Err(StoreError::PortTaken(inst.host_port)),
-                Err(e) => Err(e.into()),
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut ids = Vec::with_capacity(insts.len());
+            for inst in insts {
+                let id = InstanceId::generate();
+                let res = tx.execute(
+                    "INSERT INTO instances (id, service_id, ordinal, host_port, wanted, spec) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+                    params![id.as_str(), service.as_str(), inst.ordinal, inst.host_port, spec],
+                );
+                match res {
+                    Ok(_) => ids.push(id),
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::PortTaken(inst.host_port)),
+                    Err(e) => return Err(e.into()),
+                }
             }
+            tx.commit()?;
+            Ok(ids)
         })
         .await
     }

@@ -55,6 +55,9 @@ pub struct CallCtx {
     pub emits: Vec<String>,
     /// The addon names of the manifest's `dependencies`.
     pub dependencies: Vec<String>,
+    /// The instance's config (defaults applied), what `config` answers: the guest's view
+    /// of what a container reads from its environment.
+    pub config: Value,
     /// The daemon's side of the imports.
     pub host: Arc<dyn Host>,
     /// The runtime the host's futures run on (the guest runs on a blocking thread).
@@ -85,7 +88,7 @@ pub struct CallState {
 }
 
 /// The imports a guest may declare: module `addond`, these names and signatures.
-pub const IMPORTS: &[(&str, usize)] = &[("emit_event", 4), ("kv_get", 2), ("kv_set", 4), ("execute", 6)];
+pub const IMPORTS: &[(&str, usize)] = &[("config", 0), ("emit_event", 4), ("kv_get", 2), ("kv_set", 4), ("execute", 6)];
 
 /// Keys are what the addon API accepts.
 fn check_key(key: &str) -> Result<(), String> {
@@ -143,6 +146,11 @@ fn ctx(caller: &Caller<'_, CallState>) -> wasmtime::Result<Arc<CallCtx>> {
 
 /// Adds every import to the linker.
 pub fn link(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    // Its own config needs no permission: a container gets it in its environment too.
+    linker.func_wrap("addond", "config", |mut caller: Caller<'_, CallState>| -> wasmtime::Result<i64> {
+        let c = ctx(&caller)?;
+        answer(&mut caller, Ok(c.config.clone()))
+    })?;
     linker.func_wrap("addond", "kv_get", |mut caller: Caller<'_, CallState>, kp: i32, kl: i32| -> wasmtime::Result<i64> {
         let c = ctx(&caller)?;
         c.require("storage", "reading storage").map_err(wasmtime::Error::new)?;

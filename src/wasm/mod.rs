@@ -420,6 +420,7 @@ mod tests {
     const ECHO: &str = r#"
 (module
   (import "addond" "kv_get" (func $kv_get (param i32 i32) (result i64)))
+  (import "addond" "config" (func $config (result i64)))
   (memory (export "memory") 1)
   (global $heap (mut i32) (i32.const 1024))
   (data (i32.const 16) "{\"ok\":")
@@ -433,6 +434,7 @@ mod tests {
     (if (i32.eq (i32.load8_u (local.get $ap)) (i32.const 107)) (then
       (return (call $kv_get (local.get $ap) (local.get $al)))))
     (if (i32.eq (i32.load8_u (local.get $ap)) (i32.const 108)) (then (loop $l (br $l))))
+    (if (i32.eq (i32.load8_u (local.get $ap)) (i32.const 99)) (then (return (call $config))))
     (local.set $out (call $alloc (i32.add (local.get $il) (i32.const 7))))
     (memory.copy (local.get $out) (i32.const 16) (i32.const 6))
     (memory.copy (i32.add (local.get $out) (i32.const 6)) (local.get $ip) (local.get $il))
@@ -453,6 +455,7 @@ mod tests {
             permissions: permissions.iter().map(|p| p.to_string()).collect(),
             emits: vec![],
             dependencies: vec![],
+            config: serde_json::json!({"greeting": "hi"}),
             host: Arc::new(NoHost),
             rt: tokio::runtime::Handle::current(),
         })
@@ -477,6 +480,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(call("kv", &["storage"], 1000).await.unwrap(), br#""secret""#);
+        // Its own config needs no permission.
+        assert_eq!(call("config", &[], 1000).await.unwrap(), br#"{"greeting":"hi"}"#);
         let t0 = Instant::now();
         assert!(matches!(call("loop", &[], 100).await, Err(WasmError::Timeout(_))));
         assert!(t0.elapsed() < Duration::from_millis(600), "{:?}", t0.elapsed());

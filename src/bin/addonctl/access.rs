@@ -21,7 +21,7 @@ pub(crate) enum AppCmd {
     List,
     /// Create an application
     Create {
-        /// Application name: [a-z0-9][a-z0-9-]{0,62}, unique
+        /// Application name: any text of 1–100 characters (a display name), unique
         name: String,
         /// What the application is
         #[arg(long, value_name = "D")]

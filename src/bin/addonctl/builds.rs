@@ -45,7 +45,8 @@ fn manifest_name(dir: &Path) -> Result<Option<String>, UsageError> {
         let path = dir.join(file);
         if path.is_file() {
             let doc = read_document(&path, "manifest")?;
-            return Ok(doc.get("name").and_then(Value::as_str).map(str::to_string));
+            // The addon-server's `id` is the slug when present (its `name` is then a display name).
+            return Ok(doc.get("id").or_else(|| doc.get("name")).and_then(Value::as_str).map(str::to_string));
         }
     }
     Ok(None)

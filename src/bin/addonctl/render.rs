@@ -181,12 +181,22 @@ pub(crate) fn joined(v: &Value, key: &str) -> String {
     }
 }
 
-/// At most `max` characters, with `…` in place of the rest.
+/// At most `max` terminal columns (a CJK character takes two), with `…` in place of the rest.
 pub(crate) fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
+    use unicode_width::UnicodeWidthChar;
+    if s.width() <= max {
         return s.to_string();
     }
-    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+    let mut t = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w + 1 > max {
+            break;
+        }
+        used += w;
+        t.push(c);
+    }
     t.push('…');
     t
 }
@@ -327,6 +337,16 @@ pub(crate) mod tests {
         // Every second column starts at the same terminal column.
         let starts: Vec<usize> = t.lines().map(|l| UnicodeWidthStr::width(&l[..l.rfind("   ").unwrap() + 3])).collect();
         assert!(starts.iter().all(|&s| s == starts[0]), "{starts:?}\n{t}");
+    }
+
+    #[test]
+    fn korean_display_names_align_and_truncate_by_width() {
+        let t = render_table(&["NAME", "ID"], &[vec!["테스트 서비스".into(), "svc_1".into()], vec!["api".into(), "svc_2".into()]]);
+        assert_eq!(t, "NAME            ID\n테스트 서비스   svc_1\napi             svc_2\n");
+        // Seven columns: three syllables (six) and the ellipsis.
+        assert_eq!(truncate("테스트 서비스", 7), "테스트…");
+        assert_eq!(UnicodeWidthStr::width(truncate("모바일 앱", 6).as_str()), 5);
+        assert_eq!(truncate("abcd", 3), "ab…");
     }
 
     #[test]

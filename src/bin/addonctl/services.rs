@@ -124,7 +124,7 @@ pub(crate) const RESTART_POLICIES: [&str; 4] = ["no", "on-failure", "unless-stop
 
 #[derive(Args, Debug, Clone, Default)]
 pub(crate) struct CreateArgs {
-    /// Service name: [a-z0-9][a-z0-9-]{0,62}, unique
+    /// Service name: a slug like payments-api, or any text of 1–100 characters (a display name), which gets a slug of its own
     #[arg(long, required_unless_present = "file")]
     pub(crate) name: Option<String>,
     /// Container image (without one, --plugin-id builds <data_dir>/plugins/ID/ on the daemon's host)
@@ -741,7 +741,8 @@ pub(crate) fn render_report(op: Op, waited: bool, s: &Value) -> String {
 
 pub(crate) fn render_log_lines(data: &Value) -> String {
     let mut out = String::new();
-    let lines = data.get("lines").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    // `data` is the list of lines; older daemons answered `{"lines": [...]}`.
+    let lines = data.as_array().or_else(|| data.get("lines").and_then(Value::as_array)).map(Vec::as_slice).unwrap_or(&[]);
     for l in lines {
         // A "line" may still carry a newline (a multi-line record): split it.
         let t = l.as_str().map(str::to_string).unwrap_or_else(|| l.to_string());

@@ -242,7 +242,7 @@ mod tests {
         use ratatui::backend::TestBackend;
         use ratatui::Terminal;
         let mut app = App::new(Options { socket: "/tmp/x.sock".into(), color: false, ports: None });
-        let names = ["plain-name", "商店-api", "🚀rocket", "数据库服务很长的名字啊", "cafe\u{301}"];
+        let names = ["plain-name", "商店-api", "🚀rocket", "数据库服务很长的名字啊", "cafe\u{301}", "테스트 서비스", "템플릿 서비스"];
         let services =
             names.iter().enumerate().map(|(i, n)| crate::app::tests::svc(&i.to_string(), n, "healthy", &[8000 + i as u16])).collect();
         app.handle(Event::Daemon(Update::Services(services)));

@@ -207,7 +207,8 @@ fn reports() {
 
 #[test]
 fn logs_metrics_discovery_templates_cleanup() {
-    assert_eq!(render_log_lines(&json!({"lines": ["a\x1b[0m", "b\tc\n", "d\ne"]})), "a\nb\tc\nd\ne\n");
+    assert_eq!(render_log_lines(&json!(["a\x1b[0m", "b\tc\n", "d\ne"])), "a\nb\tc\nd\ne\n");
+    assert_eq!(render_log_lines(&json!({"lines": ["old", "shape"]})), "old\nshape\n");
     let m = render_metrics(&json!({"cpu_percent": 1.234, "memory_usage_mb": 45.25, "memory_limit_mb": 512.0,
         "memory_percent": 8.8, "network_rx_mb": 0.1, "network_tx_mb": 0.02, "timestamp": "t",
         "instances": [{"ordinal": 0, "cpu_percent": 1.2}, {"ordinal": 1, "metrics": {"cpu_percent": 2.5, "memory_usage_mb": 3.0}}]}));
