@@ -62,7 +62,9 @@ pub(super) async fn uninstall_addon(
         let n = st.addons.unregister(&name).await?;
         return ok(StatusCode::OK, json!({"name": name, "versions_removed": n}), &format!("removed {name} from the catalogue"));
     }
-    let wait = wait_target(q.wait.as_deref(), q.timeout, st.lifecycle.config().api.max_wait_seconds)?;
+    let wait = Wait(wait_target(q.wait.as_deref(), q.timeout, st.lifecycle.config().api.max_wait_seconds)?)
+        .toward(&[Phase::Deleted], "an uninstall")?
+        .0;
     let name = instance(&st, name).await?;
     let services = st.lifecycle.store().services_of_addon(&name).await?;
     let v = st.addons.uninstall(&name, q.force.unwrap_or(false)).await?;
@@ -133,6 +135,8 @@ pub(super) async fn set_addon_config(
 }
 
 pub(super) async fn addon_op(st: &AppState, name: &str, op: &str, wait: Wait) -> ApiResult {
+    let to = if op == "stop" { Phase::Stopped } else { Phase::Started };
+    let wait = wait.toward(&[to], &format!("a {op}"))?;
     let v = st.addons.lifecycle_op(name, op).await?;
     let v = match wait.0 {
         Some((phase, timeout)) => st.addons.wait(name, phase, timeout).await?,

@@ -109,6 +109,24 @@ impl FromRequestParts<AppState> for Wait {
     }
 }
 
+impl Wait {
+    /// Refuses a wait for a phase that `op` never leads to (`restart?wait=deleted`): it could
+    /// only end in a 504 after the change was made.
+    fn toward(self, phases: &[Phase], op: &str) -> Result<Self, ApiError> {
+        match self.0 {
+            Some((phase, _)) if !phases.contains(&phase) => {
+                let want: Vec<String> = phases.iter().map(|p| p.as_str().to_ascii_lowercase()).collect();
+                Err(ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("wait={}: {op} never leads there; use wait={}", phase.as_str().to_ascii_lowercase(), want.join(" or wait=")),
+                )
+                .field("wait"))
+            }
+            _ => Ok(self),
+        }
+    }
+}
+
 fn wait_target(wait: Option<&str>, timeout: Option<f64>, max: u64) -> Result<Option<(Phase, Duration)>, ApiError> {
     let Some(w) = wait else { return Ok(None) };
     let phase = match w.to_ascii_lowercase().as_str() {

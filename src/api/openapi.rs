@@ -171,7 +171,89 @@ fn event_schema() -> Value {
     })
 }
 
+/// A service object: the plugin-microservice API's documented fields (all present, some
+/// `null` until known), then addond's own.
+fn service_schema() -> Value {
+    let health = json!({"enum": ["healthy", "unhealthy", "starting", "unknown"]});
+    json!({
+        "type": "object",
+        "required": ["id", "name", "plugin_id", "service_type", "status", "health_status", "port", "host_port", "start_time",
+            "last_health_check", "resource_usage", "error_message", "slug", "image", "phase", "desired", "replicas", "instances"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string", "description": "The display name."},
+            "slug": {"type": "string", "description": "The safe name containers and URLs use."},
+            "plugin_id": nullable("string"),
+            "service_type": {"type": "string"},
+            "status": {"type": "string"},
+            "health_status": health,
+            "port": {"type": "integer"},
+            "host_port": nullable("integer"),
+            "host": {"type": "string"},
+            "endpoint": nullable("string"),
+            "start_time": nullable("string"),
+            "last_health_check": nullable("string"),
+            "resource_usage": {"type": "object"},
+            "error_message": nullable("string"),
+            "image": {"type": "string"},
+            "phase": {"enum": ["Creating", "Created", "Starting", "Started", "Stopping", "Stopped", "Deleting", "Deleted", "Failed"]},
+            "desired": {"enum": ["started", "stopped", "deleted"]},
+            "replicas": {"type": "integer", "minimum": 0},
+            "instances": {"type": "array", "items": {"type": "object", "required": ["id", "ordinal", "host_port", "health", "state"], "properties": {
+                "id": {"type": "string"}, "ordinal": {"type": "integer"}, "host_port": {"type": "integer"}, "health": health,
+                "state": {"type": "string"}, "container_id": nullable("string"), "started_at": nullable("string")}}}
+        }
+    })
+}
+
 answers! {
+    /// One service.
+    ServiceAnswer => service_schema();
+    /// Services.
+    ServiceListAnswer => json!({"type": "array", "items": service_schema()});
+    /// A service's log lines.
+    LogsAnswer => json!({"type": "array", "items": {"type": "string"}});
+    /// Where each running service answers, and the networks.
+    DiscoveryAnswer => json!({
+        "type": "object",
+        "required": ["total_services", "healthy_services", "unhealthy_services", "services", "networks"],
+        "properties": {
+            "total_services": {"type": "integer", "minimum": 0},
+            "healthy_services": {"type": "integer", "minimum": 0},
+            "unhealthy_services": {"type": "integer", "minimum": 0},
+            "services": {"type": "array", "items": {
+                "type": "object",
+                "required": ["id", "name", "plugin_id", "type", "status", "health", "endpoint", "port", "start_time"],
+                "properties": {
+                    "id": {"type": "string"}, "name": {"type": "string"}, "plugin_id": nullable("string"), "type": {"type": "string"},
+                    "status": {"type": "string"}, "health": {"enum": ["healthy", "unhealthy", "starting", "unknown"]},
+                    "endpoint": nullable("string"), "port": {"type": "integer"}, "start_time": nullable("string")
+                }
+            }},
+            "networks": {"type": "array", "items": {"type": "object", "required": ["name", "id", "driver", "scope"], "properties": {
+                "name": {"type": "string"}, "id": nullable("string"), "driver": {"type": "string"}, "scope": {"type": "string"}}}}
+        }
+    });
+    /// The service templates.
+    TemplatesAnswer => json!({"type": "array", "items": {
+        "type": "object",
+        "required": ["id", "name", "description", "service_type", "port", "template"],
+        "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
+            "service_type": {"type": "string"}, "port": {"type": "integer"},
+            "template": {
+                "type": "object",
+                "required": ["name", "service_type", "port", "environment", "health_check", "resource_limits"],
+                "properties": {
+                    "name": {"type": "string"}, "service_type": {"type": "string"}, "port": {"type": "integer"},
+                    "environment": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "health_check": {"type": "object", "required": ["url", "interval", "timeout", "retries"], "properties": {
+                        "url": {"type": "string"}, "interval": {"type": "number"}, "timeout": {"type": "number"}, "retries": {"type": "integer"}}},
+                    "resource_limits": {"type": "object", "required": ["memory", "cpu"]}
+                }
+            }
+        }
+    }});
     /// `GET /health`.
     HealthAnswer => json!({
         "type": "object",

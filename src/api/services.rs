@@ -260,7 +260,7 @@ pub(super) struct ListQuery {
     status: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/plugin-microservice/services", tags = ["admin", "services"], params(("plugin_id" = Option<String>, Query, description = "Only this plugin's services."), ("status" = Option<String>, Query, description = "Only services with this status.")), responses((status = 200, description = "The services, each as `service_view`.", body = Success)))]
+#[utoipa::path(get, path = "/api/plugin-microservice/services", tags = ["admin", "services"], params(("plugin_id" = Option<String>, Query, description = "Only this plugin's services."), ("status" = Option<String>, Query, description = "Only services with this status.")), responses((status = 200, description = "The services.", body = super::openapi::ServiceListAnswer)))]
 pub(super) async fn list_services(State(st): State<AppState>, q: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
     let Query(q) = q?;
     let all = st.lifecycle.store().list_services().await?;
@@ -277,7 +277,7 @@ pub(super) async fn list_services(State(st): State<AppState>, q: Result<Query<Li
     ok(StatusCode::OK, Value::Array(list), &format!("{} found", count(n, "service", "services")))
 }
 
-#[utoipa::path(post, path = "/api/plugin-microservice/services", tags = ["admin", "services"], params(("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The service, created (and, with `wait`, in that phase).", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/plugin-microservice/services", tags = ["admin", "services"], params(("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The service, created (and, with `wait`, in that phase).", body = super::openapi::ServiceAnswer), E404, E409, E502, E503, E504))]
 pub(super) async fn create_service(
     State(st): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -291,6 +291,7 @@ pub(super) async fn create_service(
             req.image = Some(st.builds.build_plugin(p, caller.map(|Extension(c)| c.uid)).await?);
         }
     }
+    let wait = wait.toward(&[Phase::Started, Phase::Stopped], "a create")?;
     let (spec, replicas) = req.validate(&st.lifecycle.live_config())?;
     let note = bound_host(&st, &spec).1;
     let svc = st.lifecycle.create(spec, replicas, None).await?;
@@ -301,15 +302,16 @@ pub(super) async fn create_service(
     reply_service(&st, svc, wait, StatusCode::CREATED, &message).await
 }
 
-#[utoipa::path(get, path = "/api/plugin-microservice/services/{id}", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name.")), responses((status = 200, description = "The service.", body = Success), E404))]
+#[utoipa::path(get, path = "/api/plugin-microservice/services/{id}", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name.")), responses((status = 200, description = "The service.", body = super::openapi::ServiceAnswer), E404, E409))]
 pub(super) async fn show_service(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let svc = st.lifecycle.store().get_service(&id).await?.ok_or_else(|| ApiError::from(LifecycleError::NotFound(id)))?;
     let message = format!("service {} is {} ({})", svc.spec.display(), status_of(&svc), svc.phase.as_str());
     ok(StatusCode::OK, service_view(&st, &svc), &message)
 }
 
-#[utoipa::path(delete, path = "/api/plugin-microservice/services/{id}", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The service, being deleted.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(delete, path = "/api/plugin-microservice/services/{id}", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The service, being deleted.", body = super::openapi::ServiceAnswer), E404, E409, E502, E503, E504))]
 pub(super) async fn delete_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
+    let wait = wait.toward(&[Phase::Deleted], "a delete")?;
     let svc = st.lifecycle.delete(&id).await?;
     if let Some(instance) = &svc.addon_instance {
         st.addons.forget(instance);
@@ -317,20 +319,23 @@ pub(super) async fn delete_service(State(st): State<AppState>, Path(id): Path<St
     reply_service(&st, svc, wait, StatusCode::OK, "service is being deleted").await
 }
 
-#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/start", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The service, starting.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/start", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The service, starting.", body = super::openapi::ServiceAnswer), E404, E409, E502, E503, E504))]
 pub(super) async fn start_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
+    let wait = wait.toward(&[Phase::Started], "a start")?;
     let svc = st.lifecycle.start(&id).await?;
     reply_service(&st, svc, wait, StatusCode::OK, "service is starting").await
 }
 
-#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/stop", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The service, stopping.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/stop", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The service, stopping.", body = super::openapi::ServiceAnswer), E404, E409, E502, E503, E504))]
 pub(super) async fn stop_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
+    let wait = wait.toward(&[Phase::Stopped], "a stop")?;
     let svc = st.lifecycle.stop(&id).await?;
     reply_service(&st, svc, wait, StatusCode::OK, "service is stopping").await
 }
 
-#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/restart", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The service, restarting.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/restart", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), responses((status = 200, description = "The service, restarting.", body = super::openapi::ServiceAnswer), E404, E409, E502, E503, E504))]
 pub(super) async fn restart_service(State(st): State<AppState>, Path(id): Path<String>, wait: Wait) -> ApiResult {
+    let wait = wait.toward(&[Phase::Started], "a restart")?;
     let svc = st.lifecycle.restart(&id).await?;
     reply_service(&st, svc, wait, StatusCode::OK, "service is restarting").await
 }
@@ -343,7 +348,7 @@ pub(super) struct ScaleBody {
     replicas: i64,
 }
 
-#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/scale", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = ScaleBody, responses((status = 200, description = "The service, scaling.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/plugin-microservice/services/{id}/scale", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = ScaleBody, responses((status = 200, description = "The service, scaling.", body = super::openapi::ServiceAnswer), E404, E409, E502, E503, E504))]
 pub(super) async fn scale_service(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -356,6 +361,7 @@ pub(super) async fn scale_service(
             ApiError::new(ErrorCode::ValidationFailed, format!("replicas {} must be between 0 and {max}", body.replicas)).field("replicas")
         );
     }
+    let wait = wait.toward(&[Phase::Started, Phase::Stopped], "a scale")?;
     let svc = st.lifecycle.scale(&id, body.replicas as u32).await?;
     reply_service(&st, svc, wait, StatusCode::OK, &format!("scaling to {}", body.replicas)).await
 }
@@ -369,7 +375,7 @@ pub(super) struct LogsQuery {
     instance: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/api/plugin-microservice/services/{id}/logs", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("lines" = Option<i64>, Query, minimum = 0, maximum = 4294967295.0, description = "How many of the last lines."), ("follow" = Option<bool>, Query, description = "Keep the answer open and stream new lines."), ("timestamps" = Option<bool>, Query, description = "Prefix each line with its time."), ("instance" = Option<i64>, Query, minimum = 0, maximum = 4294967295.0, description = "Only this instance's lines.")), responses((status = 200, description = "The log lines (JSON), or with `follow` a stream of plain text lines.", body = Success), E404, E502, E503))]
+#[utoipa::path(get, path = "/api/plugin-microservice/services/{id}/logs", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name."), ("lines" = Option<i64>, Query, minimum = 0, maximum = 4294967295.0, description = "How many of the last lines."), ("follow" = Option<bool>, Query, description = "Keep the answer open and stream new lines."), ("timestamps" = Option<bool>, Query, description = "Prefix each line with its time."), ("instance" = Option<i64>, Query, minimum = 0, maximum = 4294967295.0, description = "Only this instance's lines.")), responses((status = 200, description = "The log lines; with `follow`, a stream of plain text lines.", content((super::openapi::LogsAnswer = "application/json"), (String = "text/plain"))), E404, E409, E502, E503))]
 pub(super) async fn service_logs(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -437,7 +443,7 @@ pub(super) fn prefix_lines(prefix: &str, b: &[u8]) -> bytes::Bytes {
     bytes::Bytes::from(out)
 }
 
-#[utoipa::path(get, path = "/api/plugin-microservice/services/{id}/metrics", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name.")), responses((status = 200, description = "CPU, memory and network use of each instance.", body = Success), E404, E502, E503))]
+#[utoipa::path(get, path = "/api/plugin-microservice/services/{id}/metrics", tags = ["admin", "services"], params(("id" = String, Path, description = "The service's id or name.")), responses((status = 200, description = "CPU, memory and network use of each instance.", body = Success), E404, E409, E502, E503))]
 pub(super) async fn service_metrics(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let lc = &st.lifecycle;
     let svc = lc.store().get_service(&id).await?.ok_or_else(|| ApiError::from(LifecycleError::NotFound(id)))?;
@@ -490,7 +496,7 @@ async fn discovery_networks(st: &AppState) -> (Vec<Value>, Vec<Value>) {
     (kinds, owned)
 }
 
-#[utoipa::path(get, path = "/api/plugin-microservice/discovery", tags = ["admin", "services"], responses((status = 200, description = "Where each running service answers.", body = Success)))]
+#[utoipa::path(get, path = "/api/plugin-microservice/discovery", tags = ["admin", "services"], responses((status = 200, description = "Where each running service answers.", body = super::openapi::DiscoveryAnswer)))]
 pub(super) async fn discovery(State(st): State<AppState>) -> ApiResult {
     let all = st.lifecycle.store().list_services().await?;
     let mut healthy = 0;
@@ -586,7 +592,7 @@ pub(super) async fn watch_services(State(st): State<AppState>) -> Response {
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
 
-#[utoipa::path(get, path = "/api/plugin-microservice/templates", tags = ["admin", "services"], responses((status = 200, description = "The service templates.", body = Success)))]
+#[utoipa::path(get, path = "/api/plugin-microservice/templates", tags = ["admin", "services"], responses((status = 200, description = "The service templates.", body = super::openapi::TemplatesAnswer)))]
 pub(super) async fn list_templates(State(st): State<AppState>) -> ApiResult {
     let image = &st.lifecycle.config().templates.image;
     let list: Vec<Value> = TEMPLATES
@@ -613,7 +619,7 @@ pub(super) async fn list_templates(State(st): State<AppState>) -> ApiResult {
     ok(StatusCode::OK, Value::Array(list), &format!("{} available", count(n, "template", "templates")))
 }
 
-#[utoipa::path(post, path = "/api/plugin-microservice/templates/{id}/create", tags = ["admin", "services"], params(("id" = String, Path, description = "The template's id."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The service, created from the template.", body = Success), E404, E409, E502, E503, E504))]
+#[utoipa::path(post, path = "/api/plugin-microservice/templates/{id}/create", tags = ["admin", "services"], params(("id" = String, Path, description = "The template's id."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The service, created from the template.", body = super::openapi::ServiceAnswer), E404, E409, E502, E503, E504))]
 pub(super) async fn create_from_template(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -634,6 +640,7 @@ pub(super) async fn create_from_template(
     }
     let (spec, replicas) = t.request(body, &st.lifecycle.config().templates.image).validate(&st.lifecycle.live_config())?;
     let note = bound_host(&st, &spec).1;
+    let wait = wait.toward(&[Phase::Started, Phase::Stopped], "a create")?;
     let svc = st.lifecycle.create(spec, replicas, None).await?;
     let mut message = format!("service {} created from template {id}", svc.spec.display());
     if let Some(n) = note {

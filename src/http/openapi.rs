@@ -116,14 +116,13 @@ pub fn envelope_schemas() -> Value {
     json!({
         "Success": {
             "type": "object",
-            "description": "A successful answer: `data` is the route's result, `message` a sentence for people.",
+            "description": "A successful answer: `data` is the route's result, `message` a sentence for people; a route may add fields beside them (the logs say whose lines they are).",
             "required": ["success", "data", "message"],
             "properties": {
                 "success": {"const": true},
                 "data": {"description": "The route's result; its shape is described by the route."},
                 "message": {"type": "string"}
-            },
-            "additionalProperties": false
+            }
         },
         "Error": {
             "type": "object",
