@@ -338,7 +338,8 @@ async fn kv_delete(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): P
     caller.require("storage", "deleting from storage")?;
     check_key(&key)?;
     let existed = st.lifecycle.store().kv_delete(&caller.addon_instance, &key).await?;
-    http::ok(StatusCode::OK, json!({"key": key, "deleted": existed}), "")
+    let msg = if existed { format!("key `{key}` deleted") } else { format!("key `{key}` was not set") };
+    http::ok(StatusCode::OK, json!({"key": key, "deleted": existed}), &msg)
 }
 
 async fn execute(
@@ -367,5 +368,5 @@ async fn execute(
         ));
     }
     let out = st.addons.execute_json(&name, &b.action, crate::addons::ActionInput::Raw(b.data.as_deref())).await?;
-    http::ok_json(StatusCode::OK, &out, "")
+    http::ok_json(StatusCode::OK, &out, &format!("`{}` of {name} answered", b.action))
 }

@@ -1004,7 +1004,7 @@ impl Addons {
         let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let widget_v = json!({"html": text("html"), "css": text("css"), "javascript": text("javascript")});
         let etag = format!("\"{}\"", &canonical_hash(&[&widget_v])[..32]);
-        let envelope = Bytes::from(crate::wire::success_bytes(widget_v.clone(), ""));
+        let envelope = Bytes::from(crate::wire::success_bytes(widget_v.clone(), &format!("widget `{widget}` of {instance} rendered")));
         let rendered = Arc::new(RenderedWidget { widget: widget_v, etag, envelope });
         self.cache.insert(key, rendered.clone());
         Ok(Rendered { widget: rendered, cached: false })

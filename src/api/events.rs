@@ -117,7 +117,7 @@ pub(super) async fn event_stream(
 }
 
 pub(super) async fn event_subscribers(State(st): State<AppState>) -> ApiResult {
-    ok(StatusCode::OK, st.events.status().await?, "")
+    ok(StatusCode::OK, st.events.status().await?, "event subscribers and their lag")
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,7 +6,9 @@ use super::*;
 use crate::mcp::{CallError, RegisterRequest, Scope};
 
 pub(super) async fn list_registered(State(st): State<AppState>) -> ApiResult {
-    ok(StatusCode::OK, Value::Array(st.gateway.mcp.list_registered()), "")
+    let list = st.gateway.mcp.list_registered();
+    let msg = count_message(list.len(), "registered tool", "registered tools");
+    ok(StatusCode::OK, Value::Array(list), &msg)
 }
 
 pub(super) async fn create_registered(State(st): State<AppState>, JsonBody(body): JsonBody<RegisterRequest>) -> ApiResult {
@@ -16,7 +18,7 @@ pub(super) async fn create_registered(State(st): State<AppState>, JsonBody(body)
 }
 
 pub(super) async fn show_registered(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
-    ok(StatusCode::OK, st.gateway.mcp.show_registered(&name)?, "")
+    ok(StatusCode::OK, st.gateway.mcp.show_registered(&name)?, &format!("tool `{name}`"))
 }
 
 pub(super) async fn delete_registered(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
@@ -27,7 +29,8 @@ pub(super) async fn delete_registered(State(st): State<AppState>, Path(name): Pa
 /// Every tool of every installed, Started addon, as MCP's `tools/list` shows them.
 pub(super) async fn list_tools(State(st): State<AppState>) -> ApiResult {
     let tools = st.gateway.mcp.tools(&Scope::All).await.map_err(call_error)?;
-    ok(StatusCode::OK, serde_json::to_value(tools).unwrap_or(Value::Null), "")
+    let msg = count_message(tools.len(), "tool", "tools");
+    ok(StatusCode::OK, serde_json::to_value(tools).unwrap_or(Value::Null), &msg)
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,7 +45,7 @@ pub(super) struct CallBody {
 /// `isError`, as an MCP client sees it).
 pub(super) async fn call_tool(State(st): State<AppState>, Path(name): Path<String>, JsonBody(body): JsonBody<CallBody>) -> ApiResult {
     let result = st.gateway.mcp.call(&Scope::All, &name, body.arguments).await.map_err(call_error)?;
-    ok(StatusCode::OK, serde_json::to_value(result).unwrap_or(Value::Null), "")
+    ok(StatusCode::OK, serde_json::to_value(result).unwrap_or(Value::Null), &format!("tool `{name}` called"))
 }
 
 fn call_error(e: CallError) -> ApiError {

@@ -83,6 +83,11 @@ pub struct Caller {
     pub pid: Option<i32>,
 }
 
+/// "1 service", "3 services": a success message's count.
+fn count_message(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn ms_to_rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
 }

@@ -533,7 +533,7 @@ impl Gateway {
     async fn execute(&self, addon: &str, req: axum::extract::Request) -> http::ApiResult {
         let body: ExecuteBody = self.json_body(req.into_body()).await?;
         let out = self.addons.execute_json(addon, &body.action, crate::addons::ActionInput::Raw(body.data.as_deref())).await?;
-        http::ok_json(StatusCode::OK, &out, "")
+        http::ok_json(StatusCode::OK, &out, &format!("`{}` of {addon} answered", body.action))
     }
 
     /// `/mcp` for a key whose grant covers `addon`: a stateless `tools/call` by the fast
