@@ -55,7 +55,7 @@ static="$(curl -sS --fail-with-body -d "$EXEC_BODY" "http://127.0.0.1:$NGINX_POR
 say "wasm      → $via_wasm"
 say "container → $via_ctr"
 say "nginx     → $static"
-[[ "$(jq -cS .data <<<"$via_wasm")" == "$(jq -cS .data <<<"$via_ctr")" ]] || die "wasm and container answer differently"
+[[ "$(jq -cS .data <<<"$via_wasm")" == "$(jq -cS .data.echo <<<"$via_ctr")" ]] || die "wasm and container answer differently"
 
 warm() { wrk -t"$([[ $2 -lt 2 ]] && echo 1 || echo 2)" -c"$2" -d"${WARMUP}s" "${@:3}" "$1" >/dev/null 2>&1 || true; }
 export BENCH_WRK_BODY="$EXEC_BODY" BENCH_WRK_PATH=""
