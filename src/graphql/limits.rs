@@ -1,8 +1,9 @@
 //! What a GraphQL document must stay within before anything runs: the depth and complexity
 //! limits async-graphql checks (`graphql.max_depth`, `graphql.max_complexity`), the count of
 //! aliased fields it has no limit for (`graphql.max_aliases`, counted here from the parsed
-//! document), and on the gateway, queries only: a mutation or subscription there is refused
-//! as `forbidden` before validation, with what to do instead.
+//! document), and on the gateway, queries only: a mutation or subscription there (and
+//! introspection, unless `graphql.gateway_introspection`) is refused as `forbidden` before
+//! validation, with what to do instead.
 
 use std::sync::Arc;
 
@@ -20,7 +21,12 @@ where
     M: ObjectType + 'static,
     S: SubscriptionType + 'static,
 {
-    builder.limit_depth(cfg.max_depth).limit_complexity(cfg.max_complexity).extension(Limits { max_aliases: cfg.max_aliases, gateway })
+    let introspection = !gateway || cfg.gateway_introspection;
+    builder.limit_depth(cfg.max_depth).limit_complexity(cfg.max_complexity).extension(Limits {
+        max_aliases: cfg.max_aliases,
+        gateway,
+        introspection,
+    })
 }
 
 /// Makes one [`Checks`] per request.
@@ -29,11 +35,14 @@ struct Limits {
     max_aliases: usize,
     /// Whether this is the gateway's schema (queries only).
     gateway: bool,
+    /// Whether `__schema` and `__type` are answered (async-graphql answers them with null
+    /// when introspection is off; this says why instead).
+    introspection: bool,
 }
 
 impl ExtensionFactory for Limits {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(Checks { max_aliases: self.max_aliases, gateway: self.gateway })
+        Arc::new(Checks { max_aliases: self.max_aliases, gateway: self.gateway, introspection: self.introspection })
     }
 }
 
@@ -43,6 +52,8 @@ struct Checks {
     max_aliases: usize,
     /// Whether this is the gateway's schema (queries only).
     gateway: bool,
+    /// Whether introspection is answered.
+    introspection: bool,
 }
 
 fn refusal(code: ErrorCode, message: String) -> ServerError {
@@ -66,6 +77,15 @@ fn aliases(set: &SelectionSet) -> usize {
         .sum()
 }
 
+/// Whether a selection set asks for `__schema` or `__type` (`__typename` is no introspection).
+fn introspects(set: &SelectionSet) -> bool {
+    set.items.iter().any(|s| match &s.node {
+        Selection::Field(f) => matches!(f.node.name.node.as_str(), "__schema" | "__type") || introspects(&f.node.selection_set.node),
+        Selection::InlineFragment(f) => introspects(&f.node.selection_set.node),
+        Selection::FragmentSpread(_) => false,
+    })
+}
+
 impl Checks {
     fn check(&self, doc: &ExecutableDocument) -> ServerResult<()> {
         let ops: Vec<(OperationType, &SelectionSet)> = match &doc.operations {
@@ -80,6 +100,14 @@ impl Checks {
                     format!("the gateway serves GraphQL queries only; {what} are served on the admin socket (addonctl, the admin API's /graphql)"),
                 ));
             }
+        }
+        if !self.introspection
+            && (ops.iter().any(|(_, set)| introspects(set)) || doc.fragments.values().any(|f| introspects(&f.node.selection_set.node)))
+        {
+            return Err(refusal(
+                ErrorCode::Forbidden,
+                "introspection (__schema, __type) is off on the gateway; docs/graphql.md has the schema, or set graphql.gateway_introspection".to_string(),
+            ));
         }
         let n = ops.iter().map(|(_, set)| aliases(set)).sum::<usize>()
             + doc.fragments.values().map(|f| aliases(&f.node.selection_set.node)).sum::<usize>();

@@ -97,11 +97,15 @@ pub fn admin_schema(addons: Arc<Addons>, events: Arc<Events>, cfg: &GraphqlConfi
 
 /// The gateway's schema: introspection only when `graphql.gateway_introspection` says so.
 pub fn gateway_schema(addons: Arc<Addons>, cfg: &GraphqlConfig) -> GatewaySchema {
-    let builder = limits::apply(Schema::build(Query, EmptyMutation, EmptySubscription), cfg, true).data(addons);
+    gateway_builder(cfg).data(addons).finish()
+}
+
+fn gateway_builder(cfg: &GraphqlConfig) -> async_graphql::SchemaBuilder<Query, EmptyMutation, EmptySubscription> {
+    let builder = limits::apply(Schema::build(Query, EmptyMutation, EmptySubscription), cfg, true);
     if cfg.gateway_introspection {
-        builder.finish()
+        builder
     } else {
-        builder.disable_introspection().finish()
+        builder.disable_introspection()
     }
 }
 

@@ -1,12 +1,12 @@
 use super::*;
 
 fn cfg() -> GraphqlConfig {
-    GraphqlConfig { max_depth: 4, max_complexity: 20, max_aliases: 2, gateway_introspection: false }
+    GraphqlConfig { max_depth: 3, max_complexity: 20, max_aliases: 2, gateway_introspection: false }
 }
 
 /// A schema without data: every document here is refused before a resolver would run.
 fn gateway() -> GatewaySchema {
-    limits::apply(Schema::build(Query, EmptyMutation, EmptySubscription), &cfg(), true).finish()
+    gateway_builder(&cfg()).finish()
 }
 
 async fn codes(schema: &GatewaySchema, query: &str) -> Vec<(String, String)> {
@@ -52,9 +52,17 @@ async fn the_gateway_refuses_mutations_and_subscriptions_before_validation() {
         assert_eq!(errs[0].0, "forbidden");
         assert!(errs[0].1.contains(what) && errs[0].1.contains("admin socket"), "{errs:?}");
     }
-    // Introspection is off on the gateway by default.
-    let resp = s.execute("{ __schema { queryType { name } } }").await;
-    assert!(!resp.errors.is_empty(), "{:?}", resp.data);
+    // Introspection is off on the gateway unless configured.
+    let introspect = "{ __schema { queryType { name } } }";
+    let errs = codes(&s, introspect).await;
+    assert!(errs[0].0 == "forbidden" && errs[0].1.contains("graphql.gateway_introspection"), "{errs:?}");
+    let errs = codes(&s, "{ ...F } fragment F on Query { __type(name: \"Addon\") { name } }").await;
+    assert_eq!(errs[0].0, "forbidden", "{errs:?}");
+    // `__typename` is no introspection.
+    assert!(s.execute("{ __typename }").await.errors.is_empty());
+    let open = gateway_builder(&GraphqlConfig { gateway_introspection: true, ..cfg() }).finish();
+    let resp = open.execute(introspect).await;
+    assert!(resp.errors.is_empty(), "{:?}", resp.errors);
 }
 
 #[test]
