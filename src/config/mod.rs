@@ -268,7 +268,7 @@ pub struct GatewayConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct GraphqlConfig {
-    /// Deepest selection a query may nest (introspection needs about 13).
+    /// Deepest selection a query may nest (a client's introspection query needs 15).
     pub max_depth: usize,
     /// Most fields a query may select, counted over its fragments expanded.
     pub max_complexity: usize,
@@ -347,7 +347,7 @@ impl Default for HttpConfig {
 
 impl Default for GraphqlConfig {
     fn default() -> Self {
-        GraphqlConfig { max_depth: 15, max_complexity: 500, max_aliases: 30, gateway_introspection: false }
+        GraphqlConfig { max_depth: 20, max_complexity: 500, max_aliases: 30, gateway_introspection: false }
     }
 }
 

@@ -103,8 +103,8 @@ impl Addon {
     }
 
     /// The instance's configuration when installed.
-    async fn config(&self) -> &Value {
-        &self.config
+    async fn config(&self) -> Option<&Value> {
+        self.installed.then_some(&self.config)
     }
 
     /// Its widgets.
@@ -131,7 +131,7 @@ impl Addon {
                 name: a.name.clone(),
                 description: a.description.clone(),
                 input_schema: a.input_schema.clone(),
-                output_schema: a.output_schema.clone(),
+                output_schema: Some(a.output_schema.clone()).filter(|v| !v.is_null()),
             })
             .collect()
     }
@@ -146,7 +146,7 @@ pub struct Api {
     /// The JSON Schema its `data` is checked against (defaults applied) before the call.
     input_schema: Value,
     /// The declared schema of its answer (null: none).
-    output_schema: Value,
+    output_schema: Option<Value>,
 }
 
 /// A widget of an addon instance.
@@ -227,7 +227,8 @@ pub struct Event {
     /// Its place in the log; `events(afterId:)` resumes after it.
     id: i64,
     name: String,
-    data: Value,
+    /// Its payload (null when it has none).
+    data: Option<Value>,
     /// Who emitted it (`addon:pay`, `admin:1000`, …).
     source: String,
     /// When it was emitted (RFC 3339, milliseconds).
@@ -236,7 +237,7 @@ pub struct Event {
 
 impl From<crate::events::Event> for Event {
     fn from(e: crate::events::Event) -> Self {
-        Event { id: e.id, name: e.name, data: e.data, source: e.source, timestamp: crate::time::rfc3339_ms(e.ts) }
+        Event { id: e.id, name: e.name, data: Some(e.data).filter(|v| !v.is_null()), source: e.source, timestamp: crate::time::rfc3339_ms(e.ts) }
     }
 }
 
@@ -280,11 +281,19 @@ impl Query {
     /// Runs one of an installed addon's functions (its actions) with `data` (checked
     /// against the function's input schema) and returns the addon's answer, as
     /// `POST /api/addons/{addonId}/execute` does.
-    async fn execute_addon_function(&self, ctx: &Context<'_>, addon_id: String, function: String, data: Option<Value>) -> Result<Value> {
+    async fn execute_addon_function(
+        &self,
+        ctx: &Context<'_>,
+        addon_id: String,
+        function: String,
+        data: Option<Value>,
+    ) -> Result<Option<Value>> {
         let instance = scope(ctx)?.instance(&addon_id, "addonId").map_err(error)?;
         let input = ActionInput::Value(data.unwrap_or(Value::Null));
         let out = addons(ctx)?.execute_json(&instance, &function, input).await.map_err(error)?;
-        serde_json::from_slice(&out).map_err(|e| error(ApiError::new(ErrorCode::AddonError, format!("addon `{instance}` answered with invalid JSON: {e}"))))
+        let v: Value = serde_json::from_slice(&out)
+            .map_err(|e| error(ApiError::new(ErrorCode::AddonError, format!("addon `{instance}` answered with invalid JSON: {e}"))))?;
+        Ok(Some(v).filter(|v| !v.is_null()))
     }
 }
 
