@@ -85,7 +85,10 @@ async fn real_client_on_the_gateway_and_the_admin_socket() {
     assert!(has("graphql mutation installAddon", 409), "{graphql:?}");
     // On the admin socket only mutations; the gateway audits its refusals as on every route.
     let admin = graphql.iter().filter(|e| e["source"].is_null());
-    assert!(admin.clone().count() >= 5 && admin.clone().all(|e| e["detail"].as_str().is_some_and(|d| d.starts_with("graphql mutation"))), "{graphql:?}");
+    assert!(
+        admin.clone().count() >= 5 && admin.clone().all(|e| e["detail"].as_str().is_some_and(|d| d.starts_with("graphql mutation"))),
+        "{graphql:?}"
+    );
     assert!(graphql.iter().any(|e| e["detail"] == "gateway: missing_api_key" && e["status"] == 401), "{graphql:?}");
     // The instance installed through GraphQL has the config it was given.
     let late = d.get("/api/addons/late").await;

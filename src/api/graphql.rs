@@ -2,8 +2,8 @@
 //! or mutation, `GET /graphql` upgrades to the subscriptions' WebSocket. Mutations are
 //! audited like REST changes, with the fields they ran.
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
 
 use super::*;
 use crate::graphql::{Actor, AdminSchema, Mutations, Scope};
@@ -46,8 +46,12 @@ pub(super) async fn graphql_post(
     if !fields.is_empty() {
         // The outcome as the REST route would have answered it: the first error's status.
         let status = resp.errors.first().map_or(200, |e| {
-            e.extensions.as_ref().and_then(|x| x.get("status")).and_then(|s| s.clone().into_json().ok()).and_then(|s| s.as_u64()).unwrap_or(400)
-                as u16
+            e.extensions
+                .as_ref()
+                .and_then(|x| x.get("status"))
+                .and_then(|s| s.clone().into_json().ok())
+                .and_then(|s| s.as_u64())
+                .unwrap_or(400) as u16
         });
         audit_mutation(&st, caller, "POST", fields, status).await;
     }

@@ -237,7 +237,13 @@ pub struct Event {
 
 impl From<crate::events::Event> for Event {
     fn from(e: crate::events::Event) -> Self {
-        Event { id: e.id, name: e.name, data: Some(e.data).filter(|v| !v.is_null()), source: e.source, timestamp: crate::time::rfc3339_ms(e.ts) }
+        Event {
+            id: e.id,
+            name: e.name,
+            data: Some(e.data).filter(|v| !v.is_null()),
+            source: e.source,
+            timestamp: crate::time::rfc3339_ms(e.ts),
+        }
     }
 }
 

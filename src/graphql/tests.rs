@@ -46,7 +46,8 @@ async fn documents_over_a_limit_are_refused_with_a_code() {
 #[tokio::test]
 async fn the_gateway_refuses_mutations_and_subscriptions_before_validation() {
     let s = gateway();
-    for (doc, what) in [(r#"mutation { installAddon(id: "x") { id } }"#, "mutations"), ("subscription { events { id } }", "subscriptions")] {
+    for (doc, what) in [(r#"mutation { installAddon(id: "x") { id } }"#, "mutations"), ("subscription { events { id } }", "subscriptions")]
+    {
         let errs = codes(&s, doc).await;
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].0, "forbidden");

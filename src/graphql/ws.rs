@@ -20,7 +20,14 @@ pub const PROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
 /// Answers the upgrade request with `101` and runs the session on the upgraded connection;
 /// a client that offers none of [`PROTOCOLS`] is refused (400) saying what to send.
 /// `audit` hears the root fields of each mutation run on the session.
-pub fn upgrade<A>(ws: WebSocketUpgrade, schema: AdminSchema, actor: Actor, max_frame: usize, shutdown: CancellationToken, audit: A) -> Response
+pub fn upgrade<A>(
+    ws: WebSocketUpgrade,
+    schema: AdminSchema,
+    actor: Actor,
+    max_frame: usize,
+    shutdown: CancellationToken,
+    audit: A,
+) -> Response
 where
     A: Fn(Vec<String>) + Send + 'static,
 {
@@ -36,22 +43,26 @@ where
     ws.on_upgrade(move |socket| session(socket, schema, protocol, actor, shutdown, audit)).into_response()
 }
 
-async fn session<A>(socket: WebSocket, schema: AdminSchema, protocol: WebSocketProtocols, actor: Actor, shutdown: CancellationToken, audit: A)
-where
+async fn session<A>(
+    socket: WebSocket,
+    schema: AdminSchema,
+    protocol: WebSocketProtocols,
+    actor: Actor,
+    shutdown: CancellationToken,
+    audit: A,
+) where
     A: Fn(Vec<String>) + Send + 'static,
 {
     let (mut tx, rx) = socket.split();
     // Text frames go to the protocol; the rest (pings are answered by the socket) end the
     // input at a close or an error.
-    let input = rx
-        .take_while(|m| futures_util::future::ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_)))))
-        .filter_map(|m| {
-            futures_util::future::ready(match m {
-                Ok(Message::Text(t)) => Some(t.as_str().as_bytes().to_vec()),
-                Ok(Message::Binary(b)) => Some(b.to_vec()),
-                _ => None,
-            })
-        });
+    let input = rx.take_while(|m| futures_util::future::ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_))))).filter_map(|m| {
+        futures_util::future::ready(match m {
+            Ok(Message::Text(t)) => Some(t.as_str().as_bytes().to_vec()),
+            Ok(Message::Binary(b)) => Some(b.to_vec()),
+            _ => None,
+        })
+    });
     let mutations = Mutations::default();
     let mut data = Data::default();
     data.insert(Scope::All);
