@@ -520,6 +520,12 @@ mod tests {
         assert!(valid_name("payment.completed"));
         assert!(!valid_name("Payment"));
         assert!(!valid_name("a..b"));
+        for ok in ["*", "payment.*", "payment.completed"] {
+            assert!(valid_pattern(ok), "{ok}");
+        }
+        for bad in ["", ".*", "Payment.*", "payment.**", "*.x", "a b"] {
+            assert!(!valid_pattern(bad), "{bad}");
+        }
     }
 
     #[tokio::test]
