@@ -37,6 +37,12 @@ async fn documents_over_a_limit_are_refused_with_a_code() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_eq!(errs[0].0, "invalid_graphql", "{errs:?}");
 
+    let wide = r#"{ addon(id: "x") { id name version description author category installed phase config
+        apis { name description inputSchema outputSchema } widgets { id name addonId category description configSchema } } }"#;
+    let errs = codes(&s, wide).await;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].0, "invalid_graphql", "over max_complexity (20): {errs:?}");
+
     let errs = codes(&s, "{ addon(id: ").await;
     assert_eq!(errs[0].0, "invalid_graphql", "a syntax error: {errs:?}");
     let errs = codes(&s, "{ nope }").await;

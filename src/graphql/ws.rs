@@ -2,7 +2,12 @@
 //! older `graphql-ws` of subscriptions-transport-ws for clients that only speak it), with
 //! async-graphql's protocol state machine between the socket's text frames. Subscriptions
 //! (`events`) run here; queries and mutations may too. Frames are bounded by
-//! `api.max_body_bytes`; the session ends with a close frame when the daemon stops.
+//! `api.max_body_bytes`; a client silent for 10 s after the upgrade is closed with 4408, as
+//! the protocol says, and every session ends with a close frame when the daemon stops.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_graphql::http::{WebSocket as GraphqlSession, WebSocketProtocols, WsMessage};
 use async_graphql::Data;
@@ -13,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Actor, AdminSchema, Mutations, Scope};
 use crate::http::{ApiError, ErrorCode};
+
+/// How long a client may stay silent after the upgrade before the session is closed (4408).
+const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The subprotocols served, the preferred first.
 pub const PROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
@@ -54,15 +62,21 @@ async fn session<A>(
     A: Fn(Vec<String>) + Send + 'static,
 {
     let (mut tx, rx) = socket.split();
+    let heard = Arc::new(AtomicBool::new(false));
+    let heard_in = heard.clone();
     // Text frames go to the protocol; the rest (pings are answered by the socket) end the
     // input at a close or an error.
-    let input = rx.take_while(|m| futures_util::future::ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_))))).filter_map(|m| {
-        futures_util::future::ready(match m {
-            Ok(Message::Text(t)) => Some(t.as_str().as_bytes().to_vec()),
-            Ok(Message::Binary(b)) => Some(b.to_vec()),
-            _ => None,
-        })
-    });
+    let input =
+        rx.take_while(|m| futures_util::future::ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_))))).filter_map(move |m| {
+            heard_in.store(true, Ordering::Relaxed);
+            futures_util::future::ready(match m {
+                Ok(Message::Text(t)) => Some(t.as_str().as_bytes().to_vec()),
+                Ok(Message::Binary(b)) => Some(b.to_vec()),
+                _ => None,
+            })
+        });
+    let init_deadline = tokio::time::sleep(INIT_TIMEOUT);
+    tokio::pin!(init_deadline);
     let mutations = Mutations::default();
     let mut data = Data::default();
     data.insert(Scope::All);
@@ -74,6 +88,13 @@ async fn session<A>(
             m = out.next() => m,
             _ = shutdown.cancelled() => {
                 let frame = CloseFrame { code: 1001, reason: "the daemon is stopping".into() };
+                let _ = tx.send(Message::Close(Some(frame))).await;
+                return;
+            }
+            // graphql-transport-ws: a client that says nothing (not even connection_init)
+            // does not hold the connection.
+            _ = &mut init_deadline, if !heard.load(Ordering::Relaxed) => {
+                let frame = CloseFrame { code: 4408, reason: "Connection initialisation timeout".into() };
                 let _ = tx.send(Message::Close(Some(frame))).await;
                 return;
             }

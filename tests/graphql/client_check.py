@@ -19,6 +19,8 @@ import os
 import time
 
 import aiohttp
+import websockets
+from websockets.asyncio.client import unix_connect
 from gql import Client, GraphQLRequest, gql
 from gql.transport.aiohttp import AIOHTTPTransport
 from gql.transport.exceptions import TransportQueryError
@@ -248,6 +250,21 @@ async def subscription_checks():
             async for r in s.subscribe(GraphQLRequest(sub, variable_values={"after": 0})):
                 return r["events"]["id"]
         check(await asyncio.wait_for(one(), 60) == first, "graphql-ws replays too")
+
+    # A WebSocket without a GraphQL subprotocol is refused; a silent one is closed (4408).
+    try:
+        async with unix_connect(SOCKET, "ws://localhost/graphql"):
+            raise AssertionError("an upgrade without a subprotocol was accepted")
+    except websockets.exceptions.InvalidStatus as e:
+        check(e.response.status_code == 400, f"no subprotocol: {e.response.status_code}")
+    started = time.monotonic()
+    async with unix_connect(SOCKET, "ws://localhost/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        try:
+            await asyncio.wait_for(ws.recv(), 30)
+            raise AssertionError("the server sent something before connection_init")
+        except websockets.exceptions.ConnectionClosed as e:
+            check(e.rcvd is not None and e.rcvd.code == 4408, f"silent client closed: {e.rcvd}")
+    check(9 <= time.monotonic() - started < 20, "after the 10 s the protocol allows")
 
 
 async def main():
