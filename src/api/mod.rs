@@ -2,9 +2,9 @@
 //! request extractors they share (the caller, `?wait=`), the audit middleware and the ONE
 //! list of routes ([`router`]): a new route is one line here and one handler in its area's
 //! file — `services`, `addons` (and widgets), `builds`, `access` (applications, grants, audit),
-//! `events`, `mcp` (registered MCP tools, and the tools `addonctl mcp` serves) and `ops`
-//! (health, metrics, backup, doctor), `graphql` (`/graphql`, over `crate::graphql`). Handlers are thin: the work is in
-//! the domain modules, and the envelope and error codes are in [`crate::http`].
+//! `events`, `mcp` (registered MCP tools, and the tools `addonctl mcp` serves), `ops`
+//! (health, metrics, backup, doctor) and `graphql` (`/graphql`, over `crate::graphql`).
+//! Handlers are thin: the work is in the domain modules, and the envelope and error codes are in [`crate::http`].
 //! [`serve`] (in `socket`) owns the peer-checked accept loop.
 mod access;
 mod addons;

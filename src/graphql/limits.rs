@@ -97,7 +97,7 @@ impl Checks {
                 let what = if *ty == OperationType::Mutation { "mutations" } else { "subscriptions" };
                 return Err(refusal(
                     ErrorCode::Forbidden,
-                    format!("the gateway serves GraphQL queries only; {what} are served on the admin socket (addonctl, the admin API's /graphql)"),
+                    format!("the gateway serves GraphQL queries only; {what} are served by /graphql on the admin socket"),
                 ));
             }
         }
