@@ -20,6 +20,8 @@ fi
 bash scripts/build-sample-image.sh >/dev/null
 # The official MCP Python client, which tests/mcp.rs drives the MCP server with.
 bash scripts/mcp-venv.sh
+# The GraphQL client (gql, over aiohttp and websockets), which tests/graphql.rs drives /graphql with.
+bash scripts/graphql-venv.sh
 bash examples/wasm-echo/build.sh >/dev/null
 # The package tests (tests/system.rs) build, lint and install the .deb and .rpm.
 bash scripts/package.sh --ensure-tools
