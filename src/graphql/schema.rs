@@ -114,6 +114,7 @@ impl Addon {
             .iter()
             .map(|w| Widget {
                 id: w.name.clone(),
+                name: w.display_name.clone().unwrap_or_else(|| w.name.clone()),
                 addon_id: self.id.clone(),
                 category: w.category.clone(),
                 description: w.description.clone(),
@@ -153,6 +154,8 @@ pub struct Api {
 pub struct Widget {
     /// The widget's name in its manifest.
     id: String,
+    /// Its display name (`displayName`), else its id.
+    name: String,
     /// The addon instance that renders it.
     addon_id: String,
     /// Its dashboard category.
@@ -170,9 +173,9 @@ impl Widget {
         &self.id
     }
 
-    /// Its name.
+    /// Its display name (the manifest's `displayName`), else its id.
     async fn name(&self) -> &str {
-        &self.id
+        &self.name
     }
 
     /// The addon instance that renders it.
@@ -276,6 +279,7 @@ impl Query {
             .filter(|w| scope.sees(&text(w, "addon")))
             .map(|w| Widget {
                 id: text(w, "widget"),
+                name: w.get("displayName").and_then(Value::as_str).map_or_else(|| text(w, "widget"), str::to_string),
                 addon_id: text(w, "addon"),
                 category: text(w, "category"),
                 description: text(w, "description"),
