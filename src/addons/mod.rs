@@ -961,10 +961,9 @@ impl Addons {
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             )));
         };
-        let config = schema::normalize(&w.config_schema, config, "config").map_err(|msg| {
-            let field = msg.split(':').next().unwrap_or("config").to_string();
-            invalid(&field, msg)
-        })?;
+        // Keyed by the config as the caller sent it: the version (and with it the schema
+        // whose defaults and checks apply) and the config generation are in the key, so the
+        // same input always normalises the same way, and a hit skips the schema entirely.
         let key = format!(
             "{instance}\u{0}{}\u{0}{}\u{0}{widget}\u{0}{}",
             row.version,
@@ -975,6 +974,10 @@ impl Addons {
             self.metrics.widget_cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(Rendered { widget: hit, cached: true });
         }
+        let config = schema::normalize(&w.config_schema, config, "config").map_err(|msg| {
+            let field = msg.split(':').next().unwrap_or("config").to_string();
+            invalid(&field, msg)
+        })?;
         self.metrics.widget_cache_misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let body = json!({"config": config, "context": context});
         let t0 = Instant::now();
