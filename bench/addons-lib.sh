@@ -285,8 +285,13 @@ setup_echo() {
     ECHO_PORT="$(install_addon "$ECHO_ADDON" "$ECHO_MANIFEST")"
     API_KEY="$(grant_key "$ECHO_ADDON")"
     local cid ip
-    cid="$(docker ps -q --filter "network=$BENCH2_NETWORK" | head -n1)"
-    ip="$(docker inspect "$cid" --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}')"
+    # Each addon has networks of its own (named after the daemon and the addon), so the
+    # container is found through the API.
+    local sid
+    sid="$(api GET "/api/addons/$ECHO_ADDON" | jq -r '.data.services[0].id')"
+    cid="$(api GET "/api/plugin-microservice/services/$sid" | jq -r '.data.instances[0].container_id')"
+    DAEMON_ID="$(docker inspect "$cid" --format '{{index .Config.Labels "addond.daemon"}}')"
+    ip="$(docker inspect "$cid" --format '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' | awk '{ print $1 }')"
     [[ -n "$ip" ]] || die "no address for the addon's container"
     ECHO_ADDR="$ip:8080"
     say "addon $ECHO_ADDON on host port $ECHO_PORT, container address $ECHO_ADDR; key ${API_KEY:0:16}…"

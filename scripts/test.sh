@@ -22,6 +22,8 @@ bash scripts/build-sample-image.sh >/dev/null
 bash scripts/mcp-venv.sh
 # schemathesis, which tests/openapi.rs runs against a live daemon's OpenAPI document.
 bash scripts/schemathesis-venv.sh
+# The GraphQL client (gql, over aiohttp and websockets), which tests/graphql.rs drives /graphql with.
+bash scripts/graphql-venv.sh
 bash examples/wasm-echo/build.sh >/dev/null
 # The package tests (tests/system.rs) build, lint and install the .deb and .rpm.
 bash scripts/package.sh --ensure-tools

@@ -345,7 +345,8 @@ async fn kv_delete(State(st): State<Arc<AddonApi>>, caller: Caller, Path(key): P
     caller.require("storage", "deleting from storage")?;
     check_key(&key)?;
     let existed = st.lifecycle.store().kv_delete(&caller.addon_instance, &key).await?;
-    http::ok(StatusCode::OK, json!({"key": key, "deleted": existed}), "")
+    let msg = if existed { format!("key `{key}` deleted") } else { format!("key `{key}` was not set") };
+    http::ok(StatusCode::OK, json!({"key": key, "deleted": existed}), &msg)
 }
 
 #[utoipa::path(post, path = "/v1/addons/{name}/execute", tags = ["addon-api"], security(("addonToken" = [])), params(("name" = String, Path, description = "The addon to call; one of the caller's dependencies, in its own environment.")), request_body = http::ExecuteBody, responses((status = 200, description = "What the action answered.", body = Success), E403, E404, E502, E503, E504))]
@@ -375,7 +376,7 @@ async fn execute(
         ));
     }
     let out = st.addons.execute_json(&name, &b.action, crate::addons::ActionInput::Raw(b.data.as_deref())).await?;
-    http::ok_json(StatusCode::OK, &out, "")
+    http::ok_json(StatusCode::OK, &out, &format!("`{}` of {name} answered", b.action))
 }
 
 /// The addon API's routes (tag `addon-api`), for the admin socket's whole document.

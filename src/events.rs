@@ -68,6 +68,11 @@ pub fn matches(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// Subscription patterns: an event name, `prefix.*` or `*`.
+pub fn valid_pattern(pattern: &str) -> bool {
+    pattern == "*" || valid_name(pattern.strip_suffix(".*").unwrap_or(pattern))
+}
+
 /// Event names: dotted lowercase words, 1–128 characters.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -192,6 +197,58 @@ impl Events {
     /// Events in the log after `after`, filtered by one pattern.
     pub async fn list(&self, after: i64, pattern: Option<String>, limit: u32) -> Result<Vec<Event>, StoreError> {
         Ok(self.store().events_after(after, pattern.map(|p| vec![p]), limit).await?.into_iter().map(Event::from_row).collect())
+    }
+
+    /// The log after `after` (`None`: from now on) matching any of `patterns` (none: every
+    /// event), then the live events as they are committed: in id order, without gaps or
+    /// repeats. It subscribes before reading the log, so nothing falls between the two, and
+    /// reads the log again when it falls behind the bus. Ends when the log cannot be read.
+    pub async fn follow(
+        self: &Arc<Self>,
+        after: Option<i64>,
+        patterns: Vec<String>,
+    ) -> Result<impl futures_util::Stream<Item = Event> + Send + 'static, StoreError> {
+        struct Follow {
+            events: Arc<Events>,
+            live: broadcast::Receiver<Arc<Event>>,
+            last: i64,
+            patterns: Vec<String>,
+            backlog: std::collections::VecDeque<Event>,
+            replaying: bool,
+        }
+        let live = self.subscribe();
+        let last = match after {
+            Some(a) => a,
+            None => self.store().max_event_id().await?,
+        };
+        let state = Follow { events: self.clone(), live, last, patterns, backlog: Default::default(), replaying: true };
+        Ok(futures_util::stream::unfold(state, |mut s| async move {
+            loop {
+                if let Some(e) = s.backlog.pop_front() {
+                    s.last = e.id;
+                    return Some((e, s));
+                }
+                if s.replaying {
+                    let patterns = (!s.patterns.is_empty()).then(|| s.patterns.clone());
+                    match s.events.store().events_after(s.last, patterns, 500).await {
+                        Ok(page) if !page.is_empty() => s.backlog.extend(page.into_iter().map(Event::from_row)),
+                        Ok(_) => s.replaying = false,
+                        Err(_) => return None,
+                    }
+                    continue;
+                }
+                match s.live.recv().await {
+                    Ok(e) if e.id > s.last && (s.patterns.is_empty() || s.patterns.iter().any(|p| matches(p, &e.name))) => {
+                        s.last = e.id;
+                        return Some((Event::clone(&e), s));
+                    }
+                    Ok(_) => continue,
+                    // Fell behind the bus: read the gap from the log.
+                    Err(broadcast::error::RecvError::Lagged(_)) => s.replaying = true,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }))
     }
 
     /// Runs the committer, the deliverers, lifecycle notices and retention until shutdown.
@@ -463,6 +520,12 @@ mod tests {
         assert!(valid_name("payment.completed"));
         assert!(!valid_name("Payment"));
         assert!(!valid_name("a..b"));
+        for ok in ["*", "payment.*", "payment.completed"] {
+            assert!(valid_pattern(ok), "{ok}");
+        }
+        for bad in ["", ".*", "Payment.*", "payment.**", "*.x", "a b"] {
+            assert!(!valid_pattern(bad), "{bad}");
+        }
     }
 
     #[tokio::test]

@@ -35,8 +35,9 @@
 //!   admin API on the Unix socket: `mod.rs` lists every route, handlers by area,
 //!   `socket.rs` the peer check), [`gateway`] (API keys, limits, proxy, and `/mcp`),
 //!   [`addon_api`] (what containers call), and [`mcp`] (the MCP tools made from addon actions
-//!   and registered tools, and the MCP server the gateway and `addonctl mcp` serve). Nothing
-//!   imports from `api`.
+//!   and registered tools, and the MCP server the gateway and `addonctl mcp` serve), and
+//!   [`graphql`] (the GraphQL schema over addons, widgets and events, its limits and its
+//!   WebSocket session; `api` and `gateway` mount it at `/graphql`). Nothing imports from `api`.
 //! - **Operations** — [`backup`], [`doctor`], [`metrics`] (counters and the build and
 //!   process series), [`scrape`] (the exposition assembled from every area, and the TCP
 //!   metrics listener), [`notify`] (webhook notifications), [`cli_docs`], and [`daemon`],
@@ -61,6 +62,7 @@ pub mod events;
 pub mod failpoint;
 pub mod firewall;
 pub mod gateway;
+pub mod graphql;
 pub mod http;
 pub mod image_ref;
 pub mod isolation;

@@ -174,9 +174,12 @@ mod tests {
     #[tokio::test]
     async fn concurrent_allocations_never_collide() {
         use std::sync::Arc;
+        // Below the kernel's ephemeral range (32768–60999 here), where an outgoing
+        // connection of any process could hold one of the ports and leave fewer than 100
+        // free, and above the integration tests' blocks (20000–30000).
         let cfg = PortsConfig {
-            range_start: 38000,
-            range_end: 38099,
+            range_start: 31000,
+            range_end: 31099,
             publish_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             ..PortsConfig::default()
         };

@@ -14,6 +14,7 @@ mod deployments;
 mod environments;
 mod events;
 mod gateway;
+mod graphql;
 mod images;
 mod isolation;
 mod lifecycle;

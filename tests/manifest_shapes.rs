@@ -158,6 +158,22 @@ responsive = true
         }
         assert_eq!(got["addon_display_name"], "모바일 앱");
     }
+    // GraphQL's Widget.name is the display name, as the addon-server documents name it.
+    let r = d.post("/graphql", json!({"query": "{ widgets { id name addonId } }"})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let names: Vec<(String, String)> = r.body["data"]["widgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["addonId"] == "shapes-pay")
+        .map(|w| (w["id"].as_str().unwrap().to_string(), w["name"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        names,
+        [("checkout".to_string(), "결제".to_string()), ("checkout-compact".to_string(), "간단 결제".to_string())],
+        "{:?}",
+        r.body
+    );
     let r = d.get("/api/widgets?category=display").await;
     assert!(r.data().as_array().unwrap().iter().any(|w| w["id"] == "checkout-compact"), "{:?}", r.body);
 

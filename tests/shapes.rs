@@ -313,3 +313,77 @@ async fn applications_take_display_names() {
     let o = ctl(&d, &["apps", "ls"]).await;
     assert!(ok(&o, "apps ls").contains("모바일 앱"));
 }
+
+/// Every success says what happened: the admin API's reads, an execute and a render (also
+/// through the gateway), never an empty `message`.
+#[tokio::test]
+async fn every_success_has_a_message() {
+    let d = Daemon::start().await;
+    let m = json!({
+        "name": "msgs", "version": "1.0.0", "image": IMAGE, "permissions": ["network.internet"],
+        "services": [{"name": "api", "resource_limits": {"memory": "32m", "cpu": "0.2"}}],
+        "actions": ["echo"], "widgets": [{"name": "checkout", "category": "form"}],
+    });
+    install_addon(&d, m, None).await;
+    let r = d.post("/api/applications", json!({"name": "msgs-app"})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = d.post("/api/application-grants", json!({"application": "msgs-app", "addon": "msgs"})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let (grant, key) = (r.data()["id"].as_str().unwrap().to_string(), r.data()["api_key"].as_str().unwrap().to_string());
+    let mut paths: Vec<String> = [
+        "/api/plugin-microservice/services",
+        "/api/plugin-microservice/discovery",
+        "/api/plugin-microservice/health",
+        "/api/plugin-microservice/templates",
+        "/api/addons",
+        "/api/addons/msgs",
+        "/api/addons/msgs/deployments",
+        "/api/addons/msgs/environments",
+        "/api/addons/msgs/schedules",
+        "/api/addons/msgs/builds",
+        "/api/widgets",
+        "/api/applications",
+        "/api/applications/msgs-app",
+        "/api/application-grants",
+        "/api/events",
+        "/api/events/subscribers",
+        "/api/ai-gateway/mcp-tools",
+        "/api/ai-gateway/tools",
+        "/api/audit",
+        "/api/doctor",
+    ]
+    .iter()
+    .map(|p| p.to_string())
+    .collect();
+    paths.push(format!("/api/application-grants/{grant}"));
+    let sid = d.get("/api/addons/msgs").await.data()["services"][0]["id"].as_str().unwrap().to_string();
+    paths.push(format!("/api/plugin-microservice/services/{sid}"));
+    paths.push(format!("/api/plugin-microservice/services/{sid}/logs"));
+    for p in &paths {
+        let r = d.get(p).await;
+        assert_eq!(r.status, 200, "{p}: {:?}", r.body);
+        assert!(!message(&r).trim().is_empty(), "{p} answered an empty message: {:?}", r.body);
+    }
+    let r = d.post("/api/addons/msgs/execute", json!({"action": "echo", "data": {"a": 1}})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(message(&r).contains("echo"), "{:?}", r.body);
+    let r = d.get("/api/widgets/msgs/checkout").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(message(&r).contains("checkout"), "{:?}", r.body);
+    // Through the gateway, with the key, on a raw connection.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(d.gateway().await).await.unwrap();
+    let body = json!({"action": "echo", "data": {}}).to_string();
+    let req = format!(
+        "POST /api/addons/msgs/execute HTTP/1.1\r\nhost: gw\r\nconnection: close\r\napikey: {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+    let v: Value = serde_json::from_str(body).unwrap();
+    assert!(v["message"].as_str().unwrap_or_default().contains("echo"), "{v}");
+}

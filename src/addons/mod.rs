@@ -961,10 +961,9 @@ impl Addons {
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             )));
         };
-        let config = schema::normalize(&w.config_schema, config, "config").map_err(|msg| {
-            let field = msg.split(':').next().unwrap_or("config").to_string();
-            invalid(&field, msg)
-        })?;
+        // Keyed by the config as the caller sent it: the version (and with it the schema
+        // whose defaults and checks apply) and the config generation are in the key, so the
+        // same input always normalises the same way, and a hit skips the schema entirely.
         let key = format!(
             "{instance}\u{0}{}\u{0}{}\u{0}{widget}\u{0}{}",
             row.version,
@@ -975,6 +974,10 @@ impl Addons {
             self.metrics.widget_cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(Rendered { widget: hit, cached: true });
         }
+        let config = schema::normalize(&w.config_schema, config, "config").map_err(|msg| {
+            let field = msg.split(':').next().unwrap_or("config").to_string();
+            invalid(&field, msg)
+        })?;
         self.metrics.widget_cache_misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let body = json!({"config": config, "context": context});
         let t0 = Instant::now();
@@ -1004,7 +1007,7 @@ impl Addons {
         let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let widget_v = json!({"html": text("html"), "css": text("css"), "javascript": text("javascript")});
         let etag = format!("\"{}\"", &canonical_hash(&[&widget_v])[..32]);
-        let envelope = Bytes::from(crate::wire::success_bytes(widget_v.clone(), ""));
+        let envelope = Bytes::from(crate::wire::success_bytes(widget_v.clone(), &format!("widget `{widget}` of {instance} rendered")));
         let rendered = Arc::new(RenderedWidget { widget: widget_v, etag, envelope });
         self.cache.insert(key, rendered.clone());
         Ok(Rendered { widget: rendered, cached: false })

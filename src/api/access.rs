@@ -15,7 +15,8 @@ pub(super) struct AuditQuery {
 pub(super) async fn audit_log(State(st): State<AppState>, q: Result<Query<AuditQuery>, QueryRejection>) -> ApiResult {
     let Query(q) = q?;
     let list = st.lifecycle.store().list_audit(q.limit.unwrap_or(100).min(10_000)).await?;
-    ok(StatusCode::OK, serde_json::to_value(list).unwrap_or(Value::Null), "")
+    let msg = count_message(list.len(), "audit entry", "audit entries");
+    ok(StatusCode::OK, serde_json::to_value(list).unwrap_or(Value::Null), &msg)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -70,7 +71,7 @@ pub(super) async fn create_application(State(st): State<AppState>, JsonBody(b): 
 pub(super) async fn show_application(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let app = access::find_application(st.lifecycle.store(), &id).await?;
     let grants = st.lifecycle.store().list_grants().await?;
-    ok(StatusCode::OK, app_view(&app, &grants), "")
+    ok(StatusCode::OK, app_view(&app, &grants), &format!("application {}", app.name))
 }
 
 #[utoipa::path(delete, path = "/api/applications/{id}", tags = ["admin", "applications"], params(("id" = String, Path, description = "The application's id or name.")), responses((status = 200, description = "The deleted application's id and name.", body = super::openapi::DeletedAnswer), E404))]
@@ -127,7 +128,7 @@ pub(super) async fn create_grant(State(st): State<AppState>, JsonBody(b): JsonBo
 
 #[utoipa::path(get, path = "/api/application-grants/{id}", tags = ["admin", "grants"], params(("id" = String, Path, description = "The grant's id.")), responses((status = 200, description = "The grant.", body = super::openapi::GrantAnswer), E404))]
 pub(super) async fn show_grant(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    ok(StatusCode::OK, grant_view(&access::find_grant(st.lifecycle.store(), &id).await?), "")
+    ok(StatusCode::OK, grant_view(&access::find_grant(st.lifecycle.store(), &id).await?), &format!("grant {id}"))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -39,7 +39,7 @@ pub(super) async fn register_addon(State(st): State<AppState>, req: Request) -> 
 #[utoipa::path(get, path = "/api/addons/{name}", tags = ["admin", "addons"], params(("name" = String, Path, description = "The addon's name (or an instance's name).")), responses((status = 200, description = "The addon, its versions and its instances.", body = Success), E404))]
 pub(super) async fn show_addon(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let name = instance(&st, name).await?;
-    ok(StatusCode::OK, st.addons.show(&name).await?, "")
+    ok(StatusCode::OK, st.addons.show(&name).await?, &format!("addon {name}"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,7 +171,7 @@ pub(super) async fn execute_action(
 ) -> ApiResult {
     let name = instance(&st, name).await?;
     let out = st.addons.execute_json(&name, &body.action, crate::addons::ActionInput::Raw(body.data.as_deref())).await?;
-    ok_json(StatusCode::OK, &out, "")
+    ok_json(StatusCode::OK, &out, &format!("`{}` of {name} answered", body.action))
 }
 
 /// The addon's schedules and their recent runs.
@@ -184,7 +184,8 @@ pub(super) async fn schedule_runs(State(st): State<AppState>, Path(name): Path<S
         .into_iter()
         .map(|r| json!({"action": r.action, "cron": r.cron, "scheduled_for": crate::time::rfc3339_ms(r.scheduled_for), "ran_at": crate::time::rfc3339_ms(r.ran_at), "status": r.status, "detail": r.detail}))
         .collect();
-    ok(StatusCode::OK, json!({"schedules": m.schedules, "runs": runs}), "")
+    let msg = count_message(runs.len(), "scheduled run", "scheduled runs");
+    ok(StatusCode::OK, json!({"schedules": m.schedules, "runs": runs}), &msg)
 }
 
 #[utoipa::path(get, path = "/api/widgets", tags = ["admin", "widgets"], params(("category" = Option<String>, Query, pattern = "^(content|form|display|interactive|layout)$", description = "Only widgets of this category: content, form, display, interactive or layout.")), responses((status = 200, description = "Every widget of the installed addons.", body = Success)))]
@@ -333,7 +334,8 @@ pub(super) async fn addon_deployments(State(st): State<AppState>, Path(name): Pa
 pub(super) async fn list_environments(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let name = instance(&st, name).await?;
     let v = st.addons.environments(&name).await?;
-    ok(StatusCode::OK, v, "")
+    let msg = count_message(v.as_array().map_or(0, Vec::len), "environment", "environments");
+    ok(StatusCode::OK, v, &msg)
 }
 
 /// `POST /api/addons/{name}/environments`: one more environment, its own instance.

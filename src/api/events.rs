@@ -42,8 +42,7 @@ pub(super) struct EventsQuery {
 
 pub(super) fn check_pattern(p: &Option<String>) -> Result<(), ApiError> {
     if let Some(p) = p {
-        let body = if p == "*" { "x" } else { p.strip_suffix(".*").unwrap_or(p) };
-        if !crate::events::valid_name(body) {
+        if !crate::events::valid_pattern(p) {
             return Err(ApiError::new(ErrorCode::InvalidQuery, format!("name `{p}`: an event name, `prefix.*` or `*`")).field("name"));
         }
     }
@@ -60,7 +59,7 @@ pub(super) async fn list_events(State(st): State<AppState>, q: Result<Query<Even
 }
 
 /// Server-sent events of the log: replays what follows `Last-Event-ID` (or `?after=`), then
-/// follows live. Subscribes before replaying, so nothing falls between the two.
+/// follows live (`Events::follow`, which GraphQL's `events` subscription uses too).
 #[utoipa::path(get, path = "/api/events/stream", tags = ["admin", "events"], params(("name" = Option<String>, Query, pattern = r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)$", max_length = 128, description = "An event name, `prefix.*` or `*`."), ("after" = Option<i64>, Query, description = "Only events after this id."), ("limit" = Option<i64>, Query, minimum = 0, maximum = 4294967295.0, description = "At most this many.")), responses((status = 200, description = "A stream of server-sent events, one per event (its name as the SSE event, its id as the SSE id).", content_type = "text/event-stream", body = String)))]
 pub(super) async fn event_stream(
     State(st): State<AppState>,
@@ -77,53 +76,14 @@ pub(super) async fn event_stream(
             .map_err(|_| ApiError::new(ErrorCode::InvalidQuery, "Last-Event-ID must be an event id").field("Last-Event-ID"))?,
         None => q.after.unwrap_or(0),
     };
-    let live = st.events.subscribe();
-    let pattern = q.name.clone();
-    let to_sse = |e: &crate::events::Event| SseEvent::default().id(e.id.to_string()).event(e.name.clone()).data(e.to_json().to_string());
-    struct S {
-        events: Arc<crate::events::Events>,
-        live: tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>,
-        last: i64,
-        pattern: Option<String>,
-        backlog: std::collections::VecDeque<crate::events::Event>,
-        replaying: bool,
-    }
-    let state = S { events: st.events.clone(), live, last, pattern, backlog: Default::default(), replaying: true };
-    let stream = futures_util::stream::unfold(state, move |mut s| async move {
-        loop {
-            if let Some(e) = s.backlog.pop_front() {
-                s.last = e.id;
-                return Some((Ok::<_, Infallible>(to_sse(&e)), s));
-            }
-            if s.replaying {
-                match s.events.list(s.last, s.pattern.clone(), 500).await {
-                    Ok(page) if !page.is_empty() => {
-                        s.backlog.extend(page);
-                        continue;
-                    }
-                    Ok(_) => s.replaying = false,
-                    Err(_) => return None,
-                }
-                continue;
-            }
-            match s.live.recv().await {
-                Ok(e) if e.id > s.last && s.pattern.as_deref().is_none_or(|p| crate::events::matches(p, &e.name)) => {
-                    s.last = e.id;
-                    return Some((Ok(to_sse(&e)), s));
-                }
-                Ok(_) => continue,
-                // Fell behind the bus: read the gap from the log.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => s.replaying = true,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    });
+    let to_sse = |e: crate::events::Event| SseEvent::default().id(e.id.to_string()).event(e.name.clone()).data(e.to_json().to_string());
+    let stream = st.events.follow(Some(last), q.name.into_iter().collect()).await?.map(move |e| Ok::<_, Infallible>(to_sse(e)));
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }
 
 #[utoipa::path(get, path = "/api/events/subscribers", tags = ["admin", "events"], responses((status = 200, description = "Each subscriber's delivery state.", body = Success)))]
 pub(super) async fn event_subscribers(State(st): State<AppState>) -> ApiResult {
-    ok(StatusCode::OK, st.events.status().await?, "")
+    ok(StatusCode::OK, st.events.status().await?, "event subscribers and their lag")
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]

@@ -7,7 +7,9 @@ use crate::mcp::{CallError, RegisterRequest, Scope};
 
 #[utoipa::path(get, path = "/api/ai-gateway/mcp-tools", tags = ["admin", "mcp"], responses((status = 200, description = "The registered MCP tools.", body = Success)))]
 pub(super) async fn list_registered(State(st): State<AppState>) -> ApiResult {
-    ok(StatusCode::OK, Value::Array(st.gateway.mcp.list_registered()), "")
+    let list = st.gateway.mcp.list_registered();
+    let msg = count_message(list.len(), "registered tool", "registered tools");
+    ok(StatusCode::OK, Value::Array(list), &msg)
 }
 
 #[utoipa::path(post, path = "/api/ai-gateway/mcp-tools", tags = ["admin", "mcp"], request_body = RegisterRequest, responses((status = 201, description = "The registered tool.", body = Success), E404, E409))]
@@ -19,7 +21,7 @@ pub(super) async fn create_registered(State(st): State<AppState>, JsonBody(body)
 
 #[utoipa::path(get, path = "/api/ai-gateway/mcp-tools/{name}", tags = ["admin", "mcp"], params(("name" = String, Path, description = "The tool's name.")), responses((status = 200, description = "The registered tool.", body = Success), E404))]
 pub(super) async fn show_registered(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult {
-    ok(StatusCode::OK, st.gateway.mcp.show_registered(&name)?, "")
+    ok(StatusCode::OK, st.gateway.mcp.show_registered(&name)?, &format!("tool `{name}`"))
 }
 
 #[utoipa::path(delete, path = "/api/ai-gateway/mcp-tools/{name}", tags = ["admin", "mcp"], params(("name" = String, Path, description = "The tool's name.")), responses((status = 200, description = "The deleted tool.", body = Success), E404))]
@@ -32,7 +34,8 @@ pub(super) async fn delete_registered(State(st): State<AppState>, Path(name): Pa
 #[utoipa::path(get, path = "/api/ai-gateway/tools", tags = ["admin", "mcp"], responses((status = 200, description = "Every MCP tool the daemon serves.", body = Success)))]
 pub(super) async fn list_tools(State(st): State<AppState>) -> ApiResult {
     let tools = st.gateway.mcp.tools(&Scope::All).await.map_err(call_error)?;
-    ok(StatusCode::OK, serde_json::to_value(tools).unwrap_or(Value::Null), "")
+    let msg = count_message(tools.len(), "tool", "tools");
+    ok(StatusCode::OK, serde_json::to_value(tools).unwrap_or(Value::Null), &msg)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -48,7 +51,7 @@ pub(super) struct CallBody {
 #[utoipa::path(post, path = "/api/ai-gateway/tools/{name}/call", tags = ["admin", "mcp"], params(("name" = String, Path, description = "The tool's name.")), request_body = CallBody, responses((status = 200, description = "MCP's `CallToolResult`.", body = Success), E403, E404, E502, E503, E504))]
 pub(super) async fn call_tool(State(st): State<AppState>, Path(name): Path<String>, JsonBody(body): JsonBody<CallBody>) -> ApiResult {
     let result = st.gateway.mcp.call(&Scope::All, &name, body.arguments).await.map_err(call_error)?;
-    ok(StatusCode::OK, serde_json::to_value(result).unwrap_or(Value::Null), "")
+    ok(StatusCode::OK, serde_json::to_value(result).unwrap_or(Value::Null), &format!("tool `{name}` called"))
 }
 
 fn call_error(e: CallError) -> ApiError {

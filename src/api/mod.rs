@@ -2,14 +2,15 @@
 //! request extractors they share (the caller, `?wait=`), the audit middleware and the ONE
 //! list of routes ([`router`]): a new route is one line here and one handler in its area's
 //! file — `services`, `addons` (and widgets), `builds`, `access` (applications, grants, audit),
-//! `events`, `mcp` (registered MCP tools, and the tools `addonctl mcp` serves) and `ops`
-//! (health, metrics, backup, doctor). Handlers are thin: the work is in
-//! the domain modules, and the envelope and error codes are in [`crate::http`].
+//! `events`, `mcp` (registered MCP tools, and the tools `addonctl mcp` serves), `ops`
+//! (health, metrics, backup, doctor) and `graphql` (`/graphql`, over `crate::graphql`).
+//! Handlers are thin: the work is in the domain modules, and the envelope and error codes are in [`crate::http`].
 //! [`serve`] (in `socket`) owns the peer-checked accept loop.
 mod access;
 mod addons;
 mod builds;
 mod events;
+mod graphql;
 mod mcp;
 mod openapi;
 mod ops;
@@ -86,6 +87,11 @@ pub struct Caller {
     pub pid: Option<i32>,
 }
 
+/// "1 service", "3 services": a success message's count.
+fn count_message(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn ms_to_rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
 }
@@ -148,6 +154,7 @@ fn wait_target(wait: Option<&str>, timeout: Option<f64>, max: u64) -> Result<Opt
 pub fn router(state: AppState) -> Router {
     const S: &str = "/api/plugin-microservice";
     let limit = BodyLimit(state.lifecycle.config().api.max_body_bytes, "api.max_body_bytes");
+    let graphql = crate::graphql::admin_schema(state.addons.clone(), state.events.clone(), &state.lifecycle.config().graphql);
     Router::new()
         .route("/health", get(ops::daemon_health))
         .route("/metrics", get(ops::metrics))
@@ -204,10 +211,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/audit", get(access::audit_log))
         .route("/api/backup", post(ops::backup_archive))
         .route("/api/doctor", get(ops::doctor_report))
+        .route("/graphql", get(graphql::graphql_ws).post(graphql::graphql_post))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), audit))
         .layer(Extension(limit))
+        .layer(Extension(graphql))
         .with_state(state)
 }
 
@@ -224,11 +233,12 @@ async fn audit(State(st): State<AppState>, req: Request, next: Next) -> Response
     let method = req.method().clone();
     // Reads change nothing. Emitted events are their own durable log (with the caller's uid
     // as source), and widget renders by POST are reads: auditing them would only put a
-    // second write on the hot path.
+    // second write on the hot path. GraphQL audits its mutations itself (most of its POSTs
+    // are reads).
     let path = req.uri().path();
     let not_a_change = method == Method::GET
         || method == Method::HEAD
-        || (method == Method::POST && (path == "/api/events" || path.starts_with("/api/widgets/")));
+        || (method == Method::POST && (path == "/api/events" || path == "/graphql" || path.starts_with("/api/widgets/")));
     if not_a_change {
         return next.run(req).await;
     }

@@ -44,12 +44,14 @@ use crate::http::openapi::{finish, success_with, Listener};
         mcp::list_registered, mcp::create_registered, mcp::show_registered, mcp::delete_registered,
         mcp::list_tools, mcp::call_tool,
         access::audit_log, ops::backup_archive, ops::doctor_report,
+        graphql::graphql_post, graphql::graphql_ws,
     ),
     // Parameter schemas are not collected from the annotations as body schemas are.
     components(schemas(WaitFor)),
     tags(
         (name = "admin", description = "The admin API on the Unix socket (`api.socket`); who may call it is decided by the socket's group."),
         (name = "gateway", description = "The gateway (`gateway.listen`): each route but `/health` and `/openapi.json` needs an API key whose grant covers the addon."),
+        (name = "graphql", description = "GraphQL over the catalogue (`/graphql`): queries, mutations and, on the admin socket, subscriptions over WebSocket."),
         (name = "addon-api", description = "The API that addon containers call on their network's gateway address; the caller is known by its address."),
     )
 )]
@@ -78,6 +80,7 @@ pub fn document() -> Value {
     for (name, schema) in answer_schemas() {
         admin["components"]["schemas"][name] = schema;
     }
+    admin["components"]["schemas"]["GraphqlAnswer"] = crate::http::openapi::graphql_answer_schema();
     crate::http::openapi::merge(&mut admin, crate::gateway::openapi::document());
     crate::http::openapi::merge(&mut admin, crate::addon_api::openapi_document());
     admin

@@ -165,7 +165,7 @@ pub(super) async fn doctor_report(State(st): State<AppState>) -> ApiResult {
             "booked_ports": booked,
             "firewall": firewall,
         }),
-        "",
+        "the daemon's view of itself: Docker, the database, booked ports and the firewall",
     )
 }
 

@@ -232,11 +232,6 @@ pub fn service_view(st: &AppState, s: &Service) -> Value {
     v
 }
 
-/// "1 service", "3 services".
-fn count(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
 /// Replies with the service, after waiting for a phase when the caller asked to.
 pub(super) async fn reply_service(st: &AppState, svc: Service, wait: Wait, status: StatusCode, message: &str) -> ApiResult {
     let Some((phase, timeout)) = wait.0 else {
@@ -274,7 +269,7 @@ pub(super) async fn list_services(State(st): State<AppState>, q: Result<Query<Li
         .map(|s| service_view(&st, s))
         .collect();
     let n = list.len();
-    ok(StatusCode::OK, Value::Array(list), &format!("{} found", count(n, "service", "services")))
+    ok(StatusCode::OK, Value::Array(list), &format!("{} found", count_message(n, "service", "services")))
 }
 
 #[utoipa::path(post, path = "/api/plugin-microservice/services", tags = ["admin", "services"], params(("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The service, created (and, with `wait`, in that phase).", body = super::openapi::ServiceAnswer), E404, E409, E502, E503, E504))]
@@ -421,7 +416,8 @@ pub(super) async fn service_logs(
         }
     }
     let lines: Vec<&str> = text.lines().collect();
-    let message = format!("{} from {}", count(lines.len(), "log line", "log lines"), count(targets.len(), "instance", "instances"));
+    let message =
+        format!("{} from {}", count_message(lines.len(), "log line", "log lines"), count_message(targets.len(), "instance", "instances"));
     // `data` is the lines, as documented; who they came from rides beside it.
     let mut body = crate::wire::success(json!(lines), &message);
     body["service"] = json!({"id": svc.id, "name": svc.spec.display()});
@@ -453,7 +449,7 @@ pub(super) async fn service_metrics(State(st): State<AppState>, Path(id): Path<S
     let (mut sum, per) = sample_usage(lc, &svc).await?;
     sum["timestamp"] = json!(ms_to_rfc3339(now_ms()));
     sum["instances"] = json!(per);
-    let message = format!("resource usage of service {} ({})", svc.spec.display(), count(per.len(), "instance", "instances"));
+    let message = format!("resource usage of service {} ({})", svc.spec.display(), count_message(per.len(), "instance", "instances"));
     ok(StatusCode::OK, sum, &message)
 }
 
@@ -531,7 +527,8 @@ pub(super) async fn discovery(State(st): State<AppState>) -> ApiResult {
         })
         .collect();
     let (networks, docker_networks) = discovery_networks(&st).await;
-    let message = format!("{}: {healthy_services} healthy, {unhealthy_services} unhealthy", count(all.len(), "service", "services"));
+    let message =
+        format!("{}: {healthy_services} healthy, {unhealthy_services} unhealthy", count_message(all.len(), "service", "services"));
     ok(
         StatusCode::OK,
         json!({
@@ -562,7 +559,7 @@ pub(super) async fn services_health(State(st): State<AppState>) -> ApiResult {
         })
         .collect();
     let c = |k| counts.get(k).copied().unwrap_or(0);
-    let message = format!("{}: {} healthy, {} unhealthy", count(all.len(), "service", "services"), c("healthy"), c("unhealthy"));
+    let message = format!("{}: {} healthy, {} unhealthy", count_message(all.len(), "service", "services"), c("healthy"), c("unhealthy"));
     ok(
         StatusCode::OK,
         json!({"total": all.len(), "healthy": c("healthy"), "unhealthy": c("unhealthy"), "starting": c("starting"), "unknown": c("unknown"), "services": list}),
@@ -616,7 +613,7 @@ pub(super) async fn list_templates(State(st): State<AppState>) -> ApiResult {
         })
         .collect();
     let n = list.len();
-    ok(StatusCode::OK, Value::Array(list), &format!("{} available", count(n, "template", "templates")))
+    ok(StatusCode::OK, Value::Array(list), &format!("{} available", count_message(n, "template", "templates")))
 }
 
 #[utoipa::path(post, path = "/api/plugin-microservice/templates/{id}/create", tags = ["admin", "services"], params(("id" = String, Path, description = "The template's id."), ("wait" = Option<super::openapi::WaitFor>, Query, description = "Answer once the service is `started`, `stopped` or `deleted` (the answer then shows it)."), ("timeout" = Option<f64>, Query, exclusive_minimum = 0, maximum = 600, description = "Seconds to wait for `wait` (default 60, at most `api.max_wait_seconds`, 600 by default).")), request_body = inline(crate::http::openapi::JsonObject), responses((status = 201, description = "The service, created from the template.", body = super::openapi::ServiceAnswer), E404, E409, E502, E503, E504))]
@@ -665,7 +662,7 @@ pub(super) async fn cleanup(State(st): State<AppState>, JsonBody(body): JsonBody
     let removed = st.lifecycle.cleanup(body.days).await?;
     let list: Vec<Value> = removed.iter().map(|s| json!({"id": s.id, "name": s.spec.display(), "phase": s.phase.as_str()})).collect();
     let n = list.len();
-    ok(StatusCode::OK, json!({"removed": list}), &format!("{} marked for deletion", count(n, "service", "services")))
+    ok(StatusCode::OK, json!({"removed": list}), &format!("{} marked for deletion", count_message(n, "service", "services")))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -56,6 +56,7 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub wasm: WasmConfig,
     pub environments: EnvironmentsConfig,
+    pub graphql: GraphqlConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -262,6 +263,23 @@ pub struct GatewayConfig {
     pub base_domain: String,
 }
 
+/// The limits of `/graphql` (docs/graphql.md), on the admin socket and the gateway alike.
+/// Bodies are bounded by each listener's own `max_body_bytes`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphqlConfig {
+    /// Deepest selection a query may nest (a client's introspection query needs 15).
+    pub max_depth: usize,
+    /// Most fields a query may select, counted over its fragments expanded.
+    pub max_complexity: usize,
+    /// Most aliased fields a document may hold, so one request cannot run the same
+    /// resolver (an addon call) hundreds of times under different names.
+    pub max_aliases: usize,
+    /// Whether the gateway answers introspection (`__schema`, `__type`); the admin socket
+    /// always does.
+    pub gateway_introspection: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventsConfig {
@@ -324,6 +342,12 @@ impl Default for HttpConfig {
             addon_api_max_connections: 512,
             metrics_max_connections: 64,
         }
+    }
+}
+
+impl Default for GraphqlConfig {
+    fn default() -> Self {
+        GraphqlConfig { max_depth: 20, max_complexity: 500, max_aliases: 30, gateway_introspection: false }
     }
 }
 
@@ -608,6 +632,12 @@ impl Config {
             && (bd.starts_with('.') || bd.ends_with('.') || bd.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-')))
         {
             return Err(invalid("gateway.base_domain", format!("`{bd}` is not a domain name like addons.example.com")));
+        }
+        let g = &self.graphql;
+        for (key, v) in [("graphql.max_depth", g.max_depth), ("graphql.max_complexity", g.max_complexity)] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
         }
         let p = &self.ports;
         if p.range_start == 0 || p.range_start > p.range_end {

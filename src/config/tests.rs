@@ -73,6 +73,9 @@ fn unknown_key_is_named() {
 
 #[test]
 fn bad_values_are_named() {
+    let err = load_str("[graphql]\nmax_depth = 0\n", &[]).unwrap_err().to_string();
+    assert!(err.contains("graphql.max_depth"), "{err}");
+    assert!(load_str("[graphql]\nmax_aliases = 0\ngateway_introspection = true\n", &[]).is_ok());
     let err = load_str("[ports]\nrange_start = 9500\n", &[]).unwrap_err().to_string();
     assert!(err.contains("ports.range_start"), "{err}");
     let err = load_str("[ports]\nrange_start = \"x\"\n", &[]).unwrap_err().to_string();

@@ -7,7 +7,8 @@
 //! configured proxies. Denials are audited (batched, so a flood cannot stall the database);
 //! a refusal reads a small request body first, so the connection stays usable, and closes
 //! it (`Connection: close`) when the body is larger. Connections are bounded like every
-//! listener's (`crate::http::conn`): a cap with the oldest idle shed first, and timeouts. `/gw/{addon}/…` streams requests and
+//! listener's (`crate::http::conn`): a cap with the oldest idle shed first, and timeouts.
+//! `/graphql` answers GraphQL queries over the key's addon (`crate::graphql`). `/gw/{addon}/…` streams requests and
 //! responses to the addon's service, with WebSocket upgrades spliced through.
 //!
 //! It runs like nginx does: one worker thread per core (`gateway.workers`), each with its own
@@ -72,6 +73,7 @@ enum Handler {
     Passthrough,
     Mcp,
     OpenApi,
+    Graphql,
 }
 
 /// One gateway route: path pattern, an example path for tests, its auth rule, the methods
@@ -117,6 +119,8 @@ pub const ROUTES: &[RouteSpec] = &[
         handler: Handler::Frame,
     },
     RouteSpec { path: "/mcp", example: "/mcp", auth: AuthRule::AnyGrant, methods: &["GET", "POST", "DELETE"], handler: Handler::Mcp },
+    // Queries over the key's addon only (`crate::graphql`); no mutations, no subscriptions.
+    RouteSpec { path: "/graphql", example: "/graphql", auth: AuthRule::AnyGrant, methods: &["POST"], handler: Handler::Graphql },
     RouteSpec { path: "/gw/{addon}", example: "/gw/pay", auth: AuthRule::GrantForAddon, methods: &[], handler: Handler::Passthrough },
     RouteSpec {
         path: "/gw/{addon}/{*rest}",
@@ -208,6 +212,8 @@ pub struct Gateway {
     pub mcp: Arc<Mcp>,
     /// rmcp's Streamable HTTP service behind `/mcp`, called once the key is checked.
     mcp_http: StreamableHttpService<McpServer<Mcp>, LocalSessionManager>,
+    /// The GraphQL schema behind `/graphql` (queries only), scoped per request by the key.
+    graphql: crate::graphql::GatewaySchema,
 }
 
 /// What the auth rule decided for a request.
@@ -225,9 +231,11 @@ impl Gateway {
         let trusted = cfg.gateway.trusted_proxies.iter().filter_map(|p| parse_any_cidr(p)).collect();
         let mcp = Mcp::new(addons.clone(), lifecycle.clone());
         let mcp_http = crate::mcp::server::http_service(mcp.clone(), mcp_allowed_hosts(&cfg), cfg.gateway.max_body_bytes as usize);
+        let graphql = crate::graphql::gateway_schema(addons.clone(), &cfg.graphql);
         Arc::new(Gateway {
             mcp,
             mcp_http,
+            graphql,
             failures: FailureLimiter::new(cfg.gateway.failed_auth_per_minute, cfg.gateway.failed_auth_per_proxy_per_minute),
             cfg,
             addons,
@@ -342,7 +350,7 @@ impl Gateway {
             let resp = ApiError::new(
                 ErrorCode::NotFound,
                 format!(
-                    "no gateway route {} {}; the gateway serves /health, /api/addons/{{addon}}/execute, /api/widgets/…, /mcp and /gw/{{addon}}/…",
+                    "no gateway route {} {}; the gateway serves /health, /api/addons/{{addon}}/execute, /api/widgets/…, /mcp, /graphql and /gw/{{addon}}/…",
                     req.method(),
                     req.uri().path()
                 ),
@@ -394,6 +402,7 @@ impl Gateway {
             Handler::Render => self.render(&addon, &widget, req).await,
             Handler::Frame => self.frame(&addon, &widget, req.uri()).await,
             Handler::Mcp => self.mcp(req, grant.as_ref().map(|(g, _)| g.addon_instance.clone())).await,
+            Handler::Graphql => self.graphql(req, grant.as_ref().map(|(g, _)| g.addon_instance.clone())).await,
             Handler::Passthrough => {
                 let (application, source) = grant.as_ref().map_or(("", peer.ip()), |(g, source)| (g.application.as_str(), *source));
                 Ok(proxy::forward(self, &addon, rest.as_deref().unwrap_or(""), peer, source, application, req).await)
@@ -545,7 +554,7 @@ impl Gateway {
     async fn execute(&self, addon: &str, req: axum::extract::Request) -> http::ApiResult {
         let body: ExecuteBody = self.json_body(req.into_body()).await?;
         let out = self.addons.execute_json(addon, &body.action, crate::addons::ActionInput::Raw(body.data.as_deref())).await?;
-        http::ok_json(StatusCode::OK, &out, "")
+        http::ok_json(StatusCode::OK, &out, &format!("`{}` of {addon} answered", body.action))
     }
 
     /// `/mcp` for a key whose grant covers `addon`: a stateless `tools/call` by the fast
@@ -566,6 +575,17 @@ impl Gateway {
                 Ok(typed(self.mcp_http.handle(axum::extract::Request::from_parts(parts, Body::from(bytes))).await.map(Body::new)))
             }
         }
+    }
+
+    /// `/graphql` for a key whose grant covers `addon`: the request is scoped to it.
+    async fn graphql(&self, req: axum::extract::Request, addon: Option<String>) -> http::ApiResult {
+        // The route's auth rule admits keys only, so there is always a grant here.
+        let Some(addon) = addon else {
+            return Err(ApiError::new(ErrorCode::MissingApiKey, "this route needs an API key"));
+        };
+        let bytes = http::read_body(req.into_body(), self.cfg.gateway.max_body_bytes as usize, "gateway.max_body_bytes").await?;
+        let request = crate::graphql::request(&bytes)?.data(crate::graphql::Scope::Addon(addon));
+        Ok(crate::graphql::answer(self.graphql.execute(request).await))
     }
 
     async fn render(&self, addon: &str, widget: &str, req: axum::extract::Request) -> http::ApiResult {

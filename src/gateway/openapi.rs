@@ -24,7 +24,7 @@ const ADDON: &str = "The addon's name; the grant of the key must cover it.";
         description = "The gateway of addond: addon actions, widgets, MCP and passthrough to addon services for callers with an API key (`apikey: …` or `Authorization: Bearer …`). Every JSON answer of its own wears the envelope: `Success` or `Error`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
-    paths(health, openapi_json, execute, render_get, render_post, frame, mcp, passthrough, passthrough_rest),
+    paths(health, openapi_json, execute, render_get, render_post, frame, mcp, graphql, passthrough, passthrough_rest),
     tags((name = "gateway", description = "The gateway (`gateway.listen`): each route but `/health` and `/openapi.json` needs an API key whose grant covers the addon."))
 )]
 struct GatewayDoc;
@@ -80,6 +80,12 @@ fn frame() {}
         (status = 415, description = "The body must be `application/json`.", content_type = "text/plain", body = String)))]
 fn mcp() {}
 
+/// GraphQL queries over the key's addon (no mutations, no subscriptions).
+#[utoipa::path(post, path = "/graphql", tags = ["gateway", "graphql"], security(("apiKey" = []), ("bearer" = [])),
+    request_body = crate::graphql::GraphqlBody,
+    responses((status = 200, description = "GraphQL's answer: `data` and, when something failed, `errors`.", body = crate::http::openapi::GraphqlAnswer)))]
+fn graphql() {}
+
 /// Passes the request to the addon's service as it came (WebSocket upgrades too).
 #[utoipa::path(method(get, post, put, patch, delete, head, options), path = "/gw/{addon}", tags = ["gateway", "passthrough"], security(("apiKey" = []), ("bearer" = [])),
     params(("addon" = String, Path, description = ADDON)),
@@ -108,6 +114,7 @@ impl utoipa::ToSchema for GatewayHealth {}
 pub fn document() -> Value {
     let mut doc = serde_json::to_value(GatewayDoc::openapi()).unwrap_or(Value::Null);
     finish(&mut doc, Listener::Gateway);
+    doc["components"]["schemas"]["GraphqlAnswer"] = crate::http::openapi::graphql_answer_schema();
     doc["components"]["schemas"]["GatewayHealth"] = success_with(json!({
         "type": "object",
         "required": ["status", "docker"],

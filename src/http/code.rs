@@ -52,6 +52,8 @@ codes! {
     InvalidJson = "invalid_json", BAD_REQUEST;
     InvalidPath = "invalid_path", BAD_REQUEST;
     InvalidQuery = "invalid_query", BAD_REQUEST;
+    // A GraphQL document that does not parse, does not fit the schema or is over a limit.
+    InvalidGraphql = "invalid_graphql", BAD_REQUEST;
     ValidationFailed = "validation_failed", BAD_REQUEST;
     InvalidVolume = "invalid_volume", BAD_REQUEST;
     NotFound = "not_found", NOT_FOUND;
@@ -131,6 +133,7 @@ mod tests {
             (ErrorCode::InvalidJson, "invalid_json", 400),
             (ErrorCode::InvalidPath, "invalid_path", 400),
             (ErrorCode::InvalidQuery, "invalid_query", 400),
+            (ErrorCode::InvalidGraphql, "invalid_graphql", 400),
             (ErrorCode::ValidationFailed, "validation_failed", 400),
             (ErrorCode::InvalidVolume, "invalid_volume", 400),
             (ErrorCode::NotFound, "not_found", 404),

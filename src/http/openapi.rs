@@ -99,6 +99,32 @@ pub fn schema_of(v: Value) -> RefOr<Schema> {
     serde_json::from_value(v).unwrap_or_else(|_| RefOr::T(utoipa::openapi::schema::empty()))
 }
 
+/// GraphQL's answer (not the envelope).
+pub struct GraphqlAnswer;
+
+impl utoipa::PartialSchema for GraphqlAnswer {
+    fn schema() -> RefOr<Schema> {
+        RefOr::T(utoipa::openapi::schema::empty())
+    }
+}
+
+impl utoipa::ToSchema for GraphqlAnswer {}
+
+/// The JSON Schema of [`GraphqlAnswer`].
+pub fn graphql_answer_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "GraphQL's answer: `data`, and `errors` when something failed (each with `extensions.code`).",
+        "properties": {
+            "data": {},
+            "errors": {"type": "array", "items": {"type": "object", "required": ["message"], "properties": {
+                "message": {"type": "string"},
+                "extensions": {"type": "object", "properties": {"code": {"type": "string"}, "status": {"type": "integer"}, "field": {"type": "string"}}}
+            }}}
+        }
+    })
+}
+
 /// Which listener a document describes: what surrounds its handlers differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {

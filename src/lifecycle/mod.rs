@@ -160,6 +160,12 @@ impl Lifecycle {
         })
     }
 
+    /// The daemon's shutdown signal, for long-lived sessions (GraphQL subscriptions) that
+    /// should end with it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
