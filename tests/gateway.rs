@@ -74,9 +74,11 @@ fn code(body: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_route_has_an_auth_rule_and_enforces_it() {
     use addond::gateway::{AuthRule, ROUTES};
-    // Only the gateway's own liveness is public; a new public route must be added here on purpose.
+    // Only the gateway's own liveness and its OpenAPI document are public; a new public route
+    // must be added here on purpose.
     let public: Vec<&str> = ROUTES.iter().filter(|r| r.auth == AuthRule::Public).map(|r| r.path).collect();
-    assert_eq!(public, vec!["/health"]);
+    // `/openapi.json`: the document of the gateway's routes, which says how to get a key.
+    assert_eq!(public, vec!["/health", "/openapi.json"]);
     let d = Daemon::start().await;
     let gw = d.gateway().await;
     let (key, _) = setup(&d, "pay", "shop", json!({})).await;
