@@ -341,7 +341,10 @@ async fn a_verdict_lost_to_a_full_disk_is_written_once_space_is_freed() {
     // the service is Starting.
     let r = d.post(SVC, json!({"name": "late", "image": IMAGE, "environment": {"SAMPLE_HEALTH_DELAY_MS": "3000"}, "health_check": {"start_period": 30}})).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
-    let s = d.wait_for("late", 20, |s| s.is_some_and(|s| s["instances"][0]["health"] == "starting")).await.unwrap();
+    // The phase too: the pass that created the container wrote `Creating`, and the next
+    // one writes `Starting`; a disk filled between the two would keep `Creating`.
+    let s =
+        d.wait_for("late", 20, |s| s.is_some_and(|s| s["phase"] == "Starting" && s["instances"][0]["health"] == "starting")).await.unwrap();
     let port = s["instances"][0]["host_port"].as_u64().unwrap() as u16;
     let fill = disk.as_ref().unwrap().fill();
     // the instance turns healthy while nothing can be written

@@ -71,7 +71,6 @@ struct Usage {
     asked_at: i64,
 }
 
-/// Sums the samples of one service's running instances.
 /// Sums the samples of one service's running instances, and keeps the sum for its views.
 async fn sample_usage(lc: &Lifecycle, svc: &Service) -> Result<(Value, Vec<Value>), ApiError> {
     let running: Vec<_> = svc.instances.iter().filter(|i| i.wanted && i.container_id.is_some()).collect();
@@ -126,7 +125,7 @@ fn resource_usage(st: &AppState, s: &Service) -> Value {
         if running && stale && st.lifecycle.runtime().is_available() && tokio::runtime::Handle::try_current().is_ok() {
             entry.asked_at = now;
             let (lc, svc) = (st.lifecycle.clone(), s.clone());
-            tokio::spawn(async move {
+            st.lifecycle.spawn_background(async move {
                 let _ = sample_usage(&lc, &svc).await;
             });
         }

@@ -298,6 +298,21 @@ impl Lifecycle {
         Ok(Net { plan, info, api })
     }
 
+    /// Runs `work` in the background on the daemon's task tracker, so the shutdown waits
+    /// for it (or cancels it, at the shutdown's token) instead of leaving it detached.
+    pub fn spawn_background<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let shutdown = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = work => {}
+            }
+        });
+    }
+
     /// Removes a deleted service's network, in the background, unless another service still
     /// joins it. One left behind by a shutdown meanwhile goes at the next resync.
     fn release_network(&self, svc: &Service) {
