@@ -12,7 +12,8 @@
 //!   envelope's success shape), [`sanitize`],
 //!   [`image_ref`] (Docker's reference grammar),
 //!   [`body_error`], [`config`] (`platform.rs`: the sections of builds, deployments,
-//!   environments, WASM, metrics and notifications), [`model`] (services, instances, phases, ids),
+//!   environments, WASM, GraphQL, metrics and notifications), [`model`] (services, instances,
+//!   phases, ids; `names.rs` display names and slugs, `templates.rs` the service templates),
 //!   [`addons::cron`] (schedule parsing).
 //! - **State** — [`store`]: the SQLite file, the only place with SQL; `migrations.rs` and one
 //!   file per area returning typed rows.
@@ -23,7 +24,8 @@
 //!   every start), [`ports`], [`systemd`].
 //! - **Domain** — [`lifecycle`] (requests write desired state; `reconcile.rs` drives Docker
 //!   to it; `health.rs` the monitor), [`addons`] (catalogue, manifests, installs, dispatch of
-//!   actions and widgets; `wasm.rs` publishes and calls WebAssembly addons), [`events`],
+//!   actions and widgets; `widgets.rs` the widget catalogue and renders; `wasm.rs` publishes
+//!   and calls WebAssembly addons), [`events`],
 //!   [`schedules`], [`access`] (applications and grants), [`build`] (addon code to images:
 //!   `context.rs` checks and writes build contexts).
 //! - **WebAssembly** — [`wasm`] (wasmtime: the engine and pool, per-call limits, the host

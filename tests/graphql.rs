@@ -33,16 +33,7 @@ fn manifest(name: &str) -> Value {
 /// The venv's Python with the GraphQL client; a missing venv fails the test (it is not
 /// skipped), saying how to make it.
 fn gql_python() -> PathBuf {
-    let venv = std::env::var("ADDOND_GQL_VENV").unwrap_or_else(|_| "/var/tmp/addond-gql-venv".into());
-    let python = PathBuf::from(&venv).join("bin/python");
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import gql, aiohttp, websockets"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "the GraphQL client venv is missing at {venv}: create it with `bash scripts/graphql-venv.sh` (scripts/test.sh does)");
-    python
+    venv_python("ADDOND_GQL_VENV", "/var/tmp/addond-gql-venv", "gql, aiohttp, websockets", "scripts/graphql-venv.sh")
 }
 
 #[tokio::test(flavor = "multi_thread")]

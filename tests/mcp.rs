@@ -28,16 +28,7 @@ fn manifest(name: &str) -> Value {
 /// The venv's Python with the official MCP client; a missing venv fails the test (it is
 /// not skipped), saying how to make it.
 pub fn mcp_python() -> PathBuf {
-    let venv = std::env::var("ADDOND_MCP_VENV").unwrap_or_else(|_| "/var/tmp/addond-mcp-venv".into());
-    let python = PathBuf::from(&venv).join("bin/python");
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import mcp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "the MCP client venv is missing at {venv}: create it with `bash scripts/mcp-venv.sh` (scripts/test.sh does)");
-    python
+    venv_python("ADDOND_MCP_VENV", "/var/tmp/addond-mcp-venv", "mcp", "scripts/mcp-venv.sh")
 }
 
 /// A grant of a new application on `addon`: its API key.

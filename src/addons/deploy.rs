@@ -421,6 +421,11 @@ impl Addons {
                 self.lifecycle.notice("deployment.rolled_back", failed);
             }
         }
+        self.deployment_answer(instance, id).await
+    }
+
+    /// What a deployment answers: the instance's view with the deployment's row.
+    pub(super) async fn deployment_answer(&self, instance: &str, id: i64) -> Result<Value, AddonError> {
         let row = self.lifecycle.store().get_deployment(id).await?.ok_or_else(|| AddonError::NotFound(format!("deployment {id}")))?;
         let mut v = self.instance_view(instance).await?;
         v["deployment"] = deployment_view(&row);

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
-use super::deploy::{config_hash, deployment_view, ImageRecord};
+use super::deploy::{config_hash, ImageRecord};
 use super::manifest::Manifest;
 use super::{invalid, schema, AddonError, Addons, Installed};
 use crate::store::{NewDeployment, RolloutCommit};
@@ -289,10 +289,7 @@ impl Addons {
                 let failed = json!({"deployment": id, "instance": instance, "addon": m.name, "from": from_version, "to": m.version, "kind": t.kind, "reason": reason});
                 self.lifecycle.notice("deployment.failed", failed.clone());
                 self.lifecycle.notice("deployment.rolled_back", failed);
-                let row = store.get_deployment(id).await?.ok_or_else(|| AddonError::NotFound(format!("deployment {id}")))?;
-                let mut v = self.instance_view(instance).await?;
-                v["deployment"] = deployment_view(&row);
-                return Ok(v);
+                return self.deployment_answer(instance, id).await;
             }
         }
         let commit = RolloutCommit {
@@ -311,10 +308,7 @@ impl Addons {
         self.lifecycle.notice("deployment.succeeded", base);
         tracing::info!(%instance, to = %m.version, deployment = id, module = ?module.as_ref().map(|l| &l.hash), "WebAssembly deployment succeeded");
         self.collect_modules().await;
-        let row = store.get_deployment(id).await?.ok_or_else(|| AddonError::NotFound(format!("deployment {id}")))?;
-        let mut v = self.instance_view(instance).await?;
-        v["deployment"] = deployment_view(&row);
-        Ok(v)
+        self.deployment_answer(instance, id).await
     }
 
     /// Removes module files no deployment keeps: the modules of the newest

@@ -263,23 +263,6 @@ pub struct GatewayConfig {
     pub base_domain: String,
 }
 
-/// The limits of `/graphql` (docs/graphql.md), on the admin socket and the gateway alike.
-/// Bodies are bounded by each listener's own `max_body_bytes`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct GraphqlConfig {
-    /// Deepest selection a query may nest (a client's introspection query needs 15).
-    pub max_depth: usize,
-    /// Most fields a query may select, counted over its fragments expanded.
-    pub max_complexity: usize,
-    /// Most aliased fields a document may hold, so one request cannot run the same
-    /// resolver (an addon call) hundreds of times under different names.
-    pub max_aliases: usize,
-    /// Whether the gateway answers introspection (`__schema`, `__type`); the admin socket
-    /// always does.
-    pub gateway_introspection: bool,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventsConfig {
@@ -342,12 +325,6 @@ impl Default for HttpConfig {
             addon_api_max_connections: 512,
             metrics_max_connections: 64,
         }
-    }
-}
-
-impl Default for GraphqlConfig {
-    fn default() -> Self {
-        GraphqlConfig { max_depth: 20, max_complexity: 500, max_aliases: 30, gateway_introspection: false }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The sections of the config that the platform features added: builds, deployments,
-//! environments, WebAssembly addons, the TCP metrics listener and notifications. Re-exported
+//! environments, WebAssembly addons, GraphQL, the TCP metrics listener and notifications. Re-exported
 //! by `crate::config`, which validates them with the rest.
 
 use serde::{Deserialize, Serialize};
@@ -168,5 +168,28 @@ pub struct BuildConfig {
 impl Default for BuildConfig {
     fn default() -> Self {
         BuildConfig { max_context_bytes: 64 * 1024 * 1024, timeout_seconds: 600.0, memory: "1g".into(), cpus: 1.0, log_lines: 50 }
+    }
+}
+
+/// The limits of `/graphql` (docs/graphql.md), on the admin socket and the gateway alike.
+/// Bodies are bounded by each listener's own `max_body_bytes`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphqlConfig {
+    /// Deepest selection a query may nest (a client's introspection query needs 15).
+    pub max_depth: usize,
+    /// Most fields a query may select, counted over its fragments expanded.
+    pub max_complexity: usize,
+    /// Most aliased fields a document may hold, so one request cannot run the same
+    /// resolver (an addon call) hundreds of times under different names.
+    pub max_aliases: usize,
+    /// Whether the gateway answers introspection (`__schema`, `__type`); the admin socket
+    /// always does.
+    pub gateway_introspection: bool,
+}
+
+impl Default for GraphqlConfig {
+    fn default() -> Self {
+        GraphqlConfig { max_depth: 20, max_complexity: 500, max_aliases: 30, gateway_introspection: false }
     }
 }

@@ -313,6 +313,21 @@ impl Drop for Daemon {
     }
 }
 
+/// The Python of a test venv (`$<env>`, else `default`) that can import `imports`; a
+/// missing venv fails the test (it is not skipped), naming the script that makes it.
+pub fn venv_python(env: &str, default: &str, imports: &str, script: &str) -> PathBuf {
+    let venv = std::env::var(env).unwrap_or_else(|_| default.into());
+    let python = PathBuf::from(&venv).join("bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", &format!("import {imports}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "the venv at {venv} cannot import {imports}: create it with `bash {script}` (scripts/test.sh does)");
+    python
+}
+
 /// Raises this test process's soft `RLIMIT_NOFILE` to its hard limit (tests that open
 /// thousands of connections need more than the usual 1024); returns the new limit.
 pub fn raise_own_fd_limit() -> u64 {
