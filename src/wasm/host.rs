@@ -60,7 +60,8 @@ pub struct CallCtx {
     pub config: Value,
     /// The daemon's side of the imports.
     pub host: Arc<dyn Host>,
-    /// The runtime the host's futures run on (the guest runs on a blocking thread).
+    /// The runtime the host's futures run on (a guest that calls the host runs on a
+    /// blocking thread).
     pub rt: tokio::runtime::Handle,
 }
 
@@ -79,12 +80,32 @@ impl CallCtx {
 #[error("{0}")]
 pub struct Denied(pub String);
 
+/// A host call made during a call's first, inline attempt (see `Wasm::call`): the attempt
+/// stops before the host does anything, and the call starts over on a blocking thread,
+/// where host calls can wait. The attempt had no effect anyone can see (a fresh instance,
+/// nothing written), so starting over is safe.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest calls the host; the call continues on a blocking thread")]
+pub struct Deferred;
+
 /// The data of a store: one call's limits and context.
 pub struct CallState {
     /// Memory and table caps (the store's limiter).
     pub limits: CallLimits,
     /// Who is calling (none in the validation instance of a publish).
     pub ctx: Option<Arc<CallCtx>>,
+    /// The inline attempt, on an async task: host calls that wait (storage, events,
+    /// other addons) are [`Deferred`] instead of blocking the task's thread.
+    pub inline: bool,
+}
+
+/// Stops an inline attempt before a host call that would wait (after its permission
+/// check, whose denial is the same on either path).
+fn defer_if_inline(caller: &Caller<'_, CallState>) -> wasmtime::Result<()> {
+    if caller.data().inline {
+        return Err(wasmtime::Error::new(Deferred));
+    }
+    Ok(())
 }
 
 /// The imports a guest may declare: module `addond`, these names and signatures.
@@ -154,6 +175,7 @@ pub fn link(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     linker.func_wrap("addond", "kv_get", |mut caller: Caller<'_, CallState>, kp: i32, kl: i32| -> wasmtime::Result<i64> {
         let c = ctx(&caller)?;
         c.require("storage", "reading storage").map_err(wasmtime::Error::new)?;
+        defer_if_inline(&caller)?;
         let key = read_text(&mut caller, kp, kl, "the key")?;
         let r = check_key(&key).and_then(|_| c.rt.block_on(c.host.kv_get(&c.instance, &key))).map(|v| match v {
             Some(bytes) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
@@ -167,6 +189,7 @@ pub fn link(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         |mut caller: Caller<'_, CallState>, kp: i32, kl: i32, vp: i32, vl: i32| -> wasmtime::Result<i64> {
             let c = ctx(&caller)?;
             c.require("storage", "writing storage").map_err(wasmtime::Error::new)?;
+            defer_if_inline(&caller)?;
             let key = read_text(&mut caller, kp, kl, "the key")?;
             let value = read_guest(&mut caller, vp, vl)?;
             let r = check_key(&key).and_then(|_| c.rt.block_on(c.host.kv_set(&c.instance, &key, value))).map(|_| Value::Bool(true));
@@ -186,6 +209,7 @@ pub fn link(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
                     c.emits.join(", ")
                 ))));
             }
+            defer_if_inline(&caller)?;
             let data = read_guest(&mut caller, dp, dl)?;
             let r = match serde_json::from_slice::<Value>(&data) {
                 Ok(data) => c.rt.block_on(c.host.emit(&c.instance, &name, data)).map(|_| Value::Bool(true)),
@@ -200,6 +224,7 @@ pub fn link(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         |mut caller: Caller<'_, CallState>, ap: i32, al: i32, xp: i32, xl: i32, ip: i32, il: i32| -> wasmtime::Result<i64> {
             let c = ctx(&caller)?;
             c.require("addons.execute", "calling other addons").map_err(wasmtime::Error::new)?;
+            defer_if_inline(&caller)?;
             let target = read_text(&mut caller, ap, al, "the addon name")?;
             let action = read_text(&mut caller, xp, xl, "the action name")?;
             let input = read_guest(&mut caller, ip, il)?;

@@ -3,8 +3,9 @@
 //! (`limits.rs`), the host functions a guest may import (`host.rs`, checked against its
 //! manifest's permissions on every call) and the modules on disk with their compiled form
 //! (`cache.rs`). Every call gets a fresh instance from the pool, so nothing a call leaves
-//! in memory reaches the next; calls run on blocking threads, at most `wasm.max_concurrent`
-//! at once. The guest interface (a core-module ABI) is in docs/wasm.md.
+//! in memory reaches the next. A call is tried first on the calling task with a small fuel
+//! budget and no waiting host calls, else run on a blocking thread; at most
+//! `wasm.max_concurrent` at once. The guest interface (a core-module ABI) is in docs/wasm.md.
 
 pub mod cache;
 pub mod engine;
@@ -20,7 +21,7 @@ use wasmtime::{Engine, ExternType, InstancePre, Linker, Store, Trap, ValType};
 
 use crate::config::Config;
 use cache::ModuleFiles;
-use host::{CallCtx, CallState, Denied};
+use host::{CallCtx, CallState, Deferred, Denied};
 use limits::CallLimits;
 
 /// Why a module was refused or a call did not answer.
@@ -112,6 +113,10 @@ pub struct Wasm {
     fuel: u64,
     /// Modules compiled since the start (a restart that loads from the cache adds none).
     pub compiles: AtomicU64,
+    /// Calls answered by their inline attempt, on the calling task.
+    pub inline_calls: AtomicU64,
+    /// Calls run on a blocking thread (long, or calling the host).
+    pub thread_calls: AtomicU64,
     /// Advances the epoch while the runtime lives.
     _ticker: engine::Ticker,
 }
@@ -149,6 +154,8 @@ impl Wasm {
             slots: Arc::new(tokio::sync::Semaphore::new(cfg.wasm.max_concurrent as usize)),
             fuel: cfg.wasm.fuel_per_call,
             compiles: AtomicU64::new(0),
+            inline_calls: AtomicU64::new(0),
+            thread_calls: AtomicU64::new(0),
             _ticker: ticker,
         }))
     }
@@ -280,6 +287,13 @@ impl Wasm {
 
     /// Calls a guest: a fresh instance, at most `memory` bytes of memory, stopped at
     /// `timeout`. The `ok` of its answer as JSON text.
+    ///
+    /// Most calls are short and call no host function, so each call is first tried right
+    /// here, on the calling task, with at most [`INLINE_FUEL`] units of fuel: a few
+    /// microseconds and no hand-off to another thread. A guest that needs more, or calls a
+    /// host function that waits (storage, events, other addons), is stopped before it did
+    /// anything visible and the call starts over on a blocking thread with its full budget,
+    /// so no worker thread is ever held for longer than the inline budget.
     pub async fn call(
         self: &Arc<Self>,
         module: Arc<LoadedModule>,
@@ -289,99 +303,155 @@ impl Wasm {
         timeout: Duration,
     ) -> Result<Vec<u8>, WasmError> {
         let t0 = Instant::now();
-        let permit = match tokio::time::timeout(timeout, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            _ => {
-                return Err(WasmError::Overloaded(
-                    "every WebAssembly instance slot stayed busy until the call's deadline (wasm.max_concurrent); try again".into(),
-                ))
+        let (func, a, b): (&'static str, &[u8], Option<&[u8]>) = match entry {
+            Entry::Execute { action, input } => ("execute", action.as_bytes(), Some(input)),
+            Entry::Render { widget, input } => ("render", widget.as_bytes(), Some(input)),
+            Entry::OnEvent { event } => ("on_event", event, None),
+        };
+        // A permit is one instance, memory and table of the pool.
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => {
+                let call = Call { func, a, b, memory: memory as usize, left: timeout, timeout };
+                match self.call_sync(&module, ctx.clone(), &call, Some(INLINE_FUEL.min(self.fuel))) {
+                    Some(r) => {
+                        self.inline_calls.fetch_add(1, Ordering::Relaxed);
+                        return r;
+                    }
+                    None => p,
+                }
             }
+            Err(_) => match tokio::time::timeout(timeout, self.slots.clone().acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    return Err(WasmError::Overloaded(
+                        "every WebAssembly instance slot stayed busy until the call's deadline (wasm.max_concurrent); try again".into(),
+                    ))
+                }
+            },
         };
+        self.thread_calls.fetch_add(1, Ordering::Relaxed);
         let left = timeout.saturating_sub(t0.elapsed());
-        let (func, args): (&'static str, Vec<Vec<u8>>) = match entry {
-            Entry::Execute { action, input } => ("execute", vec![action.as_bytes().to_vec(), input.to_vec()]),
-            Entry::Render { widget, input } => ("render", vec![widget.as_bytes().to_vec(), input.to_vec()]),
-            Entry::OnEvent { event } => ("on_event", vec![event.to_vec()]),
-        };
+        let (a, b) = (a.to_vec(), b.map(<[u8]>::to_vec));
         let me = self.clone();
         let r = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            me.call_blocking(&module, ctx, func, &args, memory as usize, left, timeout)
+            let call = Call { func, a: &a, b: b.as_deref(), memory: memory as usize, left, timeout };
+            me.call_sync(&module, ctx, &call, None)
         })
         .await;
         match r {
-            Ok(r) => r,
+            Ok(Some(r)) => r,
+            Ok(None) => Err(WasmError::Trapped("the call was deferred twice".into())),
             Err(e) => Err(WasmError::Trapped(format!("the call ended abnormally: {e}"))),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn call_blocking(
+    /// Runs a call on this thread. `inline`: the fuel of an inline attempt, which answers
+    /// `None` when the guest needs more fuel than that or calls a host function that waits.
+    fn call_sync(
         &self,
         module: &LoadedModule,
         ctx: Arc<CallCtx>,
-        func: &str,
-        args: &[Vec<u8>],
-        memory: usize,
-        left: Duration,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, WasmError> {
-        let mut store = Store::new(&self.engine, CallState { limits: CallLimits::new(memory), ctx: Some(ctx) });
+        call: &Call<'_>,
+        inline: Option<u64>,
+    ) -> Option<Result<Vec<u8>, WasmError>> {
+        let state = CallState { limits: CallLimits::new(call.memory), ctx: Some(ctx), inline: inline.is_some() };
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_fuel(self.fuel).map_err(|e| WasmError::Trapped(e.to_string()))?;
-        store.set_epoch_deadline((left.as_nanos() / engine::TICK.as_nanos()) as u64 + 1);
+        let fuel = inline.unwrap_or(self.fuel);
+        if let Err(e) = store.set_fuel(fuel) {
+            return Some(Err(WasmError::Trapped(e.to_string())));
+        }
+        store.set_epoch_deadline((call.left.as_nanos() / engine::TICK.as_nanos()) as u64 + 1);
         store.epoch_deadline_trap();
-        let r = run(&mut store, module, func, args);
+        let r = run(&mut store, module, call.func, call.a, call.b);
         let refused = store.data().limits.refused.clone();
-        let out = r.map_err(|e| {
-            if let Some(msg) = refused {
-                return WasmError::Memory(msg);
-            }
-            if let Some(d) = e.downcast_ref::<Denied>() {
-                return WasmError::Denied(d.0.clone());
-            }
-            match e.downcast_ref::<Trap>() {
-                Some(Trap::Interrupt) => {
-                    WasmError::Timeout(format!("the guest ran past the call's deadline of {:.3} s and was stopped", timeout.as_secs_f64()))
+        let out = match r {
+            Ok(out) => out,
+            Err(e) => {
+                if let Some(msg) = refused {
+                    return Some(Err(WasmError::Memory(msg)));
                 }
-                Some(Trap::OutOfFuel) => {
-                    WasmError::Timeout(format!("the guest used up its fuel ({} units, wasm.fuel_per_call) and was stopped", self.fuel))
+                if e.downcast_ref::<Deferred>().is_some() {
+                    return None;
                 }
-                Some(t) => WasmError::Trapped(format!("the guest trapped: {t}")),
-                None => {
-                    WasmError::Trapped(format!("the guest failed: {}", e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")))
+                if let Some(d) = e.downcast_ref::<Denied>() {
+                    return Some(Err(WasmError::Denied(d.0.clone())));
                 }
+                let err = match e.downcast_ref::<Trap>() {
+                    Some(Trap::Interrupt) => WasmError::Timeout(format!(
+                        "the guest ran past the call's deadline of {:.3} s and was stopped",
+                        call.timeout.as_secs_f64()
+                    )),
+                    // Out of the inline attempt's fuel, not the call's: start over.
+                    Some(Trap::OutOfFuel) if inline.is_some() && fuel < self.fuel => return None,
+                    Some(Trap::OutOfFuel) => {
+                        WasmError::Timeout(format!("the guest used up its fuel ({} units, wasm.fuel_per_call) and was stopped", self.fuel))
+                    }
+                    Some(t) => WasmError::Trapped(format!("the guest trapped: {t}")),
+                    None => {
+                        WasmError::Trapped(format!("the guest failed: {}", e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")))
+                    }
+                };
+                return Some(Err(err));
             }
-        })?;
-        let reply: Reply = serde_json::from_slice(&out).map_err(|e| {
-            WasmError::Trapped(format!("the guest's answer is not the JSON envelope {{\"ok\": …}} or {{\"error\": …}}: {e}"))
-        })?;
-        match (reply.ok, reply.error) {
+        };
+        let reply: Reply = match serde_json::from_slice(&out) {
+            Ok(r) => r,
+            Err(e) => {
+                return Some(Err(WasmError::Trapped(format!(
+                    "the guest's answer is not the JSON envelope {{\"ok\": …}} or {{\"error\": …}}: {e}"
+                ))))
+            }
+        };
+        Some(match (reply.ok, reply.error) {
             (_, Some(err)) => Err(WasmError::Guest(err.as_str().map(str::to_string).unwrap_or_else(|| err.to_string()))),
             (Some(ok), None) => Ok(ok.get().as_bytes().to_vec()),
             (None, None) => Ok(b"null".to_vec()),
-        }
+        })
     }
 }
 
+/// Fuel of a call's inline attempt: about a few tens of microseconds of guest code, the
+/// most a call may hold the task (a gateway worker with other connections) that made it.
+const INLINE_FUEL: u64 = 100_000;
+
+/// One call's entry point, arguments and limits.
+struct Call<'a> {
+    /// `execute`, `render` or `on_event`.
+    func: &'static str,
+    /// The first argument (action, widget or event).
+    a: &'a [u8],
+    /// The second (the input), for `execute` and `render`.
+    b: Option<&'a [u8]>,
+    /// Most bytes of linear memory.
+    memory: usize,
+    /// Time left until the deadline.
+    left: Duration,
+    /// The whole call's timeout (told in the error).
+    timeout: Duration,
+}
+
 /// Instantiates, copies the arguments in, calls `func`, copies the answer out.
-fn run(store: &mut Store<CallState>, module: &LoadedModule, func: &str, args: &[Vec<u8>]) -> wasmtime::Result<Vec<u8>> {
+fn run(store: &mut Store<CallState>, module: &LoadedModule, func: &str, a: &[u8], b: Option<&[u8]>) -> wasmtime::Result<Vec<u8>> {
     let inst = module.pre.instantiate(&mut *store)?;
     let memory = inst.get_memory(&mut *store, "memory").ok_or_else(|| wasmtime::Error::msg("the module exports no `memory`"))?;
     let alloc = inst.get_typed_func::<i32, i32>(&mut *store, "alloc")?;
-    let mut ptrs = Vec::with_capacity(args.len());
-    for a in args {
-        let len = i32::try_from(a.len()).map_err(|_| wasmtime::Error::msg("an argument is over 2 GiB"))?;
+    let pass = |store: &mut Store<CallState>, bytes: &[u8]| -> wasmtime::Result<(i32, i32)> {
+        let len = i32::try_from(bytes.len()).map_err(|_| wasmtime::Error::msg("an argument is over 2 GiB"))?;
         let p = alloc.call(&mut *store, len)?;
         memory
-            .write(&mut *store, p as u32 as usize, a)
+            .write(&mut *store, p as u32 as usize, bytes)
             .map_err(|_| wasmtime::Error::msg(format!("`alloc({len})` returned {p}, where {len} bytes do not fit")))?;
-        ptrs.push((p, len));
-    }
-    let packed = match ptrs[..] {
-        [(p, l)] => inst.get_typed_func::<(i32, i32), i64>(&mut *store, func)?.call(&mut *store, (p, l))?,
-        [(p1, l1), (p2, l2)] => inst.get_typed_func::<(i32, i32, i32, i32), i64>(&mut *store, func)?.call(&mut *store, (p1, l1, p2, l2))?,
-        _ => return Err(wasmtime::Error::msg("no entry point takes that many arguments")),
+        Ok((p, len))
+    };
+    let (p1, l1) = pass(store, a)?;
+    let packed = match b {
+        None => inst.get_typed_func::<(i32, i32), i64>(&mut *store, func)?.call(&mut *store, (p1, l1))?,
+        Some(b) => {
+            let (p2, l2) = pass(store, b)?;
+            inst.get_typed_func::<(i32, i32, i32, i32), i64>(&mut *store, func)?.call(&mut *store, (p1, l1, p2, l2))?
+        }
     };
     let (p, l) = ((packed as u64 >> 32) as usize, (packed as u64 & 0xffff_ffff) as usize);
     memory
@@ -474,17 +544,23 @@ mod tests {
                 rt.call(m, ctx(perms), Entry::Execute { action, input: br#"{"a":1}"# }, 1 << 20, Duration::from_millis(timeout_ms)).await
             }
         };
+        let paths = || (rt.inline_calls.load(Ordering::Relaxed), rt.thread_calls.load(Ordering::Relaxed));
         assert_eq!(call("echo", &[], 1000).await.unwrap(), br#"{"a":1}"#);
+        assert_eq!(paths(), (1, 0), "a short call without host calls answers inline");
         match call("kv", &[], 1000).await {
             Err(WasmError::Denied(m)) => assert!(m.contains("`storage`"), "{m}"),
             other => panic!("{other:?}"),
         }
+        assert_eq!(paths(), (2, 0), "a denial is the same on either path");
         assert_eq!(call("kv", &["storage"], 1000).await.unwrap(), br#""secret""#);
-        // Its own config needs no permission.
+        assert_eq!(paths(), (2, 1), "a storage read waits: on a blocking thread");
+        // Its own config needs no permission, and no waiting.
         assert_eq!(call("config", &[], 1000).await.unwrap(), br#"{"greeting":"hi"}"#);
+        assert_eq!(paths(), (3, 1));
         let t0 = Instant::now();
         assert!(matches!(call("loop", &[], 100).await, Err(WasmError::Timeout(_))));
         assert!(t0.elapsed() < Duration::from_millis(600), "{:?}", t0.elapsed());
+        assert_eq!(paths(), (3, 2), "past the inline fuel: on a blocking thread, to its deadline");
         // A second runtime on the same directory (a restart) compiles nothing.
         let again = runtime(dir.path());
         let loaded = again.load_blocking(&m.hash).unwrap();
@@ -511,34 +587,27 @@ mod tests {
         let m = Arc::new(rt.publish_blocking(&wat::parse_str(ECHO).unwrap()).unwrap());
         let c = ctx(&[]);
         let mut inner = Vec::new();
-        let mut outer = Vec::new();
         for _ in 0..2000 {
+            let call = Call {
+                func: "execute",
+                a: b"echo",
+                b: Some(b"{}"),
+                memory: 1 << 20,
+                left: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+            };
             let t0 = Instant::now();
-            let (m2, c2, rt2) = (m.clone(), c.clone(), rt.clone());
-            let t_in = tokio::task::spawn_blocking(move || {
-                let t = Instant::now();
-                let r = rt2.call_blocking(
-                    &m2,
-                    c2,
-                    "execute",
-                    &[b"echo".to_vec(), b"{}".to_vec()],
-                    1 << 20,
-                    Duration::from_secs(1),
-                    Duration::from_secs(1),
-                );
-                assert!(r.is_ok());
-                t.elapsed()
-            })
-            .await
-            .unwrap();
-            inner.push(t_in);
+            let r = rt.call_sync(&m, c.clone(), &call, Some(INLINE_FUEL));
+            inner.push(t0.elapsed());
+            assert!(matches!(r, Some(Ok(_))));
             let r = rt.call(m.clone(), c.clone(), Entry::Execute { action: "echo", input: b"{}" }, 1 << 20, Duration::from_secs(1)).await;
             assert!(r.is_ok());
-            outer.push(t0.elapsed());
         }
+        // Every one of them answered inline, none on a blocking thread.
+        assert_eq!((rt.inline_calls.load(Ordering::Relaxed), rt.thread_calls.load(Ordering::Relaxed)), (2000, 0));
         inner.sort();
         let (p50, p99) = (inner[inner.len() / 2], inner[inner.len() * 99 / 100]);
-        eprintln!("wasm instantiate+call: p50 {p50:?} p99 {p99:?} (in the blocking thread; {} calls)", inner.len());
+        eprintln!("wasm instantiate+call: p50 {p50:?} p99 {p99:?} (inline, on the calling task; {} calls)", inner.len());
         assert!(p50 < Duration::from_millis(2), "p50 {p50:?}");
     }
 }
