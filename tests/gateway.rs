@@ -130,6 +130,32 @@ async fn every_route_has_an_auth_rule_and_enforces_it() {
     assert_eq!(st, 200);
     assert!(b.starts_with("<!doctype html>"));
     assert!(h.iter().any(|(k, v)| k == "content-security-policy" && v.starts_with("sandbox")));
+
+    // Warm renders are answered by their raw query; another spelling of the same input hits
+    // the canonical entry; a config change makes both miss.
+    let x_cache = |h: &[(String, String)]| h.iter().find(|(k, _)| k == "x-cache").map(|(_, v)| v.clone()).unwrap_or_default();
+    let q = "/api/widgets/pay/checkout?config=%7B%22title%22%3A%22A%22%2C%22n%22%3A1%7D&context=%7B%22cart%22%3A7%7D";
+    let respelled = "/api/widgets/pay/checkout?context=%7B%20%22cart%22%3A%207%20%7D&config=%7B%22n%22%3A1%2C%22title%22%3A%22A%22%7D";
+    let (st, h, first) = req(gw, "GET", q, &[("apikey", &key)], b"").await;
+    assert_eq!((st, x_cache(&h).as_str()), (200, "miss"), "{first}");
+    let (st, h, again) = req(gw, "GET", q, &[("apikey", &key)], b"").await;
+    assert_eq!((st, x_cache(&h).as_str()), (200, "hit"));
+    assert_eq!(again, first, "a hit answers the same bytes");
+    let (st, h, b) = req(gw, "GET", respelled, &[("apikey", &key)], b"").await;
+    assert_eq!((st, x_cache(&h).as_str(), b.as_str()), (200, "hit", first.as_str()));
+    // A query that does not parse is refused every time, never cached.
+    for _ in 0..2 {
+        let (st, _, b) = req(gw, "GET", "/api/widgets/pay/checkout?config=%7Bnope", &[("apikey", &key)], b"").await;
+        assert_eq!(st, 400, "{b}");
+    }
+    let r = d.client.put("/api/addons/pay/config", Some(&json!({"config": {"currency": "USD"}}))).await.unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let (st, h, b) = req(gw, "GET", q, &[("apikey", &key)], b"").await;
+    assert_eq!((st, x_cache(&h).as_str()), (200, "miss"), "after a config change: {b}");
+    for path in [q, respelled] {
+        let (_, h, _) = req(gw, "GET", path, &[("apikey", &key)], b"").await;
+        assert_eq!(x_cache(&h), "hit", "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,6 +4,15 @@
 
 use super::*;
 
+/// Longest raw query filed as a cache key of its own (a longer one is hashed like a `POST`).
+const MAX_QUERY_KEY: usize = 2048;
+
+/// The cache key of a raw query. Its first character (`\u{1}`) cannot start an instance
+/// name, so it never meets a key of [`Addons::render`]'s own.
+fn query_key(instance: &str, version: &str, generation: u64, widget: &str, query: &str) -> String {
+    format!("\u{1}{instance}\u{0}{version}\u{0}{generation}\u{0}{widget}\u{0}{query}")
+}
+
 impl Addons {
     /// Widgets of every installed addon instance.
     pub async fn widgets(&self, category: Option<&str>) -> Result<Vec<Value>, AddonError> {
@@ -27,6 +36,47 @@ impl Addons {
     /// Renders a widget, from the cache when the same addon instance, version, widget,
     /// config and context were rendered within the TTL.
     pub async fn render(&self, instance: &str, widget: &str, config: Value, context: Value) -> Result<Rendered, AddonError> {
+        self.render_for_query(instance, widget, config, context, None).await
+    }
+
+    /// A render cached under the raw query text of a `GET` (`config=…&context=…` exactly as
+    /// sent), looked up before the query is decoded or parsed: a warm widget then costs one
+    /// map lookup and no JSON. `None` on a miss (the caller parses the query and calls
+    /// [`Addons::render_for_query`], which files the render under the query too).
+    pub async fn render_cached_query(&self, instance: &str, widget: &str, query: &str) -> Result<Option<Rendered>, AddonError> {
+        if query.len() > MAX_QUERY_KEY {
+            return Ok(None);
+        }
+        let inst = self.installed(instance).await?;
+        let key = query_key(instance, &inst.row.version, self.generation(instance), widget, query);
+        Ok(self.cache.get(&key).map(|hit| {
+            self.metrics.widget_cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Rendered { widget: hit, cached: true }
+        }))
+    }
+
+    /// [`Addons::render`], also filing the render under `query`, the raw query text it was
+    /// parsed from (see [`Addons::render_cached_query`]).
+    pub async fn render_for_query(
+        &self,
+        instance: &str,
+        widget: &str,
+        config: Value,
+        context: Value,
+        query: Option<&str>,
+    ) -> Result<Rendered, AddonError> {
+        let r = self.render_parsed(instance, widget, config, context).await?;
+        if let Some(q) = query.filter(|q| q.len() <= MAX_QUERY_KEY) {
+            // The version and generation read now: a render that raced an upgrade is filed
+            // under the old version's key at worst, which no request after it asks for.
+            if let Ok(inst) = self.installed(instance).await {
+                self.cache.insert(query_key(instance, &inst.row.version, self.generation(instance), widget, q), r.widget.clone());
+            }
+        }
+        Ok(r)
+    }
+
+    async fn render_parsed(&self, instance: &str, widget: &str, config: Value, context: Value) -> Result<Rendered, AddonError> {
         let inst = self.installed(instance).await?;
         let (row, m) = (&inst.row, &inst.manifest);
         let Some(w) = m.widget(widget) else {

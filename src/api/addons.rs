@@ -215,7 +215,7 @@ pub(super) async fn render_widget_get(
     let addon = instance(&st, addon).await?;
     let Query(q) = q?;
     let (config, context) = q.parse()?;
-    render_reply(&st.addons, &addon, &widget, config, context, &headers).await
+    render_reply(&st.addons, &addon, &widget, config, context, &headers, None).await
 }
 
 #[utoipa::path(post, path = "/api/widgets/{addon}/{widget}", tags = ["admin", "widgets"], params(("addon" = String, Path, description = "The addon's name."), ("widget" = String, Path, description = "The widget's id.")), request_body = RenderBody, responses((status = 200, description = "The rendered widget, with its `ETag`.", body = Success), (status = 304, description = "Not modified: the `If-None-Match` ETag is current."), E400, E404, E502, E503, E504))]
@@ -227,7 +227,7 @@ pub(super) async fn render_widget_post(
 ) -> ApiResult {
     let addon = instance(&st, addon).await?;
     let (config, context) = body.inputs()?;
-    render_reply(&st.addons, &addon, &widget, config, context, &headers).await
+    render_reply(&st.addons, &addon, &widget, config, context, &headers, None).await
 }
 
 #[utoipa::path(get, path = "/api/widgets/{addon}/{widget}/frame", tags = ["admin", "widgets"], params(("addon" = String, Path, description = "The addon's name."), ("widget" = String, Path, description = "The widget's id."), ("config" = Option<String>, Query, description = "The widget's config: a JSON object as text."), ("context" = Option<String>, Query, description = "The render context: a JSON object as text.")), responses((status = 200, description = "An HTML page that shows the rendered widget.", content_type = "text/html", body = String), E400, E404, E502, E503, E504))]

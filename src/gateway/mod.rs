@@ -590,6 +590,12 @@ impl Gateway {
 
     async fn render(&self, addon: &str, widget: &str, req: axum::extract::Request) -> http::ApiResult {
         let (parts, body) = req.into_parts();
+        let query = (parts.method != Method::POST).then(|| parts.uri.query().unwrap_or(""));
+        if let Some(q) = query {
+            if let Some(hit) = self.addons.render_cached_query(addon, widget, q).await? {
+                return Ok(http::rendered_reply(&hit, &parts.headers));
+            }
+        }
         let (config, context) = if parts.method == Method::POST {
             let body: RenderBody = self.json_body(body).await?;
             body.inputs()?
@@ -597,7 +603,7 @@ impl Gateway {
             let Query(q) = Query::<RenderQuery>::try_from_uri(&parts.uri)?;
             q.parse()?
         };
-        http::render_reply(&self.addons, addon, widget, config, context, &parts.headers).await
+        http::render_reply(&self.addons, addon, widget, config, context, &parts.headers, query).await
     }
 
     async fn frame(&self, addon: &str, widget: &str, uri: &axum::http::Uri) -> http::ApiResult {

@@ -88,8 +88,14 @@ pub async fn render_reply(
     config: Value,
     context: Value,
     headers: &axum::http::HeaderMap,
+    query: Option<&str>,
 ) -> ApiResult {
-    let r = addons.render(addon, widget, config, context).await?;
+    let r = addons.render_for_query(addon, widget, config, context, query).await?;
+    Ok(rendered_reply(&r, headers))
+}
+
+/// The answer for a render (from the cache or not), 304 when the caller has its ETag.
+pub fn rendered_reply(r: &crate::addons::Rendered, headers: &axum::http::HeaderMap) -> axum::response::Response {
     let etag = HeaderValue::from_str(&r.widget.etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
     let cache = HeaderValue::from_static(if r.cached { "hit" } else { "miss" });
     let matches = headers
@@ -97,9 +103,9 @@ pub async fn render_reply(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == r.widget.etag || t.trim() == "*"));
     if matches {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::HeaderName::from_static("x-cache"), cache)]).into_response());
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::HeaderName::from_static("x-cache"), cache)]).into_response();
     }
-    Ok((
+    (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
@@ -108,7 +114,7 @@ pub async fn render_reply(
         ],
         r.widget.envelope.clone(),
     )
-        .into_response())
+        .into_response()
 }
 
 /// The widget as a complete HTML document for a sandboxed iframe.

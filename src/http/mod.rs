@@ -10,7 +10,7 @@ pub mod conn;
 pub mod envelope;
 pub mod openapi;
 
-pub use answers::{frame_reply, render_reply, ExecuteBody, RenderBody, RenderQuery};
+pub use answers::{frame_reply, render_reply, rendered_reply, ExecuteBody, RenderBody, RenderQuery};
 pub use code::ErrorCode;
 pub use envelope::{
     body_read_error, error_body, json_error_text, ok, ok_json, parse_json, read_body, ApiError, ApiResult, BodyLimit, JsonBody,
