@@ -266,7 +266,13 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 fn body_error(e: hyper::Error) -> UpstreamError {
-    if e.is_incomplete_message() {
+    let mut cause = std::error::Error::source(&e);
+    let mut eof = false;
+    while let Some(c) = cause {
+        eof |= c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::UnexpectedEof);
+        cause = c.source();
+    }
+    if eof || e.is_incomplete_message() {
         UpstreamError::Broken("the addon closed the connection in the middle of its answer".into())
     } else {
         UpstreamError::Broken(format!("the addon's answer is malformed: {}", chain(&e)))
