@@ -126,7 +126,8 @@ for side in A B; do
     got_get="$(curl -sS --fail-with-body -H "apikey: ${KEYS[$side]}" "http://${GW[$side]}$GET_PATH" | jq -c 'del(.uptime_ms)')"
     say "$side: execute → $got_exec; gw POST → $got_post; gw GET → $got_get"
     [[ "$got_exec" == "$got_post" ]] || die "$side: execute and the passthrough POST answer differently"
-    ANS[$side]="$got_exec $got_get"
+    # The answers name the instance that answered; each daemon has its own.
+    ANS[$side]="$(jq -cS 'del(.instance)' <<<"$got_exec") $(jq -cS 'del(.instance)' <<<"$got_get")"
 done
 [[ "${ANS[A]}" == "${ANS[B]}" ]] || die "the daemons answer differently: ${ANS[A]} vs ${ANS[B]}"
 
