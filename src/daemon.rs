@@ -229,6 +229,8 @@ pub async fn run_with(cfg: Config, shutdown: CancellationToken, opts: RunOptions
         };
         tokio::spawn(crate::scrape::listener::serve(l, sources, shutdown.clone()))
     });
+    // Read once here, before any call: the client stays the same for the daemon's life.
+    tracing::info!(client = ?crate::upstream::client(), "upstream client");
     let gateway_task = gateway_listener.map(|l| {
         tracing::info!(listen = ?gateway_addr, "gateway listening");
         tokio::spawn(crate::gateway::serve(l, gateway.clone(), shutdown.clone()))

@@ -10,7 +10,8 @@
 //! only and every copy of it agrees, chunk sizes are parsed by `httparse`, and every line
 //! of the chunked framing ends in CRLF. An answer framed any other way is refused rather
 //! than guessed at, because a client and a proxy that read one answer differently are how
-//! responses get smuggled.
+//! responses get smuggled. `ADDOND_UPSTREAM_CLIENT=hyper` swaps in the same interface on
+//! hyper's connection-level client instead (`hyper_client`: an experiment, issue 19).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -25,6 +26,38 @@ use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod hyper_client;
+
+/// Which client carries the calls: chosen once, from `ADDOND_UPSTREAM_CLIENT` (`hyper`, else
+/// the hand-written one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    /// This module's own client.
+    Own,
+    /// hyper's `client::conn::http1` (`hyper_client`).
+    Hyper,
+}
+
+static CLIENT: std::sync::LazyLock<Client> = std::sync::LazyLock::new(|| match std::env::var("ADDOND_UPSTREAM_CLIENT").as_deref() {
+    Ok("hyper") => Client::Hyper,
+    _ => Client::Own,
+});
+
+#[cfg(test)]
+thread_local! {
+    /// Tests run the same calls through either client on one thread.
+    static TEST_CLIENT: std::cell::Cell<Option<Client>> = const { std::cell::Cell::new(None) };
+}
+
+/// The client in use (the daemon reads it at start, which fixes it).
+pub fn client() -> Client {
+    #[cfg(test)]
+    if let Some(c) = TEST_CLIENT.with(std::cell::Cell::get) {
+        return c;
+    }
+    *CLIENT
+}
 
 /// An idle connection older than this is closed rather than reused: addons close theirs
 /// after a while (the sample after 60 s, Node's default after 5 s), and a connection the
@@ -173,6 +206,7 @@ fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> R {
 /// runtime, whose tasks — and so the connections they hold — never move to another thread.
 pub fn own_thread_pool() {
     OWN.with(|own| *own.borrow_mut() = Some(Pool::default()));
+    hyper_client::own_thread_pool();
 }
 
 /// Closes the idle connections of the calling thread's own pool and gives it up (a worker
@@ -180,6 +214,7 @@ pub fn own_thread_pool() {
 /// registered with).
 pub fn clear_thread_pool() {
     let _ = OWN.try_with(|own| own.borrow_mut().take());
+    hyper_client::clear_thread_pool();
 }
 
 /// Closes idle connections that are too old or were closed by the addon, in the calling
@@ -188,11 +223,12 @@ pub fn clear_thread_pool() {
 /// connections the addons have closed, traffic or not.
 pub fn sweep() {
     with_pool(|p| p.sweep(Instant::now()));
+    hyper_client::sweep();
 }
 
 /// Idle connections in the calling thread's pool (for tests).
 pub fn idle_connections() -> usize {
-    with_pool(|p| p.idle.values().map(Vec::len).sum())
+    with_pool(|p| p.idle.values().map(Vec::len).sum::<usize>()) + hyper_client::idle_connections()
 }
 
 async fn checkout(addr: SocketAddr) -> Result<Conn, UpstreamError> {
@@ -230,11 +266,20 @@ pub struct Response {
 /// A connection to an instance, ready for one request. Made before the request is sent,
 /// so a caller whose connection was refused still has its request (body included) to send
 /// to another instance.
-pub struct Connection(Conn);
+pub struct Connection(Via);
+
+/// The connection of the client in use.
+enum Via {
+    Own(Conn),
+    Hyper(hyper_client::Conn),
+}
 
 /// A pooled or new connection to `addr`. An error here means the request never left addond.
 pub async fn connect(addr: SocketAddr) -> Result<Connection, UpstreamError> {
-    checkout(addr).await.map(Connection)
+    Ok(Connection(match client() {
+        Client::Own => Via::Own(checkout(addr).await?),
+        Client::Hyper => Via::Hyper(hyper_client::checkout(addr).await?),
+    }))
 }
 
 /// Sends one request to `addr` and reads the answer's head (see [`Connection::send`]),
@@ -259,65 +304,79 @@ impl Connection {
         body: OutBody,
         want_headers: bool,
     ) -> Result<Response, UpstreamError> {
-        use std::io::Write as _;
-        let mut conn = self.0;
-        if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(UpstreamError::Broken(format!("`{path}` cannot be sent as a request path")));
+        match self.0 {
+            Via::Own(conn) => send_own(conn, method, path, headers, body, want_headers).await,
+            Via::Hyper(conn) => conn.send(method, path, headers, body, want_headers).await,
         }
-        let mut head = Vec::with_capacity(256 + headers.len() * 48);
-        head.extend_from_slice(method.as_str().as_bytes());
-        head.push(b' ');
-        head.extend_from_slice(path.as_bytes());
-        // Writes into a Vec cannot fail.
-        let _ = write!(head, " HTTP/1.1\r\nhost: {}\r\n", conn.addr);
-        for (k, v) in headers {
-            if k == header::HOST || k == header::CONTENT_LENGTH || k == header::TRANSFER_ENCODING {
-                continue;
-            }
-            head.extend_from_slice(k.as_str().as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(v.as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
-        let write = |e| broken("sending the request to the addon", e);
-        match body {
-            OutBody::Empty => {
-                if method_allows_body(method) {
-                    head.extend_from_slice(b"content-length: 0\r\n");
-                }
-                head.extend_from_slice(b"\r\n");
-                conn.stream.write_all(&head).await.map_err(write)?;
-            }
-            OutBody::Full(b) => {
-                let _ = write!(head, "content-length: {}\r\n\r\n", b.len());
-                if b.len() <= INLINE_BODY_BYTES {
-                    head.extend_from_slice(&b);
-                    conn.stream.write_all(&head).await.map_err(write)?;
-                } else {
-                    conn.stream.write_all(&head).await.map_err(write)?;
-                    conn.stream.write_all(&b).await.map_err(write)?;
-                }
-            }
-            OutBody::Stream { body, length, limit } => {
-                match length {
-                    Some(n) => head.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes()),
-                    None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
-                }
-                conn.stream.write_all(&head).await.map_err(write)?;
-                if let Err(e) = stream_body(&mut conn, body, length, limit).await {
-                    // The addon may have answered early (and closed): its answer is worth
-                    // more than our write error.
-                    if matches!(e, UpstreamError::Broken(_)) {
-                        if let Ok(resp) = read_head(conn, method, want_headers).await {
-                            return Ok(resp);
-                        }
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        read_head(conn, method, want_headers).await
     }
+}
+
+/// [`Connection::send`] on the hand-written client.
+async fn send_own(
+    mut conn: Conn,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: OutBody,
+    want_headers: bool,
+) -> Result<Response, UpstreamError> {
+    use std::io::Write as _;
+    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(UpstreamError::Broken(format!("`{path}` cannot be sent as a request path")));
+    }
+    let mut head = Vec::with_capacity(256 + headers.len() * 48);
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(path.as_bytes());
+    // Writes into a Vec cannot fail.
+    let _ = write!(head, " HTTP/1.1\r\nhost: {}\r\n", conn.addr);
+    for (k, v) in headers {
+        if k == header::HOST || k == header::CONTENT_LENGTH || k == header::TRANSFER_ENCODING {
+            continue;
+        }
+        head.extend_from_slice(k.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(v.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    let write = |e| broken("sending the request to the addon", e);
+    match body {
+        OutBody::Empty => {
+            if method_allows_body(method) {
+                head.extend_from_slice(b"content-length: 0\r\n");
+            }
+            head.extend_from_slice(b"\r\n");
+            conn.stream.write_all(&head).await.map_err(write)?;
+        }
+        OutBody::Full(b) => {
+            let _ = write!(head, "content-length: {}\r\n\r\n", b.len());
+            if b.len() <= INLINE_BODY_BYTES {
+                head.extend_from_slice(&b);
+                conn.stream.write_all(&head).await.map_err(write)?;
+            } else {
+                conn.stream.write_all(&head).await.map_err(write)?;
+                conn.stream.write_all(&b).await.map_err(write)?;
+            }
+        }
+        OutBody::Stream { body, length, limit } => {
+            match length {
+                Some(n) => head.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes()),
+                None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+            }
+            conn.stream.write_all(&head).await.map_err(write)?;
+            if let Err(e) = stream_body(&mut conn, body, length, limit).await {
+                // The addon may have answered early (and closed): its answer is worth
+                // more than our write error.
+                if matches!(e, UpstreamError::Broken(_)) {
+                    if let Ok(resp) = read_head(conn, method, want_headers).await {
+                        return Ok(resp);
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    read_head(conn, method, want_headers).await
 }
 
 /// Writes the caller's body to the addon, chunked when no length was declared.
@@ -368,7 +427,11 @@ async fn read_head(mut conn: Conn, method: &Method, want_headers: bool) -> Resul
             if let Some((consumed, parsed)) = parse_head(&conn.buf, method, want_headers)? {
                 conn.buf.advance(consumed);
                 let Some((status, headers, framing, keep_alive)) = parsed else { continue }; // 1xx
-                return Ok(Response { status, headers, body: BodyReader { conn: Some(conn), framing, keep_alive } });
+                return Ok(Response {
+                    status,
+                    headers,
+                    body: BodyReader(Reader::Own(OwnReader { conn: Some(conn), framing, keep_alive })),
+                });
             }
             if conn.buf.len() > MAX_HEAD_BYTES {
                 return Err(UpstreamError::Broken(format!("the addon's answer has a head larger than {MAX_HEAD_BYTES} bytes")));
@@ -641,15 +704,67 @@ impl Framing {
 
 /// The body of an answer, read from its connection; the connection goes back to the pool
 /// once the body has been read to its end (and not if the reader is dropped before).
-pub struct BodyReader {
+pub struct BodyReader(Reader);
+
+/// The body reader of the client in use.
+enum Reader {
+    Own(OwnReader),
+    Hyper(hyper_client::Reader),
+}
+
+/// The hand-written client's body reader.
+struct OwnReader {
+    /// The connection, until the body ended.
     conn: Option<Conn>,
+    /// How the body ends, and how far it is.
     framing: Framing,
+    /// Whether the connection may carry another request.
     keep_alive: bool,
 }
 
 impl BodyReader {
     /// The next piece of the body; `None` at its end.
     pub async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        match &mut self.0 {
+            Reader::Own(r) => r.next().await,
+            Reader::Hyper(r) => r.next().await,
+        }
+    }
+
+    /// The whole body, at most `limit` bytes.
+    pub async fn collect(mut self, limit: usize) -> Result<Bytes, UpstreamError> {
+        let mut first: Option<Bytes> = None;
+        let mut rest = BytesMut::new();
+        let mut total = 0usize;
+        while let Some(b) = self.next().await? {
+            total += b.len();
+            if total > limit {
+                return Err(UpstreamError::ReplyTooLarge(limit));
+            }
+            match &first {
+                None => first = Some(b),
+                Some(f) => {
+                    if rest.is_empty() {
+                        rest.extend_from_slice(f);
+                    }
+                    rest.extend_from_slice(&b);
+                }
+            }
+        }
+        Ok(if rest.is_empty() { first.unwrap_or_default() } else { rest.freeze() })
+    }
+
+    /// The body as a streamed HTTP body for the gateway's answer.
+    pub fn into_body(self) -> axum::body::Body {
+        match self.0 {
+            Reader::Own(r) => r.into_body(),
+            Reader::Hyper(r) => r.into_body(),
+        }
+    }
+}
+
+impl OwnReader {
+    async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
         loop {
             let Some(conn) = self.conn.as_mut() else { return Ok(None) };
             match self.framing.decode(&mut conn.buf).map_err(|e| UpstreamError::Broken(format!("the addon's answer is malformed: {e}")))? {
@@ -682,31 +797,7 @@ impl BodyReader {
         }
     }
 
-    /// The whole body, at most `limit` bytes.
-    pub async fn collect(mut self, limit: usize) -> Result<Bytes, UpstreamError> {
-        let mut first: Option<Bytes> = None;
-        let mut rest = BytesMut::new();
-        let mut total = 0usize;
-        while let Some(b) = self.next().await? {
-            total += b.len();
-            if total > limit {
-                return Err(UpstreamError::ReplyTooLarge(limit));
-            }
-            match &first {
-                None => first = Some(b),
-                Some(f) => {
-                    if rest.is_empty() {
-                        rest.extend_from_slice(f);
-                    }
-                    rest.extend_from_slice(&b);
-                }
-            }
-        }
-        Ok(if rest.is_empty() { first.unwrap_or_default() } else { rest.freeze() })
-    }
-
-    /// The body as a streamed HTTP body for the gateway's answer.
-    pub fn into_body(mut self) -> axum::body::Body {
+    fn into_body(mut self) -> axum::body::Body {
         // A body that is in the buffer already (the usual small answer) needs no stream.
         if let (Some(conn), Framing::Length(n)) = (self.conn.as_mut(), self.framing) {
             if let Some(n) = usize::try_from(n).ok().filter(|n| *n <= conn.buf.len()) {

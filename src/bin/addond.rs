@@ -96,6 +96,7 @@ fn page_extras() -> addond::cli_docs::PageExtras {
             ("ADDOND_CONFIG_FILE", "the config file, as --config"),
             ("ADDOND_<SECTION>_<KEY>", "overrides one config key, e.g. ADDOND_DAEMON_LOG_LEVEL=debug (see addond.toml(5))"),
             ("RUST_LOG", "a log filter that wins over daemon.log_level"),
+            ("ADDOND_UPSTREAM_CLIENT", "hyper: call addons with hyper's HTTP/1.1 client instead of addond's own (an experiment, issue 19; read at start)"),
             ("NO_COLOR", "no colours in the log on a terminal"),
             ("NOTIFY_SOCKET, WATCHDOG_USEC", "set by systemd: readiness, status and watchdog notifications"),
             ("JOURNAL_STREAM", "set by systemd: log to the journal with structured fields"),

@@ -265,6 +265,13 @@ async fn get(addr: SocketAddr, path: &str) -> Result<(StatusCode, Bytes), Upstre
 
 #[tokio::test]
 async fn keep_alive_connections_are_reused_and_closed_ones_are_not() {
+    for c in [Client::Own, Client::Hyper] {
+        keep_alive_connections_are_reused_and_closed_ones_are_not_with(c).await;
+    }
+}
+
+async fn keep_alive_connections_are_reused_and_closed_ones_are_not_with(client: Client) {
+    TEST_CLIENT.with(|t| t.set(Some(client)));
     own_thread_pool();
     let (addr, conns, _rx) = server(|seen, _| (ok_text(&seen.path), false)).await;
     for i in 0..5 {
@@ -293,6 +300,13 @@ async fn keep_alive_connections_are_reused_and_closed_ones_are_not() {
 
 #[tokio::test]
 async fn chunked_and_close_delimited_answers_arrive_whole() {
+    for c in [Client::Own, Client::Hyper] {
+        chunked_and_close_delimited_answers_arrive_whole_with(c).await;
+    }
+}
+
+async fn chunked_and_close_delimited_answers_arrive_whole_with(client: Client) {
+    TEST_CLIENT.with(|t| t.set(Some(client)));
     own_thread_pool();
     let (addr, _, _rx) = server(|seen, _| match seen.path.as_str() {
         "/chunked" => (
@@ -316,6 +330,13 @@ async fn chunked_and_close_delimited_answers_arrive_whole() {
 
 #[tokio::test]
 async fn request_bodies_stream_with_their_framing_and_limit() {
+    for c in [Client::Own, Client::Hyper] {
+        request_bodies_stream_with_their_framing_and_limit_with(c).await;
+    }
+}
+
+async fn request_bodies_stream_with_their_framing_and_limit_with(client: Client) {
+    TEST_CLIENT.with(|t| t.set(Some(client)));
     own_thread_pool();
     let (addr, _, mut rx) = server(|seen, _| (ok_text(&seen.body.len().to_string()), false)).await;
     let chunks = || futures_util::stream::iter([b"abc".as_slice(), b"", b"defg"].map(|b| Ok::<_, io::Error>(Bytes::from_static(b))));
@@ -353,6 +374,13 @@ async fn request_bodies_stream_with_their_framing_and_limit() {
 
 #[tokio::test]
 async fn refused_and_malformed_answers_are_told_apart() {
+    for c in [Client::Own, Client::Hyper] {
+        refused_and_malformed_answers_are_told_apart_with(c).await;
+    }
+}
+
+async fn refused_and_malformed_answers_are_told_apart_with(client: Client) {
+    TEST_CLIENT.with(|t| t.set(Some(client)));
     own_thread_pool();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
