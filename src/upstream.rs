@@ -363,8 +363,7 @@ async fn send_own(
                 Some(n) => head.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes()),
                 None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
             }
-            conn.stream.write_all(&head).await.map_err(write)?;
-            if let Err(e) = stream_body(&mut conn, body, length, limit).await {
+            if let Err(e) = stream_body(&mut conn, head, body, length, limit).await {
                 // The addon may have answered early (and closed): its answer is worth
                 // more than our write error.
                 if matches!(e, UpstreamError::Broken(_)) {
@@ -379,11 +378,35 @@ async fn send_own(
     read_head(conn, method, want_headers).await
 }
 
-/// Writes the caller's body to the addon, chunked when no length was declared.
-async fn stream_body(conn: &mut Conn, mut body: axum::body::Body, length: Option<u64>, limit: u64) -> Result<(), UpstreamError> {
+/// Writes the request head and then the caller's body to the addon, chunked when no length
+/// was declared. When the body's first frame is ready at once (a small body, already read
+/// with the head), it goes out in the same write as the head: one segment, so the addon
+/// reads the whole request in one go instead of waking again for its body. Otherwise the
+/// head goes out alone before the body is waited for.
+async fn stream_body(
+    conn: &mut Conn,
+    mut head: Vec<u8>,
+    mut body: axum::body::Body,
+    length: Option<u64>,
+    limit: u64,
+) -> Result<(), UpstreamError> {
+    use futures_util::FutureExt as _;
     let mut sent: u64 = 0;
     let write = |e| broken("sending the request body to the addon", e);
-    while let Some(frame) = body.frame().await {
+    loop {
+        let next = if head.is_empty() {
+            body.frame().await
+        } else {
+            match body.frame().now_or_never() {
+                Some(f) => f,
+                None => {
+                    conn.stream.write_all(&head).await.map_err(write)?;
+                    head.clear();
+                    body.frame().await
+                }
+            }
+        };
+        let Some(frame) = next else { break };
         let frame = frame.map_err(|e| match crate::body_error::body_failure(&e) {
             crate::body_error::BodyFailure::Timeout => UpstreamError::ClientBodyTimeout(crate::body_error::error_chain(&e)),
             _ => UpstreamError::ClientBody(crate::body_error::error_chain(&e)),
@@ -399,20 +422,30 @@ async fn stream_body(conn: &mut Conn, mut body: axum::body::Body, length: Option
         if length.is_some_and(|n| sent > n) {
             return Err(UpstreamError::ClientBody("more bytes than its content-length".into()));
         }
-        if length.is_some() {
-            conn.stream.write_all(&data).await.map_err(write)?;
-        } else {
-            let mut framed = Vec::with_capacity(data.len() + 16);
-            framed.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-            framed.extend_from_slice(&data);
-            framed.extend_from_slice(b"\r\n");
-            conn.stream.write_all(&framed).await.map_err(write)?;
+        match length {
+            Some(_) if head.is_empty() => conn.stream.write_all(&data).await.map_err(write)?,
+            Some(_) => {
+                head.extend_from_slice(&data);
+                conn.stream.write_all(&head).await.map_err(write)?;
+                head.clear();
+            }
+            None => {
+                head.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                head.extend_from_slice(&data);
+                head.extend_from_slice(b"\r\n");
+                conn.stream.write_all(&head).await.map_err(write)?;
+                head.clear();
+            }
         }
     }
     match length {
         Some(n) if sent != n => Err(UpstreamError::ClientBody(format!("{sent} bytes instead of the declared {n}"))),
-        Some(_) => Ok(()),
-        None => conn.stream.write_all(b"0\r\n\r\n").await.map_err(write),
+        Some(_) if head.is_empty() => Ok(()),
+        Some(_) => conn.stream.write_all(&head).await.map_err(write),
+        None => {
+            head.extend_from_slice(b"0\r\n\r\n");
+            conn.stream.write_all(&head).await.map_err(write)
+        }
     }
 }
 
