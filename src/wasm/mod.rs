@@ -499,12 +499,14 @@ mod tests {
     (local.set $p (global.get $heap))
     (global.set $heap (i32.add (global.get $heap) (local.get $n)))
     (local.get $p))
+  (func $recurse (param $n i64) (result i64) (i64.add (call $recurse (i64.add (local.get $n) (i64.const 1))) (i64.const 1)))
   (func (export "execute") (param $ap i32) (param $al i32) (param $ip i32) (param $il i32) (result i64)
     (local $out i32)
     (if (i32.eq (i32.load8_u (local.get $ap)) (i32.const 107)) (then
       (return (call $kv_get (local.get $ap) (local.get $al)))))
     (if (i32.eq (i32.load8_u (local.get $ap)) (i32.const 108)) (then (loop $l (br $l))))
     (if (i32.eq (i32.load8_u (local.get $ap)) (i32.const 99)) (then (return (call $config))))
+    (if (i32.eq (i32.load8_u (local.get $ap)) (i32.const 114)) (then (return (call $recurse (i64.const 0)))))
     (local.set $out (call $alloc (i32.add (local.get $il) (i32.const 7))))
     (memory.copy (local.get $out) (i32.const 16) (i32.const 6))
     (memory.copy (i32.add (local.get $out) (i32.const 6)) (local.get $ip) (local.get $il))
@@ -561,6 +563,11 @@ mod tests {
         assert!(matches!(call("loop", &[], 100).await, Err(WasmError::Timeout(_))));
         assert!(t0.elapsed() < Duration::from_millis(600), "{:?}", t0.elapsed());
         assert_eq!(paths(), (3, 2), "past the inline fuel: on a blocking thread, to its deadline");
+        // Unbounded recursion on the calling task's own stack: a trap, not a crash.
+        match call("recurse", &[], 1000).await {
+            Err(WasmError::Trapped(m)) => assert!(m.contains("stack"), "{m}"),
+            other => panic!("{other:?}"),
+        }
         // A second runtime on the same directory (a restart) compiles nothing.
         let again = runtime(dir.path());
         let loaded = again.load_blocking(&m.hash).unwrap();
