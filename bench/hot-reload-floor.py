@@ -7,10 +7,14 @@ published loopback port and the sandbox flags addond gives its containers, and t
 stops when all three answer `/execute/whoami` with the new version. The previous round's
 containers keep running meanwhile (blue/green, as addond does) and are removed after.
 No health gate, no traffic shift, no database: what is left is Docker's own work.
+BENCH_FLOOR_CALLERS (0) callers call `whoami` on the running containers meanwhile, as
+bench/hot-reload.py's do (its `Caller`, round robin, a new connection per call), so the
+floor can be taken under the same load as the publishes it is compared with.
 
   hot-reload-floor.py ROUNDS    prints build, start and total p50/p99 in ms
 """
 import http.client
+import importlib.util
 import json
 import os
 import shutil
@@ -53,8 +57,18 @@ def pct(vals, q):
     return vals[min(len(vals) - 1, int(round(q * (len(vals) - 1))))]
 
 
+def caller_class():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hot-reload.py")
+    spec = importlib.util.spec_from_file_location("hot_reload", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.Caller
+
+
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    n_callers = int(os.environ.get("BENCH_FLOOR_CALLERS", "0"))
+    callers = []
     tmp = tempfile.mkdtemp(prefix="addond-hot-floor.", dir=os.environ.get("BENCH_TMP", "/var/tmp"))
     made = []
     subprocess.run(["docker", "network", "rm", NETWORK], capture_output=True)
@@ -97,15 +111,30 @@ def main():
             for old in made:
                 subprocess.run(["docker", "rm", "-f", old], capture_output=True)
             made = names
+            targets = [("127.0.0.1", p) for p in ports]
+            if n_callers and not callers:
+                Caller = caller_class()
+                callers = [Caller(targets, "/execute/whoami", {"content-type": "application/json"}, "{}") for _ in range(n_callers)]
+                for c in callers:
+                    c.start()
+            for c in callers:
+                c.targets = targets
             if i > 0:  # the first round fills the build cache
                 builds.append((t1 - t0) * 1000)
                 starts.append((t2 - t1) * 1000)
                 totals.append((t2 - t0) * 1000)
             time.sleep(0.5)
+        for c in callers:
+            c.stop = True
+        if callers:
+            calls = sum(len(c.records) for c in callers)
+            print(f"docker floor callers {n_callers}, calls {calls}")
         for name, vals in (("build", builds), ("3 starts", starts), ("total", totals)):
             print(f"docker floor {name:9} rounds {len(vals):3}  p50 {pct(vals, .5):6.0f} ms  p99 {pct(vals, .99):6.0f} ms"
                   f"  min {min(vals):6.0f} ms")
     finally:
+        for c in callers:
+            c.stop = True
         for name in made:
             subprocess.run(["docker", "rm", "-f", name], capture_output=True)
         subprocess.run(["sh", "-c", "docker images -q 'addond-hot-floor' | sort -u | xargs -r docker rmi -f"], capture_output=True)
