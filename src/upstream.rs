@@ -127,41 +127,92 @@ struct Conn {
     addr: SocketAddr,
 }
 
-struct Idle {
-    conn: Conn,
+/// What an idle pool keeps: a connection that can tell whether it may carry another request.
+pub(crate) trait Pooled {
+    /// The instance it goes to (the pool's key).
+    fn addr(&self) -> SocketAddr;
+    /// Whether it can carry another request (not closed, nothing unasked for on it).
+    fn reusable(&self) -> bool;
+}
+
+struct Idle<C> {
+    /// The connection.
+    conn: C,
+    /// When it went idle.
     since: Instant,
 }
 
-#[derive(Default)]
-struct Pool {
-    idle: HashMap<SocketAddr, Vec<Idle>>,
+/// Idle connections by instance address, the most recently used last; shared by both
+/// clients (the hand-written one's sockets, hyper's senders).
+pub(crate) struct Pool<C> {
+    idle: HashMap<SocketAddr, Vec<Idle<C>>>,
 }
 
-impl Pool {
-    fn take(&mut self, addr: SocketAddr) -> Option<Conn> {
+impl<C> Default for Pool<C> {
+    fn default() -> Self {
+        Pool { idle: HashMap::new() }
+    }
+}
+
+impl<C: Pooled> Pool<C> {
+    pub(crate) fn take(&mut self, addr: SocketAddr) -> Option<C> {
         let list = self.idle.get_mut(&addr)?;
         while let Some(idle) = list.pop() {
-            if idle.since.elapsed() < IDLE_TIMEOUT && idle.conn.is_reusable() {
+            if idle.since.elapsed() < IDLE_TIMEOUT && idle.conn.reusable() {
                 return Some(idle.conn);
             }
         }
         None
     }
 
-    fn put(&mut self, conn: Conn) {
-        let list = self.idle.entry(conn.addr).or_default();
+    pub(crate) fn put(&mut self, conn: C) {
+        let list = self.idle.entry(conn.addr()).or_default();
         if list.len() < MAX_IDLE_PER_ADDR {
             list.push(Idle { conn, since: Instant::now() });
         }
     }
 
     /// Closes idle connections that are too old or were closed by the addon.
-    fn sweep(&mut self, now: Instant) {
+    pub(crate) fn sweep(&mut self, now: Instant) {
         self.idle.retain(|_, list| {
-            list.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT && i.conn.is_reusable());
+            list.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT && i.conn.reusable());
             !list.is_empty()
         });
     }
+
+    /// Connections kept.
+    pub(crate) fn len(&self) -> usize {
+        self.idle.values().map(Vec::len).sum()
+    }
+}
+
+impl Pooled for Conn {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn reusable(&self) -> bool {
+        self.is_reusable()
+    }
+}
+
+/// A TCP connection to `addr` within [`CONNECT_TIMEOUT`], Nagle off.
+pub(crate) async fn dial(addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return Err(UpstreamError::Connect { addr, source }),
+        Err(_) => return Err(UpstreamError::Connect { addr, source: io::Error::new(io::ErrorKind::TimedOut, "no connection within 2 s") }),
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Refuses a path that cannot go on a request line as it is.
+pub(crate) fn check_path(path: &str) -> Result<(), UpstreamError> {
+    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(UpstreamError::Broken(format!("`{path}` cannot be sent as a request path")));
+    }
+    Ok(())
 }
 
 impl Conn {
@@ -188,14 +239,14 @@ impl Conn {
 
 thread_local! {
     /// The pool of a thread that owns one (a gateway worker: its tasks never leave it).
-    static OWN: RefCell<Option<Pool>> = const { RefCell::new(None) };
+    static OWN: RefCell<Option<Pool<Conn>>> = const { RefCell::new(None) };
 }
 
 /// The pool of every other thread: tasks of the multi-threaded runtime move between its
 /// threads, so a connection taken on one is often put back on another.
-static SHARED: std::sync::LazyLock<std::sync::Mutex<Pool>> = std::sync::LazyLock::new(Default::default);
+static SHARED: std::sync::LazyLock<std::sync::Mutex<Pool<Conn>>> = std::sync::LazyLock::new(Default::default);
 
-fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> R {
+fn with_pool<R>(f: impl FnOnce(&mut Pool<Conn>) -> R) -> R {
     OWN.with(|own| match own.borrow_mut().as_mut() {
         Some(pool) => f(pool),
         None => f(&mut SHARED.lock().unwrap_or_else(|e| e.into_inner())),
@@ -228,19 +279,14 @@ pub fn sweep() {
 
 /// Idle connections in the calling thread's pool (for tests).
 pub fn idle_connections() -> usize {
-    with_pool(|p| p.idle.values().map(Vec::len).sum::<usize>()) + hyper_client::idle_connections()
+    with_pool(|p| p.len()) + hyper_client::idle_connections()
 }
 
 async fn checkout(addr: SocketAddr) -> Result<Conn, UpstreamError> {
     if let Some(c) = with_pool(|p| p.take(addr)) {
         return Ok(c);
     }
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(source)) => return Err(UpstreamError::Connect { addr, source }),
-        Err(_) => return Err(UpstreamError::Connect { addr, source: io::Error::new(io::ErrorKind::TimedOut, "no connection within 2 s") }),
-    };
-    let _ = stream.set_nodelay(true);
+    let stream = dial(addr).await?;
     Ok(Conn { stream, buf: BytesMut::with_capacity(READ_CHUNK), addr })
 }
 
@@ -321,9 +367,7 @@ async fn send_own(
     want_headers: bool,
 ) -> Result<Response, UpstreamError> {
     use std::io::Write as _;
-    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(UpstreamError::Broken(format!("`{path}` cannot be sent as a request path")));
-    }
+    check_path(path)?;
     let mut head = Vec::with_capacity(256 + headers.len() * 48);
     head.extend_from_slice(method.as_str().as_bytes());
     head.push(b' ');

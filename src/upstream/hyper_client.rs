@@ -9,7 +9,6 @@
 //! hop-by-hop headers and error kinds are the hand-written client's.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -23,62 +22,20 @@ use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper::header::{self, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Uri, Version};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
-use super::{
-    method_allows_body, OutBody, Response, UpstreamError, CONNECT_TIMEOUT, HOP_BY_HOP, IDLE_TIMEOUT, MAX_HEAD_BYTES, MAX_IDLE_PER_ADDR,
-};
+use super::{check_path, dial, method_allows_body, OutBody, Pool, Pooled, Response, UpstreamError, HOP_BY_HOP, MAX_HEAD_BYTES};
 
 type Sender = SendRequest<OutgoingBody>;
 
-struct Idle {
-    /// The handle to the connection's task.
-    sender: Sender,
-    /// When it went idle.
-    since: Instant,
-}
-
-#[derive(Default)]
-struct Pool {
-    /// Idle connections by instance address, the most recently used last.
-    idle: HashMap<SocketAddr, Vec<Idle>>,
-}
-
-impl Pool {
-    fn take(&mut self, addr: SocketAddr) -> Option<Sender> {
-        let list = self.idle.get_mut(&addr)?;
-        while let Some(idle) = list.pop() {
-            if idle.since.elapsed() < IDLE_TIMEOUT && !idle.sender.is_closed() {
-                return Some(idle.sender);
-            }
-        }
-        None
-    }
-
-    fn put(&mut self, addr: SocketAddr, sender: Sender) {
-        let list = self.idle.entry(addr).or_default();
-        if list.len() < MAX_IDLE_PER_ADDR {
-            list.push(Idle { sender, since: Instant::now() });
-        }
-    }
-
-    fn sweep(&mut self, now: Instant) {
-        self.idle.retain(|_, list| {
-            list.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT && !i.sender.is_closed());
-            !list.is_empty()
-        });
-    }
-}
-
 thread_local! {
     /// The pool of a thread that owns one (a gateway worker).
-    static OWN: RefCell<Option<Pool>> = const { RefCell::new(None) };
+    static OWN: RefCell<Option<Pool<Conn>>> = const { RefCell::new(None) };
 }
 
 /// The pool of every other thread.
-static SHARED: std::sync::LazyLock<std::sync::Mutex<Pool>> = std::sync::LazyLock::new(Default::default);
+static SHARED: std::sync::LazyLock<std::sync::Mutex<Pool<Conn>>> = std::sync::LazyLock::new(Default::default);
 
-fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> R {
+fn with_pool<R>(f: impl FnOnce(&mut Pool<Conn>) -> R) -> R {
     OWN.with(|own| match own.borrow_mut().as_mut() {
         Some(pool) => f(pool),
         None => f(&mut SHARED.lock().unwrap_or_else(|e| e.into_inner())),
@@ -98,7 +55,7 @@ pub(super) fn sweep() {
 }
 
 pub(super) fn idle_connections() -> usize {
-    with_pool(|p| p.idle.values().map(Vec::len).sum())
+    with_pool(|p| p.len())
 }
 
 /// A connection ready for one request.
@@ -109,19 +66,24 @@ pub(super) struct Conn {
     addr: SocketAddr,
 }
 
+impl Pooled for Conn {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn reusable(&self) -> bool {
+        !self.sender.is_closed()
+    }
+}
+
 /// A pooled connection that is still open and ready, else a new one.
 pub(super) async fn checkout(addr: SocketAddr) -> Result<Conn, UpstreamError> {
-    while let Some(mut sender) = with_pool(|p| p.take(addr)) {
-        if sender.ready().await.is_ok() {
-            return Ok(Conn { sender, addr });
+    while let Some(mut conn) = with_pool(|p| p.take(addr)) {
+        if conn.sender.ready().await.is_ok() {
+            return Ok(conn);
         }
     }
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(source)) => return Err(UpstreamError::Connect { addr, source }),
-        Err(_) => return Err(UpstreamError::Connect { addr, source: io::Error::new(io::ErrorKind::TimedOut, "no connection within 2 s") }),
-    };
-    let _ = stream.set_nodelay(true);
+    let stream = dial(addr).await?;
     let (sender, conn) = Builder::new()
         .max_header_size(MAX_HEAD_BYTES)
         .handshake(TokioIo::new(stream))
@@ -145,9 +107,7 @@ impl Conn {
         body: OutBody,
         want_headers: bool,
     ) -> Result<Response, UpstreamError> {
-        if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(UpstreamError::Broken(format!("`{path}` cannot be sent as a request path")));
-        }
+        check_path(path)?;
         let uri: Uri = path.parse().map_err(|_| UpstreamError::Broken(format!("`{path}` cannot be sent as a request path")))?;
         let mut out = HeaderMap::with_capacity(headers.len() + 2);
         let host = HeaderValue::from_str(&self.addr.to_string()).map_err(|e| UpstreamError::Broken(e.to_string()))?;
@@ -319,7 +279,7 @@ impl Reader {
     fn finish(&mut self) {
         if let Some(sender) = self.sender.take() {
             if self.keep_alive && !sender.is_closed() {
-                with_pool(|p| p.put(self.addr, sender));
+                with_pool(|p| p.put(Conn { sender, addr: self.addr }));
             }
         }
     }
